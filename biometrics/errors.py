@@ -1,0 +1,47 @@
+"""Errors of the biometric core.
+
+Every error carries a message a kiosk or a desk can show as it is. The service layer maps each class
+to one gRPC status (see ``verify/status.py``); nothing here knows about gRPC.
+"""
+
+from __future__ import annotations
+
+
+class BiometricError(Exception):
+    """Base class: something about a request that the core refuses, with a displayable message."""
+
+
+class InvalidSample(BiometricError):
+    """A sample cannot be used: not an image, not a supported format, no face, poor quality..."""
+
+
+class UnsupportedImage(InvalidSample):
+    """The bytes are not a JPEG or PNG image, or cannot be decoded as one."""
+
+
+class NoFaceFound(InvalidSample):
+    """No face was detected in the image."""
+
+
+class MultipleFaces(InvalidSample):
+    """Several faces of comparable size: enrolment needs exactly one."""
+
+
+class PoorQuality(InvalidSample):
+    """The sample was acquired but its quality is below what enrolment accepts."""
+
+
+class NotImplementedModality(BiometricError):
+    """A modality the service does not handle (yet)."""
+
+
+class SampleTooLarge(BiometricError):
+    """The image is over the byte or pixel cap (decompression bombs included)."""
+
+
+class SubjectNotFound(BiometricError):
+    """No subject is enrolled under this id."""
+
+
+class SubjectExists(BiometricError):
+    """A subject is already enrolled under this id."""

@@ -1,0 +1,27 @@
+"""Errors of the station's devices, each with a message an officer or a kiosk can show.
+
+The server maps them to gRPC statuses: ``DeviceUnavailable`` -> UNAVAILABLE,
+``DeviceNotConfigured`` and ``DeviceRefused`` -> FAILED_PRECONDITION, ``DeviceTimeout`` -> DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+
+class DeviceError(Exception):
+    """Base class for device faults."""
+
+
+class DeviceUnavailable(DeviceError):
+    """The device is unplugged, silent, or answers with corrupt data."""
+
+
+class DeviceNotConfigured(DeviceError):
+    """The station has no such device (or none for this modality)."""
+
+
+class DeviceRefused(DeviceError):
+    """The device answered but refused: wrong password, bad state."""
+
+
+class DeviceTimeout(DeviceError):
+    """No face or finger was presented before the timeout."""
