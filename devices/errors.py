@@ -25,3 +25,27 @@ class DeviceRefused(DeviceError):
 
 class DeviceTimeout(DeviceError):
     """No face or finger was presented before the timeout."""
+
+
+class DeviceBusy(DeviceUnavailable):
+    """Another capture holds the device; the caller may retry shortly."""
+
+
+class DevicePortMissing(DeviceUnavailable):
+    """The configured port or source does not exist (unplugged cable, wrong path)."""
+
+
+class DeviceDisconnected(DeviceUnavailable):
+    """The device went away in the middle of a conversation."""
+
+
+class DeviceSilent(DeviceUnavailable):
+    """The port is open but the device does not answer."""
+
+
+class DeviceCorruptData(DeviceUnavailable):
+    """The device answered with a damaged packet (bad checksum, bad header)."""
+
+
+class DeviceWrongPassword(DeviceRefused):
+    """The fingerprint sensor refused the configured password."""
