@@ -1,0 +1,233 @@
+"""Face templates: detection, landmarks and dlib's 128-d ResNet embedding.
+
+The models are those ``face_recognition`` uses (shipped by the ``face_recognition_models`` package),
+loaded once, lazily, on first use. Detection is a cascade, cheapest first: the HOG detector at the image's
+own scale, then upsampled once, then dlib's CNN (MMOD) detector for the faces HOG misses (profile,
+poor light, the warped margins of aligned photographs). Templates are compared by euclidean distance
+(dlib's own scale, on which 0.6 is ``face_recognition``'s default tolerance); the service turns distances
+into false-match scores with :mod:`biometrics.scores`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from biometrics.errors import MultipleFaces, NoFaceFound, PoorQuality
+from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_rgb
+
+TEMPLATE_DIM = 128
+Purpose = Literal["enrol", "probe"]
+
+# Above this side the HOG detector runs on a downscaled copy (faces stay over its 80-pixel window).
+DETECTION_MAX_SIDE = 1024
+# Enrolment: a second face whose side is at least this fraction of the largest one's is "comparable".
+COMPARABLE_FACE_RATIO = 0.6
+# Enrolment: the smallest face side, in pixels of the submitted image, that makes a usable reference.
+MIN_ENROL_FACE_SIDE = 60
+# Enrolment: the lowest quality (0..100) accepted.
+MIN_ENROL_QUALITY = 20.0
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """A detected face, in pixel coordinates of the submitted image."""
+
+    top: int
+    right: int
+    bottom: int
+    left: int
+    confidence: float
+    detector: str
+
+    @property
+    def side(self) -> float:
+        """Geometric mean of the box's width and height, in pixels."""
+        return float(np.sqrt(max(self.right - self.left, 0) * max(self.bottom - self.top, 0)))
+
+
+@dataclass(frozen=True)
+class FaceTemplate:
+    """A face's 128-d template with the box it came from and the sample's quality (0..100)."""
+
+    template: np.ndarray
+    box: FaceBox
+    quality: float
+
+
+class _Models:
+    """dlib's detectors, landmark predictor and encoder, loaded on first use, once per process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        model = self._loaded.get(name)
+        if model is None:
+            with self._lock:
+                model = self._loaded.get(name)
+                if model is None:
+                    model = self._load(name)
+                    self._loaded[name] = model
+        return model
+
+    @staticmethod
+    def _load(name: str) -> Any:
+        import dlib
+        import face_recognition_models as paths
+
+        if name == "hog":
+            return dlib.get_frontal_face_detector()
+        if name == "cnn":
+            return dlib.cnn_face_detection_model_v1(paths.cnn_face_detector_model_location())
+        if name == "landmarks":
+            return dlib.shape_predictor(paths.pose_predictor_five_point_model_location())
+        if name == "encoder":
+            return dlib.face_recognition_model_v1(paths.face_recognition_model_location())
+        raise KeyError(name)
+
+
+_models = _Models()
+
+
+def load_models() -> None:
+    """Load the HOG detector, landmark predictor and encoder now (a server warms up before serving)."""
+    for name in ("hog", "landmarks", "encoder"):
+        _models.get(name)
+
+
+def _clip_box(rect: Any, scale: float, shape: tuple[int, ...], confidence: float, detector: str) -> FaceBox:
+    h, w = shape[:2]
+    return FaceBox(
+        top=max(round(rect.top() * scale), 0),
+        right=min(round(rect.right() * scale), w),
+        bottom=min(round(rect.bottom() * scale), h),
+        left=max(round(rect.left() * scale), 0),
+        confidence=float(confidence),
+        detector=detector,
+    )
+
+
+def _hog(rgb: np.ndarray, upsample: int) -> list[FaceBox]:
+    scale = 1.0
+    image = rgb
+    longest = max(rgb.shape[:2])
+    if longest > DETECTION_MAX_SIDE:
+        scale = longest / DETECTION_MAX_SIDE
+        image = cv2.resize(rgb, None, fx=1 / scale, fy=1 / scale, interpolation=cv2.INTER_AREA)
+    rects, confidences, _ = _models.get("hog").run(image, upsample, 0.0)
+    return [
+        _clip_box(r, scale, rgb.shape, c, f"hog{upsample}") for r, c in zip(rects, confidences, strict=True)
+    ]
+
+
+def _cnn(rgb: np.ndarray) -> list[FaceBox]:
+    scale = 1.0
+    image = rgb
+    longest = max(rgb.shape[:2])
+    if longest > 640:
+        scale = longest / 640
+        image = cv2.resize(rgb, None, fx=1 / scale, fy=1 / scale, interpolation=cv2.INTER_AREA)
+    upsample = 1 if max(image.shape[:2]) <= 400 else 0
+    found = _models.get("cnn")(image, upsample)
+    return [_clip_box(d.rect, scale, rgb.shape, d.confidence, "cnn") for d in found]
+
+
+def detect_faces(rgb: np.ndarray, *, thorough: bool = False) -> list[FaceBox]:
+    """Faces in an RGB image, largest first.
+
+    The cascade stops at the first stage that finds a face; ``thorough`` starts at the upsampled HOG
+    stage, so that smaller second faces are seen too (enrolment's one-face check).
+    """
+    stages = ("hog1", "cnn") if thorough else ("hog0", "hog1", "cnn")
+    for stage in stages:
+        found = _cnn(rgb) if stage == "cnn" else _hog(rgb, int(stage[-1]))
+        boxes = [b for b in found if b.side >= 8]
+        if boxes:
+            return sorted(boxes, key=lambda b: b.side, reverse=True)
+    return []
+
+
+def face_quality(rgb: np.ndarray, box: FaceBox) -> float:
+    """A 0..100 quality of the face in ``box``: its size, its sharpness and the detector's confidence."""
+    size = min(box.side / 120.0, 1.0)
+    crop = rgb[box.top : box.bottom, box.left : box.right]
+    if crop.size == 0:
+        return 0.0
+    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    grey = cv2.resize(grey, (96, 96), interpolation=cv2.INTER_AREA)
+    sharpness = min(float(cv2.Laplacian(grey, cv2.CV_64F).var()) / 300.0, 1.0)
+    confidence = 1.0 if box.detector != "cnn" and box.confidence >= 0.5 else 0.7
+    return round(100.0 * size * (0.4 + 0.6 * sharpness) * confidence, 1)
+
+
+def _encode(rgb: np.ndarray, box: FaceBox) -> np.ndarray:
+    import dlib
+
+    rect = dlib.rectangle(box.left, box.top, box.right, box.bottom)
+    shape = _models.get("landmarks")(rgb, rect)
+    descriptor = _models.get("encoder").compute_face_descriptor(rgb, shape, 1)
+    return np.asarray(descriptor, dtype=np.float32)
+
+
+def extract_face_template(rgb: np.ndarray, purpose: Purpose = "probe") -> FaceTemplate:
+    """The template of the face in an RGB uint8 image.
+
+    ``purpose="probe"`` (verification, identification) takes the largest face. ``purpose="enrol"`` wants
+    one clear face: none, or two of comparable size, is refused; much smaller background faces are
+    ignored; a face too small or too poor to be a reference is refused.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError("extract_face_template takes an RGB uint8 image (H, W, 3)")
+    rgb = np.ascontiguousarray(rgb)
+    boxes = detect_faces(rgb, thorough=purpose == "enrol")
+    if not boxes:
+        raise NoFaceFound(
+            "No face was found in the image. Please look at the camera, with your face uncovered."
+        )
+    largest = boxes[0]
+    if purpose == "enrol":
+        comparable = [b for b in boxes[1:] if b.side >= COMPARABLE_FACE_RATIO * largest.side]
+        if comparable:
+            raise MultipleFaces(
+                f"{len(comparable) + 1} faces were found. Enrolment needs a photograph of one person alone."
+            )
+        if largest.side < MIN_ENROL_FACE_SIDE:
+            raise PoorQuality(
+                f"The face is too small ({largest.side:.0f} pixels across; at least {MIN_ENROL_FACE_SIDE} "
+                "are needed). Please move closer to the camera."
+            )
+    quality = face_quality(rgb, largest)
+    if purpose == "enrol" and quality < MIN_ENROL_QUALITY:
+        raise PoorQuality(
+            f"The face image quality is too low ({quality:.0f}/100). "
+            "Please retake the photograph in good light."
+        )
+    return FaceTemplate(template=_encode(rgb, largest), box=largest, quality=quality)
+
+
+def face_template_from_bytes(
+    data: bytes, purpose: Purpose = "probe", limits: ImageLimits = DEFAULT_LIMITS
+) -> FaceTemplate:
+    """Decode JPEG/PNG bytes and extract the face template (see :func:`extract_face_template`)."""
+    return extract_face_template(decode_rgb(data, limits), purpose)
+
+
+def frame_quality(rgb: np.ndarray) -> float | None:
+    """A camera frame's usability for a capture: the face's quality, or None (no face, or several)."""
+    boxes = detect_faces(np.ascontiguousarray(rgb))
+    if not boxes:
+        return None
+    if any(b.side >= COMPARABLE_FACE_RATIO * boxes[0].side for b in boxes[1:]):
+        return None
+    return face_quality(rgb, boxes[0])
+
+
+def face_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Euclidean distance between two face templates (dlib scale: lower is more alike)."""
+    return float(np.linalg.norm(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32)))

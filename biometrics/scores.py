@@ -1,0 +1,145 @@
+"""False-match scores: every comparison stated as s = -log10(FMR).
+
+A raw comparison value (a face embedding distance, a fingerprint similarity) means nothing to an
+officer or an auditor. Its false-match rate does: the fraction of impostor comparisons (two different
+people) that come out at least this alike, measured on a calibration set. The service states every score
+as ``s = -log10(FMR)``, so s = 3 is one impostor in 1,000, one scale for every modality and call, and an
+operating threshold at FMR f is simply ``s = -log10(f)`` (after SourceAFIS, whose scores are stated in
+false-match terms).
+
+Beyond the rarest impostor the calibration set holds (FMR < 1/n), the score is extrapolated linearly in
+the raw value from the tail of the measured distribution, which for a tail that falls faster than
+exponentially (as a Gaussian's does) understates the score: the conservative side. It is capped at
+``MAX_SCORE``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_SCORE = 12.0
+CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
+_TAIL_FMR = 1e-2  # the tail fit uses the impostors rarer than this
+
+
+def threshold_for_fmr(fmr: float) -> float:
+    """The false-match score that an operating point at false-match rate ``fmr`` corresponds to."""
+    if not 0.0 < fmr <= 1.0:
+        raise ValueError(f"a false-match rate is in (0, 1], not {fmr}")
+    return float(-np.log10(fmr))
+
+
+@dataclass
+class ScoreCalibration:
+    """A measured map from raw comparison values to false-match scores.
+
+    ``values`` are increasing similarities (raw values negated when lower means more alike) and
+    ``scores`` the measured ``-log10(FMR)`` at each, non-decreasing.
+    """
+
+    modality: str
+    higher_is_better: bool
+    values: list[float]
+    scores: list[float]
+    tail_slope: float
+    n_impostor: int
+    source: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def fit(
+        cls,
+        impostor_raw: np.ndarray,
+        *,
+        higher_is_better: bool,
+        modality: str,
+        source: str = "",
+        points: int = 400,
+    ) -> ScoreCalibration:
+        """Measure the calibration from impostor comparison values (raw, as the comparator gives them)."""
+        raw = np.asarray(impostor_raw, dtype=np.float64).ravel()
+        raw = raw[np.isfinite(raw)]
+        n = raw.size
+        if n < 100:
+            raise ValueError(f"{n} impostor comparisons cannot calibrate false-match scores (need >= 100)")
+        sim = np.sort(raw if higher_is_better else -raw)
+        # FMR(v) = P(impostor >= v). At the k-th largest impostor value, FMR = k / n.
+        ranks = np.unique(np.round(np.geomspace(1, n, points)).astype(np.int64))  # k = 1 .. n
+        values = sim[n - ranks]
+        scores = -np.log10(ranks / n)
+        # Increasing values with non-decreasing scores; where values tie keep the largest FMR (lowest score).
+        order = np.argsort(values, kind="stable")
+        values, scores = values[order], scores[order]
+        uniq_values, first = np.unique(values, return_index=True)
+        uniq_scores = np.minimum.reduceat(scores, first)
+        uniq_scores = np.maximum.accumulate(uniq_scores)
+        tail = uniq_scores >= -np.log10(_TAIL_FMR)
+        if tail.sum() >= 2 and np.ptp(uniq_values[tail]) > 0:
+            slope = float(np.polyfit(uniq_values[tail], uniq_scores[tail], 1)[0])
+        else:
+            slope = float((uniq_scores[-1] - uniq_scores[0]) / max(np.ptp(uniq_values), 1e-12))
+        return cls(
+            modality=modality,
+            higher_is_better=higher_is_better,
+            values=uniq_values.tolist(),
+            scores=uniq_scores.tolist(),
+            tail_slope=max(slope, 0.0),
+            n_impostor=int(n),
+            source=source,
+        )
+
+    def _similarity(self, raw: np.ndarray) -> np.ndarray:
+        return raw if self.higher_is_better else -raw
+
+    def score(self, raw: float | np.ndarray) -> float | np.ndarray:
+        """False-match score(s) ``-log10(FMR)`` of raw comparison value(s)."""
+        arr = np.asarray(raw, dtype=np.float64)
+        v = self._similarity(arr)
+        values = np.asarray(self.values)
+        scores = np.asarray(self.scores)
+        s = np.interp(v, values, scores, left=0.0, right=scores[-1])
+        beyond = v > values[-1]
+        s = np.where(beyond, scores[-1] + self.tail_slope * (v - values[-1]), s)
+        s = np.clip(s, 0.0, MAX_SCORE)
+        return float(s) if np.ndim(s) == 0 else s
+
+    def raw_threshold(self, fmr: float) -> float:
+        """The raw comparison value whose false-match score is ``-log10(fmr)``."""
+        target = threshold_for_fmr(fmr)
+        values = np.asarray(self.values)
+        scores = np.asarray(self.scores)
+        if target <= scores[-1]:
+            idx = int(np.searchsorted(scores, target, side="left"))
+            v = float(values[min(idx, len(values) - 1)])
+        elif self.tail_slope > 0:
+            v = float(values[-1] + (target - scores[-1]) / self.tail_slope)
+        else:
+            v = float("inf")
+        return v if self.higher_is_better else -v
+
+    @property
+    def measured_fmr_floor(self) -> float:
+        """The smallest FMR the calibration set measured (1 / impostor comparisons)."""
+        return 1.0 / self.n_impostor
+
+    def save(self, path: str | Path) -> None:
+        """Write the calibration as JSON."""
+        Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScoreCalibration:
+        """Read a calibration written by :meth:`save`."""
+        return cls(**json.loads(Path(path).read_text()))
+
+    @classmethod
+    def for_modality(cls, modality: str) -> ScoreCalibration:
+        """The calibration shipped with the package for ``modality`` ("face" or "fingerprint")."""
+        path = CALIBRATION_DIR / f"{modality}.json"
+        if not path.exists():
+            raise FileNotFoundError(f"no calibration for {modality}: {path} is missing")
+        return cls.load(path)
