@@ -1,0 +1,235 @@
+"""A ZhianTec ZFM fingerprint sensor (ZFM-20, R30x, R50x, AS608) on a serial port, via ``pyfingerprint``.
+
+``pyfingerprint`` raises bare ``Exception``s and waits 2 s per silent byte (12 bytes a packet); this driver
+gives it a per-byte timeout and turns every fault into one of the errors of :mod:`devices.errors`:
+a missing port (:class:`DevicePortMissing`), a silent sensor (:class:`DeviceSilent`), a refused password
+(:class:`DeviceWrongPassword`), no finger before the timeout (:class:`DeviceTimeout`), a damaged packet
+(:class:`DeviceCorruptData`), a cable pulled mid-conversation (:class:`DeviceDisconnected`).
+After any fault except the timeout the connection is dropped and the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import serial
+from PIL import Image
+from pyfingerprint.pyfingerprint import PyFingerprint
+
+from devices import zfm_protocol as zfm
+from devices.access import DeviceLock
+from devices.errors import (
+    DeviceCorruptData,
+    DeviceDisconnected,
+    DeviceError,
+    DevicePortMissing,
+    DeviceRefused,
+    DeviceSilent,
+    DeviceTimeout,
+    DeviceUnavailable,
+    DeviceWrongPassword,
+)
+
+DEFAULT_BAUD_RATE = 57600
+DEFAULT_TIMEOUT_S = 10.0
+# Messages of pyfingerprint's exceptions that mean the bytes on the line were damaged.
+_CORRUPT_MARKERS = ("checksum", "valid header", "no ack packet", "no data packet")
+
+
+class _SilentSensor(Exception):
+    """Raised inside pyfingerprint when a byte does not arrive within the byte timeout."""
+
+
+class _SilenceDetectingSerial:
+    """Wraps pyfingerprint's ``serial.Serial``: an empty read (timeout) raises instead of being framed."""
+
+    def __init__(self, port: serial.Serial) -> None:
+        self._port = port
+
+    def read(self, size: int = 1) -> bytes:
+        data = self._port.read(size)
+        if not data:
+            raise _SilentSensor
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._port, name)
+
+
+class FingerprintScanner:
+    """One ZFM sensor on ``port``. Thread-safe: one capture at a time."""
+
+    def __init__(
+        self,
+        port: str,
+        baud_rate: int = DEFAULT_BAUD_RATE,
+        address: int = zfm.DEFAULT_ADDRESS,
+        password: int = 0x00000000,
+        *,
+        name: str = "scanner0",
+        byte_timeout_s: float = 2.0,
+        default_timeout_s: float = DEFAULT_TIMEOUT_S,
+        poll_interval_s: float = 0.05,
+    ) -> None:
+        if baud_rate < 9600 or baud_rate > 115200 or baud_rate % 9600:
+            raise ValueError(f"baud rate must be a multiple of 9600 from 9600 to 115200, got {baud_rate}")
+        if not 0 <= address <= 0xFFFFFFFF or not 0 <= password <= 0xFFFFFFFF:
+            raise ValueError("sensor address and password are 32-bit unsigned integers")
+        self.port = port
+        self.baud_rate = baud_rate
+        self.address = address
+        self.password = password
+        self.name = name
+        self.byte_timeout_s = byte_timeout_s
+        self.default_timeout_s = default_timeout_s
+        self.poll_interval_s = poll_interval_s
+        self.lock = DeviceLock(name)
+        self.last_error: DeviceError | None = None
+        self._sensor: PyFingerprint | None = None
+        self._parameters: dict[str, str] = {}
+        self._io = threading.RLock()
+
+    # -- connection ----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether a verified connection to the sensor is open."""
+        return self._sensor is not None
+
+    def connect(self) -> None:
+        """Open the port, verify the password and read the sensor's parameters (no-op when connected)."""
+        with self._io:
+            if self._sensor is not None:
+                return
+            try:
+                sensor = PyFingerprint(self.port, self.baud_rate, self.address, self.password)
+            except (serial.SerialException, OSError) as exc:
+                if not os.path.exists(self.port):
+                    raise self._fault(DevicePortMissing, f"port {self.port} not found") from exc
+                raise self._fault(DeviceUnavailable, f"cannot open port {self.port}: {exc}") from exc
+            port = getattr(sensor, "_PyFingerprint__serial", None)
+            if not isinstance(port, serial.Serial):
+                raise RuntimeError("pyfingerprint moved its serial port; update devices.scanner")
+            port.timeout = self.byte_timeout_s
+            port.reset_input_buffer()
+            sensor._PyFingerprint__serial = _SilenceDetectingSerial(port)
+            self._sensor = sensor
+            with self._talking("password check"):
+                accepted = sensor.verifyPassword()
+            if not accepted:
+                self._drop()
+                raise self._fault(DeviceWrongPassword, f"on {self.port} refused the password")
+            self._read_parameters()
+            self.last_error = None
+
+    def close(self) -> None:
+        """Close the port. Idempotent."""
+        with self._io:
+            self._drop()
+
+    def _drop(self) -> None:
+        sensor, self._sensor = self._sensor, None
+        if sensor is not None:
+            with suppress(serial.SerialException, OSError):
+                sensor._PyFingerprint__serial.close()
+
+    def _fault(self, kind: type[DeviceError], message: str) -> DeviceError:
+        """Record and return a ``kind`` error about this scanner, with a message a kiosk can show."""
+        self.last_error = kind(f"fingerprint scanner {self.name} {message}")
+        return self.last_error
+
+    @contextmanager
+    def _talking(self, action: str) -> Iterator[None]:
+        """Translate pyfingerprint's and pyserial's failures during ``action`` into device errors."""
+        try:
+            yield
+        except _SilentSensor as exc:
+            self._drop()
+            raise self._fault(DeviceSilent, f"on {self.port} does not answer ({action})") from exc
+        except (serial.SerialException, OSError) as exc:
+            self._drop()
+            raise self._fault(DeviceDisconnected, f"on {self.port} was disconnected ({action}): {exc}") from exc
+        except DeviceError:
+            raise
+        except Exception as exc:  # pyfingerprint signals every sensor error with a bare Exception
+            self._drop()
+            message = str(exc)
+            if any(marker in message for marker in _CORRUPT_MARKERS):
+                raise self._fault(DeviceCorruptData, f"on {self.port} sent a bad packet ({action})") from exc
+            raise self._fault(DeviceRefused, f"on {self.port} refused {action}: {message}") from exc
+
+    # -- sensor --------------------------------------------------------------------------------
+
+    def _read_parameters(self) -> None:
+        assert self._sensor is not None
+        with self._talking("reading its parameters"):
+            values = self._sensor.getSystemParameters()
+        status, system_id, capacity, security, address, packet_code, baud_code = values
+        packet_size = zfm.PACKET_SIZES[packet_code] if packet_code < len(zfm.PACKET_SIZES) else packet_code
+        self._parameters = {
+            "port": self.port,
+            "baud_rate": str(baud_code * 9600),
+            "address": f"0x{address:08X}",
+            "system_id": f"0x{system_id:04X}",
+            "storage_capacity": str(capacity),
+            "security_level": str(security),
+            "packet_size": str(packet_size),
+            "status_register": f"0x{status:04X}",
+            "image": f"{zfm.IMAGE_WIDTH}x{zfm.IMAGE_HEIGHT} 4-bit grey, about 500 dpi",
+        }
+
+    def parameters(self, refresh: bool = False) -> dict[str, str]:
+        """The sensor's system parameters (getSystemParameters) as text; ``refresh`` asks the sensor again."""
+        with self._io:
+            if refresh or not self._parameters:
+                self.connect()
+                if refresh:
+                    self._read_parameters()
+            return dict(self._parameters)
+
+    def wait_for_finger(self, timeout_s: float = 0.0) -> None:
+        """Poll the sensor (GenImg) until a finger is imaged; :class:`DeviceTimeout` if none comes."""
+        timeout = timeout_s if timeout_s > 0 else self.default_timeout_s
+        deadline = time.monotonic() + timeout
+        with self._io:
+            self.connect()
+            while True:
+                with self._talking("capturing a finger"):
+                    imaged = self._sensor.readImage()
+                if imaged:
+                    return
+                if time.monotonic() + self.poll_interval_s > deadline:
+                    raise self._fault(DeviceTimeout, f"saw no finger within {timeout:g} s")
+                time.sleep(self.poll_interval_s)
+
+    def download_image(self) -> np.ndarray:
+        """Upload the sensor's image buffer (UpImage): grey uint8, 288 rows x 256 columns."""
+        with self._io:
+            self.connect()
+            with tempfile.TemporaryDirectory(prefix="zfm-image-") as folder:
+                path = Path(folder) / "finger.png"
+                with self._talking("sending the image"):
+                    self._sensor.downloadImage(str(path))  # pyfingerprint only writes the image to a file
+                with Image.open(path) as image:
+                    return np.array(image.convert("L"), dtype=np.uint8)
+
+    def capture(self, timeout_s: float = 0.0) -> np.ndarray:
+        """Wait for a finger (up to ``timeout_s``, 0: the default), then download its image.
+
+        A second concurrent caller waits for the first up to its own timeout, then gets :class:`DeviceBusy`.
+        """
+        timeout = timeout_s if timeout_s > 0 else self.default_timeout_s
+        started = time.monotonic()
+        with self.lock.hold(timeout):
+            self.wait_for_finger(timeout - (time.monotonic() - started))
+            image = self.download_image()
+            self.last_error = None
+            return image

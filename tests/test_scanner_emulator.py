@@ -1,0 +1,227 @@
+"""The unmodified pyfingerprint package, through devices.scanner, talking to the ZFM emulator on a real pty."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from devices.errors import (
+    DeviceBusy,
+    DeviceCorruptData,
+    DeviceDisconnected,
+    DevicePortMissing,
+    DeviceSilent,
+    DeviceTimeout,
+    DeviceWrongPassword,
+)
+from devices.scanner import FingerprintScanner
+from devices.sensor_image import fit_to_sensor, list_images, load_grey
+from devices.zfm_emulator import Fault, ZfmEmulator
+from devices.zfm_protocol import pack_4bit, quantize_4bit, unpack_4bit
+
+DATA = Path(__file__).parent / "data" / "scanner"
+FAST = {"byte_timeout_s": 0.3, "poll_interval_s": 0.02}
+
+
+@pytest.fixture
+def emulator():
+    with ZfmEmulator(DATA) as emu:
+        yield emu
+
+
+@pytest.fixture
+def scanner(emulator):
+    device = FingerprintScanner(emulator.port, **FAST)
+    yield device
+    device.close()
+
+
+def test_capture_returns_each_served_image_after_4bit_packing(emulator, scanner):
+    files = list_images(DATA)
+    assert len(files) == 4
+    for expected_file in files:
+        image = scanner.capture(timeout_s=5)
+        assert emulator.served[-1] == expected_file  # served in turn
+        assert image.shape == (288, 256) and image.dtype == np.uint8
+        np.testing.assert_array_equal(image, quantize_4bit(emulator.sensor_image(expected_file)))
+    assert scanner.capture(timeout_s=5).shape == (288, 256)
+    assert emulator.served[-1] == files[0]  # and around again
+
+
+@pytest.mark.parametrize("packet_size", [32, 256])
+def test_download_is_exact_for_other_packet_sizes(packet_size):
+    with ZfmEmulator(DATA, packet_size=packet_size) as emu:
+        scanner = FingerprintScanner(emu.port, **FAST)
+        try:
+            assert scanner.parameters()["packet_size"] == str(packet_size)
+            image = scanner.capture(timeout_s=5)
+        finally:
+            scanner.close()
+        np.testing.assert_array_equal(image, quantize_4bit(emu.sensor_image(emu.served[-1])))
+
+
+def test_sensor_parameters_are_reported(scanner):
+    params = scanner.parameters(refresh=True)
+    assert params["port"] == scanner.port
+    assert params["baud_rate"] == "57600"
+    assert params["address"] == "0xFFFFFFFF"
+    assert params["packet_size"] == "128"
+    assert params["security_level"] == "3"
+    assert params["storage_capacity"] == "1000"
+
+
+def test_address_and_password_are_used():
+    with ZfmEmulator(DATA, address=0x12345678, password=0x0BADCAFE) as emu:
+        good = FingerprintScanner(emu.port, address=0x12345678, password=0x0BADCAFE, **FAST)
+        wrong_password = FingerprintScanner(emu.port, address=0x12345678, password=0, **FAST)
+        wrong_address = FingerprintScanner(emu.port, password=0x0BADCAFE, **FAST)
+        try:
+            assert good.parameters()["address"] == "0x12345678"
+            assert good.capture(timeout_s=5).shape == (288, 256)
+            with pytest.raises(DeviceWrongPassword, match="password"):
+                wrong_password.connect()
+            with pytest.raises(DeviceSilent, match="does not answer"):  # a sensor ignores other addresses
+                wrong_address.connect()
+        finally:
+            for device in (good, wrong_password, wrong_address):
+                device.close()
+
+
+def test_images_are_fitted_to_the_sensor_window_at_500_dpi():
+    tiff = DATA / "DB2_B_104_1.tif"
+    grey, dpi = load_grey(tiff)
+    assert dpi == pytest.approx(569)
+    assert grey.shape == (560, 296)
+    fitted = fit_to_sensor(grey, dpi)
+    assert fitted.shape == (288, 256)
+    # 560 rows at 569 dpi are 492 rows at 500 dpi: the middle 288 are kept, not squeezed.
+    centre = grey[280 - 20 : 280 + 20, 148 - 20 : 148 + 20].astype(float)
+    fitted_centre = fit_to_sensor(grey, 569)[144 - 17 : 144 + 18, 128 - 17 : 128 + 18].astype(float)
+    assert abs(centre.mean() - fitted_centre.mean()) < 12
+    small = np.zeros((100, 80), dtype=np.uint8)  # padded with the empty (white) platen
+    padded = fit_to_sensor(small)
+    assert padded[0, 0] == 255 and padded[144, 128] == 0 and (padded == 0).sum() == 100 * 80
+
+
+def test_4bit_packing_round_trip():
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, size=(288, 256), dtype=np.uint8)
+    packed = pack_4bit(image)
+    assert len(packed) == 288 * 128
+    assert packed[0] >> 4 == image[0, 0] >> 4 and packed[0] & 0x0F == image[0, 1] >> 4
+    np.testing.assert_array_equal(unpack_4bit(packed), quantize_4bit(image))
+
+
+def test_pyfingerprint_writes_the_same_image_as_the_driver_returns(emulator, tmp_path):
+    """The raw library, without the driver: its downloadImage file is the served image, 4-bit."""
+    from pyfingerprint.pyfingerprint import PyFingerprint
+
+    sensor = PyFingerprint(emulator.port, 57600, 0xFFFFFFFF, 0x00000000)
+    assert sensor.verifyPassword()
+    assert sensor.readImage()
+    sensor.downloadImage(str(tmp_path / "finger.png"))
+    written = np.asarray(Image.open(tmp_path / "finger.png"))
+    np.testing.assert_array_equal(written, quantize_4bit(emulator.sensor_image(emulator.served[-1])))
+    del sensor
+
+
+# -- faults: each gives its own error, and the scanner recovers once the fault is gone --------------
+
+
+def test_no_finger_times_out(emulator, scanner):
+    emulator.inject(Fault.NO_FINGER)
+    started = time.monotonic()
+    with pytest.raises(DeviceTimeout, match="no finger"):
+        scanner.capture(timeout_s=0.4)
+    assert 0.3 < time.monotonic() - started < 3
+    assert scanner.connected  # a timeout is not a fault of the line
+    emulator.clear(Fault.NO_FINGER)
+    assert scanner.capture(timeout_s=5).shape == (288, 256)
+
+
+def test_silent_sensor(emulator, scanner):
+    scanner.connect()
+    emulator.inject(Fault.SILENT)
+    with pytest.raises(DeviceSilent, match="does not answer"):
+        scanner.capture(timeout_s=5)
+    assert not scanner.connected
+    emulator.clear(Fault.SILENT)
+    assert scanner.capture(timeout_s=5).shape == (288, 256)
+
+
+def test_silent_sensor_at_connect(emulator, scanner):
+    emulator.inject(Fault.SILENT)
+    with pytest.raises(DeviceSilent):
+        scanner.connect()
+
+
+def test_bad_checksum(emulator, scanner):
+    scanner.connect()
+    emulator.inject(Fault.BAD_CHECKSUM)
+    with pytest.raises(DeviceCorruptData, match="bad packet"):
+        scanner.capture(timeout_s=5)
+    emulator.clear(Fault.BAD_CHECKSUM)
+    assert scanner.capture(timeout_s=5).shape == (288, 256)
+
+
+def test_wrong_password(emulator, scanner):
+    emulator.inject(Fault.WRONG_PASSWORD)
+    with pytest.raises(DeviceWrongPassword, match="refused the password"):
+        scanner.capture(timeout_s=5)
+    emulator.clear(Fault.WRONG_PASSWORD)
+    assert scanner.capture(timeout_s=5).shape == (288, 256)
+
+
+def test_unplugged_mid_session_then_missing_then_back(emulator, scanner):
+    scanner.connect()
+    emulator.inject(Fault.UNPLUGGED)
+    with pytest.raises(DeviceDisconnected, match="disconnected"):
+        scanner.capture(timeout_s=5)
+    with pytest.raises(DevicePortMissing, match="not found"):
+        scanner.capture(timeout_s=5)
+    emulator.clear(Fault.UNPLUGGED)
+    assert scanner.capture(timeout_s=5).shape == (288, 256)
+
+
+def test_missing_port(tmp_path):
+    scanner = FingerprintScanner(str(tmp_path / "ttyUSB9"), **FAST)
+    with pytest.raises(DevicePortMissing, match="not found"):
+        scanner.capture(timeout_s=1)
+
+
+def test_second_concurrent_capture_is_refused_as_busy(emulator, scanner):
+    emulator.inject(Fault.NO_FINGER)
+    first_error: list[Exception] = []
+
+    def first() -> None:
+        try:
+            scanner.capture(timeout_s=1.5)
+        except Exception as exc:
+            first_error.append(exc)
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    time.sleep(0.3)
+    with pytest.raises(DeviceBusy, match="busy"):
+        scanner.capture(timeout_s=0.2)
+    worker.join()
+    assert len(first_error) == 1 and isinstance(first_error[0], DeviceTimeout)
+
+
+def test_emulator_stops_cleanly():
+    emu = ZfmEmulator(DATA).start()
+    port = emu.port
+    assert Path(port).exists()
+    emu.stop()
+    assert not Path(port).exists() and not emu.plugged
+    emu.stop()  # idempotent
+
+
+def test_emulator_refuses_an_empty_folder(tmp_path):
+    with pytest.raises(ValueError, match="no PNG or TIFF"):
+        ZfmEmulator(tmp_path)
