@@ -156,7 +156,7 @@ class FingerprintScanner:
             raise self._fault(DeviceSilent, f"on {self.port} does not answer ({action})") from exc
         except (serial.SerialException, OSError) as exc:
             self._drop()
-            raise self._fault(DeviceDisconnected, f"on {self.port} was disconnected ({action}): {exc}") from exc
+            raise self._fault(DeviceDisconnected, f"on {self.port} disconnected ({action}): {exc}") from exc
         except DeviceError:
             raise
         except Exception as exc:  # pyfingerprint signals every sensor error with a bare Exception

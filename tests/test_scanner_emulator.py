@@ -1,4 +1,4 @@
-"""The unmodified pyfingerprint package, through devices.scanner, talking to the ZFM emulator on a real pty."""
+"""The unmodified pyfingerprint, through devices.scanner, talking to the ZFM emulator on a real pty."""
 
 from __future__ import annotations
 
