@@ -1,0 +1,127 @@
+"""The core's vocabulary: modalities, samples, subjects, candidates and decisions."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class Modality(enum.IntEnum):
+    """Biometric modalities (numbered as in the gRPC contract)."""
+
+    FACE = 1
+    FINGERPRINT = 2
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One biometric sample: encoded image bytes (JPEG/PNG) or decoded pixels from a device.
+
+    Face pixels are RGB uint8 (H, W, 3); fingerprint pixels greyscale uint8 (H, W).
+    ``finger`` is the ISO/IEC 19794-2 finger position (0: unknown).
+    """
+
+    modality: Modality
+    image: bytes | np.ndarray
+    finger: int = 0
+
+
+@dataclass(frozen=True)
+class SubjectInfo:
+    """Personal data from the travel document."""
+
+    name: str = ""
+    nationality: str = ""
+    date_of_birth: str = ""
+    watchlist: bool = False
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    """What is enrolled for a subject, without the template itself."""
+
+    modality: Modality
+    finger: int
+    quality: float
+    created_at: str
+
+
+@dataclass(frozen=True)
+class SubjectRecord:
+    """An enrolled subject as storage returns it."""
+
+    subject_id: str
+    info: SubjectInfo
+    enrolled_at: str
+    templates: tuple[TemplateInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModalityScore:
+    """One modality's false-match score (-log10 FMR)."""
+
+    modality: Modality
+    score: float
+    finger: int = 0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A subject returned by a 1:N search, with its false-match score."""
+
+    subject_id: str
+    score: float
+    modality_scores: tuple[ModalityScore, ...] = ()
+    watchlist: bool = False
+
+
+@dataclass(frozen=True)
+class SampleQuality:
+    """The quality (0..100) measured on one submitted sample."""
+
+    modality: Modality
+    finger: int
+    quality: float
+
+
+@dataclass(frozen=True)
+class EnrolmentResult:
+    """The outcome of an enrolment: stored, or held back for possible duplicates."""
+
+    subject_id: str
+    enrolled: bool
+    possible_duplicates: tuple[Candidate, ...]
+    qualities: tuple[SampleQuality, ...]
+    threshold: float
+    decision_id: str
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """The outcome of a 1:1 comparison."""
+
+    match: bool
+    score: float
+    threshold: float
+    decision_id: str
+    modality_scores: tuple[ModalityScore, ...] = ()
+
+
+@dataclass(frozen=True)
+class IdentificationResult:
+    """The outcome of a 1:N search: candidates at or over the threshold, best first."""
+
+    candidates: tuple[Candidate, ...]
+    threshold: float
+    decision_id: str
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked: the role from the client's certificate and the certificate's subject."""
+
+    role: str = "officer"
+    identity: str = "local"
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,93 @@
+"""Shared test helpers: a real checkpoint-server process on loopback, and the test data paths."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from checkpoint.v1 import checkpoint_pb2 as pb
+from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
+
+DATA = Path(__file__).resolve().parent / "data"
+FACES = DATA / "faces"
+START_TIMEOUT = 60.0
+
+
+def face(name: str) -> bytes:
+    """Bytes of a face image in tests/data/faces."""
+    return (FACES / name).read_bytes()
+
+
+def face_sample(name: str) -> pb.Sample:
+    """A FACE Sample message carrying an image from tests/data/faces."""
+    return pb.Sample(modality=pb.FACE, image=face(name))
+
+
+@dataclass
+class ServerProcess:
+    """A ``checkpoint-server`` subprocess listening on a free loopback port."""
+
+    data_dir: Path
+    args: tuple[str, ...] = ()
+    proc: subprocess.Popen[str] | None = None
+    port: int = 0
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        """HOST:PORT of the server."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        """Start the server and wait until it says where it listens."""
+        cmd = [sys.executable, "-m", "verify.server", "--listen", "127.0.0.1:0",
+               "--data-dir", str(self.data_dir), *self.args]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        deadline = time.monotonic() + START_TIMEOUT
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            found = re.search(r"listening on [\d.]+:(\d+)", line)
+            if found:
+                self.port = int(found.group(1))
+                # Keep draining output so the server never blocks on a full pipe.
+                import threading
+
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+        self.stop()
+        raise RuntimeError("server did not start:\n" + "".join(self.output))
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def stub(self) -> pb_grpc.CheckpointStub:
+        """A stub on a new plaintext channel to the server."""
+        options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        return pb_grpc.CheckpointStub(grpc.insecure_channel(self.target, options=options))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Signal the server and wait for it to exit; returns its exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode

@@ -1,0 +1,229 @@
+"""End to end through a real gRPC channel on loopback, with real LFW images and dlib's models."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+from checkpoint.v1 import checkpoint_pb2 as pb
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import FACES, ServerProcess, face, face_sample
+
+INFO_A = pb.SubjectInfo(name="Megawati Sukarnoputri", nationality="IDN", date_of_birth="1947-01-23")
+INFO_B = pb.SubjectInfo(name="Kofi Annan", nationality="GHA", date_of_birth="1938-04-08", watchlist=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    proc = ServerProcess(tmp_path_factory.mktemp("checkpoint")).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def enrolled(server: ServerProcess):
+    """Subjects A (Megawati) and B (Kofi Annan, on the watchlist) enrolled once for the module."""
+    stub = server.stub()
+    for subject_id, info, image in (("A1000001", INFO_A, "Megawati_Sukarnoputri_0001.jpg"),
+                                    ("B2000002", INFO_B, "Kofi_Annan_0001.jpg")):
+        r = stub.Enroll(pb.EnrollRequest(subject_id=subject_id, info=info, samples=[face_sample(image)]))
+        assert r.enrolled, r
+        assert not r.possible_duplicates
+        assert r.decision_id
+        assert 0 < r.qualities[0].quality <= 100
+    return stub
+
+
+def _code(excinfo: pytest.ExceptionInfo[grpc.RpcError]) -> grpc.StatusCode:
+    return excinfo.value.code()
+
+
+def test_health_and_reflection_are_served(server: ServerProcess) -> None:
+    channel = grpc.insecure_channel(server.target)
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "checkpoint.v1.Checkpoint"):
+        r = health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert r.status == health_pb2.HealthCheckResponse.SERVING
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answers = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for a in answers for s in a.list_services_response.service}
+    assert "checkpoint.v1.Checkpoint" in names
+
+
+def test_verify_genuine_matches_and_impostor_does_not(enrolled) -> None:
+    genuine = enrolled.Verify(pb.VerifyRequest(subject_id="A1000001",
+                                               samples=[face_sample("Megawati_Sukarnoputri_0002.jpg")]))
+    assert genuine.match
+    assert genuine.score >= genuine.threshold
+    assert genuine.threshold == pytest.approx(3.0)  # FMR 0.1% on the -log10(FMR) scale
+    impostor = enrolled.Verify(pb.VerifyRequest(subject_id="A1000001", samples=[face_sample("Hans_Blix_0001.jpg")]))
+    assert not impostor.match
+    assert impostor.score < impostor.threshold
+    assert genuine.decision_id != impostor.decision_id
+    other = enrolled.Verify(pb.VerifyRequest(subject_id="B2000002",
+                                             samples=[face_sample("Megawati_Sukarnoputri_0004.jpg")]))
+    assert not other.match
+
+
+def test_identify_finds_the_enrolled_subject_first(enrolled) -> None:
+    r = enrolled.Identify(pb.IdentifyRequest(samples=[face_sample("Kofi_Annan_0004.jpg")]))
+    assert r.candidates, "the enrolled subject must be found"
+    assert r.candidates[0].subject_id == "B2000002"
+    assert r.candidates[0].watchlist
+    assert all(c.score >= r.threshold for c in r.candidates)
+    assert [c.score for c in r.candidates] == sorted((c.score for c in r.candidates), reverse=True)
+    stranger = enrolled.Identify(pb.IdentifyRequest(samples=[face_sample("Hans_Blix_0001.jpg")]))
+    assert list(stranger.candidates) == []
+
+
+def test_duplicate_is_held_for_the_officer_then_overridden(enrolled) -> None:
+    held = enrolled.Enroll(pb.EnrollRequest(subject_id="B9999999", info=INFO_B,
+                                            samples=[face_sample("Kofi_Annan_0002.jpg")]))
+    assert not held.enrolled
+    assert [c.subject_id for c in held.possible_duplicates] == ["B2000002"]
+    with pytest.raises(grpc.RpcError) as excinfo:
+        enrolled.GetSubject(pb.GetSubjectRequest(subject_id="B9999999"))
+    assert _code(excinfo) == grpc.StatusCode.NOT_FOUND
+    allowed = enrolled.Enroll(pb.EnrollRequest(subject_id="B9999999", info=INFO_B, allow_duplicate=True,
+                                               override_reason="second passport, checked with the embassy",
+                                               samples=[face_sample("Kofi_Annan_0002.jpg")]))
+    assert allowed.enrolled
+    assert [c.subject_id for c in allowed.possible_duplicates] == ["B2000002"]
+    enrolled.DeleteSubject(pb.DeleteSubjectRequest(subject_id="B9999999", reason="test cleanup"))
+
+
+def test_get_and_delete_subject(enrolled) -> None:
+    r = enrolled.Enroll(pb.EnrollRequest(subject_id="C3000003", info=pb.SubjectInfo(name="Hans Blix"),
+                                         samples=[face_sample("Hans_Blix_0001.jpg")]))
+    assert r.enrolled
+    subject = enrolled.GetSubject(pb.GetSubjectRequest(subject_id="C3000003"))
+    assert subject.info.name == "Hans Blix"
+    assert [t.modality for t in subject.templates] == [pb.FACE]
+    deleted = enrolled.DeleteSubject(pb.DeleteSubjectRequest(subject_id="C3000003", reason="erasure request"))
+    assert deleted.deleted and deleted.decision_id
+    with pytest.raises(grpc.RpcError) as excinfo:
+        enrolled.Verify(pb.VerifyRequest(subject_id="C3000003", samples=[face_sample("Hans_Blix_0001.jpg")]))
+    assert _code(excinfo) == grpc.StatusCode.NOT_FOUND
+    gone = enrolled.Identify(pb.IdentifyRequest(samples=[face_sample("Hans_Blix_0001.jpg")]))
+    assert "C3000003" not in [c.subject_id for c in gone.candidates]
+    with pytest.raises(grpc.RpcError) as excinfo:
+        enrolled.DeleteSubject(pb.DeleteSubjectRequest(subject_id="C3000003"))
+    assert _code(excinfo) == grpc.StatusCode.NOT_FOUND
+
+
+def _png(width: int, height: int, pixels: bytes | None = None) -> bytes:
+    """A PNG whose header declares width x height (pixels: the compressed data, or one row of zeros)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = pixels if pixels is not None else zlib.compress(b"\x00" * (width + 1))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _two_faces() -> bytes:
+    left = cv2.imread(str(FACES / "Megawati_Sukarnoputri_0001.jpg"))
+    right = cv2.imread(str(FACES / "Hans_Blix_0001.jpg"))
+    return cv2.imencode(".jpg", np.hstack([left, right]))[1].tobytes()
+
+
+def _blank() -> bytes:
+    gradient = np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))
+    return cv2.imencode(".png", gradient)[1].tobytes()
+
+
+@pytest.mark.parametrize(
+    ("image", "code", "words"),
+    [
+        (b"this is not an image", grpc.StatusCode.INVALID_ARGUMENT, "not a JPEG or PNG"),
+        (b"GIF89a" + b"\x00" * 100, grpc.StatusCode.INVALID_ARGUMENT, "not a JPEG or PNG"),
+        (face("Hans_Blix_0001.jpg")[:2000], grpc.StatusCode.INVALID_ARGUMENT, "damaged"),
+        (_blank(), grpc.StatusCode.INVALID_ARGUMENT, "No face"),
+        (_two_faces(), grpc.StatusCode.INVALID_ARGUMENT, "2 faces"),
+        (_png(60000, 60000), grpc.StatusCode.RESOURCE_EXHAUSTED, "megapixels"),
+    ],
+    ids=["text", "gif", "truncated-jpeg", "no-face", "two-faces", "decompression-bomb"],
+)
+def test_bad_enrolment_images_get_their_own_status(enrolled, image: bytes, code: grpc.StatusCode, words: str) -> None:
+    with pytest.raises(grpc.RpcError) as excinfo:
+        enrolled.Enroll(pb.EnrollRequest(subject_id="X0000001", samples=[pb.Sample(modality=pb.FACE, image=image)]))
+    assert _code(excinfo) == code
+    assert words in excinfo.value.details()
+
+
+def test_probe_with_two_faces_takes_the_largest(enrolled) -> None:
+    r = enrolled.Identify(pb.IdentifyRequest(samples=[pb.Sample(modality=pb.FACE, image=_two_faces())]))
+    assert r.decision_id  # not refused: verification and identification take the largest face
+
+
+def test_unknown_subject_existing_subject_and_oversized_request(enrolled) -> None:
+    with pytest.raises(grpc.RpcError) as excinfo:
+        enrolled.Verify(pb.VerifyRequest(subject_id="NOPE0000", samples=[face_sample("Hans_Blix_0001.jpg")]))
+    assert _code(excinfo) == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as excinfo:
+        enrolled.Enroll(pb.EnrollRequest(subject_id="A1000001", samples=[face_sample("Hans_Blix_0001.jpg")]))
+    assert _code(excinfo) == grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(grpc.RpcError) as excinfo:
+        enrolled.Verify(pb.VerifyRequest(subject_id="A1000001",
+                                         samples=[pb.Sample(modality=pb.FACE, image=b"\xff" * (20 * 1024 * 1024))]))
+    assert _code(excinfo) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.RpcError) as excinfo:
+        enrolled.Verify(pb.VerifyRequest(subject_id="A1000001",
+                                         samples=[pb.Sample(modality=pb.FACE, image=b"\xff\xd8\xff" * 3_000_000)]))
+    assert _code(excinfo) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "MB" in excinfo.value.details()
+
+
+def test_malformed_requests_are_refused_cleanly(enrolled) -> None:
+    cases = [
+        pb.VerifyRequest(subject_id="A1000001"),  # no sample
+        pb.VerifyRequest(subject_id="", samples=[face_sample("Hans_Blix_0001.jpg")]),
+        pb.VerifyRequest(subject_id="A1000001", samples=[pb.Sample(image=face("Hans_Blix_0001.jpg"))]),
+        pb.VerifyRequest(subject_id="A1000001", samples=[pb.Sample(modality=pb.FACE)]),
+    ]
+    for request in cases:
+        with pytest.raises(grpc.RpcError) as excinfo:
+            enrolled.Verify(request)
+        assert _code(excinfo) == grpc.StatusCode.INVALID_ARGUMENT, request
+
+
+def test_statistics_count_calls_and_decisions(enrolled) -> None:
+    enrolled.Verify(pb.VerifyRequest(subject_id="A1000001", samples=[face_sample("Megawati_Sukarnoputri_0002.jpg")]))
+    stats = enrolled.GetStatistics(pb.GetStatisticsRequest())
+    verify = next(c for c in stats.calls if c.method == "Verify")
+    assert verify.by_status["OK"] >= 1
+    assert verify.p50_ms > 0
+    assert stats.decisions["verify_match"] >= 1
+    assert stats.gallery_subjects >= 2
+
+
+def test_gallery_survives_a_restart(tmp_path) -> None:
+    first = ServerProcess(tmp_path).start()
+    try:
+        stub = first.stub()
+        assert stub.Enroll(pb.EnrollRequest(subject_id="R1", info=INFO_A,
+                                            samples=[face_sample("Megawati_Sukarnoputri_0001.jpg")])).enrolled
+        assert stub.Enroll(pb.EnrollRequest(subject_id="R2", info=INFO_B,
+                                            samples=[face_sample("Kofi_Annan_0001.jpg")])).enrolled
+        stub.DeleteSubject(pb.DeleteSubjectRequest(subject_id="R2"))
+    finally:
+        assert first.stop() == 0  # SIGTERM: a graceful exit
+    second = ServerProcess(tmp_path).start()
+    try:
+        stub = second.stub()
+        r = stub.Verify(pb.VerifyRequest(subject_id="R1", samples=[face_sample("Megawati_Sukarnoputri_0004.jpg")]))
+        assert r.match
+        assert stub.GetSubject(pb.GetSubjectRequest(subject_id="R1")).info.name == INFO_A.name
+        with pytest.raises(grpc.RpcError) as excinfo:
+            stub.GetSubject(pb.GetSubjectRequest(subject_id="R2"))
+        assert _code(excinfo) == grpc.StatusCode.NOT_FOUND
+        stats = stub.GetStatistics(pb.GetStatisticsRequest())
+        assert (stats.gallery_subjects, stats.gallery_templates) == (1, 1)
+    finally:
+        second.stop()

@@ -1,0 +1,130 @@
+"""``checkpoint-server``: the checkpoint's gRPC server on its embedded default (SQLite in the data dir).
+
+gRPC on a thread pool, the standard health service (grpc.health.v1) and server reflection; on SIGTERM
+or SIGINT the server stops taking calls, lets the calls in flight finish, and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+from checkpoint.v1 import checkpoint_pb2 as pb
+from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from biometrics.face import load_models
+from biometrics.imaging import ImageLimits
+from biometrics.service import CheckpointService, ServiceConfig
+from verify.servicer import CheckpointServicer
+
+log = logging.getLogger("checkpoint.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Checkpoint"].full_name
+MIB = 1024 * 1024
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The server's command line."""
+    p = argparse.ArgumentParser(prog="checkpoint-server", description=__doc__.splitlines()[0])
+    p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any free port)")
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="where the SQLite database and keys live")
+    p.add_argument("--key-file", type=Path, help="key ring file (default DATA_DIR/keys/keyring.json, created)")
+    p.add_argument("--fmr", type=float, default=0.001,
+                   help="operating false-match rate; the threshold is the score -log10(FMR) (default 0.001)")
+    p.add_argument("--threads", type=int, default=16, help="gRPC worker threads")
+    p.add_argument("--max-message-mb", type=float, default=16.0, help="largest request accepted, MiB")
+    p.add_argument("--max-image-mb", type=float, default=8.0, help="largest image accepted, MB")
+    p.add_argument("--max-megapixels", type=float, default=24.0, help="largest image accepted, megapixels")
+    p.add_argument("--camera", help="camera: a device index, a stream URL or a video file")
+    p.add_argument("--scanner", help="fingerprint scanner: a serial port[:BAUD], or emulator:DIR")
+    p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls get to finish on SIGTERM")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def _open_station(args: argparse.Namespace) -> Any:
+    if not args.camera and not args.scanner:
+        return None
+    from devices.station import Station
+
+    from biometrics.face import frame_quality
+
+    return Station.from_config(camera=args.camera, scanner=args.scanner, frame_scorer=frame_quality)
+
+
+def build_server(
+    service: CheckpointService, listen: str, *, station: Any = None, threads: int = 16, max_message_mb: float = 16
+) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """A started gRPC server with the checkpoint, health and reflection services; returns the bound port."""
+    limit = int(max_message_mb * MIB)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_CheckpointServicer_to_server(CheckpointServicer(service, station), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until SIGTERM or SIGINT."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limits = ImageLimits(max_bytes=int(args.max_image_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6))
+    config = ServiceConfig(fmr=args.fmr, limits=limits)
+    load_models()
+    service = CheckpointService.open(args.data_dir, key_file=args.key_file, config=config)
+    station = _open_station(args)
+    server, port, health_servicer = build_server(
+        service, args.listen, station=station, threads=args.threads, max_message_mb=args.max_message_mb
+    )
+    host = args.listen.rsplit(":", 1)[0]
+    subjects, templates = service.gallery_size()
+    print(f"checkpoint-server listening on {host}:{port} "
+          f"({subjects} subjects, {templates} templates; threshold {service.threshold:.2f} at FMR {args.fmr})",
+          flush=True)
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping; in-flight calls get %.0f s", signum, args.grace)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    stop.wait()
+    health_servicer.enter_graceful_shutdown()
+    server.stop(args.grace).wait()
+    if station is not None:
+        station.close()
+    service.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

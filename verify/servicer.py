@@ -1,0 +1,202 @@
+"""The Checkpoint gRPC servicer: a thin adapter from messages to :class:`biometrics.service.CheckpointService`.
+
+Each handler converts the request, calls the core, and converts the answer back; refusals of the core
+and device faults become one gRPC status each with the core's message (:mod:`verify.status`). No
+biometric logic lives here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from checkpoint.v1 import checkpoint_pb2 as pb
+from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
+
+from biometrics.errors import InvalidSample
+from biometrics.imaging import encode_png
+from biometrics.service import CheckpointService
+from biometrics.types import Actor, Modality, Sample
+from devices.errors import DeviceNotConfigured
+from verify import convert
+from verify.status import status_for
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "The server could not complete this request. Please try again, or call an officer."
+MAX_TEXT = 256
+MAX_REASON = 2000
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def rpc(handler: Handler) -> Handler:
+    """Map refusals to statuses, never let an exception kill the call, and record its statistics."""
+    name = handler.__name__
+
+    @functools.wraps(handler)
+    def wrapper(self: CheckpointServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        start = time.perf_counter()
+        status = "OK"
+        try:
+            return handler(self, request, context)
+        except Exception as exc:
+            code = status_for(exc)
+            if code is None:
+                log.exception("%s failed", name)
+                code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+            else:
+                message = str(exc)
+            status = code.name
+            context.abort(code, message)
+        finally:
+            self.service.statistics.record_call(name, status, time.perf_counter() - start)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _check_text(value: str, field: str, limit: int = MAX_TEXT) -> str:
+    if len(value) > limit:
+        raise InvalidSample(f"The field {field} is too long ({len(value)} characters; at most {limit}).")
+    return value
+
+
+class CheckpointServicer(pb_grpc.CheckpointServicer):
+    """gRPC handlers over one checkpoint service and, optionally, the station's devices."""
+
+    def __init__(self, service: CheckpointService, station: Any | None = None) -> None:
+        self.service = service
+        self.station = station
+
+    # -- adapters ------------------------------------------------------------------------------
+
+    def actor(self, context: grpc.ServicerContext) -> Actor:
+        """Who is calling (a plaintext client acts as an officer)."""
+        return Actor(role="officer", identity="plaintext")
+
+    def _station(self) -> Any:
+        if self.station is None:
+            raise DeviceNotConfigured("This station has no capture devices configured.")
+        return self.station
+
+    def _capture(self, modality: int, device: str, timeout: float) -> Any:
+        if modality == pb.FACE:
+            return self._station().capture_face(device, timeout)
+        if modality == pb.FINGERPRINT:
+            return self._station().capture_fingerprint(device, timeout)
+        raise InvalidSample("A capture sample must say its modality (FACE or FINGERPRINT).")
+
+    def samples(self, messages: Any) -> list[Sample]:
+        """The core's samples from Sample messages, captures taken from the station's devices."""
+        if len(messages) > self.service.config.max_samples:
+            raise InvalidSample(
+                f"{len(messages)} samples were sent; at most {self.service.config.max_samples} are accepted."
+            )
+        out = []
+        for message in messages:
+            if message.modality not in (pb.FACE, pb.FINGERPRINT):
+                raise InvalidSample("Each sample must say its modality (FACE or FINGERPRINT).")
+            source = message.WhichOneof("source")
+            if source == "image":
+                image: Any = message.image
+            elif source == "capture":
+                image = self._capture(message.modality, message.capture.device, message.capture.timeout_seconds)
+            else:
+                raise InvalidSample("A sample carries neither an image nor a capture request.")
+            if message.finger < 0 or message.finger > 10:
+                raise InvalidSample("The finger position must be an ISO/IEC 19794-2 code from 0 to 10.")
+            out.append(Sample(Modality(message.modality), image, int(message.finger)))
+        return out
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    @rpc
+    def Enroll(self, request: pb.EnrollRequest, context: grpc.ServicerContext) -> pb.EnrollResponse:  # noqa: N802
+        """See the contract."""
+        for field in ("name", "nationality", "date_of_birth"):
+            _check_text(getattr(request.info, field), f"info.{field}")
+        _check_text(request.override_reason, "override_reason", MAX_REASON)
+        result = self.service.enrol(
+            request.subject_id,
+            convert.subject_info(request.info),
+            self.samples(request.samples),
+            allow_duplicate=request.allow_duplicate,
+            override_reason=request.override_reason,
+            actor=self.actor(context),
+        )
+        return convert.enrol_response(result)
+
+    @rpc
+    def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:  # noqa: N802
+        """See the contract."""
+        result = self.service.verify(request.subject_id, self.samples(request.samples), actor=self.actor(context))
+        return convert.verify_response(result)
+
+    @rpc
+    def Identify(self, request: pb.IdentifyRequest, context: grpc.ServicerContext) -> pb.IdentifyResponse:  # noqa: N802
+        """See the contract."""
+        result = self.service.identify(
+            self.samples(request.samples), request.max_candidates, actor=self.actor(context)
+        )
+        return convert.identify_response(result)
+
+    @rpc
+    def GetSubject(self, request: pb.GetSubjectRequest, context: grpc.ServicerContext) -> pb.Subject:  # noqa: N802
+        """See the contract."""
+        return convert.subject(self.service.get_subject(request.subject_id, actor=self.actor(context)))
+
+    @rpc
+    def DeleteSubject(  # noqa: N802
+        self, request: pb.DeleteSubjectRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteSubjectResponse:
+        """See the contract."""
+        _check_text(request.reason, "reason", MAX_REASON)
+        decision_id = self.service.delete_subject(request.subject_id, request.reason, actor=self.actor(context))
+        return pb.DeleteSubjectResponse(deleted=True, decision_id=decision_id)
+
+    def _capture_response(self, modality: Modality, request: pb.CaptureRequest) -> pb.CaptureResponse:
+        _check_text(request.device, "device")
+        image = self._capture(int(modality), request.device, request.timeout_seconds)
+        quality = self.service.sample_quality(Sample(modality, image))
+        return pb.CaptureResponse(image=encode_png(image), quality=quality, device=request.device,
+                                  width=int(image.shape[1]), height=int(image.shape[0]))
+
+    @rpc
+    def CaptureFace(self, request: pb.CaptureRequest, context: grpc.ServicerContext) -> pb.CaptureResponse:  # noqa: N802
+        """See the contract."""
+        return self._capture_response(Modality.FACE, request)
+
+    @rpc
+    def CaptureFingerprint(  # noqa: N802
+        self, request: pb.CaptureRequest, context: grpc.ServicerContext
+    ) -> pb.CaptureResponse:
+        """See the contract."""
+        return self._capture_response(Modality.FINGERPRINT, request)
+
+    @rpc
+    def ListDevices(  # noqa: N802
+        self, request: pb.ListDevicesRequest, context: grpc.ServicerContext
+    ) -> pb.ListDevicesResponse:
+        """See the contract."""
+        devices = self.station.list_devices() if self.station is not None else []
+        return pb.ListDevicesResponse(devices=[convert.device(d) for d in devices])
+
+    @rpc
+    def GetStatistics(  # noqa: N802
+        self, request: pb.GetStatisticsRequest, context: grpc.ServicerContext
+    ) -> pb.Statistics:
+        """See the contract."""
+        stats = self.service.statistics
+        subjects, templates = self.service.gallery_size()
+        return pb.Statistics(
+            since=stats.since,
+            gallery_subjects=subjects,
+            gallery_templates=templates,
+            calls=[pb.CallStatistics(method=c.method, count=c.count, by_status=c.by_status, mean_ms=c.mean_ms,
+                                     p50_ms=c.p50_ms, p95_ms=c.p95_ms, p99_ms=c.p99_ms) for c in stats.calls()],
+            decisions=stats.decisions(),
+        )

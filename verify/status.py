@@ -1,0 +1,39 @@
+"""One gRPC status per kind of refusal, with the core's displayable message."""
+
+from __future__ import annotations
+
+import grpc
+
+from biometrics.errors import (
+    BiometricError,
+    InvalidSample,
+    NotImplementedModality,
+    SampleTooLarge,
+    SubjectExists,
+    SubjectNotFound,
+)
+from biometrics.service import NoReference
+from devices.errors import DeviceError, DeviceNotConfigured, DeviceRefused, DeviceTimeout, DeviceUnavailable
+
+_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (SampleTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (InvalidSample, grpc.StatusCode.INVALID_ARGUMENT),
+    (SubjectNotFound, grpc.StatusCode.NOT_FOUND),
+    (SubjectExists, grpc.StatusCode.ALREADY_EXISTS),
+    (NotImplementedModality, grpc.StatusCode.UNIMPLEMENTED),
+    (NoReference, grpc.StatusCode.FAILED_PRECONDITION),
+    (DeviceTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (DeviceNotConfigured, grpc.StatusCode.FAILED_PRECONDITION),
+    (DeviceRefused, grpc.StatusCode.FAILED_PRECONDITION),
+    (DeviceUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (DeviceError, grpc.StatusCode.UNAVAILABLE),
+    (BiometricError, grpc.StatusCode.INVALID_ARGUMENT),
+)
+
+
+def status_for(error: Exception) -> grpc.StatusCode | None:
+    """The status for a refusal of the core or a device fault; None for anything else (a bug)."""
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code
+    return None
