@@ -1,0 +1,45 @@
+"""From a greyscale image to a ``FingerprintTemplate``, refusing what cannot give one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from biometrics.errors import PoorQuality
+from biometrics.fingerprint.cylinders import build_cylinders
+from biometrics.fingerprint.image import WORKING_DPI, as_working_image
+from biometrics.fingerprint.pipeline import Analysis, analyse
+from biometrics.fingerprint.quality import quality_factors, quality_score
+from biometrics.fingerprint.template import FingerprintTemplate, quantise_minutiae
+
+MIN_QUALITY = 10.0  # below this a capture is refused outright (blank, noise, a smudge)
+MIN_MINUTIAE = 8
+MIN_CYLINDERS = 4
+
+
+def image_quality(analysis: Analysis) -> float:
+    """Quality 0..100 of an analysed image."""
+    return quality_score(quality_factors(analysis.norm, analysis.mask, analysis.theta, analysis.coherence))
+
+
+def template_from_analysis(analysis: Analysis, quality: float) -> FingerprintTemplate:
+    """Build the template (quantised minutiae and their cylinders) of an analysed image."""
+    minutiae = quantise_minutiae(analysis.minutiae)
+    keep, bits, valid = build_cylinders(minutiae["x"], minutiae["y"], minutiae["angle"], analysis.mask)
+    h, w = analysis.mask.shape
+    return FingerprintTemplate(minutiae, keep.astype(np.int64), bits, valid, float(quality), w, h)
+
+
+def extract(grey: np.ndarray, dpi: int = WORKING_DPI, min_quality: float = MIN_QUALITY) -> FingerprintTemplate:
+    """Template of a greyscale capture; ``PoorQuality`` when the capture cannot give a usable one."""
+    analysis = analyse(as_working_image(grey, dpi))
+    quality = image_quality(analysis)
+    if quality < min_quality:
+        raise PoorQuality(
+            f"The fingerprint image is of too poor quality ({quality:.0f}/100); "
+            "clean the sensor and place the finger flat, then try again.")
+    template = template_from_analysis(analysis, quality)
+    if template.minutiae_count < MIN_MINUTIAE or template.cylinder_count < MIN_CYLINDERS:
+        raise PoorQuality(
+            f"Too few fingerprint features were found ({template.minutiae_count} minutiae); "
+            "press the finger flat over the whole sensor window and try again.")
+    return template
