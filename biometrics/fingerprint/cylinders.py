@@ -20,7 +20,7 @@ ND = 6  # directional sections
 SIGMA_S = 28.0 / 3.0
 SIGMA_D = 2.0 * np.pi / 9.0
 MU_PSI = 0.01  # bit threshold on a cell's contribution
-MIN_VALID_CELLS = 0.75  # fraction of the disc's cells a valid cylinder needs
+MIN_VALID_CELLS = 0.5  # fraction of the disc's cells a valid cylinder needs (paper: 0.75; tuned on DB1_B)
 MIN_NEIGHBOURS = 2  # minutiae within R + 3 sigma_S a valid cylinder needs
 
 DELTA_S = 2.0 * R / NS
@@ -111,3 +111,22 @@ def build_cylinders(x: np.ndarray, y: np.ndarray, angle: np.ndarray, mask: np.nd
     bits = bits[keep].reshape(len(keep), N_BITS)
     valid = np.repeat(cell_valid[keep], ND, axis=1)
     return keep, pack_bits(bits), pack_bits(valid)
+
+
+HULL_MARGIN = 50.0  # Omega: how far beyond the minutiae's convex hull cells count as valid
+
+
+def hull_region(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], margin: float = HULL_MARGIN) -> np.ndarray:
+    """Boolean image: the convex hull of the minutiae enlarged by ``margin`` pixels (MCC's validity area)."""
+    import cv2
+    from scipy import ndimage
+
+    region = np.zeros(shape, dtype=np.uint8)
+    if len(x) >= 3:
+        points = np.stack([np.round(x), np.round(y)], axis=1).astype(np.int32)
+        cv2.fillConvexPoly(region, cv2.convexHull(points), 1)
+    elif len(x):
+        region[np.round(y).astype(int), np.round(x).astype(int)] = 1
+    if not region.any():
+        return region.astype(bool)
+    return ndimage.distance_transform_edt(region == 0) <= margin

@@ -27,6 +27,9 @@ N_REL, W_R = 5, 0.5
 MU_P1, TAU_P1 = 5.0, -8.0 / 5.0
 MU_P2, TAU_P2 = np.pi / 12.0, -30.0
 MU_P3, TAU_P3 = np.pi / 12.0, -30.0
+# Beyond these, the pair compatibility rho is below 1e-13: taken as 0 (skips the costly terms)
+D1_CUTOFF = MU_P1 + 30.0 / -TAU_P1
+D2_CUTOFF = MU_P2 + 30.0 / -TAU_P2
 
 MIN_MATCHABLE_BITS = MIN_MATCHABLE_CELLS * N_CELLS * ND
 
@@ -83,6 +86,7 @@ def relaxed_score(gamma: np.ndarray, ax, ay, aa, bx, by, ba) -> float:
     rad_b = _wrap(tb[:, None] - np.arctan2(yb[:, None] - yb[None, :], xb[:, None] - xb[None, :]))
     d3 = np.abs(_wrap(rad_a - rad_b))
     rho = sigmoid(d1, MU_P1, TAU_P1) * sigmoid(d2, MU_P2, TAU_P2) * sigmoid(d3, MU_P3, TAU_P3)
+    rho[(d1 > D1_CUTOFF) | (d2 > D2_CUTOFF)] = 0.0
     np.fill_diagonal(rho, 0.0)
     n = len(lam0)
     lam = lam0.copy()
