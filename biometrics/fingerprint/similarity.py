@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from biometrics.fingerprint.cylinders import ND, N_CELLS
+from biometrics.fingerprint.cylinders import N_CELLS, ND
 
 DELTA_THETA = np.pi / 2.0
 MIN_MATCHABLE_CELLS = 0.6  # fraction of the disc's cells two cylinders must share

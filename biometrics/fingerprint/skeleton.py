@@ -23,7 +23,7 @@ def _guo_hall_luts() -> tuple[np.ndarray, np.ndarray]:
     second = np.zeros(256, dtype=bool)
     for code in range(256):
         x = _bits(code)
-        x9 = x + [x[0]]
+        x9 = [*x, x[0]]
         # x9[i] is x_{i+1}
         xh = sum(1 for i in range(4) if x9[2 * i] == 0 and (x9[2 * i + 1] or x9[2 * i + 2]))
         n1 = sum(1 for k in range(4) if x9[2 * k] or x9[2 * k + 1])
