@@ -12,7 +12,7 @@ import numpy as np
 
 from biometrics.fingerprint.frequency import block_periods
 
-FULL_AREA = 160.0 * 160.0  # pixels at 500 dpi (about 8 x 8 mm)
+FULL_AREA = 180.0 * 180.0  # pixels at 500 dpi (about 9 x 9 mm; a ZFM window is 13 x 14.6 mm)
 CLARITY_LOW, CLARITY_HIGH = 0.15, 0.55
 
 
@@ -31,4 +31,4 @@ def quality_factors(norm: np.ndarray, mask: np.ndarray, theta: np.ndarray, coher
 
 def quality_score(factors: dict[str, float]) -> float:
     """0..100 from the factors."""
-    return float(100.0 * np.sqrt(factors["area"]) * factors["clarity"] * factors["regularity"])
+    return float(100.0 * factors["area"] * factors["clarity"] * factors["regularity"])

@@ -37,7 +37,8 @@ def quantise_minutiae(minutiae: np.ndarray) -> np.ndarray:
     out = np.zeros(len(minutiae), dtype=MINUTIA_DTYPE)
     out["x"] = np.clip(np.round(minutiae["x"]), 0, 65535)
     out["y"] = np.clip(np.round(minutiae["y"]), 0, 65535)
-    out["angle"] = (np.round(np.mod(minutiae["angle"], 2 * np.pi) / ANGLE_UNIT) % 65536) * ANGLE_UNIT
+    angle = np.mod(np.asarray(minutiae["angle"], dtype=np.float64), 2 * np.pi)
+    out["angle"] = (np.round(angle / ANGLE_UNIT) % 65536) * ANGLE_UNIT
     out["kind"] = minutiae["kind"]
     out["quality"] = minutiae["quality"]
     return out
@@ -82,7 +83,7 @@ class FingerprintTemplate:
         rec = np.zeros(len(self.minutiae), dtype=_MINUTIA)
         rec["x"] = self.minutiae["x"]
         rec["y"] = self.minutiae["y"]
-        rec["angle"] = np.round(self.minutiae["angle"] / ANGLE_UNIT).astype(np.int64) % 65536
+        rec["angle"] = np.round(self.minutiae["angle"].astype(np.float64) / ANGLE_UNIT).astype(np.int64) % 65536
         rec["kind"] = self.minutiae["kind"]
         rec["quality"] = self.minutiae["quality"]
         cells = unpack_bits(self.valid)[:, ::ND]
