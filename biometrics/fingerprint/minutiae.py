@@ -21,9 +21,9 @@ BIFURCATION = 1
 MINUTIA_DTYPE = np.dtype([("x", "f4"), ("y", "f4"), ("angle", "f4"), ("kind", "u1"), ("quality", "u1")])
 
 TRACE_PERIODS = 1.6  # length of a traced branch, in ridge periods
-SPUR_PERIODS = 1.2  # a branch ending (or meeting another minutia) sooner than this is an artefact
+SPUR_PERIODS = 0.8  # a branch ending (or meeting another minutia) sooner than this is an artefact
 BROKEN_PERIODS = 1.8  # two facing endings closer than this are one broken ridge
-CLUSTER_PERIODS = 0.8  # minutiae closer than this to each other are noise
+CLUSTER_PERIODS = 0.5  # minutiae closer than this to each other are noise
 BORDER_PERIODS = 1.0  # minutiae closer than this to the edge of the print are the edge, not the finger
 MAX_MINUTIAE = 100
 
