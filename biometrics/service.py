@@ -22,12 +22,14 @@ from biometrics.crypto import KeyRing
 from biometrics.errors import (
     BiometricError,
     InvalidSample,
-    NotImplementedModality,
     SubjectExists,
     SubjectNotFound,
 )
 from biometrics.face import TEMPLATE_DIM, FaceTemplate, extract_face_template, face_template_from_bytes
-from biometrics.imaging import DEFAULT_LIMITS, ImageLimits
+from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
+from biometrics.fingerprint.fusion import fuse_false_match_scores
+from biometrics.fingerprint.gallery import FingerprintGallery
+from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_grey
 from biometrics.matcher import TemplateIndex
 from biometrics.scores import ScoreCalibration, threshold_for_fmr
 from biometrics.statistics import TrafficStatistics
@@ -116,6 +118,7 @@ class CheckpointService:
         *,
         config: ServiceConfig | None = None,
         face_calibration: ScoreCalibration | None = None,
+        fingerprint_calibration: ScoreCalibration | None = None,
         extractor: FaceExtractor | None = None,
         decision_log: DecisionLog | None = None,
         statistics: TrafficStatistics | None = None,
@@ -128,6 +131,8 @@ class CheckpointService:
         self.statistics = statistics or TrafficStatistics()
         self.threshold = threshold_for_fmr(self.config.fmr)
         self.face_index = TemplateIndex(TEMPLATE_DIM)
+        self.fingerprint_gallery = FingerprintGallery(
+            fingerprint_calibration or ScoreCalibration.for_modality("fingerprint"))
         self._watchlist: dict[str, bool] = {}
         # Enrolments and deletions are serialised, so that a duplicate search and the insert it
         # clears are one step; searches never take this lock.
@@ -146,6 +151,9 @@ class CheckpointService:
             faces = [unpack_face_template(t.data) for t in stored if t.modality == Modality.FACE]
             if faces:
                 self.face_index.add(record.subject_id, np.stack(faces))
+            self.fingerprint_gallery.add(record.subject_id, [
+                (t.finger, FingerprintTemplate.from_bytes(t.data)) for t in stored
+                if t.modality == Modality.FINGERPRINT])
             self._watchlist[record.subject_id] = record.info.watchlist
             subjects += 1
             templates += len(stored)
@@ -155,7 +163,7 @@ class CheckpointService:
 
     def _check_samples(self, samples: Sequence[Sample]) -> None:
         if not samples:
-            raise InvalidSample("No sample was sent: at least one face image is needed.")
+            raise InvalidSample("No sample was sent: at least one face or fingerprint image is needed.")
         if len(samples) > self.config.max_samples:
             raise InvalidSample(f"{len(samples)} samples were sent; at most {self.config.max_samples} are accepted.")
 
@@ -163,32 +171,54 @@ class CheckpointService:
         faces = []
         for sample in samples:
             if sample.modality == Modality.FINGERPRINT:
-                raise NotImplementedModality("Fingerprint matching is not available on this server yet.")
+                continue  # see _extract_fingers
             if sample.modality != Modality.FACE:
                 raise InvalidSample("Each sample must say its modality (FACE or FINGERPRINT).")
             faces.append(self.extractor.extract_face(sample.image, purpose))
         return faces
 
+    def _extract_fingers(self, samples: Sequence[Sample], purpose: str) -> list[tuple[int, FingerprintTemplate]]:
+        """(ISO finger position, template) of each FINGERPRINT sample (greyscale, about 500 dpi)."""
+        fingers = []
+        for sample in samples:
+            if sample.modality != Modality.FINGERPRINT:
+                continue
+            grey = decode_grey(sample.image, self.config.limits) if isinstance(sample.image, bytes) else sample.image
+            kwargs = {"min_quality": ENROL_MIN_QUALITY} if purpose == "enrol" else {}
+            fingers.append((int(sample.finger), extract_fingerprint(grey, **kwargs)))
+        return fingers
+
     def face_score(self, distance: float | np.ndarray) -> float | np.ndarray:
         """False-match score of face distance(s)."""
         return self.face_calibration.score(distance)
 
-    def _search_faces(self, faces: Sequence[FaceTemplate], k: int) -> list[Candidate]:
-        """Candidates at or over the threshold, best score per subject, best first."""
-        if not faces or len(self.face_index) == 0:
-            return []
-        hits = self.face_index.search(np.stack([f.template for f in faces]), k)
-        best: dict[str, float] = {}
-        for per_probe in hits:
-            for subject_id, distance in per_probe:
-                score = float(self.face_score(distance))
-                if score >= self.threshold and score > best.get(subject_id, -1.0):
-                    best[subject_id] = score
-        ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
-        return [
-            Candidate(sid, s, (ModalityScore(Modality.FACE, s),), self._watchlist.get(sid, False))
-            for sid, s in ranked
-        ]
+    def _search(self, faces: Sequence[FaceTemplate], fingers: Sequence[tuple[int, FingerprintTemplate]],
+                k: int) -> list[Candidate]:
+        """Candidates whose fused score is at or over the threshold, best first.
+
+        Each subject's evidence is its face score (best over probes; 0 when its face is outside the
+        face search's top hits) and one score per probed finger position; they are fused by
+        ``fuse_false_match_scores`` (Fisher's rule under independence), so the threshold keeps its FMR.
+        """
+        per_subject: dict[str, list[ModalityScore]] = {}
+        if faces and len(self.face_index):
+            hits = self.face_index.search(np.stack([f.template for f in faces]), max(k, 50))
+            best: dict[str, float] = {}
+            for per_probe in hits:
+                for subject_id, distance in per_probe:
+                    best[subject_id] = max(best.get(subject_id, 0.0), float(self.face_score(distance)))
+            for subject_id in best:
+                per_subject[subject_id] = [ModalityScore(Modality.FACE, best[subject_id])]
+        if fingers:
+            for subject_id, scores in self.fingerprint_gallery.search(fingers).items():
+                entries = per_subject.setdefault(subject_id, [])
+                if faces and not entries and subject_id in self.face_index:
+                    entries.append(ModalityScore(Modality.FACE, 0.0))
+                entries.extend(ModalityScore(Modality.FINGERPRINT, s, finger) for finger, s in scores)
+        fused = {sid: fuse_false_match_scores([m.score for m in ms]) for sid, ms in per_subject.items()}
+        ranked = sorted(((sid, s) for sid, s in fused.items() if s >= self.threshold),
+                        key=lambda item: (-item[1], item[0]))[:k]
+        return [Candidate(sid, s, tuple(per_subject[sid]), self._watchlist.get(sid, False)) for sid, s in ranked]
 
     def _record(self, kind: str, actor: Actor, decision_id: str, **fields: Any) -> None:
         if self.decision_log is not None:
@@ -217,19 +247,23 @@ class CheckpointService:
         if subject_id in self._watchlist:
             raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
         faces = self._extract_faces(samples, "enrol")
-        qualities = tuple(SampleQuality(Modality.FACE, 0, f.quality) for f in faces)
+        fingers = self._extract_fingers(samples, "enrol")
+        qualities = tuple(SampleQuality(Modality.FACE, 0, f.quality) for f in faces) + tuple(
+            SampleQuality(Modality.FINGERPRINT, finger, t.quality) for finger, t in fingers)
         decision_id = _new_decision_id()
         with self._write_lock:
             if subject_id in self._watchlist:
                 raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
-            duplicates = tuple(self._search_faces(faces, self.config.max_candidates))
+            duplicates = tuple(self._search(faces, fingers, self.config.max_candidates))
             enrolled = not duplicates or allow_duplicate
             if enrolled:
                 stored = [
                     StoredTemplate(Modality.FACE, 0, f.quality, pack_face_template(f.template)) for f in faces
-                ]
+                ] + [StoredTemplate(Modality.FINGERPRINT, finger, t.quality, t.to_bytes()) for finger, t in fingers]
                 self.storage.add_subject(subject_id, info, stored)
-                self.face_index.add(subject_id, np.stack([f.template for f in faces]))
+                if faces:
+                    self.face_index.add(subject_id, np.stack([f.template for f in faces]))
+                self.fingerprint_gallery.add(subject_id, fingers)
                 self._watchlist[subject_id] = info.watchlist
         outcome = "enrol_duplicate_held" if not enrolled else (
             "enrol_duplicate_overridden" if duplicates else "enrol_new")
@@ -251,16 +285,23 @@ class CheckpointService:
         if subject_id not in self._watchlist:
             raise SubjectNotFound(f"No traveller is enrolled under {subject_id!r}.")
         faces = self._extract_faces(samples, "probe")
-        if subject_id not in self.face_index:
-            raise NoReference(f"{subject_id!r} has no face enrolled: verify with another modality.")
-        distances = [self.face_index.compare(f.template, subject_id) for f in faces]
-        score = float(self.face_score(min(distances)))
+        fingers = self._extract_fingers(samples, "probe")
+        modality_scores: list[ModalityScore] = []
+        if faces and subject_id in self.face_index:
+            distances = [self.face_index.compare(f.template, subject_id) for f in faces]
+            modality_scores.append(ModalityScore(Modality.FACE, float(self.face_score(min(distances)))))
+        modality_scores.extend(ModalityScore(Modality.FINGERPRINT, s, finger)
+                               for finger, s in self.fingerprint_gallery.compare(subject_id, fingers))
+        if not modality_scores:
+            missing = "face" if faces else "fingerprint of these fingers"
+            raise NoReference(f"{subject_id!r} has no {missing} enrolled: verify with another modality.")
+        score = fuse_false_match_scores([m.score for m in modality_scores])
         match = score >= self.threshold
         decision_id = _new_decision_id()
         self.statistics.record_decision("verify_match" if match else "verify_no_match")
         self._record("verify", actor, decision_id, subject_ref=self.storage.keyring.pseudonym(subject_id),
                      match=match, score=score, threshold=self.threshold)
-        return VerificationResult(match, score, self.threshold, decision_id, (ModalityScore(Modality.FACE, score),))
+        return VerificationResult(match, score, self.threshold, decision_id, tuple(modality_scores))
 
     def identify(
         self, samples: Sequence[Sample], max_candidates: int = 0, *, actor: Actor | None = None
@@ -272,7 +313,7 @@ class CheckpointService:
             raise InvalidSample("max_candidates cannot be negative.")
         k = min(max_candidates or self.config.default_max_candidates, self.config.max_candidates)
         faces = self._extract_faces(samples, "probe")
-        candidates = tuple(self._search_faces(faces, k))
+        candidates = tuple(self._search(faces, self._extract_fingers(samples, "probe"), k))
         decision_id = _new_decision_id()
         self.statistics.record_decision("identify_hit" if candidates else "identify_miss")
         self._record("identify", actor, decision_id, threshold=self.threshold,
@@ -293,6 +334,7 @@ class CheckpointService:
             if not self.storage.delete_subject(subject_id):
                 raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
             self.face_index.remove(subject_id)
+            self.fingerprint_gallery.remove(subject_id)
             self._watchlist.pop(subject_id, None)
         decision_id = _new_decision_id()
         self.statistics.record_decision("delete")
@@ -302,11 +344,15 @@ class CheckpointService:
 
     def gallery_size(self) -> tuple[int, int]:
         """(subjects, templates) in the in-memory gallery."""
-        return len(self._watchlist), len(self.face_index)
+        return len(self._watchlist), len(self.face_index) + len(self.fingerprint_gallery)
 
     def sample_quality(self, sample: Sample) -> float:
         """The quality (0..100) of one sample, as enrolment would measure it (0 when unusable)."""
         try:
+            if sample.modality == Modality.FINGERPRINT:
+                image = sample.image
+                grey = decode_grey(image, self.config.limits) if isinstance(image, bytes) else image
+                return float(fingerprint_quality(grey))
             return float(self._extract_faces([sample], "probe")[0].quality)
         except InvalidSample:
             return 0.0
