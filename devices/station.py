@@ -1,0 +1,181 @@
+"""The station's devices as the server holds them: an optional camera and an optional fingerprint scanner.
+
+Each device is optional and independent: with no camera, :meth:`Station.capture_face` says so
+(:class:`DeviceNotConfigured`); a scanner that is gone does not stop the face path. Each device serves
+one capture at a time; a second caller waits up to its own timeout, then gets :class:`DeviceBusy`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from devices.camera import Camera
+from devices.errors import (
+    DeviceBusy,
+    DeviceCorruptData,
+    DeviceError,
+    DeviceNotConfigured,
+    DeviceRefused,
+    DeviceSilent,
+    DeviceTimeout,
+)
+from devices.scanner import DEFAULT_BAUD_RATE, FingerprintScanner
+from devices.zfm_emulator import ZfmEmulator
+
+log = logging.getLogger(__name__)
+
+EMULATOR_PREFIX = "emulator:"
+FrameScorer = Callable[[np.ndarray], float | None]
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """One device as ListDevices reports it."""
+
+    name: str
+    modality: str  # "face" | "fingerprint"
+    state: str  # "ready" | "busy" | "fault" | "disconnected"
+    detail: str
+    parameters: dict[str, str]
+    is_default: bool
+
+
+def parse_scanner(spec: str) -> tuple[str, int]:
+    """A scanner spec "PORT" or "PORT:BAUD" as (port, baud rate)."""
+    port, _, baud = spec.rpartition(":")
+    if port and baud.isdigit():
+        return port, int(baud)
+    return spec, DEFAULT_BAUD_RATE
+
+
+def _state_of(error: DeviceError | None) -> str:
+    """The state a device's last error leaves it in: a timeout (nobody presented) is no fault."""
+    if error is None or isinstance(error, DeviceTimeout | DeviceBusy):
+        return "ready"
+    if isinstance(error, DeviceSilent | DeviceCorruptData | DeviceRefused):
+        return "fault"
+    return "disconnected"
+
+
+class Station:
+    """A camera and a fingerprint scanner, each optional."""
+
+    def __init__(
+        self,
+        camera: Camera | None = None,
+        scanner: FingerprintScanner | None = None,
+        emulator: ZfmEmulator | None = None,
+    ) -> None:
+        self.camera = camera
+        self.scanner = scanner
+        self.emulator = emulator  # the emulated sensor behind ``scanner``, when "emulator:DIR" was asked for
+
+    @classmethod
+    def from_config(
+        cls,
+        camera: str | None,
+        scanner: str | None,
+        frame_scorer: FrameScorer | None = None,
+    ) -> Station:
+        """A station from the server's flags.
+
+        ``camera``: "0" (a device index), a stream URL, or a video file path. ``scanner``: a serial port
+        ("/dev/ttyUSB0", optionally ":BAUD"), or "emulator:DIR" to start a ZFM emulator on a pty serving
+        DIR's PNG/TIFF images in turn. A device that cannot be reached now is kept and retried at each use.
+        """
+        cam = Camera(camera, frame_scorer=frame_scorer) if camera else None
+        emulator = None
+        scan = None
+        if scanner:
+            if scanner.startswith(EMULATOR_PREFIX):
+                folder = Path(scanner[len(EMULATOR_PREFIX) :]).expanduser()
+                emulator = ZfmEmulator(folder).start()
+                scan = FingerprintScanner(emulator.port)
+                log.info("emulated ZFM scanner on %s serving %d images from %s", emulator.port,
+                         len(emulator.images), folder)
+            else:
+                port, baud = parse_scanner(scanner)
+                scan = FingerprintScanner(port, baud)
+        station = cls(cam, scan, emulator)
+        for status in station.list_devices():
+            log.info("device %s (%s): %s %s", status.name, status.modality, status.state, status.detail)
+        return station
+
+    # -- captures ------------------------------------------------------------------------------
+
+    def _pick(self, device: str, modality: str) -> Camera | FingerprintScanner:
+        mine = self.camera if modality == "face" else self.scanner
+        what = "camera" if modality == "face" else "fingerprint scanner"
+        if mine is None:
+            raise DeviceNotConfigured(f"This station has no {what}.")
+        if device and device != mine.name:
+            names = ", ".join(d.name for d in (self.camera, self.scanner) if d is not None)
+            raise DeviceNotConfigured(f"This station has no {what} named {device!r} (its devices: {names}).")
+        return mine
+
+    def capture_face(self, device: str = "", timeout_s: float = 0.0) -> np.ndarray:
+        """The best frame of a burst from the camera: RGB uint8 HxWx3. 0: the camera's default timeout."""
+        camera = self._pick(device, "face")
+        assert isinstance(camera, Camera)
+        return camera.capture(timeout_s)
+
+    def capture_fingerprint(self, device: str = "", timeout_s: float = 0.0) -> np.ndarray:
+        """A finger from the scanner: grey uint8 (288, 256). 0: the scanner's default timeout."""
+        scanner = self._pick(device, "fingerprint")
+        assert isinstance(scanner, FingerprintScanner)
+        return scanner.capture(timeout_s)
+
+    # -- status --------------------------------------------------------------------------------
+
+    def list_devices(self) -> list[DeviceStatus]:
+        """Every device with its state; a device not busy is checked now (opened, or asked its parameters)."""
+        out = []
+        if self.camera is not None:
+            out.append(self._camera_status(self.camera))
+        if self.scanner is not None:
+            out.append(self._scanner_status(self.scanner))
+        return out
+
+    def _camera_status(self, camera: Camera) -> DeviceStatus:
+        if camera.lock.busy:
+            state, detail = "busy", "capturing"
+        else:
+            try:
+                camera.open(timeout_s=5.0)
+                state, detail = _state_of(camera.last_error), f"{camera.kind} {camera.source}"
+            except DeviceBusy:
+                state, detail = "busy", "capturing"
+            except DeviceError as exc:
+                state, detail = _state_of(exc), str(exc)
+        return DeviceStatus(camera.name, "face", state, detail, camera.parameters(), True)
+
+    def _scanner_status(self, scanner: FingerprintScanner) -> DeviceStatus:
+        kind = "emulated ZFM sensor" if self.emulator is not None else "ZFM sensor"
+        parameters = {"port": scanner.port, "baud_rate": str(scanner.baud_rate)}
+        if scanner.lock.busy:
+            return DeviceStatus(scanner.name, "fingerprint", "busy", "capturing", parameters, True)
+        try:
+            with scanner.lock.hold(0.0):
+                parameters = scanner.parameters(refresh=True)
+            state, detail = "ready", f"{kind} on {scanner.port}"
+        except DeviceBusy:
+            state, detail = "busy", "capturing"
+        except DeviceError as exc:
+            state, detail = _state_of(exc), str(exc)
+        if self.emulator is not None:
+            parameters["emulator_images"] = str(len(self.emulator.images))
+        return DeviceStatus(scanner.name, "fingerprint", state, detail, parameters, True)
+
+    def close(self) -> None:
+        """Release every device (and stop the emulator). Idempotent."""
+        if self.camera is not None:
+            self.camera.close()
+        if self.scanner is not None:
+            self.scanner.close()
+        if self.emulator is not None:
+            self.emulator.stop()
