@@ -1,0 +1,175 @@
+"""The station's devices through a real checkpoint-server on loopback: the Tony Blair video as the camera,
+the ZFM emulator (in this process, on a pty) as the scanner, real dlib models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+from checkpoint.v1 import checkpoint_pb2 as pb
+from helpers import ServerProcess, face_sample
+
+from devices.zfm_emulator import Fault, ZfmEmulator
+from devices.zfm_protocol import quantize_4bit
+
+DATA = Path(__file__).resolve().parent / "data"
+VIDEO = DATA / "camera" / "fake_camera_Tony_Blair.avi"
+PRINTS = DATA / "scanner"
+TONY = pb.SubjectInfo(name="Tony Blair", nationality="GBR", date_of_birth="1953-05-06")
+
+
+def camera_sample(timeout_s: float = 10.0) -> pb.Sample:
+    return pb.Sample(modality=pb.FACE, capture=pb.DeviceCapture(timeout_seconds=timeout_s))
+
+
+def decode(png: bytes, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(png, dtype=np.uint8), flags)
+
+
+def rpc_error(call, *args, **kwargs) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as excinfo:
+        call(*args, **kwargs)
+    return excinfo.value
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    with ZfmEmulator(PRINTS) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, emulator: ZfmEmulator):
+    proc = ServerProcess(tmp_path_factory.mktemp("station"),
+                         args=("--camera", str(VIDEO), "--scanner", emulator.port)).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def stub(server: ServerProcess):
+    return server.stub()
+
+
+def test_list_devices(stub) -> None:
+    devices = {d.name: d for d in stub.ListDevices(pb.ListDevicesRequest(), timeout=30).devices}
+    assert set(devices) == {"camera0", "scanner0"}
+    assert devices["camera0"].modality == pb.FACE and devices["camera0"].state == pb.READY
+    assert devices["camera0"].parameters["width"] == "640"
+    assert devices["camera0"].parameters["scorer"] == "injected"  # the server's face-quality scorer
+    assert devices["scanner0"].modality == pb.FINGERPRINT and devices["scanner0"].state == pb.READY
+    assert devices["scanner0"].parameters["packet_size"] == "128"
+    assert all(d.is_default for d in devices.values())
+
+
+def test_enrol_from_the_camera_then_verify_from_the_camera(stub) -> None:
+    enrolled = stub.Enroll(pb.EnrollRequest(subject_id="GBR0000001", info=TONY, samples=[camera_sample()]),
+                           timeout=60)
+    assert enrolled.enrolled, enrolled
+    # Three captures from the looping video: bursts of 5 frames, so the third comes from another photo.
+    for _ in range(3):
+        genuine = stub.Verify(pb.VerifyRequest(subject_id="GBR0000001", samples=[camera_sample()]), timeout=60)
+        assert genuine.match and genuine.score >= genuine.threshold, genuine
+    impostor = stub.Verify(pb.VerifyRequest(subject_id="GBR0000001", samples=[face_sample("Hans_Blix_0001.jpg")]),
+                           timeout=60)
+    assert not impostor.match and impostor.score < impostor.threshold
+    # Another identity enrolled from an image; the camera (Tony Blair) does not match it.
+    other = stub.Enroll(pb.EnrollRequest(subject_id="IDN0000002", info=pb.SubjectInfo(name="Megawati Sukarnoputri"),
+                                         samples=[face_sample("Megawati_Sukarnoputri_0001.jpg")]), timeout=60)
+    assert other.enrolled
+    crossed = stub.Verify(pb.VerifyRequest(subject_id="IDN0000002", samples=[camera_sample()]), timeout=60)
+    assert not crossed.match and crossed.score < crossed.threshold
+    found = stub.Identify(pb.IdentifyRequest(samples=[camera_sample()]), timeout=60)
+    assert [c.subject_id for c in found.candidates][:1] == ["GBR0000001"]
+
+
+def test_capture_face_returns_a_frame_of_the_video(stub) -> None:
+    r = stub.CaptureFace(pb.CaptureRequest(timeout_seconds=10), timeout=60)
+    frame = decode(r.image)
+    assert (r.width, r.height) == (640, 480) and frame.shape == (480, 640, 3)
+    assert 0 < r.quality <= 100
+
+
+def test_capture_fingerprint_is_the_served_image(stub, emulator: ZfmEmulator) -> None:
+    r = stub.CaptureFingerprint(pb.CaptureRequest(device="scanner0", timeout_seconds=5), timeout=60)
+    image = decode(r.image, cv2.IMREAD_GRAYSCALE)
+    assert (r.width, r.height) == (256, 288)
+    np.testing.assert_array_equal(image, quantize_4bit(emulator.sensor_image(emulator.served[-1])))
+
+
+def test_scanner_faults_map_to_statuses_with_messages(stub, emulator: ZfmEmulator) -> None:
+    capture = stub.CaptureFingerprint
+    try:
+        emulator.inject(Fault.NO_FINGER)
+        e = rpc_error(capture, pb.CaptureRequest(timeout_seconds=0.5), timeout=30)
+        assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "no finger" in e.details()
+        emulator.clear()
+
+        emulator.inject(Fault.BAD_CHECKSUM)
+        e = rpc_error(capture, pb.CaptureRequest(timeout_seconds=5), timeout=30)
+        assert e.code() == grpc.StatusCode.UNAVAILABLE and "bad packet" in e.details()
+        emulator.clear()
+
+        emulator.inject(Fault.SILENT)
+        e = rpc_error(capture, pb.CaptureRequest(timeout_seconds=5), timeout=30)
+        assert e.code() == grpc.StatusCode.UNAVAILABLE and "does not answer" in e.details()
+        emulator.clear()
+
+        emulator.inject(Fault.WRONG_PASSWORD)
+        e = rpc_error(capture, pb.CaptureRequest(timeout_seconds=5), timeout=30)
+        assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "password" in e.details()
+        emulator.clear()
+
+        assert capture(pb.CaptureRequest(timeout_seconds=5), timeout=30).width == 256  # recovered
+        emulator.inject(Fault.UNPLUGGED)
+        e = rpc_error(capture, pb.CaptureRequest(timeout_seconds=5), timeout=30)
+        assert e.code() == grpc.StatusCode.UNAVAILABLE and "disconnected" in e.details()
+        devices = {d.name: d for d in stub.ListDevices(pb.ListDevicesRequest(), timeout=30).devices}
+        assert devices["scanner0"].state == pb.DISCONNECTED and devices["camera0"].state == pb.READY
+        assert stub.CaptureFace(pb.CaptureRequest(timeout_seconds=10), timeout=60).width == 640  # face still serves
+    finally:
+        emulator.clear()
+    assert capture(pb.CaptureRequest(timeout_seconds=5), timeout=30).height == 288  # plugged back in
+
+
+def test_unknown_device_is_a_failed_precondition(stub) -> None:
+    e = rpc_error(stub.CaptureFace, pb.CaptureRequest(device="camera7"), timeout=30)
+    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "camera7" in e.details()
+
+
+@pytest.fixture(scope="module")
+def empty_booth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A camera looking at a scene with no face: a fingerprint photo filling the frame, 30 frames."""
+    path = tmp_path_factory.mktemp("booth") / "empty_booth.avi"
+    scene = cv2.cvtColor(cv2.resize(cv2.imread(str(PRINTS / "DB1_B_103_1.png")), (640, 480)), cv2.COLOR_BGR2RGB)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15, (640, 480))
+    for _ in range(30):
+        writer.write(scene)
+    writer.release()
+    return path
+
+
+def test_camera_faults_map_to_statuses_with_messages(tmp_path_factory, empty_booth: Path) -> None:
+    no_face = ServerProcess(tmp_path_factory.mktemp("booth-server"), args=("--camera", str(empty_booth))).start()
+    missing = ServerProcess(tmp_path_factory.mktemp("missing-server"),
+                            args=("--camera", str(empty_booth.parent / "absent.avi"))).start()
+    try:
+        stub = no_face.stub()
+        e = rpc_error(stub.CaptureFace, pb.CaptureRequest(timeout_seconds=1), timeout=30)
+        assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "no usable face" in e.details()
+        e = rpc_error(stub.Verify, pb.VerifyRequest(subject_id="GBR0000001", samples=[camera_sample(1)]), timeout=30)
+        assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        e = rpc_error(stub.CaptureFingerprint, pb.CaptureRequest(timeout_seconds=1), timeout=30)
+        assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "no fingerprint scanner" in e.details()
+
+        stub = missing.stub()
+        e = rpc_error(stub.CaptureFace, pb.CaptureRequest(timeout_seconds=1), timeout=30)
+        assert e.code() == grpc.StatusCode.UNAVAILABLE and "not found" in e.details()
+        devices = stub.ListDevices(pb.ListDevicesRequest(), timeout=30).devices
+        assert [(d.name, d.state) for d in devices] == [("camera0", pb.DISCONNECTED)]
+    finally:
+        no_face.stop()
+        missing.stop()
