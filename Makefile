@@ -9,7 +9,7 @@ setup:
 	bash scripts/bootstrap
 
 serve: setup
-	.venv/bin/checkpoint-server --listen $(LISTEN) --data-dir $(DATA_DIR)
+	.venv/bin/checkpoint-server --listen $(LISTEN) --data-dir $(DATA_DIR) --plaintext
 
 lint:
 	.venv/bin/ruff check .

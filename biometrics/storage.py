@@ -77,6 +77,7 @@ class Storage:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten with zeros, not left in free pages
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
@@ -163,6 +164,52 @@ class Storage:
             stored = by_ref.get(ref, [])
             inventory = tuple(TemplateInfo(t.modality, t.finger, t.quality, t.created_at) for t in stored)
             yield SubjectRecord(subject_id, info, created_at, inventory), stored
+
+    def key_usage(self) -> dict[str, int]:
+        """How many sealed blobs each key id seals (key rotation's progress)."""
+        usage: dict[str, int] = {}
+        with self._lock:
+            for table in ("subjects", "templates"):
+                for key_id, n in self._db.execute(
+                        f"SELECT substr(sealed, 3, unicode(substr(sealed, 2, 1))), COUNT(*) FROM {table} GROUP BY 1"):
+                    name = bytes(key_id).decode(errors="replace")
+                    usage[name] = usage.get(name, 0) + n
+        return usage
+
+    def reseal(self, batch: int = 100) -> int:
+        """Re-seal up to ``batch`` blobs sealed under a key other than the active one, in one short transaction.
+
+        Each row is updated only if its blob is still the one read (a concurrent delete or re-seal wins);
+        returns how many blobs were re-sealed (0: every row is under the active key).
+        """
+        self.keyring.refresh()
+        active = self.keyring.active.encode()
+        header = bytes([len(active)]) + active
+        done = 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                subjects = self._db.execute(
+                    "SELECT ref, sealed FROM subjects WHERE substr(sealed, 2, ?) != ? LIMIT ?",
+                    (len(header), header, batch)).fetchall()
+                for ref, sealed in subjects:
+                    fresh = self.keyring.seal(self.keyring.open(sealed, _subject_aad(ref)), _subject_aad(ref))
+                    done += self._db.execute("UPDATE subjects SET sealed = ? WHERE ref = ? AND sealed = ?",
+                                             (fresh, ref, sealed)).rowcount
+                templates = self._db.execute(
+                    "SELECT template_id, ref, modality, finger, sealed FROM templates"
+                    " WHERE substr(sealed, 2, ?) != ? LIMIT ?",
+                    (len(header), header, max(0, batch - len(subjects)))).fetchall()
+                for tid, ref, modality, finger, sealed in templates:
+                    aad = _template_aad(ref, tid, modality, finger)
+                    fresh = self.keyring.seal(self.keyring.open(sealed, aad), aad)
+                    done += self._db.execute("UPDATE templates SET sealed = ? WHERE template_id = ? AND sealed = ?",
+                                             (fresh, tid, sealed)).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return done
 
     def count(self) -> tuple[int, int]:
         """(subjects, templates) stored."""

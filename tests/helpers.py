@@ -32,13 +32,18 @@ def face_sample(name: str) -> pb.Sample:
 
 @dataclass
 class ServerProcess:
-    """A ``checkpoint-server`` subprocess listening on a free loopback port."""
+    """A ``checkpoint-server`` subprocess listening on a free loopback port.
+
+    Plaintext (``--plaintext``, every caller an officer) unless ``tls`` names a directory written by
+    ``checkpoint-certs init``: then the server uses ``tls/server`` and :meth:`stub` takes a role.
+    """
 
     data_dir: Path
     args: tuple[str, ...] = ()
     proc: subprocess.Popen[str] | None = None
     port: int = 0
     output: list[str] = field(default_factory=list)
+    tls: Path | None = None
 
     @property
     def target(self) -> str:
@@ -48,7 +53,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         """Start the server and wait until it says where it listens."""
         cmd = [sys.executable, "-m", "verify.server", "--listen", "127.0.0.1:0",
-               "--data-dir", str(self.data_dir), *self.args]
+               "--data-dir", str(self.data_dir), *self.transport_args(), *self.args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         deadline = time.monotonic() + START_TIMEOUT
@@ -74,10 +79,23 @@ class ServerProcess:
         for line in self.proc.stdout:
             self.output.append(line)
 
-    def stub(self) -> pb_grpc.CheckpointStub:
-        """A stub on a new plaintext channel to the server."""
+    def transport_args(self) -> list[str]:
+        """``--tls-dir TLS/server`` or ``--plaintext``."""
+        return ["--tls-dir", str(self.tls / "server")] if self.tls else ["--plaintext"]
+
+    def channel(self, role: str = "officer") -> grpc.Channel:
+        """A new channel to the server: plaintext, or mutual TLS with the certificate in ``tls/<role>``."""
         options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
-        return pb_grpc.CheckpointStub(grpc.insecure_channel(self.target, options=options))
+        if self.tls is None:
+            return grpc.insecure_channel(self.target, options=options)
+        d = self.tls / role
+        creds = grpc.ssl_channel_credentials((d / "ca.pem").read_bytes(), (d / "client.key").read_bytes(),
+                                             (d / "client.pem").read_bytes())
+        return grpc.secure_channel(self.target, creds, options=options)
+
+    def stub(self, role: str = "officer") -> pb_grpc.CheckpointStub:
+        """A stub on a new channel to the server (see :meth:`channel`)."""
+        return pb_grpc.CheckpointStub(self.channel(role))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         """Signal the server and wait for it to exit; returns its exit code."""

@@ -9,19 +9,25 @@ import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
 
+from verify.tls import add_tls_arguments, channel_credentials, tls_files
+
 MIB = 1024 * 1024
 
 
 def add_channel_arguments(parser: argparse.ArgumentParser) -> None:
-    """--target and --timeout."""
+    """--target, --timeout, and the mutual-TLS files (--tls-dir, or --cert --key --ca; plaintext without)."""
     parser.add_argument("--target", default="127.0.0.1:50051", help="server HOST:PORT")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a call gives up")
+    add_tls_arguments(parser, side="client")
 
 
 def open_stub(args: argparse.Namespace) -> pb_grpc.CheckpointStub:
-    """A stub on a channel to ``args.target``."""
+    """A stub on a channel to ``args.target``: mutual TLS when TLS files are given, else plaintext (loopback demos)."""
     options = [("grpc.max_send_message_length", 16 * MIB), ("grpc.max_receive_message_length", 16 * MIB)]
-    return pb_grpc.CheckpointStub(grpc.insecure_channel(args.target, options=options))
+    files = tls_files(args, side="client")
+    if files is None:
+        return pb_grpc.CheckpointStub(grpc.insecure_channel(args.target, options=options))
+    return pb_grpc.CheckpointStub(grpc.secure_channel(args.target, channel_credentials(files), options=options))
 
 
 def face_samples(paths: list[Path], capture: bool = False, device: str = "") -> list[pb.Sample]:

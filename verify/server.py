@@ -21,10 +21,13 @@ from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from biometrics.audit import AuditLog
 from biometrics.face import load_models
 from biometrics.imaging import ImageLimits
 from biometrics.service import CheckpointService, ServiceConfig
+from verify.roles import RoleInterceptor
 from verify.servicer import CheckpointServicer
+from verify.tls import TLSConfigError, add_tls_arguments, is_loopback, server_credentials, tls_files
 
 log = logging.getLogger("checkpoint.server")
 
@@ -48,7 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scanner", help="fingerprint scanner: a serial port[:BAUD], or emulator:DIR")
     p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls get to finish on SIGTERM")
     p.add_argument("--log-level", default="INFO")
+    add_tls_arguments(p, side="server")
+    p.add_argument("--plaintext", action="store_true",
+                   help="no TLS, every caller an officer: development only, refused unless --listen is loopback")
+    p.add_argument("--audit-checkpoint-every", type=int, default=100,
+                   help="sign an audit checkpoint every N decisions (and at shutdown)")
     return p
+
+
+def server_credentials_for(args: argparse.Namespace) -> grpc.ServerCredentials | None:
+    """Mutual-TLS credentials from the command line, or None for --plaintext (loopback only)."""
+    files = tls_files(args, side="server")
+    if files is not None:
+        if args.plaintext:
+            raise TLSConfigError("--plaintext and TLS files are exclusive")
+        return server_credentials(files)
+    if not args.plaintext:
+        raise TLSConfigError("give --tls-dir DIR (or --cert, --key and --ca) for mutual TLS, or --plaintext "
+                             "on a loopback address for development")
+    if not is_loopback(args.listen):
+        raise TLSConfigError(f"--plaintext is refused on {args.listen}: only on a loopback address "
+                             "(127.0.0.0/8, ::1, localhost)")
+    return None
 
 
 def _open_station(args: argparse.Namespace) -> Any:
@@ -62,9 +86,14 @@ def _open_station(args: argparse.Namespace) -> Any:
 
 
 def build_server(
-    service: CheckpointService, listen: str, *, station: Any = None, threads: int = 16, max_message_mb: float = 16
+    service: CheckpointService, listen: str, *, station: Any = None, threads: int = 16, max_message_mb: float = 16,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A started gRPC server with the checkpoint, health and reflection services; returns the bound port."""
+    """A started gRPC server with the checkpoint, health and reflection services; returns the bound port.
+
+    With ``credentials`` the port is mutual TLS and each call's role comes from its client certificate;
+    without, it is plaintext and every caller acts as an officer (see :mod:`verify.roles`).
+    """
     limit = int(max_message_mb * MIB)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
@@ -73,6 +102,7 @@ def build_server(
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
         ],
+        interceptors=[RoleInterceptor(plaintext=credentials is None)],
     )
     pb_grpc.add_CheckpointServicer_to_server(CheckpointServicer(service, station), server)
     health_servicer = health.HealthServicer()
@@ -81,7 +111,7 @@ def build_server(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(listen)
+    port = server.add_secure_port(listen, credentials) if credentials else server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     server.start()
@@ -96,11 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = ImageLimits(max_bytes=int(args.max_image_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6))
     config = ServiceConfig(fmr=args.fmr, limits=limits)
+    try:
+        credentials = server_credentials_for(args)
+    except TLSConfigError as exc:
+        print(f"checkpoint-server: {exc}", file=sys.stderr)
+        return 2
     load_models()
-    service = CheckpointService.open(args.data_dir, key_file=args.key_file, config=config)
+    audit = AuditLog.open(args.data_dir, checkpoint_every=args.audit_checkpoint_every)
+    service = CheckpointService.open(args.data_dir, key_file=args.key_file, config=config, decision_log=audit)
     station = _open_station(args)
     server, port, health_servicer = build_server(
-        service, args.listen, station=station, threads=args.threads, max_message_mb=args.max_message_mb
+        service, args.listen, station=station, threads=args.threads, max_message_mb=args.max_message_mb,
+        credentials=credentials,
     )
     host = args.listen.rsplit(":", 1)[0]
     subjects, templates = service.gallery_size()
@@ -122,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if station is not None:
         station.close()
     service.close()
+    audit.close()
     log.info("stopped")
     return 0
 

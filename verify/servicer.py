@@ -23,6 +23,7 @@ from biometrics.service import CheckpointService
 from biometrics.types import Actor, Modality, Sample
 from devices.errors import DeviceNotConfigured
 from verify import convert
+from verify.roles import actor_of
 from verify.status import status_for
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,11 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
     # -- adapters ------------------------------------------------------------------------------
 
     def actor(self, context: grpc.ServicerContext) -> Actor:
-        """Who is calling (a plaintext client acts as an officer)."""
-        return Actor(role="officer", identity="plaintext")
+        """Who is calling: the role and subject of its client certificate (a plaintext client: an officer).
+
+        Whether the role may make the call is checked before the handler runs (:mod:`verify.roles`).
+        """
+        return actor_of(context)
 
     def _station(self) -> Any:
         if self.station is None:

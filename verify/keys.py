@@ -1,0 +1,95 @@
+"""``checkpoint-keys``: rotate the data key of a checkpoint's store without downtime.
+
+``checkpoint-keys rotate --data-dir DIR`` adds a fresh 256-bit key to the key ring file and makes it the
+active one (the file is replaced atomically, mode 0600), then re-seals every row sealed under an older key,
+in small transactions, while the server runs. The running server re-reads the key file when it changes
+(before it seals, and when a blob names a key it does not hold), so it seals new rows under the new key at
+once and still opens the old rows until they are re-sealed. ``status`` shows how many blobs each key seals;
+``retire`` removes keys that seal nothing any more (after a rotation, and after old backups have expired).
+A ring given by ``CHECKPOINT_KEYRING``/``CHECKPOINT_MASTER_KEY`` is not a file: these commands refuse it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from biometrics.crypto import ENV_KEYRING, ENV_MASTER_KEY, KeyRing
+from biometrics.storage import Storage
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="checkpoint-keys", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in (("rotate", "new active key; re-seal every row under it"),
+                       ("status", "key ids and how many blobs each seals"),
+                       ("retire", "remove keys that seal no row")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--data-dir", type=Path, default=Path("data"))
+        s.add_argument("--key-file", type=Path, help="key ring file (default DATA_DIR/keys/keyring.json)")
+        if name == "rotate":
+            s.add_argument("--batch", type=int, default=100, help="blobs re-sealed per transaction")
+            s.add_argument("--pause", type=float, default=0.01, help="seconds between transactions")
+    return p
+
+
+def _open(args: argparse.Namespace) -> tuple[Path, KeyRing, Storage]:
+    import os
+
+    if os.environ.get(ENV_KEYRING) or os.environ.get(ENV_MASTER_KEY):
+        raise SystemExit(f"checkpoint-keys: the key ring comes from {ENV_KEYRING}/{ENV_MASTER_KEY}; "
+                         "rotate by writing a key file (see docs/security.md)")
+    key_file = args.key_file or args.data_dir / "keys" / "keyring.json"
+    db = args.data_dir / "checkpoint.db"
+    if not key_file.exists() or not db.exists():
+        raise SystemExit(f"checkpoint-keys: no store at {db} with key file {key_file}")
+    ring = KeyRing.load(key_file)
+    return key_file, ring, Storage(db, ring)
+
+
+def rotate(key_file: Path, ring: KeyRing, storage: Storage, batch: int = 100, pause: float = 0.01) -> tuple[str, int]:
+    """Add a new active key to the file, then re-seal until no row is under an older key; (key id, blobs)."""
+    key_id = ring.add_key()
+    ring.save(key_file)
+    ring.refresh()
+    total = 0
+    while True:
+        n = storage.reseal(batch)
+        total += n
+        if n == 0:
+            return key_id, total
+        time.sleep(pause)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command."""
+    args = build_parser().parse_args(argv)
+    key_file, ring, storage = _open(args)
+    try:
+        if args.command == "rotate":
+            old = sorted(ring.keys)
+            key_id, n = rotate(key_file, ring, storage, args.batch, args.pause)
+            print(f"active key {key_id}; {n} blob(s) re-sealed; older keys {', '.join(old)} seal nothing now "
+                  "(run `checkpoint-keys retire` once no backup needs them)")
+        elif args.command == "status":
+            usage = storage.key_usage()
+            for key_id in sorted(set(ring.keys) | set(usage)):
+                mark = " (active)" if key_id == ring.active else ("" if key_id in ring.keys else " (NOT IN RING)")
+                print(f"{key_id}{mark}: {usage.get(key_id, 0)} blob(s)")
+        else:
+            usage = storage.key_usage()
+            unused = [k for k in ring.keys if k != ring.active and not usage.get(k)]
+            if unused:
+                ring.keys = {k: v for k, v in ring.keys.items() if k not in unused}
+                ring.save(key_file)
+            print(f"retired {', '.join(unused) or 'nothing'}; {len(ring.keys)} key(s) left")
+    finally:
+        storage.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
