@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -20,6 +21,8 @@ from pathlib import Path
 from biometrics.crypto import KeyRing
 from biometrics.errors import SubjectExists, SubjectNotFound
 from biometrics.types import Modality, SubjectInfo, SubjectRecord, TemplateInfo
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subjects (
@@ -122,10 +125,19 @@ class Storage:
         return stored
 
     def delete_subject(self, subject_id: str) -> bool:
-        """Erase a subject and all its templates; False if there was none."""
+        """Erase a subject and all its templates; False if there was none.
+
+        With ``secure_delete`` the freed pages are zeroed, and the write-ahead log is checkpointed and
+        truncated at once, so no copy of the erased rows stays in the database file or its WAL.
+        """
         ref = self.keyring.pseudonym(subject_id)
         with self._lock:
             cur = self._db.execute("DELETE FROM subjects WHERE ref = ?", (ref,))
+            if cur.rowcount > 0:
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if busy:
+                    log.warning("erasure: the WAL could not be truncated now (another reader); it will be at the "
+                                "next checkpoint")
         return cur.rowcount > 0
 
     def _open_subject(self, ref: str, sealed: bytes, created_at: str) -> tuple[str, SubjectInfo, str]:
