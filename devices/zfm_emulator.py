@@ -29,6 +29,7 @@ import termios
 import threading
 import time
 import tty
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -97,6 +98,7 @@ class ZfmEmulator:
         self.served: list[Path] = []  # the file behind each successful GenImg, in order
         self.commands: list[int] = []  # instruction codes received, in order
         self._next = 0
+        self._placed: deque[Path] = deque()
         self._image_buffer: np.ndarray | None = None
         self._verified = password == 0
         self._decoder = zfm.PacketDecoder()
@@ -158,6 +160,12 @@ class ZfmEmulator:
         return self._master is not None
 
     # -- images --------------------------------------------------------------------------------
+
+    def place(self, path: Path | str) -> None:
+        """Put this finger on the sensor next: the next successful GenImg serves ``path`` (once), then
+        the folder's turn resumes."""
+        with self._lock:
+            self._placed.append(Path(path))
 
     def sensor_image(self, path: Path | str) -> np.ndarray:
         """``path`` as the sensor sees it: 288x256 uint8 at 500 dpi, before the 4-bit upload."""
@@ -302,8 +310,11 @@ class ZfmEmulator:
         if Fault.NO_FINGER in self.faults:
             self._ack(zfm.ERROR_NO_FINGER)
             return
-        path = self.images[self._next % len(self.images)]
-        self._next += 1
+        if self._placed:
+            path = self._placed.popleft()
+        else:
+            path = self.images[self._next % len(self.images)]
+            self._next += 1
         try:
             self._image_buffer = self.sensor_image(path)
         except (OSError, ValueError) as exc:

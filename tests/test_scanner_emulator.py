@@ -43,7 +43,7 @@ def scanner(emulator):
 
 def test_capture_returns_each_served_image_after_4bit_packing(emulator, scanner):
     files = list_images(DATA)
-    assert len(files) == 4
+    assert len(files) == 5
     for expected_file in files:
         image = scanner.capture(timeout_s=5)
         assert emulator.served[-1] == expected_file  # served in turn
@@ -211,6 +211,16 @@ def test_second_concurrent_capture_is_refused_as_busy(emulator, scanner):
         scanner.capture(timeout_s=0.2)
     worker.join()
     assert len(first_error) == 1 and isinstance(first_error[0], DeviceTimeout)
+
+
+def test_a_placed_finger_is_served_next_then_the_turn_resumes(emulator, scanner):
+    files = list_images(DATA)
+    emulator.place(files[3])
+    first = scanner.capture(timeout_s=5)
+    second = scanner.capture(timeout_s=5)
+    assert emulator.served == [files[3], files[0]]
+    np.testing.assert_array_equal(first, quantize_4bit(emulator.sensor_image(files[3])))
+    np.testing.assert_array_equal(second, quantize_4bit(emulator.sensor_image(files[0])))
 
 
 def test_emulator_stops_cleanly():

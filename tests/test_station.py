@@ -37,7 +37,7 @@ def test_lists_both_devices_ready(station):
     assert (camera.modality, camera.state, camera.is_default) == ("face", "ready", True)
     assert camera.parameters["width"] == "640" and camera.parameters["kind"] == "file"
     assert (scanner.modality, scanner.state) == ("fingerprint", "ready")
-    assert scanner.parameters["packet_size"] == "128" and scanner.parameters["emulator_images"] == "4"
+    assert scanner.parameters["packet_size"] == "128" and scanner.parameters["emulator_images"] == "5"
     assert "emulated" in scanner.detail
 
 

@@ -173,3 +173,20 @@ def test_camera_faults_map_to_statuses_with_messages(tmp_path_factory, empty_boo
     finally:
         no_face.stop()
         missing.stop()
+
+
+def test_enrol_a_finger_from_the_scanner_then_verify(stub, emulator: ZfmEmulator) -> None:
+    def finger() -> pb.Sample:
+        return pb.Sample(modality=pb.FINGERPRINT, finger=pb.RIGHT_INDEX, capture=pb.DeviceCapture(timeout_seconds=5))
+
+    emulator.place(PRINTS / "DB4_B_101_1.png")
+    enrolled = stub.Enroll(pb.EnrollRequest(subject_id="IDN0000101", info=pb.SubjectInfo(name="Finger 101"),
+                                            samples=[finger()]), timeout=60)
+    assert enrolled.enrolled, enrolled
+    emulator.place(PRINTS / "DB4_B_101_2.png")  # the same finger, another impression
+    genuine = stub.Verify(pb.VerifyRequest(subject_id="IDN0000101", samples=[finger()]), timeout=60)
+    assert genuine.match and genuine.score >= genuine.threshold, genuine
+    emulator.place(PRINTS / "DB4_B_102_1.png")  # another finger
+    impostor = stub.Verify(pb.VerifyRequest(subject_id="IDN0000101", samples=[finger()]), timeout=60)
+    assert not impostor.match and impostor.score < impostor.threshold
+    assert [p.name for p in emulator.served[-3:]] == ["DB4_B_101_1.png", "DB4_B_101_2.png", "DB4_B_102_1.png"]
