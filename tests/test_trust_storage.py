@@ -75,7 +75,7 @@ def test_a_sealed_blob_moved_to_another_row_does_not_open(server: ServerProcess,
     with sqlite3.connect(copy) as db:
         sealed_a = db.execute("SELECT sealed FROM subjects WHERE ref = ?", (a,)).fetchone()[0]
         db.execute("UPDATE subjects SET sealed = ? WHERE ref = ?", (sealed_a, b))
-        (tid_a, t_sealed_a), (tid_b, _) = db.execute(
+        (_, t_sealed_a), (tid_b, _) = db.execute(
             "SELECT template_id, sealed FROM templates WHERE ref IN (?, ?) ORDER BY ref = ? DESC", (a, b, a)).fetchall()
         db.execute("UPDATE templates SET sealed = ? WHERE template_id = ?", (t_sealed_a, tid_b))
     storage = Storage(copy, ring)
