@@ -118,6 +118,11 @@ class Station:
             raise DeviceNotConfigured(f"This station has no {what} named {device!r} (its devices: {names}).")
         return mine
 
+    def default_device(self, modality: str) -> str:
+        """The name of the device that serves ``modality`` ("face" or "fingerprint") by default; "" if none."""
+        mine = self.camera if modality == "face" else self.scanner if modality == "fingerprint" else None
+        return mine.name if mine is not None else ""
+
     def capture_face(self, device: str = "", timeout_s: float = 0.0) -> np.ndarray:
         """The best frame of a burst from the camera: RGB uint8 HxWx3. 0: the camera's default timeout."""
         camera = self._pick(device, "face")

@@ -50,6 +50,12 @@ def test_captures_from_both_devices(station):
     np.testing.assert_array_equal(finger, quantize_4bit(station.emulator.sensor_image(served)))
 
 
+def test_default_device_names(station):
+    assert station.default_device("face") == "camera0"
+    assert station.default_device("fingerprint") == "scanner0"
+    assert Station().default_device("face") == ""
+
+
 def test_unknown_device_name(station):
     with pytest.raises(DeviceNotConfigured, match="no camera named 'scanner0'"):
         station.capture_face("scanner0")

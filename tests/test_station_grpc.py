@@ -90,13 +90,14 @@ def test_capture_face_returns_a_frame_of_the_video(stub) -> None:
     r = stub.CaptureFace(pb.CaptureRequest(timeout_seconds=10), timeout=60)
     frame = decode(r.image)
     assert (r.width, r.height) == (640, 480) and frame.shape == (480, 640, 3)
+    assert r.device == "camera0"  # the default device, named
     assert 0 < r.quality <= 100
 
 
 def test_capture_fingerprint_is_the_served_image(stub, emulator: ZfmEmulator) -> None:
     r = stub.CaptureFingerprint(pb.CaptureRequest(device="scanner0", timeout_seconds=5), timeout=60)
     image = decode(r.image, cv2.IMREAD_GRAYSCALE)
-    assert (r.width, r.height) == (256, 288)
+    assert (r.width, r.height) == (256, 288) and r.device == "scanner0"
     np.testing.assert_array_equal(image, quantize_4bit(emulator.sensor_image(emulator.served[-1])))
 
 

@@ -166,7 +166,8 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
         _check_text(request.device, "device")
         image = self._capture(int(modality), request.device, request.timeout_seconds)
         quality = self.service.sample_quality(Sample(modality, image))
-        return pb.CaptureResponse(image=encode_png(image), quality=quality, device=request.device,
+        device = request.device or self._station().default_device(modality.name.lower())
+        return pb.CaptureResponse(image=encode_png(image), quality=quality, device=device,
                                   width=int(image.shape[1]), height=int(image.shape[0]))
 
     @rpc
