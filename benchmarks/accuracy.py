@@ -1,0 +1,574 @@
+"""1:1 accuracy on a pairs CSV: FMR/FNMR, EER, FNMR at FMR, FTA, with DET/ROC plots and a baseline.
+
+Usage::
+
+    checkpoint-bench accuracy --modality face --pairs ../shared/data/faces/lfw-dev/pairs.csv --out results/acc
+
+The pairs CSV has the header ``path_a,path_b,same`` (paths relative to the CSV, ``same`` 1 or 0). Each image
+is extracted once with the production pipeline (``purpose="probe"``); a pair whose image failed to acquire
+never matches (generalised FMR/FNMR, see :mod:`benchmarks.metrics`). Comparisons go through the
+production comparator and the production score calibration (``s = -log10(FMR)``); the operating threshold
+is the service's, ``s >= -log10(--fmr)``. For faces, the plain ``face_recognition`` pipeline (HOG
+``face_locations`` with its defaults, the largest face, ``face_encodings``, match when distance <= 0.6) runs
+on the same pairs, side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import metrics as m
+
+COMMAND = "accuracy"
+BASELINE_TOLERANCE = 0.6
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``checkpoint-bench accuracy``."""
+    parser.add_argument("--modality", choices=("face", "fingerprint"), default="face")
+    parser.add_argument("--pairs", required=True, type=Path, help="CSV path_a,path_b,same (paths relative to it)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for metrics.json, plots and report.md")
+    parser.add_argument("--fmr", type=float, default=0.001, help="operating point of the service (default 0.001)")
+    parser.add_argument("--calibration", type=Path, help="score calibration JSON (default: the shipped one)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="extraction processes")
+    parser.add_argument("--limit", type=int, default=0, help="use the first N pairs only (smoke runs)")
+    parser.add_argument("--dpi", type=int, default=500, help="fingerprint image resolution")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the face_recognition baseline")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pairs
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One row of the pairs CSV (paths as written, relative to the CSV)."""
+
+    path_a: str
+    path_b: str
+    same: bool
+
+
+class PairsError(ValueError):
+    """The pairs file cannot be used; the message says why."""
+
+
+def read_pairs(path: Path, limit: int = 0) -> list[Pair]:
+    """Read and check a pairs CSV; every referenced image must exist."""
+    if not path.is_file():
+        raise PairsError(f"pairs file {path} does not exist")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"path_a", "path_b", "same"} - set(reader.fieldnames or [])
+        if missing:
+            raise PairsError(f"{path}: header must be path_a,path_b,same (missing {', '.join(sorted(missing))})")
+        pairs = []
+        for line, row in enumerate(reader, start=2):
+            same = (row["same"] or "").strip()
+            if same not in {"0", "1"}:
+                raise PairsError(f"{path}:{line}: same must be 0 or 1, not {same!r}")
+            pairs.append(Pair(row["path_a"].strip(), row["path_b"].strip(), same == "1"))
+            if limit and len(pairs) >= limit:
+                break
+    if not pairs:
+        raise PairsError(f"{path} lists no pairs")
+    base = path.parent
+    absent = sorted({p for pair in pairs for p in (pair.path_a, pair.path_b) if not (base / p).is_file()})
+    if absent:
+        raise PairsError(f"{len(absent)} images listed in {path} do not exist, e.g. {absent[0]}")
+    return pairs
+
+
+def unique_images(pairs: Sequence[Pair]) -> list[str]:
+    """The distinct image paths of ``pairs``, in first-seen order."""
+    return list(dict.fromkeys(p for pair in pairs for p in (pair.path_a, pair.path_b)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Extraction (module-level functions: they run in worker processes)
+
+
+@dataclass
+class Extracted:
+    """A template, or why there is none, and the time it took."""
+
+    template: Any = None
+    error: str | None = None
+    seconds: float = 0.0
+    detail: dict = field(default_factory=dict)
+
+
+def _single_thread() -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def extract_face_production(path: str) -> Extracted:
+    """The production face template (probe) of one image file."""
+    from biometrics.errors import BiometricError
+    from biometrics.face import face_template_from_bytes
+
+    start = time.perf_counter()
+    try:
+        t = face_template_from_bytes(Path(path).read_bytes(), purpose="probe")
+    except BiometricError as exc:
+        return Extracted(error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - start)
+    detail = {"detector": t.box.detector, "quality": t.quality}
+    return Extracted(template=t.template, seconds=time.perf_counter() - start, detail=detail)
+
+
+def extract_face_baseline(path: str) -> Extracted:
+    """face_recognition out of the box: HOG face_locations (defaults), the largest face, face_encodings."""
+    import face_recognition
+
+    start = time.perf_counter()
+    image = face_recognition.load_image_file(path)
+    boxes = face_recognition.face_locations(image)
+    if not boxes:
+        return Extracted(error="no face found", seconds=time.perf_counter() - start)
+    largest = max(boxes, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))
+    encoding = face_recognition.face_encodings(image, known_face_locations=[largest])[0]
+    return Extracted(template=np.asarray(encoding, dtype=np.float32), seconds=time.perf_counter() - start)
+
+
+def extract_fingerprint_production(path: str, dpi: int = 500) -> Extracted:
+    """The production fingerprint template of one grey image file."""
+    import cv2
+
+    from biometrics.errors import BiometricError
+    from biometrics.fingerprint import extract_fingerprint
+
+    start = time.perf_counter()
+    grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if grey is None:
+        return Extracted(error="the image cannot be decoded", seconds=time.perf_counter() - start)
+    try:
+        template = extract_fingerprint(grey, dpi=dpi)
+    except BiometricError as exc:
+        return Extracted(error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - start)
+    return Extracted(template=template, seconds=time.perf_counter() - start)
+
+
+def _call(job: tuple[Callable[..., Extracted], str, tuple]) -> Extracted:
+    fn, path, extra = job
+    _single_thread()
+    return fn(path, *extra)
+
+
+def extract_all(
+    fn: Callable[..., Extracted], paths: Sequence[Path], workers: int, desc: str, extra: tuple = ()
+) -> list[Extracted]:
+    """``fn`` over ``paths`` on ``workers`` processes (in process when 1), with a progress bar."""
+    from tqdm import tqdm
+
+    jobs = [(fn, str(p), extra) for p in paths]
+    if workers <= 1:
+        return [_call(j) for j in tqdm(jobs, desc=desc, file=sys.stderr)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(tqdm(pool.map(_call, jobs, chunksize=4), total=len(jobs), desc=desc, file=sys.stderr))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Comparison and summary
+
+
+@dataclass
+class PipelineRun:
+    """One pipeline's outcome on the pairs: per-pair similarity (nan for FTA pairs) and its figures."""
+
+    name: str
+    extracted: dict[str, Extracted]
+    similarity: np.ndarray  # per pair; higher = more alike; nan where an image failed to acquire
+    score_unit: str
+    operating_threshold: float
+    operating_label: str
+    wall_seconds: float
+    raw: np.ndarray | None = None  # per pair, the comparator's own value (face: distance)
+
+
+def scores_of(run: PipelineRun, pairs: Sequence[Pair], keep: np.ndarray | None = None) -> m.VerificationScores:
+    """The genuine/impostor split of a run's pair similarities (FTA pairs counted, not scored)."""
+    same = np.array([p.same for p in pairs])
+    sim = run.similarity
+    if keep is not None:
+        same, sim = same[keep], sim[keep]
+    fta = np.isnan(sim)
+    return m.VerificationScores(
+        genuine=sim[same & ~fta],
+        impostor=sim[~same & ~fta],
+        genuine_fta=int((same & fta).sum()),
+        impostor_fta=int((~same & fta).sum()),
+    )
+
+
+def summarise(run: PipelineRun, pairs: Sequence[Pair], fmr_targets: Sequence[float]) -> dict:
+    """metrics.json's section for one pipeline."""
+    scores = scores_of(run, pairs)
+    out = m.summarise_verification(scores, fmr_targets, operating_threshold=run.operating_threshold)
+    failed = {p: e.error for p, e in run.extracted.items() if e.template is None}
+    fta_pairs = [
+        {"path_a": p.path_a, "path_b": p.path_b, "same": int(p.same)}
+        for p, s in zip(pairs, run.similarity, strict=True)
+        if np.isnan(s)
+    ]
+    extract_seconds = [e.seconds for e in run.extracted.values()]
+    out.update(
+        {
+            "pipeline": run.name,
+            "score_unit": run.score_unit,
+            "operating_threshold": run.operating_threshold,
+            "operating_point": run.operating_label,
+            "fta": {
+                "images": len(failed),
+                "images_attempted": len(run.extracted),
+                "image_rate": len(failed) / len(run.extracted),
+                "genuine_pairs": scores.genuine_fta,
+                "impostor_pairs": scores.impostor_fta,
+                "failed_images": [{"path": p, "error": e} for p, e in sorted(failed.items())],
+                "failed_pairs": fta_pairs,
+            },
+            "timing": {
+                "extract_ms_mean": 1000 * float(np.mean(extract_seconds)),
+                "extract_ms_median": 1000 * float(np.median(extract_seconds)),
+                "extract_ms_p95": 1000 * float(np.percentile(extract_seconds, 95)),
+                "wall_seconds": run.wall_seconds,
+            },
+        }
+    )
+    return out
+
+
+def _face_runs(args: argparse.Namespace, pairs: list[Pair], images: list[str]) -> list[PipelineRun]:
+    from biometrics.scores import ScoreCalibration, threshold_for_fmr
+
+    calibration = (
+        ScoreCalibration.load(args.calibration) if args.calibration else ScoreCalibration.for_modality("face")
+    )
+    paths = [args.pairs.parent / p for p in images]
+    runs = []
+    start = time.perf_counter()
+    prod = dict(zip(images, extract_all(extract_face_production, paths, args.workers, "production"), strict=True))
+    wall = time.perf_counter() - start
+    distance = _pair_distances(prod, pairs)
+    runs.append(
+        PipelineRun(
+            name="production (biometrics.face + calibrated score)",
+            extracted=prod,
+            similarity=np.where(np.isnan(distance), np.nan, calibration.score(np.nan_to_num(distance))),
+            score_unit="false-match score s = -log10(FMR) (match when s >= threshold)",
+            operating_threshold=threshold_for_fmr(args.fmr),
+            operating_label=f"s >= {threshold_for_fmr(args.fmr):g} (service FMR {args.fmr:g})",
+            wall_seconds=wall,
+            raw=distance,
+        )
+    )
+    if not args.no_baseline:
+        start = time.perf_counter()
+        base = dict(zip(images, extract_all(extract_face_baseline, paths, args.workers, "baseline"), strict=True))
+        wall = time.perf_counter() - start
+        distance = _pair_distances(base, pairs)
+        runs.append(
+            PipelineRun(
+                name="baseline (face_recognition defaults)",
+                extracted=base,
+                similarity=-distance,
+                score_unit="negated distance -d (match when -d >= threshold, i.e. d <= 0.6)",
+                operating_threshold=-BASELINE_TOLERANCE,
+                operating_label=f"distance <= {BASELINE_TOLERANCE} (face_recognition tolerance)",
+                wall_seconds=wall,
+                raw=distance,
+            )
+        )
+    return runs
+
+
+def _pair_distances(extracted: dict[str, Extracted], pairs: Sequence[Pair]) -> np.ndarray:
+    out = np.full(len(pairs), np.nan)
+    for i, pair in enumerate(pairs):
+        a, b = extracted[pair.path_a].template, extracted[pair.path_b].template
+        if a is not None and b is not None:
+            out[i] = float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+    return out
+
+
+def _fingerprint_runs(args: argparse.Namespace, pairs: list[Pair], images: list[str]) -> list[PipelineRun]:
+    try:
+        from biometrics.fingerprint import compare_fingerprints, extract_fingerprint  # noqa: F401
+    except ImportError as exc:
+        raise PairsError(
+            "the fingerprint pipeline (biometrics.fingerprint.extract_fingerprint / compare_fingerprints) "
+            f"is not available in this build: {exc}"
+        ) from exc
+    from tqdm import tqdm
+
+    from biometrics.scores import ScoreCalibration, threshold_for_fmr
+
+    calibration = (
+        ScoreCalibration.load(args.calibration)
+        if args.calibration
+        else ScoreCalibration.for_modality("fingerprint")
+    )
+    paths = [args.pairs.parent / p for p in images]
+    start = time.perf_counter()
+    results = extract_all(extract_fingerprint_production, paths, args.workers, "production", (args.dpi,))
+    extracted = dict(zip(images, results, strict=True))
+    raw = np.full(len(pairs), np.nan)
+    for i, pair in enumerate(tqdm(pairs, desc="compare", file=sys.stderr)):
+        a, b = extracted[pair.path_a].template, extracted[pair.path_b].template
+        if a is not None and b is not None:
+            raw[i] = float(compare_fingerprints(a, b))
+    wall = time.perf_counter() - start
+    run = PipelineRun(
+        name="production (biometrics.fingerprint + calibrated score)",
+        extracted=extracted,
+        similarity=np.where(np.isnan(raw), np.nan, calibration.score(np.nan_to_num(raw))),
+        score_unit="false-match score s = -log10(FMR) (match when s >= threshold)",
+        operating_threshold=threshold_for_fmr(args.fmr),
+        operating_label=f"s >= {threshold_for_fmr(args.fmr):g} (service FMR {args.fmr:g})",
+        wall_seconds=wall,
+        raw=raw,
+    )
+    return [run]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Outputs
+
+
+def _fmt(x: float | None, pct: bool = True) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{100 * x:.2f}%" if pct else f"{x:.4g}"
+
+
+def _ci(entry: dict) -> str:
+    lo, hi = entry["clopper_pearson"]
+    return f"[{100 * lo:.2f}, {100 * hi:.2f}]"
+
+
+def comparison_table(sections: Sequence[dict]) -> list[str]:
+    """The side-by-side Markdown table of the pipelines' headline figures."""
+    head = "| figure | " + " | ".join(s["pipeline"] for s in sections) + " |"
+    rule = "|---|" + "---|" * len(sections)
+    rows = [head, rule]
+
+    def row(label: str, cells: list[str]) -> None:
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    row("genuine / impostor pairs", [f"{s['n_genuine']} / {s['n_impostor']}" for s in sections])
+    row("images failed to acquire (FTA)", [f"{s['fta']['images']} of {s['fta']['images_attempted']} "
+                                           f"({_fmt(s['fta']['image_rate'])})" for s in sections])
+    row("pairs with an FTA (genuine / impostor)",
+        [f"{s['fta']['genuine_pairs']} / {s['fta']['impostor_pairs']}" for s in sections])
+    row("EER (generalised, FVC)", [_fmt(s["eer"]) for s in sections])
+    for key in sections[0]["fnmr_at_fmr"]:
+        cells = []
+        for s in sections:
+            op = s["operating_points"][key]
+            cells.append(f"{_fmt(s['fnmr_at_fmr'][key])} {_ci(op['fnmr'])} (t = {_fmt(op['threshold'], False)})")
+        row(f"FNMR at FMR {float(key) * 100:g}% [95% CI]", cells)
+    row("ZeroFMR (FNMR with no false match)", [_fmt(s["zero_fmr"]["fnmr"]) for s in sections])
+    for label, k in (("FMR at the operating threshold", "fmr"), ("FNMR at the operating threshold", "fnmr")):
+        cells = []
+        for s in sections:
+            e = s["at_operating_threshold"][k]
+            cells.append(f"{_fmt(e['rate'])} ({e['errors']}/{e['n']}) {_ci(e)}")
+        row(label, cells)
+    row("operating threshold", [s["operating_point"] for s in sections])
+    row("extraction, median ms per image (one core)",
+        [f"{s['timing']['extract_ms_median']:.0f}" for s in sections])
+    return rows
+
+
+def write_report(out: Path, result: dict) -> Path:
+    """``report.md``: what was run, the side-by-side table, the plots, the failures and the warnings."""
+    sections = [result["production"]] + ([result["baseline"]] if "baseline" in result else [])
+    lines = [
+        f"# 1:1 accuracy: {result['modality']}",
+        "",
+        f"Pairs: `{result['pairs']}` ({result['n_pairs']} pairs, {result['n_images']} images). "
+        f"Command: `{result['command']}`",
+        "",
+        "Conventions: a comparison matches when score >= threshold (ties match). A pair with an image that "
+        "failed to acquire never matches (ISO/IEC 19795-1 generalised rates: a genuine FTA pair is a false "
+        "non-match, an impostor FTA pair a correct non-match). EER by the FVC2000 convention. Intervals are "
+        "95% Clopper-Pearson, assuming independent comparisons, which they are not (pairs share images and "
+        "people): read them as lower bounds on the uncertainty.",
+        "",
+        *comparison_table(sections),
+        "",
+    ]
+    common = result.get("common_subset")
+    if common:
+        lines += [
+            f"On the {common['n_pairs']} pairs where both pipelines acquired both images "
+            f"({common['n_genuine']} genuine, {common['n_impostor']} impostor), comparing the algorithms alone:",
+            "",
+            "| figure | production | baseline |",
+            "|---|---|---|",
+            f"| EER | {_fmt(common['production']['eer'])} | {_fmt(common['baseline']['eer'])} |",
+        ]
+        for key in common["production"]["fnmr_at_fmr"]:
+            lines.append(
+                f"| FNMR at FMR {float(key) * 100:g}% | {_fmt(common['production']['fnmr_at_fmr'][key])} | "
+                f"{_fmt(common['baseline']['fnmr_at_fmr'][key])} |"
+            )
+        lines.append("")
+    lines += ["![DET](det.png)", "", "![ROC](roc.png)", "", "![score distributions](scores.png)", ""]
+    for s in sections:
+        lines.append(f"## {s['pipeline']}")
+        lines.append("")
+        lines.append(f"Scores: {s['score_unit']}.")
+        failed = s["fta"]["failed_images"]
+        if failed:
+            lines.append("")
+            lines.append(f"Images that failed to acquire ({len(failed)}):")
+            lines.append("")
+            lines += [f"- `{f['path']}`: {f['error']}" for f in failed[:50]]
+            if len(failed) > 50:
+                lines.append(f"- ... and {len(failed) - 50} more (metrics.json lists them all)")
+        lines.append("")
+        lines.append("Warnings:")
+        lines.append("")
+        lines += [f"- {w}" for w in s["warnings"]]
+        lines.append("")
+    for note in result.get("notes", []):
+        lines.append(f"- {note}")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _plots(out: Path, runs: Sequence[PipelineRun], pairs: Sequence[Pair], sections: Sequence[dict]) -> None:
+    from benchmarks import plots
+
+    curves = {r.name: m.det_curve(scores_of(r, pairs)) for r in runs}
+    marks = {}
+    for r, s in zip(runs, sections, strict=True):
+        op = s["at_operating_threshold"]
+        marks[r.name] = [(op["fmr"]["rate"], op["fnmr"]["rate"], r.operating_label)]
+    plots.det_plot(curves, out / "det.png", "DET (generalised: FTA pairs never match)", marks)
+    plots.roc_plot(curves, out / "roc.png", "ROC (generalised)")
+    panels = {}
+    for r in runs:
+        sc = scores_of(r, pairs)
+        panels[r.name] = (sc.genuine, sc.impostor, [(r.operating_threshold, r.operating_label)])
+    plots.score_distributions(panels, out / "scores.png", {r.name: r.score_unit for r in runs})
+
+
+def _write_scores_csv(out: Path, pairs: Sequence[Pair], runs: Sequence[PipelineRun]) -> None:
+    with (out / "scores.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path_a", "path_b", "same", *[f"score_{i}" for i in range(len(runs))]])
+        for i, p in enumerate(pairs):
+            w.writerow([p.path_a, p.path_b, int(p.same), *["" if np.isnan(r.similarity[i])
+                                                            else f"{r.similarity[i]:.6f}" for r in runs]])
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    """Run the benchmark described by ``args``; write everything into ``args.out``; return metrics."""
+    pairs = read_pairs(args.pairs, args.limit)
+    images = unique_images(pairs)
+    runs = _face_runs(args, pairs, images) if args.modality == "face" else _fingerprint_runs(args, pairs, images)
+    targets = m.DEFAULT_FMR_TARGETS
+    sections = [summarise(r, pairs, targets) for r in runs]
+    result: dict = {
+        "modality": args.modality,
+        "pairs": str(args.pairs),
+        "n_pairs": len(pairs),
+        "n_images": len(images),
+        "command": command_line(args),
+        "operating_fmr": args.fmr,
+        "score_columns": [r.name for r in runs],
+    }
+    result.update({k: v for k, v in sections[0].items()})  # the production figures at the top level
+    result["production"] = sections[0]
+    if len(runs) > 1:
+        result["baseline"] = sections[1]
+        keep = ~np.isnan(runs[0].similarity) & ~np.isnan(runs[1].similarity)
+        if keep.any():
+            both = [scores_of(r, pairs, keep) for r in runs[:2]]
+            try:
+                common = [m.summarise_verification(s, targets) for s in both]
+                result["common_subset"] = {
+                    "n_pairs": int(keep.sum()),
+                    "n_genuine": both[0].n_genuine,
+                    "n_impostor": both[0].n_impostor,
+                    "production": {k: common[0][k] for k in ("eer", "fnmr_at_fmr", "threshold_at_fmr")},
+                    "baseline": {k: common[1][k] for k in ("eer", "fnmr_at_fmr", "threshold_at_fmr")},
+                }
+            except ValueError:
+                pass  # no genuine or no impostor pair in common
+    if args.modality == "face" and runs[0].raw is not None:
+        by_distance = PipelineRun("distance", runs[0].extracted, -runs[0].raw, "", 0.0, "", 0.0)
+        at = m.summarise_verification(scores_of(by_distance, pairs), targets)["threshold_at_fmr"]
+        result["threshold_distance_at_fmr"] = {k: (None if v is None else -v) for k, v in at.items()}
+    result["notes"] = [
+        "The shipped face calibration was measured on faces/lfw-dev, the set these pairs come from: the FMR "
+        "at the operating threshold is then an in-sample figure. FNMR at FMR p is threshold-free (the "
+        "threshold is read off these pairs' own impostor scores).",
+    ] if args.modality == "face" else []
+    args.out.mkdir(parents=True, exist_ok=True)
+    _plots(args.out, runs, pairs, sections)
+    _write_scores_csv(args.out, pairs, runs)
+    (args.out / "metrics.json").write_text(json.dumps(json_safe(result), indent=1) + "\n")
+    write_report(args.out, result)
+    return result
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` with numpy scalars made plain and non-finite floats made None (strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_safe(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [json_safe(v) for v in x.tolist()]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run."""
+    parts = ["checkpoint-bench", "accuracy", "--modality", args.modality, "--pairs", str(args.pairs),
+             "--out", str(args.out)]
+    if args.fmr != 0.001:
+        parts += ["--fmr", f"{args.fmr:g}"]
+    if args.calibration:
+        parts += ["--calibration", str(args.calibration)]
+    if args.limit:
+        parts += ["--limit", str(args.limit)]
+    if args.modality == "fingerprint":
+        parts += ["--dpi", str(args.dpi)]
+    if args.no_baseline:
+        parts.append("--no-baseline")
+    return " ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``checkpoint-bench accuracy``."""
+    try:
+        result = evaluate(args)
+    except (PairsError, FileNotFoundError) as exc:
+        print(f"checkpoint-bench accuracy: {exc}", file=sys.stderr)
+        return 2
+    sections = [result["production"]] + ([result["baseline"]] if "baseline" in result else [])
+    print("\n".join(comparison_table(sections)))
+    print(f"\nwritten: {args.out / 'metrics.json'}, {args.out / 'report.md'}, det.png, roc.png, scores.png")
+    return 0
