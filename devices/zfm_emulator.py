@@ -338,3 +338,71 @@ class ZfmEmulator:
             kind = zfm.END_DATA_PACKET if last else zfm.DATA_PACKET
             if not self._send(kind, data[offset : offset + size]):
                 return
+
+
+_HELP = (
+    "commands: no_finger | silent | bad_checksum | wrong_password | unplugged  (inject a fault);\n"
+    "          clear [FAULT]  |  place FILE  |  status  |  quit"
+)
+
+
+def _command(emulator: ZfmEmulator, line: str) -> bool:
+    """Apply one console command; False to quit."""
+    words = line.split()
+    if not words:
+        return True
+    verb, rest = words[0].lower(), words[1:]
+    faults = {f.value: f for f in Fault}
+    if verb == "quit":
+        return False
+    if verb in faults:
+        emulator.inject(faults[verb])
+    elif verb == "clear":
+        emulator.clear(faults[rest[0]] if rest and rest[0] in faults else None)
+    elif verb == "place" and rest:
+        emulator.place(" ".join(rest))
+    elif verb != "status":
+        print(_HELP, flush=True)
+        return True
+    shown = ", ".join(sorted(f.value for f in emulator.faults)) or "none"
+    print(f"faults: {shown}; served {len(emulator.served)} image(s); port {emulator.port}", flush=True)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run an emulated sensor until SIGTERM/SIGINT or "quit"; faults are typed on standard input."""
+    import argparse
+    import signal
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m devices.zfm_emulator", description=main.__doc__)
+    p.add_argument("images", type=Path, help="folder of PNG/TIFF fingerprint images, served in turn")
+    p.add_argument("--address", type=lambda v: int(v, 0), default=zfm.DEFAULT_ADDRESS)
+    p.add_argument("--password", type=lambda v: int(v, 0), default=0)
+    p.add_argument("--packet-size", type=int, choices=zfm.PACKET_SIZES, default=128)
+    p.add_argument("--dpi", type=float, help="resolution of the images when their files do not record it")
+    args = p.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    emulator = ZfmEmulator(args.images, address=args.address, password=args.password,
+                           packet_size=args.packet_size, source_dpi=args.dpi).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"ZFM emulator on {emulator.port} serving {len(emulator.images)} images from {args.images}", flush=True)
+
+    def console() -> None:
+        for line in sys.stdin:
+            if not _command(emulator, line):
+                break
+        else:
+            return  # end of input (run in the background): keep serving until a signal
+        stop.set()
+
+    threading.Thread(target=console, daemon=True).start()
+    stop.wait()
+    emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -235,3 +235,20 @@ def test_emulator_stops_cleanly():
 def test_emulator_refuses_an_empty_folder(tmp_path):
     with pytest.raises(ValueError, match="no PNG or TIFF"):
         ZfmEmulator(tmp_path)
+
+
+def test_console_commands_inject_clear_and_place(emulator, capsys):
+    from devices.zfm_emulator import _command
+
+    assert _command(emulator, "silent")
+    assert _command(emulator, "no_finger")
+    assert emulator.faults == {Fault.SILENT, Fault.NO_FINGER}
+    assert _command(emulator, "clear silent") and emulator.faults == {Fault.NO_FINGER}
+    assert _command(emulator, "clear") and emulator.faults == set()
+    assert _command(emulator, "unplugged") and not emulator.plugged
+    assert _command(emulator, "clear unplugged") and emulator.plugged
+    assert _command(emulator, "place " + str(DATA / "DB4_B_102_1.png"))
+    assert _command(emulator, "status")
+    assert "faults: none" in capsys.readouterr().out
+    assert _command(emulator, "frobnicate") and "commands:" in capsys.readouterr().out
+    assert not _command(emulator, "quit")
