@@ -207,7 +207,7 @@ class FingerprintScanner:
                 if imaged:
                     return
                 if time.monotonic() + self.poll_interval_s > deadline:
-                    raise self._fault(DeviceTimeout, f"saw no finger within {timeout:g} s")
+                    raise self._fault(DeviceTimeout, f"saw no finger within {timeout:.3g} s")
                 time.sleep(self.poll_interval_s)
 
     def download_image(self) -> np.ndarray:
