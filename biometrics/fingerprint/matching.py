@@ -6,6 +6,7 @@ its score is then the best over its impressions.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,10 @@ from biometrics.fingerprint.similarity import MIN_MATCHABLE_BITS
 from biometrics.fingerprint.template import FingerprintTemplate
 
 Reference = FingerprintTemplate | Sequence[FingerprintTemplate]
+
+# numba's parallel kernels are not safe to launch from several threads at once under every threading
+# layer (the default "workqueue" one is not); a search already uses every core, so searches take turns.
+_PARALLEL_LOCK = threading.Lock()
 
 
 def _arrays(t: FingerprintTemplate) -> tuple[np.ndarray, ...]:
@@ -65,8 +70,9 @@ class PackedGallery:
         out = np.zeros(self.n_references)
         if len(self.owner) == 0:
             return out
-        per_template = gallery_scores(*_arrays(probe), self.x, self.y, self.angle, self.bits, self.valid,
-                                      self.offsets, float(MIN_MATCHABLE_BITS))
+        with _PARALLEL_LOCK:
+            per_template = gallery_scores(*_arrays(probe), self.x, self.y, self.angle, self.bits, self.valid,
+                                          self.offsets, float(MIN_MATCHABLE_BITS))
         np.maximum.at(out, self.owner, per_template)
         return out
 
