@@ -151,7 +151,8 @@ def open_set_det_plot(
     _det_axes(ax, max(lowest, 1e-4), "False positive identification rate FPIR (%)",
               "False negative identification rate FNIR (%)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -185,6 +186,7 @@ def load_plot(
     ax_mem.set_xlabel("seconds since the phase started")
     for ax in (ax_lat, ax_tp, ax_mem):
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     ax_lat.set_title(title)
     return _save(fig, path)
