@@ -78,9 +78,8 @@ def server_credentials_for(args: argparse.Namespace) -> grpc.ServerCredentials |
 def _open_station(args: argparse.Namespace) -> Any:
     if not args.camera and not args.scanner:
         return None
-    from devices.station import Station
-
     from biometrics.face import frame_quality
+    from devices.station import Station
 
     return Station.from_config(camera=args.camera, scanner=args.scanner, frame_scorer=frame_quality)
 
