@@ -374,15 +374,16 @@ def evaluate(args: argparse.Namespace) -> dict:
         for n in counts:
             phases.append(run_phase(args, n, probes, sampler, f"{n} client{'s' if n > 1 else ''}"))
     finally:
-        sampler.stop()
         import grpc
 
         statistics = None
-        try:  # the statistics are a bonus, never a reason to skip the cleanup
+        try:  # the memory and the statistics are a bonus, never a reason to skip the cleanup
+            sampler.stop()
             statistics = stub.GetStatistics(pb.GetStatisticsRequest(), timeout=args.timeout)
         except grpc.RpcError:
             statistics = None
-        cleanup_failures = delete_subjects(stub, enrolled, args.timeout)
+        finally:
+            cleanup_failures = delete_subjects(stub, enrolled, args.timeout)
     summaries = [phase_summary(p) for p in phases]
     result: dict = {
         "target": args.target,

@@ -1,0 +1,96 @@
+"""checkpoint-bench accuracy: a small real run on tests/data/faces, and its refusals of bad input.
+
+The pairs file ``tests/data/faces/pairs_bench_accuracy.csv`` (6 genuine, 6 impostor pairs of the seven
+LFW images described in ``tests/data/faces/README.md``) belongs to these tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from benchmarks import cli
+from benchmarks import metrics as m
+
+FACES = Path(__file__).resolve().parent / "data" / "faces"
+PAIRS = FACES / "pairs_bench_accuracy.csv"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One accuracy run on the test pairs plus two pairs with an image that has no face."""
+    data = tmp_path_factory.mktemp("pairs")
+    for f in FACES.glob("*.jpg"):
+        shutil.copy(f, data / f.name)
+    blank = np.full((250, 250, 3), 128, np.uint8)
+    cv2.imwrite(str(data / "no_face.jpg"), blank)
+    rows = PAIRS.read_text().splitlines()
+    rows += ["no_face.jpg,Kofi_Annan_0001.jpg,1", "Hans_Blix_0001.jpg,no_face.jpg,0"]
+    (data / "pairs.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path_factory.mktemp("out")
+    rc = cli.main(["accuracy", "--modality", "face", "--pairs", str(data / "pairs.csv"), "--out", str(out),
+                   "--workers", "1"])
+    assert rc == 0
+    return out
+
+
+def test_writes_metrics_plots_and_report(run_dir: Path):
+    for name in ("metrics.json", "det.png", "roc.png", "scores.png", "report.md", "scores.csv"):
+        assert (run_dir / name).stat().st_size > 0, name
+    result = json.loads((run_dir / "metrics.json").read_text())
+    assert (result["n_genuine"], result["n_impostor"]) == (7, 7)
+    for key in ("fnmr_at_fmr", "threshold_at_fmr"):
+        assert set(result[key]) == {"0.01", "0.001", "0.0001"}
+    report = (run_dir / "report.md").read_text()
+    assert "baseline (face_recognition defaults)" in report and "no_face.jpg" in report
+
+
+def test_fta_image_is_listed_and_its_pairs_never_match(run_dir: Path):
+    result = json.loads((run_dir / "metrics.json").read_text())
+    for section in (result["production"], result["baseline"]):
+        fta = section["fta"]
+        assert [f["path"] for f in fta["failed_images"]] == ["no_face.jpg"]
+        assert (fta["genuine_pairs"], fta["impostor_pairs"]) == (1, 1)
+        assert len(fta["failed_pairs"]) == 2
+        op = section["at_operating_threshold"]
+        assert op["fnmr"]["n"] == 7 and op["fmr"]["n"] == 7
+
+
+def test_figures_agree_with_the_written_scores(run_dir: Path):
+    """metrics.json is recomputable from scores.csv with benchmarks.metrics (the auditor's check)."""
+    result = json.loads((run_dir / "metrics.json").read_text())
+    with (run_dir / "scores.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 14
+    for column, section in (("score_0", result["production"]), ("score_1", result["baseline"])):
+        same = np.array([r["same"] == "1" for r in rows])
+        sim = np.array([float(r[column]) if r[column] else np.nan for r in rows])
+        fta = np.isnan(sim)
+        scores = m.VerificationScores(sim[same & ~fta], sim[~same & ~fta], int((same & fta).sum()),
+                                      int((~same & fta).sum()))
+        # scores.csv rounds to 6 decimals
+        assert m.equal_error_rate(scores).eer == pytest.approx(section["eer"], abs=1e-9)
+        t = section["operating_threshold"]
+        op = m.operating_point(scores, t)
+        assert op.false_matches == section["at_operating_threshold"]["fmr"]["errors"]
+        assert op.false_non_matches == section["at_operating_threshold"]["fnmr"]["errors"]
+        assert op.false_non_matches >= 1  # at least the FTA genuine pair
+
+
+def test_refuses_missing_images_and_bad_headers(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    bad = tmp_path / "pairs.csv"
+    bad.write_text("path_a,path_b,same\nnope.jpg,Kofi_Annan_0001.jpg,1\n")
+    assert cli.main(["accuracy", "--pairs", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "do not exist" in capsys.readouterr().err
+    bad.write_text("a,b\nx,y\n")
+    assert cli.main(["accuracy", "--pairs", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "header must be path_a,path_b,same" in capsys.readouterr().err
+    bad.write_text("path_a,path_b,same\nx,y,maybe\n")
+    assert cli.main(["accuracy", "--pairs", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "same must be 0 or 1" in capsys.readouterr().err
