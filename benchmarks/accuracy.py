@@ -389,7 +389,7 @@ def comparison_table(sections: Sequence[dict]) -> list[str]:
         row(label, cells)
     row("operating threshold", [s["operating_point"] for s in sections])
     row("extraction, median ms per image (one core)",
-        [f"{s['timing']['extract_ms_median']:.0f}" for s in sections])
+        [f"{s['timing'].get('extract_ms_median', float('nan')):.0f}" for s in sections])
     return rows
 
 
