@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="use the first N pairs only (smoke runs)")
     parser.add_argument("--dpi", type=int, default=500, help="fingerprint image resolution")
     parser.add_argument("--no-baseline", action="store_true", help="skip the face_recognition baseline")
+    parser.add_argument("--exhaustive", action="store_true",
+                        help="also compare every pair of the listed images (identity = folder name), which "
+                        "backs FNMR at small FMR with far more impostor comparisons")
+    parser.add_argument("--cache", type=Path, help="npz of extracted face templates, reused when it matches")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -197,6 +201,7 @@ class PipelineRun:
     operating_label: str
     wall_seconds: float
     raw: np.ndarray | None = None  # per pair, the comparator's own value (face: distance)
+    to_score: Callable[[np.ndarray], np.ndarray] | None = None  # face: distance -> this run's score
 
 
 def scores_of(run: PipelineRun, pairs: Sequence[Pair], keep: np.ndarray | None = None) -> m.VerificationScores:
@@ -259,8 +264,10 @@ def _face_runs(args: argparse.Namespace, pairs: list[Pair], images: list[str]) -
     )
     paths = [args.pairs.parent / p for p in images]
     runs = []
+    cache = _load_cache(args.cache, images)
     start = time.perf_counter()
-    prod = dict(zip(images, extract_all(extract_face_production, paths, args.workers, "production"), strict=True))
+    prod = cache.get("production") or dict(
+        zip(images, extract_all(extract_face_production, paths, args.workers, "production"), strict=True))
     wall = time.perf_counter() - start
     distance = _pair_distances(prod, pairs)
     runs.append(
@@ -273,11 +280,13 @@ def _face_runs(args: argparse.Namespace, pairs: list[Pair], images: list[str]) -
             operating_label=f"s >= {threshold_for_fmr(args.fmr):g} (service FMR {args.fmr:g})",
             wall_seconds=wall,
             raw=distance,
+            to_score=lambda d: np.asarray(calibration.score(d)),
         )
     )
     if not args.no_baseline:
         start = time.perf_counter()
-        base = dict(zip(images, extract_all(extract_face_baseline, paths, args.workers, "baseline"), strict=True))
+        base = cache.get("baseline") or dict(
+            zip(images, extract_all(extract_face_baseline, paths, args.workers, "baseline"), strict=True))
         wall = time.perf_counter() - start
         distance = _pair_distances(base, pairs)
         runs.append(
@@ -290,9 +299,72 @@ def _face_runs(args: argparse.Namespace, pairs: list[Pair], images: list[str]) -
                 operating_label=f"distance <= {BASELINE_TOLERANCE} (face_recognition tolerance)",
                 wall_seconds=wall,
                 raw=distance,
+                to_score=np.negative,
             )
         )
+    if args.cache:
+        _save_cache(args.cache, images, {"production": prod, **({"baseline": base} if len(runs) > 1 else {})})
     return runs
+
+
+def _load_cache(path: Path | None, images: list[str]) -> dict[str, dict[str, Extracted]]:
+    """Face extractions saved by an earlier run on the same images (none when absent or different)."""
+    if path is None or not path.is_file():
+        return {}
+    c = np.load(path, allow_pickle=False)
+    if c["names"].tolist() != images:
+        return {}
+    out = {}
+    for name in ("production", "baseline"):
+        if f"{name}_templates" not in c:
+            continue
+        t, ok, err, sec = (c[f"{name}_{k}"] for k in ("templates", "ok", "errors", "seconds"))
+        out[name] = {
+            img: Extracted(template=t[i] if ok[i] else None, error=None if ok[i] else str(err[i]),
+                           seconds=float(sec[i]))
+            for i, img in enumerate(images)
+        }
+    return out
+
+
+def _save_cache(path: Path, images: list[str], runs: dict[str, dict[str, Extracted]]) -> None:
+    arrays: dict[str, np.ndarray] = {"names": np.array(images)}
+    for name, ex in runs.items():
+        items = [ex[i] for i in images]
+        arrays[f"{name}_templates"] = np.stack(
+            [e.template if e.template is not None else np.zeros(128, np.float32) for e in items])
+        arrays[f"{name}_ok"] = np.array([e.template is not None for e in items])
+        arrays[f"{name}_errors"] = np.array([e.error or "" for e in items])
+        arrays[f"{name}_seconds"] = np.array([e.seconds for e in items])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def identity_of(image: str) -> str:
+    """The identity of an image path: its folder, or for a file at the top the name before ``_NNNN``."""
+    p = Path(image)
+    if len(p.parts) > 1 and p.parent.name not in {"", "images"}:
+        return p.parent.name
+    return p.stem.rsplit("_", 1)[0]
+
+
+def exhaustive_scores(run: PipelineRun, images: list[str], to_score: Callable[[np.ndarray], np.ndarray]
+                      ) -> m.VerificationScores:
+    """Every unordered pair of ``images``: same identity genuine, else impostor; FTA images never match."""
+    ids = np.array([identity_of(i) for i in images])
+    ok = np.array([run.extracted[i].template is not None for i in images])
+    t = np.stack([np.asarray(run.extracted[i].template, np.float64) for i in np.array(images)[ok]])
+    sq = np.einsum("ij,ij->i", t, t)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * (t @ t.T), 0.0))
+    iu = np.triu_indices(len(t), k=1)
+    same = ids[ok][iu[0]] == ids[ok][iu[1]]
+    sim = to_score(d[iu])
+    # Pairs with at least one failed image, by kind.
+    all_iu = np.triu_indices(len(images), k=1)
+    failed = ~(ok[all_iu[0]] & ok[all_iu[1]])
+    all_same = ids[all_iu[0]] == ids[all_iu[1]]
+    return m.VerificationScores(sim[same], sim[~same], int((failed & all_same).sum()),
+                                int((failed & ~all_same).sum()))
 
 
 def _pair_distances(extracted: dict[str, Extracted], pairs: Sequence[Pair]) -> np.ndarray:
@@ -427,6 +499,18 @@ def write_report(out: Path, result: dict) -> Path:
                 f"{_fmt(common['baseline']['fnmr_at_fmr'][key])} |"
             )
         lines.append("")
+    ex = result.get("exhaustive")
+    if ex:
+        lines += [
+            f"Exhaustive cross-comparison: {ex['rule']} ({ex['n_images']} images, {ex['n_identities']} "
+            f"identities). Each image takes part in {ex['n_images'] - 1} comparisons, so these are far from "
+            "independent; they back small-FMR operating points with many more impostors than the list does.",
+            "",
+            *exhaustive_table(ex["sections"]),
+            "",
+            "![DET, exhaustive](det_exhaustive.png)",
+            "",
+        ]
     lines += ["![DET](det.png)", "", "![ROC](roc.png)", "", "![score distributions](scores.png)", ""]
     for s in sections:
         lines.append(f"## {s['pipeline']}")
@@ -467,6 +551,35 @@ def _plots(out: Path, runs: Sequence[PipelineRun], pairs: Sequence[Pair], sectio
         sc = scores_of(r, pairs)
         panels[r.name] = (sc.genuine, sc.impostor, [(r.operating_threshold, r.operating_label)])
     plots.score_distributions(panels, out / "scores.png", {r.name: r.score_unit for r in runs})
+
+
+def _thin(c: m.DetCurve) -> m.DetCurve:
+    """The points of a DET curve where FNMR changes (and their neighbours): the same staircase, fewer points."""
+    change = np.flatnonzero(np.diff(c.fnmr) != 0)
+    keep = np.unique(np.concatenate([[0, len(c.fnmr) - 1], change, change + 1]))
+    return m.DetCurve(c.thresholds[keep], c.fmr[keep], c.fnmr[keep])
+
+
+def exhaustive_table(sections: Sequence[dict]) -> list[str]:
+    """Side-by-side figures of the exhaustive cross-comparison."""
+    rows = ["| figure | " + " | ".join(s["pipeline"] for s in sections) + " |", "|---|" + "---|" * len(sections)]
+    rows.append("| genuine / impostor comparisons | " + " | ".join(
+        f"{s['n_genuine']} / {s['n_impostor']}" for s in sections) + " |")
+    rows.append("| comparisons with an FTA image (genuine / impostor) | " + " | ".join(
+        f"{s['genuine_fta']} / {s['impostor_fta']}" for s in sections) + " |")
+    rows.append("| EER | " + " | ".join(_fmt(s["eer"]) for s in sections) + " |")
+    for key in sections[0]["fnmr_at_fmr"]:
+        cells = []
+        for s in sections:
+            op = s["operating_points"][key]
+            cells.append(f"{_fmt(s['fnmr_at_fmr'][key])} {_ci(op['fnmr'])} (t = {_fmt(op['threshold'], False)}, "
+                         f"{op['fmr']['errors']} false matches)")
+        rows.append(f"| FNMR at FMR {float(key) * 100:g}% [95% CI] | " + " | ".join(cells) + " |")
+    for label, k in (("FMR at the operating threshold", "fmr"), ("FNMR at the operating threshold", "fnmr")):
+        cells = [f"{_fmt(s['at_operating_threshold'][k]['rate'])} ({s['at_operating_threshold'][k]['errors']}/"
+                 f"{s['at_operating_threshold'][k]['n']}) {_ci(s['at_operating_threshold'][k])}" for s in sections]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def _write_scores_csv(out: Path, pairs: Sequence[Pair], runs: Sequence[PipelineRun]) -> None:
@@ -516,6 +629,25 @@ def evaluate(args: argparse.Namespace) -> dict:
         by_distance = PipelineRun("distance", runs[0].extracted, -runs[0].raw, "", 0.0, "", 0.0)
         at = m.summarise_verification(scores_of(by_distance, pairs), targets)["threshold_at_fmr"]
         result["threshold_distance_at_fmr"] = {k: (None if v is None else -v) for k, v in at.items()}
+    if args.exhaustive and all(r.to_score is not None for r in runs):
+        from benchmarks import plots
+
+        ex_scores = [exhaustive_scores(r, images, r.to_score) for r in runs]  # type: ignore[arg-type]
+        ex = [m.summarise_verification(sc, targets, operating_threshold=r.operating_threshold)
+              for r, sc in zip(runs, ex_scores, strict=True)]
+        for r, e in zip(runs, ex, strict=True):
+            e["pipeline"] = r.name
+            e["operating_point"] = r.operating_label
+        result["exhaustive"] = {
+            "n_images": len(images),
+            "n_identities": len({identity_of(i) for i in images}),
+            "rule": "every unordered pair of the listed images; same folder (identity) = genuine",
+            "sections": ex,
+        }
+        curves = {r.name: _thin(m.det_curve(sc)) for r, sc in zip(runs, ex_scores, strict=True)}
+        args.out.mkdir(parents=True, exist_ok=True)
+        plots.det_plot(curves, args.out / "det_exhaustive.png",
+                       f"DET, every pair of the {len(images)} images (generalised)")
     result["notes"] = [
         "The shipped face calibration was measured on faces/lfw-dev, the set these pairs come from: the FMR "
         "at the operating threshold is then an in-sample figure. FNMR at FMR p is threshold-free (the "
@@ -558,6 +690,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--dpi", str(args.dpi)]
     if args.no_baseline:
         parts.append("--no-baseline")
+    if args.exhaustive:
+        parts.append("--exhaustive")
     return " ".join(parts)
 
 
