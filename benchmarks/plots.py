@@ -113,8 +113,7 @@ def score_distributions(
         ax.hist(impostor, bins=bins, alpha=0.6, label=f"impostor (n={len(impostor)})", color="tab:red")
         ax.hist(genuine, bins=bins, alpha=0.6, label=f"genuine (n={len(genuine)})", color="tab:green")
         for value, text in lines:
-            ax.axvline(value, color="black", ls="--", lw=1)
-            ax.annotate(text, (value, ax.get_ylim()[1] * 0.9), fontsize=7, rotation=90, ha="right")
+            ax.axvline(value, color="black", ls="--", lw=1, label=f"threshold: {text}")
         ax.set_title(label)
         ax.set_xlabel((xlabels or {}).get(label, "score (higher = more alike)"))
         ax.set_ylabel("comparisons")
