@@ -499,6 +499,14 @@ def write_report(out: Path, result: dict) -> Path:
                 f"{_fmt(common['baseline']['fnmr_at_fmr'][key])} |"
             )
         lines.append("")
+    paired = result.get("paired_fnmr_test")
+    if paired:
+        lines += ["Paired test on the genuine pairs (McNemar, exact; each pipeline at its own threshold for the "
+                  "FMR; pairs share images, so p is optimistic):", ""]
+        for key, t in paired.items():
+            lines.append(f"- FMR {float(key) * 100:g}%: {t['only_first_matched']} pairs matched only by production, "
+                         f"{t['only_second_matched']} only by the baseline; p = {t['p_value']:.3g}")
+        lines.append("")
     ex = result.get("exhaustive")
     if ex:
         lines += [
@@ -551,6 +559,23 @@ def _plots(out: Path, runs: Sequence[PipelineRun], pairs: Sequence[Pair], sectio
         sc = scores_of(r, pairs)
         panels[r.name] = (sc.genuine, sc.impostor, [(r.operating_threshold, r.operating_label)])
     plots.score_distributions(panels, out / "scores.png", {r.name: r.score_unit for r in runs})
+
+
+def paired_test(runs: Sequence[PipelineRun], sections: Sequence[dict], pairs: Sequence[Pair]) -> dict:
+    """McNemar's exact test on the genuine pairs, each pipeline at its own threshold for each target FMR."""
+    same = np.array([p.same for p in pairs])
+    out = {}
+    for key in sections[0]["threshold_at_fmr"]:
+        matched = []
+        for r, s in zip(runs, sections, strict=True):
+            t = s["threshold_at_fmr"][key]
+            sim = np.nan_to_num(r.similarity[same], nan=-np.inf)  # FTA pairs never match
+            matched.append(sim >= (np.inf if t is None else t))
+        b = int((matched[0] & ~matched[1]).sum())
+        c = int((~matched[0] & matched[1]).sum())
+        out[key] = {"only_first_matched": b, "only_second_matched": c, "p_value": m.mcnemar_exact(b, c),
+                    "first": runs[0].name, "second": runs[1].name}
+    return out
 
 
 def _thin(c: m.DetCurve) -> m.DetCurve:
@@ -625,6 +650,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                 }
             except ValueError:
                 pass  # no genuine or no impostor pair in common
+    if len(runs) > 1:
+        result["paired_fnmr_test"] = paired_test(runs[:2], sections[:2], pairs)
     if args.modality == "face" and runs[0].raw is not None:
         by_distance = PipelineRun("distance", runs[0].extracted, -runs[0].raw, "", 0.0, "", 0.0)
         at = m.summarise_verification(scores_of(by_distance, pairs), targets)["threshold_at_fmr"]

@@ -255,6 +255,23 @@ def clopper_pearson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[
     return (lower, upper)
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for paired outcomes: ``b`` and ``c`` are the discordant counts.
+
+    For two systems on the same genuine pairs, ``b`` pairs only the first matched and ``c`` only the
+    second: under "equal FNMR" each discordant pair is a fair coin, so p = P(Binomial(b + c, 1/2) as
+    extreme). Pairs still share images, so this too is optimistic.
+    """
+    if b < 0 or c < 0:
+        raise ValueError("discordant counts cannot be negative")
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
+
+
 def rule_of_three(target_rate: float) -> int:
     """Comparisons needed to claim a rate <= ``target_rate`` at ~95% confidence with zero errors: 3/p."""
     if target_rate <= 0:

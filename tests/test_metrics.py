@@ -123,6 +123,12 @@ def test_confidence_intervals_hand_values():
     assert lo == pytest.approx(0.236593, abs=1e-6) and hi == pytest.approx(0.763407, abs=1e-6)
 
 
+def test_mcnemar_exact_hand_values():
+    assert m.mcnemar_exact(0, 5) == pytest.approx(2 * 0.5**5)
+    assert m.mcnemar_exact(9, 1) == pytest.approx(2 * (1 + 10) / 1024)  # C(10,0) + C(10,1)
+    assert m.mcnemar_exact(3, 3) == 1.0 and m.mcnemar_exact(0, 0) == 1.0
+
+
 def test_summary_keys_are_plain_decimal_strings():
     out = m.summarise_verification(vs(**A), operating_threshold=0.7)
     assert set(out["fnmr_at_fmr"]) == {"0.01", "0.001", "0.0001"}
