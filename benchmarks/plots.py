@@ -173,8 +173,9 @@ def load_plot(
         if (~ok).any():
             ax_lat.plot(t[~ok], lat[~ok], "x", ms=4, label=f"{phase} error")
         if t.size:
-            edges = np.arange(0.0, float(t.max()) + 1.0, 1.0)
-            counts, _ = np.histogram(t[ok], bins=edges)
+            done = t + lat / 1000.0
+            edges = np.arange(0.0, float(done.max()) + 1.0, 1.0)
+            counts, _ = np.histogram(done[ok], bins=edges)
             ax_tp.step(edges[:-1], counts, where="post", label=phase)
     for phase, (t, rss) in memory.items():
         ax_mem.plot(t, rss, label=phase)
