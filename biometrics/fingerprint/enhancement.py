@@ -28,15 +28,28 @@ def gabor_kernel(theta: float, period: float) -> np.ndarray:
     return (kernel / np.abs(kernel).sum()).astype(np.float32)
 
 
-def enhance(norm: np.ndarray, theta: np.ndarray, period: float) -> np.ndarray:
-    """Gabor-enhanced image (float32, ridges negative where the input's ridges are dark)."""
+PERIOD_BINS = (0.85, 1.0, 1.18)  # filter periods, as multiples of the median period (chosen on DB1_B)
+
+
+def enhance(norm: np.ndarray, theta: np.ndarray, period: float, local_period: np.ndarray | None = None
+            ) -> np.ndarray:
+    """Gabor-enhanced image (float32, ridges negative where the input's ridges are dark).
+
+    With ``local_period`` (per pixel), each pixel takes the filter of the nearest period of the bank.
+    """
     index = np.round(theta / np.pi * ORIENTATIONS).astype(np.int64) % ORIENTATIONS
+    bins = np.asarray(PERIOD_BINS, dtype=np.float64) * period
+    if local_period is None or len(bins) == 1:
+        pindex = np.zeros(norm.shape, dtype=np.int64)
+    else:
+        pindex = np.argmin(np.abs(np.log(local_period[..., None] / bins[None, None, :])), axis=2)
     out = np.zeros_like(norm, dtype=np.float32)
-    for k in range(ORIENTATIONS):
-        sel = index == k
-        if not sel.any():
-            continue
-        kernel = gabor_kernel(k * np.pi / ORIENTATIONS, period)
-        response = cv2.filter2D(norm, cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT)
-        out[sel] = response[sel]
+    for p, value in enumerate(bins):
+        for k in range(ORIENTATIONS):
+            sel = (index == k) & (pindex == p)
+            if not sel.any():
+                continue
+            kernel = gabor_kernel(k * np.pi / ORIENTATIONS, float(value))
+            response = cv2.filter2D(norm, cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT)
+            out[sel] = response[sel]
     return out

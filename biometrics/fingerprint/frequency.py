@@ -58,3 +58,21 @@ def ridge_period(norm: np.ndarray, theta: np.ndarray, mask: np.ndarray) -> float
     if valid.size < 3:
         return DEFAULT_PERIOD
     return float(np.clip(np.median(valid), MIN_PERIOD + 1, MAX_PERIOD - 2))
+
+
+def period_field(norm: np.ndarray, theta: np.ndarray, mask: np.ndarray, median: float) -> np.ndarray:
+    """Smoothed per-pixel ridge period: block measurements, gaps filled with ``median``."""
+    import cv2
+
+    h, w = norm.shape
+    centres, periods = block_periods(norm, theta, mask)
+    gh, gw = len(range(STEP // 2, h, STEP)), len(range(STEP // 2, w, STEP))
+    grid = np.full((gh, gw), median, dtype=np.float32)
+    if len(periods):
+        iy = (centres[:, 0] - STEP // 2) // STEP
+        ix = (centres[:, 1] - STEP // 2) // STEP
+        ok = np.isfinite(periods)
+        grid[iy[ok].astype(int), ix[ok].astype(int)] = periods[ok]
+    grid = ndimage.median_filter(grid, size=3, mode="nearest")
+    grid = ndimage.gaussian_filter(grid, 1.0, mode="nearest")
+    return cv2.resize(grid, (w, h), interpolation=cv2.INTER_LINEAR)

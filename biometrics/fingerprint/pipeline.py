@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from biometrics.fingerprint import enhancement
 from biometrics.fingerprint.enhancement import enhance
-from biometrics.fingerprint.frequency import ridge_period
+from biometrics.fingerprint.frequency import period_field, ridge_period
 from biometrics.fingerprint.image import normalise
 from biometrics.fingerprint.minutiae import extract_minutiae
 from biometrics.fingerprint.orientation import orientation_field
@@ -36,7 +37,8 @@ def analyse(image: np.ndarray) -> Analysis:
     mask = foreground_mask(norm)
     theta, coherence = orientation_field(norm)
     period = ridge_period(norm, theta, mask)
-    enhanced = enhance(norm, theta, period)
+    local = period_field(norm, theta, mask, period) if len(enhancement.PERIOD_BINS) > 1 else None
+    enhanced = enhance(norm, theta, period, local)
     ridges = binarise(enhanced, mask, period)
     skeleton = thin(ridges)
     minutiae = extract_minutiae(skeleton, mask, theta, coherence, period)
