@@ -1,104 +1,427 @@
 """Exact 1:N search over a gallery of fixed-length templates by euclidean distance.
 
-The gallery is one contiguous (N, D) float32 matrix with each row's squared norm precomputed, so a
-search is one matrix-vector product: ``|g - q|^2 = |g|^2 + |q|^2 - 2 g.q``.
+The gallery is one contiguous (capacity, D) matrix with each row's squared norm precomputed, so a scan is
+one matrix product: ``|g - q|^2 = |g|^2 - 2 g.q + |q|^2`` (the last term does not change the ranking).
+A search streams the matrix once, in row blocks spread over threads (BLAS releases the GIL); each block
+is reduced to its best candidate rows per probe with a running threshold (no full sort), the blocks'
+candidates are merged, re-scored exactly (float64 differences of the float32 rows) and reduced to one
+result per subject (a subject's score is its best template).
+
+Concurrency: searches never lock. Every write publishes a new immutable :class:`_Snapshot`; a search
+uses the snapshot it started with from start to end. Appends go into spare capacity beyond the rows
+any snapshot can see (capacity grows by 1.5x, amortised); removals mark rows dead in a copy of the norm
+vector (``+inf``, never selected) instead of moving rows, and the matrix is compacted once a quarter of
+its rows are dead. Writers serialise on one lock; readers holding an old snapshot keep its arrays alive.
+
+Compact mode (``compact=True``) scans a float16 copy of the matrix (half the memory) and keeps the
+float32 rows in an unlinked memory-mapped temporary file (page cache: the kernel may evict them under
+memory pressure and read back only the candidate rows a search re-scores). Candidates are re-scored
+exactly in float32/float64 and the candidate set is widened until a bound on the float16 error proves
+no other row can enter the top k, so results equal the exact search. It is SLOWER than the float32
+scan on this hardware (numpy has no fast float16 product; each block is converted to float32 first):
+see docs/performance.md. Use it only for galleries that would not fit in memory otherwise.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import tempfile
 import threading
+from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from biometrics.errors import SubjectNotFound
 
+# Below this many rows a search runs in the calling thread only.
+PARALLEL_MIN_ROWS = 65_536
+# A block's product (probes x rows) holds about this many float32 values (fits the L2 cache).
+BLOCK_VALUES = 1 << 18
+# Rows per block when scanning for a single probe (a matrix-vector product per block).
+SINGLE_BLOCK_ROWS = 32_768
+# Largest candidate set taken in one pass before widening (only when subjects own many templates).
+MAX_FIRST_CANDIDATES = 4096
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="matcher")
+        return _executor
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """An immutable view of the gallery: rows ``[0, n)`` of the buffers at publication time."""
+
+    n: int
+    matrix: np.ndarray  # (n, D) float32, or float16 in compact mode: what the scan reads
+    norms: np.ndarray  # (n,) float32 squared norms of ``matrix`` rows; +inf for removed rows
+    owners: np.ndarray  # (n,) int32 subject codes
+    exact: np.ndarray  # (n, D) float32 rows (the matrix itself, or the memory-mapped copy)
+    live: int  # rows not removed
+    per_subject: int  # most templates any subject has
+    max_norm: float  # largest squared norm of any row (for the rounding bound)
+    quant_error: float  # compact mode: max ||row - float16(row)||; 0 otherwise
+
+
+@dataclass
+class _Subject:
+    code: int
+    rows: list[int] = field(default_factory=list)
+
 
 class TemplateIndex:
     """Templates grouped by subject, searched exhaustively; a subject's score is its best template.
 
-    Thread-safe: searches run against a consistent snapshot while templates are added or removed.
+    Thread-safe: searches run lock-free against a consistent snapshot while templates are added or
+    removed (a subject's templates added in one call become visible together).
+
+    ``threads``: how many threads share a large scan (None: one per core; 1: one thread, numpy's BLAS
+    threading only). ``compact``: float16 scan with exact float32 re-scoring (see the module docstring);
+    ``store_dir``: where compact mode's float32 file lives (default: the system temporary directory).
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(
+        self, dim: int, *, compact: bool = False, threads: int | None = None, store_dir: str | None = None
+    ) -> None:
+        if dim <= 0:
+            raise ValueError("the template dimension must be positive")
         self.dim = dim
+        self.compact = compact
+        self.threads = max(1, threads if threads is not None else (os.cpu_count() or 1))
+        self._store_dir = store_dir
         self._lock = threading.Lock()
-        self._matrix = np.zeros((0, dim), dtype=np.float32)
-        self._norms = np.zeros(0, dtype=np.float32)
-        self._owners: list[str] = []
-        self._rows: dict[str, list[int]] = {}
+        self._names: list[str] = []  # subject code -> subject id (append-only)
+        self._subjects: dict[str, _Subject] = {}
+        self._counts: Counter[int] = Counter()  # templates per subject -> how many subjects
+        self._n = 0
+        self._dead = 0
+        self._max_norm = 0.0
+        self._quant_error = 0.0
+        self._alloc(0)
+        self._publish()
 
+    # -- buffers ------------------------------------------------------------------------------------
+    def _alloc(self, capacity: int) -> None:
+        """Fresh buffers of ``capacity`` rows holding the current first ``self._n`` rows (if any)."""
+        old = getattr(self, "_matrix", None)
+        n = self._n
+        matrix = np.empty((capacity, self.dim), dtype=np.float16 if self.compact else np.float32)
+        norms = np.empty(capacity, dtype=np.float32)
+        owners = np.empty(capacity, dtype=np.int32)
+        if old is not None and n:
+            matrix[:n] = self._matrix[:n]
+            norms[:n] = self._norms[:n]
+            owners[:n] = self._owners[:n]
+        if self.compact:
+            exact = self._mapped_rows(capacity)
+            if old is not None and n:
+                exact[:n] = self._exact[:n]
+        else:
+            exact = matrix
+        self._matrix, self._norms, self._owners, self._exact = matrix, norms, owners, exact
+
+    def _mapped_rows(self, capacity: int) -> np.ndarray:
+        """A (capacity, D) float32 array backed by an unlinked temporary file."""
+        fd, path = tempfile.mkstemp(prefix="templates-", suffix=".f32", dir=self._store_dir)
+        try:
+            os.ftruncate(fd, max(capacity, 1) * self.dim * 4)
+            rows = np.memmap(path, dtype=np.float32, mode="r+", shape=(max(capacity, 1), self.dim))
+        finally:
+            os.close(fd)
+            os.unlink(path)
+        return rows[:capacity]
+
+    def _publish(self) -> None:
+        n = self._n
+        self._snapshot = _Snapshot(
+            n=n,
+            matrix=self._matrix[:n],
+            norms=self._norms[:n],
+            owners=self._owners[:n],
+            exact=self._exact[:n],
+            live=n - self._dead,
+            per_subject=max(self._counts, default=0),
+            max_norm=self._max_norm,
+            quant_error=self._quant_error,
+        )
+
+    def _count(self, before: int, after: int) -> None:
+        if before:
+            self._counts[before] -= 1
+            if not self._counts[before]:
+                del self._counts[before]
+        if after:
+            self._counts[after] += 1
+
+    # -- container protocol -------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._owners)
+        return self._snapshot.live
 
     def __contains__(self, subject_id: object) -> bool:
-        return subject_id in self._rows
+        return subject_id in self._subjects
 
     @property
     def subject_count(self) -> int:
         """Number of subjects with at least one template."""
-        return len(self._rows)
+        return len(self._subjects)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of memory the scanned matrix and its per-row arrays use (allocated capacity)."""
+        return self._matrix.nbytes + self._norms.nbytes + self._owners.nbytes
+
+    # -- writes -------------------------------------------------------------------------------------
     def add(self, subject_id: str, templates: np.ndarray) -> None:
-        """Append one template (D,) or several (M, D) for ``subject_id``."""
+        """Append one template (D,) or several (M, D) for ``subject_id`` (visible together)."""
         rows = np.atleast_2d(np.asarray(templates, dtype=np.float32))
-        if rows.shape[1] != self.dim:
-            raise ValueError(f"templates have {rows.shape[1]} dimensions, the index {self.dim}")
+        if rows.ndim != 2 or rows.shape[1] != self.dim:
+            raise ValueError(f"templates have shape {rows.shape}, the index takes (M, {self.dim})")
+        if not np.isfinite(rows).all():
+            raise ValueError("templates must be finite numbers")
+        m = len(rows)
+        if m == 0:
+            return
+        if self.compact:
+            scanned = rows.astype(np.float16)
+            approx = scanned.astype(np.float32)
+            err = float(np.sqrt(np.einsum("ij,ij->i", rows - approx, rows - approx, dtype=np.float64).max()))
+            norms = np.einsum("ij,ij->i", approx, approx)
+        else:
+            scanned = rows
+            err = 0.0
+            norms = np.einsum("ij,ij->i", rows, rows)
         with self._lock:
-            start = len(self._owners)
-            self._matrix = np.concatenate([self._matrix, rows])
-            self._norms = np.concatenate([self._norms, np.einsum("ij,ij->i", rows, rows)])
-            self._owners.extend([subject_id] * len(rows))
-            self._rows.setdefault(subject_id, []).extend(range(start, start + len(rows)))
+            n = self._n
+            if n + m > len(self._matrix):
+                self._alloc(max(n + m, int(len(self._matrix) * 1.5) + 1024))
+            self._matrix[n : n + m] = scanned
+            self._norms[n : n + m] = norms
+            if self.compact:
+                self._exact[n : n + m] = rows
+            subject = self._subjects.get(subject_id)
+            if subject is None:
+                subject = self._subjects[subject_id] = _Subject(code=len(self._names))
+                self._names.append(subject_id)
+            self._owners[n : n + m] = subject.code
+            self._count(len(subject.rows), len(subject.rows) + m)
+            subject.rows.extend(range(n, n + m))
+            self._n = n + m
+            self._max_norm = max(self._max_norm, float(norms.max()))
+            self._quant_error = max(self._quant_error, err)
+            self._publish()
 
     def remove(self, subject_id: str) -> int:
         """Remove every template of ``subject_id``; returns how many were removed."""
         with self._lock:
-            rows = self._rows.pop(subject_id, None)
-            if not rows:
+            subject = self._subjects.pop(subject_id, None)
+            if subject is None:
                 return 0
-            keep = np.ones(len(self._owners), dtype=bool)
-            keep[rows] = False
-            self._matrix = self._matrix[keep]
-            self._norms = self._norms[keep]
-            self._owners = [o for o, k in zip(self._owners, keep, strict=True) if k]
-            self._rows = {}
-            for i, owner in enumerate(self._owners):
-                self._rows.setdefault(owner, []).append(i)
-            return len(rows)
+            self._count(len(subject.rows), 0)
+            # Copy-on-write: snapshots in use keep the old norm vector.
+            norms = np.empty_like(self._norms)
+            norms[: self._n] = self._norms[: self._n]
+            norms[subject.rows] = np.inf
+            self._norms = norms
+            self._dead += len(subject.rows)
+            if self._dead * 4 > self._n:
+                self._compact_rows()
+            self._publish()
+            return len(subject.rows)
+
+    def _compact_rows(self) -> None:
+        """Rebuild the buffers without dead rows (amortised: runs after n/4 removals)."""
+        keep = np.isfinite(self._norms[: self._n])
+        new_row = np.cumsum(keep) - 1
+        live = int(keep.sum())
+        capacity = max(int(live * 1.5) + 1024, 1024)
+        matrix = np.empty((capacity, self.dim), dtype=self._matrix.dtype)
+        norms = np.empty(capacity, dtype=np.float32)
+        owners = np.empty(capacity, dtype=np.int32)
+        matrix[:live] = self._matrix[: self._n][keep]
+        norms[:live] = self._norms[: self._n][keep]
+        owners[:live] = self._owners[: self._n][keep]
+        if self.compact:
+            exact = self._mapped_rows(capacity)
+            exact[:live] = self._exact[: self._n][keep]
+        else:
+            exact = matrix
+        for subject in self._subjects.values():
+            subject.rows = new_row[subject.rows].tolist()
+        self._matrix, self._norms, self._owners, self._exact = matrix, norms, owners, exact
+        self._n, self._dead = live, 0
+
+    # -- reads --------------------------------------------------------------------------------------
+    def _probes(self, probes: np.ndarray) -> np.ndarray:
+        q = np.atleast_2d(np.asarray(probes, dtype=np.float32))
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"probes have shape {q.shape}, the index takes (M, {self.dim})")
+        if not np.isfinite(q).all():
+            raise ValueError("probes must be finite numbers")
+        return np.ascontiguousarray(q)
 
     def search(self, probes: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-        """For each probe, up to ``k`` (subject_id, distance) pairs, nearest first, one per subject."""
-        q = np.atleast_2d(np.asarray(probes, dtype=np.float32))
-        with self._lock:
-            matrix, norms, owners = self._matrix, self._norms, self._owners
-        if not owners or k <= 0:
+        """For each probe, up to ``k`` (subject_id, distance) pairs, nearest first, one per subject.
+
+        ``probes`` is one template (D,) or a batch (M, D). Distances are exact euclidean distances
+        (float64 arithmetic on the stored float32 rows), equal to :meth:`compare`'s.
+        """
+        q = self._probes(probes)
+        snap = self._snapshot
+        if snap.live == 0 or k <= 0:
             return [[] for _ in range(len(q))]
-        d2 = norms[None, :] - 2.0 * (q @ matrix.T) + np.einsum("ij,ij->i", q, q)[:, None]
+        first = min(k * max(snap.per_subject, 1) + 8 + (8 if self.compact else 0), MAX_FIRST_CANDIDATES)
+        first = max(first, k)
+        candidates = self._scan(snap, q, first)
         results = []
-        for row in d2:
-            best: dict[str, float] = {}
-            for i in np.argsort(row, kind="stable"):
-                owner = owners[i]
-                if owner not in best:
-                    best[owner] = float(np.sqrt(max(row[i], 0.0)))
-                    if len(best) == k:
-                        break
-            results.append(list(best.items()))
+        for i, (rows, approx) in enumerate(candidates):
+            c = first
+            while True:
+                found = self._finish(snap, q[i], rows, approx, k, c)
+                if found is not None:
+                    break
+                c *= 4
+                rows, approx = self._scan(snap, q[i : i + 1], c)[0]
+            results.append([(self._names[code], dist) for code, dist in found])
         return results
+
+    def _finish(
+        self, snap: _Snapshot, probe: np.ndarray, rows: np.ndarray, approx: np.ndarray, k: int, c: int
+    ) -> list[tuple[int, float]] | None:
+        """Exact re-scoring of one probe's candidates; None if they cannot prove the top k."""
+        complete = len(rows) < c  # every live row was a candidate
+        boundary = float(approx.max()) if len(approx) else np.inf
+        alive = np.isfinite(snap.norms[rows])
+        rows = rows[alive]
+        diff = snap.exact[rows].astype(np.float64) - probe.astype(np.float64)
+        dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        order = np.lexsort((rows, dist))
+        owners = snap.owners[rows[order]]
+        _, first = np.unique(owners, return_index=True)
+        best = order[np.sort(first)][:k]
+        if not complete:
+            if len(best) < k:
+                return None
+            # Any row left out has approx score >= the boundary; bound its true distance from below.
+            q2 = float(probe.astype(np.float64) @ probe.astype(np.float64))
+            rounding = 1e-5 * (q2 + snap.max_norm) + 1e-12
+            floor = np.sqrt(max(boundary + q2 - rounding, 0.0)) - snap.quant_error
+            if dist[best[-1]] > floor:
+                return None
+        return [(int(snap.owners[rows[j]]), float(dist[j])) for j in best]
+
+    def _scan(self, snap: _Snapshot, q: np.ndarray, c: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per probe, the ``c`` rows of smallest ``|g|^2 - 2 g.q`` (all live rows if fewer), unsorted."""
+        n = snap.n
+        parts = self.threads if n >= PARALLEL_MIN_ROWS else 1
+        bounds = [n * i // parts for i in range(parts + 1)]
+        q2 = -2.0 * q
+        if parts == 1:
+            found = [_scan_range(snap, q2, c, 0, n)]
+        else:
+            futures = [
+                _pool().submit(_scan_range, snap, q2, c, a, b) for a, b in itertools.pairwise(bounds)
+            ]
+            found = [f.result() for f in futures]
+        m = len(q)
+        if len(found) == 1:
+            p, r, d = found[0]
+        else:
+            p, r, d, _ = _keep_best(*(np.concatenate(x) for x in zip(*found, strict=True)), m, c)
+        starts = np.searchsorted(p, np.arange(m + 1))
+        return [(r[starts[i] : starts[i + 1]], d[starts[i] : starts[i + 1]]) for i in range(m)]
 
     def compare(self, probe: np.ndarray, subject_id: str) -> float:
         """Smallest distance between ``probe`` and the templates of ``subject_id`` (1:1)."""
+        q = self._probes(probe)[0].astype(np.float64)
         with self._lock:
-            rows = self._rows.get(subject_id)
-            if not rows:
+            subject = self._subjects.get(subject_id)
+            if subject is None:
                 raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-            refs = self._matrix[rows]
-        diff = refs - np.asarray(probe, dtype=np.float32)[None, :]
+            rows, snap = list(subject.rows), self._snapshot
+        diff = snap.exact[rows].astype(np.float64) - q[None, :]
         return float(np.sqrt(np.min(np.einsum("ij,ij->i", diff, diff))))
 
     def templates_of(self, subject_id: str) -> np.ndarray:
-        """A copy of the templates of ``subject_id``, (M, D)."""
+        """A copy of the templates of ``subject_id``, (M, D) float32 ((0, D) if unknown)."""
         with self._lock:
-            rows: Sequence[int] = self._rows.get(subject_id, [])
-            return self._matrix[list(rows)].copy()
+            subject = self._subjects.get(subject_id)
+            rows: Sequence[int] = list(subject.rows) if subject else []
+            snap = self._snapshot
+        return np.array(snap.exact[list(rows)], dtype=np.float32).reshape(len(rows), self.dim)
+
+
+def _keep_best(
+    p: np.ndarray, r: np.ndarray, d: np.ndarray, m: int, c: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Keep each probe's ``c`` smallest scores; returns them sorted by probe, and per-probe thresholds."""
+    order = np.lexsort((d, p))
+    p, r, d = p[order], r[order], d[order]
+    starts = np.searchsorted(p, np.arange(m))
+    rank = np.arange(len(p)) - starts[p]
+    keep = rank < c
+    p, r, d = p[keep], r[keep], d[keep]
+    counts = np.bincount(p, minlength=m)
+    threshold = np.full(m, np.inf, dtype=np.float32)
+    full = np.flatnonzero(counts >= c)
+    if len(full):
+        ends = np.searchsorted(p, full, side="right") - 1
+        threshold[full] = d[ends]
+    return p, r, d, threshold
+
+
+def _scan_range(
+    snap: _Snapshot, q2: np.ndarray, c: int, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scan rows ``[start, stop)`` block by block; (probe, row, score) of each probe's best ``c``."""
+    m, dim = q2.shape
+    block = max(1024, BLOCK_VALUES // m) if m > 1 else SINGLE_BLOCK_ROWS
+    out = np.empty(m * block, dtype=np.float32)
+    convert = np.empty((block, dim), dtype=np.float32) if snap.matrix.dtype != np.float32 else None
+    threshold = np.full(m, np.inf, dtype=np.float32)
+    kept: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pending_size = 0
+    probe_ids = np.arange(m)
+    for a in range(start, stop, block):
+        b = min(a + block, stop)
+        width = b - a
+        rows = snap.matrix[a:b]
+        if convert is not None:
+            np.copyto(convert[:width], rows)
+            rows = convert[:width]
+        scores = out[: m * width].reshape(m, width)
+        if m == 1:
+            np.dot(rows, q2[0], out=scores[0])
+        else:
+            np.matmul(q2, rows.T, out=scores)
+        scores += snap.norms[a:b]
+        if kept is None and width > c:
+            cols = np.argpartition(scores, c - 1, axis=1)[:, :c]
+            p = np.repeat(probe_ids, c)
+            j = cols.ravel()
+        else:
+            p, j = np.nonzero(scores < threshold[:, None])
+        if len(p):
+            pending.append((p, j + a, scores[p, j]))
+            pending_size += len(p)
+        if pending and (kept is None or pending_size > 4 * m * c or b == stop):
+            if kept is not None:
+                pending.append(kept)
+            pp, rr, dd = (np.concatenate(x) for x in zip(*pending, strict=True))
+            *kept_parts, threshold = _keep_best(pp, rr, dd, m, c)
+            kept = (kept_parts[0], kept_parts[1], kept_parts[2])
+            pending, pending_size = [], 0
+    if kept is None:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.float32)
+    return kept
