@@ -423,6 +423,10 @@ def evaluate(args: argparse.Namespace) -> dict:
         memory[label] = (np.array([t for t, _ in p.memory]), np.array([r for _, r in p.memory]))
     plots.load_plot(series, memory, args.out / "load.png", f"Load on {args.target}")
     (args.out / "metrics.json").write_text(json.dumps(json_safe(result), indent=1) + "\n")
+    with (args.out / "calls.csv").open("w") as f:
+        f.write("clients,start_s,latency_ms,method,code\n")
+        for p in phases:
+            f.writelines(f"{p.clients},{c.start:.4f},{c.latency_ms:.2f},{c.method},{c.code}\n" for c in p.calls)
     write_report(args.out, result)
     return result
 
@@ -477,5 +481,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"checkpoint-bench load: {exc}", file=sys.stderr)
         return 2
     print("\n".join(summary_lines(result)))
-    print(f"\nwritten: {args.out / 'metrics.json'}, {args.out / 'report.md'}, load.png")
+    print(f"\nwritten: {args.out / 'metrics.json'}, {args.out / 'report.md'}, calls.csv, load.png")
     return 0 if all(s["errors"] == 0 for s in result["phases"]) else 1

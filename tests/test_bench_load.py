@@ -57,6 +57,8 @@ def test_short_load_run_against_a_live_server(tmp_path: Path):
         assert result["phases"][0]["server_rss_mib"]["start"] > 0
         assert result["subjects_enrolled"] == 2 and result["cleanup_failures"] == []
         assert (out / "load.png").stat().st_size > 0
+        calls = (out / "calls.csv").read_text().splitlines()
+        assert len(calls) == 1 + sum(p["calls"] for p in result["phases"])
         stats = server.stub().GetStatistics(pb.GetStatisticsRequest(), timeout=10)
         assert stats.gallery_subjects == 0  # the run cleaned up after itself
     finally:
