@@ -121,6 +121,21 @@ def _last_line(path: Path) -> bytes:
     return b""
 
 
+def _chain_end(path: Path) -> tuple[int, str]:
+    """(seq, hash) of the last readable entry; a torn last line (a crash mid-write) is skipped and logged."""
+    try:
+        last = json.loads(_last_line(path))
+        return int(last["seq"]), str(last["hash"])
+    except (ValueError, KeyError, TypeError):
+        log.error("audit log %s: the last line is torn or unreadable; the chain continues from the last "
+                  "readable entry, and `checkpoint-audit verify` will report the line", path)
+    seq, head = -1, GENESIS
+    for _, entry, _ in read_entries(path):
+        if entry is not None and isinstance(entry.get("seq"), int) and isinstance(entry.get("hash"), str):
+            seq, head = entry["seq"], entry["hash"]
+    return seq, head
+
+
 class AuditLog:
     """An append-only, hash-chained decision log (implements ``biometrics.service.DecisionLog``)."""
 
@@ -134,8 +149,7 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.seq, self.head, self._since_checkpoint = -1, GENESIS, 0
         if path.exists() and path.stat().st_size:
-            last = json.loads(_last_line(path))
-            self.seq, self.head = int(last["seq"]), str(last["hash"])
+            self.seq, self.head = _chain_end(path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._file = os.fdopen(fd, "ab")
         if path.stat().st_size and not self._ends_with_newline():

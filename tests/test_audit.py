@@ -14,7 +14,14 @@ from checkpoint.v1 import checkpoint_pb2 as pb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from helpers import ServerProcess, face_sample
 
-from biometrics.audit import AuditLog, canonical, entry_hash, load_or_create_signing_key
+from biometrics.audit import (
+    AuditLog,
+    canonical,
+    entry_hash,
+    load_or_create_signing_key,
+    load_public_key,
+    verify_log,
+)
 from biometrics.types import Actor
 from verify import audit_cli
 
@@ -159,3 +166,19 @@ def test_the_log_resumes_its_chain_after_a_restart(tmp_path: Path) -> None:
     assert "image" not in entries[0]["fields"]
     assert audit_cli.main(["verify", "--log", str(tmp_path / "log.jsonl"), "--public-key",
                            str(tmp_path / "keys" / "audit-signing.pub")]) == 0
+
+
+def test_a_torn_last_line_is_skipped_on_restart_and_reported(tmp_path: Path) -> None:
+    key = load_or_create_signing_key(tmp_path / "keys")
+    path = tmp_path / "log.jsonl"
+    first = AuditLog(path, key)
+    first.record("verify", Actor(), "a" * 32, match=True, score=5.0, threshold=3.0)
+    first.close()
+    with path.open("ab") as f:
+        f.write(b'{"seq": 2, "type": "decision", "ti')  # the process died mid-write
+    second = AuditLog(path, key)
+    second.record("verify", Actor(), "b" * 32, match=False, score=1.0, threshold=3.0)
+    second.close()
+    report = verify_log(path, load_public_key(tmp_path / "keys" / "audit-signing.pub"))
+    assert report.finding is not None and report.finding.line == 3 and "unreadable" in report.finding.problem
+    assert [json.loads(x)["seq"] for x in path.read_text().splitlines() if x.endswith("}")] == [0, 1, 2, 3]
