@@ -162,3 +162,51 @@ def test_erasure_leaves_no_trace_on_disk_and_only_a_pseudonym_in_the_audit_log(s
     assert [d["fields"]["subject_ref"] for d in deletes] == [ref]
     for text in ("B2000002", "Kofi Annan", "1938-04-08"):
         assert text not in audit
+
+
+def test_rotation_under_load_never_fails_a_read_or_an_enrolment(tmp_path: Path) -> None:
+    import threading
+
+    server = ServerProcess(tmp_path).start()
+    try:
+        stub = server.stub()
+        sample = face_sample("Hans_Blix_0001.jpg")
+        ids = [f"L{i:07d}" for i in range(12)]
+        for subject_id in ids:
+            assert stub.Enroll(pb.EnrollRequest(subject_id=subject_id, info=pb.SubjectInfo(name=f"Load {subject_id}"),
+                                                samples=[sample], allow_duplicate=True)).enrolled
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            n = 0
+            while not stop.is_set():
+                try:
+                    for subject_id in ids:
+                        record = stub.GetSubject(pb.GetSubjectRequest(subject_id=subject_id))
+                        assert record.info.name.endswith(subject_id)
+                    new_id = f"N{n:07d}"
+                    stub.Enroll(pb.EnrollRequest(subject_id=new_id, info=pb.SubjectInfo(name=new_id),
+                                                 samples=[sample], allow_duplicate=True))
+                    ids.append(new_id)
+                    n += 1
+                except (grpc.RpcError, AssertionError) as exc:
+                    errors.append(repr(exc))
+                    return
+
+        worker = threading.Thread(target=load)
+        worker.start()
+        done = keys_cli("rotate", "--data-dir", str(tmp_path), "--batch", "2", "--pause", "0.05")
+        stop.set()
+        worker.join(60)
+        assert done.returncode == 0, done.stderr
+        assert not errors, errors
+        assert len(ids) > 12, "the load should have enrolled while the rotation ran"
+        active = KeyRing.load(tmp_path / "keys" / "keyring.json").active
+        storage = Storage(tmp_path / "checkpoint.db", KeyRing.load(tmp_path / "keys" / "keyring.json"))
+        try:
+            assert storage.key_usage() == {active: 2 * len(ids)}, "every row ends under the new key"
+        finally:
+            storage.close()
+    finally:
+        server.stop()
