@@ -20,7 +20,8 @@ from scipy import special
 
 from benchmarks.metrics import DetCurve
 
-_DET_TICKS = [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6]
+_DET_TICKS = [0.000001, 0.00001, 0.00002, 0.00005,
+              0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6]
 
 
 def _probit(p: np.ndarray) -> np.ndarray:
@@ -76,7 +77,7 @@ def det_plot(
                     ax.annotate(text, (_probit(fmr), _probit(fnmr)), fontsize=7, xytext=(4, 4),
                                 textcoords="offset points")
     ax.plot(_probit([1e-6, 0.6]), _probit([1e-6, 0.6]), ":", color="grey", lw=0.8, label="FMR = FNMR")
-    _det_axes(ax, max(lowest, 1e-5), "False match rate FMR (%)", "False non-match rate FNMR (%)")
+    _det_axes(ax, max(lowest, 1e-6), "False match rate FMR (%)", "False non-match rate FNMR (%)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper right")
     return _save(fig, path)
