@@ -10,7 +10,7 @@ them by hand. The conventions, stated once:
   thresholds are the observed scores themselves plus ``+inf`` (nothing matches); between two observed
   scores the rates do not change.
 * **Failure to acquire (FTA)**: a pair where either sample failed to yield a template is not dropped.
-  Following ISO/IEC 19795-1 (generalised rates, sec. 4.6 "generalized false accept/reject rate") and the
+  Following ISO/IEC 19795-1 (its generalised false accept and false reject rates) and the
   FVC protocol (a failed enrolment or comparison scores as "no match"), such a pair is a comparison that
   *never matches*, at every threshold: a genuine FTA pair is a false non-match, an impostor FTA pair is a
   correct non-match (it stays in the FMR denominator, and can never be a false match). These are the
