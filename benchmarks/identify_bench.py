@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="use N identities only (after shuffling)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="extraction processes")
     parser.add_argument("--cache", type=Path, help="npz of extracted templates, reused when it matches")
+    parser.add_argument("--fmr", type=float, default=0.001,
+                        help="the service's operating point: its threshold s = -log10(FMR) is evaluated too")
 
 
 def identities(root: Path) -> dict[str, list[Path]]:
@@ -149,8 +151,21 @@ def evaluate(args: argparse.Namespace) -> dict:
         t = entry["threshold"]
         entry["threshold_distance"] = None if t is None else -t
         entry["threshold_score"] = None if t is None else float(calibration.score(-t))
+    from biometrics.scores import threshold_for_fmr
+
+    d_service = calibration.raw_threshold(args.fmr)  # distance at s = -log10(fmr)
+    service = {
+        "score_threshold": threshold_for_fmr(args.fmr),
+        "distance_threshold": d_service,
+        "fpir": outcomes.fpir(-d_service),
+        "fnir_rank_1": outcomes.fnir(-d_service, 1),
+        f"fnir_rank_{args.candidates}": outcomes.fnir(-d_service, args.candidates),
+        "note": "the per-comparison threshold of the service applied to a whole gallery: FPIR grows with "
+        "the gallery's size (about 1 - (1 - FMR)^N for N subjects)",
+    }
     result = {
         "data": str(args.data),
+        "at_service_threshold": service,
         "command": command_line(args),
         "split": {
             "seed": args.seed,
@@ -188,6 +203,8 @@ def command_line(args: argparse.Namespace) -> str:
              "--gallery-per-identity", str(args.gallery_per_identity),
              "--non-mated-fraction", f"{args.non_mated_fraction:g}", "--seed", str(args.seed),
              "--candidates", str(args.candidates)]
+    if args.fmr != 0.001:
+        parts += ["--fmr", f"{args.fmr:g}"]
     if args.limit:
         parts += ["--limit", str(args.limit)]
     return " ".join(parts)
@@ -215,6 +232,11 @@ def summary_lines(result: dict) -> list[str]:
         if "fnir_at_rank_list_length" in e:
             lines.append(f"| FNIR at FPIR {float(key) * 100:g}% (rank <= {e['list_length']}) | "
                          f"{100 * e['fnir_at_rank_list_length']:.2f}% |")
+    svc = result.get("at_service_threshold")
+    if svc:
+        lines.append(f"| at the service threshold s >= {svc['score_threshold']:g} (distance <= "
+                     f"{svc['distance_threshold']:.4f}) | FPIR {100 * svc['fpir']:.2f}%, FNIR (rank 1) "
+                     f"{100 * svc['fnir_rank_1']:.2f}% |")
     for rank, rate in result["cmc"].items():
         lines.append(f"| CMC rank {rank} | {100 * rate:.2f}% |")
     lines.append(f"| search time per probe | {result['search_ms_per_probe']:.2f} ms |")

@@ -50,6 +50,7 @@ def test_open_set_run_counts_every_probe(lfw_tree: Path, tmp_path: Path):
     assert result["n_nonmated"] == sum(n_images[k] for k in non_mated)
     assert set(result["fnir_at_fpir"]) == {"0.01", "0.1"}
     assert set(result["cmc"]) == {"1", "5", "10"}
+    assert 0.0 <= result["at_service_threshold"]["fpir"] <= 1.0
     assert result["cmc"]["1"] <= result["cmc"]["5"] <= result["cmc"]["10"]
     # Too few non-mated searches for FPIR 1%: the rule-of-three warning says so.
     assert any("rule of three" in w for w in result["warnings"])
