@@ -21,7 +21,7 @@ from scipy import special
 from benchmarks.metrics import DetCurve
 
 _DET_TICKS = [0.000001, 0.00001, 0.00002, 0.00005,
-              0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6]
+              0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95]
 
 
 def _probit(p: np.ndarray) -> np.ndarray:
@@ -32,15 +32,15 @@ def _pct(p: float) -> str:
     return f"{100 * p:g}"
 
 
-def _det_axes(ax: plt.Axes, lowest: float, xlabel: str, ylabel: str) -> None:
-    ticks = [t for t in _DET_TICKS if t >= min(lowest, 0.01) / 2]
+def _det_axes(ax: plt.Axes, lowest: float, xlabel: str, ylabel: str, highest: float = 0.6) -> None:
+    ticks = [t for t in _DET_TICKS if min(lowest, 0.01) / 2 <= t <= highest]
     lo = _probit(max(min(ticks), 1e-6))
     ax.set_xticks(_probit(ticks))
     ax.set_xticklabels([_pct(t) for t in ticks], rotation=45)
     ax.set_yticks(_probit(ticks))
     ax.set_yticklabels([_pct(t) for t in ticks])
-    ax.set_xlim(lo, _probit(0.6))
-    ax.set_ylim(lo, _probit(0.6))
+    ax.set_xlim(lo, _probit(highest))
+    ax.set_ylim(lo, _probit(highest))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
@@ -149,7 +149,7 @@ def open_set_det_plot(
             lowest = min(lowest, float(fpir[ok].min()), float(fnir[ok].min()))
             ax.plot(_probit(fpir[ok]), _probit(fnir[ok]), drawstyle="steps-post", label=label)
     _det_axes(ax, max(lowest, 1e-4), "False positive identification rate FPIR (%)",
-              "False negative identification rate FNIR (%)")
+              "False negative identification rate FNIR (%)", highest=0.95)
     ax.set_title(title)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
