@@ -39,10 +39,10 @@ from biometrics.errors import SubjectNotFound
 
 # Below this many rows a search runs in the calling thread only.
 PARALLEL_MIN_ROWS = 65_536
-# A block's product (probes x rows) holds about this many float32 values (fits the L2 cache).
-BLOCK_VALUES = 1 << 18
+# A block's product (probes x rows) holds about this many float32 values (8 MB: few BLAS calls).
+BLOCK_VALUES = 1 << 21
 # Rows per block when scanning for a single probe (a matrix-vector product per block).
-SINGLE_BLOCK_ROWS = 32_768
+SINGLE_BLOCK_ROWS = 131_072
 # Largest candidate set taken in one pass before widening (only when subjects own many templates).
 MAX_FIRST_CANDIDATES = 4096
 
