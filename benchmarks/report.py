@@ -114,6 +114,7 @@ def build_report(out: Path, accuracy: list[Path], identify: list[Path], load: li
 
     machine = describe_machine()
     commands: list[str] = []
+    used: set[str] = {"identify", "load"}
     lines = [
         "# Checkpoint biometrics: benchmark report",
         "",
@@ -130,7 +131,8 @@ def build_report(out: Path, accuracy: list[Path], identify: list[Path], load: li
     ]
     for i, folder in enumerate(accuracy):
         r = _load_result(folder)
-        sub = f"accuracy-{r['modality']}" + (f"-{i}" if i else "")
+        sub = folder.resolve().name + (f"-{i}" if folder.resolve().name in used else "")
+        used.add(sub)
         plots = _copy_plots(folder, out / sub, ("det.png", "roc.png", "scores.png"))
         sections = [r["production"]] + ([r["baseline"]] if "baseline" in r else [])
         lines += [f"## 1:1 verification, {r['modality']}", "",
@@ -161,6 +163,8 @@ def build_report(out: Path, accuracy: list[Path], identify: list[Path], load: li
         r = _load_result(folder)
         sub = "load" + (f"-{i}" if i else "")
         plots = _copy_plots(folder, out / sub, ("load.png",))
+        commands.append("# the load command needs a server first: "
+                        "checkpoint-server --listen 127.0.0.1:PORT --data-dir DIR --plaintext &")
         lines += ["## Load: Verify and Identify over gRPC", "",
                   f"{r['subjects_enrolled']} subjects enrolled for the run and deleted afterwards; "
                   "client-side latencies of successful calls (queueing included).", "", *load_lines(r), ""]
@@ -181,7 +185,7 @@ def build_report(out: Path, accuracy: list[Path], identify: list[Path], load: li
         "shares the cores):",
         "",
         "```sh",
-        *[f"flock -x /tmp/checkpoint-bench.lock {c}" for c in commands],
+        *[c if c.startswith("#") else f"flock -x /tmp/checkpoint-bench.lock {c}" for c in commands],
         f"checkpoint-bench report --out {out}"
         + "".join(f" --accuracy {p}" for p in accuracy)
         + "".join(f" --identify {p}" for p in identify)
@@ -189,9 +193,6 @@ def build_report(out: Path, accuracy: list[Path], identify: list[Path], load: li
         "```",
         "",
     ]
-    if load:
-        lines.insert(len(lines) - 2, "# the load command needs a server first: "
-                     "checkpoint-server --listen 127.0.0.1:PORT --data-dir DIR --plaintext &")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
