@@ -179,7 +179,7 @@ labelled_images = st.one_of(
 )
 
 
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=400)
 @given(case=labelled_images, call=st.sampled_from(["Verify", "Identify"]))
 def test_malformed_images_get_clean_refusals(stub, case: tuple[int, bytes, int], call: str) -> None:
     modality, image, finger = case
@@ -230,7 +230,7 @@ wire = st.one_of(
 )
 
 
-@settings(FUZZ, max_examples=1100)
+@settings(FUZZ, max_examples=1200)
 @given(method=st.sampled_from(METHODS), payload=wire)
 def test_random_protobuf_bytes_on_the_wire_get_clean_statuses(raw, method: str, payload: bytes) -> None:
     answer(raw[method], payload, "wire")
