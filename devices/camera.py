@@ -35,6 +35,9 @@ CaptureFactory = Callable[[str | int], Any]  # returns an object with cv2.VideoC
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_BURST = 5
+# In a burst, each frame is given at least this long before the camera is called silent, even when the
+# burst's deadline is nearer: a burst that runs out of time ends as a timeout, not as a device fault.
+MIN_DEVICE_CALL_S = 1.0
 
 
 def sharpness(frame: np.ndarray) -> float:
@@ -205,7 +208,7 @@ class Camera:
                 for _ in range(self.burst_size):
                     if time.monotonic() >= deadline:
                         break
-                    frame = self._grab(deadline)
+                    frame = self._grab(max(deadline, time.monotonic() + MIN_DEVICE_CALL_S))
                     key = self.score(frame)
                     if key is not None and (best is None or key > best[0]):
                         best = (key, frame)

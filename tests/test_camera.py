@@ -134,6 +134,21 @@ def test_no_usable_frame_times_out_with_a_message():
     assert time.monotonic() - started < 5
 
 
+def test_a_burst_that_runs_out_of_time_mid_read_is_a_timeout_not_a_silent_camera():
+    # Reads take 0.2 s: the third read of the burst starts with 0.1 s of the 0.5 s left and outlasts it.
+    camera = Camera(
+        "0",
+        frame_scorer=lambda frame: None,
+        burst_size=5,
+        capture_factory=lambda _source: FlakyCapture(good_reads=100, delay_s=0.2),
+    )
+    try:
+        with pytest.raises(DeviceTimeout, match=r"no usable face within 0\.5 s"):
+            camera.capture(timeout_s=0.5)
+    finally:
+        camera.close()
+
+
 @pytest.mark.parametrize("source", [str(VIDEO), "0"])
 def test_reopens_after_a_failed_read(source):
     made: list[FlakyCapture] = []
