@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 
-from verify.channel import add_channel_arguments, face_samples, fail, open_stub
+from verify.channel import add_channel_arguments, add_sample_arguments, fail, open_stub, samples_or_usage_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,8 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("enrol", help="enrol an applicant (a 1:N duplicate search runs first)")
     e.add_argument("subject_id", help="travel-document number")
-    e.add_argument("images", nargs="*", type=Path, help="face images (JPEG/PNG)")
-    e.add_argument("--camera", action="store_true", help="capture from the station's camera instead")
+    add_sample_arguments(e)
     e.add_argument("--name", default="")
     e.add_argument("--nationality", default="", help="ISO 3166-1 alpha-3")
     e.add_argument("--date-of-birth", default="", help="YYYY-MM-DD")
@@ -36,18 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _enrol(stub, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    if not args.images and not args.camera:
-        print("give face images, or --camera")
-        return 2
+def _enrol(stub, args: argparse.Namespace, samples: list[pb.Sample]) -> int:  # type: ignore[no-untyped-def]
     info = pb.SubjectInfo(name=args.name, nationality=args.nationality, date_of_birth=args.date_of_birth,
                           watchlist=args.watchlist)
     r = stub.Enroll(pb.EnrollRequest(subject_id=args.subject_id, info=info,
-                                     samples=face_samples(args.images, args.camera),
+                                     samples=samples,
                                      allow_duplicate=args.allow_duplicate, override_reason=args.reason),
                     timeout=args.timeout)
     for q in r.qualities:
-        print(f"sample quality {q.quality:.0f}/100")
+        what = "face" if q.modality == pb.FACE else pb.FingerPosition.Name(q.finger).lower().replace("_", "-")
+        print(f"sample quality {q.quality:.0f}/100 ({what})")
     for c in r.possible_duplicates:
         print(f"POSSIBLE DUPLICATE: {c.subject_id} score {c.score:.2f} (threshold {r.threshold:.2f})")
     if r.enrolled:
@@ -59,11 +55,15 @@ def _enrol(stub, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-de
 
 def main(argv: list[str] | None = None) -> int:
     """Run one desk call."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    samples: list[pb.Sample] = []
+    if args.command == "enrol":
+        samples = samples_or_usage_error(parser, args)
     stub = open_stub(args)
     try:
         if args.command == "enrol":
-            return _enrol(stub, args)
+            return _enrol(stub, args, samples)
         if args.command == "show":
             s = stub.GetSubject(pb.GetSubjectRequest(subject_id=args.subject_id), timeout=args.timeout)
             print(f"{s.subject_id}: {s.info.name} {s.info.nationality} {s.info.date_of_birth} "

@@ -37,6 +37,55 @@ def face_samples(paths: list[Path], capture: bool = False, device: str = "") -> 
     return [pb.Sample(modality=pb.FACE, image=p.read_bytes()) for p in paths]
 
 
+def finger_position(name: str) -> int:
+    """The ISO/IEC 19794-2 finger position of a name such as ``right-index`` (or its code, 0..10)."""
+    text = name.strip().lower().replace("_", "-")
+    if text.isdigit() and int(text) in pb.FingerPosition.values():
+        return int(text)
+    for enum_name, value in pb.FingerPosition.items():
+        if enum_name.lower().replace("_", "-") in (text, f"{text}-finger"):
+            return value
+    names = ", ".join(n.lower().replace("_", "-") for n, _ in pb.FingerPosition.items())
+    raise argparse.ArgumentTypeError(f"unknown finger position {name!r}: one of {names}")
+
+
+def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    """Face images, --camera, and fingerprints (--finger POSITION:FILE, --scan POSITION), each repeatable."""
+    parser.add_argument("images", nargs="*", type=Path, help="face images (JPEG/PNG)")
+    parser.add_argument("--camera", action="store_true", help="capture the face from the station's camera")
+    parser.add_argument("--finger", action="append", default=[], metavar="POSITION:FILE",
+                        help="a fingerprint image (PNG/JPEG), e.g. right-index:scan.png; repeat for more "
+                        "impressions or fingers")
+    parser.add_argument("--scan", action="append", default=[], metavar="POSITION",
+                        help="capture a finger from the station's scanner, e.g. right-index; repeat for more")
+
+
+def samples_from_args(args: argparse.Namespace) -> list[pb.Sample]:
+    """The samples the command line names: faces first, then fingerprints in the order given."""
+    samples = face_samples(args.images, args.camera) if (args.images or args.camera) else []
+    for item in args.finger:
+        position, sep, path = item.partition(":")
+        if not sep or not path:
+            raise argparse.ArgumentTypeError(f"--finger wants POSITION:FILE, got {item!r}")
+        samples.append(pb.Sample(modality=pb.FINGERPRINT, finger=finger_position(position),
+                                 image=Path(path).read_bytes()))
+    for position in args.scan:
+        samples.append(pb.Sample(modality=pb.FINGERPRINT, finger=finger_position(position),
+                                 capture=pb.DeviceCapture()))
+    return samples
+
+
+def samples_or_usage_error(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[pb.Sample]:
+    """:func:`samples_from_args`, or exit with a usage error (bad argument, unreadable file, no sample)."""
+    try:
+        samples = samples_from_args(args)
+    except (argparse.ArgumentTypeError, OSError) as error:
+        parser.error(str(error))
+    if not samples:
+        parser.error("give face images, --camera, --finger POSITION:FILE or --scan POSITION")
+    return samples
+
+
 def fail(error: grpc.RpcError) -> int:
     """Print a call's refusal as the server gave it; exit status 2."""
     print(f"refused: {error.code().name}: {error.details()}")

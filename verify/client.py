@@ -1,16 +1,15 @@
 """``checkpoint-verify``: the kiosk's client. Verify a traveller 1:1, or identify 1:N, from image files
-or from the station's camera."""
+or from the station's camera and fingerprint scanner."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 
-from verify.channel import add_channel_arguments, face_samples, fail, open_stub
+from verify.channel import add_channel_arguments, add_sample_arguments, fail, open_stub, samples_or_usage_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,11 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="1:1: is this traveller the holder of SUBJECT_ID?")
     v.add_argument("subject_id")
-    v.add_argument("images", nargs="*", type=Path, help="face images (JPEG/PNG)")
-    v.add_argument("--camera", action="store_true", help="capture from the station's camera instead")
+    add_sample_arguments(v)
     i = sub.add_parser("identify", help="1:N: who is this?")
-    i.add_argument("images", nargs="*", type=Path)
-    i.add_argument("--camera", action="store_true", help="capture from the station's camera instead")
+    add_sample_arguments(i)
     i.add_argument("--max-candidates", type=int, default=0)
     sub.add_parser("devices", help="list the station's devices")
     return p
@@ -32,21 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one kiosk call and print its decision."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    samples: list[pb.Sample] = []
+    if args.command in ("verify", "identify"):
+        samples = samples_or_usage_error(parser, args)
     stub = open_stub(args)
     try:
         if args.command == "verify":
-            if not args.images and not args.camera:
-                print("give face images, or --camera")
-                return 2
-            r = stub.Verify(pb.VerifyRequest(subject_id=args.subject_id,
-                                             samples=face_samples(args.images, args.camera)), timeout=args.timeout)
+            r = stub.Verify(pb.VerifyRequest(subject_id=args.subject_id, samples=samples), timeout=args.timeout)
             verdict = "MATCH" if r.match else "NO MATCH"
             print(f"{verdict} score {r.score:.2f} threshold {r.threshold:.2f} decision {r.decision_id}")
+            if len(r.modality_scores) > 1:
+                print("  " + "; ".join(_modality_score(m) for m in r.modality_scores))
             return 0 if r.match else 1
         if args.command == "identify":
-            r = stub.Identify(pb.IdentifyRequest(samples=face_samples(args.images, args.camera),
-                                                 max_candidates=args.max_candidates), timeout=args.timeout)
+            r = stub.Identify(pb.IdentifyRequest(samples=samples, max_candidates=args.max_candidates),
+                              timeout=args.timeout)
             print(f"{len(r.candidates)} candidate(s) at or over threshold {r.threshold:.2f} "
                   f"decision {r.decision_id}")
             for c in r.candidates:
@@ -58,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except grpc.RpcError as error:
         return fail(error)
+
+
+def _modality_score(m: pb.ModalityScore) -> str:
+    what = pb.Modality.Name(m.modality).lower()
+    if m.modality == pb.FINGERPRINT:
+        what += " " + pb.FingerPosition.Name(m.finger).lower().replace("_", "-")
+    return f"{what} {m.score:.2f}"
 
 
 if __name__ == "__main__":
