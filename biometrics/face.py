@@ -2,10 +2,11 @@
 
 The models are those ``face_recognition`` uses (shipped by the ``face_recognition_models`` package),
 loaded once, lazily, on first use. Detection is a cascade, cheapest first: the HOG detector at the image's
-own scale, then upsampled once, then dlib's CNN (MMOD) detector for the faces HOG misses (profile,
-poor light, the warped margins of aligned photographs). Templates are compared by euclidean distance
-(dlib's own scale, on which 0.6 is ``face_recognition``'s default tolerance); the service turns distances
-into false-match scores with :mod:`biometrics.scores`.
+own scale, then upsampled once (first for small images and to re-locate small faces: its box is finer),
+then dlib's CNN (MMOD) detector for the faces HOG misses (profile, poor light, the warped margins of
+aligned photographs). Templates are compared by euclidean distance (dlib's own scale, on which 0.6 is
+``face_recognition``'s default tolerance); the service turns distances into false-match scores with
+:mod:`biometrics.scores`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ Purpose = Literal["enrol", "probe"]
 
 # Above this side the HOG detector runs on a downscaled copy (faces stay over its 80-pixel window).
 DETECTION_MAX_SIDE = 1024
+# A face found at the image's own scale with a side under this (two HOG windows) is located again upsampled.
+REFINE_BELOW_SIDE = 160
 # Enrolment: a second face whose side is at least this fraction of the largest one's is "comparable".
 COMPARABLE_FACE_RATIO = 0.6
 # Enrolment: the smallest face side, in pixels of the submitted image, that makes a usable reference.
@@ -141,15 +144,24 @@ def _cnn(rgb: np.ndarray) -> list[FaceBox]:
 def detect_faces(rgb: np.ndarray, *, thorough: bool = False) -> list[FaceBox]:
     """Faces in an RGB image, largest first.
 
-    The cascade stops at the first stage that finds a face; ``thorough`` starts at the upsampled HOG
-    stage, so that smaller second faces are seen too (enrolment's one-face check).
+    The cascade stops at the first stage that finds a face. The upsampled HOG locates small faces more
+    finely than HOG at the image's own scale, and that box aligns the encoder better (measured:
+    docs/benchmarks.md), so it comes first for ``thorough`` searches (enrolment's one-face check, which
+    must see small second faces too) and for small images, where every face is small and upsampling is
+    cheap. In a larger image, a face the image-scale HOG finds smaller than ``REFINE_BELOW_SIDE`` is located
+    again upsampled (that box is kept when it finds one).
     """
-    stages = ("hog1", "cnn") if thorough else ("hog0", "hog1", "cnn")
+    small_image = max(rgb.shape[:2]) <= 2 * REFINE_BELOW_SIDE
+    stages = ("hog1", "cnn") if thorough or small_image else ("hog0", "hog1", "cnn")
     for stage in stages:
         found = _cnn(rgb) if stage == "cnn" else _hog(rgb, int(stage[-1]))
         boxes = [b for b in found if b.side >= 8]
         if boxes:
-            return sorted(boxes, key=lambda b: b.side, reverse=True)
+            boxes.sort(key=lambda b: b.side, reverse=True)
+            if stage == "hog0" and boxes[0].side < REFINE_BELOW_SIDE:
+                finer = sorted((b for b in _hog(rgb, 1) if b.side >= 8), key=lambda b: b.side, reverse=True)
+                return finer or boxes
+            return boxes
     return []
 
 
