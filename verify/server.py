@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from biometrics.audit import AuditLog
 from biometrics.face import load_models
 from biometrics.imaging import ImageLimits
 from biometrics.service import CheckpointService, ServiceConfig
+from biometrics.workers import FaceWorkerPool
 from verify.roles import RoleInterceptor
 from verify.servicer import CheckpointServicer
 from verify.tls import TLSConfigError, add_tls_arguments, is_loopback, server_credentials, tls_files
@@ -44,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fmr", type=float, default=0.001,
                    help="operating false-match rate; the threshold is the score -log10(FMR) (default 0.001)")
     p.add_argument("--threads", type=int, default=16, help="gRPC worker threads")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="face extraction processes (default: one per core); 0: extract in the calling gRPC thread")
     p.add_argument("--max-message-mb", type=float, default=16.0, help="largest request accepted, MiB")
     p.add_argument("--max-image-mb", type=float, default=8.0, help="largest image accepted, MB")
     p.add_argument("--max-megapixels", type=float, default=24.0, help="largest image accepted, megapixels")
@@ -82,6 +87,27 @@ def _open_station(args: argparse.Namespace) -> Any:
     from devices.station import Station
 
     return Station.from_config(camera=args.camera, scanner=args.scanner, frame_scorer=frame_quality)
+
+
+def _start_face_workers(workers: int, limits: ImageLimits) -> FaceWorkerPool | None:
+    """The face extraction pool (None for 0 workers), warming up in the background: the port opens at once."""
+    if workers == 0:
+        log.info("face extraction in the gRPC threads (--workers 0)")
+        return None
+    start = time.perf_counter()
+    pool = FaceWorkerPool(workers, limits)
+    log.info("face extraction on %d worker processes", workers)
+
+    def _report_ready() -> None:
+        try:
+            pool.warm_up(timeout=300)
+        except Exception as exc:  # the calls will say it too; this only reports start-up
+            log.warning("face workers did not warm up: %r", exc)
+            return
+        log.info("face workers ready: %d processes, models loaded in %.1f s", workers, time.perf_counter() - start)
+
+    threading.Thread(target=_report_ready, name="face-warm-up", daemon=True).start()
+    return pool
 
 
 def build_server(
@@ -130,9 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     except TLSConfigError as exc:
         print(f"checkpoint-server: {exc}", file=sys.stderr)
         return 2
-    load_models()
+    if args.workers < 0:
+        print("checkpoint-server: --workers cannot be negative", file=sys.stderr)
+        return 2
+    pool = _start_face_workers(args.workers, limits)
+    if pool is None or args.camera:
+        load_models()  # extraction (or the camera's frame scoring) in this process
     audit = AuditLog.open(args.data_dir, checkpoint_every=args.audit_checkpoint_every)
-    service = CheckpointService.open(args.data_dir, key_file=args.key_file, config=config, decision_log=audit)
+    service = CheckpointService.open(args.data_dir, key_file=args.key_file, config=config, decision_log=audit,
+                                     extractor=pool)
     station = _open_station(args)
     server, port, health_servicer = build_server(
         service, args.listen, station=station, threads=args.threads, max_message_mb=args.max_message_mb,
@@ -157,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     server.stop(args.grace).wait()
     if station is not None:
         station.close()
+    if pool is not None:
+        pool.close()
     service.close()
     audit.close()
     log.info("stopped")
