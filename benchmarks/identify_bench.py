@@ -23,6 +23,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, help="npz of extracted templates, reused when it matches")
     parser.add_argument("--fmr", type=float, default=0.001,
                         help="the service's operating point: its threshold s = -log10(FMR) is evaluated too")
+    parser.add_argument("--fpir", type=float, default=0.01,
+                        help="the service's 1:N setting: its threshold max(-log10(FMR), -log10(FPIR) + log10(N)) "
+                        "is evaluated too (default 0.01, the server's)")
 
 
 def identities(root: Path) -> dict[str, list[Path]]:
@@ -151,21 +155,23 @@ def evaluate(args: argparse.Namespace) -> dict:
         t = entry["threshold"]
         entry["threshold_distance"] = None if t is None else -t
         entry["threshold_score"] = None if t is None else float(calibration.score(-t))
-    from biometrics.scores import threshold_for_fmr
+    from biometrics.scores import threshold_for_fmr, threshold_for_fpir
 
-    d_service = calibration.raw_threshold(args.fmr)  # distance at s = -log10(fmr)
-    service = {
-        "score_threshold": threshold_for_fmr(args.fmr),
-        "distance_threshold": d_service,
-        "fpir": outcomes.fpir(-d_service),
-        "fnir_rank_1": outcomes.fnir(-d_service, 1),
-        f"fnir_rank_{args.candidates}": outcomes.fnir(-d_service, args.candidates),
-        "note": "the per-comparison threshold of the service applied to a whole gallery: FPIR grows with "
-        "the gallery's size (about 1 - (1 - FMR)^N for N subjects)",
-    }
+    def at_score(score: float, note: str) -> dict[str, Any]:
+        d = calibration.raw_threshold(10.0 ** -score)  # the distance whose false-match score is ``score``
+        return {"score_threshold": score, "distance_threshold": d, "fpir": outcomes.fpir(-d),
+                "fnir_rank_1": outcomes.fnir(-d, 1), f"fnir_rank_{args.candidates}": outcomes.fnir(-d, args.candidates),
+                "note": note}
+
+    one_to_one = threshold_for_fmr(args.fmr)
+    service = at_score(one_to_one, "the per-comparison (1:1) threshold applied to a whole gallery: FPIR grows "
+                       "with the gallery's size (about 1 - (1 - FMR)^N for N subjects)")
+    service_1n = at_score(threshold_for_fpir(args.fpir, index.subject_count, one_to_one),
+                          f"the service's 1:N threshold for FPIR {args.fpir:g} at this gallery size (union bound)")
     result = {
         "data": str(args.data),
         "at_service_threshold": service,
+        "at_service_1n_threshold": service_1n,
         "command": command_line(args),
         "split": {
             "seed": args.seed,
@@ -205,6 +211,8 @@ def command_line(args: argparse.Namespace) -> str:
              "--candidates", str(args.candidates)]
     if args.fmr != 0.001:
         parts += ["--fmr", f"{args.fmr:g}"]
+    if args.fpir != 0.01:
+        parts += ["--fpir", f"{args.fpir:g}"]
     if args.limit:
         parts += ["--limit", str(args.limit)]
     return " ".join(parts)
@@ -232,11 +240,13 @@ def summary_lines(result: dict) -> list[str]:
         if "fnir_at_rank_list_length" in e:
             lines.append(f"| FNIR at FPIR {float(key) * 100:g}% (rank <= {e['list_length']}) | "
                          f"{100 * e['fnir_at_rank_list_length']:.2f}% |")
-    svc = result.get("at_service_threshold")
-    if svc:
-        lines.append(f"| at the service threshold s >= {svc['score_threshold']:g} (distance <= "
-                     f"{svc['distance_threshold']:.4f}) | FPIR {100 * svc['fpir']:.2f}%, FNIR (rank 1) "
-                     f"{100 * svc['fnir_rank_1']:.2f}% |")
+    for key, label in (("at_service_threshold", "the 1:1 threshold"),
+                       ("at_service_1n_threshold", "the service's 1:N threshold")):
+        svc = result.get(key)
+        if svc:
+            lines.append(f"| at {label} s >= {svc['score_threshold']:.2f} (distance <= "
+                         f"{svc['distance_threshold']:.4f}) | FPIR {100 * svc['fpir']:.2f}%, FNIR (rank 1) "
+                         f"{100 * svc['fnir_rank_1']:.2f}% |")
     for rank, rate in result["cmc"].items():
         lines.append(f"| CMC rank {rank} | {100 * rate:.2f}% |")
     lines.append(f"| search time per probe | {result['search_ms_per_probe']:.2f} ms |")

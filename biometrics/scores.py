@@ -34,6 +34,19 @@ def threshold_for_fmr(fmr: float) -> float:
     return float(-np.log10(fmr))
 
 
+def threshold_for_fpir(fpir: float, gallery_size: int, floor: float = 0.0) -> float:
+    """The score a 1:N search must reach so that at most ``fpir`` of non-mated searches return a candidate.
+
+    A search of a gallery of ``gallery_size`` subjects makes that many impostor comparisons; the chance
+    that one of them scores ``s = -log10(FMR)`` or more is at most ``gallery_size * 10**-s`` (union bound),
+    so ``s >= -log10(fpir) + log10(gallery_size)`` keeps the false-positive identification rate at most
+    ``fpir``. Never below ``floor`` (the 1:1 threshold), so a small gallery keeps the verification threshold.
+    """
+    if not 0.0 < fpir <= 1.0:
+        raise ValueError(f"a false-positive identification rate is in (0, 1], not {fpir}")
+    return float(max(floor, -np.log10(fpir) + np.log10(max(gallery_size, 1))))
+
+
 @dataclass
 class ScoreCalibration:
     """A measured map from raw comparison values to false-match scores.

@@ -31,7 +31,7 @@ from biometrics.fingerprint.fusion import fuse_false_match_scores
 from biometrics.fingerprint.gallery import FingerprintGallery
 from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_grey
 from biometrics.matcher import TemplateIndex
-from biometrics.scores import ScoreCalibration, threshold_for_fmr
+from biometrics.scores import ScoreCalibration, threshold_for_fmr, threshold_for_fpir
 from biometrics.statistics import TrafficStatistics
 from biometrics.storage import Storage, StoredTemplate
 from biometrics.templates import pack_face_template, unpack_face_template
@@ -92,6 +92,9 @@ class ServiceConfig:
     """Operating settings of a checkpoint."""
 
     fmr: float = 0.001
+    # 1:N searches (Identify, the duplicate search at enrolment): the share of searches of someone not
+    # enrolled that may return a candidate. The threshold grows with the gallery (see threshold_for_fpir).
+    fpir: float = 0.01
     default_max_candidates: int = 10
     max_candidates: int = 100
     max_samples: int = 10
@@ -130,6 +133,7 @@ class CheckpointService:
         self.decision_log = decision_log
         self.statistics = statistics or TrafficStatistics()
         self.threshold = threshold_for_fmr(self.config.fmr)
+        threshold_for_fpir(self.config.fpir, 1)  # refuse a bad rate at start
         self.face_index = TemplateIndex(TEMPLATE_DIM)
         self.fingerprint_gallery = FingerprintGallery(
             fingerprint_calibration or ScoreCalibration.for_modality("fingerprint"))
@@ -192,9 +196,13 @@ class CheckpointService:
         """False-match score of face distance(s)."""
         return self.face_calibration.score(distance)
 
+    def search_threshold(self) -> float:
+        """The 1:N threshold now: the 1:1 threshold, raised with the gallery to hold the configured FPIR."""
+        return threshold_for_fpir(self.config.fpir, len(self._watchlist), self.threshold)
+
     def _search(self, faces: Sequence[FaceTemplate], fingers: Sequence[tuple[int, FingerprintTemplate]],
-                k: int) -> list[Candidate]:
-        """Candidates whose fused score is at or over the threshold, best first.
+                k: int, threshold: float) -> list[Candidate]:
+        """Candidates whose fused score is at or over ``threshold``, best first.
 
         Each subject's evidence is its face score (best over probes; 0 when its face is outside the
         face search's top hits) and one score per probed finger position; they are fused by
@@ -216,7 +224,7 @@ class CheckpointService:
                     entries.append(ModalityScore(Modality.FACE, 0.0))
                 entries.extend(ModalityScore(Modality.FINGERPRINT, s, finger) for finger, s in scores)
         fused = {sid: fuse_false_match_scores([m.score for m in ms]) for sid, ms in per_subject.items()}
-        ranked = sorted(((sid, s) for sid, s in fused.items() if s >= self.threshold),
+        ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold),
                         key=lambda item: (-item[1], item[0]))[:k]
         return [Candidate(sid, s, tuple(per_subject[sid]), self._watchlist.get(sid, False)) for sid, s in ranked]
 
@@ -238,7 +246,7 @@ class CheckpointService:
     ) -> EnrolmentResult:
         """Enrol a subject after quality checks and a 1:N duplicate search of the whole gallery.
 
-        A possible duplicate (another subject at or over the threshold) holds the enrolment back
+        A possible duplicate (another subject at or over the 1:N threshold) holds the enrolment back
         (``enrolled=False``) unless an officer allows it, which is recorded.
         """
         actor = actor or Actor()
@@ -254,7 +262,8 @@ class CheckpointService:
         with self._write_lock:
             if subject_id in self._watchlist:
                 raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
-            duplicates = tuple(self._search(faces, fingers, self.config.max_candidates))
+            threshold = self.search_threshold()
+            duplicates = tuple(self._search(faces, fingers, self.config.max_candidates, threshold))
             enrolled = not duplicates or allow_duplicate
             if enrolled:
                 stored = [
@@ -270,12 +279,12 @@ class CheckpointService:
         self.statistics.record_decision(outcome)
         self._record(
             "enrol", actor, decision_id, subject_ref=self.storage.keyring.pseudonym(subject_id),
-            outcome=outcome, threshold=self.threshold, qualities=[q.quality for q in qualities],
+            outcome=outcome, threshold=threshold, qualities=[q.quality for q in qualities],
             duplicates=[{"subject_ref": self.storage.keyring.pseudonym(c.subject_id), "score": c.score}
                         for c in duplicates],
             override_reason=override_reason if duplicates and allow_duplicate else "",
         )
-        return EnrolmentResult(subject_id, enrolled, duplicates, qualities, self.threshold, decision_id)
+        return EnrolmentResult(subject_id, enrolled, duplicates, qualities, threshold, decision_id)
 
     def verify(self, subject_id: str, samples: Sequence[Sample], *, actor: Actor | None = None) -> VerificationResult:
         """1:1: is the holder of these samples the subject enrolled as ``subject_id``?"""
@@ -306,20 +315,21 @@ class CheckpointService:
     def identify(
         self, samples: Sequence[Sample], max_candidates: int = 0, *, actor: Actor | None = None
     ) -> IdentificationResult:
-        """1:N: the enrolled subjects these samples match, at or over the threshold, best first."""
+        """1:N: the enrolled subjects these samples match, at or over the 1:N threshold, best first."""
         actor = actor or Actor()
         self._check_samples(samples)
         if max_candidates < 0:
             raise InvalidSample("max_candidates cannot be negative.")
         k = min(max_candidates or self.config.default_max_candidates, self.config.max_candidates)
         faces = self._extract_faces(samples, "probe")
-        candidates = tuple(self._search(faces, self._extract_fingers(samples, "probe"), k))
+        threshold = self.search_threshold()
+        candidates = tuple(self._search(faces, self._extract_fingers(samples, "probe"), k, threshold))
         decision_id = _new_decision_id()
         self.statistics.record_decision("identify_hit" if candidates else "identify_miss")
-        self._record("identify", actor, decision_id, threshold=self.threshold,
+        self._record("identify", actor, decision_id, threshold=threshold,
                      candidates=[{"subject_ref": self.storage.keyring.pseudonym(c.subject_id), "score": c.score,
                                   "watchlist": c.watchlist} for c in candidates])
-        return IdentificationResult(candidates, self.threshold, decision_id)
+        return IdentificationResult(candidates, threshold, decision_id)
 
     def get_subject(self, subject_id: str, *, actor: Actor | None = None) -> SubjectRecord:
         """The subject's personal data and template inventory."""

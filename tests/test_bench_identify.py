@@ -51,6 +51,9 @@ def test_open_set_run_counts_every_probe(lfw_tree: Path, tmp_path: Path):
     assert set(result["fnir_at_fpir"]) == {"0.01", "0.1"}
     assert set(result["cmc"]) == {"1", "5", "10"}
     assert 0.0 <= result["at_service_threshold"]["fpir"] <= 1.0
+    # Two enrolled identities at FPIR 1%: the 1:N threshold stays at the 1:1 one (2 + log10(2) < 3).
+    assert result["at_service_1n_threshold"]["score_threshold"] == pytest.approx(3.0)
+    assert result["at_service_1n_threshold"]["fpir"] == result["at_service_threshold"]["fpir"]
     assert result["cmc"]["1"] <= result["cmc"]["5"] <= result["cmc"]["10"]
     # Too few non-mated searches for FPIR 1%: the rule-of-three warning says so.
     assert any("rule of three" in w for w in result["warnings"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from biometrics.scores import MAX_SCORE, ScoreCalibration, threshold_for_fmr
+from biometrics.scores import MAX_SCORE, ScoreCalibration, threshold_for_fmr, threshold_for_fpir
 
 
 def test_scores_state_the_measured_false_match_rate() -> None:
@@ -53,3 +53,23 @@ def test_shipped_face_calibration_is_measured_on_enough_impostors() -> None:
     assert cal.n_impostor >= 3 / 1e-3  # rule of three at the default operating point
     assert 0.45 < cal.raw_threshold(1e-3) < 0.65  # dlib distances: 0.6 is face_recognition's tolerance
     assert cal.notes["operating_points"]["0.001"]["measured"]
+
+
+def test_threshold_for_fpir_grows_with_the_gallery_from_the_1to1_floor() -> None:
+    assert threshold_for_fpir(0.01, 0, floor=3.0) == 3.0  # an empty or small gallery keeps the 1:1 threshold
+    assert threshold_for_fpir(0.01, 10, floor=3.0) == 3.0
+    assert threshold_for_fpir(0.01, 1000, floor=3.0) == pytest.approx(5.0)
+    assert threshold_for_fpir(0.001, 1_000_000, floor=3.0) == pytest.approx(9.0)
+    with pytest.raises(ValueError):
+        threshold_for_fpir(0.0, 10)
+
+
+def test_threshold_for_fpir_holds_the_rate_on_simulated_impostor_searches() -> None:
+    # Impostor scores whose FMR is exactly 10**-s: s = -log10(U), U uniform. A gallery of 500, 4,000 searches.
+    rng = np.random.default_rng(7)
+    n, searches, fpir = 500, 4000, 0.05
+    best = (-np.log10(rng.random((searches, n)))).max(axis=1)
+    t = threshold_for_fpir(fpir, n)
+    observed = float(np.mean(best >= t))
+    assert observed <= fpir * 1.15  # the union bound is slightly conservative: about 4.9% here
+    assert float(np.mean(best >= threshold_for_fmr(fpir))) > 0.99  # the 1:1 threshold would alarm on nearly all

@@ -227,3 +227,27 @@ def test_gallery_survives_a_restart(tmp_path) -> None:
         assert (stats.gallery_subjects, stats.gallery_templates) == (1, 1)
     finally:
         second.stop()
+
+
+def test_one_to_many_threshold_grows_with_the_gallery_to_hold_the_fpir(tmp_path) -> None:
+    # --fpir 1e-4: a gallery of N subjects needs s >= 4 + log10(N); Verify keeps its 1:1 threshold of 3.
+    server = ServerProcess(tmp_path, args=("--fpir", "0.0001")).start()
+    try:
+        stub = server.stub()
+        first = stub.Enroll(pb.EnrollRequest(subject_id="A1000001", info=INFO_A,
+                                             samples=[face_sample("Megawati_Sukarnoputri_0001.jpg")]))
+        assert first.enrolled and first.threshold == pytest.approx(4.0)  # searched against an empty gallery
+        second = stub.Enroll(pb.EnrollRequest(subject_id="B2000002", info=INFO_B,
+                                              samples=[face_sample("Kofi_Annan_0001.jpg")]))
+        assert second.enrolled and second.threshold == pytest.approx(4.0)  # searched against 1 subject
+        for probe in ("Kofi_Annan_0004.jpg", "Megawati_Sukarnoputri_0002.jpg", "Hans_Blix_0001.jpg"):
+            r = stub.Identify(pb.IdentifyRequest(samples=[face_sample(probe)]))
+            assert r.threshold == pytest.approx(4.0 + np.log10(2))
+            verify = {sid: stub.Verify(pb.VerifyRequest(subject_id=sid, samples=[face_sample(probe)]))
+                      for sid in ("A1000001", "B2000002")}
+            assert all(v.threshold == pytest.approx(3.0) for v in verify.values())
+            expected = {sid for sid, v in verify.items() if v.score >= r.threshold}
+            assert {c.subject_id for c in r.candidates} == expected, (probe, {k: v.score for k, v in verify.items()})
+        assert "1:N 4.00 at FPIR 0.0001" in "".join(server.output)  # at start, with an empty gallery
+    finally:
+        server.stop()

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-file", type=Path, help="key ring file (default DATA_DIR/keys/keyring.json, created)")
     p.add_argument("--fmr", type=float, default=0.001,
                    help="operating false-match rate; the threshold is the score -log10(FMR) (default 0.001)")
+    p.add_argument("--fpir", type=float, default=0.01,
+                   help="1:N searches (Identify, duplicates): largest share of searches of someone not enrolled "
+                   "that may return a candidate; the threshold grows with the gallery (default 0.01)")
     p.add_argument("--threads", type=int, default=16, help="gRPC worker threads")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="face extraction processes (default: one per core); 0: extract in the calling gRPC thread")
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = ImageLimits(max_bytes=int(args.max_image_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6))
-    config = ServiceConfig(fmr=args.fmr, limits=limits)
+    config = ServiceConfig(fmr=args.fmr, fpir=args.fpir, limits=limits)
     try:
         credentials = server_credentials_for(args)
     except TLSConfigError as exc:
@@ -173,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     host = args.listen.rsplit(":", 1)[0]
     subjects, templates = service.gallery_size()
     print(f"checkpoint-server listening on {host}:{port} "
-          f"({subjects} subjects, {templates} templates; threshold {service.threshold:.2f} at FMR {args.fmr})",
+          f"({subjects} subjects, {templates} templates; threshold {service.threshold:.2f} at FMR {args.fmr}, "
+          f"1:N {service.search_threshold():.2f} at FPIR {args.fpir})",
           flush=True)
 
     stop = threading.Event()
