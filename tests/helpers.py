@@ -36,6 +36,8 @@ class ServerProcess:
 
     Plaintext (``--plaintext``, every caller an officer) unless ``tls`` names a directory written by
     ``checkpoint-certs init``: then the server uses ``tls/server`` and :meth:`stub` takes a role.
+    Face extraction runs in one worker process (``--workers 1``: the production path, at half the memory and
+    start-up work of the default one per core) unless ``args`` say otherwise.
     """
 
     data_dir: Path
@@ -53,7 +55,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         """Start the server and wait until it says where it listens."""
         cmd = [sys.executable, "-m", "verify.server", "--listen", "127.0.0.1:0",
-               "--data-dir", str(self.data_dir), *self.transport_args(), *self.args]
+               "--data-dir", str(self.data_dir), *self.transport_args(), *self.worker_args(), *self.args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         deadline = time.monotonic() + START_TIMEOUT
@@ -78,6 +80,10 @@ class ServerProcess:
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
             self.output.append(line)
+
+    def worker_args(self) -> list[str]:
+        """``--workers 1``, unless the test's own ``args`` set ``--workers``."""
+        return [] if any(a.startswith("--workers") for a in self.args) else ["--workers", "1"]
 
     def transport_args(self) -> list[str]:
         """``--tls-dir TLS/server`` or ``--plaintext``."""
