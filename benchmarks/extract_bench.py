@@ -63,17 +63,6 @@ def image_files(root: Path, limit: int) -> list[Path]:
     return files
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or the platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 # -- the methods: each returns one outcome per image, a detector name or an error class name ---------------
 
 def baseline_pass(images: Sequence[bytes]) -> list[str]:
@@ -145,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     import face_recognition  # noqa: F401 - loads its models now, outside the timing
     from tqdm import tqdm
 
+    from benchmarks.report import _cpu_model
     from biometrics.face import face_template_from_bytes, load_models
     from biometrics.imaging import encode_png
     from biometrics.workers import FaceWorkerPool
@@ -195,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         "images": n,
         "repeats": args.repeats,
         "workers": args.workers,
-        "machine": {"cores": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
+        "machine": {"cores": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version(),
                     "load_before": load_before, "load_after": load_after},
         "methods": rows,
         "ratio_per_core_vs_1_worker": round(per_core, 3),
@@ -206,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
 
-    print(f"{n} images from {args.images}; {os.cpu_count()} cores ({cpu_model()}); medians of {args.repeats}; "
+    print(f"{n} images from {args.images}; {os.cpu_count()} cores ({_cpu_model()}); medians of {args.repeats}; "
           f"load average {load_before} before, {load_after} after")
     print(f"{'method':<12} {'images/s':>9} {'median s':>9} {'FTA':>5}  detector stages")
     for r in rows:
