@@ -2,8 +2,10 @@
 
 The gallery is one contiguous (capacity, D) matrix with each row's squared norm precomputed, so a scan is
 one matrix product: ``|g - q|^2 = |g|^2 - 2 g.q + |q|^2`` (the last term does not change the ranking).
-A search streams the matrix once, in row blocks spread over threads (BLAS releases the GIL); each block
-is reduced to its best candidate rows per probe with a running threshold (no full sort), the blocks'
+A search streams the matrix once, in row blocks (numpy's BLAS spreads each block's product over the
+cores; optionally several Python threads share the blocks too). Each block is reduced to its best
+candidate rows per probe with a running threshold (no full sort: one ``min`` reduction per block and probe
+decides whether the block holds a candidate at all), the blocks'
 candidates are merged, re-scored exactly (float64 differences of the float32 rows) and reduced to one
 result per subject (a subject's score is its best template).
 
@@ -39,8 +41,8 @@ from biometrics.errors import SubjectNotFound
 
 # Below this many rows a search runs in the calling thread only.
 PARALLEL_MIN_ROWS = 65_536
-# A block's product (probes x rows) holds about this many float32 values (8 MB: few BLAS calls).
-BLOCK_VALUES = 1 << 21
+# A block's product (probes x rows) holds about this many float32 values (4 MB: 16,384 rows for 64 probes).
+BLOCK_VALUES = 1 << 20
 # Rows per block when scanning for a single probe (a matrix-vector product per block).
 SINGLE_BLOCK_ROWS = 131_072
 # Largest candidate set taken in one pass before widening (only when subjects own many templates).
@@ -85,9 +87,11 @@ class TemplateIndex:
     Thread-safe: searches run lock-free against a consistent snapshot while templates are added or
     removed (a subject's templates added in one call become visible together).
 
-    ``threads``: how many threads share a large scan (None: one per core; 1: one thread, numpy's BLAS
-    threading only). ``compact``: float16 scan with exact float32 re-scoring (see the module docstring);
-    ``store_dir``: where compact mode's float32 file lives (default: the system temporary directory).
+    ``threads``: how many Python threads share a large scan (default 1: one thread, numpy's BLAS
+    parallelises each block's product over the cores; on the 2-core reference machine this beats splitting
+    the rows over threads whose BLAS calls then compete, see docs/performance.md). ``compact``: float16
+    scan with exact float32 re-scoring (see the module docstring); ``store_dir``: where compact mode's
+    float32 file lives (default: the system temporary directory).
     """
 
     def __init__(
@@ -97,7 +101,7 @@ class TemplateIndex:
             raise ValueError("the template dimension must be positive")
         self.dim = dim
         self.compact = compact
-        self.threads = max(1, threads if threads is not None else (os.cpu_count() or 1))
+        self.threads = max(1, threads if threads is not None else 1)
         self._store_dir = store_dir
         self._lock = threading.Lock()
         self._names: list[str] = []  # subject code -> subject id (append-only)
@@ -183,14 +187,34 @@ class TemplateIndex:
     # -- writes -------------------------------------------------------------------------------------
     def add(self, subject_id: str, templates: np.ndarray) -> None:
         """Append one template (D,) or several (M, D) for ``subject_id`` (visible together)."""
+        rows = self._templates(templates)
+        if len(rows):
+            self._append([subject_id] * len(rows), rows)
+
+    def add_many(self, subject_ids: Sequence[str], templates: np.ndarray) -> None:
+        """Bulk append: row ``i`` of ``templates`` (M, D) belongs to ``subject_ids[i]``; all visible together.
+
+        Equivalent to ``add(subject_ids[i], templates[i])`` for each ``i`` in order (same rows, same subject
+        order), but one vectorised pass and one snapshot: loading a gallery of a million templates this way
+        takes seconds instead of a minute.
+        """
+        rows = self._templates(templates)
+        if len(subject_ids) != len(rows):
+            raise ValueError(f"{len(subject_ids)} subject ids for {len(rows)} templates")
+        if len(rows):
+            self._append(list(subject_ids), rows)
+
+    def _templates(self, templates: np.ndarray) -> np.ndarray:
         rows = np.atleast_2d(np.asarray(templates, dtype=np.float32))
         if rows.ndim != 2 or rows.shape[1] != self.dim:
             raise ValueError(f"templates have shape {rows.shape}, the index takes (M, {self.dim})")
         if not np.isfinite(rows).all():
             raise ValueError("templates must be finite numbers")
+        return rows
+
+    def _append(self, subject_ids: list[str], rows: np.ndarray) -> None:
+        """Append ``rows`` (M, D) owned by ``subject_ids`` (M,) and publish one snapshot."""
         m = len(rows)
-        if m == 0:
-            return
         if self.compact:
             scanned = rows.astype(np.float16)
             approx = scanned.astype(np.float32)
@@ -208,13 +232,21 @@ class TemplateIndex:
             self._norms[n : n + m] = norms
             if self.compact:
                 self._exact[n : n + m] = rows
-            subject = self._subjects.get(subject_id)
-            if subject is None:
-                subject = self._subjects[subject_id] = _Subject(code=len(self._names))
-                self._names.append(subject_id)
-            self._owners[n : n + m] = subject.code
-            self._count(len(subject.rows), len(subject.rows) + m)
-            subject.rows.extend(range(n, n + m))
+            codes = np.empty(m, dtype=np.int32)
+            added: dict[int, list[int]] = {}
+            for i, subject_id in enumerate(subject_ids):
+                subject = self._subjects.get(subject_id)
+                if subject is None:
+                    subject = self._subjects[subject_id] = _Subject(code=len(self._names))
+                    self._names.append(subject_id)
+                codes[i] = subject.code
+                added.setdefault(subject.code, []).append(n + i)
+            self._owners[n : n + m] = codes
+            for subject_id in dict.fromkeys(subject_ids):
+                subject = self._subjects[subject_id]
+                new_rows = added[subject.code]
+                self._count(len(subject.rows), len(subject.rows) + len(new_rows))
+                subject.rows.extend(new_rows)
             self._n = n + m
             self._max_norm = max(self._max_norm, float(norms.max()))
             self._quant_error = max(self._quant_error, err)
@@ -410,7 +442,16 @@ def _scan_range(
             p = np.repeat(probe_ids, c)
             j = cols.ravel()
         else:
-            p, j = np.nonzero(scores < threshold[:, None])
+            # One fast reduction per block; only probes with a row under their threshold look further.
+            hit = np.flatnonzero(scores.min(axis=1) < threshold)
+            if not len(hit):
+                p = j = np.empty(0, dtype=np.intp)
+            elif m == 1:
+                j = np.flatnonzero(scores[0] < threshold[0])
+                p = np.zeros(len(j), dtype=np.intp)
+            else:
+                sub, j = np.nonzero(scores[hit] < threshold[hit, None])
+                p = hit[sub]
         if len(p):
             pending.append((p, j + a, scores[p, j]))
             pending_size += len(p)

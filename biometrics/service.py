@@ -151,16 +151,20 @@ class CheckpointService:
 
     def _load_gallery(self) -> None:
         subjects = templates = 0
+        face_owners: list[str] = []
+        faces: list[np.ndarray] = []
         for record, stored in self.storage.load_all():
-            faces = [unpack_face_template(t.data) for t in stored if t.modality == Modality.FACE]
-            if faces:
-                self.face_index.add(record.subject_id, np.stack(faces))
+            face_rows = [unpack_face_template(t.data) for t in stored if t.modality == Modality.FACE]
+            face_owners += [record.subject_id] * len(face_rows)
+            faces += face_rows
             self.fingerprint_gallery.add(record.subject_id, [
                 (t.finger, FingerprintTemplate.from_bytes(t.data)) for t in stored
                 if t.modality == Modality.FINGERPRINT])
             self._watchlist[record.subject_id] = record.info.watchlist
             subjects += 1
             templates += len(stored)
+        if faces:
+            self.face_index.add_many(face_owners, np.stack(faces))  # one bulk append, one snapshot
         log.info("gallery loaded: %d subjects, %d templates", subjects, templates)
 
     # -- helpers -------------------------------------------------------------------------------

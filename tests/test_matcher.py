@@ -36,13 +36,14 @@ def assert_same(got: list, want: list) -> None:
         np.testing.assert_allclose([d for _, d in g], [d for _, d in w], rtol=1e-9, atol=1e-9)
 
 
-@pytest.fixture(params=["exact", "compact", "threaded-small-blocks"])
+@pytest.fixture(params=["exact", "compact", "small-blocks", "threaded-small-blocks"])
 def make_index(request, monkeypatch):
-    if request.param == "threaded-small-blocks":
+    if request.param.endswith("small-blocks"):
         monkeypatch.setattr(matcher, "PARALLEL_MIN_ROWS", 100)
         monkeypatch.setattr(matcher, "SINGLE_BLOCK_ROWS", 64)
         monkeypatch.setattr(matcher, "BLOCK_VALUES", 512)
-        return lambda: TemplateIndex(DIM, threads=3)
+        threads = 3 if request.param.startswith("threaded") else 1
+        return lambda: TemplateIndex(DIM, threads=threads)
     return lambda: TemplateIndex(DIM, compact=request.param == "compact")
 
 
@@ -139,6 +140,33 @@ def test_compare_templates_of_and_errors(make_index):
         index.add("x", np.full(DIM, np.nan, dtype=np.float32))
     with pytest.raises(ValueError):
         index.search(np.zeros(DIM - 1, dtype=np.float32), 3)
+
+
+def test_add_many_equals_adding_one_by_one(make_index):
+    """Bulk add (interleaved subjects, some already enrolled) behaves exactly like one add per row."""
+    rng = np.random.default_rng(19)
+    rows, owners = gallery(rng, 1200, 300)
+    one_by_one, bulk = make_index(), make_index()
+    one_by_one.add("s0", rows[:2])
+    bulk.add("s0", rows[:2])
+    for row, owner in zip(rows[2:], owners[2:], strict=True):
+        one_by_one.add(owner, row)
+    bulk.add_many(owners[2:], rows[2:])
+    assert len(bulk) == len(one_by_one) == 1200
+    assert bulk.subject_count == one_by_one.subject_count
+    for s in ("s0", owners[5], owners[-1]):
+        np.testing.assert_array_equal(bulk.templates_of(s), one_by_one.templates_of(s))
+    probes = rng.standard_normal((5, DIM)).astype(np.float32)
+    want = brute_force(rows, ["s0", "s0", *owners[2:]], probes, 10)
+    assert bulk.search(probes, 10) == one_by_one.search(probes, 10)
+    assert_same(bulk.search(probes, 10), want)
+    for s in sorted(set(owners))[::2]:
+        assert bulk.remove(s) == one_by_one.remove(s)
+    assert bulk.search(probes, 10) == one_by_one.search(probes, 10)
+    with pytest.raises(ValueError):
+        bulk.add_many(["a", "b"], rows[:3])
+    bulk.add_many([], np.empty((0, DIM), dtype=np.float32))
+    assert len(bulk) == len(one_by_one)
 
 
 def test_compact_equals_exact_on_near_ties():
