@@ -144,7 +144,7 @@ class FaceWorkerPool:
     ) -> None:
         if start_method not in ("forkserver", "spawn"):
             raise ValueError("start_method must be 'forkserver' or 'spawn' (never fork a process with threads)")
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
         if self.workers < 1:
             raise ValueError("a pool needs at least one worker")
         self.limits = limits

@@ -171,6 +171,13 @@ def test_a_call_whose_worker_dies_twice_gets_worker_lost_and_the_pool_goes_on(ex
         _same(p.extract_face(face(NAMES[3])), expected[NAMES[3]])
 
 
+def test_a_pool_needs_a_worker_and_a_safe_start_method() -> None:
+    with pytest.raises(ValueError, match="at least one worker"):
+        FaceWorkerPool(0)
+    with pytest.raises(ValueError, match="never fork"):
+        FaceWorkerPool(1, start_method="fork")
+
+
 def test_a_closed_pool_refuses_calls() -> None:
     p = FaceWorkerPool(1, warm=False)
     with p:
