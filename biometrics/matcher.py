@@ -449,13 +449,14 @@ def _scan_range(
             elif m == 1:
                 j = np.flatnonzero(scores[0] < threshold[0])
                 p = np.zeros(len(j), dtype=np.intp)
-            else:
-                sub, j = np.nonzero(scores[hit] < threshold[hit, None])
-                p = hit[sub]
+            else:  # row by row: a 2-D nonzero over every hit row costs more than the product itself
+                found = [np.flatnonzero(scores[i] < threshold[i]) for i in hit]
+                p = np.repeat(hit, [len(f) for f in found])
+                j = np.concatenate(found)
         if len(p):
             pending.append((p, j + a, scores[p, j]))
             pending_size += len(p)
-        if pending and (kept is None or pending_size > 4 * m * c or b == stop):
+        if pending and (kept is None or pending_size > m * c or b == stop):
             if kept is not None:
                 pending.append(kept)
             pp, rr, dd = (np.concatenate(x) for x in zip(*pending, strict=True))
