@@ -180,3 +180,35 @@ def test_finger_positions_follow_iso_19794_2():
     assert fp.FingerPosition.parse(0) is fp.FingerPosition.UNKNOWN
     with pytest.raises(InvalidSample):
         fp.FingerPosition.parse(11)
+
+
+def test_local_pairs_are_one_to_one_best_first():
+    # minutia 0 of A resembles every minutia of B best; it may be paired once only
+    gamma = np.array([[0.9, 0.8, 0.7],
+                      [0.5, 0.0, 0.1],
+                      [0.2, 0.6, 0.0]])
+    top = similarity.one_to_one_pairs(gamma, 3)
+    pairs = [divmod(int(k), 3) for k in top]
+    assert pairs == [(0, 0), (2, 1), (1, 2)]
+    assert [divmod(int(k), 3) for k in similarity.one_to_one_pairs(gamma, 2)] == [(0, 0), (2, 1)]
+
+
+def bridged_ridges() -> np.ndarray:
+    """Skeleton of two parallel horizontal ridges one period (9 px) apart, joined by a short vertical bridge."""
+    skel = np.zeros((100, 160), dtype=bool)
+    skel[40, :] = skel[49, :] = True
+    skel[41:49, 80] = True
+    return skel
+
+
+def test_a_bridge_across_the_ridge_flow_gives_no_minutiae(monkeypatch):
+    from biometrics.fingerprint import minutiae
+
+    skel = bridged_ridges()
+    mask = np.ones(skel.shape, dtype=bool)
+    theta = np.zeros(skel.shape, dtype=np.float32)  # ridges run along x
+    coherence = np.ones(skel.shape, dtype=np.float32)
+    assert len(minutiae.extract_minutiae(skel, mask, theta, coherence, 9.0)) == 0
+    monkeypatch.setattr(minutiae, "BRIDGE_PERIODS", 0.0)
+    found = minutiae.extract_minutiae(skel, mask, theta, coherence, 9.0)
+    assert len(found) == 2 and (found["kind"] == minutiae.BIFURCATION).all()

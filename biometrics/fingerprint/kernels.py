@@ -99,8 +99,22 @@ def pair_score(ax, ay, aa, abits, avalid, bx, by, ba, bbits, bvalid, min_bits):
         return 0.0
     n_r = min(n_a, n_b)
     order = np.argsort(-vals[:count], kind="mergesort")
-    n = min(n_r, count)
-    sel = order[:n]
+    # one-to-one: best pairs first, each minutia of either side used once
+    used_a = np.zeros(n_a, dtype=np.bool_)
+    used_b = np.zeros(n_b, dtype=np.bool_)
+    sel = np.empty(n_r, dtype=np.int64)
+    n = 0
+    for k in range(count):
+        o = order[k]
+        if used_a[ia[o]] or used_b[ib[o]]:
+            continue
+        used_a[ia[o]] = True
+        used_b[ib[o]] = True
+        sel[n] = o
+        n += 1
+        if n == n_r:
+            break
+    sel = sel[:n]
     lam0 = vals[sel]
     ra = ia[sel]
     rb = ib[sel]

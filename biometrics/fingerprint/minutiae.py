@@ -25,6 +25,8 @@ SPUR_PERIODS = 0.8  # a branch ending (or meeting another minutia) sooner than t
 BROKEN_PERIODS = 1.8  # two facing endings closer than this are one broken ridge
 CLUSTER_PERIODS = 0.5  # minutiae closer than this to each other are noise
 BORDER_PERIODS = 1.0  # minutiae closer than this to the edge of the print are the edge, not the finger
+BRIDGE_PERIODS = 1.5  # a branch across the ridge flow meeting a junction sooner than this is a bridge
+BRIDGE_ANGLE = np.pi / 4  # "across the flow": the branch deviates more than this from the ridge orientation
 MAX_MINUTIAE = 100
 
 
@@ -80,6 +82,14 @@ def _branch_starts(skel: np.ndarray, y: int, x: int) -> list[tuple[int, int]]:
     return starts
 
 
+def _across(dx: float, dy: float, theta: float) -> bool:
+    """Whether the vector (dx, dy) runs across the ridge orientation ``theta`` (more than ``BRIDGE_ANGLE``)."""
+    if dx == 0 and dy == 0:
+        return False
+    diff = abs(np.angle(np.exp(2j * (np.arctan2(dy, dx) - theta)))) / 2.0
+    return bool(diff > BRIDGE_ANGLE)
+
+
 def _closest_orientation(angle: float, theta: float) -> float:
     """The direction theta or theta + pi nearest to ``angle``."""
     diff = np.angle(np.exp(1j * (angle - theta)))
@@ -105,6 +115,10 @@ def extract_minutiae(skel: np.ndarray, mask: np.ndarray, theta: np.ndarray, cohe
             traces = [_walk(skel, y, x, s, trace_len) for s in starts]
             if any(early and steps < spur_len for _, _, steps, early in traces):
                 continue  # spur, bridge, hole or short ridge
+            if BRIDGE_PERIODS and any(early and steps < BRIDGE_PERIODS * period
+                                      and _across(tx - x, ty - y, float(theta[y, x]))
+                                      for ty, tx, steps, early in traces):
+                continue  # a bridge (or spur) across the ridge flow
             vectors = [np.array([tx - x, ty - y], dtype=np.float64) for ty, tx, _, _ in traces]
             if kind == ENDING:
                 direction = vectors[0]

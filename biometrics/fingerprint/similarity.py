@@ -6,9 +6,12 @@ Local similarity (bit MCC): for cylinders a, b with expanded validities Va, Vb,
 is a popcount of an AND. Pairs whose directions differ by more than ``DELTA_THETA`` or whose valid cells
 overlap less than ``MIN_MATCHABLE_CELLS`` score 0.
 
-Global score, Local Similarity Sort with Relaxation (LSS-R): the ``n_R = min(nA, nB)`` best local pairs
-are relaxed ``N_REL`` times against each other's geometric compatibility (distance, direction
-difference, radial angle), and the ``n_P`` pairs whose similarity held up best (efficiency) are averaged.
+Global score, Local Similarity Sort with Relaxation (LSS-R) with a one-to-one selection: the
+``n_R = min(nA, nB)`` best local pairs, taken greedily so that no minutia of either side is in two of them
+(the cheap form of the paper's LSA assignment: a minutia that resembles several others no longer fills the
+list with copies of itself), are relaxed ``N_REL`` times against each other's geometric compatibility
+(distance, direction difference, radial angle), and the ``n_P`` pairs whose similarity held up best
+(efficiency) are averaged.
 
 The kernels are numba-compiled (``kernels.py``); ``compare_reference`` here is the same computation in
 plain numpy, one pair at a time, kept as the readable reference and the speed baseline.
@@ -21,7 +24,7 @@ import numpy as np
 from biometrics.fingerprint.cylinders import N_CELLS, ND
 
 DELTA_THETA = np.pi / 2.0
-MIN_MATCHABLE_CELLS = 0.6  # fraction of the disc's cells two cylinders must share
+MIN_MATCHABLE_CELLS = 0.5  # fraction of the disc's cells two cylinders must share (paper: 0.6; chosen on DB1_B)
 MIN_NP, MAX_NP, MU_P, TAU_P = 4, 12, 20.0, 0.4
 N_REL, W_R = 5, 0.5
 MU_P1, TAU_P1 = 5.0, -8.0 / 5.0
@@ -62,17 +65,33 @@ def local_similarities(a_angle, a_bits, a_valid, b_angle, b_bits, b_valid) -> np
     return np.where(matchable, sim, 0.0)
 
 
+def one_to_one_pairs(gamma: np.ndarray, n_r: int) -> np.ndarray:
+    """Flat indices into ``gamma`` of up to ``n_r`` pairs with positive similarity, best first, taken greedily
+    so that no row (minutia of A) nor column (minutia of B) is used twice."""
+    n_a, n_b = gamma.shape
+    flat = gamma.ravel()
+    used_a = np.zeros(n_a, dtype=bool)
+    used_b = np.zeros(n_b, dtype=bool)
+    chosen: list[int] = []
+    for k in np.argsort(-flat, kind="stable"):
+        if flat[k] <= 0 or len(chosen) == n_r:
+            break
+        i, j = divmod(int(k), n_b)
+        if not (used_a[i] or used_b[j]):
+            used_a[i] = used_b[j] = True
+            chosen.append(int(k))
+    return np.asarray(chosen, dtype=np.int64)
+
+
 def relaxed_score(gamma: np.ndarray, ax, ay, aa, bx, by, ba) -> float:
     """LSS-R global score from a local similarity matrix and the two cylinders' minutiae."""
     n_a, n_b = gamma.shape
     if n_a == 0 or n_b == 0:
         return 0.0
-    n_r = min(n_a, n_b)
-    flat = gamma.ravel()
-    top = np.argsort(-flat, kind="stable")[:n_r]
-    top = top[flat[top] > 0]
+    top = one_to_one_pairs(gamma, min(n_a, n_b))
     if top.size == 0:
         return 0.0
+    flat = gamma.ravel()
     ra, rb = top // n_b, top % n_b
     lam0 = flat[top]
     # pairwise geometric compatibility of the selected pairs
