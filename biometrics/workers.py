@@ -14,7 +14,7 @@ dlib runs one thread per call and holds the GIL, so threads in one process extra
   the caller as the same class with the same message.
 - A worker that dies (killed by the OOM killer, a crash in native code) breaks the whole executor and every
   call in flight on it. The pool is rebuilt and each of those calls is retried once, on the new workers;
-  a call whose worker dies again raises :class:`WorkerLost` (the service answers INTERNAL, "try again"),
+  a call whose worker dies again raises :class:`WorkerLost` (the server answers UNAVAILABLE, "try again"),
   and the pool is rebuilt once more for the next calls. One retry, not more: a sample that kills its worker
   every time must not take every other call in flight down with it twice.
 """

@@ -217,3 +217,12 @@ def test_the_callers_environment_is_left_as_it_was() -> None:
         p._rebuild(0)  # a rebuild starts the executor again
         p.warm_up(timeout=120)
     assert {name: os.environ.get(name) for name in SINGLE_THREAD_ENV} == before
+
+
+def test_a_lost_worker_is_answered_unavailable_with_its_message() -> None:
+    import grpc
+
+    from verify.status import status_for
+
+    lost = WorkerLost("The face extraction worker stopped twice. Please try again.")
+    assert status_for(lost) == grpc.StatusCode.UNAVAILABLE  # transient: a kiosk may retry

@@ -13,6 +13,7 @@ from biometrics.errors import (
     SubjectNotFound,
 )
 from biometrics.service import NoReference
+from biometrics.workers import WorkerLost
 from devices.errors import DeviceError, DeviceNotConfigured, DeviceRefused, DeviceTimeout, DeviceUnavailable
 
 _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -28,6 +29,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (DeviceUnavailable, grpc.StatusCode.UNAVAILABLE),
     (DeviceError, grpc.StatusCode.UNAVAILABLE),
     (BiometricError, grpc.StatusCode.INVALID_ARGUMENT),
+    (WorkerLost, grpc.StatusCode.UNAVAILABLE),  # transient: the pool was rebuilt, a retry is expected to work
 )
 
 
