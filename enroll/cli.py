@@ -8,7 +8,14 @@ import sys
 import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 
-from verify.channel import add_channel_arguments, add_sample_arguments, fail, open_stub, samples_or_usage_error
+from verify.channel import (
+    add_channel_arguments,
+    add_sample_arguments,
+    fail,
+    finger_name,
+    open_stub,
+    samples_or_usage_error,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +49,7 @@ def _enrol(stub, args: argparse.Namespace, samples: list[pb.Sample]) -> int:  # 
                                      allow_duplicate=args.allow_duplicate, override_reason=args.reason),
                     timeout=args.timeout)
     for q in r.qualities:
-        what = "face" if q.modality == pb.FACE else pb.FingerPosition.Name(q.finger).lower().replace("_", "-")
+        what = "face" if q.modality == pb.FACE else finger_name(q.finger)
         print(f"sample quality {q.quality:.0f}/100 ({what})")
     for c in r.possible_duplicates:
         print(f"POSSIBLE DUPLICATE: {c.subject_id} score {c.score:.2f} (threshold {r.threshold:.2f})")

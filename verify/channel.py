@@ -37,15 +37,20 @@ def face_samples(paths: list[Path], capture: bool = False, device: str = "") -> 
     return [pb.Sample(modality=pb.FACE, image=p.read_bytes()) for p in paths]
 
 
+def finger_name(position: int) -> str:
+    """The command-line name of an ISO/IEC 19794-2 finger position: ``right-index``, ``unknown-finger``..."""
+    return pb.FingerPosition.Name(position).lower().replace("_", "-")
+
+
 def finger_position(name: str) -> int:
     """The ISO/IEC 19794-2 finger position of a name such as ``right-index`` (or its code, 0..10)."""
     text = name.strip().lower().replace("_", "-")
     if text.isdigit() and int(text) in pb.FingerPosition.values():
         return int(text)
-    for enum_name, value in pb.FingerPosition.items():
-        if enum_name.lower().replace("_", "-") in (text, f"{text}-finger"):
+    for value in pb.FingerPosition.values():
+        if finger_name(value) in (text, f"{text}-finger"):
             return value
-    names = ", ".join(n.lower().replace("_", "-") for n, _ in pb.FingerPosition.items())
+    names = ", ".join(finger_name(value) for value in pb.FingerPosition.values())
     raise argparse.ArgumentTypeError(f"unknown finger position {name!r}: one of {names}")
 
 

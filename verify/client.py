@@ -9,7 +9,14 @@ import sys
 import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 
-from verify.channel import add_channel_arguments, add_sample_arguments, fail, open_stub, samples_or_usage_error
+from verify.channel import (
+    add_channel_arguments,
+    add_sample_arguments,
+    fail,
+    finger_name,
+    open_stub,
+    samples_or_usage_error,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 def _modality_score(m: pb.ModalityScore) -> str:
     what = pb.Modality.Name(m.modality).lower()
     if m.modality == pb.FINGERPRINT:
-        what += " " + pb.FingerPosition.Name(m.finger).lower().replace("_", "-")
+        what += " " + finger_name(m.finger)
     return f"{what} {m.score:.2f}"
 
 
