@@ -154,15 +154,18 @@ def detect_faces(rgb: np.ndarray, *, thorough: bool = False) -> list[FaceBox]:
     small_image = max(rgb.shape[:2]) <= 2 * REFINE_BELOW_SIDE
     stages = ("hog1", "cnn") if thorough or small_image else ("hog0", "hog1", "cnn")
     for stage in stages:
-        found = _cnn(rgb) if stage == "cnn" else _hog(rgb, int(stage[-1]))
-        boxes = [b for b in found if b.side >= 8]
+        boxes = _stage_boxes(rgb, stage)
         if boxes:
-            boxes.sort(key=lambda b: b.side, reverse=True)
             if stage == "hog0" and boxes[0].side < REFINE_BELOW_SIDE:
-                finer = sorted((b for b in _hog(rgb, 1) if b.side >= 8), key=lambda b: b.side, reverse=True)
-                return finer or boxes
+                return _stage_boxes(rgb, "hog1") or boxes
             return boxes
     return []
+
+
+def _stage_boxes(rgb: np.ndarray, stage: str) -> list[FaceBox]:
+    """The faces one cascade stage ("hog0", "hog1", "cnn") finds, at least 8 pixels across, largest first."""
+    found = _cnn(rgb) if stage == "cnn" else _hog(rgb, int(stage[-1]))
+    return sorted((b for b in found if b.side >= 8), key=lambda b: b.side, reverse=True)
 
 
 def face_quality(rgb: np.ndarray, box: FaceBox) -> float:

@@ -95,13 +95,13 @@ class TemplateIndex:
     """
 
     def __init__(
-        self, dim: int, *, compact: bool = False, threads: int | None = None, store_dir: str | None = None
+        self, dim: int, *, compact: bool = False, threads: int = 1, store_dir: str | None = None
     ) -> None:
         if dim <= 0:
             raise ValueError("the template dimension must be positive")
         self.dim = dim
         self.compact = compact
-        self.threads = max(1, threads if threads is not None else 1)
+        self.threads = max(1, threads)
         self._store_dir = store_dir
         self._lock = threading.Lock()
         self._names: list[str] = []  # subject code -> subject id (append-only)
