@@ -233,6 +233,15 @@ def face_template_from_bytes(
     return extract_face_template(decode_rgb(data, limits), purpose)
 
 
+def face_template_of(
+    image: bytes | np.ndarray, purpose: Purpose = "probe", limits: ImageLimits = DEFAULT_LIMITS
+) -> FaceTemplate:
+    """The template of a face sample: encoded JPEG/PNG bytes (decoded under ``limits``) or RGB uint8 pixels."""
+    if isinstance(image, bytes):
+        return face_template_from_bytes(image, purpose, limits)
+    return extract_face_template(image, purpose)
+
+
 def frame_quality(rgb: np.ndarray) -> float | None:
     """A camera frame's usability for a capture: the face's quality, or None (no face, or several)."""
     boxes = detect_faces(np.ascontiguousarray(rgb))

@@ -25,7 +25,7 @@ from biometrics.errors import (
     SubjectExists,
     SubjectNotFound,
 )
-from biometrics.face import TEMPLATE_DIM, FaceTemplate, extract_face_template, face_template_from_bytes
+from biometrics.face import TEMPLATE_DIM, FaceTemplate, face_template_of
 from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
 from biometrics.fingerprint.fusion import fuse_false_match_scores
 from biometrics.fingerprint.gallery import FingerprintGallery
@@ -82,9 +82,7 @@ class InProcessExtractor:
 
     def extract_face(self, image: bytes | np.ndarray, purpose: str = "probe") -> FaceTemplate:
         """See :class:`FaceExtractor`."""
-        if isinstance(image, bytes):
-            return face_template_from_bytes(image, purpose, self.limits)  # type: ignore[arg-type]
-        return extract_face_template(image, purpose)  # type: ignore[arg-type]
+        return face_template_of(image, purpose, self.limits)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -85,16 +85,10 @@ def _init_worker() -> None:
     load_models()
 
 
-def _extract_bytes(data: bytes, purpose: str, limits: ImageLimits) -> FaceTemplate:
-    from biometrics.face import face_template_from_bytes
+def _extract(image: bytes | np.ndarray, purpose: str, limits: ImageLimits) -> FaceTemplate:
+    from biometrics.face import face_template_of
 
-    return face_template_from_bytes(data, purpose, limits)  # type: ignore[arg-type]
-
-
-def _extract_pixels(rgb: np.ndarray, purpose: str) -> FaceTemplate:
-    from biometrics.face import extract_face_template
-
-    return extract_face_template(rgb, purpose)  # type: ignore[arg-type]
+    return face_template_of(image, purpose, limits)  # type: ignore[arg-type]
 
 
 def worker_info() -> dict[str, Any]:
@@ -293,8 +287,8 @@ class FaceWorkerPool:
 
     def _job(self, image: bytes | np.ndarray, purpose: str) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         if isinstance(image, bytes | bytearray | memoryview):
-            return _extract_bytes, (bytes(image), purpose, self.limits)
-        return _extract_pixels, (image, purpose)
+            image = bytes(image)
+        return _extract, (image, purpose, self.limits)
 
     def extract_face(self, image: bytes | np.ndarray, purpose: str = "probe") -> FaceTemplate:
         """The face template of ``image`` (JPEG/PNG bytes, or RGB uint8 pixels), extracted in a worker.
