@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     import face_recognition  # noqa: F401 - loads its models now, outside the timing
     from tqdm import tqdm
 
-    from benchmarks.report import _cpu_model
+    from benchmarks.report import cpu_model
     from biometrics.face import face_template_from_bytes, load_models
     from biometrics.imaging import encode_png
     from biometrics.workers import FaceWorkerPool
@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         "images": n,
         "repeats": args.repeats,
         "workers": args.workers,
-        "machine": {"cores": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version(),
+        "machine": {"cores": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
                     "load_before": load_before, "load_after": load_after},
         "methods": rows,
         "ratio_per_core_vs_1_worker": round(per_core, 3),
@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
 
-    print(f"{n} images from {args.images}; {os.cpu_count()} cores ({_cpu_model()}); medians of {args.repeats}; "
+    print(f"{n} images from {args.images}; {os.cpu_count()} cores ({cpu_model()}); medians of {args.repeats}; "
           f"load average {load_before} before, {load_after} after")
     print(f"{'method':<12} {'images/s':>9} {'median s':>9} {'FTA':>5}  detector stages")
     for r in rows:

@@ -68,14 +68,8 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
 
 def machine() -> dict[str, Any]:
     """Cores, CPU model, numpy's BLAS, library versions, load average."""
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from benchmarks.report import cpu_model
+
     blas: Any = None
     try:
         from threadpoolctl import threadpool_info
@@ -86,7 +80,7 @@ def machine() -> dict[str, Any]:
     import faiss
 
     return {
-        "cores": os.cpu_count(), "cpu_model": model, "numpy": np.__version__, "blas": blas,
+        "cores": os.cpu_count(), "cpu_model": cpu_model(), "numpy": np.__version__, "blas": blas,
         "faiss": faiss.__version__, "python": platform.python_version(), "load_average": os.getloadavg(),
     }
 
