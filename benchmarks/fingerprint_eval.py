@@ -1,5 +1,9 @@
 """Fingerprint accuracy on FVC2002 (EER, FMR100, FMR1000, ZeroFMR), full images and ZFM-sized cuts.
 
+Rates follow ``benchmarks.metrics`` (the conventions of ``checkpoint-bench accuracy``): a comparison
+matches when score >= threshold, and the EER is FVC2000's (Maio et al. 2002), given with its interval
+``[EER_low, EER_high]``.
+
 Protocols (per set, DB1_B..DB4_B):
 - ``full``: every pair of the set's pairs.csv (280 same-finger, 2,880 different-finger), whole images at
   the set's sensor resolution (README: DB2_B 569 dpi, the others 500 dpi).
@@ -107,20 +111,16 @@ def extract_set(folder: Path, dpi: int, cut: bool, workers: int, run: int | None
 
 
 def error_rates(genuine: np.ndarray, impostor: np.ndarray) -> dict:
-    """EER, FNMR at FMR 1%, 0.1% and 0 (FVC-style: a comparison matches when score >= threshold)."""
-    thresholds = np.unique(np.concatenate([genuine, impostor, [np.inf]]))
-    g = np.sort(genuine)
-    i = np.sort(impostor)
-    fnmr = np.searchsorted(g, thresholds, side="left") / len(g)
-    fmr = 1.0 - np.searchsorted(i, thresholds, side="left") / len(i)
-    # EER: at the threshold where |FMR - FNMR| is smallest, their mean
-    k = int(np.argmin(np.abs(fmr - fnmr)))
-    eer = (fmr[k] + fnmr[k]) / 2
+    """EER (with its FVC interval), FNMR at FMR 1%, 0.1% and 0, by the project's one set of conventions
+    (``benchmarks.metrics``: a comparison matches when score >= threshold; EER as FVC2000 defines it)."""
+    from benchmarks.metrics import VerificationScores, equal_error_rate, fnmr_at_fmr, zero_fmr
 
-    def fnmr_at(target: float) -> float:
-        return float(fnmr[fmr <= target].min())
-    return {"eer": float(eer), "fmr100": fnmr_at(0.01), "fmr1000": fnmr_at(0.001), "zero_fmr": fnmr_at(0.0),
-            "n_genuine": len(genuine), "n_impostor": len(impostor)}
+    scores = VerificationScores(genuine=np.asarray(genuine, dtype=np.float64),
+                                impostor=np.asarray(impostor, dtype=np.float64))
+    eer = equal_error_rate(scores)
+    return {"eer": eer.eer, "eer_low": eer.low, "eer_high": eer.high,
+            "fmr100": fnmr_at_fmr(scores, 0.01).fnmr, "fmr1000": fnmr_at_fmr(scores, 0.001).fnmr,
+            "zero_fmr": zero_fmr(scores).fnmr, "n_genuine": len(genuine), "n_impostor": len(impostor)}
 
 
 def score_pairs(folder: Path, templates: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -174,8 +174,8 @@ def run(args: argparse.Namespace) -> int:
         genuine, impostor = score_pairs(folder, templates)
         shifted_genuine, shifted_impostor, _ = score_shifted(folder, SENSOR_DPI[CALIBRATION_SET], args.workers)
         write_calibration(np.concatenate([impostor, shifted_impostor]), np.concatenate([genuine, shifted_genuine]))
-    print("| set | protocol | EER % | FMR100 % | FMR1000 % | ZeroFMR % | FMR % at s>=3 | FNMR % at s>=3 "
-          "| genuine | impostor | refused |")
+    print("| set | protocol | EER % [FVC interval] | FMR100 % | FMR1000 % | ZeroFMR % | FMR % at s>=3 "
+          "| FNMR % at s>=3 | genuine | impostor | refused |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.sets:
         folder = args.data / name
@@ -220,7 +220,8 @@ def report(results: list, raw: dict, name: str, protocol: str, dpi: int, genuine
     rates.update(at_service_threshold(genuine, impostor, k))
     results.append(rates)
     raw[f"{name}/{protocol}"] = {"genuine": genuine.tolist(), "impostor": impostor.tolist()}
-    print(f"| {name} | {protocol} | {100 * rates['eer']:.2f} | {100 * rates['fmr100']:.2f} | "
+    print(f"| {name} | {protocol} | {100 * rates['eer']:.2f} [{100 * rates['eer_low']:.2f}, "
+          f"{100 * rates['eer_high']:.2f}] | {100 * rates['fmr100']:.2f} | "
           f"{100 * rates['fmr1000']:.2f} | {100 * rates['zero_fmr']:.2f} | "
           f"{100 * rates['fmr_at_s3']:.2f} | {100 * rates['fnmr_at_s3']:.2f} | {rates['n_genuine']} | "
           f"{rates['n_impostor']} | {len(failures)} |", flush=True)

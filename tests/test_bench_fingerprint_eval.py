@@ -53,3 +53,13 @@ def test_error_rates_on_a_hand_computed_case():
     assert rates["zero_fmr"] == pytest.approx(0.25)
     assert rates["fmr100"] == pytest.approx(0.25)
     assert rates["n_genuine"] == 4 and rates["n_impostor"] == 5
+
+
+def test_the_eer_is_fvc2000s_not_the_nearest_crossing():
+    # at t = 0.5 FNMR 1/5, FMR 8/20 (sum 0.6); at t = 0.6 FNMR 2/5, FMR 7/20 (sum 0.75, but the closer pair):
+    # FVC2000 takes the smaller sum, [0.2, 0.4] -> 0.3; averaging the closest crossing would say 0.375
+    genuine = np.array([0.9, 0.8, 0.7, 0.5, 0.3])
+    impostor = np.array([0.6] * 7 + [0.5] + [0.1] * 12)
+    rates = error_rates(genuine, impostor)
+    assert (rates["eer_low"], rates["eer_high"]) == (pytest.approx(0.2), pytest.approx(0.4))
+    assert rates["eer"] == pytest.approx(0.3)
