@@ -160,6 +160,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write figures (and raw scores) here")
+    parser.add_argument("--plots", type=Path, help="write DET curves here, one plot per protocol (det-PROTOCOL.png)")
     parser.add_argument("--calibrate", action="store_true",
                         help=f"write biometrics/calibration/fingerprint.json from {CALIBRATION_SET} sensor1 + shifted "
                              "impostors")
@@ -197,7 +198,30 @@ def run(args: argparse.Namespace) -> int:
             report(results, raw, name, protocol, dpi, genuine, impostor, failures, 3 if protocol == "sensor3" else 1)
     if args.json:
         args.json.write_text(json.dumps({"results": results, "scores": raw}, indent=1))
+    if args.plots:
+        for path in det_plots(results, raw, args.plots):
+            print(f"<!-- wrote {path} -->", file=sys.stderr)
     return 0
+
+
+def det_plots(results: list[dict], raw: dict, folder: Path) -> list[Path]:
+    """One DET plot per protocol, a curve per set, each marked at its EER."""
+    from benchmarks import plots
+    from benchmarks.metrics import VerificationScores, det_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for protocol in dict.fromkeys(r["protocol"] for r in results):
+        curves, marks = {}, {}
+        for r in (r for r in results if r["protocol"] == protocol):
+            label = f"{r['set']} ({r['n_genuine']} / {r['n_impostor']})"
+            scores = raw[f"{r['set']}/{protocol}"]
+            curves[label] = det_curve(VerificationScores(genuine=np.asarray(scores["genuine"]),
+                                                         impostor=np.asarray(scores["impostor"])))
+            marks[label] = [(r["eer"], r["eer"], f"EER {100 * r['eer']:.2f}%")]
+        written.append(plots.det_plot(curves, folder / f"det-{protocol}.png",
+                                      f"DET, FVC2002 {protocol} (genuine / impostor comparisons)", marks))
+    return written
 
 
 def score_shifted(folder: Path, dpi: int, workers: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -63,3 +63,20 @@ def test_the_eer_is_fvc2000s_not_the_nearest_crossing():
     rates = error_rates(genuine, impostor)
     assert (rates["eer_low"], rates["eer_high"]) == (pytest.approx(0.2), pytest.approx(0.4))
     assert rates["eer"] == pytest.approx(0.3)
+
+
+def test_det_plots_draw_one_figure_per_protocol(tmp_path):
+    from benchmarks.fingerprint_eval import det_plots
+
+    rng = np.random.default_rng(3)
+    results, raw = [], {}
+    for name in ("DB1_B", "DB2_B"):
+        for protocol in ("full", "shifted"):
+            genuine, impostor = rng.normal(0.3, 0.1, 40), rng.normal(0.0, 0.05, 400)
+            rates = error_rates(genuine, impostor)
+            rates.update({"set": name, "protocol": protocol})
+            results.append(rates)
+            raw[f"{name}/{protocol}"] = {"genuine": genuine.tolist(), "impostor": impostor.tolist()}
+    written = det_plots(results, raw, tmp_path / "det")
+    assert sorted(p.name for p in written) == ["det-full.png", "det-shifted.png"]
+    assert all(p.stat().st_size > 10_000 and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
