@@ -166,36 +166,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "impostors")
 
 
+class Measurements:
+    """Templates and raw scores of each set and protocol, each computed once in a run: the calibration and
+    the table ask for DB1_B's ZFM cuts alike."""
+
+    def __init__(self, data: Path, workers: int) -> None:
+        self.data = data
+        self.workers = workers
+        self._templates: dict[tuple[str, bool], tuple[dict, list[str]]] = {}
+        self._scores: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, list[str]]] = {}
+
+    def templates(self, name: str, cut: bool) -> tuple[dict, list[str]]:
+        """A set's templates, whole or cut as the ZFM gives them (centred), and its refusals."""
+        if (name, cut) not in self._templates:
+            t0 = time.perf_counter()
+            self._templates[name, cut] = extract_set(self.data / name, SENSOR_DPI[name], cut, self.workers)
+            print(f"<!-- {name} {'cut' if cut else 'full'}: extracted in {time.perf_counter() - t0:.1f} s -->",
+                  file=sys.stderr)
+        return self._templates[name, cut]
+
+    def scores(self, name: str, protocol: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(genuine, impostor, refusals) of a set under a protocol."""
+        if (name, protocol) not in self._scores:
+            folder = self.data / name
+            if protocol == "shifted":
+                self._scores[name, protocol] = score_shifted(folder, SENSOR_DPI[name], self.workers)
+            else:
+                templates, failures = self.templates(name, protocol != "full")
+                genuine, impostor = (score_multi(templates) if protocol == "sensor3"
+                                     else score_pairs(folder, templates))
+                self._scores[name, protocol] = (genuine, impostor, failures)
+        return self._scores[name, protocol]
+
+
 def run(args: argparse.Namespace) -> int:
     """Measure and print a table."""
     results, raw = [], {}
+    measured = Measurements(args.data, args.workers)
     if args.calibrate:
-        folder = args.data / CALIBRATION_SET
-        templates, _ = extract_set(folder, SENSOR_DPI[CALIBRATION_SET], True, args.workers)
-        genuine, impostor = score_pairs(folder, templates)
-        shifted_genuine, shifted_impostor, _ = score_shifted(folder, SENSOR_DPI[CALIBRATION_SET], args.workers)
-        write_calibration(np.concatenate([impostor, shifted_impostor]), np.concatenate([genuine, shifted_genuine]))
+        parts = [measured.scores(CALIBRATION_SET, protocol) for protocol in ("sensor1", "shifted")]
+        write_calibration(np.concatenate([impostor for _, impostor, _ in parts]),
+                          np.concatenate([genuine for genuine, _, _ in parts]))
     print("| set | protocol | EER % [FVC interval] | FMR100 % | FMR1000 % | ZeroFMR % | FMR % at s>=3 "
           "| FNMR % at s>=3 | genuine | impostor | refused |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.sets:
-        folder = args.data / name
-        dpi = SENSOR_DPI[name]
-        cache: dict[bool, tuple[dict, list[str]]] = {}
         for protocol in args.protocols:
-            if protocol == "shifted":
-                genuine, impostor, failures = score_shifted(folder, dpi, args.workers)
-                report(results, raw, name, protocol, dpi, genuine, impostor, failures, 1)
-                continue
-            cut = protocol != "full"
-            if cut not in cache:
-                t0 = time.perf_counter()
-                cache[cut] = extract_set(folder, dpi, cut, args.workers)
-                print(f"<!-- {name} {'cut' if cut else 'full'}: extracted in {time.perf_counter() - t0:.1f} s -->",
-                      file=sys.stderr)
-            templates, failures = cache[cut]
-            genuine, impostor = score_multi(templates) if protocol == "sensor3" else score_pairs(folder, templates)
-            report(results, raw, name, protocol, dpi, genuine, impostor, failures, 3 if protocol == "sensor3" else 1)
+            genuine, impostor, failures = measured.scores(name, protocol)
+            report(results, raw, name, protocol, SENSOR_DPI[name], genuine, impostor, failures,
+                   3 if protocol == "sensor3" else 1)
     if args.json:
         args.json.write_text(json.dumps({"results": results, "scores": raw}, indent=1))
     if args.plots:

@@ -46,8 +46,8 @@ def test_error_rates_on_a_hand_computed_case():
     genuine = np.array([0.9, 0.8, 0.7, 0.2])
     impostor = np.array([0.1, 0.3, 0.25, 0.05, 0.0])
     rates = error_rates(genuine, impostor)
-    # a comparison matches when score >= threshold; at 0.3 FNMR is 1/4 (0.2 fails) and FMR 1/5 (0.3 passes):
-    # the closest the two come, so EER is their mean
+    # a comparison matches when score >= threshold; at 0.25 FNMR is 1/4, FMR 2/5 (FNMR <= FMR, sum 0.65); at
+    # 0.3 FNMR is 1/4 (0.2 fails), FMR 1/5 (0.3 passes) (FNMR >= FMR, sum 0.45): FVC2000 takes 0.3, [0.2, 0.25]
     assert rates["eer"] == pytest.approx(0.225)
     # no impostor passes from 0.7 up; 0.2 still fails there, so FNMR at FMR 0 (and at FMR <= 1%) is 1/4
     assert rates["zero_fmr"] == pytest.approx(0.25)
