@@ -107,6 +107,8 @@ class VerificationResult:
     threshold: float
     decision_id: str
     modality_scores: tuple[ModalityScore, ...] = ()
+    # The subject is on a watchlist: for officers (an alert is raised on a match), never for a kiosk's screen.
+    watchlist: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,19 @@ class IdentificationResult:
     candidates: tuple[Candidate, ...]
     threshold: float
     decision_id: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Something an officer must see: a traveller matched a subject on a watchlist (never shown at a kiosk)."""
+
+    alert_id: str
+    raised_at: str
+    kind: str  # "watchlist_verify" or "watchlist_identify"
+    decision_id: str
+    subject_id: str
+    score: float
+    caller: str  # the identity (certificate subject) of the kiosk or desk that made the call
 
 
 @dataclass(frozen=True)
