@@ -1,0 +1,121 @@
+"""Request validation: the core's one place for the rules every caller of the service must meet.
+
+Each check raises :class:`biometrics.errors.InvalidSample` (answered ``INVALID_ARGUMENT``) with a message a
+desk or a kiosk can show as it is. The service calls them on every request; a front end (the gRPC
+servicer) calls the few it needs before it touches a device (sample count, finger code, capture timeout),
+so that no capture is taken for a request that will be refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from biometrics.errors import InvalidSample
+from biometrics.types import Modality, Sample, SubjectInfo
+
+#: Longest free-text field (name, device name...), in characters.
+MAX_TEXT = 256
+#: Longest reason an officer may give (duplicate override, erasure).
+MAX_REASON = 2000
+#: Longest a capture may wait for a face or a finger, in seconds.
+MAX_CAPTURE_TIMEOUT_S = 60.0
+#: ISO/IEC 19794-2 finger positions: 0 unknown, 1..5 right thumb..little, 6..10 left thumb..little.
+MAX_FINGER = 10
+
+SUBJECT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")  # whole string: fullmatch
+_NATIONALITY_PATTERN = re.compile(r"[A-Za-z]{3}")
+_DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def check_subject_id(subject_id: str) -> None:
+    """Refuse a subject id that is not 1-64 of ``[A-Za-z0-9._:/-]`` starting with a letter or digit (no trailing
+    newline: the whole string must match)."""
+    if not isinstance(subject_id, str) or not SUBJECT_ID_PATTERN.fullmatch(subject_id):
+        raise InvalidSample(
+            "The subject id must be 1 to 64 letters, digits or . _ : / - (the travel-document number)."
+        )
+
+
+def check_text(value: str, field: str, limit: int = MAX_TEXT) -> str:
+    """``value`` if it is a string of at most ``limit`` characters; ``field`` names it in the message."""
+    if not isinstance(value, str):
+        raise InvalidSample(f"The field {field} must be text.")
+    if len(value) > limit:
+        raise InvalidSample(f"The field {field} is too long ({len(value)} characters; at most {limit}).")
+    return value
+
+
+def check_subject_info(info: SubjectInfo) -> None:
+    """Refuse personal data that is too long, a nationality that is not 3 letters, or a date that is not real.
+
+    Nationality is an ISO 3166-1 alpha-3 code (``IDN``; any case), date of birth ``YYYY-MM-DD``; both may be
+    empty (not on the document).
+    """
+    check_text(info.name, "info.name")
+    check_text(info.nationality, "info.nationality")
+    check_text(info.date_of_birth, "info.date_of_birth")
+    if info.nationality and not _NATIONALITY_PATTERN.fullmatch(info.nationality):
+        raise InvalidSample(
+            f"The nationality {info.nationality!r} is not a three-letter ISO 3166-1 code (for example IDN)."
+        )
+    if info.date_of_birth:
+        try:
+            if not _DATE_PATTERN.fullmatch(info.date_of_birth):
+                raise ValueError
+            dt.date.fromisoformat(info.date_of_birth)
+        except ValueError:
+            raise InvalidSample(
+                f"The date of birth {info.date_of_birth!r} is not a date written YYYY-MM-DD (for example 1990-05-01)."
+            ) from None
+
+
+def check_reason(reason: str, field: str, *, required: bool) -> str:
+    """The officer's ``reason``: at most :data:`MAX_REASON` characters, and not blank when ``required``."""
+    check_text(reason, field, MAX_REASON)
+    if required and not reason.strip():
+        raise InvalidSample(f"The field {field} is required: say why, it is recorded in the audit log.")
+    return reason
+
+
+def check_finger(finger: int) -> None:
+    """Refuse a finger position that is not an ISO/IEC 19794-2 code from 0 (unknown) to 10."""
+    if isinstance(finger, bool) or not isinstance(finger, int | np.integer) or not 0 <= finger <= MAX_FINGER:
+        raise InvalidSample("The finger position must be an ISO/IEC 19794-2 code from 0 to 10.")
+
+
+def check_sample_count(n: int, max_samples: int) -> None:
+    """Refuse a request with no sample or with more than ``max_samples``."""
+    if n <= 0:
+        raise InvalidSample("No sample was sent: at least one face or fingerprint image is needed.")
+    if n > max_samples:
+        raise InvalidSample(f"{n} samples were sent; at most {max_samples} are accepted.")
+
+
+def check_samples(samples: Sequence[Sample], max_samples: int) -> None:
+    """Refuse a bad set of samples: the count, each one's modality and finger code, and its image's type."""
+    check_sample_count(len(samples), max_samples)
+    for sample in samples:
+        if sample.modality not in (Modality.FACE, Modality.FINGERPRINT):
+            raise InvalidSample("Each sample must say its modality (FACE or FINGERPRINT).")
+        check_finger(sample.finger)
+        if not isinstance(sample.image, bytes | np.ndarray):
+            raise InvalidSample("Each sample must carry an image (JPEG or PNG bytes, or a device's pixels).")
+
+
+def check_capture_timeout(timeout_s: float, maximum: float = MAX_CAPTURE_TIMEOUT_S) -> float:
+    """The capture timeout in seconds, 0.0 for the device's default; refuse NaN, infinity, negative, or over
+    ``maximum``."""
+    try:
+        value = float(timeout_s)
+    except (TypeError, ValueError):
+        raise InvalidSample("The capture timeout must be a number of seconds.") from None
+    if math.isnan(value) or value < 0 or value > maximum:
+        raise InvalidSample(
+            f"The capture timeout must be from 0 (the device's default) to {maximum:g} seconds; got {timeout_s!r}."
+        )
+    return value
