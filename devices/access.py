@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from devices.errors import DeviceBusy
+from devices.timeouts import MAX_CAPTURE_TIMEOUT_S
 
 
 class DeviceLock:
@@ -23,8 +24,9 @@ class DeviceLock:
 
     @contextmanager
     def hold(self, wait_s: float) -> Iterator[None]:
-        """Hold the device for the duration of the block."""
-        if not self._lock.acquire(timeout=max(0.0, wait_s)):
+        """Hold the device for the duration of the block (waiting at most the capture bound; NaN: not at all)."""
+        wait = min(wait_s, MAX_CAPTURE_TIMEOUT_S) if wait_s > 0 else 0.0
+        if not self._lock.acquire(timeout=wait):
             raise DeviceBusy(f"{self.name} is busy with another capture; try again")
         try:
             yield

@@ -29,6 +29,7 @@ from devices.errors import (
     DeviceTimeout,
     DeviceUnavailable,
 )
+from devices.timeouts import bounded_timeout, check_default_timeout
 
 FrameScorer = Callable[[np.ndarray], float | None]
 CaptureFactory = Callable[[str | int], Any]  # returns an object with cv2.VideoCapture's read/isOpened/release
@@ -79,7 +80,7 @@ class Camera:
         self.name = name
         self.frame_scorer = frame_scorer
         self.burst_size = burst_size
-        self.default_timeout_s = default_timeout_s
+        self.default_timeout_s = check_default_timeout(default_timeout_s)
         self.lock = DeviceLock(name)
         self.last_error: DeviceError | None = None
         self.opens = 0  # how many times the source was opened (first open and reopens)
@@ -130,7 +131,8 @@ class Camera:
         self._worker = self._new_worker()
 
     def _timeout(self, timeout_s: float) -> float:
-        return timeout_s if timeout_s > 0 else self.default_timeout_s
+        """The wait to use: the default for 0 (or NaN, or a negative), never over the capture bound."""
+        return bounded_timeout(timeout_s, self.default_timeout_s)
 
     def _on_worker(self, call: Callable[[], Any], timeout_s: float, action: str) -> Any:
         """Run a blocking OpenCV call on the reader thread, giving up after ``timeout_s``.

@@ -1,7 +1,8 @@
 """Errors of the station's devices, each with a message an officer or a kiosk can show.
 
 The server maps them to gRPC statuses: ``DeviceUnavailable`` -> UNAVAILABLE,
-``DeviceNotConfigured`` and ``DeviceRefused`` -> FAILED_PRECONDITION, ``DeviceTimeout`` -> DEADLINE_EXCEEDED.
+``DeviceNotConfigured`` and ``DeviceRefused`` -> FAILED_PRECONDITION, ``DeviceTimeout`` -> DEADLINE_EXCEEDED,
+``InvalidCaptureRequest`` -> INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ class DeviceRefused(DeviceError):
 
 class DeviceTimeout(DeviceError):
     """No face or finger was presented before the timeout."""
+
+
+class InvalidCaptureRequest(DeviceError):
+    """The capture request itself is refused (a timeout that is not a number of seconds within the bound).
+
+    Raised before the device is touched: the device is not at fault and its state does not change.
+    """
 
 
 class DeviceBusy(DeviceUnavailable):

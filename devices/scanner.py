@@ -37,6 +37,7 @@ from devices.errors import (
     DeviceUnavailable,
     DeviceWrongPassword,
 )
+from devices.timeouts import bounded_timeout, check_default_timeout
 
 DEFAULT_BAUD_RATE = 57600
 DEFAULT_TIMEOUT_S = 10.0
@@ -89,7 +90,7 @@ class FingerprintScanner:
         self.password = password
         self.name = name
         self.byte_timeout_s = byte_timeout_s
-        self.default_timeout_s = default_timeout_s
+        self.default_timeout_s = check_default_timeout(default_timeout_s)
         self.poll_interval_s = poll_interval_s
         self.lock = DeviceLock(name)
         self.last_error: DeviceError | None = None
@@ -196,8 +197,11 @@ class FingerprintScanner:
             return dict(self._parameters)
 
     def wait_for_finger(self, timeout_s: float = 0.0) -> None:
-        """Poll the sensor (GenImg) until a finger is imaged; :class:`DeviceTimeout` if none comes."""
-        timeout = timeout_s if timeout_s > 0 else self.default_timeout_s
+        """Poll the sensor (GenImg) until a finger is imaged; :class:`DeviceTimeout` if none comes.
+
+        ``timeout_s``: 0 (or NaN, or a negative) for the default; never more than the capture bound.
+        """
+        timeout = bounded_timeout(timeout_s, self.default_timeout_s)
         deadline = time.monotonic() + timeout
         with self._io:
             self.connect()
@@ -225,8 +229,9 @@ class FingerprintScanner:
         """Wait for a finger (up to ``timeout_s``, 0: the default), then download its image.
 
         A second concurrent caller waits for the first up to its own timeout, then gets :class:`DeviceBusy`.
+        The wait is never longer than :data:`~devices.timeouts.MAX_CAPTURE_TIMEOUT_S`, whatever is asked.
         """
-        timeout = timeout_s if timeout_s > 0 else self.default_timeout_s
+        timeout = bounded_timeout(timeout_s, self.default_timeout_s)
         started = time.monotonic()
         with self.lock.hold(timeout):
             self.wait_for_finger(timeout - (time.monotonic() - started))

@@ -3,6 +3,8 @@
 Each device is optional and independent: with no camera, :meth:`Station.capture_face` says so
 (:class:`DeviceNotConfigured`); a scanner that is gone does not stop the face path. Each device serves
 one capture at a time; a second caller waits up to its own timeout, then gets :class:`DeviceBusy`.
+A capture waits at most :data:`~devices.timeouts.MAX_CAPTURE_TIMEOUT_S` (60 s); a request for longer, or
+for a timeout that is not a number, is refused before the device is touched.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from devices.errors import (
     DeviceTimeout,
 )
 from devices.scanner import DEFAULT_BAUD_RATE, FingerprintScanner
+from devices.timeouts import MAX_CAPTURE_TIMEOUT_S, check_capture_timeout
 from devices.zfm_emulator import ZfmEmulator
 
 log = logging.getLogger(__name__)
+
+__all__ = ["MAX_CAPTURE_TIMEOUT_S", "DeviceStatus", "Station", "parse_scanner"]
 
 EMULATOR_PREFIX = "emulator:"
 FrameScorer = Callable[[np.ndarray], float | None]
@@ -124,16 +129,25 @@ class Station:
         return mine.name if mine is not None else ""
 
     def capture_face(self, device: str = "", timeout_s: float = 0.0) -> np.ndarray:
-        """The best frame of a burst from the camera: RGB uint8 HxWx3. 0: the camera's default timeout."""
+        """The best frame of a burst from the camera: RGB uint8 HxWx3. 0: the camera's default timeout.
+
+        A timeout that is NaN, infinite, negative or over :data:`MAX_CAPTURE_TIMEOUT_S` is refused
+        (:class:`InvalidCaptureRequest`) before the camera is touched.
+        """
+        timeout = check_capture_timeout(timeout_s)
         camera = self._pick(device, "face")
         assert isinstance(camera, Camera)
-        return camera.capture(timeout_s)
+        return camera.capture(timeout)
 
     def capture_fingerprint(self, device: str = "", timeout_s: float = 0.0) -> np.ndarray:
-        """A finger from the scanner: grey uint8 (288, 256). 0: the scanner's default timeout."""
+        """A finger from the scanner: grey uint8 (288, 256). 0: the scanner's default timeout.
+
+        The timeout is checked as :meth:`capture_face` checks it, before the scanner is touched.
+        """
+        timeout = check_capture_timeout(timeout_s)
         scanner = self._pick(device, "fingerprint")
         assert isinstance(scanner, FingerprintScanner)
-        return scanner.capture(timeout_s)
+        return scanner.capture(timeout)
 
     # -- status --------------------------------------------------------------------------------
 

@@ -230,3 +230,42 @@ def test_a_second_concurrent_capture_is_busy():
         worker.join()
         camera.close()
     assert len(errors) == 1 and isinstance(errors[0], DeviceTimeout)
+
+
+def _capture_in_thread(camera: Camera, timeout_s: float, join_s: float) -> tuple[list[BaseException], float]:
+    """Run ``camera.capture(timeout_s)`` in a thread; what it raised and how long it took (join_s at most)."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            camera.capture(timeout_s=timeout_s)
+        except BaseException as exc:  # reported to the test
+            raised.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(join_s)
+    return raised, time.monotonic() - started
+
+
+@pytest.mark.parametrize("timeout_s", [float("inf"), 1e9])
+def test_the_camera_never_waits_longer_than_the_capture_bound(monkeypatch, timeout_s):
+    import devices.timeouts
+
+    monkeypatch.setattr(devices.timeouts, "MAX_CAPTURE_TIMEOUT_S", 1.0)
+    camera = Camera(str(VIDEO), frame_scorer=lambda frame: None, default_timeout_s=0.5)  # no frame is ever usable
+    try:
+        raised, took = _capture_in_thread(camera, timeout_s, join_s=15)
+        assert len(raised) == 1 and isinstance(raised[0], DeviceTimeout), raised
+        assert "within 1 s" in str(raised[0])
+        assert took < 10
+        assert not camera.lock.busy
+    finally:
+        camera.close()
+
+
+@pytest.mark.parametrize("default_s", [0.0, -1.0, float("nan"), float("inf"), 61.0])
+def test_a_camera_default_timeout_must_be_within_the_bound(default_s):
+    with pytest.raises(ValueError, match="default capture timeout"):
+        Camera(str(VIDEO), default_timeout_s=default_s)

@@ -252,3 +252,33 @@ def test_console_commands_inject_clear_and_place(emulator, capsys):
     assert "faults: none" in capsys.readouterr().out
     assert _command(emulator, "frobnicate") and "commands:" in capsys.readouterr().out
     assert not _command(emulator, "quit")
+
+
+@pytest.mark.parametrize("timeout_s", [float("inf"), 1e9])
+def test_the_scanner_never_waits_longer_than_the_capture_bound(monkeypatch, emulator, scanner, timeout_s):
+    import devices.timeouts
+
+    monkeypatch.setattr(devices.timeouts, "MAX_CAPTURE_TIMEOUT_S", 0.5)
+    emulator.inject(Fault.NO_FINGER)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            scanner.capture(timeout_s=timeout_s)
+        except BaseException as exc:  # reported to the test
+            raised.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(15)
+    assert len(raised) == 1 and isinstance(raised[0], DeviceTimeout), raised
+    assert "within 0.5 s" in str(raised[0])
+    assert time.monotonic() - started < 10
+    assert not scanner.lock.busy
+
+
+@pytest.mark.parametrize("default_s", [0.0, float("nan"), float("inf"), 600.0])
+def test_a_scanner_default_timeout_must_be_within_the_bound(default_s):
+    with pytest.raises(ValueError, match="default capture timeout"):
+        FingerprintScanner("/dev/null", default_timeout_s=default_s)

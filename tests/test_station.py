@@ -7,8 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices.errors import DeviceNotConfigured, DevicePortMissing, DeviceSilent, DeviceUnavailable
-from devices.station import Station, parse_scanner
+from devices.errors import (
+    DeviceNotConfigured,
+    DevicePortMissing,
+    DeviceSilent,
+    DeviceUnavailable,
+    InvalidCaptureRequest,
+)
+from devices.station import MAX_CAPTURE_TIMEOUT_S, Station, parse_scanner
 from devices.zfm_emulator import Fault
 from devices.zfm_protocol import quantize_4bit
 
@@ -119,3 +125,46 @@ def test_missing_camera_and_port_are_reported_not_raised_at_start(tmp_path):
 def test_emulator_folder_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="fingerprint image folder not found"):
         Station.from_config(camera=None, scanner=f"emulator:{tmp_path / 'absent'}")
+
+
+@pytest.mark.parametrize("timeout_s", [float("inf"), float("-inf"), float("nan"), -1.0, 60.5, 1e9])
+def test_a_capture_timeout_out_of_bounds_is_refused_before_any_device_is_touched(station, timeout_s):
+    station.camera.close()
+    station.scanner.close()
+    opens = station.camera.opens
+    with pytest.raises(InvalidCaptureRequest, match=r"from 0 .* to 60 seconds"):
+        station.capture_face(timeout_s=timeout_s)
+    with pytest.raises(InvalidCaptureRequest, match=r"from 0 .* to 60 seconds"):
+        station.capture_fingerprint(timeout_s=timeout_s)
+    assert not station.camera.is_open and station.camera.opens == opens
+    assert not station.scanner.connected
+    assert not station.camera.lock.busy and not station.scanner.lock.busy
+    # the devices are not at fault: they stay ready, and a valid request captures
+    assert {d.name: d.state for d in station.list_devices()} == {"camera0": "ready", "scanner0": "ready"}
+    assert station.capture_fingerprint(timeout_s=5).shape == (288, 256)
+
+
+def test_the_timeout_bounds_themselves_are_accepted(station):
+    assert MAX_CAPTURE_TIMEOUT_S == 60.0
+    assert station.capture_face(timeout_s=0).shape == (480, 640, 3)  # 0: the camera's default
+    assert station.capture_fingerprint(timeout_s=MAX_CAPTURE_TIMEOUT_S).shape == (288, 256)
+
+
+def test_a_bad_timeout_is_refused_even_with_no_such_device():
+    """The request is checked first: a kiosk learns what is wrong with what it sent."""
+    with pytest.raises(InvalidCaptureRequest):
+        Station().capture_face(timeout_s=float("inf"))
+
+
+def test_the_device_bound_is_the_core_bound():
+    from biometrics.validation import MAX_CAPTURE_TIMEOUT_S as CORE_MAX
+
+    assert MAX_CAPTURE_TIMEOUT_S == CORE_MAX
+
+
+def test_an_invalid_capture_request_is_answered_invalid_argument() -> None:
+    import grpc
+
+    from verify.status import status_for
+
+    assert status_for(InvalidCaptureRequest("The capture timeout must be ...")) == grpc.StatusCode.INVALID_ARGUMENT

@@ -18,6 +18,8 @@ from devices.zfm_protocol import quantize_4bit
 DATA = Path(__file__).resolve().parent / "data"
 VIDEO = DATA / "camera" / "fake_camera_Tony_Blair.avi"
 PRINTS = DATA / "scanner"
+pytestmark = pytest.mark.server  # every test here talks to a real checkpoint-server process
+
 TONY = pb.SubjectInfo(name="Tony Blair", nationality="GBR", date_of_birth="1953-05-06")
 
 
@@ -191,3 +193,16 @@ def test_enrol_a_finger_from_the_scanner_then_verify(stub, emulator: ZfmEmulator
     impostor = stub.Verify(pb.VerifyRequest(subject_id="IDN0000101", samples=[finger()]), timeout=60)
     assert not impostor.match and impostor.score < impostor.threshold
     assert [p.name for p in emulator.served[-3:]] == ["DB4_B_101_1.png", "DB4_B_101_2.png", "DB4_B_102_1.png"]
+
+
+@pytest.mark.parametrize("timeout_s", [float("inf"), float("nan"), -1.0, 61.0, 1e9])
+def test_a_capture_timeout_out_of_bounds_is_an_invalid_argument(stub, timeout_s: float) -> None:
+    for capture in (stub.CaptureFace, stub.CaptureFingerprint):
+        e = rpc_error(capture, pb.CaptureRequest(timeout_seconds=timeout_s), timeout=30)
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (capture, e.details())
+        assert "timeout" in e.details() and "60 seconds" in e.details()
+    e = rpc_error(stub.Verify, pb.VerifyRequest(subject_id="GBR0000001", samples=[camera_sample(timeout_s)]),
+                  timeout=30)
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "60 seconds" in e.details()
+    assert stub.CaptureFingerprint(pb.CaptureRequest(timeout_seconds=5), timeout=30).width == 256  # still serving
+

@@ -14,7 +14,14 @@ from biometrics.errors import (
 )
 from biometrics.service import NoReference
 from biometrics.workers import WorkerLost
-from devices.errors import DeviceError, DeviceNotConfigured, DeviceRefused, DeviceTimeout, DeviceUnavailable
+from devices.errors import (
+    DeviceError,
+    DeviceNotConfigured,
+    DeviceRefused,
+    DeviceTimeout,
+    DeviceUnavailable,
+    InvalidCaptureRequest,
+)
 
 _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (SampleTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -23,6 +30,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (SubjectExists, grpc.StatusCode.ALREADY_EXISTS),
     (NotImplementedModality, grpc.StatusCode.UNIMPLEMENTED),
     (NoReference, grpc.StatusCode.FAILED_PRECONDITION),
+    (InvalidCaptureRequest, grpc.StatusCode.INVALID_ARGUMENT),  # the request, not the device: checked first
     (DeviceTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
     (DeviceNotConfigured, grpc.StatusCode.FAILED_PRECONDITION),
     (DeviceRefused, grpc.StatusCode.FAILED_PRECONDITION),
