@@ -1,6 +1,9 @@
-"""The tamper-evident audit log: every decision, hash-chained, with Ed25519-signed checkpoints.
+"""The tamper-evident audit chain: every decision, hash-chained, with Ed25519-signed checkpoints, in the store.
 
-An append-only JSON-lines file (``DATA_DIR/audit/audit.jsonl``). Each line is one entry::
+Each entry is a JSON object, stored in the store's ``audit`` table in the SAME transaction as the change it
+records (:meth:`AuditChain.transaction`): an enrolment or an erasure is never stored without its record, and a
+record is never written for a change that did not commit. Sequence numbers come from the table's primary key
+inside a write transaction, so they are unique and gap-free; a failed commit uses none. ::
 
     {"seq": n, "type": "decision", "time": ..., "kind": "verify", "decision_id": ...,
      "actor": {"role", "identity", "fingerprint_sha256"}, "fields": {...}, "prev": <hash of entry n-1>,
@@ -10,9 +13,17 @@ A ``"type": "checkpoint"`` entry every ``checkpoint_every`` decisions and at shu
 signature over its own canonical JSON (which names the hash of the entry before it, so the whole chain up to
 it). Canonical JSON: keys sorted, no whitespace, UTF-8, floats as Python's ``repr``.
 
+**Truncation.** A chain cut after a signed checkpoint is still a valid chain; what proves it was longer is a
+copy of a later signed head kept elsewhere. After every checkpoint commits, the chain writes it (the *signed
+head*) to an anchor file outside the data directory (by default beside the keys); ``checkpoint-audit verify``
+checks that the chain still holds that head (``--expected-head``) and at least ``--min-records`` records.
+
+**Older logs.** A station upgraded from the JSON-lines log (``DATA_DIR/audit/audit.jsonl``) has it imported on
+its first start (:func:`import_jsonl`): every readable entry is kept as written; a torn line (a crash mid-write)
+is moved aside to a file of its own and a ``recovery`` record says so, in the chain.
+
 No biometric data and no personal data: subjects appear only as pseudonymous references (HMAC of the
-document number, :meth:`biometrics.crypto.KeyRing.pseudonym`). Each entry is written and ``fsync``-ed
-before the call that made the decision answers.
+document number, :meth:`biometrics.crypto.KeyRing.pseudonym`).
 """
 
 from __future__ import annotations
@@ -22,8 +33,8 @@ import hashlib
 import json
 import logging
 import os
-import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +43,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from biometrics.storage import Storage, Transaction
 from biometrics.types import Actor
 
 log = logging.getLogger(__name__)
@@ -39,12 +51,18 @@ log = logging.getLogger(__name__)
 LOG_NAME = "audit.jsonl"
 SIGNING_KEY_NAME = "audit-signing.key"
 PUBLIC_KEY_NAME = "audit-signing.pub"
+ANCHOR_DIR = "audit-heads"
+
+
+def anchor_path(key_dir: Path, store_id: str) -> Path:
+    """Where a store's signed heads are exported by default: ``KEY_DIR/audit-heads/<store id>.json``."""
+    return key_dir / ANCHOR_DIR / f"{store_id}.json"
 GENESIS = "0" * 64
 DEFAULT_CHECKPOINT_EVERY = 100
 #: Fields the service may pass that carry no biometric or personal data; anything else is dropped.
 ALLOWED_FIELDS = frozenset({
     "subject_ref", "outcome", "threshold", "qualities", "duplicates", "override_reason", "match", "score",
-    "candidates", "reason", "modalities",
+    "candidates", "reason", "modalities", "watchlist", "alert_id", "count", "moved_to", "lines", "sha256",
 })
 
 
@@ -63,17 +81,22 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _write_private(path: Path, data: bytes, *, replace: bool = False) -> None:
+    """Write ``data`` to ``path`` with mode 0600, fsync-ed; atomically replacing it when ``replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    target = path.with_name(path.name + ".tmp") if replace else path
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
+    fd = os.open(target, flags, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    if replace:
+        os.replace(target, path)
 
 
 def load_or_create_signing_key(key_dir: Path) -> Ed25519PrivateKey:
-    """The log's Ed25519 signing key in ``key_dir`` (created 0600 on a first start; public key exported)."""
+    """The chain's Ed25519 signing key in ``key_dir`` (created 0600 on a first start; public key exported)."""
     path = key_dir / SIGNING_KEY_NAME
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -105,114 +128,82 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
-def _last_line(path: Path) -> bytes:
-    with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
-        chunk, pos = b"", end
-        while pos > 0:
-            step = min(4096, pos)
-            pos -= step
-            f.seek(pos)
-            chunk = f.read(step) + chunk
-            lines = chunk.rstrip(b"\n").split(b"\n")
-            if len(lines) > 1 or pos == 0:
-                return lines[-1]
-    return b""
+class AuditChain:
+    """The hash-chained decision log in the store (implements ``biometrics.service.DecisionLog``).
 
+    Records are appended inside a transaction of the store: use :meth:`transaction` for a change and its
+    record, so that both commit or neither does.
+    """
 
-def _chain_end(path: Path) -> tuple[int, str]:
-    """(seq, hash) of the last readable entry; a torn last line (a crash mid-write) is skipped and logged."""
-    try:
-        last = json.loads(_last_line(path))
-        return int(last["seq"]), str(last["hash"])
-    except (ValueError, KeyError, TypeError):
-        log.error("audit log %s: the last line is torn or unreadable; the chain continues from the last "
-                  "readable entry, and `checkpoint-audit verify` will report the line", path)
-    seq, head = -1, GENESIS
-    for _, entry, _ in read_entries(path):
-        if entry is not None and isinstance(entry.get("seq"), int) and isinstance(entry.get("hash"), str):
-            seq, head = entry["seq"], entry["hash"]
-    return seq, head
-
-
-class AuditLog:
-    """An append-only, hash-chained decision log (implements ``biometrics.service.DecisionLog``)."""
-
-    def __init__(self, path: Path, signing_key: Ed25519PrivateKey,
-                 checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY) -> None:
-        self.path = path
+    def __init__(self, storage: Storage, signing_key: Ed25519PrivateKey, *,
+                 checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, anchor: Path | None = None) -> None:
+        if checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
+        self.storage = storage
         self.signing_key = signing_key
         self.key_id = public_key_id(signing_key.public_key())
         self.checkpoint_every = checkpoint_every
-        self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.seq, self.head, self._since_checkpoint = -1, GENESIS, 0
-        if path.exists() and path.stat().st_size:
-            self.seq, self.head = _chain_end(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._file = os.fdopen(fd, "ab")
-        if path.stat().st_size and not self._ends_with_newline():
-            self._file.write(b"\n")  # a torn last line stays visible to `checkpoint-audit verify`
+        self.anchor = anchor
 
-    @classmethod
-    def open(cls, data_dir: Path, key_dir: Path | None = None, **kwargs: Any) -> AuditLog:
-        """The log at ``data_dir/audit/audit.jsonl``, signed by the key in ``key_dir`` (default DATA_DIR/keys)."""
-        key = load_or_create_signing_key(key_dir or data_dir / "keys")
-        return cls(data_dir / "audit" / LOG_NAME, key, **kwargs)
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A store transaction whose records are part of it; after it commits, a new signed head is exported."""
+        with self.storage.transaction() as tx:
+            yield tx
+        if tx.audit_checkpoints and self.anchor is not None:
+            self.export_head(tx.audit_checkpoints[-1])
 
-    def _ends_with_newline(self) -> bool:
-        with self.path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
+    def export_head(self, checkpoint: dict[str, Any]) -> None:
+        """Write a signed checkpoint to the anchor file (atomically; a failure is logged, never raised)."""
+        assert self.anchor is not None
+        try:
+            _write_private(self.anchor, canonical(checkpoint) + b"\n", replace=True)
+        except OSError as exc:
+            log.error("audit: the signed head could not be exported to %s: %s", self.anchor, exc)
 
-    def _append(self, entry: dict[str, Any]) -> dict[str, Any]:
-        entry["seq"] = self.seq + 1
-        entry["prev"] = self.head
+    def _append(self, tx: Transaction, entry: dict[str, Any]) -> dict[str, Any]:
+        seq, head, _ = self.storage.audit_tail(tx)
+        entry["seq"] = seq + 1
+        entry["prev"] = head or GENESIS
         if entry["type"] == "checkpoint":
+            entry["head"] = entry["prev"]
+            entry["records"] = entry["seq"]
             entry["signature"] = self.signing_key.sign(canonical(
                 {k: v for k, v in entry.items() if k not in ("hash", "signature")})).hex()
+            tx.audit_checkpoints.append(entry)
         entry["hash"] = entry_hash(entry)
-        self._file.write(canonical(entry) + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self.seq, self.head = entry["seq"], entry["hash"]
+        self.storage.append_audit(tx, entry["seq"], entry["type"], entry["hash"], canonical(entry).decode())
         return entry
 
-    def record(self, kind: str, actor: Actor, decision_id: str, **fields: Any) -> None:
-        """Append one decision (who, what, outcome, scores, threshold, time), fsync-ed; see the module doc."""
+    def record(self, tx: Transaction, kind: str, actor: Actor, decision_id: str, **fields: Any) -> dict[str, Any]:
+        """Append one decision in ``tx`` (and a signed checkpoint when one is due); returns the entry."""
         who = {"role": actor.role, "identity": actor.identity}
         if actor.extra.get("fingerprint_sha256"):
             who["fingerprint_sha256"] = actor.extra["fingerprint_sha256"]
         dropped = sorted(set(fields) - ALLOWED_FIELDS)
         if dropped:
             log.warning("audit: fields %s are not recorded (not on the allowed list)", dropped)
-        entry = {"type": "decision", "time": _now(), "kind": kind, "decision_id": decision_id, "actor": who,
-                 "fields": {k: v for k, v in fields.items() if k in ALLOWED_FIELDS}}
-        with self._lock:
-            self._append(entry)
-            self._since_checkpoint += 1
-            if self._since_checkpoint >= self.checkpoint_every:
-                self._checkpoint("periodic")
+        entry = self._append(tx, {"type": "decision", "time": _now(), "kind": kind, "decision_id": decision_id,
+                                  "actor": who, "fields": {k: v for k, v in fields.items() if k in ALLOWED_FIELDS}})
+        _, _, last_checkpoint = self.storage.audit_tail(tx)
+        if entry["seq"] - last_checkpoint >= self.checkpoint_every:
+            self._checkpoint(tx, "periodic")
+        return entry
 
-    def _checkpoint(self, reason: str) -> dict[str, Any]:
-        self._since_checkpoint = 0
-        return self._append({"type": "checkpoint", "time": _now(), "reason": reason, "key_id": self.key_id,
-                             "head": self.head, "records": self.seq + 1})
+    def _checkpoint(self, tx: Transaction, reason: str) -> dict[str, Any]:
+        return self._append(tx, {"type": "checkpoint", "time": _now(), "reason": reason, "key_id": self.key_id})
 
-    def checkpoint(self, reason: str = "requested") -> dict[str, Any]:
-        """Append a signed checkpoint over the chain so far."""
-        with self._lock:
-            return self._checkpoint(reason)
+    def checkpoint(self, reason: str = "requested") -> dict[str, Any] | None:
+        """Sign a checkpoint over the chain so far (none when the last entry is already one, or the chain is empty)."""
+        with self.transaction() as tx:
+            seq, _, last_checkpoint = self.storage.audit_tail(tx)
+            if seq < 0 or seq == last_checkpoint:
+                return None
+            return self._checkpoint(tx, reason)
 
     def close(self) -> None:
-        """Sign a checkpoint (if anything was appended since the last one) and close the file."""
-        with self._lock:
-            if self._file.closed:
-                return
-            if self._since_checkpoint:
-                self._checkpoint("shutdown")
-            self._file.close()
+        """Sign a shutdown checkpoint if anything was appended since the last one."""
+        self.checkpoint("shutdown")
 
 
 # -- verification ----------------------------------------------------------------------------------
@@ -247,27 +238,44 @@ class Report:
         return self.finding is None
 
 
+def parse_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+    """(line number, parsed entry or None, error) for each JSON line."""
+    for number, raw in enumerate(lines, start=1):
+        try:
+            entry = json.loads(raw)
+            if not isinstance(entry, dict):
+                raise ValueError("not an object")
+            yield number, entry, ""
+        except ValueError as exc:
+            yield number, None, f"not a JSON entry ({exc})"
+
+
 def read_entries(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
-    """(line number, parsed entry or None, error) for each line of a log."""
+    """(line number, parsed entry or None, error) for each line of a JSON-lines log (an export)."""
     with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                entry = json.loads(raw)
-                if not isinstance(entry, dict):
-                    raise ValueError("not an object")
-                yield number, entry, ""
-            except ValueError as exc:
-                yield number, None, f"not a JSON entry ({exc})"
+        yield from parse_lines(f)
 
 
-def verify_log(path: Path, public_key: Ed25519PublicKey) -> Report:
+def _signature_holds(entry: dict[str, Any], public_key: Ed25519PublicKey) -> bool:
+    body = {k: v for k, v in entry.items() if k not in ("hash", "signature")}
+    try:
+        if entry.get("key_id") != public_key_id(public_key):
+            return False
+        public_key.verify(bytes.fromhex(str(entry.get("signature", ""))), canonical(body))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def verify_entries(entries: Iterable[tuple[int, dict[str, Any] | None, str]], public_key: Ed25519PublicKey,
+                   ) -> Report:
     """Walk the chain: sequence, links, hashes and checkpoint signatures; stop at the first finding.
 
     A record altered in place fails its own hash; a removed record leaves a gap in ``seq``; reordered
     records break the sequence; a record altered with its hash (and the chain after it) recomputed
-    fails at the next signed checkpoint; a forged checkpoint fails its signature.
+    fails at the next signed checkpoint; a forged checkpoint fails its signature. A chain cut at its end is
+    found only against a signed head kept elsewhere (:func:`check_head`).
     """
-    key_id = public_key_id(public_key)
     expected_seq, head = 0, GENESIS
     decisions = checkpoints = 0
     signed_through = -1
@@ -276,7 +284,7 @@ def verify_log(path: Path, public_key: Ed25519PublicKey) -> Report:
     def report(finding: Finding | None) -> Report:
         return Report(expected_seq, decisions, checkpoints, signed_through, finding)
 
-    entries = list(read_entries(path))
+    entries = list(entries)
     present = {e.get("seq") for _, e, _ in entries if e is not None}
     for line, entry, error in entries:
         if entry is None:
@@ -301,12 +309,7 @@ def verify_log(path: Path, public_key: Ed25519PublicKey) -> Report:
         if entry.get("hash") != entry_hash(entry):
             return report(Finding(line, seq, "altered: its content does not match its hash"))
         if entry.get("type") == "checkpoint":
-            body = {k: v for k, v in entry.items() if k not in ("hash", "signature")}
-            try:
-                if entry.get("key_id") != key_id:
-                    raise InvalidSignature
-                public_key.verify(bytes.fromhex(str(entry.get("signature", ""))), canonical(body))
-            except (InvalidSignature, ValueError):
+            if not _signature_holds(entry, public_key):
                 return report(Finding(line, seq, "checkpoint signature is not valid for the log's public key "
                                       f"(records {last_checkpoint_seq + 1}..{seq - 1} are not proven)"))
             if entry.get("head") != head or entry.get("records") != seq:
@@ -321,3 +324,92 @@ def verify_log(path: Path, public_key: Ed25519PublicKey) -> Report:
         head = entry["hash"]
         expected_seq += 1
     return report(None)
+
+
+def verify_log(path: Path, public_key: Ed25519PublicKey) -> Report:
+    """:func:`verify_entries` over a JSON-lines file (an export, or a log from before the chain moved)."""
+    return verify_entries(read_entries(path), public_key)
+
+
+def verify_store(storage_entries: Iterable[str], public_key: Ed25519PublicKey) -> Report:
+    """:func:`verify_entries` over the store's entries (each a JSON text, in sequence order)."""
+    return verify_entries(parse_lines(storage_entries), public_key)
+
+
+def load_head(path: Path, public_key: Ed25519PublicKey) -> dict[str, Any]:
+    """A signed head exported by :meth:`AuditChain.export_head`, its signature checked (ValueError if not)."""
+    head = json.loads(path.read_text())
+    if not isinstance(head, dict) or head.get("type") != "checkpoint" or not _signature_holds(head, public_key):
+        raise ValueError(f"{path} is not a signed head of this log (bad signature or not a checkpoint)")
+    if head.get("hash") != entry_hash(head):
+        raise ValueError(f"{path}: its hash does not match its content")
+    return head
+
+
+def check_head(entries: Iterable[tuple[int, dict[str, Any] | None, str]], report: Report,
+               head: dict[str, Any] | None = None, min_records: int = 0) -> str | None:
+    """What truncation or rewriting a kept signed head (and a minimum record count) reveals; None if nothing.
+
+    ``report`` is :func:`verify_entries` over the same ``entries`` (which must have found nothing).
+    """
+    if report.records < min_records:
+        return (f"truncated: the log holds {report.records} records, at least {min_records} were expected "
+                f"(records {report.records}..{min_records - 1} are missing)")
+    if head is None:
+        return None
+    seq = int(head["seq"])
+    if report.records <= seq:
+        return (f"truncated: the log ends at seq {report.records - 1}, but a signed head exported at "
+                f"{head.get('time')} proves records through seq {seq} ({seq - report.records + 1} or more removed)")
+    for _, entry, _ in entries:
+        if entry is not None and entry.get("seq") == seq:
+            if entry.get("hash") != head.get("hash"):
+                return (f"rewritten: the record at seq {seq} is not the signed head exported at {head.get('time')} "
+                        "(the chain was replaced from there or before)")
+            return None
+    return f"truncated: no record at seq {seq}, the signed head's"
+
+
+# -- logs from before the chain moved into the store ------------------------------------------------
+
+
+def import_jsonl(path: Path, chain: AuditChain) -> int:
+    """Import a JSON-lines audit log into an empty chain; returns how many entries were imported.
+
+    Every readable entry is stored exactly as written (its hash and signature still verify). Unreadable lines
+    (a torn write) and entries whose seq was already taken (a record re-used after a failed write) are moved
+    aside to ``<log>.torn-<time>``, and a ``recovery`` record at the end of the chain names that file, the line
+    numbers and the SHA-256 of what was moved. The imported file is renamed ``<log>.imported``.
+    """
+    moved: list[tuple[int, bytes]] = []
+    imported = 0
+    with chain.transaction() as tx:
+        if chain.storage.audit_tail(tx)[0] >= 0:
+            raise ValueError("the chain in the store is not empty: the JSON-lines log was imported already")
+        expected = 0
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    entry = json.loads(raw)
+                    ok = isinstance(entry, dict) and entry.get("seq") == expected and isinstance(entry.get("hash"), str)
+                except ValueError:
+                    ok = False
+                if not ok:
+                    moved.append((number, raw))
+                    continue
+                chain.storage.append_audit(tx, expected, str(entry.get("type")), entry["hash"],
+                                           canonical(entry).decode())
+                expected += 1
+                imported += 1
+        if moved:
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            aside = path.with_name(f"{path.name}.torn-{stamp}")
+            blob = b"".join(raw if raw.endswith(b"\n") else raw + b"\n" for _, raw in moved)
+            _write_private(aside, blob)
+            log.error("audit: %d torn or superseded line(s) of %s moved aside to %s", len(moved), path, aside)
+            chain.record(tx, "recovery", Actor(role="system", identity="checkpoint-server"), "0" * 32,
+                         reason="torn or superseded lines of the JSON-lines log moved aside at import",
+                         moved_to=aside.name, lines=[n for n, _ in moved], sha256=hashlib.sha256(blob).hexdigest())
+    os.replace(path, path.with_name(path.name + ".imported"))
+    log.warning("audit: %d entries of %s imported into the store's chain", imported, path)
+    return imported

@@ -3,22 +3,31 @@
 Pure Python over the core: extraction, the in-memory gallery, storage and the decision log. It knows
 nothing of gRPC; ``verify/servicer.py`` adapts it. Every score is a false-match score ``-log10(FMR)``
 (:mod:`biometrics.scores`) and the operating threshold is ``-log10(fmr)`` for the configured FMR.
+
+**Storage is the truth, memory follows it.** A change (an enrolment, an erasure) is committed with its
+change-log entry and its audit record in one transaction; only then is it applied to the in-memory gallery,
+from the change log's sequence. If applying it fails, the gallery is marked behind and catches up from the
+change log before the next call answers, so it can never diverge from storage for long enough to matter: a
+subject stored is found by the next Verify, a subject erased is gone before the next search.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import re
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from biometrics import validation
+from biometrics.audit import LOG_NAME, AuditChain, anchor_path, import_jsonl, load_or_create_signing_key
 from biometrics.crypto import KeyRing
+from biometrics.datadir import DataDirLock, lock_data_dir
 from biometrics.errors import (
     BiometricError,
     InvalidSample,
@@ -30,13 +39,21 @@ from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extra
 from biometrics.fingerprint.fusion import fuse_false_match_scores
 from biometrics.fingerprint.gallery import FingerprintGallery
 from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_grey
+from biometrics.keydir import (
+    KEYRING_NAME,
+    KeyLocationError,
+    check_key_location,
+    default_key_dir,
+    prepare_key_dir,
+)
 from biometrics.matcher import TemplateIndex
 from biometrics.scores import ScoreCalibration, threshold_for_fmr, threshold_for_fpir
 from biometrics.statistics import TrafficStatistics
-from biometrics.storage import Storage, StoredTemplate
+from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, Change, Storage, StoredTemplate, Transaction, now
 from biometrics.templates import pack_face_template, unpack_face_template
 from biometrics.types import (
     Actor,
+    Alert,
     Candidate,
     EnrolmentResult,
     IdentificationResult,
@@ -51,8 +68,6 @@ from biometrics.types import (
 
 log = logging.getLogger(__name__)
 
-SUBJECT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
-
 
 class NoReference(BiometricError):
     """The subject has no enrolled reference for the modality of the probe."""
@@ -63,14 +78,6 @@ class FaceExtractor(Protocol):
 
     def extract_face(self, image: bytes | np.ndarray, purpose: str = "probe") -> FaceTemplate:
         """The face template of ``image`` (encoded bytes or RGB pixels)."""
-        ...
-
-
-class DecisionLog(Protocol):
-    """Where every decision is recorded (the tamper-evident audit log)."""
-
-    def record(self, kind: str, actor: Actor, decision_id: str, **fields: Any) -> None:
-        """Append one decision."""
         ...
 
 
@@ -99,15 +106,32 @@ class ServiceConfig:
     limits: ImageLimits = field(default_factory=ImageLimits)
 
 
-def _check_subject_id(subject_id: str) -> None:
-    if not SUBJECT_ID_PATTERN.match(subject_id or ""):
-        raise InvalidSample(
-            "The subject id must be 1 to 64 letters, digits or . _ : / - (the travel-document number)."
-        )
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where a checkpoint keeps its data and its keys (see :mod:`biometrics.keydir`)."""
+
+    data_dir: Path
+    key_dir: Path | None = None  # None: default_key_dir()
+    key_file: Path | None = None  # None: KEY_DIR/keyring.json
+    anchor: Path | None = None  # None: KEY_DIR/audit-heads/<store id>.json
+    dev_keys_in_data_dir: bool = False
+
+    def resolved_key_dir(self) -> Path:
+        """The key directory in use."""
+        return self.key_dir or default_key_dir()
 
 
 def _new_decision_id() -> str:
     return uuid.uuid4().hex
+
+
+@dataclass
+class _GalleryState:
+    """Which change of the log the in-memory gallery reflects."""
+
+    applied_seq: int = 0
+    stale: bool = False
+    refs: dict[str, str] = field(default_factory=dict)  # pseudonym -> subject id, for erasures
 
 
 class CheckpointService:
@@ -121,7 +145,7 @@ class CheckpointService:
         face_calibration: ScoreCalibration | None = None,
         fingerprint_calibration: ScoreCalibration | None = None,
         extractor: FaceExtractor | None = None,
-        decision_log: DecisionLog | None = None,
+        decision_log: AuditChain | None = None,
         statistics: TrafficStatistics | None = None,
     ) -> None:
         self.storage = storage
@@ -136,22 +160,64 @@ class CheckpointService:
         self.fingerprint_gallery = FingerprintGallery(
             fingerprint_calibration or ScoreCalibration.for_modality("fingerprint"))
         self._watchlist: dict[str, bool] = {}
+        self._state = _GalleryState()
         # Enrolments and deletions are serialised, so that a duplicate search and the insert it
         # clears are one step; searches never take this lock.
         self._write_lock = threading.Lock()
+        self._apply_lock = threading.RLock()
+        self._data_lock: DataDirLock | None = None
         self._load_gallery()
 
     @classmethod
-    def open(cls, data_dir: Path, *, key_file: Path | None = None, **kwargs: Any) -> CheckpointService:
-        """The service over ``data_dir/checkpoint.db``, its key ring created on a first start."""
-        keyring = KeyRing.load_or_create(key_file or data_dir / "keys" / "keyring.json")
-        return cls(Storage(data_dir / "checkpoint.db", keyring), **kwargs)
+    def open(cls, location: Path | StoreLocation, **kwargs: Any) -> CheckpointService:
+        """The service over ``DATA_DIR/checkpoint.db``, locked for this process, its keys in the key directory.
+
+        The data directory is locked (a second server on it is refused); the key ring and the audit signing
+        key are loaded from the key directory, or created there on a first start, and refused inside the data
+        directory unless ``dev_keys_in_data_dir``. A JSON-lines audit log of an older version is imported.
+        """
+        where = location if isinstance(location, StoreLocation) else StoreLocation(location)
+        key_dir = where.resolved_key_dir()
+        key_file = where.key_file or key_dir / KEYRING_NAME
+        old_ring = where.data_dir / "keys" / KEYRING_NAME
+        if old_ring.exists() and not where.dev_keys_in_data_dir and old_ring.resolve() != key_file.resolve():
+            raise KeyLocationError(
+                f"the key ring of this station is in {old_ring.parent}, inside the data directory (where older "
+                f"versions kept it): move it out, e.g. `mv {old_ring.parent} {key_dir}` (when {key_dir} does not "
+                "exist yet), then start again; --dev-keys-in-data-dir keeps it there on a development machine")
+        for path in (key_dir, key_file):
+            check_key_location(path, where.data_dir, allow_inside=where.dev_keys_in_data_dir)
+        if where.dev_keys_in_data_dir:
+            log.warning("DEVELOPMENT SETUP: keys may sit inside the data directory %s; a copy of it opens every "
+                        "sealed row", where.data_dir)
+        data_lock = lock_data_dir(where.data_dir)
+        storage = None
+        try:
+            prepare_key_dir(key_dir)
+            storage = Storage(where.data_dir / "checkpoint.db", KeyRing.load_or_create(key_file))
+            chain = AuditChain(storage, load_or_create_signing_key(key_dir),
+                               checkpoint_every=kwargs.pop("checkpoint_every", 100),
+                               anchor=where.anchor or anchor_path(key_dir, storage.store_id))
+            legacy = where.data_dir / "audit" / LOG_NAME
+            if legacy.exists() and storage.audit_count() == 0:
+                import_jsonl(legacy, chain)
+            service = cls(storage, decision_log=chain, **kwargs)
+        except BaseException:
+            if storage is not None:
+                storage.close()
+            data_lock.release()
+            raise
+        service._data_lock = data_lock
+        return service
+
+    # -- the in-memory gallery, following the change log --------------------------------------
 
     def _load_gallery(self) -> None:
         subjects = templates = 0
         face_owners: list[str] = []
         faces: list[np.ndarray] = []
-        for record, stored in self.storage.load_all():
+        snapshot, head = self.storage.snapshot()
+        for ref, record, stored in snapshot:
             face_rows = [unpack_face_template(t.data) for t in stored if t.modality == Modality.FACE]
             face_owners += [record.subject_id] * len(face_rows)
             faces += face_rows
@@ -159,29 +225,92 @@ class CheckpointService:
                 (t.finger, FingerprintTemplate.from_bytes(t.data)) for t in stored
                 if t.modality == Modality.FINGERPRINT])
             self._watchlist[record.subject_id] = record.info.watchlist
+            self._state.refs[ref] = record.subject_id
             subjects += 1
             templates += len(stored)
         if faces:
             self.face_index.add_many(face_owners, np.stack(faces))  # one bulk append, one snapshot
-        log.info("gallery loaded: %d subjects, %d templates", subjects, templates)
+        self._state.applied_seq = head
+        log.info("gallery loaded: %d subjects, %d templates (change log at %d)", subjects, templates, head)
+
+    def _add_to_gallery(self, ref: str, subject_id: str, watchlist: bool, faces: Sequence[np.ndarray],
+                        fingers: Sequence[tuple[int, FingerprintTemplate]]) -> None:
+        if subject_id in self._watchlist:
+            self._remove_from_gallery(subject_id)  # applying the same change twice leaves one copy
+        if faces:
+            self.face_index.add(subject_id, np.stack(list(faces)))
+        self.fingerprint_gallery.add(subject_id, list(fingers))
+        self._state.refs[ref] = subject_id
+        self._watchlist[subject_id] = watchlist
+
+    def _remove_from_gallery(self, subject_id: str) -> None:
+        self.face_index.remove(subject_id)
+        self.fingerprint_gallery.remove(subject_id)
+        self._watchlist.pop(subject_id, None)
+
+    def _apply_change(self, change: Change) -> None:
+        """Apply one change of the log to the gallery, reading what it names from storage."""
+        if change.kind == CHANGE_ENROLLED:
+            loaded = self.storage.load_subject(change.ref)
+            if loaded is not None:  # None: erased by a later change
+                record, stored = loaded
+                self._add_to_gallery(
+                    change.ref, record.subject_id, record.info.watchlist,
+                    [unpack_face_template(t.data) for t in stored if t.modality == Modality.FACE],
+                    [(t.finger, FingerprintTemplate.from_bytes(t.data)) for t in stored
+                     if t.modality == Modality.FINGERPRINT])
+        elif change.kind == CHANGE_ERASED:
+            subject_id = self._state.refs.pop(change.ref, None)
+            if subject_id is not None:
+                self._remove_from_gallery(subject_id)
+        else:
+            log.error("change log: unknown change %r at seq %d skipped", change.kind, change.seq)
+        self._state.applied_seq = change.seq
+
+    def catch_up(self) -> int:
+        """Apply every change of the log after the one the gallery reflects; returns how many were applied."""
+        applied = 0
+        with self._apply_lock:
+            while True:
+                changes = self.storage.changes_since(self._state.applied_seq)
+                if not changes:
+                    break
+                for change in changes:
+                    self._apply_change(change)
+                    applied += 1
+            self._state.stale = False
+        if applied:
+            log.info("gallery caught up: %d change(s), now at %d", applied, self._state.applied_seq)
+        return applied
+
+    def _ensure_current(self) -> None:
+        if self._state.stale:
+            self.catch_up()
+
+    def _applied(self, seq: int, apply: Any) -> None:
+        """Apply our own committed change ``seq`` to memory; on any failure, mark the gallery behind."""
+        with self._apply_lock:
+            try:
+                if seq != self._state.applied_seq + 1:
+                    raise RuntimeError(f"change {seq} is not next after {self._state.applied_seq}")
+                apply()
+                self._state.applied_seq = seq
+            except Exception:
+                log.exception("change %d committed but not applied in memory: catching up from the change log", seq)
+                self._state.stale = True
+        with contextlib.suppress(Exception):
+            self._ensure_current()
+
+    @property
+    def applied_seq(self) -> int:
+        """The change-log sequence number the in-memory gallery reflects."""
+        return self._state.applied_seq
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _check_samples(self, samples: Sequence[Sample]) -> None:
-        if not samples:
-            raise InvalidSample("No sample was sent: at least one face or fingerprint image is needed.")
-        if len(samples) > self.config.max_samples:
-            raise InvalidSample(f"{len(samples)} samples were sent; at most {self.config.max_samples} are accepted.")
-
     def _extract_faces(self, samples: Sequence[Sample], purpose: str) -> list[FaceTemplate]:
-        faces = []
-        for sample in samples:
-            if sample.modality == Modality.FINGERPRINT:
-                continue  # see _extract_fingers
-            if sample.modality != Modality.FACE:
-                raise InvalidSample("Each sample must say its modality (FACE or FINGERPRINT).")
-            faces.append(self.extractor.extract_face(sample.image, purpose))
-        return faces
+        return [self.extractor.extract_face(sample.image, purpose) for sample in samples
+                if sample.modality == Modality.FACE]
 
     def _extract_fingers(self, samples: Sequence[Sample], purpose: str) -> list[tuple[int, FingerprintTemplate]]:
         """(ISO finger position, template) of each FINGERPRINT sample (greyscale, about 500 dpi)."""
@@ -230,9 +359,29 @@ class CheckpointService:
                         key=lambda item: (-item[1], item[0]))[:k]
         return [Candidate(sid, s, tuple(per_subject[sid]), self._watchlist.get(sid, False)) for sid, s in ranked]
 
-    def _record(self, kind: str, actor: Actor, decision_id: str, **fields: Any) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Transaction]:
+        """A store transaction that the decision's audit record is part of."""
+        with (self.decision_log.transaction() if self.decision_log is not None
+              else self.storage.transaction()) as tx:
+            yield tx
+
+    def _record(self, tx: Transaction, kind: str, actor: Actor, decision_id: str, **fields: Any) -> None:
         if self.decision_log is not None:
-            self.decision_log.record(kind, actor, decision_id, **fields)
+            self.decision_log.record(tx, kind, actor, decision_id, **fields)
+
+    def _ref(self, subject_id: str) -> str:
+        return self.storage.keyring.pseudonym(subject_id)
+
+    def _raise_alert(self, tx: Transaction, kind: str, decision_id: str, subject_id: str, score: float,
+                     actor: Actor) -> Alert:
+        """A watchlist hit, stored for officers in the decision's transaction and named in the audit chain."""
+        alert = Alert(uuid.uuid4().hex, now(), kind, decision_id, subject_id, float(score), actor.identity)
+        self.storage.insert_alert(tx, alert)
+        self._record(tx, "alert", actor, decision_id, subject_ref=self._ref(subject_id), outcome=kind,
+                     alert_id=alert.alert_id, score=alert.score)
+        log.warning("ALERT %s: decision %s (alert %s) for an officer", kind, decision_id, alert.alert_id)
+        return alert
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -249,54 +398,62 @@ class CheckpointService:
         """Enrol a subject after quality checks and a 1:N duplicate search of the whole gallery.
 
         A possible duplicate (another subject at or over the 1:N threshold) holds the enrolment back
-        (``enrolled=False``) unless an officer allows it, which is recorded.
+        (``enrolled=False``) unless an officer allows it with a reason, which is recorded. The subject, its
+        change-log entry and the audit record commit in one transaction before this returns.
         """
         actor = actor or Actor()
-        _check_subject_id(subject_id)
-        self._check_samples(samples)
+        validation.check_subject_id(subject_id)
+        validation.check_subject_info(info)
+        validation.check_reason(override_reason, "override_reason", required=allow_duplicate)
+        validation.check_samples(samples, self.config.max_samples)
         if subject_id in self._watchlist:
             raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
         faces = self._extract_faces(samples, "enrol")
         fingers = self._extract_fingers(samples, "enrol")
         qualities = tuple(SampleQuality(Modality.FACE, 0, f.quality) for f in faces) + tuple(
             SampleQuality(Modality.FINGERPRINT, finger, t.quality) for finger, t in fingers)
+        stored = [StoredTemplate(Modality.FACE, 0, f.quality, pack_face_template(f.template)) for f in faces] + [
+            StoredTemplate(Modality.FINGERPRINT, finger, t.quality, t.to_bytes()) for finger, t in fingers]
         decision_id = _new_decision_id()
         with self._write_lock:
+            self.catch_up()  # the duplicate search sees every committed change
             if subject_id in self._watchlist:
                 raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
             threshold = self.search_threshold()
             duplicates = tuple(self._search(faces, fingers, self.config.max_candidates, threshold))
             enrolled = not duplicates or allow_duplicate
-            if enrolled:
-                stored = [
-                    StoredTemplate(Modality.FACE, 0, f.quality, pack_face_template(f.template)) for f in faces
-                ] + [StoredTemplate(Modality.FINGERPRINT, finger, t.quality, t.to_bytes()) for finger, t in fingers]
-                self.storage.add_subject(subject_id, info, stored)
-                if faces:
-                    self.face_index.add(subject_id, np.stack([f.template for f in faces]))
-                self.fingerprint_gallery.add(subject_id, fingers)
-                self._watchlist[subject_id] = info.watchlist
-        outcome = "enrol_duplicate_held" if not enrolled else (
-            "enrol_duplicate_overridden" if duplicates else "enrol_new")
+            outcome = "enrol_duplicate_held" if not enrolled else (
+                "enrol_duplicate_overridden" if duplicates else "enrol_new")
+            seq = ref = None
+            with self._transaction() as tx:
+                if enrolled:
+                    ref, seq, _ = self.storage.insert_subject(tx, subject_id, info, stored)
+                self._record(
+                    tx, "enrol", actor, decision_id, subject_ref=self._ref(subject_id), outcome=outcome,
+                    threshold=threshold, qualities=[q.quality for q in qualities],
+                    duplicates=[{"subject_ref": self._ref(c.subject_id), "score": c.score} for c in duplicates],
+                    override_reason=override_reason if duplicates and allow_duplicate else "",
+                )
+            if seq is not None and ref is not None:
+                self._applied(seq, lambda: self._add_to_gallery(
+                    ref, subject_id, info.watchlist, [f.template for f in faces], fingers))
         self.statistics.record_decision(outcome)
-        self._record(
-            "enrol", actor, decision_id, subject_ref=self.storage.keyring.pseudonym(subject_id),
-            outcome=outcome, threshold=threshold, qualities=[q.quality for q in qualities],
-            duplicates=[{"subject_ref": self.storage.keyring.pseudonym(c.subject_id), "score": c.score}
-                        for c in duplicates],
-            override_reason=override_reason if duplicates and allow_duplicate else "",
-        )
         return EnrolmentResult(subject_id, enrolled, duplicates, qualities, threshold, decision_id)
 
     def verify(self, subject_id: str, samples: Sequence[Sample], *, actor: Actor | None = None) -> VerificationResult:
-        """1:1: is the holder of these samples the subject enrolled as ``subject_id``?"""
+        """1:1: is the holder of these samples the subject enrolled as ``subject_id``?
+
+        The samples are extracted before the subject is looked up, so an unknown document number costs a
+        caller as much as a known one (a kiosk cannot probe cheaply who is enrolled).
+        """
         actor = actor or Actor()
-        _check_subject_id(subject_id)
-        self._check_samples(samples)
-        if subject_id not in self._watchlist:
-            raise SubjectNotFound(f"No traveller is enrolled under {subject_id!r}.")
+        validation.check_subject_id(subject_id)
+        validation.check_samples(samples, self.config.max_samples)
         faces = self._extract_faces(samples, "probe")
         fingers = self._extract_fingers(samples, "probe")
+        self._ensure_current()
+        if subject_id not in self._watchlist:
+            raise SubjectNotFound(f"No traveller is enrolled under {subject_id!r}.")
         modality_scores: list[ModalityScore] = []
         if faces and subject_id in self.face_index:
             distances = [self.face_index.compare(f.template, subject_id) for f in faces]
@@ -308,51 +465,92 @@ class CheckpointService:
             raise NoReference(f"{subject_id!r} has no {missing} enrolled: verify with another modality.")
         score = fuse_false_match_scores([m.score for m in modality_scores])
         match = score >= self.threshold
+        watchlist = self._watchlist.get(subject_id, False)
         decision_id = _new_decision_id()
+        with self._transaction() as tx:
+            self._record(tx, "verify", actor, decision_id, subject_ref=self._ref(subject_id),
+                         match=match, score=score, threshold=self.threshold)
+            if match and watchlist:
+                self._raise_alert(tx, "watchlist_verify", decision_id, subject_id, score, actor)
         self.statistics.record_decision("verify_match" if match else "verify_no_match")
-        self._record("verify", actor, decision_id, subject_ref=self.storage.keyring.pseudonym(subject_id),
-                     match=match, score=score, threshold=self.threshold)
-        return VerificationResult(match, score, self.threshold, decision_id, tuple(modality_scores))
+        return VerificationResult(match, score, self.threshold, decision_id, tuple(modality_scores), watchlist)
 
     def identify(
         self, samples: Sequence[Sample], max_candidates: int = 0, *, actor: Actor | None = None
     ) -> IdentificationResult:
         """1:N: the enrolled subjects these samples match, at or over the 1:N threshold, best first."""
         actor = actor or Actor()
-        self._check_samples(samples)
+        validation.check_samples(samples, self.config.max_samples)
         if max_candidates < 0:
             raise InvalidSample("max_candidates cannot be negative.")
         k = min(max_candidates or self.config.default_max_candidates, self.config.max_candidates)
         faces = self._extract_faces(samples, "probe")
+        fingers = self._extract_fingers(samples, "probe")
+        self._ensure_current()
         threshold = self.search_threshold()
-        candidates = tuple(self._search(faces, self._extract_fingers(samples, "probe"), k, threshold))
+        candidates = tuple(self._search(faces, fingers, k, threshold))
         decision_id = _new_decision_id()
+        with self._transaction() as tx:
+            self._record(tx, "identify", actor, decision_id, threshold=threshold,
+                         candidates=[{"subject_ref": self._ref(c.subject_id), "score": c.score,
+                                      "watchlist": c.watchlist} for c in candidates])
+            for c in candidates:
+                if c.watchlist:
+                    self._raise_alert(tx, "watchlist_identify", decision_id, c.subject_id, c.score, actor)
         self.statistics.record_decision("identify_hit" if candidates else "identify_miss")
-        self._record("identify", actor, decision_id, threshold=threshold,
-                     candidates=[{"subject_ref": self.storage.keyring.pseudonym(c.subject_id), "score": c.score,
-                                  "watchlist": c.watchlist} for c in candidates])
         return IdentificationResult(candidates, threshold, decision_id)
 
     def get_subject(self, subject_id: str, *, actor: Actor | None = None) -> SubjectRecord:
-        """The subject's personal data and template inventory."""
-        _check_subject_id(subject_id)
-        return self.storage.get_subject(subject_id)
+        """The subject's personal data and template inventory; every read is recorded in the audit chain."""
+        actor = actor or Actor()
+        validation.check_subject_id(subject_id)
+        decision_id = _new_decision_id()
+        try:
+            record = self.storage.get_subject(subject_id)
+        except SubjectNotFound:
+            with self._transaction() as tx:
+                self._record(tx, "read_subject", actor, decision_id, subject_ref=self._ref(subject_id),
+                             outcome="not_found")
+            raise
+        with self._transaction() as tx:
+            self._record(tx, "read_subject", actor, decision_id, subject_ref=self._ref(subject_id), outcome="read")
+        return record
 
     def delete_subject(self, subject_id: str, reason: str = "", *, actor: Actor | None = None) -> str:
-        """Erase a subject from storage and the in-memory gallery at once; returns the decision id."""
+        """Erase a subject from storage, then from the in-memory gallery; returns the decision id.
+
+        The erasure, its change-log entry and its audit record commit in one transaction.
+        """
         actor = actor or Actor()
-        _check_subject_id(subject_id)
-        with self._write_lock:
-            if not self.storage.delete_subject(subject_id):
-                raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-            self.face_index.remove(subject_id)
-            self.fingerprint_gallery.remove(subject_id)
-            self._watchlist.pop(subject_id, None)
+        validation.check_subject_id(subject_id)
+        validation.check_reason(reason, "reason", required=False)
         decision_id = _new_decision_id()
+        with self._write_lock:
+            self.catch_up()
+            with self._transaction() as tx:
+                seq = self.storage.erase_subject(tx, subject_id)
+                if seq is None:
+                    raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
+                self._record(tx, "delete", actor, decision_id, subject_ref=self._ref(subject_id), reason=reason)
+            ref = self._ref(subject_id)
+
+            def erase() -> None:
+                self._state.refs.pop(ref, None)
+                self._remove_from_gallery(subject_id)
+
+            self._applied(seq, erase)
         self.statistics.record_decision("delete")
-        self._record("delete", actor, decision_id, subject_ref=self.storage.keyring.pseudonym(subject_id),
-                     reason=reason)
         return decision_id
+
+    def list_alerts(self, limit: int = 50, *, actor: Actor | None = None) -> list[Alert]:
+        """The newest ``limit`` watchlist alerts (at most 500), newest first; the read is audited."""
+        actor = actor or Actor()
+        if limit < 0:
+            raise InvalidSample("limit cannot be negative.")
+        alerts = self.storage.list_alerts(min(limit or 50, 500))
+        with self._transaction() as tx:
+            self._record(tx, "read_alerts", actor, _new_decision_id(), count=len(alerts))
+        return alerts
 
     def gallery_size(self) -> tuple[int, int]:
         """(subjects, templates) in the in-memory gallery."""
@@ -370,5 +568,12 @@ class CheckpointService:
             return 0.0
 
     def close(self) -> None:
-        """Release storage."""
-        self.storage.close()
+        """Sign a shutdown checkpoint, release storage and the data directory."""
+        try:
+            if self.decision_log is not None:
+                self.decision_log.close()
+        finally:
+            self.storage.close()
+            if self._data_lock is not None:
+                self._data_lock.release()
+                self._data_lock = None

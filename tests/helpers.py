@@ -46,6 +46,11 @@ class ServerProcess:
     port: int = 0
     output: list[str] = field(default_factory=list)
     tls: Path | None = None
+    key_dir: Path | None = None  # None: DATA_DIR's sibling DATA_DIR-keys (never inside the data directory)
+
+    def __post_init__(self) -> None:
+        if self.key_dir is None:
+            self.key_dir = self.data_dir.parent / f"{self.data_dir.name}-keys"
 
     @property
     def target(self) -> str:
@@ -54,8 +59,8 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         """Start the server and wait until it says where it listens."""
-        cmd = [sys.executable, "-m", "verify.server", "--listen", "127.0.0.1:0",
-               "--data-dir", str(self.data_dir), *self.transport_args(), *self.worker_args(), *self.args]
+        cmd = [sys.executable, "-m", "verify.server", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir),
+               "--key-dir", str(self.key_dir), *self.transport_args(), *self.worker_args(), *self.args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         deadline = time.monotonic() + START_TIMEOUT

@@ -1,9 +1,12 @@
-"""``checkpoint-audit``: prove the audit log's chain and signatures, or show its records.
+"""``checkpoint-audit``: prove the audit chain, its signatures and its length; show or export its records.
 
-``checkpoint-audit verify --data-dir DIR`` walks ``DIR/audit/audit.jsonl`` with the exported public key
-(``DIR/keys/audit-signing.pub``, or ``--public-key`` for a copy kept off the station) and exits 0 when
-every link, hash and checkpoint signature holds; otherwise it names the first record that was altered,
-removed or reordered and exits 1. ``checkpoint-audit show`` prints records (pseudonymous refs only).
+``checkpoint-audit verify --data-dir DIR`` walks the chain in ``DIR/checkpoint.db`` with the exported public key
+(``KEY_DIR/audit-signing.pub``, or ``--public-key`` for a copy kept off the station) and checks it against the
+last signed head the server exported (``KEY_DIR/audit-head.json``, or ``--expected-head`` for a copy kept off
+the station) and ``--min-records``. It exits 0 when every link, hash and checkpoint signature holds and the
+chain is as long as the head proves; otherwise it names the first record altered, removed or reordered, or the
+truncation, and exits 1. ``--log FILE`` checks a JSON-lines export instead. ``checkpoint-audit show`` prints
+records (pseudonymous refs only); ``export --out FILE`` writes the chain as JSON lines.
 """
 
 from __future__ import annotations
@@ -11,81 +14,140 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from biometrics.audit import LOG_NAME, PUBLIC_KEY_NAME, load_public_key, read_entries, verify_log
+from biometrics.audit import (
+    PUBLIC_KEY_NAME,
+    anchor_path,
+    canonical,
+    check_head,
+    load_head,
+    load_public_key,
+    parse_lines,
+    read_entries,
+    verify_entries,
+)
+from biometrics.keydir import default_key_dir
+from biometrics.storage import read_audit, read_store_id
+
+Entries = list[tuple[int, dict[str, Any] | None, str]]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="checkpoint-audit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name, text in (("verify", "prove the chain and the checkpoint signatures"), ("show", "print records")):
+    for name, text in (("verify", "prove the chain, the checkpoint signatures and its length"),
+                       ("show", "print records"), ("export", "write the chain as JSON lines")):
         s = sub.add_parser(name, help=text)
         s.add_argument("--data-dir", type=Path, default=Path("data"), help="the server's data directory")
-        s.add_argument("--log", type=Path, help=f"the log file (default DATA_DIR/audit/{LOG_NAME})")
+        s.add_argument("--log", type=Path, help="a JSON-lines log (an export) instead of the store's chain")
+        s.add_argument("--key-dir", type=Path, help=f"the server's key directory (default {default_key_dir()})")
         if name == "verify":
             s.add_argument("--public-key", type=Path,
-                           help=f"the log's public key (default DATA_DIR/keys/{PUBLIC_KEY_NAME}); "
+                           help=f"the chain's public key (default KEY_DIR/{PUBLIC_KEY_NAME}); "
                                 "prefer a copy kept away from the station")
-        else:
+            s.add_argument("--expected-head", type=Path,
+                           help="a signed head the server exported (default KEY_DIR/audit-heads/<store id>.json "
+                                "if present); "
+                                "the chain must still hold it")
+            s.add_argument("--min-records", type=int, default=0, help="the chain must hold at least N records")
+        elif name == "show":
             s.add_argument("--last", type=int, default=0, help="only the last N records")
-            s.add_argument("--kind", help="only decisions of this kind (enrol, verify, identify, delete)")
+            s.add_argument("--kind", help="only decisions of this kind (enrol, verify, identify, delete...)")
             s.add_argument("--json", action="store_true", help="one JSON entry per line, as stored")
+        else:
+            s.add_argument("--out", type=Path, required=True, help="the JSON-lines file to write")
     return p
 
 
-def _verify(args: argparse.Namespace, log_path: Path) -> int:
-    key_path = args.public_key or args.data_dir / "keys" / PUBLIC_KEY_NAME
+def _entries(args: argparse.Namespace) -> Entries:
+    if args.log:
+        return list(read_entries(args.log))
+    db = args.data_dir / "checkpoint.db"
+    if not db.exists():
+        raise FileNotFoundError(f"no store at {db}")
+    return list(parse_lines(read_audit(db)))
+
+
+def _verify(args: argparse.Namespace, entries: Entries, where: str) -> int:
+    key_dir = args.key_dir or default_key_dir()
+    key_path = args.public_key or key_dir / PUBLIC_KEY_NAME
     try:
         public_key = load_public_key(key_path)
     except (OSError, ValueError) as exc:
         print(f"checkpoint-audit: cannot load the public key {key_path}: {exc}", file=sys.stderr)
         return 2
-    report = verify_log(log_path, public_key)
+    head_path = args.expected_head
+    if head_path is None and not args.log:
+        default = anchor_path(key_dir, read_store_id(args.data_dir / "checkpoint.db"))
+        head_path = default if default.exists() else None
+    head = None
+    if head_path is not None:
+        try:
+            head = load_head(head_path, public_key)
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"checkpoint-audit: cannot use the expected head {head_path}: {exc}", file=sys.stderr)
+            return 2
+    report = verify_entries(entries, public_key)
     if not report.ok:
-        print(f"TAMPERED {log_path}: {report.finding}")
+        print(f"TAMPERED {where}: {report.finding}")
         print(f"  {report.records} record(s) verified before it; last valid signed checkpoint at seq "
               f"{report.signed_through}")
         return 1
+    cut = check_head(entries, report, head, args.min_records)
+    if cut is not None:
+        print(f"TAMPERED {where}: {cut}")
+        return 1
     unsigned = report.records - 1 - report.signed_through
-    print(f"OK {log_path}: {report.records} records ({report.decisions} decisions, {report.checkpoints} signed "
+    print(f"OK {where}: {report.records} records ({report.decisions} decisions, {report.checkpoints} signed "
           f"checkpoints); chain intact; signed through seq {report.signed_through}"
+          + (f"; holds the signed head at seq {head['seq']}" if head else "; no signed head to compare")
           + (f"; {unsigned} record(s) after the last checkpoint are chained but not yet signed" if unsigned else ""))
     return 0
 
 
-def _show(args: argparse.Namespace, log_path: Path) -> int:
-    rows = []
-    for line, entry, error in read_entries(log_path):
+def _show(args: argparse.Namespace, entries: Entries) -> Iterator[str]:
+    for line, entry, error in entries:
         if entry is None:
-            rows.append(f"line {line}: {error}")
+            yield f"line {line}: {error}"
+        elif args.kind and entry.get("kind") != args.kind:
             continue
-        if args.kind and entry.get("kind") != args.kind:
-            continue
-        if args.json:
-            rows.append(json.dumps(entry, sort_keys=True))
+        elif args.json:
+            yield canonical(entry).decode()
         elif entry.get("type") == "checkpoint":
-            rows.append(f"{entry.get('seq'):>6} {entry.get('time')} CHECKPOINT ({entry.get('reason')}) "
-                        f"records {entry.get('records')} key {entry.get('key_id')}")
+            yield (f"{entry.get('seq'):>6} {entry.get('time')} CHECKPOINT ({entry.get('reason')}) "
+                   f"records {entry.get('records')} key {entry.get('key_id')}")
         else:
             actor = entry.get("actor", {})
             fields = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(entry.get("fields", {}).items()))
-            rows.append(f"{entry.get('seq'):>6} {entry.get('time')} {entry.get('kind'):<8} "
-                        f"{actor.get('role')}:{actor.get('identity')} decision {entry.get('decision_id')} {fields}")
-    for row in rows[-args.last:] if args.last else rows:
-        print(row)
-    return 0
+            yield (f"{entry.get('seq'):>6} {entry.get('time')} {entry.get('kind'):<8} "
+                   f"{actor.get('role')}:{actor.get('identity')} decision {entry.get('decision_id')} {fields}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; ``verify`` exits 1 when the log was tampered with."""
+    """Run one command; ``verify`` exits 1 when the chain was tampered with or cut."""
     args = build_parser().parse_args(argv)
-    log_path = args.log or args.data_dir / "audit" / LOG_NAME
-    if not log_path.exists():
-        print(f"checkpoint-audit: no audit log at {log_path}", file=sys.stderr)
+    try:
+        entries = _entries(args)
+    except OSError as exc:
+        print(f"checkpoint-audit: {exc}", file=sys.stderr)
         return 2
-    return _verify(args, log_path) if args.command == "verify" else _show(args, log_path)
+    where = str(args.log or args.data_dir / "checkpoint.db")
+    if args.command == "verify":
+        return _verify(args, entries, where)
+    if args.command == "export":
+        args.json = True
+        args.kind = None
+        args.out.write_text("".join(row + "\n" for row in _show(args, entries)))
+        print(f"{len(entries)} records written to {args.out}")
+        return 0
+    rows = list(_show(args, entries))
+    for row in rows[-args.last:] if args.last else rows:
+        print(row)
+    return 0
 
 
 if __name__ == "__main__":

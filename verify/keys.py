@@ -1,7 +1,9 @@
 """``checkpoint-keys``: rotate the data key of a checkpoint's store without downtime.
 
-``checkpoint-keys rotate --data-dir DIR`` adds a fresh 256-bit key to the key ring file and makes it the
-active one (the file is replaced atomically, mode 0600), then re-seals every row sealed under an older key,
+``checkpoint-keys rotate --data-dir DIR [--key-dir KEYS]`` adds a fresh 256-bit key to the key ring file and
+makes it the active one (the file is replaced atomically, mode 0600, under an exclusive lock on
+``keyring.json.lock``, re-read inside the lock: two rotations at once both keep their key), then re-seals
+every row sealed under an older key,
 in small transactions, while the server runs. The running server re-reads the key file when it changes
 (before it seals, and when a blob names a key it does not hold), so it seals new rows under the new key at
 once and still opens the old rows until they are re-sealed. ``status`` shows how many blobs each key seals;
@@ -12,11 +14,16 @@ A ring given by ``CHECKPOINT_KEYRING``/``CHECKPOINT_MASTER_KEY`` is not a file: 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from biometrics.crypto import ENV_KEYRING, ENV_MASTER_KEY, KeyRing
+from biometrics.keydir import KEYRING_NAME, default_key_dir
 from biometrics.storage import Storage
 
 
@@ -29,20 +36,30 @@ def build_parser() -> argparse.ArgumentParser:
                        ("retire", "remove keys that seal no row")):
         s = sub.add_parser(name, help=text)
         s.add_argument("--data-dir", type=Path, default=Path("data"))
-        s.add_argument("--key-file", type=Path, help="key ring file (default DATA_DIR/keys/keyring.json)")
+        s.add_argument("--key-dir", type=Path, help=f"the server's key directory (default {default_key_dir()})")
+        s.add_argument("--key-file", type=Path, help="key ring file (default KEY_DIR/keyring.json)")
         if name == "rotate":
             s.add_argument("--batch", type=int, default=100, help="blobs re-sealed per transaction")
             s.add_argument("--pause", type=float, default=0.01, help="seconds between transactions")
     return p
 
 
-def _open(args: argparse.Namespace) -> tuple[Path, KeyRing, Storage]:
-    import os
+@contextmanager
+def ring_lock(key_file: Path) -> Iterator[None]:
+    """An exclusive lock on ``key_file``'s ``.lock`` companion, for a read-modify-write of the ring."""
+    fd = os.open(key_file.with_name(key_file.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
+
+def _open(args: argparse.Namespace) -> tuple[Path, KeyRing, Storage]:
     if os.environ.get(ENV_KEYRING) or os.environ.get(ENV_MASTER_KEY):
         raise SystemExit(f"checkpoint-keys: the key ring comes from {ENV_KEYRING}/{ENV_MASTER_KEY}; "
                          "rotate by writing a key file (see docs/security.md)")
-    key_file = args.key_file or args.data_dir / "keys" / "keyring.json"
+    key_file = args.key_file or (args.key_dir or default_key_dir()) / KEYRING_NAME
     db = args.data_dir / "checkpoint.db"
     if not key_file.exists() or not db.exists():
         raise SystemExit(f"checkpoint-keys: no store at {db} with key file {key_file}")
@@ -51,9 +68,15 @@ def _open(args: argparse.Namespace) -> tuple[Path, KeyRing, Storage]:
 
 
 def rotate(key_file: Path, ring: KeyRing, storage: Storage, batch: int = 100, pause: float = 0.01) -> tuple[str, int]:
-    """Add a new active key to the file, then re-seal until no row is under an older key; (key id, blobs)."""
-    key_id = ring.add_key()
-    ring.save(key_file)
+    """Add a new active key to the file, then re-seal until no row is under an older key; (key id, blobs).
+
+    The ring is re-read from the file under its lock before the key is added, so a rotation that ran since
+    ``ring`` was loaded keeps its key.
+    """
+    with ring_lock(key_file):
+        current = KeyRing.load(key_file)
+        key_id = current.add_key()
+        current.save(key_file)
     ring.refresh()
     total = 0
     while True:
@@ -80,12 +103,14 @@ def main(argv: list[str] | None = None) -> int:
                 mark = " (active)" if key_id == ring.active else ("" if key_id in ring.keys else " (NOT IN RING)")
                 print(f"{key_id}{mark}: {usage.get(key_id, 0)} blob(s)")
         else:
-            usage = storage.key_usage()
-            unused = [k for k in ring.keys if k != ring.active and not usage.get(k)]
-            if unused:
-                ring.keys = {k: v for k, v in ring.keys.items() if k not in unused}
-                ring.save(key_file)
-            print(f"retired {', '.join(unused) or 'nothing'}; {len(ring.keys)} key(s) left")
+            with ring_lock(key_file):
+                current = KeyRing.load(key_file)
+                usage = storage.key_usage()
+                unused = [k for k in current.keys if k != current.active and not usage.get(k)]
+                if unused:
+                    current.keys = {k: v for k, v in current.keys.items() if k not in unused}
+                    current.save(key_file)
+            print(f"retired {', '.join(unused) or 'nothing'}; {len(current.keys)} key(s) left")
     finally:
         storage.close()
     return 0

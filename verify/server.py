@@ -23,10 +23,12 @@ from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from biometrics.audit import AuditLog
+from biometrics.datadir import DataDirLocked
 from biometrics.face import load_models
 from biometrics.imaging import ImageLimits
-from biometrics.service import CheckpointService, ServiceConfig
+from biometrics.keydir import KeyLocationError, default_key_dir
+from biometrics.service import CheckpointService, ServiceConfig, StoreLocation
+from biometrics.storage import KeyRingMismatch, SchemaTooNew
 from biometrics.workers import FaceWorkerPool
 from verify.roles import RoleInterceptor
 from verify.servicer import CheckpointServicer
@@ -42,8 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The server's command line."""
     p = argparse.ArgumentParser(prog="checkpoint-server", description=__doc__.splitlines()[0])
     p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any free port)")
-    p.add_argument("--data-dir", type=Path, default=Path("data"), help="where the SQLite database and keys live")
-    p.add_argument("--key-file", type=Path, help="key ring file (default DATA_DIR/keys/keyring.json, created)")
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="where the SQLite database lives")
+    p.add_argument("--key-dir", type=Path,
+                   help="where the key ring and the audit signing key live, never inside DATA_DIR (default "
+                   f"$CHECKPOINT_KEY_DIR or $XDG_CONFIG_HOME/checkpoint/keys: here {default_key_dir()}); created "
+                   "0700 on a first start")
+    p.add_argument("--key-file", type=Path, help="key ring file (default KEY_DIR/keyring.json, created)")
+    p.add_argument("--audit-anchor", type=Path,
+                   help="where each signed audit head is exported, to prove later that the chain was not cut "
+                   "(default KEY_DIR/audit-heads/<store id>.json; better: a mount off the station)")
+    p.add_argument("--dev-keys-in-data-dir", action="store_true",
+                   help="development only: accept keys inside DATA_DIR (a copy of DATA_DIR then opens every row)")
     p.add_argument("--fmr", type=float, default=0.001,
                    help="operating false-match rate; the threshold is the score -log10(FMR) (default 0.001)")
     p.add_argument("--fpir", type=float, default=0.01,
@@ -165,9 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     pool = _start_face_workers(args.workers, limits)
     if pool is None or args.camera:
         load_models()  # extraction (or the camera's frame scoring) in this process
-    audit = AuditLog.open(args.data_dir, checkpoint_every=args.audit_checkpoint_every)
-    service = CheckpointService.open(args.data_dir, key_file=args.key_file, config=config, decision_log=audit,
-                                     extractor=pool)
+    location = StoreLocation(args.data_dir, key_dir=args.key_dir, key_file=args.key_file, anchor=args.audit_anchor,
+                             dev_keys_in_data_dir=args.dev_keys_in_data_dir)
+    try:
+        service = CheckpointService.open(location, config=config, extractor=pool,
+                                         checkpoint_every=args.audit_checkpoint_every)
+    except (DataDirLocked, KeyLocationError, KeyRingMismatch, SchemaTooNew) as exc:
+        print(f"checkpoint-server: {exc}", file=sys.stderr)
+        if pool is not None:
+            pool.close(wait=False)
+        return 2
     station = _open_station(args)
     server, port, health_servicer = build_server(
         service, args.listen, station=station, threads=args.threads, max_message_mb=args.max_message_mb,
@@ -196,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     if pool is not None:
         pool.close()
     service.close()
-    audit.close()
     log.info("stopped")
     return 0
 

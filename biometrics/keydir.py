@@ -1,0 +1,59 @@
+"""Where a checkpoint's keys live: a key directory that is never inside the data directory.
+
+A copy of the data directory (a stolen disk, a backup tape) must not open the sealed rows nor let anyone
+enumerate pseudonyms, so the key ring and the audit signing key live apart from the data:
+
+- ``--key-dir DIR`` (or ``CHECKPOINT_KEY_DIR``) names the directory; by default it is
+  ``$XDG_CONFIG_HOME/checkpoint/keys`` (``~/.config/checkpoint/keys``), created 0700 on a first start.
+- A key directory (or key file) inside the data directory is refused, unless the operator says explicitly that
+  this is a development setup (``--dev-keys-in-data-dir``): then a data-directory copy opens everything, and the
+  server says so in its log at every start.
+
+What each choice protects against is set out in docs/security.md ("Where the keys live").
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_KEY_DIR = "CHECKPOINT_KEY_DIR"
+KEYRING_NAME = "keyring.json"
+
+
+class KeyLocationError(Exception):
+    """The keys would sit inside the data directory (or the key directory cannot be used)."""
+
+
+def default_key_dir() -> Path:
+    """``$CHECKPOINT_KEY_DIR``, else ``$XDG_CONFIG_HOME/checkpoint/keys``, else ``~/.config/checkpoint/keys``."""
+    if os.environ.get(ENV_KEY_DIR):
+        return Path(os.environ[ENV_KEY_DIR])
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "checkpoint" / "keys"
+
+
+def is_inside(path: Path, directory: Path) -> bool:
+    """True when ``path`` is ``directory`` or lies under it (symbolic links resolved)."""
+    p, d = path.expanduser().resolve(), directory.expanduser().resolve()
+    return p == d or d in p.parents
+
+
+def check_key_location(key_path: Path, data_dir: Path, *, allow_inside: bool = False) -> None:
+    """Refuse keys (a key directory or a key file) inside ``data_dir``, unless ``allow_inside`` (development).
+
+    Raises :class:`KeyLocationError` with a message that says how to fix it.
+    """
+    if allow_inside or not is_inside(key_path, data_dir):
+        return
+    raise KeyLocationError(
+        f"the keys at {key_path} are inside the data directory {data_dir}: a copy of the data directory would "
+        "open every sealed row. Move them out (for example `mv "
+        f"{key_path} {default_key_dir()}`) and pass --key-dir, or, for a development machine only, pass "
+        "--dev-keys-in-data-dir.")
+
+
+def prepare_key_dir(key_dir: Path) -> Path:
+    """Create ``key_dir`` (mode 0700) if needed; returns it."""
+    key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return key_dir
