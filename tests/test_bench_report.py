@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,16 @@ from benchmarks import cli
 FACES = Path(__file__).resolve().parent / "data" / "faces"
 
 
+def mem_total_gib() -> float | None:
+    """MemTotal from /proc/meminfo in GiB (None off Linux)."""
+    meminfo = Path("/proc/meminfo")
+    if not meminfo.is_file():
+        return None
+    kib = next(int(line.split()[1]) for line in meminfo.read_text().splitlines() if line.startswith("MemTotal:"))
+    return kib / 2**20
+
+
+@pytest.mark.bench
 def test_report_from_an_identify_run(tmp_path: Path):
     data = tmp_path / "data"
     for f in FACES.glob("*.jpg"):
@@ -28,7 +39,10 @@ def test_report_from_an_identify_run(tmp_path: Path):
     assert f"checkpoint-bench identify --data {data}" in text  # the exact command is given
     assert (out / "identify" / "cmc.png").is_file()
     machine = json.loads((out / "machine.json").read_text())
-    assert machine["logical_cores"] >= 1 and machine["memory_gib"] > 0
+    assert machine["logical_cores"] == os.cpu_count()
+    if (total := mem_total_gib()) is not None:
+        assert machine["memory_gib"] == pytest.approx(total, abs=0.051)  # rounded to 0.1 GiB
+    assert f"{machine['logical_cores']} logical cores" in text and f"memory {machine['memory_gib']} GiB" in text
 
 
 def test_nothing_to_report_and_bad_folders_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
