@@ -40,6 +40,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.bench
+@pytest.mark.slow  # the accuracy run (run_dir) takes several seconds
 def test_writes_metrics_plots_and_report(run_dir: Path):
     for name in ("metrics.json", "det.png", "roc.png", "scores.png", "report.md", "scores.csv"):
         assert (run_dir / name).stat().st_size > 0, name
@@ -51,6 +53,8 @@ def test_writes_metrics_plots_and_report(run_dir: Path):
     assert "baseline (face_recognition defaults)" in report and "no_face.jpg" in report
 
 
+@pytest.mark.bench
+@pytest.mark.slow
 def test_fta_image_is_listed_and_its_pairs_never_match(run_dir: Path):
     result = json.loads((run_dir / "metrics.json").read_text())
     for section in (result["production"], result["baseline"]):
@@ -62,6 +66,8 @@ def test_fta_image_is_listed_and_its_pairs_never_match(run_dir: Path):
         assert op["fnmr"]["n"] == 7 and op["fmr"]["n"] == 7
 
 
+@pytest.mark.bench
+@pytest.mark.slow
 def test_figures_agree_with_the_written_scores(run_dir: Path):
     """metrics.json is recomputable from scores.csv with benchmarks.metrics (the auditor's check)."""
     result = json.loads((run_dir / "metrics.json").read_text())
