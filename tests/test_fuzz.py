@@ -37,7 +37,7 @@ SEEDS = {"jpeg": FACE_JPEG, "png": FINGER_PNG}
 METHODS = list(SERVICE.methods_by_name)
 SENT: Counter[str] = Counter()
 CODES: Counter[tuple[str, str]] = Counter()
-pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
+pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
 FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.large_base_example])
@@ -179,6 +179,7 @@ labelled_images = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=400)
 @given(case=labelled_images, call=st.sampled_from(["Verify", "Identify"]))
 def test_malformed_images_get_clean_refusals(stub, case: tuple[int, bytes, int], call: str) -> None:
@@ -190,6 +191,7 @@ def test_malformed_images_get_clean_refusals(stub, case: tuple[int, bytes, int],
         answer(stub.Identify, pb.IdentifyRequest(samples=[sample]), "image")
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=600)
 @given(subject_id=texts, name=texts, reason=texts, batch=samples(), max_candidates=st.integers(-(2**31), 2**31 - 1),
        allow_duplicate=st.booleans(), call=st.sampled_from(["Enroll", "Verify", "Identify", "GetSubject",
@@ -230,6 +232,7 @@ wire = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=1200)
 @given(method=st.sampled_from(METHODS), payload=wire)
 def test_random_protobuf_bytes_on_the_wire_get_clean_statuses(raw, method: str, payload: bytes) -> None:
