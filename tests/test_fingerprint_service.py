@@ -16,6 +16,7 @@ from biometrics.fingerprint.fusion import fuse_false_match_scores
 
 FINGERPRINTS = DATA / "fingerprints"
 RIGHT_INDEX = 2
+pytestmark = pytest.mark.server  # every test talks to a checkpoint-server process
 
 
 def finger_sample(name: str, finger: int = RIGHT_INDEX) -> pb.Sample:
