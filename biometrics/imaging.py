@@ -1,7 +1,8 @@
 """Decoding untrusted image bytes: JPEG and PNG only, with byte and pixel caps checked first.
 
 The dimensions are read from the file header before any pixel is decoded, so a decompression bomb (a
-small file that declares a huge image) is refused without allocating it.
+small file that declares a huge image) is refused without allocating it. A greyscale image is a fingerprint
+capture, and a fingerprint is small: :func:`decode_grey` holds it to :data:`MAX_FINGERPRINT_PIXELS` as well.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from biometrics.errors import SampleTooLarge, UnsupportedImage
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_IMAGE_PIXELS = 24_000_000
+# A fingerprint at 500 dpi is well under 1 MP (a ZFM sensor 256x288, FVC2002 DB1 388x374, a whole flat
+# finger about 400x500); 2048 x 2048 (4.2 MP) is the largest image the fingerprint pipeline works on
+# (biometrics.fingerprint.image.MAX_SIDE at 500 dpi), and also holds a four-finger slap at 500 dpi.
+MAX_FINGERPRINT_PIXELS = 2048 * 2048
 MIN_IMAGE_SIDE = 32
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -26,10 +31,11 @@ _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """Caps on what an image may cost to decode."""
+    """Caps on what an image may cost to decode (a fingerprint is held to both pixel caps)."""
 
     max_bytes: int = MAX_IMAGE_BYTES
     max_pixels: int = MAX_IMAGE_PIXELS
+    max_fingerprint_pixels: int = MAX_FINGERPRINT_PIXELS
 
 
 DEFAULT_LIMITS = ImageLimits()
@@ -82,8 +88,19 @@ def image_size(data: bytes) -> tuple[int, int]:
     return _png_size(data) if sniff_format(data) == "png" else _jpeg_size(data)
 
 
-def check_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[int, int]:
-    """Refuse oversized or malformed images before decoding; returns the declared (width, height)."""
+def check_pixels(width: int, height: int, max_pixels: int, what: str = "image") -> None:
+    """Refuse a ``width`` x ``height`` image over ``max_pixels`` with :class:`SampleTooLarge` (``what`` names it)."""
+    if width * height > max_pixels:
+        raise SampleTooLarge(
+            f"The {what} is {width}x{height} pixels; the limit is {max_pixels / 1e6:.1f} megapixels."
+        )
+
+
+def check_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS, max_pixels: int | None = None) -> tuple[int, int]:
+    """Refuse oversized or malformed images before decoding; returns the declared (width, height).
+
+    ``max_pixels``: a tighter pixel cap than ``limits.max_pixels`` for this kind of image (a fingerprint).
+    """
     if not data:
         raise UnsupportedImage("The image is empty.")
     if len(data) > limits.max_bytes:
@@ -97,11 +114,13 @@ def check_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[int,
         raise SampleTooLarge(
             f"The image is {width}x{height} pixels; the limit is {limits.max_pixels / 1e6:.0f} megapixels."
         )
+    if max_pixels is not None:
+        check_pixels(width, height, max_pixels, "fingerprint image")
     return width, height
 
 
-def _decode(data: bytes, flags: int, limits: ImageLimits) -> np.ndarray:
-    width, height = check_image(data, limits)
+def _decode(data: bytes, flags: int, limits: ImageLimits, max_pixels: int | None = None) -> np.ndarray:
+    width, height = check_image(data, limits, max_pixels)
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if image is None:
         raise UnsupportedImage("The image could not be decoded: the file is damaged or truncated.")
@@ -118,8 +137,13 @@ def decode_rgb(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
 
 
 def decode_grey(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Decode JPEG/PNG bytes to a greyscale uint8 array (H, W)."""
-    return _decode(data, cv2.IMREAD_GRAYSCALE, limits)
+    """Decode JPEG/PNG bytes of a fingerprint to a greyscale uint8 array (H, W).
+
+    Besides ``limits.max_pixels``, the header must declare at most ``limits.max_fingerprint_pixels``
+    (:data:`MAX_FINGERPRINT_PIXELS`): a highly compressible PNG of a few kilobytes may declare millions of
+    pixels, which the fingerprint pipeline would hold several times over as float32.
+    """
+    return _decode(data, cv2.IMREAD_GRAYSCALE, limits, limits.max_fingerprint_pixels)
 
 
 def encode_png(image: np.ndarray) -> bytes:

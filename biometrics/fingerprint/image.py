@@ -1,4 +1,9 @@
-"""Input checks and resampling of a greyscale fingerprint image to the working resolution (500 dpi)."""
+"""Input checks and resampling of a greyscale fingerprint image to the working resolution (500 dpi).
+
+Every check on the image's size is made on its shape, before a pixel is copied or converted: a
+fingerprint is held as float32 (four bytes a pixel) and several working images of its size, so an
+oversized array (a decoded bomb, a device's frame) is refused before it costs anything.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +11,53 @@ import cv2
 import numpy as np
 
 from biometrics.errors import InvalidSample
+from biometrics.imaging import MAX_FINGERPRINT_PIXELS, check_pixels
 
 WORKING_DPI = 500
 MIN_SIDE = 96  # pixels at 500 dpi (about 5 mm): smaller is not a fingerprint capture
 MAX_SIDE = 2048
 
 
-def as_working_image(grey: np.ndarray, dpi: int = WORKING_DPI) -> np.ndarray:
+def working_size(width: int, height: int, dpi: int = WORKING_DPI) -> tuple[int, int]:
+    """(width, height) of a ``width`` x ``height`` image at ``dpi`` once resampled to ``WORKING_DPI``."""
+    if int(dpi) == WORKING_DPI:
+        return width, height
+    scale = WORKING_DPI / float(dpi)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def as_working_image(grey: np.ndarray, dpi: int = WORKING_DPI, max_pixels: int = MAX_FINGERPRINT_PIXELS
+                     ) -> np.ndarray:
     """Check a greyscale image and return it as float32 at ``WORKING_DPI``.
 
-    Raises ``InvalidSample`` for anything that is not a plausible 2-D grey image.
+    Raises ``SampleTooLarge`` for an image of more than ``max_pixels`` (checked on its shape, before any
+    conversion) and ``InvalidSample`` for anything that is not a plausible 2-D grey image.
     """
     if not isinstance(grey, np.ndarray):
         raise InvalidSample("The fingerprint sample is not an image.")
-    if grey.ndim == 3 and grey.shape[2] in (1, 3, 4):
-        grey = grey[..., 0] if grey.shape[2] == 1 else cv2.cvtColor(
-            grey.astype(np.uint8), cv2.COLOR_RGB2GRAY if grey.shape[2] == 3 else cv2.COLOR_RGBA2GRAY)
-    if grey.ndim != 2:
+    if grey.ndim < 2:
+        raise InvalidSample("The fingerprint sample must be a greyscale image.")
+    height, width = int(grey.shape[0]), int(grey.shape[1])
+    check_pixels(width, height, max_pixels, "fingerprint image")
+    if (grey.ndim == 3 and grey.shape[2] not in (1, 3, 4)) or grey.ndim > 3:
         raise InvalidSample("The fingerprint sample must be a greyscale image.")
     if not (np.issubdtype(grey.dtype, np.integer) or np.issubdtype(grey.dtype, np.floating)):
         raise InvalidSample("The fingerprint image has an unsupported pixel type.")
     if not 100 <= int(dpi) <= 2000:
         raise InvalidSample(f"Unsupported fingerprint resolution: {dpi} dpi.")
-    image = grey.astype(np.float32)
-    if not np.all(np.isfinite(image)):
-        raise InvalidSample("The fingerprint image contains invalid pixel values.")
-    if int(dpi) != WORKING_DPI:
-        scale = WORKING_DPI / float(dpi)
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    h, w = image.shape
+    w, h = working_size(width, height, dpi)
     if min(h, w) < MIN_SIDE or max(h, w) > MAX_SIDE:
         raise InvalidSample(
             f"The fingerprint image is {w}x{h} pixels at {WORKING_DPI} dpi; "
             f"expected sides between {MIN_SIDE} and {MAX_SIDE}.")
+    if grey.ndim == 3:
+        grey = grey[..., 0] if grey.shape[2] == 1 else cv2.cvtColor(
+            grey.astype(np.uint8), cv2.COLOR_RGB2GRAY if grey.shape[2] == 3 else cv2.COLOR_RGBA2GRAY)
+    image = grey.astype(np.float32)
+    if not np.all(np.isfinite(image)):
+        raise InvalidSample("The fingerprint image contains invalid pixel values.")
+    if (w, h) != (width, height):
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if w < width else cv2.INTER_LINEAR)
     return image
 
 
