@@ -145,6 +145,19 @@ def naive_rates(genuine, impostor, gfta, ifta, t):
     return fm / (len(impostor) + ifta), fnm / (len(genuine) + gfta)
 
 
+def naive_fvc_eer(genuine, impostor, gfta, ifta) -> tuple[float, float, float]:
+    """(EER, low, high) by the FVC2000 definition, from naive rates at every threshold where one can change."""
+    points = [(t, *naive_rates(genuine, impostor, gfta, ifta, t))
+              for t in [*sorted({*genuine, *impostor}), math.inf]]  # (t, FMR, FNMR), ascending t
+    t1 = [p for p in points if p[2] <= p[1]]  # FNMR <= FMR: t1 is the largest such threshold
+    t2 = [p for p in points if p[2] >= p[1]]  # FNMR >= FMR: t2 is the smallest
+    p1 = t1[-1] if t1 else t2[0]
+    p2 = t2[0] if t2 else t1[-1]
+    _, fmr, fnmr = p1 if p1[1] + p1[2] <= p2[1] + p2[2] else p2
+    low, high = sorted((fmr, fnmr))
+    return (low + high) / 2, low, high
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.integers(0, 20), min_size=1, max_size=25),
@@ -155,11 +168,12 @@ def naive_rates(genuine, impostor, gfta, ifta, t):
 def test_rates_and_eer_against_brute_force(genuine, impostor, gfta, ifta):
     s = vs([g / 4 for g in genuine], [i / 4 for i in impostor], gfta, ifta)
     curve = m.det_curve(s)
+    # one point at each distinct score, ascending, then +inf (nothing matches): every threshold where a rate moves
+    assert curve.thresholds.tolist() == [*sorted({g / 4 for g in genuine} | {i / 4 for i in impostor}), math.inf]
     for t, fmr, fnmr in zip(curve.thresholds, curve.fmr, curve.fnmr, strict=True):
         assert (fmr, fnmr) == pytest.approx(naive_rates(s.genuine, s.impostor, gfta, ifta, t))
-    assert np.all(np.diff(curve.fmr) <= 0) and np.all(np.diff(curve.fnmr) >= 0)
     e = m.equal_error_rate(s)
-    assert e.low <= e.eer <= e.high
+    assert (e.eer, e.low, e.high) == pytest.approx(naive_fvc_eer(s.genuine.tolist(), s.impostor.tolist(), gfta, ifta))
     # No threshold has both rates below the EER interval's low end.
     assert not np.any((curve.fmr < e.low) & (curve.fnmr < e.low))
     for p in (0.0, 0.1, 0.5):
