@@ -24,6 +24,9 @@ MAX_TEXT = 256
 MAX_REASON = 2000
 #: Longest a capture may wait for a face or a finger, in seconds.
 MAX_CAPTURE_TIMEOUT_S = 60.0
+#: Watchlist alerts one call returns: by default, and at most.
+DEFAULT_ALERTS = 50
+MAX_ALERTS = 500
 #: ISO/IEC 19794-2 finger positions: 0 unknown, 1..5 right thumb..little, 6..10 left thumb..little.
 MAX_FINGER = 10
 
@@ -82,6 +85,13 @@ def check_reason(reason: str, field: str, *, required: bool) -> str:
     return reason
 
 
+def check_modality(modality: int) -> Modality:
+    """The :class:`Modality` of a sample's modality code; refuse anything but FACE or FINGERPRINT."""
+    if isinstance(modality, bool) or modality not in (Modality.FACE, Modality.FINGERPRINT):
+        raise InvalidSample("Each sample must say its modality (FACE or FINGERPRINT).")
+    return Modality(modality)
+
+
 def check_finger(finger: int) -> None:
     """Refuse a finger position that is not an ISO/IEC 19794-2 code from 0 (unknown) to 10."""
     if isinstance(finger, bool) or not isinstance(finger, int | np.integer) or not 0 <= finger <= MAX_FINGER:
@@ -100,8 +110,7 @@ def check_samples(samples: Sequence[Sample], max_samples: int) -> None:
     """Refuse a bad set of samples: the count, each one's modality and finger code, and its image's type."""
     check_sample_count(len(samples), max_samples)
     for sample in samples:
-        if sample.modality not in (Modality.FACE, Modality.FINGERPRINT):
-            raise InvalidSample("Each sample must say its modality (FACE or FINGERPRINT).")
+        check_modality(sample.modality)
         check_finger(sample.finger)
         if not isinstance(sample.image, bytes | np.ndarray):
             raise InvalidSample("Each sample must carry an image (JPEG or PNG bytes, or a device's pixels).")
@@ -119,3 +128,10 @@ def check_capture_timeout(timeout_s: float, maximum: float = MAX_CAPTURE_TIMEOUT
             f"The capture timeout must be from 0 (the device's default) to {maximum:g} seconds; got {timeout_s!r}."
         )
     return value
+
+
+def check_limit(limit: int, field: str, *, default: int, maximum: int) -> int:
+    """How many items a listing returns: ``default`` for 0; refuse a negative ``limit`` or one over ``maximum``."""
+    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 0 or limit > maximum:
+        raise InvalidSample(f"The field {field} must be from 0 (for {default}) to {maximum}; got {limit!r}.")
+    return int(limit) or default

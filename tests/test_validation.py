@@ -15,6 +15,8 @@ from biometrics.validation import (
     MAX_TEXT,
     check_capture_timeout,
     check_finger,
+    check_limit,
+    check_modality,
     check_reason,
     check_sample_count,
     check_samples,
@@ -88,6 +90,14 @@ def test_reason_is_bounded_even_when_optional() -> None:
         check_reason("r" * (MAX_REASON + 1), "reason", required=False)
 
 
+def test_modality_codes() -> None:
+    assert check_modality(1) is Modality.FACE
+    assert check_modality(Modality.FINGERPRINT) is Modality.FINGERPRINT
+    for code in (0, 3, -1, True, None, "FACE"):
+        with pytest.raises(InvalidSample, match="must say its modality"):
+            check_modality(code)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("finger", [0, 1, 10, np.int32(6)])
 def test_finger_codes_accepted(finger: int) -> None:
     check_finger(finger)
@@ -146,3 +156,12 @@ def test_capture_timeout_maximum_is_a_parameter() -> None:
     assert check_capture_timeout(5.0, maximum=5.0) == 5.0
     with pytest.raises(InvalidSample, match="to 5 seconds"):
         check_capture_timeout(5.5, maximum=5.0)
+
+
+def test_limit_zero_is_the_default_and_the_maximum_is_enforced() -> None:
+    assert check_limit(0, "limit", default=50, maximum=500) == 50
+    assert check_limit(1, "limit", default=50, maximum=500) == 1
+    assert check_limit(500, "limit", default=50, maximum=500) == 500
+    for bad in (-1, 501, 2**31, True):
+        with pytest.raises(InvalidSample, match="limit must be from 0 \\(for 50\\) to 500"):
+            check_limit(bad, "limit", default=50, maximum=500)
