@@ -235,8 +235,8 @@ class CheckpointService:
 
     def _add_to_gallery(self, ref: str, subject_id: str, watchlist: bool, faces: Sequence[np.ndarray],
                         fingers: Sequence[tuple[int, FingerprintTemplate]]) -> None:
-        if subject_id in self._watchlist:
-            self._remove_from_gallery(subject_id)  # applying the same change twice leaves one copy
+        if subject_id in self._watchlist or subject_id in self.face_index or subject_id in self.fingerprint_gallery:
+            self._remove_from_gallery(subject_id)  # a change applied twice (or half applied) leaves one copy
         if faces:
             self.face_index.add(subject_id, np.stack(list(faces)))
         self.fingerprint_gallery.add(subject_id, list(fingers))
@@ -260,9 +260,10 @@ class CheckpointService:
                     [(t.finger, FingerprintTemplate.from_bytes(t.data)) for t in stored
                      if t.modality == Modality.FINGERPRINT])
         elif change.kind == CHANGE_ERASED:
-            subject_id = self._state.refs.pop(change.ref, None)
+            subject_id = self._state.refs.get(change.ref)
             if subject_id is not None:
                 self._remove_from_gallery(subject_id)
+                self._state.refs.pop(change.ref, None)
         else:
             log.error("change log: unknown change %r at seq %d skipped", change.kind, change.seq)
         self._state.applied_seq = change.seq
@@ -535,8 +536,8 @@ class CheckpointService:
             ref = self._ref(subject_id)
 
             def erase() -> None:
-                self._state.refs.pop(ref, None)
                 self._remove_from_gallery(subject_id)
+                self._state.refs.pop(ref, None)  # last: a failure above leaves the ref for the catch-up
 
             self._applied(seq, erase)
         self.statistics.record_decision("delete")
