@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
+from types import SimpleNamespace
 
 import cv2
 import grpc
@@ -12,6 +14,62 @@ import pytest
 from checkpoint.v1 import checkpoint_pb2 as pb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import FACES, ServerProcess, face, face_sample
+
+from biometrics.errors import InvalidSample
+from biometrics.service import ServiceConfig
+from biometrics.types import Modality
+from verify.servicer import CheckpointServicer
+
+
+class _Station:
+    """A station that records every capture it is asked for (and returns a grey frame)."""
+
+    def __init__(self) -> None:
+        self.captures: list[tuple[str, str, float]] = []
+
+    def capture_face(self, device: str = "", timeout_s: float = 0.0) -> np.ndarray:
+        self.captures.append(("face", device, timeout_s))
+        return np.zeros((8, 8, 3), np.uint8)
+
+    def capture_fingerprint(self, device: str = "", timeout_s: float = 0.0) -> np.ndarray:
+        self.captures.append(("fingerprint", device, timeout_s))
+        return np.zeros((8, 8), np.uint8)
+
+
+def _servicer(station: _Station) -> CheckpointServicer:
+    service = SimpleNamespace(config=ServiceConfig(max_samples=3))
+    return CheckpointServicer(service, station)  # type: ignore[arg-type]
+
+
+CAPTURE = pb.Sample(modality=pb.FACE, capture=pb.DeviceCapture(timeout_seconds=5))
+
+
+@pytest.mark.parametrize(("samples", "words"), [
+    ([CAPTURE, pb.Sample(modality=pb.FINGERPRINT, finger=11, image=b"png")], "ISO/IEC 19794-2"),
+    ([CAPTURE, pb.Sample(modality=pb.FINGERPRINT, capture=pb.DeviceCapture(timeout_seconds=math.inf))],
+     "capture timeout"),
+    ([CAPTURE, pb.Sample(modality=pb.FACE, capture=pb.DeviceCapture(timeout_seconds=1e9))], "capture timeout"),
+    ([CAPTURE, pb.Sample(modality=pb.FACE, capture=pb.DeviceCapture(timeout_seconds=math.nan))], "capture timeout"),
+    ([CAPTURE, pb.Sample(modality=pb.FACE, capture=pb.DeviceCapture(device="d" * 300))], "too long"),
+    ([CAPTURE, pb.Sample(modality=pb.MODALITY_UNSPECIFIED, image=b"x")], "modality"),
+    ([CAPTURE, pb.Sample(modality=pb.FACE)], "neither an image nor a capture"),
+    ([CAPTURE] * 4, "4 samples were sent; at most 3"),
+    ([], "No sample was sent"),
+])
+def test_every_sample_is_checked_before_any_capture(samples: list[pb.Sample], words: str) -> None:
+    station = _Station()
+    with pytest.raises(InvalidSample, match=words):
+        _servicer(station).samples(samples)
+    assert station.captures == []  # nothing was captured for a request that is refused
+
+
+def test_captures_are_taken_once_the_request_passes() -> None:
+    station = _Station()
+    samples = _servicer(station).samples([CAPTURE, pb.Sample(modality=pb.FINGERPRINT, finger=pb.RIGHT_INDEX,
+                                                             capture=pb.DeviceCapture(device="zfm0"))])
+    assert station.captures == [("face", "", 5.0), ("fingerprint", "zfm0", 0.0)]
+    assert [(s.modality, s.finger) for s in samples] == [(Modality.FACE, 0), (Modality.FINGERPRINT, 2)]
+
 
 INFO_A = pb.SubjectInfo(name="Megawati Sukarnoputri", nationality="IDN", date_of_birth="1947-01-23")
 INFO_B = pb.SubjectInfo(name="Kofi Annan", nationality="GHA", date_of_birth="1938-04-08", watchlist=True)
@@ -42,6 +100,7 @@ def _code(excinfo: pytest.ExceptionInfo[grpc.RpcError]) -> grpc.StatusCode:
     return excinfo.value.code()
 
 
+@pytest.mark.server
 def test_health_and_reflection_are_served(server: ServerProcess) -> None:
     channel = grpc.insecure_channel(server.target)
     health = health_pb2_grpc.HealthStub(channel)
@@ -56,6 +115,7 @@ def test_health_and_reflection_are_served(server: ServerProcess) -> None:
     assert "checkpoint.v1.Checkpoint" in names
 
 
+@pytest.mark.server
 def test_verify_genuine_matches_and_impostor_does_not(enrolled) -> None:
     genuine = enrolled.Verify(pb.VerifyRequest(subject_id="A1000001",
                                                samples=[face_sample("Megawati_Sukarnoputri_0002.jpg")]))
@@ -71,6 +131,7 @@ def test_verify_genuine_matches_and_impostor_does_not(enrolled) -> None:
     assert not other.match
 
 
+@pytest.mark.server
 def test_identify_finds_the_enrolled_subject_first(enrolled) -> None:
     r = enrolled.Identify(pb.IdentifyRequest(samples=[face_sample("Kofi_Annan_0004.jpg")]))
     assert r.candidates, "the enrolled subject must be found"
@@ -82,6 +143,7 @@ def test_identify_finds_the_enrolled_subject_first(enrolled) -> None:
     assert list(stranger.candidates) == []
 
 
+@pytest.mark.server
 def test_duplicate_is_held_for_the_officer_then_overridden(enrolled) -> None:
     held = enrolled.Enroll(pb.EnrollRequest(subject_id="B9999999", info=INFO_B,
                                             samples=[face_sample("Kofi_Annan_0002.jpg")]))
@@ -98,6 +160,7 @@ def test_duplicate_is_held_for_the_officer_then_overridden(enrolled) -> None:
     enrolled.DeleteSubject(pb.DeleteSubjectRequest(subject_id="B9999999", reason="test cleanup"))
 
 
+@pytest.mark.server
 def test_get_and_delete_subject(enrolled) -> None:
     r = enrolled.Enroll(pb.EnrollRequest(subject_id="C3000003", info=pb.SubjectInfo(name="Hans Blix"),
                                          samples=[face_sample("Hans_Blix_0001.jpg")]))
@@ -138,6 +201,7 @@ def _blank() -> bytes:
     return cv2.imencode(".png", gradient)[1].tobytes()
 
 
+@pytest.mark.server
 @pytest.mark.parametrize(
     ("image", "code", "words"),
     [
@@ -157,11 +221,13 @@ def test_bad_enrolment_images_get_their_own_status(enrolled, image: bytes, code:
     assert words in excinfo.value.details()
 
 
+@pytest.mark.server
 def test_probe_with_two_faces_takes_the_largest(enrolled) -> None:
     r = enrolled.Identify(pb.IdentifyRequest(samples=[pb.Sample(modality=pb.FACE, image=_two_faces())]))
     assert r.decision_id  # not refused: verification and identification take the largest face
 
 
+@pytest.mark.server
 def test_unknown_subject_existing_subject_and_oversized_request(enrolled) -> None:
     with pytest.raises(grpc.RpcError) as excinfo:
         enrolled.Verify(pb.VerifyRequest(subject_id="NOPE0000", samples=[face_sample("Hans_Blix_0001.jpg")]))
@@ -180,6 +246,7 @@ def test_unknown_subject_existing_subject_and_oversized_request(enrolled) -> Non
     assert "MB" in excinfo.value.details()
 
 
+@pytest.mark.server
 def test_malformed_requests_are_refused_cleanly(enrolled) -> None:
     cases = [
         pb.VerifyRequest(subject_id="A1000001"),  # no sample
@@ -193,6 +260,42 @@ def test_malformed_requests_are_refused_cleanly(enrolled) -> None:
         assert _code(excinfo) == grpc.StatusCode.INVALID_ARGUMENT, request
 
 
+@pytest.mark.server
+@pytest.mark.parametrize(("request_", "words"), [
+    (pb.EnrollRequest(subject_id="T1", info=pb.SubjectInfo(name="n" * 257)), "info.name is too long"),
+    (pb.EnrollRequest(subject_id="T1", info=pb.SubjectInfo(nationality="INDONESIA")), "three-letter ISO 3166-1"),
+    (pb.EnrollRequest(subject_id="T1", info=pb.SubjectInfo(date_of_birth="1990-02-30")), "YYYY-MM-DD"),
+    (pb.EnrollRequest(subject_id="T1\n"), "1 to 64 letters"),
+    (pb.EnrollRequest(subject_id="T1", override_reason="r" * 2001), "override_reason is too long"),
+    (pb.DeleteSubjectRequest(subject_id="A1000001", reason="r" * 2001), "reason is too long"),
+    (pb.VerifyRequest(subject_id="A1000001", samples=[pb.Sample(modality=pb.FINGERPRINT, finger=11,
+                                                               image=b"png")]), "ISO/IEC 19794-2"),
+], ids=["name", "nationality", "date-of-birth", "subject-id-newline", "override-reason", "delete-reason", "finger"])
+def test_fields_are_validated_by_the_core(enrolled, request_, words: str) -> None:
+    if isinstance(request_, pb.EnrollRequest):
+        request_.samples.append(face_sample("Hans_Blix_0001.jpg"))
+    call = {pb.EnrollRequest: enrolled.Enroll, pb.DeleteSubjectRequest: enrolled.DeleteSubject,
+            pb.VerifyRequest: enrolled.Verify}[type(request_)]
+    with pytest.raises(grpc.RpcError) as excinfo:
+        call(request_)
+    assert _code(excinfo) == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in excinfo.value.details()
+
+
+@pytest.mark.server
+def test_a_duplicate_override_needs_a_reason(enrolled) -> None:
+    for reason in ("", "   "):
+        with pytest.raises(grpc.RpcError) as excinfo:
+            enrolled.Enroll(pb.EnrollRequest(subject_id="B8888888", info=INFO_B, allow_duplicate=True,
+                                             override_reason=reason, samples=[face_sample("Kofi_Annan_0002.jpg")]))
+        assert _code(excinfo) == grpc.StatusCode.INVALID_ARGUMENT
+        assert "override_reason is required" in excinfo.value.details()
+    with pytest.raises(grpc.RpcError) as excinfo:
+        enrolled.GetSubject(pb.GetSubjectRequest(subject_id="B8888888"))
+    assert _code(excinfo) == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.server
 def test_statistics_count_calls_and_decisions(enrolled) -> None:
     enrolled.Verify(pb.VerifyRequest(subject_id="A1000001", samples=[face_sample("Megawati_Sukarnoputri_0002.jpg")]))
     stats = enrolled.GetStatistics(pb.GetStatisticsRequest())
@@ -203,6 +306,7 @@ def test_statistics_count_calls_and_decisions(enrolled) -> None:
     assert stats.gallery_subjects >= 2
 
 
+@pytest.mark.server
 def test_gallery_survives_a_restart(tmp_path) -> None:
     first = ServerProcess(tmp_path).start()
     try:
@@ -229,6 +333,7 @@ def test_gallery_survives_a_restart(tmp_path) -> None:
         second.stop()
 
 
+@pytest.mark.server
 def test_one_to_many_threshold_grows_with_the_gallery_to_hold_the_fpir(tmp_path) -> None:
     # --fpir 1e-4: a gallery of N subjects needs s >= 4 + log10(N); Verify keeps its 1:1 threshold of 3.
     server = ServerProcess(tmp_path, args=("--fpir", "0.0001")).start()

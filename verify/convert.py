@@ -1,12 +1,20 @@
-"""Mapping between the gRPC messages and the core's types: no logic beyond the shapes."""
+"""Mapping between the gRPC messages and the core's types, and each role's view of an answer.
+
+No biometric logic: the traveller's decision comes from :mod:`biometrics.decisions`; this module only
+leaves out of a response what a role may not see (``full=False``: the kiosk's and auditor's view; see
+docs/security.md, "What each role sees") and masks credentials in device URLs.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from checkpoint.v1 import checkpoint_pb2 as pb
 
+from biometrics.decisions import identification_outcome, verification_outcome
 from biometrics.types import (
+    Alert,
     Candidate,
     EnrolmentResult,
     IdentificationResult,
@@ -19,7 +27,13 @@ from biometrics.types import (
 if TYPE_CHECKING:
     from devices.station import DeviceStatus
 
-MAX_STRING = 256
+MASK = "***"
+# scheme://userinfo@ : everything up to the last @ before the host (a password may hold an unescaped @).
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*@)")
+# Credentials passed as query or key=value parameters (?user=admin&pwd=secret, as many IP cameras take them).
+_SECRET_PARAMETER = re.compile(
+    r"(?P<key>\b(?:user(?:name)?|usr|login|pass(?:word|wd)?|pwd|token|access_token|api_?key|key|secret|auth"
+    r"|signature|sig)=)(?P<value>[^&;#\s]+)", re.IGNORECASE)
 
 _DEVICE_STATES = {
     "ready": pb.READY,
@@ -59,16 +73,34 @@ def enrol_response(r: EnrolmentResult) -> pb.EnrollResponse:
     )
 
 
-def verify_response(r: VerificationResult) -> pb.VerifyResponse:
-    """The VerifyResponse of a verification result."""
-    return pb.VerifyResponse(match=r.match, score=r.score, threshold=r.threshold, decision_id=r.decision_id,
-                             modality_scores=modality_scores(r.modality_scores))
+def verify_response(r: VerificationResult, *, full: bool) -> pb.VerifyResponse:
+    """The VerifyResponse of a verification result: the traveller's decision and message, decision id and
+    threshold; with ``full`` (an officer) also match, score and per-modality scores."""
+    outcome = verification_outcome(r)
+    response = pb.VerifyResponse(threshold=r.threshold, decision_id=r.decision_id,
+                                 decision=int(outcome.decision), traveller_message=outcome.message)
+    if full:
+        response.match = r.match
+        response.score = r.score
+        response.modality_scores.extend(modality_scores(r.modality_scores))
+    return response
 
 
-def identify_response(r: IdentificationResult) -> pb.IdentifyResponse:
-    """The IdentifyResponse of an identification result."""
-    return pb.IdentifyResponse(candidates=[candidate(c) for c in r.candidates], decision_id=r.decision_id,
-                               threshold=r.threshold)
+def identify_response(r: IdentificationResult, *, full: bool) -> pb.IdentifyResponse:
+    """The IdentifyResponse of an identification result: the traveller's decision and message, decision id
+    and threshold; with ``full`` (an officer) also the candidates."""
+    outcome = identification_outcome(r)
+    response = pb.IdentifyResponse(decision_id=r.decision_id, threshold=r.threshold,
+                                   decision=int(outcome.decision), traveller_message=outcome.message)
+    if full:
+        response.candidates.extend(candidate(c) for c in r.candidates)
+    return response
+
+
+def alert(a: Alert) -> pb.Alert:
+    """The Alert message of a watchlist alert."""
+    return pb.Alert(alert_id=a.alert_id, raised_at=a.raised_at, kind=a.kind, decision_id=a.decision_id,
+                    subject_id=a.subject_id, score=a.score, caller=a.caller)
 
 
 def subject(record: SubjectRecord) -> pb.Subject:
@@ -84,13 +116,23 @@ def subject(record: SubjectRecord) -> pb.Subject:
     )
 
 
-def device(status: DeviceStatus) -> pb.Device:
-    """The Device message of a device's status."""
-    return pb.Device(
+def redact_url(text: str) -> str:
+    """``text`` with the credentials of any URL in it masked: ``rtsp://admin:pw@cam/`` becomes
+    ``rtsp://***@cam/``, and ``?user=admin&pwd=pw`` becomes ``?user=***&pwd=***``."""
+    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    return _SECRET_PARAMETER.sub(lambda m: f"{m['key']}{MASK}", text)
+
+
+def device(status: DeviceStatus, *, full: bool) -> pb.Device:
+    """The Device message of a device's status: name, modality, state and whether it is the default; with
+    ``full`` (an officer) also its detail and parameters, credentials in URLs masked."""
+    message = pb.Device(
         name=status.name,
         modality=_DEVICE_MODALITIES.get(status.modality, pb.MODALITY_UNSPECIFIED),
         state=_DEVICE_STATES.get(status.state, pb.DEVICE_STATE_UNSPECIFIED),
-        detail=status.detail,
-        parameters=status.parameters,
         is_default=status.is_default,
     )
+    if full:
+        message.detail = redact_url(status.detail)
+        message.parameters.update({key: redact_url(value) for key, value in status.parameters.items()})
+    return message

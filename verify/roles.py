@@ -1,9 +1,19 @@
-"""Who may call what: the role from the client's certificate, checked in one place (a server interceptor).
+"""Who may call what: the caller's identity taken once, and every method denied unless listed.
 
 A client certificate carries its role as a SAN URI ``checkpoint-role:<role>`` (``checkpoint-certs`` writes
-it, and the same role as the subject's OU). The table :data:`ROLES` maps each Checkpoint method to the roles
-allowed to call it; a method not in the table is refused to everyone. A plaintext server (loopback only,
-``--plaintext``) treats every caller as an officer: development and demos.
+it, and the same role as the subject's OU). :class:`RoleInterceptor` wraps every method of every service on
+the server, unary and streaming alike: it derives the caller's :class:`~biometrics.types.Actor` from the
+certificate once, refuses the call unless :func:`permitted_roles` lists the caller's role for it, and runs
+the handler with the actor available through :func:`current_actor` (a context variable set only while the
+handler's own code runs). A method the tables do not list is refused to every role, whether or not a
+service implements it. A plaintext server (loopback only, ``--plaintext``) treats every caller as an
+officer: development and demos.
+
+The tables: :data:`ROLES` for the Checkpoint service (a kiosk verifies, identifies and captures; an
+officer also enrols, reads, erases and sees watchlist alerts; an auditor reads statistics and device
+states, never personal data), and :data:`OTHER_METHODS` for the standard services: health to every role
+(a kiosk or a monitor checks that the server is up), server reflection to officers and auditors (tools
+such as grpcurl at the desk or in an audit; a kiosk runs one fixed client and needs no discovery).
 
 The interceptor also parses each Checkpoint request itself, so that bytes that are not a valid message are
 answered ``INVALID_ARGUMENT`` (grpc's own deserialiser would answer ``INTERNAL``).
@@ -11,10 +21,12 @@ answered ``INVALID_ARGUMENT`` (grpc's own deserialiser would answer ``INTERNAL``
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -45,6 +57,17 @@ ROLES: dict[str, frozenset[str]] = {
     "GetSubject": frozenset({OFFICER}),
     "DeleteSubject": frozenset({OFFICER}),
     "GetStatistics": frozenset({OFFICER, AUDITOR}),
+    "ListAlerts": frozenset({OFFICER}),
+}
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
+
+#: Methods of the other services the server runs (full names, as gRPC routes them) -> roles allowed.
+OTHER_METHODS: dict[str, frozenset[str]] = {
+    f"/{HEALTH_SERVICE}/Check": frozenset(ALL_ROLES),
+    f"/{HEALTH_SERVICE}/Watch": frozenset(ALL_ROLES),
+    f"/{REFLECTION_SERVICE}/ServerReflectionInfo": frozenset({OFFICER, AUDITOR}),
 }
 
 PLAINTEXT_ACTOR = Actor(role=OFFICER, identity="plaintext")
@@ -78,32 +101,73 @@ def actor_from_pem(pem: bytes) -> Actor:
     })
 
 
-def actor_of(context: grpc.ServicerContext) -> Actor:
-    """The caller of a call: from its TLS client certificate, or the plaintext officer.
+_CURRENT_ACTOR: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("checkpoint_actor", default=None)
 
-    Raises :class:`NoRole` for a TLS peer whose certificate carries no role.
+
+class NoActor(RuntimeError):
+    """A handler asked who is calling outside :class:`RoleInterceptor` (a wiring bug, never a client's fault)."""
+
+
+def current_actor() -> Actor:
+    """The caller of the call being handled, as :class:`RoleInterceptor` derived it from its certificate.
+
+    Raises :class:`NoActor` outside a call the interceptor admitted: a handler never guesses an identity.
     """
-    auth = context.auth_context() or {}
-    pems = auth.get("x509_pem_cert")
-    if pems:
-        return actor_from_pem(bytes(pems[0]))
-    if auth.get("transport_security_type") in (None, [], [b"insecure"]):
-        return PLAINTEXT_ACTOR
-    raise NoRole("The connection carries no client certificate.")
+    actor = _CURRENT_ACTOR.get()
+    if actor is None:
+        raise NoActor("No caller identity: the handler runs outside the role interceptor.")
+    return actor
+
+
+@contextlib.contextmanager
+def acting_as(actor: Actor) -> Iterator[None]:
+    """Make ``actor`` the :func:`current_actor` for the block (the interceptor, and tests of handlers)."""
+    token = _CURRENT_ACTOR.set(actor)
+    try:
+        yield
+    finally:
+        _CURRENT_ACTOR.reset(token)
+
+
+def permitted_roles(full_method: str) -> frozenset[str]:
+    """The roles allowed to call ``full_method`` (``/package.Service/Method``); empty: refused to everyone."""
+    if full_method.startswith(SERVICE_PREFIX):
+        return ROLES.get(full_method[len(SERVICE_PREFIX):], frozenset())
+    return OTHER_METHODS.get(full_method, frozenset())
 
 
 def allowed(method: str, role: str) -> bool:
-    """May ``role`` call the Checkpoint ``method`` (its short name)?"""
-    return role in ROLES.get(method, frozenset())
+    """May ``role`` call the Checkpoint ``method`` (its short name) or the method of another service (its
+    full name ``/package.Service/Method``)?"""
+    full = method if method.startswith("/") else SERVICE_PREFIX + method
+    return role in permitted_roles(full)
+
+
+def _short(full_method: str) -> str:
+    return full_method[len(SERVICE_PREFIX):] if full_method.startswith(SERVICE_PREFIX) else full_method
+
+
+def _iterate_as(actor: Actor, responses: Iterator[Any]) -> Iterator[Any]:
+    """The responses of a streaming handler, each produced with ``actor`` as the current actor."""
+    iterator = iter(responses)
+    while True:
+        with acting_as(actor):
+            try:
+                response = next(iterator)
+            except StopIteration:
+                return
+        yield response
 
 
 class RoleInterceptor(grpc.ServerInterceptor):
-    """Refuse Checkpoint calls whose caller's role the table does not allow, and parse requests safely."""
+    """Deny by default: admit a call only when its caller's role is listed for its method, and tell the
+    handler who the caller is (:func:`current_actor`)."""
 
     def __init__(self, *, plaintext: bool) -> None:
         self.plaintext = plaintext
 
     def _caller(self, context: grpc.ServicerContext) -> Actor:
+        """The caller's actor, from its client certificate (the one place certificates are read)."""
         if self.plaintext:
             return PLAINTEXT_ACTOR
         pems = (context.auth_context() or {}).get("x509_pem_cert")
@@ -117,35 +181,91 @@ class RoleInterceptor(grpc.ServerInterceptor):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "The client certificate could not be read.")
         raise AssertionError("unreachable")  # context.abort raises
 
+    def _admit(self, full_method: str, context: grpc.ServicerContext) -> Actor:
+        """The caller's actor if its role may call ``full_method``; otherwise the call is aborted."""
+        actor = self._caller(context)
+        permitted = permitted_roles(full_method)
+        if actor.role not in permitted:
+            method = _short(full_method)
+            log.warning("refused %s to %s (%s)", method, actor.role, actor.identity)
+            if not permitted:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method} is not offered to any role.")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"The role {actor.role!r} may not call {method} (allowed to: "
+                          f"{', '.join(sorted(permitted))}).")
+        return actor
+
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
-        """Wrap each Checkpoint unary handler with the role check and a safe request parser."""
+        """Wrap every handler, of every kind, with the role check and the caller's identity."""
         full = handler_call_details.method or ""
+        if not permitted_roles(full):
+            return self._refusal(full)
         handler = continuation(handler_call_details)
-        if not full.startswith(SERVICE_PREFIX) or handler is None or handler.unary_unary is None:
-            return handler
+        if handler is None:
+            return None  # listed but not served here: gRPC answers UNIMPLEMENTED
+        if full.startswith(SERVICE_PREFIX) and handler.unary_unary is not None:
+            return self._checkpoint_unary(full, handler)
+        return self._wrapped(full, handler)
+
+    def _refusal(self, full: str) -> grpc.RpcMethodHandler:
+        """A handler that refuses a method the tables do not list, whether or not a service implements it.
+
+        Streaming on both sides, so that it answers whatever kind of call the client makes; the caller's
+        certificate is still checked first, so a certificate without a role hears only that.
+        """
+
+        def refuse(_requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+            self._admit(full, context)  # aborts: no role is permitted
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        return grpc.stream_stream_rpc_method_handler(refuse)
+
+    def _checkpoint_unary(self, full: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """A Checkpoint call: the role check, then the request parsed here (bad bytes: INVALID_ARGUMENT)."""
         method = full[len(SERVICE_PREFIX):]
-        descriptor = SERVICE.methods_by_name.get(method)
-        if descriptor is None:
-            return handler
+        descriptor = SERVICE.methods_by_name[method]
         request_class = _message_class(descriptor.input_type.full_name)
         behaviour = handler.unary_unary
 
         def checked(raw: bytes, context: grpc.ServicerContext) -> Any:
-            actor = self._caller(context)
-            if not allowed(method, actor.role):
-                log.warning("refused %s to %s (%s)", method, actor.role, actor.identity)
-                context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                              f"The role {actor.role!r} may not call {method}; it is allowed to: "
-                              f"{', '.join(sorted(ROLES.get(method, ())))}.")
+            actor = self._admit(full, context)
             try:
                 request = request_class.FromString(raw)
             except (DecodeError, ValueError, RuntimeError):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                               f"The {method} request is not a valid {descriptor.input_type.name} message.")
-            return behaviour(request, context)
+            with acting_as(actor):
+                return behaviour(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
             checked, request_deserializer=None, response_serializer=handler.response_serializer)
+
+    def _wrapped(self, full: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """Any other handler, unary or streaming, with its own (de)serialisers, behind the role check."""
+        kwargs = {"request_deserializer": handler.request_deserializer,
+                  "response_serializer": handler.response_serializer}
+        if handler.unary_unary is not None or handler.stream_unary is not None:
+            unary_behaviour = handler.unary_unary or handler.stream_unary
+
+            def unary_response(request: Any, context: grpc.ServicerContext) -> Any:
+                actor = self._admit(full, context)
+                with acting_as(actor):
+                    return unary_behaviour(request, context)
+
+            make = (grpc.unary_unary_rpc_method_handler if handler.unary_unary is not None
+                    else grpc.stream_unary_rpc_method_handler)
+            return make(unary_response, **kwargs)
+        stream_behaviour = handler.unary_stream or handler.stream_stream
+
+        def stream_response(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            actor = self._admit(full, context)
+            with acting_as(actor):
+                responses = stream_behaviour(request, context)
+            return _iterate_as(actor, responses)
+
+        make = (grpc.unary_stream_rpc_method_handler if handler.unary_stream is not None
+                else grpc.stream_stream_rpc_method_handler)
+        return make(stream_response, **kwargs)
 
 
 def _message_class(full_name: str) -> Any:

@@ -2,7 +2,9 @@
 
 Each handler converts the request, calls the core, and converts the answer back; refusals of the core
 and device faults become one gRPC status each with the core's message (:mod:`verify.status`). No
-biometric logic lives here.
+biometric logic and no validation of its own live here: the core validates every request
+(:mod:`biometrics.validation`); the servicer calls the same checks only where it must act first (a capture
+is taken only for a request whose samples, finger codes and timeouts pass).
 """
 
 from __future__ import annotations
@@ -17,20 +19,19 @@ import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
 
+from biometrics import validation
 from biometrics.errors import InvalidSample
 from biometrics.imaging import encode_png
 from biometrics.service import CheckpointService
 from biometrics.types import Actor, Modality, Sample
 from devices.errors import DeviceNotConfigured
 from verify import convert
-from verify.roles import actor_of
+from verify.roles import OFFICER, current_actor
 from verify.status import status_for
 
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "The server could not complete this request. Please try again, or call an officer."
-MAX_TEXT = 256
-MAX_REASON = 2000
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
@@ -51,19 +52,13 @@ def rpc(handler: Handler) -> Handler:
                 log.exception("%s failed", name)
                 code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
             else:
-                message = str(exc)
+                message = convert.redact_url(str(exc))  # a device's error may name its URL, credentials and all
             status = code.name
             context.abort(code, message)
         finally:
             self.service.statistics.record_call(name, status, time.perf_counter() - start)
 
     return wrapper  # type: ignore[return-value]
-
-
-def _check_text(value: str, field: str, limit: int = MAX_TEXT) -> str:
-    if len(value) > limit:
-        raise InvalidSample(f"The field {field} is too long ({len(value)} characters; at most {limit}).")
-    return value
 
 
 class CheckpointServicer(pb_grpc.CheckpointServicer):
@@ -76,44 +71,52 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
     # -- adapters ------------------------------------------------------------------------------
 
     def actor(self, context: grpc.ServicerContext) -> Actor:
-        """Who is calling: the role and subject of its client certificate (a plaintext client: an officer).
-
-        Whether the role may make the call is checked before the handler runs (:mod:`verify.roles`).
+        """Who is calling, as the role interceptor derived it from the client certificate (a plaintext client:
+        an officer). Whether the role may make the call was checked before the handler ran (:mod:`verify.roles`).
         """
-        return actor_of(context)
+        return current_actor()
+
+    def full_view(self, context: grpc.ServicerContext) -> bool:
+        """Does the caller see whole answers (scores, candidates, device details)? Officers only: every other
+        role gets the reduced view of docs/security.md, "What each role sees"."""
+        return self.actor(context).role == OFFICER
 
     def _station(self) -> Any:
         if self.station is None:
             raise DeviceNotConfigured("This station has no capture devices configured.")
         return self.station
 
-    def _capture(self, modality: int, device: str, timeout: float) -> Any:
-        if modality == pb.FACE:
+    def _capture(self, modality: Modality, device: str, timeout: float) -> Any:
+        """Pixels from the station's device for ``modality`` (device name and timeout already checked)."""
+        if modality == Modality.FACE:
             return self._station().capture_face(device, timeout)
-        if modality == pb.FINGERPRINT:
-            return self._station().capture_fingerprint(device, timeout)
-        raise InvalidSample("A capture sample must say its modality (FACE or FINGERPRINT).")
+        return self._station().capture_fingerprint(device, timeout)
 
     def samples(self, messages: Any) -> list[Sample]:
-        """The core's samples from Sample messages, captures taken from the station's devices."""
-        if len(messages) > self.service.config.max_samples:
-            raise InvalidSample(
-                f"{len(messages)} samples were sent; at most {self.service.config.max_samples} are accepted."
-            )
+        """The core's samples from Sample messages, captures taken from the station's devices.
+
+        Everything a capture depends on (the number of samples, each one's modality, finger code, device
+        name and timeout) is checked for every sample before the first capture is taken; the rest of the
+        validation is the core's (:mod:`biometrics.validation`).
+        """
+        validation.check_sample_count(len(messages), self.service.config.max_samples)
+        for message in messages:
+            validation.check_modality(message.modality)
+            validation.check_finger(message.finger)
+            source = message.WhichOneof("source")
+            if source == "capture":
+                validation.check_text(message.capture.device, "capture.device")
+                validation.check_capture_timeout(message.capture.timeout_seconds)
+            elif source != "image":
+                raise InvalidSample("A sample carries neither an image nor a capture request.")
         out = []
         for message in messages:
-            if message.modality not in (pb.FACE, pb.FINGERPRINT):
-                raise InvalidSample("Each sample must say its modality (FACE or FINGERPRINT).")
-            source = message.WhichOneof("source")
-            if source == "image":
+            modality = Modality(message.modality)
+            if message.WhichOneof("source") == "image":
                 image: Any = message.image
-            elif source == "capture":
-                image = self._capture(message.modality, message.capture.device, message.capture.timeout_seconds)
             else:
-                raise InvalidSample("A sample carries neither an image nor a capture request.")
-            if message.finger < 0 or message.finger > 10:
-                raise InvalidSample("The finger position must be an ISO/IEC 19794-2 code from 0 to 10.")
-            out.append(Sample(Modality(message.modality), image, int(message.finger)))
+                image = self._capture(modality, message.capture.device, message.capture.timeout_seconds)
+            out.append(Sample(modality, image, int(message.finger)))
         return out
 
     # -- calls ---------------------------------------------------------------------------------
@@ -121,9 +124,6 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
     @rpc
     def Enroll(self, request: pb.EnrollRequest, context: grpc.ServicerContext) -> pb.EnrollResponse:  # noqa: N802
         """See the contract."""
-        for field in ("name", "nationality", "date_of_birth"):
-            _check_text(getattr(request.info, field), f"info.{field}")
-        _check_text(request.override_reason, "override_reason", MAX_REASON)
         result = self.service.enrol(
             request.subject_id,
             convert.subject_info(request.info),
@@ -138,7 +138,7 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:  # noqa: N802
         """See the contract."""
         result = self.service.verify(request.subject_id, self.samples(request.samples), actor=self.actor(context))
-        return convert.verify_response(result)
+        return convert.verify_response(result, full=self.full_view(context))
 
     @rpc
     def Identify(self, request: pb.IdentifyRequest, context: grpc.ServicerContext) -> pb.IdentifyResponse:  # noqa: N802
@@ -146,7 +146,7 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
         result = self.service.identify(
             self.samples(request.samples), request.max_candidates, actor=self.actor(context)
         )
-        return convert.identify_response(result)
+        return convert.identify_response(result, full=self.full_view(context))
 
     @rpc
     def GetSubject(self, request: pb.GetSubjectRequest, context: grpc.ServicerContext) -> pb.Subject:  # noqa: N802
@@ -158,13 +158,13 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
         self, request: pb.DeleteSubjectRequest, context: grpc.ServicerContext
     ) -> pb.DeleteSubjectResponse:
         """See the contract."""
-        _check_text(request.reason, "reason", MAX_REASON)
         decision_id = self.service.delete_subject(request.subject_id, request.reason, actor=self.actor(context))
         return pb.DeleteSubjectResponse(deleted=True, decision_id=decision_id)
 
     def _capture_response(self, modality: Modality, request: pb.CaptureRequest) -> pb.CaptureResponse:
-        _check_text(request.device, "device")
-        image = self._capture(int(modality), request.device, request.timeout_seconds)
+        validation.check_text(request.device, "device")
+        validation.check_capture_timeout(request.timeout_seconds)
+        image = self._capture(modality, request.device, request.timeout_seconds)
         quality = self.service.sample_quality(Sample(modality, image))
         device = request.device or self._station().default_device(modality.name.lower())
         return pb.CaptureResponse(image=encode_png(image), quality=quality, device=device,
@@ -188,7 +188,8 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
     ) -> pb.ListDevicesResponse:
         """See the contract."""
         devices = self.station.list_devices() if self.station is not None else []
-        return pb.ListDevicesResponse(devices=[convert.device(d) for d in devices])
+        full = self.full_view(context)
+        return pb.ListDevicesResponse(devices=[convert.device(d, full=full) for d in devices])
 
     @rpc
     def GetStatistics(  # noqa: N802
@@ -205,3 +206,13 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
                                      p50_ms=c.p50_ms, p95_ms=c.p95_ms, p99_ms=c.p99_ms) for c in stats.calls()],
             decisions=stats.decisions(),
         )
+
+    @rpc
+    def ListAlerts(  # noqa: N802
+        self, request: pb.ListAlertsRequest, context: grpc.ServicerContext
+    ) -> pb.ListAlertsResponse:
+        """See the contract."""
+        limit = validation.check_limit(request.limit, "limit", default=validation.DEFAULT_ALERTS,
+                                       maximum=validation.MAX_ALERTS)
+        alerts = self.service.list_alerts(limit, actor=self.actor(context))
+        return pb.ListAlertsResponse(alerts=[convert.alert(a) for a in alerts])

@@ -27,6 +27,12 @@ class FingerPosition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEFT_RING: _ClassVar[FingerPosition]
     LEFT_LITTLE: _ClassVar[FingerPosition]
 
+class TravellerDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRAVELLER_DECISION_UNSPECIFIED: _ClassVar[TravellerDecision]
+    PROCEED: _ClassVar[TravellerDecision]
+    SEE_OFFICER: _ClassVar[TravellerDecision]
+
 class DeviceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DEVICE_STATE_UNSPECIFIED: _ClassVar[DeviceState]
@@ -48,6 +54,9 @@ LEFT_INDEX: FingerPosition
 LEFT_MIDDLE: FingerPosition
 LEFT_RING: FingerPosition
 LEFT_LITTLE: FingerPosition
+TRAVELLER_DECISION_UNSPECIFIED: TravellerDecision
+PROCEED: TravellerDecision
+SEE_OFFICER: TravellerDecision
 DEVICE_STATE_UNSPECIFIED: DeviceState
 READY: DeviceState
 BUSY: DeviceState
@@ -157,18 +166,22 @@ class VerifyRequest(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("match", "score", "threshold", "decision_id", "modality_scores")
+    __slots__ = ("match", "score", "threshold", "decision_id", "modality_scores", "decision", "traveller_message")
     MATCH_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODALITY_SCORES_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    TRAVELLER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     match: bool
     score: float
     threshold: float
     decision_id: str
     modality_scores: _containers.RepeatedCompositeFieldContainer[ModalityScore]
-    def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., decision_id: _Optional[str] = ..., modality_scores: _Optional[_Iterable[_Union[ModalityScore, _Mapping]]] = ...) -> None: ...
+    decision: TravellerDecision
+    traveller_message: str
+    def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., decision_id: _Optional[str] = ..., modality_scores: _Optional[_Iterable[_Union[ModalityScore, _Mapping]]] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ...) -> None: ...
 
 class IdentifyRequest(_message.Message):
     __slots__ = ("samples", "max_candidates")
@@ -179,14 +192,18 @@ class IdentifyRequest(_message.Message):
     def __init__(self, samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., max_candidates: _Optional[int] = ...) -> None: ...
 
 class IdentifyResponse(_message.Message):
-    __slots__ = ("candidates", "decision_id", "threshold")
+    __slots__ = ("candidates", "decision_id", "threshold", "decision", "traveller_message")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    TRAVELLER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     decision_id: str
     threshold: float
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., decision_id: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
+    decision: TravellerDecision
+    traveller_message: str
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., decision_id: _Optional[str] = ..., threshold: _Optional[float] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ...) -> None: ...
 
 class GetSubjectRequest(_message.Message):
     __slots__ = ("subject_id",)
@@ -338,3 +355,33 @@ class Statistics(_message.Message):
     calls: _containers.RepeatedCompositeFieldContainer[CallStatistics]
     decisions: _containers.ScalarMap[str, int]
     def __init__(self, since: _Optional[str] = ..., gallery_subjects: _Optional[int] = ..., gallery_templates: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[CallStatistics, _Mapping]]] = ..., decisions: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class ListAlertsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class Alert(_message.Message):
+    __slots__ = ("alert_id", "raised_at", "kind", "decision_id", "subject_id", "score", "caller")
+    ALERT_ID_FIELD_NUMBER: _ClassVar[int]
+    RAISED_AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    alert_id: str
+    raised_at: str
+    kind: str
+    decision_id: str
+    subject_id: str
+    score: float
+    caller: str
+    def __init__(self, alert_id: _Optional[str] = ..., raised_at: _Optional[str] = ..., kind: _Optional[str] = ..., decision_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., score: _Optional[float] = ..., caller: _Optional[str] = ...) -> None: ...
+
+class ListAlertsResponse(_message.Message):
+    __slots__ = ("alerts",)
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    alerts: _containers.RepeatedCompositeFieldContainer[Alert]
+    def __init__(self, alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ...) -> None: ...

@@ -26,7 +26,11 @@ if _version_not_supported:
 
 
 class CheckpointStub:
-    """Missing associated documentation comment in .proto file."""
+    """ROLES. Each call names the roles that may make it (verify/roles.py; any other call, of any service, is
+    refused PERMISSION_DENIED). What a role sees of an answer is in docs/security.md, "What each role sees":
+    a kiosk gets a decision for the traveller and the message to show, never a score, a candidate's document
+    number or a watchlist flag.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -79,10 +83,19 @@ class CheckpointStub:
                 request_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.GetStatisticsRequest.SerializeToString,
                 response_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.Statistics.FromString,
                 _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/checkpoint.v1.Checkpoint/ListAlerts',
+                request_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
 
 
 class CheckpointServicer:
-    """Missing associated documentation comment in .proto file."""
+    """ROLES. Each call names the roles that may make it (verify/roles.py; any other call, of any service, is
+    refused PERMISSION_DENIED). What a role sees of an answer is in docs/security.md, "What each role sees":
+    a kiosk gets a decision for the traveller and the message to show, never a score, a candidate's document
+    number or a watchlist flag.
+    """
 
     def Enroll(self, request, context):
         """Enrol a subject: quality checks, then a 1:N duplicate search of the whole gallery,
@@ -93,14 +106,15 @@ class CheckpointServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Verify(self, request, context):
-        """1:1: is this traveller the holder of subject_id? Roles: kiosk, officer.
+        """1:1: is this traveller the holder of subject_id? Roles: kiosk (decision and message only), officer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Identify(self, request, context):
-        """1:N: who is this? Candidates at or over the operating threshold, best first. Roles: kiosk, officer.
+        """1:N: who is this? Candidates at or over the 1:N threshold, best first. Roles: kiosk (decision and
+        message only, no candidate), officer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,7 +148,8 @@ class CheckpointServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDevices(self, request, context):
-        """The station's devices and their state. Roles: kiosk, officer, auditor.
+        """The station's devices and their state. Roles: kiosk, auditor (name, modality, state, is_default only),
+        officer (also detail and parameters, credentials in URLs masked).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,6 +157,13 @@ class CheckpointServicer:
 
     def GetStatistics(self, request, context):
         """Processing times and traffic, without personal data. Roles: auditor, officer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlerts(self, request, context):
+        """Watchlist alerts raised by Verify and Identify, newest first. Roles: officer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -195,6 +217,11 @@ def add_CheckpointServicer_to_server(servicer, server):
                     request_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.GetStatisticsRequest.FromString,
                     response_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.Statistics.SerializeToString,
             ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.ListAlertsRequest.FromString,
+                    response_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.ListAlertsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'checkpoint.v1.Checkpoint', rpc_method_handlers)
@@ -204,7 +231,11 @@ def add_CheckpointServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Checkpoint:
-    """Missing associated documentation comment in .proto file."""
+    """ROLES. Each call names the roles that may make it (verify/roles.py; any other call, of any service, is
+    refused PERMISSION_DENIED). What a role sees of an answer is in docs/security.md, "What each role sees":
+    a kiosk gets a decision for the traveller and the message to show, never a score, a candidate's document
+    number or a watchlist flag.
+    """
 
     @staticmethod
     def Enroll(request,
@@ -439,6 +470,33 @@ class Checkpoint:
             '/checkpoint.v1.Checkpoint/GetStatistics',
             checkpoint_dot_v1_dot_checkpoint__pb2.GetStatisticsRequest.SerializeToString,
             checkpoint_dot_v1_dot_checkpoint__pb2.Statistics.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/checkpoint.v1.Checkpoint/ListAlerts',
+            checkpoint_dot_v1_dot_checkpoint__pb2.ListAlertsRequest.SerializeToString,
+            checkpoint_dot_v1_dot_checkpoint__pb2.ListAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

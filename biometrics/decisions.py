@@ -1,0 +1,61 @@
+"""What a kiosk does with the traveller: a decision and the message to show, from a 1:1 or 1:N result.
+
+A kiosk sees no score, no candidate and no watchlist flag. It gets :data:`PROCEED` only when the traveller
+matched (Verify), or was identified (Identify), as someone on no watchlist; every other outcome is
+:data:`SEE_OFFICER` with one and the same message, so that a watchlist hit cannot be told from a no-match on
+the kiosk's screen (a watchlist hit is an alert for officers: ``CheckpointService.list_alerts``).
+
+Pure functions over :class:`~biometrics.types.VerificationResult` and
+:class:`~biometrics.types.IdentificationResult`; the gRPC servicer only copies their answer into the response.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from biometrics.types import IdentificationResult, VerificationResult
+
+
+class TravellerDecision(enum.IntEnum):
+    """What the kiosk does (numbered as in the gRPC contract's ``TravellerDecision``)."""
+
+    PROCEED = 1
+    SEE_OFFICER = 2
+
+
+PROCEED = TravellerDecision.PROCEED
+SEE_OFFICER = TravellerDecision.SEE_OFFICER
+
+#: Shown when the traveller may go on.
+PROCEED_MESSAGE = "Thank you. Please proceed."
+#: Shown for every other outcome: a no-match, no candidate, or a watchlist hit alike.
+SEE_OFFICER_MESSAGE = "Please see an officer at the desk."
+
+
+@dataclass(frozen=True)
+class TravellerOutcome:
+    """A decision for the traveller and the message the kiosk shows."""
+
+    decision: TravellerDecision
+    message: str
+
+
+_PROCEED = TravellerOutcome(PROCEED, PROCEED_MESSAGE)
+_SEE_OFFICER = TravellerOutcome(SEE_OFFICER, SEE_OFFICER_MESSAGE)
+
+
+def verification_outcome(result: VerificationResult) -> TravellerOutcome:
+    """PROCEED for a match with a subject on no watchlist; SEE_OFFICER (one message) otherwise."""
+    return _PROCEED if result.match and not result.watchlist else _SEE_OFFICER
+
+
+def identification_outcome(result: IdentificationResult) -> TravellerOutcome:
+    """PROCEED when there is a top candidate and no candidate is on a watchlist; SEE_OFFICER otherwise.
+
+    Any watchlisted candidate at or over the threshold sends the traveller to an officer, not only the top
+    one: the search says the traveller may be that person, and the officer decides.
+    """
+    if result.candidates and not any(c.watchlist for c in result.candidates):
+        return _PROCEED
+    return _SEE_OFFICER

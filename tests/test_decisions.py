@@ -1,0 +1,57 @@
+"""The traveller-facing decision of a kiosk (biometrics.decisions): a watchlist hit looks like a no-match."""
+
+from __future__ import annotations
+
+import pytest
+
+from biometrics.decisions import (
+    PROCEED,
+    PROCEED_MESSAGE,
+    SEE_OFFICER,
+    SEE_OFFICER_MESSAGE,
+    identification_outcome,
+    verification_outcome,
+)
+from biometrics.types import Candidate, IdentificationResult, VerificationResult
+
+
+def _verified(match: bool, watchlist: bool) -> VerificationResult:
+    return VerificationResult(match=match, score=7.0 if match else 1.0, threshold=3.0, decision_id="d",
+                              watchlist=watchlist)
+
+
+def _identified(*watchlist: bool) -> IdentificationResult:
+    candidates = tuple(Candidate(f"P{i}", 9.0 - i, (), w) for i, w in enumerate(watchlist))
+    return IdentificationResult(candidates, 3.0, "d")
+
+
+def test_verify_proceeds_only_for_a_match_on_no_watchlist() -> None:
+    assert verification_outcome(_verified(True, False)).decision is PROCEED
+    assert verification_outcome(_verified(True, False)).message == PROCEED_MESSAGE
+    for match, watchlist in ((False, False), (True, True), (False, True)):
+        outcome = verification_outcome(_verified(match, watchlist))
+        assert (outcome.decision, outcome.message) == (SEE_OFFICER, SEE_OFFICER_MESSAGE), (match, watchlist)
+
+
+def test_a_watchlist_match_is_indistinguishable_from_a_no_match() -> None:
+    assert verification_outcome(_verified(True, True)) == verification_outcome(_verified(False, False))
+    assert identification_outcome(_identified(True)) == identification_outcome(_identified())
+
+
+@pytest.mark.parametrize(("watchlist", "decision"), [
+    ((), SEE_OFFICER),  # nobody found
+    ((False,), PROCEED),
+    ((False, False), PROCEED),
+    ((True,), SEE_OFFICER),
+    ((False, True), SEE_OFFICER),  # a watchlisted candidate over the threshold, even second
+])
+def test_identify_proceeds_only_when_no_candidate_is_on_a_watchlist(watchlist: tuple[bool, ...],
+                                                                     decision: int) -> None:
+    assert identification_outcome(_identified(*watchlist)).decision is decision
+
+
+def test_decisions_are_numbered_as_in_the_contract() -> None:
+    from checkpoint.v1 import checkpoint_pb2 as pb
+
+    assert (int(PROCEED), int(SEE_OFFICER)) == (pb.PROCEED, pb.SEE_OFFICER)
+    assert PROCEED_MESSAGE != SEE_OFFICER_MESSAGE
