@@ -1,4 +1,4 @@
-"""``checkpoint-enroll``: the officers' enrolment desk. Enrol, look up and erase subjects."""
+"""``checkpoint-enroll``: the officers' enrolment desk. Enrol, look up and erase subjects; see watchlist alerts."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from verify.channel import (
     add_sample_arguments,
     fail,
     finger_name,
-    open_stub,
+    open_stub_or_usage_error,
     samples_or_usage_error,
 )
 
@@ -32,12 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--watchlist", action="store_true")
     e.add_argument("--allow-duplicate", action="store_true",
                    help="officer's override of a possible duplicate (recorded); give --reason")
-    e.add_argument("--reason", default="", help="why the duplicate check is overridden")
+    e.add_argument("--reason", default="", help="why the duplicate check is overridden (required with "
+                   "--allow-duplicate; recorded)")
     s = sub.add_parser("show", help="a subject's data and enrolled templates")
     s.add_argument("subject_id")
     d = sub.add_parser("delete", help="erase a subject (templates and personal data)")
     d.add_argument("subject_id")
-    d.add_argument("--reason", default="")
+    d.add_argument("--reason", default="", help="why (recorded in the audit log)")
+    a = sub.add_parser("alerts", help="watchlist alerts raised by Verify and Identify, newest first")
+    a.add_argument("--limit", type=int, default=0, help="how many (default 50, at most 500)")
     return p
 
 
@@ -60,6 +63,15 @@ def _enrol(stub, args: argparse.Namespace, samples: list[pb.Sample]) -> int:  # 
     return 1
 
 
+def _alerts(stub, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    r = stub.ListAlerts(pb.ListAlertsRequest(limit=args.limit), timeout=args.timeout)
+    if not r.alerts:
+        print("no watchlist alerts")
+    for a in r.alerts:
+        print(f"{a.raised_at} {a.kind} {a.subject_id} score {a.score:.2f} decision {a.decision_id} by {a.caller}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one desk call."""
     parser = build_parser()
@@ -67,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     samples: list[pb.Sample] = []
     if args.command == "enrol":
         samples = samples_or_usage_error(parser, args)
-    stub = open_stub(args)
+        if args.allow_duplicate and not args.reason.strip():
+            parser.error("--allow-duplicate needs --reason \"...\": the override is recorded with its reason")
+    stub = open_stub_or_usage_error(parser, args)
     try:
         if args.command == "enrol":
             return _enrol(stub, args, samples)
@@ -78,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             for t in s.templates:
                 print(f"  {pb.Modality.Name(t.modality)} finger {t.finger} quality {t.quality:.0f} {t.created_at}")
             return 0
+        if args.command == "alerts":
+            return _alerts(stub, args)
         r = stub.DeleteSubject(pb.DeleteSubjectRequest(subject_id=args.subject_id, reason=args.reason),
                                timeout=args.timeout)
         print(f"erased {args.subject_id} decision {r.decision_id}")

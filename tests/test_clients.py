@@ -11,7 +11,8 @@ from helpers import DATA, ServerProcess
 
 from enroll import cli as desk
 from verify import client as kiosk
-from verify.channel import add_sample_arguments, samples_from_args
+from verify.channel import add_channel_arguments, add_sample_arguments, channel_credentials_for, samples_from_args
+from verify.tls import TLSConfigError
 
 FACES = DATA / "faces"
 FINGERS = DATA / "fingerprints"
@@ -48,6 +49,51 @@ def test_no_sample_is_a_usage_error(capsys):
     assert "give face images" in capsys.readouterr().err
 
 
+def _channel_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_channel_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:50051", "127.3.2.1:1", "localhost:50051", "[::1]:50051"])
+def test_plaintext_to_a_loopback_target(target: str) -> None:
+    assert channel_credentials_for(_channel_args("--target", target)) is None
+
+
+@pytest.mark.parametrize("target", ["10.0.0.5:50051", "checkpoint.local:50051", "0.0.0.0:50051", "[::]:50051",
+                                    "localhost.example.org:1", "dns:///localhost:50051", "192.168.1.2"])
+def test_no_plaintext_off_loopback(target: str) -> None:
+    with pytest.raises(TLSConfigError, match=r"not a loopback address.*--tls-dir"):
+        channel_credentials_for(_channel_args("--target", target))
+
+
+@pytest.mark.parametrize("tool", [kiosk, desk])
+def test_a_remote_target_without_tls_is_a_usage_error(tool, capsys) -> None:
+    argv = {kiosk: ["verify", "P1", str(FACES / "Hans_Blix_0001.jpg")], desk: ["show", "P1"]}[tool]
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(["--target", "checkpoint.local:50051", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--target checkpoint.local:50051 is not a loopback address" in err and "--tls-dir" in err
+
+
+def test_incomplete_tls_files_are_a_usage_error(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        desk.main(["--cert", str(tmp_path / "client.pem"), "show", "P1"])
+    assert exit_info.value.code == 2
+    assert "--cert, --key and --ca go together" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        desk.main(["--tls-dir", str(tmp_path), "show", "P1"])
+    assert "cannot read the TLS certificate" in capsys.readouterr().err
+
+
+def test_a_duplicate_override_needs_a_reason(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        desk.main(["enrol", "P1", str(FACES / "Hans_Blix_0001.jpg"), "--allow-duplicate", "--reason", "  "])
+    assert exit_info.value.code == 2
+    assert "--allow-duplicate needs --reason" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     proc = ServerProcess(tmp_path_factory.mktemp("clients")).start()
@@ -55,6 +101,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     proc.stop()
 
 
+@pytest.mark.server
 def test_enrol_and_verify_with_face_and_fingers_from_the_command_line(server: ServerProcess, capsys):
     target = ["--target", server.target]
     finger = lambda name: f"right-index:{FINGERS / name}"  # noqa: E731
@@ -64,20 +111,43 @@ def test_enrol_and_verify_with_face_and_fingers_from_the_command_line(server: Se
     out = capsys.readouterr().out
     assert "enrolled CLI0001" in out and "(right-index)" in out and "(face)" in out
 
+    # plaintext on loopback: the caller is an officer, who sees the decision and the scores under it
     assert kiosk.main([*target, "verify", "CLI0001", "--finger", finger("DB1_B_101_3.png")]) == 0
-    assert capsys.readouterr().out.startswith("MATCH")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("PROCEED: ") and out[1].startswith("  MATCH score")
     assert kiosk.main([*target, "verify", "CLI0001", "--finger", finger("DB1_B_103_1.png")]) == 1
-    assert capsys.readouterr().out.startswith("NO MATCH")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("SEE OFFICER: ") and out[1].startswith("  NO MATCH score")
 
     assert kiosk.main([*target, "verify", "CLI0001", str(FACES / "Kofi_Annan_0004.jpg"),
                        "--finger", finger("DB1_B_101_3.png")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("MATCH") and "face " in out and "fingerprint right-index " in out
+    assert out.startswith("PROCEED") and "face " in out and "fingerprint right-index " in out
 
     assert kiosk.main([*target, "identify", "--finger", finger("DB1_B_101_3.png")]) == 0
     assert "CLI0001 score" in capsys.readouterr().out
 
 
+@pytest.mark.server
+def test_the_desk_lists_watchlist_alerts(server: ServerProcess, capsys):
+    target = ["--target", server.target]
+    assert desk.main([*target, "alerts"]) == 0
+    assert capsys.readouterr().out == "no watchlist alerts\n"
+    assert desk.main([*target, "enrol", "CLI0002", str(FACES / "Megawati_Sukarnoputri_0001.jpg"),
+                      "--watchlist"]) == 0
+    capsys.readouterr()
+    assert kiosk.main([*target, "verify", "CLI0002", str(FACES / "Megawati_Sukarnoputri_0002.jpg")]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("SEE OFFICER: ") and "  MATCH score" in out  # a watchlist match: see an officer
+    decision = out.split("decision ")[1].split(")")[0]
+    assert desk.main([*target, "alerts", "--limit", "5"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "watchlist_verify CLI0002 score" in line and f"decision {decision}" in line
+    assert desk.main([*target, "alerts", "--limit", "501"]) == 2
+    assert capsys.readouterr().out.startswith("refused: INVALID_ARGUMENT")
+
+
+@pytest.mark.server
 def test_a_scan_without_a_scanner_is_refused_with_the_servers_message(server: ServerProcess, capsys):
     assert kiosk.main(["--target", server.target, "verify", "CLI0001", "--scan", "right-index"]) == 2
     assert capsys.readouterr().out.startswith("refused: FAILED_PRECONDITION")

@@ -9,25 +9,51 @@ import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
 
-from verify.tls import add_tls_arguments, channel_credentials, tls_files
+from verify.tls import TLSConfigError, add_tls_arguments, channel_credentials, is_loopback, tls_files
 
 MIB = 1024 * 1024
 
 
 def add_channel_arguments(parser: argparse.ArgumentParser) -> None:
-    """--target, --timeout, and the mutual-TLS files (--tls-dir, or --cert --key --ca; plaintext without)."""
+    """--target, --timeout, and the mutual-TLS files (--tls-dir, or --cert --key --ca; plaintext without, to a
+    loopback target only)."""
     parser.add_argument("--target", default="127.0.0.1:50051", help="server HOST:PORT")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a call gives up")
     add_tls_arguments(parser, side="client")
 
 
-def open_stub(args: argparse.Namespace) -> pb_grpc.CheckpointStub:
-    """A stub on a channel to ``args.target``: mutual TLS when TLS files are given, else plaintext (loopback demos)."""
-    options = [("grpc.max_send_message_length", 16 * MIB), ("grpc.max_receive_message_length", 16 * MIB)]
+def channel_credentials_for(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """Mutual-TLS credentials from the command line, or None (plaintext) for a loopback target given none.
+
+    Raises :class:`~verify.tls.TLSConfigError` for incomplete or unreadable TLS files, and for a target off
+    loopback without them: a client never sends a traveller's face in the clear over a network.
+    """
     files = tls_files(args, side="client")
-    if files is None:
+    if files is not None:
+        return channel_credentials(files)
+    if not is_loopback(args.target):
+        raise TLSConfigError(
+            f"--target {args.target} is not a loopback address, and plaintext is only for 127.0.0.0/8, ::1 or "
+            "localhost: give --tls-dir DIR (or --cert, --key and --ca) for mutual TLS")
+    return None
+
+
+def open_stub(args: argparse.Namespace) -> pb_grpc.CheckpointStub:
+    """A stub on a channel to ``args.target``: mutual TLS when TLS files are given, else plaintext to a loopback
+    target (demos); see :func:`channel_credentials_for` for the refusals."""
+    options = [("grpc.max_send_message_length", 16 * MIB), ("grpc.max_receive_message_length", 16 * MIB)]
+    credentials = channel_credentials_for(args)
+    if credentials is None:
         return pb_grpc.CheckpointStub(grpc.insecure_channel(args.target, options=options))
-    return pb_grpc.CheckpointStub(grpc.secure_channel(args.target, channel_credentials(files), options=options))
+    return pb_grpc.CheckpointStub(grpc.secure_channel(args.target, credentials, options=options))
+
+
+def open_stub_or_usage_error(parser: argparse.ArgumentParser, args: argparse.Namespace) -> pb_grpc.CheckpointStub:
+    """:func:`open_stub`, or exit with a usage error naming the problem (no TLS off loopback, bad TLS files)."""
+    try:
+        return open_stub(args)
+    except TLSConfigError as error:
+        parser.error(str(error))
 
 
 def face_samples(paths: list[Path], capture: bool = False, device: str = "") -> list[pb.Sample]:

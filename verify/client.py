@@ -1,5 +1,10 @@
 """``checkpoint-verify``: the kiosk's client. Verify a traveller 1:1, or identify 1:N, from image files
-or from the station's camera and fingerprint scanner."""
+or from the station's camera and fingerprint scanner.
+
+It prints the decision for the traveller and the message to show (``PROCEED`` or ``SEE OFFICER``, exit status
+0 or 1; 2 for a refusal); an officer's certificate (or a plaintext loopback server) also gets the scores and
+candidates, printed below it.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,11 @@ from verify.channel import (
     add_sample_arguments,
     fail,
     finger_name,
-    open_stub,
+    open_stub_or_usage_error,
     samples_or_usage_error,
 )
+
+DECISIONS = {pb.PROCEED: "PROCEED", pb.SEE_OFFICER: "SEE OFFICER"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,29 +48,35 @@ def main(argv: list[str] | None = None) -> int:
     samples: list[pb.Sample] = []
     if args.command in ("verify", "identify"):
         samples = samples_or_usage_error(parser, args)
-    stub = open_stub(args)
+    stub = open_stub_or_usage_error(parser, args)
     try:
         if args.command == "verify":
             r = stub.Verify(pb.VerifyRequest(subject_id=args.subject_id, samples=samples), timeout=args.timeout)
-            verdict = "MATCH" if r.match else "NO MATCH"
-            print(f"{verdict} score {r.score:.2f} threshold {r.threshold:.2f} decision {r.decision_id}")
-            if len(r.modality_scores) > 1:
-                print("  " + "; ".join(_modality_score(m) for m in r.modality_scores))
-            return 0 if r.match else 1
+            print(_decision(r))
+            if r.modality_scores:  # an officer's view
+                print(f"  {'MATCH' if r.match else 'NO MATCH'} score {r.score:.2f} threshold {r.threshold:.2f}")
+                if len(r.modality_scores) > 1:
+                    print("  " + "; ".join(_modality_score(m) for m in r.modality_scores))
+            return 0 if r.decision == pb.PROCEED else 1
         if args.command == "identify":
             r = stub.Identify(pb.IdentifyRequest(samples=samples, max_candidates=args.max_candidates),
                               timeout=args.timeout)
-            print(f"{len(r.candidates)} candidate(s) at or over threshold {r.threshold:.2f} "
-                  f"decision {r.decision_id}")
-            for c in r.candidates:
+            print(_decision(r))
+            for c in r.candidates:  # an officer's view
                 print(f"  {c.subject_id} score {c.score:.2f}{'  WATCHLIST' if c.watchlist else ''}")
-            return 0
+            return 0 if r.decision == pb.PROCEED else 1
         r = stub.ListDevices(pb.ListDevicesRequest(), timeout=args.timeout)
         for d in r.devices:
-            print(f"{d.name} {pb.Modality.Name(d.modality)} {pb.DeviceState.Name(d.state)} {d.detail}")
+            line = f"{d.name} {pb.Modality.Name(d.modality)} {pb.DeviceState.Name(d.state)}"
+            print(f"{line}{' default' if d.is_default else ''} {d.detail}".rstrip())
         return 0
     except grpc.RpcError as error:
         return fail(error)
+
+
+def _decision(r: pb.VerifyResponse | pb.IdentifyResponse) -> str:
+    what = DECISIONS.get(r.decision, "NO DECISION")
+    return f"{what}: {r.traveller_message} (threshold {r.threshold:.2f}, decision {r.decision_id})"
 
 
 def _modality_score(m: pb.ModalityScore) -> str:
