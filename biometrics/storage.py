@@ -1,4 +1,8 @@
-"""Durable storage of subjects, templates, the change log and the audit chain in SQLite, sealed at rest.
+"""Durable storage of subjects, templates, the change log and the audit chain, sealed at rest.
+
+:class:`SealedStore` holds what every back end shares (sealing, the row layout, the change log, the audit
+table, alerts); :class:`Storage` is the embedded default, one SQLite file; the shared register of many
+stations is PostgreSQL (:mod:`biometrics.register`).
 
 Rows are keyed by a pseudonymous reference (an HMAC of the subject id), never by the document number;
 personal data and templates are AES-256-GCM blobs bound to their row (:mod:`biometrics.crypto`). Raw images
@@ -63,13 +67,16 @@ CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
     ref TEXT NOT NULL,
+    station TEXT NOT NULL,
     at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
+    station TEXT NOT NULL,
+    seq INTEGER NOT NULL,
     type TEXT NOT NULL,
     hash TEXT NOT NULL,
-    entry TEXT NOT NULL
+    entry TEXT NOT NULL,
+    PRIMARY KEY (station, seq)
 );
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id TEXT PRIMARY KEY,
@@ -139,16 +146,33 @@ def keyring_id(ring: KeyRing) -> str:
 
 
 class Transaction:
-    """An open write transaction on the store (see :meth:`Storage.transaction`)."""
+    """An open write transaction on a store (see :meth:`SealedStore.transaction`).
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    SQL is written with ``?`` placeholders; a back end whose driver uses another style translates them.
+    """
+
+    def __init__(self, db: Any, placeholder: str = "?") -> None:
         self.db = db
+        self.placeholder = placeholder
         self.erased = False
         self.audit_checkpoints: list[dict[str, Any]] = []  # signed checkpoints appended in it (biometrics.audit)
+        self.audit_entries: list[dict[str, Any]] = []  # every audit entry appended in it (biometrics.audit)
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        """Run one statement inside the transaction."""
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement inside the transaction; returns a cursor."""
+        if self.placeholder != "?":
+            sql = sql.replace("?", self.placeholder)
         return self.db.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each row of parameters."""
+        if self.placeholder != "?":
+            sql = sql.replace("?", self.placeholder)
+        if hasattr(self.db, "executemany"):
+            self.db.executemany(sql, rows)
+        else:
+            with self.db.cursor() as cur:
+                cur.executemany(sql, rows)
 
 
 def read_store_id(path: Path) -> str:
@@ -163,13 +187,14 @@ def read_store_id(path: Path) -> str:
     return str(row[0])
 
 
-def read_audit(path: Path) -> Iterator[str]:
+def read_audit(path: Path, station: str = "") -> Iterator[str]:
     """The audit entries' JSON of the store file ``path``, opened read-only (no key needed), in sequence order."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         after = -1
         while True:
-            rows = db.execute("SELECT seq, entry FROM audit WHERE seq > ? ORDER BY seq LIMIT 5000", (after,)).fetchall()
+            rows = db.execute("SELECT seq, entry FROM audit WHERE station = ? AND seq > ? ORDER BY seq LIMIT 5000",
+                              (station, after)).fetchall()
             if not rows:
                 return
             for seq, entry in rows:
@@ -179,98 +204,72 @@ def read_audit(path: Path) -> Iterator[str]:
         db.close()
 
 
-class Storage:
-    """The subjects, templates, change log and audit chain of one checkpoint, in one SQLite file."""
+class SealedStore:
+    """What every back end shares: sealed subjects and templates keyed by pseudonym, the change log, alerts and
+    the audit table, over SQL written with ``?`` placeholders.
 
-    def __init__(self, path: Path, keyring: KeyRing) -> None:
-        self.path = path
-        self.keyring = keyring
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten with zeros, not left in free pages
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._migrate()
-        self._check_keyring()
+    A back end provides :meth:`transaction` (a write transaction), :meth:`_read` (a consistent read-only
+    view), and the few statements that differ between SQL dialects.
+    """
 
-    # -- schema and keys -------------------------------------------------------------------------
+    keyring: KeyRing
+    store_id: str = ""
+    station: str = ""
+    #: SQL that extracts the sealing key id of a ``sealed`` blob (differs between dialects).
+    _KEY_ID_SQL = "substr(sealed, 3, unicode(substr(sealed, 2, 1)))"
 
-    def schema_version(self) -> int:
-        """The schema version of the file."""
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
-
-    def _migrate(self) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                version = self.schema_version()
-                if version > SCHEMA_VERSION:
-                    raise SchemaTooNew(f"the database {self.path} has schema version {version}; this server knows "
-                                       f"versions up to {SCHEMA_VERSION}: upgrade the server")
-                for target, script in MIGRATIONS:
-                    if version < target:
-                        for statement in filter(str.strip, script.split(";")):
-                            self._db.execute(statement)
-                        self._db.execute(f"PRAGMA user_version = {target}")
-                        log.info("storage %s: schema migrated to version %d", self.path, target)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-
-    def _check_keyring(self) -> None:
-        """Refuse a key ring that did not seal this store (rather than fail on every row, or seal a mix)."""
-        mine = keyring_id(self.keyring)
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE name = 'keyring_id'").fetchone()
-            if row is not None and row[0] != mine:
-                raise KeyRingMismatch(
-                    f"the store {self.path} was sealed under key ring {row[0]}, not the configured one ({mine}): "
-                    "point --key-dir at the station's key ring (a new ring cannot open these rows)")
-            if row is None:
-                sample = self._db.execute("SELECT ref, sealed FROM subjects LIMIT 1").fetchone()
-                if sample is not None:
-                    try:
-                        self.keyring.open(sample[1], _subject_aad(sample[0]))
-                    except SealError as exc:
-                        raise KeyRingMismatch(f"the store {self.path} does not open with the configured key ring "
-                                              f"({exc}): point --key-dir at the station's key ring") from None
-                self._db.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('keyring_id', ?)", (mine,))
-            self._db.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
-            self.store_id = str(self._db.execute("SELECT value FROM meta WHERE name = 'store_id'").fetchone()[0])
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
-
-    # -- transactions ----------------------------------------------------------------------------
+    # -- provided by a back end ----------------------------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """One write transaction: everything done through the yielded object commits together, or not at all.
+        """One write transaction: everything done through the yielded object commits together, or not at all."""
+        raise NotImplementedError
+        yield  # pragma: no cover
 
-        The commit is durable (``synchronous=FULL``) when the block exits; an exception rolls it all back.
-        After an erasure the WAL is checkpointed and truncated, so no copy of the erased rows stays behind.
-        """
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            tx = Transaction(self._db)
-            try:
-                yield tx
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            if tx.erased:
-                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-                if busy:
-                    log.warning("erasure: the WAL could not be truncated now (another reader); it will be at the "
-                                "next checkpoint")
+    @contextmanager
+    def _read(self) -> Iterator[Transaction]:
+        """A consistent read-only view (one snapshot) for several statements."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def close(self) -> None:
+        """Release the connection(s)."""
+        raise NotImplementedError
+
+    def lock_register(self, tx: Transaction) -> None:
+        """Serialise register writers until ``tx`` ends (a no-op where the transaction already does)."""
+
+    def _stale_filter(self) -> str:
+        return "substr(sealed, 2, ?) != ?"
+
+    def _stale_params(self, header: bytes) -> tuple[Any, ...]:
+        return (len(header), header)
+
+    # -- shared ----------------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._read() as view:
+            return list(view.execute(sql, params).fetchall())
+
+    def _check_keyring(self, tx: Transaction) -> None:
+        """Refuse a key ring that did not seal this store (rather than fail on every row, or seal a mix)."""
+        mine = keyring_id(self.keyring)
+        row = tx.execute("SELECT value FROM meta WHERE name = 'keyring_id'").fetchone()
+        if row is not None and row[0] != mine:
+            raise KeyRingMismatch(
+                f"the store {self} was sealed under key ring {row[0]}, not the configured one ({mine}): "
+                "point --key-dir at the station's key ring (a new ring cannot open these rows)")
+        if row is None:
+            sample = tx.execute("SELECT ref, sealed FROM subjects LIMIT 1").fetchone()
+            if sample is not None:
+                try:
+                    self.keyring.open(bytes(sample[1]), _subject_aad(sample[0]))
+                except SealError as exc:
+                    raise KeyRingMismatch(f"the store {self} does not open with the configured key ring "
+                                          f"({exc}): point --key-dir at the station's key ring") from None
+            tx.execute("INSERT INTO meta(name, value) VALUES ('keyring_id', ?) ON CONFLICT DO NOTHING", (mine,))
+        tx.execute("INSERT INTO meta(name, value) VALUES ('store_id', ?) ON CONFLICT DO NOTHING", (uuid.uuid4().hex,))
+        self.store_id = str(tx.execute("SELECT value FROM meta WHERE name = 'store_id'").fetchone()[0])
 
     # -- subjects --------------------------------------------------------------------------------
 
@@ -284,23 +283,24 @@ class Storage:
         stored = [
             StoredTemplate(t.modality, t.finger, t.quality, t.data, uuid.uuid4().hex, created) for t in templates
         ]
-        try:
-            tx.execute("INSERT INTO subjects(ref, sealed, created_at) VALUES (?, ?, ?)",
-                       (ref, self.keyring.seal(doc, _subject_aad(ref)), created))
-        except sqlite3.IntegrityError as exc:
-            raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.") from exc
-        tx.db.executemany(
-            "INSERT INTO templates(template_id, ref, modality, finger, quality, sealed, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(t.template_id, ref, int(t.modality), t.finger, t.quality,
-              self.keyring.seal(t.data, _template_aad(ref, t.template_id, int(t.modality), t.finger)), created)
-             for t in stored],
-        )
+        inserted = tx.execute("INSERT INTO subjects(ref, sealed, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+                              " RETURNING ref", (ref, self.keyring.seal(doc, _subject_aad(ref)), created)).fetchone()
+        if inserted is None:
+            raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
+        if stored:
+            tx.executemany(
+                "INSERT INTO templates(template_id, ref, modality, finger, quality, sealed, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(t.template_id, ref, int(t.modality), t.finger, t.quality,
+                  self.keyring.seal(t.data, _template_aad(ref, t.template_id, int(t.modality), t.finger)), created)
+                 for t in stored],
+            )
         return ref, self.append_change(tx, CHANGE_ENROLLED, ref), stored
 
     def erase_subject(self, tx: Transaction, subject_id: str) -> int | None:
         """Erase a subject and its templates in ``tx``; the change seq, or None if there was none."""
         ref = self.keyring.pseudonym(subject_id)
+        tx.execute("DELETE FROM templates WHERE ref = ?", (ref,))
         if tx.execute("DELETE FROM subjects WHERE ref = ?", (ref,)).rowcount == 0:
             return None
         tx.erased = True
@@ -311,15 +311,17 @@ class Storage:
     ) -> list[StoredTemplate]:
         """Store a new subject in a transaction of its own (tools and tests; the service audits its writes)."""
         with self.transaction() as tx:
+            self.lock_register(tx)
             return self.insert_subject(tx, subject_id, info, templates)[2]
 
     def delete_subject(self, subject_id: str) -> bool:
         """Erase a subject in a transaction of its own; False if there was none."""
         with self.transaction() as tx:
+            self.lock_register(tx)
             return self.erase_subject(tx, subject_id) is not None
 
     def _open_subject(self, ref: str, sealed: bytes) -> tuple[str, SubjectInfo]:
-        doc = json.loads(self.keyring.open(sealed, _subject_aad(ref)))
+        doc = json.loads(self.keyring.open(bytes(sealed), _subject_aad(ref)))
         subject_id = doc.pop("subject_id")
         return subject_id, SubjectInfo(**doc)
 
@@ -332,34 +334,31 @@ class Storage:
 
     def load_subject(self, ref: str) -> tuple[SubjectRecord, list[StoredTemplate]] | None:
         """The subject with pseudonym ``ref`` and its opened templates, or None if there is none."""
-        with self._lock:
-            row = self._db.execute("SELECT sealed, created_at FROM subjects WHERE ref = ?", (ref,)).fetchone()
-            rows = self._db.execute(
+        with self._read() as view:
+            row = view.execute("SELECT sealed, created_at FROM subjects WHERE ref = ?", (ref,)).fetchone()
+            rows = view.execute(
                 "SELECT template_id, modality, finger, quality, sealed, created_at FROM templates WHERE ref = ?"
                 " ORDER BY created_at, template_id", (ref,)).fetchall()
         if row is None:
             return None
         subject_id, info = self._open_subject(ref, row[0])
-        stored = [StoredTemplate(Modality(m), f, q, self.keyring.open(s, _template_aad(ref, tid, m, f)), tid, c)
+        stored = [StoredTemplate(Modality(m), f, q, self.keyring.open(bytes(s), _template_aad(ref, tid, m, f)), tid, c)
                   for tid, m, f, q, s, c in rows]
         inventory = tuple(TemplateInfo(t.modality, t.finger, t.quality, t.created_at) for t in stored)
         return SubjectRecord(subject_id, info, row[1], inventory), stored
 
     def snapshot(self) -> tuple[list[tuple[str, SubjectRecord, list[StoredTemplate]]], int]:
         """Every subject (ref, record, opened templates) and the change-log sequence they reflect, read at once."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                head = self.head_seq()
-                subjects = self._db.execute("SELECT ref, sealed, created_at FROM subjects").fetchall()
-                templates = self._db.execute(
-                    "SELECT ref, template_id, modality, finger, quality, sealed, created_at FROM templates"
-                ).fetchall()
-            finally:
-                self._db.execute("COMMIT")
+        with self._read() as view:
+            row = view.execute("SELECT MAX(seq) FROM changes").fetchone()
+            head = int(row[0] or 0)
+            subjects = view.execute("SELECT ref, sealed, created_at FROM subjects").fetchall()
+            templates = view.execute(
+                "SELECT ref, template_id, modality, finger, quality, sealed, created_at FROM templates"
+            ).fetchall()
         by_ref: dict[str, list[StoredTemplate]] = {}
         for ref, tid, modality, finger, quality, sealed, created in templates:
-            data = self.keyring.open(sealed, _template_aad(ref, tid, modality, finger))
+            data = self.keyring.open(bytes(sealed), _template_aad(ref, tid, modality, finger))
             by_ref.setdefault(ref, []).append(StoredTemplate(Modality(modality), finger, quality, data, tid, created))
         out = []
         for ref, sealed, created in subjects:
@@ -378,40 +377,43 @@ class Storage:
 
     def append_change(self, tx: Transaction, kind: str, ref: str) -> int:
         """Append one change-log entry in ``tx``; its sequence number."""
-        cur = tx.execute("INSERT INTO changes(kind, ref, at) VALUES (?, ?, ?)", (kind, ref, now()))
-        return int(cur.lastrowid or 0)
+        row = tx.execute("INSERT INTO changes(kind, ref, station, at) VALUES (?, ?, ?, ?) RETURNING seq",
+                         (kind, ref, self.station, now())).fetchone()
+        return int(row[0])
 
     def head_seq(self) -> int:
         """The sequence number of the last change (0: none yet)."""
-        with self._lock:
-            row = self._db.execute("SELECT MAX(seq) FROM changes").fetchone()
-        return int(row[0] or 0)
+        return int(self._query("SELECT MAX(seq) FROM changes")[0][0] or 0)
 
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
         """Changes after ``seq``, in order."""
-        with self._lock:
-            rows = self._db.execute("SELECT seq, kind, ref FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-                                    (seq, limit)).fetchall()
+        rows = self._query("SELECT seq, kind, ref FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
         return [Change(int(s), k, r) for s, k, r in rows]
 
     # -- the audit chain (biometrics.audit writes and reads it) --------------------------------
 
     def audit_tail(self, tx: Transaction) -> tuple[int, str, int]:
-        """(seq, hash) of the last audit entry and the seq of the last signed checkpoint (-1, genesis: none)."""
-        row = tx.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        cp = tx.execute("SELECT MAX(seq) FROM audit WHERE type = 'checkpoint'").fetchone()
+        """(seq, hash) of this station's last audit entry and the seq of its last signed checkpoint.
+
+        ``(-1, "", -1)`` when the chain is empty.
+        """
+        row = tx.execute("SELECT seq, hash FROM audit WHERE station = ? ORDER BY seq DESC LIMIT 1",
+                         (self.station,)).fetchone()
+        cp = tx.execute("SELECT MAX(seq) FROM audit WHERE station = ? AND type = 'checkpoint'",
+                        (self.station,)).fetchone()
         return (int(row[0]), str(row[1]), -1 if cp[0] is None else int(cp[0])) if row else (-1, "", -1)
 
     def append_audit(self, tx: Transaction, seq: int, kind: str, digest: str, entry: str) -> None:
         """Insert one audit entry (its canonical JSON) in ``tx``; a repeated seq fails the transaction."""
-        tx.execute("INSERT INTO audit(seq, type, hash, entry) VALUES (?, ?, ?, ?)", (seq, kind, digest, entry))
+        tx.execute("INSERT INTO audit(station, seq, type, hash, entry) VALUES (?, ?, ?, ?, ?)",
+                   (self.station, seq, kind, digest, entry))
 
-    def audit_entries(self, after: int = -1) -> Iterator[str]:
-        """The audit entries' JSON after ``after``, in sequence order (read in pages)."""
+    def audit_entries(self, after: int = -1, station: str | None = None) -> Iterator[str]:
+        """The audit entries' JSON of ``station`` (default: this one) after ``after``, in order (read in pages)."""
+        station = self.station if station is None else station
         while True:
-            with self._lock:
-                rows = self._db.execute("SELECT seq, entry FROM audit WHERE seq > ? ORDER BY seq LIMIT 5000",
-                                        (after,)).fetchall()
+            rows = self._query("SELECT seq, entry FROM audit WHERE station = ? AND seq > ? ORDER BY seq LIMIT 5000",
+                               (station, after))
             if not rows:
                 return
             for seq, entry in rows:
@@ -419,9 +421,8 @@ class Storage:
                 after = seq
 
     def audit_count(self) -> int:
-        """How many audit entries the store holds."""
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+        """How many audit entries this station's chain holds."""
+        return int(self._query("SELECT COUNT(*) FROM audit WHERE station = ?", (self.station,))[0][0])
 
     # -- alerts ----------------------------------------------------------------------------------
 
@@ -433,22 +434,18 @@ class Storage:
 
     def list_alerts(self, limit: int = 50) -> list[Alert]:
         """The newest ``limit`` alerts, newest first."""
-        with self._lock:
-            rows = self._db.execute("SELECT alert_id, sealed FROM alerts ORDER BY raised_at DESC, alert_id LIMIT ?",
-                                    (limit,)).fetchall()
-        return [Alert(**json.loads(self.keyring.open(sealed, _alert_aad(aid)))) for aid, sealed in rows]
+        rows = self._query("SELECT alert_id, sealed FROM alerts ORDER BY raised_at DESC, alert_id LIMIT ?", (limit,))
+        return [Alert(**json.loads(self.keyring.open(bytes(sealed), _alert_aad(aid)))) for aid, sealed in rows]
 
     # -- keys ------------------------------------------------------------------------------------
 
     def key_usage(self) -> dict[str, int]:
         """How many sealed blobs each key id seals (key rotation's progress)."""
         usage: dict[str, int] = {}
-        with self._lock:
-            for table in ("subjects", "templates", "alerts"):
-                for key_id, n in self._db.execute(
-                        f"SELECT substr(sealed, 3, unicode(substr(sealed, 2, 1))), COUNT(*) FROM {table} GROUP BY 1"):
-                    name = bytes(key_id).decode(errors="replace")
-                    usage[name] = usage.get(name, 0) + n
+        for table in ("subjects", "templates", "alerts"):
+            for key_id, n in self._query(f"SELECT {self._KEY_ID_SQL}, COUNT(*) FROM {table} GROUP BY 1"):
+                name = bytes(key_id).decode(errors="replace")
+                usage[name] = usage.get(name, 0) + n
         return usage
 
     def reseal(self, batch: int = 100) -> int:
@@ -460,23 +457,26 @@ class Storage:
         self.keyring.refresh()
         active = self.keyring.active.encode()
         header = bytes([len(active)]) + active
+        stale, params = self._stale_filter(), self._stale_params(header)
         done = 0
         with self.transaction() as tx:
-            stale = "substr(sealed, 2, ?) != ? LIMIT ?"
-            for ref, sealed in tx.execute(f"SELECT ref, sealed FROM subjects WHERE {stale}",
-                                          (len(header), header, batch)).fetchall():
+            for ref, sealed in tx.execute(f"SELECT ref, sealed FROM subjects WHERE {stale} LIMIT ?",
+                                          (*params, batch)).fetchall():
+                sealed = bytes(sealed)
                 fresh = self.keyring.seal(self.keyring.open(sealed, _subject_aad(ref)), _subject_aad(ref))
                 done += tx.execute("UPDATE subjects SET sealed = ? WHERE ref = ? AND sealed = ?",
                                    (fresh, ref, sealed)).rowcount
             for tid, ref, modality, finger, sealed in tx.execute(
-                    f"SELECT template_id, ref, modality, finger, sealed FROM templates WHERE {stale}",
-                    (len(header), header, max(0, batch - done))).fetchall():
+                    f"SELECT template_id, ref, modality, finger, sealed FROM templates WHERE {stale} LIMIT ?",
+                    (*params, max(0, batch - done))).fetchall():
+                sealed = bytes(sealed)
                 aad = _template_aad(ref, tid, modality, finger)
                 fresh = self.keyring.seal(self.keyring.open(sealed, aad), aad)
                 done += tx.execute("UPDATE templates SET sealed = ? WHERE template_id = ? AND sealed = ?",
                                    (fresh, tid, sealed)).rowcount
-            for aid, sealed in tx.execute(f"SELECT alert_id, sealed FROM alerts WHERE {stale}",
-                                          (len(header), header, max(0, batch - done))).fetchall():
+            for aid, sealed in tx.execute(f"SELECT alert_id, sealed FROM alerts WHERE {stale} LIMIT ?",
+                                          (*params, max(0, batch - done))).fetchall():
+                sealed = bytes(sealed)
                 fresh = self.keyring.seal(self.keyring.open(sealed, _alert_aad(aid)), _alert_aad(aid))
                 done += tx.execute("UPDATE alerts SET sealed = ? WHERE alert_id = ? AND sealed = ?",
                                    (fresh, aid, sealed)).rowcount
@@ -484,7 +484,86 @@ class Storage:
 
     def count(self) -> tuple[int, int]:
         """(subjects, templates) stored."""
+        with self._read() as view:
+            subjects = view.execute("SELECT COUNT(*) FROM subjects").fetchone()[0]
+            templates = view.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
+        return int(subjects), int(templates)
+
+
+class Storage(SealedStore):
+    """The embedded default: one station's subjects, templates, change log and audit chain in one SQLite file."""
+
+    def __init__(self, path: Path, keyring: KeyRing) -> None:
+        self.path = path
+        self.keyring = keyring
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten with zeros, not left in free pages
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._migrate()
+        with self.transaction() as tx:
+            self._check_keyring(tx)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def schema_version(self) -> int:
+        """The schema version of the file."""
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            version = self.schema_version()
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNew(f"the database {self.path} has schema version {version}; this server knows "
+                                   f"versions up to {SCHEMA_VERSION}: upgrade the server")
+            for target, script in MIGRATIONS:
+                if version < target:
+                    for statement in filter(str.strip, script.split(";")):
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {target}")
+                    log.info("storage %s: schema migrated to version %d", self.path, target)
+
+    def close(self) -> None:
+        """Close the database."""
         with self._lock:
-            subjects = self._db.execute("SELECT COUNT(*) FROM subjects").fetchone()[0]
-            templates = self._db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
-        return subjects, templates
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One write transaction (``BEGIN IMMEDIATE``: it also serialises writers); durable when the block exits.
+
+        An exception rolls it all back. After an erasure the WAL is checkpointed and truncated, so no copy of the
+        erased rows stays behind.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            tx = Transaction(self._db)
+            try:
+                yield tx
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            if tx.erased:
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if busy:
+                    log.warning("erasure: the WAL could not be truncated now (another reader); it will be at the "
+                                "next checkpoint")
+
+    @contextmanager
+    def _read(self) -> Iterator[Transaction]:
+        with self._lock:
+            if self._db.in_transaction:  # inside this thread's own write transaction
+                yield Transaction(self._db)
+                return
+            self._db.execute("BEGIN")
+            try:
+                yield Transaction(self._db)
+            finally:
+                self._db.execute("COMMIT")

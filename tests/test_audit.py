@@ -65,7 +65,7 @@ def copy_with(live: ServerProcess, tmp_path: Path, entries: list[dict]) -> Path:
     shutil.copytree(live.data_dir, data)
     with sqlite3.connect(data / "checkpoint.db") as db:
         db.execute("DELETE FROM audit")
-        db.executemany("INSERT INTO audit(seq, type, hash, entry) VALUES (?, ?, ?, ?)",
+        db.executemany("INSERT INTO audit(station, seq, type, hash, entry) VALUES ('', ?, ?, ?, ?)",
                        [(i, e["type"], e["hash"], canonical(e).decode()) for i, e in enumerate(entries)])
     return data
 
