@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from biometrics.storage import Storage, Transaction
+from biometrics.storage import SealedStore, Transaction
 from biometrics.types import Actor
 
 log = logging.getLogger(__name__)
@@ -128,30 +129,143 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
-class AuditChain:
-    """The hash-chained decision log in the store (implements ``biometrics.service.DecisionLog``).
+SHIPPED_MARK = "audit_shipped_upto"
 
-    Records are appended inside a transaction of the store: use :meth:`transaction` for a change and its
-    record, so that both commit or neither does.
+
+class AuditChain:
+    """The hash-chained decision log of one station (implements ``biometrics.service.DecisionLog``).
+
+    Records are appended inside a transaction: use :meth:`change` for a change of the register and its record
+    (both commit or neither does), :meth:`transaction` for a decision that changes nothing.
+
+    ``storage`` holds the station's own chain. With a shared ``register`` (PostgreSQL), ``storage`` is the
+    station's local journal: a record of a change is written in the register's transaction, then into the
+    journal once that commits; a record of a decision that changes nothing (Verify, Identify) is written to the
+    journal at once, durable even while the register is unreachable, and shipped to the register in order by
+    :meth:`ship` (a background thread, and before every change). Sequence numbers come from the journal, under
+    one lock, so the chain stays one chain.
     """
 
-    def __init__(self, storage: Storage, signing_key: Ed25519PrivateKey, *,
-                 checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, anchor: Path | None = None) -> None:
+    def __init__(self, storage: SealedStore, signing_key: Ed25519PrivateKey, *,
+                 checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, anchor: Path | None = None,
+                 register: SealedStore | None = None, station: str = "") -> None:
         if checkpoint_every < 1:
             raise ValueError("checkpoint_every must be at least 1")
         self.storage = storage
+        self.register = register
+        self.station = station  # named in every entry (the chain's key in the store is storage.station)
         self.signing_key = signing_key
         self.key_id = public_key_id(signing_key.public_key())
         self.checkpoint_every = checkpoint_every
         self.anchor = anchor
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._shipper: threading.Thread | None = None
+
+    # -- transactions ----------------------------------------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """A store transaction whose records are part of it; after it commits, a new signed head is exported."""
-        with self.storage.transaction() as tx:
-            yield tx
+        """A transaction of the station's own store whose records are part of it (a decision that changes
+        nothing, or any change on a station without a register); a signed head is exported after it commits."""
+        with self._lock:
+            with self.storage.transaction() as tx:
+                yield tx
+            self._after_commit(tx)
+        if self.register is not None:
+            self._wake.set()
+
+    @contextmanager
+    def change(self) -> Iterator[Transaction]:
+        """A transaction of the register (or, with none, of the station's store) for a change and its record."""
+        if self.register is None:
+            with self.transaction() as tx:
+                yield tx
+            return
+        tx = None
+        try:
+            with self.register.transaction() as tx:
+                yield tx
+            if tx.audit_entries:
+                self._journal(tx.audit_entries)
+                self._after_commit(tx)
+        finally:
+            if tx is not None and tx.chain_locked:
+                self._lock.release()
+
+    def _after_commit(self, tx: Transaction) -> None:
         if tx.audit_checkpoints and self.anchor is not None:
             self.export_head(tx.audit_checkpoints[-1])
+
+    def _journal(self, entries: list[dict[str, Any]]) -> None:
+        """Write entries the register committed into the local journal, marked shipped."""
+        with self.storage.transaction() as jtx:
+            for e in entries:
+                self.storage.append_audit(jtx, e["seq"], e["type"], e["hash"], canonical(e).decode())
+            self._mark_shipped(jtx, entries[-1]["seq"])
+
+    def _mark_shipped(self, tx: Transaction, seq: int) -> None:
+        if seq > int(self.storage.get_meta(SHIPPED_MARK, "-1")):
+            self.storage.set_meta(tx, SHIPPED_MARK, str(seq))
+
+    # -- shipping to the register ----------------------------------------------------------------
+
+    def reconcile(self) -> int:
+        """Bring the journal level with the register: entries the register committed but the journal missed (a
+        crash between the two commits) are copied into the journal. Returns how many."""
+        if self.register is None:
+            return 0
+        with self._lock:
+            with self.storage.transaction() as jtx:
+                tail = self.storage.audit_tail(jtx)[0]
+            missed = self.register.audit_since(self.register.station, tail)  # type: ignore[attr-defined]
+            if missed:
+                with self.storage.transaction() as jtx:
+                    for seq, text in missed:
+                        entry = json.loads(text)
+                        self.storage.append_audit(jtx, seq, entry["type"], entry["hash"], text)
+                    self._mark_shipped(jtx, missed[-1][0])
+                log.warning("audit: %d entries the register held were missing from the journal; copied", len(missed))
+            return len(missed)
+
+    def pending(self) -> int:
+        """How many journal entries the register does not hold yet."""
+        mark = int(self.storage.get_meta(SHIPPED_MARK, "-1"))
+        return len(self.storage.audit_rows(mark, limit=1_000_000))
+
+    def ship(self, limit: int = 1000) -> int:
+        """Copy journal entries the register does not hold yet into it, in order; returns how many."""
+        if self.register is None:
+            return 0
+        mark = int(self.storage.get_meta(SHIPPED_MARK, "-1"))
+        rows = self.storage.audit_rows(mark, limit)
+        if not rows:
+            return 0
+        self.register.ship_audit(rows)  # type: ignore[attr-defined]
+        with self.storage.transaction() as jtx:
+            self._mark_shipped(jtx, rows[-1][0])
+        return len(rows)
+
+    def start_shipping(self, interval: float = 1.0) -> None:
+        """Ship in a background thread: when woken by a new record, and every ``interval`` seconds."""
+        if self.register is None or self._shipper is not None:
+            return
+
+        def run() -> None:
+            while not self._stop.is_set():
+                self._wake.wait(interval)
+                self._wake.clear()
+                try:
+                    while self.ship():
+                        pass
+                except Exception as exc:  # the register is away: the journal keeps them
+                    log.debug("audit: shipping deferred (%s)", exc)
+
+        self._shipper = threading.Thread(target=run, name="audit-shipper", daemon=True)
+        self._shipper.start()
+
+    # -- appending -------------------------------------------------------------------------------
 
     def export_head(self, checkpoint: dict[str, Any]) -> None:
         """Write a signed checkpoint to the anchor file (atomically; a failure is logged, never raised)."""
@@ -161,8 +275,33 @@ class AuditChain:
         except OSError as exc:
             log.error("audit: the signed head could not be exported to %s: %s", self.anchor, exc)
 
+    def _tail(self, tx: Transaction) -> tuple[int, str, int]:
+        """(seq, hash, last checkpoint seq) of the chain as ``tx`` would extend it."""
+        if tx.owner is self.storage:
+            return self.storage.audit_tail(tx)
+        # A register transaction: the journal is the chain so far (under our lock), then what tx appended.
+        with self.storage.transaction() as jtx:
+            seq, head, last_cp = self.storage.audit_tail(jtx)
+        for e in tx.audit_entries:
+            seq, head = e["seq"], e["hash"]
+            if e["type"] == "checkpoint":
+                last_cp = e["seq"]
+        return seq, head, last_cp
+
+    def _enter(self, tx: Transaction) -> None:
+        """Before the first record of a register transaction: take the chain lock and ship what is pending."""
+        if tx.owner is self.storage or tx.chain_locked:
+            return
+        self._lock.acquire()
+        tx.chain_locked = True
+        mark = int(self.storage.get_meta(SHIPPED_MARK, "-1"))
+        pending = self.storage.audit_rows(mark, limit=1_000_000)
+        if pending:
+            self.register.copy_audit(tx, pending)  # type: ignore[union-attr]
+
     def _append(self, tx: Transaction, entry: dict[str, Any]) -> dict[str, Any]:
-        seq, head, _ = self.storage.audit_tail(tx)
+        self._enter(tx)
+        seq, head, _ = self._tail(tx)
         entry["seq"] = seq + 1
         entry["prev"] = head or GENESIS
         if entry["type"] == "checkpoint":
@@ -172,7 +311,10 @@ class AuditChain:
                 {k: v for k, v in entry.items() if k not in ("hash", "signature")})).hex()
             tx.audit_checkpoints.append(entry)
         entry["hash"] = entry_hash(entry)
-        self.storage.append_audit(tx, entry["seq"], entry["type"], entry["hash"], canonical(entry).decode())
+        store = self.storage if tx.owner is self.storage else self.register
+        assert store is not None
+        store.append_audit(tx, entry["seq"], entry["type"], entry["hash"], canonical(entry).decode())
+        tx.audit_entries.append(entry)
         return entry
 
     def record(self, tx: Transaction, kind: str, actor: Actor, decision_id: str, **fields: Any) -> dict[str, Any]:
@@ -183,15 +325,21 @@ class AuditChain:
         dropped = sorted(set(fields) - ALLOWED_FIELDS)
         if dropped:
             log.warning("audit: fields %s are not recorded (not on the allowed list)", dropped)
-        entry = self._append(tx, {"type": "decision", "time": _now(), "kind": kind, "decision_id": decision_id,
-                                  "actor": who, "fields": {k: v for k, v in fields.items() if k in ALLOWED_FIELDS}})
-        _, _, last_checkpoint = self.storage.audit_tail(tx)
+        body: dict[str, Any] = {"type": "decision", "time": _now(), "kind": kind, "decision_id": decision_id,
+                                "actor": who, "fields": {k: v for k, v in fields.items() if k in ALLOWED_FIELDS}}
+        if self.station:
+            body["station"] = self.station
+        entry = self._append(tx, body)
+        _, _, last_checkpoint = self._tail(tx)
         if entry["seq"] - last_checkpoint >= self.checkpoint_every:
             self._checkpoint(tx, "periodic")
         return entry
 
     def _checkpoint(self, tx: Transaction, reason: str) -> dict[str, Any]:
-        return self._append(tx, {"type": "checkpoint", "time": _now(), "reason": reason, "key_id": self.key_id})
+        body: dict[str, Any] = {"type": "checkpoint", "time": _now(), "reason": reason, "key_id": self.key_id}
+        if self.station:
+            body["station"] = self.station
+        return self._append(tx, body)
 
     def checkpoint(self, reason: str = "requested") -> dict[str, Any] | None:
         """Sign a checkpoint over the chain so far (none when the last entry is already one, or the chain is empty)."""
@@ -202,8 +350,20 @@ class AuditChain:
             return self._checkpoint(tx, reason)
 
     def close(self) -> None:
-        """Sign a shutdown checkpoint if anything was appended since the last one."""
+        """Sign a shutdown checkpoint if anything was appended since the last one; stop shipping (one last try)."""
         self.checkpoint("shutdown")
+        self._stop.set()
+        self._wake.set()
+        if self._shipper is not None:
+            self._shipper.join(10)
+            self._shipper = None
+        if self.register is not None:
+            try:
+                while self.ship():
+                    pass
+            except Exception as exc:
+                log.warning("audit: %d record(s) not shipped to the register at shutdown (%s); they stay in the "
+                            "journal and are shipped at the next start", self.pending(), exc)
 
 
 # -- verification ----------------------------------------------------------------------------------

@@ -45,3 +45,8 @@ class SubjectNotFound(BiometricError):
 
 class SubjectExists(BiometricError):
     """A subject is already enrolled under this id."""
+
+
+class RegisterUnavailable(BiometricError):
+    """The shared register cannot be reached now, or this station has not loaded it yet: a transient refusal
+    (verification goes on from memory; enrolment and erasure wait)."""

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from biometrics.datadir import DataDirLock, lock_data_dir
 from biometrics.errors import (
     BiometricError,
     InvalidSample,
+    RegisterUnavailable,
     SubjectExists,
     SubjectNotFound,
 )
@@ -49,7 +52,16 @@ from biometrics.keydir import (
 from biometrics.matcher import TemplateIndex
 from biometrics.scores import ScoreCalibration, threshold_for_fmr, threshold_for_fpir
 from biometrics.statistics import TrafficStatistics
-from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, Change, Storage, StoredTemplate, Transaction, now
+from biometrics.storage import (
+    CHANGE_ENROLLED,
+    CHANGE_ERASED,
+    Change,
+    SealedStore,
+    Storage,
+    StoredTemplate,
+    Transaction,
+    now,
+)
 from biometrics.templates import pack_face_template, unpack_face_template
 from biometrics.types import (
     Actor,
@@ -115,10 +127,24 @@ class StoreLocation:
     key_file: Path | None = None  # None: KEY_DIR/keyring.json
     anchor: Path | None = None  # None: KEY_DIR/audit-heads/<store id>.json
     dev_keys_in_data_dir: bool = False
+    store_url: str | None = None  # a postgresql:// register shared by stations; None: SQLite in data_dir
+    station: str = ""  # the checkpoint's name (rokot-airport, tuapejat-port...)
 
     def resolved_key_dir(self) -> Path:
         """The key directory in use."""
         return self.key_dir or default_key_dir()
+
+
+STATION_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+def check_station(name: str, *, required: bool) -> None:
+    """A station name: lower-case letters, digits and hyphens (``rokot-airport``); required on a shared register."""
+    if not name and not required:
+        return
+    if not STATION_PATTERN.fullmatch(name or ""):
+        raise ValueError(f"--station {name!r}: a station on a shared register needs a name of 1 to 63 lower-case "
+                         "letters, digits and hyphens, such as rokot-airport")
 
 
 def _new_decision_id() -> str:
@@ -132,6 +158,8 @@ class _GalleryState:
     applied_seq: int = 0
     stale: bool = False
     refs: dict[str, str] = field(default_factory=dict)  # pseudonym -> subject id, for erasures
+    synced_at: float | None = None  # time.monotonic() of the last catch-up that reached the log's end
+    connected: bool = True  # the register's listener connection (always True on the embedded store)
 
 
 class CheckpointService:
@@ -147,6 +175,7 @@ class CheckpointService:
         extractor: FaceExtractor | None = None,
         decision_log: AuditChain | None = None,
         statistics: TrafficStatistics | None = None,
+        defer_load: bool = False,
     ) -> None:
         self.storage = storage
         self.config = config or ServiceConfig()
@@ -166,7 +195,15 @@ class CheckpointService:
         self._write_lock = threading.Lock()
         self._apply_lock = threading.RLock()
         self._data_lock: DataDirLock | None = None
-        self._load_gallery()
+        self._ready = threading.Event()
+        self._closing = threading.Event()
+        self._listener: Any = None
+        self._loader: threading.Thread | None = None
+        # Alerts stay with the station that raised them (its own store, or its journal beside a register).
+        self.alert_store: SealedStore = decision_log.storage if decision_log is not None else storage
+        if not defer_load:
+            self._load_gallery()
+            self._ready.set()
 
     @classmethod
     def open(cls, location: Path | StoreLocation, **kwargs: Any) -> CheckpointService:
@@ -177,6 +214,7 @@ class CheckpointService:
         directory unless ``dev_keys_in_data_dir``. A JSON-lines audit log of an older version is imported.
         """
         where = location if isinstance(location, StoreLocation) else StoreLocation(location)
+        check_station(where.station, required=bool(where.store_url))
         key_dir = where.resolved_key_dir()
         key_file = where.key_file or key_dir / KEYRING_NAME
         old_ring = where.data_dir / "keys" / KEYRING_NAME
@@ -191,20 +229,31 @@ class CheckpointService:
             log.warning("DEVELOPMENT SETUP: keys may sit inside the data directory %s; a copy of it opens every "
                         "sealed row", where.data_dir)
         data_lock = lock_data_dir(where.data_dir)
-        storage = None
+        stores: list[SealedStore] = []
+        checkpoint_every = kwargs.pop("checkpoint_every", 100)
         try:
             prepare_key_dir(key_dir)
-            storage = Storage(where.data_dir / "checkpoint.db", KeyRing.load_or_create(key_file))
-            chain = AuditChain(storage, load_or_create_signing_key(key_dir),
-                               checkpoint_every=kwargs.pop("checkpoint_every", 100),
-                               anchor=where.anchor or anchor_path(key_dir, storage.store_id))
+            ring = KeyRing.load_or_create(key_file)
+            # The station's own chain is keyed by its name in a shared register (and in the journal beside it).
+            local = Storage(where.data_dir / ("journal.db" if where.store_url else "checkpoint.db"), ring,
+                            station=where.station if where.store_url else "")
+            stores.append(local)
+            register = None
+            if where.store_url:
+                from biometrics.register import RegisterStorage
+
+                register = RegisterStorage(where.store_url, ring, station=where.station)
+                stores.append(register)
+            anchor = where.anchor or anchor_path(key_dir, f"station-{where.station}" if register else local.store_id)
+            chain = AuditChain(local, load_or_create_signing_key(key_dir), checkpoint_every=checkpoint_every,
+                               anchor=anchor, register=register, station=where.station)
             legacy = where.data_dir / "audit" / LOG_NAME
-            if legacy.exists() and storage.audit_count() == 0:
+            if legacy.exists() and local.audit_count() == 0:
                 import_jsonl(legacy, chain)
-            service = cls(storage, decision_log=chain, **kwargs)
+            service = cls(register or local, decision_log=chain, defer_load=register is not None, **kwargs)
         except BaseException:
-            if storage is not None:
-                storage.close()
+            for store in stores:
+                store.close()
             data_lock.release()
             raise
         service._data_lock = data_lock
@@ -280,20 +329,34 @@ class CheckpointService:
                     self._apply_change(change)
                     applied += 1
             self._state.stale = False
+            self._state.synced_at = time.monotonic()
         if applied:
             log.info("gallery caught up: %d change(s), now at %d", applied, self._state.applied_seq)
         return applied
 
     def _ensure_current(self) -> None:
+        """Before answering: the service is loaded, and a gallery known to be behind is caught up.
+
+        A register that cannot be reached does not stop verification: the station answers from memory.
+        """
+        if not self._ready.is_set():
+            raise RegisterUnavailable("This station is still loading the register; try again in a moment.")
         if self._state.stale:
-            self.catch_up()
+            try:
+                self.catch_up()
+            except RegisterUnavailable as exc:
+                log.warning("gallery behind and the register unreachable; answering from memory (%s)", exc)
 
     def _applied(self, seq: int, apply: Any) -> None:
-        """Apply our own committed change ``seq`` to memory; on any failure, mark the gallery behind."""
+        """Apply our own committed change ``seq`` to memory; on any failure, mark the gallery behind.
+
+        The caller committed ``seq`` holding the register's write lock after catching up, so no change lies
+        between the gallery and ``seq``; a catch-up that got there first has applied it already.
+        """
         with self._apply_lock:
+            if seq <= self._state.applied_seq:
+                return
             try:
-                if seq != self._state.applied_seq + 1:
-                    raise RuntimeError(f"change {seq} is not next after {self._state.applied_seq}")
                 apply()
                 self._state.applied_seq = seq
             except Exception:
@@ -306,6 +369,71 @@ class CheckpointService:
     def applied_seq(self) -> int:
         """The change-log sequence number the in-memory gallery reflects."""
         return self._state.applied_seq
+
+    # -- a station on a shared register ----------------------------------------------------------
+
+    def ready(self) -> bool:
+        """True once the gallery is loaded (at once on the embedded store; after the register is reached)."""
+        return self._ready.is_set()
+
+    def start(self, *, retry_s: float = 2.0, poll_s: float = 2.0) -> None:
+        """On a shared register: reach it, load the gallery and follow the change log (in the background while
+        it is unreachable). A malformed URL, a refused login, a newer schema or a wrong key ring raise at once.
+        """
+        from biometrics.register import RegisterStorage
+
+        register = self.storage
+        if self._ready.is_set() or not isinstance(register, RegisterStorage):
+            return
+        try:
+            register.open()
+        except RegisterUnavailable as exc:
+            log.warning("the register %s cannot be reached (%s); this station answers UNAVAILABLE until it has "
+                        "loaded the register, retrying every %.0f s", register, exc, retry_s)
+            self._loader = threading.Thread(target=self._load_when_reachable, args=(retry_s, poll_s),
+                                            name="register-loader", daemon=True)
+            self._loader.start()
+            return
+        self._finish_loading(poll_s)
+
+    def _load_when_reachable(self, retry_s: float, poll_s: float) -> None:
+        while not self._closing.is_set():
+            try:
+                self.storage.open()  # type: ignore[attr-defined]
+                self._finish_loading(poll_s)
+                return
+            except RegisterUnavailable as exc:
+                log.info("register still unreachable (%s); retrying in %.0f s", exc, retry_s)
+            except Exception:
+                log.exception("loading the register failed; retrying in %.0f s", retry_s)
+            self._closing.wait(retry_s)
+
+    def _finish_loading(self, poll_s: float) -> None:
+        from biometrics.register import ChangeListener
+
+        start = time.perf_counter()
+        if self.decision_log is not None:
+            self.decision_log.reconcile()
+            self.decision_log.start_shipping()
+        self._load_gallery()
+        self._state.synced_at = time.monotonic()
+        self._ready.set()
+        log.info("register loaded in %.1f s: %d subjects", time.perf_counter() - start, len(self._watchlist))
+
+        def on_state(connected: bool) -> None:
+            self._state.connected = connected
+
+        self._listener = ChangeListener(self.storage.url, self.catch_up, poll_s=poll_s,  # type: ignore[attr-defined]
+                                        on_state=on_state).start()
+
+    def sync_status(self) -> dict[str, Any]:
+        """Where this station's gallery stands: the last applied change, its age, and the register link."""
+        synced = self._state.synced_at
+        return {"ready": self.ready(), "applied_seq": self._state.applied_seq,
+                "seconds_since_sync": None if synced is None else round(time.monotonic() - synced, 3),
+                "register_connected": self._state.connected,
+                "audit_pending": self.decision_log.pending() if self.decision_log and self.decision_log.register
+                else 0}
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -361,10 +489,18 @@ class CheckpointService:
         return [Candidate(sid, s, tuple(per_subject[sid]), self._watchlist.get(sid, False)) for sid, s in ranked]
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Transaction]:
-        """A store transaction that the decision's audit record is part of."""
+    def _change(self) -> Iterator[Transaction]:
+        """A transaction of the register for a change and its audit record, holding the register's write lock
+        (on a shared register: every station's writers wait for it; see :mod:`biometrics.register`)."""
+        with (self.decision_log.change() if self.decision_log is not None else self.storage.transaction()) as tx:
+            self.storage.lock_register(tx)
+            yield tx
+
+    @contextlib.contextmanager
+    def _audit(self) -> Iterator[Transaction]:
+        """A transaction of the station's own store for a decision that changes nothing, and its record."""
         with (self.decision_log.transaction() if self.decision_log is not None
-              else self.storage.transaction()) as tx:
+              else self.alert_store.transaction()) as tx:
             yield tx
 
     def _record(self, tx: Transaction, kind: str, actor: Actor, decision_id: str, **fields: Any) -> None:
@@ -378,7 +514,7 @@ class CheckpointService:
                      actor: Actor) -> Alert:
         """A watchlist hit, stored for officers in the decision's transaction and named in the audit chain."""
         alert = Alert(uuid.uuid4().hex, now(), kind, decision_id, subject_id, float(score), actor.identity)
-        self.storage.insert_alert(tx, alert)
+        self.alert_store.insert_alert(tx, alert)
         self._record(tx, "alert", actor, decision_id, subject_ref=self._ref(subject_id), outcome=kind,
                      alert_id=alert.alert_id, score=alert.score)
         log.warning("ALERT %s: decision %s (alert %s) for an officer", kind, decision_id, alert.alert_id)
@@ -417,16 +553,17 @@ class CheckpointService:
             StoredTemplate(Modality.FINGERPRINT, finger, t.quality, t.to_bytes()) for finger, t in fingers]
         decision_id = _new_decision_id()
         with self._write_lock:
-            self.catch_up()  # the duplicate search sees every committed change
-            if subject_id in self._watchlist:
-                raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
-            threshold = self.search_threshold()
-            duplicates = tuple(self._search(faces, fingers, self.config.max_candidates, threshold))
-            enrolled = not duplicates or allow_duplicate
-            outcome = "enrol_duplicate_held" if not enrolled else (
-                "enrol_duplicate_overridden" if duplicates else "enrol_new")
+            self._ensure_current()
             seq = ref = None
-            with self._transaction() as tx:
+            with self._change() as tx:
+                self.catch_up()  # inside the register's write lock: the search sees every committed change
+                if subject_id in self._watchlist:
+                    raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
+                threshold = self.search_threshold()
+                duplicates = tuple(self._search(faces, fingers, self.config.max_candidates, threshold))
+                enrolled = not duplicates or allow_duplicate
+                outcome = "enrol_duplicate_held" if not enrolled else (
+                    "enrol_duplicate_overridden" if duplicates else "enrol_new")
                 if enrolled:
                     ref, seq, _ = self.storage.insert_subject(tx, subject_id, info, stored)
                 self._record(
@@ -468,7 +605,7 @@ class CheckpointService:
         match = score >= self.threshold
         watchlist = self._watchlist.get(subject_id, False)
         decision_id = _new_decision_id()
-        with self._transaction() as tx:
+        with self._audit() as tx:
             self._record(tx, "verify", actor, decision_id, subject_ref=self._ref(subject_id),
                          match=match, score=score, threshold=self.threshold)
             if match and watchlist:
@@ -491,7 +628,7 @@ class CheckpointService:
         threshold = self.search_threshold()
         candidates = tuple(self._search(faces, fingers, k, threshold))
         decision_id = _new_decision_id()
-        with self._transaction() as tx:
+        with self._audit() as tx:
             self._record(tx, "identify", actor, decision_id, threshold=threshold,
                          candidates=[{"subject_ref": self._ref(c.subject_id), "score": c.score,
                                       "watchlist": c.watchlist} for c in candidates])
@@ -505,15 +642,16 @@ class CheckpointService:
         """The subject's personal data and template inventory; every read is recorded in the audit chain."""
         actor = actor or Actor()
         validation.check_subject_id(subject_id)
+        self._ensure_current()
         decision_id = _new_decision_id()
         try:
             record = self.storage.get_subject(subject_id)
         except SubjectNotFound:
-            with self._transaction() as tx:
+            with self._audit() as tx:
                 self._record(tx, "read_subject", actor, decision_id, subject_ref=self._ref(subject_id),
                              outcome="not_found")
             raise
-        with self._transaction() as tx:
+        with self._audit() as tx:
             self._record(tx, "read_subject", actor, decision_id, subject_ref=self._ref(subject_id), outcome="read")
         return record
 
@@ -527,8 +665,9 @@ class CheckpointService:
         validation.check_reason(reason, "reason", required=False)
         decision_id = _new_decision_id()
         with self._write_lock:
-            self.catch_up()
-            with self._transaction() as tx:
+            self._ensure_current()
+            with self._change() as tx:
+                self.catch_up()
                 seq = self.storage.erase_subject(tx, subject_id)
                 if seq is None:
                     raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
@@ -548,8 +687,8 @@ class CheckpointService:
         actor = actor or Actor()
         if limit < 0:
             raise InvalidSample("limit cannot be negative.")
-        alerts = self.storage.list_alerts(min(limit or 50, 500))
-        with self._transaction() as tx:
+        alerts = self.alert_store.list_alerts(min(limit or 50, 500))
+        with self._audit() as tx:
             self._record(tx, "read_alerts", actor, _new_decision_id(), count=len(alerts))
         return alerts
 
@@ -569,12 +708,19 @@ class CheckpointService:
             return 0.0
 
     def close(self) -> None:
-        """Sign a shutdown checkpoint, release storage and the data directory."""
+        """Stop following the register, sign a shutdown checkpoint, release storage and the data directory."""
+        self._closing.set()
+        if self._listener is not None:
+            self._listener.stop()
+        if self._loader is not None:
+            self._loader.join(10)
         try:
             if self.decision_log is not None:
                 self.decision_log.close()
         finally:
             self.storage.close()
+            if self.alert_store is not self.storage:
+                self.alert_store.close()
             if self._data_lock is not None:
                 self._data_lock.release()
                 self._data_lock = None

@@ -27,6 +27,7 @@ from biometrics.datadir import DataDirLocked
 from biometrics.face import load_models
 from biometrics.imaging import ImageLimits
 from biometrics.keydir import KeyLocationError, default_key_dir
+from biometrics.register import StoreRefused
 from biometrics.service import CheckpointService, ServiceConfig, StoreLocation
 from biometrics.storage import KeyRingMismatch, SchemaTooNew
 from biometrics.workers import FaceWorkerPool
@@ -44,7 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The server's command line."""
     p = argparse.ArgumentParser(prog="checkpoint-server", description=__doc__.splitlines()[0])
     p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any free port)")
-    p.add_argument("--data-dir", type=Path, default=Path("data"), help="where the SQLite database lives")
+    p.add_argument("--data-dir", type=Path, default=Path("data"),
+                   help="where the SQLite database lives (with --store: the station's audit journal)")
+    p.add_argument("--store", metavar="URL",
+                   help="a shared register of many stations: postgresql://USER@HOST:PORT/DB (default: SQLite in "
+                   "DATA_DIR, one station)")
+    p.add_argument("--station", default="",
+                   help="this checkpoint's name (rokot-airport, tuapejat-port...): on every decision and audit "
+                   "record; required with --store")
     p.add_argument("--key-dir", type=Path,
                    help="where the key ring and the audit signing key live, never inside DATA_DIR (default "
                    f"$CHECKPOINT_KEY_DIR or $XDG_CONFIG_HOME/checkpoint/keys: here {default_key_dir()}); created "
@@ -177,11 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     if pool is None or args.camera:
         load_models()  # extraction (or the camera's frame scoring) in this process
     location = StoreLocation(args.data_dir, key_dir=args.key_dir, key_file=args.key_file, anchor=args.audit_anchor,
-                             dev_keys_in_data_dir=args.dev_keys_in_data_dir)
+                             dev_keys_in_data_dir=args.dev_keys_in_data_dir, store_url=args.store,
+                             station=args.station)
+    service = None
     try:
         service = CheckpointService.open(location, config=config, extractor=pool,
                                          checkpoint_every=args.audit_checkpoint_every)
-    except (DataDirLocked, KeyLocationError, KeyRingMismatch, SchemaTooNew) as exc:
+        service.start()
+    except (DataDirLocked, KeyLocationError, KeyRingMismatch, SchemaTooNew, StoreRefused, ValueError) as exc:
+        if service is not None:
+            service.close()
         print(f"checkpoint-server: {exc}", file=sys.stderr)
         if pool is not None:
             pool.close(wait=False)

@@ -1,0 +1,339 @@
+"""The shared register of many stations: PostgreSQL (psycopg 3, psycopg_pool), sealed as the embedded store is.
+
+The same rows as :class:`biometrics.storage.Storage` (sealed subjects and templates keyed by pseudonym, the change
+log, one audit chain per station, alerts), over a connection pool. What differs:
+
+- **Register writes are serialised across stations.** :meth:`RegisterStorage.lock_register` takes a
+  transaction-scoped advisory lock (``pg_advisory_xact_lock``); an enrolment takes it, catches up the change
+  log, runs its duplicate search, inserts and appends to the change log, and commits, all inside it. Two desks
+  at two stations enrolling the same person at the same moment cannot both pass the duplicate search, and the
+  change log's sequence is allocated in commit order (no station can skip a change committed late).
+- **NOTIFY carries only a wake-up** (``checkpoint_changes``, payload the sequence number, sent at commit).
+  Notifications are lost while a station is disconnected, so :class:`ChangeListener` catches up from the last
+  applied sequence after every (re)connection, and polls now and then besides.
+- **Versioned schema**: ``meta.schema_version``; migrations run under an advisory lock at start (two stations
+  starting together do not race) and are idempotent; a newer schema is refused.
+- **Faults are typed**: a malformed URL or a refused login (:class:`StoreRefused`) stops a server at start; an
+  unreachable or restarting server (:class:`RegisterUnavailable`) is retried.
+
+The key ring never enters the database (only a public id of it, to refuse a wrong ring).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from biometrics.crypto import KeyRing
+from biometrics.errors import RegisterUnavailable
+from biometrics.storage import SchemaTooNew, SealedStore, Transaction
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "checkpoint_changes"
+#: Advisory-lock keys (two int4 keys: this service's namespace, then the lock).
+LOCK_NAMESPACE = 0x43484B50  # "CHKP"
+REGISTER_LOCK = 1
+MIGRATION_LOCK = 2
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS subjects (
+    ref TEXT PRIMARY KEY,
+    sealed BYTEA NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS templates (
+    template_id TEXT PRIMARY KEY,
+    ref TEXT NOT NULL REFERENCES subjects(ref) ON DELETE CASCADE,
+    modality INTEGER NOT NULL,
+    finger INTEGER NOT NULL,
+    quality DOUBLE PRECISION NOT NULL,
+    sealed BYTEA NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS templates_ref ON templates(ref);
+CREATE TABLE IF NOT EXISTS changes (
+    seq BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    station TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    station TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    type TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    PRIMARY KEY (station, seq)
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id TEXT PRIMARY KEY,
+    raised_at TEXT NOT NULL,
+    sealed BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts(raised_at)
+"""
+
+#: (version, script): applied in order to a register whose ``meta.schema_version`` is lower.
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1),)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_REFUSED_STATES = ("28", "3D")  # invalid authorisation (bad password, unknown role), unknown database
+_REFUSED_WORDS = ("password authentication failed", "role \"", "does not exist", "no pg_hba.conf entry",
+                  "authentication failed", "permission denied")
+
+
+class StoreRefused(Exception):
+    """The register's URL is malformed, or the server refused the login: a configuration error, not retried."""
+
+
+def redact(url: str) -> str:
+    """``url`` with its password masked, for messages and logs."""
+    try:
+        parts = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<malformed URL>"
+    if parts.get("password"):
+        parts["password"] = "***"
+    return conninfo.make_conninfo("", **parts)
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is a PostgreSQL URL (``postgresql://`` or ``postgres://``) that parses; else StoreRefused."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise StoreRefused(f"--store must be a postgresql:// URL, not {url.split(':', 1)[0]!r}")
+    try:
+        conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise StoreRefused(f"--store {url!r} is not a valid PostgreSQL URL: {exc}") from None
+    return url
+
+
+def classify(exc: BaseException, url: str) -> Exception:
+    """A driver fault as :class:`StoreRefused` (configuration) or :class:`RegisterUnavailable` (transient)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    text = str(exc)
+    if isinstance(exc, psycopg.OperationalError) and (
+            state.startswith(_REFUSED_STATES) or any(w in text for w in _REFUSED_WORDS)):
+        return StoreRefused(f"the register at {redact(url)} refused the connection: {text.strip()}")
+    return RegisterUnavailable(
+        "The central register cannot be reached just now: enrolment and erasure are paused, verification goes "
+        f"on. Try again shortly. ({type(exc).__name__}: {text.strip()[:200]})")
+
+
+def connect_once(url: str, timeout: float = 5.0) -> None:
+    """Open and close one connection: raises StoreRefused or RegisterUnavailable with a message naming why."""
+    try:
+        with psycopg.connect(check_url(url), connect_timeout=max(1, int(timeout))):
+            pass
+    except psycopg.Error as exc:
+        raise classify(exc, url) from None
+
+
+class RegisterStorage(SealedStore):
+    """The shared register of the stations, in PostgreSQL (see the module doc)."""
+
+    _KEY_ID_SQL = "substring(sealed from 3 for get_byte(sealed, 1))"
+
+    def __init__(self, url: str, keyring: KeyRing, *, station: str, pool_size: int = 4,
+                 connect_timeout: float = 5.0) -> None:
+        self.url = check_url(url)
+        self.keyring = keyring
+        self.station = station
+        self.connect_timeout = connect_timeout
+        self._pool = ConnectionPool(
+            self.url, min_size=1, max_size=pool_size, open=False, timeout=connect_timeout,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            check=ConnectionPool.check_connection, name=f"register-{station}",
+        )
+        self._opened = False
+
+    def __str__(self) -> str:
+        return redact(self.url)
+
+    def open(self) -> None:
+        """Connect, migrate the schema and check the key ring (StoreRefused, RegisterUnavailable, SchemaTooNew)."""
+        connect_once(self.url, self.connect_timeout)
+        if not self._opened:
+            self._pool.open(wait=False)
+            self._opened = True
+        with self.transaction() as tx:
+            tx.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_NAMESPACE, MIGRATION_LOCK))
+            self._migrate(tx)
+            self._check_keyring(tx)
+
+    def _migrate(self, tx: Transaction) -> None:
+        tx.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = tx.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(f"the register {self} has schema version {version}; this server knows versions up "
+                               f"to {SCHEMA_VERSION}: upgrade the server")
+        for target, script in MIGRATIONS:
+            if version < target:
+                for statement in filter(str.strip, script.split(";")):
+                    tx.execute(statement)
+                tx.execute("INSERT INTO meta(name, value) VALUES ('schema_version', ?) "
+                           "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (str(target),))
+                log.info("register %s: schema migrated to version %d", self, target)
+
+    def schema_version(self) -> int:
+        """The register's schema version."""
+        return int(self._query("SELECT value FROM meta WHERE name = 'schema_version'")[0][0])
+
+    def close(self) -> None:
+        """Close the pool."""
+        if self._opened:
+            self._pool.close()
+            self._opened = False
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if not self._opened:
+            raise RegisterUnavailable("This station has not reached the central register yet; try again shortly.")
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise RegisterUnavailable(
+                "The central register cannot be reached just now: enrolment and erasure are paused, verification "
+                "goes on. Try again shortly.") from exc
+        except psycopg.OperationalError as exc:
+            raise classify(exc, self.url) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One write transaction on a pooled connection; committed when the block exits, rolled back on error.
+
+        A connection lost during the commit raises :class:`RegisterUnavailable`: the change is then not
+        acknowledged (it may or may not have been stored; a retry finds it, ``ALREADY_EXISTS``).
+        """
+        with self._connection() as conn, conn.transaction():
+            tx = Transaction(conn, "%s")
+            tx.owner = self
+            yield tx
+
+    @contextmanager
+    def _read(self) -> Iterator[Transaction]:
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield Transaction(conn, "%s")
+
+    def lock_register(self, tx: Transaction) -> None:
+        """Serialise register writers of every station until ``tx`` ends (``pg_advisory_xact_lock``)."""
+        tx.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_NAMESPACE, REGISTER_LOCK))
+
+    def _stale_filter(self) -> str:
+        return "substring(sealed from 2 for ?) != ?"
+
+    def append_change(self, tx: Transaction, kind: str, ref: str) -> int:
+        """Append one change-log entry in ``tx`` and notify the stations (delivered at commit)."""
+        seq = super().append_change(tx, kind, ref)
+        tx.execute("SELECT pg_notify(?, ?)", (CHANNEL, str(seq)))
+        return seq
+
+    def stations(self) -> list[str]:
+        """The stations that have an audit chain in the register."""
+        return [r[0] for r in self._query("SELECT DISTINCT station FROM audit ORDER BY station")]
+
+    def audit_since(self, station: str, after: int) -> list[tuple[int, str]]:
+        """(seq, entry JSON) of ``station``'s chain after ``after``, in order."""
+        return [(int(s), e) for s, e in self._query(
+            "SELECT seq, entry FROM audit WHERE station = ? AND seq > ? ORDER BY seq", (station, after))]
+
+    def ship_audit(self, entries: list[tuple[int, str, str, str]]) -> None:
+        """Copy this station's chain entries (seq, type, hash, entry) into the register, idempotently."""
+        if not entries:
+            return
+        with self.transaction() as tx:
+            self.copy_audit(tx, entries)
+
+    def copy_audit(self, tx: Transaction, entries: list[tuple[int, str, str, str]]) -> None:
+        """Insert chain entries in ``tx``, skipping those already there; a different entry at a seq is a fork."""
+        tx.executemany("INSERT INTO audit(station, seq, type, hash, entry) VALUES (?, ?, ?, ?, ?) "
+                       "ON CONFLICT (station, seq) DO NOTHING",
+                       [(self.station, seq, kind, digest, entry) for seq, kind, digest, entry in entries])
+        first, last = entries[0][0], entries[-1][0]
+        held = dict(tx.execute("SELECT seq, hash FROM audit WHERE station = ? AND seq BETWEEN ? AND ?",
+                               (self.station, first, last)).fetchall())
+        forked = [seq for seq, _, digest, _ in entries if held.get(seq) != digest]
+        if forked:
+            raise RuntimeError(f"station {self.station!r}: the register holds other audit entries at seq {forked[:5]} "
+                               "(two processes wrote one station's chain)")
+
+
+class ChangeListener:
+    """LISTEN for change wake-ups on a dedicated connection; catch up after every (re)connection and every
+    ``poll_s`` seconds; reconnect with back-off when the register goes away. Runs in a daemon thread.
+
+    ``catch_up`` is called with no argument; ``on_state(connected: bool)`` is told of every change of state.
+    """
+
+    def __init__(self, url: str, catch_up: Callable[[], Any], *, poll_s: float = 2.0,
+                 on_state: Callable[[bool], None] | None = None, backoff_s: tuple[float, float] = (0.2, 5.0)) -> None:
+        self.url = url
+        self.catch_up = catch_up
+        self.poll_s = poll_s
+        self.on_state = on_state or (lambda connected: None)
+        self.backoff_s = backoff_s
+        self.connected = False
+        self.last_contact = 0.0  # time.monotonic() of the last successful catch-up
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="register-listener", daemon=True)
+
+    def start(self) -> ChangeListener:
+        """Start the thread."""
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _set(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            log.warning("register %s: %s", redact(self.url), "connected" if connected else "DISCONNECTED")
+            self.on_state(connected)
+
+    def _catch_up(self) -> None:
+        self.catch_up()
+        self.last_contact = time.monotonic()
+
+    def _run(self) -> None:
+        delay = self.backoff_s[0]
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._set(True)
+                    self._catch_up()  # whatever was notified while we were away
+                    delay = self.backoff_s[0]
+                    while not self._stop.is_set():
+                        woke = False
+                        for _ in conn.notifies(timeout=self.poll_s, stop_after=1):
+                            woke = True
+                        if woke or not self._stop.is_set():
+                            self._catch_up()
+            except (psycopg.Error, RegisterUnavailable, OSError) as exc:
+                self._set(False)
+                log.info("register listener: %s; reconnecting in %.1f s", exc, delay)
+            except Exception:
+                log.exception("register listener: catch-up failed; retrying")
+            if self._stop.wait(delay):
+                break
+            delay = min(delay * 2, self.backoff_s[1])
