@@ -34,7 +34,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
-from biometrics.storage import SchemaTooNew, SealedStore, Transaction
+from biometrics.storage import KeyRingMismatch, SchemaTooNew, SealedStore, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +170,14 @@ class RegisterStorage(SealedStore):
         if not self._opened:
             self._pool.open(wait=False)
             self._opened = True
-        with self.transaction() as tx:
-            tx.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_NAMESPACE, MIGRATION_LOCK))
-            self._migrate(tx)
-            self._check_keyring(tx)
+        try:
+            with self.transaction() as tx:
+                tx.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_NAMESPACE, MIGRATION_LOCK))
+                self._migrate(tx)
+                self._check_keyring(tx)
+        except (SchemaTooNew, KeyRingMismatch):
+            self.close()
+            raise
 
     def _migrate(self, tx: Transaction) -> None:
         tx.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
