@@ -21,7 +21,8 @@ Reference = FingerprintTemplate | Sequence[FingerprintTemplate]
 _PARALLEL_LOCK = threading.Lock()
 
 
-def _arrays(t: FingerprintTemplate) -> tuple[np.ndarray, ...]:
+def cylinder_arrays(t: FingerprintTemplate) -> tuple[np.ndarray, ...]:
+    """(x, y, angle, bits, valid) of a template's cylinders, contiguous, as the kernels take them."""
     x, y, a = t.cylinder_geometry()
     return x, y, a, np.ascontiguousarray(t.bits), np.ascontiguousarray(t.valid)
 
@@ -46,7 +47,7 @@ class PackedGallery:
         self.owner = np.asarray(owner, dtype=np.int64)
         counts = np.array([t.cylinder_count for t in templates], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        parts = [_arrays(t) for t in templates]
+        parts = [cylinder_arrays(t) for t in templates]
         from biometrics.fingerprint.cylinders import N_WORDS
 
         def cat(i: int, dtype, shape_tail=()) -> np.ndarray:
@@ -65,16 +66,23 @@ class PackedGallery:
 
     def scores(self, probe: FingerprintTemplate) -> np.ndarray:
         """Best score of ``probe`` against each reference, shape (n_references,)."""
-        from biometrics.fingerprint.kernels import gallery_scores
-
         out = np.zeros(self.n_references)
         if len(self.owner) == 0:
             return out
-        with _PARALLEL_LOCK:
-            per_template = gallery_scores(*_arrays(probe), self.x, self.y, self.angle, self.bits, self.valid,
-                                          self.offsets, float(MIN_MATCHABLE_BITS))
+        per_template = template_scores(probe, self.x, self.y, self.angle, self.bits, self.valid, self.offsets)
         np.maximum.at(out, self.owner, per_template)
         return out
+
+
+def template_scores(probe: FingerprintTemplate, x: np.ndarray, y: np.ndarray, angle: np.ndarray, bits: np.ndarray,
+                    valid: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Raw score of ``probe`` against each packed template (template ``t`` owns cylinder rows
+    ``offsets[t]:offsets[t + 1]`` of the contiguous float64 ``x``, ``y``, ``angle`` and uint64 ``bits``,
+    ``valid``), shape (len(offsets) - 1,). One parallel compiled pass; concurrent calls take turns."""
+    from biometrics.fingerprint.kernels import gallery_scores
+
+    with _PARALLEL_LOCK:
+        return gallery_scores(*cylinder_arrays(probe), x, y, angle, bits, valid, offsets, float(MIN_MATCHABLE_BITS))
 
 
 def compare(probe: FingerprintTemplate, reference: Reference) -> float:
@@ -83,9 +91,9 @@ def compare(probe: FingerprintTemplate, reference: Reference) -> float:
 
     group = [reference] if isinstance(reference, FingerprintTemplate) else list(reference)
     best = 0.0
-    pa = _arrays(probe)
+    pa = cylinder_arrays(probe)
     for t in group:
-        best = max(best, pair_score(*pa, *_arrays(t), float(MIN_MATCHABLE_BITS)))
+        best = max(best, pair_score(*pa, *cylinder_arrays(t), float(MIN_MATCHABLE_BITS)))
     return float(best)
 
 
