@@ -4,6 +4,12 @@ Real FVC2002 images (default DB1_B, 500 dpi). The 1:N gallery is the set's templ
 ``--gallery`` entries (each comparison does the full work: no caching between repeats). Baselines,
 measured in the same run: the numpy reference implementation of the same comparison called in a
 per-pair Python loop (``similarity.py``), and the compiled 1:1 function called in a per-pair Python loop.
+
+Gallery updates (``--update-sizes``): the service's ``FingerprintGallery`` filled with synthetic
+subjects (two templates each, the real templates perturbed: minutiae moved by up to 2 px, a contiguous
+run of cylinders kept), then the time of ``add`` of one subject and of the first search after it,
+against ``RepackingGallery`` (the gallery as it was up to commit f11de97: every template repacked on the
+first search after any write), same run, same content.
 Run timing under ``flock -x /tmp/checkpoint-bench.lock``.
 """
 
@@ -12,12 +18,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import sys
+import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from biometrics.fingerprint.template import FingerprintTemplate
+    from biometrics.scores import ScoreCalibration
 
 COMMAND = "fingerprint-speed"
 DEFAULT_SET = Path("../shared/data/fingerprints/fvc2002/DB1_B")
@@ -30,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=40, help="images to extract")
     parser.add_argument("--gallery", type=int, default=10_000, help="1:N gallery size")
     parser.add_argument("--baseline-pairs", type=int, default=300, help="pairs for the numpy baseline")
+    parser.add_argument("--update-sizes", default="10000",
+                        help="gallery sizes (templates, comma-separated) for the add-then-search timing; '' skips")
+    parser.add_argument("--update-repeats", type=int, default=3, help="adds timed per size and gallery")
 
 
 def _numpy_reference(a, b) -> float:
@@ -39,6 +56,162 @@ def _numpy_reference(a, b) -> float:
     bx, by, ba = b.cylinder_geometry()
     gamma = similarity.local_similarities(aa, a.bits, a.valid, ba, b.bits, b.valid)
     return similarity.relaxed_score(gamma, ax, ay, aa, bx, by, ba)
+
+
+class RepackingGallery:
+    """The fingerprint gallery up to commit f11de97, kept as the baseline and the tests' reference:
+    a dict subject -> [(finger, template)], every template repacked on the first search after any write."""
+
+    def __init__(self, calibration: ScoreCalibration) -> None:
+        self.calibration = calibration
+        self._lock = threading.Lock()
+        self._entries: dict[str, list[tuple[int, FingerprintTemplate]]] = {}
+        self._snapshot: tuple | None = None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._entries.values())
+
+    def __contains__(self, subject_id: object) -> bool:
+        return subject_id in self._entries
+
+    def add(self, subject_id: str, entries: Sequence[tuple[int, FingerprintTemplate]]) -> None:
+        """Add templates of a subject."""
+        if not entries:
+            return
+        with self._lock:
+            self._entries.setdefault(subject_id, []).extend((int(f), t) for f, t in entries)
+            self._snapshot = None
+
+    def remove(self, subject_id: str) -> None:
+        """Forget a subject's templates."""
+        with self._lock:
+            if self._entries.pop(subject_id, None) is not None:
+                self._snapshot = None
+
+    def _packed(self) -> tuple:
+        from biometrics.fingerprint.matching import PackedGallery
+
+        with self._lock:
+            if self._snapshot is None:
+                subjects = list(self._entries)
+                templates, fingers, starts = [], [], []
+                for sid in subjects:
+                    starts.append(len(templates))
+                    for finger, t in self._entries[sid]:
+                        templates.append(t)
+                        fingers.append(finger)
+                self._snapshot = (subjects, np.asarray(starts, dtype=np.int64),
+                                  np.asarray(fingers, dtype=np.int64), PackedGallery(templates))
+            return self._snapshot
+
+    @staticmethod
+    def _scores(raw, fingers, starts, probes) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        per_position: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for (position, _), r in zip(probes, raw, strict=True):
+            eligible = np.ones(len(fingers), dtype=bool) if position == 0 else (
+                (fingers == position) | (fingers == 0))
+            masked = np.where(eligible, r, -np.inf)
+            best = np.maximum.reduceat(masked, starts) if len(starts) else np.zeros(0)
+            count = np.add.reduceat(eligible.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
+            if position in per_position:
+                b0, c0 = per_position[position]
+                per_position[position] = (np.maximum(b0, best), c0 + count)
+            else:
+                per_position[position] = (best, count)
+        return per_position
+
+    def search(self, probes: Sequence[tuple[int, FingerprintTemplate]]) -> dict[str, list[tuple[int, float]]]:
+        """False-match scores of every subject with a comparable template: subject -> [(finger, score)]."""
+        from biometrics.fingerprint.fusion import best_of_k
+
+        subjects, starts, fingers, packed = self._packed()
+        if not probes or not subjects:
+            return {}
+        raw = [packed.scores(t) for _, t in probes]
+        per_position = self._scores(raw, fingers, starts, probes)
+        out: dict[str, list[tuple[int, float]]] = {}
+        for position, (best, count) in per_position.items():
+            calibrated = self.calibration.score(np.where(np.isfinite(best), best, 0.0))
+            for i, sid in enumerate(subjects):
+                if count[i] > 0:
+                    out.setdefault(sid, []).append((position, best_of_k(float(calibrated[i]), int(count[i]))))
+        return out
+
+
+def perturbed(template: FingerprintTemplate, rng: np.random.Generator) -> FingerprintTemplate:
+    """A synthetic template from a real one: every minutia moved by up to 2 px, its direction by up to
+    0.05 rad, and a contiguous run of at least 3/4 of its cylinders kept (views: no copy of the bits)."""
+    from biometrics.fingerprint.template import FingerprintTemplate
+
+    n = template.cylinder_count
+    keep = max(1, int(np.ceil(n * rng.uniform(0.75, 1.0)))) if n else 0
+    start = int(rng.integers(0, n - keep + 1)) if n else 0
+    minutiae = template.minutiae.copy()
+    minutiae["x"] = np.clip(minutiae["x"] + rng.integers(-2, 3, len(minutiae)), 0, None)
+    minutiae["y"] = np.clip(minutiae["y"] + rng.integers(-2, 3, len(minutiae)), 0, None)
+    minutiae["angle"] = np.mod(minutiae["angle"] + rng.uniform(-0.05, 0.05, len(minutiae)), 2 * np.pi)
+    return FingerprintTemplate(minutiae, template.cylinder_minutia[start : start + keep],
+                               template.bits[start : start + keep], template.valid[start : start + keep],
+                               template.quality, template.width, template.height)
+
+
+def synthetic_templates(templates: Sequence[FingerprintTemplate], count: int, seed: int = 0
+                        ) -> list[FingerprintTemplate]:
+    """``count`` perturbed copies of ``templates`` taken in turn."""
+    rng = np.random.default_rng(seed)
+    return [perturbed(templates[k % len(templates)], rng) for k in range(count)]
+
+
+def _ms(f: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    f()
+    return 1000 * (time.perf_counter() - t0)
+
+
+def measure_update(make_gallery: Callable[[], object], subjects: Sequence[tuple[str, list]],
+                   newcomers: Sequence[tuple[str, list]], probe: tuple[int, FingerprintTemplate]) -> dict[str, float]:
+    """Fill a gallery with ``subjects``; then, for each newcomer: add it, search, search again, remove it,
+    search. Medians in ms: add, first search after the add, steady search, remove, first search after it."""
+    gallery = make_gallery()
+    t0 = time.perf_counter()
+    for subject_id, entries in subjects:
+        gallery.add(subject_id, entries)
+    fill = time.perf_counter() - t0
+    first = _ms(lambda: gallery.search([probe]))
+    times: dict[str, list[float]] = {"add": [], "search after add": [], "steady search": [], "remove": [],
+                                     "search after remove": []}
+    for subject_id, entries in newcomers:
+        times["add"].append(_ms(lambda sid=subject_id, e=entries: gallery.add(sid, e)))
+        times["search after add"].append(_ms(lambda: gallery.search([probe])))
+        times["steady search"].append(_ms(lambda: gallery.search([probe])))
+        times["remove"].append(_ms(lambda sid=subject_id: gallery.remove(sid)))
+        times["search after remove"].append(_ms(lambda: gallery.search([probe])))
+    out = {key: statistics.median(values) for key, values in times.items()}
+    out["fill"] = 1000 * fill
+    out["first search"] = first
+    return out
+
+
+def run_updates(templates: Sequence[FingerprintTemplate], sizes: Sequence[int], repeats: int) -> None:
+    """Print the add-then-search timing of both galleries at each size (templates, two per subject)."""
+    from biometrics.fingerprint.gallery import FingerprintGallery
+    from biometrics.scores import ScoreCalibration
+
+    calibration = ScoreCalibration.for_modality("fingerprint")
+    for size in sizes:
+        pool = synthetic_templates(templates, size + 2 * repeats, seed=size)
+        subjects = [(f"S{k:07d}", [(2, pool[2 * k]), (7, pool[2 * k + 1])]) for k in range(size // 2)]
+        newcomers = [(f"N{k:03d}", [(2, pool[size + 2 * k]), (7, pool[size + 2 * k + 1])]) for k in range(repeats)]
+        probe = (2, templates[0])
+        print(f"gallery update at {2 * len(subjects):,} templates ({len(subjects):,} subjects of two templates): "
+              f"median of {repeats} adds of one subject, ms")
+        for label, make in (("repack on search (before)", lambda: RepackingGallery(calibration)),
+                            ("append-only (now)", lambda: FingerprintGallery(calibration))):
+            m = measure_update(make, subjects, newcomers, probe)
+            print(f"  {label}: add {m['add']:.3f}, first search after it {m['search after add']:,.0f} "
+                  f"(steady search {m['steady search']:,.0f}); remove {m['remove']:.3f}, search after it "
+                  f"{m['search after remove']:,.0f}; filling {m['fill']:,.0f}, first search {m['first search']:,.0f}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,6 +267,10 @@ def run(args: argparse.Namespace) -> int:
           f"(one process, {threads} numba threads; packing the gallery once: {1000 * pack:.0f} ms)")
     print(f"ratio 1:N vs numpy-reference loop: {rate * naive:.0f}x; vs compiled per-pair loop: "
           f"{rate * one_to_one:.1f}x")
+    sizes = [int(v) for v in args.update_sizes.replace("_", "").split(",") if v.strip()]
+    if sizes:
+        del gallery, gallery_templates
+        run_updates(templates, sizes, args.update_repeats)
     return 0
 
 

@@ -1,7 +1,21 @@
 """The service's fingerprint gallery: enrolled templates by subject and finger, searched 1:N at once.
 
-Templates are kept grouped by subject in one ``PackedGallery`` (rebuilt after a change, on the next
-search); a search scores every template with the compiled kernel and reduces per subject.
+Storage: every template's cylinders are appended to contiguous buffers (the arrays the compiled kernel
+scans), with per template its finger, its subject's code and the version that removed it. A change costs
+the size of the change, never the size of the gallery:
+
+- ``add`` appends rows into spare capacity beyond what any published snapshot can see (capacity grows by
+  1.5x, so copying is amortised O(1) per template);
+- ``remove`` marks the subject's rows removed (a tombstone: the version of the change that removed them,
+  written in place; a snapshot of an older version still reads them as present), and once a quarter of
+  the rows are dead the buffers are rebuilt without them (amortised over those removals);
+- every change publishes a new immutable snapshot (views of the buffers, its version, its row count);
+  a search uses the snapshot it started with from start to end and never packs or copies the gallery, so
+  it never sees half a change and is never stalled by one. Writers serialise on one lock; searches take
+  none (the compiled scan itself is shared by searches in turn, see ``matching.template_scores``).
+
+A search scores every row with the compiled kernel (dead rows too: at most a quarter of them) and reduces
+per subject, ignoring rows removed at or before its snapshot's version.
 
 Scores are false-match scores. A probe of finger position f is compared with the subject's templates of
 position f (or of unknown position 0; a probe of unknown position with all of them); the best raw
@@ -13,93 +27,253 @@ multiplied); each distinct position gives one score, to be fused by the caller.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from biometrics.fingerprint.cylinders import N_WORDS
 from biometrics.fingerprint.fusion import best_of_k
-from biometrics.fingerprint.matching import PackedGallery
+from biometrics.fingerprint.matching import cylinder_arrays, template_scores
 from biometrics.fingerprint.template import FingerprintTemplate
 from biometrics.scores import ScoreCalibration
 
 Probe = tuple[int, FingerprintTemplate]  # (ISO finger position, template)
 
+PRESENT = np.iinfo(np.int64).max  # ``removed_at`` of a template not removed
+GROWTH = 1.5  # capacity factor when the buffers are full
+DEAD_FRACTION = 0.25  # rebuild the buffers without removed rows once this share of the rows is dead
+MIN_TEMPLATES = 256  # smallest capacity, in templates
+MIN_CYLINDERS = 8192  # smallest capacity, in cylinders
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The gallery as of one change: templates ``[0, n)`` of the buffers, read-only for searches."""
+
+    version: int
+    n: int
+    live: int  # templates not removed
+    x: np.ndarray  # (cylinders,) float64: cylinder geometry of templates [0, n)
+    y: np.ndarray
+    angle: np.ndarray
+    bits: np.ndarray  # (cylinders, N_WORDS) uint64
+    valid: np.ndarray
+    offsets: np.ndarray  # (n + 1,) int64: template t owns cylinders offsets[t]:offsets[t + 1]
+    fingers: np.ndarray  # (n,) int64 ISO finger positions
+    owners: np.ndarray  # (n,) int64 subject codes
+    removed_at: np.ndarray  # (n,) int64; a view written in place with versions later than this one
+    names: list[str]  # subject code -> subject id; append-only, codes below n_codes belong to this snapshot
+    n_codes: int
+
+
+@dataclass
+class _Subject:
+    code: int
+    rows: list[int] = field(default_factory=list)
+    entries: list[Probe] = field(default_factory=list)
+
+
+def _best_per_subject(raw: Sequence[np.ndarray], fingers: np.ndarray, owners: np.ndarray, alive: np.ndarray,
+                      n_subjects: int, probes: Sequence[Probe]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per probe position: (best raw score per subject code, templates compared per subject code)."""
+    per_position: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for (position, _), r in zip(probes, raw, strict=True):
+        eligible = alive if position == 0 else alive & ((fingers == position) | (fingers == 0))
+        rows = np.flatnonzero(eligible)
+        best = np.full(n_subjects, -np.inf)
+        np.maximum.at(best, owners[rows], r[rows])
+        count = np.bincount(owners[rows], minlength=n_subjects).astype(np.int64)
+        if position in per_position:
+            b0, c0 = per_position[position]
+            per_position[position] = (np.maximum(b0, best), c0 + count)
+        else:
+            per_position[position] = (best, count)
+    return per_position
+
+
+def _checked(entries: Sequence[Probe]) -> list[tuple[int, FingerprintTemplate, tuple[np.ndarray, ...]]]:
+    """(finger, template, its cylinder arrays) of each entry; TypeError/ValueError for anything else."""
+    out = []
+    for finger, template in entries:
+        if not isinstance(template, FingerprintTemplate):
+            raise TypeError("a fingerprint gallery entry is (finger position, FingerprintTemplate)")
+        arrays = cylinder_arrays(template)
+        if len(arrays[0]) and (arrays[3].shape != (len(arrays[0]), N_WORDS) or arrays[4].shape != arrays[3].shape):
+            raise ValueError("the fingerprint template's cylinders do not have this software's geometry")
+        out.append((int(finger), template, arrays))
+    return out
+
 
 class FingerprintGallery:
-    """Thread-safe map subject -> [(finger, template)], with a packed snapshot for 1:N."""
+    """Thread-safe map subject -> [(finger, template)], searched 1:N over append-only packed buffers."""
 
     def __init__(self, calibration: ScoreCalibration) -> None:
         self.calibration = calibration
         self._lock = threading.Lock()
-        self._entries: dict[str, list[Probe]] = {}
-        self._snapshot: tuple[list[str], np.ndarray, np.ndarray, PackedGallery] | None = None
+        self._subjects: dict[str, _Subject] = {}
+        self._names: list[str] = []
+        self._n = 0  # templates written (live and dead)
+        self._n_cylinders = 0
+        self._dead = 0
+        self._version = 0
+        self._allocate(MIN_TEMPLATES, MIN_CYLINDERS)
+        self._publish()
 
+    # -- buffers ------------------------------------------------------------------------------------
+    def _allocate(self, templates: int, cylinders: int) -> None:
+        """Fresh buffers of the given capacities holding the current rows."""
+        n, nc = self._n, self._n_cylinders
+        x, y, angle = (np.empty(cylinders, dtype=np.float64) for _ in range(3))
+        bits, valid = (np.empty((cylinders, N_WORDS), dtype=np.uint64) for _ in range(2))
+        offsets = np.zeros(templates + 1, dtype=np.int64)
+        fingers, owners, removed_at = (np.empty(templates, dtype=np.int64) for _ in range(3))
+        if n:
+            for new, old in ((x, self._x), (y, self._y), (angle, self._angle), (bits, self._bits),
+                             (valid, self._valid)):
+                new[:nc] = old[:nc]
+            offsets[: n + 1] = self._offsets[: n + 1]
+            for new, old in ((fingers, self._fingers), (owners, self._owners), (removed_at, self._removed_at)):
+                new[:n] = old[:n]
+        self._x, self._y, self._angle, self._bits, self._valid = x, y, angle, bits, valid
+        self._offsets, self._fingers, self._owners, self._removed_at = offsets, fingers, owners, removed_at
+
+    def _reserve(self, templates: int, cylinders: int) -> None:
+        """Room for ``templates`` more templates holding ``cylinders`` more cylinders (amortised growth)."""
+        t_cap, c_cap = len(self._fingers), len(self._x)
+        need_t, need_c = self._n + templates, self._n_cylinders + cylinders
+        if need_t > t_cap or need_c > c_cap:
+            self._allocate(max(need_t, int(t_cap * GROWTH)) if need_t > t_cap else t_cap,
+                           max(need_c, int(c_cap * GROWTH)) if need_c > c_cap else c_cap)
+
+    def _publish(self) -> None:
+        n, nc = self._n, self._n_cylinders
+        self._version += 1
+        self._snapshot = _Snapshot(
+            version=self._version, n=n, live=n - self._dead,
+            x=self._x[:nc], y=self._y[:nc], angle=self._angle[:nc], bits=self._bits[:nc], valid=self._valid[:nc],
+            offsets=self._offsets[: n + 1], fingers=self._fingers[:n], owners=self._owners[:n],
+            removed_at=self._removed_at[:n], names=self._names, n_codes=len(self._names))
+
+    def _compact(self) -> None:
+        """Rebuild the buffers without removed rows, subject codes renumbered in the same order."""
+        n = self._n
+        keep = self._removed_at[:n] == PRESENT
+        counts = np.diff(self._offsets[: n + 1])
+        keep_cylinders = np.repeat(keep, counts)
+        live, live_cylinders = int(keep.sum()), int(counts[keep].sum())
+        old_codes = sorted(subject.code for subject in self._subjects.values())
+        code_map = np.full(len(self._names), -1, dtype=np.int64)
+        code_map[old_codes] = np.arange(len(old_codes))
+        new_row = np.cumsum(keep) - 1
+        t_cap = max(int(live * GROWTH), MIN_TEMPLATES)
+        c_cap = max(int(live_cylinders * GROWTH), MIN_CYLINDERS)
+        x, y, angle = (np.empty(c_cap, dtype=np.float64) for _ in range(3))
+        bits, valid = (np.empty((c_cap, N_WORDS), dtype=np.uint64) for _ in range(2))
+        for new, old in ((x, self._x), (y, self._y), (angle, self._angle), (bits, self._bits), (valid, self._valid)):
+            np.compress(keep_cylinders, old[: self._n_cylinders], axis=0, out=new[:live_cylinders])
+        offsets = np.zeros(t_cap + 1, dtype=np.int64)
+        offsets[1 : live + 1] = np.cumsum(counts[keep])
+        fingers, owners, removed_at = (np.empty(t_cap, dtype=np.int64) for _ in range(3))
+        fingers[:live] = self._fingers[:n][keep]
+        owners[:live] = code_map[self._owners[:n][keep]]
+        removed_at[:live] = PRESENT
+        self._names = [self._names[c] for c in old_codes]  # a new list: older snapshots keep theirs
+        for subject in self._subjects.values():
+            subject.code = int(code_map[subject.code])
+            subject.rows = new_row[subject.rows].tolist()
+        self._x, self._y, self._angle, self._bits, self._valid = x, y, angle, bits, valid
+        self._offsets, self._fingers, self._owners, self._removed_at = offsets, fingers, owners, removed_at
+        self._n, self._n_cylinders, self._dead = live, live_cylinders, 0
+
+    # -- container protocol -------------------------------------------------------------------------
     def __len__(self) -> int:
-        with self._lock:
-            return sum(len(v) for v in self._entries.values())
+        return self._snapshot.live
 
     def __contains__(self, subject_id: object) -> bool:
-        return subject_id in self._entries
+        return subject_id in self._subjects
 
+    # -- writes -------------------------------------------------------------------------------------
     def add(self, subject_id: str, entries: Sequence[Probe]) -> None:
-        """Add templates of a subject."""
-        if not entries:
+        """Add templates of a subject (visible to searches together, in one change)."""
+        self.add_many([(subject_id, entries)])
+
+    def add_many(self, subjects: Iterable[tuple[str, Sequence[Probe]]]) -> None:
+        """``add(subject_id, entries)`` for each pair in order, published as one change (bulk loading)."""
+        batch = [(subject_id, _checked(entries)) for subject_id, entries in subjects]
+        batch = [(subject_id, checked) for subject_id, checked in batch if checked]
+        if not batch:
             return
+        m = sum(len(checked) for _, checked in batch)
+        counts = np.array([len(arrays[0]) for _, checked in batch for _, _, arrays in checked], dtype=np.int64)
         with self._lock:
-            self._entries.setdefault(subject_id, []).extend((int(f), t) for f, t in entries)
-            self._snapshot = None
+            self._reserve(m, int(counts.sum()))
+            n, nc = self._n, self._n_cylinders
+            names = len(self._names)
+            codes: dict[str, int] = {}
+            row, cylinder = n, nc
+            for subject_id, checked in batch:
+                subject = self._subjects.get(subject_id)
+                code = subject.code if subject is not None else codes.setdefault(subject_id, names + len(codes))
+                for finger, _, (x, y, angle, bits, valid) in checked:
+                    k = len(x)
+                    if k:
+                        self._x[cylinder : cylinder + k] = x
+                        self._y[cylinder : cylinder + k] = y
+                        self._angle[cylinder : cylinder + k] = angle
+                        self._bits[cylinder : cylinder + k] = bits
+                        self._valid[cylinder : cylinder + k] = valid
+                    self._fingers[row] = finger
+                    self._owners[row] = code
+                    cylinder += k
+                    row += 1
+            self._offsets[n + 1 : n + m + 1] = nc + np.cumsum(counts)
+            self._removed_at[n : n + m] = PRESENT
+            # Only now the bookkeeping: a failure above leaves rows no snapshot can see.
+            self._names.extend(codes)
+            row = n
+            for subject_id, checked in batch:
+                subject = self._subjects.get(subject_id)
+                if subject is None:
+                    subject = self._subjects[subject_id] = _Subject(codes[subject_id])
+                subject.rows.extend(range(row, row + len(checked)))
+                subject.entries.extend((finger, template) for finger, template, _ in checked)
+                row += len(checked)
+            self._n, self._n_cylinders = n + m, nc + int(counts.sum())
+            self._publish()
 
     def remove(self, subject_id: str) -> None:
-        """Forget a subject's templates."""
+        """Forget a subject's templates (unknown subjects are ignored)."""
         with self._lock:
-            if self._entries.pop(subject_id, None) is not None:
-                self._snapshot = None
+            subject = self._subjects.pop(subject_id, None)
+            if subject is None:
+                return
+            # Tombstones: searches on older snapshots read these rows as present (their version is lower).
+            self._removed_at[subject.rows] = self._version + 1
+            self._dead += len(subject.rows)
+            if self._dead > DEAD_FRACTION * self._n:
+                self._compact()
+            self._publish()
 
-    def _packed(self) -> tuple[list[str], np.ndarray, np.ndarray, PackedGallery]:
-        with self._lock:
-            if self._snapshot is None:
-                subjects = list(self._entries)
-                templates, fingers, starts = [], [], []
-                for sid in subjects:
-                    starts.append(len(templates))
-                    for finger, t in self._entries[sid]:
-                        templates.append(t)
-                        fingers.append(finger)
-                self._snapshot = (subjects, np.asarray(starts, dtype=np.int64),
-                                  np.asarray(fingers, dtype=np.int64), PackedGallery(templates))
-            return self._snapshot
-
-    @staticmethod
-    def _scores(raw: Sequence[np.ndarray], fingers: np.ndarray, starts: np.ndarray, probes: Sequence[Probe]
-                ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """Per probe position: (best raw per subject, templates compared per subject)."""
-        per_position: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for (position, _), r in zip(probes, raw, strict=True):
-            eligible = np.ones(len(fingers), dtype=bool) if position == 0 else (
-                (fingers == position) | (fingers == 0))
-            masked = np.where(eligible, r, -np.inf)
-            best = np.maximum.reduceat(masked, starts) if len(starts) else np.zeros(0)
-            count = np.add.reduceat(eligible.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
-            if position in per_position:
-                b0, c0 = per_position[position]
-                per_position[position] = (np.maximum(b0, best), c0 + count)
-            else:
-                per_position[position] = (best, count)
-        return per_position
-
+    # -- reads --------------------------------------------------------------------------------------
     def search(self, probes: Sequence[Probe]) -> dict[str, list[tuple[int, float]]]:
         """False-match scores of every subject with a comparable template: subject -> [(finger, score)]."""
-        subjects, starts, fingers, packed = self._packed()
-        if not probes or not subjects:
+        snap = self._snapshot
+        if not probes or not snap.live:
             return {}
-        raw = [packed.scores(t) for _, t in probes]
-        per_position = self._scores(raw, fingers, starts, probes)
+        raw = [template_scores(t, snap.x, snap.y, snap.angle, snap.bits, snap.valid, snap.offsets)
+               for _, t in probes]
+        alive = snap.removed_at > snap.version
+        per_position = _best_per_subject(raw, snap.fingers, snap.owners, alive, snap.n_codes, probes)
         out: dict[str, list[tuple[int, float]]] = {}
         for position, (best, count) in per_position.items():
-            calibrated = self.calibration.score(np.where(np.isfinite(best), best, 0.0))
-            for i, sid in enumerate(subjects):
-                if count[i] > 0:
-                    out.setdefault(sid, []).append((position, best_of_k(float(calibrated[i]), int(count[i]))))
+            codes = np.flatnonzero(count > 0)
+            if not len(codes):
+                continue
+            calibrated = self.calibration.score(np.where(np.isfinite(best[codes]), best[codes], 0.0))
+            for i, code in enumerate(codes.tolist()):
+                out.setdefault(snap.names[code], []).append(
+                    (position, best_of_k(float(calibrated[i]), int(count[code]))))
         return out
 
     def compare(self, subject_id: str, probes: Sequence[Probe]) -> list[tuple[int, float]]:
@@ -107,11 +281,13 @@ class FingerprintGallery:
         from biometrics.fingerprint.matching import compare
 
         with self._lock:
-            entries = list(self._entries.get(subject_id, ()))
+            subject = self._subjects.get(subject_id)
+            entries = list(subject.entries) if subject is not None else []
         if not entries or not probes:
             return []
         fingers = np.asarray([f for f, _ in entries], dtype=np.int64)
         raw = [np.array([compare(t, ref) for _, ref in entries]) for _, t in probes]
-        per_position = self._scores(raw, fingers, np.zeros(1, dtype=np.int64), probes)
+        per_position = _best_per_subject(raw, fingers, np.zeros(len(entries), dtype=np.int64),
+                                         np.ones(len(entries), dtype=bool), 1, probes)
         return [(position, best_of_k(float(self.calibration.score(float(best[0]))), int(count[0])))
                 for position, (best, count) in per_position.items() if count[0] > 0]
