@@ -1,4 +1,8 @@
-"""The face worker pool: same templates and refusals as in-process extraction, and it survives dead workers."""
+"""The face worker pool: same templates and refusals as in-process extraction; it survives dead and hung workers,
+a sample that kills its worker fails alone, and the pool says when it is ready.
+
+Faults are injected through the pool's private ``_call(fn, args)``, which runs any importable function in a worker
+as a sample runs: ``os._exit`` (a worker that dies on its sample) and ``time.sleep`` (a sample that hangs)."""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from biometrics.errors import BiometricError, MultipleFaces, NoFaceFound, Sample
 from biometrics.face import FaceTemplate, face_template_from_bytes
 from biometrics.fingerprint.template import TemplateFormatError
 from biometrics.imaging import ImageLimits, decode_rgb, encode_png
-from biometrics.workers import SINGLE_THREAD_ENV, FaceWorkerPool, WorkerLost
+from biometrics.workers import SINGLE_THREAD_ENV, FaceWorkerPool, WorkerLost, WorkerTimeout
 
 NAMES = ["Hans_Blix_0001.jpg", "Kofi_Annan_0001.jpg", "Kofi_Annan_0002.jpg", "Megawati_Sukarnoputri_0001.jpg",
          "Megawati_Sukarnoputri_0004.jpg"]
@@ -78,7 +82,7 @@ def _all_subclasses(cls: type) -> set[type]:
 def test_every_refusal_survives_pickling() -> None:
     assert {errors.NoFaceFound, errors.SampleTooLarge, service.NoReference, TemplateFormatError} <= \
         _all_subclasses(BiometricError)
-    for cls in _all_subclasses(BiometricError) | {WorkerLost}:
+    for cls in _all_subclasses(BiometricError) | {WorkerLost, WorkerTimeout}:
         again = pickle.loads(pickle.dumps(cls("a message to show")))
         assert type(again) is cls
         assert str(again) == "a message to show"
@@ -135,15 +139,31 @@ def test_concurrent_callers_all_get_their_own_template(pool, expected) -> None:
         _same(result, expected[name])
 
 
+def _until(condition, timeout: float = 120.0) -> None:
+    """Poll ``condition`` until it holds (AssertionError after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{condition} still false after {timeout} s"
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_a_killed_idle_worker_is_replaced_and_the_next_call_works(expected) -> None:
     with FaceWorkerPool(2) as p:
         p.warm_up(timeout=120)
         before = p.worker_pids()
         os.kill(before[0], signal.SIGKILL)
-        time.sleep(0.3)
+        _until(lambda: p.restarts == 1)  # noticed while idle, not by the next caller
         _same(p.extract_face(face(NAMES[1])), expected[NAMES[1]])
-        assert p.rebuilds == 1
-        assert not set(p.worker_pids()) & set(before)
+        _until(p.ready)
+        assert before[1] in p.worker_pids() and before[0] not in p.worker_pids()
 
 
 def test_calls_in_flight_when_a_worker_is_killed_are_retried(expected) -> None:
@@ -160,15 +180,85 @@ def test_calls_in_flight_when_a_worker_is_killed_are_retried(expected) -> None:
         assert len(batch) == len(jobs)
         for name, result in zip(jobs, batch, strict=True):
             _same(result, expected[name])
-        assert p.rebuilds == 1
+        assert p.restarts == 1
 
 
 def test_a_call_whose_worker_dies_twice_gets_worker_lost_and_the_pool_goes_on(expected) -> None:
     with FaceWorkerPool(1) as p:
         with pytest.raises(WorkerLost, match="try again"):
             p._call(os._exit, (3,))  # a sample that kills its worker every time
-        assert p.rebuilds == 2
+        assert p.restarts == 2
         _same(p.extract_face(face(NAMES[3])), expected[NAMES[3]])
+
+
+@pytest.mark.slow
+def test_a_poison_sample_fails_alone_and_the_calls_beside_it_succeed(expected) -> None:
+    """Good samples from other threads, queued and running beside one that kills its worker every time."""
+    jobs = NAMES * 3
+    with FaceWorkerPool(2) as p, ThreadPoolExecutor(8) as threads:
+        p.warm_up(timeout=120)
+        good = [threads.submit(p.extract_face, face(n)) for n in jobs[:6]]
+        poison = threads.submit(p._call, os._exit, (3,))
+        good += [threads.submit(p.extract_face, face(n)) for n in jobs[6:]]
+        with pytest.raises(WorkerLost, match="stopped twice"):
+            poison.result(timeout=300)
+        for name, future in zip(jobs, good, strict=True):
+            _same(future.result(timeout=300), expected[name])  # none failed, none was lost
+        assert p.restarts == 2  # the poison's first worker, and the fresh one it was retried alone on
+        _until(p.ready)
+
+
+@pytest.mark.slow
+def test_a_hung_worker_is_killed_at_the_call_timeout_and_replaced(expected) -> None:
+    with FaceWorkerPool(2, call_timeout=2.0) as p, ThreadPoolExecutor(2) as threads:
+        p.warm_up(timeout=120)
+        before = set(p.worker_pids())
+        started = time.monotonic()
+        hung = threads.submit(p._call, time.sleep, (3600,))  # a sample that never finishes
+        _until(lambda: len(p._jobs) == 0)
+        # meanwhile the other worker goes on serving
+        _same(p.extract_face(face(NAMES[0])), expected[NAMES[0]])
+        with pytest.raises(WorkerTimeout, match="longer than 2 s"):
+            hung.result(timeout=60)
+        assert time.monotonic() - started < 2.0 + 10  # the bound, and some slack for a loaded machine
+        assert p.restarts == 1
+        killed = before - set(p.worker_pids())
+        assert len(killed) == 1 and not _alive(killed.pop())
+        _until(p.ready)
+        _same(p.extract_face(face(NAMES[2])), expected[NAMES[2]])
+        assert len(p.worker_pids()) == 2
+
+
+def test_the_pool_is_ready_only_with_every_worker_up() -> None:
+    p = FaceWorkerPool(2, warm=False)
+    try:
+        assert not p.ready()  # not warmed up
+        p.warm_up(timeout=120)
+        assert p.ready()
+        os.kill(p.worker_pids()[0], signal.SIGKILL)
+        _until(lambda: not p.ready(), timeout=10)  # a worker is being replaced
+        _until(p.ready)
+    finally:
+        p.close()
+    assert not p.ready()  # closed
+
+
+@pytest.mark.slow
+def test_a_pool_whose_workers_cannot_start_is_broken_and_answers_at_once() -> None:
+    with FaceWorkerPool(1, start_timeout=0.001) as p:  # no worker loads its models that fast
+        with pytest.raises(RuntimeError, match="cannot start"):
+            p.warm_up(timeout=120)
+        assert not p.ready() and "cannot start" in p.broken
+        started = time.monotonic()
+        with pytest.raises(WorkerLost, match="cannot start"):
+            p.extract_face(face(NAMES[0]))
+        assert time.monotonic() - started < 1
+
+
+def test_the_timeouts_must_be_positive_numbers() -> None:
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="positive"):
+            FaceWorkerPool(1, warm=False, call_timeout=bad)
 
 
 def test_a_pool_needs_a_worker_and_a_safe_start_method() -> None:
@@ -187,6 +277,7 @@ def test_a_closed_pool_refuses_calls() -> None:
     p.close()  # twice is harmless
 
 
+@pytest.mark.server
 def test_grpc_server_with_two_face_workers(tmp_path) -> None:
     server = ServerProcess(tmp_path / "data", args=("--workers", "2")).start()
     try:
@@ -214,7 +305,8 @@ def test_the_callers_environment_is_left_as_it_was() -> None:
     before = {name: os.environ.get(name) for name in SINGLE_THREAD_ENV}
     with FaceWorkerPool(1) as p:
         p.warm_up(timeout=120)
-        p._rebuild(0)  # a rebuild starts the executor again
+        os.kill(p.worker_pids()[0], signal.SIGKILL)  # a replacement starts another worker
+        _until(lambda: p.restarts == 1)
         p.warm_up(timeout=120)
     assert {name: os.environ.get(name) for name in SINGLE_THREAD_ENV} == before
 
@@ -226,3 +318,5 @@ def test_a_lost_worker_is_answered_unavailable_with_its_message() -> None:
 
     lost = WorkerLost("The face extraction worker stopped twice. Please try again.")
     assert status_for(lost) == grpc.StatusCode.UNAVAILABLE  # transient: a kiosk may retry
+    timed_out = WorkerTimeout("Face extraction took longer than 30 s and was stopped.")
+    assert status_for(timed_out) == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -13,7 +13,7 @@ from biometrics.errors import (
     SubjectNotFound,
 )
 from biometrics.service import NoReference
-from biometrics.workers import WorkerLost
+from biometrics.workers import WorkerLost, WorkerTimeout
 from devices.errors import (
     DeviceError,
     DeviceNotConfigured,
@@ -37,7 +37,8 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (DeviceUnavailable, grpc.StatusCode.UNAVAILABLE),
     (DeviceError, grpc.StatusCode.UNAVAILABLE),
     (BiometricError, grpc.StatusCode.INVALID_ARGUMENT),
-    (WorkerLost, grpc.StatusCode.UNAVAILABLE),  # transient: the pool was rebuilt, a retry is expected to work
+    (WorkerLost, grpc.StatusCode.UNAVAILABLE),  # transient: the worker was replaced, a retry is expected to work
+    (WorkerTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),  # the sample ran over the pool's per-call timeout
 )
 
 
