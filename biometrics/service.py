@@ -685,12 +685,15 @@ class CheckpointService:
     def list_alerts(self, limit: int = 50, *, actor: Actor | None = None) -> list[Alert]:
         """The newest ``limit`` watchlist alerts (at most 500), newest first; the read is audited."""
         actor = actor or Actor()
-        if limit < 0:
-            raise InvalidSample("limit cannot be negative.")
-        alerts = self.alert_store.list_alerts(min(limit or 50, 500))
+        limit = validation.check_limit(limit, "limit", default=validation.DEFAULT_ALERTS, maximum=validation.MAX_ALERTS)
+        alerts = self.alert_store.list_alerts(limit)
         with self._audit() as tx:
             self._record(tx, "read_alerts", actor, _new_decision_id(), count=len(alerts))
         return alerts
+
+    def holds(self, subject_id: str) -> bool:
+        """Whether this station's in-memory gallery holds ``subject_id`` now (diagnostics and tests)."""
+        return subject_id in self._watchlist
 
     def gallery_size(self) -> tuple[int, int]:
         """(subjects, templates) in the in-memory gallery."""
