@@ -62,6 +62,14 @@ class KeyRing:
     path: Path | None = field(default=None, compare=False, repr=False)
     _stamp: tuple[int, int, int] | None = field(default=None, compare=False, repr=False)
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+    _ciphers: dict[bytes, AESGCM] = field(default_factory=dict, compare=False, repr=False)
+
+    def _cipher(self, key: bytes) -> AESGCM:
+        """The AES-GCM object of a key, made once (loading a million rows opens two million blobs)."""
+        cipher = self._ciphers.get(key)
+        if cipher is None:
+            cipher = self._ciphers[key] = AESGCM(key)
+        return cipher
 
     @classmethod
     def generate(cls) -> KeyRing:
@@ -197,7 +205,7 @@ class KeyRing:
         key_id = active.encode()
         nonce = secrets.token_bytes(_NONCE_BYTES)
         header = bytes([_BLOB_VERSION, len(key_id)]) + key_id
-        return header + nonce + AESGCM(self.keys[active]).encrypt(nonce, plaintext, header + associated)
+        return header + nonce + self._cipher(self.keys[active]).encrypt(nonce, plaintext, header + associated)
 
     def open(self, blob: bytes, associated: bytes) -> bytes:
         """Decrypt a blob sealed by :meth:`seal` with the same ``associated`` data."""
@@ -213,7 +221,7 @@ class KeyRing:
         header = blob[: 2 + id_len]
         nonce = blob[2 + id_len : 2 + id_len + _NONCE_BYTES]
         try:
-            return AESGCM(key).decrypt(nonce, blob[2 + id_len + _NONCE_BYTES :], header + associated)
+            return self._cipher(key).decrypt(nonce, blob[2 + id_len + _NONCE_BYTES :], header + associated)
         except InvalidTag as exc:
             raise SealError("sealed blob does not open: altered, or moved from another row") from exc
 
