@@ -166,6 +166,7 @@ def test_a_killed_idle_worker_is_replaced_and_the_next_call_works(expected) -> N
         assert before[1] in p.worker_pids() and before[0] not in p.worker_pids()
 
 
+@pytest.mark.slow
 def test_calls_in_flight_when_a_worker_is_killed_are_retried(expected) -> None:
     jobs = NAMES * 8
     with FaceWorkerPool(2) as p:
@@ -174,7 +175,7 @@ def test_calls_in_flight_when_a_worker_is_killed_are_retried(expected) -> None:
         batch: list = []
         runner = threading.Thread(target=lambda: batch.extend(p.map_faces([face(n) for n in jobs])))
         runner.start()
-        time.sleep(0.15)
+        _until(lambda: len(p._jobs) <= len(jobs) - 4)  # both workers busy, most of the batch still queued
         os.kill(victim, signal.SIGKILL)
         runner.join(120)
         assert len(batch) == len(jobs)
