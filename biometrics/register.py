@@ -93,7 +93,7 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _REFUSED_STATES = ("28", "3D")  # invalid authorisation (bad password, unknown role), unknown database
 _REFUSED_WORDS = ("password authentication failed", "role \"", "does not exist", "no pg_hba.conf entry",
-                  "authentication failed", "permission denied")
+                  "authentication failed", "permission denied", "invalid ")  # invalid sslmode value, option...
 
 
 class StoreRefused(Exception):
@@ -139,6 +139,23 @@ def connect_once(url: str, timeout: float = 5.0) -> None:
     try:
         with psycopg.connect(check_url(url), connect_timeout=max(1, int(timeout))):
             pass
+    except psycopg.Error as exc:
+        raise classify(exc, url) from None
+
+
+def read_register_audit(url: str, station: str) -> Iterator[str]:
+    """The audit entries' JSON of ``station``'s chain in the register at ``url``, in order (no key needed)."""
+    try:
+        with psycopg.connect(check_url(url), connect_timeout=5) as conn:
+            after = -1
+            while True:
+                rows = conn.execute("SELECT seq, entry FROM audit WHERE station = %s AND seq > %s ORDER BY seq "
+                                    "LIMIT 5000", (station, after)).fetchall()
+                if not rows:
+                    return
+                for seq, entry in rows:
+                    yield entry
+                    after = seq
     except psycopg.Error as exc:
         raise classify(exc, url) from None
 

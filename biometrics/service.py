@@ -201,6 +201,7 @@ class CheckpointService:
         self._loader: threading.Thread | None = None
         # Alerts stay with the station that raised them (its own store, or its journal beside a register).
         self.alert_store: SealedStore = decision_log.storage if decision_log is not None else storage
+        self.station = decision_log.station if decision_log is not None else ""
         if not defer_load:
             self._load_gallery()
             self._ready.set()
@@ -429,7 +430,8 @@ class CheckpointService:
     def sync_status(self) -> dict[str, Any]:
         """Where this station's gallery stands: the last applied change, its age, and the register link."""
         synced = self._state.synced_at
-        return {"ready": self.ready(), "applied_seq": self._state.applied_seq,
+        return {"shared": self.decision_log is not None and self.decision_log.register is not None,
+                "ready": self.ready(), "applied_seq": self._state.applied_seq,
                 "seconds_since_sync": None if synced is None else round(time.monotonic() - synced, 3),
                 "register_connected": self._state.connected,
                 "audit_pending": self.decision_log.pending() if self.decision_log and self.decision_log.register

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text)
         s.add_argument("--data-dir", type=Path, default=Path("data"), help="the server's data directory")
         s.add_argument("--log", type=Path, help="a JSON-lines log (an export) instead of the store's chain")
+        s.add_argument("--store", metavar="URL", help="a shared register (postgresql://...): read --station's chain")
+        s.add_argument("--station", default="", help="with --store: the station whose chain to read")
         s.add_argument("--key-dir", type=Path, help=f"the server's key directory (default {default_key_dir()})")
         if name == "verify":
             s.add_argument("--public-key", type=Path,
@@ -66,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _entries(args: argparse.Namespace) -> Entries:
     if args.log:
         return list(read_entries(args.log))
+    if args.store:
+        from biometrics.register import read_register_audit
+
+        if not args.station:
+            raise FileNotFoundError("--store needs --station NAME (each station has its own chain)")
+        return list(parse_lines(read_register_audit(args.store, args.station)))
     db = args.data_dir / "checkpoint.db"
     if not db.exists():
         raise FileNotFoundError(f"no store at {db}")
@@ -81,7 +89,10 @@ def _verify(args: argparse.Namespace, entries: Entries, where: str) -> int:
         print(f"checkpoint-audit: cannot load the public key {key_path}: {exc}", file=sys.stderr)
         return 2
     head_path = args.expected_head
-    if head_path is None and not args.log:
+    if head_path is None and args.store:
+        default = anchor_path(key_dir, f"station-{args.station}")
+        head_path = default if default.exists() else None
+    elif head_path is None and not args.log:
         default = anchor_path(key_dir, read_store_id(args.data_dir / "checkpoint.db"))
         head_path = default if default.exists() else None
     head = None
@@ -132,10 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         entries = _entries(args)
-    except OSError as exc:
+    except Exception as exc:  # a missing file, an unreachable or refused register: say which, exit 2
         print(f"checkpoint-audit: {exc}", file=sys.stderr)
         return 2
-    where = str(args.log or args.data_dir / "checkpoint.db")
+    where = (f"{args.station}@{args.store.split('@')[-1]}" if args.store
+             else str(args.log or args.data_dir / "checkpoint.db"))
     if args.command == "verify":
         return _verify(args, entries, where)
     if args.command == "export":

@@ -8,7 +8,7 @@ docs/security.md, "What each role sees") and masks credentials in device URLs.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from checkpoint.v1 import checkpoint_pb2 as pb
 
@@ -136,3 +136,13 @@ def device(status: DeviceStatus, *, full: bool) -> pb.Device:
         message.detail = redact_url(status.detail)
         message.parameters.update({key: redact_url(value) for key, value in status.parameters.items()})
     return message
+
+
+def register_sync(status: dict[str, Any]) -> pb.RegisterSync:
+    """The RegisterSync message of :meth:`biometrics.service.CheckpointService.sync_status`."""
+    seconds = status.get("seconds_since_sync")
+    return pb.RegisterSync(shared=bool(status.get("shared")), ready=bool(status.get("ready")),
+                           applied_seq=int(status.get("applied_seq", 0)),
+                           seconds_since_sync=-1.0 if seconds is None else float(seconds),
+                           connected=bool(status.get("register_connected")),
+                           audit_pending=int(status.get("audit_pending", 0)))

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from biometrics.register import StoreRefused
 from biometrics.service import CheckpointService, ServiceConfig, StoreLocation
 from biometrics.storage import KeyRingMismatch, SchemaTooNew
 from biometrics.workers import FaceWorkerPool
+from verify.health import start_health_watch
 from verify.roles import RoleInterceptor
 from verify.servicer import CheckpointServicer
 from verify.tls import TLSConfigError, add_tls_arguments, is_loopback, server_credentials, tls_files
@@ -71,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=16, help="gRPC worker threads")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="face extraction processes (default: one per core); 0: extract in the calling gRPC thread")
+    p.add_argument("--extract-timeout", type=float, default=30.0,
+                   help="longest one face extraction may run, seconds (its worker is then killed and replaced)")
     p.add_argument("--max-message-mb", type=float, default=16.0, help="largest request accepted, MiB")
     p.add_argument("--max-image-mb", type=float, default=8.0, help="largest image accepted, MB")
     p.add_argument("--max-megapixels", type=float, default=24.0, help="largest image accepted, megapixels")
@@ -111,13 +115,13 @@ def _open_station(args: argparse.Namespace) -> Any:
     return Station.from_config(camera=args.camera, scanner=args.scanner, frame_scorer=frame_quality)
 
 
-def _start_face_workers(workers: int, limits: ImageLimits) -> FaceWorkerPool | None:
+def _start_face_workers(workers: int, limits: ImageLimits, call_timeout: float = 30.0) -> FaceWorkerPool | None:
     """The face extraction pool (None for 0 workers), warming up in the background: the port opens at once."""
     if workers == 0:
         log.info("face extraction in the gRPC threads (--workers 0)")
         return None
     start = time.perf_counter()
-    pool = FaceWorkerPool(workers, limits)
+    pool = FaceWorkerPool(workers, limits, call_timeout=call_timeout)
     log.info("face extraction on %d worker processes", workers)
 
     def _report_ready() -> None:
@@ -134,7 +138,8 @@ def _start_face_workers(workers: int, limits: ImageLimits) -> FaceWorkerPool | N
 
 def build_server(
     service: CheckpointService, listen: str, *, station: Any = None, threads: int = 16, max_message_mb: float = 16,
-    credentials: grpc.ServerCredentials | None = None,
+    credentials: grpc.ServerCredentials | None = None, health_checks: Sequence[Callable[[], bool]] = (),
+    health_stop: threading.Event | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A started gRPC server with the checkpoint, health and reflection services; returns the bound port.
 
@@ -161,9 +166,11 @@ def build_server(
     port = server.add_secure_port(listen, credentials) if credentials else server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
+    # SERVING only while every check holds (the service has loaded its gallery, the face workers are up); set
+    # before the port opens, so that no Check sees the servicer's default SERVING.
+    start_health_watch(health_servicer, ("", SERVICE_NAME), [service.ready, *health_checks],
+                       health_stop or threading.Event())
     server.start()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer
 
 
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 0:
         print("checkpoint-server: --workers cannot be negative", file=sys.stderr)
         return 2
-    pool = _start_face_workers(args.workers, limits)
+    pool = _start_face_workers(args.workers, limits, args.extract_timeout)
     if pool is None or args.camera:
         load_models()  # extraction (or the camera's frame scoring) in this process
     location = StoreLocation(args.data_dir, key_dir=args.key_dir, key_file=args.key_file, anchor=args.audit_anchor,
@@ -200,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             pool.close(wait=False)
         return 2
     station = _open_station(args)
+    stop = threading.Event()
     server, port, health_servicer = build_server(
         service, args.listen, station=station, threads=args.threads, max_message_mb=args.max_message_mb,
-        credentials=credentials,
+        credentials=credentials, health_checks=[pool.ready] if pool is not None else [], health_stop=stop,
     )
     host = args.listen.rsplit(":", 1)[0]
     subjects, templates = service.gallery_size()
@@ -210,8 +218,6 @@ def main(argv: list[str] | None = None) -> int:
           f"({subjects} subjects, {templates} templates; threshold {service.threshold:.2f} at FMR {args.fmr}, "
           f"1:N {service.search_threshold():.2f} at FPIR {args.fpir})",
           flush=True)
-
-    stop = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping; in-flight calls get %.0f s", signum, args.grace)

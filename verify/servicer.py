@@ -205,6 +205,8 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
             calls=[pb.CallStatistics(method=c.method, count=c.count, by_status=c.by_status, mean_ms=c.mean_ms,
                                      p50_ms=c.p50_ms, p95_ms=c.p95_ms, p99_ms=c.p99_ms) for c in stats.calls()],
             decisions=stats.decisions(),
+            station=self.service.station,
+            register=convert.register_sync(self.service.sync_status()),
         )
 
     @rpc

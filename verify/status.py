@@ -8,6 +8,7 @@ from biometrics.errors import (
     BiometricError,
     InvalidSample,
     NotImplementedModality,
+    RegisterUnavailable,
     SampleTooLarge,
     SubjectExists,
     SubjectNotFound,
@@ -30,6 +31,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (SubjectExists, grpc.StatusCode.ALREADY_EXISTS),
     (NotImplementedModality, grpc.StatusCode.UNIMPLEMENTED),
     (NoReference, grpc.StatusCode.FAILED_PRECONDITION),
+    (RegisterUnavailable, grpc.StatusCode.UNAVAILABLE),  # the shared register is away: writes wait, a retry works
     (InvalidCaptureRequest, grpc.StatusCode.INVALID_ARGUMENT),  # the request, not the device: checked first
     (DeviceTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
     (DeviceNotConfigured, grpc.StatusCode.FAILED_PRECONDITION),

@@ -336,7 +336,7 @@ class CallStatistics(_message.Message):
     def __init__(self, method: _Optional[str] = ..., count: _Optional[int] = ..., by_status: _Optional[_Mapping[str, int]] = ..., mean_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ...) -> None: ...
 
 class Statistics(_message.Message):
-    __slots__ = ("since", "gallery_subjects", "gallery_templates", "calls", "decisions")
+    __slots__ = ("since", "gallery_subjects", "gallery_templates", "calls", "decisions", "station", "register")
     class DecisionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -349,12 +349,32 @@ class Statistics(_message.Message):
     GALLERY_TEMPLATES_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    STATION_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_FIELD_NUMBER: _ClassVar[int]
     since: str
     gallery_subjects: int
     gallery_templates: int
     calls: _containers.RepeatedCompositeFieldContainer[CallStatistics]
     decisions: _containers.ScalarMap[str, int]
-    def __init__(self, since: _Optional[str] = ..., gallery_subjects: _Optional[int] = ..., gallery_templates: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[CallStatistics, _Mapping]]] = ..., decisions: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    station: str
+    register: RegisterSync
+    def __init__(self, since: _Optional[str] = ..., gallery_subjects: _Optional[int] = ..., gallery_templates: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[CallStatistics, _Mapping]]] = ..., decisions: _Optional[_Mapping[str, int]] = ..., station: _Optional[str] = ..., register: _Optional[_Union[RegisterSync, _Mapping]] = ...) -> None: ...
+
+class RegisterSync(_message.Message):
+    __slots__ = ("shared", "ready", "applied_seq", "seconds_since_sync", "connected", "audit_pending")
+    SHARED_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_SINCE_SYNC_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_PENDING_FIELD_NUMBER: _ClassVar[int]
+    shared: bool
+    ready: bool
+    applied_seq: int
+    seconds_since_sync: float
+    connected: bool
+    audit_pending: int
+    def __init__(self, shared: _Optional[bool] = ..., ready: _Optional[bool] = ..., applied_seq: _Optional[int] = ..., seconds_since_sync: _Optional[float] = ..., connected: _Optional[bool] = ..., audit_pending: _Optional[int] = ...) -> None: ...
 
 class ListAlertsRequest(_message.Message):
     __slots__ = ("limit",)
