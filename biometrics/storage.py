@@ -157,6 +157,8 @@ class Transaction:
         self.erased = False
         self.audit_checkpoints: list[dict[str, Any]] = []  # signed checkpoints appended in it (biometrics.audit)
         self.audit_entries: list[dict[str, Any]] = []  # every audit entry appended in it (biometrics.audit)
+        self.owner: Any = None  # the store whose transaction this is
+        self.chain_locked = False  # biometrics.audit holds its chain lock for this transaction
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement inside the transaction; returns a cursor."""
@@ -420,6 +422,22 @@ class SealedStore:
                 yield entry
                 after = seq
 
+    def audit_rows(self, after: int, limit: int = 1000) -> list[tuple[int, str, str, str]]:
+        """(seq, type, hash, entry) of this station's chain after ``after``, in order."""
+        return [(int(q), t, h, e) for q, t, h, e in self._query(
+            "SELECT seq, type, hash, entry FROM audit WHERE station = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (self.station, after, limit))]
+
+    def get_meta(self, name: str, default: str = "") -> str:
+        """A value of the store's ``meta`` table."""
+        rows = self._query("SELECT value FROM meta WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else default
+
+    def set_meta(self, tx: Transaction, name: str, value: str) -> None:
+        """Set a value of the store's ``meta`` table in ``tx``."""
+        tx.execute("INSERT INTO meta(name, value) VALUES (?, ?) "
+                   "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
+
     def audit_count(self) -> int:
         """How many audit entries this station's chain holds."""
         return int(self._query("SELECT COUNT(*) FROM audit WHERE station = ?", (self.station,))[0][0])
@@ -493,9 +511,10 @@ class SealedStore:
 class Storage(SealedStore):
     """The embedded default: one station's subjects, templates, change log and audit chain in one SQLite file."""
 
-    def __init__(self, path: Path, keyring: KeyRing) -> None:
+    def __init__(self, path: Path, keyring: KeyRing, *, station: str = "") -> None:
         self.path = path
         self.keyring = keyring
+        self.station = station
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -543,6 +562,7 @@ class Storage(SealedStore):
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             tx = Transaction(self._db)
+            tx.owner = self
             try:
                 yield tx
                 self._db.execute("COMMIT")

@@ -53,6 +53,11 @@ class ServerProcess:
             self.key_dir = self.data_dir.parent / f"{self.data_dir.name}-keys"
 
     @property
+    def keys(self) -> Path:
+        """The server's key directory (outside its data directory)."""
+        return self.key_dir or self.data_dir.parent / f"{self.data_dir.name}-keys"
+
+    @property
     def target(self) -> str:
         """HOST:PORT of the server."""
         return f"127.0.0.1:{self.port}"

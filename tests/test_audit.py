@@ -76,7 +76,7 @@ def audit(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def verify_cli(live: ServerProcess, data: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return audit("verify", "--data-dir", str(data), "--key-dir", str(live.key_dir), *extra)
+    return audit("verify", "--data-dir", str(data), "--key-dir", str(live.keys), *extra)
 
 
 def test_the_live_chain_records_every_decision_and_verifies(live: ServerProcess) -> None:
@@ -98,8 +98,7 @@ def test_the_live_chain_records_every_decision_and_verifies(live: ServerProcess)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{len(entries)} records" in done.stdout
     assert f"holds the signed head at seq {len(entries) - 1}" in done.stdout
-    assert live.key_dir is not None
-    assert (live.key_dir / "audit-signing.key").stat().st_mode & 0o777 == 0o600
+    assert (live.keys / "audit-signing.key").stat().st_mode & 0o777 == 0o600
     assert not list(live.data_dir.rglob("*.key")) and not list(live.data_dir.rglob("keyring*")), "keys beside data"
     shown = audit("show", "--data-dir", str(live.data_dir), "--kind", "verify")
     assert shown.returncode == 0 and len(shown.stdout.splitlines()) == 3
@@ -166,10 +165,9 @@ def test_a_chain_cut_after_a_signed_checkpoint_is_found_against_the_exported_hea
     cut = entries[: checkpoints[-2] + 1]  # still a valid chain, ending at a signed checkpoint
     data = copy_with(live, tmp_path, cut)
     kept_head = tmp_path / "head-kept-off-station.json"
-    assert live.key_dir is not None
-    (heads,) = list((live.key_dir / "audit-heads").glob("*.json"))
+    (heads,) = list((live.keys / "audit-heads").glob("*.json"))
     shutil.copy(heads, kept_head)
-    public = load_public_key(live.key_dir / "audit-signing.pub")
+    public = load_public_key(live.keys / "audit-signing.pub")
     assert verify_store(read_audit(data / "checkpoint.db"), public).ok, "the cut chain is self-consistent"
     done = verify_cli(live, data)  # the head the server exported beside its keys
     assert done.returncode == 1, done.stdout
@@ -187,16 +185,15 @@ def test_a_chain_cut_after_a_signed_checkpoint_is_found_against_the_exported_hea
 
 
 def test_a_replaced_public_key_is_caught_with_a_kept_copy(live: ServerProcess, tmp_path: Path) -> None:
-    assert live.key_dir is not None
     kept = tmp_path / "kept.pub"
-    shutil.copy(live.key_dir / "audit-signing.pub", kept)
+    shutil.copy(live.keys / "audit-signing.pub", kept)
     forged_keys = tmp_path / "forged-keys"
     forger_key = load_or_create_signing_key(forged_keys)
     data = tmp_path / "copy"
     shutil.copytree(live.data_dir, data)
     with sqlite3.connect(data / "checkpoint.db") as db:
         db.execute("DELETE FROM audit")
-    storage = Storage(data / "checkpoint.db", KeyRing.load(live.key_dir / "keyring.json"))
+    storage = Storage(data / "checkpoint.db", KeyRing.load(live.keys / "keyring.json"))
     chain = AuditChain(storage, forger_key)
     with chain.transaction() as tx:
         chain.record(tx, "verify", Actor(), "f" * 32, match=True, score=99.0, threshold=3.0)

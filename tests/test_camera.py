@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from waiting import wait_until
 
 from devices.camera import Camera, parse_source, sharpness
 from devices.errors import (
@@ -208,7 +209,7 @@ def test_a_hung_read_is_abandoned_and_the_camera_recovers():
 
 def test_a_second_concurrent_capture_is_busy():
     def slow_scorer(frame: np.ndarray) -> float | None:
-        time.sleep(0.2)
+        time.sleep(0.2)  # the behaviour under test: a capture that holds the camera a while
         return None
 
     camera = Camera(str(VIDEO), frame_scorer=slow_scorer, burst_size=2)
@@ -222,7 +223,7 @@ def test_a_second_concurrent_capture_is_busy():
 
     worker = threading.Thread(target=first)
     worker.start()
-    time.sleep(0.2)
+    wait_until(lambda: camera.lock.busy, timeout=10, message="the first capture to hold the camera")
     try:
         with pytest.raises(DeviceBusy, match="busy"):
             camera.grab(timeout_s=0.1)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from waiting import wait_until
 
 from devices.errors import (
     DeviceBusy,
@@ -206,7 +207,7 @@ def test_second_concurrent_capture_is_refused_as_busy(emulator, scanner):
 
     worker = threading.Thread(target=first)
     worker.start()
-    time.sleep(0.3)
+    wait_until(lambda: scanner.lock.busy, timeout=10, message="the first capture to hold the scanner")
     with pytest.raises(DeviceBusy, match="busy"):
         scanner.capture(timeout_s=0.2)
     worker.join()

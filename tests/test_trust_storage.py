@@ -14,11 +14,14 @@ import numpy as np
 import pytest
 from checkpoint.v1 import checkpoint_pb2 as pb
 from helpers import ServerProcess, face, face_sample
+from waiting import wait_until
 
 from biometrics.crypto import KeyRing, SealError
 from biometrics.face import face_template_from_bytes
 from biometrics.storage import Storage, read_audit
 from biometrics.templates import pack_face_template
+
+pytestmark = pytest.mark.server
 
 SUBJECTS = {
     "A1000001": (pb.SubjectInfo(name="Megawati Sukarnoputri", nationality="IDN", date_of_birth="1947-01-23"),
@@ -70,7 +73,7 @@ def test_a_sealed_blob_moved_to_another_row_does_not_open(server: ServerProcess,
     copy = tmp_path / "checkpoint.db"
     with sqlite3.connect(server.data_dir / "checkpoint.db") as src, sqlite3.connect(copy) as dst:
         src.backup(dst)
-    ring = KeyRing.load(server.key_dir / "keyring.json")
+    ring = KeyRing.load(server.keys / "keyring.json")
     a, b = (ring.pseudonym(s) for s in SUBJECTS)
     with sqlite3.connect(copy) as db:
         sealed_a = db.execute("SELECT sealed FROM subjects WHERE ref = ?", (a,)).fetchone()[0]
@@ -91,14 +94,14 @@ def test_a_sealed_blob_moved_to_another_row_does_not_open(server: ServerProcess,
 
 def test_rotation_while_serving_keeps_every_subject_verifiable(server: ServerProcess) -> None:
     stub = server.stub()
-    key_file = server.key_dir / "keyring.json"
+    key_file = server.keys / "keyring.json"
     old = KeyRing.load(key_file).active
-    done = keys_cli("rotate", "--data-dir", str(server.data_dir), "--key-dir", str(server.key_dir), "--batch", "1")
+    done = keys_cli("rotate", "--data-dir", str(server.data_dir), "--key-dir", str(server.keys), "--batch", "1")
     assert done.returncode == 0, done.stderr
     ring = KeyRing.load(key_file)
     assert ring.active != old and old in ring.keys
     assert os.stat(key_file).st_mode & 0o777 == 0o600
-    status = keys_cli("status", "--data-dir", str(server.data_dir), "--key-dir", str(server.key_dir)).stdout
+    status = keys_cli("status", "--data-dir", str(server.data_dir), "--key-dir", str(server.keys)).stdout
     assert f"{ring.active} (active): 4 blob(s)" in status and f"{old}: 0 blob(s)" in status, status
     for subject_id, (_, _, probe) in SUBJECTS.items():
         assert stub.Verify(pb.VerifyRequest(subject_id=subject_id, samples=[face_sample(probe)])).match
@@ -110,7 +113,7 @@ def test_rotation_while_serving_keeps_every_subject_verifiable(server: ServerPro
         ids = {KeyRing.key_id_of(bytes(b)) for (b,) in db.execute("SELECT sealed FROM subjects UNION ALL "
                                                                    "SELECT sealed FROM templates")}
     assert ids == {ring.active}
-    retired = keys_cli("retire", "--data-dir", str(server.data_dir), "--key-dir", str(server.key_dir))
+    retired = keys_cli("retire", "--data-dir", str(server.data_dir), "--key-dir", str(server.keys))
     assert retired.returncode == 0 and old in retired.stdout
     assert old not in KeyRing.load(key_file).keys
     server.stop()
@@ -139,7 +142,7 @@ def test_key_ring_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_erasure_leaves_no_trace_on_disk_and_only_a_pseudonym_in_the_audit_log(server: ServerProcess) -> None:
     stub = server.stub()
-    ring = KeyRing.load(server.key_dir / "keyring.json")
+    ring = KeyRing.load(server.keys / "keyring.json")
     ref = ring.pseudonym("B2000002")
     with sqlite3.connect(server.data_dir / "checkpoint.db") as db:
         blobs = [bytes(b) for (b,) in db.execute("SELECT sealed FROM subjects WHERE ref = ? UNION ALL "
@@ -169,6 +172,7 @@ def test_erasure_leaves_no_trace_on_disk_and_only_a_pseudonym_in_the_audit_log(s
         assert text not in audit
 
 
+@pytest.mark.slow
 def test_rotation_under_load_never_fails_a_read_or_an_enrolment(tmp_path: Path) -> None:
     import threading
 
@@ -203,16 +207,18 @@ def test_rotation_under_load_never_fails_a_read_or_an_enrolment(tmp_path: Path) 
 
         worker = threading.Thread(target=load)
         worker.start()
-        done = keys_cli("rotate", "--data-dir", str(tmp_path), "--key-dir", str(server.key_dir), "--batch", "2",
+        wait_until(lambda: len(ids) > 12 or errors, timeout=60, message="a first round of the load")
+        before = len(ids)
+        done = keys_cli("rotate", "--data-dir", str(tmp_path), "--key-dir", str(server.keys), "--batch", "2",
                         "--pause", "0.05")
+        during = len(ids) - before  # enrolments acknowledged while the rotation ran
         stop.set()
         worker.join(60)
         assert done.returncode == 0, done.stderr
         assert not errors, errors
-        assert len(ids) > 12, "the load should have enrolled while the rotation ran"
-        assert server.key_dir is not None
-        active = KeyRing.load(server.key_dir / "keyring.json").active
-        storage = Storage(tmp_path / "checkpoint.db", KeyRing.load(server.key_dir / "keyring.json"))
+        assert during > 0, "the load should have enrolled while the rotation ran"
+        active = KeyRing.load(server.keys / "keyring.json").active
+        storage = Storage(tmp_path / "checkpoint.db", KeyRing.load(server.keys / "keyring.json"))
         try:
             assert storage.key_usage() == {active: 2 * len(ids)}, "every row ends under the new key"
         finally:
