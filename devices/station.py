@@ -26,6 +26,7 @@ from devices.errors import (
     DeviceSilent,
     DeviceTimeout,
 )
+from devices.redact import redact_url
 from devices.scanner import DEFAULT_BAUD_RATE, FingerprintScanner
 from devices.timeouts import MAX_CAPTURE_TIMEOUT_S, check_capture_timeout
 from devices.zfm_emulator import ZfmEmulator
@@ -108,7 +109,7 @@ class Station:
                 scan = FingerprintScanner(port, baud)
         station = cls(cam, scan, emulator)
         for status in station.list_devices():
-            log.info("device %s (%s): %s %s", status.name, status.modality, status.state, status.detail)
+            log.info("device %s (%s): %s %s", status.name, status.modality, status.state, redact_url(status.detail))
         return station
 
     # -- captures ------------------------------------------------------------------------------

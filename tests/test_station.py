@@ -168,3 +168,17 @@ def test_an_invalid_capture_request_is_answered_invalid_argument() -> None:
     from verify.status import status_for
 
     assert status_for(InvalidCaptureRequest("The capture timeout must be ...")) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_start_up_log_never_shows_a_cameras_credentials(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="devices.station"):
+        station = Station.from_config(camera="rtsp://admin:s3cret@127.0.0.1:9/stream?user=admin&pwd=s3cret",
+                                      scanner=None)
+    try:
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert "camera0" in logged, logged
+        assert "s3cret" not in logged and "admin:" not in logged, logged
+    finally:
+        station.close()

@@ -7,7 +7,6 @@ docs/security.md, "What each role sees") and masks credentials in device URLs.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from checkpoint.v1 import checkpoint_pb2 as pb
@@ -23,17 +22,12 @@ from biometrics.types import (
     SubjectRecord,
     VerificationResult,
 )
+from devices.redact import redact_url
 
 if TYPE_CHECKING:
     from devices.station import DeviceStatus
 
-MASK = "***"
-# scheme://userinfo@ : everything up to the last @ before the host (a password may hold an unescaped @).
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*@)")
-# Credentials passed as query or key=value parameters (?user=admin&pwd=secret, as many IP cameras take them).
-_SECRET_PARAMETER = re.compile(
-    r"(?P<key>\b(?:user(?:name)?|usr|login|pass(?:word|wd)?|pwd|token|access_token|api_?key|key|secret|auth"
-    r"|signature|sig)=)(?P<value>[^&;#\s]+)", re.IGNORECASE)
+
 
 _DEVICE_STATES = {
     "ready": pb.READY,
@@ -114,13 +108,6 @@ def subject(record: SubjectRecord) -> pb.Subject:
                                    created_at=t.created_at) for t in record.templates],
         enrolled_at=record.enrolled_at,
     )
-
-
-def redact_url(text: str) -> str:
-    """``text`` with the credentials of any URL in it masked: ``rtsp://admin:pw@cam/`` becomes
-    ``rtsp://***@cam/``, and ``?user=admin&pwd=pw`` becomes ``?user=***&pwd=***``."""
-    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
-    return _SECRET_PARAMETER.sub(lambda m: f"{m['key']}{MASK}", text)
 
 
 def device(status: DeviceStatus, *, full: bool) -> pb.Device:
