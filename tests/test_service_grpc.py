@@ -14,6 +14,7 @@ import pytest
 from checkpoint.v1 import checkpoint_pb2 as pb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import FACES, ServerProcess, face, face_sample
+from waiting import wait_until
 
 from biometrics.errors import InvalidSample
 from biometrics.service import ServiceConfig
@@ -104,9 +105,9 @@ def _code(excinfo: pytest.ExceptionInfo[grpc.RpcError]) -> grpc.StatusCode:
 def test_health_and_reflection_are_served(server: ServerProcess) -> None:
     channel = grpc.insecure_channel(server.target)
     health = health_pb2_grpc.HealthStub(channel)
-    for service in ("", "checkpoint.v1.Checkpoint"):
-        r = health.Check(health_pb2.HealthCheckRequest(service=service))
-        assert r.status == health_pb2.HealthCheckResponse.SERVING
+    for service in ("", "checkpoint.v1.Checkpoint"):  # SERVING once the face workers have loaded their models
+        wait_until(lambda service=service: health.Check(health_pb2.HealthCheckRequest(service=service)).status
+                   == health_pb2.HealthCheckResponse.SERVING, timeout=120, message=f"health of {service!r}")
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
