@@ -37,10 +37,10 @@ from biometrics.errors import (
     SubjectExists,
     SubjectNotFound,
 )
-from biometrics.face import TEMPLATE_DIM, FaceTemplate, face_template_of
+from biometrics.face import FaceTemplate, face_template_of
 from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
 from biometrics.fingerprint.fusion import fuse_false_match_scores
-from biometrics.fingerprint.gallery import FingerprintGallery
+from biometrics.gallery import Gallery
 from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_grey
 from biometrics.keydir import (
     KEYRING_NAME,
@@ -49,20 +49,16 @@ from biometrics.keydir import (
     default_key_dir,
     prepare_key_dir,
 )
-from biometrics.matcher import TemplateIndex
 from biometrics.scores import ScoreCalibration, threshold_for_fmr, threshold_for_fpir
 from biometrics.statistics import TrafficStatistics
 from biometrics.storage import (
-    CHANGE_ENROLLED,
-    CHANGE_ERASED,
-    Change,
     SealedStore,
     Storage,
     StoredTemplate,
     Transaction,
     now,
 )
-from biometrics.templates import pack_face_template, unpack_face_template
+from biometrics.templates import pack_face_template
 from biometrics.types import (
     Actor,
     Alert,
@@ -151,17 +147,6 @@ def _new_decision_id() -> str:
     return uuid.uuid4().hex
 
 
-@dataclass
-class _GalleryState:
-    """Which change of the log the in-memory gallery reflects."""
-
-    applied_seq: int = 0
-    stale: bool = False
-    refs: dict[str, str] = field(default_factory=dict)  # pseudonym -> subject id, for erasures
-    synced_at: float | None = None  # time.monotonic() of the last catch-up that reached the log's end
-    connected: bool = True  # the register's listener connection (always True on the embedded store)
-
-
 class CheckpointService:
     """Enrolment, verification and identification over one gallery and its storage."""
 
@@ -185,15 +170,14 @@ class CheckpointService:
         self.statistics = statistics or TrafficStatistics()
         self.threshold = threshold_for_fmr(self.config.fmr)
         threshold_for_fpir(self.config.fpir, 1)  # refuse a bad rate at start
-        self.face_index = TemplateIndex(TEMPLATE_DIM)
-        self.fingerprint_gallery = FingerprintGallery(
-            fingerprint_calibration or ScoreCalibration.for_modality("fingerprint"))
-        self._watchlist: dict[str, bool] = {}
-        self._state = _GalleryState()
+        self.gallery = Gallery(fingerprint_calibration or ScoreCalibration.for_modality("fingerprint"))
+        self.face_index = self.gallery.face_index
+        self.fingerprint_gallery = self.gallery.fingerprint_gallery
+        self._watchlist = self.gallery.watchlist
+        self._state = self.gallery.state
         # Enrolments and deletions are serialised, so that a duplicate search and the insert it
         # clears are one step; searches never take this lock.
         self._write_lock = threading.Lock()
-        self._apply_lock = threading.RLock()
         self._data_lock: DataDirLock | None = None
         self._ready = threading.Event()
         self._closing = threading.Event()
@@ -263,77 +247,16 @@ class CheckpointService:
     # -- the in-memory gallery, following the change log --------------------------------------
 
     def _load_gallery(self) -> None:
-        subjects = templates = 0
-        face_owners: list[str] = []
-        faces: list[np.ndarray] = []
         snapshot, head = self.storage.snapshot()
-        for ref, record, stored in snapshot:
-            face_rows = [unpack_face_template(t.data) for t in stored if t.modality == Modality.FACE]
-            face_owners += [record.subject_id] * len(face_rows)
-            faces += face_rows
-            self.fingerprint_gallery.add(record.subject_id, [
-                (t.finger, FingerprintTemplate.from_bytes(t.data)) for t in stored
-                if t.modality == Modality.FINGERPRINT])
-            self._watchlist[record.subject_id] = record.info.watchlist
-            self._state.refs[ref] = record.subject_id
-            subjects += 1
-            templates += len(stored)
-        if faces:
-            self.face_index.add_many(face_owners, np.stack(faces))  # one bulk append, one snapshot
-        self._state.applied_seq = head
-        log.info("gallery loaded: %d subjects, %d templates (change log at %d)", subjects, templates, head)
+        self.gallery.load(snapshot, head)
 
     def _add_to_gallery(self, ref: str, subject_id: str, watchlist: bool, faces: Sequence[np.ndarray],
                         fingers: Sequence[tuple[int, FingerprintTemplate]]) -> None:
-        if subject_id in self._watchlist or subject_id in self.face_index or subject_id in self.fingerprint_gallery:
-            self._remove_from_gallery(subject_id)  # a change applied twice (or half applied) leaves one copy
-        if faces:
-            self.face_index.add(subject_id, np.stack(list(faces)))
-        self.fingerprint_gallery.add(subject_id, list(fingers))
-        self._state.refs[ref] = subject_id
-        self._watchlist[subject_id] = watchlist
-
-    def _remove_from_gallery(self, subject_id: str) -> None:
-        self.face_index.remove(subject_id)
-        self.fingerprint_gallery.remove(subject_id)
-        self._watchlist.pop(subject_id, None)
-
-    def _apply_change(self, change: Change) -> None:
-        """Apply one change of the log to the gallery, reading what it names from storage."""
-        if change.kind == CHANGE_ENROLLED:
-            loaded = self.storage.load_subject(change.ref)
-            if loaded is not None:  # None: erased by a later change
-                record, stored = loaded
-                self._add_to_gallery(
-                    change.ref, record.subject_id, record.info.watchlist,
-                    [unpack_face_template(t.data) for t in stored if t.modality == Modality.FACE],
-                    [(t.finger, FingerprintTemplate.from_bytes(t.data)) for t in stored
-                     if t.modality == Modality.FINGERPRINT])
-        elif change.kind == CHANGE_ERASED:
-            subject_id = self._state.refs.get(change.ref)
-            if subject_id is not None:
-                self._remove_from_gallery(subject_id)
-                self._state.refs.pop(change.ref, None)
-        else:
-            log.error("change log: unknown change %r at seq %d skipped", change.kind, change.seq)
-        self._state.applied_seq = change.seq
+        self.gallery.add(ref, subject_id, watchlist, faces, fingers)
 
     def catch_up(self) -> int:
         """Apply every change of the log after the one the gallery reflects; returns how many were applied."""
-        applied = 0
-        with self._apply_lock:
-            while True:
-                changes = self.storage.changes_since(self._state.applied_seq)
-                if not changes:
-                    break
-                for change in changes:
-                    self._apply_change(change)
-                    applied += 1
-            self._state.stale = False
-            self._state.synced_at = time.monotonic()
-        if applied:
-            log.info("gallery caught up: %d change(s), now at %d", applied, self._state.applied_seq)
-        return applied
+        return self.gallery.catch_up(self.storage)
 
     def _ensure_current(self) -> None:
         """Before answering: the service is loaded, and a gallery known to be behind is caught up.
@@ -349,22 +272,10 @@ class CheckpointService:
                 log.warning("gallery behind and the register unreachable; answering from memory (%s)", exc)
 
     def _applied(self, seq: int, apply: Any) -> None:
-        """Apply our own committed change ``seq`` to memory; on any failure, mark the gallery behind.
-
-        The caller committed ``seq`` holding the register's write lock after catching up, so no change lies
-        between the gallery and ``seq``; a catch-up that got there first has applied it already.
-        """
-        with self._apply_lock:
-            if seq <= self._state.applied_seq:
-                return
-            try:
-                apply()
-                self._state.applied_seq = seq
-            except Exception:
-                log.exception("change %d committed but not applied in memory: catching up from the change log", seq)
-                self._state.stale = True
-        with contextlib.suppress(Exception):
-            self._ensure_current()
+        """Apply our own committed change ``seq`` to memory; if that fails, catch up from the change log."""
+        if not self.gallery.applied(seq, apply):
+            with contextlib.suppress(Exception):
+                self._ensure_current()
 
     @property
     def applied_seq(self) -> int:
@@ -417,7 +328,6 @@ class CheckpointService:
             self.decision_log.reconcile()
             self.decision_log.start_shipping()
         self._load_gallery()
-        self._state.synced_at = time.monotonic()
         self._ready.set()
         log.info("register loaded in %.1f s: %d subjects", time.perf_counter() - start, len(self._watchlist))
 
@@ -677,8 +587,8 @@ class CheckpointService:
             ref = self._ref(subject_id)
 
             def erase() -> None:
-                self._remove_from_gallery(subject_id)
-                self._state.refs.pop(ref, None)  # last: a failure above leaves the ref for the catch-up
+                self.gallery.remove(subject_id)
+                self.gallery.forget_ref(ref)  # last: a failure above leaves the ref for the catch-up
 
             self._applied(seq, erase)
         self.statistics.record_decision("delete")
@@ -699,7 +609,7 @@ class CheckpointService:
 
     def gallery_size(self) -> tuple[int, int]:
         """(subjects, templates) in the in-memory gallery."""
-        return len(self._watchlist), len(self.face_index) + len(self.fingerprint_gallery)
+        return self.gallery.subjects, self.gallery.templates
 
     def sample_quality(self, sample: Sample) -> float:
         """The quality (0..100) of one sample, as enrolment would measure it (0 when unusable)."""

@@ -349,6 +349,30 @@ class SealedStore:
         inventory = tuple(TemplateInfo(t.modality, t.finger, t.quality, t.created_at) for t in stored)
         return SubjectRecord(subject_id, info, row[1], inventory), stored
 
+    def load_subjects(self, refs: Sequence[str], chunk: int = 500) -> dict[str, tuple[SubjectRecord,
+                                                                                  list[StoredTemplate]]]:
+        """The subjects among pseudonyms ``refs`` that exist, opened, read ``chunk`` at a time."""
+        out: dict[str, tuple[SubjectRecord, list[StoredTemplate]]] = {}
+        for start in range(0, len(refs), chunk):
+            part = list(refs[start:start + chunk])
+            marks = ", ".join("?" * len(part))
+            with self._read() as view:
+                subjects = view.execute(f"SELECT ref, sealed, created_at FROM subjects WHERE ref IN ({marks})",
+                                        part).fetchall()
+                templates = view.execute(
+                    "SELECT ref, template_id, modality, finger, quality, sealed, created_at FROM templates "
+                    f"WHERE ref IN ({marks}) ORDER BY created_at, template_id", part).fetchall()
+            by_ref: dict[str, list[StoredTemplate]] = {}
+            for ref, tid, m, f, q, sealed, created in templates:
+                data = self.keyring.open(bytes(sealed), _template_aad(ref, tid, m, f))
+                by_ref.setdefault(ref, []).append(StoredTemplate(Modality(m), f, q, data, tid, created))
+            for ref, sealed, created in subjects:
+                subject_id, info = self._open_subject(ref, sealed)
+                stored = by_ref.get(ref, [])
+                inventory = tuple(TemplateInfo(t.modality, t.finger, t.quality, t.created_at) for t in stored)
+                out[ref] = (SubjectRecord(subject_id, info, created, inventory), stored)
+        return out
+
     def snapshot(self) -> tuple[list[tuple[str, SubjectRecord, list[StoredTemplate]]], int]:
         """Every subject (ref, record, opened templates) and the change-log sequence they reflect, read at once."""
         with self._read() as view:

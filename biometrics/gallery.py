@@ -1,0 +1,189 @@
+"""The station's in-memory gallery, following the store's change log.
+
+Storage is the truth and memory follows it: the gallery is loaded from a snapshot tagged with the change-log
+sequence it reflects, then every change after it is applied in order (:meth:`Gallery.catch_up`), read in pages,
+the subjects of a page read at once. A change the station itself committed is applied at once from what it has
+in hand (:meth:`Gallery.applied`); if that fails the gallery is marked behind and catches up before it answers
+again. Applying a change costs what the change holds, never a rebuild of the gallery.
+
+Searches never take the apply lock: the face index and the fingerprint gallery publish copy-on-write snapshots.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from biometrics.face import TEMPLATE_DIM
+from biometrics.fingerprint import FingerprintTemplate
+from biometrics.fingerprint.gallery import FingerprintGallery
+from biometrics.matcher import TemplateIndex
+from biometrics.scores import ScoreCalibration
+from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, Change, StoredTemplate
+from biometrics.templates import unpack_face_template
+from biometrics.types import Modality, SubjectRecord
+
+log = logging.getLogger(__name__)
+
+Loaded = tuple[SubjectRecord, list[StoredTemplate]]
+
+
+class ChangeSource(Protocol):
+    """Where the gallery reads changes and the subjects they name (a store)."""
+
+    def changes_since(self, seq: int, limit: int = ...) -> list[Change]:
+        """Changes after ``seq``, in order."""
+        ...
+
+    def load_subjects(self, refs: Sequence[str]) -> dict[str, Loaded]:
+        """The subjects among ``refs`` that exist, opened."""
+        ...
+
+
+@dataclass
+class GalleryState:
+    """Which change of the log the gallery reflects, and how fresh that is."""
+
+    applied_seq: int = 0
+    stale: bool = False
+    refs: dict[str, str] = field(default_factory=dict)  # pseudonym -> subject id, for erasures
+    synced_at: float | None = None  # time.monotonic() of the last catch-up that reached the log's end
+    synced_wall: float | None = None  # time.time() of the same (what a response states as register_as_of)
+    connected: bool = True  # the link to the register (always True on the embedded store)
+
+
+def _faces(stored: Sequence[StoredTemplate]) -> list[np.ndarray]:
+    return [unpack_face_template(t.data) for t in stored if t.modality == Modality.FACE]
+
+
+def _fingers(stored: Sequence[StoredTemplate]) -> list[tuple[int, FingerprintTemplate]]:
+    return [(t.finger, FingerprintTemplate.from_bytes(t.data)) for t in stored if t.modality == Modality.FINGERPRINT]
+
+
+class Gallery:
+    """Face matrix, fingerprint gallery and watchlist flags of every enrolled subject, in memory."""
+
+    def __init__(self, fingerprint_calibration: ScoreCalibration) -> None:
+        self.face_index = TemplateIndex(TEMPLATE_DIM)
+        self.fingerprint_gallery = FingerprintGallery(fingerprint_calibration)
+        self.watchlist: dict[str, bool] = {}  # every enrolled subject id -> on a watchlist
+        self.state = GalleryState()
+        self.apply_lock = threading.RLock()
+        #: Called with (change, loaded subject or None) after each change is applied (a replica follows it).
+        self.on_change: Callable[[Change, Loaded | None], None] | None = None
+
+    def __contains__(self, subject_id: object) -> bool:
+        return subject_id in self.watchlist
+
+    @property
+    def subjects(self) -> int:
+        """How many subjects the gallery holds."""
+        return len(self.watchlist)
+
+    @property
+    def templates(self) -> int:
+        """How many templates the gallery holds (faces and fingerprints)."""
+        return len(self.face_index) + len(self.fingerprint_gallery)
+
+    def load(self, snapshot: Sequence[tuple[str, SubjectRecord, list[StoredTemplate]]], head: int) -> None:
+        """Fill an empty gallery from a snapshot that reflects change ``head``."""
+        owners: list[str] = []
+        faces: list[np.ndarray] = []
+        with self.apply_lock:
+            for ref, record, stored in snapshot:
+                rows = _faces(stored)
+                owners += [record.subject_id] * len(rows)
+                faces += rows
+                self.fingerprint_gallery.add(record.subject_id, _fingers(stored))
+                self.watchlist[record.subject_id] = record.info.watchlist
+                self.state.refs[ref] = record.subject_id
+            if faces:
+                self.face_index.add_many(owners, np.stack(faces))  # one bulk append, one snapshot
+            self.state.applied_seq = head
+            self.mark_synced()
+        log.info("gallery loaded: %d subjects, %d templates (change log at %d)", self.subjects, self.templates, head)
+
+    def mark_synced(self) -> None:
+        """Record that the gallery has just reached the end of the change log."""
+        self.state.synced_at, self.state.synced_wall = time.monotonic(), time.time()
+
+    def add(self, ref: str, subject_id: str, watchlist: bool, faces: Sequence[np.ndarray],
+            fingers: Sequence[tuple[int, FingerprintTemplate]]) -> None:
+        """Hold a subject (replacing any copy: a change applied twice, or half applied, leaves one)."""
+        if subject_id in self.watchlist or subject_id in self.face_index or subject_id in self.fingerprint_gallery:
+            self.remove(subject_id)
+        if faces:
+            self.face_index.add(subject_id, np.stack(list(faces)))
+        self.fingerprint_gallery.add(subject_id, list(fingers))
+        self.state.refs[ref] = subject_id
+        self.watchlist[subject_id] = watchlist
+
+    def remove(self, subject_id: str) -> None:
+        """Forget a subject (its pseudonym is forgotten by :meth:`forget_ref`, last)."""
+        self.face_index.remove(subject_id)
+        self.fingerprint_gallery.remove(subject_id)
+        self.watchlist.pop(subject_id, None)
+
+    def forget_ref(self, ref: str) -> None:
+        """Drop a pseudonym's mapping once its subject is gone."""
+        self.state.refs.pop(ref, None)
+
+    def apply_change(self, change: Change, loaded: Loaded | None) -> None:
+        """Apply one change, with the subject it names as storage holds it now (None: gone since)."""
+        if change.kind == CHANGE_ENROLLED:
+            if loaded is not None:
+                record, stored = loaded
+                self.add(change.ref, record.subject_id, record.info.watchlist, _faces(stored), _fingers(stored))
+        elif change.kind == CHANGE_ERASED:
+            subject_id = self.state.refs.get(change.ref)
+            if subject_id is not None:
+                self.remove(subject_id)
+                self.forget_ref(change.ref)
+        else:
+            log.error("change log: unknown change %r at seq %d skipped", change.kind, change.seq)
+        if self.on_change is not None:
+            self.on_change(change, loaded)
+        self.state.applied_seq = change.seq
+
+    def catch_up(self, source: ChangeSource, page: int = 2000) -> int:
+        """Apply every change after the one the gallery reflects; returns how many were applied."""
+        applied = 0
+        with self.apply_lock:
+            while True:
+                changes = source.changes_since(self.state.applied_seq, page)
+                if not changes:
+                    break
+                loaded = source.load_subjects(sorted({c.ref for c in changes if c.kind == CHANGE_ENROLLED}))
+                for change in changes:
+                    self.apply_change(change, loaded.get(change.ref) if change.kind == CHANGE_ENROLLED else None)
+                    applied += 1
+            self.state.stale = False
+            self.mark_synced()
+        if applied:
+            log.info("gallery caught up: %d change(s), now at %d", applied, self.state.applied_seq)
+        return applied
+
+    def applied(self, seq: int, apply: Callable[[], None]) -> bool:
+        """Apply the station's own committed change ``seq`` with ``apply``; on failure, mark the gallery behind.
+
+        The caller committed ``seq`` holding the register's write lock after catching up, so no change lies
+        between the gallery and ``seq``; a catch-up that got there first has applied it already. Returns False
+        when the gallery is now behind (the caller catches up).
+        """
+        with self.apply_lock:
+            if seq <= self.state.applied_seq:
+                return True
+            try:
+                apply()
+                self.state.applied_seq = seq
+                return True
+            except Exception:
+                log.exception("change %d committed but not applied in memory: catching up from the change log", seq)
+                self.state.stale = True
+                return False
