@@ -8,7 +8,7 @@ per-pair Python loop (``similarity.py``), and the compiled 1:1 function called i
 Gallery updates (``--update-sizes``): the service's ``FingerprintGallery`` filled with synthetic
 subjects (two templates each, the real templates perturbed: minutiae moved by up to 2 px, a contiguous
 run of cylinders kept), then the time of ``add`` of one subject and of the first search after it,
-against ``RepackingGallery`` (the gallery as it was up to commit f11de97: every template repacked on the
+against ``RepackingGallery`` (the gallery as it was before commit 49d205d: every template repacked on the
 first search after any write), same run, same content.
 Run timing under ``flock -x /tmp/checkpoint-bench.lock``.
 """
@@ -59,7 +59,7 @@ def _numpy_reference(a, b) -> float:
 
 
 class RepackingGallery:
-    """The fingerprint gallery up to commit f11de97, kept as the baseline and the tests' reference:
+    """The fingerprint gallery before commit 49d205d, kept as the baseline and the tests' reference:
     a dict subject -> [(finger, template)], every template repacked on the first search after any write."""
 
     def __init__(self, calibration: ScoreCalibration) -> None:
@@ -74,6 +74,15 @@ class RepackingGallery:
 
     def __contains__(self, subject_id: object) -> bool:
         return subject_id in self._entries
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed arrays (0 until a search packs them)."""
+        packed = self._snapshot[3] if self._snapshot is not None else None
+        if packed is None:
+            return 0
+        return sum(a.nbytes for a in (packed.x, packed.y, packed.angle, packed.bits, packed.valid, packed.offsets,
+                                      packed.owner))
 
     def add(self, subject_id: str, entries: Sequence[tuple[int, FingerprintTemplate]]) -> None:
         """Add templates of a subject."""
@@ -172,7 +181,8 @@ def _ms(f: Callable[[], object]) -> float:
 def measure_update(make_gallery: Callable[[], object], subjects: Sequence[tuple[str, list]],
                    newcomers: Sequence[tuple[str, list]], probe: tuple[int, FingerprintTemplate]) -> dict[str, float]:
     """Fill a gallery with ``subjects``; then, for each newcomer: add it, search, search again, remove it,
-    search. Medians in ms: add, first search after the add, steady search, remove, first search after it."""
+    search. Medians in ms: add, first search after the add, steady search (the second), the first's extra
+    over the second (the repack), remove, first search after it; and the time to fill, first search."""
     gallery = make_gallery()
     t0 = time.perf_counter()
     for subject_id, entries in subjects:
@@ -188,7 +198,10 @@ def measure_update(make_gallery: Callable[[], object], subjects: Sequence[tuple[
         times["remove"].append(_ms(lambda sid=subject_id: gallery.remove(sid)))
         times["search after remove"].append(_ms(lambda: gallery.search([probe])))
     out = {key: statistics.median(values) for key, values in times.items()}
+    out["repack"] = statistics.median(a - b for a, b in zip(times["search after add"], times["steady search"],
+                                                            strict=True))
     out["fill"] = 1000 * fill
+    out["MB"] = gallery.nbytes / 1e6
     out["first search"] = first
     return out
 
@@ -210,8 +223,10 @@ def run_updates(templates: Sequence[FingerprintTemplate], sizes: Sequence[int], 
                             ("append-only (now)", lambda: FingerprintGallery(calibration))):
             m = measure_update(make, subjects, newcomers, probe)
             print(f"  {label}: add {m['add']:.3f}, first search after it {m['search after add']:,.0f} "
-                  f"(steady search {m['steady search']:,.0f}); remove {m['remove']:.3f}, search after it "
-                  f"{m['search after remove']:,.0f}; filling {m['fill']:,.0f}, first search {m['first search']:,.0f}")
+                  f"(steady search {m['steady search']:,.0f}, extra {m['repack']:,.0f}); "
+                  f"remove {m['remove']:.3f}, search after it "
+                  f"{m['search after remove']:,.0f}; filling {m['fill']:,.0f}, first search {m['first search']:,.0f}; "
+                  f"packed {m['MB']:,.0f} MB")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
 """The service's fingerprint gallery: changes cost their own size, searches see whole changes only and score
-exactly as the gallery that repacked everything (``RepackingGallery``, the code up to commit f11de97)."""
+exactly as the gallery that repacked everything (``RepackingGallery``, the code before commit 49d205d)."""
 
 from __future__ import annotations
 

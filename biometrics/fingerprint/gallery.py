@@ -29,6 +29,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import NamedTuple
 
 import numpy as np
 
@@ -47,8 +49,7 @@ MIN_TEMPLATES = 256  # smallest capacity, in templates
 MIN_CYLINDERS = 8192  # smallest capacity, in cylinders
 
 
-@dataclass(frozen=True)
-class _Snapshot:
+class _Snapshot(NamedTuple):
     """The gallery as of one change: templates ``[0, n)`` of the buffers, read-only for searches."""
 
     version: int
@@ -193,6 +194,14 @@ class FingerprintGallery:
     def __contains__(self, subject_id: object) -> bool:
         return subject_id in self._subjects
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed buffers (allocated capacity: up to 1.5x what the templates need)."""
+        with self._lock:
+            buffers = (self._x, self._y, self._angle, self._bits, self._valid, self._offsets, self._fingers,
+                       self._owners, self._removed_at)
+            return sum(b.nbytes for b in buffers)
+
     # -- writes -------------------------------------------------------------------------------------
     def add(self, subject_id: str, entries: Sequence[Probe]) -> None:
         """Add templates of a subject (visible to searches together, in one change)."""
@@ -204,31 +213,29 @@ class FingerprintGallery:
         batch = [(subject_id, checked) for subject_id, checked in batch if checked]
         if not batch:
             return
-        m = sum(len(checked) for _, checked in batch)
-        counts = np.array([len(arrays[0]) for _, checked in batch for _, _, arrays in checked], dtype=np.int64)
+        parts = [arrays for _, checked in batch for _, _, arrays in checked]
+        cylinders = [p for p in parts if len(p[0])]
+        ends = list(accumulate(len(p[0]) for p in parts))
+        m, c = len(parts), ends[-1]
+        fingers = [finger for _, checked in batch for finger, _, _ in checked]
         with self._lock:
-            self._reserve(m, int(counts.sum()))
+            self._reserve(m, c)
             n, nc = self._n, self._n_cylinders
+            if cylinders:
+                for i, buffer in enumerate((self._x, self._y, self._angle, self._bits, self._valid)):
+                    np.concatenate([p[i] for p in cylinders], out=buffer[nc : nc + c])
+            self._offsets[n + 1 : n + m + 1] = ends
+            self._offsets[n + 1 : n + m + 1] += nc
+            self._fingers[n : n + m] = fingers
+            self._removed_at[n : n + m] = PRESENT
             names = len(self._names)
             codes: dict[str, int] = {}
-            row, cylinder = n, nc
+            owners = []
             for subject_id, checked in batch:
                 subject = self._subjects.get(subject_id)
                 code = subject.code if subject is not None else codes.setdefault(subject_id, names + len(codes))
-                for finger, _, (x, y, angle, bits, valid) in checked:
-                    k = len(x)
-                    if k:
-                        self._x[cylinder : cylinder + k] = x
-                        self._y[cylinder : cylinder + k] = y
-                        self._angle[cylinder : cylinder + k] = angle
-                        self._bits[cylinder : cylinder + k] = bits
-                        self._valid[cylinder : cylinder + k] = valid
-                    self._fingers[row] = finger
-                    self._owners[row] = code
-                    cylinder += k
-                    row += 1
-            self._offsets[n + 1 : n + m + 1] = nc + np.cumsum(counts)
-            self._removed_at[n : n + m] = PRESENT
+                owners += [code] * len(checked)
+            self._owners[n : n + m] = owners
             # Only now the bookkeeping: a failure above leaves rows no snapshot can see.
             self._names.extend(codes)
             row = n
@@ -239,7 +246,7 @@ class FingerprintGallery:
                 subject.rows.extend(range(row, row + len(checked)))
                 subject.entries.extend((finger, template) for finger, template, _ in checked)
                 row += len(checked)
-            self._n, self._n_cylinders = n + m, nc + int(counts.sum())
+            self._n, self._n_cylinders = n + m, nc + c
             self._publish()
 
     def remove(self, subject_id: str) -> None:
