@@ -50,3 +50,12 @@ class SubjectExists(BiometricError):
 class RegisterUnavailable(BiometricError):
     """The shared register cannot be reached now, or this station has not loaded it yet: a transient refusal
     (verification goes on from memory; enrolment and erasure wait)."""
+
+
+class OfflineLimitReached(BiometricError):
+    """A station working offline has reached its budget (time cut off, or writes waiting): enrolment is paused
+    until the link returns; verification goes on."""
+
+
+class ReviewConflict(BiometricError):
+    """A review cannot be resolved as asked (resolved already, or the resolution does not fit the case)."""

@@ -25,7 +25,7 @@ from biometrics.fingerprint import FingerprintTemplate
 from biometrics.fingerprint.gallery import FingerprintGallery
 from biometrics.matcher import TemplateIndex
 from biometrics.scores import ScoreCalibration
-from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, Change, StoredTemplate
+from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, CHANGE_WITHDRAWN, Change, StoredTemplate
 from biometrics.templates import unpack_face_template
 from biometrics.types import Modality, SubjectRecord
 
@@ -140,7 +140,7 @@ class Gallery:
             if loaded is not None:
                 record, stored = loaded
                 self.add(change.ref, record.subject_id, record.info.watchlist, _faces(stored), _fingers(stored))
-        elif change.kind == CHANGE_ERASED:
+        elif change.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN):
             subject_id = self.state.refs.get(change.ref)
             if subject_id is not None:
                 self.remove(subject_id)

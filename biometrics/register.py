@@ -21,9 +21,11 @@ The key ring never enters the database (only a public id of it, to refuse a wron
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,7 +36,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
-from biometrics.storage import KeyRingMismatch, SchemaTooNew, SealedStore, Transaction
+from biometrics.storage import KeyRingMismatch, SchemaTooNew, SealedStore, Transaction, now
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +89,37 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts(raised_at)
 """
 
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,
+    station TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reviews (
+    review_id TEXT PRIMARY KEY,
+    upload_id TEXT UNIQUE NOT NULL,
+    station TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    sealed BYTEA NOT NULL,
+    created_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    resolution TEXT NOT NULL DEFAULT '',
+    resolved_at TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS reviews_state ON reviews(state, created_at);
+CREATE TABLE IF NOT EXISTS links (
+    ref TEXT NOT NULL,
+    linked_ref TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (ref, linked_ref)
+)
+"""
+
 #: (version, script): applied in order to a register whose ``meta.schema_version`` is lower.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1),)
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _REFUSED_STATES = ("28", "3D")  # invalid authorisation (bad password, unknown role), unknown database
@@ -310,7 +341,7 @@ class ChangeListener:
         self.poll_s = poll_s
         self.on_state = on_state or (lambda connected: None)
         self.backoff_s = backoff_s
-        self.connected = False
+        self.connected: bool | None = None  # unknown until the first attempt, which is always reported
         self.last_contact = 0.0  # time.monotonic() of the last successful catch-up
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="register-listener", daemon=True)
@@ -358,3 +389,65 @@ class ChangeListener:
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, self.backoff_s[1])
+
+
+def _review_aad(review_id: str) -> bytes:
+    return f"review|{review_id}".encode()
+
+
+class Reviews:
+    """The register's record of stations' uploads and its adjudication queue (see :mod:`biometrics.drain`)."""
+
+    def __init__(self, register: RegisterStorage) -> None:
+        self.register = register
+
+    def upload_outcome(self, tx: Transaction, upload_id: str) -> tuple[str, str] | None:
+        """(content hash, outcome) of an upload the register already holds, or None."""
+        row = tx.execute("SELECT content_hash, outcome FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+    def record_upload(self, tx: Transaction, upload_id: str, kind: str, digest: str, outcome: str) -> None:
+        """Remember an upload and what became of it, in the transaction that did it."""
+        tx.execute("INSERT INTO uploads(upload_id, station, kind, content_hash, outcome, at) VALUES (?, ?, ?, ?, ?, ?)",
+                   (upload_id, self.register.station, kind, digest, outcome, now()))
+
+    def add(self, tx: Transaction, upload_id: str, ref: str, document: dict[str, Any]) -> str:
+        """Queue an uploaded enrolment for an officer (sealed: it holds personal data and templates)."""
+        review_id = uuid.uuid4().hex
+        sealed = self.register.keyring.seal(json.dumps(document).encode(), _review_aad(review_id))
+        tx.execute("INSERT INTO reviews(review_id, upload_id, station, ref, sealed, created_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", (review_id, upload_id, self.register.station, ref, sealed, now()))
+        return review_id
+
+    def pending(self, limit: int = 50) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """(review id, station, created at, document) of the reviews waiting, oldest first."""
+        rows = self.register._query("SELECT review_id, station, created_at, sealed FROM reviews WHERE state = 'pending'"
+                                    " ORDER BY created_at, review_id LIMIT ?", (limit,))
+        return [(rid, station, created, json.loads(self.register.keyring.open(bytes(sealed), _review_aad(rid))))
+                for rid, station, created, sealed in rows]
+
+    def take(self, tx: Transaction, review_id: str) -> tuple[str, str, dict[str, Any]] | None:
+        """Lock a pending review for resolution in ``tx``: (station, ref, document), or None if none is pending."""
+        row = tx.execute("SELECT station, ref, sealed FROM reviews WHERE review_id = ? AND state = 'pending' "
+                         "FOR UPDATE", (review_id,)).fetchone()
+        if row is None:
+            return None
+        return str(row[0]), str(row[1]), json.loads(self.register.keyring.open(bytes(row[2]), _review_aad(review_id)))
+
+    def close(self, tx: Transaction, review_id: str, state: str, resolution: str) -> None:
+        """Record a review's resolution in ``tx``."""
+        tx.execute("UPDATE reviews SET state = ?, resolution = ?, resolved_at = ? WHERE review_id = ?",
+                   (state, resolution, now(), review_id))
+
+    def link(self, tx: Transaction, ref: str, linked_ref: str) -> None:
+        """Record that two subjects are one person (two documents), in both directions."""
+        tx.executemany("INSERT INTO links(ref, linked_ref, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                       [(ref, linked_ref, now()), (linked_ref, ref, now())])
+
+    def linked(self, ref: str) -> set[str]:
+        """The pseudonyms linked to ``ref``."""
+        return {r[0] for r in self.register._query("SELECT linked_ref FROM links WHERE ref = ?", (ref,))}
+
+    def count(self, state: str = "pending") -> int:
+        """How many reviews are in ``state``."""
+        return int(self.register._query("SELECT COUNT(*) FROM reviews WHERE state = ?", (state,))[0][0])

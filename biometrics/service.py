@@ -14,6 +14,7 @@ subject stored is found by the next Verify, a subject erased is gone before the 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import re
 import threading
@@ -34,6 +35,7 @@ from biometrics.errors import (
     BiometricError,
     InvalidSample,
     RegisterUnavailable,
+    ReviewConflict,
     SubjectExists,
     SubjectNotFound,
 )
@@ -52,6 +54,9 @@ from biometrics.keydir import (
 from biometrics.scores import ScoreCalibration, threshold_for_fmr, threshold_for_fpir
 from biometrics.statistics import TrafficStatistics
 from biometrics.storage import (
+    CHANGE_ENROLLED,
+    CHANGE_ERASED,
+    Change,
     SealedStore,
     Storage,
     StoredTemplate,
@@ -67,10 +72,12 @@ from biometrics.types import (
     IdentificationResult,
     Modality,
     ModalityScore,
+    Review,
     Sample,
     SampleQuality,
     SubjectInfo,
     SubjectRecord,
+    TemplateInfo,
     VerificationResult,
 )
 
@@ -125,6 +132,8 @@ class StoreLocation:
     dev_keys_in_data_dir: bool = False
     store_url: str | None = None  # a postgresql:// register shared by stations; None: SQLite in data_dir
     station: str = ""  # the checkpoint's name (rokot-airport, tuapejat-port...)
+    replica_dir: Path | None = None  # with store_url: keep working offline (a copy of the register, an outbox)
+    offline_policy: Any = None  # biometrics.island.OfflinePolicy (None: its defaults)
 
     def resolved_key_dir(self) -> Path:
         """The key directory in use."""
@@ -179,6 +188,7 @@ class CheckpointService:
         # clears are one step; searches never take this lock.
         self._write_lock = threading.Lock()
         self._data_lock: DataDirLock | None = None
+        self.island: Any = None  # biometrics.island.Island on a station that keeps working offline
         self._ready = threading.Event()
         self._closing = threading.Event()
         self._listener: Any = None
@@ -220,8 +230,12 @@ class CheckpointService:
             prepare_key_dir(key_dir)
             ring = KeyRing.load_or_create(key_file)
             # The station's own chain is keyed by its name in a shared register (and in the journal beside it).
-            local = Storage(where.data_dir / ("journal.db" if where.store_url else "checkpoint.db"), ring,
-                            station=where.station if where.store_url else "")
+            if where.store_url and where.replica_dir is not None:
+                local_path = where.replica_dir / "replica.db"  # the copy, the outbox and the audit journal
+                check_key_location(key_dir, where.replica_dir, allow_inside=where.dev_keys_in_data_dir)
+            else:
+                local_path = where.data_dir / ("journal.db" if where.store_url else "checkpoint.db")
+            local = Storage(local_path, ring, station=where.station if where.store_url else "")
             stores.append(local)
             register = None
             if where.store_url:
@@ -236,6 +250,14 @@ class CheckpointService:
             if legacy.exists() and local.audit_count() == 0:
                 import_jsonl(legacy, chain)
             service = cls(register or local, decision_log=chain, defer_load=register is not None, **kwargs)
+            if register is not None:
+                from biometrics.island import Island
+                from biometrics.register import Reviews
+                from biometrics.replica import Replica
+
+                service.island = Island(service, Replica(local) if where.replica_dir is not None else None,
+                                        Reviews(register), where.offline_policy)
+                service.gallery.on_change = service.island.follow
         except BaseException:
             for store in stores:
                 store.close()
@@ -282,6 +304,26 @@ class CheckpointService:
         """The change-log sequence number the in-memory gallery reflects."""
         return self._state.applied_seq
 
+    # -- for collaborators (biometrics.island) ---------------------------------------------------
+
+    @property
+    def sync_state(self) -> Any:
+        """Where the gallery stands against the register (:class:`biometrics.gallery.GalleryState`)."""
+        return self._state
+
+    @property
+    def write_lock(self) -> threading.Lock:
+        """The lock that serialises every write of this station (enrolment, erasure, upload, review)."""
+        return self._write_lock
+
+    def change_transaction(self) -> Any:
+        """A register transaction holding the register's write lock, whose audit records are part of it."""
+        return self._change()
+
+    def record(self, tx: Transaction, kind: str, actor: Actor, decision_id: str, **fields: Any) -> None:
+        """Append a decision to this station's audit chain in ``tx``."""
+        self._record(tx, kind, actor, decision_id, **fields)
+
     # -- a station on a shared register ----------------------------------------------------------
 
     def ready(self) -> bool:
@@ -291,17 +333,31 @@ class CheckpointService:
     def start(self, *, retry_s: float = 2.0, poll_s: float = 2.0) -> None:
         """On a shared register: reach it, load the gallery and follow the change log (in the background while
         it is unreachable). A malformed URL, a refused login, a newer schema or a wrong key ring raise at once.
+
+        A station with a replica loads its gallery from the replica first and answers at once, offline if need
+        be; it catches up from the register (erasures first, before anything is uploaded) when it reaches it.
         """
         from biometrics.register import RegisterStorage
 
         register = self.storage
         if self._ready.is_set() or not isinstance(register, RegisterStorage):
             return
+        replica = self.island.replica if self.island is not None else None
+        if replica is not None:
+            snapshot, _ = replica.local.snapshot()
+            self.gallery.load(snapshot, replica.register_seq())
+            self._state.synced_wall, self._state.synced_at = replica.register_as_of(), None
+            self._state.connected = False
+            self.island.load_provisional()
+            self._ready.set()
+            log.info("gallery loaded from the replica: %d subjects (%d provisional), register change %d",
+                     self.gallery.subjects, len(self.island.provisional), self.applied_seq)
         try:
             register.open()
         except RegisterUnavailable as exc:
-            log.warning("the register %s cannot be reached (%s); this station answers UNAVAILABLE until it has "
-                        "loaded the register, retrying every %.0f s", register, exc, retry_s)
+            log.warning("the register %s cannot be reached (%s); %s, retrying every %.0f s", register, exc,
+                        "working offline from the replica" if replica is not None
+                        else "this station answers UNAVAILABLE until it has loaded the register", retry_s)
             self._loader = threading.Thread(target=self._load_when_reachable, args=(retry_s, poll_s),
                                             name="register-loader", daemon=True)
             self._loader.start()
@@ -327,15 +383,36 @@ class CheckpointService:
         if self.decision_log is not None:
             self.decision_log.reconcile()
             self.decision_log.start_shipping()
-        self._load_gallery()
-        self._ready.set()
+        if self._ready.is_set():  # loaded from the replica: catch up from where it stood
+            self.sync()
+        else:
+            self._load_gallery()
+            self._ready.set()
         log.info("register loaded in %.1f s: %d subjects", time.perf_counter() - start, len(self._watchlist))
 
         def on_state(connected: bool) -> None:
             self._state.connected = connected
 
-        self._listener = ChangeListener(self.storage.url, self.catch_up, poll_s=poll_s,  # type: ignore[attr-defined]
+        self._listener = ChangeListener(self.storage.url, self.sync, poll_s=poll_s,  # type: ignore[attr-defined]
                                         on_state=on_state).start()
+
+    def sync(self) -> int:
+        """Follow the register: catch up its change log (erasures made elsewhere leave memory first), then, on a
+        station that worked offline, upload its outbox. Returns how many changes were applied."""
+        applied = self.catch_up()
+        self._state.connected = True
+        if self.island is not None and self.island.replica is not None:
+            self.island.replica.mark_synced()
+            self.island.drain()
+        return applied
+
+    def register_as_of(self) -> str:
+        """When this station's view of the shared register was last up to date (RFC 3339, UTC); "" on a single
+        station, whose store is its own register."""
+        wall = self._state.synced_wall
+        if self.decision_log is None or self.decision_log.register is None or wall is None:
+            return ""
+        return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
 
     def sync_status(self) -> dict[str, Any]:
         """Where this station's gallery stands: the last applied change, its age, and the register link."""
@@ -345,7 +422,10 @@ class CheckpointService:
                 "seconds_since_sync": None if synced is None else round(time.monotonic() - synced, 3),
                 "register_connected": self._state.connected,
                 "audit_pending": self.decision_log.pending() if self.decision_log and self.decision_log.register
-                else 0}
+                else 0,
+                "outbox_pending": self.island.replica.pending_count() if self.island and self.island.replica else 0,
+                "provisional": len(self.island.provisional) if self.island else 0,
+                "last_drain": dict(self.island.last_drain) if self.island else {}}
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -372,7 +452,7 @@ class CheckpointService:
         """The 1:N threshold now: the 1:1 threshold, raised with the gallery to hold the configured FPIR."""
         return threshold_for_fpir(self.config.fpir, len(self._watchlist), self.threshold)
 
-    def _search(self, faces: Sequence[FaceTemplate], fingers: Sequence[tuple[int, FingerprintTemplate]],
+    def _search(self, faces: Sequence[np.ndarray], fingers: Sequence[tuple[int, FingerprintTemplate]],
                 k: int, threshold: float) -> list[Candidate]:
         """Candidates whose fused score is at or over ``threshold``, best first.
 
@@ -382,7 +462,7 @@ class CheckpointService:
         """
         per_subject: dict[str, list[ModalityScore]] = {}
         if faces and len(self.face_index):
-            hits = self.face_index.search(np.stack([f.template for f in faces]), max(k, 50))
+            hits = self.face_index.search(np.stack(list(faces)), max(k, 50))
             best: dict[str, float] = {}
             for per_probe in hits:
                 for subject_id, distance in per_probe:
@@ -466,27 +546,60 @@ class CheckpointService:
         decision_id = _new_decision_id()
         with self._write_lock:
             self._ensure_current()
-            seq = ref = None
-            with self._change() as tx:
-                self.catch_up()  # inside the register's write lock: the search sees every committed change
-                if subject_id in self._watchlist:
-                    raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
-                threshold = self.search_threshold()
-                duplicates = tuple(self._search(faces, fingers, self.config.max_candidates, threshold))
-                enrolled = not duplicates or allow_duplicate
-                outcome = "enrol_duplicate_held" if not enrolled else (
-                    "enrol_duplicate_overridden" if duplicates else "enrol_new")
-                if enrolled:
-                    ref, seq, _ = self.storage.insert_subject(tx, subject_id, info, stored)
-                self._record(
-                    tx, "enrol", actor, decision_id, subject_ref=self._ref(subject_id), outcome=outcome,
-                    threshold=threshold, qualities=[q.quality for q in qualities],
-                    duplicates=[{"subject_ref": self._ref(c.subject_id), "score": c.score} for c in duplicates],
-                    override_reason=override_reason if duplicates and allow_duplicate else "",
-                )
-            if seq is not None and ref is not None:
-                self._applied(seq, lambda: self._add_to_gallery(
-                    ref, subject_id, info.watchlist, [f.template for f in faces], fingers))
+            if self.island is not None and self.island.offline():
+                result = self.island.enrol_offline(subject_id, info, faces, fingers, stored, qualities, decision_id,
+                                                   allow_duplicate, override_reason, actor)
+                self.statistics.record_decision("enrol_provisional" if result.enrolled else "enrol_duplicate_held")
+                return result
+            try:
+                result = self._enrol_in_register(subject_id, info, faces, fingers, stored, qualities, decision_id,
+                                                 allow_duplicate, override_reason, actor)
+            except RegisterUnavailable:
+                if self.island is None or not self.island.works_offline:
+                    raise
+                self.island.link_lost()
+                result = self.island.enrol_offline(subject_id, info, faces, fingers, stored, qualities, decision_id,
+                                                   allow_duplicate, override_reason, actor)
+        return result
+
+    def screen(self, faces: Sequence[np.ndarray], fingers: Sequence[tuple[int, FingerprintTemplate]],
+               allow_duplicate: bool, exclude: frozenset[str] = frozenset()
+               ) -> tuple[float, tuple[Candidate, ...], bool, str]:
+        """The duplicate search of an enrolment against the gallery in memory, ``exclude`` left out:
+        (threshold, possible duplicates, enrolled?, outcome)."""
+        threshold = self.search_threshold()
+        k = self.config.max_candidates + len(exclude)
+        duplicates = tuple(c for c in self._search(faces, fingers, k, threshold)
+                           if c.subject_id not in exclude)[: self.config.max_candidates]
+        enrolled = not duplicates or allow_duplicate
+        outcome = "enrol_duplicate_held" if not enrolled else (
+            "enrol_duplicate_overridden" if duplicates else "enrol_new")
+        return threshold, duplicates, enrolled, outcome
+
+    def _enrol_in_register(self, subject_id: str, info: SubjectInfo, faces: Sequence[FaceTemplate],
+                           fingers: Sequence[tuple[int, FingerprintTemplate]], stored: list[StoredTemplate],
+                           qualities: tuple[SampleQuality, ...], decision_id: str, allow_duplicate: bool,
+                           override_reason: str, actor: Actor) -> EnrolmentResult:
+        seq = ref = None
+        with self._change() as tx:
+            self.catch_up()  # inside the register's write lock: the search sees every committed change
+            if subject_id in self._watchlist:
+                raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
+            threshold, duplicates, enrolled, outcome = self.screen([f.template for f in faces], fingers,
+                                                                   allow_duplicate)
+            if enrolled:
+                ref, seq, with_ids = self.storage.insert_subject(tx, subject_id, info, stored)
+            self._record(
+                tx, "enrol", actor, decision_id, subject_ref=self._ref(subject_id), outcome=outcome,
+                threshold=threshold, qualities=[q.quality for q in qualities],
+                duplicates=[{"subject_ref": self._ref(c.subject_id), "score": c.score} for c in duplicates],
+                override_reason=override_reason if duplicates and allow_duplicate else "",
+            )
+        if seq is not None and ref is not None:
+            record = SubjectRecord(subject_id, info, with_ids[0].created_at if with_ids else now(),
+                                   tuple(TemplateInfo(t.modality, t.finger, t.quality, t.created_at) for t in with_ids))
+            self._applied(seq, lambda: self.gallery.apply_change(Change(seq, CHANGE_ENROLLED, ref),
+                                                                 (record, with_ids)))
         self.statistics.record_decision(outcome)
         return EnrolmentResult(subject_id, enrolled, duplicates, qualities, threshold, decision_id)
 
@@ -523,7 +636,8 @@ class CheckpointService:
             if match and watchlist:
                 self._raise_alert(tx, "watchlist_verify", decision_id, subject_id, score, actor)
         self.statistics.record_decision("verify_match" if match else "verify_no_match")
-        return VerificationResult(match, score, self.threshold, decision_id, tuple(modality_scores), watchlist)
+        return VerificationResult(match, score, self.threshold, decision_id, tuple(modality_scores), watchlist,
+                                  self.register_as_of())
 
     def identify(
         self, samples: Sequence[Sample], max_candidates: int = 0, *, actor: Actor | None = None
@@ -538,7 +652,7 @@ class CheckpointService:
         fingers = self._extract_fingers(samples, "probe")
         self._ensure_current()
         threshold = self.search_threshold()
-        candidates = tuple(self._search(faces, fingers, k, threshold))
+        candidates = tuple(self._search([f.template for f in faces], fingers, k, threshold))
         decision_id = _new_decision_id()
         with self._audit() as tx:
             self._record(tx, "identify", actor, decision_id, threshold=threshold,
@@ -548,7 +662,7 @@ class CheckpointService:
                 if c.watchlist:
                     self._raise_alert(tx, "watchlist_identify", decision_id, c.subject_id, c.score, actor)
         self.statistics.record_decision("identify_hit" if candidates else "identify_miss")
-        return IdentificationResult(candidates, threshold, decision_id)
+        return IdentificationResult(candidates, threshold, decision_id, self.register_as_of())
 
     def get_subject(self, subject_id: str, *, actor: Actor | None = None) -> SubjectRecord:
         """The subject's personal data and template inventory; every read is recorded in the audit chain."""
@@ -578,21 +692,27 @@ class CheckpointService:
         decision_id = _new_decision_id()
         with self._write_lock:
             self._ensure_current()
-            with self._change() as tx:
-                self.catch_up()
-                seq = self.storage.erase_subject(tx, subject_id)
-                if seq is None:
-                    raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-                self._record(tx, "delete", actor, decision_id, subject_ref=self._ref(subject_id), reason=reason)
-            ref = self._ref(subject_id)
-
-            def erase() -> None:
-                self.gallery.remove(subject_id)
-                self.gallery.forget_ref(ref)  # last: a failure above leaves the ref for the catch-up
-
-            self._applied(seq, erase)
+            if self.island is not None and self.island.offline():
+                self.island.erase_offline(subject_id, reason, decision_id, actor)
+            else:
+                try:
+                    self._erase_in_register(subject_id, reason, decision_id, actor)
+                except RegisterUnavailable:
+                    if self.island is None or not self.island.works_offline:
+                        raise
+                    self.island.link_lost()
+                    self.island.erase_offline(subject_id, reason, decision_id, actor)
         self.statistics.record_decision("delete")
         return decision_id
+
+    def _erase_in_register(self, subject_id: str, reason: str, decision_id: str, actor: Actor) -> None:
+        with self._change() as tx:
+            self.catch_up()
+            seq = self.storage.erase_subject(tx, subject_id)
+            if seq is None:
+                raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
+            self._record(tx, "delete", actor, decision_id, subject_ref=self._ref(subject_id), reason=reason)
+        self._applied(seq, lambda: self.gallery.apply_change(Change(seq, CHANGE_ERASED, self._ref(subject_id)), None))
 
     def list_alerts(self, limit: int = 50, *, actor: Actor | None = None) -> list[Alert]:
         """The newest ``limit`` watchlist alerts (at most 500), newest first; the read is audited."""
@@ -602,6 +722,27 @@ class CheckpointService:
         with self._audit() as tx:
             self._record(tx, "read_alerts", actor, _new_decision_id(), count=len(alerts))
         return alerts
+
+    def list_reviews(self, limit: int = 50, *, actor: Actor | None = None) -> list[Review]:
+        """Enrolments made offline whose upload found possible duplicates, waiting for an officer; audited."""
+        actor = actor or Actor()
+        limit = validation.check_limit(limit, "limit", default=validation.DEFAULT_ALERTS, maximum=validation.MAX_ALERTS)
+        if self.island is None:
+            return []
+        self._ensure_current()
+        reviews = self.island.list_reviews(limit)
+        with self._audit() as tx:
+            self._record(tx, "read_reviews", actor, _new_decision_id(), count=len(reviews))
+        return reviews
+
+    def resolve_review(self, review_id: str, resolution: str, reason: str, *, actor: Actor | None = None) -> str:
+        """Resolve a review: keep_both, link or reject, with the officer's reason (required); audited."""
+        actor = actor or Actor()
+        validation.check_reason(reason, "reason", required=True)
+        if self.island is None:
+            raise ReviewConflict("This station has no shared register: there is nothing to review.")
+        self._ensure_current()
+        return self.island.resolve(review_id, resolution, reason, actor)
 
     def holds(self, subject_id: str) -> bool:
         """Whether this station's in-memory gallery holds ``subject_id`` now (diagnostics and tests)."""

@@ -86,12 +86,29 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts(raised_at);
 """
 
+_V3 = """
+CREATE TABLE IF NOT EXISTS outbox (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    upload_id TEXT UNIQUE NOT NULL,
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    outcome TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, n);
+"""
+
 #: (version, script): applied in order to a file whose ``user_version`` is lower.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 CHANGE_ENROLLED = "enrolled"
 CHANGE_ERASED = "erased"
+#: An enrolment uploaded by a station after working offline, rejected at review: stations drop their copy.
+CHANGE_WITHDRAWN = "withdrawn"
 
 
 class SchemaTooNew(Exception):
@@ -307,6 +324,28 @@ class SealedStore:
             return None
         tx.erased = True
         return self.append_change(tx, CHANGE_ERASED, ref)
+
+    def put_subject(self, tx: Transaction, ref: str, record: SubjectRecord, stored: Sequence[StoredTemplate]) -> None:
+        """Write a copy of a subject as another store holds it (same ref, template ids and times), replacing any;
+        no change-log entry (a replica follows the register's log, it does not write one)."""
+        self.drop_subject(tx, ref)
+        doc = json.dumps({"subject_id": record.subject_id, **record.info.__dict__}).encode()
+        tx.execute("INSERT INTO subjects(ref, sealed, created_at) VALUES (?, ?, ?)",
+                   (ref, self.keyring.seal(doc, _subject_aad(ref)), record.enrolled_at))
+        if stored:
+            tx.executemany(
+                "INSERT INTO templates(template_id, ref, modality, finger, quality, sealed, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(t.template_id, ref, int(t.modality), t.finger, t.quality,
+                  self.keyring.seal(t.data, _template_aad(ref, t.template_id, int(t.modality), t.finger)),
+                  t.created_at) for t in stored])
+
+    def drop_subject(self, tx: Transaction, ref: str) -> bool:
+        """Remove a subject's rows by pseudonym, with no change-log entry; True if there were any."""
+        tx.execute("DELETE FROM templates WHERE ref = ?", (ref,))
+        gone = tx.execute("DELETE FROM subjects WHERE ref = ?", (ref,)).rowcount > 0
+        tx.erased = tx.erased or gone
+        return gone
 
     def add_subject(
         self, subject_id: str, info: SubjectInfo, templates: Sequence[StoredTemplate]

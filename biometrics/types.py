@@ -96,6 +96,9 @@ class EnrolmentResult:
     qualities: tuple[SampleQuality, ...]
     threshold: float
     decision_id: str
+    # Accepted by a station working offline: stored locally, uploaded (and searched against the whole register)
+    # when the link returns.
+    provisional: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ class VerificationResult:
     modality_scores: tuple[ModalityScore, ...] = ()
     # The subject is on a watchlist: for officers (an alert is raised on a match), never for a kiosk's screen.
     watchlist: bool = False
+    # When this station's view of the register was last up to date (RFC 3339); "" on a single station.
+    register_as_of: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,8 @@ class IdentificationResult:
     candidates: tuple[Candidate, ...]
     threshold: float
     decision_id: str
+    # When this station's view of the register was last up to date (RFC 3339); "" on a single station.
+    register_as_of: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,23 @@ class Alert:
     subject_id: str
     score: float
     caller: str  # the identity (certificate subject) of the kiosk or desk that made the call
+
+
+@dataclass(frozen=True)
+class Review:
+    """An enrolment a station made offline whose upload found possible duplicates in the register: it waits for
+    an officer (two people: keep both; one person: link the records; reject the enrolment), never merged or dropped."""
+
+    review_id: str
+    created_at: str
+    station: str
+    subject_id: str
+    info: SubjectInfo
+    enrolled_offline_at: str
+    candidates: tuple[Candidate, ...]
+    threshold: float
+    state: str = "pending"  # pending, keep_both, link, reject
+    resolution: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,312 @@
+"""An island station: it goes on working when its link to the register drops, and syncs when the link returns.
+
+With ``--replica DIR`` a station on a shared register keeps a copy of the register and an outbox of its own
+writes in a local SQLite file (:mod:`biometrics.replica`). While the link is down:
+
+- Verify and Identify answer from memory (loaded from the copy at a start without the register), and say how old
+  their view of the register is (``register_as_of``).
+- Enroll runs its duplicate search on the station's gallery and is accepted **provisionally**: the enrolment,
+  its outbox entry and its audit record commit in one local transaction before the officer is answered.
+- DeleteSubject erases the subject from the station at once (privacy first) and queues the erasure.
+- An offline budget (time cut off, writes waiting) bounds this: past it Enroll is refused
+  (:class:`~biometrics.errors.OfflineLimitReached`, FAILED_PRECONDITION) while verification goes on.
+
+When the link returns the station first catches up the register's change log (so erasures made centrally leave
+its memory before anything else), then drains the outbox in order (:meth:`Island.drain`). Each upload runs under
+the register's write lock: an upload the register already holds (same station-made id and content hash: a crash
+in the middle of a drain) is recognised and not stored twice; each enrolment is searched against the whole
+register; a possible duplicate is neither merged nor dropped but waits in the adjudication queue for an officer
+(:meth:`Island.resolve`: keep both, link the records, or reject).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from biometrics.errors import OfflineLimitReached, ReviewConflict, SubjectExists, SubjectNotFound
+from biometrics.face import FaceTemplate
+from biometrics.fingerprint import FingerprintTemplate
+from biometrics.replica import (
+    OUTBOX_ERASED,
+    OUTBOX_PENDING,
+    OUTBOX_REVIEW,
+    OUTBOX_STORED,
+    OutboxEntry,
+    Replica,
+    enrolment_payload,
+    payload_templates,
+)
+from biometrics.storage import CHANGE_ENROLLED, CHANGE_WITHDRAWN, Change, StoredTemplate, now
+from biometrics.templates import unpack_face_template
+from biometrics.types import (
+    Actor,
+    Candidate,
+    EnrolmentResult,
+    Modality,
+    Review,
+    SampleQuality,
+    SubjectInfo,
+    SubjectRecord,
+    TemplateInfo,
+)
+
+if TYPE_CHECKING:
+    from biometrics.register import Reviews
+    from biometrics.service import CheckpointService
+
+log = logging.getLogger(__name__)
+
+RESOLUTIONS = ("keep_both", "link", "reject")
+
+
+@dataclass(frozen=True)
+class OfflinePolicy:
+    """How long, and how much, a station may work cut off from the register before enrolment pauses."""
+
+    max_offline_s: float = 24 * 3600.0
+    max_pending: int = 1000
+
+
+def _record_of(subject_id: str, info: SubjectInfo, stored: list[StoredTemplate]) -> SubjectRecord:
+    return SubjectRecord(subject_id, info, stored[0].created_at if stored else now(),
+                         tuple(TemplateInfo(t.modality, t.finger, t.quality, t.created_at) for t in stored))
+
+
+class Island:
+    """The offline side of a station on a shared register (see the module doc)."""
+
+    def __init__(self, service: CheckpointService, replica: Replica | None, reviews: Reviews,
+                 policy: OfflinePolicy | None = None) -> None:
+        self.service = service
+        self.replica = replica
+        self.reviews = reviews
+        self.policy = policy or OfflinePolicy()
+        self.provisional: set[str] = set()  # subject ids enrolled here offline, not yet stored in the register
+        self._drain_lock = threading.Lock()
+        self.last_drain: dict[str, Any] = {}
+
+    # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def works_offline(self) -> bool:
+        """True on a station with a replica (``--replica``): it accepts writes while the link is down."""
+        return self.replica is not None
+
+    def offline(self) -> bool:
+        """True while the link to the register is down on a station that works offline."""
+        return self.replica is not None and not self.service.sync_state.connected
+
+    def link_lost(self) -> None:
+        """A register call just failed: treat the link as down until the listener reconnects."""
+        self.service.sync_state.connected = False
+
+    def load_provisional(self) -> None:
+        """After loading the gallery from the copy: which subjects are provisional (enrolled offline, pending)."""
+        assert self.replica is not None
+        pending = self.replica.entries((OUTBOX_PENDING, OUTBOX_REVIEW))
+        self.provisional = {e.payload["subject_id"] for e in pending if e.kind == "enrol"}
+
+    def follow(self, change: Change, loaded: tuple[SubjectRecord, list[StoredTemplate]] | None) -> None:
+        """The gallery's change hook: the copy follows, and a provisional subject the register now holds is not."""
+        if self.replica is not None:
+            self.replica.follow(change, loaded)
+        if change.kind == CHANGE_ENROLLED and loaded is not None:
+            self.provisional.discard(loaded[0].subject_id)
+
+    def check_budget(self) -> None:
+        """Refuse a write past the offline budget, with what the officer can do."""
+        assert self.replica is not None
+        pending = self.replica.pending_count()
+        if pending >= self.policy.max_pending:
+            raise OfflineLimitReached(
+                f"This station is working offline and {pending} enrolments or erasures already wait to be sent to "
+                f"the central register (the limit is {self.policy.max_pending}). Enrolment is paused until the link "
+                "returns; verification goes on. Please call the central office about the link.")
+        wall = self.service.sync_state.synced_wall
+        cut_off = time.time() - wall if wall is not None else float("inf")
+        if cut_off > self.policy.max_offline_s:
+            hours = "never" if wall is None else f"{cut_off / 3600:.1f} h ago"
+            raise OfflineLimitReached(
+                "This station has been cut off from the central register for too long (last reached: "
+                f"{hours}; the limit is {self.policy.max_offline_s / 3600:.1f} h). Enrolment is paused until the "
+                "link returns; verification goes on. Please call the central office about the link.")
+
+    # -- offline writes --------------------------------------------------------------------------
+
+    def enrol_offline(self, subject_id: str, info: SubjectInfo, faces: list[FaceTemplate],
+                      fingers: list[tuple[int, FingerprintTemplate]], stored: list[StoredTemplate],
+                      qualities: tuple[SampleQuality, ...], decision_id: str, allow_duplicate: bool,
+                      override_reason: str, actor: Actor) -> EnrolmentResult:
+        """Enrol provisionally: searched against this station's gallery, stored with its outbox entry and audit
+        record in one local transaction, uploaded when the link returns."""
+        service = self.service
+        assert self.replica is not None
+        if subject_id in service.gallery:
+            raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
+        self.check_budget()
+        threshold, duplicates, enrolled, outcome = service.screen([f.template for f in faces], fingers,
+                                                                  allow_duplicate)
+        ref = service.storage.keyring.pseudonym(subject_id)
+        created = now()
+        with_ids = [StoredTemplate(t.modality, t.finger, t.quality, t.data, uuid.uuid4().hex, created)
+                    for t in stored]
+        assert service.decision_log is not None
+        with service.decision_log.transaction() as tx:
+            upload_id = ""
+            if enrolled:
+                entry = self.replica.add(tx, "enrol", ref, enrolment_payload(
+                    subject_id, info, with_ids, override_reason=override_reason))
+                self.replica.local.put_subject(tx, ref, _record_of(subject_id, info, with_ids), with_ids)
+                upload_id = entry.upload_id
+            service.record(tx, "enrol", actor, decision_id, subject_ref=ref, outcome=outcome, threshold=threshold,
+                           qualities=[q.quality for q in qualities], provisional=enrolled, upload_id=upload_id,
+                           duplicates=[{"subject_ref": service.storage.keyring.pseudonym(c.subject_id),
+                                        "score": c.score} for c in duplicates],
+                           override_reason=override_reason if duplicates and allow_duplicate else "")
+        if enrolled:
+            service.gallery.add(ref, subject_id, info.watchlist, [f.template for f in faces], fingers)
+            self.provisional.add(subject_id)
+        return EnrolmentResult(subject_id, enrolled, duplicates, qualities, threshold, decision_id,
+                               provisional=enrolled)
+
+    def erase_offline(self, subject_id: str, reason: str, decision_id: str, actor: Actor) -> None:
+        """Erase at this station at once; queue the erasure for the register (or cancel a pending enrolment)."""
+        service = self.service
+        assert self.replica is not None
+        if subject_id not in service.gallery:
+            raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
+        ref = service.storage.keyring.pseudonym(subject_id)
+        pending = [e for e in self.replica.entries() if e.kind == "enrol" and e.ref == ref]
+        assert service.decision_log is not None
+        with service.decision_log.transaction() as tx:
+            if pending:  # never uploaded: the enrolment is cancelled, nothing of it leaves the station
+                tx.execute("UPDATE outbox SET state = 'cancelled', outcome = 'erased before upload' "
+                           "WHERE upload_id = ?", (pending[0].upload_id,))
+            else:
+                self.replica.add(tx, "erase", ref, {"subject_id": subject_id, "reason": reason})
+            self.replica.local.drop_subject(tx, ref)
+            service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True)
+        service.gallery.remove(subject_id)
+        service.gallery.forget_ref(ref)
+        self.provisional.discard(subject_id)
+
+    # -- the drain -------------------------------------------------------------------------------
+
+    def drain(self) -> int:
+        """Upload every pending write in order (see the module doc); returns how many were settled."""
+        if self.replica is None or not self._drain_lock.acquire(blocking=False):
+            return 0
+        try:
+            start, done, outcomes = time.perf_counter(), 0, {"stored": 0, "review": 0, "erased": 0, "again": 0}
+            for entry in self.replica.entries():
+                if not self.service.sync_state.connected:
+                    break
+                state, outcome = self._upload(entry)
+                self.replica.settle(entry.upload_id, state, outcome)
+                outcomes[outcome if outcome in outcomes else "again"] += 1
+                done += 1
+            if done:
+                self.last_drain = {"entries": done, "seconds": round(time.perf_counter() - start, 3), **outcomes}
+                log.info("outbox drained: %s", self.last_drain)
+            return done
+        finally:
+            self._drain_lock.release()
+
+    def _upload(self, entry: OutboxEntry) -> tuple[str, str]:
+        service = self.service
+        with service.write_lock, service.change_transaction() as tx:
+            seen = self.reviews.upload_outcome(tx, entry.upload_id)
+            if seen is not None:
+                if seen[0] != entry.content_hash:
+                    raise RuntimeError(f"upload {entry.upload_id}: the register holds other content under this id")
+                log.warning("upload %s was already in the register (%s): not stored twice", entry.upload_id, seen[1])
+                return self._state_of(seen[1]), "again"
+            service.catch_up()  # under the register's write lock: the search sees the whole register
+            outcome = self._upload_enrolment(tx, entry) if entry.kind == "enrol" else self._upload_erasure(tx, entry)
+            self.reviews.record_upload(tx, entry.upload_id, entry.kind, entry.content_hash, outcome)
+        return self._state_of(outcome), outcome
+
+    @staticmethod
+    def _state_of(outcome: str) -> str:
+        return {"stored": OUTBOX_STORED, "review": OUTBOX_REVIEW, "erased": OUTBOX_ERASED}.get(outcome, OUTBOX_ERASED)
+
+    def _upload_enrolment(self, tx: Any, entry: OutboxEntry) -> str:
+        service = self.service
+        payload = entry.payload
+        subject_id, info = payload["subject_id"], SubjectInfo(**payload["info"])
+        templates = payload_templates(payload)
+        faces = [unpack_face_template(t.data) for t in templates if t.modality == Modality.FACE]
+        fingers = [(t.finger, FingerprintTemplate.from_bytes(t.data)) for t in templates
+                   if t.modality == Modality.FINGERPRINT]
+        exclude = frozenset(self.provisional)  # not in the register: each is searched when it is uploaded
+        threshold, duplicates, _, _ = service.screen(faces, fingers, allow_duplicate=False, exclude=exclude)
+        taken = subject_id in service.gallery and subject_id not in self.provisional
+        actor = Actor(role="system", identity=f"station {service.station} drain")
+        if duplicates or taken:
+            document = {**payload, "threshold": threshold, "enrolled_offline_at": entry.created_at,
+                        "document_number_taken": taken,
+                        "candidates": [{"subject_id": c.subject_id, "score": c.score} for c in duplicates]}
+            review_id = self.reviews.add(tx, entry.upload_id, entry.ref, document)
+            service.record(tx, "enrol_upload", actor, review_id, subject_ref=entry.ref, outcome="review",
+                           upload_id=entry.upload_id, threshold=threshold,
+                           duplicates=[{"subject_ref": service.storage.keyring.pseudonym(c.subject_id),
+                                        "score": c.score} for c in duplicates])
+            return "review"
+        service.storage.insert_subject(tx, subject_id, info, templates)
+        service.record(tx, "enrol_upload", actor, entry.upload_id, subject_ref=entry.ref, outcome="stored",
+                       upload_id=entry.upload_id, threshold=threshold)
+        return "stored"
+
+    def _upload_erasure(self, tx: Any, entry: OutboxEntry) -> str:
+        service = self.service
+        seq = service.storage.erase_subject(tx, entry.payload["subject_id"])
+        service.record(tx, "delete_upload", Actor(role="system", identity=f"station {service.station} drain"),
+                       entry.upload_id, subject_ref=entry.ref, outcome="erased" if seq else "absent",
+                       upload_id=entry.upload_id, reason=entry.payload.get("reason", ""))
+        return "erased"
+
+    # -- the adjudication queue ------------------------------------------------------------------
+
+    def list_reviews(self, limit: int = 50) -> list[Review]:
+        """The reviews waiting for an officer, oldest first."""
+        out = []
+        for review_id, station, created, doc in self.reviews.pending(limit):
+            candidates = tuple(Candidate(c["subject_id"], float(c["score"])) for c in doc["candidates"])
+            out.append(Review(review_id, created, station, doc["subject_id"], SubjectInfo(**doc["info"]),
+                              doc["enrolled_offline_at"], candidates, float(doc["threshold"])))
+        return out
+
+    def resolve(self, review_id: str, resolution: str, reason: str, actor: Actor) -> str:
+        """Resolve a review: ``keep_both`` (two people: enrol), ``link`` (one person with two documents: enrol and
+        link the records), ``reject`` (withdraw the enrolment from the station that made it). Audited."""
+        if resolution not in RESOLUTIONS:
+            raise ReviewConflict(f"The resolution must be one of {', '.join(RESOLUTIONS)}.")
+        service = self.service
+        with service.write_lock, service.change_transaction() as tx:
+            taken = self.reviews.take(tx, review_id)
+            if taken is None:
+                raise ReviewConflict(f"No review {review_id!r} is waiting (unknown, or resolved already).")
+            _, ref, doc = taken
+            subject_id, info = doc["subject_id"], SubjectInfo(**doc["info"])
+            service.catch_up()
+            if resolution in ("keep_both", "link") and doc.get("document_number_taken"):
+                if resolution == "keep_both":
+                    raise ReviewConflict(f"{subject_id!r} is enrolled in the register already: two people cannot "
+                                         "share one document number. Link (same person) or reject.")
+            elif resolution in ("keep_both", "link"):
+                service.storage.insert_subject(tx, subject_id, info, payload_templates(doc))
+                if resolution == "link":
+                    for c in doc["candidates"]:
+                        self.reviews.link(tx, ref, service.storage.keyring.pseudonym(c["subject_id"]))
+            elif not doc.get("document_number_taken"):
+                service.storage.append_change(tx, CHANGE_WITHDRAWN, ref)
+            self.reviews.close(tx, review_id, resolution, reason)
+            service.record(tx, "review_resolved", actor, review_id, subject_ref=ref, outcome=resolution,
+                           reason=reason)
+        service.catch_up()
+        return review_id

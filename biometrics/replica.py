@@ -1,0 +1,155 @@
+"""An island station's own copy of the register, and the outbox of what it did while the link was down.
+
+Both live in the station's local SQLite file (``--replica DIR``: ``DIR/replica.db``), the same file as its audit
+journal, sealed under the same key ring as the register:
+
+- **The copy** follows the register's change log (:meth:`Replica.follow` is the gallery's change hook): each
+  enrolled subject is written as the register holds it, each erasure removed, and the register sequence and the
+  time it was reached are kept (``register_as_of``). A station that starts with the register out of reach loads
+  its gallery from here and goes on checking travellers.
+- **The outbox** holds the station's own writes made offline, in order, each with a station-made id and a content
+  hash, written in the same local transaction as its audit record, before the officer is answered. When the link
+  returns they are uploaded in order; an upload the register already holds (a crash in the middle of a drain) is
+  recognised by its id and hash, never stored twice (:mod:`biometrics.drain`).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from biometrics.storage import (
+    CHANGE_ENROLLED,
+    CHANGE_ERASED,
+    CHANGE_WITHDRAWN,
+    Change,
+    SealedStore,
+    StoredTemplate,
+    Transaction,
+    now,
+)
+from biometrics.types import Modality, SubjectInfo, SubjectRecord
+
+OUTBOX_PENDING = "pending"
+OUTBOX_STORED = "stored"
+OUTBOX_REVIEW = "review"
+OUTBOX_ERASED = "erased"
+REGISTER_SEQ = "register_seq"
+REGISTER_AS_OF = "register_as_of"
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One write the station made offline: an enrolment or an erasure, waiting to be uploaded or settled."""
+
+    n: int
+    upload_id: str
+    kind: str  # "enrol" or "erase"
+    ref: str
+    content_hash: str
+    created_at: str
+    state: str
+    outcome: str
+    payload: dict[str, Any]
+
+
+def _outbox_aad(upload_id: str) -> bytes:
+    return f"outbox|{upload_id}".encode()
+
+
+def enrolment_payload(subject_id: str, info: SubjectInfo, stored: list[StoredTemplate], *, override_reason: str = ""
+                      ) -> dict[str, Any]:
+    """The content of an offline enrolment, as uploaded (templates base64)."""
+    return {"subject_id": subject_id, "info": info.__dict__, "override_reason": override_reason,
+            "templates": [{"modality": int(t.modality), "finger": t.finger, "quality": t.quality,
+                           "template_id": t.template_id, "created_at": t.created_at,
+                           "data": base64.b64encode(t.data).decode()} for t in stored]}
+
+
+def payload_templates(payload: dict[str, Any]) -> list[StoredTemplate]:
+    """The templates of an enrolment payload."""
+    return [StoredTemplate(Modality(t["modality"]), int(t["finger"]), float(t["quality"]),
+                           base64.b64decode(t["data"]), t["template_id"], t["created_at"])
+            for t in payload["templates"]]
+
+
+def content_hash(payload: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a payload: the same content always gives the same hash."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class Replica:
+    """The register copy and the outbox in a station's local store."""
+
+    def __init__(self, local: SealedStore) -> None:
+        self.local = local
+
+    # -- the copy of the register --------------------------------------------------------------
+
+    def register_seq(self) -> int:
+        """The register change the copy reflects."""
+        return int(self.local.get_meta(REGISTER_SEQ, "0"))
+
+    def register_as_of(self) -> float | None:
+        """When the copy last reached the end of the register's change log (Unix time), or None."""
+        value = self.local.get_meta(REGISTER_AS_OF, "")
+        return float(value) if value else None
+
+    def follow(self, change: Change, loaded: tuple[SubjectRecord, list[StoredTemplate]] | None) -> None:
+        """Apply one register change to the copy (the gallery calls this for every change it applies)."""
+        with self.local.transaction() as tx:
+            if change.kind == CHANGE_ENROLLED and loaded is not None:
+                self.local.put_subject(tx, change.ref, loaded[0], loaded[1])
+            elif change.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN):
+                self.local.drop_subject(tx, change.ref)
+            self.local.set_meta(tx, REGISTER_SEQ, str(change.seq))
+
+    def mark_synced(self) -> None:
+        """Record that the copy has just reached the end of the register's change log."""
+        with self.local.transaction() as tx:
+            self.local.set_meta(tx, REGISTER_AS_OF, repr(time.time()))
+
+    # -- the outbox ------------------------------------------------------------------------------
+
+    def add(self, tx: Transaction, kind: str, ref: str, payload: dict[str, Any]) -> OutboxEntry:
+        """Append a write to the outbox in ``tx`` (the transaction of its audit record)."""
+        upload_id = uuid.uuid4().hex
+        digest = content_hash(payload)
+        sealed = self.local.keyring.seal(json.dumps(payload).encode(), _outbox_aad(upload_id))
+        created = now()
+        row = tx.execute("INSERT INTO outbox(upload_id, kind, ref, content_hash, sealed, created_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?) RETURNING n", (upload_id, kind, ref, digest, sealed, created)
+                         ).fetchone()
+        return OutboxEntry(int(row[0]), upload_id, kind, ref, digest, created, OUTBOX_PENDING, "", payload)
+
+    def entries(self, states: tuple[str, ...] = (OUTBOX_PENDING,), limit: int = 1_000_000) -> list[OutboxEntry]:
+        """Outbox entries in the given states, oldest first."""
+        marks = ", ".join("?" * len(states))
+        rows = self.local._query(
+            "SELECT n, upload_id, kind, ref, content_hash, sealed, created_at, state, outcome FROM outbox "
+            f"WHERE state IN ({marks}) ORDER BY n LIMIT ?", (*states, limit))
+        return [OutboxEntry(int(n), uid, kind, ref, digest, created, state, outcome,
+                            json.loads(self.local.keyring.open(bytes(sealed), _outbox_aad(uid))))
+                for n, uid, kind, ref, digest, sealed, created, state, outcome in rows]
+
+    def pending_count(self) -> int:
+        """How many writes wait to be uploaded."""
+        return int(self.local._query("SELECT COUNT(*) FROM outbox WHERE state = ?", (OUTBOX_PENDING,))[0][0])
+
+    def oldest_pending_age(self) -> float:
+        """Seconds since the oldest write waiting to be uploaded was made (0: none)."""
+        rows = self.local._query("SELECT MIN(created_at) FROM outbox WHERE state = ?", (OUTBOX_PENDING,))
+        if not rows or rows[0][0] is None:
+            return 0.0
+        return (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(rows[0][0])).total_seconds()
+
+    def settle(self, upload_id: str, state: str, outcome: str = "") -> None:
+        """Record what the register made of an uploaded write."""
+        with self.local.transaction() as tx:
+            tx.execute("UPDATE outbox SET state = ?, outcome = ? WHERE upload_id = ?", (state, outcome, upload_id))
