@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,8 +25,15 @@ from biometrics.fingerprint import FingerprintTemplate
 from biometrics.fingerprint.gallery import FingerprintGallery
 from biometrics.matcher import TemplateIndex
 from biometrics.scores import ScoreCalibration
-from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, CHANGE_WITHDRAWN, Change, StoredTemplate
-from biometrics.templates import unpack_face_template
+from biometrics.storage import (
+    CHANGE_ENROLLED,
+    CHANGE_ERASED,
+    CHANGE_WITHDRAWN,
+    Change,
+    GalleryEntry,
+    StoredTemplate,
+)
+from biometrics.templates import unpack_face_template, unpack_face_templates
 from biometrics.types import Modality, SubjectRecord
 
 log = logging.getLogger(__name__)
@@ -105,6 +112,32 @@ class Gallery:
                 self.state.refs[ref] = record.subject_id
             if faces:
                 self.face_index.add_many(owners, np.stack(faces))  # one bulk append, one snapshot
+            self.state.applied_seq = head
+            self.mark_synced()
+        log.info("gallery loaded: %d subjects, %d templates (change log at %d)", self.subjects, self.templates, head)
+
+    def load_pages(self, pages: Iterable[tuple[int, list[GalleryEntry]]]) -> None:
+        """Fill an empty gallery from :meth:`biometrics.storage.SealedStore.gallery_pages` (a cold start)."""
+        head = 0
+        with self.apply_lock:
+            for page_head, entries in pages:
+                head = page_head
+                owners: list[str] = []
+                packed: list[bytes] = []
+                for ref, subject_id, watchlist, templates in entries:
+                    fingers = []
+                    for modality, finger, data in templates:
+                        if modality == Modality.FACE:
+                            owners.append(subject_id)
+                            packed.append(data)
+                        else:
+                            fingers.append((finger, FingerprintTemplate.from_bytes(data)))
+                    if fingers:
+                        self.fingerprint_gallery.add(subject_id, fingers)
+                    self.watchlist[subject_id] = watchlist
+                    self.state.refs[ref] = subject_id
+                if packed:
+                    self.face_index.add_many(owners, unpack_face_templates(packed))
             self.state.applied_seq = head
             self.mark_synced()
         log.info("gallery loaded: %d subjects, %d templates (change log at %d)", self.subjects, self.templates, head)

@@ -284,6 +284,12 @@ class RegisterStorage(SealedStore):
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield Transaction(conn, "%s")
 
+    def _fetch(self, view: Transaction, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        """A bulk read in binary form (bytea as bytes, no hex decoding)."""
+        with view.db.cursor(binary=True) as cur:
+            cur.execute(sql.replace("?", "%s"), params)
+            return cur.fetchall()
+
     def lock_register(self, tx: Transaction) -> None:
         """Serialise register writers of every station until ``tx`` ends (``pg_advisory_xact_lock``)."""
         tx.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_NAMESPACE, REGISTER_LOCK))

@@ -269,8 +269,7 @@ class CheckpointService:
     # -- the in-memory gallery, following the change log --------------------------------------
 
     def _load_gallery(self) -> None:
-        snapshot, head = self.storage.snapshot()
-        self.gallery.load(snapshot, head)
+        self.gallery.load_pages(self.storage.gallery_pages())
 
     def _add_to_gallery(self, ref: str, subject_id: str, watchlist: bool, faces: Sequence[np.ndarray],
                         fingers: Sequence[tuple[int, FingerprintTemplate]]) -> None:
@@ -344,8 +343,8 @@ class CheckpointService:
             return
         replica = self.island.replica if self.island is not None else None
         if replica is not None:
-            snapshot, _ = replica.local.snapshot()
-            self.gallery.load(snapshot, replica.register_seq())
+            self.gallery.load_pages(replica.local.gallery_pages())
+            self._state.applied_seq = replica.register_seq()  # the copy follows the register's log, not its own
             self._state.synced_wall, self._state.synced_at = replica.register_as_of(), None
             self._state.connected = False
             self.island.load_provisional()
