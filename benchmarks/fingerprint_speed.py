@@ -182,7 +182,8 @@ def measure_update(make_gallery: Callable[[], object], subjects: Sequence[tuple[
                    newcomers: Sequence[tuple[str, list]], probe: tuple[int, FingerprintTemplate]) -> dict[str, float]:
     """Fill a gallery with ``subjects``; then, for each newcomer: add it, search, search again, remove it,
     search. Medians in ms: add, first search after the add, steady search (the second), the first's extra
-    over the second (the repack), remove, first search after it; and the time to fill, first search."""
+    over the second (the repack), remove, first search after it; the time to fill with ``add``, the first
+    search, the packed bytes; and the time to fill a fresh gallery with one ``add_many`` where there is one."""
     gallery = make_gallery()
     t0 = time.perf_counter()
     for subject_id, entries in subjects:
@@ -202,6 +203,10 @@ def measure_update(make_gallery: Callable[[], object], subjects: Sequence[tuple[
                                                             strict=True))
     out["fill"] = 1000 * fill
     out["MB"] = gallery.nbytes / 1e6
+    if hasattr(gallery, "add_many"):  # the bulk load a station's start can use
+        del gallery
+        bulk = make_gallery()
+        out["bulk fill"] = _ms(lambda: bulk.add_many(subjects))
     out["first search"] = first
     return out
 
@@ -226,7 +231,8 @@ def run_updates(templates: Sequence[FingerprintTemplate], sizes: Sequence[int], 
                   f"(steady search {m['steady search']:,.0f}, extra {m['repack']:,.0f}); "
                   f"remove {m['remove']:.3f}, search after it "
                   f"{m['search after remove']:,.0f}; filling {m['fill']:,.0f}, first search {m['first search']:,.0f}; "
-                  f"packed {m['MB']:,.0f} MB")
+                  f"packed {m['MB']:,.0f} MB"
+                  + (f"; filling with one add_many {m['bulk fill']:,.0f}" if "bulk fill" in m else ""))
 
 
 def run(args: argparse.Namespace) -> int:
