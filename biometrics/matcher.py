@@ -232,6 +232,19 @@ class TemplateIndex:
             self._norms[n : n + m] = norms
             if self.compact:
                 self._exact[n : n + m] = rows
+            if self._all_new_and_distinct(subject_ids):
+                # A bulk load (a cold start): one row per new subject, no per-row dictionary work.
+                base = len(self._names)
+                self._owners[n : n + m] = np.arange(base, base + m, dtype=np.int32)
+                self._names.extend(subject_ids)
+                self._subjects.update(zip(subject_ids, map(_Subject, range(base, base + m),
+                                                            ([n + i] for i in range(m))), strict=True))
+                self._counts[1] += m
+                self._n = n + m
+                self._max_norm = max(self._max_norm, float(norms.max()))
+                self._quant_error = max(self._quant_error, err)
+                self._publish()
+                return
             codes = np.empty(m, dtype=np.int32)
             added: dict[int, list[int]] = {}
             for i, subject_id in enumerate(subject_ids):
@@ -251,6 +264,11 @@ class TemplateIndex:
             self._max_norm = max(self._max_norm, float(norms.max()))
             self._quant_error = max(self._quant_error, err)
             self._publish()
+
+    def _all_new_and_distinct(self, subject_ids: list[str]) -> bool:
+        """True when no id repeats and none is in the index yet (the rows can be appended as they are)."""
+        return len(subject_ids) > 1 and len(set(subject_ids)) == len(subject_ids) and self._subjects.keys().isdisjoint(
+            subject_ids)
 
     def remove(self, subject_id: str) -> int:
         """Remove every template of ``subject_id``; returns how many were removed."""

@@ -20,11 +20,13 @@ file up to date at open, idempotently, and a file whose version is newer than th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import json
 import logging
+import queue
 import sqlite3
 import threading
 import uuid
@@ -441,31 +443,67 @@ class SealedStore:
         snapshot reflects, [(ref, subject id, watchlist, [(modality, finger, template bytes)])]).
 
         Leaner than :meth:`snapshot` (no records, no inventories), and streamed: a cold start of a million
-        subjects never holds all their sealed rows at once.
+        subjects never holds all their sealed rows at once. A reader thread fetches the next page while this one
+        opens the current one, so the database's work and the decryption overlap.
         """
+        pages: queue.Queue[Any] = queue.Queue(maxsize=2)
+        stop = threading.Event()
         with self._read() as view:
             head = int(view.execute("SELECT MAX(seq) FROM changes").fetchone()[0] or 0)
-            after = ""
-            while True:
-                subjects = self._fetch(view, "SELECT ref, sealed FROM subjects WHERE ref > ? ORDER BY ref LIMIT ?",
-                                       (after, page))
-                if not subjects:
-                    if not after:
-                        yield head, []  # an empty gallery still reflects the log's head
-                    return
-                last = subjects[-1][0]
-                templates = self._fetch(view, "SELECT ref, template_id, modality, finger, sealed FROM templates "
-                                              "WHERE ref > ? AND ref <= ? ORDER BY ref", (after, last))
-                by_ref: dict[str, list[tuple[int, int, bytes]]] = {}
-                for ref, tid, m, f, sealed in templates:
-                    by_ref.setdefault(ref, []).append((m, f, self.keyring.open(bytes(sealed),
-                                                                               _template_aad(ref, tid, m, f))))
-                entries = []
-                for ref, sealed in subjects:
-                    doc = json.loads(self.keyring.open(bytes(sealed), _subject_aad(ref)))
-                    entries.append((ref, doc["subject_id"], bool(doc.get("watchlist")), by_ref.get(ref, [])))
-                yield head, entries
-                after = last
+
+            def read() -> None:
+                after = ""
+                try:
+                    while True:
+                        subjects = self._fetch(view, "SELECT ref, sealed FROM subjects WHERE ref > ? ORDER BY ref "
+                                                     "LIMIT ?", (after, page))
+                        if not subjects:
+                            break
+                        last = subjects[-1][0]
+                        templates = self._fetch(view, "SELECT ref, template_id, modality, finger, sealed FROM "
+                                                      "templates WHERE ref > ? AND ref <= ? ORDER BY ref",
+                                                (after, last))
+                        if stop.is_set():
+                            return
+                        pages.put((subjects, templates))
+                        after = last
+                    pages.put(None)
+                except BaseException as exc:  # handed to the consumer, raised there
+                    pages.put(exc)
+
+            reader = threading.Thread(target=read, name="gallery-pages", daemon=True)
+            reader.start()
+            try:
+                yield from self._open_pages(pages, head)
+            finally:  # the reader must be done with the connection before the read transaction ends
+                stop.set()
+                while reader.is_alive():
+                    with contextlib.suppress(queue.Empty):
+                        pages.get(timeout=0.1)
+                reader.join()
+
+    def _open_pages(self, pages: queue.Queue[Any], head: int) -> Iterator[tuple[int, list[GalleryEntry]]]:
+        """Open the sealed rows of each page the reader hands over, in order."""
+        first = True
+        open_blob = self.keyring.open
+        while True:
+            item = pages.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item is None:
+                break
+            subjects, templates = item
+            by_ref: dict[str, list[tuple[int, int, bytes]]] = {}
+            for ref, tid, m, f, sealed in templates:
+                by_ref.setdefault(ref, []).append((m, f, open_blob(bytes(sealed), _template_aad(ref, tid, m, f))))
+            entries = []
+            for ref, sealed in subjects:
+                doc = json.loads(open_blob(bytes(sealed), _subject_aad(ref)).decode())
+                entries.append((ref, doc["subject_id"], bool(doc.get("watchlist")), by_ref.get(ref, [])))
+            first = False
+            yield head, entries
+        if first:
+            yield head, []  # an empty gallery still reflects the log's head
 
     def _fetch(self, view: Transaction, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Rows of a bulk read (a back end may fetch them in a faster form)."""

@@ -230,3 +230,21 @@ def test_no_torn_reads_under_concurrent_writes(monkeypatch):
     assert not errors, errors[:5]
     assert len(index) == 1000
     assert_same(index.search(probe, 10), brute_force(base_rows, base_owners, probe[None], 10))
+
+
+def test_a_bulk_load_of_new_subjects_equals_adding_them_one_by_one() -> None:
+    rng = np.random.default_rng(7)
+    rows = rng.standard_normal((500, 128)).astype(np.float32)
+    ids = [f"S{i:04d}" for i in range(500)]
+    bulk, single = TemplateIndex(128), TemplateIndex(128)
+    bulk.add_many(ids[:300], rows[:300])  # the fast path: new, distinct ids
+    bulk.add_many(ids[300:], rows[300:])
+    for subject_id, row in zip(ids, rows, strict=True):
+        single.add(subject_id, row)
+    bulk.add("S0007", rows[9])  # a second template for an existing subject, then a removal
+    single.add("S0007", rows[9])
+    assert bulk.remove("S0100") == single.remove("S0100") == 1
+    probes = rng.standard_normal((5, 128)).astype(np.float32)
+    assert bulk.search(probes, 10) == single.search(probes, 10)
+    assert (len(bulk), bulk.subject_count) == (len(single), single.subject_count) == (500, 499)
+    assert bulk.compare(rows[9], "S0007") == pytest.approx(0.0, abs=1e-5)
