@@ -329,12 +329,14 @@ class CheckpointService:
         """True once the gallery is loaded (at once on the embedded store; after the register is reached)."""
         return self._ready.is_set()
 
-    def start(self, *, retry_s: float = 2.0, poll_s: float = 2.0) -> None:
+    def start(self, *, retry_s: float = 2.0, poll_s: float = 2.0, background: bool = False) -> None:
         """On a shared register: reach it, load the gallery and follow the change log (in the background while
         it is unreachable). A malformed URL, a refused login, a newer schema or a wrong key ring raise at once.
 
         A station with a replica loads its gallery from the replica first and answers at once, offline if need
         be; it catches up from the register (erasures first, before anything is uploaded) when it reaches it.
+        With ``background`` the gallery is loaded in a thread once the register answers (a server opens its port
+        meanwhile, answering UNAVAILABLE and NOT_SERVING until it is ready).
         """
         from biometrics.register import RegisterStorage
 
@@ -361,7 +363,12 @@ class CheckpointService:
                                             name="register-loader", daemon=True)
             self._loader.start()
             return
-        self._finish_loading(poll_s)
+        if background:
+            self._loader = threading.Thread(target=self._finish_loading, args=(poll_s,), name="register-loader",
+                                            daemon=True)
+            self._loader.start()
+        else:
+            self._finish_loading(poll_s)
 
     def _load_when_reachable(self, retry_s: float, poll_s: float) -> None:
         while not self._closing.is_set():

@@ -12,6 +12,7 @@ import pytest
 from checkpoint.v1 import checkpoint_pb2 as pb
 from helpers import ServerProcess, face_sample
 from pg import ADMIN_URL, fresh_database
+from waiting import wait_until
 
 pytestmark = pytest.mark.server
 
@@ -33,6 +34,8 @@ def test_a_station_on_the_register_names_itself_and_reports_its_sync(tmp_path: P
                            args=("--store", register_url, "--station", "rokot-airport")).start()
     try:
         stub = server.stub()
+        wait_until(lambda: stub.GetStatistics(pb.GetStatisticsRequest()).register.ready, timeout=60,
+                   message="the station loaded the register (in the background, its port already open)")
         assert stub.Enroll(pb.EnrollRequest(subject_id="A1000001", info=pb.SubjectInfo(name="Megawati"),
                                             samples=[face_sample("Megawati_Sukarnoputri_0001.jpg")])).enrolled
         stats = stub.GetStatistics(pb.GetStatisticsRequest())
@@ -73,7 +76,6 @@ def test_health_follows_the_register_when_a_station_starts_without_it(tmp_path: 
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from tcp_proxy import TcpProxy
-    from waiting import wait_until
 
     parts = urlsplit(register_url)
     with TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432)) as proxy:

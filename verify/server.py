@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         service = CheckpointService.open(location, config=config, extractor=pool,
                                          checkpoint_every=args.audit_checkpoint_every)
-        service.start()
+        service.start(background=True)  # the port opens now; NOT_SERVING until the gallery is loaded
     except (DataDirLocked, KeyLocationError, KeyRingMismatch, SchemaTooNew, StoreRefused, ValueError) as exc:
         if service is not None:
             service.close()
