@@ -201,6 +201,7 @@ class Station:
     port: int = 0
     popen_at: float = 0.0
     listening_at: float = 0.0
+    ready_at: float = 0.0  # the station has loaded its gallery (GetStatistics: register.ready)
     _stub: Any = None
     _log: Any = None
 
@@ -251,6 +252,20 @@ class Station:
                                     + self.log_path.read_text()[-2000:])
             time.sleep(0.01)
         self.port = result["port"]
+        # A station on a register opens its port at once and loads the gallery in the background.
+        from checkpoint.v1 import checkpoint_pb2 as pb
+
+        while True:
+            try:
+                if self.stub().GetStatistics(pb.GetStatisticsRequest(), timeout=5).register.ready:
+                    break
+            except Exception:  # not answering yet
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise StationsError(f"station {self.name} did not load its gallery (see {self.log_path})")
+            time.sleep(0.02)
+        self.ready_at = time.monotonic()
         return self
 
     def stub(self) -> Any:
@@ -928,6 +943,7 @@ def phase_cold(stations: Stations, ring: Any, warm_image: bytes, args: argparse.
         stations.all.append(station)
         station.launch().wait_listening(args.cold_timeout)
         listening_s = station.listening_at - station.popen_at
+        ready_s = station.ready_at - station.popen_at
         subjects, templates = gallery(station)
         first = verify(station, "COLD000000000", warm_image, args.timeout)
         first_s = first.end - station.popen_at
@@ -935,11 +951,12 @@ def phase_cold(stations: Stations, ring: Any, warm_image: bytes, args: argparse.
         station.stop()
         loaded_s = read_loaded_seconds(station.log_path)
         result: dict[str, Any] = {
-            "fill": fill, "start_to_listening_s": listening_s, "register_loaded_s_from_log": loaded_s,
+            "fill": fill, "start_to_listening_s": listening_s, "start_to_ready_s": ready_s,
+            "register_loaded_s_from_log": loaded_s,
             "start_to_first_verify_s": first_s, "first_verify_code": first.code, "first_verify_ms": first.ms,
             "gallery_subjects": subjects, "gallery_templates": templates,
             "gallery_complete": subjects == args.cold_subjects and templates == args.cold_subjects,
-            "rss_mib": rss, "target_s": TARGET_COLD_START_S, "target_met": listening_s <= TARGET_COLD_START_S}
+            "rss_mib": rss, "target_s": TARGET_COLD_START_S, "target_met": ready_s <= TARGET_COLD_START_S}
         if not result["target_met"] and not args.no_profile:
             print("  cold: over the target: profiling the start in-process", file=sys.stderr)
             result["profile"] = profile_cold_start(url, stations.work, stations.key_dir, args.out)
@@ -1362,7 +1379,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         rss = k["rss_mib"]
         lines += ["## Cold start", "",
                   f"{k['fill']['subjects']:,} subjects filled in {k['fill']['fill_s']:.0f} s (database "
-                  f"{k['fill']['database_mib']:.0f} MiB); station start to listening {k['start_to_listening_s']:.1f} s "
+                  f"{k['fill']['database_mib']:.0f} MiB); station start to ready {k['start_to_ready_s']:.1f} s "
                   f"(service's own load figure {k['register_loaded_s_from_log']} s), to first Verify "
                   f"{k['start_to_first_verify_s']:.1f} s; gallery {k['gallery_subjects']:,} subjects; RSS "
                   f"{rss['server'] or 0:.0f} MiB (peak {rss['server_peak'] or 0:.0f}) + worker "
