@@ -1,4 +1,5 @@
-"""``checkpoint-enroll``: the officers' enrolment desk. Enrol, look up and erase subjects; see watchlist alerts."""
+"""``checkpoint-enroll``: the officers' enrolment desk. Enrol, look up and erase subjects; see watchlist alerts;
+review enrolments made offline that found possible duplicates."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--reason", default="", help="why (recorded in the audit log)")
     a = sub.add_parser("alerts", help="watchlist alerts raised by Verify and Identify, newest first")
     a.add_argument("--limit", type=int, default=0, help="how many (default 50, at most 500)")
+    r = sub.add_parser("reviews", help="enrolments made offline whose upload found possible duplicates, oldest first")
+    r.add_argument("--limit", type=int, default=0, help="how many (default 50, at most 500)")
+    v = sub.add_parser("resolve", help="resolve a review: keep-both (two people), link (one person, two "
+                       "documents) or reject")
+    v.add_argument("review_id")
+    v.add_argument("resolution", choices=["keep-both", "link", "reject"])
+    v.add_argument("--reason", required=True, help="why (required; recorded in the audit log)")
     return p
 
 
@@ -56,6 +64,10 @@ def _enrol(stub, args: argparse.Namespace, samples: list[pb.Sample]) -> int:  # 
         print(f"sample quality {q.quality:.0f}/100 ({what})")
     for c in r.possible_duplicates:
         print(f"POSSIBLE DUPLICATE: {c.subject_id} score {c.score:.2f} (threshold {r.threshold:.2f})")
+    if r.enrolled and r.provisional:
+        print(f"enrolled {r.subject_id} PROVISIONALLY (this station is offline: it will be searched against the "
+              f"whole register when the link returns) decision {r.decision_id}")
+        return 0
     if r.enrolled:
         print(f"enrolled {r.subject_id} decision {r.decision_id}")
         return 0
@@ -69,6 +81,26 @@ def _alerts(stub, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-d
         print("no watchlist alerts")
     for a in r.alerts:
         print(f"{a.raised_at} {a.kind} {a.subject_id} score {a.score:.2f} decision {a.decision_id} by {a.caller}")
+    return 0
+
+
+def _reviews(stub, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    r = stub.ListReviews(pb.ListReviewsRequest(limit=args.limit), timeout=args.timeout)
+    if not r.reviews:
+        print("no enrolment waits for review")
+    for v in r.reviews:
+        print(f"review {v.review_id}: {v.subject_id} ({v.info.name}) enrolled offline at {v.station} "
+              f"{v.enrolled_offline_at}; found {v.created_at}")
+        for c in v.candidates:
+            print(f"  possible duplicate {c.subject_id} score {c.score:.2f} (threshold {v.threshold:.2f})")
+    return 0
+
+
+def _resolve(stub, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    resolution = {"keep-both": pb.KEEP_BOTH, "link": pb.LINK, "reject": pb.REJECT}[args.resolution]
+    stub.ResolveReview(pb.ResolveReviewRequest(review_id=args.review_id, resolution=resolution,
+                                               reason=args.reason), timeout=args.timeout)
+    print(f"review {args.review_id} resolved: {args.resolution}")
     return 0
 
 
@@ -94,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "alerts":
             return _alerts(stub, args)
+        if args.command == "reviews":
+            return _reviews(stub, args)
+        if args.command == "resolve":
+            return _resolve(stub, args)
         r = stub.DeleteSubject(pb.DeleteSubjectRequest(subject_id=args.subject_id, reason=args.reason),
                                timeout=args.timeout)
         print(f"erased {args.subject_id} decision {r.decision_id}")

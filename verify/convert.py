@@ -18,6 +18,7 @@ from biometrics.types import (
     EnrolmentResult,
     IdentificationResult,
     ModalityScore,
+    Review,
     SubjectInfo,
     SubjectRecord,
     VerificationResult,
@@ -64,6 +65,7 @@ def enrol_response(r: EnrolmentResult) -> pb.EnrollResponse:
         qualities=[pb.SampleQuality(modality=int(q.modality), finger=q.finger, quality=q.quality)
                    for q in r.qualities],
         threshold=r.threshold,
+        provisional=r.provisional,
     )
 
 
@@ -72,7 +74,8 @@ def verify_response(r: VerificationResult, *, full: bool) -> pb.VerifyResponse:
     threshold; with ``full`` (an officer) also match, score and per-modality scores."""
     outcome = verification_outcome(r)
     response = pb.VerifyResponse(threshold=r.threshold, decision_id=r.decision_id,
-                                 decision=int(outcome.decision), traveller_message=outcome.message)
+                                 decision=int(outcome.decision), traveller_message=outcome.message,
+                                 register_as_of=r.register_as_of)
     if full:
         response.match = r.match
         response.score = r.score
@@ -85,7 +88,8 @@ def identify_response(r: IdentificationResult, *, full: bool) -> pb.IdentifyResp
     and threshold; with ``full`` (an officer) also the candidates."""
     outcome = identification_outcome(r)
     response = pb.IdentifyResponse(decision_id=r.decision_id, threshold=r.threshold,
-                                   decision=int(outcome.decision), traveller_message=outcome.message)
+                                   decision=int(outcome.decision), traveller_message=outcome.message,
+                                   register_as_of=r.register_as_of)
     if full:
         response.candidates.extend(candidate(c) for c in r.candidates)
     return response
@@ -95,6 +99,19 @@ def alert(a: Alert) -> pb.Alert:
     """The Alert message of a watchlist alert."""
     return pb.Alert(alert_id=a.alert_id, raised_at=a.raised_at, kind=a.kind, decision_id=a.decision_id,
                     subject_id=a.subject_id, score=a.score, caller=a.caller)
+
+
+def review(r: Review) -> pb.Review:
+    """The Review message of an enrolment waiting for an officer."""
+    info = r.info
+    return pb.Review(review_id=r.review_id, created_at=r.created_at, station=r.station,
+                     enrolled_offline_at=r.enrolled_offline_at, subject_id=r.subject_id,
+                     info=pb.SubjectInfo(name=info.name, nationality=info.nationality,
+                                         date_of_birth=info.date_of_birth, watchlist=info.watchlist),
+                     candidates=[candidate(c) for c in r.candidates], threshold=r.threshold)
+
+
+RESOLUTIONS = {pb.KEEP_BOTH: "keep_both", pb.LINK: "link", pb.REJECT: "reject"}
 
 
 def subject(record: SubjectRecord) -> pb.Subject:
@@ -132,4 +149,6 @@ def register_sync(status: dict[str, Any]) -> pb.RegisterSync:
                            applied_seq=int(status.get("applied_seq", 0)),
                            seconds_since_sync=-1.0 if seconds is None else float(seconds),
                            connected=bool(status.get("register_connected")),
-                           audit_pending=int(status.get("audit_pending", 0)))
+                           audit_pending=int(status.get("audit_pending", 0)),
+                           outbox_pending=int(status.get("outbox_pending", 0)),
+                           provisional=int(status.get("provisional", 0)))

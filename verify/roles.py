@@ -58,6 +58,8 @@ ROLES: dict[str, frozenset[str]] = {
     "DeleteSubject": frozenset({OFFICER}),
     "GetStatistics": frozenset({OFFICER, AUDITOR}),
     "ListAlerts": frozenset({OFFICER}),
+    "ListReviews": frozenset({OFFICER}),
+    "ResolveReview": frozenset({OFFICER}),
 }
 
 HEALTH_SERVICE = "grpc.health.v1.Health"

@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from biometrics.datadir import DataDirLocked
 from biometrics.face import load_models
 from biometrics.imaging import ImageLimits
+from biometrics.island import OfflinePolicy
 from biometrics.keydir import KeyLocationError, default_key_dir
 from biometrics.register import StoreRefused
 from biometrics.service import CheckpointService, ServiceConfig, StoreLocation
@@ -52,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="URL",
                    help="a shared register of many stations: postgresql://USER@HOST:PORT/DB (default: SQLite in "
                    "DATA_DIR, one station)")
+    p.add_argument("--replica", type=Path, metavar="DIR",
+                   help="with --store: keep working when the link to the register drops (a local copy of the "
+                   "register and an outbox in DIR/replica.db, synced when the link returns)")
+    p.add_argument("--max-offline", type=float, default=24.0, metavar="HOURS",
+                   help="with --replica: hours without the register after which enrolment pauses (default 24)")
+    p.add_argument("--max-pending", type=int, default=1000,
+                   help="with --replica: writes waiting for the register after which enrolment pauses (default 1000)")
     p.add_argument("--station", default="",
                    help="this checkpoint's name (rokot-airport, tuapejat-port...): on every decision and audit "
                    "record; required with --store")
@@ -185,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     except TLSConfigError as exc:
         print(f"checkpoint-server: {exc}", file=sys.stderr)
         return 2
+    if args.replica is not None and not args.store:
+        print("checkpoint-server: --replica needs --store (it keeps a copy of a shared register)", file=sys.stderr)
+        return 2
+    if args.max_offline <= 0 or args.max_pending <= 0:
+        print("checkpoint-server: --max-offline and --max-pending must be positive", file=sys.stderr)
+        return 2
     if args.workers < 0:
         print("checkpoint-server: --workers cannot be negative", file=sys.stderr)
         return 2
@@ -193,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         load_models()  # extraction (or the camera's frame scoring) in this process
     location = StoreLocation(args.data_dir, key_dir=args.key_dir, key_file=args.key_file, anchor=args.audit_anchor,
                              dev_keys_in_data_dir=args.dev_keys_in_data_dir, store_url=args.store,
-                             station=args.station)
+                             station=args.station, replica_dir=args.replica,
+                             offline_policy=OfflinePolicy(args.max_offline * 3600.0, args.max_pending))
     service = None
     try:
         service = CheckpointService.open(location, config=config, extractor=pool,

@@ -210,6 +210,26 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
         )
 
     @rpc
+    def ListReviews(  # noqa: N802
+        self, request: pb.ListReviewsRequest, context: grpc.ServicerContext
+    ) -> pb.ListReviewsResponse:
+        """See the contract."""
+        reviews = self.service.list_reviews(request.limit, actor=self.actor(context))
+        return pb.ListReviewsResponse(reviews=[convert.review(r) for r in reviews])
+
+    @rpc
+    def ResolveReview(  # noqa: N802
+        self, request: pb.ResolveReviewRequest, context: grpc.ServicerContext
+    ) -> pb.ResolveReviewResponse:
+        """See the contract."""
+        resolution = convert.RESOLUTIONS.get(request.resolution)
+        if resolution is None:
+            raise InvalidSample("The resolution must be KEEP_BOTH, LINK or REJECT.")
+        review_id = self.service.resolve_review(request.review_id, resolution, request.reason,
+                                                actor=self.actor(context))
+        return pb.ResolveReviewResponse(review_id=review_id)
+
+    @rpc
     def ListAlerts(  # noqa: N802
         self, request: pb.ListAlertsRequest, context: grpc.ServicerContext
     ) -> pb.ListAlertsResponse:

@@ -8,7 +8,9 @@ from biometrics.errors import (
     BiometricError,
     InvalidSample,
     NotImplementedModality,
+    OfflineLimitReached,
     RegisterUnavailable,
+    ReviewConflict,
     SampleTooLarge,
     SubjectExists,
     SubjectNotFound,
@@ -31,7 +33,9 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (SubjectExists, grpc.StatusCode.ALREADY_EXISTS),
     (NotImplementedModality, grpc.StatusCode.UNIMPLEMENTED),
     (NoReference, grpc.StatusCode.FAILED_PRECONDITION),
-    (RegisterUnavailable, grpc.StatusCode.UNAVAILABLE),  # the shared register is away: writes wait, a retry works
+    (RegisterUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (OfflineLimitReached, grpc.StatusCode.FAILED_PRECONDITION),  # the officer must act: call about the link
+    (ReviewConflict, grpc.StatusCode.FAILED_PRECONDITION),  # the shared register is away: writes wait, a retry works
     (InvalidCaptureRequest, grpc.StatusCode.INVALID_ARGUMENT),  # the request, not the device: checked first
     (DeviceTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
     (DeviceNotConfigured, grpc.StatusCode.FAILED_PRECONDITION),

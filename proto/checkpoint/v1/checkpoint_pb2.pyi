@@ -40,6 +40,13 @@ class DeviceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BUSY: _ClassVar[DeviceState]
     FAULT: _ClassVar[DeviceState]
     DISCONNECTED: _ClassVar[DeviceState]
+
+class ReviewResolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REVIEW_RESOLUTION_UNSPECIFIED: _ClassVar[ReviewResolution]
+    KEEP_BOTH: _ClassVar[ReviewResolution]
+    LINK: _ClassVar[ReviewResolution]
+    REJECT: _ClassVar[ReviewResolution]
 MODALITY_UNSPECIFIED: Modality
 FACE: Modality
 FINGERPRINT: Modality
@@ -62,6 +69,10 @@ READY: DeviceState
 BUSY: DeviceState
 FAULT: DeviceState
 DISCONNECTED: DeviceState
+REVIEW_RESOLUTION_UNSPECIFIED: ReviewResolution
+KEEP_BOTH: ReviewResolution
+LINK: ReviewResolution
+REJECT: ReviewResolution
 
 class DeviceCapture(_message.Message):
     __slots__ = ("device", "timeout_seconds")
@@ -142,20 +153,22 @@ class EnrollRequest(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ..., info: _Optional[_Union[SubjectInfo, _Mapping]] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., allow_duplicate: _Optional[bool] = ..., override_reason: _Optional[str] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
-    __slots__ = ("subject_id", "possible_duplicates", "enrolled", "decision_id", "qualities", "threshold")
+    __slots__ = ("subject_id", "possible_duplicates", "enrolled", "decision_id", "qualities", "threshold", "provisional")
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     POSSIBLE_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     ENROLLED_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     QUALITIES_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PROVISIONAL_FIELD_NUMBER: _ClassVar[int]
     subject_id: str
     possible_duplicates: _containers.RepeatedCompositeFieldContainer[Candidate]
     enrolled: bool
     decision_id: str
     qualities: _containers.RepeatedCompositeFieldContainer[SampleQuality]
     threshold: float
-    def __init__(self, subject_id: _Optional[str] = ..., possible_duplicates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., enrolled: _Optional[bool] = ..., decision_id: _Optional[str] = ..., qualities: _Optional[_Iterable[_Union[SampleQuality, _Mapping]]] = ..., threshold: _Optional[float] = ...) -> None: ...
+    provisional: bool
+    def __init__(self, subject_id: _Optional[str] = ..., possible_duplicates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., enrolled: _Optional[bool] = ..., decision_id: _Optional[str] = ..., qualities: _Optional[_Iterable[_Union[SampleQuality, _Mapping]]] = ..., threshold: _Optional[float] = ..., provisional: _Optional[bool] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("subject_id", "samples")
@@ -166,7 +179,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("match", "score", "threshold", "decision_id", "modality_scores", "decision", "traveller_message")
+    __slots__ = ("match", "score", "threshold", "decision_id", "modality_scores", "decision", "traveller_message", "register_as_of")
     MATCH_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +187,7 @@ class VerifyResponse(_message.Message):
     MODALITY_SCORES_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     TRAVELLER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_AS_OF_FIELD_NUMBER: _ClassVar[int]
     match: bool
     score: float
     threshold: float
@@ -181,7 +195,8 @@ class VerifyResponse(_message.Message):
     modality_scores: _containers.RepeatedCompositeFieldContainer[ModalityScore]
     decision: TravellerDecision
     traveller_message: str
-    def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., decision_id: _Optional[str] = ..., modality_scores: _Optional[_Iterable[_Union[ModalityScore, _Mapping]]] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ...) -> None: ...
+    register_as_of: str
+    def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., decision_id: _Optional[str] = ..., modality_scores: _Optional[_Iterable[_Union[ModalityScore, _Mapping]]] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ..., register_as_of: _Optional[str] = ...) -> None: ...
 
 class IdentifyRequest(_message.Message):
     __slots__ = ("samples", "max_candidates")
@@ -192,18 +207,20 @@ class IdentifyRequest(_message.Message):
     def __init__(self, samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., max_candidates: _Optional[int] = ...) -> None: ...
 
 class IdentifyResponse(_message.Message):
-    __slots__ = ("candidates", "decision_id", "threshold", "decision", "traveller_message")
+    __slots__ = ("candidates", "decision_id", "threshold", "decision", "traveller_message", "register_as_of")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     TRAVELLER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_AS_OF_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     decision_id: str
     threshold: float
     decision: TravellerDecision
     traveller_message: str
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., decision_id: _Optional[str] = ..., threshold: _Optional[float] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ...) -> None: ...
+    register_as_of: str
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., decision_id: _Optional[str] = ..., threshold: _Optional[float] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ..., register_as_of: _Optional[str] = ...) -> None: ...
 
 class GetSubjectRequest(_message.Message):
     __slots__ = ("subject_id",)
@@ -361,20 +378,72 @@ class Statistics(_message.Message):
     def __init__(self, since: _Optional[str] = ..., gallery_subjects: _Optional[int] = ..., gallery_templates: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[CallStatistics, _Mapping]]] = ..., decisions: _Optional[_Mapping[str, int]] = ..., station: _Optional[str] = ..., register: _Optional[_Union[RegisterSync, _Mapping]] = ...) -> None: ...
 
 class RegisterSync(_message.Message):
-    __slots__ = ("shared", "ready", "applied_seq", "seconds_since_sync", "connected", "audit_pending")
+    __slots__ = ("shared", "ready", "applied_seq", "seconds_since_sync", "connected", "audit_pending", "outbox_pending", "provisional")
     SHARED_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
     SECONDS_SINCE_SYNC_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     AUDIT_PENDING_FIELD_NUMBER: _ClassVar[int]
+    OUTBOX_PENDING_FIELD_NUMBER: _ClassVar[int]
+    PROVISIONAL_FIELD_NUMBER: _ClassVar[int]
     shared: bool
     ready: bool
     applied_seq: int
     seconds_since_sync: float
     connected: bool
     audit_pending: int
-    def __init__(self, shared: _Optional[bool] = ..., ready: _Optional[bool] = ..., applied_seq: _Optional[int] = ..., seconds_since_sync: _Optional[float] = ..., connected: _Optional[bool] = ..., audit_pending: _Optional[int] = ...) -> None: ...
+    outbox_pending: int
+    provisional: int
+    def __init__(self, shared: _Optional[bool] = ..., ready: _Optional[bool] = ..., applied_seq: _Optional[int] = ..., seconds_since_sync: _Optional[float] = ..., connected: _Optional[bool] = ..., audit_pending: _Optional[int] = ..., outbox_pending: _Optional[int] = ..., provisional: _Optional[int] = ...) -> None: ...
+
+class Review(_message.Message):
+    __slots__ = ("review_id", "created_at", "station", "enrolled_offline_at", "subject_id", "info", "candidates", "threshold")
+    REVIEW_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATION_FIELD_NUMBER: _ClassVar[int]
+    ENROLLED_OFFLINE_AT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    review_id: str
+    created_at: str
+    station: str
+    enrolled_offline_at: str
+    subject_id: str
+    info: SubjectInfo
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    threshold: float
+    def __init__(self, review_id: _Optional[str] = ..., created_at: _Optional[str] = ..., station: _Optional[str] = ..., enrolled_offline_at: _Optional[str] = ..., subject_id: _Optional[str] = ..., info: _Optional[_Union[SubjectInfo, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class ListReviewsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ListReviewsResponse(_message.Message):
+    __slots__ = ("reviews",)
+    REVIEWS_FIELD_NUMBER: _ClassVar[int]
+    reviews: _containers.RepeatedCompositeFieldContainer[Review]
+    def __init__(self, reviews: _Optional[_Iterable[_Union[Review, _Mapping]]] = ...) -> None: ...
+
+class ResolveReviewRequest(_message.Message):
+    __slots__ = ("review_id", "resolution", "reason")
+    REVIEW_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    review_id: str
+    resolution: ReviewResolution
+    reason: str
+    def __init__(self, review_id: _Optional[str] = ..., resolution: _Optional[_Union[ReviewResolution, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ResolveReviewResponse(_message.Message):
+    __slots__ = ("review_id",)
+    REVIEW_ID_FIELD_NUMBER: _ClassVar[int]
+    review_id: str
+    def __init__(self, review_id: _Optional[str] = ...) -> None: ...
 
 class ListAlertsRequest(_message.Message):
     __slots__ = ("limit",)

@@ -88,6 +88,16 @@ class CheckpointStub:
                 request_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.ListAlertsRequest.SerializeToString,
                 response_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.ListAlertsResponse.FromString,
                 _registered_method=True)
+        self.ListReviews = channel.unary_unary(
+                '/checkpoint.v1.Checkpoint/ListReviews',
+                request_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.ListReviewsRequest.SerializeToString,
+                response_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.ListReviewsResponse.FromString,
+                _registered_method=True)
+        self.ResolveReview = channel.unary_unary(
+                '/checkpoint.v1.Checkpoint/ResolveReview',
+                request_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.ResolveReviewRequest.SerializeToString,
+                response_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.ResolveReviewResponse.FromString,
+                _registered_method=True)
 
 
 class CheckpointServicer:
@@ -169,6 +179,22 @@ class CheckpointServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReviews(self, request, context):
+        """Enrolments a station made offline whose upload found possible duplicates in the register, waiting for an
+        officer (oldest first). Roles: officer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveReview(self, request, context):
+        """Resolve one: two people (keep both), one person with two documents (link the records), or reject the
+        enrolment (it leaves the station that made it). The reason is required and audited. Roles: officer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CheckpointServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +247,16 @@ def add_CheckpointServicer_to_server(servicer, server):
                     servicer.ListAlerts,
                     request_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.ListAlertsRequest.FromString,
                     response_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'ListReviews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReviews,
+                    request_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.ListReviewsRequest.FromString,
+                    response_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.ListReviewsResponse.SerializeToString,
+            ),
+            'ResolveReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveReview,
+                    request_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.ResolveReviewRequest.FromString,
+                    response_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.ResolveReviewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -497,6 +533,60 @@ class Checkpoint:
             '/checkpoint.v1.Checkpoint/ListAlerts',
             checkpoint_dot_v1_dot_checkpoint__pb2.ListAlertsRequest.SerializeToString,
             checkpoint_dot_v1_dot_checkpoint__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReviews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/checkpoint.v1.Checkpoint/ListReviews',
+            checkpoint_dot_v1_dot_checkpoint__pb2.ListReviewsRequest.SerializeToString,
+            checkpoint_dot_v1_dot_checkpoint__pb2.ListReviewsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/checkpoint.v1.Checkpoint/ResolveReview',
+            checkpoint_dot_v1_dot_checkpoint__pb2.ResolveReviewRequest.SerializeToString,
+            checkpoint_dot_v1_dot_checkpoint__pb2.ResolveReviewResponse.FromString,
             options,
             channel_credentials,
             insecure,
