@@ -1,4 +1,4 @@
-"""1:N matcher speed: TemplateIndex (exact and float16 compact) vs FAISS IndexFlatL2 and the naive face_distance.
+"""1:N matcher speed: TemplateIndex (exact, float16), int8 CompactIndex, FAISS IndexFlatL2, naive face_distance.
 
 Usage::
 
@@ -8,7 +8,9 @@ Gallery: N random unit vectors, D=128 float32 (seeded), one subject per template
 For each size the same data goes to every contender: our :class:`biometrics.matcher.TemplateIndex` (exact and
 compact mode, single probe and a batch), ``face_recognition.face_distance`` + ``argpartition`` (the naive
 baseline; the batch is a loop of it, run only up to ``--naive-batch-max`` rows, estimated beyond) and
-``faiss.IndexFlatL2`` at each OpenMP thread count in ``--faiss-threads`` (its best per case is the reference).
+``faiss.IndexFlatL2`` at each OpenMP thread count in ``--faiss-threads`` (its best per case is the reference),
+and :class:`biometrics.compact.CompactIndex` (int8 scan, proven shortlist, exact re-rank) timed interleaved with
+the exact TemplateIndex (exact, int8, exact, ... so both see the same load), its first-call cost reported.
 Times are medians over ``--repeats`` runs after one warm-up. Every top-k is checked against an exact float64
 brute force (ids and order; "ties aside" accepts swaps of distances equal within 1e-6).
 
@@ -174,6 +176,7 @@ def bench_size(n: int, args: argparse.Namespace, copy: dict[str, float]) -> dict
     row: dict[str, Any] = {"n": n, "dim": DIM, "k": k, "batch": args.batch}
     ids = [str(i) for i in range(n)]
 
+    exact_index = None
     for mode in ("exact", "compact"):
         _log(f"N={n:,}: ours ({mode}): bulk add")
         index = TemplateIndex(DIM, compact=mode == "compact")
@@ -196,7 +199,11 @@ def bench_size(n: int, args: argparse.Namespace, copy: dict[str, float]) -> dict
             "scan_vs_copy_copied_2_threads": scanned / s_single / copy["copied_per_s_2_threads"],
             "scan_vs_copy_moved_2_threads": scanned / s_single / copy["moved_per_s_2_threads"],
         }
+        if mode == "exact":
+            exact_index = index
         del index
+    row["ours_int8"] = bench_int8(n, ids, gallery, probes, want_i, want_d, exact_index, args)
+    del exact_index
     if n <= 100_000:
         _log(f"N={n:,}: ours: one add per template (for comparison with add_many)")
         index = TemplateIndex(DIM)
@@ -253,6 +260,80 @@ def bench_size(n: int, args: argparse.Namespace, copy: dict[str, float]) -> dict
     return row
 
 
+def paired(a: Callable[[], Any], b: Callable[[], Any], repeats: int) -> tuple[list[float], list[float]]:
+    """Timings of ``a`` and ``b`` interleaved (a, b, a, b, ...) after one warm-up of each: the same drift."""
+    a()
+    b()
+    ta: list[float] = []
+    tb: list[float] = []
+    for _ in range(repeats):
+        for fn, out in ((a, ta), (b, tb)):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return ta, tb
+
+
+def bench_int8(
+    n: int, ids: list[str], gallery: np.ndarray, probes: np.ndarray, want_i: np.ndarray, want_d: np.ndarray,
+    exact: Any, args: argparse.Namespace,
+) -> dict[str, Any]:  # fmt: skip
+    """:class:`biometrics.compact.CompactIndex` (int8 scan, exact re-rank) against the exact TemplateIndex,
+    interleaved (exact, int8, exact, ...) so both see the same load; first-call (compile) cost reported."""
+    from biometrics import compact
+
+    k, reps = args.k, args.repeats
+    t = time.perf_counter()
+    compact.warm_up()  # the numba kernels: compiled, or loaded from numba's cache (first size only costs)
+    first_call = time.perf_counter() - t
+    _log(f"N={n:,}: int8 compact: bulk add (kernels ready in {first_call:.2f} s)")
+    index = compact.CompactIndex(DIM)
+    t = time.perf_counter()
+    index.add_many(ids, gallery)
+    add_s = time.perf_counter() - t
+    _log(f"N={n:,}: int8 compact vs exact: searches (interleaved)")
+    single = probes[0]
+    e_single, c_single = paired(lambda: exact.search(single, k), lambda: index.search(single, k), reps)
+    e_batch, c_batch = paired(lambda: exact.search(probes, k), lambda: index.search(probes, k), reps)
+    got_i, got_d = _ours(index, probes, k)
+    one_i, one_d = _ours(index, single, k)
+    exact_i, _ = _ours(exact, probes, k)
+    med = statistics.median
+    keep = k * 1  # one template per subject here
+    sizes = [len(r) for r in compact.shortlist(index._snapshot.gallery, probes, keep)]
+    return {
+        "kernels_first_call_s": first_call, "add_many_s": add_s,
+        "single_s": med(c_single), "batch_s": med(c_batch),
+        "exact_single_s": med(e_single), "exact_batch_s": med(e_batch),
+        "single_times_s": c_single, "batch_times_s": c_batch,
+        "exact_single_times_s": e_single, "exact_batch_times_s": e_batch,
+        "speedup_single": med(e_single) / med(c_single), "speedup_batch": med(e_batch) / med(c_batch),
+        "nbytes": index.nbytes, "scan_nbytes": index.scan_nbytes,
+        "shortlist_median": med(sizes), "shortlist_max": max(sizes),
+        "single_topk": agreement(one_i, one_d, want_i[:1], want_d[:1]),
+        "batch_topk": agreement(got_i, got_d, want_i, want_d),
+        "batch_ids_equal_exact_index": bool((got_i == exact_i).all()),
+    }
+
+
+def int8_table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of the int8 compact index against the exact scan, measured interleaved."""
+    head = ("| N | exact single | int8 single | speedup | exact batch | int8 batch | speedup | "
+            "memory exact / int8 (scanned) | shortlist median / max | top-k = float64 (s/b) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        c = r["ours_int8"]
+        ms = lambda s: f"{s * 1e3:,.1f}"  # noqa: E731
+        ok = lambda m: "yes" if m["equal"] else ("ties" if m["equal_ties_aside"] else "NO")  # noqa: E731
+        lines.append(
+            f"| {r['n']:,} | {ms(c['exact_single_s'])} | {ms(c['single_s'])} | {c['speedup_single']:.2f}x | "
+            f"{ms(c['exact_batch_s'])} | {ms(c['batch_s'])} | {c['speedup_batch']:.2f}x | "
+            f"{r['ours_exact']['nbytes'] / 2**20:,.1f} / {c['nbytes'] / 2**20:,.1f} "
+            f"({c['scan_nbytes'] / 2**20:,.1f}) MiB | {c['shortlist_median']:.0f} / {c['shortlist_max']} | "
+            f"{ok(c['single_topk'])}/{ok(c['batch_topk'])} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict[str, Any]], copy: dict[str, float]) -> str:
     """A markdown table of the figures (milliseconds, ratios, memory, bandwidth)."""
     head = ("| N | ours single | FAISS single (1t / 2t) | ratio | ours batch | FAISS batch (1t / 2t) | ratio | "
@@ -297,4 +378,7 @@ def run(args: argparse.Namespace) -> int:
           f"{copy['moved_per_s_2_threads'] / 1e9:.1f} moved")
     print("times in ms (medians); ratio = ours / FAISS best thread setting")
     print(table(rows, copy))
+    print("int8 compact index (biometrics.compact) vs the exact scan, interleaved; times in ms (medians); "
+          f"kernels ready in {rows[0]['ours_int8']['kernels_first_call_s']:.2f} s at the first call" if rows else "")
+    print(int8_table(rows))
     return 0

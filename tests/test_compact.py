@@ -273,3 +273,23 @@ def test_searches_see_whole_writes(monkeypatch):
         t.join()
     assert not errors, errors[:5]
     assert_same(index.search(probe, 10), brute_force(rows, owners, probe[None], 10))
+
+
+@pytest.mark.bench
+@pytest.mark.slow
+def test_matcher_bench_reports_the_int8_index(tmp_path, capsys):
+    """checkpoint-bench matcher measures the int8 index beside the others, same data, top-k checked."""
+    import json
+
+    from benchmarks.cli import main
+
+    out = tmp_path / "matcher.json"
+    assert main(["matcher", "--sizes", "3000", "--repeats", "1", "--batch", "16", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["sizes"][0]
+    int8 = row["ours_int8"]
+    assert int8["single_topk"]["equal"] and int8["batch_topk"]["equal"] and int8["batch_ids_equal_exact_index"]
+    assert int8["single_s"] > 0 and int8["exact_batch_s"] > 0 and int8["kernels_first_call_s"] >= 0
+    assert int8["speedup_single"] == pytest.approx(int8["exact_single_s"] / int8["single_s"])
+    assert row["ours_exact"]["single_topk"]["equal"]  # the existing figures are still there
+    printed = capsys.readouterr().out
+    assert "int8 compact index" in printed and "| 3,000 |" in printed
