@@ -124,6 +124,7 @@ class Gallery:
                 head = page_head
                 owners: list[str] = []
                 packed: list[bytes] = []
+                with_fingers: list[tuple[str, list[tuple[int, FingerprintTemplate]]]] = []
                 for ref, subject_id, watchlist, templates in entries:
                     fingers = []
                     for modality, finger, data in templates:
@@ -133,11 +134,13 @@ class Gallery:
                         else:
                             fingers.append((finger, FingerprintTemplate.from_bytes(data)))
                     if fingers:
-                        self.fingerprint_gallery.add(subject_id, fingers)
+                        with_fingers.append((subject_id, fingers))
                     self.watchlist[subject_id] = watchlist
                     self.state.refs[ref] = subject_id
                 if packed:
                     self.face_index.add_many(owners, unpack_face_templates(packed))
+                if with_fingers:
+                    self.fingerprint_gallery.add_many(with_fingers)  # one change a page
             self.state.applied_seq = head
             self.mark_synced()
         log.info("gallery loaded: %d subjects, %d templates (change log at %d)", self.subjects, self.templates, head)

@@ -34,6 +34,7 @@ from biometrics.fingerprint import FingerprintTemplate
 from biometrics.replica import (
     OUTBOX_ERASED,
     OUTBOX_PENDING,
+    OUTBOX_REJECTED,
     OUTBOX_REVIEW,
     OUTBOX_STORED,
     OutboxEntry,
@@ -113,10 +114,16 @@ class Island:
 
     def follow(self, change: Change, loaded: tuple[SubjectRecord, list[StoredTemplate]] | None) -> None:
         """The gallery's change hook: the copy follows, and a provisional subject the register now holds is not."""
-        if self.replica is not None:
-            self.replica.follow(change, loaded)
+        if self.replica is None:
+            return
+        self.replica.follow(change, loaded)
         if change.kind == CHANGE_ENROLLED and loaded is not None:
             self.provisional.discard(loaded[0].subject_id)
+            self.replica.settle_ref(change.ref, OUTBOX_REVIEW, OUTBOX_STORED, "kept at review")
+        elif change.kind == CHANGE_WITHDRAWN:
+            keyring = self.service.storage.keyring
+            self.provisional = {sid for sid in self.provisional if keyring.pseudonym(sid) != change.ref}
+            self.replica.settle_ref(change.ref, OUTBOX_REVIEW, OUTBOX_REJECTED, "rejected at review")
 
     def check_budget(self) -> None:
         """Refuse a write past the offline budget, with what the officer can do."""

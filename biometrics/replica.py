@@ -40,6 +40,7 @@ OUTBOX_PENDING = "pending"
 OUTBOX_STORED = "stored"
 OUTBOX_REVIEW = "review"
 OUTBOX_ERASED = "erased"
+OUTBOX_REJECTED = "rejected"
 REGISTER_SEQ = "register_seq"
 REGISTER_AS_OF = "register_as_of"
 
@@ -148,6 +149,12 @@ class Replica:
         if not rows or rows[0][0] is None:
             return 0.0
         return (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(rows[0][0])).total_seconds()
+
+    def settle_ref(self, ref: str, from_state: str, to_state: str, outcome: str) -> None:
+        """Move a subject's enrolment entries from one state to another (a review resolved at the office)."""
+        with self.local.transaction() as tx:
+            tx.execute("UPDATE outbox SET state = ?, outcome = ? WHERE ref = ? AND kind = 'enrol' AND state = ?",
+                       (to_state, outcome, ref, from_state))
 
     def settle(self, upload_id: str, state: str, outcome: str = "") -> None:
         """Record what the register made of an uploaded write."""
