@@ -397,6 +397,8 @@ class CheckpointService:
         log.info("register loaded in %.1f s: %d subjects", time.perf_counter() - start, len(self._watchlist))
 
         def on_state(connected: bool) -> None:
+            if connected:  # back: the next call catches up first, so erasures made meanwhile never answer again
+                self._state.stale = True
             self._state.connected = connected
 
         self._listener = ChangeListener(self.storage.url, self.sync, poll_s=poll_s,  # type: ignore[attr-defined]
