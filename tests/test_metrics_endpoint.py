@@ -1,0 +1,345 @@
+"""Operator metrics (verify.metrics): counters scraped over HTTP move by exactly the calls made, and the scrape
+names nobody.
+
+The first tests run a real gRPC server in this process, built by ``verify.server.build_server`` with the metrics
+interceptor first in its list (as ``checkpoint-server --metrics-listen`` does), and scrape ``/metrics`` over
+HTTP; the last one starts ``checkpoint-server --metrics-listen`` as a process, with mutual TLS.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from unittest import mock
+
+import grpc
+import pytest
+from checkpoint.v1 import checkpoint_pb2 as pb
+from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from helpers import ServerProcess, face_sample
+from prometheus_client.parser import text_string_to_metric_families
+from waiting import wait_until
+
+from biometrics.service import CheckpointService, StoreLocation
+from biometrics.statistics import TrafficStatistics
+from verify import server as server_module
+from verify.metrics import (
+    MetricsConfigError,
+    OperatorMetrics,
+    ServiceCollector,
+    check_metrics_listen,
+    outcome_label,
+)
+
+CHECKPOINT = "checkpoint.v1.Checkpoint"
+HEALTH = "grpc.health.v1.Health"
+REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
+SUBJECT = "P7300001"
+INFO = pb.SubjectInfo(name="Siti Rahmawati", nationality="IDN", date_of_birth="1990-05-01")
+#: Every label name a scrape may carry (``le`` and ``quantile``: the histogram's and summary's own).
+ALLOWED_LABELS = {"station", "outcome", "grpc_type", "grpc_service", "grpc_method", "grpc_code", "le", "quantile"}
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> str:
+    """``/metrics`` over HTTP, as Prometheus reads it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        assert answer.status == 200
+        assert answer.headers["Content-Type"].startswith("text/plain")
+        return answer.read().decode()
+
+
+def samples(text: str) -> Samples:
+    """Every sample of a scrape: (name, labels) -> value."""
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(found: Samples, name: str, **labels: str) -> float:
+    """One sample's value (0 when the series does not exist yet, as for a counter never incremented)."""
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+def grpc_labels(kind: str, service: str, method: str, station: str = "") -> dict[str, str]:
+    return {"station": station, "grpc_type": kind, "grpc_service": service, "grpc_method": method}
+
+
+def _build_server(service: CheckpointService, metrics: OperatorMetrics) -> tuple[grpc.Server, int]:
+    """``build_server`` with the metrics interceptor first, before the role check.
+
+    Through its ``interceptors`` parameter once it has one; until then by handing ``grpc.server`` the same list
+    the server's wiring gives it (the interceptor first, then ``build_server``'s own).
+    """
+    if "interceptors" in inspect.signature(server_module.build_server).parameters:
+        server, port, _ = server_module.build_server(service, "127.0.0.1:0", interceptors=metrics.interceptors)
+        return server, port
+    real = grpc.server
+
+    def with_metrics(*args: Any, interceptors: Any = (), **kwargs: Any) -> grpc.Server:
+        return real(*args, interceptors=[*metrics.interceptors, *interceptors], **kwargs)
+
+    with mock.patch.object(server_module.grpc, "server", with_metrics):
+        server, port, _ = server_module.build_server(service, "127.0.0.1:0")
+    return server, port
+
+
+@pytest.fixture(scope="module")
+def station(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """A service (single station, extraction in this process), its metrics on HTTP, and its gRPC server."""
+    root = tmp_path_factory.mktemp("metrics")
+    service = CheckpointService.open(StoreLocation(root / "data", key_dir=root / "keys"))
+    metrics = OperatorMetrics(service)
+    http_port = metrics.serve("127.0.0.1:0")
+    server, port = _build_server(service, metrics)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield SimpleNamespace(service=service, metrics=metrics, http_port=http_port, channel=channel,
+                          stub=pb_grpc.CheckpointStub(channel))
+    channel.close()
+    server.stop(None).wait()
+    metrics.close()
+    service.close()
+
+
+def test_every_call_moves_the_grpc_counters_by_exactly_one(station: SimpleNamespace) -> None:
+    stub, port = station.stub, station.http_port
+    before = samples(scrape(port))
+
+    enrolled = stub.Enroll(pb.EnrollRequest(subject_id=SUBJECT, info=INFO,
+                                            samples=[face_sample("Megawati_Sukarnoputri_0001.jpg")]))
+    assert enrolled.enrolled
+    assert stub.Verify(pb.VerifyRequest(subject_id=SUBJECT,
+                                        samples=[face_sample("Megawati_Sukarnoputri_0002.jpg")])).match
+    assert not stub.Verify(pb.VerifyRequest(subject_id=SUBJECT, samples=[face_sample("Kofi_Annan_0001.jpg")])).match
+    with pytest.raises(grpc.RpcError) as unknown:
+        stub.Verify(pb.VerifyRequest(subject_id="P7300999", samples=[face_sample("Kofi_Annan_0002.jpg")]))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as bad:
+        stub.Verify(pb.VerifyRequest(subject_id=SUBJECT, samples=[pb.Sample(modality=pb.FACE, image=b"not a jpeg")]))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert stub.GetSubject(pb.GetSubjectRequest(subject_id=SUBJECT)).info.name == INFO.name
+    # a method no role is offered: refused by the role check, counted without its name as a label
+    nope = station.channel.unary_unary(f"/{CHECKPOINT}/ListEveryone")
+    with pytest.raises(grpc.RpcError) as refused:
+        nope(b"")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # the other services, unary and both kinds of stream
+    health = health_pb2_grpc.HealthStub(station.channel)
+    health.Check(health_pb2.HealthCheckRequest(service=""))
+    reflection = reflection_pb2_grpc.ServerReflectionStub(station.channel)
+    answers = list(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services=""),
+                                                         reflection_pb2.ServerReflectionRequest(list_services="")])))
+    assert len(answers) == 2
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    next(watch)
+    watch.cancel()
+
+    watch_cancelled = grpc_labels("server_stream", HEALTH, "Watch")
+
+    def watch_counted() -> Samples | None:
+        found = samples(scrape(port))
+        return found if value(found, "grpc_server_handled_total", **watch_cancelled, grpc_code="Canceled") else None
+
+    after = wait_until(watch_counted, message="the cancelled Watch counted as handled, Canceled")
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    verify = grpc_labels("unary", CHECKPOINT, "Verify")
+    assert delta("grpc_server_started_total", **verify) == 4
+    assert delta("grpc_server_handled_total", **verify, grpc_code="OK") == 2
+    assert delta("grpc_server_handled_total", **verify, grpc_code="NotFound") == 1
+    assert delta("grpc_server_handled_total", **verify, grpc_code="InvalidArgument") == 1
+    assert delta("grpc_server_handling_seconds_count", **verify) == 4
+    assert delta("grpc_server_handling_seconds_sum", **verify) > 0
+    assert delta("grpc_server_msg_received_total", **verify) == 4
+    assert delta("grpc_server_msg_sent_total", **verify) == 2
+    for method in ("Enroll", "GetSubject"):
+        labels = grpc_labels("unary", CHECKPOINT, method)
+        assert delta("grpc_server_started_total", **labels) == 1
+        assert delta("grpc_server_handled_total", **labels, grpc_code="OK") == 1
+    unknown_method = grpc_labels("bidi_stream", "unknown", "unknown")
+    assert delta("grpc_server_handled_total", **unknown_method, grpc_code="PermissionDenied") == 1
+    assert delta("grpc_server_handled_total", **grpc_labels("unary", HEALTH, "Check"), grpc_code="OK") == 1
+    info = grpc_labels("bidi_stream", REFLECTION, "ServerReflectionInfo")
+    assert delta("grpc_server_handled_total", **info, grpc_code="OK") == 1
+    assert delta("grpc_server_msg_received_total", **info) == 2
+    assert delta("grpc_server_msg_sent_total", **info) == 2
+    assert delta("grpc_server_started_total", **watch_cancelled) == 1
+    assert delta("grpc_server_handled_total", **watch_cancelled, grpc_code="Canceled") == 1
+    assert delta("grpc_server_msg_sent_total", **watch_cancelled) == 1
+
+    # the service's own
+    assert delta("checkpoint_decisions_total", station="", outcome="verify_match") == 1
+    assert delta("checkpoint_decisions_total", station="", outcome="verify_no_match") == 1
+    assert value(after, "checkpoint_gallery_subjects", station="") == 1
+    assert value(after, "checkpoint_gallery_templates", station="") == 1
+    assert value(after, "checkpoint_ready", station="") == 1
+    # one face per Enroll and per Verify with an image, the unknown subject's included (extracted first)
+    assert delta("checkpoint_face_extraction_seconds_count", station="", outcome="ok") == 4
+    assert delta("checkpoint_face_extraction_seconds_count", station="", outcome="refused") == 1
+
+
+def test_the_scrape_names_nobody(station: SimpleNamespace) -> None:
+    if not station.service.holds(SUBJECT):
+        station.stub.Enroll(pb.EnrollRequest(subject_id=SUBJECT, info=INFO,
+                                             samples=[face_sample("Megawati_Sukarnoputri_0001.jpg")]))
+    decision = station.stub.Verify(pb.VerifyRequest(subject_id=SUBJECT,
+                                                    samples=[face_sample("Megawati_Sukarnoputri_0002.jpg")]))
+    text = scrape(station.http_port)
+    pseudonym = station.service.storage.keyring.pseudonym(SUBJECT)
+    for personal in (SUBJECT, INFO.name, *INFO.name.split(), INFO.date_of_birth, pseudonym, decision.decision_id):
+        assert personal not in text, personal
+    assert not re.search(r'"IDN"|nationality', text)
+    label_names = {name for family in text_string_to_metric_families(text) for s in family.samples
+                   for name in s.labels}
+    assert label_names <= ALLOWED_LABELS
+
+
+def test_a_station_and_its_workers_are_read_at_scrape_time() -> None:
+    statistics = TrafficStatistics()
+    statistics.record_decision("verify_match")
+    statistics.record_decision("verify_match")
+    statistics.record_decision("verify_match P1234567")  # an outcome carrying an identifier never becomes a label
+    service = SimpleNamespace(
+        station="rokot-airport", statistics=statistics, gallery_size=lambda: (958, 1203), ready=lambda: True,
+        sync_status=lambda: {"shared": True, "ready": True, "applied_seq": 4411, "seconds_since_sync": 2.5,
+                             "register_connected": False, "audit_pending": 7, "outbox_pending": 3, "provisional": 2,
+                             "last_drain": {}})
+    pool = SimpleNamespace(workers=2, ready=lambda: False, restarts=1, queue_depth=lambda: 5)
+    found = samples("".join(_exposition(ServiceCollector(service, pool))))
+    at = {"station": "rokot-airport"}
+    assert value(found, "checkpoint_decisions_total", **at, outcome="verify_match") == 2
+    assert value(found, "checkpoint_decisions_total", **at, outcome="other") == 1
+    assert value(found, "checkpoint_gallery_subjects", **at) == 958
+    assert value(found, "checkpoint_gallery_templates", **at) == 1203
+    assert value(found, "checkpoint_register_sync_lag_seconds", **at) == 2.5
+    assert value(found, "checkpoint_register_connected", **at) == 0
+    assert value(found, "checkpoint_register_applied_seq", **at) == 4411
+    assert value(found, "checkpoint_audit_pending", **at) == 7
+    assert value(found, "checkpoint_outbox_pending", **at) == 3
+    assert value(found, "checkpoint_provisional_enrolments", **at) == 2
+    assert value(found, "checkpoint_face_workers", **at) == 2
+    assert value(found, "checkpoint_face_workers_ready", **at) == 0
+    assert value(found, "checkpoint_face_worker_restarts_total", **at) == 1
+    assert value(found, "checkpoint_face_worker_queue_depth", **at) == 5
+    assert all(dict(labels)["station"] == "rokot-airport" for _, labels in found)
+    assert "P1234567" not in "".join(_exposition(ServiceCollector(service, pool)))
+
+
+def test_a_part_that_cannot_be_read_leaves_the_others_in_the_scrape() -> None:
+    def register_away() -> dict[str, Any]:
+        raise ConnectionError("the register is away")
+
+    service = SimpleNamespace(station="", statistics=TrafficStatistics(), gallery_size=lambda: (3, 4),
+                              ready=lambda: True, sync_status=register_away)
+    found = samples("".join(_exposition(ServiceCollector(service))))
+    assert value(found, "checkpoint_gallery_subjects", station="") == 3
+    assert not any(name.startswith("checkpoint_register") for name, _ in found)
+
+
+def _exposition(collector: ServiceCollector) -> Iterator[str]:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(collector)  # type: ignore[arg-type]
+    yield generate_latest(registry).decode()
+
+
+@pytest.mark.parametrize(("outcome", "label"), [
+    ("verify_match", "verify_match"), ("enrol_duplicate_held", "enrol_duplicate_held"),
+    ("P1234567", "other"), ("verify match", "other"), ("", "other"), ("x" * 41, "other"),
+])
+def test_outcome_labels_are_plain_words(outcome: str, label: str) -> None:
+    assert outcome_label(outcome) == label
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9464", "localhost:0", "[::1]:9464", "127.3.2.1:1"])
+def test_loopback_metrics_addresses_are_accepted(listen: str) -> None:
+    host, port = check_metrics_listen(listen)
+    assert host in listen
+    assert 0 <= port <= 65535
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:9464", "10.1.2.3:9464", "[::]:9464", "checkpoint.local:9464"])
+def test_other_addresses_need_the_operators_consent(listen: str) -> None:
+    with pytest.raises(MetricsConfigError, match="loopback"):
+        check_metrics_listen(listen)
+    assert check_metrics_listen(listen, allow_remote=True)[1] == 9464
+
+
+@pytest.mark.parametrize("listen", ["9464", "127.0.0.1:", "127.0.0.1:http", ":9464", "127.0.0.1:70000", "::1:9464",
+                                    "127.0.0.1:-1"])
+def test_a_malformed_metrics_address_is_refused_with_an_example(listen: str) -> None:
+    with pytest.raises(MetricsConfigError, match="HOST:PORT"):
+        check_metrics_listen(listen)
+
+
+def test_a_taken_port_is_an_error_not_a_silent_second_endpoint(station: SimpleNamespace) -> None:
+    other = OperatorMetrics(SimpleNamespace(station="", extractor=object(), statistics=TrafficStatistics()),
+                            process=False)
+    with pytest.raises(OSError):
+        other.serve(f"127.0.0.1:{station.http_port}")
+    other.close()
+
+
+# -- checkpoint-server --metrics-listen, as a process ---------------------------------------------------------
+
+def _server_has_metrics_option() -> bool:
+    return "--metrics-listen" in server_module.build_parser().format_help()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pki")
+    done = subprocess.run([sys.executable, "-m", "verify.certs", "init", str(root)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+@pytest.mark.server
+@pytest.mark.skipif(not _server_has_metrics_option(), reason="checkpoint-server has no --metrics-listen yet")
+def test_checkpoint_server_serves_metrics_on_its_own_port(pki: Path, tmp_path: Path) -> None:
+    proc = ServerProcess(tmp_path / "data", tls=pki,
+                         args=("--metrics-listen", "127.0.0.1:0")).start()
+    try:
+        found = wait_until(lambda: re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", "".join(proc.output)),
+                           message="the server's metrics address in its log")
+        port = int(found.group(1))
+        before = samples(scrape(port))
+        with pytest.raises(grpc.RpcError) as refused:  # a kiosk may not enrol: refused, and counted
+            proc.stub("kiosk").Enroll(pb.EnrollRequest(subject_id=SUBJECT, info=INFO,
+                                                       samples=[face_sample("Megawati_Sukarnoputri_0001.jpg")]))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        officer = proc.stub("officer")
+        assert officer.Enroll(pb.EnrollRequest(subject_id=SUBJECT, info=INFO,
+                                               samples=[face_sample("Megawati_Sukarnoputri_0001.jpg")]),
+                              timeout=120).enrolled
+        assert proc.stub("kiosk").Verify(pb.VerifyRequest(
+            subject_id=SUBJECT, samples=[face_sample("Megawati_Sukarnoputri_0002.jpg")]), timeout=120).match
+        text = scrape(port)
+        after = samples(text)
+        enroll = grpc_labels("unary", CHECKPOINT, "Enroll")
+        assert value(after, "grpc_server_handled_total", **enroll, grpc_code="PermissionDenied") - value(
+            before, "grpc_server_handled_total", **enroll, grpc_code="PermissionDenied") == 1
+        assert value(after, "grpc_server_handled_total", **enroll, grpc_code="OK") - value(
+            before, "grpc_server_handled_total", **enroll, grpc_code="OK") == 1
+        assert value(after, "checkpoint_decisions_total", station="", outcome="verify_match") == 1
+        assert value(after, "checkpoint_face_workers", station="") == 1
+        assert value(after, "checkpoint_gallery_subjects", station="") == 1
+        for personal in (SUBJECT, INFO.name, *INFO.name.split()):
+            assert personal not in text
+    finally:
+        assert proc.stop() == 0
+    with pytest.raises(OSError):  # the endpoint stopped with the server
+        scrape(port)
