@@ -9,6 +9,7 @@ HTTP; the last one starts ``checkpoint-server --metrics-listen`` as a process, w
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import subprocess
 import sys
@@ -290,6 +291,64 @@ def test_a_taken_port_is_an_error_not_a_silent_second_endpoint(station: SimpleNa
     with pytest.raises(OSError):
         other.serve(f"127.0.0.1:{station.http_port}")
     other.close()
+
+
+# -- the Grafana dashboard ------------------------------------------------------------------------------------
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana" / "checkpoint-dashboard.json"
+
+
+def _full_service() -> tuple[SimpleNamespace, SimpleNamespace]:
+    """A station on a shared register with a worker pool: every metric of the service's own is exported."""
+    status = {"shared": True, "ready": True, "applied_seq": 1, "seconds_since_sync": 0.5, "register_connected": True,
+              "audit_pending": 0, "outbox_pending": 0, "provisional": 0, "last_drain": {}}
+    service = SimpleNamespace(station="tuapejat-port", statistics=TrafficStatistics(), gallery_size=lambda: (1, 1),
+                              ready=lambda: True, sync_status=lambda: status, extractor=object())
+    pool = SimpleNamespace(workers=2, ready=lambda: True, restarts=0, queue_depth=lambda: 0)
+    return service, pool
+
+
+def series_names(text: str) -> set[str]:
+    """Every series name a scrape declares, whether or not it has a sample yet (a counter never incremented)."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    return {family.name + suffix for family in text_string_to_metric_families(text)
+            for suffix in suffixes.get(family.type, ("",))}
+
+
+def test_the_grafana_dashboard_charts_only_metrics_the_endpoint_exports(station: SimpleNamespace) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 30
+    service, pool = _full_service()
+    exported = series_names(scrape(station.http_port))
+    exported |= series_names(OperatorMetrics(service, pool=pool, process=False).scrape().decode())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    charted: set[str] = set()
+    cells: set[tuple[int, int]] = set()
+    for panel in dashboard["panels"]:
+        g = panel["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, panel["title"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not mine & cells, f"{panel['title']!r} overlaps another panel"
+        cells |= mine
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"), expr
+            selectors = re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}", expr)
+            assert selectors, expr
+            for name, matchers in selectors:
+                assert name in exported, f"{panel['title']!r} charts {name}, which /metrics does not export"
+                assert 'station=~"$station"' in matchers, expr
+                charted.add(name)
+            for grouping in re.findall(r"by \(([^)]*)\)", expr):
+                assert {g.strip() for g in grouping.split(",")} <= ALLOWED_LABELS, expr
+    for name in ("grpc_server_handled_total", "grpc_server_started_total", "grpc_server_handling_seconds_bucket",
+                 "checkpoint_decisions_total", "checkpoint_gallery_subjects",
+                 "checkpoint_face_extraction_seconds_bucket", "checkpoint_face_worker_queue_depth",
+                 "checkpoint_register_sync_lag_seconds"):
+        assert name in charted, f"the dashboard has no panel on {name}"
 
 
 # -- checkpoint-server --metrics-listen, as a process ---------------------------------------------------------
