@@ -288,7 +288,7 @@ def test_a_malformed_metrics_address_is_refused_with_an_example(listen: str) -> 
 def test_a_taken_port_is_an_error_not_a_silent_second_endpoint(station: SimpleNamespace) -> None:
     other = OperatorMetrics(SimpleNamespace(station="", extractor=object(), statistics=TrafficStatistics()),
                             process=False)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=rf"--metrics-listen 127\.0\.0\.1:{station.http_port}: .*in use"):
         other.serve(f"127.0.0.1:{station.http_port}")
     other.close()
 

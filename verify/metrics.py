@@ -449,12 +449,15 @@ class OperatorMetrics:
         """Serve ``/metrics`` over HTTP on ``listen`` (HOST:PORT) in a background thread; returns the bound port.
 
         Raises :class:`MetricsConfigError` for a malformed or (without ``allow_remote``) non-loopback address,
-        and ``OSError`` when the address cannot be bound.
+        and ``OSError`` naming ``--metrics-listen`` when the address cannot be bound.
         """
         if self._httpd is not None:
             raise RuntimeError("the metrics endpoint is already serving")
         host, port = check_metrics_listen(listen, allow_remote=allow_remote)
-        self._httpd, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            self._httpd, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:  # taken, or not an address of this machine: say which option it came from
+            raise OSError(f"--metrics-listen {listen}: {exc.strerror or exc}") from exc
         bound = int(self._httpd.server_port)
         log.info("metrics on http://%s/metrics", f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}")
         return bound
