@@ -39,18 +39,21 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 
 from biometrics.errors import BiometricError
-from biometrics.face import FaceTemplate
 from verify.roles import permitted_roles
 from verify.tls import is_loopback
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from biometrics.face import FaceTemplate
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +318,8 @@ class TimedExtractor:
         return template
 
     def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (a copy being built): never recurse
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
 
