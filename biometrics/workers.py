@@ -250,6 +250,11 @@ class FaceWorkerPool:
 
     # -- health ------------------------------------------------------------------------------------------
 
+    def queue_depth(self) -> int:
+        """Samples submitted and not yet taken by a worker (those running are not counted)."""
+        with self._cond:
+            return len(self._jobs)
+
     def ready(self) -> bool:
         """Whether every worker is up with its models loaded and the pool takes calls.
 

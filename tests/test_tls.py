@@ -39,6 +39,8 @@ CALLS = {
     "ListDevices": pb.ListDevicesRequest(),
     "GetStatistics": pb.GetStatisticsRequest(),
     "ListAlerts": pb.ListAlertsRequest(),
+    "ListReviews": pb.ListReviewsRequest(),
+    "ResolveReview": pb.ResolveReviewRequest(review_id="nothing", resolution=pb.REJECT, reason="a test"),
 }
 
 

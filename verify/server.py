@@ -34,6 +34,7 @@ from biometrics.service import CheckpointService, ServiceConfig, StoreLocation
 from biometrics.storage import KeyRingMismatch, SchemaTooNew
 from biometrics.workers import FaceWorkerPool
 from verify.health import start_health_watch
+from verify.metrics import add_metrics_arguments, check_metrics_listen, start_metrics
 from verify.roles import RoleInterceptor
 from verify.servicer import CheckpointServicer
 from verify.tls import TLSConfigError, add_tls_arguments, is_loopback, server_credentials, tls_files
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no TLS, every caller an officer: development only, refused unless --listen is loopback")
     p.add_argument("--audit-checkpoint-every", type=int, default=100,
                    help="sign an audit checkpoint every N decisions (and at shutdown)")
+    add_metrics_arguments(p)
     return p
 
 
@@ -147,7 +149,7 @@ def _start_face_workers(workers: int, limits: ImageLimits, call_timeout: float =
 def build_server(
     service: CheckpointService, listen: str, *, station: Any = None, threads: int = 16, max_message_mb: float = 16,
     credentials: grpc.ServerCredentials | None = None, health_checks: Sequence[Callable[[], bool]] = (),
-    health_stop: threading.Event | None = None,
+    health_stop: threading.Event | None = None, interceptors: Sequence[grpc.ServerInterceptor] = (),
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A started gRPC server with the checkpoint, health and reflection services; returns the bound port.
 
@@ -162,7 +164,7 @@ def build_server(
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
         ],
-        interceptors=[RoleInterceptor(plaintext=credentials is None)],
+        interceptors=[*interceptors, RoleInterceptor(plaintext=credentials is None)],
     )
     pb_grpc.add_CheckpointServicer_to_server(CheckpointServicer(service, station), server)
     health_servicer = health.HealthServicer()
@@ -199,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_offline <= 0 or args.max_pending <= 0:
         print("checkpoint-server: --max-offline and --max-pending must be positive", file=sys.stderr)
         return 2
+    if args.metrics_listen:
+        try:
+            check_metrics_listen(args.metrics_listen, allow_remote=args.metrics_allow_remote)
+        except ValueError as exc:
+            print(f"checkpoint-server: {exc}", file=sys.stderr)
+            return 2
     if args.workers < 0:
         print("checkpoint-server: --workers cannot be negative", file=sys.stderr)
         return 2
@@ -209,12 +217,13 @@ def main(argv: list[str] | None = None) -> int:
                              dev_keys_in_data_dir=args.dev_keys_in_data_dir, store_url=args.store,
                              station=args.station, replica_dir=args.replica,
                              offline_policy=OfflinePolicy(args.max_offline * 3600.0, args.max_pending))
-    service = None
+    service = metrics = None
     try:
         service = CheckpointService.open(location, config=config, extractor=pool,
                                          checkpoint_every=args.audit_checkpoint_every)
         service.start(background=True)  # the port opens now; NOT_SERVING until the gallery is loaded
-    except (DataDirLocked, KeyLocationError, KeyRingMismatch, SchemaTooNew, StoreRefused, ValueError) as exc:
+        metrics = start_metrics(service, args.metrics_listen, pool=pool, allow_remote=args.metrics_allow_remote)
+    except (DataDirLocked, KeyLocationError, KeyRingMismatch, SchemaTooNew, StoreRefused, ValueError, OSError) as exc:
         if service is not None:
             service.close()
         print(f"checkpoint-server: {exc}", file=sys.stderr)
@@ -226,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     server, port, health_servicer = build_server(
         service, args.listen, station=station, threads=args.threads, max_message_mb=args.max_message_mb,
         credentials=credentials, health_checks=[pool.ready] if pool is not None else [], health_stop=stop,
+        interceptors=metrics.interceptors if metrics is not None else (),
     )
     host = args.listen.rsplit(":", 1)[0]
     subjects, templates = service.gallery_size()
@@ -243,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     stop.wait()
     health_servicer.enter_graceful_shutdown()
     server.stop(args.grace).wait()
+    if metrics is not None:
+        metrics.close()
     if station is not None:
         station.close()
     if pool is not None:
