@@ -1,0 +1,632 @@
+"""Exact 1:N search over a gallery sharded across a Ray cluster, each shard held by two replicas on two nodes.
+
+A subject lives in exactly one shard (:func:`shard_of`: CRC-32 of its id, modulo the number of shards), so a
+subject's best template is found within its shard and the one-per-subject top k of the whole gallery is the
+merge of the shards' top k. Each shard is held by ``replicas`` Ray actors (:class:`ShardReplica`, each a
+:class:`biometrics.matcher.TemplateIndex`), placed by one placement group per shard whose bundles are spread
+over distinct nodes (``STRICT_SPREAD`` by default), so losing one node loses at most one replica of a shard.
+
+**Search** (:meth:`ShardedGallery.search`) scatters the probes to one replica of every shard and gathers
+their top k (exact float64 distances, as ``TemplateIndex`` computes them); the merged list is each probe's k
+nearest subjects by distance (ties of exactly equal distance ordered by subject id, where the one-process
+index orders them by insertion). A replica that fails or does not answer within ``search_timeout`` is marked
+down and that shard is asked of its other replica; a down replica is pinged in the background and used again
+once it answers. If no replica of some shard answers, the search raises :class:`ShardUnavailable` (gRPC
+``UNAVAILABLE``) instead of answering from part of the gallery: a duplicate missed in silence is the worst
+outcome at a border.
+
+**Writes** (``add``, ``add_many``, ``remove``) go to every replica of the subject's shard, without Ray retries,
+and are idempotent: an ``add`` of templates a subject already holds adds nothing; a ``remove`` of an absent
+subject removes nothing. **Restarts**: an actor is restarted by Ray (``max_restarts``; its placement group
+bundle is rescheduled to a live node if its node died) and reloads its shard from the ``loader`` the gallery
+was given: ``loader(shard, shards)`` yields pages ``(subject_ids, templates)`` of the subjects of that shard
+as the source of truth holds them *now* (in production the register, read as a station reads it at a cold
+start; in tests :class:`MemorySource`). The source must be written before the gallery (the register commits
+first, the stations follow its change log), so a write that reaches a replica while it reloads is either
+already in what it loaded (a no-op) or applied after, in submission order; a write that fails on a dead
+replica is dropped, the replica's reload brings it.
+
+Ray is imported lazily (only by this module, inside its functions), so nothing else in the project needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from biometrics.errors import RegisterUnavailable, SubjectNotFound
+
+#: ``loader(shard, shards)`` -> pages ``(subject_ids, templates (M, D))`` of that shard's subjects, as of now.
+Loader = Callable[[int, int], Iterable[tuple[Sequence[str], np.ndarray]]]
+
+DEFAULT_SEARCH_TIMEOUT = 30.0
+DEFAULT_WRITE_TIMEOUT = 30.0
+# A replica marked down is pinged at most this often.
+PING_INTERVAL = 0.5
+
+
+class ShardUnavailable(RegisterUnavailable):
+    """No replica of some shard of the sharded gallery answers: the search is refused rather than answered
+    from part of the gallery (gRPC UNAVAILABLE, like the register away)."""
+
+
+def shard_of(subject_id: str, shards: int) -> int:
+    """The shard that holds ``subject_id`` (stable across processes and Python versions)."""
+    return zlib.crc32(subject_id.encode("utf-8")) % shards
+
+
+def shards_of(subject_ids: Sequence[str], shards: int) -> np.ndarray:
+    """:func:`shard_of` of each id, as an int array."""
+    return np.fromiter((zlib.crc32(s.encode("utf-8")) % shards for s in subject_ids), dtype=np.int64,
+                       count=len(subject_ids))
+
+
+# -- the replica (a plain class; made a Ray actor by ShardedGallery) ----------------------------------------
+
+class ShardReplica:
+    """One replica of one shard: a ``TemplateIndex`` of that shard's subjects, loaded from the loader."""
+
+    def __init__(self, shard: int, shards: int, dim: int, loader: Loader, index: str = "exact") -> None:
+        started = time.monotonic()
+        self.shard, self.shards, self.dim = shard, shards, dim
+        self._index_kind = index
+        self._loader = loader
+        self.index = self._load()
+        self.load_seconds = time.monotonic() - started
+        self.loaded_at = time.time()
+
+    def _load(self) -> Any:
+        index = self._new_index()
+        for subject_ids, templates in self._loader(self.shard, self.shards):
+            ids = list(subject_ids)
+            if not ids:
+                continue
+            wrong = np.flatnonzero(shards_of(ids, self.shards) != self.shard)
+            if len(wrong):
+                raise ValueError(f"the loader gave shard {self.shard} subject {ids[wrong[0]]!r} of another shard")
+            index.add_many(ids, templates)
+        return index
+
+    def reload(self) -> int:
+        """Load the shard again from the loader (after a write this replica may have missed); templates held."""
+        started = time.monotonic()
+        self.index = None  # the old index is freed before the new one is built
+        self.index = self._load()
+        self.load_seconds, self.loaded_at = time.monotonic() - started, time.time()
+        return len(self.index)
+
+    def _new_index(self) -> Any:
+        if self._index_kind == "exact":
+            from biometrics.matcher import TemplateIndex
+
+            return TemplateIndex(self.dim)
+        if self._index_kind == "int8":
+            from biometrics.compact import CompactIndex
+
+            return CompactIndex(self.dim)
+        raise ValueError(f"unknown index kind {self._index_kind!r} (exact or int8)")
+
+    def info(self) -> dict[str, Any]:
+        """Where this replica runs and what it holds."""
+        import ray
+
+        rss = 0
+        try:
+            with open(f"/proc/{os.getpid()}/statm") as f:
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            pass
+        return {
+            "shard": self.shard,
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "templates": len(self._loaded()),
+            "subjects": self._loaded().subject_count,
+            "index_bytes": int(self._loaded().nbytes),
+            "rss": rss,
+            "load_seconds": self.load_seconds,
+            "loaded_at": self.loaded_at,
+        }
+
+    def ping(self) -> int:
+        """The shard number (a replica that answers is loaded: methods run only after ``__init__``)."""
+        return self.shard
+
+    def _loaded(self) -> Any:
+        if self.index is None:
+            raise ShardUnavailable(f"Shard {self.shard}'s replica failed to reload.")
+        return self.index
+
+    def search(self, probes: np.ndarray, k: int) -> tuple[int, list[list[tuple[str, float]]], float]:
+        """(shard, the shard's top k per probe, seconds spent searching in this process)."""
+        self._loaded()
+        started = time.perf_counter()
+        found = self._loaded().search(probes, k)
+        return self.shard, found, time.perf_counter() - started
+
+    def add(self, subject_id: str, templates: np.ndarray) -> int:
+        """Add the templates ``subject_id`` does not hold yet (idempotent); returns how many were added."""
+        rows = np.atleast_2d(np.asarray(templates, dtype=np.float32))
+        if subject_id in self._loaded():
+            held = self._loaded().templates_of(subject_id)
+            rows = np.array([r for r in rows if not (held == r).all(axis=1).any()], dtype=np.float32)
+            rows = rows.reshape(-1, self.dim)
+        if len(rows):
+            self._loaded().add(subject_id, rows)
+        return len(rows)
+
+    def add_many(self, subject_ids: Sequence[str], templates: np.ndarray) -> int:
+        """Bulk :meth:`add` (one snapshot when no subject is held yet)."""
+        ids = list(subject_ids)
+        if any(s in self._loaded() for s in ids):
+            rows = np.atleast_2d(np.asarray(templates, dtype=np.float32))
+            return sum(self.add(s, rows[i]) for i, s in enumerate(ids))
+        self._loaded().add_many(ids, templates)
+        return len(ids)
+
+    def remove(self, subject_id: str) -> int:
+        """Remove the subject's templates; how many there were (0 if absent)."""
+        return self._loaded().remove(subject_id)
+
+    def compare(self, probe: np.ndarray, subject_id: str) -> float | None:
+        """Smallest distance to the subject's templates, or None if the shard does not hold it."""
+        if subject_id not in self._loaded():
+            return None
+        return self._loaded().compare(probe, subject_id)
+
+    def templates_of(self, subject_id: str) -> np.ndarray:
+        """A copy of the subject's templates ((0, D) if absent)."""
+        return self._loaded().templates_of(subject_id)
+
+    def contains(self, subject_id: str) -> bool:
+        """Whether the shard holds the subject."""
+        return subject_id in self._loaded()
+
+    def size(self) -> tuple[int, int]:
+        """(templates, subjects) held."""
+        return len(self._loaded()), self._loaded().subject_count
+
+
+# -- a source of truth for tests and demonstrations ------------------------------------------------------------
+
+class MemorySource:
+    """An in-memory stand-in for the register, to run as a Ray actor: ``put``/``delete`` subjects, page a shard.
+
+    Production reloads from the register; this one lets tests control what a restarted replica finds.
+    """
+
+    def __init__(self) -> None:
+        self._subjects: dict[str, np.ndarray] = {}
+
+    def put(self, subject_ids: Sequence[str], templates: np.ndarray) -> None:
+        """Hold each subject's templates (row i for ``subject_ids[i]``; a subject's rows accumulate)."""
+        rows = np.atleast_2d(np.asarray(templates, dtype=np.float32))
+        for i, s in enumerate(subject_ids):
+            held = self._subjects.get(s)
+            self._subjects[s] = rows[i : i + 1] if held is None else np.vstack([held, rows[i : i + 1]])
+
+    def delete(self, subject_id: str) -> None:
+        """Forget a subject."""
+        self._subjects.pop(subject_id, None)
+
+    def page(self, shard: int, shards: int) -> tuple[list[str], np.ndarray]:
+        """Every template of the shard's subjects, one row per template, in insertion order."""
+        ids: list[str] = []
+        rows: list[np.ndarray] = []
+        for s, t in self._subjects.items():
+            if shard_of(s, shards) == shard:
+                ids += [s] * len(t)
+                rows.append(t)
+        dim = next(iter(self._subjects.values())).shape[1] if self._subjects else 0
+        return ids, (np.vstack(rows) if rows else np.empty((0, dim), dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class ActorLoader:
+    """A loader that pages a shard from a named :class:`MemorySource` actor (picklable: it holds the name)."""
+
+    name: str
+    namespace: str
+
+    def __call__(self, shard: int, shards: int) -> Iterator[tuple[Sequence[str], np.ndarray]]:
+        import ray
+
+        source = ray.get_actor(self.name, namespace=self.namespace)
+        yield ray.get(source.page.remote(shard, shards))
+
+
+# -- the gallery ------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Replica:
+    shard: int
+    index: int
+    actor: Any
+    down_since: float | None = None
+    ping: Any = None  # an outstanding ping (or reload, if stale) ObjectRef while down
+    stale: bool = False  # a write failed on it: searched only after a reload (submitted before the search)
+    reloading: bool = False  # the outstanding ``ping`` is a reload
+    pinged_at: float = 0.0
+
+
+@dataclass
+class SearchStats:
+    """What the last search cost: the slowest shard's own search time and the failovers it needed."""
+
+    seconds: float = 0.0
+    slowest_shard_seconds: float = 0.0
+    failovers: int = 0
+
+
+class ShardedGallery:
+    """A gallery of templates sharded over a Ray cluster; drop-in for ``TemplateIndex`` in 1:N search.
+
+    ``shards`` shards, each held by ``replicas`` actors on distinct nodes (``strategy`` ``STRICT_SPREAD``: the
+    cluster needs at least ``replicas`` nodes with ``bundle_cpus`` free each; ``SPREAD`` places them on
+    distinct nodes only when it can). ``loader(shard, shards)`` is what a replica loads at its start and
+    every restart. ``address``: the cluster to join if this process is not connected yet (``ray.init``'s
+    address: ``HOST:PORT`` of the head's GCS, or ``ray://HOST:PORT`` through Ray Client). ``index``:
+    ``exact`` (``TemplateIndex``) or ``int8`` (``CompactIndex``) in every replica. ``load_concurrency``: how
+    many replicas may load at once while the gallery starts (a replica holds its shard twice while loading).
+    ``env``: environment variables of the replica processes (default: BLAS on one thread, since the shards of
+    one node already share its cores).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        loader: Loader,
+        *,
+        shards: int,
+        replicas: int = 2,
+        address: str | None = None,
+        namespace: str = "checkpoint",
+        strategy: str = "STRICT_SPREAD",
+        index: str = "exact",
+        bundle_cpus: float = 0.01,
+        max_restarts: int = -1,
+        search_timeout: float = DEFAULT_SEARCH_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        start_timeout: float = 600.0,
+        load_concurrency: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        if dim <= 0:
+            raise ValueError("the template dimension must be positive")
+        if shards < 1 or replicas < 1:
+            raise ValueError("a sharded gallery needs at least one shard and one replica")
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=namespace, logging_level="WARNING", log_to_driver=False)
+        self.dim, self.shards, self.replicas = dim, shards, replicas
+        self.search_timeout, self.write_timeout = search_timeout, write_timeout
+        self.last_search = SearchStats()
+        self._lock = threading.Lock()
+        self._turn = 0
+        env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if env is None else env
+        actor_class = ray.remote(ShardReplica)
+        self._groups = [placement_group([{"CPU": bundle_cpus}] * replicas, strategy=strategy) for _ in range(shards)]
+        deadline = time.monotonic() + start_timeout
+        for group in self._groups:
+            ready, _ = ray.wait([group.ready()], timeout=max(deadline - time.monotonic(), 0.0))
+            if not ready:
+                self.close()
+                raise ShardUnavailable(
+                    f"The sharded gallery cannot place {replicas} replicas per shard ({strategy}) on this cluster.")
+        self._replicas: list[list[_Replica]] = [[] for _ in range(shards)]
+        wave = load_concurrency or shards * replicas
+        pending: list[Any] = []
+        for r in range(replicas):
+            for s in range(shards):
+                actor = actor_class.options(
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(
+                        placement_group=self._groups[s], placement_group_bundle_index=r),
+                    num_cpus=bundle_cpus,
+                    max_restarts=max_restarts,
+                    max_task_retries=0,
+                    runtime_env={"env_vars": env},
+                ).remote(s, shards, dim, loader, index)
+                self._replicas[s].append(_Replica(s, r, actor))
+                pending.append(actor.ping.remote())
+                if len(pending) >= wave:
+                    self._await_loaded(pending, deadline)
+                    pending = []
+        self._await_loaded(pending, deadline)
+
+    def _await_loaded(self, pings: list[Any], deadline: float) -> None:
+        import ray
+
+        if not pings:
+            return
+        ready, _ = ray.wait(pings, num_returns=len(pings), timeout=max(deadline - time.monotonic(), 0.0))
+        if len(ready) < len(pings):
+            self.close()
+            raise ShardUnavailable("The sharded gallery's replicas did not load in time.")
+        ray.get(ready)
+
+    # -- replica health -------------------------------------------------------------------------------------
+    def _mark_down(self, replica: _Replica, stale: bool = False) -> None:
+        with self._lock:
+            if replica.down_since is None:
+                replica.down_since = time.monotonic()
+                replica.ping = None
+            if stale and not replica.stale:
+                replica.stale, replica.ping = True, None  # a ping in flight does not prove a reload
+
+    def _revive(self) -> None:
+        """Ping the replicas marked down (at most every PING_INTERVAL); mark up those that answered."""
+        import ray
+
+        now = time.monotonic()
+        with self._lock:
+            for group in self._replicas:
+                for replica in group:
+                    if replica.down_since is None:
+                        continue
+                    if replica.ping is not None:
+                        done, _ = ray.wait([replica.ping], timeout=0)
+                        if done:
+                            try:
+                                ray.get(done[0])
+                                if replica.reloading or not replica.stale:
+                                    replica.down_since, replica.stale = None, False
+                                    replica.ping = None
+                                    continue
+                            except Exception:
+                                pass
+                            replica.ping = None
+                    if replica.ping is None and now - replica.pinged_at >= PING_INTERVAL:
+                        self._send_ping(replica, now)
+
+    def _send_ping(self, replica: _Replica, now: float) -> None:
+        """(Lock held.) Ping a down replica, or make a stale one reload: later calls to it run after the reload."""
+        method = replica.actor.reload if replica.stale else replica.actor.ping
+        replica.ping, replica.pinged_at, replica.reloading = method.remote(), now, replica.stale
+
+    def _prepare(self, replica: _Replica) -> None:
+        """Before a call to ``replica``: if it is stale, make sure a reload is queued ahead of the call."""
+        with self._lock:
+            if replica.stale and not (replica.ping is not None and replica.reloading):
+                self._send_ping(replica, time.monotonic())
+
+    def _order(self, shard: int) -> list[_Replica]:
+        """The shard's replicas to try, in order: those up (taking turns), then those marked down."""
+        with self._lock:
+            self._turn += 1
+            group = self._replicas[shard]
+            rotated = group[self._turn % len(group):] + group[: self._turn % len(group)]
+        return [r for r in rotated if r.down_since is None] + [r for r in rotated if r.down_since is not None]
+
+    def replica_status(self) -> list[list[bool]]:
+        """Per shard, per replica: marked up (True) or down (False), as the last calls found them."""
+        self._revive()
+        with self._lock:
+            return [[r.down_since is None for r in group] for group in self._replicas]
+
+    def info(self, timeout: float = 10.0) -> list[list[dict[str, Any] | None]]:
+        """Per shard, per replica: :meth:`ShardReplica.info`, or None for a replica that does not answer."""
+        import ray
+
+        refs = [[r.actor.info.remote() for r in group] for group in self._replicas]
+        out: list[list[dict[str, Any] | None]] = []
+        deadline = time.monotonic() + timeout
+        for group in refs:
+            row: list[dict[str, Any] | None] = []
+            for ref in group:
+                try:
+                    row.append(ray.get(ref, timeout=max(deadline - time.monotonic(), 0.01)))
+                except Exception:
+                    row.append(None)
+            out.append(row)
+        return out
+
+    # -- reads ----------------------------------------------------------------------------------------------
+    def _probes(self, probes: np.ndarray) -> np.ndarray:
+        q = np.atleast_2d(np.asarray(probes, dtype=np.float32))
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"probes have shape {q.shape}, the index takes (M, {self.dim})")
+        if not np.isfinite(q).all():
+            raise ValueError("probes must be finite numbers")
+        return np.ascontiguousarray(q)
+
+    def _call_shard(self, shard: int, method: str, *args: Any) -> Any:
+        """One call to one replica of ``shard``, failing over to the others; ShardUnavailable if none answers."""
+        import ray
+
+        self._revive()
+        for replica in self._order(shard):
+            self._prepare(replica)
+            try:
+                return ray.get(getattr(replica.actor, method).remote(*args), timeout=self.search_timeout)
+            except Exception as exc:
+                if not _is_replica_failure(exc):
+                    raise
+                self._mark_down(replica)
+        raise ShardUnavailable(f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
+
+    def search(self, probes: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """For each probe, up to ``k`` (subject_id, distance) pairs, nearest first, one per subject.
+
+        Same contract as :meth:`biometrics.matcher.TemplateIndex.search` (exact euclidean distances), over
+        every shard; raises :class:`ShardUnavailable` if any shard has no replica that answers.
+        """
+        import ray
+
+        q = self._probes(probes)
+        if k <= 0:
+            return [[] for _ in range(len(q))]
+        started = time.perf_counter()
+        self._revive()
+        ref = ray.put(q)
+        plans = {s: self._order(s) for s in range(self.shards)}
+        tried = dict.fromkeys(range(self.shards), 0)
+        inflight: dict[Any, tuple[int, _Replica, float]] = {}
+
+        def submit(shard: int) -> None:
+            plan = plans[shard]
+            if tried[shard] >= len(plan):
+                raise ShardUnavailable(
+                    f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
+            replica = plan[tried[shard]]
+            tried[shard] += 1
+            self._prepare(replica)
+            inflight[replica.actor.search.remote(ref, k)] = (shard, replica, time.monotonic() + self.search_timeout)
+
+        answers: dict[int, list[list[tuple[str, float]]]] = {}
+        slowest = 0.0
+        try:
+            for s in range(self.shards):
+                submit(s)
+            while inflight:
+                nearest = min(d for _, _, d in inflight.values())
+                done, _ = ray.wait(list(inflight), num_returns=1, timeout=max(nearest - time.monotonic(), 0.0))
+                if not done:  # the replica past its deadline: try the shard's next one
+                    late = [r for r, (_, _, d) in inflight.items() if d <= time.monotonic()]
+                    for r in late:
+                        shard, replica, _ = inflight.pop(r)
+                        ray.cancel(r)
+                        self._mark_down(replica)
+                        submit(shard)
+                    continue
+                shard, replica, _ = inflight.pop(done[0])
+                try:
+                    got_shard, found, seconds = ray.get(done[0])
+                except Exception as exc:
+                    if not _is_replica_failure(exc):
+                        raise
+                    self._mark_down(replica)
+                    submit(shard)
+                    continue
+                if got_shard != shard or len(found) != len(q):
+                    raise ShardUnavailable(f"Shard {shard} answered inconsistently; please try again shortly.")
+                answers[shard] = found
+                slowest = max(slowest, seconds)
+        finally:
+            for r in inflight:
+                ray.cancel(r)
+        merged = [
+            sorted((pair for s in range(self.shards) for pair in answers[s][i]), key=lambda p: (p[1], p[0]))[:k]
+            for i in range(len(q))
+        ]
+        self.last_search = SearchStats(time.perf_counter() - started, slowest,
+                                       sum(tried.values()) - self.shards)
+        return merged
+
+    def compare(self, probe: np.ndarray, subject_id: str) -> float:
+        """Smallest distance between ``probe`` and the subject's templates (1:1), from the subject's shard."""
+        q = self._probes(probe)[0]
+        distance = self._call_shard(shard_of(subject_id, self.shards), "compare", q, subject_id)
+        if distance is None:
+            raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
+        return float(distance)
+
+    def templates_of(self, subject_id: str) -> np.ndarray:
+        """A copy of the templates of ``subject_id``, (M, D) float32 ((0, D) if unknown)."""
+        return self._call_shard(shard_of(subject_id, self.shards), "templates_of", subject_id)
+
+    def __contains__(self, subject_id: object) -> bool:
+        if not isinstance(subject_id, str):
+            return False
+        return bool(self._call_shard(shard_of(subject_id, self.shards), "contains", subject_id))
+
+    def _sizes(self) -> list[tuple[int, int]]:
+        return [self._call_shard(s, "size") for s in range(self.shards)]
+
+    def __len__(self) -> int:
+        return sum(t for t, _ in self._sizes())
+
+    @property
+    def subject_count(self) -> int:
+        """Number of subjects with at least one template (asked of every shard)."""
+        return sum(n for _, n in self._sizes())
+
+    # -- writes ---------------------------------------------------------------------------------------------
+    def _templates(self, templates: np.ndarray) -> np.ndarray:
+        rows = np.atleast_2d(np.asarray(templates, dtype=np.float32))
+        if rows.ndim != 2 or rows.shape[1] != self.dim:
+            raise ValueError(f"templates have shape {rows.shape}, the index takes (M, {self.dim})")
+        if not np.isfinite(rows).all():
+            raise ValueError("templates must be finite numbers")
+        return rows
+
+    def _write(self, shard: int, method: str, *args: Any) -> Any:
+        """Send one write to every replica of ``shard``; the first answer (ShardUnavailable if none answers).
+
+        A replica that is restarting gets the write after its reload, in order. A replica on which the write
+        fails is marked down and stale: it is searched again only after it has reloaded its shard from the
+        loader (which, written before the gallery, holds the write).
+        """
+        import ray
+
+        refs = {getattr(r.actor, method).remote(*args): r for r in self._replicas[shard]}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=self.write_timeout)
+        answer, answered = None, False
+        for ref in ready:
+            try:
+                value = ray.get(ref)
+            except Exception as exc:
+                if not _is_replica_failure(exc):
+                    raise
+                self._mark_down(refs[ref], stale=True)
+                continue
+            if not answered:
+                answer, answered = value, True
+        if not answered:
+            raise ShardUnavailable(f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
+        return answer
+
+    def add(self, subject_id: str, templates: np.ndarray) -> None:
+        """Append one template (D,) or several (M, D) for ``subject_id`` (idempotent on its shard)."""
+        rows = self._templates(templates)
+        if len(rows):
+            self._write(shard_of(subject_id, self.shards), "add", subject_id, rows)
+
+    def add_many(self, subject_ids: Sequence[str], templates: np.ndarray) -> None:
+        """Bulk append: row ``i`` of ``templates`` belongs to ``subject_ids[i]``; one call per shard."""
+        rows = self._templates(templates)
+        ids = list(subject_ids)
+        if len(ids) != len(rows):
+            raise ValueError(f"{len(ids)} subject ids for {len(rows)} templates")
+        where = shards_of(ids, self.shards)
+        for s in np.unique(where):
+            pick = np.flatnonzero(where == s)
+            self._write(int(s), "add_many", [ids[i] for i in pick], rows[pick])
+
+    def remove(self, subject_id: str) -> int:
+        """Remove every template of ``subject_id`` from its shard; returns how many were removed."""
+        return int(self._write(shard_of(subject_id, self.shards), "remove", subject_id))
+
+    def close(self) -> None:
+        """Stop the replicas and free their placement groups (the cluster and the connection stay)."""
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        for group in getattr(self, "_replicas", []):
+            for replica in group:
+                with contextlib.suppress(Exception):
+                    ray.kill(replica.actor, no_restart=True)
+        for pg in getattr(self, "_groups", []):
+            with contextlib.suppress(Exception):
+                remove_placement_group(pg)
+
+
+def _is_replica_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` means the replica (its process, its node) failed, rather than the call being wrong."""
+    import ray.exceptions as rex
+
+    if isinstance(exc, ShardUnavailable):
+        return True  # raised by a replica whose reload failed
+    if isinstance(exc, rex.RayTaskError):
+        return False  # the replica ran the call and it raised: a real error, not a lost replica
+    return isinstance(exc, rex.RayError | TimeoutError)
