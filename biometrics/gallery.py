@@ -82,8 +82,9 @@ class Gallery:
         self.watchlist: dict[str, bool] = {}  # every enrolled subject id -> on a watchlist
         self.state = GalleryState()
         self.apply_lock = threading.RLock()
-        #: Called with (change, loaded subject or None) after each change is applied (a replica follows it).
-        self.on_change: Callable[[Change, Loaded | None], None] | None = None
+        #: Called with [(change, loaded subject or None)] after changes are applied, a catch-up page at a time
+        #: (a replica follows them, in one local transaction a page).
+        self.on_changes: Callable[[list[tuple[Change, Loaded | None]]], None] | None = None
 
     def __contains__(self, subject_id: object) -> bool:
         return subject_id in self.watchlist
@@ -170,8 +171,9 @@ class Gallery:
         """Drop a pseudonym's mapping once its subject is gone."""
         self.state.refs.pop(ref, None)
 
-    def apply_change(self, change: Change, loaded: Loaded | None) -> None:
-        """Apply one change, with the subject it names as storage holds it now (None: gone since)."""
+    def apply_change(self, change: Change, loaded: Loaded | None, *, notify: bool = True) -> None:
+        """Apply one change, with the subject it names as storage holds it now (None: gone since); ``notify``
+        tells :attr:`on_changes` at once (a catch-up tells it once a page)."""
         if change.kind == CHANGE_ENROLLED:
             if loaded is not None:
                 record, stored = loaded
@@ -183,8 +185,8 @@ class Gallery:
                 self.forget_ref(change.ref)
         else:
             log.error("change log: unknown change %r at seq %d skipped", change.kind, change.seq)
-        if self.on_change is not None:
-            self.on_change(change, loaded)
+        if notify and self.on_changes is not None:
+            self.on_changes([(change, loaded)])
         self.state.applied_seq = change.seq
 
     def catch_up(self, source: ChangeSource, page: int = 2000) -> int:
@@ -196,9 +198,14 @@ class Gallery:
                 if not changes:
                     break
                 loaded = source.load_subjects(sorted({c.ref for c in changes if c.kind == CHANGE_ENROLLED}))
+                page_changes = []
                 for change in changes:
-                    self.apply_change(change, loaded.get(change.ref) if change.kind == CHANGE_ENROLLED else None)
+                    subject = loaded.get(change.ref) if change.kind == CHANGE_ENROLLED else None
+                    self.apply_change(change, subject, notify=False)
+                    page_changes.append((change, subject))
                     applied += 1
+                if self.on_changes is not None:
+                    self.on_changes(page_changes)
             self.state.stale = False
             self.mark_synced()
         if applied:

@@ -112,18 +112,25 @@ class Island:
         pending = self.replica.entries((OUTBOX_PENDING, OUTBOX_REVIEW))
         self.provisional = {e.payload["subject_id"] for e in pending if e.kind == "enrol"}
 
-    def follow(self, change: Change, loaded: tuple[SubjectRecord, list[StoredTemplate]] | None) -> None:
-        """The gallery's change hook: the copy follows, and a provisional subject the register now holds is not."""
+    def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]]) -> None:
+        """The gallery's change hook: the copy follows; a provisional subject the register now holds (or has
+        withdrawn) is provisional no more, and its outbox entry under review is settled."""
         if self.replica is None:
             return
-        self.replica.follow(change, loaded)
-        if change.kind == CHANGE_ENROLLED and loaded is not None:
-            self.provisional.discard(loaded[0].subject_id)
-            self.replica.settle_ref(change.ref, OUTBOX_REVIEW, OUTBOX_STORED, "kept at review")
-        elif change.kind == CHANGE_WITHDRAWN:
-            keyring = self.service.storage.keyring
-            self.provisional = {sid for sid in self.provisional if keyring.pseudonym(sid) != change.ref}
-            self.replica.settle_ref(change.ref, OUTBOX_REVIEW, OUTBOX_REJECTED, "rejected at review")
+        self.replica.follow(changes)
+        keyring = self.service.storage.keyring
+        kept, rejected = [], []
+        for change, loaded in changes:
+            if change.kind == CHANGE_ENROLLED and loaded is not None and loaded[0].subject_id in self.provisional:
+                self.provisional.discard(loaded[0].subject_id)
+                kept.append(change.ref)
+            elif change.kind == CHANGE_WITHDRAWN:
+                self.provisional = {sid for sid in self.provisional if keyring.pseudonym(sid) != change.ref}
+                rejected.append(change.ref)
+        if kept:
+            self.replica.settle_refs(kept, OUTBOX_REVIEW, OUTBOX_STORED, "kept at review")
+        if rejected:
+            self.replica.settle_refs(rejected, OUTBOX_REVIEW, OUTBOX_REJECTED, "rejected at review")
 
     def check_budget(self) -> None:
         """Refuse a write past the offline budget, with what the officer can do."""

@@ -102,14 +102,18 @@ class Replica:
         value = self.local.get_meta(REGISTER_AS_OF, "")
         return float(value) if value else None
 
-    def follow(self, change: Change, loaded: tuple[SubjectRecord, list[StoredTemplate]] | None) -> None:
-        """Apply one register change to the copy (the gallery calls this for every change it applies)."""
+    def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]]) -> None:
+        """Apply register changes to the copy in one local transaction (the gallery calls this for the changes it
+        has applied, a catch-up page at a time)."""
+        if not changes:
+            return
         with self.local.transaction() as tx:
-            if change.kind == CHANGE_ENROLLED and loaded is not None:
-                self.local.put_subject(tx, change.ref, loaded[0], loaded[1])
-            elif change.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN):
-                self.local.drop_subject(tx, change.ref)
-            self.local.set_meta(tx, REGISTER_SEQ, str(change.seq))
+            for change, loaded in changes:
+                if change.kind == CHANGE_ENROLLED and loaded is not None:
+                    self.local.put_subject(tx, change.ref, loaded[0], loaded[1])
+                elif change.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN):
+                    self.local.drop_subject(tx, change.ref)
+            self.local.set_meta(tx, REGISTER_SEQ, str(changes[-1][0].seq))
 
     def mark_synced(self) -> None:
         """Record that the copy has just reached the end of the register's change log."""
@@ -150,11 +154,11 @@ class Replica:
             return 0.0
         return (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(rows[0][0])).total_seconds()
 
-    def settle_ref(self, ref: str, from_state: str, to_state: str, outcome: str) -> None:
-        """Move a subject's enrolment entries from one state to another (a review resolved at the office)."""
+    def settle_refs(self, refs: list[str], from_state: str, to_state: str, outcome: str) -> None:
+        """Move subjects' enrolment entries from one state to another (reviews resolved at the office)."""
         with self.local.transaction() as tx:
-            tx.execute("UPDATE outbox SET state = ?, outcome = ? WHERE ref = ? AND kind = 'enrol' AND state = ?",
-                       (to_state, outcome, ref, from_state))
+            tx.executemany("UPDATE outbox SET state = ?, outcome = ? WHERE ref = ? AND kind = 'enrol' AND state = ?",
+                           [(to_state, outcome, ref, from_state) for ref in refs])
 
     def settle(self, upload_id: str, state: str, outcome: str = "") -> None:
         """Record what the register made of an uploaded write."""

@@ -257,7 +257,7 @@ class CheckpointService:
 
                 service.island = Island(service, Replica(local) if where.replica_dir is not None else None,
                                         Reviews(register), where.offline_policy)
-                service.gallery.on_change = service.island.follow
+                service.gallery.on_changes = service.island.follow
         except BaseException:
             for store in stores:
                 store.close()
