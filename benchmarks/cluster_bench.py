@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -272,6 +273,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--object-store", type=int, default=200_000_000, help="--object-store-memory of each node")
     parser.add_argument("--workdir", type=Path, default=None, help="the cluster's temp dir (default: a new one)")
     parser.add_argument("--force", action="store_true", help="run even if the memory estimate says it will not fit")
+    parser.add_argument("--thresholds", type=Path, default=None, metavar="CACHE.npz",
+                        help="instead of the cluster: the 1:N threshold arithmetic at gallery sizes up to 5e8, from "
+                             "the face calibration and the genuine pairs of the templates in CACHE.npz (written by "
+                             "checkpoint-bench identify --cache)")
 
 
 def memory_needed(n: int, shards: int) -> int:
@@ -411,7 +416,10 @@ def _kill_under_load(cluster: LocalCluster, gallery: Any, probes: np.ndarray, ex
     before = [o for o in outcomes if o[0] < killed]
     after = [o for o in outcomes if o[0] >= killed]
     errors_after = [o for o in after if o[2] not in ("ok", "wrong")]
-    first_ok = min((s + d for s, d, o in after if o == "ok"), default=None)
+    first_ok = min((s + d for s, d, o in outcomes if o == "ok" and s + d > killed), default=None)
+    in_flight = [d for s, d, _ in outcomes if s < killed < s + d]
+    ends = sorted(s + d for s, d, _ in outcomes if s + d > killed - 5)
+    longest_pause = max((b - a for a, b in itertools.pairwise(ends)), default=None)
     last_error = max((s + d for s, d, o in errors_after), default=None)
     kinds: dict[str, int] = {}
     for _, _, o in outcomes:
@@ -429,6 +437,8 @@ def _kill_under_load(cluster: LocalCluster, gallery: Any, probes: np.ndarray, ex
         "first_ok_after_kill_seconds": None if first_ok is None else first_ok - killed,
         "last_error_after_kill_seconds": None if last_error is None else last_error - killed,
         "slowest_search_after_kill_seconds": max((d for _, d, _ in after), default=None),
+        "in_flight_at_kill": len(in_flight), "slowest_in_flight_at_kill_seconds": max(in_flight, default=None),
+        "longest_pause_between_answers_seconds": longest_pause,
         "replicas_restored_seconds": restored,
         "p50_before": pct(before, 0.5), "p95_before": pct(before, 0.95),
         "p50_after": pct(after, 0.5), "p95_after": pct(after, 0.95),
@@ -446,10 +456,18 @@ def run(args: argparse.Namespace) -> int:
 
     from benchmarks.matcher_bench import machine
 
+    if args.thresholds is not None:
+        table = thresholds(args.thresholds)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(table, indent=1) + "\n")
+        print(thresholds_summary(table))
+        return 0
     n = args.templates
     need, available = memory_needed(n, args.shards), psutil.virtual_memory().available
     if need > 0.8 * available and not args.force:
-        fits = int(0.8 * available / (memory_needed(1_000_000, args.shards) / 1_000_000)) // 1_000_000 * 1_000_000
+        fits = 0
+        while memory_needed(fits + 500_000, args.shards) <= 0.8 * available:
+            fits += 500_000
         print(f"checkpoint-bench cluster: {n:,} templates need about {need / 2**30:.1f} GiB at the peak (one process "
               f"{BYTES_PER_TEMPLATE} B a template, the cluster twice that), {available / 2**30:.1f} GiB is available "
               f"now: the largest size that fits is about {fits:,} (--templates {fits}); --force runs anyway.",
@@ -521,6 +539,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _s(seconds: float | None) -> str:
+    return "none" if seconds is None else f"{seconds:.2f} s"
+
+
 def summary(result: dict[str, Any]) -> str:
     """A Markdown summary of a result."""
     one, c, k = result["one_process"], result["cluster"], result["kill"]
@@ -553,9 +575,70 @@ def summary(result: dict[str, Any]) -> str:
         f"Node {k['victim']} ({k['replicas_on_victim']} replicas) killed at {k['kill_at']:.0f} s of "
         f"{k['load_seconds']:.0f} s of search load ({k['clients']} clients): {k['searches']} searches, "
         f"{k['wrong']} wrong, {k['errors']} errors ({k['errors_after_kill']} of {k['searches_after_kill']} after the "
-        f"kill); first correct answer {k['first_ok_after_kill_seconds']} s after the kill, last error "
-        f"{k['last_error_after_kill_seconds']} s, two replicas of every shard again after "
-        f"{k['replicas_restored_seconds']} s; p50/p95 before {k['p50_before']}/{k['p95_before']} s, after "
-        f"{k['p50_after']}/{k['p95_after']} s.",
+        f"kill); {k['in_flight_at_kill']} searches in flight at the kill took up to "
+        f"{_s(k['slowest_in_flight_at_kill_seconds'])}; longest pause between two answers "
+        f"{_s(k['longest_pause_between_answers_seconds'])}; first correct answer completed "
+        f"{_s(k['first_ok_after_kill_seconds'])} after the kill, last error "
+        f"{_s(k['last_error_after_kill_seconds'])}, slowest search after the kill "
+        f"{_s(k['slowest_search_after_kill_seconds'])}, two replicas of every shard again after "
+        f"{_s(k['replicas_restored_seconds'])}; p50/p95 before {_s(k['p50_before'])}/{_s(k['p95_before'])}, after "
+        f"{_s(k['p50_after'])}/{_s(k['p95_after'])}; top-{result['k']} after recovery equal: "
+        f"{k['top_k_after_recovery']['exactly_equal']}.",
     ]
+    return "\n".join(lines)
+
+
+# -- the 1:N threshold at scale ----------------------------------------------------------------------------------
+
+SIZES = (958, 10_000, 1_000_000, 10_000_000, 100_000_000, 500_000_000)
+
+
+def thresholds(cache: Path, fpir: float = 0.01, fmr: float = 0.001) -> dict[str, Any]:
+    """The service's 1:N threshold at each gallery size, its dlib distance by the face calibration, and the
+    share of genuine pairs (every same-identity pair of the cached lfw-dev templates) it would miss."""
+    from biometrics.scores import CALIBRATION_DIR, ScoreCalibration, threshold_for_fmr, threshold_for_fpir
+
+    calibration = ScoreCalibration.load(CALIBRATION_DIR / "face.json")
+    c = np.load(cache, allow_pickle=False)
+    names, templates, ok = c["names"], c["templates"].astype(np.float64), c["ok"]
+    owner = np.array([str(n).split("/")[-2] if "/" in str(n) else str(n).rsplit("_", 1)[0] for n in names])
+    keep = np.flatnonzero(ok)
+    t, o = templates[keep], owner[keep]
+    sq = (t * t).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * t @ t.T, 0.0)
+    upper = np.triu_indices(len(t), 1)
+    dist = np.sqrt(d2[upper])
+    same = o[upper[0]] == o[upper[1]]
+    genuine, impostor = np.sort(dist[same]), np.sort(dist[~same])
+    best_score = float(calibration.score(0.0))
+    rows = []
+    for n in SIZES:
+        s = threshold_for_fpir(fpir, n, floor=threshold_for_fmr(fmr))
+        raw = calibration.raw_threshold(10.0 ** -s)
+        reachable = s <= best_score
+        rows.append({
+            "gallery": n, "score_threshold": s, "distance_threshold": raw if reachable else None,
+            "measured": s <= -np.log10(calibration.measured_fmr_floor),
+            "fnmr": 1.0 - np.searchsorted(genuine, raw, side="right") / len(genuine) if reachable else 1.0,
+            "impostors_at_or_below": int(np.searchsorted(impostor, raw, side="right")) if reachable else 0,
+        })
+    quantiles = {str(q): float(np.quantile(genuine, q)) for q in (0.001, 0.01, 0.05, 0.1, 0.5)}
+    return {"cache": str(cache), "fpir": fpir, "fmr": fmr, "genuine_pairs": len(genuine),
+            "impostor_pairs": len(impostor), "smallest_impostor_distances": impostor[:10].tolist(),
+            "score_at_distance_zero": best_score, "measured_score_limit": -np.log10(calibration.measured_fmr_floor),
+            "genuine_distance_quantiles": quantiles, "rows": rows}
+
+
+def thresholds_summary(table: dict[str, Any]) -> str:
+    """The threshold table as Markdown."""
+    lines = ["| gallery N | threshold s | dlib distance | measured or extrapolated | FNMR of genuine pairs |",
+             "|---|---|---|---|---|"]
+    for r in table["rows"]:
+        d = "unreachable" if r["distance_threshold"] is None else f"{r['distance_threshold']:.3f}"
+        lines.append(f"| {r['gallery']:,} | {r['score_threshold']:.2f} | {d} | "
+                     f"{'measured' if r['measured'] else 'extrapolated'} | {r['fnmr'] * 100:.1f}% |")
+    lines.append(f"\n{table['genuine_pairs']:,} genuine and {table['impostor_pairs']:,} impostor pairs; smallest "
+                 f"impostor distances {[round(x, 3) for x in table['smallest_impostor_distances']]}; score at distance "
+                 f"0: {table['score_at_distance_zero']:.2f}; genuine distance quantiles "
+                 f"{ {k: round(v, 3) for k, v in table['genuine_distance_quantiles'].items()} }")
     return "\n".join(lines)
