@@ -37,7 +37,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,8 @@ DEFAULT_SEARCH_TIMEOUT = 30.0
 DEFAULT_WRITE_TIMEOUT = 30.0
 # A replica marked down is pinged at most this often.
 PING_INTERVAL = 0.5
+# Once one replica has applied a write, how long the others are waited for (a slow one gets it queued, in order).
+WRITE_GRACE = 1.0
 
 
 class ShardUnavailable(RegisterUnavailable):
@@ -205,6 +207,16 @@ class MemorySource:
 
     def __init__(self) -> None:
         self._subjects: dict[str, np.ndarray] = {}
+        self._delay = 0.0
+        self._served = 0
+
+    def set_delay(self, seconds: float) -> None:
+        """Make every later :meth:`page` answer ``seconds`` after it has read the subjects (a slow link, in tests)."""
+        self._delay = seconds
+
+    def served(self) -> int:
+        """How many pages have been read so far."""
+        return self._served
 
     def put(self, subject_ids: Sequence[str], templates: np.ndarray) -> None:
         """Hold each subject's templates (row i for ``subject_ids[i]``; a subject's rows accumulate)."""
@@ -221,11 +233,13 @@ class MemorySource:
         """Every template of the shard's subjects, one row per template, in insertion order."""
         ids: list[str] = []
         rows: list[np.ndarray] = []
-        for s, t in self._subjects.items():
+        for s, t in list(self._subjects.items()):
             if shard_of(s, shards) == shard:
                 ids += [s] * len(t)
                 rows.append(t)
         dim = next(iter(self._subjects.values())).shape[1] if self._subjects else 0
+        self._served += 1
+        time.sleep(self._delay)
         return ids, (np.vstack(rows) if rows else np.empty((0, dim), dtype=np.float32))
 
 
@@ -253,6 +267,7 @@ class _Replica:
     down_since: float | None = None
     ping: Any = None  # an outstanding ping (or reload, if stale) ObjectRef while down
     stale: bool = False  # a write failed on it: searched only after a reload (submitted before the search)
+    unconfirmed: list[Any] = field(default_factory=list)  # writes sent to it whose outcome is not known yet
     reloading: bool = False  # the outstanding ``ping`` is a reload
     pinged_at: float = 0.0
 
@@ -361,8 +376,8 @@ class ShardedGallery:
             if replica.down_since is None:
                 replica.down_since = time.monotonic()
                 replica.ping = None
-            if stale and not replica.stale:
-                replica.stale, replica.ping = True, None  # a ping in flight does not prove a reload
+            if stale:  # a ping, or a reload queued before this write, does not prove the replica has it
+                replica.stale, replica.ping = True, None
 
     def _revive(self) -> None:
         """Ping the replicas marked down (at most every PING_INTERVAL); mark up those that answered."""
@@ -393,6 +408,41 @@ class ShardedGallery:
         """(Lock held.) Ping a down replica, or make a stale one reload: later calls to it run after the reload."""
         method = replica.actor.reload if replica.stale else replica.actor.ping
         replica.ping, replica.pinged_at, replica.reloading = method.remote(), now, replica.stale
+
+    def _settle(self, replica: _Replica, timeout: float = 0.0) -> bool:
+        """Learn the outcome of the writes sent to ``replica`` (waiting up to ``timeout``): a failed one marks it
+        stale. False while some write's outcome is still unknown: it must not be searched yet (a write sent
+        while it restarted may fail after the new incarnation has answered other calls)."""
+        import ray
+
+        with self._lock:
+            refs = list(replica.unconfirmed)
+        if not refs:
+            return True
+        done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        failed = False
+        for ref in done:
+            try:
+                ray.get(ref)
+            except Exception as exc:
+                if not _is_replica_failure(exc):
+                    raise
+                failed = True
+        with self._lock:
+            finished = set(done)
+            replica.unconfirmed = [r for r in replica.unconfirmed if r not in finished]
+        if failed:
+            self._mark_down(replica, stale=True)
+        return not pending
+
+    def _usable(self, plan: list[_Replica], start: int) -> int | None:
+        """Index in ``plan`` (from ``start``) of the first replica whose writes are all settled; the last one
+        waits for its writes up to ``search_timeout``. None if none can be used."""
+        for i in range(start, len(plan)):
+            last = i == len(plan) - 1
+            if self._settle(plan[i], timeout=self.search_timeout if last else 0.0):
+                return i
+        return None
 
     def _prepare(self, replica: _Replica) -> None:
         """Before a call to ``replica``: if it is stale, make sure a reload is queued ahead of the call."""
@@ -445,7 +495,10 @@ class ShardedGallery:
         import ray
 
         self._revive()
-        for replica in self._order(shard):
+        plan = self._order(shard)
+        at = self._usable(plan, 0)
+        while at is not None:
+            replica = plan[at]
             self._prepare(replica)
             try:
                 return ray.get(getattr(replica.actor, method).remote(*args), timeout=self.search_timeout)
@@ -453,6 +506,7 @@ class ShardedGallery:
                 if not _is_replica_failure(exc):
                     raise
                 self._mark_down(replica)
+            at = self._usable(plan, at + 1)
         raise ShardUnavailable(f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
 
     def search(self, probes: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
@@ -475,11 +529,12 @@ class ShardedGallery:
 
         def submit(shard: int) -> None:
             plan = plans[shard]
-            if tried[shard] >= len(plan):
+            at = self._usable(plan, tried[shard]) if tried[shard] < len(plan) else None
+            if at is None:
                 raise ShardUnavailable(
                     f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
-            replica = plan[tried[shard]]
-            tried[shard] += 1
+            replica = plan[at]
+            tried[shard] = at + 1
             self._prepare(replica)
             inflight[replica.actor.search.remote(ref, k)] = (shard, replica, time.monotonic() + self.search_timeout)
 
@@ -495,7 +550,8 @@ class ShardedGallery:
                     late = [r for r, (_, _, d) in inflight.items() if d <= time.monotonic()]
                     for r in late:
                         shard, replica, _ = inflight.pop(r)
-                        ray.cancel(r)
+                        with contextlib.suppress(Exception):
+                            ray.cancel(r)
                         self._mark_down(replica)
                         submit(shard)
                     continue
@@ -514,7 +570,8 @@ class ShardedGallery:
                 slowest = max(slowest, seconds)
         finally:
             for r in inflight:
-                ray.cancel(r)
+                with contextlib.suppress(Exception):
+                    ray.cancel(r)
         merged = [
             sorted((pair for s in range(self.shards) for pair in answers[s][i]), key=lambda p: (p[1], p[0]))[:k]
             for i in range(len(q))
@@ -563,25 +620,38 @@ class ShardedGallery:
     def _write(self, shard: int, method: str, *args: Any) -> Any:
         """Send one write to every replica of ``shard``; the first answer (ShardUnavailable if none answers).
 
+        Waits up to ``write_timeout`` for the first answer, then at most ``WRITE_GRACE`` for the others.
+
         A replica that is restarting gets the write after its reload, in order. A replica on which the write
         fails is marked down and stale: it is searched again only after it has reloaded its shard from the
         loader (which, written before the gallery, holds the write).
         """
         import ray
 
-        refs = {getattr(r.actor, method).remote(*args): r for r in self._replicas[shard]}
-        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=self.write_timeout)
+        refs = {}
+        for r in self._replicas[shard]:
+            self._prepare(r)
+            refs[getattr(r.actor, method).remote(*args)] = r
+        deadline = time.monotonic() + self.write_timeout
         answer, answered = None, False
-        for ref in ready:
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=max(deadline - time.monotonic(), 0.0))
+            if not done:
+                break  # its outcome is learnt later (_settle): the replica is not searched until then
             try:
-                value = ray.get(ref)
+                value = ray.get(done[0])
             except Exception as exc:
                 if not _is_replica_failure(exc):
                     raise
-                self._mark_down(refs[ref], stale=True)
+                self._mark_down(refs[done[0]], stale=True)
                 continue
             if not answered:
                 answer, answered = value, True
+                deadline = min(deadline, time.monotonic() + WRITE_GRACE)
+        with self._lock:
+            for ref in pending:
+                refs[ref].unconfirmed.append(ref)
         if not answered:
             raise ShardUnavailable(f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
         return answer

@@ -116,7 +116,7 @@ class Source:
         self.name = name
         self.ids: set[str] = set()
         self.actor = ray.remote(MemorySource).options(
-            name=name, num_cpus=0,
+            name=name, num_cpus=0, max_concurrency=4,
             scheduling_strategy=NodeAffinitySchedulingStrategy(cluster.node_id("head"), soft=False)).remote()
         self.index = TemplateIndex(DIM)
         self.loader = ActorLoader(name, NAMESPACE)
@@ -234,6 +234,35 @@ def test_a_restarted_replica_reloads_its_shard_with_the_writes_it_missed(cluster
 def _pid(gallery: ShardedGallery, shard: int, replica: int) -> int | None:
     info = gallery.info(timeout=2)[shard][replica]
     return info["pid"] if info else None
+
+
+@pytest.mark.slow
+def test_a_write_missed_by_a_restarting_replica_is_reloaded_before_it_answers(cluster):
+    """The restart reads the source, then the subject is enrolled (source, then gallery) while the replica is
+    still starting: the write cannot reach it, and what it loaded lacks the subject. It must not answer a search
+    until it has reloaded."""
+    import ray
+
+    source = filled_source(cluster, "src-slow", n=300)
+    gallery = ShardedGallery(DIM, source.loader, shards=1, replicas=2, search_timeout=30)
+    try:
+        ray.get(source.actor.set_delay.remote(4.0))  # the restart's page answers 4 s after it was read
+        served = ray.get(source.actor.served.remote())
+        os.kill(replica_pids(gallery, 0)[0], signal.SIGKILL)
+        wait_for(lambda: ray.get(source.actor.served.remote()) > served, 30, "the restarted replica reading its shard")
+        ray.get(source.actor.set_delay.remote(0.0))
+        late = unit(1, 61)
+        source.put(["late"], late)
+        started = time.monotonic()
+        gallery.add("late", late)
+        assert time.monotonic() - started < 4.0  # answered by replica 1; replica 0 is not waited for
+        probes = np.vstack([late, unit(4, 62)])
+        wait_for(lambda: _pid(gallery, 0, 0) is not None, 60, "replica 0 restarted")
+        for _ in range(4):  # both replicas in turn: the restarted one too
+            assert_same_search(gallery, source.index, probes)
+        assert all(r["templates"] == len(source.index) for r in gallery.info()[0])
+    finally:
+        gallery.close()
 
 
 @pytest.mark.slow
