@@ -618,14 +618,15 @@ def thresholds(cache: Path, fpir: float = 0.01, fmr: float = 0.001) -> dict[str,
         reachable = s <= best_score
         rows.append({
             "gallery": n, "score_threshold": s, "distance_threshold": raw if reachable else None,
-            "measured": s <= -np.log10(calibration.measured_fmr_floor),
-            "fnmr": 1.0 - np.searchsorted(genuine, raw, side="right") / len(genuine) if reachable else 1.0,
+            "measured": bool(s <= -np.log10(calibration.measured_fmr_floor)),
+            "fnmr": float(1.0 - np.searchsorted(genuine, raw, side="right") / len(genuine)) if reachable else 1.0,
             "impostors_at_or_below": int(np.searchsorted(impostor, raw, side="right")) if reachable else 0,
         })
     quantiles = {str(q): float(np.quantile(genuine, q)) for q in (0.001, 0.01, 0.05, 0.1, 0.5)}
     return {"cache": str(cache), "fpir": fpir, "fmr": fmr, "genuine_pairs": len(genuine),
             "impostor_pairs": len(impostor), "smallest_impostor_distances": impostor[:10].tolist(),
-            "score_at_distance_zero": best_score, "measured_score_limit": -np.log10(calibration.measured_fmr_floor),
+            "score_at_distance_zero": best_score,
+            "measured_score_limit": float(-np.log10(calibration.measured_fmr_floor)),
             "genuine_distance_quantiles": quantiles, "rows": rows}
 
 
