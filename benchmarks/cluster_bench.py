@@ -35,6 +35,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -532,6 +533,8 @@ def run(args: argparse.Namespace) -> int:
         if ray.is_initialized():
             ray.shutdown()
         cluster.stop()
+        if args.workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")

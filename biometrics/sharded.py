@@ -10,10 +10,12 @@ over distinct nodes (``STRICT_SPREAD`` by default), so losing one node loses at 
 their top k (exact float64 distances, as ``TemplateIndex`` computes them); the merged list is each probe's k
 nearest subjects by distance (ties of exactly equal distance ordered by subject id, where the one-process
 index orders them by insertion). A replica that fails or does not answer within ``search_timeout`` is marked
-down and that shard is asked of its other replica; a down replica is pinged in the background and used again
-once it answers. If no replica of some shard answers, the search raises :class:`ShardUnavailable` (gRPC
-``UNAVAILABLE``) instead of answering from part of the gallery: a duplicate missed in silence is the worst
-outcome at a border.
+down and that shard is asked of its other replica; a shard that has not answered after ``hedge_after`` (or three
+times its last search time, if longer) is asked of its other replica as well, and the first answer is taken (a
+node that dies is noticed by Ray only seconds later: the hedge bounds the pause); a down replica is pinged in
+the background and used again once it answers. If no replica of some shard answers, the search raises
+:class:`ShardUnavailable` (gRPC ``UNAVAILABLE``) instead of answering from part of the gallery: a duplicate
+missed in silence is the worst outcome at a border.
 
 **Writes** (``add``, ``add_many``, ``remove``) go to every replica of the subject's shard, without Ray retries,
 and are idempotent: an ``add`` of templates a subject already holds adds nothing; a ``remove`` of an absent
@@ -32,6 +34,7 @@ Ray is imported lazily (only by this module, inside its functions), so nothing e
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -44,11 +47,15 @@ import numpy as np
 
 from biometrics.errors import RegisterUnavailable, SubjectNotFound
 
+log = logging.getLogger(__name__)
+
 #: ``loader(shard, shards)`` -> pages ``(subject_ids, templates (M, D))`` of that shard's subjects, as of now.
 Loader = Callable[[int, int], Iterable[tuple[Sequence[str], np.ndarray]]]
 
 DEFAULT_SEARCH_TIMEOUT = 30.0
 DEFAULT_WRITE_TIMEOUT = 30.0
+# A shard that has not answered after max(this, 3 x its last search time) is asked of its next replica as well.
+DEFAULT_HEDGE_AFTER = 1.0
 # A replica marked down is pinged at most this often.
 PING_INTERVAL = 0.5
 # Once one replica has applied a write, how long the others are waited for (a slow one gets it queued, in order).
@@ -274,7 +281,8 @@ class _Replica:
 
 @dataclass
 class SearchStats:
-    """What the last search cost: the slowest shard's own search time and the failovers it needed."""
+    """What the last search cost: the slowest shard's own search time, and the requests beyond one a shard
+    (failovers to the other replica, and hedges: a slow shard asked of its other replica as well)."""
 
     seconds: float = 0.0
     slowest_shard_seconds: float = 0.0
@@ -309,6 +317,7 @@ class ShardedGallery:
         bundle_cpus: float = 0.01,
         max_restarts: int = -1,
         search_timeout: float = DEFAULT_SEARCH_TIMEOUT,
+        hedge_after: float = DEFAULT_HEDGE_AFTER,
         write_timeout: float = DEFAULT_WRITE_TIMEOUT,
         start_timeout: float = 600.0,
         load_concurrency: int | None = None,
@@ -326,6 +335,8 @@ class ShardedGallery:
             ray.init(address=address, namespace=namespace, logging_level="WARNING", log_to_driver=False)
         self.dim, self.shards, self.replicas = dim, shards, replicas
         self.search_timeout, self.write_timeout = search_timeout, write_timeout
+        self.hedge_after = hedge_after
+        self._typical: dict[int, float] = {}  # probes per search -> the slowest shard's time in the last one
         self.last_search = SearchStats()
         self._lock = threading.Lock()
         self._turn = 0
@@ -435,11 +446,11 @@ class ShardedGallery:
             self._mark_down(replica, stale=True)
         return not pending
 
-    def _usable(self, plan: list[_Replica], start: int) -> int | None:
+    def _usable(self, plan: list[_Replica], start: int, wait: bool = True) -> int | None:
         """Index in ``plan`` (from ``start``) of the first replica whose writes are all settled; the last one
-        waits for its writes up to ``search_timeout``. None if none can be used."""
+        waits for its writes up to ``search_timeout`` if ``wait``. None if none can be used."""
         for i in range(start, len(plan)):
-            last = i == len(plan) - 1
+            last = wait and i == len(plan) - 1
             if self._settle(plan[i], timeout=self.search_timeout if last else 0.0):
                 return i
         return None
@@ -525,35 +536,71 @@ class ShardedGallery:
         ref = ray.put(q)
         plans = {s: self._order(s) for s in range(self.shards)}
         tried = dict.fromkeys(range(self.shards), 0)
-        inflight: dict[Any, tuple[int, _Replica, float]] = {}
+        inflight: dict[Any, tuple[int, _Replica, float]] = {}  # request -> (shard, replica, deadline)
+        hedge_at: dict[int, float] = {}  # shard -> when its next replica is asked too, if it has not answered
+        delay = max(self.hedge_after, 3.0 * self._typical.get(len(q), 0.0))
+        answers: dict[int, list[list[tuple[str, float]]]] = {}
+        slowest = 0.0
 
         def submit(shard: int) -> None:
             plan = plans[shard]
             at = self._usable(plan, tried[shard]) if tried[shard] < len(plan) else None
             if at is None:
-                raise ShardUnavailable(
-                    f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
+                log.info("shard %d: no further replica to ask (from %d of %d)", shard, tried[shard], len(plan))
+                if not any(s == shard for s, _, _ in inflight.values()):
+                    raise ShardUnavailable(
+                        f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
+                return
             replica = plan[at]
             tried[shard] = at + 1
             self._prepare(replica)
-            inflight[replica.actor.search.remote(ref, k)] = (shard, replica, time.monotonic() + self.search_timeout)
+            log.debug("shard %d: asking replica %d", shard, replica.index)
+            now = time.monotonic()
+            inflight[replica.actor.search.remote(ref, k)] = (shard, replica, now + self.search_timeout)
+            hedge_at[shard] = now + delay
 
-        answers: dict[int, list[list[tuple[str, float]]]] = {}
-        slowest = 0.0
+        def hedge(shard: int) -> None:
+            """Ask the shard of a replica that has no request of this search in flight (one that failed
+            before is asked again: it may have restarted), if there is one."""
+            busy = {id(r) for s, r, _ in inflight.values() if s == shard}
+            for replica in self._order(shard):
+                if id(replica) in busy or not self._settle(replica, 0.0):
+                    continue
+                self._prepare(replica)
+                now = time.monotonic()
+                inflight[replica.actor.search.remote(ref, k)] = (shard, replica, now + self.search_timeout)
+                hedge_at[shard] = now + delay
+                tried[shard] += 1
+                return
+
+        def drop(request: Any) -> None:
+            # Forgotten, not cancelled: a duplicate runs to its end on a live replica (cheap), and cancelling a
+            # task of a replica whose node is dying can wait on that node.
+            inflight.pop(request, None)
+
         try:
             for s in range(self.shards):
                 submit(s)
-            while inflight:
-                nearest = min(d for _, _, d in inflight.values())
-                done, _ = ray.wait(list(inflight), num_returns=1, timeout=max(nearest - time.monotonic(), 0.0))
-                if not done:  # the replica past its deadline: try the shard's next one
-                    late = [r for r, (_, _, d) in inflight.items() if d <= time.monotonic()]
-                    for r in late:
-                        shard, replica, _ = inflight.pop(r)
-                        with contextlib.suppress(Exception):
-                            ray.cancel(r)
-                        self._mark_down(replica)
-                        submit(shard)
+            while len(answers) < self.shards:
+                wake = min([d for _, _, d in inflight.values()] + list(hedge_at.values()))
+                done, _ = ray.wait(list(inflight), num_returns=1, timeout=max(wake - time.monotonic(), 0.0))
+                now = time.monotonic()
+                if not done:
+                    for request, (shard, replica, deadline) in list(inflight.items()):
+                        if deadline <= now:  # past its deadline: marked down, the shard's next replica asked
+                            log.warning("shard %d replica %d did not answer in %.1f s", shard, replica.index,
+                                        self.search_timeout)
+                            drop(request)
+                            self._mark_down(replica)
+                            submit(shard)
+                    for shard, when in list(hedge_at.items()):
+                        if when <= now:  # slow (a node dying is noticed late): ask the next replica as well
+                            del hedge_at[shard]
+                            log.info("shard %d slow after %.2f s: asking its next replica too", shard, delay)
+                            for other, replica, _ in list(inflight.values()):
+                                if other == shard:  # later searches prefer the other until a ping answers
+                                    self._mark_down(replica)
+                            hedge(shard)
                     continue
                 shard, replica, _ = inflight.pop(done[0])
                 try:
@@ -561,17 +608,26 @@ class ShardedGallery:
                 except Exception as exc:
                     if not _is_replica_failure(exc):
                         raise
+                    log.warning("shard %d replica %d failed (%s): failing over", shard, replica.index,
+                                type(exc).__name__)
                     self._mark_down(replica)
-                    submit(shard)
+                    if shard not in answers:
+                        submit(shard)
+                    continue
+                if shard in answers:
                     continue
                 if got_shard != shard or len(found) != len(q):
                     raise ShardUnavailable(f"Shard {shard} answered inconsistently; please try again shortly.")
                 answers[shard] = found
+                hedge_at.pop(shard, None)
                 slowest = max(slowest, seconds)
+                for request, (other, _, _) in list(inflight.items()):
+                    if other == shard:
+                        drop(request)
         finally:
-            for r in inflight:
-                with contextlib.suppress(Exception):
-                    ray.cancel(r)
+            for request in list(inflight):
+                drop(request)
+        self._typical[len(q)] = slowest
         merged = [
             sorted((pair for s in range(self.shards) for pair in answers[s][i]), key=lambda p: (p[1], p[0]))[:k]
             for i in range(len(q))

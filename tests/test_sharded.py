@@ -292,20 +292,25 @@ def test_a_worker_node_killed_under_search_load(cluster):
     try:
         probes = unit(16, 51)
         expected = source.index.search(probes, 10)
+        names = cluster.node_names()
+        print("placement:", [[names[r["node_id"]] for r in g] for g in gallery.info()])
         on_worker = sum(r["node_id"] == cluster.node_id("worker1") for g in gallery.info() for r in g)
         assert on_worker >= 1  # the kill takes replicas with it
         outcomes: list[tuple[float, str]] = []  # (time, "ok" | "wrong" | error class)
+        durations: list[float] = []
         stop = threading.Event()
 
         def load() -> None:
             i = 0
             while not stop.is_set():
                 i += 1
+                started = time.monotonic()
                 try:
                     got = gallery.search(probes[i % 16], 10)
                     outcomes.append((time.monotonic(), "ok" if got[0] == expected[i % 16] else "wrong"))
                 except ShardUnavailable as exc:
                     outcomes.append((time.monotonic(), type(exc).__name__))
+                durations.append(time.monotonic() - started)
 
         thread = threading.Thread(target=load, daemon=True)
         thread.start()
@@ -321,7 +326,8 @@ def test_a_worker_node_killed_under_search_load(cluster):
         thread.join(30)
         after = [o for t, o in outcomes if t > killed]
         errors = sum(o not in ("ok", "wrong") for o in after)
-        print(f"node kill: {len(after)} searches after it, {errors} errors, two replicas again after {restored:.1f} s")
+        print(f"node kill: {len(after)} searches after it, {errors} errors, two replicas again after {restored:.1f} s, "
+              f"slowest search {max(durations):.2f} s")
         assert "wrong" not in {o for _, o in outcomes}
         assert errors <= len(after) // 2
         assert all(o == "ok" for t, o in outcomes if t > killed + restored)
