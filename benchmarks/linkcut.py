@@ -6,7 +6,7 @@ closes every open connection at once and refuses new ones (accepted, then closed
 to the driver); :meth:`LinkProxy.restore` forwards again. Each cut and restore is timed (``time.monotonic()``)
 and the proxy counts what it forwarded and refused, for the report.
 
-Modelled on the tests' proxy (tests/tcp_proxy.py); benchmarks do not import from tests.
+The tests cut links with it too (tests/test_register.py, test_island.py).
 """
 
 from __future__ import annotations

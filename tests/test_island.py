@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from helpers import face
 from pg import fresh_database
-from tcp_proxy import TcpProxy
 from waiting import wait_until
 
+from benchmarks.linkcut import LinkProxy
 from biometrics.errors import OfflineLimitReached
 from biometrics.island import OfflinePolicy
 from biometrics.replica import OUTBOX_REVIEW, OUTBOX_STORED
@@ -32,12 +31,10 @@ HANS = sample("Hans_Blix_0001.jpg")
 
 
 @pytest.fixture
-def link(tmp_path: Path) -> Iterator[tuple[str, TcpProxy]]:
+def link(tmp_path: Path) -> Iterator[tuple[str, LinkProxy]]:
     """(the register's URL, a proxy to it whose link the test cuts)."""
-    with fresh_database() as url:
-        parts = urlsplit(url)
-        with TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432)) as proxy:
-            yield url, proxy
+    with fresh_database() as url, LinkProxy.to_url(url) as proxy:
+        yield url, proxy
 
 
 def open_station(tmp_path: Path, name: str, url: str, *, replica: bool,
@@ -49,18 +46,18 @@ def open_station(tmp_path: Path, name: str, url: str, *, replica: bool,
     return service
 
 
-def island_url(link: tuple[str, TcpProxy]) -> str:
+def island_url(link: tuple[str, LinkProxy]) -> str:
     url, proxy = link
-    return proxy.url(urlsplit(url).path.lstrip("/"))
+    return proxy.url(url)
 
 
-def go_offline(island: CheckpointService, proxy: TcpProxy) -> None:
+def go_offline(island: CheckpointService, proxy: LinkProxy) -> None:
     proxy.cut()
     wait_until(lambda: not island.sync_status()["register_connected"], timeout=15, message="the island is offline")
 
 
 def test_offline_work_is_uploaded_once_and_duplicates_wait_for_an_officer(
-        tmp_path: Path, link: tuple[str, TcpProxy]) -> None:
+        tmp_path: Path, link: tuple[str, LinkProxy]) -> None:
     url, proxy = link
     central = open_station(tmp_path, "central-office", url, replica=False)
     island = open_station(tmp_path, "siberut-port", island_url(link), replica=True)
@@ -104,7 +101,7 @@ def test_offline_work_is_uploaded_once_and_duplicates_wait_for_an_officer(
 
 
 def test_a_drain_interrupted_after_the_register_committed_never_stores_twice(
-        tmp_path: Path, link: tuple[str, TcpProxy], monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, link: tuple[str, LinkProxy], monkeypatch: pytest.MonkeyPatch) -> None:
     _, proxy = link
     island = open_station(tmp_path, "sikakap-port", island_url(link), replica=True)
     try:
@@ -130,7 +127,7 @@ def test_a_drain_interrupted_after_the_register_committed_never_stores_twice(
         island.close()
 
 
-def test_the_offline_budget_pauses_enrolment_not_verification(tmp_path: Path, link: tuple[str, TcpProxy]) -> None:
+def test_the_offline_budget_pauses_enrolment_not_verification(tmp_path: Path, link: tuple[str, LinkProxy]) -> None:
     _, proxy = link
     island = open_station(tmp_path, "tuapejat-port", island_url(link), replica=True,
                           policy=OfflinePolicy(max_pending=1))
@@ -146,7 +143,7 @@ def test_the_offline_budget_pauses_enrolment_not_verification(tmp_path: Path, li
 
 
 def test_a_station_restarted_while_offline_answers_from_its_replica(tmp_path: Path,
-                                                                   link: tuple[str, TcpProxy]) -> None:
+                                                                   link: tuple[str, LinkProxy]) -> None:
     _, proxy = link
     island = open_station(tmp_path, "siberut-port", island_url(link), replica=True)
     assert island.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled

@@ -8,14 +8,13 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from helpers import face
 from pg import fresh_database
-from tcp_proxy import TcpProxy
 from waiting import wait_until
 
+from benchmarks.linkcut import LinkProxy
 from biometrics.audit import load_public_key, verify_store
 from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
@@ -95,9 +94,8 @@ def test_one_person_enrolled_at_two_stations_at_once_is_enrolled_once(tmp_path: 
 
 def test_a_cut_link_stops_writes_not_verification_and_the_station_catches_up(
         tmp_path: Path, register_url: str) -> None:
-    parts = urlsplit(register_url)
-    with TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432)) as proxy:
-        island = station(tmp_path, "siberut-port", proxy.url(parts.path.lstrip("/")))
+    with LinkProxy.to_url(register_url) as proxy:
+        island = station(tmp_path, "siberut-port", proxy.url(register_url))
         central = station(tmp_path, "central-office", register_url)
         try:
             (m1, m2), (k1, k2) = PAIRS[0], PAIRS[1]
@@ -139,13 +137,12 @@ def test_a_cut_link_stops_writes_not_verification_and_the_station_catches_up(
 
 def test_a_station_started_while_the_register_is_unreachable_waits_then_loads(
         tmp_path: Path, register_url: str) -> None:
-    parts = urlsplit(register_url)
     seed = station(tmp_path, "central-office", register_url)
     assert seed.enrol("A1000001", SubjectInfo(name="Megawati"), [sample(PAIRS[0][0])]).enrolled
     seed.close()
-    with TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432)) as proxy:
+    with LinkProxy.to_url(register_url) as proxy:
         proxy.cut()
-        late = station(tmp_path, "sikakap-port", proxy.url(parts.path.lstrip("/")))
+        late = station(tmp_path, "sikakap-port", proxy.url(register_url))
         try:
             assert not late.ready()
             with pytest.raises(RegisterUnavailable, match="still loading the register"):

@@ -71,17 +71,16 @@ def test_a_bad_store_stops_the_server_at_start_naming_the_problem(tmp_path: Path
 
 @pytest.mark.slow
 def test_health_follows_the_register_when_a_station_starts_without_it(tmp_path: Path, register_url: str) -> None:
-    from urllib.parse import urlsplit
 
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
-    from tcp_proxy import TcpProxy
 
-    parts = urlsplit(register_url)
-    with TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432)) as proxy:
+    from benchmarks.linkcut import LinkProxy
+
+    with LinkProxy.to_url(register_url) as proxy:
         proxy.cut()
         server = ServerProcess(tmp_path / "data", key_dir=tmp_path / "keys", args=(
-            "--store", proxy.url(parts.path.lstrip("/")), "--station", "sikakap-port")).start()
+            "--store", proxy.url(register_url), "--station", "sikakap-port")).start()
         try:
             health = health_pb2_grpc.HealthStub(server.channel())
 
