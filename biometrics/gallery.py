@@ -65,11 +65,13 @@ class GalleryState:
     connected: bool = True  # the link to the register (always True on the embedded store)
 
 
-def _faces(stored: Sequence[StoredTemplate]) -> list[np.ndarray]:
+def faces_of(stored: Sequence[StoredTemplate]) -> list[np.ndarray]:
+    """The face templates among stored templates, unpacked."""
     return [unpack_face_template(t.data) for t in stored if t.modality == Modality.FACE]
 
 
-def _fingers(stored: Sequence[StoredTemplate]) -> list[tuple[int, FingerprintTemplate]]:
+def fingers_of(stored: Sequence[StoredTemplate]) -> list[tuple[int, FingerprintTemplate]]:
+    """(finger position, template) of the fingerprint templates among stored templates."""
     return [(t.finger, FingerprintTemplate.from_bytes(t.data)) for t in stored if t.modality == Modality.FINGERPRINT]
 
 
@@ -98,24 +100,6 @@ class Gallery:
     def templates(self) -> int:
         """How many templates the gallery holds (faces and fingerprints)."""
         return len(self.face_index) + len(self.fingerprint_gallery)
-
-    def load(self, snapshot: Sequence[tuple[str, SubjectRecord, list[StoredTemplate]]], head: int) -> None:
-        """Fill an empty gallery from a snapshot that reflects change ``head``."""
-        owners: list[str] = []
-        faces: list[np.ndarray] = []
-        with self.apply_lock:
-            for ref, record, stored in snapshot:
-                rows = _faces(stored)
-                owners += [record.subject_id] * len(rows)
-                faces += rows
-                self.fingerprint_gallery.add(record.subject_id, _fingers(stored))
-                self.watchlist[record.subject_id] = record.info.watchlist
-                self.state.refs[ref] = record.subject_id
-            if faces:
-                self.face_index.add_many(owners, np.stack(faces))  # one bulk append, one snapshot
-            self.state.applied_seq = head
-            self.mark_synced()
-        log.info("gallery loaded: %d subjects, %d templates (change log at %d)", self.subjects, self.templates, head)
 
     def load_pages(self, pages: Iterable[tuple[int, list[GalleryEntry]]]) -> None:
         """Fill an empty gallery from :meth:`biometrics.storage.SealedStore.gallery_pages` (a cold start)."""
@@ -177,7 +161,7 @@ class Gallery:
         if change.kind == CHANGE_ENROLLED:
             if loaded is not None:
                 record, stored = loaded
-                self.add(change.ref, record.subject_id, record.info.watchlist, _faces(stored), _fingers(stored))
+                self.add(change.ref, record.subject_id, record.info.watchlist, faces_of(stored), fingers_of(stored))
         elif change.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN):
             subject_id = self.state.refs.get(change.ref)
             if subject_id is not None:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from biometrics.errors import OfflineLimitReached, ReviewConflict, SubjectExists, SubjectNotFound
 from biometrics.face import FaceTemplate
 from biometrics.fingerprint import FingerprintTemplate
+from biometrics.gallery import faces_of, fingers_of
 from biometrics.replica import (
     OUTBOX_ERASED,
     OUTBOX_PENDING,
@@ -42,18 +43,15 @@ from biometrics.replica import (
     enrolment_payload,
     payload_templates,
 )
-from biometrics.storage import CHANGE_ENROLLED, CHANGE_WITHDRAWN, Change, StoredTemplate, now
-from biometrics.templates import unpack_face_template
+from biometrics.storage import CHANGE_ENROLLED, CHANGE_WITHDRAWN, Change, StoredTemplate, now, record_of
 from biometrics.types import (
     Actor,
     Candidate,
     EnrolmentResult,
-    Modality,
     Review,
     SampleQuality,
     SubjectInfo,
     SubjectRecord,
-    TemplateInfo,
 )
 
 if TYPE_CHECKING:
@@ -71,11 +69,6 @@ class OfflinePolicy:
 
     max_offline_s: float = 24 * 3600.0
     max_pending: int = 1000
-
-
-def _record_of(subject_id: str, info: SubjectInfo, stored: list[StoredTemplate]) -> SubjectRecord:
-    return SubjectRecord(subject_id, info, stored[0].created_at if stored else now(),
-                         tuple(TemplateInfo(t.modality, t.finger, t.quality, t.created_at) for t in stored))
 
 
 class Island:
@@ -175,7 +168,7 @@ class Island:
             if enrolled:
                 entry = self.replica.add(tx, "enrol", ref, enrolment_payload(
                     subject_id, info, with_ids, override_reason=override_reason))
-                self.replica.local.put_subject(tx, ref, _record_of(subject_id, info, with_ids), with_ids)
+                self.replica.local.put_subject(tx, ref, record_of(subject_id, info, with_ids), with_ids)
                 upload_id = entry.upload_id
             service.record(tx, "enrol", actor, decision_id, subject_ref=ref, outcome=outcome, threshold=threshold,
                            qualities=[q.quality for q in qualities], provisional=enrolled, upload_id=upload_id,
@@ -254,9 +247,7 @@ class Island:
         payload = entry.payload
         subject_id, info = payload["subject_id"], SubjectInfo(**payload["info"])
         templates = payload_templates(payload)
-        faces = [unpack_face_template(t.data) for t in templates if t.modality == Modality.FACE]
-        fingers = [(t.finger, FingerprintTemplate.from_bytes(t.data)) for t in templates
-                   if t.modality == Modality.FINGERPRINT]
+        faces, fingers = faces_of(templates), fingers_of(templates)
         exclude = frozenset(self.provisional)  # not in the register: each is searched when it is uploaded
         threshold, duplicates, _, _ = service.screen(faces, fingers, allow_duplicate=False, exclude=exclude)
         taken = subject_id in service.gallery and subject_id not in self.provisional

@@ -62,6 +62,7 @@ from biometrics.storage import (
     StoredTemplate,
     Transaction,
     now,
+    record_of,
 )
 from biometrics.templates import pack_face_template
 from biometrics.types import (
@@ -77,7 +78,6 @@ from biometrics.types import (
     SampleQuality,
     SubjectInfo,
     SubjectRecord,
-    TemplateInfo,
     VerificationResult,
 )
 
@@ -270,10 +270,6 @@ class CheckpointService:
 
     def _load_gallery(self) -> None:
         self.gallery.load_pages(self.storage.gallery_pages())
-
-    def _add_to_gallery(self, ref: str, subject_id: str, watchlist: bool, faces: Sequence[np.ndarray],
-                        fingers: Sequence[tuple[int, FingerprintTemplate]]) -> None:
-        self.gallery.add(ref, subject_id, watchlist, faces, fingers)
 
     def catch_up(self) -> int:
         """Apply every change of the log after the one the gallery reflects; returns how many were applied."""
@@ -604,8 +600,7 @@ class CheckpointService:
                 override_reason=override_reason if duplicates and allow_duplicate else "",
             )
         if seq is not None and ref is not None:
-            record = SubjectRecord(subject_id, info, with_ids[0].created_at if with_ids else now(),
-                                   tuple(TemplateInfo(t.modality, t.finger, t.quality, t.created_at) for t in with_ids))
+            record = record_of(subject_id, info, with_ids)
             self._applied(seq, lambda: self.gallery.apply_change(Change(seq, CHANGE_ENROLLED, ref),
                                                                  (record, with_ids)))
         self.statistics.record_decision(outcome)

@@ -147,6 +147,15 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
+def record_of(subject_id: str, info: SubjectInfo, stored: Sequence[StoredTemplate], enrolled_at: str = ""
+              ) -> SubjectRecord:
+    """The record of a subject with its template inventory (enrolled at ``enrolled_at``, else when its first
+    template was stored)."""
+    when = enrolled_at or (stored[0].created_at if stored else now())
+    return SubjectRecord(subject_id, info, when,
+                         tuple(TemplateInfo(t.modality, t.finger, t.quality, t.created_at) for t in stored))
+
+
 def _subject_aad(ref: str) -> bytes:
     return f"subject|{ref}".encode()
 
@@ -311,14 +320,7 @@ class SealedStore:
                               " RETURNING ref", (ref, self.keyring.seal(doc, _subject_aad(ref)), created)).fetchone()
         if inserted is None:
             raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
-        if stored:
-            tx.executemany(
-                "INSERT INTO templates(template_id, ref, modality, finger, quality, sealed, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(t.template_id, ref, int(t.modality), t.finger, t.quality,
-                  self.keyring.seal(t.data, _template_aad(ref, t.template_id, int(t.modality), t.finger)), created)
-                 for t in stored],
-            )
+        self._insert_templates(tx, ref, stored)
         return ref, self.append_change(tx, CHANGE_ENROLLED, ref), stored
 
     def erase_subject(self, tx: Transaction, subject_id: str) -> int | None:
@@ -337,6 +339,10 @@ class SealedStore:
         doc = json.dumps({"subject_id": record.subject_id, **record.info.__dict__}).encode()
         tx.execute("INSERT INTO subjects(ref, sealed, created_at) VALUES (?, ?, ?)",
                    (ref, self.keyring.seal(doc, _subject_aad(ref)), record.enrolled_at))
+        self._insert_templates(tx, ref, stored)
+
+    def _insert_templates(self, tx: Transaction, ref: str, stored: Sequence[StoredTemplate]) -> None:
+        """Seal and insert a subject's templates (ids and times as given) in ``tx``."""
         if stored:
             tx.executemany(
                 "INSERT INTO templates(template_id, ref, modality, finger, quality, sealed, created_at)"
@@ -378,20 +384,26 @@ class SealedStore:
             raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
         return loaded[0]
 
+    def _open_rows(self, subjects: Sequence[tuple[Any, ...]], templates: Sequence[tuple[Any, ...]]
+                ) -> dict[str, tuple[SubjectRecord, list[StoredTemplate]]]:
+        """Subject rows (ref, sealed, created) and template rows (ref, id, modality, finger, quality, sealed,
+        created), opened: ref -> (record, templates), in the order of ``subjects``."""
+        by_ref: dict[str, list[StoredTemplate]] = {}
+        for ref, tid, m, f, q, sealed, created in templates:
+            data = self.keyring.open(bytes(sealed), _template_aad(ref, tid, m, f))
+            by_ref.setdefault(ref, []).append(StoredTemplate(Modality(m), f, q, data, tid, created))
+        out: dict[str, tuple[SubjectRecord, list[StoredTemplate]]] = {}
+        for ref, sealed, created in subjects:
+            subject_id, info = self._open_subject(ref, sealed)
+            stored = by_ref.get(ref, [])
+            out[ref] = (record_of(subject_id, info, stored, created), stored)
+        return out
+
+    _TEMPLATE_COLUMNS = "ref, template_id, modality, finger, quality, sealed, created_at"
+
     def load_subject(self, ref: str) -> tuple[SubjectRecord, list[StoredTemplate]] | None:
         """The subject with pseudonym ``ref`` and its opened templates, or None if there is none."""
-        with self._read() as view:
-            row = view.execute("SELECT sealed, created_at FROM subjects WHERE ref = ?", (ref,)).fetchone()
-            rows = view.execute(
-                "SELECT template_id, modality, finger, quality, sealed, created_at FROM templates WHERE ref = ?"
-                " ORDER BY created_at, template_id", (ref,)).fetchall()
-        if row is None:
-            return None
-        subject_id, info = self._open_subject(ref, row[0])
-        stored = [StoredTemplate(Modality(m), f, q, self.keyring.open(bytes(s), _template_aad(ref, tid, m, f)), tid, c)
-                  for tid, m, f, q, s, c in rows]
-        inventory = tuple(TemplateInfo(t.modality, t.finger, t.quality, t.created_at) for t in stored)
-        return SubjectRecord(subject_id, info, row[1], inventory), stored
+        return self.load_subjects([ref]).get(ref)
 
     def load_subjects(self, refs: Sequence[str], chunk: int = 500) -> dict[str, tuple[SubjectRecord,
                                                                                   list[StoredTemplate]]]:
@@ -403,40 +415,18 @@ class SealedStore:
             with self._read() as view:
                 subjects = view.execute(f"SELECT ref, sealed, created_at FROM subjects WHERE ref IN ({marks})",
                                         part).fetchall()
-                templates = view.execute(
-                    "SELECT ref, template_id, modality, finger, quality, sealed, created_at FROM templates "
-                    f"WHERE ref IN ({marks}) ORDER BY created_at, template_id", part).fetchall()
-            by_ref: dict[str, list[StoredTemplate]] = {}
-            for ref, tid, m, f, q, sealed, created in templates:
-                data = self.keyring.open(bytes(sealed), _template_aad(ref, tid, m, f))
-                by_ref.setdefault(ref, []).append(StoredTemplate(Modality(m), f, q, data, tid, created))
-            for ref, sealed, created in subjects:
-                subject_id, info = self._open_subject(ref, sealed)
-                stored = by_ref.get(ref, [])
-                inventory = tuple(TemplateInfo(t.modality, t.finger, t.quality, t.created_at) for t in stored)
-                out[ref] = (SubjectRecord(subject_id, info, created, inventory), stored)
+                templates = view.execute(f"SELECT {self._TEMPLATE_COLUMNS} FROM templates WHERE ref IN ({marks})"
+                                         " ORDER BY created_at, template_id", part).fetchall()
+            out.update(self._open_rows(subjects, templates))
         return out
 
     def snapshot(self) -> tuple[list[tuple[str, SubjectRecord, list[StoredTemplate]]], int]:
         """Every subject (ref, record, opened templates) and the change-log sequence they reflect, read at once."""
         with self._read() as view:
-            row = view.execute("SELECT MAX(seq) FROM changes").fetchone()
-            head = int(row[0] or 0)
+            head = int(view.execute("SELECT MAX(seq) FROM changes").fetchone()[0] or 0)
             subjects = view.execute("SELECT ref, sealed, created_at FROM subjects").fetchall()
-            templates = view.execute(
-                "SELECT ref, template_id, modality, finger, quality, sealed, created_at FROM templates"
-            ).fetchall()
-        by_ref: dict[str, list[StoredTemplate]] = {}
-        for ref, tid, modality, finger, quality, sealed, created in templates:
-            data = self.keyring.open(bytes(sealed), _template_aad(ref, tid, modality, finger))
-            by_ref.setdefault(ref, []).append(StoredTemplate(Modality(modality), finger, quality, data, tid, created))
-        out = []
-        for ref, sealed, created in subjects:
-            subject_id, info = self._open_subject(ref, sealed)
-            stored = by_ref.get(ref, [])
-            inventory = tuple(TemplateInfo(t.modality, t.finger, t.quality, t.created_at) for t in stored)
-            out.append((ref, SubjectRecord(subject_id, info, created, inventory), stored))
-        return out, head
+            templates = view.execute(f"SELECT {self._TEMPLATE_COLUMNS} FROM templates").fetchall()
+        return [(ref, record, stored) for ref, (record, stored) in self._open_rows(subjects, templates).items()], head
 
     def gallery_pages(self, page: int = 20_000) -> Iterator[tuple[int, list[GalleryEntry]]]:
         """What a gallery needs of every subject, in pages, all read in one consistent snapshot: (the change the
