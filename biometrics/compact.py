@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from biometrics.errors import SubjectNotFound
+from biometrics.matcher import as_probes, as_templates
 
 # Below this many rows a search runs in the calling thread only.
 PARALLEL_MIN_ROWS = 65_536
@@ -333,25 +334,17 @@ class CompactIndex:
     # -- writes -------------------------------------------------------------------------------------
     def add(self, subject_id: str, templates: np.ndarray) -> None:
         """Append one template (D,) or several (M, D) for ``subject_id`` (visible together)."""
-        rows = self._templates(templates)
+        rows = as_templates(templates, self.dim)
         if len(rows):
             self._append([subject_id] * len(rows), rows)
 
     def add_many(self, subject_ids: Sequence[str], templates: np.ndarray) -> None:
         """Bulk append: row ``i`` of ``templates`` (M, D) belongs to ``subject_ids[i]``; all visible together."""
-        rows = self._templates(templates)
+        rows = as_templates(templates, self.dim)
         if len(subject_ids) != len(rows):
             raise ValueError(f"{len(subject_ids)} subject ids for {len(rows)} templates")
         if len(rows):
             self._append(list(subject_ids), rows)
-
-    def _templates(self, templates: np.ndarray) -> np.ndarray:
-        rows = np.atleast_2d(np.asarray(templates, dtype=np.float32))
-        if rows.ndim != 2 or rows.shape[1] != self.dim:
-            raise ValueError(f"templates have shape {rows.shape}, the index takes (M, {self.dim})")
-        if not np.isfinite(rows).all():
-            raise ValueError("templates must be finite numbers")
-        return rows
 
     def _append(self, subject_ids: list[str], rows: np.ndarray) -> None:
         quantised = quantise(rows)
@@ -407,21 +400,13 @@ class CompactIndex:
             return len(subject.rows)
 
     # -- reads --------------------------------------------------------------------------------------
-    def _probes(self, probes: np.ndarray) -> np.ndarray:
-        q = np.atleast_2d(np.asarray(probes, dtype=np.float32))
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"probes have shape {q.shape}, the index takes (M, {self.dim})")
-        if not np.isfinite(q).all():
-            raise ValueError("probes must be finite numbers")
-        return np.ascontiguousarray(q)
-
     def search(self, probes: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """For each probe, up to ``k`` (subject_id, distance) pairs, nearest first, one per subject.
 
         ``probes`` is one template (D,) or a batch (M, D). Distances are exact euclidean distances (float64
         arithmetic on the stored float32 rows), equal to :meth:`compare`'s and to ``TemplateIndex``'s.
         """
-        q = self._probes(probes)
+        q = as_probes(probes, self.dim)
         snap = self._snapshot
         if snap.live == 0 or k <= 0:
             return [[] for _ in range(len(q))]
@@ -434,7 +419,7 @@ class CompactIndex:
 
     def compare(self, probe: np.ndarray, subject_id: str) -> float:
         """Smallest distance between ``probe`` and the templates of ``subject_id`` (1:1)."""
-        q = self._probes(probe)[0].astype(np.float64)
+        q = as_probes(probe, self.dim)[0].astype(np.float64)
         with self._lock:
             subject = self._subjects.get(subject_id)
             if subject is None:

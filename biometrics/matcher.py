@@ -60,6 +60,27 @@ def _pool() -> ThreadPoolExecutor:
         return _executor
 
 
+def as_templates(templates: np.ndarray, dim: int) -> np.ndarray:
+    """Templates as a float32 (M, dim) array: one (dim,) or several; ValueError if the shape is wrong or a value is
+    not finite (every gallery index checks what it stores the same way)."""
+    rows = np.atleast_2d(np.asarray(templates, dtype=np.float32))
+    if rows.ndim != 2 or rows.shape[1] != dim:
+        raise ValueError(f"templates have shape {rows.shape}, the index takes (M, {dim})")
+    if not np.isfinite(rows).all():
+        raise ValueError("templates must be finite numbers")
+    return rows
+
+
+def as_probes(probes: np.ndarray, dim: int) -> np.ndarray:
+    """Probes as a C-contiguous float32 (M, dim) array; ValueError as :func:`as_templates`."""
+    q = np.atleast_2d(np.asarray(probes, dtype=np.float32))
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(f"probes have shape {q.shape}, the index takes (M, {dim})")
+    if not np.isfinite(q).all():
+        raise ValueError("probes must be finite numbers")
+    return np.ascontiguousarray(q)
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     """An immutable view of the gallery: rows ``[0, n)`` of the buffers at publication time."""
@@ -187,7 +208,7 @@ class TemplateIndex:
     # -- writes -------------------------------------------------------------------------------------
     def add(self, subject_id: str, templates: np.ndarray) -> None:
         """Append one template (D,) or several (M, D) for ``subject_id`` (visible together)."""
-        rows = self._templates(templates)
+        rows = as_templates(templates, self.dim)
         if len(rows):
             self._append([subject_id] * len(rows), rows)
 
@@ -198,19 +219,11 @@ class TemplateIndex:
         order), but one vectorised pass and one snapshot: loading a gallery of a million templates this way
         takes seconds instead of a minute.
         """
-        rows = self._templates(templates)
+        rows = as_templates(templates, self.dim)
         if len(subject_ids) != len(rows):
             raise ValueError(f"{len(subject_ids)} subject ids for {len(rows)} templates")
         if len(rows):
             self._append(list(subject_ids), rows)
-
-    def _templates(self, templates: np.ndarray) -> np.ndarray:
-        rows = np.atleast_2d(np.asarray(templates, dtype=np.float32))
-        if rows.ndim != 2 or rows.shape[1] != self.dim:
-            raise ValueError(f"templates have shape {rows.shape}, the index takes (M, {self.dim})")
-        if not np.isfinite(rows).all():
-            raise ValueError("templates must be finite numbers")
-        return rows
 
     def _append(self, subject_ids: list[str], rows: np.ndarray) -> None:
         """Append ``rows`` (M, D) owned by ``subject_ids`` (M,) and publish one snapshot."""
@@ -311,21 +324,13 @@ class TemplateIndex:
         self._n, self._dead = live, 0
 
     # -- reads --------------------------------------------------------------------------------------
-    def _probes(self, probes: np.ndarray) -> np.ndarray:
-        q = np.atleast_2d(np.asarray(probes, dtype=np.float32))
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"probes have shape {q.shape}, the index takes (M, {self.dim})")
-        if not np.isfinite(q).all():
-            raise ValueError("probes must be finite numbers")
-        return np.ascontiguousarray(q)
-
     def search(self, probes: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """For each probe, up to ``k`` (subject_id, distance) pairs, nearest first, one per subject.
 
         ``probes`` is one template (D,) or a batch (M, D). Distances are exact euclidean distances
         (float64 arithmetic on the stored float32 rows), equal to :meth:`compare`'s.
         """
-        q = self._probes(probes)
+        q = as_probes(probes, self.dim)
         snap = self._snapshot
         if snap.live == 0 or k <= 0:
             return [[] for _ in range(len(q))]
@@ -392,7 +397,7 @@ class TemplateIndex:
 
     def compare(self, probe: np.ndarray, subject_id: str) -> float:
         """Smallest distance between ``probe`` and the templates of ``subject_id`` (1:1)."""
-        q = self._probes(probe)[0].astype(np.float64)
+        q = as_probes(probe, self.dim)[0].astype(np.float64)
         with self._lock:
             subject = self._subjects.get(subject_id)
             if subject is None:

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from biometrics.errors import RegisterUnavailable, SubjectNotFound
+from biometrics.matcher import as_probes, as_templates
 
 log = logging.getLogger(__name__)
 
@@ -493,14 +494,6 @@ class ShardedGallery:
         return out
 
     # -- reads ----------------------------------------------------------------------------------------------
-    def _probes(self, probes: np.ndarray) -> np.ndarray:
-        q = np.atleast_2d(np.asarray(probes, dtype=np.float32))
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"probes have shape {q.shape}, the index takes (M, {self.dim})")
-        if not np.isfinite(q).all():
-            raise ValueError("probes must be finite numbers")
-        return np.ascontiguousarray(q)
-
     def _call_shard(self, shard: int, method: str, *args: Any) -> Any:
         """One call to one replica of ``shard``, failing over to the others; ShardUnavailable if none answers."""
         import ray
@@ -528,7 +521,7 @@ class ShardedGallery:
         """
         import ray
 
-        q = self._probes(probes)
+        q = as_probes(probes, self.dim)
         if k <= 0:
             return [[] for _ in range(len(q))]
         started = time.perf_counter()
@@ -638,7 +631,7 @@ class ShardedGallery:
 
     def compare(self, probe: np.ndarray, subject_id: str) -> float:
         """Smallest distance between ``probe`` and the subject's templates (1:1), from the subject's shard."""
-        q = self._probes(probe)[0]
+        q = as_probes(probe, self.dim)[0]
         distance = self._call_shard(shard_of(subject_id, self.shards), "compare", q, subject_id)
         if distance is None:
             raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
@@ -665,14 +658,6 @@ class ShardedGallery:
         return sum(n for _, n in self._sizes())
 
     # -- writes ---------------------------------------------------------------------------------------------
-    def _templates(self, templates: np.ndarray) -> np.ndarray:
-        rows = np.atleast_2d(np.asarray(templates, dtype=np.float32))
-        if rows.ndim != 2 or rows.shape[1] != self.dim:
-            raise ValueError(f"templates have shape {rows.shape}, the index takes (M, {self.dim})")
-        if not np.isfinite(rows).all():
-            raise ValueError("templates must be finite numbers")
-        return rows
-
     def _write(self, shard: int, method: str, *args: Any) -> Any:
         """Send one write to every replica of ``shard``; the first answer (ShardUnavailable if none answers).
 
@@ -714,13 +699,13 @@ class ShardedGallery:
 
     def add(self, subject_id: str, templates: np.ndarray) -> None:
         """Append one template (D,) or several (M, D) for ``subject_id`` (idempotent on its shard)."""
-        rows = self._templates(templates)
+        rows = as_templates(templates, self.dim)
         if len(rows):
             self._write(shard_of(subject_id, self.shards), "add", subject_id, rows)
 
     def add_many(self, subject_ids: Sequence[str], templates: np.ndarray) -> None:
         """Bulk append: row ``i`` of ``templates`` belongs to ``subject_ids[i]``; one call per shard."""
-        rows = self._templates(templates)
+        rows = as_templates(templates, self.dim)
         ids = list(subject_ids)
         if len(ids) != len(rows):
             raise ValueError(f"{len(ids)} subject ids for {len(rows)} templates")
