@@ -300,9 +300,10 @@ class AuditChain:
         if pending:
             self.register.copy_audit(tx, pending)  # type: ignore[union-attr]
 
-    def _append(self, tx: Transaction, entry: dict[str, Any]) -> dict[str, Any]:
+    def _append(self, tx: Transaction, entry: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """Chain ``entry`` after the tail and store it in ``tx``; (the entry, the last checkpoint's seq before it)."""
         self._enter(tx)
-        seq, head, _ = self._tail(tx)
+        seq, head, last_checkpoint = self._tail(tx)
         entry["seq"] = seq + 1
         entry["prev"] = head or GENESIS
         if entry["type"] == "checkpoint":
@@ -316,7 +317,7 @@ class AuditChain:
         assert store is not None
         store.append_audit(tx, entry["seq"], entry["type"], entry["hash"], canonical(entry).decode())
         tx.audit_entries.append(entry)
-        return entry
+        return entry, last_checkpoint
 
     def record(self, tx: Transaction, kind: str, actor: Actor, decision_id: str, **fields: Any) -> dict[str, Any]:
         """Append one decision in ``tx`` (and a signed checkpoint when one is due); returns the entry."""
@@ -330,8 +331,7 @@ class AuditChain:
                                 "actor": who, "fields": {k: v for k, v in fields.items() if k in ALLOWED_FIELDS}}
         if self.station:
             body["station"] = self.station
-        entry = self._append(tx, body)
-        _, _, last_checkpoint = self._tail(tx)
+        entry, last_checkpoint = self._append(tx, body)  # one read of the tail a decision
         if entry["seq"] - last_checkpoint >= self.checkpoint_every:
             self._checkpoint(tx, "periodic")
         return entry
@@ -340,7 +340,7 @@ class AuditChain:
         body: dict[str, Any] = {"type": "checkpoint", "time": _now(), "reason": reason, "key_id": self.key_id}
         if self.station:
             body["station"] = self.station
-        return self._append(tx, body)
+        return self._append(tx, body)[0]
 
     def checkpoint(self, reason: str = "requested") -> dict[str, Any] | None:
         """Sign a checkpoint over the chain so far (none when the last entry is already one, or the chain is empty)."""
