@@ -23,8 +23,8 @@ run:
    expected top-10 (a wrong answer is counted apart from an error); reported: errors, the time from the kill
    to the last error and to the first correct answer after it, and when every shard had two replicas again.
 
-Memory: the one process needs about N x 910 bytes (the float32 matrix 512 B a template, TemplateIndex's
-per-subject bookkeeping about 390 B); the cluster twice that plus about 0.5 GiB per node. The command refuses a
+Memory: the one process needs about N x 600 bytes (the float32 matrix 512 B a template, its norm and owner 8 B,
+the subject table about 50 B); the cluster twice that plus about 0.5 GiB per node. The command refuses a
 size that does not fit the memory available now and says the largest that does.
 """
 
@@ -54,7 +54,8 @@ import numpy as np
 COMMAND = "cluster"
 DIM = 128
 CHUNK = 262_144
-BYTES_PER_TEMPLATE = 910  # measured: 512 B of float32 + ~390 B of TemplateIndex's per-subject bookkeeping
+# measured (2,000,000 templates, process RSS): 512 B of float32, 8 B of norm and owner, ~50 B of subject table
+BYTES_PER_TEMPLATE = 600
 NODE_OVERHEAD = 550 * 2**20  # RSS of one idle Ray node's processes (raylet, agents, log monitor)
 
 
@@ -215,39 +216,33 @@ def _chunk_rows(seed: int, chunk: int, start: int, stop: int) -> np.ndarray:
 class SyntheticLoader:
     """``n`` random unit templates (subject ``t{row:09d}`` each), generated chunk by chunk from ``seed``.
 
-    Called as a :data:`biometrics.sharded.Loader`: yields one page of the shard's subjects, in row order.
+    Called as a :data:`biometrics.sharded.Loader`: yields the shard's subjects a chunk at a time, in row order
+    (``size_hint`` tells the replica how many to make room for, so no page is held twice).
     """
 
     n: int
     seed: int = 0
 
-    def __call__(self, shard: int, shards: int) -> Iterator[tuple[Sequence[str], np.ndarray]]:
-        picks: list[np.ndarray] = []
+    def _picks(self, shard: int, shards: int) -> Iterator[tuple[int, int, int, np.ndarray]]:
         for c, start in enumerate(range(0, self.n, CHUNK)):
             stop = min(start + CHUNK, self.n)
             where = np.fromiter((zlib.crc32(s.encode()) % shards for s in _chunk_ids(start, stop)),
                                 dtype=np.int64, count=stop - start)
-            picks.append(np.flatnonzero(where == shard).astype(np.int32))
-            del c
-        total = sum(len(p) for p in picks)
-        rows = np.empty((total, DIM), dtype=np.float32)
-        ids: list[str] = []
-        at = 0
-        for c, start in enumerate(range(0, self.n, CHUNK)):
-            stop = min(start + CHUNK, self.n)
-            pick = picks[c]
-            rows[at : at + len(pick)] = _chunk_rows(self.seed, c, start, stop)[pick]
-            ids += [f"t{start + int(i):09d}" for i in pick]
-            at += len(pick)
-        yield ids, rows
+            yield c, start, stop, np.flatnonzero(where == shard)
 
-    def whole(self) -> tuple[list[str], np.ndarray]:
-        """Every subject id and template, in row order (for the one-process index)."""
-        rows = np.empty((self.n, DIM), dtype=np.float32)
+    def size_hint(self, shard: int, shards: int) -> int:
+        """How many templates the shard holds."""
+        return sum(len(pick) for *_, pick in self._picks(shard, shards))
+
+    def __call__(self, shard: int, shards: int) -> Iterator[tuple[Sequence[str], np.ndarray]]:
+        for c, start, stop, pick in self._picks(shard, shards):
+            yield [f"t{start + int(i):09d}" for i in pick], _chunk_rows(self.seed, c, start, stop)[pick]
+
+    def chunks(self) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Every subject id and template, a chunk at a time in row order (for the one-process index)."""
         for c, start in enumerate(range(0, self.n, CHUNK)):
             stop = min(start + CHUNK, self.n)
-            rows[start:stop] = _chunk_rows(self.seed, c, start, stop)
-        return _chunk_ids(0, self.n), rows
+            yield _chunk_ids(start, stop), _chunk_rows(self.seed, c, start, stop)
 
 
 def unit_probes(count: int, seed: int) -> np.ndarray:
@@ -282,8 +277,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def memory_needed(n: int, shards: int) -> int:
     """Peak bytes the run needs: the larger of the one-process phase and the cluster (two replicas + nodes)."""
-    one = n * (BYTES_PER_TEMPLATE + 4 * DIM + 80)  # index + the generated rows and ids while it copies them
-    cluster = 2 * n * BYTES_PER_TEMPLATE + 3 * NODE_OVERHEAD + (n // shards) * 4 * DIM * 2
+    one = n * BYTES_PER_TEMPLATE + 2**30  # the index (reserved at once) + one chunk, the probes, slack
+    cluster = 2 * n * BYTES_PER_TEMPLATE + 3 * NODE_OVERHEAD + 2**30  # + one chunk a loading replica, the driver
     return max(one, cluster)
 
 
@@ -311,9 +306,10 @@ def one_process(n: int, seed: int, batch: int, k: int, repeats: int) -> dict[str
 
     rss0 = psutil.Process().memory_info().rss
     started = time.perf_counter()
-    ids, rows = SyntheticLoader(n, seed).whole()
     index = TemplateIndex(DIM)
-    index.add_many(ids, rows)
+    index.reserve(n)
+    for ids, rows in SyntheticLoader(n, seed).chunks():
+        index.add_many(ids, rows)
     del rows, ids
     load = time.perf_counter() - started
     probes = unit_probes(batch, seed + 1)

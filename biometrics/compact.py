@@ -28,15 +28,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from biometrics.errors import SubjectNotFound
 from biometrics.matcher import as_probes, as_templates
+from biometrics.subject_table import SubjectTable
 
 # Below this many rows a search runs in the calling thread only.
 PARALLEL_MIN_ROWS = 65_536
@@ -243,12 +243,6 @@ class _Snapshot:
     per_subject: int  # most templates any subject has
 
 
-@dataclass
-class _Subject:
-    code: int
-    rows: list[int] = field(default_factory=list)
-
-
 class CompactIndex:
     """Templates grouped by subject, searched exactly through an int8 scan; a subject's score is its best template.
 
@@ -265,9 +259,7 @@ class CompactIndex:
         self.dim = dim
         self.threads = max(1, threads if threads is not None else os.cpu_count() or 1)
         self._lock = threading.Lock()
-        self._names: list[str] = []
-        self._subjects: dict[str, _Subject] = {}
-        self._counts: Counter[int] = Counter()
+        self._subjects = SubjectTable()
         self._n = 0
         self._dead = 0
         self._alloc(0)
@@ -298,16 +290,8 @@ class CompactIndex:
             rows=self._rows[:n],
             owners=self._owners[:n],
             live=n - self._dead,
-            per_subject=max(self._counts, default=0),
+            per_subject=self._subjects.most_rows,
         )
-
-    def _count(self, before: int, after: int) -> None:
-        if before:
-            self._counts[before] -= 1
-            if not self._counts[before]:
-                del self._counts[before]
-        if after:
-            self._counts[after] += 1
 
     # -- container protocol -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -330,6 +314,12 @@ class CompactIndex:
     def scan_nbytes(self) -> int:
         """Bytes a scan reads (allocated capacity): the int8 codes and the four float32 per row."""
         return self._codes.nbytes + sum(a.nbytes for a in self._per_row)
+
+    def reserve(self, rows: int) -> None:
+        """Make room for ``rows`` templates in all (appends up to there allocate nothing)."""
+        with self._lock:
+            if rows > len(self._codes):
+                self._alloc(rows)
 
     # -- writes -------------------------------------------------------------------------------------
     def add(self, subject_id: str, templates: np.ndarray) -> None:
@@ -361,43 +351,29 @@ class CompactIndex:
             ):
                 dst[n : n + m] = src
             self._rows[n : n + m] = rows
-            added: dict[int, list[int]] = {}
-            for i, subject_id in enumerate(subject_ids):
-                subject = self._subjects.get(subject_id)
-                if subject is None:
-                    subject = self._subjects[subject_id] = _Subject(code=len(self._names))
-                    self._names.append(subject_id)
-                self._owners[n + i] = subject.code
-                added.setdefault(subject.code, []).append(n + i)
-            for subject_id in dict.fromkeys(subject_ids):
-                subject = self._subjects[subject_id]
-                new_rows = added[subject.code]
-                self._count(len(subject.rows), len(subject.rows) + len(new_rows))
-                subject.rows.extend(new_rows)
+            self._owners[n : n + m] = self._subjects.append(subject_ids, n)
             self._n = n + m
             self._publish()
 
     def remove(self, subject_id: str) -> int:
         """Remove every template of ``subject_id``; returns how many were removed."""
         with self._lock:
-            subject = self._subjects.pop(subject_id, None)
-            if subject is None:
+            removed = self._subjects.remove(subject_id)
+            if not removed:
                 return 0
-            self._count(len(subject.rows), 0)
             norms = self._per_row[1].copy()  # copy-on-write: snapshots in use keep the old vector
-            norms[subject.rows] = np.inf
+            norms[removed] = np.inf
             self._per_row[1] = norms
-            self._dead += len(subject.rows)
+            self._dead += len(removed)
             if self._dead * 4 > self._n:
                 keep = np.isfinite(norms[: self._n])
                 new_row = np.cumsum(keep) - 1
                 live = int(keep.sum())
                 self._alloc(max(int(live * 1.5) + 1024, 1024), keep)
-                for s in self._subjects.values():
-                    s.rows = new_row[s.rows].tolist()
+                self._subjects.remap(new_row)
                 self._n, self._dead = live, 0
             self._publish()
-            return len(subject.rows)
+            return len(removed)
 
     # -- reads --------------------------------------------------------------------------------------
     def search(self, probes: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
@@ -413,7 +389,7 @@ class CompactIndex:
         keep = k * max(snap.per_subject, 1)
         found = shortlist(snap.gallery, q, keep, threads=self.threads)
         return [
-            [(self._names[code], dist) for code, dist in rerank(snap.rows, snap.owners, q[i], rows, k)]
+            [(self._subjects.name(code), dist) for code, dist in rerank(snap.rows, snap.owners, q[i], rows, k)]
             for i, rows in enumerate(found)
         ]
 
@@ -421,17 +397,14 @@ class CompactIndex:
         """Smallest distance between ``probe`` and the templates of ``subject_id`` (1:1)."""
         q = as_probes(probe, self.dim)[0].astype(np.float64)
         with self._lock:
-            subject = self._subjects.get(subject_id)
-            if subject is None:
-                raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-            rows, snap = list(subject.rows), self._snapshot
+            rows, snap = self._subjects.rows_of(subject_id), self._snapshot
+        if not rows:
+            raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
         diff = snap.rows[rows].astype(np.float64) - q[None, :]
         return float(np.sqrt(np.min(np.einsum("ij,ij->i", diff, diff))))
 
     def templates_of(self, subject_id: str) -> np.ndarray:
         """A copy of the templates of ``subject_id``, (M, D) float32 ((0, D) if unknown)."""
         with self._lock:
-            subject = self._subjects.get(subject_id)
-            rows: list[int] = list(subject.rows) if subject else []
-            snap = self._snapshot
+            rows, snap = self._subjects.rows_of(subject_id), self._snapshot
         return np.array(snap.rows[rows], dtype=np.float32).reshape(len(rows), self.dim)

@@ -30,14 +30,14 @@ import itertools
 import os
 import tempfile
 import threading
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from biometrics.errors import SubjectNotFound
+from biometrics.subject_table import SubjectTable
 
 # Below this many rows a search runs in the calling thread only.
 PARALLEL_MIN_ROWS = 65_536
@@ -96,12 +96,6 @@ class _Snapshot:
     quant_error: float  # compact mode: max ||row - float16(row)||; 0 otherwise
 
 
-@dataclass
-class _Subject:
-    code: int
-    rows: list[int] = field(default_factory=list)
-
-
 class TemplateIndex:
     """Templates grouped by subject, searched exhaustively; a subject's score is its best template.
 
@@ -125,9 +119,7 @@ class TemplateIndex:
         self.threads = max(1, threads)
         self._store_dir = store_dir
         self._lock = threading.Lock()
-        self._names: list[str] = []  # subject code -> subject id (append-only)
-        self._subjects: dict[str, _Subject] = {}
-        self._counts: Counter[int] = Counter()  # templates per subject -> how many subjects
+        self._subjects = SubjectTable()  # subject id <-> code (the owners' values), and each subject's rows
         self._n = 0
         self._dead = 0
         self._max_norm = 0.0
@@ -175,18 +167,10 @@ class TemplateIndex:
             owners=self._owners[:n],
             exact=self._exact[:n],
             live=n - self._dead,
-            per_subject=max(self._counts, default=0),
+            per_subject=self._subjects.most_rows,
             max_norm=self._max_norm,
             quant_error=self._quant_error,
         )
-
-    def _count(self, before: int, after: int) -> None:
-        if before:
-            self._counts[before] -= 1
-            if not self._counts[before]:
-                del self._counts[before]
-        if after:
-            self._counts[after] += 1
 
     # -- container protocol -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -204,6 +188,18 @@ class TemplateIndex:
     def nbytes(self) -> int:
         """Bytes of memory the scanned matrix and its per-row arrays use (allocated capacity)."""
         return self._matrix.nbytes + self._norms.nbytes + self._owners.nbytes
+
+    @property
+    def bookkeeping_nbytes(self) -> int:
+        """Bytes of the subject table (ids, codes, rows; allocated capacity)."""
+        return self._subjects.nbytes
+
+    def reserve(self, rows: int) -> None:
+        """Make room for ``rows`` templates in all, so that appends up to there allocate nothing (a bulk load
+        in pages then holds the gallery once, not up to 2.5 times while its buffers grow)."""
+        with self._lock:
+            if rows > len(self._matrix):
+                self._alloc(rows)
 
     # -- writes -------------------------------------------------------------------------------------
     def add(self, subject_id: str, templates: np.ndarray) -> None:
@@ -245,61 +241,28 @@ class TemplateIndex:
             self._norms[n : n + m] = norms
             if self.compact:
                 self._exact[n : n + m] = rows
-            if self._all_new_and_distinct(subject_ids):
-                # A bulk load (a cold start): one row per new subject, no per-row dictionary work.
-                base = len(self._names)
-                self._owners[n : n + m] = np.arange(base, base + m, dtype=np.int32)
-                self._names.extend(subject_ids)
-                self._subjects.update(zip(subject_ids, map(_Subject, range(base, base + m),
-                                                            ([n + i] for i in range(m))), strict=True))
-                self._counts[1] += m
-                self._n = n + m
-                self._max_norm = max(self._max_norm, float(norms.max()))
-                self._quant_error = max(self._quant_error, err)
-                self._publish()
-                return
-            codes = np.empty(m, dtype=np.int32)
-            added: dict[int, list[int]] = {}
-            for i, subject_id in enumerate(subject_ids):
-                subject = self._subjects.get(subject_id)
-                if subject is None:
-                    subject = self._subjects[subject_id] = _Subject(code=len(self._names))
-                    self._names.append(subject_id)
-                codes[i] = subject.code
-                added.setdefault(subject.code, []).append(n + i)
-            self._owners[n : n + m] = codes
-            for subject_id in dict.fromkeys(subject_ids):
-                subject = self._subjects[subject_id]
-                new_rows = added[subject.code]
-                self._count(len(subject.rows), len(subject.rows) + len(new_rows))
-                subject.rows.extend(new_rows)
+            self._owners[n : n + m] = self._subjects.append(subject_ids, n)
             self._n = n + m
             self._max_norm = max(self._max_norm, float(norms.max()))
             self._quant_error = max(self._quant_error, err)
             self._publish()
 
-    def _all_new_and_distinct(self, subject_ids: list[str]) -> bool:
-        """True when no id repeats and none is in the index yet (the rows can be appended as they are)."""
-        return len(subject_ids) > 1 and len(set(subject_ids)) == len(subject_ids) and self._subjects.keys().isdisjoint(
-            subject_ids)
-
     def remove(self, subject_id: str) -> int:
         """Remove every template of ``subject_id``; returns how many were removed."""
         with self._lock:
-            subject = self._subjects.pop(subject_id, None)
-            if subject is None:
+            rows = self._subjects.remove(subject_id)
+            if not rows:
                 return 0
-            self._count(len(subject.rows), 0)
             # Copy-on-write: snapshots in use keep the old norm vector.
             norms = np.empty_like(self._norms)
             norms[: self._n] = self._norms[: self._n]
-            norms[subject.rows] = np.inf
+            norms[rows] = np.inf
             self._norms = norms
-            self._dead += len(subject.rows)
+            self._dead += len(rows)
             if self._dead * 4 > self._n:
                 self._compact_rows()
             self._publish()
-            return len(subject.rows)
+            return len(rows)
 
     def _compact_rows(self) -> None:
         """Rebuild the buffers without dead rows (amortised: runs after n/4 removals)."""
@@ -318,8 +281,7 @@ class TemplateIndex:
             exact[:live] = self._exact[: self._n][keep]
         else:
             exact = matrix
-        for subject in self._subjects.values():
-            subject.rows = new_row[subject.rows].tolist()
+        self._subjects.remap(new_row)
         self._matrix, self._norms, self._owners, self._exact = matrix, norms, owners, exact
         self._n, self._dead = live, 0
 
@@ -346,7 +308,7 @@ class TemplateIndex:
                     break
                 c *= 4
                 rows, approx = self._scan(snap, q[i : i + 1], c)[0]
-            results.append([(self._names[code], dist) for code, dist in found])
+            results.append([(self._subjects.name(code), dist) for code, dist in found])
         return results
 
     def _finish(
@@ -399,20 +361,17 @@ class TemplateIndex:
         """Smallest distance between ``probe`` and the templates of ``subject_id`` (1:1)."""
         q = as_probes(probe, self.dim)[0].astype(np.float64)
         with self._lock:
-            subject = self._subjects.get(subject_id)
-            if subject is None:
-                raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-            rows, snap = list(subject.rows), self._snapshot
+            rows, snap = self._subjects.rows_of(subject_id), self._snapshot
+        if not rows:
+            raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
         diff = snap.exact[rows].astype(np.float64) - q[None, :]
         return float(np.sqrt(np.min(np.einsum("ij,ij->i", diff, diff))))
 
     def templates_of(self, subject_id: str) -> np.ndarray:
         """A copy of the templates of ``subject_id``, (M, D) float32 ((0, D) if unknown)."""
         with self._lock:
-            subject = self._subjects.get(subject_id)
-            rows: Sequence[int] = list(subject.rows) if subject else []
-            snap = self._snapshot
-        return np.array(snap.exact[list(rows)], dtype=np.float32).reshape(len(rows), self.dim)
+            rows, snap = self._subjects.rows_of(subject_id), self._snapshot
+        return np.array(snap.exact[rows], dtype=np.float32).reshape(len(rows), self.dim)
 
 
 def _keep_best(

@@ -51,6 +51,8 @@ from biometrics.matcher import as_probes, as_templates
 log = logging.getLogger(__name__)
 
 #: ``loader(shard, shards)`` -> pages ``(subject_ids, templates (M, D))`` of that shard's subjects, as of now.
+#: A loader may also have ``size_hint(shard, shards)`` -> about how many templates the shard holds (the replica
+#: reserves room for them before the first page).
 Loader = Callable[[int, int], Iterable[tuple[Sequence[str], np.ndarray]]]
 
 DEFAULT_SEARCH_TIMEOUT = 30.0
@@ -95,6 +97,9 @@ class ShardReplica:
 
     def _load(self) -> Any:
         index = self._new_index()
+        hint = getattr(self._loader, "size_hint", None)
+        if hint is not None:  # room for the whole shard at once: no buffer grown (and copied) page after page
+            index.reserve(int(hint(self.shard, self.shards)))
         for subject_ids, templates in self._loader(self.shard, self.shards):
             ids = list(subject_ids)
             if not ids:
