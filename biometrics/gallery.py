@@ -7,6 +7,13 @@ in hand (:meth:`Gallery.applied`); if that fails the gallery is marked behind an
 again. Applying a change costs what the change holds, never a rebuild of the gallery.
 
 Searches never take the apply lock: the face index and the fingerprint gallery publish copy-on-write snapshots.
+
+The face index is the station's own :class:`biometrics.matcher.TemplateIndex` by default, or one it is given:
+:class:`biometrics.compact.CompactIndex`, or a :class:`biometrics.sharded.ShardedGallery` whose replicas load
+their shards from the register themselves (an index with ``loads_itself``: the station then keeps no face in its
+own memory, and applies each change to it as to any index). An index given as a *factory* is made once the
+station has read its snapshot (:meth:`Gallery.load_pages`), so that what the replicas load is at least as new as
+the change the station then follows the log from: a change in between is applied twice, which leaves one copy.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -76,10 +83,19 @@ def fingers_of(stored: Sequence[StoredTemplate]) -> list[tuple[int, FingerprintT
 
 
 class Gallery:
-    """Face matrix, fingerprint gallery and watchlist flags of every enrolled subject, in memory."""
+    """Face matrix, fingerprint gallery and watchlist flags of every enrolled subject, in memory.
 
-    def __init__(self, fingerprint_calibration: ScoreCalibration) -> None:
-        self.face_index = TemplateIndex(TEMPLATE_DIM)
+    ``face_index``: the face index (``TemplateIndex``'s interface), or a callable that makes it once the
+    station's snapshot is read (a sharded gallery); default a new ``TemplateIndex``.
+    """
+
+    def __init__(self, fingerprint_calibration: ScoreCalibration, face_index: Any = None) -> None:
+        self._make_face_index: Callable[[], Any] | None = None
+        if face_index is None:
+            face_index = TemplateIndex(TEMPLATE_DIM)
+        elif callable(face_index):
+            self._make_face_index, face_index = face_index, TemplateIndex(TEMPLATE_DIM)  # empty until loaded
+        self.face_index: Any = face_index
         self.fingerprint_gallery = FingerprintGallery(fingerprint_calibration)
         self.watchlist: dict[str, bool] = {}  # every enrolled subject id -> on a watchlist
         self.state = GalleryState()
@@ -104,6 +120,7 @@ class Gallery:
     def load_pages(self, pages: Iterable[tuple[int, list[GalleryEntry]]]) -> None:
         """Fill an empty gallery from :meth:`biometrics.storage.SealedStore.gallery_pages` (a cold start)."""
         head = 0
+        own_faces = self._make_face_index is None and not getattr(self.face_index, "loads_itself", False)
         with self.apply_lock:
             for page_head, entries in pages:
                 head = page_head
@@ -114,8 +131,9 @@ class Gallery:
                     fingers = []
                     for modality, finger, data in templates:
                         if modality == Modality.FACE:
-                            owners.append(subject_id)
-                            packed.append(data)
+                            if own_faces:
+                                owners.append(subject_id)
+                                packed.append(data)
                         else:
                             fingers.append((finger, FingerprintTemplate.from_bytes(data)))
                     if fingers:
@@ -127,6 +145,8 @@ class Gallery:
                 if with_fingers:
                     self.fingerprint_gallery.add_many(with_fingers)  # one change a page
             self.state.applied_seq = head
+            if self._make_face_index is not None:  # its replicas load from the register now, after our snapshot
+                self.face_index, self._make_face_index = self._make_face_index(), None
             self.mark_synced()
         log.info("gallery loaded: %d subjects, %d templates (change log at %d)", self.subjects, self.templates, head)
 

@@ -170,6 +170,7 @@ class CheckpointService:
         decision_log: AuditChain | None = None,
         statistics: TrafficStatistics | None = None,
         defer_load: bool = False,
+        face_index: Any = None,
     ) -> None:
         self.storage = storage
         self.config = config or ServiceConfig()
@@ -179,8 +180,8 @@ class CheckpointService:
         self.statistics = statistics or TrafficStatistics()
         self.threshold = threshold_for_fmr(self.config.fmr)
         threshold_for_fpir(self.config.fpir, 1)  # refuse a bad rate at start
-        self.gallery = Gallery(fingerprint_calibration or ScoreCalibration.for_modality("fingerprint"))
-        self.face_index = self.gallery.face_index
+        # face_index: an index or a factory (biometrics.gallery.Gallery); default the in-process TemplateIndex
+        self.gallery = Gallery(fingerprint_calibration or ScoreCalibration.for_modality("fingerprint"), face_index)
         self.fingerprint_gallery = self.gallery.fingerprint_gallery
         self._watchlist = self.gallery.watchlist
         self._state = self.gallery.state
@@ -267,6 +268,11 @@ class CheckpointService:
         return service
 
     # -- the in-memory gallery, following the change log --------------------------------------
+
+    @property
+    def face_index(self) -> Any:
+        """The gallery's face index (made once the gallery is loaded, when it was given as a factory)."""
+        return self.gallery.face_index
 
     def _load_gallery(self) -> None:
         self.gallery.load_pages(self.storage.gallery_pages())
@@ -773,6 +779,9 @@ class CheckpointService:
             self._listener.stop()
         if self._loader is not None:
             self._loader.join(10)
+        close_faces = getattr(self.face_index, "close", None)  # a sharded gallery: stop its replicas
+        if close_faces is not None:
+            close_faces()
         try:
             if self.decision_log is not None:
                 self.decision_log.close()

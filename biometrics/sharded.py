@@ -309,6 +309,9 @@ class ShardedGallery:
     one node already share its cores).
     """
 
+    #: The replicas load their shards from the loader: a station's gallery does not load faces into it.
+    loads_itself = True
+
     def __init__(
         self,
         dim: int,

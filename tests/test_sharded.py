@@ -14,6 +14,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -86,24 +87,50 @@ def test_shard_unavailable_is_answered_unavailable():
     assert status_for(error) == grpc.StatusCode.UNAVAILABLE
 
 
+def test_gallery_option_names_memory_ray_client_or_gcs_and_needs_a_register():
+    from biometrics.compact import CompactIndex
+    from biometrics.shard_loader import face_index_for, ray_address
+
+    assert ray_address("memory") is None
+    assert ray_address("ray://head.example:10001") == "ray://head.example:10001"
+    assert ray_address("ray:10.0.0.5:6380") == "10.0.0.5:6380"
+    for wrong in ("ray:", "ray://", "redis://x:1", "Memory"):
+        with pytest.raises(ValueError, match="--gallery"):
+            ray_address(wrong)
+    assert isinstance(face_index_for("memory"), TemplateIndex)
+    assert isinstance(face_index_for("memory", kind="compact"), CompactIndex)
+    with pytest.raises(ValueError, match="--store"):
+        face_index_for("ray:127.0.0.1:6380")
+    with pytest.raises(ValueError, match="--face-index"):
+        face_index_for("memory", kind="float16")
+    assert callable(face_index_for("ray:127.0.0.1:6380", store_url="postgresql://x@127.0.0.1/db"))  # made later
+
+
 # -- on a local Ray cluster -----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Iterator:
+@contextmanager
+def local_ray_cluster(root: Path, namespace: str) -> Iterator:
+    """A head and two worker nodes on 127.0.0.1 (1 CPU, 1 GiB, a 100 MB object store each), this process
+    connected as their driver; stopped by their process groups after."""
     ray = pytest.importorskip("ray")
     from benchmarks.cluster_bench import LocalCluster
 
-    local = LocalCluster(Path(tmp_path_factory.mktemp("ray")), workers=2, cpus=1, memory=1 << 30,
-                         object_store=100_000_000)
+    local = LocalCluster(root, workers=2, cpus=1, memory=1 << 30, object_store=100_000_000)
     try:
         address = local.start()
-        ray.init(address=address, namespace=NAMESPACE, logging_level="WARNING", log_to_driver=False)
+        ray.init(address=address, namespace=namespace, logging_level="WARNING", log_to_driver=False)
         local.wait_nodes(3)
         yield local
     finally:
         if ray.is_initialized():
             ray.shutdown()
         local.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator:
+    with local_ray_cluster(Path(tmp_path_factory.mktemp("ray")), NAMESPACE) as local:
+        yield local
 
 
 class Source:

@@ -96,8 +96,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no TLS, every caller an officer: development only, refused unless --listen is loopback")
     p.add_argument("--audit-checkpoint-every", type=int, default=100,
                    help="sign an audit checkpoint every N decisions (and at shutdown)")
+    p.add_argument("--gallery", default="memory", metavar="memory|ray://HEAD:PORT|ray:HEAD:PORT",
+                   help="where the face gallery is searched: memory (this process, default), or sharded over a Ray "
+                   "cluster (ray://HEAD:PORT through Ray Client, ray:HEAD:PORT the head's GCS from a node of it); "
+                   "the shards load from --store (see docs/scale.md)")
+    p.add_argument("--shards", type=int, default=3, help="with --gallery ray...: shards (each on two nodes)")
+    p.add_argument("--face-index", choices=("exact", "compact"), default="exact",
+                   help="how faces are scanned: exact (float32) or compact (int8 codes, float32 re-rank; same "
+                   "results, faster for one probe, more memory: docs/performance.md)")
     add_metrics_arguments(p)
     return p
+
+
+def face_index_from(args: argparse.Namespace, location: StoreLocation) -> Any:
+    """The face index (or its factory) of ``--gallery``, ``--face-index`` and ``--shards``; ValueError if wrong."""
+    from biometrics.keydir import KEYRING_NAME
+    from biometrics.shard_loader import face_index_for, ray_address
+
+    if ray_address(args.gallery) is not None and args.replica is not None:
+        raise ValueError("--gallery ray... and --replica: a sharded gallery needs the register, it cannot work "
+                         "offline; use one or the other")
+    key_file = location.key_file or location.resolved_key_dir() / KEYRING_NAME
+    return face_index_for(args.gallery, kind=args.face_index, store_url=args.store, key_file=key_file,
+                          shards=args.shards)
 
 
 def server_credentials_for(args: argparse.Namespace) -> grpc.ServerCredentials | None:
@@ -220,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     service = metrics = None
     try:
         service = CheckpointService.open(location, config=config, extractor=pool,
-                                         checkpoint_every=args.audit_checkpoint_every)
+                                         checkpoint_every=args.audit_checkpoint_every,
+                                         face_index=face_index_from(args, location))
         service.start(background=True)  # the port opens now; NOT_SERVING until the gallery is loaded
         metrics = start_metrics(service, args.metrics_listen, pool=pool, allow_remote=args.metrics_allow_remote)
     except (DataDirLocked, KeyLocationError, KeyRingMismatch, SchemaTooNew, StoreRefused, ValueError, OSError) as exc:
