@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from biometrics.errors import SubjectNotFound
-from biometrics.matcher import as_probes, as_templates
+from biometrics.matcher import ScanSnapshot, as_probes, as_templates, search_snapshot
 from biometrics.subject_table import SubjectTable
 
 # Below this many rows a search runs in the calling thread only.
@@ -45,6 +45,11 @@ CODE_MAX = 127
 MAX_DIM = (2**31 - 1) // (CODE_MAX * CODE_MAX)
 # From this many probes a search multiplies blocks of codes by BLAS instead of the fused kernel.
 BATCH_MIN_PROBES = 8
+# From this many probes :meth:`CompactIndex.search` scans the float32 rows it keeps for the re-rank with the exact
+# float32 GEMM (biometrics.matcher) instead of the codes: a batch's product is arithmetic-bound, so reading a quarter
+# of the bytes gains nothing there, and the int8 path's serial conversion and bounds only add time (measured
+# crossover: docs/performance.md). No memory is added: those rows and their norms are held anyway.
+EXACT_BATCH_MIN_PROBES = 8
 # Values of one block of float32 codes (or of its product with the probes) in the BLAS path: 4 MiB.
 BATCH_BLOCK_VALUES = 1 << 20
 # Rows quantised per numpy pass (bounds the temporaries of a bulk load).
@@ -241,6 +246,7 @@ class _Snapshot:
     owners: np.ndarray  # (n,) int32 subject codes
     live: int
     per_subject: int  # most templates any subject has
+    exact: ScanSnapshot  # the float32 rows, their norms and owners, as the exact scan reads them
 
 
 class CompactIndex:
@@ -262,6 +268,7 @@ class CompactIndex:
         self._subjects = SubjectTable()
         self._n = 0
         self._dead = 0
+        self._max_norm = 0.0  # largest squared norm of any row (the exact scan's rounding bound)
         self._alloc(0)
         self._publish()
 
@@ -285,12 +292,15 @@ class CompactIndex:
     def _publish(self) -> None:
         n = self._n
         scales, norms, errors, code_norms = (a[:n] for a in self._per_row)
+        live, per_subject = n - self._dead, self._subjects.most_rows
         self._snapshot = _Snapshot(
             gallery=Quantised(self._codes[:n], scales, norms, errors, code_norms),
             rows=self._rows[:n],
             owners=self._owners[:n],
-            live=n - self._dead,
-            per_subject=self._subjects.most_rows,
+            live=live,
+            per_subject=per_subject,
+            exact=ScanSnapshot(n=n, matrix=self._rows[:n], norms=norms, owners=self._owners[:n], exact=self._rows[:n],
+                               live=live, per_subject=per_subject, max_norm=self._max_norm, quant_error=0.0),
         )
 
     # -- container protocol -------------------------------------------------------------------------
@@ -352,6 +362,7 @@ class CompactIndex:
                 dst[n : n + m] = src
             self._rows[n : n + m] = rows
             self._owners[n : n + m] = self._subjects.append(subject_ids, n)
+            self._max_norm = max(self._max_norm, float(quantised.norms.max()))
             self._n = n + m
             self._publish()
 
@@ -386,6 +397,9 @@ class CompactIndex:
         snap = self._snapshot
         if snap.live == 0 or k <= 0:
             return [[] for _ in range(len(q))]
+        if len(q) >= EXACT_BATCH_MIN_PROBES:  # a batch: the float32 GEMM over the rows kept for the re-rank
+            name = self._subjects.name
+            return [[(name(code), dist) for code, dist in found] for found in search_snapshot(snap.exact, q, k)]
         keep = k * max(snap.per_subject, 1)
         found = shortlist(snap.gallery, q, keep, threads=self.threads)
         return [

@@ -9,7 +9,7 @@ decides whether the block holds a candidate at all), the blocks'
 candidates are merged, re-scored exactly (float64 differences of the float32 rows) and reduced to one
 result per subject (a subject's score is its best template).
 
-Concurrency: searches never lock. Every write publishes a new immutable :class:`_Snapshot`; a search
+Concurrency: searches never lock. Every write publishes a new immutable :class:`ScanSnapshot`; a search
 uses the snapshot it started with from start to end. Appends go into spare capacity beyond the rows
 any snapshot can see (capacity grows by 1.5x, amortised); removals mark rows dead in a copy of the norm
 vector (``+inf``, never selected) instead of moving rows, and the matrix is compacted once a quarter of
@@ -82,7 +82,7 @@ def as_probes(probes: np.ndarray, dim: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Snapshot:
+class ScanSnapshot:
     """An immutable view of the gallery: rows ``[0, n)`` of the buffers at publication time."""
 
     n: int
@@ -160,7 +160,7 @@ class TemplateIndex:
 
     def _publish(self) -> None:
         n = self._n
-        self._snapshot = _Snapshot(
+        self._snapshot = ScanSnapshot(
             n=n,
             matrix=self._matrix[:n],
             norms=self._norms[:n],
@@ -293,69 +293,9 @@ class TemplateIndex:
         (float64 arithmetic on the stored float32 rows), equal to :meth:`compare`'s.
         """
         q = as_probes(probes, self.dim)
-        snap = self._snapshot
-        if snap.live == 0 or k <= 0:
-            return [[] for _ in range(len(q))]
-        first = min(k * max(snap.per_subject, 1) + 8 + (8 if self.compact else 0), MAX_FIRST_CANDIDATES)
-        first = max(first, k)
-        candidates = self._scan(snap, q, first)
-        results = []
-        for i, (rows, approx) in enumerate(candidates):
-            c = first
-            while True:
-                found = self._finish(snap, q[i], rows, approx, k, c)
-                if found is not None:
-                    break
-                c *= 4
-                rows, approx = self._scan(snap, q[i : i + 1], c)[0]
-            results.append([(self._subjects.name(code), dist) for code, dist in found])
-        return results
-
-    def _finish(
-        self, snap: _Snapshot, probe: np.ndarray, rows: np.ndarray, approx: np.ndarray, k: int, c: int
-    ) -> list[tuple[int, float]] | None:
-        """Exact re-scoring of one probe's candidates; None if they cannot prove the top k."""
-        complete = len(rows) < c  # every live row was a candidate
-        boundary = float(approx.max()) if len(approx) else np.inf
-        alive = np.isfinite(snap.norms[rows])
-        rows = rows[alive]
-        diff = snap.exact[rows].astype(np.float64) - probe.astype(np.float64)
-        dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-        order = np.lexsort((rows, dist))
-        owners = snap.owners[rows[order]]
-        _, first = np.unique(owners, return_index=True)
-        best = order[np.sort(first)][:k]
-        if not complete:
-            if len(best) < k:
-                return None
-            # Any row left out has approx score >= the boundary; bound its true distance from below.
-            q2 = float(probe.astype(np.float64) @ probe.astype(np.float64))
-            rounding = 1e-5 * (q2 + snap.max_norm) + 1e-12
-            floor = np.sqrt(max(boundary + q2 - rounding, 0.0)) - snap.quant_error
-            if dist[best[-1]] > floor:
-                return None
-        return [(int(snap.owners[rows[j]]), float(dist[j])) for j in best]
-
-    def _scan(self, snap: _Snapshot, q: np.ndarray, c: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per probe, the ``c`` rows of smallest ``|g|^2 - 2 g.q`` (all live rows if fewer), unsorted."""
-        n = snap.n
-        parts = self.threads if n >= PARALLEL_MIN_ROWS else 1
-        bounds = [n * i // parts for i in range(parts + 1)]
-        q2 = -2.0 * q
-        if parts == 1:
-            found = [_scan_range(snap, q2, c, 0, n)]
-        else:
-            futures = [
-                _pool().submit(_scan_range, snap, q2, c, a, b) for a, b in itertools.pairwise(bounds)
-            ]
-            found = [f.result() for f in futures]
-        m = len(q)
-        if len(found) == 1:
-            p, r, d = found[0]
-        else:
-            p, r, d, _ = _keep_best(*(np.concatenate(x) for x in zip(*found, strict=True)), m, c)
-        starts = np.searchsorted(p, np.arange(m + 1))
-        return [(r[starts[i] : starts[i + 1]], d[starts[i] : starts[i + 1]]) for i in range(m)]
+        name = self._subjects.name
+        return [[(name(code), dist) for code, dist in found]
+                for found in search_snapshot(self._snapshot, q, k, threads=self.threads)]
 
     def compare(self, probe: np.ndarray, subject_id: str) -> float:
         """Smallest distance between ``probe`` and the templates of ``subject_id`` (1:1)."""
@@ -372,6 +312,76 @@ class TemplateIndex:
         with self._lock:
             rows, snap = self._subjects.rows_of(subject_id), self._snapshot
         return np.array(snap.exact[rows], dtype=np.float32).reshape(len(rows), self.dim)
+
+
+def search_snapshot(snap: ScanSnapshot, q: np.ndarray, k: int, *, threads: int = 1) -> list[list[tuple[int, float]]]:
+    """The exact search of :meth:`TemplateIndex.search` over one snapshot: per probe (rows of the float32 C-contiguous
+    ``q``), up to ``k`` (owner code, distance) pairs, nearest first, one per owner. Any index holding float32 rows,
+    their squared norms (+inf: removed) and owner codes can build a snapshot and search it this way."""
+    if snap.live == 0 or k <= 0:
+        return [[] for _ in range(len(q))]
+    widen = 8 if snap.matrix.dtype != np.float32 else 0
+    first = max(min(k * max(snap.per_subject, 1) + 8 + widen, MAX_FIRST_CANDIDATES), k)
+    candidates = _scan(snap, q, first, threads)
+    results = []
+    for i, (rows, approx) in enumerate(candidates):
+        c = first
+        while True:
+            found = _finish(snap, q[i], rows, approx, k, c)
+            if found is not None:
+                break
+            c *= 4
+            rows, approx = _scan(snap, q[i : i + 1], c, threads)[0]
+        results.append(found)
+    return results
+
+
+def _finish(
+    snap: ScanSnapshot, probe: np.ndarray, rows: np.ndarray, approx: np.ndarray, k: int, c: int
+) -> list[tuple[int, float]] | None:
+    """Exact re-scoring of one probe's candidates; None if they cannot prove the top k."""
+    complete = len(rows) < c  # every live row was a candidate
+    boundary = float(approx.max()) if len(approx) else np.inf
+    alive = np.isfinite(snap.norms[rows])
+    rows = rows[alive]
+    diff = snap.exact[rows].astype(np.float64) - probe.astype(np.float64)
+    dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    order = np.lexsort((rows, dist))
+    owners = snap.owners[rows[order]]
+    _, first = np.unique(owners, return_index=True)
+    best = order[np.sort(first)][:k]
+    if not complete:
+        if len(best) < k:
+            return None
+        # Any row left out has approx score >= the boundary; bound its true distance from below.
+        q2 = float(probe.astype(np.float64) @ probe.astype(np.float64))
+        rounding = 1e-5 * (q2 + snap.max_norm) + 1e-12
+        floor = np.sqrt(max(boundary + q2 - rounding, 0.0)) - snap.quant_error
+        if dist[best[-1]] > floor:
+            return None
+    return [(int(snap.owners[rows[j]]), float(dist[j])) for j in best]
+
+
+def _scan(snap: ScanSnapshot, q: np.ndarray, c: int, threads: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per probe, the ``c`` rows of smallest ``|g|^2 - 2 g.q`` (all live rows if fewer), unsorted."""
+    n = snap.n
+    parts = threads if n >= PARALLEL_MIN_ROWS else 1
+    bounds = [n * i // parts for i in range(parts + 1)]
+    q2 = -2.0 * q
+    if parts == 1:
+        found = [_scan_range(snap, q2, c, 0, n)]
+    else:
+        futures = [
+            _pool().submit(_scan_range, snap, q2, c, a, b) for a, b in itertools.pairwise(bounds)
+        ]
+        found = [f.result() for f in futures]
+    m = len(q)
+    if len(found) == 1:
+        p, r, d = found[0]
+    else:
+        p, r, d, _ = _keep_best(*(np.concatenate(x) for x in zip(*found, strict=True)), m, c)
+    starts = np.searchsorted(p, np.arange(m + 1))
+    return [(r[starts[i] : starts[i + 1]], d[starts[i] : starts[i + 1]]) for i in range(m)]
 
 
 def _keep_best(
@@ -394,7 +404,7 @@ def _keep_best(
 
 
 def _scan_range(
-    snap: _Snapshot, q2: np.ndarray, c: int, start: int, stop: int
+    snap: ScanSnapshot, q2: np.ndarray, c: int, start: int, stop: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scan rows ``[start, stop)`` block by block; (probe, row, score) of each probe's best ``c``."""
     m, dim = q2.shape

@@ -39,11 +39,13 @@ def assert_same(got: list, want: list) -> None:
         np.testing.assert_allclose([d for _, d in g], [d for _, d in w], rtol=1e-12, atol=1e-12)
 
 
-@pytest.fixture(params=["fused", "fused-threaded", "blas"])
+@pytest.fixture(params=["fused", "fused-threaded", "blas", "float32-batch"])
 def path(request, monkeypatch):
-    """Force each scan path on small galleries: one thread, rows split over threads, the BLAS batch."""
+    """Force each scan path on small galleries: one thread, rows split over threads, the BLAS batch of codes, and
+    the exact float32 scan of the rows kept for the re-rank (what batches use)."""
     if request.param == "fused-threaded":
         monkeypatch.setattr(compact, "PARALLEL_MIN_ROWS", 64)
+    monkeypatch.setattr(compact, "EXACT_BATCH_MIN_PROBES", 1 if request.param == "float32-batch" else 10**9)
     monkeypatch.setattr(compact, "BATCH_MIN_PROBES", 1 if request.param == "blas" else 10**9)
     monkeypatch.setattr(compact, "BATCH_BLOCK_VALUES", 1024)  # several blocks even on small galleries
     return request.param
