@@ -295,6 +295,15 @@ def bench_int8(
     single = probes[0]
     e_single, c_single = paired(lambda: exact.search(single, k), lambda: index.search(single, k), reps)
     e_batch, c_batch = paired(lambda: exact.search(probes, k), lambda: index.search(probes, k), reps)
+    crossover = {}  # probes -> (exact, int8 codes) seconds: where batches stop gaining from the codes
+    saved = compact.EXACT_BATCH_MIN_PROBES
+    compact.EXACT_BATCH_MIN_PROBES = 10**9  # the codes path at every size, for the sweep only
+    try:
+        for m in (2, 4, 8, 16, 32):
+            e_m, c_m = paired(lambda m=m: exact.search(probes[:m], k), lambda m=m: index.search(probes[:m], k), reps)
+            crossover[m] = {"exact_s": statistics.median(e_m), "int8_codes_s": statistics.median(c_m)}
+    finally:
+        compact.EXACT_BATCH_MIN_PROBES = saved
     got_i, got_d = _ours(index, probes, k)
     one_i, one_d = _ours(index, single, k)
     exact_i, _ = _ours(exact, probes, k)
@@ -302,7 +311,8 @@ def bench_int8(
     keep = k * 1  # one template per subject here
     sizes = [len(r) for r in compact.shortlist(index._snapshot.gallery, probes, keep)]
     return {
-        "kernels_first_call_s": first_call, "add_many_s": add_s,
+        "kernels_first_call_s": first_call, "add_many_s": add_s, "exact_batch_min_probes": saved,
+        "crossover": crossover,
         "single_s": med(c_single), "batch_s": med(c_batch),
         "exact_single_s": med(e_single), "exact_batch_s": med(e_batch),
         "single_times_s": c_single, "batch_times_s": c_batch,
@@ -331,6 +341,17 @@ def int8_table(rows: list[dict[str, Any]]) -> str:
             f"{r['ours_exact']['nbytes'] / 2**20:,.1f} / {c['nbytes'] / 2**20:,.1f} "
             f"({c['scan_nbytes'] / 2**20:,.1f}) MiB | {c['shortlist_median']:.0f} / {c['shortlist_max']} | "
             f"{ok(c['single_topk'])}/{ok(c['batch_topk'])} |")
+    lines.append("")
+    start = rows[0]["ours_int8"]["exact_batch_min_probes"] if rows else "?"
+    lines.append("Batches on the int8 codes (fused kernel below 8 probes, BLAS on codes from 8) against the exact scan "
+                 f"(CompactIndex scans the float32 rows from {start} probes); ms, medians, interleaved:")
+    lines.append("| N | " + " | ".join(f"{m} probes: exact / int8 codes" for m in (2, 4, 8, 16, 32)) + " |")
+    lines.append("|---|" + "---|" * 5)
+    for r in rows:
+        sweep = r["ours_int8"]["crossover"]
+        lines.append(f"| {r['n']:,} | " + " | ".join(
+            f"{sweep[m]['exact_s'] * 1e3:,.1f} / {sweep[m]['int8_codes_s'] * 1e3:,.1f}" for m in (2, 4, 8, 16, 32))
+            + " |")
     return "\n".join(lines)
 
 
