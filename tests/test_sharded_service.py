@@ -231,3 +231,55 @@ def test_a_shard_with_no_replica_left_answers_unavailable_never_a_partial_answer
             attempt()
         assert status_for(refused.value) == grpc.StatusCode.UNAVAILABLE
     assert "NEVER01" not in m.gallery.watchlist and "NEVER01" not in s.gallery.watchlist
+
+
+def test_the_register_loader_pages_its_shard_read_only_and_catches_up_on_the_log(tmp_path: Path, monkeypatch) -> None:
+    """Without Ray: what a replica loads. Changes committed after the loader's snapshot (an erasure of a subject
+    in it, an enrolment) are in what it yields, as the register holds them once the loader is done."""
+    import psycopg
+
+    from biometrics.shard_loader import RegisterShardLoader
+
+    with fresh_database() as url:
+        desk = station(tmp_path, "desk-a", url)
+        try:
+            templates = dict(zip([f"S{i:03d}" for i in range(12)], unit(12, 70), strict=True))
+            for subject_id, t in templates.items():
+                assert desk.enrol(subject_id, SubjectInfo(name=subject_id), face(t)).enrolled
+            loader = RegisterShardLoader(url, str(tmp_path / "keys" / "keyring.json"), page=5)
+            register = loader._open()
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), register.transaction() as tx:
+                tx.execute("CREATE TABLE nothing_to_write (i int)")
+            register.close()
+
+            real_open = RegisterShardLoader._open
+
+            def opened_then_changed(self):
+                register = real_open(self)
+                real_pages = register.gallery_pages
+
+                def pages(page: int):
+                    found = real_pages(page)
+                    first = next(found)  # the snapshot is taken: now the register changes
+                    desk.delete_subject("S003", "erasure request")
+                    templates["S100"] = unit(1, 71)[0]
+                    assert desk.enrol("S100", SubjectInfo(name="late"), face(templates["S100"])).enrolled
+                    yield first
+                    yield from found
+
+                register.gallery_pages = pages
+                return register
+
+            monkeypatch.setattr(RegisterShardLoader, "_open", opened_then_changed)
+            del templates["S003"]
+            loaded: dict[str, np.ndarray] = {}
+            for shard in range(2):
+                for ids, rows in loader(shard, 2):
+                    assert all(shard_of(s, 2) == shard for s in ids)
+                    loaded.update(zip(ids, rows, strict=True))
+                monkeypatch.setattr(RegisterShardLoader, "_open", real_open)  # the second shard: no new change
+            assert sorted(loaded) == sorted(templates)
+            for subject_id, t in templates.items():
+                np.testing.assert_array_equal(loaded[subject_id], t)
+        finally:
+            desk.close()
