@@ -295,3 +295,42 @@ def test_matcher_bench_reports_the_int8_index(tmp_path, capsys):
     assert row["ours_exact"]["single_topk"]["equal"]  # the existing figures are still there
     printed = capsys.readouterr().out
     assert "int8 compact index" in printed and "| 3,000 |" in printed
+
+
+def test_a_service_with_the_compact_face_index_answers_as_the_exact_one(tmp_path) -> None:
+    """--face-index compact: the station's Identify and enrolment duplicate search give the exact index's answers."""
+    from biometrics.face import FaceBox, FaceTemplate
+    from biometrics.service import CheckpointService, StoreLocation
+    from biometrics.shard_loader import face_index_for
+    from biometrics.types import Modality, Sample, SubjectInfo
+
+    class TemplateAsImage:
+        def extract_face(self, image, purpose="probe"):
+            return FaceTemplate(np.asarray(image, dtype=np.float32), FaceBox(0, 1, 1, 0, 1.0, "test"), 90.0)
+
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((30, 128)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    services = {kind: CheckpointService.open(
+        StoreLocation(tmp_path / kind, key_dir=tmp_path / f"{kind}-keys"), extractor=TemplateAsImage(),
+        face_index=face_index_for("memory", kind=kind)) for kind in ("exact", "compact")}
+    try:
+        assert isinstance(services["compact"].face_index, CompactIndex)
+        for i, c in enumerate(centres):  # pairs of near-duplicates, enrolled with an override
+            for j in range(2):
+                t = c + 0.1 * rng.standard_normal(128).astype(np.float32) / np.sqrt(128)
+                for service in services.values():
+                    assert service.enrol(f"S{i:02d}{j}", SubjectInfo(name="x"), [Sample(Modality.FACE, t)],
+                                         allow_duplicate=True, override_reason="pair").enrolled
+        probes = np.vstack([centres + 0.15 * rng.standard_normal((30, 128)).astype(np.float32) / np.sqrt(128),
+                            rng.standard_normal((5, 128)).astype(np.float32)])
+        hits = 0
+        for p in probes:
+            want = services["exact"].identify([Sample(Modality.FACE, p)]).candidates
+            assert services["compact"].identify([Sample(Modality.FACE, p)]).candidates == want
+            assert services["compact"].screen([p], [], False)[:3] == services["exact"].screen([p], [], False)[:3]
+            hits += len(want)
+        assert hits >= 60
+    finally:
+        for service in services.values():
+            service.close()
