@@ -47,10 +47,11 @@ MAX_DIM = (2**31 - 1) // (CODE_MAX * CODE_MAX)
 BATCH_MIN_PROBES = 8
 # From this many probes :meth:`CompactIndex.search` scans the float32 rows it keeps for the re-rank with the exact
 # float32 GEMM (biometrics.matcher) instead of the codes. Measured at 1,000,000 templates (docs/performance.md): the
-# codes win by 5x at 2 probes and 1.2x at 32, and were level or slower at 64 (0.52-1.15x over three earlier runs;
-# a batch's product is arithmetic-bound, and the codes path adds a serial conversion and bounds that suffer first
-# when another process takes a core). No memory is added: those rows and their norms are held anyway.
-EXACT_BATCH_MIN_PROBES = 48
+# fused int8 kernel wins by 3-6x at 2 and 4 probes in every run; the BLAS product of codes (8 probes or more) won by
+# 1.1-1.2x on a quiet machine and lost by 1.4-4x under load (its serial conversion and bounds suffer first when
+# another process takes a core), and at 64 probes it was 0.52-1.15x. No memory is added: those rows and their
+# norms are held anyway.
+EXACT_BATCH_MIN_PROBES = 8
 # Values of one block of float32 codes (or of its product with the probes) in the BLAS path: 4 MiB.
 BATCH_BLOCK_VALUES = 1 << 20
 # Rows quantised per numpy pass (bounds the temporaries of a bulk load).
