@@ -113,7 +113,9 @@ def face_index_from(args: argparse.Namespace, location: StoreLocation) -> Any:
     from biometrics.keydir import KEYRING_NAME
     from biometrics.shard_loader import face_index_for, ray_address
 
-    if ray_address(args.gallery) is not None and args.replica is not None:
+    if ray_address(args.gallery) is None:
+        return face_index_for(args.gallery, kind=args.face_index)
+    if args.replica is not None:
         raise ValueError("--gallery ray... and --replica: a sharded gallery needs the register, it cannot work "
                          "offline; use one or the other")
     key_file = location.key_file or location.resolved_key_dir() / KEYRING_NAME
