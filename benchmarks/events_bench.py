@@ -146,17 +146,31 @@ def open_services(work: Path, extractor: CachedExtractor, register_url: str | No
     return services
 
 
-def enrol(services: dict[str, Any], people: list[tuple[str, list[Path]]], shared: bool) -> None:
+def enrol(services: dict[str, Any], people: list[tuple[str, list[Path]]], shared: bool
+          ) -> list[tuple[str, list[Path]]]:
     """Enrol every identity's first image in every service (templates computed once, shared); on a ``shared``
-    register through one station, the other following the register's change log."""
+    register through one station, the other following the register's change log. Returns the identities
+    enrolled, in order (LFW images an enrolment refuses, e.g. two faces or a poor one, are left out)."""
+    from biometrics.errors import BiometricError
     from biometrics.types import Modality, Sample, SubjectInfo
 
-    for i, (name, images) in enumerate(people):
+    enrolled = []
+    for name, images in people:
         sample = Sample(Modality.FACE, images[0].read_bytes())
-        for service in list(services.values())[:1] if shared else services.values():
-            service.enrol(f"S{i:07d}", SubjectInfo(name=name.replace("_", " "), nationality="AUS"), [sample])
+        subject_id = f"S{len(enrolled):07d}"
+        try:
+            results = [service.enrol(subject_id, SubjectInfo(name=name.replace("_", " "), nationality="AUS"),
+                                     [sample]) for service in (list(services.values())[:1] if shared
+                                                              else services.values())]
+        except BiometricError:
+            continue
+        if all(r.enrolled for r in results):
+            enrolled.append((name, images))
+        elif any(r.enrolled for r in results):
+            raise RuntimeError(f"{name} was enrolled in one service and held back in the other")
     for service in services.values():
         service.catch_up()
+    return enrolled
 
 
 def probes(people: list[tuple[str, list[Path]]], rounds: int) -> list[tuple[str, bytes]]:
@@ -164,11 +178,8 @@ def probes(people: list[tuple[str, list[Path]]], rounds: int) -> list[tuple[str,
     out = []
     for r in range(rounds):
         i = r % len(people)
-        if r % 2 == 0:
-            out.append((f"S{i:07d}", people[i][1][1].read_bytes()))
-        else:
-            other = people[(i + 1) % len(people)][1][1]
-            out.append((f"S{i:07d}", other.read_bytes()))
+        other = people[i] if r % 2 == 0 else people[(i + 1) % len(people)]
+        out.append((f"S{i:07d}", other[1][1].read_bytes()))
     return out
 
 
@@ -213,7 +224,8 @@ def verify_on_off(args: argparse.Namespace, register_url: str | None, extractor:
     with tempfile.TemporaryDirectory(prefix="bench-events-") as work:
         services = open_services(Path(work), extractor, register_url)
         try:
-            enrol(services, people, shared=register_url is not None)
+            people = enrol(services, people, shared=register_url is not None)
+            results["subjects_enrolled"] = len(people)
             cached = probes(people, args.verifies)
             for _, image in cached:  # templates computed before timing (a probe without a face: timed refusal)
                 with contextlib.suppress(Exception):
