@@ -211,8 +211,23 @@ def summarise(times: dict[str, list[float]]) -> dict[str, Any]:
            "paired_median_diff_ms": statistics.median(paired)}
     out["p50_added_ms"] = out["on_p50_ms"] - out["off_p50_ms"]
     out["ratio_p50"] = out["on_p50_ms"] / out["off_p50_ms"]
+    out["p50_added_ci95_ms"] = bootstrap_p50_difference(on, off)
     out["target_met"] = out["p50_added_ms"] <= TARGET_MS
     return out
+
+
+def bootstrap_p50_difference(on: Sequence[float], off: Sequence[float], resamples: int = 2000, seed: int = 1
+                             ) -> tuple[float, float]:
+    """A 95% interval of p50(on) - p50(off), resampling the rounds (pairs) with replacement: how much of a
+    difference the noise of the run alone could make."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(on), np.asarray(off)
+    picks = rng.integers(0, len(a), size=(resamples, len(a)))
+    diffs = np.median(a[picks], axis=1) - np.median(b[picks], axis=1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return round(float(low), 3), round(float(high), 3)
 
 
 def verify_on_off(args: argparse.Namespace, register_url: str | None, extractor: CachedExtractor,
@@ -254,7 +269,8 @@ def verify_on_off(args: argparse.Namespace, register_url: str | None, extractor:
 
 def _line(s: dict[str, Any]) -> str:
     return (f"p50 on {s['on_p50_ms']:.2f} ms, off {s['off_p50_ms']:.2f} ms: +{s['p50_added_ms']:.3f} ms "
-            f"(x{s['ratio_p50']:.3f}; paired median +{s['paired_median_diff_ms']:.3f} ms; p95 on "
+            f"(95% interval {s['p50_added_ci95_ms'][0]:+.3f} .. {s['p50_added_ci95_ms'][1]:+.3f}; "
+            f"x{s['ratio_p50']:.3f}; paired median +{s['paired_median_diff_ms']:.3f} ms; p95 on "
             f"{s['on_p95_ms']:.2f}, off {s['off_p95_ms']:.2f}; n={s['n']}) target <= {TARGET_MS} ms: "
             f"{'met' if s['target_met'] else 'NOT MET'}")
 
