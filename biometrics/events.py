@@ -13,10 +13,14 @@ control.
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Protocol
+
+from biometrics.errors import BiometricError, InvalidSample
 
 #: Lane directions.
 ARRIVAL = "arrival"
@@ -26,7 +30,15 @@ DIRECTIONS = (ARRIVAL, DEPARTURE)
 #: Traveller categories (from the travel document: ``IDN`` is a citizen).
 CITIZEN = "citizen"
 FOREIGN = "foreign"
-CATEGORIES = (CITIZEN, FOREIGN)
+#: No nationality was known for the decision (an Identify without a document, say).
+UNKNOWN_CATEGORY = "unknown"
+CATEGORIES = (CITIZEN, FOREIGN, UNKNOWN_CATEGORY)
+
+#: The nationality of a citizen's travel document (ISO 3166 alpha-3, as in the MRZ).
+CITIZEN_NATIONALITY = "IDN"
+#: A nationality not known at the decision, counted under ICAO 9303's code for "unspecified" in the monthly
+#: arrivals so that their totals still equal the arrivals.
+UNKNOWN_NATIONALITY = "XXX"
 
 #: Decision outcomes as published (a watchlist hit is published as ``see_officer``, like a no-match).
 PROCEED = "proceed"
@@ -48,6 +60,92 @@ PROCESSING_BUCKETS_MS: tuple[float, ...] = (
 #: The four buttons of the kiosk's smiley scale (1: very unhappy ... 4: very happy); 3 and 4 are positive.
 RATINGS = (1, 2, 3, 4)
 POSITIVE_RATINGS = (3, 4)
+
+#: The default service target: a decision processed within this many ms counts as within target.
+DEFAULT_SERVICE_TARGET_MS = 1000.0
+#: How long the restricted nationality rows are kept before they are folded away (days).
+DEFAULT_NATIONALITY_RETENTION_DAYS = 90
+
+
+class FeedbackRefused(BiometricError):
+    """The decision was rated already: one rating per decision."""
+
+
+class EventNotFound(BiometricError):
+    """No decision is known under this feedback id."""
+
+
+class InvalidRating(InvalidSample):
+    """A rating outside the kiosk's four buttons (1..4)."""
+
+
+class InvalidEvent(ValueError):
+    """A decision event whose fields are not among the published values."""
+
+
+def to_minute(when: datetime) -> datetime:
+    """``when`` in UTC, truncated to the minute (a naive datetime is taken as UTC)."""
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when.replace(second=0, microsecond=0)
+
+
+def category_of(nationality: str) -> str:
+    """The traveller category of a travel document's nationality (alpha-3): IDN is a citizen."""
+    code = (nationality or "").strip().upper()
+    if not code or code == UNKNOWN_NATIONALITY:
+        return UNKNOWN_CATEGORY
+    return CITIZEN if code == CITIZEN_NATIONALITY else FOREIGN
+
+
+def check_nationality(code: str) -> str:
+    """An ISO 3166 alpha-3 code in upper case ("" stays ""); InvalidSample otherwise (a kiosk can show it)."""
+    code = (code or "").strip().upper()
+    if code and not (len(code) == 3 and code.isascii() and code.isalpha()):
+        raise InvalidSample(f"document_nationality must be a three-letter ISO 3166 code such as IDN, not {code!r}.")
+    return code
+
+
+def quality_bucket(quality: float | None) -> str:
+    """The bucket of a 0..100 sample quality: low (< 40), medium (< 70), high; unknown without one."""
+    if quality is None or not math.isfinite(quality):
+        return "unknown"
+    return "low" if quality < 40 else "medium" if quality < 70 else "high"
+
+
+def histogram_bucket(processing_ms: float) -> int:
+    """The index of the PROCESSING_BUCKETS_MS bucket that holds ``processing_ms`` (an edge is in its bucket)."""
+    return bisect.bisect_left(PROCESSING_BUCKETS_MS, processing_ms)
+
+
+def percentile_ms(histogram: Sequence[int], q: float) -> float | None:
+    """The ``q`` (0..1) percentile read off a histogram: the upper edge of the bucket holding the rank
+    (``math.inf`` in the open bucket); None when the histogram is empty."""
+    total = sum(histogram)
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for i, n in enumerate(histogram):
+        seen += n
+        if seen >= rank:
+            return PROCESSING_BUCKETS_MS[i] if i < len(PROCESSING_BUCKETS_MS) else math.inf
+    return math.inf
+
+
+def check_event(event: DecisionEvent) -> None:
+    """Refuse an event whose fields are not among the published values (InvalidEvent)."""
+    if event.direction not in DIRECTIONS:
+        raise InvalidEvent(f"direction {event.direction!r} is not one of {DIRECTIONS}")
+    if event.category not in CATEGORIES:
+        raise InvalidEvent(f"category {event.category!r} is not one of {CATEGORIES}")
+    if event.outcome not in OUTCOMES:
+        raise InvalidEvent(f"outcome {event.outcome!r} is not one of {OUTCOMES}")
+    if event.quality not in QUALITY_BUCKETS:
+        raise InvalidEvent(f"quality {event.quality!r} is not one of {QUALITY_BUCKETS}")
+    if not event.station or not event.lane:
+        raise InvalidEvent("an event names its station and lane")
+    if not math.isfinite(event.processing_ms) or event.processing_ms < 0:
+        raise InvalidEvent(f"processing_ms {event.processing_ms!r} is not a duration")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
-from biometrics.storage import KeyRingMismatch, SchemaTooNew, SealedStore, Transaction, now
+from biometrics.event_schema import event_tables
+from biometrics.storage import KeyRingMismatch, SchemaTooNew, SealedStore, Transaction, apply_migrations, now
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,11 @@ CREATE TABLE IF NOT EXISTS links (
 )
 """
 
+#: Version 3: decision events, their restricted nationality rows, feedback and aggregates (biometrics.event_store).
+_SCHEMA_V3 = event_tables("postgresql")
+
 #: (version, script): applied in order to a register whose ``meta.schema_version`` is lower.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _REFUSED_STATES = ("28", "3D")  # invalid authorisation (bad password, unknown role), unknown database
@@ -191,6 +195,17 @@ def read_register_audit(url: str, station: str) -> Iterator[str]:
         raise classify(exc, url) from None
 
 
+def migrate_register(tx: Transaction, where: str) -> None:
+    """Bring the register up to :data:`SCHEMA_VERSION` in ``tx``, under the migration lock (two stations
+    starting together do not race); a newer schema raises SchemaTooNew."""
+    tx.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_NAMESPACE, MIGRATION_LOCK))
+    tx.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    row = tx.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    apply_migrations(tx.execute, int(row[0]) if row else 0, MIGRATIONS, f"the register {where}",
+                     lambda target: tx.execute("INSERT INTO meta(name, value) VALUES ('schema_version', ?) ON "
+                                               "CONFLICT (name) DO UPDATE SET value = excluded.value", (str(target),)))
+
+
 class RegisterStorage(SealedStore):
     """The shared register of the stations, in PostgreSQL (see the module doc)."""
 
@@ -220,27 +235,11 @@ class RegisterStorage(SealedStore):
             self._opened = True
         try:
             with self.transaction() as tx:
-                tx.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_NAMESPACE, MIGRATION_LOCK))
-                self._migrate(tx)
+                migrate_register(tx, str(self))
                 self._check_keyring(tx)
         except (SchemaTooNew, KeyRingMismatch):
             self.close()
             raise
-
-    def _migrate(self, tx: Transaction) -> None:
-        tx.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        row = tx.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(f"the register {self} has schema version {version}; this server knows versions up "
-                               f"to {SCHEMA_VERSION}: upgrade the server")
-        for target, script in MIGRATIONS:
-            if version < target:
-                for statement in filter(str.strip, script.split(";")):
-                    tx.execute(statement)
-                tx.execute("INSERT INTO meta(name, value) VALUES ('schema_version', ?) "
-                           "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (str(target),))
-                log.info("register %s: schema migrated to version %d", self, target)
 
     def schema_version(self) -> int:
         """The register's schema version."""

@@ -38,6 +38,7 @@ from typing import Any
 
 from biometrics.crypto import KeyRing, SealError
 from biometrics.errors import SubjectExists, SubjectNotFound
+from biometrics.event_schema import event_tables
 from biometrics.types import Alert, Modality, SubjectInfo, SubjectRecord, TemplateInfo
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, n);
 """
 
+#: Version 4: decision events, their restricted nationality rows, feedback and aggregates (biometrics.event_store).
+_V4 = event_tables("sqlite")
+
 #: (version, script): applied in order to a file whose ``user_version`` is lower.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 CHANGE_ENROLLED = "enrolled"
@@ -637,6 +641,28 @@ class SealedStore:
         return int(subjects), int(templates)
 
 
+def apply_migrations(execute: Any, version: int, migrations: Sequence[tuple[int, str]], where: str,
+                     set_version: Any) -> None:
+    """Run each script of ``migrations`` newer than ``version`` through ``execute`` (one statement at a time),
+    then ``set_version(target)``; a ``version`` newer than the last migration raises SchemaTooNew."""
+    latest = migrations[-1][0]
+    if version > latest:
+        raise SchemaTooNew(f"{where} has schema version {version}; this server knows versions up to {latest}: "
+                           "upgrade the server")
+    for target, script in migrations:
+        if version < target:
+            for statement in filter(str.strip, script.split(";")):
+                execute(statement)
+            set_version(target)
+            log.info("%s: schema migrated to version %d", where, target)
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the SQLite file open on ``db`` up to :data:`SCHEMA_VERSION` (inside the caller's transaction)."""
+    apply_migrations(db.execute, int(db.execute("PRAGMA user_version").fetchone()[0]), MIGRATIONS,
+                     f"the database {path}", lambda target: db.execute(f"PRAGMA user_version = {target}"))
+
+
 class Storage(SealedStore):
     """The embedded default: one station's subjects, templates, change log and audit chain in one SQLite file."""
 
@@ -665,16 +691,7 @@ class Storage(SealedStore):
 
     def _migrate(self) -> None:
         with self.transaction():
-            version = self.schema_version()
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNew(f"the database {self.path} has schema version {version}; this server knows "
-                                   f"versions up to {SCHEMA_VERSION}: upgrade the server")
-            for target, script in MIGRATIONS:
-                if version < target:
-                    for statement in filter(str.strip, script.split(";")):
-                        self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version = {target}")
-                    log.info("storage %s: schema migrated to version %d", self.path, target)
+            migrate(self._db, self.path)
 
     def close(self) -> None:
         """Close the database."""

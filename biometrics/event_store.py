@@ -1,0 +1,637 @@
+"""The store of decision events, their restricted nationality rows, feedback and incremental aggregates.
+
+:class:`SqlEventStore` implements :class:`biometrics.events.EventStore` over either back end: the station's
+SQLite file (:class:`biometrics.storage.Storage`) or the shared PostgreSQL register
+(:class:`biometrics.register.RegisterStorage`), or, for a reader such as the portal, a plain connection that
+needs no key ring (:func:`open_event_store`). The tables are those of :mod:`biometrics.event_schema`, added by
+a versioned migration of each back end.
+
+**Aggregates move with the events.** :meth:`SqlEventStore.write` inserts a batch of events and, in the same
+transaction, adds the batch's counts to the hourly rows (per station and direction: decisions, decisions
+within the service target, the processing-time histogram, lanes active), the monthly arrivals (per station,
+BPS port code and nationality) and the list of stations; a rating adds to the day's satisfaction row. A
+reader reads only those aggregate rows, never the events table.
+
+**Nationality is restricted.** It is written only for arrivals, into ``event_nationality`` (event id ->
+alpha-3, with the minute), and counted into the monthly arrivals in the event's own transaction. After the
+retention period (default 90 days) :meth:`SqlEventStore.fold_expired` deletes the rows: their counts are
+already in the monthly aggregates, which stay as they were. Running it again deletes nothing more.
+
+**A station on a shared register** writes its events into its local journal (SQLite, beside its audit
+journal), durable while the register is away; :func:`ship_events` copies them, their nationality rows and
+their ratings into the register in order, idempotently (an event the register holds already is skipped, so a
+crash between the two commits never counts an event twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any, Protocol
+
+from biometrics.errors import InvalidSample
+from biometrics.event_schema import HISTOGRAM_COLUMNS
+from biometrics.events import (
+    ARRIVAL,
+    DEFAULT_NATIONALITY_RETENTION_DAYS,
+    DEFAULT_SERVICE_TARGET_MS,
+    RATINGS,
+    UNKNOWN_NATIONALITY,
+    DecisionEvent,
+    EventNotFound,
+    FeedbackRefused,
+    HourlyRow,
+    InvalidRating,
+    MonthlyArrivalsRow,
+    SatisfactionRow,
+    check_event,
+    check_nationality,
+    histogram_bucket,
+    to_minute,
+)
+from biometrics.storage import Transaction
+
+log = logging.getLogger(__name__)
+
+#: BPS port codes of the stations, for the monthly arrivals (so that they reconcile with the national
+#: statistics of international visitor arrivals).
+#:
+#: PLACEHOLDERS, TO BE CONFIRMED BY THE OFFICE: the real BPS codes of these ports (BPS's "kode pintu masuk"
+#: of the entry points it reports) could not be found with the sources available when this was written; the
+#: codes below are made up in one recognisable pattern (``MTW-`` for the Mentawai Islands regency, then the
+#: kind: ``A`` airport, ``S`` sea port, ``O`` office) so that no figure is ever mistaken for one of BPS's.
+#: Replace them with BPS's codes before any figure is published as reconcilable.
+BPS_PORTS: dict[str, str] = {
+    "rokot-airport": "MTW-A01",  # Rokot airport, Sipora
+    "tuapejat-port": "MTW-S01",  # Tuapejat sea port, Sipora
+    "siberut-port": "MTW-S02",  # Maileppet / Siberut sea port
+    "sikakap-port": "MTW-S03",  # Sikakap sea port, North Pagai
+    "padang-office": "MTW-O01",  # the central office in Padang (desk decisions)
+}
+BPS_PORTS_SOURCE = "placeholders: the real BPS port codes are to be confirmed by the office (see BPS_PORTS)"
+
+#: Events written per transaction by a bulk load.
+BULK_BATCH = 20_000
+_MINUTE = "%Y-%m-%dT%H:%M"
+_LAST_UPDATE = "events_last_update"
+_EVENTS_SHIPPED = "events_shipped_upto"
+_FEEDBACK_SHIPPED = "feedback_shipped_upto"
+_FOLDED_BEFORE = "nationality_folded_before"
+_EVENT_COLUMNS = ("event_id", "minute", "station", "lane", "direction", "category", "outcome", "processing_ms",
+                  "quality", "model_version", "calibration_version")
+
+
+def port_code(station: str) -> str:
+    """The BPS port code of ``station`` (see :data:`BPS_PORTS`; "" for a station not in the mapping)."""
+    return BPS_PORTS.get(station, "")
+
+
+def new_event_id() -> str:
+    """A random event id (128 bits): derived from nothing, so it leads to no one and to no audit record."""
+    return uuid.uuid4().hex
+
+
+class ReadOnlyStore(Exception):
+    """A write was asked of a store opened read-only."""
+
+
+class NoEventTables(Exception):
+    """The database has no event tables yet (a schema older than the one that added them)."""
+
+
+class Backend(Protocol):
+    """What the event store needs of a database: write transactions and consistent reads."""
+
+    def transaction(self) -> Any:
+        """A context manager yielding a write :class:`Transaction`."""
+
+    def _read(self) -> Any:
+        """A context manager yielding a read-only :class:`Transaction` (one snapshot)."""
+
+    def close(self) -> None:
+        """Release the connection(s)."""
+
+
+def _postgres(tx: Transaction) -> bool:
+    return tx.placeholder != "?"
+
+
+def _as_date(text: str) -> date:
+    return date.fromisoformat(text[:10])
+
+
+class SqlEventStore:
+    """Decision events, feedback and their aggregates in one SQL database (see the module doc).
+
+    ``service_target_ms``: a decision processed within it counts as within target. ``journal``: the store is a
+    station's journal shipped to a register (the nationality rows not yet shipped are kept past retention until
+    they are).
+    """
+
+    def __init__(self, backend: Backend, *, service_target_ms: float = DEFAULT_SERVICE_TARGET_MS,
+                 retention_days: int = DEFAULT_NATIONALITY_RETENTION_DAYS, readonly: bool = False,
+                 journal: bool = False, owns_backend: bool = False) -> None:
+        if service_target_ms <= 0:
+            raise ValueError(f"the service target must be a positive number of ms, not {service_target_ms}")
+        if retention_days < 1:
+            raise ValueError(f"the nationality retention must be at least one day, not {retention_days}")
+        self.backend = backend
+        self.service_target_ms = float(service_target_ms)
+        self.retention_days = retention_days
+        self.readonly = readonly
+        self.journal = journal
+        self._owns_backend = owns_backend
+        hist = ", ".join(HISTOGRAM_COLUMNS)
+        self._hourly_upsert = (
+            f"INSERT INTO agg_hourly(hour, station, direction, decisions, within_target, {hist}) VALUES "
+            f"(?, ?, ?, ?, ?, {', '.join('?' for _ in HISTOGRAM_COLUMNS)}) "
+            "ON CONFLICT (hour, station, direction) DO UPDATE SET "
+            "decisions = agg_hourly.decisions + excluded.decisions, "
+            "within_target = agg_hourly.within_target + excluded.within_target, "
+            + ", ".join(f"{c} = agg_hourly.{c} + excluded.{c}" for c in HISTOGRAM_COLUMNS))
+
+    def __str__(self) -> str:
+        return f"event store on {self.backend}"
+
+    def close(self) -> None:
+        """Close the connection(s) if this store opened them."""
+        if self._owns_backend:
+            self.backend.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Transaction]:
+        if self.readonly:
+            raise ReadOnlyStore(f"{self} is open read-only")
+        with self.backend.transaction() as tx:
+            yield tx
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.backend._read() as view:
+            return list(view.execute(sql, params).fetchall())
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def record_decision(self, event: DecisionEvent) -> str:
+        """Store one event and fold it into the aggregates in one transaction; its event id (for feedback)."""
+        with self._write() as tx:
+            return self.write(tx, [event])[0]
+
+    def record_decisions(self, events: Iterable[DecisionEvent], batch: int = BULK_BATCH) -> int:
+        """Bulk load (simulations, imports): one transaction per ``batch`` events, aggregates added per batch;
+        returns how many were stored."""
+        done = 0
+        it = iter(events)
+        while chunk := list(islice(it, batch)):
+            with self._write() as tx:
+                self.write(tx, chunk)
+            done += len(chunk)
+        return done
+
+    def write(self, tx: Transaction, events: Sequence[DecisionEvent], ids: Sequence[str] | None = None
+              ) -> list[str]:
+        """Insert ``events`` (with ``ids``, else new random ones) and add them to the aggregates, in ``tx``.
+
+        The service calls this inside the transaction of the decision's audit record.
+        """
+        if ids is None:
+            ids = [new_event_id() for _ in events]
+        rows: list[tuple[Any, ...]] = []
+        nationality_rows: list[tuple[str, str, str]] = []
+        hourly: dict[tuple[str, str, str], list[Any]] = {}
+        lanes: set[tuple[str, str, str, str]] = set()
+        monthly: dict[tuple[str, str, str], int] = {}
+        target = self.service_target_ms
+        width = len(HISTOGRAM_COLUMNS)
+        for event_id, e in zip(ids, events, strict=True):
+            check_event(e)
+            minute = to_minute(e.minute).strftime(_MINUTE)
+            hour = minute[:13]
+            ms = float(e.processing_ms)
+            rows.append((event_id, minute, e.station, e.lane, e.direction, e.category, e.outcome, ms, e.quality,
+                         e.model_version, e.calibration_version))
+            key = (hour, e.station, e.direction)
+            agg = hourly.get(key)
+            if agg is None:
+                agg = hourly[key] = [0, 0, [0] * width]
+            agg[0] += 1
+            agg[1] += ms <= target
+            agg[2][histogram_bucket(ms)] += 1
+            lanes.add((hour, e.station, e.direction, e.lane))
+            if e.direction == ARRIVAL:
+                nationality = check_nationality(e.nationality)
+                month_key = (minute[:7], e.station, nationality or UNKNOWN_NATIONALITY)
+                monthly[month_key] = monthly.get(month_key, 0) + 1
+                if nationality:
+                    nationality_rows.append((event_id, minute, nationality))
+        if not rows:
+            return []
+        self._insert(tx, "decision_events", _EVENT_COLUMNS, rows)
+        if nationality_rows:
+            self._insert(tx, "event_nationality", ("event_id", "minute", "nationality"), nationality_rows)
+        stations = sorted({r[2] for r in rows})
+        tx.executemany("INSERT INTO event_stations(station, port_code) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                       [(s, port_code(s)) for s in stations])
+        tx.executemany("INSERT INTO event_lanes(hour, station, direction, lane) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT DO NOTHING", sorted(lanes))
+        keys = sorted(hourly)  # one order for every writer: two transactions never wait on each other's rows
+        tx.executemany(self._hourly_upsert, [(*k, hourly[k][0], hourly[k][1], *hourly[k][2]) for k in keys])
+        tx.executemany("UPDATE agg_hourly SET lanes_active = (SELECT COUNT(*) FROM event_lanes l WHERE "
+                       "l.hour = agg_hourly.hour AND l.station = agg_hourly.station AND "
+                       "l.direction = agg_hourly.direction) WHERE hour = ? AND station = ? AND direction = ?", keys)
+        if monthly:
+            tx.executemany("INSERT INTO agg_monthly_arrivals(month, station, port_code, nationality, arrivals) "
+                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT (month, station, nationality) DO UPDATE SET "
+                           "arrivals = agg_monthly_arrivals.arrivals + excluded.arrivals",
+                           [(m, s, port_code(s), n, monthly[(m, s, n)]) for m, s, n in sorted(monthly)])
+        self._touch(tx)
+        return list(ids)
+
+    def _insert(self, tx: Transaction, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows: COPY on PostgreSQL for a large batch, else one prepared statement for every row."""
+        if _postgres(tx) and len(rows) >= 500:
+            with tx.db.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        tx.executemany(f"INSERT INTO {table}({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                       rows)
+
+    def _touch(self, tx: Transaction) -> None:
+        tx.execute("INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = "
+                   "excluded.value", (_LAST_UPDATE, datetime.now(UTC).isoformat(timespec="seconds")))
+
+    def record_feedback(self, event_id: str, rating: int, at: datetime | None = None) -> None:
+        """One rating (1..4) of the decision ``event_id``; a second rating raises :class:`FeedbackRefused`, an
+        unknown id :class:`EventNotFound`, a rating outside 1..4 :class:`InvalidRating`."""
+        check_rating(rating)
+        check_event_id(event_id)
+        with self._write() as tx:
+            self.feedback(tx, event_id, rating, to_minute(at or datetime.now(UTC)).strftime(_MINUTE))
+
+    def feedback(self, tx: Transaction, event_id: str, rating: int, minute: str) -> None:
+        """Store a rating given at ``minute`` and add it to the day's satisfaction row, in ``tx``."""
+        row = tx.execute("SELECT station FROM decision_events WHERE event_id = ?", (event_id,)).fetchone()
+        if row is None:
+            raise EventNotFound("This decision is not known here, so it cannot be rated.")
+        inserted = tx.execute("INSERT INTO event_feedback(event_id, rating, minute) VALUES (?, ?, ?) "
+                              "ON CONFLICT (event_id) DO NOTHING RETURNING n", (event_id, rating, minute)).fetchone()
+        if inserted is None:
+            raise FeedbackRefused("Thank you: this decision has been rated already (one rating per decision).")
+        column = f"r{int(rating)}"
+        tx.execute(f"INSERT INTO agg_daily_satisfaction(day, station, {column}) VALUES (?, ?, 1) "
+                   f"ON CONFLICT (day, station) DO UPDATE SET {column} = agg_daily_satisfaction.{column} + 1",
+                   (minute[:10], row[0]))
+        self._touch(tx)
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def fold_expired(self, now: datetime | None = None) -> int:
+        """Delete the nationality rows older than the retention period (their counts are in the monthly
+        arrivals already, which do not change); idempotent. Returns how many rows were deleted.
+
+        On a station's journal, rows not yet shipped to the register are kept until they are.
+        """
+        cutoff = (to_minute(now or datetime.now(UTC)) - timedelta(days=self.retention_days)).strftime(_MINUTE)
+        with self._write() as tx:
+            if self.journal:
+                mark = self._meta(tx, _EVENTS_SHIPPED, "0")
+                deleted = tx.execute(
+                    "DELETE FROM event_nationality WHERE minute < ? AND event_id IN (SELECT event_id FROM "
+                    "decision_events WHERE n <= ?)", (cutoff, int(mark))).rowcount
+            else:
+                deleted = tx.execute("DELETE FROM event_nationality WHERE minute < ?", (cutoff,)).rowcount
+            tx.execute("INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = "
+                       "excluded.value", (_FOLDED_BEFORE, cutoff))
+        if deleted:
+            log.info("events: %d nationality rows older than %s folded away (kept in the monthly arrivals)",
+                     deleted, cutoff)
+        return int(deleted)
+
+    @staticmethod
+    def _meta(tx: Transaction, name: str, default: str) -> str:
+        row = tx.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return str(row[0]) if row else default
+
+    # -- reading (aggregates only) ----------------------------------------------------------------
+
+    def hourly(self, start: date, end: date, station: str | None = None) -> list[HourlyRow]:
+        """Hourly rows for the days ``start`` .. ``end`` inclusive, by hour, station and direction."""
+        sql = (f"SELECT hour, station, direction, decisions, within_target, lanes_active, "
+               f"{', '.join(HISTOGRAM_COLUMNS)} FROM agg_hourly WHERE hour >= ? AND hour < ?")
+        params: list[Any] = [start.isoformat(), (end + timedelta(days=1)).isoformat()]
+        if station is not None:
+            sql += " AND station = ?"
+            params.append(station)
+        return [HourlyRow(datetime.strptime(r[0], "%Y-%m-%dT%H").replace(tzinfo=UTC), r[1], r[2], int(r[3]),
+                          int(r[4]), int(r[5]), tuple(int(n) for n in r[6:]))
+                for r in self._query(sql + " ORDER BY hour, station, direction", params)]
+
+    def monthly_arrivals(self, start: date, end: date, station: str | None = None) -> list[MonthlyArrivalsRow]:
+        """Monthly arrivals by nationality for the months that hold ``start`` .. ``end``."""
+        sql = ("SELECT month, station, port_code, nationality, arrivals FROM agg_monthly_arrivals "
+               "WHERE month >= ? AND month <= ?")
+        params: list[Any] = [start.strftime("%Y-%m"), end.strftime("%Y-%m")]
+        if station is not None:
+            sql += " AND station = ?"
+            params.append(station)
+        return [MonthlyArrivalsRow(date.fromisoformat(r[0] + "-01"), r[1], r[2], r[3], int(r[4]))
+                for r in self._query(sql + " ORDER BY month, station, nationality", params)]
+
+    def daily_satisfaction(self, start: date, end: date, station: str | None = None) -> list[SatisfactionRow]:
+        """Daily satisfaction for the days ``start`` .. ``end`` inclusive."""
+        sql = "SELECT day, station, r1, r2, r3, r4 FROM agg_daily_satisfaction WHERE day >= ? AND day <= ?"
+        params: list[Any] = [start.isoformat(), end.isoformat()]
+        if station is not None:
+            sql += " AND station = ?"
+            params.append(station)
+        return [SatisfactionRow(_as_date(r[0]), r[1], (int(r[2]), int(r[3]), int(r[4]), int(r[5])))
+                for r in self._query(sql + " ORDER BY day, station", params)]
+
+    def stations(self) -> list[str]:
+        """Stations that have recorded events."""
+        return [r[0] for r in self._query("SELECT station FROM event_stations ORDER BY station")]
+
+    def port_codes(self) -> dict[str, str]:
+        """The BPS port code recorded for each station ("" where the mapping had none)."""
+        return dict(self._query("SELECT station, port_code FROM event_stations ORDER BY station"))
+
+    def last_update(self) -> datetime | None:
+        """When the last event or rating was recorded (UTC, to the second), or None."""
+        rows = self._query("SELECT value FROM meta WHERE name = ?", (_LAST_UPDATE,))
+        return datetime.fromisoformat(rows[0][0]) if rows else None
+
+
+def check_rating(rating: Any) -> int:
+    """A rating of the kiosk's four buttons (1..4); InvalidRating otherwise."""
+    if isinstance(rating, bool) or not isinstance(rating, int) or rating not in RATINGS:
+        raise InvalidRating(f"A rating is one of the four buttons, 1 to 4, not {rating!r}.")
+    return rating
+
+
+def check_event_id(event_id: str) -> str:
+    """A feedback id as a decision answer gives it (32 hex digits); InvalidSample otherwise."""
+    if not isinstance(event_id, str) or len(event_id) != 32 or any(c not in "0123456789abcdef" for c in event_id):
+        raise InvalidSample("The feedback id is not one a decision gave (32 hexadecimal digits).")
+    return event_id
+
+
+# -- shipping a station's journal to the register -----------------------------------------------------
+
+
+def ship_events(journal: SqlEventStore, register: SqlEventStore, limit: int = 5000) -> int:
+    """Copy the journal's events (with their nationality) and then its ratings that the register does not
+    hold yet into it, in order, idempotently; returns how many rows were shipped (0: nothing pending).
+
+    Raises what the register raises when it is away (RegisterUnavailable): the journal keeps everything.
+    """
+    shipped = 0
+    with journal.backend._read() as view:
+        mark = int(journal._meta(view, _EVENTS_SHIPPED, "0"))
+        rows = view.execute(
+            f"SELECT e.n, {', '.join('e.' + c for c in _EVENT_COLUMNS)}, COALESCE(x.nationality, '') FROM "
+            "decision_events e LEFT JOIN event_nationality x ON x.event_id = e.event_id WHERE e.n > ? "
+            "ORDER BY e.n LIMIT ?", (mark, limit)).fetchall()
+    if rows:
+        with register._write() as tx:
+            held = _held(tx, [r[1] for r in rows])
+            fresh = [r for r in rows if r[1] not in held]
+            register.write(tx, [DecisionEvent(datetime.strptime(r[2], _MINUTE).replace(tzinfo=UTC), *r[3:8],
+                                              float(r[8]), *r[9:12], nationality=r[12]) for r in fresh],
+                           [r[1] for r in fresh])
+        with journal._write() as jtx:
+            _set_meta(jtx, _EVENTS_SHIPPED, str(rows[-1][0]))
+        shipped += len(rows)
+        if len(rows) == limit:
+            return shipped  # more events first: ratings follow the events they rate
+    with journal.backend._read() as view:
+        mark = int(journal._meta(view, _FEEDBACK_SHIPPED, "0"))
+        ratings = view.execute("SELECT n, event_id, rating, minute FROM event_feedback WHERE n > ? ORDER BY n "
+                               "LIMIT ?", (mark, limit)).fetchall()
+    if ratings:
+        with register._write() as tx:
+            for _, event_id, rating, minute in ratings:
+                # Refused: shipped before (a crash between the register's commit and the journal's mark).
+                with contextlib.suppress(FeedbackRefused):
+                    register.feedback(tx, event_id, int(rating), minute)
+        with journal._write() as jtx:
+            _set_meta(jtx, _FEEDBACK_SHIPPED, str(ratings[-1][0]))
+        shipped += len(ratings)
+    return shipped
+
+
+def pending_events(journal: SqlEventStore) -> int:
+    """How many of the journal's events the register does not hold yet."""
+    with journal.backend._read() as view:
+        mark = int(journal._meta(view, _EVENTS_SHIPPED, "0"))
+        return int(view.execute("SELECT COUNT(*) FROM decision_events WHERE n > ?", (mark,)).fetchone()[0])
+
+
+def _held(tx: Transaction, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` the store of ``tx`` holds already."""
+    held: set[str] = set()
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        held.update(r[0] for r in tx.execute(
+            f"SELECT event_id FROM decision_events WHERE event_id IN ({', '.join('?' for _ in part)})",
+            part).fetchall())
+    return held
+
+
+def _set_meta(tx: Transaction, name: str, value: str) -> None:
+    tx.execute("INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+               (name, value))
+
+
+class EventShipper:
+    """Ship a station's journal of events to the register in a daemon thread, every ``interval`` seconds and
+    when woken; while the register is away the journal keeps them (the next round ships them)."""
+
+    def __init__(self, journal: SqlEventStore, register: SqlEventStore, interval: float = 1.0) -> None:
+        self.journal = journal
+        self.register = register
+        self.interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="event-shipper", daemon=True)
+
+    def start(self) -> EventShipper:
+        """Start the thread."""
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """Ship now (a new event was recorded)."""
+        self._wake.set()
+
+    def ship_all(self) -> int:
+        """Ship everything pending now, on the calling thread; returns how many rows."""
+        total = 0
+        while n := ship_events(self.journal, self.register):
+            total += n
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.ship_all()
+            except Exception as exc:  # the register is away: the journal keeps them
+                log.debug("events: shipping deferred (%s)", exc)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread, then try once more to ship what is pending (a failure leaves it in the journal)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        try:
+            self.ship_all()
+        except Exception as exc:
+            log.warning("events: %d event(s) not shipped to the register at shutdown (%s); they stay in the "
+                        "journal and are shipped at the next start", pending_events(self.journal), exc)
+
+
+# -- opening a store without the station's key ring (the portal, simulations) -------------------------
+
+
+class SqliteFile:
+    """A SQLite store file opened without a key ring: read-only (a URI ``mode=ro`` connection that reads beside
+    a running server, WAL), or writable (migrated to the current schema; for simulations and imports)."""
+
+    def __init__(self, path: Path, *, readonly: bool = True) -> None:
+        from biometrics.storage import migrate
+
+        self.path = path
+        self._lock = threading.RLock()
+        if readonly:
+            if not path.exists():
+                raise FileNotFoundError(f"no store at {path}")
+            self._db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False,
+                                       isolation_level=None)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        if not readonly:
+            with self.transaction():
+                migrate(self._db, path)
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "agg_hourly" not in tables:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            self._db.close()
+            raise NoEventTables(f"the store {path} has no event tables yet (schema version {version}): start the "
+                                "server on it once (it migrates the schema), then open it again")
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A write transaction (``BEGIN IMMEDIATE``)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self._db)
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[Transaction]:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield Transaction(self._db)
+            finally:
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+
+class PostgresPool:
+    """The register opened without a key ring: a plain connection pool (migrated when writable)."""
+
+    def __init__(self, url: str, *, readonly: bool = True, pool_size: int = 4) -> None:
+        from psycopg_pool import ConnectionPool
+
+        from biometrics.register import check_url, connect_once, migrate_register, redact
+
+        self.url = check_url(url)
+        self._name = redact(url)
+        connect_once(self.url)
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if readonly:  # every transaction read-only, whatever a caller does with the connection
+            kwargs["options"] = "-c default_transaction_read_only=on"
+        self._pool = ConnectionPool(self.url, min_size=1, max_size=pool_size, open=True, kwargs=kwargs,
+                                    name="event-store")
+        if not readonly:
+            with self.transaction() as tx:
+                migrate_register(tx, self._name)
+        with self._read() as view:
+            present = view.execute("SELECT to_regclass('agg_hourly')").fetchone()[0]
+        if present is None:
+            self._pool.close()
+            raise NoEventTables(f"the register {self._name} has no event tables yet: start a station on it once "
+                                "(it migrates the schema), then open it again")
+
+    def __str__(self) -> str:
+        return self._name
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A write transaction on a pooled connection."""
+        with self._pool.connection() as conn, conn.transaction():
+            yield Transaction(conn, "%s")
+
+    @contextmanager
+    def _read(self) -> Iterator[Transaction]:
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield Transaction(conn, "%s")
+
+    def close(self) -> None:
+        """Close the pool."""
+        self._pool.close()
+
+
+def store_file(data_dir_or_file: Path) -> Path:
+    """The SQLite file of a data directory: ``checkpoint.db`` (a single station), else ``journal.db`` (a
+    station on a register); a file path is taken as it is."""
+    if data_dir_or_file.is_dir():
+        for name in ("checkpoint.db", "journal.db"):
+            if (data_dir_or_file / name).exists():
+                return data_dir_or_file / name
+        return data_dir_or_file / "checkpoint.db"
+    return data_dir_or_file
+
+
+def open_event_store(url_or_data_dir: str | Path, readonly: bool = True, **options: Any) -> SqlEventStore:
+    """The event store at a ``postgresql://`` URL (the register) or in a data directory / SQLite file.
+
+    Needs no key ring and reads while a server holds the data directory's lock. ``readonly=False`` opens it for
+    writing (and migrates the schema): simulations and imports. ``options`` go to :class:`SqlEventStore`
+    (``service_target_ms``, ``retention_days``).
+    """
+    text = str(url_or_data_dir)
+    backend: Backend
+    if text.startswith(("postgresql://", "postgres://")):
+        backend = PostgresPool(text, readonly=readonly)
+    else:
+        backend = SqliteFile(store_file(Path(text)), readonly=readonly)
+    return SqlEventStore(backend, readonly=readonly, owns_backend=True, **options)
