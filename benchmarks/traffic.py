@@ -242,7 +242,8 @@ def write_traffic(store: object, model: TrafficModel, batch: int = 20000, progre
                 pending.append(event)
                 continue
             event_id = store.record_decision(event)  # type: ignore[attr-defined]
-            store.record_feedback(event_id, rating)  # type: ignore[attr-defined]
+            # rated a minute after the decision (the store dates a rating by ``at``, else by the clock)
+            store.record_feedback(event_id, rating, at=event.minute + timedelta(minutes=1))  # type: ignore[attr-defined]
             stored += 1
             rated += 1
         if len(pending) >= batch:
@@ -259,15 +260,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``checkpoint-bench traffic``."""
     parser.add_argument("--store", required=True, help="PostgreSQL URL or a station's data directory (SQLite)")
     parser.add_argument("--decisions", type=int, default=200_000, help="expected decisions over the period")
-    parser.add_argument("--days", type=int, default=365, help="days to simulate (ending yesterday by default)")
+    parser.add_argument("--days", type=int, default=365, help="days to simulate (ending today by default)")
     parser.add_argument("--start", type=date.fromisoformat, default=None, help="first day (YYYY-MM-DD)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--feedback-rate", type=float, default=0.02, help="share of decisions rated")
 
 
 def default_start(days: int) -> date:
-    """The first day of a period of ``days`` days ending yesterday (UTC)."""
-    return datetime.now(UTC).date() - timedelta(days=days)
+    """The first day of a period of ``days`` days ending today (local time, WIB): a demonstration's "today"
+    then has traffic (the whole simulated day, later hours included)."""
+    return (datetime.now(UTC) + LOCAL_OFFSET).date() - timedelta(days=days - 1)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -119,12 +119,17 @@ class Portal:
         other = "en" if lang == "id" else "id"
         last = context.pop("last_update", None)
         html = self.env.get_template(template).render(
-            t=t, lang=lang, other_lang=other, other_url=str(request.url.include_query_params(lang=other)),
+            t=t, lang=lang, other_lang=other, other_url=self._relative(request.url.include_query_params(lang=other)),
             path=request.url.path, auditor=self.auditor, banner=self.config.banner, tz=self.config.tz_name,
             last_update=self._local_text(last, t) if last else None, station_name=lambda s: station_name(s, t),
             fmt_ms=lambda v: fmt_ms(v, t), nav=self._nav(), **context)
         headers = {"Content-Language": lang, "Cache-Control": "no-store" if self.auditor else "max-age=60"}
         return HTMLResponse(html, status_code=status, headers=headers)
+
+    @staticmethod
+    def _relative(url: Any) -> str:
+        """A link to ``url`` on this site without scheme and host (the page works under any address)."""
+        return f"{url.path}?{url.query}" if url.query else url.path
 
     def _nav(self) -> list[tuple[str, str]]:
         items = [("/", "nav_home"), ("/today", "nav_today"), ("/arrivals", "nav_arrivals"),
@@ -204,13 +209,13 @@ class Portal:
             [(station_name(s, t), [row[j].public for row in view.by_port.cells]) for j, s in enumerate(view.stations)],
             t("arrivals"))
         top = view.nationalities[:12]
+        short = self.method_text(t, short=True)
         nat_chart = charts.bar_chart(
-            "chart-nationalities", t("arrivals_nat_caption", station=station_name(station, t),
-                                     method=self.method_text(t)),
+            "chart-nationalities", t("arrivals_nat_caption", station=station_name(station, t), method=short),
             t("arrivals_nat_chart"), top, [(t("arrivals"), view.nat_totals[:12])], t("arrivals"))
         return self.page(request, "arrivals.html", lang, last_update=last, stations=stations, station=station,
                          view=view, first=first, last_month=last_month, port_chart=port_chart, nat_chart=nat_chart,
-                         method=self.method_text(t))
+                         method=self.method_text(t), method_short=short)
 
     def seasonal(self, request: Request) -> Response:
         """Arrivals per month, one line per year."""
@@ -258,11 +263,13 @@ class Portal:
                          ports=figures.store.port_codes() if hasattr(figures.store, "port_codes") else {},
                          ports_source=BPS_PORTS_SOURCE, retention=self.config.retention_days)
 
-    def method_text(self, t: Translator) -> str:
-        """The nationality release method and its parameters, in words."""
+    def method_text(self, t: Translator, short: bool = False) -> str:
+        """The nationality release method and its parameters, in words (``short``: for a caption)."""
         policy = self.config.release
         if self.auditor:
             return "unsuppressed (auditor view)"
+        if short:
+            return t(f"method_short_{policy.method}", epsilon=t.number(policy.epsilon, 2), base=policy.base)
         if policy.method == "opendp":
             figures = self.holder.figures()
             return t("method_opendp", epsilon=t.number(policy.epsilon, 2), delta=f"{policy.delta:g}",
