@@ -8,6 +8,7 @@ server; charts are inline SVG; CSS is one local file; nothing is fetched from an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sqlite3
@@ -26,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from biometrics.events import ARRIVAL, DEPARTURE, DIRECTIONS, EventStore
 from portal import charts, opendata, validation
+from portal.disclosure import NationalityRelease
 from portal.figures import Figures, PortalConfig, add_months, month_start
 from portal.i18n import LANGUAGES, Translator
 from portal.validation import BadParameter
@@ -67,22 +69,36 @@ STORE_ERRORS = _store_errors()
 
 
 class StoreHolder:
-    """Opens the store on first use and again after it failed, so that the portal starts without it."""
+    """Opens the store on first use and again after it failed, so that the portal starts without it.
+
+    The nationality releases outlive a reopened store (they are kept here, not in the figures): a store
+    that comes back does not make the portal draw new noise for a month it has released.
+    """
 
     def __init__(self, opener: Callable[[], EventStore], config: PortalConfig):
         self._opener, self._config = opener, config
         self._figures: Figures | None = None
         self._lock = threading.Lock()
+        self.release = NationalityRelease(config.release)
 
     def figures(self) -> Figures:
         """The figures over the open store; :class:`StoreUnavailable` when it cannot be opened."""
         with self._lock:
             if self._figures is None:
                 try:
-                    self._figures = Figures(self._opener(), self._config)
+                    self._figures = Figures(self._opener(), self._config, self.release)
                 except STORE_ERRORS as exc:
                     raise StoreUnavailable(str(exc)) from exc
             return self._figures
+
+    def reset(self) -> None:
+        """Forget a store that failed: the next request opens it again."""
+        with self._lock:
+            figures, self._figures = self._figures, None
+        close = getattr(figures.store, "close", None) if figures else None
+        if close:
+            with contextlib.suppress(*STORE_ERRORS):
+                close()
 
 
 def station_name(station: str | None, t: Translator) -> str:
@@ -401,6 +417,7 @@ def create_app(store: EventStore | Callable[[], EventStore], config: PortalConfi
 
     async def store_down(request: Request, exc: Exception) -> Response:
         log.warning("portal: the event store is unavailable: %s", exc)
+        holder.reset()
         return portal.error(request, 503)
 
     async def server_error(request: Request, exc: Exception) -> Response:

@@ -156,10 +156,11 @@ class SatisfactionView:
 class Figures:
     """The portal's figures over one event store (thread-safe; caches the arrivals of days that are over)."""
 
-    def __init__(self, store: EventStore, config: PortalConfig | None = None):
+    def __init__(self, store: EventStore, config: PortalConfig | None = None,
+                 release: NationalityRelease | None = None):
         self.store = store
         self.config = config or PortalConfig()
-        self.release = NationalityRelease(self.config.release)
+        self.release = release or NationalityRelease(self.config.release)
         self._days: dict[date, dict[tuple[str, str], int]] = {}
         self._lock = threading.Lock()
 

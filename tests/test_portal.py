@@ -172,6 +172,23 @@ def test_a_store_that_fails_after_opening_gets_a_503_page(tmp_path: Path) -> Non
     assert c.get("/today").status_code == 503
 
 
+def test_the_portal_reopens_a_store_that_comes_back(tmp_path: Path) -> None:
+    load_year(str(tmp_path), decisions=2000, days=40)
+    opened = []
+
+    def opener():
+        opened.append(open_event_store(tmp_path))
+        return opened[-1]
+
+    c = TestClient(create_app(opener), raise_server_exceptions=False)
+    first = c.get("/data/arrivals_nationality", params={"format": "json"}).json()["records"]
+    opened[-1].close()
+    assert c.get("/").status_code == 503
+    assert c.get("/").status_code == 200 and len(opened) == 2
+    again = c.get("/data/arrivals_nationality", params={"format": "json"}).json()["records"]
+    assert first and again == first  # the releases survived the reopened store: no fresh noise
+
+
 def test_postgresql_register_as_the_store() -> None:
     with fresh_database("portal_test") as url:
         load_year(url, decisions=5000, days=60)
