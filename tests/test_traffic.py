@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import fields
 from datetime import date
+from pathlib import Path
+
+import pytest
 
 from benchmarks.traffic import CHECKPOINTS, LOCAL_OFFSET, TrafficModel
+from biometrics.event_store import open_event_store
 from biometrics.events import ARRIVAL, CATEGORIES, DIRECTIONS, OUTCOMES, QUALITY_BUCKETS, DecisionEvent
 
 
@@ -74,3 +82,33 @@ def test_nationality_mix_and_scale() -> None:
     assert {"AUS", "USA", "BRA", "JPN", "DEU", "IDN"} <= set(nationalities)
     assert nationalities.most_common(2)[1][0] == "AUS" or nationalities.most_common(1)[0][0] == "AUS"
     assert 0.9 * 120_000 < total < 1.1 * 120_000  # --decisions is the expected total over the period
+
+
+@pytest.mark.bench
+def test_traffic_command_writes_a_synthetic_period_into_a_store(tmp_path: Path) -> None:
+    store = tmp_path / "station"
+    store.mkdir()
+    out = subprocess.run([sys.executable, "-m", "benchmarks.cli", "traffic", "--store", str(store), "--decisions",
+                          "3000", "--days", "20", "--seed", "2"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("SYNTHETIC")
+    stored = int(re.search(r"stored (\d+) decisions", out).group(1))
+    assert re.search(r"[\d,]+ events/s", out)
+    reader = open_event_store(store)
+    try:
+        rows = reader.hourly(date(2000, 1, 1), date(2100, 1, 1))
+        assert sum(r.count for r in rows) == stored
+        assert {r.station for r in rows} == {c.station for c in CHECKPOINTS}
+    finally:
+        reader.close()
+
+
+@pytest.mark.bench
+@pytest.mark.server
+def test_portal_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.cli", "portal", "--decisions", "3000", "--days", "40",
+                          "--renders", "2", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert out.returncode in (0, 1), out.stderr  # 1: a page over its target on a loaded machine
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["load"]["decisions"] > 2000
+    assert all(p["status"] == 200 for p in report["pages"].values())
+    assert "p95 ms" in out.stdout and "target" in out.stdout
