@@ -73,7 +73,7 @@ def _legend(series: Sequence[Series], lines: bool) -> list[str]:
         else:
             parts.append(f'<rect x="{x}" y="{y - 10}" width="12" height="12" fill="{colour}"/>')
         parts.append(f'<text x="{x + 22}" y="{y}">{escape(name)}</text>')
-        x += 30 + 7 * len(name)
+        x += 40 + 8 * len(name)
     parts.append("</g>")
     return parts
 
