@@ -255,3 +255,16 @@ def test_staffing_plan_from_the_store(store_dir: Path) -> None:
         else:
             assert p.verdict == "idle"
     assert date.today() - timedelta(days=2) <= day <= date.today() + timedelta(days=1)
+
+
+def test_svg_charts_label_themselves_and_leave_gaps_for_hidden_values() -> None:
+    from portal.charts import bar_chart, line_chart, nice_max
+
+    assert [nice_max(v) for v in (0, 3, 7, 11, 240, 2600)] == [1, 5, 10, 20, 250, 5000]
+    bars = str(bar_chart("c1", "Arrivals <by hour>", "desc", ["09", "10", "11"], [("A&B", [5, None, 12])], "n"))
+    assert 'aria-labelledby="c1-title c1-desc"' in bars and "<title id=\"c1-title\">Arrivals &lt;by hour&gt;" in bars
+    assert bars.count("<rect") == 3  # two bars (None is a gap, not a zero bar) and one legend swatch
+    assert "A&amp;B, 09: 5" in bars and "A&amp;B, 11: 12" in bars and ", 10:" not in bars
+    line = str(line_chart("c2", "t", "d", ["a", "b", "c", "d"], [("s", [1.0, 2.0, None, 4.0])], "ms"))
+    assert line.count("<polyline") == 1  # the None breaks the line: one run of two points, one lone point
+    assert line.count("<circle") == 3
