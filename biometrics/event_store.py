@@ -29,6 +29,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -450,54 +451,65 @@ def _set_meta(tx: Transaction, name: str, value: str) -> None:
                (name, value))
 
 
-class EventShipper:
-    """Ship a station's journal of events to the register in a daemon thread, every ``interval`` seconds and
-    when woken; while the register is away the journal keeps them (the next round ships them)."""
+class EventHousekeeper:
+    """The service's background work on its events, in a daemon thread: every ``fold_every`` seconds
+    :meth:`SqlEventStore.fold_expired` (on the local store and the register); on a station with a register,
+    every ``interval`` seconds ship the journal to it (while it is away the journal keeps everything)."""
 
-    def __init__(self, journal: SqlEventStore, register: SqlEventStore, interval: float = 1.0) -> None:
-        self.journal = journal
+    def __init__(self, local: SqlEventStore, register: SqlEventStore | None = None, *, interval: float = 1.0,
+                 fold_every: float = 3600.0) -> None:
+        self.local = local
         self.register = register
         self.interval = interval
-        self._wake = threading.Event()
+        self.fold_every = fold_every
+        self._next_fold = 0.0  # at once on start
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="event-shipper", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="event-housekeeper", daemon=True)
 
-    def start(self) -> EventShipper:
+    def start(self) -> EventHousekeeper:
         """Start the thread."""
         self._thread.start()
         return self
 
-    def wake(self) -> None:
-        """Ship now (a new event was recorded)."""
-        self._wake.set()
-
     def ship_all(self) -> int:
-        """Ship everything pending now, on the calling thread; returns how many rows."""
+        """Ship everything pending now, on the calling thread; returns how many rows (0 without a register)."""
         total = 0
-        while n := ship_events(self.journal, self.register):
+        while self.register is not None and (n := ship_events(self.local, self.register)):
             total += n
         return total
 
+    def fold(self) -> int:
+        """Fold the expired nationality rows of the local store and of the register (idempotent)."""
+        folded = self.local.fold_expired()
+        if self.register is not None:
+            folded += self.register.fold_expired()
+        return folded
+
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
+        while not self._stop.wait(self.interval if self.register is not None else min(self.fold_every, 60.0)):
             try:
                 self.ship_all()
             except Exception as exc:  # the register is away: the journal keeps them
                 log.debug("events: shipping deferred (%s)", exc)
+            if time.monotonic() >= self._next_fold:
+                try:
+                    self.fold()
+                    self._next_fold = time.monotonic() + self.fold_every
+                except Exception as exc:
+                    log.info("events: retention deferred (%s)", exc)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread, then try once more to ship what is pending (a failure leaves it in the journal)."""
         self._stop.set()
-        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self.register is None:
+            return
         try:
             self.ship_all()
         except Exception as exc:
             log.warning("events: %d event(s) not shipped to the register at shutdown (%s); they stay in the "
-                        "journal and are shipped at the next start", pending_events(self.journal), exc)
+                        "journal and are shipped at the next start", pending_events(self.local), exc)
 
 
 # -- opening a store without the station's key ring (the portal, simulations) -------------------------

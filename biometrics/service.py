@@ -20,7 +20,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +31,7 @@ from biometrics import validation
 from biometrics.audit import LOG_NAME, AuditChain, anchor_path, import_jsonl, load_or_create_signing_key
 from biometrics.crypto import KeyRing
 from biometrics.datadir import DataDirLock, lock_data_dir
+from biometrics.decisions import PROCEED, TravellerOutcome, identification_outcome, verification_outcome
 from biometrics.errors import (
     BiometricError,
     InvalidSample,
@@ -39,6 +40,17 @@ from biometrics.errors import (
     SubjectExists,
     SubjectNotFound,
 )
+from biometrics.event_store import EventHousekeeper, SqlEventStore, check_event_id, check_rating
+from biometrics.events import (
+    ARRIVAL,
+    DEFAULT_NATIONALITY_RETENTION_DAYS,
+    DEFAULT_SERVICE_TARGET_MS,
+    ERROR,
+    SEE_OFFICER,
+    EventNotFound,
+    check_nationality,
+)
+from biometrics.events import PROCEED as PUBLISHED_PROCEED
 from biometrics.face import FaceTemplate, face_template_of
 from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
 from biometrics.fingerprint.fusion import fuse_false_match_scores
@@ -51,6 +63,7 @@ from biometrics.keydir import (
     default_key_dir,
     prepare_key_dir,
 )
+from biometrics.recording import EventRecorder
 from biometrics.scores import ScoreCalibration, threshold_for_fmr, threshold_for_fpir
 from biometrics.statistics import TrafficStatistics
 from biometrics.storage import (
@@ -119,6 +132,12 @@ class ServiceConfig:
     max_candidates: int = 100
     max_samples: int = 10
     limits: ImageLimits = field(default_factory=ImageLimits)
+    # Decision events for the transparency portal (biometrics.recording); False: none (the on/off benchmark).
+    record_events: bool = True
+    lanes: Mapping[str, str] = field(default_factory=dict)  # kiosk certificate subject or CN -> direction
+    default_direction: str = ARRIVAL
+    service_target_ms: float = DEFAULT_SERVICE_TARGET_MS
+    nationality_retention_days: int = DEFAULT_NATIONALITY_RETENTION_DAYS
 
 
 @dataclass(frozen=True)
@@ -196,6 +215,11 @@ class CheckpointService:
         # Alerts stay with the station that raised them (its own store, or its journal beside a register).
         self.alert_store: SealedStore = decision_log.storage if decision_log is not None else storage
         self.station = decision_log.station if decision_log is not None else ""
+        self.events: EventRecorder | None = None
+        self.register_events: SqlEventStore | None = None  # on a station with a register: its events
+        self._event_keeper: EventHousekeeper | None = None
+        if self.config.record_events:
+            self._open_events(fingerprint_calibration)
         if not defer_load:
             self._load_gallery()
             self._ready.set()
@@ -264,6 +288,7 @@ class CheckpointService:
             data_lock.release()
             raise
         service._data_lock = data_lock
+        service.start_event_housekeeping()
         return service
 
     # -- the in-memory gallery, following the change log --------------------------------------
@@ -516,6 +541,75 @@ class CheckpointService:
         log.warning("ALERT %s: decision %s (alert %s) for an officer", kind, decision_id, alert.alert_id)
         return alert
 
+    # -- decision events (biometrics.recording) ---------------------------------------------------
+
+    def _open_events(self, fingerprint_calibration: ScoreCalibration | None) -> None:
+        """The recorder of decision events, into the station's own store (its journal beside a register)."""
+        options = {"service_target_ms": self.config.service_target_ms,
+                   "retention_days": self.config.nationality_retention_days}
+        journal = self.alert_store is not self.storage
+        local = SqlEventStore(self.alert_store, journal=journal, **options)
+        self.events = EventRecorder(
+            local, self.station, lanes=self.config.lanes, default_direction=self.config.default_direction,
+            face_calibration=self.face_calibration,
+            fingerprint_calibration=fingerprint_calibration or ScoreCalibration.for_modality("fingerprint"))
+        if journal:
+            self.register_events = SqlEventStore(self.storage, **options)
+
+    def start_event_housekeeping(self, *, interval: float = 1.0, fold_every: float = 3600.0) -> None:
+        """Ship the journal's events to the register (on a station with one) and fold expired nationality rows,
+        in a background thread (stopped by :meth:`close`)."""
+        if self.events is not None and self._event_keeper is None:
+            self._event_keeper = EventHousekeeper(self.events.store, self.register_events, interval=interval,
+                                                  fold_every=fold_every).start()
+
+    def _new_feedback_id(self) -> str:
+        return self.events.new_id() if self.events is not None else ""
+
+    def _record_event(self, tx: Transaction, event_id: str, outcome: TravellerOutcome, actor: Actor,
+                      started: float, faces: Sequence[FaceTemplate],
+                      fingers: Sequence[tuple[int, FingerprintTemplate]], nationality: str) -> None:
+        """Write the decision's event in ``tx`` (its audit record's transaction); a watchlist hit is published
+        as see_officer, like a no-match."""
+        if self.events is None:
+            return
+        qualities = [f.quality for f in faces] + [t.quality for _, t in fingers]
+        published = PUBLISHED_PROCEED if outcome.decision == PROCEED else SEE_OFFICER
+        self.events.write(tx, self.events.event(actor, published, started, qualities, nationality,
+                                                faces=bool(faces), fingers=bool(fingers)), event_id)
+
+    def _record_error(self, actor: Actor, started: float, samples: Sequence[Sample], nationality: str) -> None:
+        """Record a decision that ended in a refusal (no face, unknown document...) as an ``error`` event, in a
+        transaction of its own; a failure to record it is logged, never raised over the refusal."""
+        if self.events is None:
+            return
+        try:
+            try:
+                nationality = check_nationality(nationality)
+            except BiometricError:
+                nationality = ""
+            modalities = {getattr(s, "modality", None) for s in samples} if isinstance(samples, Sequence) else set()
+            self.events.record(self.events.event(actor, ERROR, started, [], nationality,
+                                                 faces=Modality.FACE in modalities,
+                                                 fingers=Modality.FINGERPRINT in modalities))
+        except Exception:
+            log.exception("the event of a refused decision could not be recorded")
+
+    def _enrolled_nationality(self, subject_id: str) -> str:
+        """The enrolled subject's nationality, from a store on this machine only (the station's SQLite file, or
+        the replica beside a register); "" when there is none or it cannot be read: a kiosk sends the travel
+        document's nationality (``document_nationality``) instead."""
+        local: SealedStore | None = self.storage if isinstance(self.storage, Storage) else (
+            self.island.replica.local if self.island is not None and self.island.replica is not None else None)
+        if local is None:
+            return ""
+        try:
+            info = local.subject_info(subject_id)
+        except Exception:
+            log.debug("nationality of a verified subject not readable", exc_info=True)
+            return ""
+        return info.nationality if info is not None else ""
+
     # -- calls ---------------------------------------------------------------------------------
 
     def enrol(
@@ -606,13 +700,25 @@ class CheckpointService:
         self.statistics.record_decision(outcome)
         return EnrolmentResult(subject_id, enrolled, duplicates, qualities, threshold, decision_id)
 
-    def verify(self, subject_id: str, samples: Sequence[Sample], *, actor: Actor | None = None) -> VerificationResult:
+    def verify(self, subject_id: str, samples: Sequence[Sample], *, actor: Actor | None = None,
+               document_nationality: str = "") -> VerificationResult:
         """1:1: is the holder of these samples the subject enrolled as ``subject_id``?
 
         The samples are extracted before the subject is looked up, so an unknown document number costs a
-        caller as much as a known one (a kiosk cannot probe cheaply who is enrolled).
+        caller as much as a known one (a kiosk cannot probe cheaply who is enrolled). The decision's event
+        (for the transparency portal) is recorded with its audit record; ``document_nationality`` (alpha-3,
+        from the travel document) gives its category, else the enrolled subject's nationality does.
         """
-        actor = actor or Actor()
+        started, actor = time.perf_counter(), actor or Actor()
+        try:
+            return self._verify(subject_id, samples, actor, document_nationality, started)
+        except BiometricError:
+            self._record_error(actor, started, samples, document_nationality)
+            raise
+
+    def _verify(self, subject_id: str, samples: Sequence[Sample], actor: Actor, document_nationality: str,
+                started: float) -> VerificationResult:
+        nationality = check_nationality(document_nationality)
         validation.check_subject_id(subject_id)
         validation.check_samples(samples, self.config.max_samples)
         faces = self._extract_faces(samples, "probe")
@@ -633,20 +739,38 @@ class CheckpointService:
         match = score >= self.threshold
         watchlist = self._watchlist.get(subject_id, False)
         decision_id = _new_decision_id()
+        if self.events is not None and not nationality:
+            nationality = self._enrolled_nationality(subject_id)
+        result = VerificationResult(match, score, self.threshold, decision_id, tuple(modality_scores), watchlist,
+                                    self.register_as_of(), feedback_id=self._new_feedback_id())
         with self._audit() as tx:
             self._record(tx, "verify", actor, decision_id, subject_ref=self._ref(subject_id),
                          match=match, score=score, threshold=self.threshold)
             if match and watchlist:
                 self._raise_alert(tx, "watchlist_verify", decision_id, subject_id, score, actor)
+            self._record_event(tx, result.feedback_id, verification_outcome(result), actor, started, faces, fingers,
+                               nationality)
         self.statistics.record_decision("verify_match" if match else "verify_no_match")
-        return VerificationResult(match, score, self.threshold, decision_id, tuple(modality_scores), watchlist,
-                                  self.register_as_of())
+        return result
 
     def identify(
-        self, samples: Sequence[Sample], max_candidates: int = 0, *, actor: Actor | None = None
+        self, samples: Sequence[Sample], max_candidates: int = 0, *, actor: Actor | None = None,
+        document_nationality: str = "",
     ) -> IdentificationResult:
-        """1:N: the enrolled subjects these samples match, at or over the 1:N threshold, best first."""
-        actor = actor or Actor()
+        """1:N: the enrolled subjects these samples match, at or over the 1:N threshold, best first.
+
+        Its event is recorded with its audit record, its category from ``document_nationality`` (unknown without).
+        """
+        started, actor = time.perf_counter(), actor or Actor()
+        try:
+            return self._identify(samples, max_candidates, actor, document_nationality, started)
+        except BiometricError:
+            self._record_error(actor, started, samples, document_nationality)
+            raise
+
+    def _identify(self, samples: Sequence[Sample], max_candidates: int, actor: Actor, document_nationality: str,
+                  started: float) -> IdentificationResult:
+        nationality = check_nationality(document_nationality)
         validation.check_samples(samples, self.config.max_samples)
         if max_candidates < 0:
             raise InvalidSample("max_candidates cannot be negative.")
@@ -657,6 +781,8 @@ class CheckpointService:
         threshold = self.search_threshold()
         candidates = tuple(self._search([f.template for f in faces], fingers, k, threshold))
         decision_id = _new_decision_id()
+        result = IdentificationResult(candidates, threshold, decision_id, self.register_as_of(),
+                                      feedback_id=self._new_feedback_id())
         with self._audit() as tx:
             self._record(tx, "identify", actor, decision_id, threshold=threshold,
                          candidates=[{"subject_ref": self._ref(c.subject_id), "score": c.score,
@@ -664,8 +790,20 @@ class CheckpointService:
             for c in candidates:
                 if c.watchlist:
                     self._raise_alert(tx, "watchlist_identify", decision_id, c.subject_id, c.score, actor)
+            self._record_event(tx, result.feedback_id, identification_outcome(result), actor, started, faces,
+                               fingers, nationality)
         self.statistics.record_decision("identify_hit" if candidates else "identify_miss")
-        return IdentificationResult(candidates, threshold, decision_id, self.register_as_of())
+        return result
+
+    def rate_decision(self, feedback_id: str, rating: int) -> None:
+        """The traveller's rating (1..4) of a decision, by the ``feedback_id`` its answer gave; once per decision
+        (FeedbackRefused), an unknown id EventNotFound, a bad rating InvalidRating. Stored without anything that
+        leads to the traveller: not audited (an audit record would tie the rating to the decision's subject)."""
+        check_rating(rating)
+        check_event_id(feedback_id)
+        if self.events is None:
+            raise EventNotFound("This station does not record its decisions, so there is nothing to rate.")
+        self.events.store.record_feedback(feedback_id, rating)
 
     def get_subject(self, subject_id: str, *, actor: Actor | None = None) -> SubjectRecord:
         """The subject's personal data and template inventory; every read is recorded in the audit chain."""
@@ -773,6 +911,8 @@ class CheckpointService:
             self._listener.stop()
         if self._loader is not None:
             self._loader.join(10)
+        if self._event_keeper is not None:
+            self._event_keeper.stop()
         try:
             if self.decision_log is not None:
                 self.decision_log.close()

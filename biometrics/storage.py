@@ -388,6 +388,12 @@ class SealedStore:
             raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
         return loaded[0]
 
+    def subject_info(self, subject_id: str) -> SubjectInfo | None:
+        """The subject's personal data alone (no templates opened), or None if there is none."""
+        ref = self.keyring.pseudonym(subject_id)
+        rows = self._query("SELECT sealed FROM subjects WHERE ref = ?", (ref,))
+        return self._open_subject(ref, rows[0][0])[1] if rows else None
+
     def _open_rows(self, subjects: Sequence[tuple[Any, ...]], templates: Sequence[tuple[Any, ...]]
                 ) -> dict[str, tuple[SubjectRecord, list[StoredTemplate]]]:
         """Subject rows (ref, sealed, created) and template rows (ref, id, modality, finger, quality, sealed,

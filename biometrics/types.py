@@ -114,6 +114,8 @@ class VerificationResult:
     watchlist: bool = False
     # When this station's view of the register was last up to date (RFC 3339); "" on a single station.
     register_as_of: str = ""
+    # The decision event's id, for the traveller's rating (not the decision id); "" when events are not recorded.
+    feedback_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ class IdentificationResult:
     decision_id: str
     # When this station's view of the register was last up to date (RFC 3339); "" on a single station.
     register_as_of: str = ""
+    # The decision event's id, for the traveller's rating (not the decision id); "" when events are not recorded.
+    feedback_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ CAMERA = "http://admin:s3cret@127.0.0.1:9/video.mjpg"  # nothing listens on port
 SECRETS = ("s3cret", "admin:")
 INFO_A = pb.SubjectInfo(name="Megawati Sukarnoputri", nationality="IDN", date_of_birth="1947-01-23")
 INFO_B = pb.SubjectInfo(name="Kofi Annan", nationality="GHA", date_of_birth="1938-04-08", watchlist=True)
-KIOSK_FIELDS = {"decision", "traveller_message", "decision_id", "threshold"}
+KIOSK_FIELDS = {"decision", "traveller_message", "decision_id", "threshold", "feedback_id"}
 
 # -- the tables and the caller's identity (no server) ------------------------------------------------------
 
@@ -153,6 +153,7 @@ def _without_decision_id(message):  # type: ignore[no-untyped-def]
     copy = type(message)()
     copy.CopyFrom(message)
     copy.ClearField("decision_id")
+    copy.ClearField("feedback_id")  # random, like the decision id
     return copy.SerializeToString(deterministic=True)
 
 

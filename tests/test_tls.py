@@ -41,6 +41,7 @@ CALLS = {
     "ListAlerts": pb.ListAlertsRequest(),
     "ListReviews": pb.ListReviewsRequest(),
     "ResolveReview": pb.ResolveReviewRequest(review_id="nothing", resolution=pb.REJECT, reason="a test"),
+    "RateDecision": pb.RateDecisionRequest(feedback_id="0" * 32, rating=3),  # unknown: NOT_FOUND where allowed
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
@@ -37,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("identify", help="1:N: who is this?")
     add_sample_arguments(i)
     i.add_argument("--max-candidates", type=int, default=0)
+    for command in (v, i):
+        command.add_argument("--nationality", default="", metavar="ALPHA3",
+                             help="the travel document's nationality (ISO 3166 alpha-3, e.g. IDN), for the "
+                                  "published statistics")
+    r = sub.add_parser("rate", help="the traveller's rating of a decision (once per decision)")
+    r.add_argument("feedback_id", help="the feedback id a verify or identify printed")
+    r.add_argument("rating", type=int, choices=(1, 2, 3, 4), help="1 very unhappy .. 4 very happy")
     sub.add_parser("devices", help="list the station's devices")
     return p
 
@@ -51,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     stub = open_stub_or_usage_error(parser, args)
     try:
         if args.command == "verify":
-            r = stub.Verify(pb.VerifyRequest(subject_id=args.subject_id, samples=samples), timeout=args.timeout)
+            r = stub.Verify(pb.VerifyRequest(subject_id=args.subject_id, samples=samples,
+                                             document_nationality=args.nationality), timeout=args.timeout)
             print(_decision(r))
             if r.modality_scores:  # an officer's view
                 print(f"  {'MATCH' if r.match else 'NO MATCH'} score {r.score:.2f} threshold {r.threshold:.2f}")
@@ -59,12 +68,16 @@ def main(argv: list[str] | None = None) -> int:
                     print("  " + "; ".join(_modality_score(m) for m in r.modality_scores))
             return 0 if r.decision == pb.PROCEED else 1
         if args.command == "identify":
-            r = stub.Identify(pb.IdentifyRequest(samples=samples, max_candidates=args.max_candidates),
-                              timeout=args.timeout)
+            r = stub.Identify(pb.IdentifyRequest(samples=samples, max_candidates=args.max_candidates,
+                                                 document_nationality=args.nationality), timeout=args.timeout)
             print(_decision(r))
             for c in r.candidates:  # an officer's view
                 print(f"  {c.subject_id} score {c.score:.2f}{'  WATCHLIST' if c.watchlist else ''}")
             return 0 if r.decision == pb.PROCEED else 1
+        if args.command == "rate":
+            rated = rate(stub, args.feedback_id, args.rating, timeout=args.timeout)
+            print(rated.message)
+            return 0
         r = stub.ListDevices(pb.ListDevicesRequest(), timeout=args.timeout)
         for d in r.devices:
             line = f"{d.name} {pb.Modality.Name(d.modality)} {pb.DeviceState.Name(d.state)}"
@@ -74,9 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         return fail(error)
 
 
+def rate(stub: Any, feedback_id: str, rating: int, *, timeout: float | None = None) -> pb.RateDecisionResponse:
+    """The traveller's rating (1..4) of the decision whose answer gave ``feedback_id``; raises grpc.RpcError
+    (ALREADY_EXISTS for a second rating, NOT_FOUND for an unknown id, INVALID_ARGUMENT for a bad rating), each
+    with a message the kiosk can show."""
+    return stub.RateDecision(pb.RateDecisionRequest(feedback_id=feedback_id, rating=rating), timeout=timeout)
+
+
 def _decision(r: pb.VerifyResponse | pb.IdentifyResponse) -> str:
     what = DECISIONS.get(r.decision, "NO DECISION")
-    return f"{what}: {r.traveller_message} (threshold {r.threshold:.2f}, decision {r.decision_id})"
+    feedback = f" [feedback {r.feedback_id}]" if r.feedback_id else ""
+    return f"{what}: {r.traveller_message} (threshold {r.threshold:.2f}, decision {r.decision_id}){feedback}"
 
 
 def _modality_score(m: pb.ModalityScore) -> str:

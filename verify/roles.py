@@ -60,6 +60,7 @@ ROLES: dict[str, frozenset[str]] = {
     "ListAlerts": frozenset({OFFICER}),
     "ListReviews": frozenset({OFFICER}),
     "ResolveReview": frozenset({OFFICER}),
+    "RateDecision": frozenset({KIOSK, OFFICER}),
 }
 
 HEALTH_SERVICE = "grpc.health.v1.Health"

@@ -25,10 +25,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from biometrics.datadir import DataDirLocked
+from biometrics.events import (
+    ARRIVAL,
+    DEFAULT_NATIONALITY_RETENTION_DAYS,
+    DEFAULT_SERVICE_TARGET_MS,
+    DIRECTIONS,
+)
 from biometrics.face import load_models
 from biometrics.imaging import ImageLimits
 from biometrics.island import OfflinePolicy
 from biometrics.keydir import KeyLocationError, default_key_dir
+from biometrics.recording import parse_lanes
 from biometrics.register import StoreRefused
 from biometrics.service import CheckpointService, ServiceConfig, StoreLocation
 from biometrics.storage import KeyRingMismatch, SchemaTooNew
@@ -96,8 +103,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no TLS, every caller an officer: development only, refused unless --listen is loopback")
     p.add_argument("--audit-checkpoint-every", type=int, default=100,
                    help="sign an audit checkpoint every N decisions (and at shutdown)")
+    add_event_arguments(p)
     add_metrics_arguments(p)
     return p
+
+
+def add_event_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the decision events recorded for the transparency portal (biometrics.recording)."""
+    g = p.add_argument_group("decision events (the transparency portal)")
+    g.add_argument("--lane", action="append", default=[], metavar="KIOSK=DIRECTION",
+                   help="the direction a kiosk's lane faces, arrival or departure (KIOSK: its certificate's subject "
+                        "or common name); repeat per kiosk")
+    g.add_argument("--default-direction", choices=DIRECTIONS, default=ARRIVAL,
+                   help="the direction of a lane not named by --lane (default arrival)")
+    g.add_argument("--service-target-ms", type=float, default=DEFAULT_SERVICE_TARGET_MS,
+                   help="a decision processed within this many ms counts as within the service target "
+                        f"(default {DEFAULT_SERVICE_TARGET_MS:g})")
+    g.add_argument("--nationality-retention-days", type=int, default=DEFAULT_NATIONALITY_RETENTION_DAYS,
+                   help="days the restricted nationality rows are kept before they are folded into the monthly "
+                        f"aggregates and deleted (default {DEFAULT_NATIONALITY_RETENTION_DAYS})")
+    g.add_argument("--no-events", action="store_true", help="record no decision events (benchmarks)")
+
+
+def event_config(args: argparse.Namespace) -> dict[str, Any]:
+    """ServiceConfig fields of the event options (ValueError naming a bad one)."""
+    if args.service_target_ms <= 0:
+        raise ValueError("--service-target-ms must be positive")
+    if args.nationality_retention_days < 1:
+        raise ValueError("--nationality-retention-days must be at least 1")
+    return {"record_events": not args.no_events, "lanes": parse_lanes(args.lane),
+            "default_direction": args.default_direction, "service_target_ms": args.service_target_ms,
+            "nationality_retention_days": args.nationality_retention_days}
 
 
 def server_credentials_for(args: argparse.Namespace) -> grpc.ServerCredentials | None:
@@ -189,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = ImageLimits(max_bytes=int(args.max_image_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6))
-    config = ServiceConfig(fmr=args.fmr, fpir=args.fpir, limits=limits)
+    try:
+        config = ServiceConfig(fmr=args.fmr, fpir=args.fpir, limits=limits, **event_config(args))
+    except ValueError as exc:
+        print(f"checkpoint-server: {exc}", file=sys.stderr)
+        return 2
     try:
         credentials = server_credentials_for(args)
     except TLSConfigError as exc:

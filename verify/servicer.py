@@ -32,6 +32,7 @@ from verify.status import status_for
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "The server could not complete this request. Please try again, or call an officer."
+RATED_MESSAGE = "Thank you for your feedback."
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
@@ -137,16 +138,30 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
     @rpc
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:  # noqa: N802
         """See the contract."""
-        result = self.service.verify(request.subject_id, self.samples(request.samples), actor=self.actor(context))
-        return convert.verify_response(result, full=self.full_view(context))
+        result = self.service.verify(request.subject_id, self.samples(request.samples), actor=self.actor(context),
+                                     document_nationality=request.document_nationality)
+        response = convert.verify_response(result, full=self.full_view(context))
+        response.feedback_id = result.feedback_id
+        return response
 
     @rpc
     def Identify(self, request: pb.IdentifyRequest, context: grpc.ServicerContext) -> pb.IdentifyResponse:  # noqa: N802
         """See the contract."""
         result = self.service.identify(
-            self.samples(request.samples), request.max_candidates, actor=self.actor(context)
+            self.samples(request.samples), request.max_candidates, actor=self.actor(context),
+            document_nationality=request.document_nationality,
         )
-        return convert.identify_response(result, full=self.full_view(context))
+        response = convert.identify_response(result, full=self.full_view(context))
+        response.feedback_id = result.feedback_id
+        return response
+
+    @rpc
+    def RateDecision(  # noqa: N802
+        self, request: pb.RateDecisionRequest, context: grpc.ServicerContext
+    ) -> pb.RateDecisionResponse:
+        """See the contract."""
+        self.service.rate_decision(request.feedback_id, request.rating)
+        return pb.RateDecisionResponse(message=RATED_MESSAGE)
 
     @rpc
     def GetSubject(self, request: pb.GetSubjectRequest, context: grpc.ServicerContext) -> pb.Subject:  # noqa: N802

@@ -15,6 +15,7 @@ from biometrics.errors import (
     SubjectExists,
     SubjectNotFound,
 )
+from biometrics.events import EventNotFound, FeedbackRefused
 from biometrics.service import NoReference
 from biometrics.workers import WorkerLost, WorkerTimeout
 from devices.errors import (
@@ -31,6 +32,8 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidSample, grpc.StatusCode.INVALID_ARGUMENT),
     (SubjectNotFound, grpc.StatusCode.NOT_FOUND),
     (SubjectExists, grpc.StatusCode.ALREADY_EXISTS),
+    (FeedbackRefused, grpc.StatusCode.ALREADY_EXISTS),  # one rating per decision
+    (EventNotFound, grpc.StatusCode.NOT_FOUND),
     (NotImplementedModality, grpc.StatusCode.UNIMPLEMENTED),
     (NoReference, grpc.StatusCode.FAILED_PRECONDITION),
     (RegisterUnavailable, grpc.StatusCode.UNAVAILABLE),

@@ -171,15 +171,17 @@ class EnrollResponse(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ..., possible_duplicates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., enrolled: _Optional[bool] = ..., decision_id: _Optional[str] = ..., qualities: _Optional[_Iterable[_Union[SampleQuality, _Mapping]]] = ..., threshold: _Optional[float] = ..., provisional: _Optional[bool] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("subject_id", "samples")
+    __slots__ = ("subject_id", "samples", "document_nationality")
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_NATIONALITY_FIELD_NUMBER: _ClassVar[int]
     subject_id: str
     samples: _containers.RepeatedCompositeFieldContainer[Sample]
-    def __init__(self, subject_id: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ...) -> None: ...
+    document_nationality: str
+    def __init__(self, subject_id: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., document_nationality: _Optional[str] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("match", "score", "threshold", "decision_id", "modality_scores", "decision", "traveller_message", "register_as_of")
+    __slots__ = ("match", "score", "threshold", "decision_id", "modality_scores", "decision", "traveller_message", "register_as_of", "feedback_id")
     MATCH_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +190,7 @@ class VerifyResponse(_message.Message):
     DECISION_FIELD_NUMBER: _ClassVar[int]
     TRAVELLER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REGISTER_AS_OF_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_ID_FIELD_NUMBER: _ClassVar[int]
     match: bool
     score: float
     threshold: float
@@ -196,31 +199,50 @@ class VerifyResponse(_message.Message):
     decision: TravellerDecision
     traveller_message: str
     register_as_of: str
-    def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., decision_id: _Optional[str] = ..., modality_scores: _Optional[_Iterable[_Union[ModalityScore, _Mapping]]] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ..., register_as_of: _Optional[str] = ...) -> None: ...
+    feedback_id: str
+    def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., decision_id: _Optional[str] = ..., modality_scores: _Optional[_Iterable[_Union[ModalityScore, _Mapping]]] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ..., register_as_of: _Optional[str] = ..., feedback_id: _Optional[str] = ...) -> None: ...
 
 class IdentifyRequest(_message.Message):
-    __slots__ = ("samples", "max_candidates")
+    __slots__ = ("samples", "max_candidates", "document_nationality")
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_NATIONALITY_FIELD_NUMBER: _ClassVar[int]
     samples: _containers.RepeatedCompositeFieldContainer[Sample]
     max_candidates: int
-    def __init__(self, samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., max_candidates: _Optional[int] = ...) -> None: ...
+    document_nationality: str
+    def __init__(self, samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., max_candidates: _Optional[int] = ..., document_nationality: _Optional[str] = ...) -> None: ...
 
 class IdentifyResponse(_message.Message):
-    __slots__ = ("candidates", "decision_id", "threshold", "decision", "traveller_message", "register_as_of")
+    __slots__ = ("candidates", "decision_id", "threshold", "decision", "traveller_message", "register_as_of", "feedback_id")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     TRAVELLER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REGISTER_AS_OF_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_ID_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     decision_id: str
     threshold: float
     decision: TravellerDecision
     traveller_message: str
     register_as_of: str
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., decision_id: _Optional[str] = ..., threshold: _Optional[float] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ..., register_as_of: _Optional[str] = ...) -> None: ...
+    feedback_id: str
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., decision_id: _Optional[str] = ..., threshold: _Optional[float] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ..., register_as_of: _Optional[str] = ..., feedback_id: _Optional[str] = ...) -> None: ...
+
+class RateDecisionRequest(_message.Message):
+    __slots__ = ("feedback_id", "rating")
+    FEEDBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    feedback_id: str
+    rating: int
+    def __init__(self, feedback_id: _Optional[str] = ..., rating: _Optional[int] = ...) -> None: ...
+
+class RateDecisionResponse(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    def __init__(self, message: _Optional[str] = ...) -> None: ...
 
 class GetSubjectRequest(_message.Message):
     __slots__ = ("subject_id",)

@@ -98,6 +98,11 @@ class CheckpointStub:
                 request_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.ResolveReviewRequest.SerializeToString,
                 response_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.ResolveReviewResponse.FromString,
                 _registered_method=True)
+        self.RateDecision = channel.unary_unary(
+                '/checkpoint.v1.Checkpoint/RateDecision',
+                request_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.RateDecisionRequest.SerializeToString,
+                response_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.RateDecisionResponse.FromString,
+                _registered_method=True)
 
 
 class CheckpointServicer:
@@ -195,6 +200,16 @@ class CheckpointServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RateDecision(self, request, context):
+        """The traveller's rating of a decision on the kiosk's four-button smiley scale, by the feedback_id the
+        Verify or Identify answer gave; once per decision (a second rating: ALREADY_EXISTS), an unknown id:
+        NOT_FOUND, a rating outside 1..4: INVALID_ARGUMENT. Stored without anything that leads to the traveller.
+        Roles: kiosk, officer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CheckpointServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +272,11 @@ def add_CheckpointServicer_to_server(servicer, server):
                     servicer.ResolveReview,
                     request_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.ResolveReviewRequest.FromString,
                     response_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.ResolveReviewResponse.SerializeToString,
+            ),
+            'RateDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.RateDecision,
+                    request_deserializer=checkpoint_dot_v1_dot_checkpoint__pb2.RateDecisionRequest.FromString,
+                    response_serializer=checkpoint_dot_v1_dot_checkpoint__pb2.RateDecisionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -587,6 +607,33 @@ class Checkpoint:
             '/checkpoint.v1.Checkpoint/ResolveReview',
             checkpoint_dot_v1_dot_checkpoint__pb2.ResolveReviewRequest.SerializeToString,
             checkpoint_dot_v1_dot_checkpoint__pb2.ResolveReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RateDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/checkpoint.v1.Checkpoint/RateDecision',
+            checkpoint_dot_v1_dot_checkpoint__pb2.RateDecisionRequest.SerializeToString,
+            checkpoint_dot_v1_dot_checkpoint__pb2.RateDecisionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,215 @@
+"""The service records one decision event per Verify and Identify, with its audit record, without personal data;
+feedback once per decision; a station on a register keeps its events while the register is away."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from helpers import face
+from pg import fresh_database
+from waiting import wait_until
+
+from benchmarks.linkcut import LinkProxy
+from biometrics.crypto import KeyRing
+from biometrics.errors import InvalidSample, SubjectNotFound
+from biometrics.event_store import SqlEventStore, open_event_store, pending_events
+from biometrics.events import EventNotFound, FeedbackRefused, InvalidRating
+from biometrics.service import CheckpointService, ServiceConfig, StoreLocation
+from biometrics.types import Actor, Modality, Sample, SubjectInfo
+
+EVENT_TABLES = ("decision_events", "event_nationality", "event_feedback", "event_lanes", "event_stations",
+                "agg_hourly", "agg_monthly_arrivals", "agg_daily_satisfaction")
+SUBJECTS = {  # document number -> (personal data, reference image)
+    "P1234567": (SubjectInfo(name="Megawati Sukarnoputri", nationality="IDN", date_of_birth="1947-01-23"),
+                 "Megawati_Sukarnoputri_0001.jpg"),
+    "Q7654321": (SubjectInfo(name="Kofi Annan", nationality="GHA", date_of_birth="1938-04-08", watchlist=True),
+                 "Kofi_Annan_0001.jpg"),
+}
+ARRIVAL_KIOSK = Actor(role="kiosk", identity="CN=kiosk-arr,OU=kiosk,O=Checkpoint",
+                      extra={"common_name": "kiosk-arr"})
+DEPARTURE_KIOSK = Actor(role="kiosk", identity="CN=kiosk-dep,OU=kiosk,O=Checkpoint",
+                        extra={"common_name": "kiosk-dep"})
+OFFICER = Actor(role="officer", identity="CN=Siti Rahma,OU=officer,O=Checkpoint",
+                extra={"common_name": "Siti Rahma"})
+
+
+def sample(name: str) -> Sample:
+    return Sample(Modality.FACE, face(name))
+
+
+def open_service(tmp_path: Path, **config: object) -> CheckpointService:
+    return CheckpointService.open(StoreLocation(tmp_path / "data", key_dir=tmp_path / "keys", station="rokot-airport"),
+                                  config=ServiceConfig(lanes={"kiosk-dep": "departure"}, **config))  # type: ignore
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[CheckpointService]:
+    s = open_service(tmp_path)
+    for subject_id, (info, image) in SUBJECTS.items():
+        assert s.enrol(subject_id, info, [sample(image)], actor=OFFICER).enrolled
+    yield s
+    s.close()
+
+
+def table_rows(store: SqlEventStore) -> dict[str, list[tuple]]:
+    with store.backend._read() as view:
+        return {t: [tuple(r) for r in view.execute(f"SELECT * FROM {t}").fetchall()] for t in EVENT_TABLES}
+
+
+def test_each_decision_records_one_event_with_its_audit_record(service: CheckpointService, tmp_path: Path) -> None:
+    genuine = service.verify("P1234567", [sample("Megawati_Sukarnoputri_0002.jpg")], actor=ARRIVAL_KIOSK)
+    watchlisted = service.verify("Q7654321", [sample("Kofi_Annan_0004.jpg")], actor=ARRIVAL_KIOSK)
+    impostor = service.verify("P1234567", [sample("Hans_Blix_0001.jpg")], actor=DEPARTURE_KIOSK,
+                              document_nationality="swe")
+    identified = service.identify([sample("Megawati_Sukarnoputri_0004.jpg")], actor=OFFICER)
+    stranger = service.identify([sample("Hans_Blix_0001.jpg")], actor=ARRIVAL_KIOSK, document_nationality="AUS")
+    with pytest.raises(SubjectNotFound):
+        service.verify("Z0000000", [sample("Hans_Blix_0001.jpg")], actor=ARRIVAL_KIOSK, document_nationality="NZL")
+    with pytest.raises(InvalidSample, match="three-letter"):
+        service.verify("P1234567", [sample("Hans_Blix_0001.jpg")], actor=ARRIVAL_KIOSK, document_nationality="X1")
+    assert genuine.match and watchlisted.match and watchlisted.watchlist and not impostor.match
+    assert identified.candidates and not stranger.candidates
+    results = (genuine, watchlisted, impostor, identified, stranger)
+    ids = [r.feedback_id for r in results]
+    assert len(set(ids)) == 5 and not {r.decision_id for r in results} & set(ids)
+
+    events = open_event_store(tmp_path / "data")  # read-only, beside the running service, without the key ring
+    try:
+        rows = table_rows(events)
+        by_id = {r[1]: r for r in rows["decision_events"]}
+        assert set(ids) <= set(by_id) and len(by_id) == 7  # the two refusals are recorded as errors
+        # (lane, direction, category, outcome)
+        assert [by_id[i][4:8] for i in ids] == [
+            ("kiosk-arr", "arrival", "citizen", "proceed"),  # the enrolled subject's nationality: IDN
+            ("kiosk-arr", "arrival", "foreign", "see_officer"),  # a watchlist hit is published as see_officer
+            ("kiosk-dep", "departure", "foreign", "see_officer"),  # the lane map; the document's nationality
+            ("desk", "arrival", "unknown", "proceed"),  # an officer is not named; no document: unknown
+            ("kiosk-arr", "arrival", "foreign", "see_officer"),
+        ]
+        errors = [r for r in rows["decision_events"] if r[7] == "error"]
+        assert len(errors) == 2 and all(r[3] == "rokot-airport" for r in errors)
+        assert all(r[9] in ("low", "medium", "high") for r in by_id.values() if r[7] != "error")
+        assert all(r[10].startswith("face:") and r[11].startswith("face:") for r in by_id.values())
+        assert sorted(n for _, _, n in rows["event_nationality"]) == ["AUS", "GHA", "IDN", "NZL"]  # arrivals only
+        today = datetime.now(UTC).date()
+        hourly = events.hourly(today - timedelta(days=1), today + timedelta(days=1))
+        assert sum(r.count for r in hourly) == 7
+        assert {(d, lane) for _, _, d, lane in rows["event_lanes"]} == {
+            ("arrival", "kiosk-arr"), ("arrival", "desk"), ("departure", "kiosk-dep")}
+        for r in hourly:
+            assert r.lanes_active == sum(1 for h, _, d, _ in rows["event_lanes"]
+                                         if (h, d) == (r.hour.strftime("%Y-%m-%dT%H"), r.direction))
+        arrivals = {r.nationality: r.count for r in events.monthly_arrivals(today, today)}
+        assert arrivals == {"IDN": 1, "GHA": 1, "AUS": 1, "NZL": 1, "XXX": 2}  # XXX: the unknown nationalities
+    finally:
+        events.close()
+    # The audit chain never names an event id: a rating cannot be tied to the decision's subject through it.
+    chain = "\n".join(service.alert_store.audit_entries())
+    assert chain and not any(i in chain for i in ids)
+
+
+def test_events_carry_no_personal_data(service: CheckpointService, tmp_path: Path) -> None:
+    decisions = [service.verify("P1234567", [sample("Megawati_Sukarnoputri_0002.jpg")], actor=ARRIVAL_KIOSK),
+                 service.verify("Q7654321", [sample("Kofi_Annan_0004.jpg")], actor=OFFICER),
+                 service.identify([sample("Kofi_Annan_0002.jpg")], actor=DEPARTURE_KIOSK)]
+    service.rate_decision(decisions[0].feedback_id, 4)
+    ring = KeyRing.load(tmp_path / "keys" / "keyring.json")
+    secrets = [*SUBJECTS, *(info.name for info, _ in SUBJECTS.values()),
+               *(info.date_of_birth for info, _ in SUBJECTS.values()),
+               *(ring.pseudonym(s) for s in SUBJECTS), *(d.decision_id for d in decisions),
+               "Siti Rahma", "CN=", "kiosk-dep,OU"]
+    events = open_event_store(tmp_path / "data")
+    try:
+        dump = json.dumps(table_rows(events), default=str)
+    finally:
+        events.close()
+    assert "kiosk-arr" in dump and "IDN" in dump  # the dump holds what it should
+    found = [s for s in secrets if s.lower() in dump.lower()]
+    assert found == []
+
+
+def test_feedback_once_per_decision(service: CheckpointService, tmp_path: Path) -> None:
+    first = service.verify("P1234567", [sample("Megawati_Sukarnoputri_0002.jpg")], actor=ARRIVAL_KIOSK)
+    second = service.verify("P1234567", [sample("Megawati_Sukarnoputri_0004.jpg")], actor=ARRIVAL_KIOSK)
+    service.rate_decision(first.feedback_id, 3)
+    with pytest.raises(FeedbackRefused, match="rated already"):
+        service.rate_decision(first.feedback_id, 1)
+    with pytest.raises(EventNotFound):
+        service.rate_decision("f" * 32, 2)
+    with pytest.raises(InvalidSample, match="32 hexadecimal"):
+        service.rate_decision(first.decision_id[:10], 2)
+    with pytest.raises(InvalidRating):
+        service.rate_decision(second.feedback_id, 5)
+    service.rate_decision(second.feedback_id, 1)
+    events = open_event_store(tmp_path / "data")
+    try:
+        today = datetime.now(UTC).date()
+        (row,) = events.daily_satisfaction(today - timedelta(days=1), today + timedelta(days=1))
+        assert row.counts == (1, 0, 1, 0) and row.station == "rokot-airport"
+    finally:
+        events.close()
+
+
+def test_recording_can_be_switched_off(tmp_path: Path) -> None:
+    s = open_service(tmp_path, record_events=False)
+    try:
+        info, image = SUBJECTS["P1234567"]
+        s.enrol("P1234567", info, [sample(image)])
+        result = s.verify("P1234567", [sample("Megawati_Sukarnoputri_0002.jpg")], actor=ARRIVAL_KIOSK)
+        assert result.match and result.feedback_id == ""
+        with pytest.raises(EventNotFound, match="does not record"):
+            s.rate_decision("a" * 32, 3)
+        events = open_event_store(tmp_path / "data")
+        try:
+            assert all(rows == [] for rows in table_rows(events).values())
+        finally:
+            events.close()
+    finally:
+        s.close()
+
+
+@pytest.mark.slow
+def test_a_station_keeps_its_events_while_the_register_is_away_and_ships_them_later(tmp_path: Path) -> None:
+    with fresh_database() as url, LinkProxy.to_url(url) as proxy:
+        island = CheckpointService.open(StoreLocation(tmp_path / "siberut", key_dir=tmp_path / "keys",
+                                                      store_url=proxy.url(url), station="siberut-port"),
+                                        config=ServiceConfig(lanes={"kiosk-dep": "departure"}))
+        island.start(retry_s=0.2, poll_s=0.5)
+        register = open_event_store(url)  # the register, read directly (not through the cut link)
+        today = datetime.now(UTC).date()
+
+        def in_register() -> int:
+            return sum(r.count for r in register.hourly(today - timedelta(days=1), today + timedelta(days=1)))
+
+        try:
+            info, image = SUBJECTS["P1234567"]
+            assert island.enrol("P1234567", info, [sample(image)]).enrolled
+            first = island.verify("P1234567", [sample("Megawati_Sukarnoputri_0002.jpg")], actor=ARRIVAL_KIOSK)
+            wait_until(lambda: in_register() == 1, timeout=20, message="the first event reached the register")
+            proxy.cut()
+            wait_until(lambda: not island.sync_status()["register_connected"], timeout=10,
+                       message="the station noticed the cut")
+            away = [island.verify("P1234567", [sample("Megawati_Sukarnoputri_0004.jpg")], actor=DEPARTURE_KIOSK,
+                                  document_nationality="IDN") for _ in range(3)]
+            island.rate_decision(away[0].feedback_id, 4)  # rated while the register is away
+            island.rate_decision(first.feedback_id, 2)
+            assert island.events is not None and pending_events(island.events.store) == 3
+            assert in_register() == 1
+            proxy.restore()
+            wait_until(lambda: in_register() == 4, timeout=30, message="the journal's events reached the register")
+            wait_until(lambda: sum(r.n for r in register.daily_satisfaction(today - timedelta(days=1),
+                                                                           today + timedelta(days=1))) == 2,
+                       timeout=30, message="the ratings reached the register")
+            rows = register.hourly(today - timedelta(days=1), today + timedelta(days=1))
+            assert {(r.station, r.direction, r.count) for r in rows} == {("siberut-port", "arrival", 1),
+                                                                       ("siberut-port", "departure", 3)}
+            assert island.register_events is not None
+            with pytest.raises(FeedbackRefused):  # the register knows it was rated
+                island.register_events.record_feedback(away[0].feedback_id, 1)
+        finally:
+            register.close()
+            island.close()
