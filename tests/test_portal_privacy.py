@@ -1,9 +1,9 @@
 """Nothing the portal serves names anyone: a station with enrolled subjects, their decisions, then every page.
 
 Subjects are enrolled and verified through a real ``checkpoint-server``; the station's store then holds their
-sealed records, pseudonymous references and audit trail beside the decision events (the service's own
-events where it records them, and SYNTHETIC traffic plus one event per verification of these subjects,
-with their nationalities, written through the event store). The portal, public site and auditors' view, is
+sealed records, pseudonymous references and audit trail beside the decision events the service recorded
+for their verifications (with their documents' nationalities) and their ratings, and SYNTHETIC traffic
+around them written through the event store. The portal, public site and auditors' view, is
 then asked for every page in both languages and every download in both formats: no enrolled name, document
 number or pseudonym may appear in any of it, and a nationality seen only a few times must not be published.
 """
@@ -16,7 +16,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ from helpers import ServerProcess, face_sample
 from benchmarks.portal_bench import free_port, portal_process
 from benchmarks.traffic import TrafficModel, default_start, write_traffic
 from biometrics.event_store import open_event_store
-from biometrics.events import ARRIVAL, FOREIGN, PROCEED, DecisionEvent
 from portal.opendata import DATASETS
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -68,33 +66,33 @@ def everything(base: str, stations: list[str], context: ssl.SSLContext | None = 
 
 def test_no_enrolled_name_document_number_or_pseudonym_is_served(tmp_path: Path) -> None:
     data_dir = tmp_path / "station"
-    server = ServerProcess(data_dir).start()
+    server = ServerProcess(data_dir, args=("--station", "tuapejat-port")).start()
     try:
         stub = server.stub()
+        rated = 0
         for subject_id, name, nationality, enrol_image, probe_image in SUBJECTS:
             info = pb.SubjectInfo(name=name, nationality=nationality, date_of_birth="1960-01-23")
             r = stub.Enroll(pb.EnrollRequest(subject_id=subject_id, info=info, samples=[face_sample(enrol_image)]))
             assert r.enrolled, r
             for _ in range(2):
-                stub.Verify(pb.VerifyRequest(subject_id=subject_id, samples=[face_sample(probe_image)]))
+                v = stub.Verify(pb.VerifyRequest(subject_id=subject_id, samples=[face_sample(probe_image)],
+                                                 document_nationality=nationality))
+                assert v.feedback_id  # the service recorded the decision event
+                stub.RateDecision(pb.RateDecisionRequest(feedback_id=v.feedback_id, rating=4))
+                rated += 1
     finally:
         server.stop()
 
     db = sqlite3.connect(data_dir / "checkpoint.db")
     pseudonyms = [r[0] for r in db.execute("SELECT ref FROM subjects")]
+    events = db.execute("SELECT COUNT(*) FROM decision_events WHERE station = 'tuapejat-port'").fetchone()[0]
     db.close()
     assert len(pseudonyms) == len(SUBJECTS)
+    assert events >= 2 * len(SUBJECTS)
 
     writer = open_event_store(data_dir, readonly=False)
-    try:
+    try:  # SYNTHETIC traffic around them, so that the pages have something to publish
         write_traffic(writer, TrafficModel(default_start(60), 60, 8000, seed=3))
-        now = datetime.now(UTC)
-        for _subject_id, _name, nationality, _e, _p in SUBJECTS:  # what the service records for each Verify
-            for _ in range(2):
-                writer.record_decision(DecisionEvent(
-                    minute=now, station="tuapejat-port", lane="a-kiosk-1", direction=ARRIVAL, category=FOREIGN,
-                    outcome=PROCEED, processing_ms=640.0, quality="high", model_version="face-1",
-                    calibration_version="cal-1", nationality=nationality))
         stations = writer.stations()
     finally:
         writer.close()
