@@ -3,9 +3,10 @@
 Subjects are enrolled and verified through a real ``checkpoint-server``; the station's store then holds their
 sealed records, pseudonymous references and audit trail beside the decision events the service recorded
 for their verifications (with their documents' nationalities) and their ratings, and SYNTHETIC traffic
-around them written through the event store. The portal, public site and auditors' view, is
-then asked for every page in both languages and every download in both formats: no enrolled name, document
-number or pseudonym may appear in any of it, and a nationality seen only a few times must not be published.
+around them written through the event store. The portal, public site and auditors' view, is then asked for
+every page in both languages and every download in both formats, and the server for its Prometheus
+metrics: no enrolled name, document number or pseudonym may appear in any of it, and a nationality seen
+only a few times must not be published.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def everything(base: str, stations: list[str], context: ssl.SSLContext | None = 
 
 def test_no_enrolled_name_document_number_or_pseudonym_is_served(tmp_path: Path) -> None:
     data_dir = tmp_path / "station"
-    server = ServerProcess(data_dir, args=("--station", "tuapejat-port")).start()
+    metrics_port = free_port()
+    server = ServerProcess(data_dir, args=("--station", "tuapejat-port", "--metrics-listen",
+                                           f"127.0.0.1:{metrics_port}")).start()
     try:
         stub = server.stub()
         rated = 0
@@ -80,8 +83,10 @@ def test_no_enrolled_name_document_number_or_pseudonym_is_served(tmp_path: Path)
                 assert v.feedback_id  # the service recorded the decision event
                 stub.RateDecision(pb.RateDecisionRequest(feedback_id=v.feedback_id, rating=4))
                 rated += 1
+        metrics = _get(f"http://127.0.0.1:{metrics_port}/metrics")  # the operators' metrics, too
     finally:
         server.stop()
+    assert "grpc_server_handled_total" in metrics
 
     db = sqlite3.connect(data_dir / "checkpoint.db")
     pseudonyms = [r[0] for r in db.execute("SELECT ref FROM subjects")]
@@ -108,7 +113,8 @@ def test_no_enrolled_name_document_number_or_pseudonym_is_served(tmp_path: Path)
         audit = everything(f"https://127.0.0.1:{aport}", stations, context, auditor=True)
 
     assert "tuapejat-port" in public and "Erlang C" in audit  # the fetches did reach the pages
-    for served, who in ((public, "public site"), (audit, "auditors' view")):
+    assert "GHA" not in metrics and "SWE" not in metrics  # metrics are labelled by station and outcome only
+    for served, who in ((public, "public site"), (audit, "auditors' view"), (metrics, "metrics")):
         lowered = served.lower()
         for subject_id, name, _nat, _e, _p in SUBJECTS:
             assert subject_id.lower() not in lowered, f"document number {subject_id} on the {who}"
