@@ -70,6 +70,7 @@ def test_every_page_in_both_languages(client: TestClient, path: str, lang: str) 
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing from elsewhere
     assert "https://" not in html
     assert "<script" not in html
+    assert "default-src 'none'" in r.headers["content-security-policy"]  # the browser refuses anything else
 
 
 def test_charts_are_accessible_and_have_tables(client: TestClient) -> None:
