@@ -193,9 +193,8 @@ class Portal:
             hours = [f"{h:02d}" for h in range(24)]
             counts_chart = charts.bar_chart(
                 "chart-counts", t("today_counts_caption", station=station_name(station, t), day=day.isoformat()),
-                t("today_counts_chart"), hours,
-                [(t("arrivals"), [c.counts[0].public for c in view.hours]),
-                 (t("departures"), [c.counts[1].public for c in view.hours])], t("decisions"))
+                t("today_counts_chart"), hours, [(t("decisions"), [c.total.public for c in view.hours])],
+                t("decisions"))
             times_chart = charts.line_chart(
                 "chart-times", t("today_times_caption", station=station_name(station, t), day=day.isoformat()),
                 t("today_times_chart"), hours,

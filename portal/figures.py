@@ -140,7 +140,11 @@ class SeasonalView:
     station: str | None
     years: list[int]
     table: ProtectedTable  # rows: years, columns: months 1..12
-    future: set[tuple[int, int]]  # (year, month) not begun yet
+    future: set[tuple[int, int]]  # (year, month) not begun yet, or before the first recorded arrival
+
+    def absent(self, year: int) -> bool:
+        """True for a year none of whose months has a record."""
+        return all((year, m) in self.future for m in range(1, 13))
 
 
 @dataclass
@@ -308,7 +312,10 @@ class Figures:
         months = month_range(date(year_list[0], 1, 1), today)
         per_month = self.month_arrivals(months, station)
         cells = [[sum(per_month.get(date(y, m, 1), {}).values()) for m in range(1, 13)] for y in year_list]
-        future = {(y, m) for y in year_list for m in range(1, 13) if date(y, m, 1) > today}
+        recorded = [date(y, m, 1) for y in year_list for m in range(1, 13) if cells[y - year_list[0]][m - 1]]
+        first = min(recorded, default=today.replace(day=1))
+        # months not begun, and months before the first recorded arrival (no record is not zero arrivals)
+        future = {(y, m) for y in year_list for m in range(1, 13) if not first <= date(y, m, 1) <= today}
         return SeasonalView(station, year_list, table(cells, public), future)
 
     def satisfaction(self, station: str | None, first: date, last: date, public: bool = True) -> SatisfactionView:

@@ -269,3 +269,10 @@ def test_svg_charts_label_themselves_and_leave_gaps_for_hidden_values() -> None:
     line = str(line_chart("c2", "t", "d", ["a", "b", "c", "d"], [("s", [1.0, 2.0, None, 4.0])], "ms"))
     assert line.count("<polyline") == 1  # the None breaks the line: one run of two points, one lone point
     assert line.count("<circle") == 3
+
+
+def test_seasonal_pattern_starts_at_the_first_recorded_month(client: TestClient) -> None:
+    records = client.get("/data/seasonal", params={"format": "json", "years": "4"}).json()["records"]
+    assert records and records[0]["arrivals"] != 0  # months before the data are "no record", not zero arrivals
+    html = client.get("/seasonal", params={"lang": "en", "years": "4"}).text
+    assert "<td class=\"num\">0</td>" not in re.search(r'<table id="seasonal">.*?</table>', html, re.S).group(0)
