@@ -472,6 +472,21 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def warm_up(app: Starlette) -> None:
+    """Fill what the first visitors would otherwise wait for: the solver's import, the arrivals of the days
+    that are over, the releases of the completed months (run in a thread at start; errors are only logged)."""
+    portal: Portal = app.state.portal
+    try:
+        figures = portal.holder.figures()
+        today = figures.current_day()
+        figures.seasonal(None, 3, portal.public)
+        figures.arrivals(None, add_months(month_start(today), -11), month_start(today), portal.public)
+        for station in figures.store.stations():
+            figures.today(station, today, portal.public)
+    except Exception as exc:  # the pages will say what is wrong; the warm-up only saves time
+        log.warning("portal: warm-up skipped: %s", exc)
+
+
 class AuditorOnly:
     """ASGI middleware: admit only a client whose TLS certificate names the auditor role (else a 403 page).
 

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import ssl
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def servers(args: argparse.Namespace) -> list[Any]:
     import uvicorn
 
     from biometrics.event_store import open_event_store
-    from portal.app import create_app
+    from portal.app import create_app, warm_up
 
     config = config_from(args)
 
@@ -106,8 +107,10 @@ def servers(args: argparse.Namespace) -> list[Any]:
         return open_event_store(args.store, readonly=True, service_target_ms=args.service_target_ms)
 
     host, port = args.listen
-    public = uvicorn.Server(uvicorn.Config(create_app(opener, config), host=host, port=port,
-                                           log_level=args.log_level, http="h11", lifespan="off"))
+    public_app = create_app(opener, config)
+    threading.Thread(target=warm_up, args=(public_app,), name="portal-warm-up", daemon=True).start()
+    public = uvicorn.Server(uvicorn.Config(public_app, host=host, port=port, log_level=args.log_level, http="h11",
+                                           lifespan="off"))
     out = [public]
     if args.auditor_listen:
         tls = args.auditor_tls_dir
