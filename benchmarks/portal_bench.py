@@ -99,6 +99,10 @@ def chromium(width: int = 1280, height: int = 1000) -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} missing: `apt-get install chromium chromium-driver` "
+                           "(scripts/bootstrap does it as root)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
