@@ -33,7 +33,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -280,4 +280,4 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["chromium", "date", "portal_process", "requested_urls"]
+__all__ = ["chromium", "portal_process", "requested_urls"]

@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from biometrics.events import ARRIVAL, DEPARTURE, DIRECTIONS, EventStore
+from biometrics.events import ARRIVAL, DIRECTIONS, EventStore
 from portal import charts, opendata, validation
 from portal.disclosure import NationalityRelease
 from portal.figures import Figures, PortalConfig, add_months, month_start
@@ -522,4 +522,4 @@ def role_of(scope: dict[str, Any]) -> str | None:
         return None
 
 
-__all__ = ["DEPARTURE", "PortalConfig", "create_app"]
+__all__ = ["PortalConfig", "create_app", "warm_up"]

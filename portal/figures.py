@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from biometrics.events import ARRIVAL, DEPARTURE, DIRECTIONS, EventStore, HourlyRow
+from biometrics.events import ARRIVAL, DIRECTIONS, EventStore, HourlyRow
 from portal import histogram
 from portal.disclosure import (
     MIN_COUNT,
@@ -353,4 +353,4 @@ class Figures:
                           self.config.target_wait_s) for h in range(24)]
 
 
-__all__ = ["ARRIVAL", "DEPARTURE", "Figures", "PortalConfig"]
+__all__ = ["Figures", "PortalConfig"]
