@@ -282,7 +282,7 @@ class Portal:
         """The nationality release method and its parameters, in words (``short``: for a caption)."""
         policy = self.config.release
         if self.auditor:
-            return "unsuppressed (auditor view)"
+            return t("method_auditor")
         if short:
             return t(f"method_short_{policy.method}", epsilon=t.number(policy.epsilon, 2), base=policy.base)
         if policy.method == "opendp":
