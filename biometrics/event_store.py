@@ -305,8 +305,8 @@ class SqlEventStore:
             if self.journal:
                 mark = self._meta(tx, _EVENTS_SHIPPED, "0")
                 deleted = tx.execute(
-                    "DELETE FROM event_nationality WHERE minute < ? AND event_id IN (SELECT event_id FROM "
-                    "decision_events WHERE n <= ?)", (cutoff, int(mark))).rowcount
+                    "DELETE FROM event_nationality WHERE minute < ? AND EXISTS (SELECT 1 FROM decision_events e "
+                    "WHERE e.event_id = event_nationality.event_id AND e.n <= ?)", (cutoff, int(mark))).rowcount
             else:
                 deleted = tx.execute("DELETE FROM event_nationality WHERE minute < ?", (cutoff,)).rowcount
             tx.execute("INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = "

@@ -272,3 +272,24 @@ def test_percentiles_come_off_the_histogram() -> None:
     assert percentile_ms(hist, 0.5) == 50
     assert percentile_ms(hist, 0.95) == 1000
     assert percentile_ms([0] * len(hist), 0.5) is None
+
+
+def test_a_journal_keeps_unshipped_nationality_rows_past_retention(tmp_path: Path) -> None:
+    journal = SqlEventStore(SqliteFile(tmp_path / "journal.db", readonly=False), journal=True, owns_backend=True)
+    journal.record_decisions(simulated(200, start=datetime(2025, 11, 1, tzinfo=UTC)))
+    later = datetime(2026, 6, 1, tzinfo=UTC)  # every row is past retention
+    try:
+        assert journal.fold_expired(later) == 0  # nothing shipped yet: the register has not counted them
+        with fresh_database() as url:
+            register = open_event_store(url, readonly=False)
+            try:
+                while ship_events(journal, register):
+                    pass
+                assert journal.fold_expired(later) > 0
+                assert register.fold_expired(later) > 0
+                assert register.monthly_arrivals(date(2025, 1, 1), date(2026, 12, 1)) == journal.monthly_arrivals(
+                    date(2025, 1, 1), date(2026, 12, 1))
+            finally:
+                register.close()
+    finally:
+        journal.close()
