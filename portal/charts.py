@@ -45,7 +45,7 @@ def _frame(chart_id: str, title: str, desc: str, categories: Sequence[str], y_ma
     for k in range(5):
         v = y_max * k / 4
         y = TOP + plot_h - plot_h * k / 4
-        label = f"{v:,.0f}" if y_max >= 4 else f"{v:.2g}"
+        label = f"{v:,.0f}" if (y_max / 4).is_integer() else f"{v:,.2f}".rstrip("0").rstrip(".")
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
         parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(label)}</text>')
     step = max(1, math.ceil(len(categories) / 24))

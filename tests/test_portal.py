@@ -266,6 +266,8 @@ def test_svg_charts_label_themselves_and_leave_gaps_for_hidden_values() -> None:
     assert 'aria-labelledby="c1-title c1-desc"' in bars and "<title id=\"c1-title\">Arrivals &lt;by hour&gt;" in bars
     assert bars.count("<rect") == 3  # two bars (None is a gap, not a zero bar) and one legend swatch
     assert "A&amp;B, 09: 5" in bars and "A&amp;B, 11: 12" in bars and ", 10:" not in bars
+    ticks = re.findall(r'text-anchor="end">([^<]+)</text>', str(bar_chart("c3", "t", "d", ["a"], [("s", [5])], "n")))
+    assert ticks == ["0", "1.25", "2.5", "3.75", "5"]  # a tick is labelled with its own value, not a rounded one
     line = str(line_chart("c2", "t", "d", ["a", "b", "c", "d"], [("s", [1.0, 2.0, None, 4.0])], "ms"))
     assert line.count("<polyline") == 1  # the None breaks the line: one run of two points, one lone point
     assert line.count("<circle") == 3
