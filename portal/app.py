@@ -1,0 +1,525 @@
+"""The portal's web application (Starlette + Jinja2): public pages, downloads, error pages, the auditors' view.
+
+:func:`create_app` builds the public site (``auditor=False``: every figure through disclosure control, no
+auditor route at all) or the auditors' site (``auditor=True``: the same pages unsuppressed, plus the
+staffing plan; served only on the mutual-TLS listener, see :mod:`portal.cli`). Pages are rendered on the
+server; charts are inline SVG; CSS is one local file; nothing is fetched from anywhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sqlite3
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from biometrics.events import ARRIVAL, DIRECTIONS, EventStore
+from portal import charts, opendata, validation
+from portal.disclosure import NationalityRelease
+from portal.figures import Figures, PortalConfig, add_months, month_start
+from portal.i18n import LANGUAGES, Translator
+from portal.validation import BadParameter
+
+log = logging.getLogger(__name__)
+
+STATION_NAMES = {
+    "rokot-airport": "Rokot (Sipora)",
+    "tuapejat-port": "Tuapejat (Sipora)",
+    "siberut-port": "Siberut (Maileppet)",
+    "sikakap-port": "Sikakap (Pagai Utara)",
+}
+AUDITOR_ROLE = "auditor"
+
+
+class StoreUnavailable(Exception):
+    """The event store cannot be opened or does not answer (a 503 page)."""
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [sqlite3.Error, OSError, StoreUnavailable]
+    try:
+        import psycopg
+        import psycopg_pool
+
+        errors += [psycopg.Error, psycopg_pool.PoolTimeout]
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    try:
+        from biometrics.event_store import NoEventTables
+
+        errors.append(NoEventTables)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+STORE_ERRORS = _store_errors()
+
+
+class StoreHolder:
+    """Opens the store on first use and again after it failed, so that the portal starts without it.
+
+    The nationality releases outlive a reopened store (they are kept here, not in the figures): a store
+    that comes back does not make the portal draw new noise for a month it has released.
+    """
+
+    def __init__(self, opener: Callable[[], EventStore], config: PortalConfig):
+        self._opener, self._config = opener, config
+        self._figures: Figures | None = None
+        self._lock = threading.Lock()
+        self.release = NationalityRelease(config.release)
+
+    def figures(self) -> Figures:
+        """The figures over the open store; :class:`StoreUnavailable` when it cannot be opened."""
+        with self._lock:
+            if self._figures is None:
+                try:
+                    self._figures = Figures(self._opener(), self._config, self.release)
+                except STORE_ERRORS as exc:
+                    raise StoreUnavailable(str(exc)) from exc
+            return self._figures
+
+    def reset(self) -> None:
+        """Forget a store that failed: the next request opens it again."""
+        with self._lock:
+            figures, self._figures = self._figures, None
+        close = getattr(figures.store, "close", None) if figures else None
+        if close:
+            with contextlib.suppress(*STORE_ERRORS):
+                close()
+
+
+def station_name(station: str | None, t: Translator) -> str:
+    """A station's display name (all stations when None)."""
+    if station is None:
+        return t("all_stations")
+    return STATION_NAMES.get(station, station)
+
+
+def fmt_ms(value: float | None, t: Translator) -> str:
+    """A processing time in ms as published (en dash when not published, ``>30000`` in the open bucket)."""
+    if value is None:
+        return "\u2013"
+    if math.isinf(value):
+        return ">30" + ("." if t.lang == "id" else ",") + "000"
+    return t.number(value)
+
+
+class Portal:
+    """The request handlers of one site (public or auditors')."""
+
+    def __init__(self, holder: StoreHolder, config: PortalConfig, auditor: bool):
+        self.holder, self.config, self.auditor = holder, config, auditor
+        self.public = not auditor
+        self.env = Environment(loader=PackageLoader("portal", "templates"), autoescape=select_autoescape(["html"]),
+                               trim_blocks=True, lstrip_blocks=True)
+        self.env.globals["inf"] = math.inf
+
+    # -- rendering -------------------------------------------------------------------------------------
+
+    def page(self, request: Request, template: str, lang: str, status: int = 200, **context: Any) -> HTMLResponse:
+        """Render ``template`` with what every page shows: language switch, navigation, last update."""
+        t = Translator(lang)
+        other = "en" if lang == "id" else "id"
+        last = context.pop("last_update", None)
+        html = self.env.get_template(template).render(
+            t=t, lang=lang, other_lang=other, other_url=self._relative(request.url.include_query_params(lang=other)),
+            path=request.url.path, auditor=self.auditor, banner=self.config.banner, tz=self.config.tz_name,
+            last_update=self._local_text(last, t) if last else None, station_name=lambda s: station_name(s, t),
+            fmt_ms=lambda v: fmt_ms(v, t), nav=self._nav(), **context)
+        headers = {"Content-Language": lang, "Cache-Control": "no-store" if self.auditor else "max-age=60"}
+        return HTMLResponse(html, status_code=status, headers=headers)
+
+    @staticmethod
+    def _relative(url: Any) -> str:
+        """A link to ``url`` on this site without scheme and host (the page works under any address)."""
+        return f"{url.path}?{url.query}" if url.query else url.path
+
+    def _nav(self) -> list[tuple[str, str]]:
+        items = [("/", "nav_home"), ("/today", "nav_today"), ("/arrivals", "nav_arrivals"),
+                 ("/seasonal", "nav_seasonal"), ("/satisfaction", "nav_satisfaction"), ("/data", "nav_data"),
+                 ("/method", "nav_method")]
+        if self.auditor:
+            items.insert(6, ("/staffing", "nav_staffing"))
+        return items
+
+    def _local_text(self, when: datetime, t: Translator) -> str:
+        local = (when.astimezone(UTC) + self.config.offset).replace(tzinfo=None)
+        return f"{local.day} {t.month_name(local.month)} {local.year}, {local:%H:%M} {self.config.tz_name}"
+
+    def _params(self, request: Request, allowed: tuple[str, ...]) -> tuple[dict[str, str], str]:
+        params = dict(request.query_params)
+        lang = validation.language(params)
+        validation.check_known(params, ("lang", *allowed))
+        return params, lang
+
+    def _context(self) -> tuple[Figures, datetime | None, date]:
+        figures = self.holder.figures()
+        last = figures.last_update()
+        return figures, last, figures.current_day(last)
+
+    # -- pages -------------------------------------------------------------------------------------------
+
+    def home(self, request: Request) -> Response:
+        """The overview: every checkpoint today, and the pages."""
+        _params, lang = self._params(request, ())
+        figures, last, today = self._context()
+        return self.page(request, "home.html", lang, last_update=last, day=today,
+                         overview=figures.overview(today, self.public))
+
+    def today(self, request: Request) -> Response:
+        """Hour by hour at one checkpoint on one day."""
+        params, lang = self._params(request, ("station", "date"))
+        figures, last, today = self._context()
+        stations = figures.store.stations()
+        station = validation.station(params, stations, required=True)
+        day = validation.day(params, "date", today, today + timedelta(days=1))
+        t = Translator(lang)
+        view = figures.today(station, day, self.public) if station else None
+        counts_chart = times_chart = None
+        if view:
+            hours = [f"{h:02d}" for h in range(24)]
+            counts_chart = charts.bar_chart(
+                "chart-counts", t("today_counts_caption", station=station_name(station, t), day=day.isoformat()),
+                t("today_counts_chart"), hours, [(t("decisions"), [c.total.public for c in view.hours])],
+                t("decisions"))
+            times_chart = charts.line_chart(
+                "chart-times", t("today_times_caption", station=station_name(station, t), day=day.isoformat()),
+                t("today_times_chart"), hours,
+                [(t(f"p{q}"), [c.percentiles[q] for c in view.hours]) for q in (50, 90, 95)], t("ms"))
+        return self.page(request, "today.html", lang, last_update=last, stations=stations, station=station,
+                         day=day, view=view, counts_chart=counts_chart, times_chart=times_chart,
+                         target=self.config.service_target_ms)
+
+    def _period(self, params: dict[str, str], today: date) -> tuple[date, date]:
+        last = validation.month(params, "to", month_start(today), today)
+        first = validation.month(params, "from", add_months(last, -11), today)
+        validation.month_span(first, last)
+        return first, last
+
+    def arrivals(self, request: Request) -> Response:
+        """Arrivals per month by port and by nationality."""
+        params, lang = self._params(request, ("station", "from", "to"))
+        figures, last, today = self._context()
+        stations = figures.store.stations()
+        station = validation.station(params, stations)
+        first, last_month = self._period(params, today)
+        t = Translator(lang)
+        view = figures.arrivals(station, first, last_month, self.public)
+        months = [f"{t.month_name(m.month, short=True)} {m.year % 100:02d}" for m in view.months]
+        port_chart = charts.line_chart(
+            "chart-ports", t("arrivals_port_caption"), t("arrivals_port_chart"), months,
+            [(station_name(s, t), [row[j].public for row in view.by_port.cells]) for j, s in enumerate(view.stations)],
+            t("arrivals"))
+        top = view.nationalities[:12]
+        short = self.method_text(t, short=True)
+        nat_chart = charts.bar_chart(
+            "chart-nationalities", t("arrivals_nat_caption", station=station_name(station, t), method=short),
+            t("arrivals_nat_chart"), top, [(t("arrivals"), view.nat_totals[:12])], t("arrivals"))
+        return self.page(request, "arrivals.html", lang, last_update=last, stations=stations, station=station,
+                         view=view, first=first, last_month=last_month, port_chart=port_chart, nat_chart=nat_chart,
+                         method=self.method_text(t), method_short=short)
+
+    def seasonal(self, request: Request) -> Response:
+        """Arrivals per month, one line per year."""
+        params, lang = self._params(request, ("station", "years"))
+        figures, last, _today = self._context()
+        stations = figures.store.stations()
+        station = validation.station(params, stations)
+        years = validation.integer(params, "years", 3, 1, 10)
+        t = Translator(lang)
+        view = figures.seasonal(station, years, self.public)
+        months = [t.month_name(m, short=True) for m in range(1, 13)]
+        chart = charts.line_chart(
+            "chart-seasonal", t("seasonal_caption", station=station_name(station, t)), t("seasonal_chart"), months,
+            [(str(y), [None if (y, m + 1) in view.future else c.public for m, c in enumerate(view.table.cells[i])])
+             for i, y in enumerate(view.years)], t("arrivals"))
+        return self.page(request, "seasonal.html", lang, last_update=last, stations=stations, station=station,
+                         view=view, chart=chart, years=years)
+
+    def satisfaction(self, request: Request) -> Response:
+        """Ratings per month and the share positive."""
+        params, lang = self._params(request, ("station", "from", "to"))
+        figures, last, today = self._context()
+        stations = figures.store.stations()
+        station = validation.station(params, stations)
+        first, last_month = self._period(params, today)
+        t = Translator(lang)
+        view = figures.satisfaction(station, first, last_month, self.public)
+        months = [f"{t.month_name(m.month, short=True)} {m.year % 100:02d}" for m in view.months]
+        chart = charts.line_chart(
+            "chart-satisfaction", t("satisfaction_caption", station=station_name(station, t)),
+            t("satisfaction_chart"), months,
+            [(t("share_positive") + " (%)", [None if s is None else 100 * s for s in view.share_positive])],
+            "%", decimals=1)
+        return self.page(request, "satisfaction.html", lang, last_update=last, stations=stations, station=station,
+                         view=view, chart=chart, first=first, last_month=last_month)
+
+    def method(self, request: Request) -> Response:
+        """The disclosure method and its parameters."""
+        _params, lang = self._params(request, ())
+        figures, last, _today = self._context()
+        t = Translator(lang)
+        from biometrics.event_store import BPS_PORTS_SOURCE
+
+        return self.page(request, "method.html", lang, last_update=last, method=self.method_text(t),
+                         ports=figures.store.port_codes() if hasattr(figures.store, "port_codes") else {},
+                         ports_source=BPS_PORTS_SOURCE, retention=self.config.retention_days)
+
+    def method_text(self, t: Translator, short: bool = False) -> str:
+        """The nationality release method and its parameters, in words (``short``: for a caption)."""
+        policy = self.config.release
+        if self.auditor:
+            return t("method_auditor")
+        if short:
+            return t(f"method_short_{policy.method}", epsilon=t.number(policy.epsilon, 2), base=policy.base)
+        if policy.method == "opendp":
+            figures = self.holder.figures()
+            return t("method_opendp", epsilon=t.number(policy.epsilon, 2), delta=f"{policy.delta:g}",
+                     scale=t.number(policy.scale, 2), threshold=figures.release.threshold())
+        return t("method_round5", base=policy.base)
+
+    def staffing(self, request: Request) -> Response:
+        """The Erlang C staffing plan (auditors only)."""
+        params, lang = self._params(request, ("station", "date", "direction"))
+        figures, last, today = self._context()
+        stations = figures.store.stations()
+        station = validation.station(params, stations, required=True)
+        day = validation.day(params, "date", today, today + timedelta(days=1))
+        direction = validation.choice(params, "direction", DIRECTIONS, ARRIVAL)
+        t = Translator(lang)
+        plans = figures.staffing(station, day, direction) if station else []
+        chart = charts.bar_chart(
+            "chart-staffing", t("staffing_caption"), t("staffing_chart"), [f"{h:02d}" for h in range(24)],
+            [(t("lanes_needed"), [p.lanes_needed for p in plans]), (t("lanes_active"), [p.lanes_open for p in plans])],
+            t("lanes_active"))
+        return self.page(request, "staffing.html", lang, last_update=last, stations=stations, station=station,
+                         day=day, direction=direction, plans=plans, chart=chart, directions=DIRECTIONS,
+                         handling=self.config.handling_s, target_wait=self.config.target_wait_s)
+
+    # -- open data ---------------------------------------------------------------------------------------
+
+    def data_page(self, request: Request) -> Response:
+        """The downloads and the data dictionary."""
+        _params, lang = self._params(request, ())
+        _figures, last, _today = self._context()
+        return self.page(request, "data.html", lang, last_update=last, datasets=opendata.DATASETS)
+
+    def dictionary(self, request: Request) -> Response:
+        """The data dictionary as JSON (both languages)."""
+        validation.check_known(dict(request.query_params), ())
+        doc = {name: [{"name": f, "type": typ, **{lang: Translator(lang)(f"field_{f}") for lang in LANGUAGES}}
+                      for f, typ in fields] for name, fields in opendata.DATASETS.items()}
+        import json
+
+        return Response(json.dumps(doc, ensure_ascii=False, indent=1), media_type="application/json")
+
+    def download(self, request: Request) -> Response:
+        """One dataset as CSV or JSON, with the same disclosure control as the pages."""
+        dataset = request.path_params["dataset"]
+        if dataset not in opendata.DATASETS:
+            raise BadParameter("bad_dataset", value=dataset[:40])
+        allowed = {"hourly": ("station", "date"), "arrivals_port": ("from", "to"),
+                   "arrivals_nationality": ("station", "from", "to"), "seasonal": ("station", "years"),
+                   "satisfaction": ("station", "from", "to")}[dataset]
+        params, _lang = self._params(request, ("format", *allowed))
+        fmt = validation.output_format(params)
+        figures, last, today = self._context()
+        stations = figures.store.stations()
+        rows: list[list[Any]] = []
+        if dataset == "hourly":
+            station = validation.station(params, stations, required=True)
+            day = validation.day(params, "date", today, today + timedelta(days=1))
+            if station:
+                view = figures.today(station, day, self.public)
+                rows = [[station, day, h.hour, h.counts[0], h.counts[1], h.total, h.percentiles[50],
+                         h.percentiles[90], h.percentiles[95], h.lanes_open] for h in view.hours]
+        elif dataset == "arrivals_port":
+            first, last_month = self._period(params, today)
+            view = figures.arrivals(None, first, last_month, self.public)
+            ports = figures.store.port_codes() if hasattr(figures.store, "port_codes") else {}
+            rows = [[m.strftime("%Y-%m"), s, ports.get(s, ""), view.by_port.cells[i][j]]
+                    for i, m in enumerate(view.months) for j, s in enumerate(view.stations)]
+        elif dataset == "arrivals_nationality":
+            station = validation.station(params, stations)
+            first, last_month = self._period(params, today)
+            view = figures.arrivals(station, first, last_month, self.public)
+            method = self.config.release.method if self.public else "unsuppressed"
+            rows = [[m.strftime("%Y-%m"), station or "all", nat, view.by_nationality[i][j], method]
+                    for j, m in enumerate(view.nat_months) for i, nat in enumerate(view.nationalities)
+                    if view.by_nationality[i][j] is not None]
+        elif dataset == "seasonal":
+            station = validation.station(params, stations)
+            years = validation.integer(params, "years", 3, 1, 10)
+            view = figures.seasonal(station, years, self.public)
+            rows = [[y, m + 1, station or "all", c] for i, y in enumerate(view.years)
+                    for m, c in enumerate(view.table.cells[i]) if (y, m + 1) not in view.future]
+        else:
+            station = validation.station(params, stations)
+            first, last_month = self._period(params, today)
+            view = figures.satisfaction(station, first, last_month, self.public)
+            rows = [[m.strftime("%Y-%m"), station or "all", *view.table.cells[i], view.table.row_totals[i],
+                     None if view.share_positive[i] is None else round(view.share_positive[i], 4)]
+                    for i, m in enumerate(view.months)]
+        recs = opendata.records(dataset, rows)
+        name = f"{dataset}.{fmt}"
+        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        if fmt == "csv":
+            return Response(opendata.to_csv(dataset, recs), media_type="text/csv; charset=utf-8", headers=headers)
+        meta = {"last_update": last.isoformat() if last else None, "disclosure": self.method_text(Translator("en")),
+                "licence": "CC BY 4.0"}
+        return Response(opendata.to_json(dataset, recs, meta), media_type="application/json", headers=headers)
+
+    # -- errors ------------------------------------------------------------------------------------------
+
+    def error(self, request: Request, status: int, detail: str | None = None) -> HTMLResponse:
+        """The error page for ``status`` in the request's language (never a stack trace)."""
+        lang = validation.language_or_default(dict(request.query_params))
+        last = None
+        if status != 503:
+            try:
+                last = self.holder.figures().last_update()
+            except STORE_ERRORS:
+                status = 503
+        return self.page(request, "error.html", lang, status=status, status_code=status, detail=detail,
+                         last_update=last)
+
+
+def create_app(store: EventStore | Callable[[], EventStore], config: PortalConfig | None = None,
+               auditor: bool = False) -> Starlette:
+    """The public site (or, with ``auditor=True``, the auditors' site) over ``store`` (or a function opening it)."""
+    config = config or PortalConfig()
+    opener = store if callable(store) and not hasattr(store, "hourly") else (lambda: store)
+    holder = StoreHolder(opener, config)  # type: ignore[arg-type]
+    portal = Portal(holder, config, auditor)
+
+    async def bad_parameter(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BadParameter)
+        lang = validation.language_or_default(dict(request.query_params))
+        return portal.error(request, 400, Translator(lang)(exc.key, **exc.values))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        return portal.error(request, status if status in (400, 403, 404, 405) else 500)
+
+    async def store_down(request: Request, exc: Exception) -> Response:
+        log.warning("portal: the event store is unavailable: %s", exc)
+        holder.reset()
+        return portal.error(request, 503)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("portal: %s %s failed", request.method, request.url.path, exc_info=exc)
+        return portal.error(request, 500)
+
+    routes = [
+        Route("/", portal.home), Route("/today", portal.today), Route("/arrivals", portal.arrivals),
+        Route("/seasonal", portal.seasonal), Route("/satisfaction", portal.satisfaction),
+        Route("/method", portal.method), Route("/data", portal.data_page),
+        Route("/data/dictionary.json", portal.dictionary), Route("/data/{dataset}", portal.download),
+        Mount("/static", StaticFiles(packages=[("portal", "static")]), name="static"),
+    ]
+    if auditor:
+        routes.append(Route("/staffing", portal.staffing))
+    handlers: dict[Any, Any] = {BadParameter: bad_parameter, HTTPException: http_error, Exception: server_error}
+    for error in STORE_ERRORS:
+        handlers[error] = store_down
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    if auditor:
+        app.add_middleware(AuditorOnly, portal=portal)
+    app.add_middleware(SecurityHeaders)
+    app.state.portal = portal
+    return app
+
+
+#: Sent with every response: the browser itself refuses anything not from this site (no script at all).
+SECURITY_HEADERS = (
+    (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+                                 b"form-action 'self'; "
+                                 b"base-uri 'none'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
+
+
+class SecurityHeaders:
+    """ASGI middleware adding :data:`SECURITY_HEADERS` to every HTTP response."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def warm_up(app: Starlette) -> None:
+    """Fill what the first visitors would otherwise wait for: the solver's import, the arrivals of the days
+    that are over, the releases of the completed months (run in a thread at start; errors are only logged)."""
+    portal: Portal = app.state.portal
+    try:
+        figures = portal.holder.figures()
+        today = figures.current_day()
+        figures.seasonal(None, 3, portal.public)
+        figures.arrivals(None, add_months(month_start(today), -11), month_start(today), portal.public)
+        for station in figures.store.stations():
+            figures.today(station, today, portal.public)
+    except Exception as exc:  # the pages will say what is wrong; the warm-up only saves time
+        log.warning("portal: warm-up skipped: %s", exc)
+
+
+class AuditorOnly:
+    """ASGI middleware: admit only a client whose TLS certificate names the auditor role (else a 403 page).
+
+    The certificate arrives in the ASGI TLS extension (``scope["extensions"]["tls"]["client_cert_chain"]``),
+    which :mod:`portal.cli`'s TLS protocol fills in; the TLS layer has already verified it against the
+    station's CA. The role comes from the SAN URI ``checkpoint-role:auditor`` as in :mod:`verify.roles`.
+    """
+
+    def __init__(self, app: Any, portal: Portal):
+        self.app, self.portal = app, portal
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if role_of(scope) != AUDITOR_ROLE:
+            response = self.portal.error(Request(scope), 403)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def role_of(scope: dict[str, Any]) -> str | None:
+    """The role named by the client certificate of this connection, or None."""
+    chain = (scope.get("extensions") or {}).get("tls", {}).get("client_cert_chain") or []
+    if not chain:
+        return None
+    from verify.roles import NoRole, actor_from_pem
+
+    try:
+        return actor_from_pem(chain[0].encode() if isinstance(chain[0], str) else chain[0]).role
+    except (NoRole, ValueError):
+        return None
+
+
+__all__ = ["PortalConfig", "create_app", "warm_up"]

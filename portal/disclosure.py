@@ -1,0 +1,325 @@
+"""Statistical disclosure control for everything the public portal publishes (pure functions).
+
+* **Small counts.** A count from 1 to 9 is published as ``<10`` (primary suppression). Zero is published:
+  nobody is behind it.
+* **Secondary suppression.** A table is published with its row totals, column totals and grand total; a
+  suppressed cell must not be derivable from them. :func:`protect` iterates two rules until nothing
+  changes: (1) a row or column (totals included) with exactly one suppressed entry gets the next-smallest
+  entry suppressed too (inner cells before totals, non-zero cells before zeros); (2) an audit solves the
+  attacker's linear programme (the published cells and totals as equations, ``<10`` cells bounded to 1..9,
+  other suppressed cells to >= 0) for the smallest and largest value of every suppressed entry, and an
+  entry whose range is a single value gets one more complement in its row. Secondary suppressions are
+  shown as ``x``.
+* **Percentiles** are published only from at least :data:`MIN_COUNT` decisions.
+* **Monthly arrivals by nationality** are released through OpenDP's Laplace mechanism with a release
+  threshold (:class:`NationalityRelease`, method ``opendp``: epsilon per month, delta, the threshold that
+  delta implies), or rounded to a base of 5 after suppression (method ``round5``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+#: Counts below this are not published (and percentiles need at least this many decisions).
+MIN_COUNT = 10
+
+Status = Literal["shown", "primary", "secondary"]
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published figure: its value (for the auditors only when suppressed) and how it is shown."""
+
+    value: int
+    status: Status = "shown"
+
+    @property
+    def suppressed(self) -> bool:
+        """True when the public does not see the value."""
+        return self.status != "shown"
+
+    @property
+    def public(self) -> int | None:
+        """The value as the public sees it (None when suppressed)."""
+        return None if self.suppressed else self.value
+
+    def text(self) -> str:
+        """``<10`` (primary), ``x`` (secondary) or the number."""
+        if self.status == "primary":
+            return f"<{MIN_COUNT}"
+        if self.status == "secondary":
+            return "x"
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class ProtectedTable:
+    """A table of counts with its margins, each entry a :class:`Published`."""
+
+    cells: list[list[Published]]
+    row_totals: list[Published]
+    col_totals: list[Published]
+    grand: Published
+
+    @property
+    def suppressed_count(self) -> int:
+        """How many entries (margins included) are hidden."""
+        entries = [c for row in self.cells for c in row] + self.row_totals + self.col_totals + [self.grand]
+        return sum(e.suppressed for e in entries)
+
+
+def is_small(count: int, threshold: int = MIN_COUNT) -> bool:
+    """True for a count that is published as ``<threshold`` (1 .. threshold-1)."""
+    return 0 < count < threshold
+
+
+def small_count(count: int, threshold: int = MIN_COUNT) -> Published:
+    """A count on its own (no totals to protect): ``<10`` or the number."""
+    return Published(count, "primary" if is_small(count, threshold) else "shown")
+
+
+def percentile_allowed(count: int, threshold: int = MIN_COUNT) -> bool:
+    """Percentiles are published only from at least ``threshold`` decisions."""
+    return count >= threshold
+
+
+def round_to(count: int, base: int = 5) -> int:
+    """``count`` rounded to the nearest multiple of ``base`` (halves up)."""
+    return math.floor(count / base + 0.5) * base
+
+
+def _extended(cells: Sequence[Sequence[int]]) -> list[list[int]]:
+    rows = [[*r, sum(r)] for r in cells]
+    n_cols = len(rows[0]) if rows else 1
+    rows.append([sum(r[j] for r in rows) for j in range(n_cols)])
+    return rows
+
+
+def _lines(n_rows: int, n_cols: int) -> list[tuple[list[tuple[int, int]], tuple[int, int]]]:
+    """Every additive relation of the extended table: (the entries that add up, the total they add to)."""
+    lines = [([(i, j) for j in range(n_cols - 1)], (i, n_cols - 1)) for i in range(n_rows)]
+    lines += [([(i, j) for i in range(n_rows - 1)], (n_rows - 1, j)) for j in range(n_cols)]
+    return lines
+
+
+def _cost(ext: list[list[int]], cell: tuple[int, int]) -> tuple[bool, bool, int]:
+    i, j = cell
+    is_total = i == len(ext) - 1 or j == len(ext[0]) - 1
+    return (is_total, ext[i][j] == 0, ext[i][j])
+
+
+def _complement(ext: list[list[int]], line: list[tuple[int, int]], suppressed: set[tuple[int, int]]
+                ) -> tuple[int, int] | None:
+    free = [c for c in line if c not in suppressed]
+    return min(free, key=lambda c: _cost(ext, c)) if free else None
+
+
+def _exposed(ext: list[list[int]], suppressed: set[tuple[int, int]], primary: set[tuple[int, int]],
+             threshold: int) -> list[tuple[int, int]]:
+    """Suppressed entries whose value the published figures fix (the attacker's LP has min == max).
+
+    The attacker's programme for each entry's minimum and maximum, all of them stacked as independent
+    blocks of one sparse LP (one solver call instead of two per entry).
+    """
+    import numpy as np
+    from scipy.optimize import linprog
+    from scipy.sparse import block_diag, csr_matrix
+
+    variables = sorted(suppressed)
+    n = len(variables)
+    index = {c: k for k, c in enumerate(variables)}
+    rows, rhs = [], []
+    for parts, total in _lines(len(ext), len(ext[0])):
+        row = np.zeros(n)
+        known = 0.0
+        for cell, sign in [(p, 1.0) for p in parts] + [(total, -1.0)]:
+            if cell in index:
+                row[index[cell]] += sign
+            else:
+                known -= sign * ext[cell[0]][cell[1]]
+        if row.any():
+            rows.append(row)
+            rhs.append(known)
+    bounds = [(1, threshold - 1) if c in primary else (0, None) for c in variables]
+    if not rows:
+        return []
+    block = csr_matrix(np.array(rows))
+    blocks = 2 * n
+    objective = np.zeros(blocks * n)
+    for k in range(n):
+        objective[(2 * k) * n + k] = 1.0  # block 2k: minimise entry k
+        objective[(2 * k + 1) * n + k] = -1.0  # block 2k+1: maximise entry k
+    result = linprog(objective, A_eq=block_diag([block] * blocks, format="csr"), b_eq=np.tile(rhs, blocks),
+                     bounds=bounds * blocks, method="highs")
+    if result.status != 0:  # an unbounded maximum: some entry can grow without limit, check one by one
+        exposed = []
+        for k, cell in enumerate(variables):
+            lo = linprog(objective[2 * k * n:(2 * k + 1) * n], A_eq=block, b_eq=rhs, bounds=bounds, method="highs")
+            hi = linprog(objective[(2 * k + 1) * n:(2 * k + 2) * n], A_eq=block, b_eq=rhs, bounds=bounds,
+                         method="highs")
+            if lo.status == 0 and hi.status == 0 and -hi.fun - lo.fun < 0.5:
+                exposed.append(cell)
+        return exposed
+    x = result.x.reshape(blocks, n)
+    return [cell for k, cell in enumerate(variables) if x[2 * k + 1, k] - x[2 * k, k] < 0.5]
+
+
+def protect(cells: Sequence[Sequence[int]], threshold: int = MIN_COUNT) -> ProtectedTable:
+    """Primary and secondary suppression of a table of counts published with its totals.
+
+    ``cells`` is a rectangular table (rows of non-negative counts). Returns every cell, row total, column
+    total and the grand total as a :class:`Published`; no suppressed entry is derivable from what is shown.
+    """
+    if not cells or not cells[0]:
+        return ProtectedTable([], [], [], Published(0))
+    if any(len(r) != len(cells[0]) for r in cells) or any(v < 0 for r in cells for v in r):
+        raise ValueError("protect() takes a rectangular table of non-negative counts")
+    ext = _extended(cells)
+    n_rows, n_cols = len(ext), len(ext[0])
+    primary = {(i, j) for i in range(n_rows) for j in range(n_cols) if is_small(ext[i][j], threshold)}
+    suppressed = set(primary)
+    lines = _lines(n_rows, n_cols)
+    while True:
+        changed = False
+        for parts, total in lines:
+            members = [*parts, total]
+            if sum(c in suppressed for c in members) == 1:
+                extra = _complement(ext, members, suppressed)
+                if extra is not None:
+                    suppressed.add(extra)
+                    changed = True
+        if changed:
+            continue
+        if not suppressed:
+            break
+        for cell in _exposed(ext, suppressed, primary, threshold):
+            i, j = cell
+            row_line = [(i, k) for k in range(n_cols)]
+            col_line = [(k, j) for k in range(n_rows)]
+            extra = _complement(ext, row_line, suppressed) or _complement(ext, col_line, suppressed)
+            if extra is not None:
+                suppressed.add(extra)
+                changed = True
+        if not changed:
+            break
+
+    def published(i: int, j: int) -> Published:
+        status: Status = "primary" if (i, j) in primary else "secondary" if (i, j) in suppressed else "shown"
+        return Published(ext[i][j], status)
+
+    return ProtectedTable(
+        cells=[[published(i, j) for j in range(n_cols - 1)] for i in range(n_rows - 1)],
+        row_totals=[published(i, n_cols - 1) for i in range(n_rows - 1)],
+        col_totals=[published(n_rows - 1, j) for j in range(n_cols - 1)],
+        grand=published(n_rows - 1, n_cols - 1),
+    )
+
+
+def unprotected(cells: Sequence[Sequence[int]]) -> ProtectedTable:
+    """The same table with nothing hidden (the auditors' view)."""
+    if not cells or not cells[0]:
+        return ProtectedTable([], [], [], Published(0))
+    ext = _extended(cells)
+    return ProtectedTable(
+        cells=[[Published(v) for v in r[:-1]] for r in ext[:-1]],
+        row_totals=[Published(r[-1]) for r in ext[:-1]],
+        col_totals=[Published(v) for v in ext[-1][:-1]],
+        grand=Published(ext[-1][-1]),
+    )
+
+
+# --- monthly arrivals by nationality --------------------------------------------------------------------
+
+Method = Literal["opendp", "round5"]
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    """How monthly nationality counts are released, as the page states it."""
+
+    method: Method = "opendp"
+    epsilon: float = 1.0  # per month, over all stations and nationalities together
+    delta: float = 1e-6  # the chance that a nationality seen once in a month is released at all
+    base: int = 5  # rounding base of method round5
+
+    def __post_init__(self) -> None:
+        if self.method not in ("opendp", "round5"):
+            raise ValueError(f"unknown release method {self.method!r}: opendp or round5")
+        if not (self.epsilon > 0 and 0 < self.delta < 1 and self.base >= 1):
+            raise ValueError("epsilon must be > 0, delta in (0, 1), base >= 1")
+
+    @property
+    def scale(self) -> float:
+        """Laplace scale: each arrival changes one count by one (l1 sensitivity 1), so 1/epsilon."""
+        return 1.0 / self.epsilon
+
+
+@dataclass
+class NationalityRelease:
+    """Releases of monthly arrival counts keyed by (station, nationality), cached in memory per month.
+
+    OpenDP draws its noise from the operating system's cryptographic generator and offers no seed, so a
+    release cannot be made deterministic from a secret; instead each month is released once and the
+    release kept in memory, so that reloading a page (or another station's page of the same month) does
+    not draw new noise that could be averaged away. Only completed months are released (a month still
+    filling would need a new release at every update). A restart of the portal draws a new release: the
+    portal's operator should keep it running (documented in docs/portal.md).
+    """
+
+    policy: ReleasePolicy = field(default_factory=ReleasePolicy)
+    _cache: dict[date, dict[tuple[str, str], int]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _measurement: object | None = None
+    _threshold: int | None = None
+
+    def threshold(self) -> int | None:
+        """The smallest release threshold for which OpenDP's privacy map gives (epsilon, <= delta)."""
+        if self.policy.method != "opendp":
+            return None
+        self._build()
+        return self._threshold
+
+    def _build(self) -> None:
+        if self._measurement is not None:
+            return
+        import opendp.prelude as dp
+
+        dp.enable_features("contrib")
+        domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T=int))
+        metric = dp.l01inf_distance(dp.absolute_distance(T=int))
+        threshold = 2
+        while True:
+            measurement = dp.m.make_laplace_threshold(domain, metric, scale=self.policy.scale, threshold=threshold)
+            _eps, delta = measurement.map((1, 1, 1))
+            if delta <= self.policy.delta:
+                break
+            threshold += 1
+        self._measurement, self._threshold = measurement, threshold
+
+    def release(self, month: date, counts: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+        """The released counts of one completed month: keys absent from the result were not released.
+
+        With ``opendp``: noisy counts, only those at or above the threshold. With ``round5``: counts of at
+        least :data:`MIN_COUNT` rounded to the base (smaller ones absent, shown as ``<10``).
+        """
+        with self._lock:
+            if month in self._cache:
+                return self._cache[month]
+            if self.policy.method == "opendp":
+                self._build()
+                data = {f"{s}\t{n}": int(c) for (s, n), c in counts.items() if c > 0}
+                noisy = self._measurement(data) if data else {}  # type: ignore[operator]
+                result = {tuple(k.split("\t", 1)): int(v) for k, v in noisy.items()}
+            else:
+                result = {k: round_to(c, self.policy.base) for k, c in counts.items() if c >= MIN_COUNT}
+            self._cache[month] = result  # type: ignore[assignment]
+            return result  # type: ignore[return-value]
+
+    def cached_months(self) -> list[date]:
+        """Months released so far (for the page's statement of method)."""
+        return sorted(self._cache)
