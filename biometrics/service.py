@@ -41,7 +41,7 @@ from biometrics.errors import (
 )
 from biometrics.face import FaceTemplate, face_template_of
 from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
-from biometrics.fingerprint.fusion import fuse_false_match_scores
+from biometrics.fingerprint.fusion import CONTRADICTION_FLOORS, fuse_with_contradictions
 from biometrics.gallery import Gallery
 from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_grey
 from biometrics.keydir import (
@@ -51,6 +51,7 @@ from biometrics.keydir import (
     default_key_dir,
     prepare_key_dir,
 )
+from biometrics.multiframe import DEFAULT_RULE, check_rule, probe_templates
 from biometrics.scores import ScoreCalibration, threshold_for_fmr, threshold_for_fpir
 from biometrics.statistics import TrafficStatistics
 from biometrics.storage import (
@@ -119,6 +120,8 @@ class ServiceConfig:
     max_candidates: int = 100
     max_samples: int = 10
     limits: ImageLimits = field(default_factory=ImageLimits)
+    # How one traveller's face samples (a burst, several photographs) are combined: biometrics.multiframe.
+    multiframe_rule: str = DEFAULT_RULE
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,7 @@ class CheckpointService:
         self.decision_log = decision_log
         self.statistics = statistics or TrafficStatistics()
         self.threshold = threshold_for_fmr(self.config.fmr)
+        check_rule(self.config.multiframe_rule)
         threshold_for_fpir(self.config.fpir, 1)  # refuse a bad rate at start
         self.gallery = Gallery(fingerprint_calibration or ScoreCalibration.for_modality("fingerprint"))
         self.face_index = self.gallery.face_index
@@ -448,6 +452,24 @@ class CheckpointService:
             fingers.append((int(sample.finger), extract_fingerprint(grey, **kwargs)))
         return fingers
 
+    def _face_probes(self, faces: Sequence[FaceTemplate]) -> list[np.ndarray]:
+        """One traveller's face samples combined by the configured multi-frame rule: the templates to compare."""
+        if not faces:
+            return []
+        return list(probe_templates([f.template for f in faces], [f.quality for f in faces],
+                                    self.config.multiframe_rule))
+
+    def _face_score_of(self, probes: Sequence[np.ndarray], subject_id: str) -> float:
+        """The face false-match score of the nearest of ``probes`` to ``subject_id``'s references."""
+        return float(self.face_score(min(self.face_index.compare(p, subject_id) for p in probes)))
+
+    @staticmethod
+    def fuse(scores: Sequence[ModalityScore]) -> float:
+        """One false-match score from a subject's per-modality scores: the product rule (Fisher, under
+        independence), capped by a modality that contradicts the claim (biometrics.fingerprint.fusion)."""
+        floors = [CONTRADICTION_FLOORS.get(m.modality.name.lower()) for m in scores]
+        return fuse_with_contradictions([m.score for m in scores], floors)
+
     def face_score(self, distance: float | np.ndarray) -> float | np.ndarray:
         """False-match score of face distance(s)."""
         return self.face_calibration.score(distance)
@@ -476,10 +498,10 @@ class CheckpointService:
         if fingers:
             for subject_id, scores in self.fingerprint_gallery.search(fingers).items():
                 entries = per_subject.setdefault(subject_id, [])
-                if faces and not entries and subject_id in self.face_index:
-                    entries.append(ModalityScore(Modality.FACE, 0.0))
+                if faces and not entries and subject_id in self.face_index:  # outside the face search's hits
+                    entries.append(ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id)))
                 entries.extend(ModalityScore(Modality.FINGERPRINT, s, finger) for finger, s in scores)
-        fused = {sid: fuse_false_match_scores([m.score for m in ms]) for sid, ms in per_subject.items()}
+        fused = {sid: self.fuse(ms) for sid, ms in per_subject.items()}
         ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold),
                         key=lambda item: (-item[1], item[0]))[:k]
         return [Candidate(sid, s, tuple(per_subject[sid]), self._watchlist.get(sid, False)) for sid, s in ranked]
@@ -622,14 +644,14 @@ class CheckpointService:
             raise SubjectNotFound(f"No traveller is enrolled under {subject_id!r}.")
         modality_scores: list[ModalityScore] = []
         if faces and subject_id in self.face_index:
-            distances = [self.face_index.compare(f.template, subject_id) for f in faces]
-            modality_scores.append(ModalityScore(Modality.FACE, float(self.face_score(min(distances)))))
+            modality_scores.append(ModalityScore(Modality.FACE, self._face_score_of(self._face_probes(faces),
+                                                                                    subject_id)))
         modality_scores.extend(ModalityScore(Modality.FINGERPRINT, s, finger)
                                for finger, s in self.fingerprint_gallery.compare(subject_id, fingers))
         if not modality_scores:
             missing = "face" if faces else "fingerprint of these fingers"
             raise NoReference(f"{subject_id!r} has no {missing} enrolled: verify with another modality.")
-        score = fuse_false_match_scores([m.score for m in modality_scores])
+        score = self.fuse(modality_scores)
         match = score >= self.threshold
         watchlist = self._watchlist.get(subject_id, False)
         decision_id = _new_decision_id()
@@ -655,7 +677,7 @@ class CheckpointService:
         fingers = self._extract_fingers(samples, "probe")
         self._ensure_current()
         threshold = self.search_threshold()
-        candidates = tuple(self._search([f.template for f in faces], fingers, k, threshold))
+        candidates = tuple(self._search(self._face_probes(faces), fingers, k, threshold))
         decision_id = _new_decision_id()
         with self._audit() as tx:
             self._record(tx, "identify", actor, decision_id, threshold=threshold,
