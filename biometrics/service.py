@@ -41,7 +41,7 @@ from biometrics.errors import (
 )
 from biometrics.face import FaceTemplate, face_template_of
 from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
-from biometrics.fingerprint.fusion import CONTRADICTION_FLOORS, fuse_with_contradictions
+from biometrics.fingerprint.fusion import best_of_k, fuse_modalities
 from biometrics.gallery import Gallery
 from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_grey
 from biometrics.keydir import (
@@ -459,16 +459,22 @@ class CheckpointService:
         return list(probe_templates([f.template for f in faces], [f.quality for f in faces],
                                     self.config.multiframe_rule))
 
-    def _face_score_of(self, probes: Sequence[np.ndarray], subject_id: str) -> float:
-        """The face false-match score of the nearest of ``probes`` to ``subject_id``'s references."""
-        return float(self.face_score(min(self.face_index.compare(p, subject_id) for p in probes)))
+    def _face_score_of(self, probes: Sequence[np.ndarray], subject_id: str, frames: int = 1) -> float:
+        """The face false-match score of the nearest of ``probes`` (combined from ``frames`` samples) to
+        ``subject_id``'s references."""
+        return self._frames_score(self.face_score(min(self.face_index.compare(p, subject_id) for p in probes)),
+                                  frames)
+
+    @staticmethod
+    def _frames_score(score: float | np.ndarray, frames: int) -> float:
+        """A face score drawn from ``frames`` samples of one traveller loses ``log10(frames)``: k chances for an
+        impostor instead of one (measured on LFW, docs/benchmarks.md: it holds the FMR for the mean too)."""
+        return best_of_k(float(score), frames)
 
     @staticmethod
     def fuse(scores: Sequence[ModalityScore]) -> float:
-        """One false-match score from a subject's per-modality scores: the product rule (Fisher, under
-        independence), capped by a modality that contradicts the claim (biometrics.fingerprint.fusion)."""
-        floors = [CONTRADICTION_FLOORS.get(m.modality.name.lower()) for m in scores]
-        return fuse_with_contradictions([m.score for m in scores], floors)
+        """One false-match score from a subject's per-modality scores (biometrics.fingerprint.fusion)."""
+        return fuse_modalities([(m.modality.name.lower(), m.score) for m in scores])
 
     def face_score(self, distance: float | np.ndarray) -> float | np.ndarray:
         """False-match score of face distance(s)."""
@@ -479,12 +485,12 @@ class CheckpointService:
         return threshold_for_fpir(self.config.fpir, len(self._watchlist), self.threshold)
 
     def _search(self, faces: Sequence[np.ndarray], fingers: Sequence[tuple[int, FingerprintTemplate]],
-                k: int, threshold: float) -> list[Candidate]:
+                k: int, threshold: float, frames: int = 1) -> list[Candidate]:
         """Candidates whose fused score is at or over ``threshold``, best first.
 
-        Each subject's evidence is its face score (best over probes; 0 when its face is outside the
-        face search's top hits) and one score per probed finger position; they are fused by
-        ``fuse_false_match_scores`` (Fisher's rule under independence), so the threshold keeps its FMR.
+        Each subject's evidence is its face score (best over the combined probes; compared one to one when the
+        subject was found by finger alone) and one score per probed finger position; they are fused by
+        :meth:`fuse` (stated again as a false-match score under independence), so the threshold keeps its FMR.
         """
         per_subject: dict[str, list[ModalityScore]] = {}
         if faces and len(self.face_index):
@@ -492,14 +498,15 @@ class CheckpointService:
             best: dict[str, float] = {}
             for per_probe in hits:
                 for subject_id, distance in per_probe:
-                    best[subject_id] = max(best.get(subject_id, 0.0), float(self.face_score(distance)))
+                    best[subject_id] = max(best.get(subject_id, 0.0), self._frames_score(self.face_score(distance),
+                                                                                          frames))
             for subject_id in best:
                 per_subject[subject_id] = [ModalityScore(Modality.FACE, best[subject_id])]
         if fingers:
             for subject_id, scores in self.fingerprint_gallery.search(fingers).items():
                 entries = per_subject.setdefault(subject_id, [])
                 if faces and not entries and subject_id in self.face_index:  # outside the face search's hits
-                    entries.append(ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id)))
+                    entries.append(ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id, frames)))
                 entries.extend(ModalityScore(Modality.FINGERPRINT, s, finger) for finger, s in scores)
         fused = {sid: self.fuse(ms) for sid, ms in per_subject.items()}
         ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold),
@@ -645,7 +652,7 @@ class CheckpointService:
         modality_scores: list[ModalityScore] = []
         if faces and subject_id in self.face_index:
             modality_scores.append(ModalityScore(Modality.FACE, self._face_score_of(self._face_probes(faces),
-                                                                                    subject_id)))
+                                                                                    subject_id, len(faces))))
         modality_scores.extend(ModalityScore(Modality.FINGERPRINT, s, finger)
                                for finger, s in self.fingerprint_gallery.compare(subject_id, fingers))
         if not modality_scores:
@@ -677,7 +684,7 @@ class CheckpointService:
         fingers = self._extract_fingers(samples, "probe")
         self._ensure_current()
         threshold = self.search_threshold()
-        candidates = tuple(self._search(self._face_probes(faces), fingers, k, threshold))
+        candidates = tuple(self._search(self._face_probes(faces), fingers, k, threshold, len(faces)))
         decision_id = _new_decision_id()
         with self._audit() as tx:
             self._record(tx, "identify", actor, decision_id, threshold=threshold,

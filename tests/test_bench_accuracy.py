@@ -100,3 +100,24 @@ def test_refuses_missing_images_and_bad_headers(tmp_path: Path, capsys: pytest.C
     bad.write_text("path_a,path_b,same\nx,y,maybe\n")
     assert cli.main(["accuracy", "--pairs", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "same must be 0 or 1" in capsys.readouterr().err
+
+
+def test_weighted_fnmr_at_fmr_with_unit_weights_is_the_metrics_figure():
+    """The bootstrap's weighted FNMR at FMR (benchmarks.chimeric) follows benchmarks.metrics' conventions."""
+    from benchmarks.chimeric import fnmr_at_fmr_weighted
+
+    rng = np.random.default_rng(2)
+    genuine = np.round(rng.normal(3.0, 1.0, 400), 1)  # rounded: ties between and within the two sets
+    impostor = np.round(rng.normal(0.0, 1.0, 5000), 1)
+    genuine[:3] = -np.inf  # failures to acquire never match
+    fta = 3
+    sc = m.VerificationScores(genuine[fta:], impostor, genuine_fta=fta)
+    g, i = np.sort(genuine), np.sort(impostor)
+    got = fnmr_at_fmr_weighted(g, np.ones_like(g), i, np.ones_like(i), [0.1, 0.01, 0.001, 0.0])
+    assert got == pytest.approx([m.fnmr_at_fmr(sc, t).fnmr for t in (0.1, 0.01, 0.001, 0.0)])
+    # a weight of 0 leaves a comparison out (the bootstrap draws a subject 0, 1, 2... times)
+    w = np.ones_like(g)
+    w[-1] = 0.0
+    without_last = m.VerificationScores(g[fta:-1], impostor, genuine_fta=fta)
+    assert fnmr_at_fmr_weighted(g, w, i, np.ones_like(i), [0.01])[0] == pytest.approx(
+        m.fnmr_at_fmr(without_last, 0.01).fnmr)

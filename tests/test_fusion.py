@@ -13,6 +13,7 @@ import pytest
 
 from biometrics.fingerprint.fusion import (
     LikelihoodRatioFusion,
+    cap_contradictions,
     fisher_fused_scores,
     fuse_false_match_scores,
     max_rule_scores,
@@ -95,3 +96,43 @@ def test_likelihood_ratio_refuses_too_few_genuine_scores_and_wrong_shapes() -> N
         lr.statistic(np.zeros((3, 3)))
     with pytest.raises(ValueError):
         fisher_fused_scores(np.zeros(3))
+
+
+def test_likelihood_ratio_fusion_states_a_false_match_score_that_holds_on_impostors() -> None:
+    rng = np.random.default_rng(8)
+    lr = LikelihoodRatioFusion.fit([np.clip(rng.normal(6.0, 2.0, 3000), 0, 12),
+                                    np.clip(rng.normal(4.0, 2.5, 3000), 0, 12)])
+    fused = lr.fused_scores(_impostor_scores(400_000, 2, seed=11))
+    for s in (2.0, 3.0):
+        assert np.mean(fused >= s) == pytest.approx(10.0**-s, rel=0.2)
+    # one modality alone keeps its score; a second, genuine-looking one raises it
+    assert lr.fused_scores(np.array([[3.0]]), ["face"])[0] == pytest.approx(3.0)
+    assert lr.fused_scores(np.array([[3.0, 6.0]]))[0] > 6.0
+
+
+def test_likelihood_ratio_lets_a_contradicting_face_weigh_against_a_matching_finger() -> None:
+    rng = np.random.default_rng(9)
+    lr = LikelihoodRatioFusion.fit([np.clip(rng.normal(5.0, 1.5, 3000), 0, 12),
+                                    np.clip(rng.normal(6.0, 2.0, 3000), 0, 12)])
+    finger = 6.0
+    stolen = lr.fused_scores(np.array([[0.0, finger]]))[0]  # a face less alike than almost any genuine one
+    assert stolen < finger < lr.fused_scores(np.array([[5.0, finger]]))[0]
+    assert fuse_false_match_scores([0.0, finger]) > stolen  # the product rule lets the finger outvote it
+
+
+def test_a_modality_under_its_floor_caps_the_fused_score() -> None:
+    fused = np.array([7.0, 7.0, 7.0])
+    scores = np.array([[0.4, 9.0], [2.0, 9.0], [0.4, 9.0]])
+    capped = cap_contradictions(fused, scores, [1.0, None])
+    assert capped.tolist() == [0.4, 7.0, 0.4]
+    assert cap_contradictions(fused, scores, [None, None]).tolist() == fused.tolist()
+
+
+def test_fitted_fusion_survives_a_round_trip_through_json(tmp_path) -> None:
+    lr = LikelihoodRatioFusion.fit([np.linspace(0, 12, 50), np.linspace(2, 10, 50)], source="test")
+    lr.save(tmp_path / "fusion.json")
+    again = LikelihoodRatioFusion.load(tmp_path / "fusion.json")
+    rows = np.array([[1.0, 2.0], [4.0, 7.5]])
+    assert again.fused_scores(rows) == pytest.approx(lr.fused_scores(rows))
+    with pytest.raises(ValueError, match="no likelihood ratio for modality 'iris'"):
+        lr.statistic(rows, ["face", "iris"])

@@ -10,15 +10,18 @@ score a little (it cannot be ignored after the fact), a strong one raises it.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 # A modality whose own false-match score is under its floor contradicts the claim and caps the fused score
 # (cap_contradictions). Chosen on dev data: docs/benchmarks.md, "Fused verification". None: no cap.
-CONTRADICTION_FLOORS: dict[str, float | None] = {"face": None, "fingerprint": None}
+CONTRADICTION_FLOORS: dict[str, float | None] = {"face": 1.0, "fingerprint": None}
 
 
 def fuse_false_match_scores(scores: Sequence[float]) -> float:
@@ -80,16 +83,23 @@ class LikelihoodRatioFusion:
     density ``g_i`` is estimated from measured genuine scores (a Gaussian kernel density on ``grid``). Each
     modality's log ratio is made non-decreasing in s (a higher false-match score is never weaker evidence).
     The product rule (:func:`fuse_false_match_scores`) is the special case ``g_i(s) = c_i``: flat genuine
-    densities; it is close to this rule when the genuine scores spread evenly over the scale.
+    densities. Unlike it, a modality whose score is lower than genuine comparisons ever give weighs against
+    the claim. :meth:`fuse` states the summed log ratio as a false-match score again (its impostor tail under
+    independence, by numerical convolution), so the service threshold keeps its meaning.
     """
 
     grid: tuple[float, ...]
     log_lr: tuple[tuple[float, ...], ...]  # one row per modality, on ``grid``
+    modalities: tuple[str, ...] = ("face", "fingerprint")
+    source: str = ""
 
     @classmethod
-    def fit(cls, genuine: Sequence[np.ndarray], *, top: float = 12.0, step: float = 0.05,
-            bandwidth: float = 0.3) -> LikelihoodRatioFusion:
+    def fit(cls, genuine: Sequence[np.ndarray], *, modalities: Sequence[str] = ("face", "fingerprint"),
+            top: float = 12.0, step: float = 0.05, bandwidth: float = 0.3, source: str = ""
+            ) -> LikelihoodRatioFusion:
         """Estimate from each modality's genuine false-match scores (one array per modality, in order)."""
+        if len(genuine) != len(modalities):
+            raise ValueError("one array of genuine scores per modality")
         grid = np.arange(0.0, top + step / 2, step)
         rows = []
         for g in genuine:
@@ -101,16 +111,105 @@ class LikelihoodRatioFusion:
             density = np.exp(-0.5 * z * z).sum(axis=1) / (g.size * bandwidth * math.sqrt(2 * math.pi))
             density = np.maximum(density, 1e-12)
             llr = np.log(density) - math.log(math.log(10.0)) + grid * math.log(10.0)
-            rows.append(tuple(np.maximum.accumulate(llr).tolist()))
-        return cls(tuple(grid.tolist()), tuple(rows))
+            rows.append(tuple(np.round(np.maximum.accumulate(llr), 6).tolist()))
+        return cls(tuple(np.round(grid, 6).tolist()), tuple(rows), tuple(modalities), source)
 
-    def statistic(self, scores: np.ndarray) -> np.ndarray:
-        """The summed log likelihood ratio of each row of an (n, k) array of false-match scores."""
+    def _row(self, modality: str) -> np.ndarray:
+        try:
+            return np.asarray(self.log_lr[self.modalities.index(modality)])
+        except ValueError:
+            raise ValueError(f"no likelihood ratio for modality {modality!r}") from None
+
+    def statistic(self, scores: np.ndarray, modalities: Sequence[str] | None = None) -> np.ndarray:
+        """The summed log likelihood ratio of each row of an (n, k) array of false-match scores (columns in
+        the order of ``modalities``, default this fusion's own)."""
+        names = tuple(modalities or self.modalities)
         s = np.asarray(scores, dtype=np.float64)
-        if s.ndim != 2 or s.shape[1] != len(self.log_lr):
-            raise ValueError(f"scores must be an (n, {len(self.log_lr)}) array")
+        if s.ndim != 2 or s.shape[1] != len(names):
+            raise ValueError(f"scores must be an (n, {len(names)}) array")
         grid = np.asarray(self.grid)
-        return sum(np.interp(s[:, i], grid, np.asarray(row)) for i, row in enumerate(self.log_lr))
+        return sum(np.interp(s[:, i], grid, self._row(name)) for i, name in enumerate(names))
+
+    def false_match_score(self, statistic: np.ndarray, modalities: Sequence[str] | None = None) -> np.ndarray:
+        """``-log10 P(sum of log ratios >= statistic)`` for impostors of independent calibrated modalities."""
+        values, tail = _null_tail(self, tuple(sorted(modalities or self.modalities)))
+        p = np.interp(np.asarray(statistic, dtype=np.float64), values, tail, left=1.0, right=tail[-1])
+        return -np.log10(np.maximum(p, 1e-300))
+
+    def fused_scores(self, scores: np.ndarray, modalities: Sequence[str] | None = None) -> np.ndarray:
+        """False-match scores of each row's likelihood-ratio fusion (one column: the score unchanged)."""
+        s = np.maximum(np.asarray(scores, dtype=np.float64), 0.0)
+        names = tuple(modalities or self.modalities)
+        if s.ndim == 2 and s.shape[1] == 1:
+            return s[:, 0]
+        return self.false_match_score(self.statistic(s, names), names)
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON."""
+        Path(path).write_text(json.dumps(asdict(self)) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> LikelihoodRatioFusion:
+        """Read what :meth:`save` wrote."""
+        d = json.loads(Path(path).read_text())
+        return cls(tuple(d["grid"]), tuple(tuple(r) for r in d["log_lr"]), tuple(d["modalities"]), d.get("source", ""))
+
+
+_STEP_S = 0.01  # discretisation of the false-match scale for the impostor tail
+_STEP_LLR = 0.01  # and of the log likelihood ratio
+
+
+@functools.lru_cache(maxsize=64)
+def _null_tail(fusion: LikelihoodRatioFusion, modalities: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(statistic values ascending, P(sum >= value)) for impostors: each modality's score ``S`` has
+    ``P(S >= s) = 10^-s`` (up to the grid's top, where the rest of the mass sits), independent."""
+    top = fusion.grid[-1]
+    edges = np.arange(0.0, top + _STEP_S / 2, _STEP_S)
+    mass = np.append(-np.diff(10.0 ** -edges), 10.0 ** -edges[-1])
+    at = np.append((edges[:-1] + edges[1:]) / 2, top)
+    lows, pmfs = [], []
+    for name in modalities:
+        llr = np.interp(at, np.asarray(fusion.grid), fusion._row(name))
+        lo = math.floor(llr.min() / _STEP_LLR)
+        bins = np.floor(llr / _STEP_LLR).astype(np.int64) - lo
+        lows.append(lo)
+        pmfs.append(np.bincount(bins, weights=mass))
+    pmf = pmfs[0]
+    for other in pmfs[1:]:
+        pmf = np.convolve(pmf, other)
+    values = (sum(lows) + np.arange(len(pmf))) * _STEP_LLR
+    tail = np.cumsum(pmf[::-1])[::-1]
+    return values, np.minimum(tail / tail[0], 1.0)
+
+
+_SHIPPED: dict[str, LikelihoodRatioFusion | None] = {}
+
+
+def shipped_fusion() -> LikelihoodRatioFusion | None:
+    """The likelihood-ratio fusion shipped with the package (``biometrics/calibration/fusion.json``), or None."""
+    if "fusion" not in _SHIPPED:
+        path = Path(__file__).resolve().parents[1] / "calibration" / "fusion.json"
+        _SHIPPED["fusion"] = LikelihoodRatioFusion.load(path) if path.exists() else None
+    return _SHIPPED["fusion"]
+
+
+def fuse_modalities(scores: Sequence[tuple[str, float]]) -> float:
+    """The service's fusion of one subject's (modality, false-match score) pairs: the shipped likelihood-ratio
+    fusion (the product rule where none is shipped), capped by a modality under its floor
+    (:data:`CONTRADICTION_FLOORS`). One score is returned unchanged."""
+    if not scores:
+        return 0.0
+    names = [m for m, _ in scores]
+    values = [max(0.0, float(s)) for _, s in scores]
+    fusion = shipped_fusion()
+    if len(values) == 1:
+        fused = values[0]
+    elif fusion is not None:
+        fused = float(fusion.fused_scores(np.array([values]), names)[0])
+    else:
+        fused = fuse_false_match_scores(values)
+    floors = [CONTRADICTION_FLOORS.get(m) for m in names]
+    return float(cap_contradictions(np.array([fused]), np.array([values]), floors)[0])
 
 
 def cap_contradictions(fused: np.ndarray, scores: np.ndarray, floors: Sequence[float | None]) -> np.ndarray:
@@ -130,12 +229,3 @@ def cap_contradictions(fused: np.ndarray, scores: np.ndarray, floors: Sequence[f
             below = s[:, j] < floor
             out[below] = np.minimum(out[below], s[below, j])
     return out
-
-
-def fuse_with_contradictions(scores: Sequence[float], floors: Sequence[float | None]) -> float:
-    """:func:`fuse_false_match_scores`, capped by any modality below its floor (:func:`cap_contradictions`)."""
-    if len(scores) != len(floors):
-        raise ValueError("one floor (or None) per score")
-    fused = fuse_false_match_scores(scores)
-    return float(cap_contradictions(np.array([fused]), np.array([scores], dtype=np.float64).reshape(1, -1),
-                                    floors)[0]) if scores else fused
