@@ -577,17 +577,17 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
     # Test: the figures reported.
     test = chimeric_comparisons(faces, test_ids, finger_list(TEST_FINGER_SETS), max_genuine=args.max_genuine)
     s_test = _modality_scores(faces, test, fingers, face_cal, finger_cals)
-    label = chosen + (f", contradiction floors face {floors[0]} / finger {floors[1]}" if any(
-        f is not None for f in floors) else "")
+    label = chosen + "".join(f", {name} floor {f:g}" for name, f in zip(("face", "finger"), floors, strict=True)
+                             if f is not None)
     fl = floors if any(f is not None for f in floors) else ()
     curves = [
         Curve("face alone", s_test["face"]),
         Curve("finger alone, whole image", s_test["whole"]),
-        Curve("finger alone, ZFM window 256x288", s_test["zfm"]),
-        Curve(f"fused face + ZFM finger ({label})", fused_scores(chosen, _fused_columns(s_test, "zfm"), lr, fl)),
-        Curve(f"fused face + whole finger ({label})", fused_scores(chosen, _fused_columns(s_test, "whole"), lr, fl)),
+        Curve("finger alone, ZFM window", s_test["zfm"]),
+        Curve(f"fused, ZFM finger ({label})", fused_scores(chosen, _fused_columns(s_test, "zfm"), lr, fl)),
+        Curve(f"fused, whole finger ({label})", fused_scores(chosen, _fused_columns(s_test, "whole"), lr, fl)),
     ]
-    others = [Curve(f"fused face + ZFM finger ({r} rule)", fused_scores(r, _fused_columns(s_test, "zfm"), lr))
+    others = [Curve(f"fused, ZFM finger ({r}, no floor)", fused_scores(r, _fused_columns(s_test, "zfm"), lr))
               for r in RULES]
     sections = summarise_curves(curves, test, threshold, args.bootstrap)
     other_sections = summarise_curves(others, test, threshold, 0)
@@ -651,8 +651,8 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     det = {c.name: verification_scores(c, test.genuine) for c in curves}
     plots.det_plot({k: _thin_det(m.det_curve(v)) for k, v in det.items()}, args.out / "det.png",
-                   f"Chimeric test subjects: LFW x FVC2002 DB2-4 ({len(test_ids)} identities, {len(test.fingers)} "
-                   "fingers)", fnmr_targets(sections, curves))
+                   f"LFW x FVC2002 DB2-4, chimeric ({len(test_ids)} ids, {len(test.fingers)} fingers)",
+                   fnmr_targets(sections, curves), legend_loc="lower left")
     write_assignment(args.out / "assignment.csv", test)
     return result
 
