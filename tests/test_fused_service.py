@@ -70,3 +70,11 @@ def test_two_frames_of_the_traveller_count_as_one_combined_face(service: Checkpo
     two = service.verify(SUBJECT, [face("Dick_Vermeil_0002.jpg"), face("Dick_Vermeil_0002.jpg")])
     # the mean of two identical frames is that frame; the score drawn from two samples loses log10(2)
     assert two.score == pytest.approx(max(0.0, one.score - 0.30103), abs=1e-3)
+
+
+def test_identify_fuses_the_same_way(service: CheckpointService) -> None:
+    found = service.identify([face("Dick_Vermeil_0002.jpg"), finger("DB1_B_101_2")])
+    assert [c.subject_id for c in found.candidates] == [SUBJECT]
+    assert found.candidates[0].score >= found.threshold
+    attack = service.identify([face("Kofi_Annan_0004.jpg"), finger("DB1_B_101_2")])
+    assert attack.candidates == ()
