@@ -38,8 +38,10 @@ BASELINE_TOLERANCE = 0.6
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``checkpoint-bench accuracy``."""
-    parser.add_argument("--modality", choices=("face", "fingerprint"), default="face")
-    parser.add_argument("--pairs", required=True, type=Path, help="CSV path_a,path_b,same (paths relative to it)")
+    parser.add_argument("--modality", choices=("face", "fingerprint", "fused"), default="face",
+                        help="fused: face + fingerprint on chimeric subjects (needs --faces and --fingers)")
+    parser.add_argument("--pairs", type=Path, help="CSV path_a,path_b,same (paths relative to it); required "
+                        "except with --modality fused, --frames or --augment")
     parser.add_argument("--out", required=True, type=Path, help="folder for metrics.json, plots and report.md")
     parser.add_argument("--fmr", type=float, default=0.001, help="operating point of the service (default 0.001)")
     parser.add_argument("--calibration", type=Path, help="score calibration JSON (default: the shipped one)")
@@ -51,6 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also compare every pair of the listed images (identity = folder name), which "
                         "backs FNMR at small FMR with far more impostor comparisons")
     parser.add_argument("--cache", type=Path, help="npz of extracted face templates, reused when it matches")
+    parser.add_argument("--faces", type=Path, help="face set with images/<identity>/*.jpg (fused, frames, augment)")
+    parser.add_argument("--fingers", type=Path, help="FVC2002 folder holding DB1_B..DB4_B (fused)")
+    parser.add_argument("--finger-cache", type=Path, help="npz of FVC comparison scores, reused when present")
+    parser.add_argument("--frames", type=int, default=0,
+                        help="face: this many probe frames against one reference, by each multi-frame rule")
+    parser.add_argument("--augment", action="store_true", help="face: augmented enrolment templates against plain")
+    parser.add_argument("--write-fusion", type=Path,
+                        help="fused: write the likelihood-ratio fusion fitted on dev data (the service's fusion.json)")
+    parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap replicates for the intervals")
+    parser.add_argument("--max-genuine", type=int, default=10,
+                        help="fused / frames: at most this many genuine comparisons per identity")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -319,9 +332,11 @@ def _load_cache(path: Path | None, images: list[str]) -> dict[str, dict[str, Ext
         if f"{name}_templates" not in c:
             continue
         t, ok, err, sec = (c[f"{name}_{k}"] for k in ("templates", "ok", "errors", "seconds"))
+        quality = c.get(f"{name}_quality", None)
         out[name] = {
             img: Extracted(template=t[i] if ok[i] else None, error=None if ok[i] else str(err[i]),
-                           seconds=float(sec[i]))
+                           seconds=float(sec[i]),
+                           detail={} if quality is None or not ok[i] else {"quality": float(quality[i])})
             for i, img in enumerate(images)
         }
     return out
@@ -336,6 +351,8 @@ def _save_cache(path: Path, images: list[str], runs: dict[str, dict[str, Extract
         arrays[f"{name}_ok"] = np.array([e.template is not None for e in items])
         arrays[f"{name}_errors"] = np.array([e.error or "" for e in items])
         arrays[f"{name}_seconds"] = np.array([e.seconds for e in items])
+        if all("quality" in e.detail for e in items if e.template is not None):
+            arrays[f"{name}_quality"] = np.array([e.detail.get("quality", 0.0) for e in items])
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
 
@@ -722,9 +739,41 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
+def _evaluate_set(args: argparse.Namespace) -> list[str]:
+    """The fused, frames and augmentation modes over whole sets (not a pairs file); returns report.md's lines."""
+    from benchmarks import chimeric, frames
+
+    if args.faces is None or not args.faces.is_dir():
+        raise PairsError(f"--faces must name a face set folder (images/<identity>/*.jpg), not {args.faces}")
+    if args.modality == "fused":
+        if args.fingers is None or not args.fingers.is_dir():
+            raise PairsError(f"--fingers must name the FVC2002 folder (DB1_B..DB4_B), not {args.fingers}")
+        result = chimeric.evaluate_fused(args)
+        lines = chimeric.fused_report(result)
+    elif args.frames:
+        if args.frames < 2:
+            raise PairsError("--frames takes 2 or more (probe frames per traveller)")
+        result = frames.evaluate_frames(args)
+        lines = frames.frames_report(result)
+    else:
+        result = frames.evaluate_augmentation(args)
+        lines = frames.augmentation_report(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "metrics.json").write_text(json.dumps(json_safe(result), indent=1) + "\n")
+    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``checkpoint-bench accuracy``."""
+    args.command_line = " ".join(["checkpoint-bench", "accuracy", *sys.argv[2:]]) if len(sys.argv) > 2 else ""
     try:
+        if args.modality == "fused" or args.frames or args.augment:
+            print("\n".join(_evaluate_set(args)))
+            print(f"\nwritten: {args.out / 'metrics.json'}, {args.out / 'report.md'}")
+            return 0
+        if args.pairs is None:
+            raise PairsError("--pairs is required for this mode")
         result = evaluate(args)
     except (PairsError, FileNotFoundError) as exc:
         print(f"checkpoint-bench accuracy: {exc}", file=sys.stderr)

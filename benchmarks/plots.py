@@ -59,6 +59,7 @@ def det_plot(
     path: Path,
     title: str = "DET",
     marks: Mapping[str, Sequence[tuple[float, float, str]]] | None = None,
+    legend_loc: str = "upper right",
 ) -> Path:
     """DET curves (FNMR against FMR on normal-deviate axes); ``marks``: (fmr, fnmr, label) per curve.
 
@@ -79,7 +80,7 @@ def det_plot(
     ax.plot(_probit([1e-6, 0.6]), _probit([1e-6, 0.6]), ":", color="grey", lw=0.8, label="FMR = FNMR")
     _det_axes(ax, max(lowest, 1e-6), "False match rate FMR (%)", "False non-match rate FNMR (%)")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc=legend_loc)
     return _save(fig, path)
 
 

@@ -53,7 +53,7 @@ from biometrics.events import (
 from biometrics.events import PROCEED as PUBLISHED_PROCEED
 from biometrics.face import FaceTemplate, face_template_of
 from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
-from biometrics.fingerprint.fusion import fuse_false_match_scores
+from biometrics.fingerprint.fusion import best_of_k, fuse_modalities
 from biometrics.gallery import Gallery
 from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_grey
 from biometrics.keydir import (
@@ -63,6 +63,7 @@ from biometrics.keydir import (
     default_key_dir,
     prepare_key_dir,
 )
+from biometrics.multiframe import DEFAULT_RULE, check_rule, probe_templates
 from biometrics.recording import EventRecorder
 from biometrics.scores import ScoreCalibration, threshold_for_fmr, threshold_for_fpir
 from biometrics.statistics import TrafficStatistics
@@ -138,6 +139,8 @@ class ServiceConfig:
     default_direction: str = ARRIVAL
     service_target_ms: float = DEFAULT_SERVICE_TARGET_MS
     nationality_retention_days: int = DEFAULT_NATIONALITY_RETENTION_DAYS
+    # How one traveller's face samples (a burst, several photographs) are combined: biometrics.multiframe.
+    multiframe_rule: str = DEFAULT_RULE
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,7 @@ class CheckpointService:
         self.decision_log = decision_log
         self.statistics = statistics or TrafficStatistics()
         self.threshold = threshold_for_fmr(self.config.fmr)
+        check_rule(self.config.multiframe_rule)
         threshold_for_fpir(self.config.fpir, 1)  # refuse a bad rate at start
         # face_index: an index or a factory (biometrics.gallery.Gallery); default the in-process TemplateIndex
         self.gallery = Gallery(fingerprint_calibration or ScoreCalibration.for_modality("fingerprint"), face_index)
@@ -479,6 +483,30 @@ class CheckpointService:
             fingers.append((int(sample.finger), extract_fingerprint(grey, **kwargs)))
         return fingers
 
+    def _face_probes(self, faces: Sequence[FaceTemplate]) -> list[np.ndarray]:
+        """One traveller's face samples combined by the configured multi-frame rule: the templates to compare."""
+        if not faces:
+            return []
+        return list(probe_templates([f.template for f in faces], [f.quality for f in faces],
+                                    self.config.multiframe_rule))
+
+    def _face_score_of(self, probes: Sequence[np.ndarray], subject_id: str, frames: int = 1) -> float:
+        """The face false-match score of the nearest of ``probes`` (combined from ``frames`` samples) to
+        ``subject_id``'s references."""
+        return self._frames_score(self.face_score(min(self.face_index.compare(p, subject_id) for p in probes)),
+                                  frames)
+
+    @staticmethod
+    def _frames_score(score: float | np.ndarray, frames: int) -> float:
+        """A face score drawn from ``frames`` samples of one traveller loses ``log10(frames)``: k chances for an
+        impostor instead of one (measured on LFW, docs/benchmarks.md: it holds the FMR for the mean too)."""
+        return best_of_k(float(score), frames)
+
+    @staticmethod
+    def fuse(scores: Sequence[ModalityScore]) -> float:
+        """One false-match score from a subject's per-modality scores (biometrics.fingerprint.fusion)."""
+        return fuse_modalities([(m.modality.name.lower(), m.score) for m in scores])
+
     def face_score(self, distance: float | np.ndarray) -> float | np.ndarray:
         """False-match score of face distance(s)."""
         return self.face_calibration.score(distance)
@@ -488,12 +516,12 @@ class CheckpointService:
         return threshold_for_fpir(self.config.fpir, len(self._watchlist), self.threshold)
 
     def _search(self, faces: Sequence[np.ndarray], fingers: Sequence[tuple[int, FingerprintTemplate]],
-                k: int, threshold: float) -> list[Candidate]:
+                k: int, threshold: float, frames: int = 1) -> list[Candidate]:
         """Candidates whose fused score is at or over ``threshold``, best first.
 
-        Each subject's evidence is its face score (best over probes; 0 when its face is outside the
-        face search's top hits) and one score per probed finger position; they are fused by
-        ``fuse_false_match_scores`` (Fisher's rule under independence), so the threshold keeps its FMR.
+        Each subject's evidence is its face score (best over the combined probes; compared one to one when the
+        subject was found by finger alone) and one score per probed finger position; they are fused by
+        :meth:`fuse` (stated again as a false-match score under independence), so the threshold keeps its FMR.
         """
         per_subject: dict[str, list[ModalityScore]] = {}
         if faces and len(self.face_index):
@@ -501,16 +529,17 @@ class CheckpointService:
             best: dict[str, float] = {}
             for per_probe in hits:
                 for subject_id, distance in per_probe:
-                    best[subject_id] = max(best.get(subject_id, 0.0), float(self.face_score(distance)))
+                    best[subject_id] = max(best.get(subject_id, 0.0), self._frames_score(self.face_score(distance),
+                                                                                          frames))
             for subject_id in best:
                 per_subject[subject_id] = [ModalityScore(Modality.FACE, best[subject_id])]
         if fingers:
             for subject_id, scores in self.fingerprint_gallery.search(fingers).items():
                 entries = per_subject.setdefault(subject_id, [])
-                if faces and not entries and subject_id in self.face_index:
-                    entries.append(ModalityScore(Modality.FACE, 0.0))
+                if faces and not entries and subject_id in self.face_index:  # outside the face search's hits
+                    entries.append(ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id, frames)))
                 entries.extend(ModalityScore(Modality.FINGERPRINT, s, finger) for finger, s in scores)
-        fused = {sid: fuse_false_match_scores([m.score for m in ms]) for sid, ms in per_subject.items()}
+        fused = {sid: self.fuse(ms) for sid, ms in per_subject.items()}
         ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold),
                         key=lambda item: (-item[1], item[0]))[:k]
         return [Candidate(sid, s, tuple(per_subject[sid]), self._watchlist.get(sid, False)) for sid, s in ranked]
@@ -734,14 +763,14 @@ class CheckpointService:
             raise SubjectNotFound(f"No traveller is enrolled under {subject_id!r}.")
         modality_scores: list[ModalityScore] = []
         if faces and subject_id in self.face_index:
-            distances = [self.face_index.compare(f.template, subject_id) for f in faces]
-            modality_scores.append(ModalityScore(Modality.FACE, float(self.face_score(min(distances)))))
+            modality_scores.append(ModalityScore(Modality.FACE, self._face_score_of(self._face_probes(faces),
+                                                                                    subject_id, len(faces))))
         modality_scores.extend(ModalityScore(Modality.FINGERPRINT, s, finger)
                                for finger, s in self.fingerprint_gallery.compare(subject_id, fingers))
         if not modality_scores:
             missing = "face" if faces else "fingerprint of these fingers"
             raise NoReference(f"{subject_id!r} has no {missing} enrolled: verify with another modality.")
-        score = fuse_false_match_scores([m.score for m in modality_scores])
+        score = self.fuse(modality_scores)
         match = score >= self.threshold
         watchlist = self._watchlist.get(subject_id, False)
         decision_id = _new_decision_id()
@@ -785,7 +814,7 @@ class CheckpointService:
         fingers = self._extract_fingers(samples, "probe")
         self._ensure_current()
         threshold = self.search_threshold()
-        candidates = tuple(self._search([f.template for f in faces], fingers, k, threshold))
+        candidates = tuple(self._search(self._face_probes(faces), fingers, k, threshold, len(faces)))
         decision_id = _new_decision_id()
         result = IdentificationResult(candidates, threshold, decision_id, self.register_as_of(),
                                       feedback_id=self._new_feedback_id())

@@ -202,23 +202,36 @@ class Camera:
         Bursts are taken until one holds a usable frame; :class:`DeviceTimeout` when none did before
         ``timeout_s`` (0: the default) ran out.
         """
+        return self.capture_frames(1, timeout_s)[0]
+
+    def capture_frames(self, count: int, timeout_s: float = 0.0) -> list[np.ndarray]:
+        """The ``count`` best usable frames of a burst of at least ``count`` frames, best first.
+
+        Several frames of one traveller let the matcher combine them (:mod:`biometrics.multiframe`). Bursts
+        are taken until ``count`` usable frames are held; :class:`DeviceTimeout` when fewer were seen before
+        ``timeout_s`` (0: the default) ran out.
+        """
+        if count < 1:
+            raise ValueError("a capture takes at least one frame")
         timeout = self._timeout(timeout_s)
         deadline = time.monotonic() + timeout
         with self.lock.hold(timeout):
-            best: tuple[tuple[float, float], np.ndarray] | None = None
+            usable: list[tuple[tuple[float, float], int, np.ndarray]] = []
             while True:
-                for _ in range(self.burst_size):
+                for _ in range(max(self.burst_size, count)):
                     if time.monotonic() >= deadline:
                         break
                     frame = self._grab(max(deadline, time.monotonic() + MIN_DEVICE_CALL_S))
                     key = self.score(frame)
-                    if key is not None and (best is None or key > best[0]):
-                        best = (key, frame)
-                if best is not None:
-                    return best[1]
+                    if key is not None:
+                        usable.append((key, -len(usable), frame))  # equal keys: the earlier frame first
+                if len(usable) >= count:
+                    usable.sort(key=lambda item: (item[0], item[1]), reverse=True)
+                    return [frame for _, _, frame in usable[:count]]
                 if time.monotonic() >= deadline:
                     what = "usable face" if self.frame_scorer is not None else "usable frame"
-                    raise self._fault(DeviceTimeout, f"saw no {what} within {timeout:g} s")
+                    seen = f"only {len(usable)} {what}s of the {count} asked" if usable else f"no {what}"
+                    raise self._fault(DeviceTimeout, f"saw {seen} within {timeout:g} s")
 
     # -- status --------------------------------------------------------------------------------
 

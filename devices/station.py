@@ -140,6 +140,14 @@ class Station:
         assert isinstance(camera, Camera)
         return camera.capture(timeout)
 
+    def capture_face_frames(self, device: str = "", timeout_s: float = 0.0, frames: int = 1) -> list[np.ndarray]:
+        """The best ``frames`` frames of a burst from the camera, best first (timeout checked as in
+        :meth:`capture_face`)."""
+        timeout = check_capture_timeout(timeout_s)
+        camera = self._pick(device, "face")
+        assert isinstance(camera, Camera)
+        return camera.capture_frames(max(1, frames), timeout)
+
     def capture_fingerprint(self, device: str = "", timeout_s: float = 0.0) -> np.ndarray:
         """A finger from the scanner: grey uint8 (288, 256). 0: the scanner's default timeout.
 

@@ -100,3 +100,51 @@ def test_refuses_missing_images_and_bad_headers(tmp_path: Path, capsys: pytest.C
     bad.write_text("path_a,path_b,same\nx,y,maybe\n")
     assert cli.main(["accuracy", "--pairs", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "same must be 0 or 1" in capsys.readouterr().err
+
+
+def test_weighted_fnmr_at_fmr_with_unit_weights_is_the_metrics_figure():
+    """The bootstrap's weighted FNMR at FMR (benchmarks.chimeric) follows benchmarks.metrics' conventions."""
+    from benchmarks.chimeric import fnmr_at_fmr_weighted
+
+    rng = np.random.default_rng(2)
+    genuine = np.round(rng.normal(3.0, 1.0, 400), 1)  # rounded: ties between and within the two sets
+    impostor = np.round(rng.normal(0.0, 1.0, 5000), 1)
+    genuine[:3] = -np.inf  # failures to acquire never match
+    fta = 3
+    sc = m.VerificationScores(genuine[fta:], impostor, genuine_fta=fta)
+    g, i = np.sort(genuine), np.sort(impostor)
+    got = fnmr_at_fmr_weighted(g, np.ones_like(g), i, np.ones_like(i), [0.1, 0.01, 0.001, 0.0])
+    assert got == pytest.approx([m.fnmr_at_fmr(sc, t).fnmr for t in (0.1, 0.01, 0.001, 0.0)])
+    # a weight of 0 leaves a comparison out (the bootstrap draws a subject 0, 1, 2... times)
+    w = np.ones_like(g)
+    w[-1] = 0.0
+    without_last = m.VerificationScores(g[fta:-1], impostor, genuine_fta=fta)
+    assert fnmr_at_fmr_weighted(g, w, i, np.ones_like(i), [0.01])[0] == pytest.approx(
+        m.fnmr_at_fmr(without_last, 0.01).fnmr)
+
+
+def test_chimeric_comparisons_pair_subjects_with_fingers_as_the_protocol_says():
+    """Genuine: one subject's images and two impressions of its finger; impostor: two subjects whose fingers
+    differ and come from the same set (one sensor); fingers reused round robin."""
+    from benchmarks.chimeric import FaceSet, chimeric_comparisons
+
+    names = [f"id{i:02d}" for i in range(12) for _ in range(1 + i % 3)]  # 1 to 3 images each
+    faces = FaceSet(Path("."), [f"{n}_{k}.jpg" for k, n in enumerate(names)], np.array(names),
+                    np.zeros((len(names), 128)), np.ones(len(names), bool), np.full(len(names), 50.0),
+                    np.zeros(len(names)))
+    fingers = [("DB2_B", "101"), ("DB2_B", "102"), ("DB3_B", "101"), ("DB3_B", "102")]
+    c = chimeric_comparisons(faces, sorted(set(names)), fingers, max_genuine=2)
+    g = c.genuine
+    assert np.all(c.subject_a[g] == c.subject_b[g]) and np.all(c.finger_a[g] == c.finger_b[g])
+    assert np.all(c.impression_a[g] != c.impression_b[g])
+    assert np.all(faces.identity[c.image_a[g]] == faces.identity[c.image_b[g]])
+    assert np.all(c.image_a[g] != c.image_b[g])
+    sets = np.array([f[0] for f in fingers])
+    assert np.all(c.finger_a[~g] != c.finger_b[~g]) and np.all(sets[c.finger_a[~g]] == sets[c.finger_b[~g]])
+    assert np.all(c.subject_a[~g] != c.subject_b[~g])
+    assert all(c.assignment[c.subjects[s]] == fingers[f] for s, f in zip(c.subject_a[g], c.finger_a[g],
+                                                                          strict=True))
+    per_finger = np.bincount([fingers.index(f) for f in c.assignment.values()], minlength=len(fingers))
+    assert per_finger.tolist() == [3, 3, 3, 3]  # 12 subjects over 4 fingers, round robin
+    # identities with one image give impostor comparisons only; at most max_genuine genuine pairs each
+    assert np.bincount(c.subject_a[g], minlength=12).max() <= 2

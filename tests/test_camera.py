@@ -270,3 +270,37 @@ def test_the_camera_never_waits_longer_than_the_capture_bound(monkeypatch, timeo
 def test_a_camera_default_timeout_must_be_within_the_bound(default_s):
     with pytest.raises(ValueError, match="default capture timeout"):
         Camera(str(VIDEO), default_timeout_s=default_s)
+
+
+def test_a_burst_of_several_frames_returns_the_best_ones_best_first():
+    expected = reference_frames(6)
+    seen: list[int] = []
+
+    def scorer(frame: np.ndarray) -> float | None:
+        seen.append(len(seen))
+        index = len(seen) - 1
+        return None if index == 2 else float(index % 4)  # frame 2 unusable; frames 3 then 1 score highest
+
+    camera = Camera(str(VIDEO), frame_scorer=scorer, burst_size=5)
+    try:
+        frames = camera.capture_frames(2, timeout_s=5)
+    finally:
+        camera.close()
+    assert len(seen) == 5
+    np.testing.assert_array_equal(frames[0], expected[3])
+    np.testing.assert_array_equal(frames[1], expected[1])
+
+
+def test_a_burst_with_too_few_usable_frames_times_out_saying_how_many():
+    calls: list[int] = []
+
+    def scorer(frame: np.ndarray) -> float | None:
+        calls.append(1)
+        return 1.0 if len(calls) == 1 else None  # one usable face, then none
+
+    camera = Camera(str(VIDEO), frame_scorer=scorer, burst_size=2)
+    try:
+        with pytest.raises(DeviceTimeout, match="only 1 usable faces of the 3 asked"):
+            camera.capture_frames(3, timeout_s=1)
+    finally:
+        camera.close()

@@ -12,7 +12,7 @@ import pytest
 from checkpoint.v1 import checkpoint_pb2 as pb
 from helpers import DATA, ServerProcess, face_sample
 
-from biometrics.fingerprint.fusion import fuse_false_match_scores
+from biometrics.fingerprint.fusion import fuse_modalities
 
 FINGERPRINTS = DATA / "fingerprints"
 RIGHT_INDEX = 2
@@ -86,7 +86,8 @@ def test_face_and_fingerprint_are_fused(stub) -> None:
         face_sample("Megawati_Sukarnoputri_0002.jpg"), finger_sample("DB1_B_101_3")]))
     assert both.match
     assert {m.modality for m in both.modality_scores} == {pb.FACE, pb.FINGERPRINT}
-    assert both.score == pytest.approx(fuse_false_match_scores([face.score, finger.score]), abs=1e-6)
+    assert both.score == pytest.approx(fuse_modalities([("face", face.score), ("fingerprint", finger.score)]),
+                                       abs=1e-6)
     assert both.score > max(face.score, finger.score)
     # an impostor finger with the genuine face: the weak evidence lowers the fused score
     mixed = stub.Verify(pb.VerifyRequest(subject_id="FP000001", samples=[

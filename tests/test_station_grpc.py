@@ -88,6 +88,19 @@ def test_enrol_from_the_camera_then_verify_from_the_camera(stub) -> None:
     assert [c.subject_id for c in found.candidates][:1] == ["GBR0000001"]
 
 
+def test_a_burst_of_frames_verifies_and_too_many_frames_are_refused(stub) -> None:
+    enrolled = stub.Enroll(pb.EnrollRequest(subject_id="GBR0000003", info=TONY, samples=[camera_sample()]),
+                           timeout=60)
+    assert enrolled.enrolled or enrolled.possible_duplicates, enrolled
+    burst = pb.Sample(modality=pb.FACE, capture=pb.DeviceCapture(timeout_seconds=10, frames=3))
+    subject = "GBR0000003" if enrolled.enrolled else enrolled.possible_duplicates[0].subject_id
+    genuine = stub.Verify(pb.VerifyRequest(subject_id=subject, samples=[burst]), timeout=60)
+    assert genuine.match, genuine
+    too_many = pb.Sample(modality=pb.FACE, capture=pb.DeviceCapture(timeout_seconds=10, frames=11))
+    e = rpc_error(stub.Verify, pb.VerifyRequest(subject_id=subject, samples=[too_many]), timeout=60)
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "11 samples" in e.details(), e.details()
+
+
 def test_capture_face_returns_a_frame_of_the_video(stub) -> None:
     r = stub.CaptureFace(pb.CaptureRequest(timeout_seconds=10), timeout=60)
     frame = decode(r.image)

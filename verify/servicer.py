@@ -100,7 +100,9 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
         name and timeout) is checked for every sample before the first capture is taken; the rest of the
         validation is the core's (:mod:`biometrics.validation`).
         """
-        validation.check_sample_count(len(messages), self.service.config.max_samples)
+        frames = [max(1, m.capture.frames) if m.WhichOneof("source") == "capture" and m.modality == pb.FACE else 1
+                  for m in messages]
+        validation.check_sample_count(sum(frames), self.service.config.max_samples)
         for message in messages:
             validation.check_modality(message.modality)
             validation.check_finger(message.finger)
@@ -111,10 +113,15 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
             elif source != "image":
                 raise InvalidSample("A sample carries neither an image nor a capture request.")
         out = []
-        for message in messages:
+        for message, count in zip(messages, frames, strict=True):
             modality = Modality(message.modality)
             if message.WhichOneof("source") == "image":
                 image: Any = message.image
+            elif count > 1:  # a burst: each frame one face sample of the traveller
+                burst = self._station().capture_face_frames(message.capture.device, message.capture.timeout_seconds,
+                                                            count)
+                out.extend(Sample(modality, frame, int(message.finger)) for frame in burst)
+                continue
             else:
                 image = self._capture(modality, message.capture.device, message.capture.timeout_seconds)
             out.append(Sample(modality, image, int(message.finger)))

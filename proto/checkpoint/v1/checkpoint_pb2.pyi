@@ -75,12 +75,14 @@ LINK: ReviewResolution
 REJECT: ReviewResolution
 
 class DeviceCapture(_message.Message):
-    __slots__ = ("device", "timeout_seconds")
+    __slots__ = ("device", "timeout_seconds", "frames")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
     device: str
     timeout_seconds: float
-    def __init__(self, device: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    frames: int
+    def __init__(self, device: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., frames: _Optional[int] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("modality", "image", "capture", "finger")

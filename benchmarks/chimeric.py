@@ -1,0 +1,763 @@
+"""Chimeric subjects for fused face + fingerprint verification (``checkpoint-bench accuracy --modality fused``).
+
+No public set holds the face and the fingerprints of the same people, so each LFW identity is given one FVC2002
+finger (the usual chimeric protocol: face and finger are independent by construction, which is what the
+fusion assumes of a real traveller's face and finger). There are 4,347 face images of 1,916 identities and
+only 40 fingers (4 sets x 10): fingers are reused across identities (round robin after a seeded shuffle).
+
+Split, so that nothing reported is tuned on: identities are split in two halves by a hash of their name
+(``dev`` / ``test``); fingers by set: DB1_B (the set the fingerprint extractor was tuned and its shipped
+calibration fitted on) is ``dev``, DB2_B, DB3_B and DB4_B ``test``. Calibrations and the fusion rule are
+chosen on dev identities x DB1_B; the figures are reported on test identities x DB2_B..DB4_B.
+
+Comparisons of a split:
+
+- genuine: each pair of images of one identity (at most ``max_genuine`` per identity, drawn at random),
+  each with a pair of different impressions of its finger (drawn at random among the 28);
+- impostor: one comparison per pair of subjects whose fingers come from the same set (one sensor, as at a
+  kiosk) and differ: a random image of each, a random impression of each finger.
+
+Fingers reused across identities make impostor comparisons share finger comparisons: 2,880 distinct
+different-finger comparisons per set stand behind every impostor's finger score, far fewer than the impostor
+count. The intervals are therefore a two-way bootstrap that resamples identities and fingers together
+(weights ``w(identity) w(finger)`` per side of a comparison), which widens them as that dependence demands;
+where no error is seen, the rule of three (3 / n) gives the upper bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import metrics as m
+
+SPLIT_SEED = 14
+DEV_FINGER_SETS = ("DB1_B",)
+TEST_FINGER_SETS = ("DB2_B", "DB3_B", "DB4_B")
+FINGER_VARIANTS = ("whole", "zfm")
+IMPRESSIONS = 8
+TARGETS = (0.01, 0.001, 0.0001)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Faces
+
+
+@dataclass
+class FaceSet:
+    """Every image of a face set (``images/<identity>/<file>.jpg``) with its production template."""
+
+    folder: Path
+    images: list[str]  # relative to folder
+    identity: np.ndarray  # str, per image
+    templates: np.ndarray  # (n, 128) float64; zeros where the image failed to acquire
+    ok: np.ndarray  # bool, per image
+    quality: np.ndarray  # 0..100, per image (0 where failed)
+    seconds: np.ndarray  # extraction time per image
+
+
+def list_face_images(folder: Path) -> list[str]:
+    """The images of a face set, ``images/<identity>/*.jpg`` relative to ``folder``, sorted."""
+    images = sorted(str(p.relative_to(folder)) for p in (folder / "images").glob("*/*.jpg"))
+    if not images:
+        raise FileNotFoundError(f"no images/<identity>/*.jpg under {folder}")
+    return images
+
+
+def load_face_set(folder: Path, workers: int, cache: Path | None) -> FaceSet:
+    """Templates of every image of ``folder`` by the production pipeline (``--cache``: reused when it matches)."""
+    from benchmarks.accuracy import _load_cache, _save_cache, extract_all, extract_face_production, identity_of
+
+    images = list_face_images(folder)
+    cached = _load_cache(cache, images).get("production")
+    if cached is None:
+        cached = dict(zip(images, extract_all(extract_face_production, [folder / i for i in images], workers,
+                                              "faces"), strict=True))
+        if cache is not None:
+            _save_cache(cache, images, {"production": cached})
+    ex = [cached[i] for i in images]
+    return FaceSet(
+        folder=folder,
+        images=images,
+        identity=np.array([identity_of(i) for i in images]),
+        templates=np.stack([np.asarray(e.template, np.float64) if e.template is not None else np.zeros(128)
+                            for e in ex]),
+        ok=np.array([e.template is not None for e in ex]),
+        quality=np.array([float(e.detail.get("quality", 0.0)) if e.template is not None else 0.0 for e in ex]),
+        seconds=np.array([e.seconds for e in ex]),
+    )
+
+
+def split_of(name: str, seed: int = SPLIT_SEED) -> str:
+    """``"dev"`` or ``"test"``: a fixed half of the identities, by a hash of the name."""
+    return "dev" if hashlib.sha256(f"{seed}:{name}".encode()).digest()[0] < 128 else "test"
+
+
+def identities_of_split(faces: FaceSet, split: str, seed: int = SPLIT_SEED) -> list[str]:
+    """The identities of ``faces`` in ``split``, sorted."""
+    return sorted(i for i in set(faces.identity.tolist()) if split_of(i, seed) == split)
+
+
+def face_distances(faces: FaceSet, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distances between images ``a[i]`` and ``b[i]`` (nan where either failed to acquire)."""
+    d = np.linalg.norm(faces.templates[a] - faces.templates[b], axis=1)
+    return np.where(faces.ok[a] & faces.ok[b], d, np.nan)
+
+
+def impostor_distances(faces: FaceSet, identities: Sequence[str]) -> np.ndarray:
+    """Every different-identity distance among the acquired images of ``identities`` (for a calibration)."""
+    keep = np.isin(faces.identity, list(identities)) & faces.ok
+    t, ids = faces.templates[keep], faces.identity[keep]
+    out = []
+    for start in range(0, len(t), 512):
+        block = t[start:start + 512]
+        d = np.sqrt(np.maximum((block**2).sum(1)[:, None] + (t**2).sum(1)[None, :] - 2 * block @ t.T, 0.0))
+        rows = np.arange(start, start + len(block))[:, None]
+        upper = np.arange(len(t))[None, :] > rows
+        out.append(d[upper & (ids[start:start + 512, None] != ids[None, :])])
+    return np.concatenate(out)
+
+
+def fit_face_calibration(faces: FaceSet, identities: Sequence[str], source: str):  # -> ScoreCalibration
+    """The face calibration measured on every impostor comparison among ``identities``' images."""
+    from biometrics.scores import ScoreCalibration
+
+    return ScoreCalibration.fit(impostor_distances(faces, identities), higher_is_better=False, modality="face",
+                                source=source)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fingers
+
+
+@dataclass
+class FingerScores:
+    """Raw similarities of every pair of impressions of one FVC set, for one way of taking the image."""
+
+    set_name: str
+    variant: str  # "whole" (the image as the set gives it) or "zfm" (the 256x288 sensor window at the centre)
+    fingers: list[str]  # finger ids ("101" ...), sorted
+    raw: np.ndarray  # (fingers, impressions, fingers, impressions); nan where an impression failed
+    failed: list[str]
+
+
+def finger_scores(folder: Path, variant: str, workers: int) -> FingerScores:
+    """Extract every impression of an FVC set (``variant`` "whole" or "zfm") and compare every pair."""
+    from benchmarks.fingerprint_eval import SENSOR_DPI, extract_set
+    from biometrics.fingerprint import compare_fingerprints
+
+    templates, failed = extract_set(folder, SENSOR_DPI.get(folder.name, 500), variant == "zfm", workers)
+    fingers = sorted({name.split("_")[0] for name in templates})
+    n = len(fingers)
+    raw = np.full((n, IMPRESSIONS, n, IMPRESSIONS), np.nan)
+    keys = [(f, i) for f in range(n) for i in range(IMPRESSIONS)]
+    for (fa, ia), (fb, ib) in itertools.combinations(keys, 2):
+        a = templates.get(f"{fingers[fa]}_{ia + 1}.png")
+        b = templates.get(f"{fingers[fb]}_{ib + 1}.png")
+        if a is not None and b is not None:
+            raw[fa, ia, fb, ib] = raw[fb, ib, fa, ia] = float(compare_fingerprints(a, b))
+    return FingerScores(folder.name, variant, fingers, raw, failed)
+
+
+def load_finger_scores(root: Path, sets: Sequence[str], workers: int, cache: Path | None
+                       ) -> dict[tuple[str, str], FingerScores]:
+    """:func:`finger_scores` of every set and variant, kept in ``cache`` (an npz) between runs."""
+    out: dict[tuple[str, str], FingerScores] = {}
+    stored = dict(np.load(cache, allow_pickle=False)) if cache is not None and cache.is_file() else {}
+    for s in sets:
+        for v in FINGER_VARIANTS:
+            key = f"{s}_{v}"
+            if f"{key}_raw" in stored:
+                out[(s, v)] = FingerScores(s, v, stored[f"{key}_fingers"].tolist(), stored[f"{key}_raw"],
+                                           [x for x in stored[f"{key}_failed"].tolist() if x])
+                continue
+            start = time.perf_counter()
+            out[(s, v)] = fs = finger_scores(root / s, v, workers)
+            print(f"fingers {s} {v}: {time.perf_counter() - start:.0f} s, {len(fs.failed)} failed", flush=True)
+            stored.update({f"{key}_raw": fs.raw, f"{key}_fingers": np.array(fs.fingers),
+                           f"{key}_failed": np.array(fs.failed or [""])})
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **stored)
+    return out
+
+
+def different_finger_raw(scores: FingerScores) -> np.ndarray:
+    """The raw similarities of every pair of impressions of different fingers (each unordered pair once)."""
+    n = len(scores.fingers)
+    fa, fb = np.triu_indices(n, k=1)
+    vals = scores.raw[fa, :, fb, :].reshape(-1)
+    return vals[np.isfinite(vals)]
+
+
+def fit_finger_calibration(scores: FingerScores, source: str):  # -> ScoreCalibration
+    """A fingerprint calibration measured on the different-finger comparisons of one set."""
+    from biometrics.scores import ScoreCalibration
+
+    return ScoreCalibration.fit(different_finger_raw(scores), higher_is_better=True, modality="fingerprint",
+                                source=source)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Chimeric comparisons
+
+
+@dataclass
+class Comparisons:
+    """The comparisons of one split: which subjects, images, fingers and impressions meet in each."""
+
+    genuine: np.ndarray  # bool
+    subject_a: np.ndarray  # index into ``subjects``
+    subject_b: np.ndarray
+    image_a: np.ndarray  # index into the face set's images
+    image_b: np.ndarray
+    finger_a: np.ndarray  # index into ``fingers``
+    finger_b: np.ndarray
+    impression_a: np.ndarray  # 0..7
+    impression_b: np.ndarray
+    subjects: list[str]
+    fingers: list[tuple[str, str]]  # (set, finger id)
+    assignment: dict[str, tuple[str, str]]  # subject -> finger
+
+
+def chimeric_comparisons(faces: FaceSet, subjects: Sequence[str], fingers: Sequence[tuple[str, str]],
+                         seed: int = SPLIT_SEED, max_genuine: int = 10) -> Comparisons:
+    """Pair each subject with a finger (round robin after a seeded shuffle) and list the comparisons."""
+    rng = np.random.default_rng(seed)
+    subjects = list(subjects)
+    order = rng.permutation(len(subjects))
+    finger_of = np.empty(len(subjects), np.int64)
+    finger_of[order] = np.arange(len(subjects)) % len(fingers)
+    images_of = {s: np.flatnonzero(faces.identity == s) for s in subjects}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("g", "sa", "sb", "ia", "ib", "fa", "fb", "pa", "pb")}
+
+    def add(g: bool, sa, sb, ia, ib, fa, fb, pa, pb) -> None:
+        for k, v in zip(("sa", "sb", "ia", "ib", "fa", "fb", "pa", "pb"), (sa, sb, ia, ib, fa, fb, pa, pb),
+                        strict=True):
+            cols[k].append(np.atleast_1d(np.asarray(v, np.int64)))
+        cols["g"].append(np.full(len(np.atleast_1d(sa)), g))
+
+    impression_pairs = np.array(list(itertools.combinations(range(IMPRESSIONS), 2)))
+    for k, s in enumerate(subjects):
+        imgs = images_of[s]
+        if len(imgs) < 2:
+            continue
+        pairs = np.array(list(itertools.combinations(imgs, 2)))
+        if len(pairs) > max_genuine:
+            pairs = pairs[rng.choice(len(pairs), max_genuine, replace=False)]
+        imp = impression_pairs[rng.integers(0, len(impression_pairs), len(pairs))]
+        n = len(pairs)
+        add(True, [k] * n, [k] * n, pairs[:, 0], pairs[:, 1], [finger_of[k]] * n, [finger_of[k]] * n,
+            imp[:, 0], imp[:, 1])
+    set_of = np.array([f[0] for f in fingers])[finger_of]
+    a, b = np.triu_indices(len(subjects), k=1)
+    keep = (set_of[a] == set_of[b]) & (finger_of[a] != finger_of[b])
+    a, b = a[keep], b[keep]
+    counts = np.array([len(images_of[s]) for s in subjects])
+    starts = {s: images_of[s] for s in subjects}
+    pick_a = rng.random(len(a))
+    pick_b = rng.random(len(b))
+    img_a = np.array([starts[subjects[i]][int(p * counts[i])] for i, p in zip(a, pick_a, strict=True)], np.int64)
+    img_b = np.array([starts[subjects[i]][int(p * counts[i])] for i, p in zip(b, pick_b, strict=True)], np.int64)
+    add(False, a, b, img_a, img_b, finger_of[a], finger_of[b], rng.integers(0, IMPRESSIONS, len(a)),
+        rng.integers(0, IMPRESSIONS, len(a)))
+    cat = {k: np.concatenate(v) for k, v in cols.items()}
+    return Comparisons(cat["g"].astype(bool), cat["sa"], cat["sb"], cat["ia"], cat["ib"], cat["fa"], cat["fb"],
+                       cat["pa"], cat["pb"], subjects, list(fingers),
+                       {s: tuple(fingers[finger_of[k]]) for k, s in enumerate(subjects)})
+
+
+def finger_raw_of(comparisons: Comparisons, scores: dict[str, FingerScores]) -> np.ndarray:
+    """Raw finger similarity of each comparison (``scores`` by set name, one variant); nan where failed."""
+    out = np.full(len(comparisons.genuine), np.nan)
+    sets = np.array([f[0] for f in comparisons.fingers])
+    for set_name, fs in scores.items():
+        index = {fid: i for i, fid in enumerate(fs.fingers)}
+        local = np.array([index.get(f[1], -1) if f[0] == set_name else -1 for f in comparisons.fingers])
+        sel = sets[comparisons.finger_a] == set_name
+        fa, fb = local[comparisons.finger_a[sel]], local[comparisons.finger_b[sel]]
+        out[sel] = fs.raw[fa, comparisons.impression_a[sel], fb, comparisons.impression_b[sel]]
+    return out
+
+
+def mixed_comparisons(comps: Comparisons, kind: str, seed: int = SPLIT_SEED) -> Comparisons:
+    """Attacks: ``"stolen finger"`` (each impostor comparison's faces with a genuine pair of impressions of the
+    first subject's finger) or ``"look-alike"`` (each genuine comparison's faces with another finger of the same
+    set). Every row is an attack that must not be accepted."""
+    rng = np.random.default_rng(seed + 1)
+    sel = ~comps.genuine if kind == "stolen finger" else comps.genuine
+    fa, ia = comps.finger_a[sel], comps.impression_a[sel]
+    if kind == "stolen finger":
+        fb = fa
+        ib = (ia + rng.integers(1, IMPRESSIONS, len(ia))) % IMPRESSIONS  # another impression of that finger
+    else:
+        sets = np.array([f[0] for f in comps.fingers])
+        fb = np.array([rng.choice(np.flatnonzero((sets == sets[f]) & (np.arange(len(sets)) != f))) for f in fa])
+        ib = rng.integers(0, IMPRESSIONS, len(ia))
+    return Comparisons(np.zeros(int(sel.sum()), bool), comps.subject_a[sel], comps.subject_b[sel],
+                       comps.image_a[sel], comps.image_b[sel], fa, fb, ia, ib, comps.subjects, comps.fingers,
+                       comps.assignment)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rates with weights, and the two-way bootstrap
+
+
+def fnmr_at_fmr_weighted(genuine: np.ndarray, genuine_w: np.ndarray, impostor: np.ndarray,
+                         impostor_w: np.ndarray, targets: Sequence[float], first: np.ndarray | None = None
+                         ) -> list[float]:
+    """FNMR at the lowest threshold whose weighted FMR is at most each target (scores sorted ascending).
+
+    The conventions of :func:`benchmarks.metrics.fnmr_at_fmr` (match when score >= threshold; candidate
+    thresholds the observed scores); with unit weights the two agree. ``-inf`` marks a failure to acquire.
+    ``first``: ``np.searchsorted(impostor, impostor)``, passed when the same scores are weighted many times.
+    """
+    w_imp = impostor_w.sum()
+    w_gen = genuine_w.sum()
+    if w_imp <= 0 or w_gen <= 0:
+        return [float("nan")] * len(targets)
+    if first is None:
+        first = np.searchsorted(impostor, impostor, side="left")
+    # Weight of impostors at or above each impostor score (ties share the count of their lowest member).
+    fmr_at = np.cumsum(impostor_w[::-1])[::-1][first] / w_imp
+    cum_gen = np.concatenate([[0.0], np.cumsum(genuine_w)])
+    out = []
+    for target in targets:
+        too_many = np.flatnonzero(fmr_at > target * (1.0 + 1e-9))
+        if not too_many.size:  # every acquired comparison may match: only failures to acquire are missed
+            out.append(float(genuine_w[np.isneginf(genuine)].sum() / w_gen))
+            continue
+        v = impostor[too_many[-1]]  # the highest impostor score that must not match
+        out.append(float(cum_gen[np.searchsorted(genuine, v, side="right")] / w_gen))
+    return out
+
+
+@dataclass
+class Curve:
+    """One pipeline's scores over a split's comparisons (nan = failed to acquire: never matches)."""
+
+    name: str
+    scores: np.ndarray
+
+
+def verification_scores(curve: Curve, genuine: np.ndarray) -> m.VerificationScores:
+    """The project's :class:`benchmarks.metrics.VerificationScores` of a curve (FTA counted, not scored)."""
+    s = curve.scores
+    fta = np.isnan(s)
+    return m.VerificationScores(s[genuine & ~fta], s[~genuine & ~fta], int((genuine & fta).sum()),
+                                int((~genuine & fta).sum()))
+
+
+def bootstrap_fnmr(curves: Sequence[Curve], comparisons: Comparisons, targets: Sequence[float] = TARGETS,
+                   replicates: int = 500, seed: int = SPLIT_SEED) -> dict[str, dict[str, list[float]]]:
+    """95% two-way bootstrap intervals (identities and fingers resampled) of FNMR at each target FMR."""
+    rng = np.random.default_rng(seed)
+    c = comparisons
+    g = c.genuine
+    prepared = []
+    for curve in curves:
+        s = np.where(np.isnan(curve.scores), -np.inf, curve.scores)
+        og, oi = np.argsort(s[g], kind="stable"), np.argsort(s[~g], kind="stable")
+        imp = s[~g][oi]
+        prepared.append((s[g][og], og, imp, oi, np.searchsorted(imp, imp, side="left")))
+    n_s, n_f = len(c.subjects), len(c.fingers)
+    draws: dict[str, list[list[float]]] = {cv.name: [] for cv in curves}
+    for _ in range(replicates):
+        ws = np.bincount(rng.integers(0, n_s, n_s), minlength=n_s).astype(np.float64)
+        wf = np.bincount(rng.integers(0, n_f, n_f), minlength=n_f).astype(np.float64)
+        wg = ws[c.subject_a[g]] * wf[c.finger_a[g]]
+        wi = ws[c.subject_a[~g]] * ws[c.subject_b[~g]] * wf[c.finger_a[~g]] * wf[c.finger_b[~g]]
+        for curve, (gs, og, imp, oi, first) in zip(curves, prepared, strict=True):
+            draws[curve.name].append(fnmr_at_fmr_weighted(gs, wg[og], imp, wi[oi], targets, first))
+    out = {}
+    for name, rows in draws.items():
+        arr = np.array(rows)
+        out[name] = {m.rate_key(t): [float(np.nanpercentile(arr[:, i], 2.5)), float(np.nanpercentile(arr[:, i], 97.5))]
+                     for i, t in enumerate(targets)}
+    return out
+
+
+def summarise_curves(curves: Sequence[Curve], comparisons: Comparisons, operating_threshold: float,
+                     replicates: int, targets: Sequence[float] = TARGETS) -> list[dict]:
+    """Per curve: counts, FTA, EER, FNMR at each target FMR with its bootstrap interval (rule of three where
+    no error is seen), and FMR / FNMR at the service threshold."""
+    intervals = bootstrap_fnmr(curves, comparisons, targets, replicates) if replicates else {}
+    out = []
+    for curve in curves:
+        sc = verification_scores(curve, comparisons.genuine)
+        eer = m.equal_error_rate(sc)
+        entry: dict = {"pipeline": curve.name, "n_genuine": sc.n_genuine, "n_impostor": sc.n_impostor,
+                       "genuine_fta": sc.genuine_fta, "impostor_fta": sc.impostor_fta, "eer": eer.eer,
+                       "fnmr_at_fmr": {}}
+        for t in targets:
+            op = m.fnmr_at_fmr(sc, t)
+            key = m.rate_key(t)
+            ci = intervals.get(curve.name, {}).get(key)
+            rule_of_three = op.false_non_matches == 0
+            if rule_of_three:
+                ci = [0.0, min(1.0, 3.0 / sc.n_genuine)]
+            entry["fnmr_at_fmr"][key] = {
+                "fnmr": op.fnmr, "errors": op.false_non_matches, "threshold": op.threshold,
+                "false_matches": op.false_matches, "interval": ci,
+                "interval_kind": "rule of three (no error seen)" if rule_of_three else
+                "two-way bootstrap (identities x fingers), 95%",
+                "enough_impostors": sc.n_impostor >= m.rule_of_three(t) if t > 0 else False}
+        op = m.operating_point(sc, operating_threshold)
+        entry["at_service_threshold"] = {"threshold": operating_threshold, "fmr": op.fmr,
+                                         "false_matches": op.false_matches, "fnmr": op.fnmr,
+                                         "false_non_matches": op.false_non_matches}
+        out.append(entry)
+    return out
+
+
+def pct(x: float | None) -> str:
+    """A rate in percent with two decimals ("n/a" for none)."""
+    return "n/a" if x is None or x != x else f"{100 * x:.2f}%"
+
+
+def write_assignment(path: Path, comparisons: Comparisons) -> None:
+    """The chimeric pairing, subject -> finger, as CSV (for an auditor's recount)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["identity", "finger_set", "finger"])
+        for s, (fset, fid) in sorted(comparisons.assignment.items()):
+            w.writerow([s, fset, fid])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# checkpoint-bench accuracy --modality fused
+
+RULES = ("product", "max", "likelihood ratio")
+RULE_TOLERANCE = 0.002  # dev FNMR within this of the best counts as a tie, settled for the product rule
+VETO_FLOORS = (0.5, 1.0, 1.5, 2.0)
+VETO_STOPS = 0.9  # a contradiction cap must stop at least this share of dev stolen-finger attacks
+
+
+def fused_scores(rule: str, columns: np.ndarray, lr: Any = None, floors: Sequence[float | None] = ()
+                 ) -> np.ndarray:
+    """False-match scores of each row of (face score, finger score) fused by ``rule``, capped by a modality
+    under its floor (:func:`biometrics.fingerprint.fusion.cap_contradictions`) when ``floors`` are given."""
+    from biometrics.fingerprint.fusion import cap_contradictions, fisher_fused_scores, max_rule_scores
+
+    if rule == "product":
+        fused = fisher_fused_scores(columns)
+    elif rule == "max":
+        fused = max_rule_scores(columns)
+    else:
+        fused = lr.fused_scores(columns)
+    return cap_contradictions(fused, columns, floors) if floors else fused
+
+
+def choose_rule(dev: dict[str, float]) -> tuple[str, str]:
+    """The rule with the lowest dev FNMR at FMR 0.01%; the product rule wins ties (within RULE_TOLERANCE)."""
+    best = min(dev, key=lambda r: dev[r])
+    if dev["product"] <= dev[best] + RULE_TOLERANCE:
+        return "product", (f"lowest dev FNMR at FMR 0.01% within {100 * RULE_TOLERANCE:g} points of the best "
+                           f"({best}: {100 * dev[best]:.2f}%); it needs no fitted density and its threshold keeps "
+                           "its FMR in closed form under independence")
+    return best, f"lowest dev FNMR at FMR 0.01% ({100 * dev[best]:.2f}% against product {100 * dev['product']:.2f}%)"
+
+
+def choose_floors(candidates: dict[tuple, dict[str, float]], base_fnmr: float) -> tuple[tuple, str]:
+    """The contradiction floors with the lowest dev FNMR at FMR 0.01% among those that stop at least
+    VETO_STOPS of dev stolen-finger attacks (matching finger, another face) at the service threshold."""
+    ok = {k: v for k, v in candidates.items() if v["stolen_finger_accepted"] <= 1.0 - VETO_STOPS}
+    if not ok:
+        return (None, None), f"no floor stopped {100 * VETO_STOPS:g}% of dev stolen-finger attacks"
+    best = min(ok, key=lambda k: (ok[k]["fnmr"], ok[k]["stolen_finger_accepted"]))
+    v = ok[best]
+    return best, (f"face floor {best[0]}, finger floor {best[1]}: the cheapest to stop at least "
+                  f"{100 * VETO_STOPS:g}% of dev stolen-finger attacks at s >= 3 (accepted "
+                  f"{100 * v['stolen_finger_accepted']:.2f}%); dev FNMR at FMR 0.01% {100 * v['fnmr']:.2f}% "
+                  f"against {100 * base_fnmr:.2f}% without")
+
+
+def _modality_scores(faces: FaceSet, comps: Comparisons, fingers: dict, face_cal, finger_cals: dict
+                     ) -> dict[str, np.ndarray]:
+    d = face_distances(faces, comps.image_a, comps.image_b)
+    out = {"face": np.where(np.isnan(d), np.nan, face_cal.score(np.nan_to_num(d)))}
+    for v in FINGER_VARIANTS:
+        raw = finger_raw_of(comps, {s: fs for (s, var), fs in fingers.items() if var == v})
+        out[v] = np.where(np.isnan(raw), np.nan, finger_cals[v].score(np.nan_to_num(raw)))
+    return out
+
+
+def _fused_columns(s: dict[str, np.ndarray], finger: str) -> np.ndarray:
+    """(face, finger) per comparison; a modality that failed to acquire brings no evidence (score 0)."""
+    return np.nan_to_num(np.column_stack([s["face"], s[finger]]), nan=0.0)
+
+
+def evaluate_fused(args: argparse.Namespace) -> dict:
+    """Face alone, finger alone (whole image, ZFM window) and fused on chimeric subjects; see the module doc."""
+    from benchmarks import plots
+    from biometrics.fingerprint.fusion import LikelihoodRatioFusion, cap_contradictions
+    from biometrics.scores import ScoreCalibration, threshold_for_fmr
+
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    faces = load_face_set(args.faces, args.workers, args.cache)
+    fingers = load_finger_scores(args.fingers, DEV_FINGER_SETS + TEST_FINGER_SETS, args.workers, args.finger_cache)
+    dev_ids, test_ids = identities_of_split(faces, "dev"), identities_of_split(faces, "test")
+    face_cal = fit_face_calibration(faces, dev_ids, f"{args.faces}: dev identities (split seed {SPLIT_SEED})")
+    finger_cals = {
+        "zfm": ScoreCalibration.load(args.calibration) if args.calibration
+        else ScoreCalibration.for_modality("fingerprint"),
+        "whole": fit_finger_calibration(fingers[(DEV_FINGER_SETS[0], "whole")], "DB1_B whole images"),
+    }
+
+    def finger_list(sets: Sequence[str]) -> list[tuple[str, str]]:
+        return [(s, f) for s in sets for f in fingers[(s, "whole")].fingers]
+
+    # Dev: calibration checks and the choice of the rule.
+    dev = chimeric_comparisons(faces, dev_ids, finger_list(DEV_FINGER_SETS), max_genuine=args.max_genuine)
+    s_dev = _modality_scores(faces, dev, fingers, face_cal, finger_cals)
+    g = dev.genuine
+    lr = LikelihoodRatioFusion.fit([np.nan_to_num(s_dev["face"][g]), np.nan_to_num(s_dev["zfm"][g])])
+    cols = _fused_columns(s_dev, "zfm")
+    # The likelihood ratio is fitted on genuine scores: on dev it is cross-fitted (two folds of identities, each
+    # scored by the densities of the other), else it would be judged on the scores it was fitted to.
+    fold = np.array([split_of(s, SPLIT_SEED + 1) == "dev" for s in dev.subjects])[dev.subject_a]
+    lr_dev = np.empty(len(g))
+    for k in (True, False):
+        other = LikelihoodRatioFusion.fit([np.nan_to_num(s_dev["face"][g & (fold != k)]),
+                                           np.nan_to_num(s_dev["zfm"][g & (fold != k)])])
+        lr_dev[fold == k] = other.fused_scores(cols[fold == k])
+    dev_rules = {}
+    for rule in RULES:
+        stat = lr_dev if rule == "likelihood ratio" else fused_scores(rule, cols)
+        sc = verification_scores(Curve(rule, stat), g)
+        dev_rules[rule] = {m.rate_key(t): m.fnmr_at_fmr(sc, t).fnmr for t in TARGETS}
+    chosen, why = choose_rule({r: v[m.rate_key(1e-4)] for r, v in dev_rules.items()})
+    threshold = threshold_for_fmr(args.fmr)
+    stolen_dev = _fused_columns(_modality_scores(faces, mixed_comparisons(dev, "stolen finger"), fingers, face_cal,
+                                                 finger_cals), "zfm")
+    veto: dict[tuple, dict[str, float]] = {}
+    base = lr_dev if chosen == "likelihood ratio" else fused_scores(chosen, cols)
+    base_stolen = fused_scores(chosen, stolen_dev, lr)
+    for face_floor in VETO_FLOORS:
+        for finger_floor in (None, *VETO_FLOORS):
+            fl = (face_floor, finger_floor)
+            sc = verification_scores(Curve("veto", cap_contradictions(base, cols, fl)), g)
+            veto[fl] = {"fnmr": m.fnmr_at_fmr(sc, 1e-4).fnmr,
+                        "stolen_finger_accepted": float(
+                            (cap_contradictions(base_stolen, stolen_dev, fl) >= threshold).mean())}
+    floors, floors_why = choose_floors(veto, dev_rules[chosen][m.rate_key(1e-4)])
+    dev_fused = fused_scores("product", cols)
+    dev_checks = {f"fmr_at_s_ge_{k}": float((dev_fused[~g] >= k).mean()) for k in (2, 3, 4)}
+    dev_checks.update({f"face_fmr_at_s_ge_{k}": float((np.nan_to_num(s_dev["face"][~g]) >= k).mean())
+                       for k in (2, 3, 4)})
+    dev_checks.update({f"finger_zfm_fmr_at_s_ge_{k}": float((np.nan_to_num(s_dev["zfm"][~g]) >= k).mean())
+                       for k in (2, 3)})
+    dev_checks["stolen_finger_accepted_product_uncapped"] = float(
+        (fused_scores("product", stolen_dev) >= threshold).mean())
+    dev_checks[f"stolen_finger_accepted_{chosen}_uncapped"] = float((base_stolen >= threshold).mean())
+    for k in (2, 3, 4):
+        dev_checks[f"{chosen}_fmr_at_s_ge_{k}"] = float((base[~g] >= k).mean())
+
+    if getattr(args, "write_fusion", None):
+        # The service's fusion: dev genuine scores as the service states them (its shipped calibrations).
+        shipped_face = ScoreCalibration.for_modality("face")
+        d = face_distances(faces, dev.image_a[g], dev.image_b[g])
+        LikelihoodRatioFusion.fit(
+            [np.nan_to_num(shipped_face.score(np.nan_to_num(d[np.isfinite(d)]))), np.nan_to_num(s_dev["zfm"][g])],
+            source=f"genuine comparisons of dev chimeric subjects: {int(g.sum())} face pairs of {len(dev_ids)} "
+                   f"LFW identities ({args.faces}, split seed {SPLIT_SEED}) scored by the shipped face calibration; "
+                   f"ZFM-window DB1_B impression pairs scored by the shipped fingerprint calibration; "
+                   f"{time.strftime('%Y-%m-%d', time.gmtime())}").save(args.write_fusion)
+
+    # Test: the figures reported.
+    test = chimeric_comparisons(faces, test_ids, finger_list(TEST_FINGER_SETS), max_genuine=args.max_genuine)
+    s_test = _modality_scores(faces, test, fingers, face_cal, finger_cals)
+    label = chosen + "".join(f", {name} floor {f:g}" for name, f in zip(("face", "finger"), floors, strict=True)
+                             if f is not None)
+    fl = floors if any(f is not None for f in floors) else ()
+    curves = [
+        Curve("face alone", s_test["face"]),
+        Curve("finger alone, whole image", s_test["whole"]),
+        Curve("finger alone, ZFM window", s_test["zfm"]),
+        Curve(f"fused, ZFM finger ({label})", fused_scores(chosen, _fused_columns(s_test, "zfm"), lr, fl)),
+        Curve(f"fused, whole finger ({label})", fused_scores(chosen, _fused_columns(s_test, "whole"), lr, fl)),
+    ]
+    others = [Curve(f"fused, ZFM finger ({r}, no floor)", fused_scores(r, _fused_columns(s_test, "zfm"), lr))
+              for r in RULES]
+    sections = summarise_curves(curves, test, threshold, args.bootstrap)
+    other_sections = summarise_curves(others, test, threshold, 0)
+    attacks = {}
+    judged = {label: (chosen, fl), "product, no cap": ("product", ()), "max, no cap": ("max", ()),
+              "likelihood ratio, no cap": ("likelihood ratio", ())}
+    test_cols = _fused_columns(s_test, "zfm")
+    for kind in ("stolen finger", "look-alike"):
+        cols_t = _fused_columns(_modality_scores(faces, mixed_comparisons(test, kind), fingers, face_cal,
+                                                 finger_cals), "zfm")
+        at = {}
+        for name, (rule, floors_of) in judged.items():
+            # Each rule at its own threshold for FMR 0.1% on the test impostors, so the rules compare fairly.
+            t_rule = m.threshold_at_fmr(verification_scores(Curve(name, fused_scores(rule, test_cols, lr, floors_of)),
+                                                            test.genuine), 1e-3)
+            at[name] = float((fused_scores(rule, cols_t, lr, floors_of) >= t_rule).mean())
+        attacks[kind] = {"n": len(cols_t), "accepted_at_fmr_0.1%": at, "accepted_at_service_threshold_product": {
+            label: float((fused_scores(chosen, cols_t, lr, fl) >= threshold).mean()),
+            f"{chosen}, no cap": float((fused_scores(chosen, cols_t, lr) >= threshold).mean()),
+            "product, no cap": float((fused_scores("product", cols_t) >= threshold).mean())}}
+    per_set = {}
+    fused_zfm = curves[3]
+    set_of = np.array([f[0] for f in test.fingers])[test.finger_a]
+    for s in TEST_FINGER_SETS:
+        sel = set_of == s
+        sub = Comparisons(test.genuine[sel], test.subject_a[sel], test.subject_b[sel], test.image_a[sel],
+                          test.image_b[sel], test.finger_a[sel], test.finger_b[sel], test.impression_a[sel],
+                          test.impression_b[sel], test.subjects, test.fingers, test.assignment)
+        per_set[s] = summarise_curves([Curve(c.name, c.scores[sel]) for c in (curves[0], curves[2], fused_zfm)],
+                                      sub, threshold, 0)
+    two_frames = _two_frames_fused(faces, test_ids, test, fingers, face_cal, finger_cals["zfm"], chosen, lr, fl,
+                                   threshold, args)
+    target_key = m.rate_key(1e-4)
+    fused_entry = sections[3]["fnmr_at_fmr"][target_key]
+    result = {
+        "modality": "fused",
+        "command": args.command_line,
+        "started": started,
+        "faces": str(args.faces),
+        "fingers": str(args.fingers),
+        "split": {"seed": SPLIT_SEED, "dev_identities": len(dev_ids), "test_identities": len(test_ids),
+                  "dev_finger_sets": list(DEV_FINGER_SETS), "test_finger_sets": list(TEST_FINGER_SETS),
+                  "dev_fingers": len(dev.fingers), "test_fingers": len(test.fingers),
+                  "max_genuine_per_identity": args.max_genuine},
+        "calibrations": {
+            "face": f"refitted on {face_cal.n_impostor} impostor distances among dev identities' images",
+            "finger_zfm": f"{finger_cals['zfm'].source} ({finger_cals['zfm'].n_impostor} comparisons)",
+            "finger_whole": f"fitted on {finger_cals['whole'].n_impostor} different-finger comparisons of whole "
+                            "DB1_B images",
+        },
+        "finger_failures": {f"{s}_{v}": fs.failed for (s, v), fs in fingers.items()},
+        "dev": {"n_genuine": int(g.sum()), "n_impostor": int((~g).sum()), "fnmr_at_fmr_by_rule": dev_rules,
+                "calibration_checks": dev_checks, "chosen_rule": chosen, "why": why,
+                "contradiction_floors": {"face": floors[0], "finger": floors[1], "why": floors_why,
+                                         "candidates": [{"face": k[0], "finger": k[1], **v} for k, v in veto.items()]}},
+        "test_attacks": attacks,
+        "test": sections,
+        "test_other_rules": other_sections,
+        "test_by_finger_set": per_set,
+        "test_two_face_frames": two_frames,
+        "target": {"fnmr_at_fmr_0.0001_at_most": 0.01, "fused_fnmr": fused_entry["fnmr"],
+                   "fused_interval": fused_entry["interval"], "met": fused_entry["fnmr"] <= 0.01},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    det = {c.name: verification_scores(c, test.genuine) for c in curves}
+    plots.det_plot({k: _thin_det(m.det_curve(v)) for k, v in det.items()}, args.out / "det.png",
+                   f"LFW x FVC2002 DB2-4, chimeric ({len(test_ids)} ids, {len(test.fingers)} fingers)",
+                   fnmr_targets(sections, curves), legend_loc="lower left")
+    write_assignment(args.out / "assignment.csv", test)
+    return result
+
+
+def _two_frames_fused(faces: FaceSet, test_ids: list[str], test: Comparisons, fingers: dict, face_cal: Any,
+                      finger_cal: Any, rule: str, lr: Any, floors: Sequence[float | None], threshold: float,
+                      args: argparse.Namespace) -> list[dict]:
+    """Test identities with >= 3 images: one reference against two face frames (their mean, as the service
+    combines them) or the first frame alone, each with the identity's ZFM finger, fused by the service rule."""
+    from benchmarks.frames import frame_scores
+
+    curves, comps = frame_scores(faces, test_ids, 2, max(1, args.max_genuine // 2), face_cal)
+    by_name = {c.name: c.scores for c in curves}
+    index = {f: i for i, f in enumerate(test.fingers)}
+    fa = np.array([index[test.assignment[comps.subjects[s]]] for s in comps.subject_a])
+    fb = np.array([index[test.assignment[comps.subjects[s]]] for s in comps.subject_b])
+    sets = np.array([f[0] for f in test.fingers])
+    keep = comps.genuine | ((sets[fa] == sets[fb]) & (fa != fb))
+    rng = np.random.default_rng(SPLIT_SEED + 2)
+    n = int(keep.sum())
+    ia = rng.integers(0, IMPRESSIONS, n)
+    ib = np.where(comps.genuine[keep], (ia + rng.integers(1, IMPRESSIONS, n)) % IMPRESSIONS,
+                  rng.integers(0, IMPRESSIONS, n))
+    zeros = np.zeros(n, np.int64)
+    sub = Comparisons(comps.genuine[keep], comps.subject_a[keep], comps.subject_b[keep], zeros, zeros, fa[keep],
+                      fb[keep], ia, ib, comps.subjects, test.fingers, test.assignment)
+    raw = finger_raw_of(sub, {s: fs for (s, v), fs in fingers.items() if v == "zfm"})
+    finger_s = np.where(np.isnan(raw), np.nan, finger_cal.score(np.nan_to_num(raw)))
+    out = []
+    for frames, name in ((1, "single"), (2, "mean")):
+        face_s = by_name[name][keep]
+        cols = np.nan_to_num(np.column_stack([face_s, finger_s]), nan=0.0)
+        out += [Curve(f"face alone, {frames} frame{'s' * (frames > 1)}", face_s),
+                Curve(f"fused, {frames} face frame{'s' * (frames > 1)} + ZFM finger",
+                      fused_scores(rule, cols, lr, floors))]
+    return summarise_curves(out, sub, threshold, args.bootstrap)
+
+
+def fnmr_targets(sections: Sequence[dict], curves: Sequence[Curve]) -> dict[str, list[tuple[float, float, str]]]:
+    """DET marks: FNMR at FMR 0.01% of each curve."""
+    key = m.rate_key(1e-4)
+    return {c.name: [(1e-4, s["fnmr_at_fmr"][key]["fnmr"], "")] for c, s in zip(curves, sections, strict=True)}
+
+
+def _thin_det(c: m.DetCurve) -> m.DetCurve:
+    change = np.flatnonzero((np.diff(c.fnmr) != 0) | (np.diff(c.fmr) != 0))
+    keep = np.unique(np.concatenate([[0, len(c.fnmr) - 1], change, change + 1]))
+    return m.DetCurve(c.thresholds[keep], c.fmr[keep], c.fnmr[keep])
+
+
+def fused_report(result: dict) -> list[str]:
+    """report.md of a fused run: the test table, the dev choice, the per-set figures, the target."""
+    lines = [f"# 1:1 accuracy: face + fingerprint, chimeric subjects ({result['started']})", "",
+             f"Command: `{result['command']}`", ""]
+    sp = result["split"]
+    lines += [f"Test: {sp['test_identities']} LFW identities x {sp['test_fingers']} fingers of "
+              f"{', '.join(sp['test_finger_sets'])}; dev (calibration, rule): {sp['dev_identities']} identities x "
+              f"{sp['dev_fingers']} fingers of {', '.join(sp['dev_finger_sets'])}.", ""]
+    keys = list(result["test"][0]["fnmr_at_fmr"])
+    lines += ["| pipeline | genuine / impostor | EER | " + " | ".join(
+        f"FNMR at FMR {float(k) * 100:g}% [95%]" for k in keys) + " | FMR / FNMR at s >= 3 |",
+        "|---|---|---|" + "---|" * len(keys) + "---|"]
+    for s in result["test"] + result["test_other_rules"]:
+        cells = []
+        for k in keys:
+            e = s["fnmr_at_fmr"][k]
+            lo, hi = e["interval"] or (float("nan"), float("nan"))
+            cells.append(f"{pct(e['fnmr'])} [{pct(lo)}, {pct(hi)}] ({e['errors']})")
+        op = s["at_service_threshold"]
+        lines.append(f"| {s['pipeline']} | {s['n_genuine']} / {s['n_impostor']} | {pct(s['eer'])} | "
+                     + " | ".join(cells) + f" | {pct(op['fmr'])} / {pct(op['fnmr'])} |")
+    t = result["target"]
+    lines += ["", f"Target fused FNMR <= 1% at FMR 0.01%: {pct(t['fused_fnmr'])} "
+              f"[{pct(t['fused_interval'][0])}, {pct(t['fused_interval'][1])}]: "
+              f"{'met' if t['met'] else 'NOT met'}.", "", "Dev, FNMR by fusion rule (face + ZFM finger):", ""]
+    for rule, v in result["dev"]["fnmr_at_fmr_by_rule"].items():
+        lines.append(f"- {rule}: " + ", ".join(f"FMR {float(k) * 100:g}%: {pct(x)}" for k, x in v.items()))
+    cf = result["dev"]["contradiction_floors"]
+    lines += ["", f"Chosen: {result['dev']['chosen_rule']} ({result['dev']['why']}).", "",
+              f"Contradiction cap: {cf['why']}.", "", "Dev candidates (face floor, finger floor: dev FNMR at FMR "
+              "0.01%, stolen-finger attacks accepted at s >= 3):", "",
+              *[f"- {c['face']}, {c['finger']}: {pct(c['fnmr'])}, {pct(c['stolen_finger_accepted'])}"
+                for c in cf["candidates"]], "",
+              "Test attacks accepted:", "",
+              *[f"- {kind} ({a['n']}), each rule at its FMR 0.1% threshold: " + ", ".join(
+                  f"{k}: {pct(v)}" for k, v in a["accepted_at_fmr_0.1%"].items()) + "; at s >= 3: " + ", ".join(
+                  f"{k}: {pct(v)}" for k, v in a["accepted_at_service_threshold_product"].items())
+                for kind, a in result["test_attacks"].items()], "",
+              "Dev calibration checks (share of impostors at or over s): "
+              + ", ".join(f"{k} {v:.2e}" for k, v in result["dev"]["calibration_checks"].items()), "",
+              "By test finger set (face alone, ZFM finger alone, fused):", ""]
+    for s, secs in result["test_by_finger_set"].items():
+        lines.append(f"- {s}: " + "; ".join(
+            f"{x['pipeline']}: " + ", ".join(f"{pct(x['fnmr_at_fmr'][k]['fnmr'])}" for k in keys) for x in secs))
+    tf = result["test_two_face_frames"]
+    lines += ["", f"Two face frames (test identities with three images or more; {tf[0]['n_genuine']} genuine, "
+              f"{tf[0]['n_impostor']} impostor comparisons), FNMR at FMR " + ", ".join(
+                  f"{float(k) * 100:g}%" for k in keys) + ":", ""]
+    for s in tf:
+        lines.append(f"- {s['pipeline']}: " + ", ".join(
+            f"{pct(s['fnmr_at_fmr'][k]['fnmr'])} [{pct(s['fnmr_at_fmr'][k]['interval'][0])}, "
+            f"{pct(s['fnmr_at_fmr'][k]['interval'][1])}]" if s['fnmr_at_fmr'][k]['interval'] else
+            pct(s['fnmr_at_fmr'][k]['fnmr']) for k in keys))
+    lines += ["", "![DET](det.png)", ""]
+    return lines

@@ -1,0 +1,80 @@
+"""Face + fingerprint in one Verify, through the service in process (real images, real models, SQLite store).
+
+The traveller is Dick Vermeil of LFW (tests/data/fused/README.md): enrolled from Dick_Vermeil_0001.jpg, his
+Dick_Vermeil_0002.jpg scores s = 2.36 against it (distance 0.586, measured with the shipped face calibration
+on 2026-11-30): under the service threshold s >= 3 (FMR 0.1%), so his face alone is turned away. His finger is
+FVC2002 DB1_B finger 101 (enrolled from impressions 1 and 3, probed with impression 2), a chimeric pairing as
+in the fused benchmark. With both he is accepted. An impostor who presents his finger with another face
+(Kofi_Annan_0004.jpg, s = 0.04 against the reference: less alike than most impostors) is not: a face under the
+contradiction floor caps the fused score (biometrics.fingerprint.fusion.CONTRADICTION_FLOORS).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from biometrics.fingerprint.fusion import CONTRADICTION_FLOORS
+from biometrics.service import CheckpointService, StoreLocation
+from biometrics.types import Modality, Sample, SubjectInfo
+
+DATA = Path(__file__).resolve().parent / "data"
+RIGHT_INDEX = 2
+SUBJECT = "USA0000014"
+pytestmark = pytest.mark.slow  # real face and fingerprint extraction
+
+
+def face(name: str) -> Sample:
+    folder = "fused" if name.startswith("Dick_Vermeil") else "faces"
+    return Sample(Modality.FACE, (DATA / folder / name).read_bytes())
+
+
+def finger(name: str) -> Sample:
+    return Sample(Modality.FINGERPRINT, (DATA / "fingerprints" / f"{name}.png").read_bytes(), RIGHT_INDEX)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("fused")
+    svc = CheckpointService.open(StoreLocation(root / "data", key_dir=root / "keys"))
+    enrolled = svc.enrol(SUBJECT, SubjectInfo(name="Dick Vermeil", nationality="USA"),
+                         [face("Dick_Vermeil_0001.jpg"), finger("DB1_B_101_1"), finger("DB1_B_101_3")])
+    assert enrolled.enrolled
+    yield svc
+    svc.close()
+
+
+def test_the_genuine_face_alone_fails_and_face_with_finger_is_accepted(service: CheckpointService) -> None:
+    face_only = service.verify(SUBJECT, [face("Dick_Vermeil_0002.jpg")])
+    assert not face_only.match
+    assert CONTRADICTION_FLOORS["face"] < face_only.score < face_only.threshold  # weak, but not contradicting
+    both = service.verify(SUBJECT, [face("Dick_Vermeil_0002.jpg"), finger("DB1_B_101_2")])
+    assert both.match and both.score >= both.threshold
+    finger_score = next(m.score for m in both.modality_scores if m.modality == Modality.FINGERPRINT)
+    assert both.score > max(face_only.score, finger_score)  # the two agree: more than either alone
+
+
+def test_a_matching_finger_with_another_face_is_turned_away(service: CheckpointService) -> None:
+    finger_only = service.verify(SUBJECT, [finger("DB1_B_101_2")])
+    assert finger_only.match  # the finger on its own is his
+    attack = service.verify(SUBJECT, [face("Kofi_Annan_0004.jpg"), finger("DB1_B_101_2")])
+    face_score = next(m.score for m in attack.modality_scores if m.modality == Modality.FACE)
+    assert face_score < CONTRADICTION_FLOORS["face"]
+    assert not attack.match
+    assert attack.score == pytest.approx(face_score)  # capped at the contradicting face's score
+
+
+def test_two_frames_of_the_traveller_count_as_one_combined_face(service: CheckpointService) -> None:
+    one = service.verify(SUBJECT, [face("Dick_Vermeil_0002.jpg")])
+    two = service.verify(SUBJECT, [face("Dick_Vermeil_0002.jpg"), face("Dick_Vermeil_0002.jpg")])
+    # the mean of two identical frames is that frame; the score drawn from two samples loses log10(2)
+    assert two.score == pytest.approx(max(0.0, one.score - 0.30103), abs=1e-3)
+
+
+def test_identify_fuses_the_same_way(service: CheckpointService) -> None:
+    found = service.identify([face("Dick_Vermeil_0002.jpg"), finger("DB1_B_101_2")])
+    assert [c.subject_id for c in found.candidates] == [SUBJECT]
+    assert found.candidates[0].score >= found.threshold
+    attack = service.identify([face("Kofi_Annan_0004.jpg"), finger("DB1_B_101_2")])
+    assert attack.candidates == ()
