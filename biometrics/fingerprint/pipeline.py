@@ -47,10 +47,11 @@ def analyse(image: np.ndarray) -> Analysis:
     mask = foreground_mask(norm, coherence)
     period = ridge_period(local, theta, mask)
     periods = period_field(local, theta, mask, period) if len(enhancement.PERIOD_BINS) > 1 else None
-    enhanced = enhance(local, theta, period, periods)
+    responses: dict = {}
+    enhanced = enhance(local, theta, period, periods, responses)
     if REFINE_ORIENTATION:
         flow, _ = orientation_field(enhanced)
-        enhanced = enhance(local, flow, period, periods)
+        enhanced = enhance(local, flow, period, periods, responses)
     ridges = binarise(enhanced, mask, period)
     skeleton = thin(ridges)
     minutiae = extract_minutiae(skeleton, mask, theta, coherence, period)
