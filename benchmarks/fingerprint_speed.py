@@ -47,6 +47,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--update-sizes", default="10000",
                         help="gallery sizes (templates, comma-separated) for the add-then-search timing; '' skips")
     parser.add_argument("--update-repeats", type=int, default=3, help="adds timed per size and gallery")
+    parser.add_argument("--old-extractor", action="store_true",
+                        help="also time the extractor of commit OLD_COMMIT (fingerprint-robustness) on the same "
+                             "images, in a process of its own, as the baseline of the extraction time")
+    parser.add_argument("--cache", type=Path, default=Path("bench-out/fingerprint-robustness"),
+                        help="where the old extractor's sources are exported")
+
+
+def _time_extraction(images: list[np.ndarray], dpi: int) -> list[float]:
+    """Seconds per image of ``extract_fingerprint`` (refusals included), in this process's ``biometrics``."""
+    from biometrics.errors import InvalidSample
+    from biometrics.fingerprint import extract_fingerprint
+
+    times = []
+    for grey in images:
+        t0 = time.perf_counter()
+        with contextlib.suppress(InvalidSample):
+            extract_fingerprint(grey, dpi=dpi)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def old_extraction_times(images: list[np.ndarray], dpi: int, cache: Path) -> list[float]:
+    """``_time_extraction`` with the extractor of ``fingerprint_robustness.OLD_COMMIT``, in a worker process."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from benchmarks.fingerprint_robustness import _use_source, old_source
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_use_source,
+                             initargs=(str(old_source(cache)),)) as pool:
+        return pool.submit(_time_extraction, images, dpi).result()
 
 
 def _numpy_reference(a, b) -> float:
@@ -253,6 +285,13 @@ def run(args: argparse.Namespace) -> int:
           f"templates: {len(templates)}, cylinders per template: mean "
           f"{np.mean([t.cylinder_count for t in templates]):.1f}")
     print(f"extraction: median {1000 * np.median(times):.1f} ms, mean {1000 * np.mean(times):.1f} ms per image")
+    if args.old_extractor:
+        from benchmarks.fingerprint_robustness import OLD_COMMIT
+
+        old = old_extraction_times(images, args.dpi, args.cache)
+        print(f"baseline extraction, extractor of {OLD_COMMIT} (same images, after this one): median "
+              f"{1000 * np.median(old):.1f} ms, mean {1000 * np.mean(old):.1f} ms per image; "
+              f"now / before: {np.median(times) / np.median(old):.2f}x (median)")
     print(f"template size: median {int(np.median(sizes))} bytes (min {min(sizes)}, max {max(sizes)})")
 
     compare_fingerprints(templates[0], templates[1])  # compile (numba), not timed

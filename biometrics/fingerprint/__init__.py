@@ -1,8 +1,9 @@
 """Fingerprint modality: minutiae extraction and Minutia Cylinder-Code (MCC) comparison.
 
-Pipeline (one module per step): ``image`` (checks, resampling to 500 dpi) -> ``segmentation`` ->
-``orientation`` -> ``frequency`` -> ``enhancement`` (oriented Gabor) -> ``skeleton`` (binarisation,
-thinning) -> ``minutiae`` (crossing number, false-minutiae removal) -> ``cylinders`` (bit MCC) ->
+Pipeline (one module per step): ``image`` (checks, resampling to 500 dpi, global and local contrast
+normalisation) -> ``orientation`` -> ``segmentation`` (contrast and orientation coherence) -> ``frequency``
+-> ``enhancement`` (oriented Gabor, steered a second time by the enhanced image's ridge flow) -> ``skeleton``
+(binarisation, thinning) -> ``minutiae`` (crossing number, false-minutiae removal) -> ``cylinders`` (bit MCC) ->
 ``template`` (versioned bytes). Comparison: ``similarity`` (numpy reference) and ``kernels`` (numba),
 local cylinder similarities from popcounts consolidated by LSS-R; ``matching`` for 1:1 and 1:N.
 

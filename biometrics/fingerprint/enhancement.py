@@ -31,12 +31,15 @@ def gabor_kernel(theta: float, period: float) -> np.ndarray:
 PERIOD_BINS = (0.85, 1.0, 1.18)  # filter periods, as multiples of the median period (chosen on DB1_B)
 
 
-def enhance(norm: np.ndarray, theta: np.ndarray, period: float, local_period: np.ndarray | None = None
-            ) -> np.ndarray:
+def enhance(norm: np.ndarray, theta: np.ndarray, period: float, local_period: np.ndarray | None = None,
+            responses: dict[tuple[int, int], np.ndarray] | None = None) -> np.ndarray:
     """Gabor-enhanced image (float32, ridges negative where the input's ridges are dark).
 
     With ``local_period`` (per pixel), each pixel takes the filter of the nearest period of the bank.
+    ``responses`` keeps each filter's response to ``norm`` by (period, orientation) index: a second
+    enhancement of the same image along another orientation field reuses them instead of filtering again.
     """
+    responses = {} if responses is None else responses
     index = np.round(theta / np.pi * ORIENTATIONS).astype(np.int64) % ORIENTATIONS
     bins = np.asarray(PERIOD_BINS, dtype=np.float64) * period
     if local_period is None or len(bins) == 1:
@@ -49,7 +52,8 @@ def enhance(norm: np.ndarray, theta: np.ndarray, period: float, local_period: np
             sel = (index == k) & (pindex == p)
             if not sel.any():
                 continue
-            kernel = gabor_kernel(k * np.pi / ORIENTATIONS, float(value))
-            response = cv2.filter2D(norm, cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT)
-            out[sel] = response[sel]
+            if (p, k) not in responses:
+                kernel = gabor_kernel(k * np.pi / ORIENTATIONS, float(value))
+                responses[p, k] = cv2.filter2D(norm, cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT)
+            out[sel] = responses[p, k][sel]
     return out

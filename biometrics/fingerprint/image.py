@@ -66,3 +66,20 @@ def normalise(image: np.ndarray) -> np.ndarray:
     std = float(image.std())
     centred = image - float(image.mean())
     return centred / std if std > 1e-6 else centred
+
+
+LOCAL_SIGMA = 8.0  # px at 500 dpi: about one ridge period
+LOCAL_FLOOR = 0.2  # local spreads below this fraction of the global one are not amplified further
+
+
+def local_normalise(norm: np.ndarray, sigma: float = LOCAL_SIGMA, floor: float = LOCAL_FLOOR) -> np.ndarray:
+    """Contrast normalisation that adapts to the image: each pixel minus its local mean (Gaussian
+    ``sigma``), over its local standard deviation, so faint and strong parts of a print (a dry edge, a
+    pressed centre, uneven illumination) reach the same range. Spreads under ``floor`` times the global
+    one (flat background) are divided by that floor instead, so noise is not raised to ridge contrast."""
+    image = norm.astype(np.float32)
+    mean = cv2.GaussianBlur(image, (0, 0), sigma)
+    centred = image - mean
+    var = cv2.GaussianBlur(centred * centred, (0, 0), sigma)
+    low = (floor * max(float(image.std()), 1e-6)) ** 2
+    return centred / np.sqrt(np.maximum(var, low))

@@ -9,18 +9,20 @@ import numpy as np
 from biometrics.fingerprint import enhancement
 from biometrics.fingerprint.enhancement import enhance
 from biometrics.fingerprint.frequency import period_field, ridge_period
-from biometrics.fingerprint.image import normalise
+from biometrics.fingerprint.image import local_normalise, normalise
 from biometrics.fingerprint.minutiae import extract_minutiae
 from biometrics.fingerprint.orientation import orientation_field
 from biometrics.fingerprint.segmentation import foreground_mask
 from biometrics.fingerprint.skeleton import binarise, thin
+
+REFINE_ORIENTATION = True  # enhance a second time along the enhanced image's ridge flow (chosen on DB1_B)
 
 
 @dataclass(frozen=True)
 class Analysis:
     """Every stage of one extraction (all arrays have the working image's shape)."""
 
-    norm: np.ndarray
+    norm: np.ndarray  # the locally normalised image
     mask: np.ndarray
     theta: np.ndarray
     coherence: np.ndarray
@@ -32,14 +34,25 @@ class Analysis:
 
 
 def analyse(image: np.ndarray) -> Analysis:
-    """Run segmentation, orientation, frequency, enhancement, thinning and minutiae detection."""
+    """Run normalisation, orientation, segmentation, frequency, enhancement, thinning and minutiae detection.
+
+    The image is normalised globally (for the segmentation's contrast test) and locally (everything else);
+    the ridge orientation is measured on the locally normalised image, then once more on the enhanced image
+    (whose ridges are continuous where the capture's were broken or merged), which steers the final
+    enhancement.
+    """
     norm = normalise(image)
-    mask = foreground_mask(norm)
-    theta, coherence = orientation_field(norm)
-    period = ridge_period(norm, theta, mask)
-    local = period_field(norm, theta, mask, period) if len(enhancement.PERIOD_BINS) > 1 else None
-    enhanced = enhance(norm, theta, period, local)
+    local = local_normalise(norm)
+    theta, coherence = orientation_field(local)
+    mask = foreground_mask(norm, coherence)
+    period = ridge_period(local, theta, mask)
+    periods = period_field(local, theta, mask, period) if len(enhancement.PERIOD_BINS) > 1 else None
+    responses: dict = {}
+    enhanced = enhance(local, theta, period, periods, responses)
+    if REFINE_ORIENTATION:
+        flow, _ = orientation_field(enhanced)
+        enhanced = enhance(local, flow, period, periods, responses)
     ridges = binarise(enhanced, mask, period)
     skeleton = thin(ridges)
     minutiae = extract_minutiae(skeleton, mask, theta, coherence, period)
-    return Analysis(norm, mask, theta, coherence, period, enhanced, ridges, skeleton, minutiae)
+    return Analysis(local, mask, theta, coherence, period, enhanced, ridges, skeleton, minutiae)
