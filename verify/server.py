@@ -103,7 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no TLS, every caller an officer: development only, refused unless --listen is loopback")
     p.add_argument("--audit-checkpoint-every", type=int, default=100,
                    help="sign an audit checkpoint every N decisions (and at shutdown)")
-<<<<<<< HEAD
     p.add_argument("--gallery", default="memory", metavar="memory|ray://HEAD:PORT|ray:HEAD:PORT",
                    help="where the face gallery is searched: memory (this process, default), or sharded over a Ray "
                    "cluster (ray://HEAD:PORT through Ray Client, ray:HEAD:PORT the head's GCS from a node of it); "
@@ -112,14 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-index", choices=("exact", "compact"), default="exact",
                    help="how faces are scanned: exact (float32) or compact (int8 codes, float32 re-rank; same "
                    "results, faster for one probe, more memory: docs/performance.md)")
-=======
     add_event_arguments(p)
->>>>>>> portal-data
     add_metrics_arguments(p)
     return p
 
 
-<<<<<<< HEAD
 def face_index_from(args: argparse.Namespace, location: StoreLocation) -> Any:
     """The face index (or its factory) of ``--gallery``, ``--face-index`` and ``--shards``; ValueError if wrong."""
     from biometrics.keydir import KEYRING_NAME
@@ -133,7 +129,8 @@ def face_index_from(args: argparse.Namespace, location: StoreLocation) -> Any:
     key_file = location.key_file or location.resolved_key_dir() / KEYRING_NAME
     return face_index_for(args.gallery, kind=args.face_index, store_url=args.store, key_file=key_file,
                           shards=args.shards)
-=======
+
+
 def add_event_arguments(p: argparse.ArgumentParser) -> None:
     """The options of the decision events recorded for the transparency portal (biometrics.recording)."""
     g = p.add_argument_group("decision events (the transparency portal)")
@@ -160,7 +157,6 @@ def event_config(args: argparse.Namespace) -> dict[str, Any]:
     return {"record_events": not args.no_events, "lanes": parse_lanes(args.lane),
             "default_direction": args.default_direction, "service_target_ms": args.service_target_ms,
             "nationality_retention_days": args.nationality_retention_days}
->>>>>>> portal-data
 
 
 def server_credentials_for(args: argparse.Namespace) -> grpc.ServerCredentials | None:
