@@ -63,9 +63,13 @@ def _frame(chart_id: str, title: str, desc: str, categories: Sequence[str], y_ma
 
 def _legend(series: Sequence[Series], lines: bool) -> list[str]:
     parts = ['<g class="legend" font-size="12" fill="#111">']
+    widths = [40 + 8 * len(name) for name, _ in series]
+    two_rows = sum(widths) > WIDTH - LEFT - RIGHT
     x = LEFT
-    y = HEIGHT - 18
+    y = HEIGHT - (30 if two_rows else 18)
     for k, (name, _values) in enumerate(series):
+        if two_rows and x + widths[k] > WIDTH - RIGHT and x > LEFT:
+            x, y = LEFT, y + 18
         colour = PALETTE[k % len(PALETTE)]
         if lines:
             parts.append(f'<line x1="{x}" x2="{x + 18}" y1="{y - 4}" y2="{y - 4}" stroke="{colour}" '
@@ -73,7 +77,7 @@ def _legend(series: Sequence[Series], lines: bool) -> list[str]:
         else:
             parts.append(f'<rect x="{x}" y="{y - 10}" width="12" height="12" fill="{colour}"/>')
         parts.append(f'<text x="{x + 22}" y="{y}">{escape(name)}</text>')
-        x += 40 + 8 * len(name)
+        x += widths[k]
     parts.append("</g>")
     return parts
 
