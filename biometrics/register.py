@@ -37,7 +37,15 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
 from biometrics.event_schema import event_tables
-from biometrics.storage import KeyRingMismatch, SchemaTooNew, SealedStore, Transaction, apply_migrations, now
+from biometrics.storage import (
+    KeyRingMismatch,
+    SchemaTooNew,
+    SealedStore,
+    Transaction,
+    apply_migrations,
+    keyring_id,
+    now,
+)
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +246,23 @@ class RegisterStorage(SealedStore):
                 migrate_register(tx, str(self))
                 self._check_keyring(tx)
         except (SchemaTooNew, KeyRingMismatch):
+            self.close()
+            raise
+
+    def open_read_only(self) -> None:
+        """Connect for reading only (a gallery shard's loader): every transaction is read-only in PostgreSQL, no
+        migration runs, and the key ring is only checked against the one the register records (KeyRingMismatch)."""
+        self._pool.kwargs["options"] = "-c default_transaction_read_only=on"
+        connect_once(self.url, self.connect_timeout)
+        if not self._opened:
+            self._pool.open(wait=False)
+            self._opened = True
+        try:
+            recorded = self._query("SELECT value FROM meta WHERE name = 'keyring_id'")
+            if recorded and recorded[0][0] != keyring_id(self.keyring):
+                raise KeyRingMismatch(f"the register {self} was sealed under key ring {recorded[0][0]}, not the one "
+                                      "this reader was given")
+        except BaseException:
             self.close()
             raise
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from biometrics.sharded import shard_of
-from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, CHANGE_WITHDRAWN, keyring_id
+from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, CHANGE_WITHDRAWN
 from biometrics.templates import unpack_face_templates
 from biometrics.types import Modality
 
@@ -55,27 +55,14 @@ class RegisterShardLoader:
     def _open(self):  # -> a read-only RegisterStorage
         from biometrics.crypto import KeyRing
         from biometrics.errors import RegisterUnavailable
-        from biometrics.register import RegisterStorage, connect_once
-        from biometrics.storage import KeyRingMismatch
+        from biometrics.register import RegisterStorage
 
         ring = KeyRing.load(Path(self.key_file)) if self.key_file else KeyRing.from_environment()
         if ring is None:
             raise RegisterUnavailable("The gallery shard has no key ring: give a key file readable on every node, "
                                       "or CHECKPOINT_KEYRING in the replicas' environment.")
         register = RegisterStorage(self.store_url, ring, station=f"shard-{os.getpid()}", pool_size=2)
-        register._pool.kwargs["options"] = "-c default_transaction_read_only=on"
-        connect_once(register.url, register.connect_timeout)
-        register._pool.open(wait=False)
-        register._opened = True
-        try:
-            recorded = register._query("SELECT value FROM meta WHERE name = 'keyring_id'")
-        except Exception:
-            register.close()
-            raise
-        if recorded and recorded[0][0] != keyring_id(ring):
-            register.close()
-            raise KeyRingMismatch(f"the register {register} was sealed under key ring {recorded[0][0]}, not the "
-                                  "one the gallery shard was given")
+        register.open_read_only()
         return register
 
     def __call__(self, shard: int, shards: int) -> Iterator[tuple[Sequence[str], np.ndarray]]:

@@ -238,7 +238,9 @@ def test_the_register_loader_pages_its_shard_read_only_and_catches_up_on_the_log
     in it, an enrolment) are in what it yields, as the register holds them once the loader is done."""
     import psycopg
 
+    from biometrics.crypto import KeyRing
     from biometrics.shard_loader import RegisterShardLoader
+    from biometrics.storage import KeyRingMismatch
 
     with fresh_database() as url:
         desk = station(tmp_path, "desk-a", url)
@@ -251,6 +253,10 @@ def test_the_register_loader_pages_its_shard_read_only_and_catches_up_on_the_log
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), register.transaction() as tx:
                 tx.execute("CREATE TABLE nothing_to_write (i int)")
             register.close()
+            other_ring = tmp_path / "other-keyring.json"
+            KeyRing.generate().save(other_ring)
+            with pytest.raises(KeyRingMismatch):
+                RegisterShardLoader(url, str(other_ring))._open()
 
             real_open = RegisterShardLoader._open
 
