@@ -66,7 +66,10 @@ log = logging.getLogger(__name__)
 #: statistics of international visitor arrivals).
 #:
 #: PLACEHOLDERS, TO BE CONFIRMED BY THE OFFICE: the real BPS codes of these ports (BPS's "kode pintu masuk"
-#: of the entry points it reports) could not be found with the sources available when this was written; the
+#: of the entry points it reports) could not be found with the sources available when this was written. BPS
+#: Sumatera Barat's monthly release "Perkembangan Pariwisata dan Transportasi Sumatera Barat" (e.g. BRS
+#: No.25/05/13/Th. XIX, 2 May 2016) counts foreign visitor arrivals through Minangkabau International Airport
+#: and Teluk Bayur port only: none of these stations appears there as an entry point. The
 #: codes below are made up in one recognisable pattern (``MTW-`` for the Mentawai Islands regency, then the
 #: kind: ``A`` airport, ``S`` sea port, ``O`` office) so that no figure is ever mistaken for one of BPS's.
 #: Replace them with BPS's codes before any figure is published as reconcilable.

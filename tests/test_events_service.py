@@ -210,6 +210,12 @@ def test_a_station_keeps_its_events_while_the_register_is_away_and_ships_them_la
             assert island.register_events is not None
             with pytest.raises(FeedbackRefused):  # the register knows it was rated
                 island.register_events.record_feedback(away[0].feedback_id, 1)
+            # The register's copies carry no personal data either.
+            ring = KeyRing.load(tmp_path / "keys" / "keyring.json")
+            dump = json.dumps(table_rows(register), default=str)
+            assert "kiosk-dep" in dump
+            assert [s for s in ("P1234567", info.name, info.date_of_birth, ring.pseudonym("P1234567"),
+                                first.decision_id, *(a.decision_id for a in away)) if s in dump] == []
         finally:
             register.close()
             island.close()
