@@ -335,11 +335,14 @@ class NationalityRelease:
 
         With ``opendp``: noisy counts, only those at or above the threshold. With ``round5``: counts of at
         least :data:`MIN_COUNT` rounded to the base (smaller ones absent, shown as ``<10``). A month released
-        before (in this process, or on disk) is returned as it was released, whatever ``counts`` say now.
+        before (in this process, or on disk) is returned as it was released, whatever ``counts`` say now. A
+        month without any arrival is not released (nor kept): there is nothing to protect and nothing drawn.
         """
         with self._lock:
             if month in self._cache:
                 return self._cache[month].values
+            if not any(c > 0 for c in counts.values()):
+                return {}  # nothing recorded (yet): no noise drawn, nothing kept, a later load is released then
             if self.log is None:
                 self._cache[month] = self._draw(month, counts)
             else:

@@ -59,6 +59,9 @@ def test_a_new_month_is_released_once_and_earlier_months_are_not_rewritten(tmp_p
     later = {k: v + 50 for k, v in COUNTS.items()}
     assert NationalityRelease(ReleasePolicy(), ReleaseLog(tmp_path)).release(JUNE, later) == june
     assert month_files(tmp_path) == after
+    # a month with nothing recorded yet is not kept: its arrivals, once loaded, are released then
+    assert NationalityRelease(ReleasePolicy(), ReleaseLog(tmp_path)).release(date(2026, 7, 1), {}) == {}
+    assert month_files(tmp_path) == after
 
 
 def test_the_portal_publishes_the_same_values_after_a_restart(tmp_path: Path) -> None:
