@@ -64,13 +64,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def portal_process(store: str, port: int, extra: list[str] | None = None, log: Path | None = None
-                   ) -> Iterator[subprocess.Popen[bytes]]:
-    """``checkpoint-portal`` on 127.0.0.1:``port`` over ``store``, until it answers; stopped on exit."""
+def portal_process(store: str, port: int, extra: list[str] | None = None, log: Path | None = None,
+                   state_dir: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """``checkpoint-portal`` on 127.0.0.1:``port`` over ``store``, until it answers; stopped on exit.
+
+    Its releases go to ``state_dir`` (default: a temporary directory removed on exit, never the user's own).
+    """
     exe = Path(sys.executable).with_name("checkpoint-portal")
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([str(exe), "--store", store, "--listen", f"127.0.0.1:{port}", *(extra or [])],
-                            stdout=out, stderr=subprocess.STDOUT)
+    temporary = None if state_dir else tempfile.TemporaryDirectory(prefix="portal-state-")
+    state = state_dir or Path(temporary.name)  # type: ignore[union-attr]
+    proc = subprocess.Popen([str(exe), "--store", store, "--listen", f"127.0.0.1:{port}", "--state-dir", str(state),
+                             *(extra or [])], stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -91,6 +96,8 @@ def portal_process(store: str, port: int, extra: list[str] | None = None, log: P
             proc.wait()
         if log:
             out.close()  # type: ignore[union-attr]
+        if temporary:
+            temporary.cleanup()
 
 
 def chromium(width: int = 1280, height: int = 1000) -> Any:

@@ -30,6 +30,7 @@ from portal import charts, opendata, validation
 from portal.disclosure import NationalityRelease
 from portal.figures import Figures, PortalConfig, add_months, month_start
 from portal.i18n import LANGUAGES, Translator
+from portal.releases import ReleaseLog
 from portal.validation import BadParameter
 
 log = logging.getLogger(__name__)
@@ -72,14 +73,17 @@ class StoreHolder:
     """Opens the store on first use and again after it failed, so that the portal starts without it.
 
     The nationality releases outlive a reopened store (they are kept here, not in the figures): a store
-    that comes back does not make the portal draw new noise for a month it has released.
+    that comes back does not make the portal draw new noise for a month it has released. With
+    ``config.state_dir`` they are also written there and read back, so that a restart draws none either
+    (:class:`~portal.releases.StateDirError` at once when the directory cannot be written).
     """
 
     def __init__(self, opener: Callable[[], EventStore], config: PortalConfig):
         self._opener, self._config = opener, config
         self._figures: Figures | None = None
         self._lock = threading.Lock()
-        self.release = NationalityRelease(config.release)
+        log = ReleaseLog(config.state_dir) if config.state_dir is not None else None
+        self.release = NationalityRelease(config.release, log)
 
     def figures(self) -> Figures:
         """The figures over the open store; :class:`StoreUnavailable` when it cannot be opened."""
@@ -285,11 +289,21 @@ class Portal:
             return t("method_auditor")
         if short:
             return t(f"method_short_{policy.method}", epsilon=t.number(policy.epsilon, 2), base=policy.base)
+        release = self.holder.release
         if policy.method == "opendp":
-            figures = self.holder.figures()
-            return t("method_opendp", epsilon=t.number(policy.epsilon, 2), delta=f"{policy.delta:g}",
-                     scale=t.number(policy.scale, 2), threshold=figures.release.threshold())
-        return t("method_round5", base=policy.base)
+            text = t("method_opendp", epsilon=t.number(policy.epsilon, 2), delta=f"{policy.delta:g}",
+                     scale=t.number(policy.scale, 2), threshold=release.threshold())
+        else:
+            text = t("method_round5", base=policy.base)
+        text += " " + t("method_kept")
+        for params, months in release.kept_releases().items():
+            if params.method == "opendp":
+                how = t("method_params_opendp", epsilon=t.number(params.epsilon or 0, 2), delta=f"{params.delta:g}",
+                        threshold=params.threshold)
+            else:
+                how = t("method_params_round5", method=params.method, base=params.base)
+            text += " " + t("method_kept_other", months=", ".join(f"{m:%Y-%m}" for m in months), how=how)
+        return text
 
     def staffing(self, request: Request) -> Response:
         """The Erlang C staffing plan (auditors only)."""
@@ -356,8 +370,8 @@ class Portal:
             station = validation.station(params, stations)
             first, last_month = self._period(params, today)
             view = figures.arrivals(station, first, last_month, self.public)
-            method = self.config.release.method if self.public else "unsuppressed"
-            rows = [[m.strftime("%Y-%m"), station or "all", nat, view.by_nationality[i][j], method]
+            methods = [self._released_with(figures, m) for m in view.nat_months]
+            rows = [[m.strftime("%Y-%m"), station or "all", nat, view.by_nationality[i][j], methods[j]]
                     for j, m in enumerate(view.nat_months) for i, nat in enumerate(view.nationalities)
                     if view.by_nationality[i][j] is not None]
         elif dataset == "seasonal":
@@ -381,6 +395,13 @@ class Portal:
         meta = {"last_update": last.isoformat() if last else None, "disclosure": self.method_text(Translator("en")),
                 "licence": "CC BY 4.0"}
         return Response(opendata.to_json(dataset, recs, meta), media_type="application/json", headers=headers)
+
+    def _released_with(self, figures: Figures, month: date) -> str:
+        """The method a month's nationality counts were published with (a kept release: its own method)."""
+        if not self.public:
+            return "unsuppressed"
+        params = figures.release.released_with(month)
+        return params.method if params else self.config.release.method
 
     # -- errors ------------------------------------------------------------------------------------------
 

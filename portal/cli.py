@@ -2,7 +2,7 @@
 
 Usage::
 
-    checkpoint-portal --store DATA_DIR_OR_POSTGRES_URL --listen 0.0.0.0:8080
+    checkpoint-portal --store DATA_DIR_OR_POSTGRES_URL --listen 0.0.0.0:8080 [--state-dir DIR]
     checkpoint-portal --store postgresql://... --listen 0.0.0.0:8080 \\
         --auditor-listen 10.0.0.5:8443 --auditor-tls-dir /etc/checkpoint/tls/server
 
@@ -14,6 +14,10 @@ certificate whose role is ``auditor`` (the SAN URI ``checkpoint-role:auditor``, 
 reads it). Mutual TLS rather than a token: the auditors already hold role certificates from the station's
 CA, the private key never crosses the wire, no shared secret can leak into a log, a browser history or a
 proxy, and the trust model is the gRPC service's own.
+
+Every monthly nationality release is written to ``--state-dir`` (:mod:`portal.releases`) and read back at
+start, so that a restart publishes the same values; the portal does not start when that directory cannot be
+written.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from portal.disclosure import ReleasePolicy
 from portal.figures import PortalConfig
+from portal.releases import ReleaseLog, StateDirError, default_state_dir
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -50,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="monthly arrivals by nationality: OpenDP Laplace with threshold, or rounding to 5")
     p.add_argument("--epsilon", type=float, default=1.0, help="privacy budget per month (opendp)")
     p.add_argument("--delta", type=float, default=1e-6, help="delta of the release threshold (opendp)")
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help="where every nationality release is kept, so that a restart draws no new noise "
+                        "(default $XDG_STATE_HOME/checkpoint-portal or ~/.local/state/checkpoint-portal)")
     p.add_argument("--utc-offset", type=float, default=7.0, help="local time minus UTC, hours (WIB: 7)")
     p.add_argument("--tz-name", default="WIB (UTC+7)")
     p.add_argument("--service-target-ms", type=float, default=1000.0)
@@ -67,7 +76,19 @@ def config_from(args: argparse.Namespace) -> PortalConfig:
         utc_offset_hours=args.utc_offset, tz_name=args.tz_name,
         release=ReleasePolicy(method=args.release_method, epsilon=args.epsilon, delta=args.delta),
         service_target_ms=args.service_target_ms, handling_s=args.handling_seconds,
-        target_wait_s=args.target_wait_seconds, banner=args.banner)
+        target_wait_s=args.target_wait_seconds, banner=args.banner, state_dir=args.state_dir or default_state_dir())
+
+
+def store_identity(store: str) -> str:
+    """The store as the state directory records it: a resolved data directory, or the URL without password."""
+    if "://" not in store:
+        return str(Path(store).expanduser().resolve())
+    parts = urlsplit(store)
+    if parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"{parts.username}@{host}" + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
 
 
 def tls_protocol() -> type:
@@ -138,11 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config_from(args)
+        config = config_from(args)
     except ValueError as exc:
         print(f"checkpoint-portal: {exc}", file=sys.stderr)
         return 2
-    all_servers = servers(args)
+    try:  # the state directory must be writable (and this store's) before anything is served
+        ReleaseLog(config.state_dir, store=store_identity(args.store))  # type: ignore[arg-type]
+        all_servers = servers(args)
+    except StateDirError as exc:
+        print(f"checkpoint-portal: {exc}", file=sys.stderr)
+        return 2
     host, port = args.listen
     print(f"checkpoint-portal: public site on http://{host}:{port}/ over {args.store}", flush=True)
     if args.auditor_listen:

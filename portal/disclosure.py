@@ -13,7 +13,9 @@
 * **Percentiles** are published only from at least :data:`MIN_COUNT` decisions.
 * **Monthly arrivals by nationality** are released through OpenDP's Laplace mechanism with a release
   threshold (:class:`NationalityRelease`, method ``opendp``: epsilon per month, delta, the threshold that
-  delta implies), or rounded to a base of 5 after suppression (method ``round5``).
+  delta implies), or rounded to a base of 5 after suppression (method ``round5``). Each month is released
+  once and, in ``checkpoint-portal``, written to the state directory (:mod:`portal.releases`), so that a
+  restart publishes the same values.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
+
+from portal.releases import MonthRelease, ReleaseLog, ReleaseParameters, now_text
 
 #: Counts below this are not published (and percentiles need at least this many decisions).
 MIN_COUNT = 10
@@ -261,21 +265,29 @@ class ReleasePolicy:
 
 @dataclass
 class NationalityRelease:
-    """Releases of monthly arrival counts keyed by (station, nationality), cached in memory per month.
+    """Releases of monthly arrival counts keyed by (station, nationality): each month released once, for good.
 
     OpenDP draws its noise from the operating system's cryptographic generator and offers no seed, so a
-    release cannot be made deterministic from a secret; instead each month is released once and the
-    release kept in memory, so that reloading a page (or another station's page of the same month) does
-    not draw new noise that could be averaged away. Only completed months are released (a month still
-    filling would need a new release at every update). A restart of the portal draws a new release: the
-    portal's operator should keep it running (documented in docs/portal.md).
+    release cannot be made deterministic from a secret; instead each month is released once and kept, so that
+    reloading a page (or another station's page of the same month) does not draw new noise that could be
+    averaged away. With a :class:`~portal.releases.ReleaseLog` (``log``, as ``checkpoint-portal`` always
+    gives) every release is written to the portal's state directory and read back at start, so a restart
+    (or a second portal process on the same directory) publishes the same values and spends no new budget; a
+    month released earlier with other parameters stays as it was published (:meth:`kept_releases`). Without
+    a log (a library user's or a test's app) the releases live in memory only. Only completed months are
+    released (a month still filling would need a new release at every update).
     """
 
     policy: ReleasePolicy = field(default_factory=ReleasePolicy)
-    _cache: dict[date, dict[tuple[str, str], int]] = field(default_factory=dict)
+    log: ReleaseLog | None = None
+    _cache: dict[date, MonthRelease] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _measurement: object | None = None
     _threshold: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.log is not None:
+            self._cache.update(self.log.load())
 
     def threshold(self) -> int | None:
         """The smallest release threshold for which OpenDP's privacy map gives (epsilon, <= delta)."""
@@ -283,6 +295,12 @@ class NationalityRelease:
             return None
         self._build()
         return self._threshold
+
+    def parameters(self) -> ReleaseParameters:
+        """The current policy as it is recorded with each release."""
+        if self.policy.method == "opendp":
+            return ReleaseParameters("opendp", self.policy.epsilon, self.policy.delta, self.threshold())
+        return ReleaseParameters(self.policy.method, base=self.policy.base)
 
     def _build(self) -> None:
         if self._measurement is not None:
@@ -301,25 +319,57 @@ class NationalityRelease:
             threshold += 1
         self._measurement, self._threshold = measurement, threshold
 
+    def _draw(self, month: date, counts: Mapping[tuple[str, str], int]) -> MonthRelease:
+        if self.policy.method == "opendp":
+            self._build()
+            data = {f"{s}\t{n}": int(c) for (s, n), c in counts.items() if c > 0}
+            noisy = self._measurement(data) if data else {}  # type: ignore[operator]
+            values = {tuple(k.split("\t", 1)): int(v) for k, v in noisy.items()}
+        else:
+            values = {k: round_to(c, self.policy.base) for k, c in counts.items() if c >= MIN_COUNT}
+        suppressed = frozenset(k for k, c in counts.items() if c > 0 and k not in values)
+        return MonthRelease(month, self.parameters(), values, suppressed, now_text())  # type: ignore[arg-type]
+
     def release(self, month: date, counts: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
         """The released counts of one completed month: keys absent from the result were not released.
 
         With ``opendp``: noisy counts, only those at or above the threshold. With ``round5``: counts of at
-        least :data:`MIN_COUNT` rounded to the base (smaller ones absent, shown as ``<10``).
+        least :data:`MIN_COUNT` rounded to the base (smaller ones absent, shown as ``<10``). A month released
+        before (in this process, or on disk) is returned as it was released, whatever ``counts`` say now. A
+        month without any arrival is not released (nor kept): there is nothing to protect and nothing drawn.
         """
         with self._lock:
             if month in self._cache:
-                return self._cache[month]
-            if self.policy.method == "opendp":
-                self._build()
-                data = {f"{s}\t{n}": int(c) for (s, n), c in counts.items() if c > 0}
-                noisy = self._measurement(data) if data else {}  # type: ignore[operator]
-                result = {tuple(k.split("\t", 1)): int(v) for k, v in noisy.items()}
+                return self._cache[month].values
+            if not any(c > 0 for c in counts.values()):
+                return {}  # nothing recorded (yet): no noise drawn, nothing kept, a later load is released then
+            if self.log is None:
+                self._cache[month] = self._draw(month, counts)
             else:
-                result = {k: round_to(c, self.policy.base) for k, c in counts.items() if c >= MIN_COUNT}
-            self._cache[month] = result  # type: ignore[assignment]
-            return result  # type: ignore[return-value]
+                with self.log.releasing(month) as existing:  # under the state directory's lock
+                    if existing is None:
+                        existing = self._draw(month, counts)
+                        self.log.write(existing)
+                    self._cache[month] = existing
+            return self._cache[month].values
+
+    def released_with(self, month: date) -> ReleaseParameters | None:
+        """The method and parameters ``month`` was released with (None: not released yet)."""
+        found = self._cache.get(month)
+        return found.parameters if found else None
+
+    def kept_releases(self) -> dict[ReleaseParameters, list[date]]:
+        """Months released with other parameters than the current ones, kept as published (by parameters)."""
+        current = self.parameters()
+        with self._lock:
+            releases = sorted(self._cache.items())
+        out: dict[ReleaseParameters, list[date]] = {}
+        for month, release in releases:
+            if not release.parameters.same_policy(current):
+                out.setdefault(release.parameters, []).append(month)
+        return out
 
     def cached_months(self) -> list[date]:
         """Months released so far (for the page's statement of method)."""
-        return sorted(self._cache)
+        with self._lock:
+            return sorted(self._cache)

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from biometrics.events import ARRIVAL, DIRECTIONS, EventStore, HourlyRow
 from portal import histogram
@@ -47,6 +48,7 @@ class PortalConfig:
     target_wait_s: float = 180.0
     retention_days: int = 90
     banner: str = ""  # e.g. "SYNTHETIC DATA" on a demonstration
+    state_dir: Path | None = None  # where the nationality releases are kept (None: in memory only)
 
     @property
     def offset(self) -> timedelta:

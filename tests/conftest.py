@@ -5,6 +5,7 @@ the data directory. A test that starts a server, or calls the core with no expli
 otherwise create or read a key ring in the developer's own ``~/.config``. Both variables are set here, in
 ``os.environ`` at import time (before any test module is imported), so that every ``checkpoint-server``
 subprocess a test starts inherits them; a value already in the environment is replaced on purpose.
+``XDG_STATE_HOME`` likewise, for a ``checkpoint-portal`` started without ``--state-dir``.
 
 Every test still runs by default: the markers in pyproject.toml (``server``, ``bench``, ``slow``) only let a
 developer choose a subset, e.g. ``pytest -m "not server and not bench"``.
@@ -24,6 +25,7 @@ SESSION_KEY_DIR = SESSION_CONFIG / "checkpoint" / "keys"
 
 os.environ["XDG_CONFIG_HOME"] = str(SESSION_CONFIG)
 os.environ["CHECKPOINT_KEY_DIR"] = str(SESSION_KEY_DIR)
+os.environ["XDG_STATE_HOME"] = str(SESSION_CONFIG / "state")  # a portal's releases, when no --state-dir is given
 
 
 def pytest_report_header(config: pytest.Config) -> str:

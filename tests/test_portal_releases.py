@@ -1,0 +1,138 @@
+"""The nationality releases are written once to the portal's state directory and never drawn again.
+
+A restart of the portal (a new app over the same state directory) publishes the same values; a new month
+is released once; several processes on one directory publish one release; a release made with other
+parameters is kept as published and said so on the method page; an unwritable state directory stops the
+portal at start with a message.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+from test_portal import load_year
+
+from biometrics.event_store import open_event_store
+from portal.app import create_app
+from portal.disclosure import NationalityRelease, ReleasePolicy
+from portal.figures import PortalConfig
+from portal.releases import ReleaseLog, StateDirError
+
+MAY, JUNE = date(2026, 5, 1), date(2026, 6, 1)
+#: 30 (station, nationality) counts large enough to be released whatever the noise
+COUNTS = {("tuapejat-port", f"N{k:02d}"): 200 + 7 * k for k in range(30)} | {("rokot-airport", "GHA"): 2}
+
+
+def month_files(state: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((state / "nationality").glob("*.json"))}
+
+
+def test_a_release_is_drawn_once_and_read_back_after_a_restart(tmp_path: Path) -> None:
+    first = NationalityRelease(ReleasePolicy(), ReleaseLog(tmp_path)).release(MAY, COUNTS)
+    restarted = NationalityRelease(ReleasePolicy(), ReleaseLog(tmp_path))
+    assert restarted.cached_months() == [MAY]  # read at start
+    assert restarted.release(MAY, COUNTS) == first
+    # the noise is real: a portal with another state directory draws other values for the same counts
+    assert NationalityRelease(ReleasePolicy(), ReleaseLog(tmp_path / "other")).release(MAY, COUNTS) != first
+    record = json.loads((tmp_path / "nationality" / "2026-05.json").read_text())
+    assert (record["month"], record["method"], record["epsilon"], record["delta"], record["threshold"]) == (
+        "2026-05", "opendp", 1.0, 1e-6, 14)
+    values = {(e["station"], e["nationality"]): e["value"] for e in record["entries"]}
+    assert values[("rokot-airport", "GHA")] == "suppressed"  # two arrivals are never released at threshold 14
+    assert {k: v for k, v in values.items() if v != "suppressed"} == first
+    assert (tmp_path / "nationality" / "2026-05.json").stat().st_mode & 0o077 == 0
+
+
+def test_a_new_month_is_released_once_and_earlier_months_are_not_rewritten(tmp_path: Path) -> None:
+    NationalityRelease(ReleasePolicy(), ReleaseLog(tmp_path)).release(MAY, COUNTS)
+    before = month_files(tmp_path)
+    june = NationalityRelease(ReleasePolicy(), ReleaseLog(tmp_path)).release(JUNE, COUNTS)
+    after = month_files(tmp_path)
+    assert set(after) == {"2026-05.json", "2026-06.json"} and after["2026-05.json"] == before["2026-05.json"]
+    # a third start, with other counts for June (late events): June stays as it was released
+    later = {k: v + 50 for k, v in COUNTS.items()}
+    assert NationalityRelease(ReleasePolicy(), ReleaseLog(tmp_path)).release(JUNE, later) == june
+    assert month_files(tmp_path) == after
+    # a month with nothing recorded yet is not kept: its arrivals, once loaded, are released then
+    assert NationalityRelease(ReleasePolicy(), ReleaseLog(tmp_path)).release(date(2026, 7, 1), {}) == {}
+    assert month_files(tmp_path) == after
+
+
+def test_the_portal_publishes_the_same_values_after_a_restart(tmp_path: Path) -> None:
+    store, state = tmp_path / "store", tmp_path / "state"
+    load_year(str(store), decisions=2000, days=40)
+
+    def fetch() -> list[dict]:
+        app = create_app(lambda: open_event_store(store), PortalConfig(state_dir=state))
+        with TestClient(app, raise_server_exceptions=False) as c:
+            records = c.get("/data/arrivals_nationality", params={"format": "json"}).json()["records"]
+            method = c.get("/method", params={"lang": "en"}).text
+        app.state.portal.holder.figures().store.close()
+        assert "kept in memory" not in method and "stored on the portal&#39;s disk" in method
+        return records
+
+    first = fetch()
+    files = month_files(state)
+    assert first and files  # completed months were released and written
+    assert fetch() == first  # the restarted portal read them back: no new draw
+    assert month_files(state) == files
+
+
+def test_a_release_with_other_parameters_is_kept_and_said_so(tmp_path: Path) -> None:
+    store, state = tmp_path / "store", tmp_path / "state"
+    load_year(str(store), decisions=2000, days=40)
+    apps = []
+    for epsilon in (1.0, 0.5):
+        app = create_app(lambda: open_event_store(store),
+                         PortalConfig(release=ReleasePolicy(epsilon=epsilon), state_dir=state))
+        apps.append(TestClient(app, raise_server_exceptions=False))
+    first = apps[0].get("/data/arrivals_nationality", params={"format": "json"}).json()["records"]
+    again = apps[1].get("/data/arrivals_nationality", params={"format": "json"}).json()["records"]
+    assert first and again == first
+    months = sorted({r["month"] for r in first})
+    method = apps[1].get("/method", params={"lang": "en"}).text
+    assert "released earlier with other parameters" in method and "epsilon 1.00" in method.replace("1,00", "1.00")
+    assert all(m in method for m in months)
+    assert "released earlier" not in apps[0].get("/method", params={"lang": "en"}).text
+    for c in apps:
+        c.app.state.portal.holder.figures().store.close()
+
+
+def test_processes_on_one_state_directory_publish_one_release(tmp_path: Path) -> None:
+    script = (
+        "import json, sys; from datetime import date; from portal.disclosure import NationalityRelease;"
+        "from portal.releases import ReleaseLog;"
+        "counts = {('s', f'N{k}'): 300 for k in range(20)};"
+        "r = NationalityRelease(log=ReleaseLog(sys.argv[1])).release(date(2026, 5, 1), counts);"
+        "print(json.dumps(sorted((k[1], v) for k, v in r.items())))")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert len(set(outputs)) == 1 and json.loads(outputs[0])
+    assert list(month_files(tmp_path)) == ["2026-05.json"]
+
+
+def test_an_unwritable_state_directory_stops_the_portal_at_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StateDirError, match="cannot write the state directory"):
+        create_app(lambda: open_event_store(tmp_path), PortalConfig(state_dir=blocker / "state"))
+    exe = Path(sys.executable).with_name("checkpoint-portal")
+    r = subprocess.run([str(exe), "--store", str(tmp_path), "--listen", "127.0.0.1:0", "--state-dir",
+                        str(blocker / "state")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert f"cannot write the state directory {blocker / 'state'}" in r.stderr and "--state-dir" in r.stderr
+
+
+def test_a_state_directory_belongs_to_one_store(tmp_path: Path) -> None:
+    ReleaseLog(tmp_path, store="/var/lib/checkpoint")
+    ReleaseLog(tmp_path, store="/var/lib/checkpoint")  # the same store again: fine
+    with pytest.raises(StateDirError, match="its own --state-dir"):
+        ReleaseLog(tmp_path, store="postgresql://portal@register/checkpoint")
