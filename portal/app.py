@@ -213,16 +213,22 @@ class Portal:
         validation.month_span(first, last)
         return first, last
 
-    def arrivals(self, request: Request) -> Response:
-        """Arrivals per month by port and by nationality."""
+    def _monthly(self, request: Request) -> tuple[str, Any, Any, list[str], str | None, date, date]:
+        """The parameters of a page over months of one or every station: its language, the figures, the last
+        update, the stations, the station asked for and the first and last months."""
         params, lang = self._params(request, ("station", "from", "to"))
         figures, last, today = self._context()
         stations = figures.store.stations()
         station = validation.station(params, stations)
         first, last_month = self._period(params, today)
+        return lang, figures, last, stations, station, first, last_month
+
+    def arrivals(self, request: Request) -> Response:
+        """Arrivals per month by port and by nationality."""
+        lang, figures, last, stations, station, first, last_month = self._monthly(request)
         t = Translator(lang)
         view = figures.arrivals(station, first, last_month, self.public)
-        months = [f"{t.month_name(m.month, short=True)} {m.year % 100:02d}" for m in view.months]
+        months = _month_labels(t, view.months)
         port_chart = charts.line_chart(
             "chart-ports", t("arrivals_port_caption"), t("arrivals_port_chart"), months,
             [(station_name(s, t), [row[j].public for row in view.by_port.cells]) for j, s in enumerate(view.stations)],
@@ -255,14 +261,10 @@ class Portal:
 
     def satisfaction(self, request: Request) -> Response:
         """Ratings per month and the share positive."""
-        params, lang = self._params(request, ("station", "from", "to"))
-        figures, last, today = self._context()
-        stations = figures.store.stations()
-        station = validation.station(params, stations)
-        first, last_month = self._period(params, today)
+        lang, figures, last, stations, station, first, last_month = self._monthly(request)
         t = Translator(lang)
         view = figures.satisfaction(station, first, last_month, self.public)
-        months = [f"{t.month_name(m.month, short=True)} {m.year % 100:02d}" for m in view.months]
+        months = _month_labels(t, view.months)
         chart = charts.line_chart(
             "chart-satisfaction", t("satisfaction_caption", station=station_name(station, t)),
             t("satisfaction_chart"), months,
@@ -544,3 +546,8 @@ def role_of(scope: dict[str, Any]) -> str | None:
 
 
 __all__ = ["PortalConfig", "create_app", "warm_up"]
+
+
+def _month_labels(t: Translator, months: list[date]) -> list[str]:
+    """Short month names with two-digit years (``Jan 26``), in the page's language."""
+    return [f"{t.month_name(m.month, short=True)} {m.year % 100:02d}" for m in months]

@@ -33,6 +33,9 @@ def test_an_island_enrols_provisionally_and_the_office_rejects_a_duplicate(tmp_p
             office, port = central.stub(), island.stub()
             for stub in (office, port):
                 wait_until(lambda stub=stub: stats(stub).register.ready, timeout=60, message="loaded")
+            # An island is ready as soon as it has loaded its (here empty) replica; its offline budget counts from
+            # the last time it reached the register, so cut the link only once it has (else "last reached: never").
+            wait_until(lambda: stats(port).register.connected, timeout=60, message="the island reached the register")
             proxy.cut()
             wait_until(lambda: not stats(port).register.connected, timeout=20, message="the island is offline")
             kofi = port.Enroll(pb.EnrollRequest(subject_id="K4000004", info=pb.SubjectInfo(name="Kofi"),
