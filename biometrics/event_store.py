@@ -269,8 +269,7 @@ class SqlEventStore:
                        rows)
 
     def _touch(self, tx: Transaction) -> None:
-        tx.execute("INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = "
-                   "excluded.value", (_LAST_UPDATE, datetime.now(UTC).isoformat(timespec="seconds")))
+        _set_meta(tx, _LAST_UPDATE, datetime.now(UTC).isoformat(timespec="seconds"))
 
     def record_feedback(self, event_id: str, rating: int, at: datetime | None = None) -> None:
         """One rating (1..4) of the decision ``event_id``; a second rating raises :class:`FeedbackRefused`, an
@@ -312,8 +311,7 @@ class SqlEventStore:
                     "WHERE e.event_id = event_nationality.event_id AND e.n <= ?)", (cutoff, int(mark))).rowcount
             else:
                 deleted = tx.execute("DELETE FROM event_nationality WHERE minute < ?", (cutoff,)).rowcount
-            tx.execute("INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = "
-                       "excluded.value", (_FOLDED_BEFORE, cutoff))
+            _set_meta(tx, _FOLDED_BEFORE, cutoff)
         if deleted:
             log.info("events: %d nationality rows older than %s folded away (kept in the monthly arrivals)",
                      deleted, cutoff)

@@ -14,7 +14,7 @@ import math
 import sqlite3
 import threading
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -160,7 +160,7 @@ class Portal:
         return items
 
     def _local_text(self, when: datetime, t: Translator) -> str:
-        local = (when.astimezone(UTC) + self.config.offset).replace(tzinfo=None)
+        local = self.config.local(when)
         return f"{local.day} {t.month_name(local.month)} {local.year}, {local:%H:%M} {self.config.tz_name}"
 
     def _params(self, request: Request, allowed: tuple[str, ...]) -> tuple[dict[str, str], str]:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from biometrics.events import DEFAULT_SERVICE_TARGET_MS
 from portal.disclosure import ReleasePolicy
 from portal.figures import PortalConfig
 from portal.releases import ReleaseLog, StateDirError, default_state_dir
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default $XDG_STATE_HOME/checkpoint-portal or ~/.local/state/checkpoint-portal)")
     p.add_argument("--utc-offset", type=float, default=7.0, help="local time minus UTC, hours (WIB: 7)")
     p.add_argument("--tz-name", default="WIB (UTC+7)")
-    p.add_argument("--service-target-ms", type=float, default=1000.0)
+    p.add_argument("--service-target-ms", type=float, default=DEFAULT_SERVICE_TARGET_MS)
     p.add_argument("--handling-seconds", type=float, default=20.0,
                    help="staffing: handling time per traveller added to the processing time")
     p.add_argument("--target-wait-seconds", type=float, default=180.0, help="staffing: target p95 wait")

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from biometrics.events import ARRIVAL, DIRECTIONS, EventStore, HourlyRow
+from biometrics.events import (
+    ARRIVAL,
+    DEFAULT_NATIONALITY_RETENTION_DAYS,
+    DEFAULT_SERVICE_TARGET_MS,
+    DIRECTIONS,
+    EventStore,
+    HourlyRow,
+)
 from portal import histogram
 from portal.disclosure import (
     MIN_COUNT,
@@ -33,8 +40,6 @@ from portal.disclosure import (
 )
 from portal.staffing import HourPlan, plan_hour
 
-UNKNOWN_NATIONALITY = "XXX"
-
 
 @dataclass(frozen=True)
 class PortalConfig:
@@ -43,10 +48,10 @@ class PortalConfig:
     utc_offset_hours: float = 7.0
     tz_name: str = "WIB (UTC+7)"
     release: ReleasePolicy = field(default_factory=ReleasePolicy)
-    service_target_ms: float = 1000.0
+    service_target_ms: float = DEFAULT_SERVICE_TARGET_MS
     handling_s: float = 20.0
     target_wait_s: float = 180.0
-    retention_days: int = 90
+    retention_days: int = DEFAULT_NATIONALITY_RETENTION_DAYS
     banner: str = ""  # e.g. "SYNTHETIC DATA" on a demonstration
     state_dir: Path | None = None  # where the nationality releases are kept (None: in memory only)
 
@@ -54,6 +59,10 @@ class PortalConfig:
     def offset(self) -> timedelta:
         """Local time minus UTC."""
         return timedelta(hours=self.utc_offset_hours)
+
+    def local(self, when: datetime) -> datetime:
+        """``when`` (UTC) in local time (naive)."""
+        return (when.astimezone(UTC) + self.offset).replace(tzinfo=None)
 
 
 def table(cells: list[list[int]], public: bool) -> ProtectedTable:
@@ -174,7 +183,7 @@ class Figures:
 
     def local(self, when: datetime) -> datetime:
         """``when`` (UTC) in local time (naive)."""
-        return (when.astimezone(UTC) + self.config.offset).replace(tzinfo=None)
+        return self.config.local(when)
 
     def last_update(self) -> datetime | None:
         """The store's last update (UTC)."""

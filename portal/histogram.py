@@ -9,10 +9,9 @@ open (``>30000``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
-from biometrics.events import PROCESSING_BUCKETS_MS
+from biometrics.events import PROCESSING_BUCKETS_MS, percentile_ms
 
 N_BUCKETS = len(PROCESSING_BUCKETS_MS) + 1
 PERCENTILES = (50, 90, 95)
@@ -35,18 +34,11 @@ def merge(histograms: Iterable[Sequence[int]]) -> list[int]:
 def percentile(histogram: Sequence[int], q: float) -> float | None:
     """The ``q``-th percentile (0 < q <= 100) in ms: the upper edge of the bucket holding the rank.
 
-    ``None`` for an empty histogram; ``math.inf`` when the rank falls in the open last bucket.
+    ``None`` for an empty histogram; ``math.inf`` when the rank falls in the open last bucket
+    (:func:`biometrics.events.percentile_ms`, on the 0..100 scale the portal's pages use).
     """
-    n = sum(histogram)
-    if n == 0:
-        return None
-    rank = math.ceil(q / 100 * n)
-    seen = 0
-    for i, c in enumerate(histogram):
-        seen += c
-        if seen >= rank:
-            return float(PROCESSING_BUCKETS_MS[i]) if i < len(PROCESSING_BUCKETS_MS) else math.inf
-    return math.inf
+    value = percentile_ms(histogram, q / 100)
+    return None if value is None else float(value)
 
 
 def mean_ms(histogram: Sequence[int]) -> float | None:

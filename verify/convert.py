@@ -75,7 +75,7 @@ def verify_response(r: VerificationResult, *, full: bool) -> pb.VerifyResponse:
     outcome = verification_outcome(r)
     response = pb.VerifyResponse(threshold=r.threshold, decision_id=r.decision_id,
                                  decision=int(outcome.decision), traveller_message=outcome.message,
-                                 register_as_of=r.register_as_of)
+                                 register_as_of=r.register_as_of, feedback_id=r.feedback_id)
     if full:
         response.match = r.match
         response.score = r.score
@@ -89,7 +89,7 @@ def identify_response(r: IdentificationResult, *, full: bool) -> pb.IdentifyResp
     outcome = identification_outcome(r)
     response = pb.IdentifyResponse(decision_id=r.decision_id, threshold=r.threshold,
                                    decision=int(outcome.decision), traveller_message=outcome.message,
-                                   register_as_of=r.register_as_of)
+                                   register_as_of=r.register_as_of, feedback_id=r.feedback_id)
     if full:
         response.candidates.extend(candidate(c) for c in r.candidates)
     return response

@@ -147,9 +147,7 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
         """See the contract."""
         result = self.service.verify(request.subject_id, self.samples(request.samples), actor=self.actor(context),
                                      document_nationality=request.document_nationality)
-        response = convert.verify_response(result, full=self.full_view(context))
-        response.feedback_id = result.feedback_id
-        return response
+        return convert.verify_response(result, full=self.full_view(context))
 
     @rpc
     def Identify(self, request: pb.IdentifyRequest, context: grpc.ServicerContext) -> pb.IdentifyResponse:  # noqa: N802
@@ -158,9 +156,7 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
             self.samples(request.samples), request.max_candidates, actor=self.actor(context),
             document_nationality=request.document_nationality,
         )
-        response = convert.identify_response(result, full=self.full_view(context))
-        response.feedback_id = result.feedback_id
-        return response
+        return convert.identify_response(result, full=self.full_view(context))
 
     @rpc
     def RateDecision(  # noqa: N802
