@@ -54,7 +54,7 @@ def frame_scores(faces: FaceSet, identities: Sequence[str], frames: int, max_gen
                  seed: int = SPLIT_SEED) -> tuple[list[Curve], Comparisons]:
     """False-match scores of each rule over the genuine and impostor (reference, probe frames) comparisons."""
     from biometrics.fingerprint.fusion import best_of_k
-    from biometrics.multiframe import probe_templates
+    from biometrics.multiframe import probe_distance, probe_templates
 
     rng = np.random.default_rng(seed)
     ids = list(identities)
@@ -64,7 +64,7 @@ def frame_scores(faces: FaceSet, identities: Sequence[str], frames: int, max_gen
         t, q, r = faces.templates[probes], faces.quality[probes], faces.templates[ref]
         out = {"single": float(np.linalg.norm(t[0] - r))}
         for rule in ("best", "mean", "quality"):
-            out[rule] = float(np.min(np.linalg.norm(probe_templates(t, q, rule).astype(np.float64) - r, axis=1)))
+            out[rule] = probe_distance(t, q, r, rule)
         return out
 
     rows: list[dict[str, float]] = []

@@ -189,11 +189,6 @@ class TemplateIndex:
         """Bytes of memory the scanned matrix and its per-row arrays use (allocated capacity)."""
         return self._matrix.nbytes + self._norms.nbytes + self._owners.nbytes
 
-    @property
-    def bookkeeping_nbytes(self) -> int:
-        """Bytes of the subject table (ids, codes, rows; allocated capacity)."""
-        return self._subjects.nbytes
-
     def reserve(self, rows: int) -> None:
         """Make room for ``rows`` templates in all, so that appends up to there allocate nothing (a bulk load
         in pages then holds the gallery once, not up to 2.5 times while its buffers grow)."""

@@ -135,10 +135,7 @@ class Station:
         A timeout that is NaN, infinite, negative or over :data:`MAX_CAPTURE_TIMEOUT_S` is refused
         (:class:`InvalidCaptureRequest`) before the camera is touched.
         """
-        timeout = check_capture_timeout(timeout_s)
-        camera = self._pick(device, "face")
-        assert isinstance(camera, Camera)
-        return camera.capture(timeout)
+        return self.capture_face_frames(device, timeout_s)[0]
 
     def capture_face_frames(self, device: str = "", timeout_s: float = 0.0, frames: int = 1) -> list[np.ndarray]:
         """The best ``frames`` frames of a burst from the camera, best first (timeout checked as in

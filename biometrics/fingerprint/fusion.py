@@ -41,10 +41,7 @@ def fuse_false_match_scores(scores: Sequence[float]) -> float:
         return 0.0
     if len(values) == 1:
         return values[0]
-    total = sum(values)
-    x = total * math.log(10.0)
-    series = sum(x**j / math.factorial(j) for j in range(len(values)))
-    return max(0.0, total - math.log10(series))
+    return float(fisher_fused_scores(np.array([values]))[0])
 
 
 def best_of_k(score: float, k: int) -> float:
