@@ -425,7 +425,7 @@ class CheckpointService:
         else:
             self._load_gallery()
             self._ready.set()
-        log.info("register loaded in %.1f s: %d subjects", time.perf_counter() - start, len(self._watchlist))
+        log.info("register loaded in %.3f s: %d subjects", time.perf_counter() - start, len(self._watchlist))
 
         def on_state(connected: bool) -> None:
             if connected:  # back: the next call catches up first, so erasures made meanwhile never answer again
