@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", action="store_true", help="face: augmented enrolment templates against plain")
     parser.add_argument("--write-fusion", type=Path,
                         help="fused: write the likelihood-ratio fusion fitted on dev data (the service's fusion.json)")
+    parser.add_argument("--enrol-impressions", type=int, default=3,
+                        help="fused: also score each finger enrolled from this many impressions (the desk's "
+                        "practice; the service keeps them all and takes the best less log10(k)); 1: one only")
     parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap replicates for the intervals")
     parser.add_argument("--max-genuine", type=int, default=10,
                         help="fused / frames: at most this many genuine comparisons per identity")

@@ -30,9 +30,10 @@ import argparse
 import csv
 import hashlib
 import itertools
+import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +290,32 @@ def finger_raw_of(comparisons: Comparisons, scores: dict[str, FingerScores]) -> 
     return out
 
 
+def enrolled_impressions(comparisons: Comparisons, k: int, seed: int = SPLIT_SEED + 3) -> np.ndarray:
+    """(n, k) impressions of each comparison's reference finger (side a) enrolled at the desk.
+
+    The first is ``impression_a`` (so k = 1 is the one-impression protocol); the other k - 1 are drawn at
+    random among the finger's impressions, never the probe's own impression when both sides are one finger.
+    """
+    if not 1 <= k < IMPRESSIONS:
+        raise ValueError(f"enrolled impressions must be 1..{IMPRESSIONS - 1}, got {k}")
+    n = len(comparisons.genuine)
+    rows = np.arange(n)
+    keys = np.random.default_rng(seed).random((n, IMPRESSIONS))
+    keys[rows, comparisons.impression_a] = -1.0
+    same = comparisons.finger_a == comparisons.finger_b
+    keys[rows[same], comparisons.impression_b[same]] = np.inf
+    return np.argsort(keys, axis=1, kind="stable")[:, :k]
+
+
+def enrolled_finger_raw(comparisons: Comparisons, scores: dict[str, FingerScores], k: int) -> np.ndarray:
+    """Best raw similarity of each probe impression (side b) against k enrolled impressions of side a's finger
+    (:func:`enrolled_impressions`), as the service scores a finger enrolled several times; nan where every
+    comparison failed."""
+    refs = enrolled_impressions(comparisons, k)
+    cols = [finger_raw_of(replace(comparisons, impression_a=refs[:, j]), scores) for j in range(k)]
+    return np.fmax.reduce(np.column_stack(cols), axis=1)
+
+
 def mixed_comparisons(comps: Comparisons, kind: str, seed: int = SPLIT_SEED) -> Comparisons:
     """Attacks: ``"stolen finger"`` (each impostor comparison's faces with a genuine pair of impressions of the
     first subject's finger) or ``"look-alike"`` (each genuine comparison's faces with another finger of the same
@@ -482,13 +509,16 @@ def choose_floors(candidates: dict[tuple, dict[str, float]], base_fnmr: float) -
                   f"against {100 * base_fnmr:.2f}% without")
 
 
-def _modality_scores(faces: FaceSet, comps: Comparisons, fingers: dict, face_cal, finger_cals: dict
-                     ) -> dict[str, np.ndarray]:
+def _modality_scores(faces: FaceSet, comps: Comparisons, fingers: dict, face_cal, finger_cals: dict,
+                     enrolled: int = 1) -> dict[str, np.ndarray]:
+    """False-match scores per comparison: face, and each finger variant against ``enrolled`` impressions
+    (the best of them less log10(k), :func:`biometrics.fingerprint.fusion.best_of_k`, as the service scores)."""
     d = face_distances(faces, comps.image_a, comps.image_b)
     out = {"face": np.where(np.isnan(d), np.nan, face_cal.score(np.nan_to_num(d)))}
     for v in FINGER_VARIANTS:
-        raw = finger_raw_of(comps, {s: fs for (s, var), fs in fingers.items() if var == v})
-        out[v] = np.where(np.isnan(raw), np.nan, finger_cals[v].score(np.nan_to_num(raw)))
+        raw = enrolled_finger_raw(comps, {s: fs for (s, var), fs in fingers.items() if var == v}, enrolled)
+        score = np.maximum(0.0, finger_cals[v].score(np.nan_to_num(raw)) - math.log10(enrolled))
+        out[v] = np.where(np.isnan(raw), np.nan, score)
     return out
 
 
@@ -497,29 +527,42 @@ def _fused_columns(s: dict[str, np.ndarray], finger: str) -> np.ndarray:
     return np.nan_to_num(np.column_stack([s["face"], s[finger]]), nan=0.0)
 
 
-def evaluate_fused(args: argparse.Namespace) -> dict:
-    """Face alone, finger alone (whole image, ZFM window) and fused on chimeric subjects; see the module doc."""
-    from benchmarks import plots
+@dataclass
+class FusionChoice:
+    """The fusion rule and contradiction floors chosen on dev data for one enrolment protocol, with why."""
+
+    rule: str
+    why: str
+    lr: Any  # LikelihoodRatioFusion fitted on every dev genuine comparison
+    floors: tuple[float | None, float | None]  # (face, finger)
+    floors_why: str
+    dev_rules: dict[str, dict[str, float]]
+    veto: dict[tuple, dict[str, float]]
+    dev_checks: dict[str, float]
+
+    @property
+    def label(self) -> str:
+        """The rule and its floors, as the report names the fused curve."""
+        return self.rule + "".join(f", {name} floor {f:g}" for name, f in zip(("face", "finger"), self.floors,
+                                                                               strict=True) if f is not None)
+
+    @property
+    def applied_floors(self) -> tuple:
+        """The floors to apply (empty when none was chosen)."""
+        return self.floors if any(f is not None for f in self.floors) else ()
+
+    def fused(self, columns: np.ndarray) -> np.ndarray:
+        """The chosen fusion of (face, finger) columns."""
+        return fused_scores(self.rule, columns, self.lr, self.applied_floors)
+
+
+def choose_fusion(dev: Comparisons, s_dev: dict[str, np.ndarray], stolen_dev: np.ndarray, threshold: float
+                  ) -> FusionChoice:
+    """Choose the rule (lowest dev FNMR at FMR 0.01%, :func:`choose_rule`) and the contradiction floors
+    (:func:`choose_floors`) on dev scores of face + ZFM finger; ``stolen_dev``: (face, finger) columns of dev
+    stolen-finger attacks."""
     from biometrics.fingerprint.fusion import LikelihoodRatioFusion, cap_contradictions
-    from biometrics.scores import ScoreCalibration, threshold_for_fmr
 
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    faces = load_face_set(args.faces, args.workers, args.cache)
-    fingers = load_finger_scores(args.fingers, DEV_FINGER_SETS + TEST_FINGER_SETS, args.workers, args.finger_cache)
-    dev_ids, test_ids = identities_of_split(faces, "dev"), identities_of_split(faces, "test")
-    face_cal = fit_face_calibration(faces, dev_ids, f"{args.faces}: dev identities (split seed {SPLIT_SEED})")
-    finger_cals = {
-        "zfm": ScoreCalibration.load(args.calibration) if args.calibration
-        else ScoreCalibration.for_modality("fingerprint"),
-        "whole": fit_finger_calibration(fingers[(DEV_FINGER_SETS[0], "whole")], "DB1_B whole images"),
-    }
-
-    def finger_list(sets: Sequence[str]) -> list[tuple[str, str]]:
-        return [(s, f) for s in sets for f in fingers[(s, "whole")].fingers]
-
-    # Dev: calibration checks and the choice of the rule.
-    dev = chimeric_comparisons(faces, dev_ids, finger_list(DEV_FINGER_SETS), max_genuine=args.max_genuine)
-    s_dev = _modality_scores(faces, dev, fingers, face_cal, finger_cals)
     g = dev.genuine
     lr = LikelihoodRatioFusion.fit([np.nan_to_num(s_dev["face"][g]), np.nan_to_num(s_dev["zfm"][g])])
     cols = _fused_columns(s_dev, "zfm")
@@ -537,9 +580,6 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
         sc = verification_scores(Curve(rule, stat), g)
         dev_rules[rule] = {m.rate_key(t): m.fnmr_at_fmr(sc, t).fnmr for t in TARGETS}
     chosen, why = choose_rule({r: v[m.rate_key(1e-4)] for r, v in dev_rules.items()})
-    threshold = threshold_for_fmr(args.fmr)
-    stolen_dev = _fused_columns(_modality_scores(faces, mixed_comparisons(dev, "stolen finger"), fingers, face_cal,
-                                                 finger_cals), "zfm")
     veto: dict[tuple, dict[str, float]] = {}
     base = lr_dev if chosen == "likelihood ratio" else fused_scores(chosen, cols)
     base_stolen = fused_scores(chosen, stolen_dev, lr)
@@ -552,76 +592,154 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
                             (cap_contradictions(base_stolen, stolen_dev, fl) >= threshold).mean())}
     floors, floors_why = choose_floors(veto, dev_rules[chosen][m.rate_key(1e-4)])
     dev_fused = fused_scores("product", cols)
-    dev_checks = {f"fmr_at_s_ge_{k}": float((dev_fused[~g] >= k).mean()) for k in (2, 3, 4)}
-    dev_checks.update({f"face_fmr_at_s_ge_{k}": float((np.nan_to_num(s_dev["face"][~g]) >= k).mean())
-                       for k in (2, 3, 4)})
-    dev_checks.update({f"finger_zfm_fmr_at_s_ge_{k}": float((np.nan_to_num(s_dev["zfm"][~g]) >= k).mean())
-                       for k in (2, 3)})
-    dev_checks["stolen_finger_accepted_product_uncapped"] = float(
-        (fused_scores("product", stolen_dev) >= threshold).mean())
-    dev_checks[f"stolen_finger_accepted_{chosen}_uncapped"] = float((base_stolen >= threshold).mean())
+    checks = {f"fmr_at_s_ge_{k}": float((dev_fused[~g] >= k).mean()) for k in (2, 3, 4)}
+    checks.update({f"face_fmr_at_s_ge_{k}": float((np.nan_to_num(s_dev["face"][~g]) >= k).mean()) for k in (2, 3, 4)})
+    checks.update({f"finger_zfm_fmr_at_s_ge_{k}": float((np.nan_to_num(s_dev["zfm"][~g]) >= k).mean())
+                   for k in (2, 3)})
+    checks["stolen_finger_accepted_product_uncapped"] = float((fused_scores("product", stolen_dev) >= threshold).mean())
+    checks[f"stolen_finger_accepted_{chosen}_uncapped"] = float((base_stolen >= threshold).mean())
     for k in (2, 3, 4):
-        dev_checks[f"{chosen}_fmr_at_s_ge_{k}"] = float((base[~g] >= k).mean())
+        checks[f"{chosen}_fmr_at_s_ge_{k}"] = float((base[~g] >= k).mean())
+    return FusionChoice(chosen, why, lr, floors, floors_why, dev_rules, veto, checks)
 
-    if getattr(args, "write_fusion", None):
-        # The service's fusion: dev genuine scores as the service states them (its shipped calibrations).
-        shipped_face = ScoreCalibration.for_modality("face")
-        d = face_distances(faces, dev.image_a[g], dev.image_b[g])
-        LikelihoodRatioFusion.fit(
-            [np.nan_to_num(shipped_face.score(np.nan_to_num(d[np.isfinite(d)]))), np.nan_to_num(s_dev["zfm"][g])],
-            source=f"genuine comparisons of dev chimeric subjects: {int(g.sum())} face pairs of {len(dev_ids)} "
-                   f"LFW identities ({args.faces}, split seed {SPLIT_SEED}) scored by the shipped face calibration; "
-                   f"ZFM-window DB1_B impression pairs scored by the shipped fingerprint calibration; "
-                   f"{time.strftime('%Y-%m-%d', time.gmtime())}").save(args.write_fusion)
 
-    # Test: the figures reported.
-    test = chimeric_comparisons(faces, test_ids, finger_list(TEST_FINGER_SETS), max_genuine=args.max_genuine)
-    s_test = _modality_scores(faces, test, fingers, face_cal, finger_cals)
-    label = chosen + "".join(f", {name} floor {f:g}" for name, f in zip(("face", "finger"), floors, strict=True)
-                             if f is not None)
-    fl = floors if any(f is not None for f in floors) else ()
-    curves = [
-        Curve("face alone", s_test["face"]),
-        Curve("finger alone, whole image", s_test["whole"]),
-        Curve("finger alone, ZFM window", s_test["zfm"]),
-        Curve(f"fused, ZFM finger ({label})", fused_scores(chosen, _fused_columns(s_test, "zfm"), lr, fl)),
-        Curve(f"fused, whole finger ({label})", fused_scores(chosen, _fused_columns(s_test, "whole"), lr, fl)),
-    ]
-    others = [Curve(f"fused, ZFM finger ({r}, no floor)", fused_scores(r, _fused_columns(s_test, "zfm"), lr))
-              for r in RULES]
-    sections = summarise_curves(curves, test, threshold, args.bootstrap)
-    other_sections = summarise_curves(others, test, threshold, 0)
-    attacks = {}
-    judged = {label: (chosen, fl), "product, no cap": ("product", ()), "max, no cap": ("max", ()),
-              "likelihood ratio, no cap": ("likelihood ratio", ())}
-    test_cols = _fused_columns(s_test, "zfm")
-    for kind in ("stolen finger", "look-alike"):
-        cols_t = _fused_columns(_modality_scores(faces, mixed_comparisons(test, kind), fingers, face_cal,
-                                                 finger_cals), "zfm")
-        at = {}
-        for name, (rule, floors_of) in judged.items():
-            # Each rule at its own threshold for FMR 0.1% on the test impostors, so the rules compare fairly.
-            t_rule = m.threshold_at_fmr(verification_scores(Curve(name, fused_scores(rule, test_cols, lr, floors_of)),
-                                                            test.genuine), 1e-3)
-            at[name] = float((fused_scores(rule, cols_t, lr, floors_of) >= t_rule).mean())
-        attacks[kind] = {"n": len(cols_t), "accepted_at_fmr_0.1%": at, "accepted_at_service_threshold_product": {
-            label: float((fused_scores(chosen, cols_t, lr, fl) >= threshold).mean()),
-            f"{chosen}, no cap": float((fused_scores(chosen, cols_t, lr) >= threshold).mean()),
-            "product, no cap": float((fused_scores("product", cols_t) >= threshold).mean())}}
-    per_set = {}
-    fused_zfm = curves[3]
+@dataclass
+class _Run:
+    """What every enrolment protocol of one run shares."""
+
+    args: argparse.Namespace
+    faces: FaceSet
+    fingers: dict
+    face_cal: Any
+    finger_cals: dict
+    dev: Comparisons
+    test: Comparisons
+    test_ids: list[str]
+    threshold: float
+
+
+def _write_service_fusion(run: _Run, s_dev: dict[str, np.ndarray], enrolled: int) -> None:
+    """The service's fusion.json: dev genuine scores as the service states them (its shipped calibrations)."""
+    from biometrics.fingerprint.fusion import LikelihoodRatioFusion
+    from biometrics.scores import ScoreCalibration
+
+    g = run.dev.genuine
+    d = face_distances(run.faces, run.dev.image_a[g], run.dev.image_b[g])
+    face = ScoreCalibration.for_modality("face").score(np.nan_to_num(d[np.isfinite(d)]))
+    impressions = "one impression" if enrolled == 1 else f"{enrolled} impressions enrolled (best less log10(k))"
+    LikelihoodRatioFusion.fit(
+        [np.nan_to_num(face), np.nan_to_num(s_dev["zfm"][g])],
+        source=f"genuine comparisons of dev chimeric subjects: {int(g.sum())} face pairs of "
+               f"{len(set(run.dev.subjects))} LFW identities ({run.args.faces}, split seed {SPLIT_SEED}) scored by "
+               f"the shipped face calibration; ZFM-window DB1_B probes against {impressions}, scored by the shipped "
+               f"fingerprint calibration; {time.strftime('%Y-%m-%d', time.gmtime())}").save(run.args.write_fusion)
+
+
+def _by_finger_set(test: Comparisons, curves: Sequence[Curve], threshold: float) -> dict[str, list[dict]]:
+    """:func:`summarise_curves` of ``curves`` on each test finger set alone (no intervals)."""
+    out = {}
     set_of = np.array([f[0] for f in test.fingers])[test.finger_a]
     for s in TEST_FINGER_SETS:
         sel = set_of == s
         sub = Comparisons(test.genuine[sel], test.subject_a[sel], test.subject_b[sel], test.image_a[sel],
                           test.image_b[sel], test.finger_a[sel], test.finger_b[sel], test.impression_a[sel],
                           test.impression_b[sel], test.subjects, test.fingers, test.assignment)
-        per_set[s] = summarise_curves([Curve(c.name, c.scores[sel]) for c in (curves[0], curves[2], fused_zfm)],
-                                      sub, threshold, 0)
-    two_frames = _two_frames_fused(faces, test_ids, test, fingers, face_cal, finger_cals["zfm"], chosen, lr, fl,
-                                   threshold, args)
-    target_key = m.rate_key(1e-4)
-    fused_entry = sections[3]["fnmr_at_fmr"][target_key]
+        out[s] = summarise_curves([Curve(c.name, c.scores[sel]) for c in curves], sub, threshold, 0)
+    return out
+
+
+def _attacks(run: _Run, choice: FusionChoice, s_test: dict[str, np.ndarray], enrolled: int) -> dict:
+    """Stolen-finger and look-alike attacks on test, accepted by each rule (at its own FMR 0.1% threshold on
+    the test impostors, so the rules compare fairly) and at the service threshold."""
+    judged = {choice.label: (choice.rule, choice.applied_floors), "product, no cap": ("product", ()),
+              "max, no cap": ("max", ()), "likelihood ratio, no cap": ("likelihood ratio", ())}
+    test_cols = _fused_columns(s_test, "zfm")
+    attacks = {}
+    for kind in ("stolen finger", "look-alike"):
+        cols_t = _fused_columns(_modality_scores(run.faces, mixed_comparisons(run.test, kind), run.fingers,
+                                                 run.face_cal, run.finger_cals, enrolled), "zfm")
+        at = {}
+        for name, (rule, floors_of) in judged.items():
+            fused = fused_scores(rule, test_cols, choice.lr, floors_of)
+            t_rule = m.threshold_at_fmr(verification_scores(Curve(name, fused), run.test.genuine), 1e-3)
+            at[name] = float((fused_scores(rule, cols_t, choice.lr, floors_of) >= t_rule).mean())
+        attacks[kind] = {"n": len(cols_t), "accepted_at_fmr_0.1%": at, "accepted_at_service_threshold_product": {
+            choice.label: float((choice.fused(cols_t) >= run.threshold).mean()),
+            f"{choice.rule}, no cap": float((fused_scores(choice.rule, cols_t, choice.lr) >= run.threshold).mean()),
+            "product, no cap": float((fused_scores("product", cols_t) >= run.threshold).mean())}}
+    return attacks
+
+
+def _configuration(run: _Run, enrolled: int) -> tuple[dict, list[Curve]]:
+    """Dev choice and test figures for fingers enrolled from ``enrolled`` impressions (probe: one)."""
+    s_dev = _modality_scores(run.faces, run.dev, run.fingers, run.face_cal, run.finger_cals, enrolled)
+    stolen_dev = _fused_columns(_modality_scores(run.faces, mixed_comparisons(run.dev, "stolen finger"), run.fingers,
+                                                 run.face_cal, run.finger_cals, enrolled), "zfm")
+    choice = choose_fusion(run.dev, s_dev, stolen_dev, run.threshold)
+    if getattr(run.args, "write_fusion", None) and enrolled == run.args.enrol_impressions:
+        _write_service_fusion(run, s_dev, enrolled)
+    s_test = _modality_scores(run.faces, run.test, run.fingers, run.face_cal, run.finger_cals, enrolled)
+    tag = "" if enrolled == 1 else f", {enrolled} impressions enrolled"
+    curves = [
+        Curve("face alone", s_test["face"]),
+        Curve(f"finger alone, whole image{tag}", s_test["whole"]),
+        Curve(f"finger alone, ZFM window{tag}", s_test["zfm"]),
+        Curve(f"fused, ZFM finger{tag} ({choice.label})", choice.fused(_fused_columns(s_test, "zfm"))),
+        Curve(f"fused, whole finger{tag} ({choice.label})", choice.fused(_fused_columns(s_test, "whole"))),
+    ]
+    others = [Curve(f"fused, ZFM finger{tag} ({r}, no floor)",
+                    fused_scores(r, _fused_columns(s_test, "zfm"), choice.lr)) for r in RULES]
+    sections = summarise_curves(curves, run.test, run.threshold, run.args.bootstrap)
+    fused_entry = sections[3]["fnmr_at_fmr"][m.rate_key(1e-4)]
+    config = {
+        "enrolled_impressions": enrolled,
+        "dev": {"n_genuine": int(run.dev.genuine.sum()), "n_impostor": int((~run.dev.genuine).sum()),
+                "fnmr_at_fmr_by_rule": choice.dev_rules, "calibration_checks": choice.dev_checks,
+                "chosen_rule": choice.rule, "why": choice.why,
+                "contradiction_floors": {"face": choice.floors[0], "finger": choice.floors[1],
+                                         "why": choice.floors_why,
+                                         "candidates": [{"face": k[0], "finger": k[1], **v}
+                                                        for k, v in choice.veto.items()]}},
+        "test_attacks": _attacks(run, choice, s_test, enrolled),
+        "test": sections,
+        "test_other_rules": summarise_curves(others, run.test, run.threshold, 0),
+        "test_by_finger_set": _by_finger_set(run.test, [curves[0], curves[2], curves[3]], run.threshold),
+        "test_two_face_frames": _two_frames_fused(run, choice, enrolled),
+        "target": {"fnmr_at_fmr_0.0001_at_most": 0.01, "fused_fnmr": fused_entry["fnmr"],
+                   "fused_interval": fused_entry["interval"], "met": fused_entry["fnmr"] <= 0.01},
+    }
+    return config, curves
+
+
+def evaluate_fused(args: argparse.Namespace) -> dict:
+    """Face alone, finger alone (whole image, ZFM window) and fused on chimeric subjects, with the finger
+    enrolled from one impression and from ``args.enrol_impressions``; see the module doc."""
+    from benchmarks import plots
+    from biometrics.scores import ScoreCalibration, threshold_for_fmr
+
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    faces = load_face_set(args.faces, args.workers, args.cache)
+    fingers = load_finger_scores(args.fingers, DEV_FINGER_SETS + TEST_FINGER_SETS, args.workers, args.finger_cache)
+    dev_ids, test_ids = identities_of_split(faces, "dev"), identities_of_split(faces, "test")
+    face_cal = fit_face_calibration(faces, dev_ids, f"{args.faces}: dev identities (split seed {SPLIT_SEED})")
+    finger_cals = {
+        "zfm": ScoreCalibration.load(args.calibration) if args.calibration
+        else ScoreCalibration.for_modality("fingerprint"),
+        "whole": fit_finger_calibration(fingers[(DEV_FINGER_SETS[0], "whole")], "DB1_B whole images"),
+    }
+
+    def finger_list(sets: Sequence[str]) -> list[tuple[str, str]]:
+        return [(s, f) for s in sets for f in fingers[(s, "whole")].fingers]
+
+    dev = chimeric_comparisons(faces, dev_ids, finger_list(DEV_FINGER_SETS), max_genuine=args.max_genuine)
+    test = chimeric_comparisons(faces, test_ids, finger_list(TEST_FINGER_SETS), max_genuine=args.max_genuine)
+    run = _Run(args, faces, fingers, face_cal, finger_cals, dev, test, test_ids, threshold_for_fmr(args.fmr))
+    protocols = sorted({1, args.enrol_impressions})
+    configurations, det_curves = [], []
+    for enrolled in protocols:
+        config, curves = _configuration(run, enrolled)
+        configurations.append(config)
+        det_curves += curves if enrolled == 1 else [curves[2], curves[3]]
     result = {
         "modality": "fused",
         "command": args.command_line,
@@ -639,35 +757,25 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
                             "DB1_B images",
         },
         "finger_failures": {f"{s}_{v}": fs.failed for (s, v), fs in fingers.items()},
-        "dev": {"n_genuine": int(g.sum()), "n_impostor": int((~g).sum()), "fnmr_at_fmr_by_rule": dev_rules,
-                "calibration_checks": dev_checks, "chosen_rule": chosen, "why": why,
-                "contradiction_floors": {"face": floors[0], "finger": floors[1], "why": floors_why,
-                                         "candidates": [{"face": k[0], "finger": k[1], **v} for k, v in veto.items()]}},
-        "test_attacks": attacks,
-        "test": sections,
-        "test_other_rules": other_sections,
-        "test_by_finger_set": per_set,
-        "test_two_face_frames": two_frames,
-        "target": {"fnmr_at_fmr_0.0001_at_most": 0.01, "fused_fnmr": fused_entry["fnmr"],
-                   "fused_interval": fused_entry["interval"], "met": fused_entry["fnmr"] <= 0.01},
+        "configurations": configurations,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    det = {c.name: verification_scores(c, test.genuine) for c in curves}
+    det = {c.name: verification_scores(c, test.genuine) for c in det_curves}
     plots.det_plot({k: _thin_det(m.det_curve(v)) for k, v in det.items()}, args.out / "det.png",
                    f"LFW x FVC2002 DB2-4, chimeric ({len(test_ids)} ids, {len(test.fingers)} fingers)",
-                   fnmr_targets(sections, curves), legend_loc="lower left")
+                   fnmr_targets(det_curves, test.genuine), legend_loc="lower left")
     write_assignment(args.out / "assignment.csv", test)
     return result
 
 
-def _two_frames_fused(faces: FaceSet, test_ids: list[str], test: Comparisons, fingers: dict, face_cal: Any,
-                      finger_cal: Any, rule: str, lr: Any, floors: Sequence[float | None], threshold: float,
-                      args: argparse.Namespace) -> list[dict]:
+def _two_frames_fused(run: _Run, choice: FusionChoice, enrolled: int) -> list[dict]:
     """Test identities with >= 3 images: one reference against two face frames (their mean, as the service
-    combines them) or the first frame alone, each with the identity's ZFM finger, fused by the service rule."""
+    combines them) or the first frame alone, each with the identity's ZFM finger (against ``enrolled``
+    impressions), fused by the chosen rule."""
     from benchmarks.frames import frame_scores
 
-    curves, comps = frame_scores(faces, test_ids, 2, max(1, args.max_genuine // 2), face_cal)
+    test, args = run.test, run.args
+    curves, comps = frame_scores(run.faces, run.test_ids, 2, max(1, args.max_genuine // 2), run.face_cal)
     by_name = {c.name: c.scores for c in curves}
     index = {f: i for i, f in enumerate(test.fingers)}
     fa = np.array([index[test.assignment[comps.subjects[s]]] for s in comps.subject_a])
@@ -682,22 +790,21 @@ def _two_frames_fused(faces: FaceSet, test_ids: list[str], test: Comparisons, fi
     zeros = np.zeros(n, np.int64)
     sub = Comparisons(comps.genuine[keep], comps.subject_a[keep], comps.subject_b[keep], zeros, zeros, fa[keep],
                       fb[keep], ia, ib, comps.subjects, test.fingers, test.assignment)
-    raw = finger_raw_of(sub, {s: fs for (s, v), fs in fingers.items() if v == "zfm"})
-    finger_s = np.where(np.isnan(raw), np.nan, finger_cal.score(np.nan_to_num(raw)))
+    raw = enrolled_finger_raw(sub, {s: fs for (s, v), fs in run.fingers.items() if v == "zfm"}, enrolled)
+    finger_s = np.where(np.isnan(raw), np.nan,
+                        np.maximum(0.0, run.finger_cals["zfm"].score(np.nan_to_num(raw)) - math.log10(enrolled)))
     out = []
     for frames, name in ((1, "single"), (2, "mean")):
         face_s = by_name[name][keep]
         cols = np.nan_to_num(np.column_stack([face_s, finger_s]), nan=0.0)
         out += [Curve(f"face alone, {frames} frame{'s' * (frames > 1)}", face_s),
-                Curve(f"fused, {frames} face frame{'s' * (frames > 1)} + ZFM finger",
-                      fused_scores(rule, cols, lr, floors))]
-    return summarise_curves(out, sub, threshold, args.bootstrap)
+                Curve(f"fused, {frames} face frame{'s' * (frames > 1)} + ZFM finger", choice.fused(cols))]
+    return summarise_curves(out, sub, run.threshold, args.bootstrap)
 
 
-def fnmr_targets(sections: Sequence[dict], curves: Sequence[Curve]) -> dict[str, list[tuple[float, float, str]]]:
+def fnmr_targets(curves: Sequence[Curve], genuine: np.ndarray) -> dict[str, list[tuple[float, float, str]]]:
     """DET marks: FNMR at FMR 0.01% of each curve."""
-    key = m.rate_key(1e-4)
-    return {c.name: [(1e-4, s["fnmr_at_fmr"][key]["fnmr"], "")] for c, s in zip(curves, sections, strict=True)}
+    return {c.name: [(1e-4, m.fnmr_at_fmr(verification_scores(c, genuine), 1e-4).fnmr, "")] for c in curves}
 
 
 def _thin_det(c: m.DetCurve) -> m.DetCurve:
@@ -707,18 +814,36 @@ def _thin_det(c: m.DetCurve) -> m.DetCurve:
 
 
 def fused_report(result: dict) -> list[str]:
-    """report.md of a fused run: the test table, the dev choice, the per-set figures, the target."""
+    """report.md of a fused run: per enrolment protocol, the test table, the dev choice, the per-set figures
+    and the target."""
     lines = [f"# 1:1 accuracy: face + fingerprint, chimeric subjects ({result['started']})", "",
              f"Command: `{result['command']}`", ""]
     sp = result["split"]
     lines += [f"Test: {sp['test_identities']} LFW identities x {sp['test_fingers']} fingers of "
               f"{', '.join(sp['test_finger_sets'])}; dev (calibration, rule): {sp['dev_identities']} identities x "
               f"{sp['dev_fingers']} fingers of {', '.join(sp['dev_finger_sets'])}.", ""]
-    keys = list(result["test"][0]["fnmr_at_fmr"])
+    for config in result["configurations"]:
+        lines += _configuration_report(config)
+    lines += ["![DET](det.png)", ""]
+    return lines
+
+
+def _rates(entry: dict, keys: Sequence[str]) -> str:
+    """FNMR at each target FMR with its interval, as one report cell list."""
+    return ", ".join(f"{pct(entry['fnmr_at_fmr'][k]['fnmr'])} [{pct(entry['fnmr_at_fmr'][k]['interval'][0])}, "
+                     f"{pct(entry['fnmr_at_fmr'][k]['interval'][1])}]" if entry["fnmr_at_fmr"][k]["interval"] else
+                     pct(entry["fnmr_at_fmr"][k]["fnmr"]) for k in keys)
+
+
+def _configuration_report(config: dict) -> list[str]:
+    """The report's section of one enrolment protocol."""
+    k_enrolled = config["enrolled_impressions"]
+    lines = [f"## Finger enrolled from {k_enrolled} impression{'s' * (k_enrolled > 1)}, probed with one", ""]
+    keys = list(config["test"][0]["fnmr_at_fmr"])
     lines += ["| pipeline | genuine / impostor | EER | " + " | ".join(
         f"FNMR at FMR {float(k) * 100:g}% [95%]" for k in keys) + " | FMR / FNMR at s >= 3 |",
         "|---|---|---|" + "---|" * len(keys) + "---|"]
-    for s in result["test"] + result["test_other_rules"]:
+    for s in config["test"] + config["test_other_rules"]:
         cells = []
         for k in keys:
             e = s["fnmr_at_fmr"][k]
@@ -727,14 +852,15 @@ def fused_report(result: dict) -> list[str]:
         op = s["at_service_threshold"]
         lines.append(f"| {s['pipeline']} | {s['n_genuine']} / {s['n_impostor']} | {pct(s['eer'])} | "
                      + " | ".join(cells) + f" | {pct(op['fmr'])} / {pct(op['fnmr'])} |")
-    t = result["target"]
+    t = config["target"]
+    dev = config["dev"]
+    cf = dev["contradiction_floors"]
     lines += ["", f"Target fused FNMR <= 1% at FMR 0.01%: {pct(t['fused_fnmr'])} "
               f"[{pct(t['fused_interval'][0])}, {pct(t['fused_interval'][1])}]: "
-              f"{'met' if t['met'] else 'NOT met'}.", "", "Dev, FNMR by fusion rule (face + ZFM finger):", ""]
-    for rule, v in result["dev"]["fnmr_at_fmr_by_rule"].items():
-        lines.append(f"- {rule}: " + ", ".join(f"FMR {float(k) * 100:g}%: {pct(x)}" for k, x in v.items()))
-    cf = result["dev"]["contradiction_floors"]
-    lines += ["", f"Chosen: {result['dev']['chosen_rule']} ({result['dev']['why']}).", "",
+              f"{'met' if t['met'] else 'NOT met'}.", "", "Dev, FNMR by fusion rule (face + ZFM finger):", "",
+              *[f"- {rule}: " + ", ".join(f"FMR {float(k) * 100:g}%: {pct(x)}" for k, x in v.items())
+                for rule, v in dev["fnmr_at_fmr_by_rule"].items()],
+              "", f"Chosen: {dev['chosen_rule']} ({dev['why']}).", "",
               f"Contradiction cap: {cf['why']}.", "", "Dev candidates (face floor, finger floor: dev FNMR at FMR "
               "0.01%, stolen-finger attacks accepted at s >= 3):", "",
               *[f"- {c['face']}, {c['finger']}: {pct(c['fnmr'])}, {pct(c['stolen_finger_accepted'])}"
@@ -743,21 +869,16 @@ def fused_report(result: dict) -> list[str]:
               *[f"- {kind} ({a['n']}), each rule at its FMR 0.1% threshold: " + ", ".join(
                   f"{k}: {pct(v)}" for k, v in a["accepted_at_fmr_0.1%"].items()) + "; at s >= 3: " + ", ".join(
                   f"{k}: {pct(v)}" for k, v in a["accepted_at_service_threshold_product"].items())
-                for kind, a in result["test_attacks"].items()], "",
+                for kind, a in config["test_attacks"].items()], "",
               "Dev calibration checks (share of impostors at or over s): "
-              + ", ".join(f"{k} {v:.2e}" for k, v in result["dev"]["calibration_checks"].items()), "",
+              + ", ".join(f"{k} {v:.2e}" for k, v in dev["calibration_checks"].items()), "",
               "By test finger set (face alone, ZFM finger alone, fused):", ""]
-    for s, secs in result["test_by_finger_set"].items():
+    for s, secs in config["test_by_finger_set"].items():
         lines.append(f"- {s}: " + "; ".join(
             f"{x['pipeline']}: " + ", ".join(f"{pct(x['fnmr_at_fmr'][k]['fnmr'])}" for k in keys) for x in secs))
-    tf = result["test_two_face_frames"]
+    tf = config["test_two_face_frames"]
     lines += ["", f"Two face frames (test identities with three images or more; {tf[0]['n_genuine']} genuine, "
               f"{tf[0]['n_impostor']} impostor comparisons), FNMR at FMR " + ", ".join(
-                  f"{float(k) * 100:g}%" for k in keys) + ":", ""]
-    for s in tf:
-        lines.append(f"- {s['pipeline']}: " + ", ".join(
-            f"{pct(s['fnmr_at_fmr'][k]['fnmr'])} [{pct(s['fnmr_at_fmr'][k]['interval'][0])}, "
-            f"{pct(s['fnmr_at_fmr'][k]['interval'][1])}]" if s['fnmr_at_fmr'][k]['interval'] else
-            pct(s['fnmr_at_fmr'][k]['fnmr']) for k in keys))
-    lines += ["", "![DET](det.png)", ""]
+                  f"{float(k) * 100:g}%" for k in keys) + ":", "",
+              *[f"- {s['pipeline']}: {_rates(s, keys)}" for s in tf], ""]
     return lines

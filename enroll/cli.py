@@ -10,6 +10,7 @@ import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 
 from verify.channel import (
+    ENROL_IMPRESSIONS,
     add_channel_arguments,
     add_sample_arguments,
     fail,
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("enrol", help="enrol an applicant (a 1:N duplicate search runs first)")
     e.add_argument("subject_id", help="travel-document number")
-    add_sample_arguments(e)
+    add_sample_arguments(e, impressions=ENROL_IMPRESSIONS)
     e.add_argument("--name", default="")
     e.add_argument("--nationality", default="", help="ISO 3166-1 alpha-3")
     e.add_argument("--date-of-birth", default="", help="YYYY-MM-DD")

@@ -148,3 +148,40 @@ def test_chimeric_comparisons_pair_subjects_with_fingers_as_the_protocol_says():
     assert per_finger.tolist() == [3, 3, 3, 3]  # 12 subjects over 4 fingers, round robin
     # identities with one image give impostor comparisons only; at most max_genuine genuine pairs each
     assert np.bincount(c.subject_a[g], minlength=12).max() <= 2
+
+
+def test_a_finger_enrolled_from_several_impressions_scores_its_best_never_the_probe_itself():
+    """The desk's protocol: the reference finger holds k impressions, the first the comparison's own, the
+    others drawn among the finger's impressions but never the probe's; the score is the best of the k."""
+    from benchmarks.chimeric import (
+        IMPRESSIONS,
+        FaceSet,
+        FingerScores,
+        chimeric_comparisons,
+        enrolled_finger_raw,
+        enrolled_impressions,
+        finger_raw_of,
+    )
+
+    names = [f"id{i:02d}" for i in range(16) for _ in range(3)]
+    faces = FaceSet(Path("."), [f"{n}_{k}.jpg" for k, n in enumerate(names)], np.array(names),
+                    np.zeros((len(names), 128)), np.ones(len(names), bool), np.full(len(names), 50.0),
+                    np.zeros(len(names)))
+    fingers = [("DB2_B", f"10{i}") for i in range(4)]
+    c = chimeric_comparisons(faces, sorted(set(names)), fingers, max_genuine=3)
+    refs = enrolled_impressions(c, 3)
+    assert refs.shape == (len(c.genuine), 3)
+    assert np.array_equal(refs[:, 0], c.impression_a)
+    assert all(len(set(r)) == 3 for r in refs.tolist())
+    g = c.genuine
+    assert not np.any(refs[g] == c.impression_b[g][:, None]), "a probe is never compared with itself"
+    # Raw similarity = a code of (finger a, impression a, finger b, impression b): the best is knowable.
+    raw = np.fromfunction(lambda fa, ia, fb, ib: fa * 1000 + ia * 100 + fb * 10 + ib, (4, IMPRESSIONS, 4, IMPRESSIONS))
+    raw[0, 5] = np.nan  # one impression of finger 0 failed to extract
+    scores = {"DB2_B": FingerScores("DB2_B", "zfm", [f[1] for f in fingers], raw, [])}
+    assert np.array_equal(enrolled_finger_raw(c, scores, 1), finger_raw_of(c, scores), equal_nan=True)
+    got = enrolled_finger_raw(c, scores, 3)
+    want = [np.nanmax([raw[fa, i, fb, ib] for i in r]) if not np.all(np.isnan([raw[fa, i, fb, ib] for i in r]))
+            else np.nan for fa, fb, ib, r in zip(c.finger_a, c.finger_b, c.impression_b, refs, strict=True)]
+    assert np.array_equal(got, np.array(want), equal_nan=True)
+    assert np.all(got[np.isfinite(got)] >= np.nan_to_num(finger_raw_of(c, scores), nan=-1)[np.isfinite(got)])

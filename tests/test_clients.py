@@ -158,3 +158,18 @@ def test_paths_are_files(tmp_path: Path, capsys):
     with pytest.raises(SystemExit):
         kiosk.main(["verify", "P1", "--finger", f"right-index:{tmp_path / 'missing.png'}"])
     assert "missing.png" in capsys.readouterr().err
+
+
+def test_the_desk_scans_each_finger_three_times_and_the_kiosk_once():
+    """Enrolment takes several impressions of each scanned finger (--impressions, default 3); a kiosk one."""
+    parser = desk.build_parser()
+    three = samples_from_args(parser.parse_args(["enrol", "P1", "--scan", "right-index", "--scan", "left-index"]))
+    assert [(s.finger, s.WhichOneof("source")) for s in three] == [(pb.RIGHT_INDEX, "capture")] * 3 + [
+        (pb.LEFT_INDEX, "capture")] * 3
+    one = samples_from_args(parser.parse_args(["enrol", "P1", "--scan", "right-index", "--impressions", "1"]))
+    assert len(one) == 1
+    files = samples_from_args(parser.parse_args(["enrol", "P1", "--finger", f"7:{FINGERS / 'DB1_B_101_1.png'}"]))
+    assert len(files) == 1, "a file is one impression: --impressions counts captures only"
+    assert len(_samples("--scan", "right-index")) == 1, "the kiosk's verify/identify probe with one capture"
+    with pytest.raises(SystemExit):
+        desk.main(["enrol", "P1", "--scan", "right-index", "--impressions", "0"])

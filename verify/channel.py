@@ -80,8 +80,15 @@ def finger_position(name: str) -> int:
     raise argparse.ArgumentTypeError(f"unknown finger position {name!r}: one of {names}")
 
 
-def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    """Face images, --camera, and fingerprints (--finger POSITION:FILE, --scan POSITION), each repeatable."""
+ENROL_IMPRESSIONS = 3  # captures of each scanned finger at the desk: docs/benchmarks.md, "Fused verification"
+
+
+def add_sample_arguments(parser: argparse.ArgumentParser, *, impressions: int | None = None) -> None:
+    """Face images, --camera, and fingerprints (--finger POSITION:FILE, --scan POSITION), each repeatable.
+
+    ``impressions``: also offer ``--impressions N`` (default ``impressions``), the captures taken of each
+    ``--scan`` finger (the desk enrols a finger from several impressions; a kiosk probes with one).
+    """
     parser.add_argument("images", nargs="*", type=Path, help="face images (JPEG/PNG)")
     parser.add_argument("--camera", action="store_true", help="capture the face from the station's camera")
     parser.add_argument("--finger", action="append", default=[], metavar="POSITION:FILE",
@@ -89,6 +96,11 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
                         "impressions or fingers")
     parser.add_argument("--scan", action="append", default=[], metavar="POSITION",
                         help="capture a finger from the station's scanner, e.g. right-index; repeat for more")
+    if impressions is not None:
+        parser.add_argument("--impressions", type=int, default=impressions, metavar="N",
+                            help=f"captures of each --scan finger, the finger lifted and placed again between "
+                            f"them (default {impressions}: a finger enrolled from several impressions is missed "
+                            f"far less often)")
 
 
 def samples_from_args(args: argparse.Namespace) -> list[pb.Sample]:
@@ -100,9 +112,12 @@ def samples_from_args(args: argparse.Namespace) -> list[pb.Sample]:
             raise argparse.ArgumentTypeError(f"--finger wants POSITION:FILE, got {item!r}")
         samples.append(pb.Sample(modality=pb.FINGERPRINT, finger=finger_position(position),
                                  image=Path(path).read_bytes()))
+    captures = getattr(args, "impressions", 1)
+    if captures < 1:
+        raise argparse.ArgumentTypeError(f"--impressions wants 1 or more, got {captures}")
     for position in args.scan:
-        samples.append(pb.Sample(modality=pb.FINGERPRINT, finger=finger_position(position),
-                                 capture=pb.DeviceCapture()))
+        samples += [pb.Sample(modality=pb.FINGERPRINT, finger=finger_position(position), capture=pb.DeviceCapture())
+                    for _ in range(captures)]
     return samples
 
 
