@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enrol-impressions", type=int, default=3,
                         help="fused: also score each finger enrolled from this many impressions (the desk's "
                         "practice; the service keeps them all and takes the best less log10(k)); 1: one only")
+    parser.add_argument("--placements", type=int, default=2,
+                        help="fused: also score a kiosk that takes the finger this many times (lifted and placed "
+                        "again) against the --enrol-impressions enrolment; 1: one placement only")
     parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap replicates for the intervals")
     parser.add_argument("--max-genuine", type=int, default=10,
                         help="fused / frames: at most this many genuine comparisons per identity")

@@ -290,6 +290,20 @@ def finger_raw_of(comparisons: Comparisons, scores: dict[str, FingerScores]) -> 
     return out
 
 
+def _draw_impressions(comparisons: Comparisons, first: np.ndarray, never: Sequence[np.ndarray], count: int,
+                      seed: int) -> np.ndarray:
+    """(n, count) impressions per comparison: ``first``, then others drawn at random, none of ``never`` (arrays
+    of impressions) where both sides of the comparison are one finger."""
+    n = len(first)
+    rows = np.arange(n)
+    keys = np.random.default_rng(seed).random((n, IMPRESSIONS))
+    keys[rows, first] = -1.0
+    same = comparisons.finger_a == comparisons.finger_b
+    for impressions in never:
+        keys[rows[same], impressions[same]] = np.inf
+    return np.argsort(keys, axis=1, kind="stable")[:, :count]
+
+
 def enrolled_impressions(comparisons: Comparisons, k: int, seed: int = SPLIT_SEED + 3) -> np.ndarray:
     """(n, k) impressions of each comparison's reference finger (side a) enrolled at the desk.
 
@@ -298,23 +312,29 @@ def enrolled_impressions(comparisons: Comparisons, k: int, seed: int = SPLIT_SEE
     """
     if not 1 <= k < IMPRESSIONS:
         raise ValueError(f"enrolled impressions must be 1..{IMPRESSIONS - 1}, got {k}")
-    n = len(comparisons.genuine)
-    rows = np.arange(n)
-    keys = np.random.default_rng(seed).random((n, IMPRESSIONS))
-    keys[rows, comparisons.impression_a] = -1.0
-    same = comparisons.finger_a == comparisons.finger_b
-    keys[rows[same], comparisons.impression_b[same]] = np.inf
-    return np.argsort(keys, axis=1, kind="stable")[:, :k]
+    return _draw_impressions(comparisons, comparisons.impression_a, [comparisons.impression_b], k, seed)
 
 
-def enrolled_finger_raw(comparisons: Comparisons, scores: dict[str, FingerScores], k: int) -> np.ndarray:
-    """Best raw similarity of each probe impression (side b) against k enrolled impressions of side a's finger
-    (:func:`enrolled_impressions`), as the service scores a finger enrolled several times; nan where every
-    comparison failed."""
+def probe_impressions(comparisons: Comparisons, enrolled: np.ndarray, placements: int,
+                      seed: int = SPLIT_SEED + 4) -> np.ndarray:
+    """(n, placements) impressions of each comparison's probe finger (side b) taken at the kiosk: the first is
+    ``impression_b``, the others drawn at random among the finger's impressions, never an ``enrolled`` one when
+    both sides are one finger."""
+    if placements < 1 or enrolled.shape[1] + placements > IMPRESSIONS:
+        raise ValueError(f"enrolled impressions and placements must be >= 1 and sum to at most {IMPRESSIONS}")
+    return _draw_impressions(comparisons, comparisons.impression_b, list(enrolled.T), placements, seed)
+
+
+def enrolled_finger_raw(comparisons: Comparisons, scores: dict[str, FingerScores], k: int, placements: int = 1
+                        ) -> np.ndarray:
+    """Best raw similarity of ``placements`` probe impressions (side b, :func:`probe_impressions`) against k
+    enrolled impressions of side a's finger (:func:`enrolled_impressions`), as the service scores a finger
+    enrolled and probed several times; nan where every comparison failed."""
     refs = enrolled_impressions(comparisons, k)
-    cols = [finger_raw_of(replace(comparisons, impression_a=refs[:, j]), scores) for j in range(k)]
+    probes = probe_impressions(comparisons, refs, placements)
+    cols = [finger_raw_of(replace(comparisons, impression_a=refs[:, j], impression_b=probes[:, q]), scores)
+            for j in range(k) for q in range(placements)]
     return np.fmax.reduce(np.column_stack(cols), axis=1)
-
 
 def mixed_comparisons(comps: Comparisons, kind: str, seed: int = SPLIT_SEED) -> Comparisons:
     """Attacks: ``"stolen finger"`` (each impostor comparison's faces with a genuine pair of impressions of the
@@ -509,18 +529,36 @@ def choose_floors(candidates: dict[tuple, dict[str, float]], base_fnmr: float) -
                   f"against {100 * base_fnmr:.2f}% without")
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """How a finger is taken: impressions enrolled at the desk, placements at the kiosk."""
+
+    enrolled: int = 1
+    placements: int = 1
+
+    @property
+    def tag(self) -> str:
+        """Suffix of the curve names ("" for the one-impression protocol)."""
+        out = "" if self.enrolled == 1 else f", {self.enrolled} impressions enrolled"
+        return out + ("" if self.placements == 1 else f", {self.placements} placements")
+
+    def finger_scores(self, calibration: Any, raw: np.ndarray) -> np.ndarray:
+        """False-match scores of best raw similarities over enrolled x placements comparisons: less
+        log10(k) (:func:`biometrics.fingerprint.fusion.best_of_k`), as the service scores; nan stays nan."""
+        k = self.enrolled * self.placements
+        return np.where(np.isnan(raw), np.nan, np.maximum(0.0, calibration.score(np.nan_to_num(raw)) - math.log10(k)))
+
+
 def _modality_scores(faces: FaceSet, comps: Comparisons, fingers: dict, face_cal, finger_cals: dict,
-                     enrolled: int = 1) -> dict[str, np.ndarray]:
-    """False-match scores per comparison: face, and each finger variant against ``enrolled`` impressions
-    (the best of them less log10(k), :func:`biometrics.fingerprint.fusion.best_of_k`, as the service scores)."""
+                     protocol: Protocol = Protocol()) -> dict[str, np.ndarray]:
+    """False-match scores per comparison: face, and each finger variant taken as ``protocol`` says."""
     d = face_distances(faces, comps.image_a, comps.image_b)
     out = {"face": np.where(np.isnan(d), np.nan, face_cal.score(np.nan_to_num(d)))}
     for v in FINGER_VARIANTS:
-        raw = enrolled_finger_raw(comps, {s: fs for (s, var), fs in fingers.items() if var == v}, enrolled)
-        score = np.maximum(0.0, finger_cals[v].score(np.nan_to_num(raw)) - math.log10(enrolled))
-        out[v] = np.where(np.isnan(raw), np.nan, score)
+        raw = enrolled_finger_raw(comps, {s: fs for (s, var), fs in fingers.items() if var == v},
+                                  protocol.enrolled, protocol.placements)
+        out[v] = protocol.finger_scores(finger_cals[v], raw)
     return out
-
 
 def _fused_columns(s: dict[str, np.ndarray], finger: str) -> np.ndarray:
     """(face, finger) per comparison; a modality that failed to acquire brings no evidence (score 0)."""
@@ -591,16 +629,25 @@ def choose_fusion(dev: Comparisons, s_dev: dict[str, np.ndarray], stolen_dev: np
                         "stolen_finger_accepted": float(
                             (cap_contradictions(base_stolen, stolen_dev, fl) >= threshold).mean())}
     floors, floors_why = choose_floors(veto, dev_rules[chosen][m.rate_key(1e-4)])
-    dev_fused = fused_scores("product", cols)
-    checks = {f"fmr_at_s_ge_{k}": float((dev_fused[~g] >= k).mean()) for k in (2, 3, 4)}
+    checks = calibration_checks(s_dev, g, stolen_dev, chosen, base, base_stolen, threshold)
+    return FusionChoice(chosen, why, lr, floors, floors_why, dev_rules, veto, checks)
+
+
+def calibration_checks(s_dev: dict[str, np.ndarray], genuine: np.ndarray, stolen_dev: np.ndarray, rule: str,
+                       fused_dev: np.ndarray, fused_stolen: np.ndarray, threshold: float) -> dict[str, float]:
+    """Share of dev impostors at or over s for each modality, the product rule and ``rule`` (its uncapped dev
+    scores ``fused_dev``), and of dev stolen-finger attacks accepted uncapped: does each score hold its FMR?"""
+    g = genuine
+    product = fused_scores("product", _fused_columns(s_dev, "zfm"))
+    checks = {f"fmr_at_s_ge_{k}": float((product[~g] >= k).mean()) for k in (2, 3, 4)}
     checks.update({f"face_fmr_at_s_ge_{k}": float((np.nan_to_num(s_dev["face"][~g]) >= k).mean()) for k in (2, 3, 4)})
     checks.update({f"finger_zfm_fmr_at_s_ge_{k}": float((np.nan_to_num(s_dev["zfm"][~g]) >= k).mean())
                    for k in (2, 3)})
     checks["stolen_finger_accepted_product_uncapped"] = float((fused_scores("product", stolen_dev) >= threshold).mean())
-    checks[f"stolen_finger_accepted_{chosen}_uncapped"] = float((base_stolen >= threshold).mean())
+    checks[f"stolen_finger_accepted_{rule}_uncapped"] = float((fused_stolen >= threshold).mean())
     for k in (2, 3, 4):
-        checks[f"{chosen}_fmr_at_s_ge_{k}"] = float((base[~g] >= k).mean())
-    return FusionChoice(chosen, why, lr, floors, floors_why, dev_rules, veto, checks)
+        checks[f"{rule}_fmr_at_s_ge_{k}"] = float((fused_dev[~g] >= k).mean())
+    return checks
 
 
 @dataclass
@@ -648,7 +695,7 @@ def _by_finger_set(test: Comparisons, curves: Sequence[Curve], threshold: float)
     return out
 
 
-def _attacks(run: _Run, choice: FusionChoice, s_test: dict[str, np.ndarray], enrolled: int) -> dict:
+def _attacks(run: _Run, choice: FusionChoice, s_test: dict[str, np.ndarray], protocol: Protocol) -> dict:
     """Stolen-finger and look-alike attacks on test, accepted by each rule (at its own FMR 0.1% threshold on
     the test impostors, so the rules compare fairly) and at the service threshold."""
     judged = {choice.label: (choice.rule, choice.applied_floors), "product, no cap": ("product", ()),
@@ -657,7 +704,7 @@ def _attacks(run: _Run, choice: FusionChoice, s_test: dict[str, np.ndarray], enr
     attacks = {}
     for kind in ("stolen finger", "look-alike"):
         cols_t = _fused_columns(_modality_scores(run.faces, mixed_comparisons(run.test, kind), run.fingers,
-                                                 run.face_cal, run.finger_cals, enrolled), "zfm")
+                                                 run.face_cal, run.finger_cals, protocol), "zfm")
         at = {}
         for name, (rule, floors_of) in judged.items():
             fused = fused_scores(rule, test_cols, choice.lr, floors_of)
@@ -670,16 +717,25 @@ def _attacks(run: _Run, choice: FusionChoice, s_test: dict[str, np.ndarray], enr
     return attacks
 
 
-def _configuration(run: _Run, enrolled: int) -> tuple[dict, list[Curve]]:
-    """Dev choice and test figures for fingers enrolled from ``enrolled`` impressions (probe: one)."""
-    s_dev = _modality_scores(run.faces, run.dev, run.fingers, run.face_cal, run.finger_cals, enrolled)
-    stolen_dev = _fused_columns(_modality_scores(run.faces, mixed_comparisons(run.dev, "stolen finger"), run.fingers,
-                                                 run.face_cal, run.finger_cals, enrolled), "zfm")
-    choice = choose_fusion(run.dev, s_dev, stolen_dev, run.threshold)
-    if getattr(run.args, "write_fusion", None) and enrolled == run.args.enrol_impressions:
-        _write_service_fusion(run, s_dev, enrolled)
-    s_test = _modality_scores(run.faces, run.test, run.fingers, run.face_cal, run.finger_cals, enrolled)
-    tag = "" if enrolled == 1 else f", {enrolled} impressions enrolled"
+def _configuration(run: _Run, protocol: Protocol, choice: FusionChoice | None = None
+                   ) -> tuple[dict, list[Curve], FusionChoice]:
+    """Dev choice (unless ``choice``, the fusion the service ships, is given) and test figures of fingers
+    taken as ``protocol`` says."""
+    s_dev = _modality_scores(run.faces, run.dev, run.fingers, run.face_cal, run.finger_cals, protocol)
+    stolen_dev = _fused_columns(_modality_scores(run.faces, mixed_comparisons(run.dev, "stolen finger"),
+                                                 run.fingers, run.face_cal, run.finger_cals, protocol), "zfm")
+    chosen_here = choice is None
+    if choice is None:
+        choice = choose_fusion(run.dev, s_dev, stolen_dev, run.threshold)
+        if getattr(run.args, "write_fusion", None) and protocol == Protocol(run.args.enrol_impressions):
+            _write_service_fusion(run, s_dev, protocol.enrolled)
+        checks = choice.dev_checks
+    else:  # the given fusion, checked on this protocol's dev scores
+        checks = calibration_checks(s_dev, run.dev.genuine, stolen_dev, choice.rule,
+                                    fused_scores(choice.rule, _fused_columns(s_dev, "zfm"), choice.lr),
+                                    fused_scores(choice.rule, stolen_dev, choice.lr), run.threshold)
+    s_test = _modality_scores(run.faces, run.test, run.fingers, run.face_cal, run.finger_cals, protocol)
+    tag = protocol.tag
     curves = [
         Curve("face alone", s_test["face"]),
         Curve(f"finger alone, whole image{tag}", s_test["whole"]),
@@ -692,28 +748,32 @@ def _configuration(run: _Run, enrolled: int) -> tuple[dict, list[Curve]]:
     sections = summarise_curves(curves, run.test, run.threshold, run.args.bootstrap)
     fused_entry = sections[3]["fnmr_at_fmr"][m.rate_key(1e-4)]
     config = {
-        "enrolled_impressions": enrolled,
+        "enrolled_impressions": protocol.enrolled,
+        "placements": protocol.placements,
+        "fusion_chosen_for_this_protocol": chosen_here,
         "dev": {"n_genuine": int(run.dev.genuine.sum()), "n_impostor": int((~run.dev.genuine).sum()),
-                "fnmr_at_fmr_by_rule": choice.dev_rules, "calibration_checks": choice.dev_checks,
+                "fnmr_at_fmr_by_rule": choice.dev_rules, "calibration_checks": checks,
                 "chosen_rule": choice.rule, "why": choice.why,
                 "contradiction_floors": {"face": choice.floors[0], "finger": choice.floors[1],
                                          "why": choice.floors_why,
                                          "candidates": [{"face": k[0], "finger": k[1], **v}
                                                         for k, v in choice.veto.items()]}},
-        "test_attacks": _attacks(run, choice, s_test, enrolled),
+        "test_attacks": _attacks(run, choice, s_test, protocol),
         "test": sections,
         "test_other_rules": summarise_curves(others, run.test, run.threshold, 0),
         "test_by_finger_set": _by_finger_set(run.test, [curves[0], curves[2], curves[3]], run.threshold),
-        "test_two_face_frames": _two_frames_fused(run, choice, enrolled),
+        "test_two_face_frames": _two_frames_fused(run, choice, protocol),
         "target": {"fnmr_at_fmr_0.0001_at_most": 0.01, "fused_fnmr": fused_entry["fnmr"],
                    "fused_interval": fused_entry["interval"], "met": fused_entry["fnmr"] <= 0.01},
     }
-    return config, curves
+    return config, curves, choice
 
 
 def evaluate_fused(args: argparse.Namespace) -> dict:
     """Face alone, finger alone (whole image, ZFM window) and fused on chimeric subjects, with the finger
-    enrolled from one impression and from ``args.enrol_impressions``; see the module doc."""
+    enrolled from one impression and from ``args.enrol_impressions``, and the latter probed with
+    ``args.placements`` placements at the kiosk (scored with the fusion chosen for one placement, which the
+    service ships); see the module doc."""
     from benchmarks import plots
     from biometrics.scores import ScoreCalibration, threshold_for_fmr
 
@@ -734,12 +794,19 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
     dev = chimeric_comparisons(faces, dev_ids, finger_list(DEV_FINGER_SETS), max_genuine=args.max_genuine)
     test = chimeric_comparisons(faces, test_ids, finger_list(TEST_FINGER_SETS), max_genuine=args.max_genuine)
     run = _Run(args, faces, fingers, face_cal, finger_cals, dev, test, test_ids, threshold_for_fmr(args.fmr))
-    protocols = sorted({1, args.enrol_impressions})
     configurations, det_curves = [], []
-    for enrolled in protocols:
-        config, curves = _configuration(run, enrolled)
+    config, curves, _ = _configuration(run, Protocol())
+    configurations.append(config)
+    det_curves += curves
+    shipped = None
+    if args.enrol_impressions > 1:
+        config, curves, shipped = _configuration(run, Protocol(args.enrol_impressions))
         configurations.append(config)
-        det_curves += curves if enrolled == 1 else [curves[2], curves[3]]
+        det_curves += [curves[2], curves[3]]
+    if args.placements > 1:
+        config, curves, _ = _configuration(run, Protocol(args.enrol_impressions, args.placements), shipped)
+        configurations.append(config)
+        det_curves += [curves[2], curves[3]]
     result = {
         "modality": "fused",
         "command": args.command_line,
@@ -768,10 +835,10 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
     return result
 
 
-def _two_frames_fused(run: _Run, choice: FusionChoice, enrolled: int) -> list[dict]:
+def _two_frames_fused(run: _Run, choice: FusionChoice, protocol: Protocol) -> list[dict]:
     """Test identities with >= 3 images: one reference against two face frames (their mean, as the service
-    combines them) or the first frame alone, each with the identity's ZFM finger (against ``enrolled``
-    impressions), fused by the chosen rule."""
+    combines them) or the first frame alone, each with the identity's ZFM finger (taken as ``protocol``
+    says), fused by the chosen rule."""
     from benchmarks.frames import frame_scores
 
     test, args = run.test, run.args
@@ -790,9 +857,9 @@ def _two_frames_fused(run: _Run, choice: FusionChoice, enrolled: int) -> list[di
     zeros = np.zeros(n, np.int64)
     sub = Comparisons(comps.genuine[keep], comps.subject_a[keep], comps.subject_b[keep], zeros, zeros, fa[keep],
                       fb[keep], ia, ib, comps.subjects, test.fingers, test.assignment)
-    raw = enrolled_finger_raw(sub, {s: fs for (s, v), fs in run.fingers.items() if v == "zfm"}, enrolled)
-    finger_s = np.where(np.isnan(raw), np.nan,
-                        np.maximum(0.0, run.finger_cals["zfm"].score(np.nan_to_num(raw)) - math.log10(enrolled)))
+    raw = enrolled_finger_raw(sub, {s: fs for (s, v), fs in run.fingers.items() if v == "zfm"},
+                              protocol.enrolled, protocol.placements)
+    finger_s = protocol.finger_scores(run.finger_cals["zfm"], raw)
     out = []
     for frames, name in ((1, "single"), (2, "mean")):
         face_s = by_name[name][keep]
@@ -837,8 +904,11 @@ def _rates(entry: dict, keys: Sequence[str]) -> str:
 
 def _configuration_report(config: dict) -> list[str]:
     """The report's section of one enrolment protocol."""
-    k_enrolled = config["enrolled_impressions"]
-    lines = [f"## Finger enrolled from {k_enrolled} impression{'s' * (k_enrolled > 1)}, probed with one", ""]
+    k, p = config["enrolled_impressions"], config.get("placements", 1)
+    lines = [f"## Finger enrolled from {k} impression{'s' * (k > 1)}, probed with {p} placement{'s' * (p > 1)}", ""]
+    if not config.get("fusion_chosen_for_this_protocol", True):
+        lines += ["Fused with the rule, densities and floor chosen for one placement (the service's fusion.json), "
+                  "not chosen again for this protocol.", ""]
     keys = list(config["test"][0]["fnmr_at_fmr"])
     lines += ["| pipeline | genuine / impostor | EER | " + " | ".join(
         f"FNMR at FMR {float(k) * 100:g}% [95%]" for k in keys) + " | FMR / FNMR at s >= 3 |",

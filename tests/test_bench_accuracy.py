@@ -161,6 +161,7 @@ def test_a_finger_enrolled_from_several_impressions_scores_its_best_never_the_pr
         enrolled_finger_raw,
         enrolled_impressions,
         finger_raw_of,
+        probe_impressions,
     )
 
     names = [f"id{i:02d}" for i in range(16) for _ in range(3)]
@@ -185,3 +186,14 @@ def test_a_finger_enrolled_from_several_impressions_scores_its_best_never_the_pr
             else np.nan for fa, fb, ib, r in zip(c.finger_a, c.finger_b, c.impression_b, refs, strict=True)]
     assert np.array_equal(got, np.array(want), equal_nan=True)
     assert np.all(got[np.isfinite(got)] >= np.nan_to_num(finger_raw_of(c, scores), nan=-1)[np.isfinite(got)])
+    # Two placements at the kiosk: the second probe impression is neither the first nor an enrolled one.
+    probes = probe_impressions(c, refs, 2)
+    assert np.array_equal(probes[:, 0], c.impression_b) and np.all(probes[:, 1] != probes[:, 0])
+    assert not np.any(probes[g, 1][:, None] == refs[g]), "a second placement is never an enrolled impression"
+    two = enrolled_finger_raw(c, scores, 3, placements=2)
+    want2 = [np.nanmax(v) if not np.all(np.isnan(v)) else np.nan for v in
+             ([raw[fa, i, fb, q] for i in r for q in pq] for fa, fb, r, pq in zip(c.finger_a, c.finger_b, refs, probes,
+                                                                                   strict=True))]
+    assert np.array_equal(two, np.array(want2), equal_nan=True)
+    with pytest.raises(ValueError):
+        probe_impressions(c, refs, IMPRESSIONS - 2)  # 3 enrolled + 6 placements: more than the 8 impressions

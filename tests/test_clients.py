@@ -161,7 +161,8 @@ def test_paths_are_files(tmp_path: Path, capsys):
 
 
 def test_the_desk_scans_each_finger_three_times_and_the_kiosk_once():
-    """Enrolment takes several impressions of each scanned finger (--impressions, default 3); a kiosk one."""
+    """Enrolment takes several impressions of each scanned finger (--impressions, default 3); a kiosk one,
+    or as many as it asks for."""
     parser = desk.build_parser()
     three = samples_from_args(parser.parse_args(["enrol", "P1", "--scan", "right-index", "--scan", "left-index"]))
     assert [(s.finger, s.WhichOneof("source")) for s in three] == [(pb.RIGHT_INDEX, "capture")] * 3 + [
@@ -170,6 +171,10 @@ def test_the_desk_scans_each_finger_three_times_and_the_kiosk_once():
     assert len(one) == 1
     files = samples_from_args(parser.parse_args(["enrol", "P1", "--finger", f"7:{FINGERS / 'DB1_B_101_1.png'}"]))
     assert len(files) == 1, "a file is one impression: --impressions counts captures only"
-    assert len(_samples("--scan", "right-index")) == 1, "the kiosk's verify/identify probe with one capture"
+    assert len(_samples("--scan", "right-index")) == 1, "no --impressions option: one capture"
+    kiosk_args = kiosk.build_parser().parse_args(["verify", "P1", "--scan", "right-index"])
+    assert len(samples_from_args(kiosk_args)) == 1, "the kiosk probes with one capture unless asked for more"
+    kiosk_args = kiosk.build_parser().parse_args(["verify", "P1", "--scan", "right-index", "--impressions", "2"])
+    assert len(samples_from_args(kiosk_args)) == 2
     with pytest.raises(SystemExit):
         desk.main(["enrol", "P1", "--scan", "right-index", "--impressions", "0"])

@@ -87,7 +87,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser, *, impressions: int | 
     """Face images, --camera, and fingerprints (--finger POSITION:FILE, --scan POSITION), each repeatable.
 
     ``impressions``: also offer ``--impressions N`` (default ``impressions``), the captures taken of each
-    ``--scan`` finger (the desk enrols a finger from several impressions; a kiosk probes with one).
+    ``--scan`` finger (the desk enrols a finger from three impressions; a kiosk probes with one or two).
     """
     parser.add_argument("images", nargs="*", type=Path, help="face images (JPEG/PNG)")
     parser.add_argument("--camera", action="store_true", help="capture the face from the station's camera")
@@ -99,8 +99,8 @@ def add_sample_arguments(parser: argparse.ArgumentParser, *, impressions: int | 
     if impressions is not None:
         parser.add_argument("--impressions", type=int, default=impressions, metavar="N",
                             help=f"captures of each --scan finger, the finger lifted and placed again between "
-                            f"them (default {impressions}: a finger enrolled from several impressions is missed "
-                            f"far less often)")
+                            f"them (default {impressions}; the desk takes 3, a kiosk that asks for 2 misses far "
+                            f"fewer travellers: docs/benchmarks.md)")
 
 
 def samples_from_args(args: argparse.Namespace) -> list[pb.Sample]:

@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="1:1: is this traveller the holder of SUBJECT_ID?")
     v.add_argument("subject_id")
-    add_sample_arguments(v)
+    add_sample_arguments(v, impressions=1)
     i = sub.add_parser("identify", help="1:N: who is this?")
-    add_sample_arguments(i)
+    add_sample_arguments(i, impressions=1)
     i.add_argument("--max-candidates", type=int, default=0)
     for command in (v, i):
         command.add_argument("--nationality", default="", metavar="ALPHA3",
