@@ -305,8 +305,8 @@ class ShardedGallery:
     address: ``HOST:PORT`` of the head's GCS, or ``ray://HOST:PORT`` through Ray Client). ``index``:
     ``exact`` (``TemplateIndex``) or ``int8`` (``CompactIndex``) in every replica. ``load_concurrency``: how
     many replicas may load at once while the gallery starts (a replica holds its shard twice while loading).
-    ``env``: environment variables of the replica processes (default: BLAS on one thread, since the shards of
-    one node already share its cores).
+    ``env``: environment variables of the replica processes (default: :data:`biometrics.workers.SINGLE_THREAD_ENV`,
+    native libraries on one thread, since the shards of one node already share its cores).
     """
 
     #: The replicas load their shards from the loader: a station's gallery does not load faces into it.
@@ -349,7 +349,10 @@ class ShardedGallery:
         self.last_search = SearchStats()
         self._lock = threading.Lock()
         self._turn = 0
-        env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if env is None else env
+        if env is None:
+            from biometrics.workers import SINGLE_THREAD_ENV  # here: a replica need not import the face stack
+
+            env = dict(SINGLE_THREAD_ENV)
         actor_class = ray.remote(ShardReplica)
         self._groups = [placement_group([{"CPU": bundle_cpus}] * replicas, strategy=strategy) for _ in range(shards)]
         deadline = time.monotonic() + start_timeout
