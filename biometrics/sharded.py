@@ -546,6 +546,13 @@ class ShardedGallery:
         answers: dict[int, list[list[tuple[str, float]]]] = {}
         slowest = 0.0
 
+        def ask(shard: int, replica: _Replica) -> None:
+            """Send the search to ``replica``; the shard's next replica is asked too if it is slow."""
+            self._prepare(replica)
+            now = time.monotonic()
+            inflight[replica.actor.search.remote(ref, k)] = (shard, replica, now + self.search_timeout)
+            hedge_at[shard] = now + delay
+
         def submit(shard: int) -> None:
             plan = plans[shard]
             at = self._usable(plan, tried[shard]) if tried[shard] < len(plan) else None
@@ -557,11 +564,8 @@ class ShardedGallery:
                 return
             replica = plan[at]
             tried[shard] = at + 1
-            self._prepare(replica)
             log.debug("shard %d: asking replica %d", shard, replica.index)
-            now = time.monotonic()
-            inflight[replica.actor.search.remote(ref, k)] = (shard, replica, now + self.search_timeout)
-            hedge_at[shard] = now + delay
+            ask(shard, replica)
 
         def hedge(shard: int) -> None:
             """Ask the shard of a replica that has no request of this search in flight (one that failed
@@ -570,10 +574,7 @@ class ShardedGallery:
             for replica in self._order(shard):
                 if id(replica) in busy or not self._settle(replica, 0.0):
                     continue
-                self._prepare(replica)
-                now = time.monotonic()
-                inflight[replica.actor.search.remote(ref, k)] = (shard, replica, now + self.search_timeout)
-                hedge_at[shard] = now + delay
+                ask(shard, replica)
                 tried[shard] += 1
                 return
 
