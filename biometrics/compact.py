@@ -240,15 +240,11 @@ def warm_up() -> None:
 
 
 @dataclass(frozen=True)
-class _Snapshot:
-    """An immutable view of the index: rows ``[0, n)`` of the buffers at publication time."""
+class _Snapshot(ScanSnapshot):
+    """An immutable view of the index: rows ``[0, n)`` of the buffers at publication time, the float32 rows
+    (``exact``, for the re-rank and the exact batch scan) with their norms and owners, and their int8 codes."""
 
-    gallery: Quantised
-    rows: np.ndarray  # (n, D) float32, for the exact re-rank
-    owners: np.ndarray  # (n,) int32 subject codes
-    live: int
-    per_subject: int  # most templates any subject has
-    exact: ScanSnapshot  # the float32 rows, their norms and owners, as the exact scan reads them
+    gallery: Quantised  # the int8 codes and what the scan's bounds need
 
 
 class CompactIndex:
@@ -294,15 +290,11 @@ class CompactIndex:
     def _publish(self) -> None:
         n = self._n
         scales, norms, errors, code_norms = (a[:n] for a in self._per_row)
-        live, per_subject = n - self._dead, self._subjects.most_rows
+        rows = self._rows[:n]
         self._snapshot = _Snapshot(
+            n=n, matrix=rows, norms=norms, owners=self._owners[:n], exact=rows, live=n - self._dead,
+            per_subject=self._subjects.most_rows, max_norm=self._max_norm, quant_error=0.0,
             gallery=Quantised(self._codes[:n], scales, norms, errors, code_norms),
-            rows=self._rows[:n],
-            owners=self._owners[:n],
-            live=live,
-            per_subject=per_subject,
-            exact=ScanSnapshot(n=n, matrix=self._rows[:n], norms=norms, owners=self._owners[:n], exact=self._rows[:n],
-                               live=live, per_subject=per_subject, max_norm=self._max_norm, quant_error=0.0),
         )
 
     # -- container protocol -------------------------------------------------------------------------
@@ -401,11 +393,11 @@ class CompactIndex:
             return [[] for _ in range(len(q))]
         if len(q) >= EXACT_BATCH_MIN_PROBES:  # a batch: the float32 GEMM over the rows kept for the re-rank
             name = self._subjects.name
-            return [[(name(code), dist) for code, dist in found] for found in search_snapshot(snap.exact, q, k)]
+            return [[(name(code), dist) for code, dist in found] for found in search_snapshot(snap, q, k)]
         keep = k * max(snap.per_subject, 1)
         found = shortlist(snap.gallery, q, keep, threads=self.threads)
         return [
-            [(self._subjects.name(code), dist) for code, dist in rerank(snap.rows, snap.owners, q[i], rows, k)]
+            [(self._subjects.name(code), dist) for code, dist in rerank(snap.exact, snap.owners, q[i], rows, k)]
             for i, rows in enumerate(found)
         ]
 
@@ -416,11 +408,11 @@ class CompactIndex:
             rows, snap = self._subjects.rows_of(subject_id), self._snapshot
         if not rows:
             raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-        diff = snap.rows[rows].astype(np.float64) - q[None, :]
+        diff = snap.exact[rows].astype(np.float64) - q[None, :]
         return float(np.sqrt(np.min(np.einsum("ij,ij->i", diff, diff))))
 
     def templates_of(self, subject_id: str) -> np.ndarray:
         """A copy of the templates of ``subject_id``, (M, D) float32 ((0, D) if unknown)."""
         with self._lock:
             rows, snap = self._subjects.rows_of(subject_id), self._snapshot
-        return np.array(snap.rows[rows], dtype=np.float32).reshape(len(rows), self.dim)
+        return np.array(snap.exact[rows], dtype=np.float32).reshape(len(rows), self.dim)
