@@ -217,19 +217,25 @@ class PipelineRun:
     to_score: Callable[[np.ndarray], np.ndarray] | None = None  # face: distance -> this run's score
 
 
+def pair_scores(similarity: np.ndarray, same: np.ndarray) -> m.VerificationScores:
+    """The genuine/impostor split of per-pair scores (``same``: the genuine pairs); a pair scored nan failed to
+    acquire: counted as FTA, not scored."""
+    fta = np.isnan(similarity)
+    return m.VerificationScores(
+        genuine=similarity[same & ~fta],
+        impostor=similarity[~same & ~fta],
+        genuine_fta=int((same & fta).sum()),
+        impostor_fta=int((~same & fta).sum()),
+    )
+
+
 def scores_of(run: PipelineRun, pairs: Sequence[Pair], keep: np.ndarray | None = None) -> m.VerificationScores:
     """The genuine/impostor split of a run's pair similarities (FTA pairs counted, not scored)."""
     same = np.array([p.same for p in pairs])
     sim = run.similarity
     if keep is not None:
         same, sim = same[keep], sim[keep]
-    fta = np.isnan(sim)
-    return m.VerificationScores(
-        genuine=sim[same & ~fta],
-        impostor=sim[~same & ~fta],
-        genuine_fta=int((same & fta).sum()),
-        impostor_fta=int((~same & fta).sum()),
-    )
+    return pair_scores(sim, same)
 
 
 def summarise(run: PipelineRun, pairs: Sequence[Pair], fmr_targets: Sequence[float]) -> dict:
@@ -437,10 +443,16 @@ def _fingerprint_runs(args: argparse.Namespace, pairs: list[Pair], images: list[
 # Outputs
 
 
-def _fmt(x: float | None, pct: bool = True) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{100 * x:.2f}%" if pct else f"{x:.4g}"
+def pct(x: float | None) -> str:
+    """A rate in percent with two decimals ("n/a" for none or nan)."""
+    return "n/a" if x is None or x != x else f"{100 * x:.2f}%"
+
+
+def _fmt(x: float | None, percent: bool = True) -> str:
+    """:func:`pct`, or with ``percent`` False the value to four significant digits."""
+    if percent or x is None or x != x:
+        return pct(x)
+    return f"{x:.4g}"
 
 
 def _ci(entry: dict) -> str:
