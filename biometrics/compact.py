@@ -34,8 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from biometrics.errors import SubjectNotFound
-from biometrics.matcher import ScanSnapshot, as_probes, as_templates, search_snapshot
+from biometrics.matcher import ScanSnapshot, SnapshotReads, as_probes, as_templates, search_snapshot
 from biometrics.subject_table import SubjectTable
 
 # Below this many rows a search runs in the calling thread only.
@@ -247,7 +246,7 @@ class _Snapshot(ScanSnapshot):
     gallery: Quantised  # the int8 codes and what the scan's bounds need
 
 
-class CompactIndex:
+class CompactIndex(SnapshotReads):
     """Templates grouped by subject, searched exactly through an int8 scan; a subject's score is its best template.
 
     The same contract as :class:`biometrics.matcher.TemplateIndex` (``add``, ``add_many``, ``remove``,
@@ -297,18 +296,7 @@ class CompactIndex:
             gallery=Quantised(self._codes[:n], scales, norms, errors, code_norms),
         )
 
-    # -- container protocol -------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return self._snapshot.live
-
-    def __contains__(self, subject_id: object) -> bool:
-        return subject_id in self._subjects
-
-    @property
-    def subject_count(self) -> int:
-        """Number of subjects with at least one template."""
-        return len(self._subjects)
-
+    # -- sizes --------------------------------------------------------------------------------------
     @property
     def nbytes(self) -> int:
         """Bytes of every buffer (allocated capacity): codes, per-row floats, owners, float32 rows."""
@@ -400,19 +388,3 @@ class CompactIndex:
             [(self._subjects.name(code), dist) for code, dist in rerank(snap.exact, snap.owners, q[i], rows, k)]
             for i, rows in enumerate(found)
         ]
-
-    def compare(self, probe: np.ndarray, subject_id: str) -> float:
-        """Smallest distance between ``probe`` and the templates of ``subject_id`` (1:1)."""
-        q = as_probes(probe, self.dim)[0].astype(np.float64)
-        with self._lock:
-            rows, snap = self._subjects.rows_of(subject_id), self._snapshot
-        if not rows:
-            raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-        diff = snap.exact[rows].astype(np.float64) - q[None, :]
-        return float(np.sqrt(np.min(np.einsum("ij,ij->i", diff, diff))))
-
-    def templates_of(self, subject_id: str) -> np.ndarray:
-        """A copy of the templates of ``subject_id``, (M, D) float32 ((0, D) if unknown)."""
-        with self._lock:
-            rows, snap = self._subjects.rows_of(subject_id), self._snapshot
-        return np.array(snap.exact[rows], dtype=np.float32).reshape(len(rows), self.dim)
