@@ -50,10 +50,10 @@ from typing import Any
 import numpy as np
 
 from benchmarks._util import free_port, log
+from benchmarks.matcher_bench import DIM, machine, unit_vectors
 from biometrics.sharded import shards_of
 
 COMMAND = "cluster"
-DIM = 128
 CHUNK = 262_144
 # measured (2,000,000 templates, process RSS): 512 B of float32, 8 B of norm and owner, ~50 B of subject table
 BYTES_PER_TEMPLATE = 600
@@ -198,9 +198,7 @@ def _chunk_ids(start: int, stop: int) -> list[str]:
 
 
 def _chunk_rows(seed: int, chunk: int, start: int, stop: int) -> np.ndarray:
-    rows = np.random.default_rng([seed, chunk]).standard_normal((stop - start, DIM), dtype=np.float32)
-    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    return rows
+    return unit_vectors(np.random.default_rng([seed, chunk]), stop - start)
 
 
 @dataclass(frozen=True)
@@ -241,8 +239,7 @@ class SyntheticLoader:
 
 def unit_probes(count: int, seed: int) -> np.ndarray:
     """``count`` random unit probes."""
-    q = np.random.default_rng(seed).standard_normal((count, DIM), dtype=np.float32)
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
+    return unit_vectors(np.random.default_rng(seed), count)
 
 
 # -- the benchmark ---------------------------------------------------------------------------------------------
@@ -444,8 +441,6 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     import psutil
-
-    from benchmarks.matcher_bench import machine
 
     if args.thresholds is not None:
         table = thresholds(args.thresholds)
