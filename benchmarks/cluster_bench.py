@@ -154,41 +154,51 @@ class LocalCluster:
 
     def kill_node(self, name: str) -> None:
         """A node lost: SIGKILL to every process of that node (its process group)."""
-        import psutil
-
         node = next(n for n in self.nodes if n.name == name)
-        try:  # the raylet's workers run in sessions of their own: find them by ancestry before the kill
-            family = psutil.Process(node.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            family = []
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(node.process.pid, signal.SIGKILL)
-        for process in family:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
+        family = _descendants([node])
+        _signal_group(node, signal.SIGKILL)
+        _kill(family)
         node.process.wait(timeout=30)
 
     def stop(self) -> None:
         """Stop every node this object started: SIGTERM to its group, SIGKILL to what is left after 10 s."""
-        import psutil
-
-        family: list[psutil.Process] = []
-        for node in self.nodes:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                family += psutil.Process(node.process.pid).children(recursive=True)
+        family = _descendants(self.nodes)
         for node in reversed(self.nodes):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.process.pid, signal.SIGTERM)
+            _signal_group(node, signal.SIGTERM)
         deadline = time.monotonic() + 10
         for node in reversed(self.nodes):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
         for node in self.nodes:  # the group may outlive its leader (raylet, workers): kill what is left
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.process.pid, signal.SIGKILL)
-        for process in family:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
+            _signal_group(node, signal.SIGKILL)
+        _kill(family)
+
+
+def _descendants(nodes: Sequence[_Node]) -> list[Any]:
+    """The processes descended from the nodes' ``ray start`` (psutil processes), found by ancestry before a kill:
+    the raylet's workers run in sessions of their own, outside the node's process group."""
+    import psutil
+
+    family: list[psutil.Process] = []
+    for node in nodes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            family += psutil.Process(node.process.pid).children(recursive=True)
+    return family
+
+
+def _signal_group(node: _Node, signum: int) -> None:
+    """``signum`` to the node's process group (nothing if it is gone)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(node.process.pid, signum)
+
+
+def _kill(processes: Sequence[Any]) -> None:
+    """SIGKILL to each of ``processes`` still alive."""
+    import psutil
+
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 # -- synthetic gallery ------------------------------------------------------------------------------------------
