@@ -69,6 +69,11 @@ class ShardUnavailable(RegisterUnavailable):
     """No replica of some shard of the sharded gallery answers: the search is refused rather than answered
     from part of the gallery (gRPC UNAVAILABLE, like the register away)."""
 
+    @classmethod
+    def unreachable(cls, shard: int) -> ShardUnavailable:
+        """The refusal when no replica of ``shard`` answers."""
+        return cls(f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
+
 
 def shard_of(subject_id: str, shards: int) -> int:
     """The shard that holds ``subject_id`` (stable across processes and Python versions)."""
@@ -522,7 +527,7 @@ class ShardedGallery:
                     raise
                 self._mark_down(replica)
             at = self._usable(plan, at + 1)
-        raise ShardUnavailable(f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
+        raise ShardUnavailable.unreachable(shard)
 
     def search(self, probes: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """For each probe, up to ``k`` (subject_id, distance) pairs, nearest first, one per subject.
@@ -559,8 +564,7 @@ class ShardedGallery:
             if at is None:
                 log.info("shard %d: no further replica to ask (from %d of %d)", shard, tried[shard], len(plan))
                 if not any(s == shard for s, _, _ in inflight.values()):
-                    raise ShardUnavailable(
-                        f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
+                    raise ShardUnavailable.unreachable(shard)
                 return
             replica = plan[at]
             tried[shard] = at + 1
@@ -706,7 +710,7 @@ class ShardedGallery:
             for ref in pending:
                 refs[ref].unconfirmed.append(ref)
         if not answered:
-            raise ShardUnavailable(f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
+            raise ShardUnavailable.unreachable(shard)
         return answer
 
     def add(self, subject_id: str, templates: np.ndarray) -> None:

@@ -78,7 +78,7 @@ def test_memory_source_pages_a_shard_in_insertion_order():
 def test_shard_unavailable_is_answered_unavailable():
     from verify.status import status_for
 
-    error = ShardUnavailable("Shard 1 of the gallery cannot be reached now; please try again shortly.")
+    error = ShardUnavailable.unreachable(1)
     assert isinstance(error, RegisterUnavailable)
     assert status_for(error) == grpc.StatusCode.UNAVAILABLE
 
