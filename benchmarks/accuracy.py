@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,19 +223,25 @@ class PipelineRun:
     to_score: Callable[[np.ndarray], np.ndarray] | None = None  # face: distance -> this run's score
 
 
+def pair_scores(similarity: np.ndarray, same: np.ndarray) -> m.VerificationScores:
+    """The genuine/impostor split of per-pair scores (``same``: the genuine pairs); a pair scored nan failed to
+    acquire: counted as FTA, not scored."""
+    fta = np.isnan(similarity)
+    return m.VerificationScores(
+        genuine=similarity[same & ~fta],
+        impostor=similarity[~same & ~fta],
+        genuine_fta=int((same & fta).sum()),
+        impostor_fta=int((~same & fta).sum()),
+    )
+
+
 def scores_of(run: PipelineRun, pairs: Sequence[Pair], keep: np.ndarray | None = None) -> m.VerificationScores:
     """The genuine/impostor split of a run's pair similarities (FTA pairs counted, not scored)."""
     same = np.array([p.same for p in pairs])
     sim = run.similarity
     if keep is not None:
         same, sim = same[keep], sim[keep]
-    fta = np.isnan(sim)
-    return m.VerificationScores(
-        genuine=sim[same & ~fta],
-        impostor=sim[~same & ~fta],
-        genuine_fta=int((same & fta).sum()),
-        impostor_fta=int((~same & fta).sum()),
-    )
+    return pair_scores(sim, same)
 
 
 def summarise(run: PipelineRun, pairs: Sequence[Pair], fmr_targets: Sequence[float]) -> dict:
@@ -275,38 +281,49 @@ def summarise(run: PipelineRun, pairs: Sequence[Pair], fmr_targets: Sequence[flo
     return out
 
 
-def _face_runs(args: argparse.Namespace, pairs: list[Pair], images: list[str]) -> list[PipelineRun]:
-    from biometrics.scores import ScoreCalibration, threshold_for_fmr
+def _calibration(args: argparse.Namespace, modality: str):  # -> ScoreCalibration
+    """``--calibration``, or the service's calibration of ``modality``."""
+    from biometrics.scores import ScoreCalibration
 
-    calibration = (
-        ScoreCalibration.load(args.calibration) if args.calibration else ScoreCalibration.for_modality("face")
+    return ScoreCalibration.load(args.calibration) if args.calibration else ScoreCalibration.for_modality(modality)
+
+
+def _calibrated_run(name: str, extracted: dict[str, Extracted], raw: np.ndarray, calibration: Any, fmr: float,
+                    wall: float, to_score: Callable[[np.ndarray], np.ndarray] | None = None) -> PipelineRun:
+    """A production pipeline's run: its comparator's values (nan: failed to acquire) as calibrated false-match
+    scores, matched at the service's threshold for ``fmr``."""
+    from biometrics.scores import threshold_for_fmr
+
+    return PipelineRun(
+        name=name,
+        extracted=extracted,
+        similarity=np.where(np.isnan(raw), np.nan, calibration.score(np.nan_to_num(raw))),
+        score_unit="false-match score s = -log10(FMR) (match when s >= threshold)",
+        operating_threshold=threshold_for_fmr(fmr),
+        operating_label=f"s >= {threshold_for_fmr(fmr):g} (service FMR {fmr:g})",
+        wall_seconds=wall,
+        raw=raw,
+        to_score=to_score,
     )
-    paths = [args.pairs.parent / p for p in images]
-    runs = []
-    cache = _load_cache(args.cache, images)
+
+
+def _extracted(cache: dict[str, dict[str, Extracted]], name: str, extractor: Callable, paths: list[Path],
+               images: list[str], workers: int) -> tuple[dict[str, Extracted], float]:
+    """Every image's extraction by pipeline ``name`` (the cache's, if it holds them) and the seconds it took."""
     start = time.perf_counter()
-    prod = cache.get("production") or dict(
-        zip(images, extract_all(extract_face_production, paths, args.workers, "production"), strict=True))
-    wall = time.perf_counter() - start
-    distance = _pair_distances(prod, pairs)
-    runs.append(
-        PipelineRun(
-            name="production (biometrics.face + calibrated score)",
-            extracted=prod,
-            similarity=np.where(np.isnan(distance), np.nan, calibration.score(np.nan_to_num(distance))),
-            score_unit="false-match score s = -log10(FMR) (match when s >= threshold)",
-            operating_threshold=threshold_for_fmr(args.fmr),
-            operating_label=f"s >= {threshold_for_fmr(args.fmr):g} (service FMR {args.fmr:g})",
-            wall_seconds=wall,
-            raw=distance,
-            to_score=lambda d: np.asarray(calibration.score(d)),
-        )
-    )
+    extracted = cache.get(name) or dict(zip(images, extract_all(extractor, paths, workers, name), strict=True))
+    return extracted, time.perf_counter() - start
+
+
+def _face_runs(args: argparse.Namespace, pairs: list[Pair], images: list[str]) -> list[PipelineRun]:
+    calibration = _calibration(args, "face")
+    paths = [args.pairs.parent / p for p in images]
+    cache = _load_cache(args.cache, images)
+    prod, wall = _extracted(cache, "production", extract_face_production, paths, images, args.workers)
+    runs = [_calibrated_run("production (biometrics.face + calibrated score)", prod, _pair_distances(prod, pairs),
+                            calibration, args.fmr, wall, to_score=lambda d: np.asarray(calibration.score(d)))]
     if not args.no_baseline:
-        start = time.perf_counter()
-        base = cache.get("baseline") or dict(
-            zip(images, extract_all(extract_face_baseline, paths, args.workers, "baseline"), strict=True))
-        wall = time.perf_counter() - start
+        base, wall = _extracted(cache, "baseline", extract_face_baseline, paths, images, args.workers)
         distance = _pair_distances(base, pairs)
         runs.append(
             PipelineRun(
@@ -390,13 +407,27 @@ def exhaustive_scores(run: PipelineRun, images: list[str], to_score: Callable[[n
                                 int((failed & ~all_same).sum()))
 
 
-def _pair_distances(extracted: dict[str, Extracted], pairs: Sequence[Pair]) -> np.ndarray:
+def _pair_values(extracted: dict[str, Extracted], pairs: Sequence[Pair], compare: Callable[[Any, Any], float],
+                 progress: str | None = None) -> np.ndarray:
+    """``compare(a, b)`` of each pair's two templates, nan where an image failed to acquire (``progress``: the
+    label of a progress bar on stderr, if any)."""
     out = np.full(len(pairs), np.nan)
-    for i, pair in enumerate(pairs):
+    walk: Iterable[Pair] = pairs
+    if progress is not None:
+        from tqdm import tqdm
+
+        walk = tqdm(pairs, desc=progress, file=sys.stderr)
+    for i, pair in enumerate(walk):
         a, b = extracted[pair.path_a].template, extracted[pair.path_b].template
         if a is not None and b is not None:
-            out[i] = float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+            out[i] = float(compare(a, b))
     return out
+
+
+def _pair_distances(extracted: dict[str, Extracted], pairs: Sequence[Pair]) -> np.ndarray:
+    """The euclidean distance (float64) between each pair's face templates, nan where an image failed."""
+    return _pair_values(extracted, pairs,
+                        lambda a, b: np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
 
 
 def _fingerprint_runs(args: argparse.Namespace, pairs: list[Pair], images: list[str]) -> list[PipelineRun]:
@@ -407,46 +438,31 @@ def _fingerprint_runs(args: argparse.Namespace, pairs: list[Pair], images: list[
             "the fingerprint pipeline (biometrics.fingerprint.extract_fingerprint / compare_fingerprints) "
             f"is not available in this build: {exc}"
         ) from exc
-    from tqdm import tqdm
-
-    from biometrics.scores import ScoreCalibration, threshold_for_fmr
-
-    calibration = (
-        ScoreCalibration.load(args.calibration)
-        if args.calibration
-        else ScoreCalibration.for_modality("fingerprint")
-    )
+    calibration = _calibration(args, "fingerprint")
     paths = [args.pairs.parent / p for p in images]
     start = time.perf_counter()
     results = extract_all(extract_fingerprint_production, paths, args.workers, "production", (args.dpi,))
     extracted = dict(zip(images, results, strict=True))
-    raw = np.full(len(pairs), np.nan)
-    for i, pair in enumerate(tqdm(pairs, desc="compare", file=sys.stderr)):
-        a, b = extracted[pair.path_a].template, extracted[pair.path_b].template
-        if a is not None and b is not None:
-            raw[i] = float(compare_fingerprints(a, b))
+    raw = _pair_values(extracted, pairs, compare_fingerprints, progress="compare")
     wall = time.perf_counter() - start
-    run = PipelineRun(
-        name="production (biometrics.fingerprint + calibrated score)",
-        extracted=extracted,
-        similarity=np.where(np.isnan(raw), np.nan, calibration.score(np.nan_to_num(raw))),
-        score_unit="false-match score s = -log10(FMR) (match when s >= threshold)",
-        operating_threshold=threshold_for_fmr(args.fmr),
-        operating_label=f"s >= {threshold_for_fmr(args.fmr):g} (service FMR {args.fmr:g})",
-        wall_seconds=wall,
-        raw=raw,
-    )
-    return [run]
+    return [_calibrated_run("production (biometrics.fingerprint + calibrated score)", extracted, raw, calibration,
+                            args.fmr, wall)]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Outputs
 
 
-def _fmt(x: float | None, pct: bool = True) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{100 * x:.2f}%" if pct else f"{x:.4g}"
+def pct(x: float | None) -> str:
+    """A rate in percent with two decimals ("n/a" for none or nan)."""
+    return "n/a" if x is None or x != x else f"{100 * x:.2f}%"
+
+
+def _fmt(x: float | None, percent: bool = True) -> str:
+    """:func:`pct`, or with ``percent`` False the value to four significant digits."""
+    if percent or x is None or x != x:
+        return pct(x)
+    return f"{x:.4g}"
 
 
 def _ci(entry: dict) -> str:

@@ -37,13 +37,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,22 +49,15 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._util import free_port, log
+from benchmarks.matcher_bench import DIM, machine, unit_vectors
+from biometrics.sharded import shards_of
+
 COMMAND = "cluster"
-DIM = 128
 CHUNK = 262_144
 # measured (2,000,000 templates, process RSS): 512 B of float32, 8 B of norm and owner, ~50 B of subject table
 BYTES_PER_TEMPLATE = 600
 NODE_OVERHEAD = 550 * 2**20  # RSS of one idle Ray node's processes (raylet, agents, log monitor)
-
-
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- a local Ray cluster ---------------------------------------------------------------------------------------
@@ -92,7 +83,7 @@ class LocalCluster:
                  object_store: int = 200_000_000) -> None:
         self.root = Path(root)
         self.workers, self.cpus, self.memory, self.object_store = workers, cpus, memory, object_store
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[_Node] = []
         self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_health_check_period_ms="500",
@@ -103,27 +94,27 @@ class LocalCluster:
         return str(Path(sys.executable).with_name("ray"))
 
     def _start(self, name: str, head: bool) -> None:
-        manager_port = _free_port()
+        manager_port = free_port()
         args = [self._ray(), "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}",
                 f"--memory={self.memory}", f"--object-store-memory={self.object_store}",
-                f"--node-manager-port={manager_port}", f"--object-manager-port={_free_port()}",
-                f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}",
-                f"--runtime-env-agent-port={_free_port()}", "--disable-usage-stats",
+                f"--node-manager-port={manager_port}", f"--object-manager-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}", "--disable-usage-stats",
                 f"--temp-dir={self.root / 'ray'}", f"--resources={json.dumps({'node:' + name: 1})}"]
         if head:
             args += ["--head", f"--port={self.port}", "--include-dashboard=false",
-                     f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}"]
+                     f"--ray-client-server-port={free_port()}", f"--dashboard-port={free_port()}"]
         else:
             args += [f"--address={self.address}"]
-        log = self.root / f"{name}.log"
-        with open(log, "wb") as out:
+        log_path = self.root / f"{name}.log"
+        with open(log_path, "wb") as out:
             process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env=self.env, start_new_session=True)
-        self.nodes.append(_Node(name, process, manager_port, log))
+        self.nodes.append(_Node(name, process, manager_port, log_path))
         deadline = time.monotonic() + 90
-        while b"Ray runtime started" not in log.read_bytes():
+        while b"Ray runtime started" not in log_path.read_bytes():
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ray node {name} did not start: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"ray node {name} did not start: {log_path.read_text()[-2000:]}")
             time.sleep(0.2)
 
     def start(self) -> str:
@@ -163,41 +154,51 @@ class LocalCluster:
 
     def kill_node(self, name: str) -> None:
         """A node lost: SIGKILL to every process of that node (its process group)."""
-        import psutil
-
         node = next(n for n in self.nodes if n.name == name)
-        try:  # the raylet's workers run in sessions of their own: find them by ancestry before the kill
-            family = psutil.Process(node.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            family = []
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(node.process.pid, signal.SIGKILL)
-        for process in family:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
+        family = _descendants([node])
+        _signal_group(node, signal.SIGKILL)
+        _kill(family)
         node.process.wait(timeout=30)
 
     def stop(self) -> None:
         """Stop every node this object started: SIGTERM to its group, SIGKILL to what is left after 10 s."""
-        import psutil
-
-        family: list[psutil.Process] = []
-        for node in self.nodes:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                family += psutil.Process(node.process.pid).children(recursive=True)
+        family = _descendants(self.nodes)
         for node in reversed(self.nodes):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.process.pid, signal.SIGTERM)
+            _signal_group(node, signal.SIGTERM)
         deadline = time.monotonic() + 10
         for node in reversed(self.nodes):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
         for node in self.nodes:  # the group may outlive its leader (raylet, workers): kill what is left
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.process.pid, signal.SIGKILL)
-        for process in family:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
+            _signal_group(node, signal.SIGKILL)
+        _kill(family)
+
+
+def _descendants(nodes: Sequence[_Node]) -> list[Any]:
+    """The processes descended from the nodes' ``ray start`` (psutil processes), found by ancestry before a kill:
+    the raylet's workers run in sessions of their own, outside the node's process group."""
+    import psutil
+
+    family: list[psutil.Process] = []
+    for node in nodes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            family += psutil.Process(node.process.pid).children(recursive=True)
+    return family
+
+
+def _signal_group(node: _Node, signum: int) -> None:
+    """``signum`` to the node's process group (nothing if it is gone)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(node.process.pid, signum)
+
+
+def _kill(processes: Sequence[Any]) -> None:
+    """SIGKILL to each of ``processes`` still alive."""
+    import psutil
+
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 # -- synthetic gallery ------------------------------------------------------------------------------------------
@@ -207,9 +208,7 @@ def _chunk_ids(start: int, stop: int) -> list[str]:
 
 
 def _chunk_rows(seed: int, chunk: int, start: int, stop: int) -> np.ndarray:
-    rows = np.random.default_rng([seed, chunk]).standard_normal((stop - start, DIM), dtype=np.float32)
-    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    return rows
+    return unit_vectors(np.random.default_rng([seed, chunk]), stop - start)
 
 
 @dataclass(frozen=True)
@@ -223,32 +222,34 @@ class SyntheticLoader:
     n: int
     seed: int = 0
 
-    def _picks(self, shard: int, shards: int) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    def _spans(self) -> Iterator[tuple[int, int, int]]:
+        """(chunk number, first row, end row) of each chunk, in row order."""
         for c, start in enumerate(range(0, self.n, CHUNK)):
-            stop = min(start + CHUNK, self.n)
-            where = np.fromiter((zlib.crc32(s.encode()) % shards for s in _chunk_ids(start, stop)),
-                                dtype=np.int64, count=stop - start)
-            yield c, start, stop, np.flatnonzero(where == shard)
+            yield c, start, min(start + CHUNK, self.n)
+
+    def _picks(self, shard: int, shards: int) -> Iterator[tuple[int, int, int, list[str], np.ndarray]]:
+        """Per chunk: its span, its subject ids and the positions of those in ``shard``."""
+        for c, start, stop in self._spans():
+            ids = _chunk_ids(start, stop)
+            yield c, start, stop, ids, np.flatnonzero(shards_of(ids, shards) == shard)
 
     def size_hint(self, shard: int, shards: int) -> int:
         """How many templates the shard holds."""
         return sum(len(pick) for *_, pick in self._picks(shard, shards))
 
     def __call__(self, shard: int, shards: int) -> Iterator[tuple[Sequence[str], np.ndarray]]:
-        for c, start, stop, pick in self._picks(shard, shards):
-            yield [f"t{start + int(i):09d}" for i in pick], _chunk_rows(self.seed, c, start, stop)[pick]
+        for c, start, stop, ids, pick in self._picks(shard, shards):
+            yield [ids[i] for i in pick], _chunk_rows(self.seed, c, start, stop)[pick]
 
     def chunks(self) -> Iterator[tuple[list[str], np.ndarray]]:
         """Every subject id and template, a chunk at a time in row order (for the one-process index)."""
-        for c, start in enumerate(range(0, self.n, CHUNK)):
-            stop = min(start + CHUNK, self.n)
+        for c, start, stop in self._spans():
             yield _chunk_ids(start, stop), _chunk_rows(self.seed, c, start, stop)
 
 
 def unit_probes(count: int, seed: int) -> np.ndarray:
     """``count`` random unit probes."""
-    q = np.random.default_rng(seed).standard_normal((count, DIM), dtype=np.float32)
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
+    return unit_vectors(np.random.default_rng(seed), count)
 
 
 # -- the benchmark ---------------------------------------------------------------------------------------------
@@ -392,7 +393,7 @@ def _kill_under_load(cluster: LocalCluster, gallery: Any, probes: np.ndarray, ex
         t.start()
     time.sleep(args.kill_at)
     killed = time.monotonic()
-    _log(f"killing node {victim} ({per_node[victim]} replicas) at {killed - begin:.1f} s")
+    log(f"killing node {victim} ({per_node[victim]} replicas) at {killed - begin:.1f} s")
     cluster.kill_node(victim)
     restored = None
     while time.monotonic() < begin + args.load_seconds or (restored is None and time.monotonic() < killed + 600):
@@ -403,7 +404,7 @@ def _kill_under_load(cluster: LocalCluster, gallery: Any, probes: np.ndarray, ex
                 if all(r is not None for g in now_info for r in g) and all(
                         len({r["node_id"] for r in g if r}) == len(g) for g in now_info):
                     restored = time.monotonic() - killed
-                    _log(f"every shard has two replicas again {restored:.1f} s after the kill")
+                    log(f"every shard has two replicas again {restored:.1f} s after the kill")
         if time.monotonic() >= begin + args.load_seconds:
             stop.set()
         time.sleep(0.25)
@@ -451,8 +452,6 @@ def run(args: argparse.Namespace) -> int:
 
     import psutil
 
-    from benchmarks.matcher_bench import machine
-
     if args.thresholds is not None:
         table = thresholds(args.thresholds)
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -474,12 +473,12 @@ def run(args: argparse.Namespace) -> int:
                               "batch": args.batch, "repeats": args.repeats, "machine": machine(),
                               "memory_estimate_bytes": need, "memory_available_bytes": available,
                               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    _log(f"one process: {n:,} templates")
+    log(f"one process: {n:,} templates")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         one = pool.submit(one_process, n, args.seed, args.batch, args.k, args.repeats).result()
     expected = one.pop("expected")
     result["one_process"] = one
-    _log(f"one process: single {one['single_seconds'] * 1e3:.1f} ms, batch {one['batch_seconds'] * 1e3:.1f} ms")
+    log(f"one process: single {one['single_seconds'] * 1e3:.1f} ms, batch {one['batch_seconds'] * 1e3:.1f} ms")
 
     import ray
 
@@ -492,7 +491,7 @@ def run(args: argparse.Namespace) -> int:
         address = cluster.start()
         ray.init(address=address, namespace="checkpoint-bench", logging_level="WARNING", log_to_driver=False)
         cluster.wait_nodes(3)
-        _log(f"cluster up at {address}; loading {args.shards} shards x 2 replicas")
+        log(f"cluster up at {address}; loading {args.shards} shards x 2 replicas")
         started = time.perf_counter()
         gallery = ShardedGallery(DIM, SyntheticLoader(n, args.seed), shards=args.shards, replicas=2,
                                  search_timeout=120, write_timeout=120, start_timeout=3600, load_concurrency=2)
@@ -518,9 +517,9 @@ def run(args: argparse.Namespace) -> int:
             "node_names": cluster.node_names(),
         }
         c = result["cluster"]
-        _log(f"cluster: single {single * 1e3:.1f} ms, batch {whole * 1e3:.1f} ms, top-k {c['top_k']}")
+        log(f"cluster: single {single * 1e3:.1f} ms, batch {whole * 1e3:.1f} ms, top-k {c['top_k']}")
         result["kill"] = _kill_under_load(cluster, gallery, probes, expected, args)
-        _log(f"kill: {result['kill']}")
+        log(f"kill: {result['kill']}")
         after = gallery.search(probes, args.k)
         result["kill"]["top_k_after_recovery"] = _same(after, expected)
         result["kill"]["nodes_after"] = _node_memory(cluster, gallery.info())

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._util import log
+
 COMMAND = "matcher"
 DIM = 128
 
@@ -51,10 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--naive-batch-max", type=int, default=100_000,
                         help="largest N at which the naive batch loop runs (beyond: single time x batch, estimated)")
     parser.add_argument("--copy-gib", type=float, default=1.0, help="size of the copy-bandwidth array (GiB)")
-
-
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
@@ -167,23 +165,23 @@ def bench_size(n: int, args: argparse.Namespace, copy: dict[str, float]) -> dict
 
     k, reps = args.k, args.repeats
     rng = np.random.default_rng(args.seed)
-    _log(f"N={n:,}: generating gallery")
+    log(f"N={n:,}: generating gallery")
     gallery = unit_vectors(rng, n)
     probes = unit_vectors(np.random.default_rng(args.seed + 1), args.batch)
     single = probes[:1]
-    _log(f"N={n:,}: float64 reference")
+    log(f"N={n:,}: float64 reference")
     want_i, want_d = reference(gallery, probes, k)
     row: dict[str, Any] = {"n": n, "dim": DIM, "k": k, "batch": args.batch}
     ids = [str(i) for i in range(n)]
 
     exact_index = None
     for mode in ("exact", "compact"):
-        _log(f"N={n:,}: ours ({mode}): bulk add")
+        log(f"N={n:,}: ours ({mode}): bulk add")
         index = TemplateIndex(DIM, compact=mode == "compact")
         t = time.perf_counter()
         index.add_many(ids, gallery)
         add_s = time.perf_counter() - t
-        _log(f"N={n:,}: ours ({mode}): searches")
+        log(f"N={n:,}: ours ({mode}): searches")
         s_single, _ = timed(lambda index=index: index.search(single[0], k), reps)
         s_batch, _ = timed(lambda index=index: index.search(probes, k), reps)
         got_i, got_d = _ours(index, probes, k)
@@ -205,7 +203,7 @@ def bench_size(n: int, args: argparse.Namespace, copy: dict[str, float]) -> dict
     row["ours_int8"] = bench_int8(n, ids, gallery, probes, want_i, want_d, exact_index, args)
     del exact_index
     if n <= 100_000:
-        _log(f"N={n:,}: ours: one add per template (for comparison with add_many)")
+        log(f"N={n:,}: ours: one add per template (for comparison with add_many)")
         index = TemplateIndex(DIM)
         t = time.perf_counter()
         for s, g in zip(ids, gallery, strict=True):
@@ -213,7 +211,7 @@ def bench_size(n: int, args: argparse.Namespace, copy: dict[str, float]) -> dict
         row["ours_exact"]["add_one_by_one_s"] = time.perf_counter() - t
         del index
 
-    _log(f"N={n:,}: naive face_distance")
+    log(f"N={n:,}: naive face_distance")
 
     def naive(p: np.ndarray) -> np.ndarray:
         d = face_recognition.face_distance(gallery, p)
@@ -232,7 +230,7 @@ def bench_size(n: int, args: argparse.Namespace, copy: dict[str, float]) -> dict
     naive_row["topk_first_8_probes_equal"] = bool((naive_i == want_i[: len(naive_i)]).all())
     row["naive"] = naive_row
 
-    _log(f"N={n:,}: FAISS IndexFlatL2")
+    log(f"N={n:,}: FAISS IndexFlatL2")
     flat = faiss.IndexFlatL2(DIM)
     flat.add(gallery)
     fa: dict[str, Any] = {}
@@ -255,7 +253,7 @@ def bench_size(n: int, args: argparse.Namespace, copy: dict[str, float]) -> dict
     row["ratio_vs_naive_batch"] = ours["batch_s"] / naive_row["batch_s"]
     row["compact_ratio_vs_faiss_single"] = row["ours_compact"]["single_s"] / row["faiss"]["best_single_s"]
     row["compact_ratio_vs_faiss_batch"] = row["ours_compact"]["batch_s"] / row["faiss"]["best_batch_s"]
-    _log(f"N={n:,}: done (ours single {ours['single_s'] * 1e3:.1f} ms, "
+    log(f"N={n:,}: done (ours single {ours['single_s'] * 1e3:.1f} ms, "
          f"FAISS best {fa[best_single]['single_s'] * 1e3:.1f} ms)")
     return row
 
@@ -290,12 +288,12 @@ def bench_int8(
     t = time.perf_counter()
     compact.warm_up()  # the numba kernels: compiled, or loaded from numba's cache (first size only costs)
     first_call = time.perf_counter() - t
-    _log(f"N={n:,}: int8 compact: bulk add (kernels ready in {first_call:.2f} s)")
+    log(f"N={n:,}: int8 compact: bulk add (kernels ready in {first_call:.2f} s)")
     index = compact.CompactIndex(DIM)
     t = time.perf_counter()
     index.add_many(ids, gallery)
     add_s = time.perf_counter() - t
-    _log(f"N={n:,}: int8 compact vs exact: searches (interleaved)")
+    log(f"N={n:,}: int8 compact vs exact: searches (interleaved)")
     single = probes[0]
     e_single, c_single = paired(lambda: exact.search(single, k), lambda: index.search(single, k), reps)
     e_batch, c_batch = paired(lambda: exact.search(probes, k), lambda: index.search(probes, k), reps)
@@ -387,9 +385,9 @@ def run(args: argparse.Namespace) -> int:
     """Run every size, print the table, write the JSON."""
     sizes = [int(s) for s in args.sizes.split(",")]
     info = machine()
-    _log(f"machine: {info['cores']} cores, {info['cpu_model']}; copy bandwidth ({args.copy_gib} GiB)")
+    log(f"machine: {info['cores']} cores, {info['cpu_model']}; copy bandwidth ({args.copy_gib} GiB)")
     copy = copy_bandwidth(args.copy_gib, args.repeats)
-    _log(f"copy: {copy['copied_per_s_1_thread'] / 1e9:.1f} GB/s copied (1 thread), "
+    log(f"copy: {copy['copied_per_s_1_thread'] / 1e9:.1f} GB/s copied (1 thread), "
          f"{copy['copied_per_s_2_threads'] / 1e9:.1f} GB/s copied (2 threads)")
     rows = [bench_size(n, args, copy) for n in sizes]
     info["load_average_end"] = os.getloadavg()

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from benchmarks._util import free_port
 
 COMMAND = "portal"
 TARGET_P95_MS = 300.0
@@ -54,13 +55,6 @@ SCREENSHOTS = (
     ("portal-seasonal-en.png", "/seasonal?lang=en"), ("portal-satisfaction-id.png", "/satisfaction?lang=id"),
     ("portal-data-en.png", "/data?lang=en"), ("portal-error-400-en.png", "/today?date=2026-02-30&lang=en"),
 )
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -34,8 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from biometrics.errors import SubjectNotFound
-from biometrics.matcher import ScanSnapshot, as_probes, as_templates, search_snapshot
+from biometrics.matcher import ScanSnapshot, SnapshotReads, as_probes, as_templates, search_snapshot
 from biometrics.subject_table import SubjectTable
 
 # Below this many rows a search runs in the calling thread only.
@@ -240,18 +239,14 @@ def warm_up() -> None:
 
 
 @dataclass(frozen=True)
-class _Snapshot:
-    """An immutable view of the index: rows ``[0, n)`` of the buffers at publication time."""
+class _Snapshot(ScanSnapshot):
+    """An immutable view of the index: rows ``[0, n)`` of the buffers at publication time, the float32 rows
+    (``exact``, for the re-rank and the exact batch scan) with their norms and owners, and their int8 codes."""
 
-    gallery: Quantised
-    rows: np.ndarray  # (n, D) float32, for the exact re-rank
-    owners: np.ndarray  # (n,) int32 subject codes
-    live: int
-    per_subject: int  # most templates any subject has
-    exact: ScanSnapshot  # the float32 rows, their norms and owners, as the exact scan reads them
+    gallery: Quantised  # the int8 codes and what the scan's bounds need
 
 
-class CompactIndex:
+class CompactIndex(SnapshotReads):
     """Templates grouped by subject, searched exactly through an int8 scan; a subject's score is its best template.
 
     The same contract as :class:`biometrics.matcher.TemplateIndex` (``add``, ``add_many``, ``remove``,
@@ -294,29 +289,14 @@ class CompactIndex:
     def _publish(self) -> None:
         n = self._n
         scales, norms, errors, code_norms = (a[:n] for a in self._per_row)
-        live, per_subject = n - self._dead, self._subjects.most_rows
+        rows = self._rows[:n]
         self._snapshot = _Snapshot(
+            n=n, matrix=rows, norms=norms, owners=self._owners[:n], exact=rows, live=n - self._dead,
+            per_subject=self._subjects.most_rows, max_norm=self._max_norm, quant_error=0.0,
             gallery=Quantised(self._codes[:n], scales, norms, errors, code_norms),
-            rows=self._rows[:n],
-            owners=self._owners[:n],
-            live=live,
-            per_subject=per_subject,
-            exact=ScanSnapshot(n=n, matrix=self._rows[:n], norms=norms, owners=self._owners[:n], exact=self._rows[:n],
-                               live=live, per_subject=per_subject, max_norm=self._max_norm, quant_error=0.0),
         )
 
-    # -- container protocol -------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return self._snapshot.live
-
-    def __contains__(self, subject_id: object) -> bool:
-        return subject_id in self._subjects
-
-    @property
-    def subject_count(self) -> int:
-        """Number of subjects with at least one template."""
-        return len(self._subjects)
-
+    # -- sizes --------------------------------------------------------------------------------------
     @property
     def nbytes(self) -> int:
         """Bytes of every buffer (allocated capacity): codes, per-row floats, owners, float32 rows."""
@@ -401,26 +381,10 @@ class CompactIndex:
             return [[] for _ in range(len(q))]
         if len(q) >= EXACT_BATCH_MIN_PROBES:  # a batch: the float32 GEMM over the rows kept for the re-rank
             name = self._subjects.name
-            return [[(name(code), dist) for code, dist in found] for found in search_snapshot(snap.exact, q, k)]
+            return [[(name(code), dist) for code, dist in found] for found in search_snapshot(snap, q, k)]
         keep = k * max(snap.per_subject, 1)
         found = shortlist(snap.gallery, q, keep, threads=self.threads)
         return [
-            [(self._subjects.name(code), dist) for code, dist in rerank(snap.rows, snap.owners, q[i], rows, k)]
+            [(self._subjects.name(code), dist) for code, dist in rerank(snap.exact, snap.owners, q[i], rows, k)]
             for i, rows in enumerate(found)
         ]
-
-    def compare(self, probe: np.ndarray, subject_id: str) -> float:
-        """Smallest distance between ``probe`` and the templates of ``subject_id`` (1:1)."""
-        q = as_probes(probe, self.dim)[0].astype(np.float64)
-        with self._lock:
-            rows, snap = self._subjects.rows_of(subject_id), self._snapshot
-        if not rows:
-            raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-        diff = snap.rows[rows].astype(np.float64) - q[None, :]
-        return float(np.sqrt(np.min(np.einsum("ij,ij->i", diff, diff))))
-
-    def templates_of(self, subject_id: str) -> np.ndarray:
-        """A copy of the templates of ``subject_id``, (M, D) float32 ((0, D) if unknown)."""
-        with self._lock:
-            rows, snap = self._subjects.rows_of(subject_id), self._snapshot
-        return np.array(snap.rows[rows], dtype=np.float32).reshape(len(rows), self.dim)

@@ -96,7 +96,48 @@ class ScanSnapshot:
     quant_error: float  # compact mode: max ||row - float16(row)||; 0 otherwise
 
 
-class TemplateIndex:
+class SnapshotReads:
+    """The reads an index answers from its published :class:`ScanSnapshot` and its subject table: size,
+    membership, 1:1 comparison and a subject's templates (float64 distances over the float32 ``exact`` rows).
+
+    Shared by :class:`TemplateIndex` and :class:`biometrics.compact.CompactIndex`, which set ``dim``, ``_lock``
+    (held while a write changes the subject table and publishes), ``_subjects`` and ``_snapshot``.
+    """
+
+    dim: int
+    _lock: threading.Lock
+    _subjects: SubjectTable
+    _snapshot: ScanSnapshot
+
+    def __len__(self) -> int:
+        return self._snapshot.live
+
+    def __contains__(self, subject_id: object) -> bool:
+        return subject_id in self._subjects
+
+    @property
+    def subject_count(self) -> int:
+        """Number of subjects with at least one template."""
+        return len(self._subjects)
+
+    def compare(self, probe: np.ndarray, subject_id: str) -> float:
+        """Smallest distance between ``probe`` and the templates of ``subject_id`` (1:1)."""
+        q = as_probes(probe, self.dim)[0].astype(np.float64)
+        with self._lock:
+            rows, snap = self._subjects.rows_of(subject_id), self._snapshot
+        if not rows:
+            raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
+        diff = snap.exact[rows].astype(np.float64) - q[None, :]
+        return float(np.sqrt(np.min(np.einsum("ij,ij->i", diff, diff))))
+
+    def templates_of(self, subject_id: str) -> np.ndarray:
+        """A copy of the templates of ``subject_id``, (M, D) float32 ((0, D) if unknown)."""
+        with self._lock:
+            rows, snap = self._subjects.rows_of(subject_id), self._snapshot
+        return np.array(snap.exact[rows], dtype=np.float32).reshape(len(rows), self.dim)
+
+
+class TemplateIndex(SnapshotReads):
     """Templates grouped by subject, searched exhaustively; a subject's score is its best template.
 
     Thread-safe: searches run lock-free against a consistent snapshot while templates are added or
@@ -172,18 +213,7 @@ class TemplateIndex:
             quant_error=self._quant_error,
         )
 
-    # -- container protocol -------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return self._snapshot.live
-
-    def __contains__(self, subject_id: object) -> bool:
-        return subject_id in self._subjects
-
-    @property
-    def subject_count(self) -> int:
-        """Number of subjects with at least one template."""
-        return len(self._subjects)
-
+    # -- sizes --------------------------------------------------------------------------------------
     @property
     def nbytes(self) -> int:
         """Bytes of memory the scanned matrix and its per-row arrays use (allocated capacity)."""
@@ -291,22 +321,6 @@ class TemplateIndex:
         name = self._subjects.name
         return [[(name(code), dist) for code, dist in found]
                 for found in search_snapshot(self._snapshot, q, k, threads=self.threads)]
-
-    def compare(self, probe: np.ndarray, subject_id: str) -> float:
-        """Smallest distance between ``probe`` and the templates of ``subject_id`` (1:1)."""
-        q = as_probes(probe, self.dim)[0].astype(np.float64)
-        with self._lock:
-            rows, snap = self._subjects.rows_of(subject_id), self._snapshot
-        if not rows:
-            raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-        diff = snap.exact[rows].astype(np.float64) - q[None, :]
-        return float(np.sqrt(np.min(np.einsum("ij,ij->i", diff, diff))))
-
-    def templates_of(self, subject_id: str) -> np.ndarray:
-        """A copy of the templates of ``subject_id``, (M, D) float32 ((0, D) if unknown)."""
-        with self._lock:
-            rows, snap = self._subjects.rows_of(subject_id), self._snapshot
-        return np.array(snap.exact[rows], dtype=np.float32).reshape(len(rows), self.dim)
 
 
 def search_snapshot(snap: ScanSnapshot, q: np.ndarray, k: int, *, threads: int = 1) -> list[list[tuple[int, float]]]:

@@ -69,6 +69,11 @@ class ShardUnavailable(RegisterUnavailable):
     """No replica of some shard of the sharded gallery answers: the search is refused rather than answered
     from part of the gallery (gRPC UNAVAILABLE, like the register away)."""
 
+    @classmethod
+    def unreachable(cls, shard: int) -> ShardUnavailable:
+        """The refusal when no replica of ``shard`` answers."""
+        return cls(f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
+
 
 def shard_of(subject_id: str, shards: int) -> int:
     """The shard that holds ``subject_id`` (stable across processes and Python versions)."""
@@ -305,8 +310,8 @@ class ShardedGallery:
     address: ``HOST:PORT`` of the head's GCS, or ``ray://HOST:PORT`` through Ray Client). ``index``:
     ``exact`` (``TemplateIndex``) or ``int8`` (``CompactIndex``) in every replica. ``load_concurrency``: how
     many replicas may load at once while the gallery starts (a replica holds its shard twice while loading).
-    ``env``: environment variables of the replica processes (default: BLAS on one thread, since the shards of
-    one node already share its cores).
+    ``env``: environment variables of the replica processes (default: :data:`biometrics.workers.SINGLE_THREAD_ENV`,
+    native libraries on one thread, since the shards of one node already share its cores).
     """
 
     #: The replicas load their shards from the loader: a station's gallery does not load faces into it.
@@ -349,7 +354,10 @@ class ShardedGallery:
         self.last_search = SearchStats()
         self._lock = threading.Lock()
         self._turn = 0
-        env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if env is None else env
+        if env is None:
+            from biometrics.workers import SINGLE_THREAD_ENV  # here: a replica need not import the face stack
+
+            env = dict(SINGLE_THREAD_ENV)
         actor_class = ray.remote(ShardReplica)
         self._groups = [placement_group([{"CPU": bundle_cpus}] * replicas, strategy=strategy) for _ in range(shards)]
         deadline = time.monotonic() + start_timeout
@@ -519,7 +527,7 @@ class ShardedGallery:
                     raise
                 self._mark_down(replica)
             at = self._usable(plan, at + 1)
-        raise ShardUnavailable(f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
+        raise ShardUnavailable.unreachable(shard)
 
     def search(self, probes: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """For each probe, up to ``k`` (subject_id, distance) pairs, nearest first, one per subject.
@@ -543,22 +551,25 @@ class ShardedGallery:
         answers: dict[int, list[list[tuple[str, float]]]] = {}
         slowest = 0.0
 
+        def ask(shard: int, replica: _Replica) -> None:
+            """Send the search to ``replica``; the shard's next replica is asked too if it is slow."""
+            self._prepare(replica)
+            now = time.monotonic()
+            inflight[replica.actor.search.remote(ref, k)] = (shard, replica, now + self.search_timeout)
+            hedge_at[shard] = now + delay
+
         def submit(shard: int) -> None:
             plan = plans[shard]
             at = self._usable(plan, tried[shard]) if tried[shard] < len(plan) else None
             if at is None:
                 log.info("shard %d: no further replica to ask (from %d of %d)", shard, tried[shard], len(plan))
                 if not any(s == shard for s, _, _ in inflight.values()):
-                    raise ShardUnavailable(
-                        f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
+                    raise ShardUnavailable.unreachable(shard)
                 return
             replica = plan[at]
             tried[shard] = at + 1
-            self._prepare(replica)
             log.debug("shard %d: asking replica %d", shard, replica.index)
-            now = time.monotonic()
-            inflight[replica.actor.search.remote(ref, k)] = (shard, replica, now + self.search_timeout)
-            hedge_at[shard] = now + delay
+            ask(shard, replica)
 
         def hedge(shard: int) -> None:
             """Ask the shard of a replica that has no request of this search in flight (one that failed
@@ -567,10 +578,7 @@ class ShardedGallery:
             for replica in self._order(shard):
                 if id(replica) in busy or not self._settle(replica, 0.0):
                     continue
-                self._prepare(replica)
-                now = time.monotonic()
-                inflight[replica.actor.search.remote(ref, k)] = (shard, replica, now + self.search_timeout)
-                hedge_at[shard] = now + delay
+                ask(shard, replica)
                 tried[shard] += 1
                 return
 
@@ -702,7 +710,7 @@ class ShardedGallery:
             for ref in pending:
                 refs[ref].unconfirmed.append(ref)
         if not answered:
-            raise ShardUnavailable(f"Shard {shard} of the gallery cannot be reached now; please try again shortly.")
+            raise ShardUnavailable.unreachable(shard)
         return answer
 
     def add(self, subject_id: str, templates: np.ndarray) -> None:

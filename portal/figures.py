@@ -90,8 +90,34 @@ def month_range(first: date, last: date) -> list[date]:
     return out
 
 
-def _percentiles(hist: list[int]) -> dict[int, float | None]:
+def _shown(total: Published) -> bool:
+    """Whether percentiles of the decisions behind ``total`` are published (it is, and they are enough)."""
+    return not total.suppressed and percentile_allowed(total.value)
+
+
+def _percentiles(hist: list[int], total: Published) -> dict[int, float | None]:
+    """The published percentiles of ``hist``, the decisions counted in ``total`` (every one None if not
+    :func:`_shown`)."""
+    if not _shown(total):
+        return dict.fromkeys(histogram.PERCENTILES)
     return {q: histogram.percentile(hist, q) for q in histogram.PERCENTILES}
+
+
+@dataclass
+class _Tally:
+    """Hourly rows summed: decisions per direction, the processing-time histogram, lanes, decisions in target."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * len(DIRECTIONS))
+    hist: list[int] = field(default_factory=histogram.empty)
+    lanes: int = 0
+    within: int = 0
+
+    def add(self, row: HourlyRow) -> None:
+        """Count ``row`` in."""
+        self.counts[DIRECTIONS.index(row.direction)] += row.count
+        self.hist = histogram.merge([self.hist, row.histogram])
+        self.lanes += row.lanes_active
+        self.within += row.within_target
 
 
 @dataclass
@@ -191,7 +217,7 @@ class Figures:
 
     def current_day(self, last_update: datetime | None = None) -> date:
         """The local day of the last update (the portal's "today"), or today's local date."""
-        when = last_update or self.store.last_update() or datetime.now(UTC)
+        when = last_update or self.last_update() or datetime.now(UTC)
         return self.local(when).date()
 
     def _utc_days(self, first: date, last: date) -> tuple[date, date]:
@@ -205,57 +231,49 @@ class Figures:
             if first <= local.date() <= last:
                 yield local, row
 
+    def _hours(self, day: date, station: str | None, direction: str | None = None) -> list[_Tally]:
+        """The rows of local day ``day`` at ``station`` (in ``direction``; None: both) summed per local hour."""
+        hours = [_Tally() for _ in range(24)]
+        for local, row in self._local_rows(day, day, station):
+            if direction is None or row.direction == direction:
+                hours[local.hour].add(row)
+        return hours
+
     # -- today -------------------------------------------------------------------------------------------
 
     def today(self, station: str, day: date, public: bool = True) -> TodayView:
         """Hour by hour at ``station`` on local day ``day``."""
-        counts = [[0, 0] for _ in range(24)]
-        hists = [histogram.empty() for _ in range(24)]
-        lanes = [0] * 24
-        within = [0] * 24
-        for local, row in self._local_rows(day, day, station):
-            h = local.hour
-            counts[h][DIRECTIONS.index(row.direction)] += row.count
-            hists[h] = histogram.merge([hists[h], row.histogram])
-            lanes[h] += row.lanes_active
-            within[h] += row.within_target
-        t = table(counts, public)
+        tallies = self._hours(day, station)
+        t = table([h.counts for h in tallies], public)
         hours = []
-        for h in range(24):
+        for h, tally in enumerate(tallies):
             total = t.row_totals[h]
-            shown = not total.suppressed and percentile_allowed(total.value)
-            hours.append(HourFigures(h, t.cells[h], total, _percentiles(hists[h]) if shown else dict.fromkeys(
-                histogram.PERCENTILES), lanes[h], within[h], hists[h]))
-        day_hist = histogram.merge(hists)
+            hours.append(HourFigures(h, t.cells[h], total, _percentiles(tally.hist, total), tally.lanes, tally.within,
+                                     tally.hist))
         n = t.grand.value
-        shown = not t.grand.suppressed and percentile_allowed(n)
         return TodayView(station, day, hours, t.col_totals, t.grand,
-                         _percentiles(day_hist) if shown else dict.fromkeys(histogram.PERCENTILES),
-                         sum(within) / n if shown and n else None)
+                         _percentiles(histogram.merge(h.hist for h in tallies), t.grand),
+                         sum(h.within for h in tallies) / n if _shown(t.grand) and n else None)
 
     def overview(self, day: date, public: bool = True) -> list[StationDay]:
         """Every checkpoint's day so far (counts by direction, the day's percentiles)."""
         stations = self.store.stations()
-        counts = {s: [0, 0] for s in stations}
-        hists = {s: histogram.empty() for s in stations}
+        tallies = {s: _Tally() for s in stations}
         for _local, row in self._local_rows(day, day, None):
-            if row.station in counts:
-                counts[row.station][DIRECTIONS.index(row.direction)] += row.count
-                hists[row.station] = histogram.merge([hists[row.station], row.histogram])
-        t = table([counts[s] for s in stations], public)
+            if row.station in tallies:
+                tallies[row.station].add(row)
+        t = table([tallies[s].counts for s in stations], public)
         out = []
         for i, s in enumerate(stations):
-            total = t.row_totals[i]
-            shown = not total.suppressed and percentile_allowed(total.value)
-            out.append(StationDay(s, t.cells[i], total, _percentiles(hists[s]) if shown else dict.fromkeys(
-                histogram.PERCENTILES)))
+            out.append(StationDay(s, t.cells[i], t.row_totals[i], _percentiles(tallies[s].hist, t.row_totals[i])))
         return out
 
     # -- arrivals per local day (cached once the day is over) ------------------------------------------
 
-    def day_arrivals(self, first: date, last: date) -> dict[date, dict[str, int]]:
-        """Arrivals per local day and station for ``first`` .. ``last``."""
-        today = self.current_day()
+    def day_arrivals(self, first: date, last: date, today: date | None = None) -> dict[date, dict[str, int]]:
+        """Arrivals per local day and station for ``first`` .. ``last`` (``today``: :meth:`current_day`, if
+        the caller has it; days before it are cached)."""
+        today = today or self.current_day()
         with self._lock:
             missing = [first + timedelta(days=k) for k in range((last - first).days + 1)
                        if first + timedelta(days=k) not in self._days]
@@ -279,11 +297,12 @@ class Figures:
                 out[d] = {s: c for (s, direction), c in counts.items() if direction == ARRIVAL}
         return out
 
-    def month_arrivals(self, months: list[date], station: str | None) -> dict[date, dict[str, int]]:
-        """Arrivals per month (first day) and station."""
+    def month_arrivals(self, months: list[date], station: str | None,
+                       today: date | None = None) -> dict[date, dict[str, int]]:
+        """Arrivals per month (first day) and station (``today``: as :meth:`day_arrivals`)."""
         if not months:
             return {}
-        days = self.day_arrivals(months[0], add_months(months[-1], 1) - timedelta(days=1))
+        days = self.day_arrivals(months[0], add_months(months[-1], 1) - timedelta(days=1), today)
         out: dict[date, dict[str, int]] = {m: defaultdict(int) for m in months}
         for d, counts in days.items():
             for s, c in counts.items():
@@ -295,9 +314,10 @@ class Figures:
         """Arrivals per month by port (months ``first`` .. ``last``) and by nationality (completed months)."""
         months = month_range(first, last)
         stations = [station] if station else self.store.stations()
-        per_month = self.month_arrivals(months, None)
+        today = self.current_day()
+        per_month = self.month_arrivals(months, None, today)
         by_port = table([[per_month[m].get(s, 0) for s in stations] for m in months], public)
-        current = month_start(self.current_day())
+        current = month_start(today)
         nat_months = [m for m in months if m < current] if public else months
         cells: dict[str, dict[date, int | None]] = defaultdict(dict)
         if nat_months:
@@ -321,7 +341,7 @@ class Figures:
         today = self.current_day()
         year_list = list(range(today.year - years + 1, today.year + 1))
         months = month_range(date(year_list[0], 1, 1), today)
-        per_month = self.month_arrivals(months, station)
+        per_month = self.month_arrivals(months, station, today)
         cells = [[sum(per_month.get(date(y, m, 1), {}).values()) for m in range(1, 13)] for y in year_list]
         recorded = [date(y, m, 1) for y in year_list for m in range(1, 13) if cells[y - year_list[0]][m - 1]]
         first = min(recorded, default=today.replace(day=1))
@@ -350,18 +370,8 @@ class Figures:
 
     def staffing(self, station: str, day: date, direction: str = ARRIVAL) -> list[HourPlan]:
         """The Erlang C plan per local hour of ``day`` at ``station`` in ``direction`` (auditors only)."""
-        counts = [0] * 24
-        hists = [histogram.empty() for _ in range(24)]
-        lanes = [0] * 24
-        for local, row in self._local_rows(day, day, station):
-            if row.direction != direction:
-                continue
-            h = local.hour
-            counts[h] += row.count
-            hists[h] = histogram.merge([hists[h], row.histogram])
-            lanes[h] += row.lanes_active
-        return [plan_hour(h, counts[h], histogram.mean_ms(hists[h]), lanes[h], self.config.handling_s,
-                          self.config.target_wait_s) for h in range(24)]
+        return [plan_hour(h, sum(t.counts), histogram.mean_ms(t.hist), t.lanes, self.config.handling_s,
+                          self.config.target_wait_s) for h, t in enumerate(self._hours(day, station, direction))]
 
 
 __all__ = ["Figures", "PortalConfig"]

@@ -43,6 +43,12 @@ def textured_capture(seed: int = 0, period: float = 9.0) -> tuple[np.ndarray, np
     return np.clip(image, 0, 255).astype(np.uint8), inside
 
 
+def on_flat_background(ridges: np.ndarray) -> np.ndarray:
+    """float32 image: ``ridges`` (unit amplitude) at 60 grey levels about 128 inside the finger ellipse, a flat
+    230 outside it (a background that contrast alone separates)."""
+    return np.where(finger_ellipse(), 128 + 60 * ridges, 230).astype(np.float32)
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
@@ -60,7 +66,7 @@ def test_the_mask_covers_the_ridges_and_leaves_out_the_skin_texture(seed):
 
 def test_a_print_on_a_flat_background_is_segmented_as_before():
     inside = finger_ellipse()
-    image = np.where(inside, 128 + 60 * ridge_pattern(9.0), 230).astype(np.float32)
+    image = on_flat_background(ridge_pattern(9.0))
     mask = analyse(image).mask
     assert iou(mask, foreground_mask(normalise(image))) > 0.95  # contrast alone, the rule before
     assert iou(mask, inside) > 0.8
@@ -82,8 +88,7 @@ def test_local_normalisation_evens_out_contrast_but_does_not_raise_flat_noise():
 @pytest.mark.parametrize("period", [6.0, 9.0, 12.0])
 def test_ridge_period_is_measured_from_the_image(period):
     inside = finger_ellipse()
-    image = np.where(inside, 128 + 60 * ridge_pattern(period), 230).astype(np.float32)
-    norm = normalise(image)
+    norm = normalise(on_flat_background(ridge_pattern(period)))
     theta, _ = orientation_field(norm)
     assert ridge_period(norm, theta, inside) == pytest.approx(period, abs=0.5)
     field = period_field(norm, theta, inside, ridge_period(norm, theta, inside))
@@ -96,8 +101,7 @@ def test_the_period_field_follows_a_period_that_changes_across_the_print():
     # period 7 px on the left growing to 11 px on the right: phase is the integral of 1 / period along x
     period = 7.0 + 4.0 * x / W
     phase = 2 * np.pi * (W / 4.0) * np.log(period / 7.0)
-    image = np.where(inside, 128 + 60 * np.cos(phase + 0.0 * y), 230).astype(np.float32)
-    norm = normalise(image)
+    norm = normalise(on_flat_background(np.cos(phase + 0.0 * y)))
     theta, _ = orientation_field(norm)
     field = period_field(norm, theta, inside, ridge_period(norm, theta, inside))
     rows = slice(H // 2 - 30, H // 2 + 30)

@@ -21,17 +21,13 @@ import grpc
 import numpy as np
 import pytest
 
+from benchmarks.cluster_bench import DIM, LocalCluster
+from benchmarks.cluster_bench import unit_probes as unit
 from biometrics.errors import RegisterUnavailable, SubjectNotFound
 from biometrics.matcher import TemplateIndex
 from biometrics.sharded import ActorLoader, MemorySource, ShardedGallery, ShardReplica, ShardUnavailable, shard_of
 
-DIM = 128
 NAMESPACE = "test-sharded"
-
-
-def unit(count: int, seed: int) -> np.ndarray:
-    q = np.random.default_rng(seed).standard_normal((count, DIM), dtype=np.float32)
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
@@ -82,7 +78,7 @@ def test_memory_source_pages_a_shard_in_insertion_order():
 def test_shard_unavailable_is_answered_unavailable():
     from verify.status import status_for
 
-    error = ShardUnavailable("Shard 1 of the gallery cannot be reached now; please try again shortly.")
+    error = ShardUnavailable.unreachable(1)
     assert isinstance(error, RegisterUnavailable)
     assert status_for(error) == grpc.StatusCode.UNAVAILABLE
 
@@ -113,8 +109,6 @@ def local_ray_cluster(root: Path, namespace: str) -> Iterator:
     """A head and two worker nodes on 127.0.0.1 (1 CPU, 1 GiB, a 100 MB object store each), this process
     connected as their driver; stopped by their process groups after."""
     ray = pytest.importorskip("ray")
-    from benchmarks.cluster_bench import LocalCluster
-
     local = LocalCluster(root, workers=2, cpus=1, memory=1 << 30, object_store=100_000_000)
     try:
         address = local.start()
@@ -174,15 +168,25 @@ def filled_source(cluster, name: str, n: int = 3000) -> Source:
     return source
 
 
+@contextmanager
+def gallery_over(cluster, name: str, n: int = 3000, **options) -> Iterator[tuple[Source, ShardedGallery]]:
+    """A filled source named ``name`` and a two-replica gallery over it (``options``: the gallery's), closed
+    after."""
+    source = filled_source(cluster, name, n)
+    gallery = ShardedGallery(DIM, source.loader, replicas=2, **options)
+    try:
+        yield source, gallery
+    finally:
+        gallery.close()
+
+
 def assert_same_search(gallery: ShardedGallery, index: TemplateIndex, probes: np.ndarray, k: int = 10) -> None:
     assert gallery.search(probes, k) == index.search(probes, k)
 
 
 @pytest.mark.slow
 def test_search_equals_one_process_and_replicas_are_on_two_nodes(cluster):
-    source = filled_source(cluster, "src-equal")
-    gallery = ShardedGallery(DIM, source.loader, shards=3, replicas=2, search_timeout=20)
-    try:
+    with gallery_over(cluster, "src-equal", shards=3, search_timeout=20) as (source, gallery):
         probes = unit(32, 11)
         assert_same_search(gallery, source.index, probes)
         assert_same_search(gallery, source.index, probes[0])
@@ -198,15 +202,11 @@ def test_search_equals_one_process_and_replicas_are_on_two_nodes(cluster):
             gallery.search(np.zeros(64, dtype=np.float32), 10)
         with pytest.raises(ValueError, match="finite"):
             gallery.search(np.full(DIM, np.nan, dtype=np.float32), 10)
-    finally:
-        gallery.close()
 
 
 @pytest.mark.slow
 def test_writes_have_template_index_semantics(cluster):
-    source = filled_source(cluster, "src-writes", n=500)
-    gallery = ShardedGallery(DIM, source.loader, shards=2, replicas=2, search_timeout=20)
-    try:
+    with gallery_over(cluster, "src-writes", n=500, shards=2, search_timeout=20) as (source, gallery):
         new = unit(3, 20)
         source.put(["new1", "new1", "new2"], new)  # the source first, as the register commits first
         gallery.add("new1", new[:2])
@@ -222,8 +222,6 @@ def test_writes_have_template_index_semantics(cluster):
         probes = np.vstack([new, unit(16, 21)])
         assert_same_search(gallery, source.index, probes)
         assert len(gallery) == len(source.index)
-    finally:
-        gallery.close()
 
 
 def replica_pids(gallery: ShardedGallery, shard: int) -> list[int]:
@@ -232,9 +230,7 @@ def replica_pids(gallery: ShardedGallery, shard: int) -> list[int]:
 
 @pytest.mark.slow
 def test_a_restarted_replica_reloads_its_shard_with_the_writes_it_missed(cluster):
-    source = filled_source(cluster, "src-restart", n=1000)
-    gallery = ShardedGallery(DIM, source.loader, shards=2, replicas=2, search_timeout=20)
-    try:
+    with gallery_over(cluster, "src-restart", n=1000, shards=2, search_timeout=20) as (source, gallery):
         probes = unit(8, 31)
         old = replica_pids(gallery, 0)
         os.kill(old[0], signal.SIGKILL)  # replica 0 of shard 0 dies; Ray restarts it, it reloads
@@ -254,8 +250,6 @@ def test_a_restarted_replica_reloads_its_shard_with_the_writes_it_missed(cluster
                         "both replicas of shard 0 back")
         assert info[0]["templates"] == info[1]["templates"] == source.templates_in_shard(0, 2)
         assert_same_search(gallery, source.index, np.vstack([late, probes]))
-    finally:
-        gallery.close()
 
 
 def _pid(gallery: ShardedGallery, shard: int, replica: int) -> int | None:
@@ -270,9 +264,7 @@ def test_a_write_missed_by_a_restarting_replica_is_reloaded_before_it_answers(cl
     until it has reloaded."""
     import ray
 
-    source = filled_source(cluster, "src-slow", n=300)
-    gallery = ShardedGallery(DIM, source.loader, shards=1, replicas=2, search_timeout=30)
-    try:
+    with gallery_over(cluster, "src-slow", n=300, shards=1, search_timeout=30) as (source, gallery):
         ray.get(source.actor.set_delay.remote(4.0))  # the restart's page answers 4 s after it was read
         served = ray.get(source.actor.served.remote())
         os.kill(replica_pids(gallery, 0)[0], signal.SIGKILL)
@@ -288,15 +280,11 @@ def test_a_write_missed_by_a_restarting_replica_is_reloaded_before_it_answers(cl
         for _ in range(4):  # both replicas in turn: the restarted one too
             assert_same_search(gallery, source.index, probes)
         assert all(r["templates"] == len(source.index) for r in gallery.info()[0])
-    finally:
-        gallery.close()
 
 
 @pytest.mark.slow
 def test_a_shard_with_no_replica_left_refuses_the_search(cluster):
-    source = filled_source(cluster, "src-lost", n=300)
-    gallery = ShardedGallery(DIM, source.loader, shards=2, replicas=2, max_restarts=0, search_timeout=10)
-    try:
+    with gallery_over(cluster, "src-lost", n=300, shards=2, max_restarts=0, search_timeout=10) as (source, gallery):
         assert_same_search(gallery, source.index, unit(2, 41))
         for pid in replica_pids(gallery, 1):
             os.kill(pid, signal.SIGKILL)
@@ -307,16 +295,12 @@ def test_a_shard_with_no_replica_left_refuses_the_search(cluster):
             gallery.compare(unit(1, 42)[0], someone)
         with pytest.raises(ShardUnavailable):
             gallery.add(someone, unit(1, 43))
-    finally:
-        gallery.close()
 
 
 @pytest.mark.slow
 def test_a_worker_node_killed_under_search_load(cluster):
     """Last in the module: the cluster keeps two nodes after it."""
-    source = filled_source(cluster, "src-node", n=3000)
-    gallery = ShardedGallery(DIM, source.loader, shards=3, replicas=2, search_timeout=10)
-    try:
+    with gallery_over(cluster, "src-node", n=3000, shards=3, search_timeout=10) as (source, gallery):
         probes = unit(16, 51)
         expected = source.index.search(probes, 10)
         names = cluster.node_names()
@@ -361,5 +345,3 @@ def test_a_worker_node_killed_under_search_load(cluster):
         for replicas in gallery.info():
             assert len({r["node_id"] for r in replicas}) == 2  # on the head and worker2 now
         assert_same_search(gallery, source.index, probes)
-    finally:
-        gallery.close()

@@ -24,6 +24,7 @@ import pytest
 from pg import fresh_database
 from test_sharded import local_ray_cluster, wait_for
 
+from benchmarks.cluster_bench import unit_probes as unit
 from biometrics.errors import RegisterUnavailable
 from biometrics.face import FaceBox, FaceTemplate
 from biometrics.service import CheckpointService, StoreLocation
@@ -47,11 +48,6 @@ class TemplateAsImage:
 
 def face(template: np.ndarray) -> list[Sample]:
     return [Sample(Modality.FACE, np.asarray(template, dtype=np.float32))]
-
-
-def unit(count: int, seed: int) -> np.ndarray:
-    q = np.random.default_rng(seed).standard_normal((count, DIM), dtype=np.float32)
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
 def near(template: np.ndarray, distance: float, seed: int) -> np.ndarray:
