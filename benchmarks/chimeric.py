@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import metrics as m
+from benchmarks.accuracy import pair_scores, pct
 
 SPLIT_SEED = 14
 DEV_FINGER_SETS = ("DB1_B",)
@@ -398,10 +399,7 @@ class Curve:
 
 def verification_scores(curve: Curve, genuine: np.ndarray) -> m.VerificationScores:
     """The project's :class:`benchmarks.metrics.VerificationScores` of a curve (FTA counted, not scored)."""
-    s = curve.scores
-    fta = np.isnan(s)
-    return m.VerificationScores(s[genuine & ~fta], s[~genuine & ~fta], int((genuine & fta).sum()),
-                                int((~genuine & fta).sum()))
+    return pair_scores(curve.scores, genuine)
 
 
 def bootstrap_fnmr(curves: Sequence[Curve], comparisons: Comparisons, targets: Sequence[float] = TARGETS,
@@ -464,11 +462,6 @@ def summarise_curves(curves: Sequence[Curve], comparisons: Comparisons, operatin
                                          "false_non_matches": op.false_non_matches}
         out.append(entry)
     return out
-
-
-def pct(x: float | None) -> str:
-    """A rate in percent with two decimals ("n/a" for none)."""
-    return "n/a" if x is None or x != x else f"{100 * x:.2f}%"
 
 
 def write_assignment(path: Path, comparisons: Comparisons) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import metrics as m
+from benchmarks.accuracy import pct
 from benchmarks.chimeric import (
     RULE_TOLERANCE,
     SPLIT_SEED,
@@ -35,7 +36,6 @@ from benchmarks.chimeric import (
     fit_face_calibration,
     identities_of_split,
     load_face_set,
-    pct,
     summarise_curves,
 )
 
