@@ -197,3 +197,24 @@ def test_a_finger_enrolled_from_several_impressions_scores_its_best_never_the_pr
     assert np.array_equal(two, np.array(want2), equal_nan=True)
     with pytest.raises(ValueError):
         probe_impressions(c, refs, IMPRESSIONS - 2)  # 3 enrolled + 6 placements: more than the 8 impressions
+
+
+def test_the_union_bound_check_counts_every_enrolment_of_every_finger_pair():
+    """best_of_k_tail: one impression of every finger that out-scores the rest gives a best of three that
+    passes exactly three times as often as one comparison (it is in 3 of every 8 enrolments)."""
+    from benchmarks.chimeric import IMPRESSIONS, FingerScores, best_of_k_tail
+
+    class Identity:
+        def score(self, raw: np.ndarray) -> np.ndarray:
+            return raw
+
+    raw = np.zeros((4, IMPRESSIONS, 4, IMPRESSIONS))
+    raw[:, 0] = 5.0  # impression 0 of each finger scores 5 against everything
+    for f in range(4):
+        raw[f, :, f, :] = np.nan  # same-finger cells are not impostor comparisons (never read)
+    rows = best_of_k_tail(FingerScores("DB1_B", "zfm", ["1", "2", "3", "4"], raw, []), Identity(), 3,
+                          thresholds=(1.0, 6.0))
+    assert rows[0]["n_single"] == 4 * 3 * IMPRESSIONS * IMPRESSIONS
+    assert rows[0]["single"] == pytest.approx(1 / 8) and rows[0]["best_of_k"] == pytest.approx(3 / 8)
+    assert rows[0]["ratio"] == pytest.approx(3.0) and rows[0]["stated"] == pytest.approx(0.1)
+    assert rows[1]["count_single"] == 0 and np.isnan(rows[1]["ratio"])
