@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from biometrics.fingerprint import enhancement
+from biometrics.fingerprint import enhancement, sharpness
 from biometrics.fingerprint.enhancement import enhance
 from biometrics.fingerprint.frequency import period_field, ridge_period
 from biometrics.fingerprint.image import local_normalise, normalise
@@ -33,19 +33,30 @@ class Analysis:
     minutiae: np.ndarray
 
 
+def _fields(norm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """(locally normalised image, orientation, coherence, foreground mask, median ridge period)."""
+    local = local_normalise(norm)
+    theta, coherence = orientation_field(local)
+    mask = foreground_mask(norm, coherence)
+    return local, theta, coherence, mask, ridge_period(local, theta, mask)
+
+
 def analyse(image: np.ndarray) -> Analysis:
     """Run normalisation, orientation, segmentation, frequency, enhancement, thinning and minutiae detection.
 
     The image is normalised globally (for the segmentation's contrast test) and locally (everything else);
     the ridge orientation is measured on the locally normalised image, then once more on the enhanced image
     (whose ridges are continuous where the capture's were broken or merged), which steers the final
-    enhancement.
+    enhancement. A blurred image (``sharpness``: its ridges lack their harmonics) is deblurred first and
+    measured again; a sharp one is left as it is.
     """
     norm = normalise(image)
-    local = local_normalise(norm)
-    theta, coherence = orientation_field(local)
-    mask = foreground_mask(norm, coherence)
-    period = ridge_period(local, theta, mask)
+    local, theta, coherence, mask, period = _fields(norm)
+    if sharpness.RESTORE:
+        sigma, fine = sharpness.estimate_blur(local, theta, mask)
+        if sigma > 0:
+            norm = normalise(sharpness.deblur(norm, sigma, fine))
+            local, theta, coherence, mask, period = _fields(norm)
     periods = period_field(local, theta, mask, period) if len(enhancement.PERIOD_BINS) > 1 else None
     responses: dict = {}
     enhanced = enhance(local, theta, period, periods, responses)
