@@ -201,7 +201,6 @@ def different_finger_raw(scores: FingerScores) -> np.ndarray:
     return vals[np.isfinite(vals)]
 
 
-
 def best_of_k_tail(scores: FingerScores, calibration: Any, k: int, thresholds: Sequence[float] = (2.0, 3.0, 3.5, 4.0)
                    ) -> list[dict[str, float]]:
     """Does the union bound behind ``best_of_k`` hold? Over every distinct ordered pair of different fingers
@@ -222,6 +221,7 @@ def best_of_k_tail(scores: FingerScores, calibration: Any, k: int, thresholds: S
              "count_single": int(np.sum(one >= t)), "k": k, "best_of_k": float(np.mean(of_k >= t)),
              "ratio": float(np.mean(of_k >= t) / np.mean(one >= t)) if np.any(one >= t) else float("nan")}
             for t in thresholds]
+
 
 def fit_finger_calibration(scores: FingerScores, source: str):  # -> ScoreCalibration
     """A fingerprint calibration measured on the different-finger comparisons of one set."""
@@ -358,6 +358,7 @@ def enrolled_finger_raw(comparisons: Comparisons, scores: dict[str, FingerScores
     cols = [finger_raw_of(replace(comparisons, impression_a=refs[:, j], impression_b=probes[:, q]), scores)
             for j in range(k) for q in range(placements)]
     return np.fmax.reduce(np.column_stack(cols), axis=1)
+
 
 def mixed_comparisons(comps: Comparisons, kind: str, seed: int = SPLIT_SEED) -> Comparisons:
     """Attacks: ``"stolen finger"`` (each impostor comparison's faces with a genuine pair of impressions of the
@@ -574,6 +575,7 @@ def _modality_scores(faces: FaceSet, comps: Comparisons, fingers: dict, face_cal
                                   protocol.enrolled, protocol.placements)
         out[v] = protocol.finger_scores(finger_cals[v], raw)
     return out
+
 
 def _fused_columns(s: dict[str, np.ndarray], finger: str) -> np.ndarray:
     """(face, finger) per comparison; a modality that failed to acquire brings no evidence (score 0)."""
