@@ -8,8 +8,8 @@
   entry suppressed too (inner cells before totals, non-zero cells before zeros); (2) an audit solves the
   attacker's linear programme (the published cells and totals as equations, ``<10`` cells bounded to 1..9,
   other suppressed cells to >= 0) for the smallest and largest value of every suppressed entry, and an
-  entry whose range is a single value gets one more complement in its row. Secondary suppressions are
-  shown as ``x``.
+  entry whose range is a single value gets one more complement in its row (or its column; when both are
+  suppressed whole, the cheapest entry still shown anywhere). Secondary suppressions are shown as ``x``.
 * **Percentiles** are published only from at least :data:`MIN_COUNT` decisions.
 * **Monthly arrivals by nationality** are released through OpenDP's Laplace mechanism with a release
   threshold (:class:`NationalityRelease`, method ``opendp``: epsilon per month, delta, the threshold that
@@ -201,11 +201,15 @@ def protect(cells: Sequence[Sequence[int]], threshold: int = MIN_COUNT) -> Prote
             continue
         if not suppressed:
             break
+        everything = [(i, j) for i in range(n_rows) for j in range(n_cols)]
         for cell in _exposed(ext, suppressed, primary, threshold):
             i, j = cell
             row_line = [(i, k) for k in range(n_cols)]
             col_line = [(k, j) for k in range(n_rows)]
-            extra = _complement(ext, row_line, suppressed) or _complement(ext, col_line, suppressed)
+            # Its row, else its column; when both are suppressed whole, the cheapest entry still shown anywhere
+            # (the totals of other lines can pin it down as well: see the test's 3 x 5 case).
+            extra = (_complement(ext, row_line, suppressed) or _complement(ext, col_line, suppressed)
+                     or _complement(ext, everything, suppressed))
             if extra is not None:
                 suppressed.add(extra)
                 changed = True
