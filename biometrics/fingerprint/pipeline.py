@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from biometrics.fingerprint import enhancement, moisture, sharpness
+from biometrics.fingerprint import enhancement, sharpness
 from biometrics.fingerprint.enhancement import enhance
 from biometrics.fingerprint.frequency import period_field, ridge_period
 from biometrics.fingerprint.image import local_normalise, normalise
@@ -48,9 +48,7 @@ def analyse(image: np.ndarray) -> Analysis:
     the ridge orientation is measured on the locally normalised image, then once more on the enhanced image
     (whose ridges are continuous where the capture's were broken or merged), which steers the final
     enhancement. A blurred image (``sharpness``: its ridges lack their harmonics) is deblurred first and
-    measured again; a sharp one is left as it is. Then a dry capture (``moisture``: thin ridges) has its
-    ridge breaks bridged along the ridge flow, a wet one (ridges wider than valleys) its ridges thinned, and
-    is measured again; any other is left as it is.
+    measured again; a sharp one is left as it is.
     """
     norm = normalise(image)
     local, theta, coherence, mask, period = _fields(norm)
@@ -59,10 +57,6 @@ def analyse(image: np.ndarray) -> Analysis:
         if sigma > 0:
             norm = normalise(sharpness.deblur(norm, sigma, fine))
             local, theta, coherence, mask, period = _fields(norm)
-    compensated = moisture.compensate(norm, local, theta, mask, period)
-    if compensated is not None:
-        norm = normalise(compensated)
-        local, theta, coherence, mask, period = _fields(norm)
     periods = period_field(local, theta, mask, period) if len(enhancement.PERIOD_BINS) > 1 else None
     responses: dict = {}
     enhanced = enhance(local, theta, period, periods, responses)
