@@ -221,9 +221,16 @@ def test_a_shard_with_no_replica_left_answers_unavailable_never_a_partial_answer
     assert s.identify(face(probe)).candidates == m.identify(face(probe)).candidates
     for replica in gallery._replicas[1]:  # every replica of shard 1, for good (no restart)
         ray.kill(replica.actor, no_restart=True)
+
+    def gone(actor: object) -> bool:  # a Ray actor handle
+        try:
+            ray.get(actor.ping.remote(), timeout=30)
+        except ray.exceptions.RayActorError:
+            return True
+        return False
+
     for replica in gallery._replicas[1]:  # the kill takes effect asynchronously: wait until each is gone
-        with pytest.raises(ray.exceptions.RayActorError):
-            ray.get(replica.actor.ping.remote(), timeout=60)
+        wait_for(lambda actor=replica.actor: gone(actor), 60, "the killed replica to stop answering", 0.2)
     for attempt in (lambda: s.identify(face(probe)),
                     lambda: s.enrol("NEVER01", SubjectInfo(name="never"), face(unit(1, 60)[0]))):
         with pytest.raises(RegisterUnavailable, match="Shard 1 of the gallery cannot be reached") as refused:
