@@ -30,7 +30,6 @@ import argparse
 import csv
 import hashlib
 import itertools
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -561,8 +560,10 @@ class Protocol:
     def finger_scores(self, calibration: Any, raw: np.ndarray) -> np.ndarray:
         """False-match scores of best raw similarities over enrolled x placements comparisons: less
         log10(k) (:func:`biometrics.fingerprint.fusion.best_of_k`), as the service scores; nan stays nan."""
-        k = self.enrolled * self.placements
-        return np.where(np.isnan(raw), np.nan, np.maximum(0.0, calibration.score(np.nan_to_num(raw)) - math.log10(k)))
+        from biometrics.fingerprint.fusion import best_of_k
+
+        return np.where(np.isnan(raw), np.nan,
+                        best_of_k(calibration.score(np.nan_to_num(raw)), self.enrolled * self.placements))
 
 
 def _modality_scores(faces: FaceSet, comps: Comparisons, fingers: dict, face_cal, finger_cals: dict,

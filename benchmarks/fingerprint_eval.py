@@ -278,7 +278,7 @@ def at_service_threshold(genuine: np.ndarray, impostor: np.ndarray, k: int) -> d
 
     calibration = ScoreCalibration.for_modality("fingerprint")
     def s(raw: np.ndarray) -> np.ndarray:
-        return np.array([best_of_k(float(v), k) for v in np.atleast_1d(calibration.score(raw))])
+        return best_of_k(np.atleast_1d(calibration.score(raw)), k)
     return {"fmr_at_s3": float((s(impostor) >= 3.0).mean()), "fnmr_at_s3": float((s(genuine) < 3.0).mean())}
 
 

@@ -97,8 +97,8 @@ def frame_scores(faces: FaceSet, identities: Sequence[str], frames: int, max_gen
             rows.append({r: float(v[i]) for r, v in per_rule.items()})
         sa.extend(refs[others].tolist()), sb.extend([j] * int(others.sum())), gen.extend([False] * int(others.sum()))
     # As the service states them: a score drawn from k frames loses log10(k) (best_of_k), whatever the rule.
-    curves = [Curve(rule, np.array([best_of_k(float(s), 1 if rule == "single" else frames)
-                                    for s in face_cal.score(np.array([r[rule] for r in rows]))]))
+    curves = [Curve(rule, best_of_k(face_cal.score(np.array([r[rule] for r in rows])),
+                                    1 if rule == "single" else frames))
               for rule in FRAME_RULES]
     return curves, _comparisons(sa, sb, gen, ids)
 

@@ -13,6 +13,7 @@ import pytest
 
 from biometrics.fingerprint.fusion import (
     LikelihoodRatioFusion,
+    best_of_k,
     cap_contradictions,
     fisher_fused_scores,
     fuse_false_match_scores,
@@ -136,3 +137,13 @@ def test_fitted_fusion_survives_a_round_trip_through_json(tmp_path) -> None:
     assert again.fused_scores(rows) == pytest.approx(lr.fused_scores(rows))
     with pytest.raises(ValueError, match="no likelihood ratio for modality 'iris'"):
         lr.statistic(rows, ["face", "iris"])
+
+
+def test_best_of_k_takes_log10_k_off_one_score_or_each_of_many() -> None:
+    """A single score gives a float, an array an array of the same corrections; never below 0."""
+    assert best_of_k(3.0, 10) == pytest.approx(2.0) and isinstance(best_of_k(3.0, 10), float)
+    assert best_of_k(0.2, 10) == 0.0 and best_of_k(2.5, 1) == 2.5
+    many = best_of_k(np.array([3.0, 0.2, np.nan, 5.0]), 10)
+    assert isinstance(many, np.ndarray)
+    assert many[[0, 1, 3]].tolist() == pytest.approx([2.0, 0.0, 4.0]) and np.isnan(many[2])
+    assert best_of_k(np.array([1.0, 2.0]), 3).tolist() == [best_of_k(1.0, 3), best_of_k(2.0, 3)]

@@ -44,13 +44,16 @@ def fuse_false_match_scores(scores: Sequence[float]) -> float:
     return float(fisher_fused_scores(np.array([values]))[0])
 
 
-def best_of_k(score: float, k: int) -> float:
+def best_of_k(score: float | np.ndarray, k: int) -> float | np.ndarray:
     """False-match score of the best of ``k`` comparisons whose best alone scored ``score``.
 
     The FMR of "the best of k impostor comparisons" is at most k times the single-comparison FMR (union
-    bound), so the score drops by ``log10(k)`` (never below 0).
+    bound), so the score drops by ``log10(k)`` (never below 0). An array of scores gives an array (nan stays
+    nan); a single score a float.
     """
-    return max(0.0, float(score) - math.log10(max(1, k)))
+    if np.ndim(score) == 0:
+        return max(0.0, float(score) - math.log10(max(1, k)))
+    return np.maximum(0.0, np.asarray(score, dtype=np.float64) - math.log10(max(1, k)))
 
 
 def fisher_fused_scores(scores: np.ndarray) -> np.ndarray:
