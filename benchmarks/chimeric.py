@@ -681,6 +681,7 @@ class _Run:
     test: Comparisons
     test_ids: list[str]
     threshold: float
+    two_frames: tuple[list[Curve], Comparisons]  # benchmarks.frames.frame_scores of the test identities
 
 
 def _write_service_fusion(run: _Run, s_dev: dict[str, np.ndarray], enrolled: int) -> None:
@@ -811,7 +812,11 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
 
     dev = chimeric_comparisons(faces, dev_ids, finger_list(DEV_FINGER_SETS), max_genuine=args.max_genuine)
     test = chimeric_comparisons(faces, test_ids, finger_list(TEST_FINGER_SETS), max_genuine=args.max_genuine)
-    run = _Run(args, faces, fingers, face_cal, finger_cals, dev, test, test_ids, threshold_for_fmr(args.fmr))
+    from benchmarks.frames import frame_scores
+
+    two_frames = frame_scores(faces, test_ids, 2, max(1, args.max_genuine // 2), face_cal)  # once: faces only
+    run = _Run(args, faces, fingers, face_cal, finger_cals, dev, test, test_ids, threshold_for_fmr(args.fmr),
+               two_frames)
     configurations, det_curves = [], []
     config, curves, _ = _configuration(run, Protocol())
     configurations.append(config)
@@ -859,10 +864,8 @@ def _two_frames_fused(run: _Run, choice: FusionChoice, protocol: Protocol) -> li
     """Test identities with >= 3 images: one reference against two face frames (their mean, as the service
     combines them) or the first frame alone, each with the identity's ZFM finger (taken as ``protocol``
     says), fused by the chosen rule."""
-    from benchmarks.frames import frame_scores
-
     test, args = run.test, run.args
-    curves, comps = frame_scores(run.faces, run.test_ids, 2, max(1, args.max_genuine // 2), run.face_cal)
+    curves, comps = run.two_frames
     by_name = {c.name: c.scores for c in curves}
     index = {f: i for i, f in enumerate(test.fingers)}
     fa = np.array([index[test.assignment[comps.subjects[s]]] for s in comps.subject_a])
