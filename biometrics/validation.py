@@ -27,6 +27,9 @@ MAX_CAPTURE_TIMEOUT_S = 60.0
 #: Watchlist alerts one call returns: by default, and at most.
 DEFAULT_ALERTS = 50
 MAX_ALERTS = 500
+#: Most attempts one kiosk transaction may allow (VerifyRequest.attempts; ISO/IEC 19795-1 counts a
+#: transaction of up to three attempts).
+MAX_ATTEMPTS = 3
 #: ISO/IEC 19794-2 finger positions: 0 unknown, 1..5 right thumb..little, 6..10 left thumb..little.
 MAX_FINGER = 10
 
@@ -114,6 +117,16 @@ def check_samples(samples: Sequence[Sample], max_samples: int) -> None:
         check_finger(sample.finger)
         if not isinstance(sample.image, bytes | np.ndarray):
             raise InvalidSample("Each sample must carry an image (JPEG or PNG bytes, or a device's pixels).")
+
+
+def check_attempts(attempts: int) -> int:
+    """The attempts a kiosk transaction allows, 1 to :data:`MAX_ATTEMPTS`; 0 (not given) is 1."""
+    if isinstance(attempts, bool) or not isinstance(attempts, int | np.integer):
+        raise InvalidSample("The number of attempts must be a whole number.")
+    value = int(attempts) or 1
+    if not 1 <= value <= MAX_ATTEMPTS:
+        raise InvalidSample(f"A transaction may allow 1 to {MAX_ATTEMPTS} attempts; got {attempts}.")
+    return value
 
 
 def check_capture_timeout(timeout_s: float, maximum: float = MAX_CAPTURE_TIMEOUT_S) -> float:

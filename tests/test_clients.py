@@ -50,6 +50,14 @@ def test_no_sample_is_a_usage_error(capsys):
     assert "give face images" in capsys.readouterr().err
 
 
+def test_attempts_without_a_scanned_finger_is_a_usage_error(capsys):
+    """A second attempt takes the finger again from the scanner: with files only it would resend the same."""
+    with pytest.raises(SystemExit) as exit_info:
+        kiosk.main(["verify", "P1", "--finger", f"right-index:{FINGERS / 'DB1_B_101_2.png'}", "--attempts", "2"])
+    assert exit_info.value.code == 2
+    assert "--attempts takes the finger again from the scanner" in capsys.readouterr().err
+
+
 def _channel_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_channel_arguments(parser)

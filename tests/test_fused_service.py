@@ -11,10 +11,12 @@ contradiction floor caps the fused score (biometrics.fingerprint.fusion.CONTRADI
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
+from biometrics.errors import InvalidSample
 from biometrics.fingerprint.fusion import CONTRADICTION_FLOORS
 from biometrics.service import CheckpointService, StoreLocation
 from biometrics.types import Modality, Sample, SubjectInfo
@@ -78,3 +80,30 @@ def test_identify_fuses_the_same_way(service: CheckpointService) -> None:
     assert found.candidates[0].score >= found.threshold
     attack = service.identify([face("Kofi_Annan_0004.jpg"), finger("DB1_B_101_2")])
     assert attack.candidates == ()
+
+
+def test_a_call_of_a_two_attempt_transaction_states_each_modality_as_one_of_two(service: CheckpointService) -> None:
+    samples = [face("Dick_Vermeil_0002.jpg"), finger("DB1_B_101_2")]
+    alone = service.verify(SUBJECT, samples)
+    of_two = service.verify(SUBJECT, samples, attempts=2)
+    assert [(m.modality, m.finger) for m in of_two.modality_scores] == [(m.modality, m.finger)
+                                                                        for m in alone.modality_scores]
+    for one, two in zip(alone.modality_scores, of_two.modality_scores, strict=True):
+        assert two.score == pytest.approx(max(0.0, one.score - math.log10(2)), abs=1e-12)
+    assert of_two.score == pytest.approx(service.fuse(of_two.modality_scores))
+    assert of_two.score < alone.score
+    assert service.verify(SUBJECT, samples, attempts=0).score == pytest.approx(alone.score)  # 0: one call
+
+
+def test_a_transaction_whose_first_placement_fails_is_accepted_on_the_second(service: CheckpointService) -> None:
+    traveller = face("Dick_Vermeil_0002.jpg")
+    first = service.verify(SUBJECT, [traveller, finger("DB1_B_102_1")], attempts=2)  # the wrong finger placed
+    assert not first.match
+    second = service.verify(SUBJECT, [traveller, finger("DB1_B_101_2")], attempts=2)
+    assert second.match and second.score >= second.threshold
+
+
+@pytest.mark.parametrize("attempts", [4, -1, 10**6])
+def test_a_transaction_allows_one_to_three_attempts(service: CheckpointService, attempts: int) -> None:
+    with pytest.raises(InvalidSample, match="1 to 3 attempts"):
+        service.verify(SUBJECT, [face("Dick_Vermeil_0002.jpg")], attempts=attempts)

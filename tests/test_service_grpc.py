@@ -223,6 +223,15 @@ def test_bad_enrolment_images_get_their_own_status(enrolled, image: bytes, code:
 
 
 @pytest.mark.server
+def test_a_transaction_of_more_than_three_attempts_is_an_invalid_argument(enrolled) -> None:
+    with pytest.raises(grpc.RpcError) as excinfo:
+        enrolled.Verify(pb.VerifyRequest(subject_id="A1000001", samples=[face_sample("Hans_Blix_0001.jpg")],
+                                         attempts=4))
+    assert _code(excinfo) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "1 to 3 attempts" in excinfo.value.details()
+
+
+@pytest.mark.server
 def test_probe_with_two_faces_takes_the_largest(enrolled) -> None:
     r = enrolled.Identify(pb.IdentifyRequest(samples=[pb.Sample(modality=pb.FACE, image=_two_faces())]))
     assert r.decision_id  # not refused: verification and identification take the largest face

@@ -14,6 +14,7 @@ from helpers import ServerProcess, face_sample
 
 from devices.zfm_emulator import Fault, ZfmEmulator
 from devices.zfm_protocol import quantize_4bit
+from verify import client as kiosk
 
 DATA = Path(__file__).resolve().parent / "data"
 VIDEO = DATA / "camera" / "fake_camera_Tony_Blair.avi"
@@ -206,6 +207,38 @@ def test_enrol_a_finger_from_the_scanner_then_verify(stub, emulator: ZfmEmulator
     impostor = stub.Verify(pb.VerifyRequest(subject_id="IDN0000101", samples=[finger()]), timeout=60)
     assert not impostor.match and impostor.score < impostor.threshold
     assert [p.name for p in emulator.served[-3:]] == ["DB4_B_101_1.png", "DB4_B_101_2.png", "DB4_B_102_1.png"]
+
+
+def test_the_kiosk_asks_for_another_placement_when_the_first_is_not_accepted(
+        server: ServerProcess, stub, emulator: ZfmEmulator, capsys: pytest.CaptureFixture[str]) -> None:
+    """checkpoint-verify --attempts 2: a wrong placement, then the right finger: PROCEED on the second call; two
+    wrong placements: SEE OFFICER after exactly two scans; a match at once: one scan only."""
+    emulator.place(PRINTS / "DB4_B_101_1.png")
+    enrolled = stub.Enroll(pb.EnrollRequest(
+        subject_id="IDN0000301", info=pb.SubjectInfo(name="Finger 101, second desk"), allow_duplicate=True,
+        override_reason="the same test finger as another subject of this module",
+        samples=[pb.Sample(modality=pb.FINGERPRINT, finger=pb.RIGHT_INDEX, capture=pb.DeviceCapture())]),
+        timeout=60)
+    assert enrolled.enrolled, enrolled
+    argv = ["--target", server.target, "verify", "IDN0000301", "--scan", "right-index"]  # two attempts by default
+    cases = [(["DB4_B_102_1.png", "DB4_B_101_2.png"], 0, 1),  # wrong finger, then his: accepted on the second
+             (["DB4_B_102_1.png", "DB4_B_102_1.png"], 1, 1),  # wrong twice: an officer, after two scans
+             (["DB4_B_101_2.png"], 0, 0)]  # his at once: one scan, no second placement asked
+    for placed, status, retries in cases:
+        before = len(emulator.served)
+        for name in placed:
+            emulator.place(PRINTS / name)
+        capsys.readouterr()
+        assert kiosk.main(argv) == status, placed
+        out = capsys.readouterr().out
+        assert out.count("TRY AGAIN") == retries, out
+        decisions = [line for line in out.splitlines() if line.startswith(("PROCEED", "SEE OFFICER"))]
+        assert decisions == [decisions[0]] and decisions[0].startswith("PROCEED" if status == 0 else "SEE"), out
+        assert [p.name for p in emulator.served[before:]] == placed
+    before = len(emulator.served)
+    emulator.place(PRINTS / "DB4_B_102_1.png")
+    assert kiosk.main([*argv, "--attempts", "1"]) == 1  # one call only: no second placement asked
+    assert "TRY AGAIN" not in capsys.readouterr().out and len(emulator.served) == before + 1
 
 
 @pytest.mark.parametrize("timeout_s", [float("inf"), float("nan"), -1.0, 61.0, 1e9])

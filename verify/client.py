@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -25,6 +26,9 @@ from verify.channel import (
 )
 
 DECISIONS = {pb.PROCEED: "PROCEED", pb.SEE_OFFICER: "SEE OFFICER"}
+# Calls a kiosk transaction with a scanned finger allows by default: a second placement only for a traveller
+# whose first is not accepted (about 1.5 in 100 genuine travellers; docs/benchmarks.md, "up to two attempts").
+SCAN_ATTEMPTS = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="1:1: is this traveller the holder of SUBJECT_ID?")
     v.add_argument("subject_id")
     add_sample_arguments(v, impressions=1)
+    v.add_argument("--attempts", type=int, metavar="N",
+                   help="calls this transaction allows (1-3; needs --scan): a call not accepted asks the traveller "
+                        "to place the finger again, the next call scanning it anew; every call is scored as one "
+                        f"of N, so the transaction keeps the threshold's FMR (default {SCAN_ATTEMPTS} with --scan, "
+                        "else 1; docs/benchmarks.md)")
     i = sub.add_parser("identify", help="1:N: who is this?")
     add_sample_arguments(i, impressions=1)
     i.add_argument("--max-candidates", type=int, default=0)
@@ -56,11 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     samples: list[pb.Sample] = []
     if args.command in ("verify", "identify"):
         samples = samples_or_usage_error(parser, args)
+    if args.command == "verify":
+        if args.attempts is None:
+            args.attempts = SCAN_ATTEMPTS if args.scan else 1
+        elif args.attempts != 1 and not args.scan:
+            parser.error("--attempts takes the finger again from the scanner: give --scan POSITION")
     stub = open_stub_or_usage_error(parser, args)
     try:
         if args.command == "verify":
-            r = stub.Verify(pb.VerifyRequest(subject_id=args.subject_id, samples=samples,
-                                             document_nationality=args.nationality), timeout=args.timeout)
+            request = pb.VerifyRequest(subject_id=args.subject_id, samples=samples,
+                                       document_nationality=args.nationality, attempts=args.attempts)
+            r = verify_transaction(stub, request, timeout=args.timeout, on_retry=_ask_again)
             print(_decision(r))
             if r.modality_scores:  # an officer's view
                 print(f"  {'MATCH' if r.match else 'NO MATCH'} score {r.score:.2f} threshold {r.threshold:.2f}")
@@ -85,6 +100,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except grpc.RpcError as error:
         return fail(error)
+
+
+def verify_transaction(stub: Any, request: pb.VerifyRequest, *, timeout: float | None = None,
+                       on_retry: Callable[[int, int], None] | None = None) -> pb.VerifyResponse:
+    """One kiosk transaction of up to ``request.attempts`` Verify calls (0: one): the next call, the same
+    request (its scanner captures taken anew), only when the one before was not PROCEED; ``on_retry(n,
+    attempts)`` is called before call n > 1 (to ask the traveller to place the finger again). The last answer
+    is returned; a refusal raises grpc.RpcError and ends the transaction."""
+    attempts = max(1, request.attempts)
+    for n in range(1, attempts + 1):
+        if n > 1 and on_retry is not None:
+            on_retry(n, attempts)
+        response = stub.Verify(request, timeout=timeout)
+        if response.decision == pb.PROCEED:
+            break
+    return response
+
+
+def _ask_again(n: int, attempts: int) -> None:
+    print(f"TRY AGAIN: place your finger on the scanner again (attempt {n} of {attempts})", flush=True)
 
 
 def rate(stub: Any, feedback_id: str, rating: int, *, timeout: float | None = None) -> pb.RateDecisionResponse:
