@@ -347,16 +347,26 @@ def probe_impressions(comparisons: Comparisons, enrolled: np.ndarray, placements
     return _draw_impressions(comparisons, comparisons.impression_b, list(enrolled.T), placements, seed)
 
 
-def enrolled_finger_raw(comparisons: Comparisons, scores: dict[str, FingerScores], k: int, placements: int = 1
-                        ) -> np.ndarray:
-    """Best raw similarity of ``placements`` probe impressions (side b, :func:`probe_impressions`) against k
-    enrolled impressions of side a's finger (:func:`enrolled_impressions`), as the service scores a finger
-    enrolled and probed several times; nan where every comparison failed."""
+def placement_finger_raw(comparisons: Comparisons, scores: dict[str, FingerScores], k: int, placements: int = 1
+                         ) -> np.ndarray:
+    """(n, placements): for each probe placement (side b, :func:`probe_impressions`), its best raw similarity
+    against k enrolled impressions of side a's finger (:func:`enrolled_impressions`); nan where every
+    comparison of the placement failed."""
     refs = enrolled_impressions(comparisons, k)
     probes = probe_impressions(comparisons, refs, placements)
-    cols = [finger_raw_of(replace(comparisons, impression_a=refs[:, j], impression_b=probes[:, q]), scores)
-            for j in range(k) for q in range(placements)]
-    return np.fmax.reduce(np.column_stack(cols), axis=1)
+    return np.column_stack([
+        np.fmax.reduce(np.column_stack([
+            finger_raw_of(replace(comparisons, impression_a=refs[:, j], impression_b=probes[:, q]), scores)
+            for j in range(k)]), axis=1)
+        for q in range(placements)])
+
+
+def enrolled_finger_raw(comparisons: Comparisons, scores: dict[str, FingerScores], k: int, placements: int = 1
+                        ) -> np.ndarray:
+    """Best raw similarity of ``placements`` probe impressions against k enrolled impressions
+    (:func:`placement_finger_raw`), as the service scores a finger enrolled and probed several times in one
+    call; nan where every comparison failed."""
+    return np.fmax.reduce(placement_finger_raw(comparisons, scores, k, placements), axis=1)
 
 
 def mixed_comparisons(comps: Comparisons, kind: str, seed: int = SPLIT_SEED) -> Comparisons:
@@ -546,16 +556,32 @@ def choose_floors(candidates: dict[tuple, dict[str, float]], base_fnmr: float) -
 
 @dataclass(frozen=True)
 class Protocol:
-    """How a finger is taken: impressions enrolled at the desk, placements at the kiosk."""
+    """How a finger is taken: impressions enrolled at the desk, placements at the kiosk.
+
+    ``retry``: the placements are attempts of one kiosk transaction (``VerifyRequest.attempts``): the first
+    placement is sent alone, the next only when the call before was not accepted, each call with the same face
+    sample; every call of the transaction states each modality's score as one of ``placements`` (face less
+    log10(placements), finger less log10(enrolled x placements)), so the transaction's FMR holds. Without it
+    every placement is taken and sent in one call (the face is then one sample, uncorrected).
+    """
 
     enrolled: int = 1
     placements: int = 1
+    retry: bool = False
 
     @property
     def tag(self) -> str:
         """Suffix of the curve names ("" for the one-impression protocol)."""
         out = "" if self.enrolled == 1 else f", {self.enrolled} impressions enrolled"
+        if self.retry:
+            return out + f", up to {self.placements} attempts"
         return out + ("" if self.placements == 1 else f", {self.placements} placements")
+
+    def face_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Face false-match scores as the service states them in this protocol (nan stays nan)."""
+        from biometrics.fingerprint.fusion import best_of_k
+
+        return best_of_k(scores, self.placements) if self.retry else scores
 
     def finger_scores(self, calibration: Any, raw: np.ndarray) -> np.ndarray:
         """False-match scores of best raw similarities over enrolled x placements comparisons: less
@@ -570,7 +596,7 @@ def _modality_scores(faces: FaceSet, comps: Comparisons, fingers: dict, face_cal
                      protocol: Protocol = Protocol()) -> dict[str, np.ndarray]:
     """False-match scores per comparison: face, and each finger variant taken as ``protocol`` says."""
     d = face_distances(faces, comps.image_a, comps.image_b)
-    out = {"face": np.where(np.isnan(d), np.nan, face_cal.score(np.nan_to_num(d)))}
+    out = {"face": protocol.face_scores(np.where(np.isnan(d), np.nan, face_cal.score(np.nan_to_num(d))))}
     for v in FINGER_VARIANTS:
         raw = enrolled_finger_raw(comps, {s: fs for (s, var), fs in fingers.items() if var == v},
                                   protocol.enrolled, protocol.placements)
@@ -736,6 +762,45 @@ def _attacks(run: _Run, choice: FusionChoice, s_test: dict[str, np.ndarray], pro
     return attacks
 
 
+def attempt_scores(choice: FusionChoice, face: np.ndarray, finger: np.ndarray) -> np.ndarray:
+    """(n, attempts) fused score of each call of a kiosk transaction: the same ``face`` score (n,) with each
+    attempt's finger score (n, attempts), fused as the service does."""
+    return np.column_stack([choice.fused(_fused_columns({"face": face, "zfm": finger[:, q]}, "zfm"))
+                            for q in range(finger.shape[1])])
+
+
+def transaction_figures(per_attempt: np.ndarray, genuine: np.ndarray, threshold: float) -> dict:
+    """A transaction of up to ``per_attempt.shape[1]`` calls at ``threshold``: the next call is made only when
+    the one before was not accepted. Genuine and impostor transactions accepted, and the share of each asked
+    for another placement (first call not accepted)."""
+    accepted_at = np.where(per_attempt >= threshold, np.arange(per_attempt.shape[1]), per_attempt.shape[1])
+    first = accepted_at.min(axis=1)  # index of the accepting call; shape[1]: none accepted
+    calls = np.minimum(first + 1, per_attempt.shape[1])
+    out = {"threshold": float(threshold)}
+    for name, sel in (("genuine", genuine), ("impostor", ~genuine)):
+        out[name] = {"n": int(sel.sum()), "accepted": float((first[sel] < per_attempt.shape[1]).mean()),
+                     "asked_again": float((calls[sel] > 1).mean()), "mean_calls": float(calls[sel].mean())}
+    return out
+
+
+def _retry_figures(run: _Run, choice: FusionChoice, protocol: Protocol, s_test: dict[str, np.ndarray],
+                   fused_test: np.ndarray) -> dict:
+    """Each call of a ``protocol.retry`` transaction scored as the service scores it (its own placement only,
+    corrected for the transaction's attempts), the transaction decided call by call: at the service threshold
+    and at the threshold of FMR 0.01% of the transactions (``fused_test``: one score per transaction)."""
+    raw = placement_finger_raw(run.test, {s: fs for (s, v), fs in run.fingers.items() if v == "zfm"},
+                               protocol.enrolled, protocol.placements)
+    finger = np.column_stack([protocol.finger_scores(run.finger_cals["zfm"], raw[:, q])
+                              for q in range(protocol.placements)])
+    calls = attempt_scores(choice, s_test["face"], finger)
+    scores = verification_scores(Curve("transaction", fused_test), run.test.genuine)
+    return {
+        "transaction_score_is_the_best_call": bool(np.allclose(calls.max(axis=1), fused_test)),
+        "at_service_threshold": transaction_figures(calls, run.test.genuine, run.threshold),
+        "at_fmr_0.01%": transaction_figures(calls, run.test.genuine, m.threshold_at_fmr(scores, 1e-4)),
+    }
+
+
 def _configuration(run: _Run, protocol: Protocol, choice: FusionChoice | None = None
                    ) -> tuple[dict, list[Curve], FusionChoice]:
     """Dev choice (unless ``choice``, the fusion the service ships, is given) and test figures of fingers
@@ -782,9 +847,12 @@ def _configuration(run: _Run, protocol: Protocol, choice: FusionChoice | None = 
         "test_other_rules": summarise_curves(others, run.test, run.threshold, 0),
         "test_by_finger_set": _by_finger_set(run.test, [curves[0], curves[2], curves[3]], run.threshold),
         "test_two_face_frames": _two_frames_fused(run, choice, protocol),
+        "retry": protocol.retry,
         "target": {"fnmr_at_fmr_0.0001_at_most": 0.01, "fused_fnmr": fused_entry["fnmr"],
                    "fused_interval": fused_entry["interval"], "met": fused_entry["fnmr"] <= 0.01},
     }
+    if protocol.retry:
+        config["test_transactions"] = _retry_figures(run, choice, protocol, s_test, curves[3].scores)
     return config, curves, choice
 
 
@@ -830,6 +898,10 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
         config, curves, _ = _configuration(run, Protocol(args.enrol_impressions, args.placements), shipped)
         configurations.append(config)
         det_curves += [curves[2], curves[3]]
+        config, curves, _ = _configuration(run, Protocol(args.enrol_impressions, args.placements, retry=True),
+                                           shipped)
+        configurations.append(config)
+        det_curves += [curves[3]]
     result = {
         "modality": "fused",
         "command": args.command_line,
@@ -885,7 +957,7 @@ def _two_frames_fused(run: _Run, choice: FusionChoice, protocol: Protocol) -> li
     finger_s = protocol.finger_scores(run.finger_cals["zfm"], raw)
     out = []
     for frames, name in ((1, "single"), (2, "mean")):
-        face_s = by_name[name][keep]
+        face_s = protocol.face_scores(by_name[name][keep])
         cols = np.nan_to_num(np.column_stack([face_s, finger_s]), nan=0.0)
         out += [Curve(f"face alone, {frames} frame{'s' * (frames > 1)}", face_s),
                 Curve(f"fused, {frames} face frame{'s' * (frames > 1)} + ZFM finger", choice.fused(cols))]
@@ -933,7 +1005,14 @@ def _rates(entry: dict, keys: Sequence[str]) -> str:
 def _configuration_report(config: dict) -> list[str]:
     """The report's section of one enrolment protocol."""
     k, p = config["enrolled_impressions"], config.get("placements", 1)
-    lines = [f"## Finger enrolled from {k} impression{'s' * (k > 1)}, probed with {p} placement{'s' * (p > 1)}", ""]
+    if config.get("retry"):
+        lines = [f"## Finger enrolled from {k} impression{'s' * (k > 1)}, up to {p} attempts at the kiosk (one "
+                 "placement a call; another only when the call was not accepted)", "",
+                 f"Each call is scored as one of {p}: face less log10({p}), finger less log10({k} x {p}). The rows "
+                 "below score each transaction (its best call).", ""]
+    else:
+        lines = [f"## Finger enrolled from {k} impression{'s' * (k > 1)}, probed with {p} placement{'s' * (p > 1)}",
+                 ""]
     if not config.get("fusion_chosen_for_this_protocol", True):
         lines += ["Fused with the rule, densities and floor chosen for one placement (the service's fusion.json), "
                   "not chosen again for this protocol.", ""]
@@ -974,6 +1053,17 @@ def _configuration_report(config: dict) -> list[str]:
     for s, secs in config["test_by_finger_set"].items():
         lines.append(f"- {s}: " + "; ".join(
             f"{x['pipeline']}: " + ", ".join(f"{pct(x['fnmr_at_fmr'][k]['fnmr'])}" for k in keys) for x in secs))
+    if "test_transactions" in config:
+        tx = config["test_transactions"]
+        lines += ["", "Transactions decided call by call (the best call equals the transaction score: "
+                  f"{'yes' if tx['transaction_score_is_the_best_call'] else 'NO'}):", ""]
+        for where in ("at_service_threshold", "at_fmr_0.01%"):
+            f = tx[where]
+            lines.append(f"- {where.replace('_', ' ')} (s >= {f['threshold']:.2f}): genuine travellers turned away "
+                         f"{pct(1 - f['genuine']['accepted'])}, asked for another placement "
+                         f"{pct(f['genuine']['asked_again'])} ({f['genuine']['mean_calls']:.3f} calls each); "
+                         f"impostors accepted {pct(f['impostor']['accepted'])}, asked again "
+                         f"{pct(f['impostor']['asked_again'])}")
     tf = config["test_two_face_frames"]
     lines += ["", f"Two face frames (test identities with three images or more; {tf[0]['n_genuine']} genuine, "
               f"{tf[0]['n_impostor']} impostor comparisons), FNMR at FMR " + ", ".join(

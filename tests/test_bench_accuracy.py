@@ -161,6 +161,7 @@ def test_a_finger_enrolled_from_several_impressions_scores_its_best_never_the_pr
         enrolled_finger_raw,
         enrolled_impressions,
         finger_raw_of,
+        placement_finger_raw,
         probe_impressions,
     )
 
@@ -195,6 +196,10 @@ def test_a_finger_enrolled_from_several_impressions_scores_its_best_never_the_pr
              ([raw[fa, i, fb, q] for i in r for q in pq] for fa, fb, r, pq in zip(c.finger_a, c.finger_b, refs, probes,
                                                                                    strict=True))]
     assert np.array_equal(two, np.array(want2), equal_nan=True)
+    per_placement = placement_finger_raw(c, scores, 3, placements=2)
+    assert per_placement.shape == (len(c.genuine), 2)
+    assert np.array_equal(per_placement[:, 0], got, equal_nan=True)  # the first placement is the one-call probe
+    assert np.array_equal(np.fmax.reduce(per_placement, axis=1), two, equal_nan=True)
     with pytest.raises(ValueError):
         probe_impressions(c, refs, IMPRESSIONS - 2)  # 3 enrolled + 6 placements: more than the 8 impressions
 
@@ -218,3 +223,32 @@ def test_the_union_bound_check_counts_every_enrolment_of_every_finger_pair():
     assert rows[0]["single"] == pytest.approx(1 / 8) and rows[0]["best_of_k"] == pytest.approx(3 / 8)
     assert rows[0]["ratio"] == pytest.approx(3.0) and rows[0]["stated"] == pytest.approx(0.1)
     assert rows[1]["count_single"] == 0 and np.isnan(rows[1]["ratio"])
+
+
+def test_a_kiosk_transaction_is_decided_call_by_call():
+    """Up to three calls, the next only when the one before was not accepted: hand-made per-call scores."""
+    from benchmarks.chimeric import transaction_figures
+
+    calls = np.array([[3.5, 0.0, 0.0],   # genuine, accepted at once
+                      [1.0, 3.2, 9.0],   # genuine, accepted on the second call (the third is never made)
+                      [1.0, 2.0, 2.9],   # genuine, turned away after three calls
+                      [0.5, 0.1, 3.0],   # impostor, accepted on the third call
+                      [0.5, 0.1, 0.2],   # impostor, turned away
+                      [4.0, 0.0, 0.0]])  # impostor, accepted at once
+    genuine = np.array([True, True, True, False, False, False])
+    f = transaction_figures(calls, genuine, 3.0)
+    assert f["genuine"] == {"n": 3, "accepted": 2 / 3, "asked_again": 2 / 3, "mean_calls": 2.0}
+    assert f["impostor"] == {"n": 3, "accepted": 2 / 3, "asked_again": 2 / 3, "mean_calls": 7 / 3}
+    one = transaction_figures(calls[:, :1], genuine, 3.0)  # a single call: nobody is asked again
+    assert one["genuine"]["accepted"] == 1 / 3 and one["genuine"]["asked_again"] == 0.0
+    assert one["impostor"]["mean_calls"] == 1.0
+
+
+def test_a_retry_protocol_states_the_face_as_one_of_its_attempts():
+    from benchmarks.chimeric import Protocol
+
+    face = np.array([3.0, 0.1, np.nan])
+    assert np.array_equal(Protocol(3, 2).face_scores(face), face, equal_nan=True)
+    got = Protocol(3, 2, retry=True).face_scores(face)
+    assert np.allclose(got[:2], [3.0 - np.log10(2), 0.0]) and np.isnan(got[2])
+    assert Protocol(3, 2, retry=True).tag == ", 3 impressions enrolled, up to 2 attempts"
