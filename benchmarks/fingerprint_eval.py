@@ -123,14 +123,16 @@ def error_rates(genuine: np.ndarray, impostor: np.ndarray) -> dict:
             "zero_fmr": zero_fmr(scores).fnmr, "n_genuine": len(genuine), "n_impostor": len(impostor)}
 
 
-def score_pairs(folder: Path, templates: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of every pair in pairs.csv: (genuine, impostor)."""
+def score_pairs(folder: Path, templates: dict, probes: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of every pair in pairs.csv: (genuine, impostor). ``probes``: the templates of each pair's second
+    image (``path_b``) come from there instead (another capture of the same images)."""
     from biometrics.fingerprint import compare_fingerprints
 
+    probes = templates if probes is None else probes
     genuine, impostor = [], []
     with open(folder / "pairs.csv", newline="") as handle:
         for row in csv.DictReader(handle):
-            a, b = templates[row["path_a"]], templates[row["path_b"]]
+            a, b = templates[row["path_a"]], probes[row["path_b"]]
             s = compare_fingerprints(a, b) if a is not None and b is not None else 0.0
             (genuine if row["same"] == "1" else impostor).append(s)
     return np.array(genuine), np.array(impostor)

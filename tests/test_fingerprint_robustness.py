@@ -70,3 +70,28 @@ def test_the_cache_key_follows_the_extractor_sources_not_the_matcher(tmp_path, m
     old = fr.code_version("old")
     (tmp_path / "benchmarks" / "degrade.py").write_text("B")  # other degraded images: other templates
     assert fr.code_version("old") != old and old.startswith(f"old-{fr.OLD_COMMIT}")
+
+
+def test_the_probe_protocol_takes_each_pairs_second_template_from_the_probes(tmp_path):
+    """``probe`` pairs: the reference (path_a) as enrolled, the probe (path_b) from the degraded capture."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from benchmarks.fingerprint_eval import score_pairs
+    from biometrics.fingerprint import extract_fingerprint
+
+    data = Path(__file__).resolve().parent / "data" / "fingerprints"
+    names = {"101_1.png": "DB1_B_101_1.png", "101_2.png": "DB1_B_101_2.png", "102_1.png": "DB1_B_102_1.png"}
+    with open(tmp_path / "pairs.csv", "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerows([["path_a", "path_b", "same"], ["101_1.png", "101_2.png", 1], ["101_2.png", "102_1.png", 0],
+                       ["101_1.png", "102_1.png", 0]])
+    templates = {n: extract_fingerprint(np.array(Image.open(data / f).convert("L"))) for n, f in names.items()}
+    genuine, impostor = score_pairs(tmp_path, templates)
+    assert genuine[0] > max(impostor)
+    lost = {**templates, "101_2.png": None}  # the probe capture of 101_2 failed
+    g, i = score_pairs(tmp_path, templates, lost)
+    assert g[0] == 0.0  # 101_2 as a probe: failed
+    assert list(i) == list(impostor)  # 101_2 as a reference: the enrolled template, unchanged
+    assert score_pairs(tmp_path, lost)[1][0] == 0.0  # both sides from the failed captures
