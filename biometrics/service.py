@@ -736,7 +736,7 @@ class CheckpointService:
         return EnrolmentResult(subject_id, enrolled, duplicates, qualities, threshold, decision_id)
 
     def verify(self, subject_id: str, samples: Sequence[Sample], *, actor: Actor | None = None,
-               document_nationality: str = "", attempts: int = 1) -> VerificationResult:
+               document_nationality: str = "", attempts: int = 1, attempt: int = 0) -> VerificationResult:
         """1:1: is the holder of these samples the subject enrolled as ``subject_id``?
 
         The samples are extracted before the subject is looked up, so an unknown document number costs a
@@ -748,19 +748,22 @@ class CheckpointService:
         to place the finger again after a call that was not accepted). Each modality's score is stated as the
         best of ``attempts`` (less ``log10(attempts)``), so that the transaction, accepted when any of its calls
         is, keeps the FMR the threshold states (union bound). Measured in docs/benchmarks.md ("Fused
-        verification").
+        verification"). ``attempt``: which call this is (1 to ``attempts``; 0, not given: the last). A call
+        before the last that is not accepted is a step of the transaction, not its outcome: it is audited,
+        but its decision event (the published statistics) is left to the call that ends the transaction, so
+        the portal counts travellers, not placements; it gets no feedback id.
         """
         started, actor = time.perf_counter(), actor or Actor()
         try:
-            return self._verify(subject_id, samples, actor, document_nationality, started, attempts)
+            return self._verify(subject_id, samples, actor, document_nationality, started, attempts, attempt)
         except BiometricError:
             self._record_error(actor, started, samples, document_nationality)
             raise
 
     def _verify(self, subject_id: str, samples: Sequence[Sample], actor: Actor, document_nationality: str,
-                started: float, attempts: int = 1) -> VerificationResult:
+                started: float, attempts: int = 1, attempt: int = 0) -> VerificationResult:
         nationality = check_nationality(document_nationality)
-        attempts = validation.check_attempts(attempts)
+        attempts, attempt = validation.check_attempts(attempts, attempt)
         validation.check_subject_id(subject_id)
         validation.check_samples(samples, self.config.max_samples)
         faces = self._extract_faces(samples, "probe")
@@ -787,14 +790,18 @@ class CheckpointService:
             nationality = self._enrolled_nationality(subject_id)
         result = VerificationResult(match, score, self.threshold, decision_id, tuple(modality_scores), watchlist,
                                     self.register_as_of(), feedback_id=self._new_feedback_id())
+        outcome = verification_outcome(result)
+        step = outcome.decision != PROCEED and 0 < attempt < attempts  # the kiosk will call again
+        if step:
+            result = replace(result, feedback_id="")
         with self._audit() as tx:
             self._record(tx, "verify", actor, decision_id, subject_ref=self._ref(subject_id),
                          match=match, score=score, threshold=self.threshold,
-                         **({"attempts": attempts} if attempts > 1 else {}))
+                         **({"attempts": attempts, "attempt": attempt} if attempts > 1 else {}))
             if match and watchlist:
                 self._raise_alert(tx, "watchlist_verify", decision_id, subject_id, score, actor)
-            self._record_event(tx, result.feedback_id, verification_outcome(result), actor, started, faces, fingers,
-                               nationality)
+            if not step:
+                self._record_event(tx, result.feedback_id, outcome, actor, started, faces, fingers, nationality)
         self.statistics.record_decision("verify_match" if match else "verify_no_match")
         return result
 

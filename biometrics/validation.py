@@ -119,14 +119,18 @@ def check_samples(samples: Sequence[Sample], max_samples: int) -> None:
             raise InvalidSample("Each sample must carry an image (JPEG or PNG bytes, or a device's pixels).")
 
 
-def check_attempts(attempts: int) -> int:
-    """The attempts a kiosk transaction allows, 1 to :data:`MAX_ATTEMPTS`; 0 (not given) is 1."""
-    if isinstance(attempts, bool) or not isinstance(attempts, int | np.integer):
-        raise InvalidSample("The number of attempts must be a whole number.")
-    value = int(attempts) or 1
-    if not 1 <= value <= MAX_ATTEMPTS:
+def check_attempts(attempts: int, attempt: int = 0) -> tuple[int, int]:
+    """(attempts, attempt): the calls a kiosk transaction allows, 1 to :data:`MAX_ATTEMPTS` (0, not given: 1),
+    and which of them this call is, 1 to ``attempts`` (0: not given)."""
+    for value in (attempts, attempt):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise InvalidSample("The number of attempts must be a whole number.")
+    allowed = int(attempts) or 1
+    if not 1 <= allowed <= MAX_ATTEMPTS:
         raise InvalidSample(f"A transaction may allow 1 to {MAX_ATTEMPTS} attempts; got {attempts}.")
-    return value
+    if not 0 <= attempt <= allowed:
+        raise InvalidSample(f"This call is attempt {attempt} of a transaction of {allowed}: it must be 1 to {allowed}.")
+    return allowed, int(attempt)
 
 
 def check_capture_timeout(timeout_s: float, maximum: float = MAX_CAPTURE_TIMEOUT_S) -> float:

@@ -58,6 +58,31 @@ def test_attempts_without_a_scanned_finger_is_a_usage_error(capsys):
     assert "--attempts takes the finger again from the scanner" in capsys.readouterr().err
 
 
+class _Answers:
+    """A Verify endpoint that answers from a list and keeps what it was asked (the transaction loop alone)."""
+
+    def __init__(self, *decisions: int) -> None:
+        self.decisions, self.asked = list(decisions), []
+
+    def Verify(self, request: pb.VerifyRequest, timeout: float | None = None) -> pb.VerifyResponse:  # noqa: N802
+        self.asked.append((request.attempt, request.attempts))
+        return pb.VerifyResponse(decision=self.decisions.pop(0))
+
+
+def test_each_call_of_a_transaction_says_which_attempt_it_is():
+    asked_again: list[tuple[int, int]] = []
+    stub = _Answers(pb.SEE_OFFICER, pb.SEE_OFFICER, pb.PROCEED)
+    r = kiosk.verify_transaction(stub, pb.VerifyRequest(subject_id="P1", attempts=3),
+                                 on_retry=lambda n, of: asked_again.append((n, of)))
+    assert r.decision == pb.PROCEED and stub.asked == [(1, 3), (2, 3), (3, 3)] and asked_again == [(2, 3), (3, 3)]
+    stub = _Answers(pb.PROCEED)
+    assert kiosk.verify_transaction(stub, pb.VerifyRequest(subject_id="P1", attempts=2)).decision == pb.PROCEED
+    assert stub.asked == [(1, 2)]  # accepted at once: no second call
+    stub = _Answers(pb.SEE_OFFICER)
+    assert kiosk.verify_transaction(stub, pb.VerifyRequest(subject_id="P1")).decision == pb.SEE_OFFICER
+    assert stub.asked == [(0, 0)]  # a one-call transaction is not numbered
+
+
 def _channel_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_channel_arguments(parser)

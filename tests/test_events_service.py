@@ -112,6 +112,34 @@ def test_each_decision_records_one_event_with_its_audit_record(service: Checkpoi
     assert chain and not any(i in chain for i in ids)
 
 
+def test_a_kiosk_transaction_publishes_one_event_however_many_calls(service: CheckpointService,
+                                                                     tmp_path: Path) -> None:
+    """A call before the last that is not accepted is a step (audited, no event, no feedback id); the call that
+    ends the transaction, accepted or the last, is published."""
+    impostor, genuine = sample("Hans_Blix_0001.jpg"), sample("Megawati_Sukarnoputri_0002.jpg")
+    step = service.verify("P1234567", [impostor], actor=ARRIVAL_KIOSK, attempts=2, attempt=1)
+    retried = service.verify("P1234567", [genuine], actor=ARRIVAL_KIOSK, attempts=2, attempt=2)
+    at_once = service.verify("P1234567", [genuine], actor=ARRIVAL_KIOSK, attempts=3, attempt=1)
+    last = service.verify("P1234567", [impostor], actor=ARRIVAL_KIOSK, attempts=2, attempt=2)
+    unnumbered = service.verify("P1234567", [impostor], actor=ARRIVAL_KIOSK, attempts=2)  # 0: taken as the last
+    assert not step.match and retried.match and at_once.match and not last.match and not unnumbered.match
+    assert step.feedback_id == "" and all(r.feedback_id for r in (retried, at_once, last, unnumbered))
+    with pytest.raises(InvalidSample, match="attempt 3 of a transaction of 2"):
+        service.verify("P1234567", [genuine], actor=ARRIVAL_KIOSK, attempts=2, attempt=3)
+    events = open_event_store(tmp_path / "data")
+    try:
+        outcomes = {r[1]: r[7] for r in table_rows(events)["decision_events"] if r[7] != "error"}
+    finally:
+        events.close()
+    assert len(outcomes) == 4  # the step published nothing (enrolments publish no decision event)
+    assert [outcomes[r.feedback_id] for r in (retried, at_once, last, unnumbered)] == [
+        "proceed", "proceed", "see_officer", "see_officer"]
+    chain = [json.loads(e) for e in service.alert_store.audit_entries()]
+    steps = [e["fields"] for e in chain if e.get("kind") == "verify" and e["fields"].get("attempts")]
+    assert [(f["attempt"], f["attempts"], f["match"]) for f in steps] == [
+        (1, 2, False), (2, 2, True), (1, 3, True), (2, 2, False), (0, 2, False)]  # every call audited
+
+
 def test_events_carry_no_personal_data(service: CheckpointService, tmp_path: Path) -> None:
     decisions = [service.verify("P1234567", [sample("Megawati_Sukarnoputri_0002.jpg")], actor=ARRIVAL_KIOSK),
                  service.verify("Q7654321", [sample("Kofi_Annan_0004.jpg")], actor=OFFICER),

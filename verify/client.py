@@ -105,14 +105,18 @@ def main(argv: list[str] | None = None) -> int:
 def verify_transaction(stub: Any, request: pb.VerifyRequest, *, timeout: float | None = None,
                        on_retry: Callable[[int, int], None] | None = None) -> pb.VerifyResponse:
     """One kiosk transaction of up to ``request.attempts`` Verify calls (0: one): the next call, the same
-    request (its scanner captures taken anew), only when the one before was not PROCEED; ``on_retry(n,
+    request (its scanner captures taken anew) numbered ``attempt`` n, only when the one before was not
+    PROCEED; ``on_retry(n,
     attempts)`` is called before call n > 1 (to ask the traveller to place the finger again). The last answer
     is returned; a refusal raises grpc.RpcError and ends the transaction."""
     attempts = max(1, request.attempts)
     for n in range(1, attempts + 1):
         if n > 1 and on_retry is not None:
             on_retry(n, attempts)
-        response = stub.Verify(request, timeout=timeout)
+        call = pb.VerifyRequest()
+        call.CopyFrom(request)
+        call.attempt = n if attempts > 1 else 0
+        response = stub.Verify(call, timeout=timeout)
         if response.decision == pb.PROCEED:
             break
     return response

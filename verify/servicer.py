@@ -145,9 +145,10 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
     @rpc
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:  # noqa: N802
         """See the contract."""
-        validation.check_attempts(request.attempts)
+        validation.check_attempts(request.attempts, request.attempt)
         result = self.service.verify(request.subject_id, self.samples(request.samples), actor=self.actor(context),
-                                     document_nationality=request.document_nationality, attempts=request.attempts)
+                                     document_nationality=request.document_nationality, attempts=request.attempts,
+                                     attempt=request.attempt)
         return convert.verify_response(result, full=self.full_view(context))
 
     @rpc

@@ -173,16 +173,18 @@ class EnrollResponse(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ..., possible_duplicates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., enrolled: _Optional[bool] = ..., decision_id: _Optional[str] = ..., qualities: _Optional[_Iterable[_Union[SampleQuality, _Mapping]]] = ..., threshold: _Optional[float] = ..., provisional: _Optional[bool] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("subject_id", "samples", "document_nationality", "attempts")
+    __slots__ = ("subject_id", "samples", "document_nationality", "attempts", "attempt")
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_NATIONALITY_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     subject_id: str
     samples: _containers.RepeatedCompositeFieldContainer[Sample]
     document_nationality: str
     attempts: int
-    def __init__(self, subject_id: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., document_nationality: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
+    attempt: int
+    def __init__(self, subject_id: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., document_nationality: _Optional[str] = ..., attempts: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
     __slots__ = ("match", "score", "threshold", "decision_id", "modality_scores", "decision", "traveller_message", "register_as_of", "feedback_id")
