@@ -41,6 +41,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -450,11 +451,8 @@ class ShardedGallery:
         done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
         failed = False
         for ref in done:
-            try:
-                ray.get(ref)
-            except Exception as exc:
-                if not _is_replica_failure(exc):
-                    raise
+            _, failure = _from_replica(partial(ray.get, ref))
+            if failure is not None:
                 failed = True
         with self._lock:
             finished = set(done)
@@ -514,18 +512,20 @@ class ShardedGallery:
         """One call to one replica of ``shard``, failing over to the others; ShardUnavailable if none answers."""
         import ray
 
+        def ask(replica: _Replica) -> Any:
+            # Submitted inside _from_replica as well: a replica failure raised while submitting fails over too.
+            return ray.get(getattr(replica.actor, method).remote(*args), timeout=self.search_timeout)
+
         self._revive()
         plan = self._order(shard)
         at = self._usable(plan, 0)
         while at is not None:
             replica = plan[at]
             self._prepare(replica)
-            try:
-                return ray.get(getattr(replica.actor, method).remote(*args), timeout=self.search_timeout)
-            except Exception as exc:
-                if not _is_replica_failure(exc):
-                    raise
-                self._mark_down(replica)
+            value, failure = _from_replica(partial(ask, replica))
+            if failure is None:
+                return value
+            self._mark_down(replica)
             at = self._usable(plan, at + 1)
         raise ShardUnavailable.unreachable(shard)
 
@@ -612,17 +612,15 @@ class ShardedGallery:
                             hedge(shard)
                     continue
                 shard, replica, _ = inflight.pop(done[0])
-                try:
-                    got_shard, found, seconds = ray.get(done[0])
-                except Exception as exc:
-                    if not _is_replica_failure(exc):
-                        raise
+                value, failure = _from_replica(partial(ray.get, done[0]))
+                if failure is not None:
                     log.warning("shard %d replica %d failed (%s): failing over", shard, replica.index,
-                                type(exc).__name__)
+                                type(failure).__name__)
                     self._mark_down(replica)
                     if shard not in answers:
                         submit(shard)
                     continue
+                got_shard, found, seconds = value
                 if shard in answers:
                     continue
                 if got_shard != shard or len(found) != len(q):
@@ -696,11 +694,8 @@ class ShardedGallery:
             done, pending = ray.wait(pending, num_returns=1, timeout=max(deadline - time.monotonic(), 0.0))
             if not done:
                 break  # its outcome is learnt later (_settle): the replica is not searched until then
-            try:
-                value = ray.get(done[0])
-            except Exception as exc:
-                if not _is_replica_failure(exc):
-                    raise
+            value, failure = _from_replica(partial(ray.get, done[0]))
+            if failure is not None:
                 self._mark_down(refs[done[0]], stale=True)
                 continue
             if not answered:
@@ -746,6 +741,22 @@ class ShardedGallery:
         for pg in getattr(self, "_groups", []):
             with contextlib.suppress(Exception):
                 remove_placement_group(pg)
+
+
+def _from_replica(fetch: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    """Run ``fetch`` (a ``ray.get`` of a call to one replica) and tell a failed replica from a failed call.
+
+    Returns ``(value, None)`` when it answers, ``(None, exc)`` when ``fetch`` raised a replica failure
+    (:func:`_is_replica_failure`: the replica died, is unreachable or restarting, or timed out): what that means
+    (mark it down, stale, fail over) is the caller's. Any other exception (the replica ran the call and it
+    raised: a real error) propagates.
+    """
+    try:
+        return fetch(), None
+    except Exception as exc:
+        if not _is_replica_failure(exc):
+            raise
+        return None, exc
 
 
 def _is_replica_failure(exc: BaseException) -> bool:
