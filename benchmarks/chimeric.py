@@ -794,11 +794,35 @@ def _retry_figures(run: _Run, choice: FusionChoice, protocol: Protocol, s_test: 
                               for q in range(protocol.placements)])
     calls = attempt_scores(choice, s_test["face"], finger)
     scores = verification_scores(Curve("transaction", fused_test), run.test.genuine)
-    return {
+    out = {
         "transaction_score_is_the_best_call": bool(np.allclose(calls.max(axis=1), fused_test)),
         "at_service_threshold": transaction_figures(calls, run.test.genuine, run.threshold),
         "at_fmr_0.01%": transaction_figures(calls, run.test.genuine, m.threshold_at_fmr(scores, 1e-4)),
     }
+    if protocol.placements == 2:
+        out["new_face_frame_each_call"] = _retry_new_frames(run, choice, protocol)
+    return out
+
+
+def _retry_new_frames(run: _Run, choice: FusionChoice, protocol: Protocol) -> dict:
+    """Two attempts where the second call captures the face anew: test identities with >= 3 images, the first
+    call with one probe photograph and the first placement, the second with another photograph and the second
+    placement (each face less log10(2), as every call of the transaction); against the same photograph in
+    both calls, on the same comparisons."""
+    sub, by_name = _two_frames_subset(run)
+    raw = placement_finger_raw(sub, {s: fs for (s, v), fs in run.fingers.items() if v == "zfm"},
+                               protocol.enrolled, 2)
+    finger = np.column_stack([protocol.finger_scores(run.finger_cals["zfm"], raw[:, q]) for q in range(2)])
+    first, second = protocol.face_scores(by_name["single"]), protocol.face_scores(by_name["second"])
+    same = attempt_scores(choice, first, finger)
+    new = np.column_stack([attempt_scores(choice, face, finger[:, [q]])[:, 0]
+                           for q, face in enumerate((first, second))])
+    curves = [Curve("same face photograph in both calls", same.max(axis=1)),
+              Curve("a new face photograph in the second call", new.max(axis=1))]
+    figures = summarise_curves(curves, sub, run.threshold, run.args.bootstrap)
+    for entry, calls in zip(figures, (same, new), strict=True):
+        entry["at_service_threshold_calls"] = transaction_figures(calls, sub.genuine, run.threshold)
+    return {"n_identities": len(set(sub.subject_a[sub.genuine].tolist())), "curves": figures}
 
 
 def _configuration(run: _Run, protocol: Protocol, choice: FusionChoice | None = None
@@ -882,7 +906,8 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
     test = chimeric_comparisons(faces, test_ids, finger_list(TEST_FINGER_SETS), max_genuine=args.max_genuine)
     from benchmarks.frames import frame_scores
 
-    two_frames = frame_scores(faces, test_ids, 2, max(1, args.max_genuine // 2), face_cal)  # once: faces only
+    two_frames = frame_scores(faces, test_ids, 2, max(1, args.max_genuine // 2), face_cal,
+                              second=True)  # once: faces only
     run = _Run(args, faces, fingers, face_cal, finger_cals, dev, test, test_ids, threshold_for_fmr(args.fmr),
                two_frames)
     configurations, det_curves = [], []
@@ -932,11 +957,11 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
     return result
 
 
-def _two_frames_fused(run: _Run, choice: FusionChoice, protocol: Protocol) -> list[dict]:
-    """Test identities with >= 3 images: one reference against two face frames (their mean, as the service
-    combines them) or the first frame alone, each with the identity's ZFM finger (taken as ``protocol``
-    says), fused by the chosen rule."""
-    test, args = run.test, run.args
+def _two_frames_subset(run: _Run) -> tuple[Comparisons, dict[str, np.ndarray]]:
+    """The comparisons of ``run.two_frames`` (test identities with >= 3 images: one reference, two probe
+    frames) that have a finger comparison of one sensor, each given its identity's finger and a pair of
+    impressions, with the face scores of each frame rule on those comparisons."""
+    test = run.test
     curves, comps = run.two_frames
     by_name = {c.name: c.scores for c in curves}
     index = {f: i for i, f in enumerate(test.fingers)}
@@ -952,16 +977,24 @@ def _two_frames_fused(run: _Run, choice: FusionChoice, protocol: Protocol) -> li
     zeros = np.zeros(n, np.int64)
     sub = Comparisons(comps.genuine[keep], comps.subject_a[keep], comps.subject_b[keep], zeros, zeros, fa[keep],
                       fb[keep], ia, ib, comps.subjects, test.fingers, test.assignment)
+    return sub, {name: scores[keep] for name, scores in by_name.items()}
+
+
+def _two_frames_fused(run: _Run, choice: FusionChoice, protocol: Protocol) -> list[dict]:
+    """Test identities with >= 3 images: one reference against two face frames (their mean, as the service
+    combines them) or the first frame alone, each with the identity's ZFM finger (taken as ``protocol``
+    says), fused by the chosen rule."""
+    sub, by_name = _two_frames_subset(run)
     raw = enrolled_finger_raw(sub, {s: fs for (s, v), fs in run.fingers.items() if v == "zfm"},
                               protocol.enrolled, protocol.placements)
     finger_s = protocol.finger_scores(run.finger_cals["zfm"], raw)
     out = []
     for frames, name in ((1, "single"), (2, "mean")):
-        face_s = protocol.face_scores(by_name[name][keep])
+        face_s = protocol.face_scores(by_name[name])
         cols = np.nan_to_num(np.column_stack([face_s, finger_s]), nan=0.0)
         out += [Curve(f"face alone, {frames} frame{'s' * (frames > 1)}", face_s),
                 Curve(f"fused, {frames} face frame{'s' * (frames > 1)} + ZFM finger", choice.fused(cols))]
-    return summarise_curves(out, sub, run.threshold, args.bootstrap)
+    return summarise_curves(out, sub, run.threshold, run.args.bootstrap)
 
 
 def fnmr_targets(curves: Sequence[Curve], genuine: np.ndarray) -> dict[str, list[tuple[float, float, str]]]:
@@ -1064,6 +1097,16 @@ def _configuration_report(config: dict) -> list[str]:
                          f"{pct(f['genuine']['asked_again'])} ({f['genuine']['mean_calls']:.3f} calls each); "
                          f"impostors accepted {pct(f['impostor']['accepted'])}, asked again "
                          f"{pct(f['impostor']['asked_again'])}")
+        if "new_face_frame_each_call" in tx:
+            nf = tx["new_face_frame_each_call"]
+            lines += ["", f"A new face photograph in the second call ({nf['n_identities']} test identities with three "
+                      "images or more), FNMR at FMR " + ", ".join(f"{float(k) * 100:g}%" for k in keys)
+                      + "; at s >= 3 turned away / asked again:", ""]
+            for c in nf["curves"]:
+                f = c["at_service_threshold_calls"]
+                lines.append(f"- {c['pipeline']} ({c['n_genuine']} / {c['n_impostor']}): {_rates(c, keys)}; "
+                             f"{pct(1 - f['genuine']['accepted'])} / {pct(f['genuine']['asked_again'])}, impostors "
+                             f"accepted {pct(f['impostor']['accepted'])}")
     tf = config["test_two_face_frames"]
     lines += ["", f"Two face frames (test identities with three images or more; {tf[0]['n_genuine']} genuine, "
               f"{tf[0]['n_impostor']} impostor comparisons), FNMR at FMR " + ", ".join(

@@ -51,8 +51,9 @@ def _comparisons(subject_a: Sequence[int], subject_b: Sequence[int], genuine: Se
 
 
 def frame_scores(faces: FaceSet, identities: Sequence[str], frames: int, max_genuine: int, face_cal,
-                 seed: int = SPLIT_SEED) -> tuple[list[Curve], Comparisons]:
-    """False-match scores of each rule over the genuine and impostor (reference, probe frames) comparisons."""
+                 seed: int = SPLIT_SEED, second: bool = False) -> tuple[list[Curve], Comparisons]:
+    """False-match scores of each rule over the genuine and impostor (reference, probe frames) comparisons;
+    ``second``: also the second frame alone (curve ``"second"``, uncorrected like ``"single"``, the first)."""
     from biometrics.fingerprint.fusion import best_of_k
     from biometrics.multiframe import probe_distance, probe_templates
 
@@ -62,7 +63,7 @@ def frame_scores(faces: FaceSet, identities: Sequence[str], frames: int, max_gen
 
     def distances(ref: int, probes: np.ndarray) -> dict[str, float]:
         t, q, r = faces.templates[probes], faces.quality[probes], faces.templates[ref]
-        out = {"single": float(np.linalg.norm(t[0] - r))}
+        out = {"single": float(np.linalg.norm(t[0] - r)), "second": float(np.linalg.norm(t[-1] - r))}
         for rule in ("best", "mean", "quality"):
             out[rule] = probe_distance(t, q, r, rule)
         return out
@@ -89,7 +90,7 @@ def frame_scores(faces: FaceSet, identities: Sequence[str], frames: int, max_gen
     for j, probes in probes_of.items():
         t, q = faces.templates[probes], faces.quality[probes]
         others = refs != j
-        per_rule = {"single": np.linalg.norm(ref_t - t[0], axis=1)}
+        per_rule = {"single": np.linalg.norm(ref_t - t[0], axis=1), "second": np.linalg.norm(ref_t - t[-1], axis=1)}
         for rule in ("best", "mean", "quality"):
             fused = probe_templates(t, q, rule).astype(np.float64)
             per_rule[rule] = np.min(np.linalg.norm(ref_t[:, None, :] - fused[None, :, :], axis=2), axis=1)
@@ -98,8 +99,8 @@ def frame_scores(faces: FaceSet, identities: Sequence[str], frames: int, max_gen
         sa.extend(refs[others].tolist()), sb.extend([j] * int(others.sum())), gen.extend([False] * int(others.sum()))
     # As the service states them: a score drawn from k frames loses log10(k) (best_of_k), whatever the rule.
     curves = [Curve(rule, best_of_k(face_cal.score(np.array([r[rule] for r in rows])),
-                                    1 if rule == "single" else frames))
-              for rule in FRAME_RULES]
+                                    1 if rule in ("single", "second") else frames))
+              for rule in FRAME_RULES + (("second",) if second and frames > 1 else ())]
     return curves, _comparisons(sa, sb, gen, ids)
 
 

@@ -252,3 +252,29 @@ def test_a_retry_protocol_states_the_face_as_one_of_its_attempts():
     got = Protocol(3, 2, retry=True).face_scores(face)
     assert np.allclose(got[:2], [3.0 - np.log10(2), 0.0]) and np.isnan(got[2])
     assert Protocol(3, 2, retry=True).tag == ", 3 impressions enrolled, up to 2 attempts"
+
+
+def test_frame_scores_can_give_the_second_frame_alone_without_changing_the_rules():
+    """``second=True`` adds the second probe frame on its own (uncorrected, like the first) and changes
+    nothing else: same comparisons, same rule scores."""
+    from benchmarks.chimeric import FaceSet
+    from benchmarks.frames import FRAME_RULES, frame_scores
+    from biometrics.scores import ScoreCalibration
+
+    rng = np.random.default_rng(3)
+    names = [f"id{i:02d}" for i in range(12) for _ in range(4)]
+    templates = rng.standard_normal((len(names), 128)) * 0.05
+    templates += np.repeat(rng.standard_normal((12, 128)) * 0.1, 4, axis=0)  # each identity its own centre
+    faces = FaceSet(Path("."), [f"{n}_{k}.jpg" for k, n in enumerate(names)], np.array(names), templates,
+                    np.ones(len(names), bool), np.full(len(names), 50.0), np.zeros(len(names)))
+    cal = ScoreCalibration.fit(rng.uniform(0.3, 1.2, 1000), higher_is_better=False, modality="face")
+    plain, comps = frame_scores(faces, sorted(set(names)), 2, 3, cal)
+    both, comps2 = frame_scores(faces, sorted(set(names)), 2, 3, cal, second=True)
+    assert [c.name for c in plain] == list(FRAME_RULES) and [c.name for c in both] == [*FRAME_RULES, "second"]
+    assert np.array_equal(comps.genuine, comps2.genuine) and np.array_equal(comps.subject_b, comps2.subject_b)
+    for a, b in zip(plain, both, strict=False):
+        assert np.array_equal(a.scores, b.scores)
+    single, second = both[0].scores, both[-1].scores
+    assert not np.array_equal(single, second)  # another photograph of the traveller, another score
+    assert set(np.round(second, 9)) <= set(np.round(cal.score(np.linalg.norm(
+        templates[:, None, :] - templates[None, :, :], axis=2).ravel()), 9))  # a single-frame score, uncorrected
