@@ -99,8 +99,8 @@ def add_sample_arguments(parser: argparse.ArgumentParser, *, impressions: int | 
     if impressions is not None:
         parser.add_argument("--impressions", type=int, default=impressions, metavar="N",
                             help=f"captures of each --scan finger, the finger lifted and placed again between "
-                            f"them (default {impressions}; the desk takes 3, a kiosk that asks for 2 misses far "
-                            f"fewer travellers: docs/benchmarks.md)")
+                            f"them (default {impressions}; the desk takes 3; a kiosk asks for another placement "
+                            f"only when a call is not accepted, --attempts: docs/benchmarks.md)")
 
 
 def samples_from_args(args: argparse.Namespace) -> list[pb.Sample]:
