@@ -1,12 +1,21 @@
-"""Calibrate face false-match scores on a folder-per-identity set (LFW layout).
+"""Calibrate false-match scores on a folder-per-identity set: faces (LFW layout), or a station's own
+fingerprint scanner.
 
-Every image is extracted once with the production pipeline (``purpose="probe"``); every pair of images
-of different identities is an impostor comparison and every pair of the same identity a genuine one.
-The impostor distances fix the map from distance to false-match score ``-log10(FMR)``
+Every image is extracted once with the production pipeline (faces: ``purpose="probe"``); every pair of images
+of different identities (fingers) is an impostor comparison and every pair of the same one a genuine one.
+The impostor comparisons fix the map from raw comparison value to false-match score ``-log10(FMR)``
 (:class:`biometrics.scores.ScoreCalibration`); the genuine ones give the FNMR at each operating point,
 written beside it. Usage::
 
     checkpoint-bench calibrate --data ../shared/data/faces/lfw-dev --out biometrics/calibration/face.json
+    checkpoint-bench calibrate --modality fingerprint --data captures/ --out station-fingerprint.json
+
+A fingerprint calibration carries to a scanner only as far as its impostor distribution does (the shipped one,
+fitted on FVC2002 DB1_B, measured 3 to 10 times the FMR it states on other sensors: docs/fingerprint.md), so a station
+fits its own on captures of its scanner, a folder per finger (``captures/<finger>/<impression>.png``, or FVC's
+``<finger>_<impression>.png`` in one folder), and starts ``checkpoint-server --fingerprint-calibration``. The
+tail the threshold rests on needs many fingers: FMR 1/1000 wants thousands of impostor comparisons (100 fingers
+of 4 captures give 79,200), and a score above what the set measured is an extrapolation.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +36,11 @@ FMR_LEVELS = (0.01, 0.001, 0.0001, 0.00001)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``checkpoint-bench calibrate``."""
-    parser.add_argument("--data", required=True, type=Path, help="folder of <identity>/<image> (or its images/)")
+    parser.add_argument("--modality", choices=("face", "fingerprint"), default="face")
+    parser.add_argument("--data", required=True, type=Path,
+                        help="folder of <identity>/<image> (or its images/); fingerprints: <finger>/<impression> "
+                             "or FVC's <finger>_<impression> files")
+    parser.add_argument("--dpi", type=int, default=500, help="fingerprint: the scanner's resolution")
     parser.add_argument("--out", required=True, type=Path, help="calibration JSON to write")
     parser.add_argument("--cache", type=Path, help="npz of extracted templates, reused when present")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -71,9 +85,53 @@ def pair_distances(templates: np.ndarray, labels: np.ndarray) -> tuple[np.ndarra
     return dist[same], dist[~same]
 
 
+def finger_images(root: Path, limit: int = 0) -> list[tuple[str, Path]]:
+    """(finger, image) of a folder per finger, or of FVC's ``<finger>_<impression>`` files in one folder."""
+    suffixes = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if folders:
+        items = [(d.name, f) for d in folders for f in sorted(d.iterdir()) if f.suffix.lower() in suffixes]
+    else:
+        items = [(f.stem.rsplit("_", 1)[0], f) for f in sorted(root.iterdir()) if f.suffix.lower() in suffixes]
+    if limit:
+        keep = sorted({finger for finger, _ in items})[:limit]
+        items = [(finger, f) for finger, f in items if finger in keep]
+    return items
+
+
+def _extract_finger(job: tuple[str, int]) -> bytes | None:
+    from PIL import Image
+
+    from biometrics.errors import InvalidSample
+    from biometrics.fingerprint import extract_fingerprint
+
+    path, dpi = job
+    try:
+        with Image.open(path) as image:
+            return extract_fingerprint(np.array(image.convert("L")), dpi=dpi).to_bytes()
+    except InvalidSample:
+        return None
+
+
+def finger_pair_scores(templates: list, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Genuine and impostor raw similarities over every unordered pair of templates (None: failed, left out)."""
+    from biometrics.fingerprint import compare_fingerprints
+
+    genuine, impostor = [], []
+    for i, a in enumerate(templates):
+        if a is None:
+            continue
+        for j in range(i + 1, len(templates)):
+            if templates[j] is not None:
+                (genuine if labels[i] == labels[j] else impostor).append(compare_fingerprints(a, templates[j]))
+    return np.array(genuine), np.array(impostor)
+
+
 def run(args: argparse.Namespace) -> int:
     """Extract, measure, fit and write the calibration."""
-    from biometrics.scores import ScoreCalibration, threshold_for_fmr
+    if args.modality == "fingerprint":
+        return run_fingerprint(args)
+    from biometrics.scores import ScoreCalibration
 
     items = _images(args.data, args.limit)
     if args.cache and args.cache.exists():
@@ -91,16 +149,7 @@ def run(args: argparse.Namespace) -> int:
     calibration = ScoreCalibration.fit(
         impostor, higher_is_better=False, modality="face", source=f"{args.data.name}: every pair of images"
     )
-    genuine_scores = np.asarray(calibration.score(genuine))
-    operating = {}
-    for fmr in FMR_LEVELS:
-        threshold = threshold_for_fmr(fmr)
-        operating[str(fmr)] = {
-            "score_threshold": threshold,
-            "distance_threshold": round(calibration.raw_threshold(fmr), 5),
-            "fnmr": round(float(np.mean(genuine_scores < threshold)), 5),
-            "measured": fmr >= 3.0 / impostor.size,
-        }
+    operating = operating_points(calibration, genuine, impostor.size, "distance_threshold")
     calibration.notes = {
         "created": dt.date.today().isoformat(),
         "command": "checkpoint-bench calibrate --data ../shared/data/faces/lfw-dev "
@@ -114,11 +163,71 @@ def run(args: argparse.Namespace) -> int:
         "caveat": "pairs share images, so comparisons are not independent; LFW is a research benchmark, "
         "not evidence of fitness for a border's population and cameras",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    calibration.save(args.out)
-    print(f"{len(items)} images, {len(failed)} failed to acquire; "
-          f"{genuine.size} genuine and {impostor.size} impostor comparisons")
-    for fmr, point in operating.items():
-        print(f"FMR {fmr}: score >= {point['score_threshold']:.1f} (distance <= {point['distance_threshold']:.4f})"
-              f" FNMR {point['fnmr']:.4f}{'' if point['measured'] else ' (beyond what the set measures)'}")
+    write(calibration, args.out, f"{len(items)} images, {len(failed)} failed to acquire; {genuine.size} genuine "
+          f"and {impostor.size} impostor comparisons", "distance <=", "distance_threshold")
+    return 0
+
+
+def write(calibration: Any, out: Path, summary: str, raw_words: str, raw_key: str) -> None:
+    """Save the calibration (its notes filled) and print ``summary`` and its operating points."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    calibration.save(out)
+    print(summary)
+    for fmr, point in calibration.notes["operating_points"].items():
+        fnmr = "n/a" if point["fnmr"] is None else f"{point['fnmr']:.4f}"
+        print(f"FMR {fmr}: score >= {point['score_threshold']:.1f} ({raw_words} {point[raw_key]:.4f}) FNMR {fnmr}"
+              f"{'' if point['measured'] else ' (beyond what the set measures)'}")
+
+
+def operating_points(calibration: Any, genuine: np.ndarray, n_impostor: int, raw_key: str) -> dict[str, dict]:
+    """Per FMR level: the score threshold, the raw threshold (under ``raw_key``), the genuine FNMR there and
+    whether the impostor set measures it (at least three impostor comparisons expected over it)."""
+    from biometrics.scores import threshold_for_fmr
+
+    genuine_scores = np.asarray(calibration.score(genuine))
+    return {str(fmr): {"score_threshold": threshold_for_fmr(fmr),
+                       raw_key: round(calibration.raw_threshold(fmr), 5),
+                       "fnmr": round(float(np.mean(genuine_scores < threshold_for_fmr(fmr))), 5) if genuine.size
+                       else None,
+                       "measured": fmr >= 3.0 / n_impostor}
+            for fmr in FMR_LEVELS}
+
+
+def run_fingerprint(args: argparse.Namespace) -> int:
+    """A station's fingerprint calibration from captures of its own scanner."""
+    from biometrics.fingerprint import FingerprintTemplate
+    from biometrics.scores import ScoreCalibration
+
+    items = finger_images(args.data, args.limit)
+    fingers = sorted({finger for finger, _ in items})
+    if len(fingers) < 2:
+        print(f"checkpoint-bench calibrate: {args.data} holds {len(fingers)} finger(s); impostor comparisons need "
+              "captures of several fingers", file=sys.stderr)
+        return 2
+    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        blobs = list(pool.map(_extract_finger, [(str(p), args.dpi) for _, p in items], chunksize=4))
+    templates = [FingerprintTemplate.from_bytes(b) if b is not None else None for b in blobs]
+    failed = [str(p.relative_to(args.data)) for (_, p), t in zip(items, templates, strict=True) if t is None]
+    genuine, impostor = finger_pair_scores(templates, np.array([finger for finger, _ in items]))
+    try:
+        calibration = ScoreCalibration.fit(
+            impostor, higher_is_better=True, modality="fingerprint",
+            source=f"{args.data.name}: every pair of captures of different fingers ({len(fingers)} fingers, "
+                   f"{args.dpi} dpi)")
+    except ValueError as exc:
+        print(f"checkpoint-bench calibrate: {exc}", file=sys.stderr)
+        return 2
+    operating = operating_points(calibration, genuine, impostor.size, "similarity_threshold")
+    calibration.notes = {
+        "created": dt.date.today().isoformat(),
+        "command": f"checkpoint-bench calibrate --modality fingerprint --data {args.data} --dpi {args.dpi} "
+                   f"--out {args.out}",
+        "images": len(items), "fingers": len(fingers), "failed_to_acquire": failed,
+        "n_genuine": int(genuine.size), "n_impostor": int(impostor.size), "operating_points": operating,
+        "caveat": "pairs share captures, so comparisons are not independent; the tail beyond 1/n_impostor is "
+                  "extrapolated",
+    }
+    write(calibration, args.out, f"{len(items)} captures of {len(fingers)} fingers, {len(failed)} failed to "
+          f"acquire; {genuine.size} genuine and {impostor.size} impostor comparisons", "similarity >=",
+          "similarity_threshold")
     return 0

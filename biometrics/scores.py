@@ -150,6 +150,22 @@ class ScoreCalibration:
         return cls(**json.loads(Path(path).read_text()))
 
     @classmethod
+    def load_checked(cls, path: str | Path, modality: str) -> ScoreCalibration:
+        """:meth:`load`, refusing (ValueError) a file that is not a usable calibration of ``modality``."""
+        try:
+            calibration = cls.load(path)
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} is not a score calibration ({exc})") from None
+        if calibration.modality != modality:
+            raise ValueError(f"{path} calibrates {calibration.modality!r} scores, not {modality!r}")
+        values, scores = np.asarray(calibration.values, float), np.asarray(calibration.scores, float)
+        if (values.ndim != 1 or values.size < 2 or values.shape != scores.shape or np.any(np.diff(values) <= 0)
+                or np.any(np.diff(scores) < 0) or not np.all(np.isfinite(values)) or calibration.n_impostor < 100):
+            raise ValueError(f"{path} is not a usable calibration: increasing values and non-decreasing scores "
+                             "measured on at least 100 impostor comparisons are required")
+        return calibration
+
+    @classmethod
     def for_modality(cls, modality: str) -> ScoreCalibration:
         """The calibration shipped with the package for ``modality`` ("face" or "fingerprint")."""
         path = CALIBRATION_DIR / f"{modality}.json"

@@ -37,6 +37,7 @@ from biometrics.island import OfflinePolicy
 from biometrics.keydir import KeyLocationError, default_key_dir
 from biometrics.recording import parse_lanes
 from biometrics.register import StoreRefused
+from biometrics.scores import ScoreCalibration
 from biometrics.service import CheckpointService, ServiceConfig, StoreLocation
 from biometrics.storage import KeyRingMismatch, SchemaTooNew
 from biometrics.workers import FaceWorkerPool
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fpir", type=float, default=0.01,
                    help="1:N searches (Identify, duplicates): largest share of searches of someone not enrolled "
                    "that may return a candidate; the threshold grows with the gallery (default 0.01)")
+    p.add_argument("--fingerprint-calibration", type=Path, metavar="FILE",
+                   help="this station's fingerprint score calibration, fitted on captures of its own scanner "
+                   "(checkpoint-bench calibrate --modality fingerprint); default: the shipped one (FVC2002 DB1_B), "
+                   "which states the FMR of other sensors only within a factor of 3 to 10")
     p.add_argument("--threads", type=int, default=16, help="gRPC worker threads")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="face extraction processes (default: one per core); 0: extract in the calling gRPC thread")
@@ -254,6 +259,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoint-server: {exc}", file=sys.stderr)
         return 2
     try:
+        calibrations = ({"fingerprint_calibration": ScoreCalibration.load_checked(args.fingerprint_calibration,
+                                                                                  "fingerprint")}
+                        if args.fingerprint_calibration else {})
+    except (OSError, ValueError) as exc:
+        print(f"checkpoint-server: --fingerprint-calibration: {exc}", file=sys.stderr)
+        return 2
+    try:
         credentials = server_credentials_for(args)
     except TLSConfigError as exc:
         print(f"checkpoint-server: {exc}", file=sys.stderr)
@@ -284,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         service = CheckpointService.open(location, config=config, extractor=pool,
                                          checkpoint_every=args.audit_checkpoint_every,
-                                         face_index=face_index_from(args, location))
+                                         face_index=face_index_from(args, location), **calibrations)
         service.start(background=True)  # the port opens now; NOT_SERVING until the gallery is loaded
         metrics = start_metrics(service, args.metrics_listen, pool=pool, allow_remote=args.metrics_allow_remote)
     except (DataDirLocked, KeyLocationError, KeyRingMismatch, SchemaTooNew, StoreRefused, ValueError, OSError) as exc:
@@ -307,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
           f"({subjects} subjects, {templates} templates; threshold {service.threshold:.2f} at FMR {args.fmr}, "
           f"1:N {service.search_threshold():.2f} at FPIR {args.fpir})",
           flush=True)
+
+    if calibrations:
+        cal = calibrations["fingerprint_calibration"]
+        log.info("fingerprint scores calibrated by %s: %s (%d impostor comparisons)", args.fingerprint_calibration,
+                 cal.source, cal.n_impostor)
 
     def _on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping; in-flight calls get %.0f s", signum, args.grace)

@@ -1,0 +1,129 @@
+"""A station's own fingerprint calibration: fitted on captures of its scanner (`checkpoint-bench calibrate
+--modality fingerprint`), checked when loaded, and used by `checkpoint-server --fingerprint-calibration`.
+
+The captures (tests/data/station/README.md) are five FVC2002 DB3_B fingers, four impressions each, as the
+station's ZFM sensor gives them (256x288 at 500 dpi, 16 grey levels)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from checkpoint.v1 import checkpoint_pb2 as pb
+from helpers import DATA, ServerProcess
+from PIL import Image
+
+from benchmarks import cli as bench
+from biometrics.fingerprint import compare_fingerprints, extract_fingerprint
+from biometrics.scores import ScoreCalibration
+
+CAPTURES = DATA / "station"
+FINGERS, IMPRESSIONS = 5, 4
+N_IMPOSTOR = math.comb(FINGERS * IMPRESSIONS, 2) - FINGERS * math.comb(IMPRESSIONS, 2)  # 160
+
+
+def capture(finger: int, impression: int) -> Path:
+    return CAPTURES / str(finger) / f"{impression}.png"
+
+
+@pytest.fixture(scope="module")
+def station_calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("calibration") / "station-fingerprint.json"
+    assert bench.main(["calibrate", "--modality", "fingerprint", "--data", str(CAPTURES), "--out", str(out),
+                       "--workers", "2"]) == 0
+    return out
+
+
+def test_the_station_calibration_states_the_measured_false_match_rate(station_calibration: Path) -> None:
+    cal = ScoreCalibration.load_checked(station_calibration, "fingerprint")
+    assert cal.modality == "fingerprint" and cal.higher_is_better and cal.n_impostor == N_IMPOSTOR
+    assert cal.notes["fingers"] == FINGERS and cal.notes["n_genuine"] == FINGERS * math.comb(IMPRESSIONS, 2)
+    assert cal.notes["failed_to_acquire"] == []
+    # The k-th highest impostor similarity scores -log10(k / n): the top one log10(160) = 2.20.
+    templates = {(f, i): extract_fingerprint(np.array(Image.open(capture(f, i)).convert("L")))
+                 for f in range(101, 101 + FINGERS) for i in range(1, IMPRESSIONS + 1)}
+    keys = sorted(templates)
+    impostor = sorted((compare_fingerprints(templates[a], templates[b]) for n, a in enumerate(keys)
+                       for b in keys[n + 1:] if a[0] != b[0]), reverse=True)
+    assert len(impostor) == N_IMPOSTOR
+    assert cal.score(impostor[0]) == pytest.approx(math.log10(N_IMPOSTOR), abs=1e-9)
+    assert cal.score(impostor[9]) == pytest.approx(math.log10(N_IMPOSTOR / 10), abs=0.02)
+    assert cal.score(impostor[0]) != pytest.approx(ScoreCalibration.for_modality("fingerprint").score(impostor[0]))
+
+
+def test_fvc_files_in_one_folder_give_the_same_calibration(tmp_path: Path, station_calibration: Path) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in range(101, 101 + FINGERS):
+        for i in range(1, IMPRESSIONS + 1):
+            shutil.copy(capture(f, i), flat / f"{f}_{i}.png")
+    out = tmp_path / "flat.json"
+    assert bench.main(["calibrate", "--modality", "fingerprint", "--data", str(flat), "--out", str(out)]) == 0
+    a, b = json.loads(out.read_text()), json.loads(station_calibration.read_text())
+    assert (a["values"], a["scores"], a["n_impostor"]) == (b["values"], b["scores"], b["n_impostor"])
+
+
+def test_captures_of_one_finger_cannot_calibrate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one = tmp_path / "one"
+    shutil.copytree(CAPTURES / "101", one / "101")
+    assert bench.main(["calibrate", "--modality", "fingerprint", "--data", str(one), "--out",
+                       str(tmp_path / "x.json")]) == 2
+    assert "captures of several fingers" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_a_calibration_of_another_modality_or_a_broken_file_is_refused(tmp_path: Path) -> None:
+    face = Path(__file__).resolve().parents[1] / "biometrics" / "calibration" / "face.json"
+    with pytest.raises(ValueError, match="calibrates 'face' scores, not 'fingerprint'"):
+        ScoreCalibration.load_checked(face, "fingerprint")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="not a score calibration"):
+        ScoreCalibration.load_checked(broken, "fingerprint")
+    doc = json.loads(face.read_text())
+    doc.update(modality="fingerprint", scores=list(reversed(doc["scores"])))
+    (tmp_path / "decreasing.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="non-decreasing scores"):
+        ScoreCalibration.load_checked(tmp_path / "decreasing.json", "fingerprint")
+
+
+def test_the_server_refuses_to_start_on_a_bad_calibration(tmp_path: Path) -> None:
+    for bad in (tmp_path / "missing.json",
+                Path(__file__).resolve().parents[1] / "biometrics" / "calibration" / "face.json"):
+        done = subprocess.run([sys.executable, "-m", "verify.server", "--plaintext", "--listen", "127.0.0.1:0",
+                               "--data-dir", str(tmp_path / "data"), "--key-dir", str(tmp_path / "keys"),
+                               "--fingerprint-calibration", str(bad)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert "--fingerprint-calibration" in done.stderr
+    assert not (tmp_path / "data").exists()  # refused before the data directory is touched
+
+
+@pytest.mark.server
+def test_a_server_states_fingerprint_scores_by_the_station_calibration(tmp_path: Path,
+                                                                       station_calibration: Path) -> None:
+    proc = ServerProcess(tmp_path, args=("--fingerprint-calibration", str(station_calibration))).start()
+    try:
+        stub = proc.stub()
+
+        def finger(f: int, i: int) -> pb.Sample:
+            return pb.Sample(modality=pb.FINGERPRINT, finger=pb.RIGHT_INDEX, image=capture(f, i).read_bytes())
+
+        enrolled = stub.Enroll(pb.EnrollRequest(subject_id="IDN0000501", info=pb.SubjectInfo(name="Station 101"),
+                                                samples=[finger(101, 1)]), timeout=60)
+        assert enrolled.enrolled, enrolled
+        got = stub.Verify(pb.VerifyRequest(subject_id="IDN0000501", samples=[finger(101, 2)]), timeout=60)
+        grey = {i: np.array(Image.open(capture(101, i)).convert("L")) for i in (1, 2)}
+        raw = compare_fingerprints(extract_fingerprint(grey[2]), extract_fingerprint(grey[1]))
+        station = ScoreCalibration.load(station_calibration)
+        assert got.modality_scores[0].score == pytest.approx(station.score(raw), abs=1e-9)
+        assert got.score == pytest.approx(station.score(raw), abs=1e-9)  # one modality: the fused score is it
+        assert station.score(raw) != pytest.approx(ScoreCalibration.for_modality("fingerprint").score(raw))
+    finally:
+        proc.stop()
+
