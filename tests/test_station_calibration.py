@@ -127,3 +127,22 @@ def test_a_server_states_fingerprint_scores_by_the_station_calibration(tmp_path:
     finally:
         proc.stop()
 
+
+
+def test_the_station_calibration_bench_counts_each_half_by_each_calibration() -> None:
+    from benchmarks.station_calibration import judge, table
+
+    class Linear:  # raw similarity r scores 100 r under one calibration, 50 r under the other
+        def __init__(self, factor: float) -> None:
+            self.factor = factor
+
+        def score(self, raw: np.ndarray) -> np.ndarray:
+            return self.factor * np.asarray(raw)
+
+    impostor, genuine = np.array([0.01, 0.02, 0.03, 0.05]), np.array([0.02, 0.2])
+    got = judge(Linear(100), Linear(50), genuine, impostor)
+    assert got["n_impostor"] == 4 and got["n_genuine"] == 2
+    assert got["shipped"] == {"impostor_at_s2": 3, "impostor_at_s3": 2, "genuine_under_s3": 1}
+    assert got["station"] == {"impostor_at_s2": 1, "impostor_at_s3": 0, "genuine_under_s3": 1}
+    row = {**got, "set": "DB9_B", "captures": 6, "refused": 0}
+    assert "| DB9_B | 6 (0) | 4 / 2 | 0, 3, 1 | 0.0, 2, 0 | 1, 1 |" in table([row])
