@@ -10,6 +10,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from collections.abc import Callable
 from types import ModuleType
 
 import benchmarks
@@ -44,6 +45,15 @@ def build_parser(commands: dict[str, ModuleType]) -> argparse.ArgumentParser:
         command_parser = sub.add_parser(name, help=summary, description=module.__doc__)
         module.add_arguments(command_parser)
     return parser
+
+
+def script_main(doc: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+                run: Callable[[argparse.Namespace], int], argv: list[str] | None = None) -> int:
+    """A subcommand module run as a script, on its own: its parser, described by the first line of ``doc`` (the
+    module's docstring), filled by its ``add_arguments``; then its ``run``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:

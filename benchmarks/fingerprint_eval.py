@@ -40,6 +40,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from benchmarks.cli import script_main
+
 COMMAND = "fingerprint-eval"
 DEFAULT_DATA = Path("../shared/data/fingerprints/fvc2002")
 SENSOR_DPI = {"DB1_B": 500, "DB2_B": 569, "DB3_B": 500, "DB4_B": 500}  # from the data set's README
@@ -307,9 +309,7 @@ def write_calibration(impostor: np.ndarray, genuine: np.ndarray) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point when run as a script."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

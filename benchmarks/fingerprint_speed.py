@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from benchmarks.cli import script_main
+
 if TYPE_CHECKING:
     from biometrics.fingerprint.template import FingerprintTemplate
     from biometrics.scores import ScoreCalibration
@@ -336,9 +338,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point when run as a script."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return script_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

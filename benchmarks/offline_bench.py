@@ -1100,7 +1100,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Run both phases; write report.json and report.md into ``args.out``."""
     from benchmarks.accuracy import json_safe
-    from benchmarks.report import describe_machine
+    from benchmarks.report import describe_machine, write_stations_report
 
     check_arguments(args)
     multi_all, single_all = load_identities(args.images, args.seed)
@@ -1175,7 +1175,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     result["wall_s"] = time.time() - started
     result["failures"] = failures(result)
     (args.out / "report.json").write_text(json.dumps(json_safe(result), indent=1) + "\n")
-    write_report(args.out / "report.md", result)
+    write_stations_report(args.out / "report.md", "An island station offline, then reconnected", result,
+                          summary_lines(result))
     return result
 
 
@@ -1354,18 +1355,6 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     if result.get("failures"):
         lines += ["## FAILED checks", "", *[f"- {f}" for f in result["failures"]], ""]
     return lines
-
-
-def write_report(path: Path, result: dict[str, Any]) -> None:
-    """``report.md``: the figures, the command and the machine."""
-    m = result["machine"]
-    lines = ["# An island station offline, then reconnected", "",
-             f"Command: `{result['command']}`", "",
-             f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['memory_gib']} GiB; PostgreSQL "
-             f"{result['postgresql']}; commit `{m['git_commit']}`"
-             f"{' (working tree modified)' if m['git_tree_modified'] else ''}; {m['date_utc']}; "
-             f"{result['wall_s']:.0f} s.", "", *summary_lines(result)]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:

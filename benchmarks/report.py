@@ -89,6 +89,19 @@ def describe_machine() -> dict:
     }
 
 
+def write_stations_report(path: Path, title: str, result: dict, summary: list[str]) -> None:
+    """``report.md`` of a run on stations and a PostgreSQL register (``checkpoint-bench stations``, ``offline``):
+    ``title``, the command, the machine (``result["machine"]``, :func:`describe_machine`), then ``summary``."""
+    m = result["machine"]
+    lines = [f"# {title}", "",
+             f"Command: `{result['command']}`", "",
+             f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['memory_gib']} GiB; PostgreSQL "
+             f"{result['postgresql']}; commit `{m['git_commit']}`"
+             f"{' (working tree modified)' if m['git_tree_modified'] else ''}; {m['date_utc']}; "
+             f"{result['wall_s']:.0f} s.", "", *summary]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def _load_result(folder: Path) -> dict:
     path = folder / "metrics.json"
     if not path.is_file():

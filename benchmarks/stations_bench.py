@@ -1249,7 +1249,7 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Run the phases; write report.json and report.md into ``args.out``."""
-    from benchmarks.report import describe_machine
+    from benchmarks.report import describe_machine, write_stations_report
 
     phases = check_arguments(args)
     multi, _ = load_identities(args.images, args.seed)
@@ -1316,7 +1316,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.accuracy import json_safe
 
     (args.out / "report.json").write_text(json.dumps(json_safe(result), indent=1) + "\n")
-    write_report(args.out / "report.md", result)
+    write_stations_report(args.out / "report.md", "Stations on one PostgreSQL register", result, summary_lines(result))
     return result
 
 
@@ -1413,18 +1413,6 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 
 def _s(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
-
-
-def write_report(path: Path, result: dict[str, Any]) -> None:
-    """``report.md``: the figures, the command and the machine."""
-    m = result["machine"]
-    lines = ["# Stations on one PostgreSQL register", "",
-             f"Command: `{result['command']}`", "",
-             f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['memory_gib']} GiB; PostgreSQL "
-             f"{result['postgresql']}; commit `{m['git_commit']}`"
-             f"{' (working tree modified)' if m['git_tree_modified'] else ''}; {m['date_utc']}; "
-             f"{result['wall_s']:.0f} s.", "", *summary_lines(result)]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def failures(result: dict[str, Any]) -> list[str]:

@@ -29,13 +29,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from biometrics.matcher import ScanSnapshot, SnapshotReads, as_probes, as_templates, search_snapshot
 from biometrics.subject_table import SubjectTable
+from biometrics.threadpool import LazyThreadPool
 
 # Below this many rows a search runs in the calling thread only.
 PARALLEL_MIN_ROWS = 65_536
@@ -56,16 +56,7 @@ BATCH_BLOCK_VALUES = 1 << 20
 # Rows quantised per numpy pass (bounds the temporaries of a bulk load).
 QUANTISE_CHUNK = 65_536
 
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="compact")
-        return _executor
+_pool = LazyThreadPool("compact")
 
 
 def _kernels():

@@ -31,13 +31,13 @@ import os
 import tempfile
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from biometrics.errors import SubjectNotFound
 from biometrics.subject_table import SubjectTable
+from biometrics.threadpool import LazyThreadPool
 
 # Below this many rows a search runs in the calling thread only.
 PARALLEL_MIN_ROWS = 65_536
@@ -48,16 +48,7 @@ SINGLE_BLOCK_ROWS = 131_072
 # Largest candidate set taken in one pass before widening (only when subjects own many templates).
 MAX_FIRST_CANDIDATES = 4096
 
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="matcher")
-        return _executor
+_pool = LazyThreadPool("matcher")
 
 
 def as_templates(templates: np.ndarray, dim: int) -> np.ndarray:
