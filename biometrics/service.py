@@ -174,18 +174,6 @@ def check_station(name: str, *, required: bool) -> None:
                          "letters, digits and hyphens, such as rokot-airport")
 
 
-def _a_step_refused(error: BiometricError, attempts: int, attempt: int) -> bool:
-    """Whether ``error`` refused a sample in a call before the last of a kiosk transaction (the kiosk asks for
-    another capture and calls again), which publishes no event of its own."""
-    if not isinstance(error, InvalidSample):
-        return False
-    try:
-        allowed, number = validation.check_attempts(attempts, attempt)
-    except InvalidSample:
-        return False
-    return 0 < number < allowed
-
-
 def _new_decision_id() -> str:
     return uuid.uuid4().hex
 
@@ -763,15 +751,13 @@ class CheckpointService:
         verification"). ``attempt``: which call this is (1 to ``attempts``; 0, not given: the last). A call
         before the last that is not accepted is a step of the transaction, not its outcome: it is audited,
         but its decision event (the published statistics) is left to the call that ends the transaction, so
-        the portal counts travellers, not placements; it gets no feedback id. So is a sample refused in such a
-        call (the kiosk asks again): its error event is left to the call that ends the transaction.
+        the portal counts travellers, not placements; it gets no feedback id.
         """
         started, actor = time.perf_counter(), actor or Actor()
         try:
             return self._verify(subject_id, samples, actor, document_nationality, started, attempts, attempt)
-        except BiometricError as exc:
-            if not _a_step_refused(exc, attempts, attempt):
-                self._record_error(actor, started, samples, document_nationality)
+        except BiometricError:
+            self._record_error(actor, started, samples, document_nationality)
             raise
 
     def _verify(self, subject_id: str, samples: Sequence[Sample], actor: Actor, document_nationality: str,

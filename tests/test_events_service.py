@@ -140,25 +140,6 @@ def test_a_kiosk_transaction_publishes_one_event_however_many_calls(service: Che
         (1, 2, False), (2, 2, True), (1, 3, True), (2, 2, False), (0, 2, False)]  # every call audited
 
 
-def test_a_sample_refused_before_the_last_call_publishes_no_error(service: CheckpointService, tmp_path: Path) -> None:
-    """The kiosk asks for another capture after a refused sample in a call before the last: the refusal is the
-    transaction's step, not its outcome; on the last call (or a one-call transaction) it is published."""
-    blank = Sample(Modality.FACE, face("Hans_Blix_0001.jpg")[:2000])  # a damaged image: refused
-    for attempts, attempt in ((2, 1), (3, 2), (2, 2), (1, 0), (2, 0)):
-        with pytest.raises(InvalidSample):
-            service.verify("P1234567", [blank], actor=ARRIVAL_KIOSK, attempts=attempts, attempt=attempt)
-    with pytest.raises(InvalidSample):  # an attempt beyond the transaction is refused, and published
-        service.verify("P1234567", [blank], actor=ARRIVAL_KIOSK, attempts=2, attempt=3)
-    with pytest.raises(SubjectNotFound):  # not the sample's fault: the kiosk does not call again, so published
-        service.verify("Z0000000", [sample("Hans_Blix_0001.jpg")], actor=ARRIVAL_KIOSK, attempts=2, attempt=1)
-    events = open_event_store(tmp_path / "data")
-    try:
-        errors = [r for r in table_rows(events)["decision_events"] if r[7] == "error"]
-    finally:
-        events.close()
-    assert len(errors) == 5  # (2, 2), (1, 0), (2, 0), the attempt beyond, the unknown subject
-
-
 def test_events_carry_no_personal_data(service: CheckpointService, tmp_path: Path) -> None:
     decisions = [service.verify("P1234567", [sample("Megawati_Sukarnoputri_0002.jpg")], actor=ARRIVAL_KIOSK),
                  service.verify("Q7654321", [sample("Kofi_Annan_0004.jpg")], actor=OFFICER),

@@ -102,44 +102,29 @@ def main(argv: list[str] | None = None) -> int:
         return fail(error)
 
 
-# Refusals after which a kiosk asks for another capture while the transaction has calls left: a sample the
-# service could not use (no finger, too few features...), or a capture that timed out.
-RETRIED_REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
 def verify_transaction(stub: Any, request: pb.VerifyRequest, *, timeout: float | None = None,
-                       on_retry: Callable[[int, int, str], None] | None = None) -> pb.VerifyResponse:
+                       on_retry: Callable[[int, int], None] | None = None) -> pb.VerifyResponse:
     """One kiosk transaction of up to ``request.attempts`` Verify calls (0: one): the next call, the same
     request numbered ``attempt`` n (every device capture in it taken anew: the scanner's, and the camera's when
     the face is captured too; face images sent as files are sent again as they are), only when the one before
-    was not PROCEED or was refused for its sample (:data:`RETRIED_REFUSALS`). ``on_retry(n, attempts, why)``
-    is called before call n > 1 (to ask the traveller to place the finger again; ``why``: the refusal's
-    message, empty after an answer that was not PROCEED). The last answer is returned; a refusal of the last
-    call, or any other refusal, raises grpc.RpcError and ends the transaction."""
+    was not PROCEED; ``on_retry(n,
+    attempts)`` is called before call n > 1 (to ask the traveller to place the finger again). The last answer
+    is returned; a refusal raises grpc.RpcError and ends the transaction."""
     attempts = max(1, request.attempts)
-    why = ""
     for n in range(1, attempts + 1):
         if n > 1 and on_retry is not None:
-            on_retry(n, attempts, why)
+            on_retry(n, attempts)
         call = pb.VerifyRequest()
         call.CopyFrom(request)
         call.attempt = n if attempts > 1 else 0
-        try:
-            response = stub.Verify(call, timeout=timeout)
-        except grpc.RpcError as error:
-            if n == attempts or error.code() not in RETRIED_REFUSALS:
-                raise
-            why = error.details() or ""
-            continue
-        why = ""
+        response = stub.Verify(call, timeout=timeout)
         if response.decision == pb.PROCEED:
             break
     return response
 
 
-def _ask_again(n: int, attempts: int, why: str) -> None:
-    print(f"TRY AGAIN: {why + ' ' if why else ''}place your finger on the scanner again (attempt {n} of "
-          f"{attempts})", flush=True)
+def _ask_again(n: int, attempts: int) -> None:
+    print(f"TRY AGAIN: place your finger on the scanner again (attempt {n} of {attempts})", flush=True)
 
 
 def rate(stub: Any, feedback_id: str, rating: int, *, timeout: float | None = None) -> pb.RateDecisionResponse:
