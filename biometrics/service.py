@@ -20,7 +20,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -616,6 +616,15 @@ class CheckpointService:
     def _record_error(self, actor: Actor, started: float, samples: Sequence[Sample], nationality: str) -> None:
         """Record a decision that ended in a refusal (no face, unknown document...) as an ``error`` event, in a
         transaction of its own; a failure to record it is logged, never raised over the refusal."""
+        modalities = {getattr(s, "modality", None) for s in samples} if isinstance(samples, Sequence) else set()
+        self.record_refusal(actor, started, modalities, nationality)
+
+    def record_refusal(self, actor: Actor, started: float, modalities: Collection[int | None],
+                       nationality: str) -> None:
+        """Publish a call that ended in a refusal as an ``error`` decision event (its own transaction), also when
+        it failed before reaching the service: a kiosk transaction's later call whose capture failed (the
+        traveller asked to place the finger again walked away) ends a transaction whose earlier, not accepted
+        call published nothing. A failure to record it is logged, never raised over the refusal."""
         if self.events is None:
             return
         try:
@@ -623,7 +632,6 @@ class CheckpointService:
                 nationality = check_nationality(nationality)
             except BiometricError:
                 nationality = ""
-            modalities = {getattr(s, "modality", None) for s in samples} if isinstance(samples, Sequence) else set()
             self.events.record(self.events.event(actor, ERROR, started, [], nationality,
                                                  faces=Modality.FACE in modalities,
                                                  fingers=Modality.FINGERPRINT in modalities))

@@ -56,6 +56,10 @@ def test_attempts_without_a_scanned_finger_is_a_usage_error(capsys):
         kiosk.main(["verify", "P1", "--finger", f"right-index:{FINGERS / 'DB1_B_101_2.png'}", "--attempts", "2"])
     assert exit_info.value.code == 2
     assert "--attempts takes the finger again from the scanner" in capsys.readouterr().err
+    for bad in ("4", "-1", "0"):  # a transaction of 1 to 3 calls (the contract's limit), refused before any call
+        with pytest.raises(SystemExit):
+            kiosk.main(["verify", "P1", "--scan", "right-index", "--attempts", bad])
+        assert "invalid choice" in capsys.readouterr().err
 
 
 class _Answers:

@@ -241,6 +241,43 @@ def test_the_kiosk_asks_for_another_placement_when_the_first_is_not_accepted(
     assert "TRY AGAIN" not in capsys.readouterr().out and len(emulator.served) == before + 1
 
 
+def test_a_transaction_whose_second_capture_fails_is_still_published(server: ServerProcess, stub,
+                                                                     emulator: ZfmEmulator) -> None:
+    """The first call, not accepted, publishes nothing (the kiosk calls again); when the traveller then never
+    places the finger, the second call's capture times out before reaching the service, and that refusal is
+    published as the transaction's outcome: the portal does not lose a traveller sent to an officer."""
+    from biometrics.event_store import open_event_store
+
+    def outcomes() -> list[str]:
+        events = open_event_store(server.data_dir)
+        try:
+            with events.backend._read() as view:
+                return [r[0] for r in view.execute("SELECT outcome FROM decision_events").fetchall()]
+        finally:
+            events.close()
+
+    emulator.place(PRINTS / "DB4_B_101_1.png")
+    assert stub.Enroll(pb.EnrollRequest(
+        subject_id="IDN0000401", info=pb.SubjectInfo(name="Finger 101, third desk"), allow_duplicate=True,
+        override_reason="the same test finger as another subject of this module",
+        samples=[pb.Sample(modality=pb.FINGERPRINT, finger=pb.RIGHT_INDEX, capture=pb.DeviceCapture())]),
+        timeout=60).enrolled
+    scan = pb.Sample(modality=pb.FINGERPRINT, finger=pb.RIGHT_INDEX, capture=pb.DeviceCapture(timeout_seconds=0.5))
+    before = outcomes()
+    emulator.place(PRINTS / "DB4_B_102_1.png")  # another finger: not accepted
+    first = stub.Verify(pb.VerifyRequest(subject_id="IDN0000401", samples=[scan], attempts=2, attempt=1), timeout=60)
+    assert first.decision == pb.SEE_OFFICER and not first.feedback_id
+    assert outcomes() == before  # a step: nothing published yet
+    try:
+        emulator.inject(Fault.NO_FINGER)
+        e = rpc_error(stub.Verify, pb.VerifyRequest(subject_id="IDN0000401", samples=[scan], attempts=2, attempt=2),
+                      timeout=60)
+    finally:
+        emulator.clear()
+    assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert outcomes() == [*before, "error"]  # the transaction's end, published
+
+
 @pytest.mark.parametrize("timeout_s", [float("inf"), float("nan"), -1.0, 61.0, 1e9])
 def test_a_capture_timeout_out_of_bounds_is_an_invalid_argument(stub, timeout_s: float) -> None:
     for capture in (stub.CaptureFace, stub.CaptureFingerprint):

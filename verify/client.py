@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="1:1: is this traveller the holder of SUBJECT_ID?")
     v.add_argument("subject_id")
     add_sample_arguments(v, impressions=1)
-    v.add_argument("--attempts", type=int, metavar="N",
+    v.add_argument("--attempts", type=int, choices=(1, 2, 3), metavar="N",
                    help="calls this transaction allows (1-3; needs --scan): a call not accepted asks the traveller "
                         "to place the finger again, the next call scanning it anew; every call is scored as one "
                         f"of N, so the transaction keeps the threshold's FMR (default {SCAN_ATTEMPTS} with --scan, "

@@ -146,7 +146,15 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:  # noqa: N802
         """See the contract."""
         validation.check_attempts(request.attempts, request.attempt)
-        result = self.service.verify(request.subject_id, self.samples(request.samples), actor=self.actor(context),
+        started = time.perf_counter()
+        try:
+            samples = self.samples(request.samples)
+        except Exception:
+            if request.attempt > 1:  # the call that ends a transaction whose earlier call published nothing
+                self.service.record_refusal(self.actor(context), started, {m.modality for m in request.samples},
+                                            request.document_nationality)
+            raise
+        result = self.service.verify(request.subject_id, samples, actor=self.actor(context),
                                      document_nationality=request.document_nationality, attempts=request.attempts,
                                      attempt=request.attempt)
         return convert.verify_response(result, full=self.full_view(context))
