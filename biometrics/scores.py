@@ -158,11 +158,22 @@ class ScoreCalibration:
             raise ValueError(f"{path} is not a score calibration ({exc})") from None
         if calibration.modality != modality:
             raise ValueError(f"{path} calibrates {calibration.modality!r} scores, not {modality!r}")
+        if calibration.higher_is_better is not (modality == "fingerprint"):  # similarity / distance
+            raise ValueError(f"{path}: a {modality} comparison is a "
+                             f"{'similarity' if modality == 'fingerprint' else 'distance'}; the file says otherwise")
         values, scores = np.asarray(calibration.values, float), np.asarray(calibration.scores, float)
+        n = calibration.n_impostor
         if (values.ndim != 1 or values.size < 2 or values.shape != scores.shape or np.any(np.diff(values) <= 0)
-                or np.any(np.diff(scores) < 0) or not np.all(np.isfinite(values)) or calibration.n_impostor < 100):
+                or np.any(np.diff(scores) < 0) or not np.all(np.isfinite(values)) or not np.all(np.isfinite(scores))
+                or n < 100):
             raise ValueError(f"{path} is not a usable calibration: increasing values and non-decreasing scores "
                              "measured on at least 100 impostor comparisons are required")
+        # Measured scores run from 0 (every impostor) to log10(n) (the highest one); beyond is the tail's slope.
+        if scores[0] < 0 or scores[0] > 0.5 or scores[-1] > np.log10(n) + 1e-6:
+            raise ValueError(f"{path} states scores {scores[0]:.2f} to {scores[-1]:.2f}, which {n} impostor "
+                             f"comparisons cannot measure (0 to {np.log10(n):.2f})")
+        if not (np.isfinite(calibration.tail_slope) and 0 <= calibration.tail_slope < 1e6):
+            raise ValueError(f"{path} has an unusable tail slope {calibration.tail_slope!r}")
         return calibration
 
     @classmethod

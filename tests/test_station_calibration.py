@@ -86,11 +86,21 @@ def test_a_calibration_of_another_modality_or_a_broken_file_is_refused(tmp_path:
     broken.write_text("{not json")
     with pytest.raises(ValueError, match="not a score calibration"):
         ScoreCalibration.load_checked(broken, "fingerprint")
-    doc = json.loads(face.read_text())
-    doc.update(modality="fingerprint", scores=list(reversed(doc["scores"])))
-    (tmp_path / "decreasing.json").write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="non-decreasing scores"):
-        ScoreCalibration.load_checked(tmp_path / "decreasing.json", "fingerprint")
+    shipped = json.loads((face.parent / "fingerprint.json").read_text())
+    bad = {  # each would let the server start and state every finger wrongly
+        "decreasing": ({"scores": list(reversed(shipped["scores"]))}, "non-decreasing scores"),
+        "nan scores": ({"scores": [float("nan")] * len(shipped["scores"])}, "non-decreasing scores"),
+        "scores shifted up": ({"scores": [v + 6 for v in shipped["scores"]]}, "cannot measure"),
+        "a distance": ({"higher_is_better": False}, "similarity"),
+        "nan tail": ({"tail_slope": float("nan")}, "tail slope"),
+        "huge tail": ({"tail_slope": 1e9}, "tail slope"),
+    }
+    for name, (change, words) in bad.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({**shipped, **change}))
+        with pytest.raises(ValueError, match=words):
+            ScoreCalibration.load_checked(tmp_path / f"{name}.json", "fingerprint")
+    assert ScoreCalibration.load_checked(face.parent / "fingerprint.json", "fingerprint").n_impostor > 100
+    assert ScoreCalibration.load_checked(face, "face").higher_is_better is False
 
 
 def test_the_server_refuses_to_start_on_a_bad_calibration(tmp_path: Path) -> None:
