@@ -11,7 +11,7 @@ written beside it. Usage::
     checkpoint-bench calibrate --modality fingerprint --data captures/ --out station-fingerprint.json
 
 A fingerprint calibration carries to a scanner only as far as its impostor distribution does (the shipped one,
-fitted on FVC2002 DB1_B, measured 3 to 10 times the FMR it states on other sensors: docs/fingerprint.md), so a station
+fitted on FVC2002 DB1_B, was 0.3 to 5 times off the FMR it states on other sensors: docs/fingerprint.md), so a station
 fits its own on captures of its scanner, a folder per finger (``captures/<finger>/<impression>.png``, or FVC's
 ``<finger>_<impression>.png`` in one folder), and starts ``checkpoint-server --fingerprint-calibration``. The
 tail the threshold rests on needs many fingers: FMR 1/1000 wants thousands of impostor comparisons (100 fingers

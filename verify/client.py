@@ -27,7 +27,8 @@ from verify.channel import (
 
 DECISIONS = {pb.PROCEED: "PROCEED", pb.SEE_OFFICER: "SEE OFFICER"}
 # Calls a kiosk transaction with a scanned finger allows by default: a second placement only for a traveller
-# whose first is not accepted (about 1.5 in 100 genuine travellers; docs/benchmarks.md, "up to two attempts").
+# whose first is not accepted (about 1 genuine traveller in 100 at the default threshold; docs/benchmarks.md, "up to
+# two attempts").
 SCAN_ATTEMPTS = 2
 
 
