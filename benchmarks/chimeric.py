@@ -515,11 +515,13 @@ VETO_FLOORS = (0.5, 1.0, 1.5, 2.0)
 VETO_STOPS = 0.9  # a contradiction cap must stop at least this share of dev stolen-finger attacks
 
 
-def fused_scores(rule: str, columns: np.ndarray, lr: Any = None, floors: Sequence[float | None] = ()
-                 ) -> np.ndarray:
+def fused_scores(rule: str, columns: np.ndarray, lr: Any = None, floors: Sequence[float | None] = (),
+                 attempts: int = 1) -> np.ndarray:
     """False-match scores of each row of (face score, finger score) fused by ``rule``, capped by a modality
-    under its floor (:func:`biometrics.fingerprint.fusion.cap_contradictions`) when ``floors`` are given."""
-    from biometrics.fingerprint.fusion import cap_contradictions, fisher_fused_scores, max_rule_scores
+    under its floor (:func:`biometrics.fingerprint.fusion.cap_contradictions`) when ``floors`` are given;
+    ``attempts``: a call of a kiosk transaction of that many, its fused score less log10(attempts) (as the
+    service states it)."""
+    from biometrics.fingerprint.fusion import best_of_k, cap_contradictions, fisher_fused_scores, max_rule_scores
 
     if rule == "product":
         fused = fisher_fused_scores(columns)
@@ -527,7 +529,8 @@ def fused_scores(rule: str, columns: np.ndarray, lr: Any = None, floors: Sequenc
         fused = max_rule_scores(columns)
     else:
         fused = lr.fused_scores(columns)
-    return cap_contradictions(fused, columns, floors) if floors else fused
+    fused = cap_contradictions(fused, columns, floors) if floors else fused
+    return best_of_k(fused, attempts) if attempts > 1 else fused
 
 
 def choose_rule(dev: dict[str, float]) -> tuple[str, str]:
@@ -560,9 +563,10 @@ class Protocol:
 
     ``retry``: the placements are attempts of one kiosk transaction (``VerifyRequest.attempts``): the first
     placement is sent alone, the next only when the call before was not accepted, each call with the same face
-    sample; every call of the transaction states each modality's score as one of ``placements`` (face less
-    log10(placements), finger less log10(enrolled x placements)), so the transaction's FMR holds. Without it
-    every placement is taken and sent in one call (the face is then one sample, uncorrected).
+    sample; every call's fused score is stated as one of ``placements`` (less log10(placements)), so the
+    transaction's FMR holds (union bound). Every score of such a protocol is a transaction's: its best call, so
+    a finger's is its best placement's, and a modality alone (a transaction of one modality) is less
+    log10(placements) too. Without it every placement is taken and sent in one call.
     """
 
     enrolled: int = 1
@@ -577,26 +581,32 @@ class Protocol:
             return out + f", up to {self.placements} attempts"
         return out + ("" if self.placements == 1 else f", {self.placements} placements")
 
-    def face_scores(self, scores: np.ndarray) -> np.ndarray:
-        """Face false-match scores as the service states them in this protocol (nan stays nan)."""
+    @property
+    def attempts(self) -> int:
+        """The calls of a kiosk transaction (1 unless ``retry``)."""
+        return self.placements if self.retry else 1
+
+    def transaction(self, scores: np.ndarray) -> np.ndarray:
+        """One modality's scores (a call's best) as a transaction of :attr:`attempts` states them (nan stays)."""
         from biometrics.fingerprint.fusion import best_of_k
 
-        return best_of_k(scores, self.placements) if self.retry else scores
+        return best_of_k(scores, self.attempts) if self.retry else scores
 
     def finger_scores(self, calibration: Any, raw: np.ndarray) -> np.ndarray:
-        """False-match scores of best raw similarities over enrolled x placements comparisons: less
-        log10(k) (:func:`biometrics.fingerprint.fusion.best_of_k`), as the service scores; nan stays nan."""
+        """False-match scores of best raw similarities over the comparisons of one call (enrolled x placements,
+        or enrolled x 1 for a call of a ``retry`` transaction): less log10(k)
+        (:func:`biometrics.fingerprint.fusion.best_of_k`), as the service scores; nan stays nan."""
         from biometrics.fingerprint.fusion import best_of_k
 
-        return np.where(np.isnan(raw), np.nan,
-                        best_of_k(calibration.score(np.nan_to_num(raw)), self.enrolled * self.placements))
+        k = self.enrolled * (1 if self.retry else self.placements)
+        return np.where(np.isnan(raw), np.nan, best_of_k(calibration.score(np.nan_to_num(raw)), k))
 
 
 def _modality_scores(faces: FaceSet, comps: Comparisons, fingers: dict, face_cal, finger_cals: dict,
                      protocol: Protocol = Protocol()) -> dict[str, np.ndarray]:
     """False-match scores per comparison: face, and each finger variant taken as ``protocol`` says."""
     d = face_distances(faces, comps.image_a, comps.image_b)
-    out = {"face": protocol.face_scores(np.where(np.isnan(d), np.nan, face_cal.score(np.nan_to_num(d))))}
+    out = {"face": np.where(np.isnan(d), np.nan, face_cal.score(np.nan_to_num(d)))}
     for v in FINGER_VARIANTS:
         raw = enrolled_finger_raw(comps, {s: fs for (s, var), fs in fingers.items() if var == v},
                                   protocol.enrolled, protocol.placements)
@@ -621,6 +631,7 @@ class FusionChoice:
     dev_rules: dict[str, dict[str, float]]
     veto: dict[tuple, dict[str, float]]
     dev_checks: dict[str, float]
+    attempts: int = 1  # scored as one call of a kiosk transaction of this many (fused score less log10)
 
     @property
     def label(self) -> str:
@@ -635,7 +646,7 @@ class FusionChoice:
 
     def fused(self, columns: np.ndarray) -> np.ndarray:
         """The chosen fusion of (face, finger) columns."""
-        return fused_scores(self.rule, columns, self.lr, self.applied_floors)
+        return fused_scores(self.rule, columns, self.lr, self.applied_floors, self.attempts)
 
 
 def choose_fusion(dev: Comparisons, s_dev: dict[str, np.ndarray], stolen_dev: np.ndarray, threshold: float
@@ -678,16 +689,20 @@ def choose_fusion(dev: Comparisons, s_dev: dict[str, np.ndarray], stolen_dev: np
 
 
 def calibration_checks(s_dev: dict[str, np.ndarray], genuine: np.ndarray, stolen_dev: np.ndarray, rule: str,
-                       fused_dev: np.ndarray, fused_stolen: np.ndarray, threshold: float) -> dict[str, float]:
+                       fused_dev: np.ndarray, fused_stolen: np.ndarray, threshold: float,
+                       protocol: Protocol = Protocol()) -> dict[str, float]:
     """Share of dev impostors at or over s for each modality, the product rule and ``rule`` (its uncapped dev
-    scores ``fused_dev``), and of dev stolen-finger attacks accepted uncapped: does each score hold its FMR?"""
-    g = genuine
-    product = fused_scores("product", _fused_columns(s_dev, "zfm"))
+    scores ``fused_dev``), and of dev stolen-finger attacks accepted uncapped: does each score hold its FMR?
+    Every score as ``protocol``'s transactions state it."""
+    g, t = genuine, protocol.transaction
+    product = fused_scores("product", _fused_columns(s_dev, "zfm"), attempts=protocol.attempts)
     checks = {f"fmr_at_s_ge_{k}": float((product[~g] >= k).mean()) for k in (2, 3, 4)}
-    checks.update({f"face_fmr_at_s_ge_{k}": float((np.nan_to_num(s_dev["face"][~g]) >= k).mean()) for k in (2, 3, 4)})
-    checks.update({f"finger_zfm_fmr_at_s_ge_{k}": float((np.nan_to_num(s_dev["zfm"][~g]) >= k).mean())
+    checks.update({f"face_fmr_at_s_ge_{k}": float((np.nan_to_num(t(s_dev["face"][~g])) >= k).mean())
+                   for k in (2, 3, 4)})
+    checks.update({f"finger_zfm_fmr_at_s_ge_{k}": float((np.nan_to_num(t(s_dev["zfm"][~g])) >= k).mean())
                    for k in (2, 3)})
-    checks["stolen_finger_accepted_product_uncapped"] = float((fused_scores("product", stolen_dev) >= threshold).mean())
+    checks["stolen_finger_accepted_product_uncapped"] = float(
+        (fused_scores("product", stolen_dev, attempts=protocol.attempts) >= threshold).mean())
     checks[f"stolen_finger_accepted_{rule}_uncapped"] = float((fused_stolen >= threshold).mean())
     for k in (2, 3, 4):
         checks[f"{rule}_fmr_at_s_ge_{k}"] = float((fused_dev[~g] >= k).mean())
@@ -752,13 +767,15 @@ def _attacks(run: _Run, choice: FusionChoice, s_test: dict[str, np.ndarray], pro
                                                  run.face_cal, run.finger_cals, protocol), "zfm")
         at = {}
         for name, (rule, floors_of) in judged.items():
-            fused = fused_scores(rule, test_cols, choice.lr, floors_of)
+            fused = fused_scores(rule, test_cols, choice.lr, floors_of, choice.attempts)
             t_rule = m.threshold_at_fmr(verification_scores(Curve(name, fused), run.test.genuine), 1e-3)
-            at[name] = float((fused_scores(rule, cols_t, choice.lr, floors_of) >= t_rule).mean())
+            at[name] = float((fused_scores(rule, cols_t, choice.lr, floors_of, choice.attempts) >= t_rule).mean())
         attacks[kind] = {"n": len(cols_t), "accepted_at_fmr_0.1%": at, "accepted_at_service_threshold_product": {
             choice.label: float((choice.fused(cols_t) >= run.threshold).mean()),
-            f"{choice.rule}, no cap": float((fused_scores(choice.rule, cols_t, choice.lr) >= run.threshold).mean()),
-            "product, no cap": float((fused_scores("product", cols_t) >= run.threshold).mean())}}
+            f"{choice.rule}, no cap": float((fused_scores(choice.rule, cols_t, choice.lr, (), choice.attempts)
+                                             >= run.threshold).mean()),
+            "product, no cap": float((fused_scores("product", cols_t, attempts=choice.attempts)
+                                      >= run.threshold).mean())}}
     return attacks
 
 
@@ -807,13 +824,13 @@ def _retry_figures(run: _Run, choice: FusionChoice, protocol: Protocol, s_test: 
 def _retry_new_frames(run: _Run, choice: FusionChoice, protocol: Protocol) -> dict:
     """Two attempts where the second call captures the face anew: test identities with >= 3 images, the first
     call with one probe photograph and the first placement, the second with another photograph and the second
-    placement (each face less log10(2), as every call of the transaction); against the same photograph in
-    both calls, on the same comparisons."""
+    placement (each call's fused score less log10(2), as the service states it); against the same photograph
+    in both calls, on the same comparisons."""
     sub, by_name = _two_frames_subset(run)
     raw = placement_finger_raw(sub, {s: fs for (s, v), fs in run.fingers.items() if v == "zfm"},
                                protocol.enrolled, 2)
     finger = np.column_stack([protocol.finger_scores(run.finger_cals["zfm"], raw[:, q]) for q in range(2)])
-    first, second = protocol.face_scores(by_name["single"]), protocol.face_scores(by_name["second"])
+    first, second = by_name["single"], by_name["second"]
     same = attempt_scores(choice, first, finger)
     new = np.column_stack([attempt_scores(choice, face, finger[:, [q]])[:, 0]
                            for q, face in enumerate((first, second))])
@@ -837,22 +854,26 @@ def _configuration(run: _Run, protocol: Protocol, choice: FusionChoice | None = 
         choice = choose_fusion(run.dev, s_dev, stolen_dev, run.threshold)
         if getattr(run.args, "write_fusion", None) and protocol == Protocol(run.args.enrol_impressions):
             _write_service_fusion(run, s_dev, protocol.enrolled)
+    choice = replace(choice, attempts=protocol.attempts)  # a call of a transaction: fused less log10(attempts)
+    if chosen_here and not protocol.retry:
         checks = choice.dev_checks
     else:  # the given fusion, checked on this protocol's dev scores
         checks = calibration_checks(s_dev, run.dev.genuine, stolen_dev, choice.rule,
-                                    fused_scores(choice.rule, _fused_columns(s_dev, "zfm"), choice.lr),
-                                    fused_scores(choice.rule, stolen_dev, choice.lr), run.threshold)
+                                    fused_scores(choice.rule, _fused_columns(s_dev, "zfm"), choice.lr, (),
+                                                 choice.attempts),
+                                    fused_scores(choice.rule, stolen_dev, choice.lr, (), choice.attempts),
+                                    run.threshold, protocol)
     s_test = _modality_scores(run.faces, run.test, run.fingers, run.face_cal, run.finger_cals, protocol)
-    tag = protocol.tag
+    tag, t = protocol.tag, protocol.transaction
     curves = [
-        Curve("face alone", s_test["face"]),
-        Curve(f"finger alone, whole image{tag}", s_test["whole"]),
-        Curve(f"finger alone, ZFM window{tag}", s_test["zfm"]),
+        Curve("face alone" + (tag if protocol.retry else ""), t(s_test["face"])),
+        Curve(f"finger alone, whole image{tag}", t(s_test["whole"])),
+        Curve(f"finger alone, ZFM window{tag}", t(s_test["zfm"])),
         Curve(f"fused, ZFM finger{tag} ({choice.label})", choice.fused(_fused_columns(s_test, "zfm"))),
         Curve(f"fused, whole finger{tag} ({choice.label})", choice.fused(_fused_columns(s_test, "whole"))),
     ]
     others = [Curve(f"fused, ZFM finger{tag} ({r}, no floor)",
-                    fused_scores(r, _fused_columns(s_test, "zfm"), choice.lr)) for r in RULES]
+                    fused_scores(r, _fused_columns(s_test, "zfm"), choice.lr, (), choice.attempts)) for r in RULES]
     sections = summarise_curves(curves, run.test, run.threshold, run.args.bootstrap)
     fused_entry = sections[3]["fnmr_at_fmr"][m.rate_key(1e-4)]
     config = {
@@ -990,9 +1011,9 @@ def _two_frames_fused(run: _Run, choice: FusionChoice, protocol: Protocol) -> li
     finger_s = protocol.finger_scores(run.finger_cals["zfm"], raw)
     out = []
     for frames, name in ((1, "single"), (2, "mean")):
-        face_s = protocol.face_scores(by_name[name])
+        face_s = by_name[name]
         cols = np.nan_to_num(np.column_stack([face_s, finger_s]), nan=0.0)
-        out += [Curve(f"face alone, {frames} frame{'s' * (frames > 1)}", face_s),
+        out += [Curve(f"face alone, {frames} frame{'s' * (frames > 1)}", protocol.transaction(face_s)),
                 Curve(f"fused, {frames} face frame{'s' * (frames > 1)} + ZFM finger", choice.fused(cols))]
     return summarise_curves(out, sub, run.threshold, run.args.bootstrap)
 
@@ -1041,8 +1062,9 @@ def _configuration_report(config: dict) -> list[str]:
     if config.get("retry"):
         lines = [f"## Finger enrolled from {k} impression{'s' * (k > 1)}, up to {p} attempts at the kiosk (one "
                  "placement a call; another only when the call was not accepted)", "",
-                 f"Each call is scored as one of {p}: face less log10({p}), finger less log10({k} x {p}). The rows "
-                 "below score each transaction (its best call).", ""]
+                 f"Each call's fused score is stated as one of {p} (less log10({p})); the finger less log10({k}) "
+                 "within its call. The rows below score each transaction (its best call; a modality alone as a "
+                 f"transaction of that modality, less log10({p})).", ""]
     else:
         lines = [f"## Finger enrolled from {k} impression{'s' * (k > 1)}, probed with {p} placement{'s' * (p > 1)}",
                  ""]

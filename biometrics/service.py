@@ -753,13 +753,14 @@ class CheckpointService:
         from the travel document) gives its category, else the enrolled subject's nationality does.
 
         ``attempts``: this call is one of a kiosk transaction that allows that many calls (the traveller asked
-        to place the finger again after a call that was not accepted). Each modality's score is stated as the
-        best of ``attempts`` (less ``log10(attempts)``), so that the transaction, accepted when any of its calls
-        is, keeps the FMR the threshold states (union bound). Measured in docs/benchmarks.md ("Fused
-        verification"). ``attempt``: which call this is (1 to ``attempts``; 0, not given: the last). A call
-        before the last that is not accepted is a step of the transaction, not its outcome: it is audited,
-        but its decision event (the published statistics) is left to the call that ends the transaction, so
-        the portal counts travellers, not placements; it gets no feedback id.
+        to place the finger again after a call that was not accepted). The call's fused score is stated as the
+        best of ``attempts`` (less ``log10(attempts)``; each modality's own score is returned as it is), so that
+        the transaction, accepted when any of its calls is, keeps the FMR the threshold states (union bound).
+        Measured in docs/benchmarks.md ("Fused verification"). ``attempt``: which call this is (1 to
+        ``attempts``; 0, not given: the last). A call before the last that is not accepted is a step of the
+        transaction, not its outcome: it is audited, but its decision event (the published statistics) is left
+        to the call that ends the transaction, so the portal counts travellers, not placements; it gets no
+        feedback id.
         """
         started, actor = time.perf_counter(), actor or Actor()
         try:
@@ -788,9 +789,9 @@ class CheckpointService:
         if not modality_scores:
             missing = "face" if faces else "fingerprint of these fingers"
             raise NoReference(f"{subject_id!r} has no {missing} enrolled: verify with another modality.")
-        if attempts > 1:
-            modality_scores = [replace(m, score=best_of_k(m.score, attempts)) for m in modality_scores]
         score = self.fuse(modality_scores)
+        if attempts > 1:  # one call of a transaction that accepts when any call does: the union bound
+            score = best_of_k(score, attempts)
         match = score >= self.threshold
         watchlist = self._watchlist.get(subject_id, False)
         decision_id = _new_decision_id()

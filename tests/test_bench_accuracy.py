@@ -244,14 +244,31 @@ def test_a_kiosk_transaction_is_decided_call_by_call():
     assert one["impostor"]["mean_calls"] == 1.0
 
 
-def test_a_retry_protocol_states_the_face_as_one_of_its_attempts():
-    from benchmarks.chimeric import Protocol
+def test_a_retry_protocol_states_each_call_as_one_of_its_attempts():
+    """A call of a kiosk transaction of N attempts: the finger is the best of its own call's comparisons (less
+    log10(enrolled)), the fused score less log10(N); a modality alone, as a transaction, less log10(N) too."""
+    from dataclasses import replace
+
+    from benchmarks.chimeric import FusionChoice, Protocol
+    from biometrics.scores import ScoreCalibration
 
     face = np.array([3.0, 0.1, np.nan])
-    assert np.array_equal(Protocol(3, 2).face_scores(face), face, equal_nan=True)
-    got = Protocol(3, 2, retry=True).face_scores(face)
+    one_call, retry = Protocol(3, 2), Protocol(3, 2, retry=True)
+    assert (one_call.attempts, retry.attempts) == (1, 2)
+    assert np.array_equal(one_call.transaction(face), face, equal_nan=True)
+    got = retry.transaction(face)
     assert np.allclose(got[:2], [3.0 - np.log10(2), 0.0]) and np.isnan(got[2])
-    assert Protocol(3, 2, retry=True).tag == ", 3 impressions enrolled, up to 2 attempts"
+    assert retry.tag == ", 3 impressions enrolled, up to 2 attempts"
+    cal = ScoreCalibration.fit(np.linspace(0, 1, 1000), higher_is_better=True, modality="fingerprint")
+    raw = np.array([0.999, np.nan])
+    assert np.allclose(one_call.finger_scores(cal, raw)[0], cal.score(0.999) - np.log10(6))  # 3 x 2 in one call
+    assert np.allclose(retry.finger_scores(cal, raw)[0], cal.score(0.999) - np.log10(3))  # 3 x 1 a call
+    assert np.isnan(retry.finger_scores(cal, raw)[1])
+    choice = FusionChoice("product", "", None, (None, None), "", {}, {}, {})
+    cols = np.array([[3.0, 4.0], [0.0, 0.0]])
+    alone = choice.fused(cols)
+    assert np.allclose(replace(choice, attempts=2).fused(cols), np.maximum(0.0, alone - np.log10(2)))
+
 
 
 def test_frame_scores_can_give_the_second_frame_alone_without_changing_the_rules():

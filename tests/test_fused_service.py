@@ -82,25 +82,24 @@ def test_identify_fuses_the_same_way(service: CheckpointService) -> None:
     assert attack.candidates == ()
 
 
-def test_a_call_of_a_two_attempt_transaction_states_each_modality_as_one_of_two(service: CheckpointService) -> None:
+def test_a_call_of_a_two_attempt_transaction_states_its_fused_score_as_one_of_two(service: CheckpointService) -> None:
     samples = [face("Dick_Vermeil_0002.jpg"), finger("DB1_B_101_2")]
     alone = service.verify(SUBJECT, samples)
-    of_two = service.verify(SUBJECT, samples, attempts=2)
-    assert [(m.modality, m.finger) for m in of_two.modality_scores] == [(m.modality, m.finger)
-                                                                        for m in alone.modality_scores]
-    for one, two in zip(alone.modality_scores, of_two.modality_scores, strict=True):
-        assert two.score == pytest.approx(max(0.0, one.score - math.log10(2)), abs=1e-12)
-    assert of_two.score == pytest.approx(service.fuse(of_two.modality_scores))
+    of_two = service.verify(SUBJECT, samples, attempts=2, attempt=2)
+    assert of_two.modality_scores == alone.modality_scores  # each modality's own score, as it is
+    assert of_two.score == pytest.approx(max(0.0, alone.score - math.log10(2)), abs=1e-12)
     assert of_two.score < alone.score
     assert service.verify(SUBJECT, samples, attempts=0).score == pytest.approx(alone.score)  # 0: one call
+    finger_only = service.verify(SUBJECT, [finger("DB1_B_101_2")], attempts=3)  # one modality: it is the fused
+    assert finger_only.score == pytest.approx(max(0.0, finger_only.modality_scores[0].score - math.log10(3)))
 
 
 def test_a_transaction_whose_first_placement_fails_is_accepted_on_the_second(service: CheckpointService) -> None:
     traveller = face("Dick_Vermeil_0002.jpg")
-    first = service.verify(SUBJECT, [traveller, finger("DB1_B_102_1")], attempts=2)  # the wrong finger placed
-    assert not first.match
-    second = service.verify(SUBJECT, [traveller, finger("DB1_B_101_2")], attempts=2)
-    assert second.match and second.score >= second.threshold
+    first = service.verify(SUBJECT, [traveller, finger("DB1_B_102_1")], attempts=2, attempt=1)  # a wrong finger
+    assert not first.match and first.feedback_id == ""  # a step: nothing published, nothing to rate
+    second = service.verify(SUBJECT, [traveller, finger("DB1_B_101_2")], attempts=2, attempt=2)
+    assert second.match and second.score >= second.threshold and second.feedback_id  # the end: published
 
 
 @pytest.mark.parametrize("attempts", [4, -1, 10**6])
