@@ -780,10 +780,20 @@ def _attacks(run: _Run, choice: FusionChoice, s_test: dict[str, np.ndarray], pro
 
 
 def attempt_scores(choice: FusionChoice, face: np.ndarray, finger: np.ndarray) -> np.ndarray:
-    """(n, attempts) fused score of each call of a kiosk transaction: the same ``face`` score (n,) with each
-    attempt's finger score (n, attempts), fused as the service does."""
-    return np.column_stack([choice.fused(_fused_columns({"face": face, "zfm": finger[:, q]}, "zfm"))
+    """(n, attempts) fused score of each call of a kiosk transaction: each attempt's finger score (n, attempts)
+    with the face score of the call, the same in every call (n,) or its own (n, attempts), fused as the service
+    does."""
+    faces = face if face.ndim == 2 else np.repeat(face[:, None], finger.shape[1], axis=1)
+    return np.column_stack([choice.fused(_fused_columns({"face": faces[:, q], "zfm": finger[:, q]}, "zfm"))
                             for q in range(finger.shape[1])])
+
+
+def _zfm_per_placement(run: _Run, comps: Comparisons, protocol: Protocol) -> np.ndarray:
+    """(n, placements) ZFM finger score of each placement of ``comps`` against its enrolled impressions, as one
+    call of ``protocol`` states it."""
+    raw = placement_finger_raw(comps, {s: fs for (s, v), fs in run.fingers.items() if v == "zfm"},
+                               protocol.enrolled, protocol.placements)
+    return protocol.finger_scores(run.finger_cals["zfm"], raw)
 
 
 def transaction_figures(per_attempt: np.ndarray, genuine: np.ndarray, threshold: float) -> dict:
@@ -805,11 +815,7 @@ def _retry_figures(run: _Run, choice: FusionChoice, protocol: Protocol, s_test: 
     """Each call of a ``protocol.retry`` transaction scored as the service scores it (its own placement only,
     corrected for the transaction's attempts), the transaction decided call by call: at the service threshold
     and at the threshold of FMR 0.01% of the transactions (``fused_test``: one score per transaction)."""
-    raw = placement_finger_raw(run.test, {s: fs for (s, v), fs in run.fingers.items() if v == "zfm"},
-                               protocol.enrolled, protocol.placements)
-    finger = np.column_stack([protocol.finger_scores(run.finger_cals["zfm"], raw[:, q])
-                              for q in range(protocol.placements)])
-    calls = attempt_scores(choice, s_test["face"], finger)
+    calls = attempt_scores(choice, s_test["face"], _zfm_per_placement(run, run.test, protocol))
     scores = verification_scores(Curve("transaction", fused_test), run.test.genuine)
     out = {
         "transaction_score_is_the_best_call": bool(np.allclose(calls.max(axis=1), fused_test)),
@@ -827,13 +833,9 @@ def _retry_new_frames(run: _Run, choice: FusionChoice, protocol: Protocol) -> di
     placement (each call's fused score less log10(2), as the service states it); against the same photograph
     in both calls, on the same comparisons."""
     sub, by_name = _two_frames_subset(run)
-    raw = placement_finger_raw(sub, {s: fs for (s, v), fs in run.fingers.items() if v == "zfm"},
-                               protocol.enrolled, 2)
-    finger = np.column_stack([protocol.finger_scores(run.finger_cals["zfm"], raw[:, q]) for q in range(2)])
-    first, second = by_name["single"], by_name["second"]
-    same = attempt_scores(choice, first, finger)
-    new = np.column_stack([attempt_scores(choice, face, finger[:, [q]])[:, 0]
-                           for q, face in enumerate((first, second))])
+    finger = _zfm_per_placement(run, sub, protocol)
+    same = attempt_scores(choice, by_name["single"], finger)
+    new = attempt_scores(choice, np.column_stack([by_name["single"], by_name["second"]]), finger)
     curves = [Curve("same face photograph in both calls", same.max(axis=1)),
               Curve("a new face photograph in the second call", new.max(axis=1))]
     figures = summarise_curves(curves, sub, run.threshold, run.args.bootstrap)

@@ -249,7 +249,7 @@ def test_a_retry_protocol_states_each_call_as_one_of_its_attempts():
     log10(enrolled)), the fused score less log10(N); a modality alone, as a transaction, less log10(N) too."""
     from dataclasses import replace
 
-    from benchmarks.chimeric import FusionChoice, Protocol
+    from benchmarks.chimeric import FusionChoice, Protocol, attempt_scores
     from biometrics.scores import ScoreCalibration
 
     face = np.array([3.0, 0.1, np.nan])
@@ -268,6 +268,13 @@ def test_a_retry_protocol_states_each_call_as_one_of_its_attempts():
     cols = np.array([[3.0, 4.0], [0.0, 0.0]])
     alone = choice.fused(cols)
     assert np.allclose(replace(choice, attempts=2).fused(cols), np.maximum(0.0, alone - np.log10(2)))
+    finger = np.array([[4.0, 1.0], [0.0, 5.0]])
+    same = attempt_scores(choice, np.array([3.0, 2.0]), finger)  # one face score for every call
+    own = attempt_scores(choice, np.array([[3.0, 0.0], [2.0, 2.0]]), finger)  # a face captured per call
+    assert np.allclose(same[:, 0], own[:, 0]) and np.allclose(same[1], own[1])
+    assert own[0, 1] < same[0, 1]  # the second call's new face scored 0 there
+    assert np.allclose(same, [[choice.fused(np.array([[f, g]]))[0] for g in row] for f, row in zip([3.0, 2.0], finger,
+                                                                                                   strict=True)])
 
 
 
