@@ -258,10 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"checkpoint-server: {exc}", file=sys.stderr)
         return 2
-    try:
-        calibrations = ({"fingerprint_calibration": ScoreCalibration.load_checked(args.fingerprint_calibration,
-                                                                                  "fingerprint")}
-                        if args.fingerprint_calibration else {})
+    try:  # None: the shipped calibration
+        fingerprint_calibration = (ScoreCalibration.load_checked(args.fingerprint_calibration, "fingerprint")
+                                   if args.fingerprint_calibration else None)
     except (OSError, ValueError) as exc:
         print(f"checkpoint-server: --fingerprint-calibration: {exc}", file=sys.stderr)
         return 2
@@ -296,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         service = CheckpointService.open(location, config=config, extractor=pool,
                                          checkpoint_every=args.audit_checkpoint_every,
-                                         face_index=face_index_from(args, location), **calibrations)
+                                         face_index=face_index_from(args, location),
+                                         fingerprint_calibration=fingerprint_calibration)
         service.start(background=True)  # the port opens now; NOT_SERVING until the gallery is loaded
         metrics = start_metrics(service, args.metrics_listen, pool=pool, allow_remote=args.metrics_allow_remote)
     except (DataDirLocked, KeyLocationError, KeyRingMismatch, SchemaTooNew, StoreRefused, ValueError, OSError) as exc:
@@ -320,10 +320,9 @@ def main(argv: list[str] | None = None) -> int:
           f"1:N {service.search_threshold():.2f} at FPIR {args.fpir})",
           flush=True)
 
-    if calibrations:
-        cal = calibrations["fingerprint_calibration"]
+    if fingerprint_calibration is not None:
         log.info("fingerprint scores calibrated by %s: %s (%d impostor comparisons)", args.fingerprint_calibration,
-                 cal.source, cal.n_impostor)
+                 fingerprint_calibration.source, fingerprint_calibration.n_impostor)
 
     def _on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping; in-flight calls get %.0f s", signum, args.grace)
