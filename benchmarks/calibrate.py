@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.fingerprint_eval import extract_job
+
 COMMAND = "calibrate"
 FMR_LEVELS = (0.01, 0.001, 0.0001, 0.00001)
 
@@ -97,20 +99,6 @@ def finger_images(root: Path, limit: int = 0) -> list[tuple[str, Path]]:
         keep = sorted({finger for finger, _ in items})[:limit]
         items = [(finger, f) for finger, f in items if finger in keep]
     return items
-
-
-def _extract_finger(job: tuple[str, int]) -> bytes | None:
-    from PIL import Image
-
-    from biometrics.errors import InvalidSample
-    from biometrics.fingerprint import extract_fingerprint
-
-    path, dpi = job
-    try:
-        with Image.open(path) as image:
-            return extract_fingerprint(np.array(image.convert("L")), dpi=dpi).to_bytes()
-    except InvalidSample:
-        return None
 
 
 def finger_pair_scores(templates: list, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -205,7 +193,8 @@ def run_fingerprint(args: argparse.Namespace) -> int:
               "captures of several fingers", file=sys.stderr)
         return 2
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        blobs = list(pool.map(_extract_finger, [(str(p), args.dpi) for _, p in items], chunksize=4))
+        blobs = [blob for _, blob, _ in pool.map(extract_job, [(str(p), args.dpi, False, (0, 0)) for _, p in items],
+                                                   chunksize=4)]
     templates = [FingerprintTemplate.from_bytes(b) if b is not None else None for b in blobs]
     failed = [str(p.relative_to(args.data)) for (_, p), t in zip(items, templates, strict=True) if t is None]
     genuine, impostor = finger_pair_scores(templates, np.array([finger for finger, _ in items]))

@@ -75,7 +75,9 @@ def shift_of(index: int, run: int) -> tuple[int, int]:
     return SHIFTS[(index + run) % len(SHIFTS)]
 
 
-def _extract_job(job: tuple[str, int, bool, tuple[int, int]]) -> tuple[str, bytes | None, str]:
+def extract_job(job: tuple[str, int, bool, tuple[int, int]]) -> tuple[str, bytes | None, str]:
+    """(path, template bytes or None, refusal message) of one image (``job``: path, dpi, cut as the ZFM gives
+    it, window shift), for a worker process."""
     from biometrics.errors import InvalidSample
     from biometrics.fingerprint import extract_fingerprint
 
@@ -101,9 +103,9 @@ def extract_set(folder: Path, dpi: int, cut: bool, workers: int, run: int | None
             for i, p in enumerate(sorted(folder.glob("*.png")))]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_extract_job, jobs, chunksize=4))
+            results = list(pool.map(extract_job, jobs, chunksize=4))
     else:
-        results = [_extract_job(j) for j in jobs]
+        results = [extract_job(j) for j in jobs]
     templates, failures = {}, []
     for path, data, message in results:
         templates[Path(path).name] = FingerprintTemplate.from_bytes(data) if data else None
