@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from biometrics import validation
+from biometrics.attempts import DEFAULT_WINDOW_S, Attempt, AttemptLedger
 from biometrics.audit import LOG_NAME, AuditChain, anchor_path, import_jsonl, load_or_create_signing_key
 from biometrics.crypto import KeyRing
 from biometrics.datadir import DataDirLock, lock_data_dir
@@ -141,6 +142,11 @@ class ServiceConfig:
     nationality_retention_days: int = DEFAULT_NATIONALITY_RETENTION_DAYS
     # How one traveller's face samples (a burst, several photographs) are combined: biometrics.multiframe.
     multiframe_rule: str = DEFAULT_RULE
+    # Verify calls of these roles (unattended kiosks) are counted per document by the station itself
+    # (biometrics.attempts): a transaction scores at most the attempts its first call allowed, each corrected
+    # by that number, and a call within ``attempt_window_seconds`` of the last is of the same transaction.
+    counted_roles: frozenset[str] = frozenset({"kiosk"})
+    attempt_window_seconds: float = DEFAULT_WINDOW_S
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,7 @@ class CheckpointService:
         self.extractor: FaceExtractor = extractor or InProcessExtractor(self.config.limits)
         self.decision_log = decision_log
         self.statistics = statistics or TrafficStatistics()
+        self.attempt_ledger = AttemptLedger(self.config.attempt_window_seconds)
         self.threshold = threshold_for_fmr(self.config.fmr)
         check_rule(self.config.multiframe_rule)
         threshold_for_fpir(self.config.fpir, 1)  # refuse a bad rate at start
@@ -789,6 +796,9 @@ class CheckpointService:
         if not modality_scores:
             missing = "face" if faces else "fingerprint of these fingers"
             raise NoReference(f"{subject_id!r} has no {missing} enrolled: verify with another modality.")
+        counted = self._count_attempt(subject_id, attempts, actor)
+        if counted is not None:
+            attempts = counted.attempts
         score = self.fuse(modality_scores)
         if attempts > 1:  # one call of a transaction that accepts when any call does: the union bound
             score = best_of_k(score, attempts)
@@ -803,16 +813,27 @@ class CheckpointService:
         step = outcome.decision != PROCEED and 0 < attempt < attempts  # the kiosk will call again
         if step:
             result = replace(result, feedback_id="")
+        alert = match and watchlist and not (counted is not None and counted.alerted)
         with self._audit() as tx:
             self._record(tx, "verify", actor, decision_id, subject_ref=self._ref(subject_id),
                          match=match, score=score, threshold=self.threshold,
-                         **({"attempts": attempts, "attempt": attempt} if attempts > 1 else {}))
-            if match and watchlist:
+                         **({"attempts": attempts, "attempt": attempt} if attempts > 1 else {}),
+                         **({"call": counted.call} if counted is not None else {}))
+            if alert:  # once per kiosk transaction: a watchlisted traveller asked again raises no second one
                 self._raise_alert(tx, "watchlist_verify", decision_id, subject_id, score, actor)
             if not step:
                 self._record_event(tx, result.feedback_id, outcome, actor, started, faces, fingers, nationality)
+        if counted is not None:
+            self.attempt_ledger.end(counted, accepted=outcome.decision == PROCEED, alerted=alert)
         self.statistics.record_decision("verify_match" if match else "verify_no_match")
         return result
+
+    def _count_attempt(self, subject_id: str, attempts: int, actor: Actor) -> Attempt | None:
+        """The station's count of this call in its document's kiosk transaction (``biometrics.attempts``), for
+        a caller of the counted roles; None for others (an officer at a desk). Raises ``AttemptsExhausted``."""
+        if actor.role not in self.config.counted_roles:
+            return None
+        return self.attempt_ledger.begin(subject_id, attempts)
 
     def identify(
         self, samples: Sequence[Sample], max_candidates: int = 0, *, actor: Actor | None = None,

@@ -14,6 +14,7 @@ from pg import fresh_database
 from waiting import wait_until
 
 from benchmarks.linkcut import LinkProxy
+from biometrics.attempts import AttemptsExhausted
 from biometrics.crypto import KeyRing
 from biometrics.errors import InvalidSample, SubjectNotFound
 from biometrics.event_store import SqlEventStore, open_event_store, pending_events
@@ -138,6 +139,37 @@ def test_a_kiosk_transaction_publishes_one_event_however_many_calls(service: Che
     steps = [e["fields"] for e in chain if e.get("kind") == "verify" and e["fields"].get("attempts")]
     assert [(f["attempt"], f["attempts"], f["match"]) for f in steps] == [
         (1, 2, False), (2, 2, True), (1, 3, True), (2, 2, False), (0, 2, False)]  # every call audited
+
+
+def test_the_station_counts_a_kiosk_transaction_itself(service: CheckpointService) -> None:
+    """A kiosk that declares one attempt on every call gets one scored call per transaction; the refusal is its
+    own error; an officer at a desk is not counted; a later call takes its transaction's N, not its own."""
+    impostor, genuine = sample("Hans_Blix_0001.jpg"), sample("Megawati_Sukarnoputri_0002.jpg")
+    assert not service.verify("P1234567", [impostor], actor=ARRIVAL_KIOSK).match
+    with pytest.raises(AttemptsExhausted, match="see an officer"):
+        service.verify("P1234567", [genuine], actor=ARRIVAL_KIOSK)
+    with pytest.raises(AttemptsExhausted):  # another kiosk of the station: the same document's transaction
+        service.verify("P1234567", [genuine], actor=DEPARTURE_KIOSK)
+    assert service.verify("P1234567", [genuine], actor=OFFICER).match  # the officer sees the traveller
+    officer_two = service.verify("Q7654321", [sample("Kofi_Annan_0004.jpg")], actor=OFFICER, attempts=2)
+    first = service.verify("Q7654321", [sample("Kofi_Annan_0004.jpg")], actor=ARRIVAL_KIOSK, attempts=2, attempt=1)
+    declared_one = service.verify("Q7654321", [sample("Kofi_Annan_0004.jpg")], actor=ARRIVAL_KIOSK)
+    assert first.score == declared_one.score == pytest.approx(officer_two.score)  # corrected as one of two
+    with pytest.raises(AttemptsExhausted):
+        service.verify("Q7654321", [sample("Kofi_Annan_0004.jpg")], actor=ARRIVAL_KIOSK, attempts=3)
+    chain = [json.loads(e) for e in service.alert_store.audit_entries()]
+    calls = [e["fields"].get("call") for e in chain if e.get("kind") == "verify"]
+    assert calls == [1, None, None, 1, 2]  # the station's count of each kiosk call; officers' calls uncounted
+
+
+def test_a_watchlisted_traveller_asked_again_raises_one_alert(service: CheckpointService) -> None:
+    calls = [service.verify("Q7654321", [sample("Kofi_Annan_0004.jpg")], actor=ARRIVAL_KIOSK, attempts=2,
+                            attempt=n) for n in (1, 2)]
+    assert all(c.match and c.watchlist for c in calls)  # the kiosk shows SEE OFFICER both times
+    alerts = service.list_alerts(actor=OFFICER)
+    assert [(a.kind, a.decision_id) for a in alerts] == [("watchlist_verify", calls[0].decision_id)]
+    service.verify("Q7654321", [sample("Kofi_Annan_0004.jpg")], actor=OFFICER)  # an officer's call: its own alert
+    assert len(service.list_alerts(actor=OFFICER)) == 2
 
 
 def test_events_carry_no_personal_data(service: CheckpointService, tmp_path: Path) -> None:

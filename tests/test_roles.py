@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -34,6 +35,7 @@ from verify.roles import (
 
 CAMERA = "http://admin:s3cret@127.0.0.1:9/video.mjpg"  # nothing listens on port 9: the camera is disconnected
 SECRETS = ("s3cret", "admin:")
+ATTEMPT_WINDOW = 1.0  # s: a kiosk transaction's window on this server (120 by default), so a test can wait it out
 INFO_A = pb.SubjectInfo(name="Megawati Sukarnoputri", nationality="IDN", date_of_birth="1947-01-23")
 INFO_B = pb.SubjectInfo(name="Kofi Annan", nationality="GHA", date_of_birth="1938-04-08", watchlist=True)
 KIOSK_FIELDS = {"decision", "traveller_message", "decision_id", "threshold", "feedback_id"}
@@ -126,7 +128,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(pki: Path, tmp_path_factory: pytest.TempPathFactory):
-    proc = ServerProcess(tmp_path_factory.mktemp("roles"), tls=pki, args=("--camera", CAMERA)).start()
+    proc = ServerProcess(tmp_path_factory.mktemp("roles"), tls=pki,
+                         args=("--camera", CAMERA, "--attempt-window", str(ATTEMPT_WINDOW))).start()
     officer = proc.stub("officer")
     for subject_id, info, image in (("A1000001", INFO_A, "Megawati_Sukarnoputri_0001.jpg"),
                                     ("B2000002", INFO_B, "Kofi_Annan_0001.jpg")):
@@ -196,7 +199,12 @@ def test_a_kiosk_identify_names_nobody(server: ServerProcess) -> None:
 
 @pytest.mark.server
 def test_a_watchlist_hit_at_a_kiosk_is_an_alert_for_officers(server: ServerProcess) -> None:
+    time.sleep(ATTEMPT_WINDOW)  # an earlier test's kiosk transaction for this document is over
     verified = _verify(server, "kiosk", "B2000002", "Kofi_Annan_0002.jpg")
+    with pytest.raises(grpc.RpcError) as refused:  # the kiosk asks again: its one attempt is used
+        _verify(server, "kiosk", "B2000002", "Kofi_Annan_0002.jpg")
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "see an officer" in refused.value.details()
     identified = _identify(server, "kiosk", "Kofi_Annan_0004.jpg")
     alerts = server.stub("officer").ListAlerts(pb.ListAlertsRequest(limit=500), timeout=30).alerts
     by_decision = {a.decision_id: a for a in alerts}

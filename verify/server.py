@@ -24,6 +24,7 @@ from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from biometrics.attempts import DEFAULT_WINDOW_S
 from biometrics.datadir import DataDirLocked
 from biometrics.events import (
     ARRIVAL,
@@ -91,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="this station's fingerprint score calibration, fitted on captures of its own scanner "
                    "(checkpoint-bench calibrate --modality fingerprint); default: the shipped one (FVC2002 DB1_B), "
                    "whose stated FMR was 0.3 to 5 times the measured one on other FVC2002 sensors")
+    p.add_argument("--attempt-window", type=float, default=DEFAULT_WINDOW_S, metavar="SECONDS",
+                   help="a kiosk's Verify call within this many seconds of the last one for the same document is a "
+                   "call of the same transaction, which scores at most the attempts its first call allowed; "
+                   f"after them the document is refused at kiosks for this long (default {DEFAULT_WINDOW_S:g})")
     p.add_argument("--threads", type=int, default=16, help="gRPC worker threads")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="face extraction processes (default: one per core); 0: extract in the calling gRPC thread")
@@ -254,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = ImageLimits(max_bytes=int(args.max_image_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6))
     try:
-        config = ServiceConfig(fmr=args.fmr, fpir=args.fpir, limits=limits, **event_config(args))
+        if not args.attempt_window > 0:
+            raise ValueError(f"--attempt-window must be positive, got {args.attempt_window:g}")
+        config = ServiceConfig(fmr=args.fmr, fpir=args.fpir, limits=limits, attempt_window_seconds=args.attempt_window,
+                               **event_config(args))
     except ValueError as exc:
         print(f"checkpoint-server: {exc}", file=sys.stderr)
         return 2

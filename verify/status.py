@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from biometrics.attempts import AttemptsExhausted
 from biometrics.errors import (
     BiometricError,
     InvalidSample,
@@ -29,6 +30,7 @@ from devices.errors import (
 
 _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (SampleTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (AttemptsExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),  # the document's kiosk attempts are used: an officer
     (InvalidSample, grpc.StatusCode.INVALID_ARGUMENT),
     (SubjectNotFound, grpc.StatusCode.NOT_FOUND),
     (SubjectExists, grpc.StatusCode.ALREADY_EXISTS),

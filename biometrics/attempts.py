@@ -1,0 +1,123 @@
+"""The server's own count of a kiosk transaction's attempts, so that its false-match bound does not rest on
+the kiosk.
+
+A kiosk transaction of up to N Verify calls (``VerifyRequest.attempts``) keeps the FMR its threshold states
+because every call's fused score is stated less ``log10(N)`` and the transaction is accepted when any call is
+(union bound: at most N calls, each passing an impostor with a chance of at most ``10**-t / N``). That holds
+only if the transaction really makes at most N calls, each corrected by the same N; a kiosk that declared
+``attempts=1`` on every call, or simply called again, would get as many uncorrected tries as it liked.
+
+So the station counts for itself. :class:`AttemptLedger` keeps, per document (the subject id a kiosk
+verifies against, whichever kiosk calls), the transaction that is open: the N its first scored call
+declared and the calls scored since. A scored call opens one when none is open; a later call within
+``window_seconds`` of the last one is a call of the same transaction, takes its N (whatever it declares)
+and is refused (:class:`AttemptsExhausted`) once N calls have been scored: the traveller sees an officer.
+A call that is accepted (the traveller may proceed) ends the transaction; one that is not leaves it open
+until the window passes. Only scored calls count: a refusal before a score (no face found, a poor print,
+an unknown document) gives no chance of a false match. The ledger also remembers whether the transaction
+has raised a watchlist alert, so that a watchlisted traveller asked to place the finger again raises one
+alert, not one per call.
+
+The ledger lives in the station's server process: a document tried at two stations at once is two
+transactions (each within its own bound).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from biometrics.errors import BiometricError
+
+#: How long after its last scored call a transaction stays open (the traveller places the finger again
+#: within seconds; an officer sees the traveller long before this has passed).
+DEFAULT_WINDOW_S = 120.0
+#: Open transactions kept at most (the oldest are forgotten first; at a kiosk's pace this is never reached).
+MAX_OPEN = 100_000
+
+
+class AttemptsExhausted(BiometricError):
+    """The document's kiosk transaction has used every attempt it allowed: the traveller must see an officer."""
+
+
+@dataclass
+class Attempt:
+    """One scored call of a transaction: its place in it (``call`` of ``attempts``) and what it raised."""
+
+    key: str
+    attempts: int
+    call: int
+    alerted: bool  # the transaction raised a watchlist alert before this call
+
+
+@dataclass
+class _Open:
+    attempts: int
+    calls: int
+    last: float
+    alerted: bool = False
+
+
+class AttemptLedger:
+    """Open kiosk transactions by document; thread-safe."""
+
+    def __init__(self, window_seconds: float = DEFAULT_WINDOW_S, *, clock: Callable[[], float] = time.monotonic,
+                 max_open: int = MAX_OPEN) -> None:
+        if not window_seconds > 0:
+            raise ValueError("the transaction window must be positive")
+        self.window_seconds = float(window_seconds)
+        self._clock = clock
+        self._max_open = max_open
+        self._open: OrderedDict[str, _Open] = OrderedDict()  # least recently called first
+        self._lock = threading.Lock()
+
+    def begin(self, key: str, attempts: int) -> Attempt:
+        """Count a call about to be scored for document ``key`` that declares ``attempts`` (1 or more).
+
+        Returns the call's place in its transaction (``attempts``: the N its score is corrected by, the
+        transaction's, not necessarily this call's); raises :class:`AttemptsExhausted` when the transaction
+        open for ``key`` has already scored its N calls.
+        """
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            entry = self._open.get(key)
+            if entry is None:
+                entry = self._open[key] = _Open(max(1, int(attempts)), 0, now)
+            elif entry.calls >= entry.attempts:  # refused until the window after its last scored call passes
+                raise AttemptsExhausted(
+                    "This document has used every attempt at the kiosk; please see an officer.")
+            entry.calls += 1
+            entry.last = now
+            self._open.move_to_end(key)
+            while len(self._open) > self._max_open:
+                self._open.popitem(last=False)
+            return Attempt(key, entry.attempts, entry.calls, entry.alerted)
+
+    def end(self, attempt: Attempt, *, accepted: bool, alerted: bool = False) -> None:
+        """The outcome of a call ``begin`` counted: ``accepted`` ends its transaction; ``alerted`` (a watchlist
+        alert raised) is remembered for its later calls."""
+        with self._lock:
+            entry = self._open.get(attempt.key)
+            if entry is None:
+                return
+            if accepted:
+                del self._open[attempt.key]
+            elif alerted:
+                entry.alerted = True
+
+    def open_count(self) -> int:
+        """Transactions open now (their window not passed)."""
+        with self._lock:
+            self._expire(self._clock())
+            return len(self._open)
+
+    def _expire(self, now: float) -> None:
+        while self._open:
+            key, entry = next(iter(self._open.items()))
+            if now - entry.last < self.window_seconds:
+                break
+            del self._open[key]
