@@ -140,6 +140,20 @@ class ScoreCalibration:
         """The smallest FMR the calibration set measured (1 / impostor comparisons)."""
         return 1.0 / self.n_impostor
 
+    def check_measures(self, fmr: float) -> None:
+        """Refuse (ValueError) an operating FMR the calibration's impostor comparisons cannot measure.
+
+        With n impostor comparisons and none at or over a threshold, all one may say is FMR < 3/n (95%
+        confidence, the rule of three), so a threshold stated at ``fmr`` needs n >= 3 / fmr; below that it
+        would rest on the extrapolated tail alone."""
+        threshold_for_fmr(fmr)  # a false-match rate at all
+        needed = int(np.ceil(3.0 / fmr - 1e-9))
+        if self.n_impostor < needed:
+            raise ValueError(
+                f"{self.n_impostor} impostor comparisons measure an FMR down to {3.0 / self.n_impostor:.2g} at "
+                f"best (3/n); FMR {fmr:g} needs at least {needed}: capture more fingers (a station's 100 "
+                f"fingers, four placements each, give 79,200)")
+
     def save(self, path: str | Path) -> None:
         """Write the calibration as JSON."""
         Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")

@@ -114,10 +114,35 @@ def test_the_server_refuses_to_start_on_a_bad_calibration(tmp_path: Path) -> Non
     assert not (tmp_path / "data").exists()  # refused before the data directory is touched
 
 
+def test_the_server_refuses_a_calibration_too_small_for_its_fmr(tmp_path: Path, station_calibration: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "verify.server", "--plaintext", "--listen", "127.0.0.1:0",
+                           "--data-dir", str(tmp_path / "data"), "--key-dir", str(tmp_path / "keys"),
+                           "--fingerprint-calibration", str(station_calibration)],  # the default --fmr 0.001
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "160 impostor comparisons" in done.stderr and "needs at least 3000" in done.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_calibration_measures_an_fmr_down_to_three_over_its_impostors(station_calibration: Path) -> None:
+    calibration = ScoreCalibration.load(station_calibration)
+    assert calibration.n_impostor == 160
+    calibration.check_measures(3 / 160)
+    with pytest.raises(ValueError, match="needs at least 161"):
+        calibration.check_measures(3 / 161)
+    ScoreCalibration.for_modality("fingerprint").check_measures(0.001)  # 14,400: down to 2.1e-4
+    with pytest.raises(ValueError, match="needs at least 30000"):
+        ScoreCalibration.for_modality("fingerprint").check_measures(1e-4)
+    with pytest.raises(ValueError, match="false-match rate"):
+        calibration.check_measures(0)
+
+
 @pytest.mark.server
 def test_a_server_states_fingerprint_scores_by_the_station_calibration(tmp_path: Path,
                                                                        station_calibration: Path) -> None:
-    proc = ServerProcess(tmp_path, args=("--fingerprint-calibration", str(station_calibration))).start()
+    # the test captures give 160 impostor comparisons: they measure an FMR of 3/160 at best, so --fmr 0.02
+    proc = ServerProcess(tmp_path, args=("--fingerprint-calibration", str(station_calibration),
+                                         "--fmr", "0.02")).start()
     try:
         stub = proc.stub()
 

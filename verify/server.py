@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # None: the shipped calibration
         fingerprint_calibration = (ScoreCalibration.load_checked(args.fingerprint_calibration, "fingerprint")
                                    if args.fingerprint_calibration else None)
+        if fingerprint_calibration is not None:
+            fingerprint_calibration.check_measures(args.fmr)
     except (OSError, ValueError) as exc:
         print(f"checkpoint-server: --fingerprint-calibration: {exc}", file=sys.stderr)
         return 2
@@ -331,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     if fingerprint_calibration is not None:
         log.info("fingerprint scores calibrated by %s: %s (%d impostor comparisons)", args.fingerprint_calibration,
                  fingerprint_calibration.source, fingerprint_calibration.n_impostor)
+    else:
+        try:
+            ScoreCalibration.for_modality("fingerprint").check_measures(args.fmr)
+        except ValueError as exc:  # a face-only station needs none; a finger's score at this FMR is extrapolated
+            log.warning("the shipped fingerprint calibration cannot state FMR %g: %s; fit the station's own "
+                        "(--fingerprint-calibration) before verifying fingerprints at it", args.fmr, exc)
 
     def _on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping; in-flight calls get %.0f s", signum, args.grace)
