@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import psycopg
@@ -80,14 +79,12 @@ def bench_databases() -> set[str]:
 @pytest.mark.slow
 def test_a_short_run_loses_nothing_and_doubles_nothing(tmp_path: Path):
     out = tmp_path / "out"
-    started = time.monotonic()
     rc = bench(["--images", str(lfw()), "--out", str(out), "--register", "3", "--enrolments", "3",
                 "--verifications", "4", "--central-enrolments", "3", "--shared", "1", "--erasures", "1",
                 "--offline-seconds", "2", "--kill-enrolments", "6", "--spot-checks", "2",
                 "--work-dir", str(tmp_path / "work"), "--admin-url", ADMIN_URL])
     report = json.loads((out / "report.json").read_text())
     assert rc == 0, report["failures"]
-    assert time.monotonic() - started < 120
 
     # Offline, A acknowledged every enrolment provisionally and answered every Verify, saying how old its view was.
     offline = report["offline"]

@@ -3,7 +3,6 @@ decoded array (its shape, before any float32 conversion), against a fingerprint 
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -31,10 +30,9 @@ def bomb() -> bytes:
     return png.tobytes()
 
 
-def _peak(call, *args, **kwargs) -> tuple[BaseException, int, float]:
-    """What ``call`` raised, the peak memory it allocated (bytes, tracemalloc: numpy arrays included), seconds."""
+def _peak(call, *args, **kwargs) -> tuple[BaseException, int]:
+    """What ``call`` raised and the peak memory it allocated (bytes, tracemalloc: numpy arrays included)."""
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         call(*args, **kwargs)
     except Exception as exc:  # the refusal under test
@@ -42,10 +40,9 @@ def _peak(call, *args, **kwargs) -> tuple[BaseException, int, float]:
     else:
         raise AssertionError(f"{call.__name__} accepted the image")
     finally:
-        took = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-    return raised, peak, took
+    return raised, peak
 
 
 def _service_path(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> None:
@@ -61,11 +58,10 @@ def test_the_fingerprint_cap_is_4_megapixels_and_a_real_capture_is_well_under_it
 
 
 def test_a_compressible_png_over_the_fingerprint_cap_is_refused_before_decoding(bomb: bytes) -> None:
-    raised, peak, took = _peak(_service_path, bomb)
+    raised, peak = _peak(_service_path, bomb)
     assert isinstance(raised, SampleTooLarge), raised
     assert f"{SIDE}x{SIDE}" in str(raised) and "megapixels" in str(raised)
     assert peak < 1 * MB  # nothing decoded
-    assert took < 0.5
 
 
 def test_the_fingerprint_cap_is_a_limit_the_server_can_set(bomb: bytes) -> None:
@@ -83,14 +79,14 @@ def test_the_fingerprint_cap_is_a_limit_the_server_can_set(bomb: bytes) -> None:
 def test_an_oversized_array_is_refused_before_any_conversion(shape, dtype) -> None:
     pixels = np.zeros(shape, dtype)
     for call in (extract_fingerprint, fingerprint_quality):
-        raised, peak, _ = _peak(call, pixels)
+        raised, peak = _peak(call, pixels)
         assert isinstance(raised, SampleTooLarge), raised
         assert peak < 1 * MB, (call.__name__, peak)
 
 
 def test_a_wrong_shape_under_the_cap_is_refused_before_any_conversion() -> None:
     pixels = np.zeros((500, 3000), np.uint8)  # 1.5 MP, but 3000 pixels wide: not a fingerprint at 500 dpi
-    raised, peak, _ = _peak(extract_fingerprint, pixels)
+    raised, peak = _peak(extract_fingerprint, pixels)
     assert isinstance(raised, InvalidSample) and "expected sides between" in str(raised)
     assert peak < 1 * MB
 

@@ -8,7 +8,6 @@ HTTP; the last one starts ``checkpoint-server --metrics-listen`` as a process, w
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 import subprocess
@@ -18,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from unittest import mock
 
 import grpc
 import pytest
@@ -76,21 +74,8 @@ def grpc_labels(kind: str, service: str, method: str, station: str = "") -> dict
 
 
 def _build_server(service: CheckpointService, metrics: OperatorMetrics) -> tuple[grpc.Server, int]:
-    """``build_server`` with the metrics interceptor first, before the role check.
-
-    Through its ``interceptors`` parameter once it has one; until then by handing ``grpc.server`` the same list
-    the server's wiring gives it (the interceptor first, then ``build_server``'s own).
-    """
-    if "interceptors" in inspect.signature(server_module.build_server).parameters:
-        server, port, _ = server_module.build_server(service, "127.0.0.1:0", interceptors=metrics.interceptors)
-        return server, port
-    real = grpc.server
-
-    def with_metrics(*args: Any, interceptors: Any = (), **kwargs: Any) -> grpc.Server:
-        return real(*args, interceptors=[*metrics.interceptors, *interceptors], **kwargs)
-
-    with mock.patch.object(server_module.grpc, "server", with_metrics):
-        server, port, _ = server_module.build_server(service, "127.0.0.1:0")
+    """``build_server`` with the metrics interceptor first, before the role check."""
+    server, port, _ = server_module.build_server(service, "127.0.0.1:0", interceptors=metrics.interceptors)
     return server, port
 
 
@@ -353,10 +338,6 @@ def test_the_grafana_dashboard_charts_only_metrics_the_endpoint_exports(station:
 
 # -- checkpoint-server --metrics-listen, as a process ---------------------------------------------------------
 
-def _server_has_metrics_option() -> bool:
-    return "--metrics-listen" in server_module.build_parser().format_help()
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pki")
@@ -367,7 +348,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.server
-@pytest.mark.skipif(not _server_has_metrics_option(), reason="checkpoint-server has no --metrics-listen yet")
 def test_checkpoint_server_serves_metrics_on_its_own_port(pki: Path, tmp_path: Path) -> None:
     proc = ServerProcess(tmp_path / "data", tls=pki,
                          args=("--metrics-listen", "127.0.0.1:0")).start()

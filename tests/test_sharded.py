@@ -265,7 +265,7 @@ def test_a_write_missed_by_a_restarting_replica_is_reloaded_before_it_answers(cl
     import ray
 
     with gallery_over(cluster, "src-slow", n=300, shards=1, search_timeout=30) as (source, gallery):
-        ray.get(source.actor.set_delay.remote(4.0))  # the restart's page answers 4 s after it was read
+        ray.get(source.actor.set_delay.remote(8.0))  # the restart's page answers 8 s after it was read
         served = ray.get(source.actor.served.remote())
         os.kill(replica_pids(gallery, 0)[0], signal.SIGKILL)
         wait_for(lambda: ray.get(source.actor.served.remote()) > served, 30, "the restarted replica reading its shard")
@@ -274,7 +274,7 @@ def test_a_write_missed_by_a_restarting_replica_is_reloaded_before_it_answers(cl
         source.put(["late"], late)
         started = time.monotonic()
         gallery.add("late", late)
-        assert time.monotonic() - started < 4.0  # answered by replica 1; replica 0 is not waited for
+        assert time.monotonic() - started < 4.0  # answered by replica 1; replica 0 (8 s away) is not waited for
         probes = np.vstack([late, unit(4, 62)])
         wait_for(lambda: _pid(gallery, 0, 0) is not None, 60, "replica 0 restarted")
         for _ in range(4):  # both replicas in turn: the restarted one too
