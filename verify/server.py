@@ -318,11 +318,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     station = _open_station(args)
     stop = threading.Event()
-    server, port, health_servicer = build_server(
-        service, args.listen, station=station, threads=args.threads, max_message_mb=args.max_message_mb,
-        credentials=credentials, health_checks=[pool.ready] if pool is not None else [], health_stop=stop,
-        interceptors=metrics.interceptors if metrics is not None else (),
-    )
+    signals: list[int] = []
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        # Only a list append: a handler that took a lock (Event.set, logging) could be interrupted by a second
+        # signal whose handler waits for that lock in the same thread, and the server would never stop.
+        signals.append(signum)
+
+    signal.signal(signal.SIGTERM, _on_signal)  # before the port is announced: a signal then stops it gracefully
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        server, port, health_servicer = build_server(
+            service, args.listen, station=station, threads=args.threads, max_message_mb=args.max_message_mb,
+            credentials=credentials, health_checks=[pool.ready] if pool is not None else [], health_stop=stop,
+            interceptors=metrics.interceptors if metrics is not None else (),
+        )
+    except RuntimeError as exc:  # grpc cannot bind --listen (in use, or not an address of this machine)
+        print(f"checkpoint-server: --listen {args.listen}: {exc}", file=sys.stderr)
+        stop.set()
+        for part in (metrics, station, pool):
+            if part is not None:
+                part.close()
+        service.close()
+        return 2
     host = args.listen.rsplit(":", 1)[0]
     subjects, templates = service.gallery_size()
     print(f"checkpoint-server listening on {host}:{port} "
@@ -340,13 +358,10 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("the shipped fingerprint calibration cannot state FMR %g: %s; fit the station's own "
                         "(--fingerprint-calibration) before verifying fingerprints at it", args.fmr, exc)
 
-    def _on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping; in-flight calls get %.0f s", signum, args.grace)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    stop.wait()
+    while not signals:
+        time.sleep(0.2)
+    log.info("signal %d: stopping; in-flight calls get %.0f s", signals[0], args.grace)
+    stop.set()
     health_servicer.enter_graceful_shutdown()
     server.stop(args.grace).wait()
     if metrics is not None:
@@ -356,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     if pool is not None:
         pool.close()
     service.close()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # stopped: a late signal must not kill the exiting interpreter
+        signal.signal(signum, signal.SIG_IGN)
     log.info("stopped")
     return 0
 
