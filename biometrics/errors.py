@@ -31,10 +31,6 @@ class PoorQuality(InvalidSample):
     """The sample was acquired but its quality is below what enrolment accepts."""
 
 
-class NotImplementedModality(BiometricError):
-    """A modality the service does not handle (yet)."""
-
-
 class SampleTooLarge(BiometricError):
     """The image is over the byte or pixel cap (decompression bombs included)."""
 

@@ -1,6 +1,7 @@
 """checkpoint-bench offline: its refusals, the link proxy it cuts, and a short run on real servers and PostgreSQL.
 
-The short run uses real LFW faces (``../shared/data/faces/lfw-dev/images``, as the benchmark does by default) on
+The short run uses real LFW faces (``tests/data/lfw-offline``: 30 lfw-dev identities with two images and 10 with
+one, copied as they are; the benchmark itself reads ``../shared/data/faces/lfw-dev/images`` by default) on
 tiny sizes: island A cut off for real for two seconds while it enrols and verifies and central enrols the same
 person and erases; the return; the reviews resolved; then a second cut whose drain is interrupted by SIGKILL.
 """
@@ -19,7 +20,7 @@ from pg import ADMIN_URL, admin, fresh_database
 from benchmarks import offline_bench
 from benchmarks.linkcut import LinkProxy
 
-LFW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces" / "lfw-dev" / "images"
+LFW = Path(__file__).resolve().parent / "data" / "lfw-offline"
 
 
 def bench(argv: list[str]) -> int:

@@ -8,7 +8,6 @@ from biometrics.attempts import AttemptsExhausted
 from biometrics.errors import (
     BiometricError,
     InvalidSample,
-    NotImplementedModality,
     OfflineLimitReached,
     RegisterUnavailable,
     ReviewConflict,
@@ -36,11 +35,10 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (SubjectExists, grpc.StatusCode.ALREADY_EXISTS),
     (FeedbackRefused, grpc.StatusCode.ALREADY_EXISTS),  # one rating per decision
     (EventNotFound, grpc.StatusCode.NOT_FOUND),
-    (NotImplementedModality, grpc.StatusCode.UNIMPLEMENTED),
     (NoReference, grpc.StatusCode.FAILED_PRECONDITION),
     (RegisterUnavailable, grpc.StatusCode.UNAVAILABLE),
     (OfflineLimitReached, grpc.StatusCode.FAILED_PRECONDITION),  # the officer must act: call about the link
-    (ReviewConflict, grpc.StatusCode.FAILED_PRECONDITION),  # the shared register is away: writes wait, a retry works
+    (ReviewConflict, grpc.StatusCode.FAILED_PRECONDITION),  # resolved already, or the resolution does not fit the case
     (InvalidCaptureRequest, grpc.StatusCode.INVALID_ARGUMENT),  # the request, not the device: checked first
     (DeviceTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
     (DeviceNotConfigured, grpc.StatusCode.FAILED_PRECONDITION),
