@@ -626,6 +626,14 @@ class CheckpointService:
         modalities = {getattr(s, "modality", None) for s in samples} if isinstance(samples, Sequence) else set()
         self.record_refusal(actor, started, modalities, nationality)
 
+    def verify_capture_failed(self, attempt: int, actor: Actor, started: float, modalities: Collection[int | None],
+                              nationality: str) -> None:
+        """A Verify call refused before it reached :meth:`verify` (its device capture failed): published as the
+        end of its kiosk transaction when it is a later call (``attempt`` > 1), whose earlier, not accepted call
+        published nothing; a first call's refusal publishes nothing here (nothing of it reached the service)."""
+        if attempt > 1:
+            self.record_refusal(actor, started, modalities, nationality)
+
     def record_refusal(self, actor: Actor, started: float, modalities: Collection[int | None],
                        nationality: str) -> None:
         """Publish a call that ended in a refusal as an ``error`` decision event (its own transaction), also when

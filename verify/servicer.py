@@ -150,9 +150,8 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
         try:
             samples = self.samples(request.samples)
         except Exception:
-            if request.attempt > 1:  # the call that ends a transaction whose earlier call published nothing
-                self.service.record_refusal(self.actor(context), started, {m.modality for m in request.samples},
-                                            request.document_nationality)
+            self.service.verify_capture_failed(request.attempt, self.actor(context), started,
+                                               {m.modality for m in request.samples}, request.document_nationality)
             raise
         result = self.service.verify(request.subject_id, samples, actor=self.actor(context),
                                      document_nationality=request.document_nationality, attempts=request.attempts,
