@@ -37,6 +37,7 @@ from biometrics.errors import BiometricError
 DEFAULT_WINDOW_S = 120.0
 #: Open transactions kept at most (the oldest are forgotten first; at a kiosk's pace this is never reached).
 MAX_OPEN = 100_000
+EXHAUSTED = "This document has used every attempt at the kiosk; please see an officer."
 
 
 class AttemptsExhausted(BiometricError):
@@ -88,14 +89,22 @@ class AttemptLedger:
             if entry is None:
                 entry = self._open[key] = _Open(max(1, int(attempts)), 0, now)
             elif entry.calls >= entry.attempts:  # refused until the window after its last scored call passes
-                raise AttemptsExhausted(
-                    "This document has used every attempt at the kiosk; please see an officer.")
+                raise AttemptsExhausted(EXHAUSTED)
             entry.calls += 1
             entry.last = now
             self._open.move_to_end(key)
             while len(self._open) > self._max_open:
                 self._open.popitem(last=False)
             return Attempt(key, entry.attempts, entry.calls, entry.alerted)
+
+    def check_open(self, key: str) -> None:
+        """Raise :class:`AttemptsExhausted` when the transaction open for ``key`` has no attempt left, counting
+        nothing: asked before a device capture, so that a traveller who will be refused is not asked to scan."""
+        with self._lock:
+            self._expire(self._clock())
+            entry = self._open.get(key)
+            if entry is not None and entry.calls >= entry.attempts:
+                raise AttemptsExhausted(EXHAUSTED)
 
     def end(self, attempt: Attempt, *, accepted: bool, alerted: bool = False) -> None:
         """The outcome of a call ``begin`` counted: ``accepted`` ends its transaction; ``alerted`` (a watchlist

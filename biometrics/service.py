@@ -836,6 +836,13 @@ class CheckpointService:
         self.statistics.record_decision("verify_match" if match else "verify_no_match")
         return result
 
+    def check_attempts_left(self, subject_id: str, *, actor: Actor | None = None) -> None:
+        """Raise ``AttemptsExhausted`` when a kiosk's Verify of ``subject_id`` would be refused for its transaction's
+        attempts (``biometrics.attempts``), counting nothing: asked before a device capture, so that the
+        traveller is not asked to place a finger for a call that will be refused."""
+        if (actor or Actor()).role in self.config.counted_roles:
+            self.attempt_ledger.check_open(subject_id)
+
     def _count_attempt(self, subject_id: str, attempts: int, actor: Actor) -> Attempt | None:
         """The station's count of this call in its document's kiosk transaction (``biometrics.attempts``), for
         a caller of the counted roles; None for others (an officer at a desk). Raises ``AttemptsExhausted``."""

@@ -125,3 +125,18 @@ def test_the_server_refuses_a_window_that_is_not_positive(tmp_path: Path, window
     assert done.returncode == 2, done.stderr
     assert "--attempt-window must be positive" in done.stderr
     assert not (tmp_path / "data").exists()  # refused before the data directory is touched
+
+
+def test_check_open_refuses_what_begin_would_and_counts_nothing() -> None:
+    clock = Clock()
+    ledger = AttemptLedger(120, clock=clock)
+    ledger.check_open("A1")  # nothing open: no refusal
+    first = ledger.begin("A1", 2)
+    ledger.check_open("A1")  # one attempt left
+    ledger.check_open("A1")  # asking again counts nothing
+    ledger.end(first, accepted=False)
+    assert ledger.begin("A1", 2).call == 2
+    with pytest.raises(AttemptsExhausted):
+        ledger.check_open("A1")
+    clock.now += 121
+    ledger.check_open("A1")  # the window has passed

@@ -289,3 +289,42 @@ def test_a_capture_timeout_out_of_bounds_is_an_invalid_argument(stub, timeout_s:
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "60 seconds" in e.details()
     assert stub.CaptureFingerprint(pb.CaptureRequest(timeout_seconds=5), timeout=30).width == 256  # still serving
 
+
+
+def test_a_kiosk_certificate_gets_its_transactions_attempts_and_no_more(
+        tmp_path_factory: pytest.TempPathFactory, emulator: ZfmEmulator, capsys: pytest.CaptureFixture[str]) -> None:
+    """Over mutual TLS with a kiosk certificate (the station counts a kiosk's calls per document): two wrong
+    placements end the transaction at SEE OFFICER; the kiosk run again at once is refused before any scan is
+    scored, with a message for the traveller; an officer's desk can still verify the traveller."""
+    import subprocess
+    import sys
+
+    pki = tmp_path_factory.mktemp("kiosk-pki")
+    done = subprocess.run([sys.executable, "-m", "verify.certs", "init", str(pki)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    proc = ServerProcess(tmp_path_factory.mktemp("kiosk-station"), tls=pki, args=("--scanner", emulator.port)).start()
+    try:
+        officer = proc.stub("officer")
+        emulator.place(PRINTS / "DB4_B_101_1.png")
+        assert officer.Enroll(pb.EnrollRequest(
+            subject_id="IDN0000501", info=pb.SubjectInfo(name="Finger 101, kiosk station"),
+            samples=[pb.Sample(modality=pb.FINGERPRINT, finger=pb.RIGHT_INDEX, capture=pb.DeviceCapture())]),
+            timeout=60).enrolled
+        argv = ["--target", proc.target, "--tls-dir", str(pki / "kiosk"), "verify", "IDN0000501",
+                "--scan", "right-index"]
+        for name in ("DB4_B_102_1.png", "DB4_B_102_1.png"):
+            emulator.place(PRINTS / name)
+        capsys.readouterr()
+        assert kiosk.main(argv) == 1
+        assert capsys.readouterr().out.count("TRY AGAIN") == 1
+        emulator.place(PRINTS / "DB4_B_101_2.png")  # now his own finger, but the transaction is over
+        assert kiosk.main(argv) != 0
+        captured = capsys.readouterr()
+        assert "see an officer" in captured.out + captured.err and "PROCEED" not in captured.out
+        assert emulator.served[-1].name == "DB4_B_102_1.png"  # refused before the scanner was asked for a finger
+        at_desk = officer.Verify(pb.VerifyRequest(subject_id="IDN0000501", samples=[pb.Sample(
+            modality=pb.FINGERPRINT, finger=pb.RIGHT_INDEX, capture=pb.DeviceCapture())]), timeout=60)
+        assert at_desk.decision == pb.PROCEED
+    finally:
+        proc.stop()

@@ -146,6 +146,7 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:  # noqa: N802
         """See the contract."""
         validation.check_attempts(request.attempts, request.attempt)
+        self.service.check_attempts_left(request.subject_id, actor=self.actor(context))  # before any capture
         started = time.perf_counter()
         try:
             samples = self.samples(request.samples)
