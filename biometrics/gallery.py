@@ -166,10 +166,15 @@ class Gallery:
         self.watchlist[subject_id] = watchlist
 
     def remove(self, subject_id: str) -> None:
-        """Forget a subject (its pseudonym is forgotten by :meth:`forget_ref`, last)."""
-        self.face_index.remove(subject_id)
-        self.fingerprint_gallery.remove(subject_id)
+        """Forget a subject (its pseudonym is forgotten by :meth:`forget_ref`, last).
+
+        What this process holds goes first (membership, watchlist flag, fingerprints), the face index last: a
+        face index that can fail (a sharded one with a shard down) then leaves at most face templates of a
+        subject the service no longer answers for (Verify: not enrolled; a search drops non-members) until the
+        change is applied again, never a subject still matchable by finger."""
         self.watchlist.pop(subject_id, None)
+        self.fingerprint_gallery.remove(subject_id)
+        self.face_index.remove(subject_id)
 
     def forget_ref(self, ref: str) -> None:
         """Drop a pseudonym's mapping once its subject is gone."""

@@ -546,7 +546,8 @@ class CheckpointService:
                 if faces and not entries and subject_id in self.face_index:  # outside the face search's hits
                     entries.append(ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id, frames)))
                 entries.extend(ModalityScore(Modality.FINGERPRINT, s, finger) for finger, s in scores)
-        fused = {sid: self.fuse(ms) for sid, ms in per_subject.items()}
+        # only subjects the gallery holds: a face index whose removal failed may still hold an erased one's faces
+        fused = {sid: self.fuse(ms) for sid, ms in per_subject.items() if sid in self._watchlist}
         ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold),
                         key=lambda item: (-item[1], item[0]))[:k]
         return [Candidate(sid, s, tuple(per_subject[sid]), self._watchlist.get(sid, False)) for sid, s in ranked]
