@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 from pathlib import Path
 
 LOCK_NAME = "LOCK"
+log = logging.getLogger(__name__)
 
 
 class DataDirLocked(Exception):
@@ -50,5 +52,18 @@ class DataDirLock:
 
 
 def lock_data_dir(data_dir: Path) -> DataDirLock:
-    """Take the data directory's exclusive lock, or raise :class:`DataDirLocked`."""
+    """Make the data directory private (:func:`make_private`), then take its exclusive lock, or raise
+    :class:`DataDirLocked`."""
+    make_private(data_dir)
     return DataDirLock(data_dir)
+
+
+def make_private(folder: Path) -> None:
+    """Create ``folder`` readable by its owner only (0700), or tighten an existing one that group or others could
+    enter: it holds sealed personal data, and beside it, in clear, pseudonyms, the change log, the audit chain
+    and the decision events; other local users have no business reading any of it."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = folder.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("%s was open to other users (mode %o): now 0700", folder, mode)
+        os.chmod(folder, 0o700)

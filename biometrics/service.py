@@ -31,7 +31,7 @@ from biometrics import validation
 from biometrics.attempts import DEFAULT_WINDOW_S, Attempt, AttemptLedger
 from biometrics.audit import LOG_NAME, AuditChain, anchor_path, import_jsonl, load_or_create_signing_key
 from biometrics.crypto import KeyRing
-from biometrics.datadir import DataDirLock, lock_data_dir
+from biometrics.datadir import DataDirLock, lock_data_dir, make_private
 from biometrics.decisions import PROCEED, TravellerOutcome, identification_outcome, verification_outcome
 from biometrics.errors import (
     BiometricError,
@@ -269,6 +269,7 @@ class CheckpointService:
             if where.store_url and where.replica_dir is not None:
                 local_path = where.replica_dir / "replica.db"  # the copy, the outbox and the audit journal
                 check_key_location(key_dir, where.replica_dir, allow_inside=where.dev_keys_in_data_dir)
+                make_private(where.replica_dir)
             else:
                 local_path = where.data_dir / ("journal.db" if where.store_url else "checkpoint.db")
             local = Storage(local_path, ring, station=where.station if where.store_url else "")

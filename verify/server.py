@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGTERM or SIGINT."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.umask(0o077)  # every file the server writes (databases, exported heads, keys) is its owner's alone
     limits = ImageLimits(max_bytes=int(args.max_image_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6))
     try:
         if not args.attempt_window > 0:
