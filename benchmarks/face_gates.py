@@ -249,10 +249,13 @@ class Extractions:
     seconds: np.ndarray  # (refs, conditions)
     probe_templates: np.ndarray  # (probes, 128)
     probe_ok: np.ndarray  # (probes,) bool
+    gates: np.ndarray  # the gates of biometrics.face that decided ``outcome``: (side, quality)
 
 
 def extract(folder: Path, sample: Sample, workers: int) -> Extractions:
     """Run the reference and probe extractions on ``workers`` processes."""
+    from biometrics import face
+
     refs = _pool_map(reference_job, [str(folder / r) for r in sample.references], workers, "references")
     probes = _pool_map(probe_job, [str(folder / p) for p in sample.probes], workers, "probes")
 
@@ -267,6 +270,7 @@ def extract(folder: Path, sample: Sample, workers: int) -> Extractions:
         seconds=grid("seconds", 0.0).astype(float),
         probe_templates=np.stack([t if t is not None else np.zeros(128, np.float32) for t in probes]),
         probe_ok=np.array([t is not None for t in probes]),
+        gates=np.array([float(face.MIN_ENROL_FACE_SIDE), float(face.MIN_ENROL_QUALITY)]),
     )
 
 
@@ -456,9 +460,11 @@ def report_lines(result: dict[str, Any]) -> list[str]:
               f"{mach['date_utc']}, {result['wall_s']:.0f} s; {result['n_identities']} identities "
               f"({result['n_probes']} probe images, {result['probe_fta']} failed to acquire and left out), "
               f"{len(CONDITIONS)} conditions per reference. Match: s >= {result['threshold']:g} "
-              f"(shipped face calibration). Current gates: side >= {result['current']['side']:g} px, "
-              f"quality >= {result['current']['quality']:g}. Chosen on dev by the rule: side >= "
-              f"{result['chosen']['side']:g} px, quality >= {result['chosen']['quality']:g}.", ""]
+              f"(shipped face calibration). The gates that decided the accepted / refused columns (biometrics.face "
+              f"when the extractions were made; 'current' below): side >= {result['current']['side']:g} px, "
+              f"quality >= {result['current']['quality']:g}; biometrics.face now: side >= "
+              f"{result['shipped']['side']:g} px, quality >= {result['shipped']['quality']:g}. Chosen on dev by the "
+              f"rule: side >= {result['chosen']['side']:g} px, quality >= {result['chosen']['quality']:g}.", ""]
     for split in ("test", "dev"):
         s = result[split]
         lines += [f"## {split} ({s['identities']} identities; clean references FNMR "
@@ -557,7 +563,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         save_extractions(store, sample, ex)
     threshold = threshold_for_fmr(SERVICE_FMR)
     counts = comparison_counts(sample, ex, ScoreCalibration.for_modality("face"), threshold)
-    current = {"side": float(face.MIN_ENROL_FACE_SIDE), "quality": float(face.MIN_ENROL_QUALITY)}
+    # the gates that decided the recorded outcomes (biometrics.face's when the extractions were made)
+    current = {"side": float(ex.gates[0]), "quality": float(ex.gates[1])}
+    shipped = {"side": float(face.MIN_ENROL_FACE_SIDE), "quality": float(face.MIN_ENROL_QUALITY)}
     # the rule, on dev: the side gate from the side bins, then the quality gate among those over it
     dev_clean = split_figures(sample, ex, counts, "dev", 0.0, 0.0)
     side_gate = choose_gate(dev_clean["by_side"], dev_clean["clean"])
@@ -575,6 +583,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "probe_fta": int((~ex.probe_ok).sum()),
         "threshold": threshold,
         "current": current,
+        "shipped": shipped,
         "chosen": chosen,
         "extract_seconds_per_condition": float(ex.seconds.mean()),
         "dev": split_figures(sample, ex, counts, "dev", chosen["side"], chosen["quality"]),
