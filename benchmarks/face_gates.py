@@ -469,7 +469,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         s = result[split]
         lines += [f"## {split} ({s['identities']} identities; clean references FNMR "
                   f"{_rate(s['clean']['fnmr'])}, FMR {_rate(s['clean']['fmr'])})", "",
-                  "| condition | median side / quality | accepted / too small / low quality / no face "
+                  "| condition | median side / quality | accepted / too small / low quality / multiple faces / no face "
                   "| FNMR accepted | FNMR refused (forced) | FMR accepted | FMR refused (forced) "
                   "| chosen gates: accepted, FNMR |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -478,7 +478,8 @@ def report_lines(result: dict[str, Any]) -> list[str]:
             med = ("-" if c["median_side"] is None
                    else f"{c['median_side']:.0f} / {c['median_quality']:.0f}")
             lines.append(f"| {c['condition']} | {med} | {o['accepted']} / {o['too_small']} / {o['low_quality']} / "
-                         f"{o['no_face']} | {_rate(c['accepted']['fnmr'])} | {_rate(c['refused_forced']['fnmr'])} "
+                         f"{o['multiple_faces']} / {o['no_face']} | {_rate(c['accepted']['fnmr'])} "
+                         f"| {_rate(c['refused_forced']['fnmr'])} "
                          f"| {_rate(c['accepted']['fmr'])} | {_rate(c['refused_forced']['fmr'])} "
                          f"| {c['chosen_accepted']['references']}, {_rate(c['chosen_accepted']['fnmr'])} |")
         for key, title in (("by_side", "face side (px), unblurred conditions"),
