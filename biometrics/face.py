@@ -29,11 +29,18 @@ DETECTION_MAX_SIDE = 1024
 # A face found at the image's own scale with a side under this (two HOG windows) is located again upsampled.
 REFINE_BELOW_SIDE = 160
 # Enrolment: a second face whose side is at least this fraction of the largest one's is "comparable".
+# Not tuned: LFW images hold one main face. `checkpoint-bench face-gates` counts what it refuses (test split: 11 of
+# 267 clean references, FNMR 21.7% on their 23 genuine comparisons against 6.4%), too few to set a value.
 COMPARABLE_FACE_RATIO = 0.6
-# Enrolment: the smallest face side, in pixels of the submitted image, that makes a usable reference.
+# Enrolment gates, measured by `checkpoint-bench face-gates` (docs/benchmarks.md, "Face enrolment gates": LFW
+# references downscaled and blurred, FNMR/FMR at s >= 3 of what each gate accepts and refuses).
+# The smallest face side, in pixels of the submitted image, that makes a usable reference: sharp references'
+# FNMR is flat from 60 px up and rises below (most clearly under 50 px).
 MIN_ENROL_FACE_SIDE = 60
-# Enrolment: the lowest quality (0..100) accepted.
-MIN_ENROL_QUALITY = 20.0
+# The lowest face_quality (0..100) accepted. Chosen on the dev split (was 20, which let through blurred
+# references with 2-9x the FNMR of sharp ones): FNMR rises steeply below 40. face_quality multiplies size
+# into the score, so this gate also refuses many sharp faces under about 90 px (measured, same section).
+MIN_ENROL_QUALITY = 40.0
 
 
 @dataclass(frozen=True)
