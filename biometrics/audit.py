@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -55,9 +56,27 @@ PUBLIC_KEY_NAME = "audit-signing.pub"
 ANCHOR_DIR = "audit-heads"
 
 
+#: A store id as :class:`biometrics.storage.SealedStore` creates it (uuid4 hex): all a default head's name may be.
+STORE_ID = re.compile(r"[0-9a-f]{32}")
+
+
 def anchor_path(key_dir: Path, store_id: str) -> Path:
     """Where a store's signed heads are exported by default: ``KEY_DIR/audit-heads/<store id>.json``."""
     return key_dir / ANCHOR_DIR / f"{store_id}.json"
+
+
+def other_store_heads(anchor_dir: Path, store_id: str) -> list[Path]:
+    """The signed heads of embedded stores other than ``store_id`` in an anchor directory, by name.
+
+    Only ``<store id>.json`` files count: a shared register's ``station-<name>.json`` heads are not an embedded
+    store's, and heads moved into a subdirectory (``audit-heads/retired/``) are set aside on purpose.
+    """
+    if not anchor_dir.is_dir():
+        return []
+    return sorted(p for p in anchor_dir.glob("*.json")
+                  if p.is_file() and STORE_ID.fullmatch(p.stem) and p.stem != store_id)
+
+
 GENESIS = "0" * 64
 DEFAULT_CHECKPOINT_EVERY = 100
 #: Fields the service may pass that carry no biometric or personal data; anything else is dropped.
@@ -529,6 +548,81 @@ def check_head(entries: Iterable[tuple[int, dict[str, Any] | None, str]], report
                         "(the chain was replaced from there or before)")
             return None
     return f"truncated: no record at seq {seq}, the signed head's"
+
+
+# -- at start: the chain still holds its exported head --------------------------------------------
+
+
+class HeadNotHeld(Exception):
+    """The store's audit chain does not hold the signed head exported for it (cut, replaced, or its store id
+    changed): the service refuses to open the store rather than sign a new head over that evidence."""
+
+
+def head_problem(storage: SealedStore, head: dict[str, Any]) -> str | None:
+    """What is wrong when the chain of ``storage`` does not hold ``head``; None when it does.
+
+    Held means: a record at the head's seq whose hash (as stored, and recomputed from its content) is the
+    head's. One record is read, not the chain: ``checkpoint-audit verify`` walks the rest.
+    """
+    seq, when = int(head["seq"]), head.get("time")
+    rows = storage.audit_rows(seq - 1, limit=1)
+    if not rows or rows[0][0] != seq:
+        return (f"truncated: the chain has no record at seq {seq} (it holds {storage.audit_count()} records), but "
+                f"the signed head exported at {when} proves records through seq {seq}")
+    try:
+        entry = json.loads(rows[0][3])
+    except ValueError:
+        entry = None
+    if not isinstance(entry, dict) or entry.get("hash") != head.get("hash") or entry_hash(entry) != head.get("hash"):
+        return (f"rewritten: the record at seq {seq} is not the signed head exported at {when} (the chain was "
+                "replaced from there or before)")
+    return None
+
+
+def check_chain_at_open(chain: AuditChain, *, heads_dir: Path | None = None) -> dict[str, Any] | None:
+    """Before a service appends to ``chain``: the chain must hold the signed head last exported for it.
+
+    Returns that head (None when none was exported yet: a new store, or one that never reached a checkpoint).
+    A head behind the chain is fine (records were appended after the last checkpoint). Raises
+    :class:`HeadNotHeld` when the anchor file is not a signed head of the chain's key, when the chain has no
+    record at the head's seq (cut) or a record with another hash there (replaced), and, given ``heads_dir``
+    (the directory of the default ``<store id>.json`` heads), when the store's id is not one a store is
+    given, or when that directory holds heads of other stores and none for this one although the store is
+    not new (its chain, its change log or its subjects hold something): the store id was changed to escape
+    the check. A head that belongs to another store (a data directory replaced under a fixed
+    ``--audit-anchor``) is refused too: nothing in the chain tells it apart from a replaced chain.
+
+    Called before anything is appended, and before a JSON-lines log of an older version is imported (a store
+    that has one to import has no chain and no head yet).
+    """
+    storage, anchor = chain.storage, chain.anchor
+    if anchor is None:
+        return None
+    recovery = (f"If the store is as it should be (a backup restored on purpose, or another store's head), move "
+                f"{anchor} aside (keep it: it is evidence), check the store with `checkpoint-audit verify "
+                "--expected-head` on it, and start again.")
+    if heads_dir is not None and not STORE_ID.fullmatch(storage.store_id):
+        raise HeadNotHeld(f"the store {storage} names itself {storage.store_id!r}, not a store id this service "
+                          "writes: its meta table was altered; refusing to open it")
+    if not anchor.exists():
+        others = other_store_heads(heads_dir, storage.store_id) if heads_dir is not None else []
+        if others and (storage.audit_count() > 0 or storage.head_seq() > 0 or storage.count()[0] > 0):
+            raise HeadNotHeld(
+                f"no signed head for the store {storage} (id {storage.store_id}) in {heads_dir}, which holds the "
+                f"heads of {len(others)} other store(s) ({', '.join(p.name for p in others)}), although this store "
+                "is not new: its store id may have been changed to escape the check of its head. Check it with "
+                "`checkpoint-audit verify --expected-head` on the head that is its; a head of a store retired on "
+                f"purpose belongs in a subdirectory ({heads_dir / 'retired'}), not beside the heads in use")
+        return None
+    try:
+        head = load_head(anchor, chain.signing_key.public_key())
+        problem = head_problem(storage, head)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HeadNotHeld(f"the signed head {anchor} cannot be checked: {exc}. {recovery}") from None
+    if problem is not None:
+        raise HeadNotHeld(f"the audit chain of {storage} does not hold its signed head {anchor}: {problem}. "
+                          f"Refusing to open it: a new head would overwrite that evidence. {recovery}")
+    return head
 
 
 # -- logs from before the chain moved into the store ------------------------------------------------

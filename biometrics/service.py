@@ -29,7 +29,14 @@ import numpy as np
 
 from biometrics import validation
 from biometrics.attempts import DEFAULT_WINDOW_S, Attempt, AttemptLedger
-from biometrics.audit import LOG_NAME, AuditChain, anchor_path, import_jsonl, load_or_create_signing_key
+from biometrics.audit import (
+    LOG_NAME,
+    AuditChain,
+    anchor_path,
+    check_chain_at_open,
+    import_jsonl,
+    load_or_create_signing_key,
+)
 from biometrics.crypto import KeyRing
 from biometrics.datadir import DataDirLock, lock_data_dir, make_private
 from biometrics.decisions import PROCEED, TravellerOutcome, identification_outcome, verification_outcome
@@ -242,7 +249,9 @@ class CheckpointService:
 
         The data directory is locked (a second server on it is refused); the key ring and the audit signing
         key are loaded from the key directory, or created there on a first start, and refused inside the data
-        directory unless ``dev_keys_in_data_dir``. A JSON-lines audit log of an older version is imported.
+        directory unless ``dev_keys_in_data_dir``. A JSON-lines audit log of an older version is imported. An
+        embedded store whose audit chain no longer holds the signed head exported for it (cut or replaced, or its
+        store id changed) is refused with :class:`biometrics.audit.HeadNotHeld`, before anything is appended.
         """
         where = location if isinstance(location, StoreLocation) else StoreLocation(location)
         check_station(where.station, required=bool(where.store_url))
@@ -284,6 +293,8 @@ class CheckpointService:
             chain = AuditChain(local, load_or_create_signing_key(key_dir), checkpoint_every=checkpoint_every,
                                anchor=anchor, register=register, station=where.station)
             legacy = where.data_dir / "audit" / LOG_NAME
+            if register is None:  # before anything is appended: a cut chain is refused, its head left as it is
+                check_chain_at_open(chain, heads_dir=None if where.anchor else anchor.parent)
             if legacy.exists() and local.audit_count() == 0:
                 import_jsonl(legacy, chain)
             service = cls(register or local, decision_log=chain, defer_load=register is not None, **kwargs)

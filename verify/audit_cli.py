@@ -2,11 +2,14 @@
 
 ``checkpoint-audit verify --data-dir DIR`` walks the chain in ``DIR/checkpoint.db`` with the exported public key
 (``KEY_DIR/audit-signing.pub``, or ``--public-key`` for a copy kept off the station) and checks it against the
-last signed head the server exported (``KEY_DIR/audit-head.json``, or ``--expected-head`` for a copy kept off
-the station) and ``--min-records``. It exits 0 when every link, hash and checkpoint signature holds and the
-chain is as long as the head proves; otherwise it names the first record altered, removed or reordered, or the
-truncation, and exits 1. ``--log FILE`` checks a JSON-lines export instead. ``checkpoint-audit show`` prints
-records (pseudonymous refs only); ``export --out FILE`` writes the chain as JSON lines.
+last signed head the server exported (``KEY_DIR/audit-heads/<store id>.json``, or ``--expected-head`` for a copy
+kept off the station) and ``--min-records``. It exits 0 when every link, hash and checkpoint signature holds and
+the chain is as long as the head proves; otherwise it names the first record altered, removed or reordered, or
+the truncation, and exits 1. Without ``--expected-head``, a database whose store id has no head while
+``KEY_DIR/audit-heads`` holds heads of other stores (or whose store id is malformed) is SUSPECT and exits 1: the
+store id is read from the database, so it may have been changed to escape the comparison. ``--log FILE`` checks
+a JSON-lines export instead. ``checkpoint-audit show`` prints records (pseudonymous refs only); ``export --out
+FILE`` writes the chain as JSON lines.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from biometrics.audit import (
+    ANCHOR_DIR,
     PUBLIC_KEY_NAME,
+    STORE_ID,
     anchor_path,
     canonical,
     check_head,
     load_head,
     load_public_key,
+    other_store_heads,
     parse_lines,
     read_entries,
     verify_entries,
@@ -80,6 +86,34 @@ def _entries(args: argparse.Namespace) -> Entries:
     return list(parse_lines(read_audit(db)))
 
 
+def _default_head(key_dir: Path, db: Path) -> tuple[Path | None, str | None]:
+    """The head the server exported for the store ``db`` (``KEY_DIR/audit-heads/<store id>.json``), or None when
+    there is none; and what is suspicious about its absence (None: nothing).
+
+    The store id is read from the database, which whoever cut the chain may have rewritten too: a store id
+    that is not one a store is given, or none for this store among heads of other stores, is not "nothing to
+    compare" but a reason to fail until the operator names the head (``--expected-head``).
+    """
+    heads_dir = key_dir / ANCHOR_DIR
+    try:
+        store_id = read_store_id(db)
+    except ValueError:
+        store_id = ""
+    if store_id and not STORE_ID.fullmatch(store_id):
+        return None, (f"the store names itself {store_id!r}, not a store id a store is given (its meta table "
+                      "was altered); name the head kept for it with --expected-head")
+    default = anchor_path(key_dir, store_id) if store_id else None
+    if default is not None and default.exists():
+        return default, None
+    others = other_store_heads(heads_dir, store_id)
+    if others:
+        return None, (f"no signed head for this store (id {store_id or 'missing'}) in {heads_dir}, which holds "
+                      f"the heads of {len(others)} other store(s) ({', '.join(p.name for p in others)}): its store "
+                      "id may have been changed to escape the head check; name the head kept for it with "
+                      f"--expected-head (heads of stores retired on purpose belong in {heads_dir / 'retired'})")
+    return None, None
+
+
 def _verify(args: argparse.Namespace, entries: Entries, where: str) -> int:
     key_dir = args.key_dir or default_key_dir()
     key_path = args.public_key or key_dir / PUBLIC_KEY_NAME
@@ -93,8 +127,10 @@ def _verify(args: argparse.Namespace, entries: Entries, where: str) -> int:
         default = anchor_path(key_dir, f"station-{args.station}")
         head_path = default if default.exists() else None
     elif head_path is None and not args.log:
-        default = anchor_path(key_dir, read_store_id(args.data_dir / "checkpoint.db"))
-        head_path = default if default.exists() else None
+        head_path, suspect = _default_head(key_dir, args.data_dir / "checkpoint.db")
+        if suspect is not None:
+            print(f"SUSPECT {where}: {suspect}")
+            return 1
     head = None
     if head_path is not None:
         try:
