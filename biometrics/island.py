@@ -43,7 +43,7 @@ from biometrics.replica import (
     enrolment_payload,
     payload_templates,
 )
-from biometrics.storage import CHANGE_ENROLLED, CHANGE_WITHDRAWN, Change, StoredTemplate, now, record_of
+from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, CHANGE_WITHDRAWN, Change, StoredTemplate, now, record_of
 from biometrics.types import (
     Actor,
     Candidate,
@@ -103,11 +103,12 @@ class Island:
         """After loading the gallery from the copy: which subjects are provisional (enrolled offline, pending)."""
         assert self.replica is not None
         pending = self.replica.entries((OUTBOX_PENDING, OUTBOX_REVIEW))
-        self.provisional = {e.payload["subject_id"] for e in pending if e.kind == "enrol"}
+        self.provisional = {e.payload["subject_id"] for e in pending if e.kind == "enrol" and "subject_id" in e.payload}
 
     def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]]) -> None:
         """The gallery's change hook: the copy follows; a provisional subject the register now holds (or has
         withdrawn) is provisional no more, and its outbox entry under review is settled."""
+        self._erase_alerts({c.ref for c, _ in changes if c.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN)})
         if self.replica is None:
             return
         self.replica.follow(changes)
@@ -124,6 +125,14 @@ class Island:
             self.replica.settle_refs(kept, OUTBOX_REVIEW, OUTBOX_STORED, "kept at review")
         if rejected:
             self.replica.settle_refs(rejected, OUTBOX_REVIEW, OUTBOX_REJECTED, "rejected at review")
+
+    def _erase_alerts(self, refs: set[str]) -> None:
+        """Delete this station's alerts naming subjects the register erased or withdrew (a station on a register
+        keeps its alerts in its local store, which the register's erasure cannot reach)."""
+        store = self.service.alert_store
+        if refs and store is not self.service.storage:
+            with store.transaction() as tx:
+                store.erase_alerts(tx, refs)
 
     def check_budget(self) -> None:
         """Refuse a write past the offline budget, with what the officer can do."""
@@ -191,11 +200,12 @@ class Island:
         pending = [e for e in self.replica.entries() if e.kind == "enrol" and e.ref == ref]
         assert service.decision_log is not None
         with service.decision_log.transaction() as tx:
-            if pending:  # never uploaded: the enrolment is cancelled, nothing of it leaves the station
-                tx.execute("UPDATE outbox SET state = 'cancelled', outcome = 'erased before upload' "
-                           "WHERE upload_id = ?", (pending[0].upload_id,))
+            if pending:  # never uploaded: the enrolment is cancelled, nothing of it leaves the station or stays
+                self.replica.cancel(tx, pending[0].upload_id, "erased before upload")
             else:
                 self.replica.add(tx, "erase", ref, {"subject_id": subject_id, "reason": reason})
+            self.replica.scrub(tx, {ref})
+            self.replica.local.erase_alerts(tx, {ref})
             self.replica.local.drop_subject(tx, ref)
             service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True)
         service.gallery.remove(subject_id)

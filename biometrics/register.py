@@ -245,6 +245,8 @@ class RegisterStorage(SealedStore):
             with self.transaction() as tx:
                 migrate_register(tx, str(self))
                 self._check_keyring(tx)
+            if self.scrub_resolved_reviews():
+                log.info("register %s: documents of resolved reviews dropped", self)
         except (SchemaTooNew, KeyRingMismatch):
             self.close()
             raise
@@ -320,6 +322,19 @@ class RegisterStorage(SealedStore):
 
     def _stale_filter(self) -> str:
         return "substring(sealed from 2 for ?) != ?"
+
+    def erase_subject(self, tx: Transaction, subject_id: str) -> int | None:
+        """Erase a subject as every store does (rows, templates, alerts), and what only the register holds of it:
+        its links, and its place among the candidates of pending reviews; the change seq, or None."""
+        seq = super().erase_subject(tx, subject_id)
+        Reviews(self).forget(tx, subject_id)
+        return seq
+
+    def scrub_resolved_reviews(self) -> int:
+        """Drop the documents of reviews resolved by an older version (which kept them); how many."""
+        with self.transaction() as tx:
+            return int(tx.execute("UPDATE reviews SET sealed = ? WHERE state != 'pending' AND length(sealed) > 0",
+                                  (b"",)).rowcount)
 
     def append_change(self, tx: Transaction, kind: str, ref: str) -> int:
         """Append one change-log entry in ``tx`` and notify the stations (delivered at commit)."""
@@ -465,9 +480,25 @@ class Reviews:
         return str(row[0]), str(row[1]), json.loads(self.register.keyring.open(bytes(row[2]), _review_aad(review_id)))
 
     def close(self, tx: Transaction, review_id: str, state: str, resolution: str) -> None:
-        """Record a review's resolution in ``tx``."""
-        tx.execute("UPDATE reviews SET state = ?, resolution = ?, resolved_at = ? WHERE review_id = ?",
-                   (state, resolution, now(), review_id))
+        """Record a review's resolution in ``tx``; its document (personal data, templates, the candidates'
+        document numbers) is dropped: what was decided is in the register and the audit chain."""
+        tx.execute("UPDATE reviews SET state = ?, resolution = ?, resolved_at = ?, sealed = ? WHERE review_id = ?",
+                   (state, resolution, now(), b"", review_id))
+
+    def forget(self, tx: Transaction, subject_id: str) -> None:
+        """In ``tx`` (an erasure of ``subject_id`` in the register): drop its links, and take it out of the
+        candidates of every pending review (the document of a review names its candidates' document numbers)."""
+        ref = self.register.keyring.pseudonym(subject_id)
+        tx.execute("DELETE FROM links WHERE ref = ? OR linked_ref = ?", (ref, ref))
+        ring = self.register.keyring
+        for review_id, sealed in tx.execute("SELECT review_id, sealed FROM reviews WHERE state = 'pending' "
+                                            "FOR UPDATE").fetchall():
+            doc = json.loads(ring.open(bytes(sealed), _review_aad(review_id)))
+            kept = [c for c in doc.get("candidates", []) if c.get("subject_id") != subject_id]
+            if len(kept) != len(doc.get("candidates", [])):
+                doc["candidates"] = kept
+                tx.execute("UPDATE reviews SET sealed = ? WHERE review_id = ?",
+                           (ring.seal(json.dumps(doc).encode(), _review_aad(review_id)), review_id))
 
     def link(self, tx: Transaction, ref: str, linked_ref: str) -> None:
         """Record that two subjects are one person (two documents), in both directions."""

@@ -21,6 +21,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ OUTBOX_STORED = "stored"
 OUTBOX_REVIEW = "review"
 OUTBOX_ERASED = "erased"
 OUTBOX_REJECTED = "rejected"
+OUTBOX_CANCELLED = "cancelled"
 REGISTER_SEQ = "register_seq"
 REGISTER_AS_OF = "register_as_of"
 
@@ -108,11 +110,15 @@ class Replica:
         if not changes:
             return
         with self.local.transaction() as tx:
+            erased, withdrawn = set(), set()
             for change, loaded in changes:
                 if change.kind == CHANGE_ENROLLED and loaded is not None:
                     self.local.put_subject(tx, change.ref, loaded[0], loaded[1])
                 elif change.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN):
                     self.local.drop_subject(tx, change.ref)
+                    (erased if change.kind == CHANGE_ERASED else withdrawn).add(change.ref)
+            self.scrub(tx, erased)
+            self.scrub(tx, withdrawn, review=(OUTBOX_REJECTED, "rejected at review"))
             self.local.set_meta(tx, REGISTER_SEQ, str(changes[-1][0].seq))
 
     def mark_synced(self) -> None:
@@ -161,6 +167,46 @@ class Replica:
                            [(to_state, outcome, ref, from_state) for ref in refs])
 
     def settle(self, upload_id: str, state: str, outcome: str = "") -> None:
-        """Record what the register made of an uploaded write."""
+        """Record what the register made of an uploaded write, and drop the payload it no longer needs.
+
+        Once uploaded, an entry's content lives in the register (or was erased there): an enrolment keeps only
+        its subject id (a subject under review is provisional here until the review is resolved, see
+        :meth:`biometrics.island.Island.load_provisional`), an erasure keeps nothing.
+        """
         with self.local.transaction() as tx:
-            tx.execute("UPDATE outbox SET state = ?, outcome = ? WHERE upload_id = ?", (state, outcome, upload_id))
+            row = tx.execute("SELECT kind, sealed FROM outbox WHERE upload_id = ?", (upload_id,)).fetchone()
+            if row is None:
+                return
+            payload = json.loads(self.local.keyring.open(bytes(row[1]), _outbox_aad(upload_id)))
+            kept = {"subject_id": payload["subject_id"]} if row[0] == "enrol" and "subject_id" in payload else {}
+            tx.execute("UPDATE outbox SET state = ?, outcome = ?, sealed = ? WHERE upload_id = ?",
+                       (state, outcome, self._seal(upload_id, kept), upload_id))
+            tx.erased = True
+
+    def _seal(self, upload_id: str, payload: dict[str, Any]) -> bytes:
+        return self.local.keyring.seal(json.dumps(payload).encode(), _outbox_aad(upload_id))
+
+    def cancel(self, tx: Transaction, upload_id: str, outcome: str) -> None:
+        """Cancel a pending entry in ``tx`` (its subject was erased before upload): its payload is dropped, only
+        the row (id, kind, pseudonym, state) stays as the trace the audit record names."""
+        tx.execute("UPDATE outbox SET state = ?, outcome = ?, sealed = ?, content_hash = '' WHERE upload_id = ?",
+                   (OUTBOX_CANCELLED, outcome, self._seal(upload_id, {}), upload_id))
+        tx.erased = True
+
+    def scrub(self, tx: Transaction, refs: Collection[str],
+              review: tuple[str, str] = (OUTBOX_CANCELLED, "erased while under review")) -> int:
+        """In ``tx``, after the subjects with pseudonyms ``refs`` were erased or withdrawn: every entry of theirs
+        that is no longer pending keeps no payload, and an entry still under review moves to ``review`` (state,
+        outcome). Pending erasures are left to be uploaded. Returns how many entries were scrubbed."""
+        done = 0
+        for ref in refs:
+            rows = tx.execute("SELECT upload_id, state FROM outbox WHERE ref = ? AND state != ?",
+                              (ref, OUTBOX_PENDING)).fetchall()
+            for upload_id, state in rows:
+                if state == OUTBOX_REVIEW:
+                    tx.execute("UPDATE outbox SET state = ?, outcome = ? WHERE upload_id = ?", (*review, upload_id))
+                tx.execute("UPDATE outbox SET sealed = ? WHERE upload_id = ?", (self._seal(upload_id, {}), upload_id))
+                done += 1
+        if done:
+            tx.erased = True
+        return done
