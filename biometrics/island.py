@@ -41,6 +41,7 @@ from biometrics.replica import (
     OutboxEntry,
     Replica,
     enrolment_payload,
+    keyed_hash,
     payload_templates,
 )
 from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, CHANGE_WITHDRAWN, Change, StoredTemplate, now, record_of
@@ -83,6 +84,9 @@ class Island:
         self.provisional: set[str] = set()  # subject ids enrolled here offline, not yet stored in the register
         self._drain_lock = threading.Lock()
         self.last_drain: dict[str, Any] = {}
+        self._register_hashes_keyed = False  # this station's upload records in the register: legacy hashes keyed
+        if replica is not None and replica.key_legacy_hashes():
+            log.info("outbox: content hashes of an older version replaced by keyed ones")
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -219,6 +223,11 @@ class Island:
         if self.replica is None or not self._drain_lock.acquire(blocking=False):
             return 0
         try:
+            if not self._register_hashes_keyed:
+                keyring = self.service.storage.keyring
+                if self.reviews.key_legacy_hashes(lambda digest: keyed_hash(keyring, digest)):
+                    log.info("register: content hashes of this station's earlier uploads replaced by keyed ones")
+                self._register_hashes_keyed = True
             start, done, outcomes = time.perf_counter(), 0, {"stored": 0, "review": 0, "erased": 0, "again": 0}
             for entry in self.replica.entries():
                 if not self.service.sync_state.connected:
@@ -239,7 +248,8 @@ class Island:
         with service.write_lock, service.change_transaction() as tx:
             seen = self.reviews.upload_outcome(tx, entry.upload_id)
             if seen is not None:
-                if seen[0] != entry.content_hash:
+                keyring = service.storage.keyring  # either side may still hold an older version's plain hash
+                if keyed_hash(keyring, seen[0]) != keyed_hash(keyring, entry.content_hash):
                     raise RuntimeError(f"upload {entry.upload_id}: the register holds other content under this id")
                 log.warning("upload %s was already in the register (%s): not stored twice", entry.upload_id, seen[1])
                 return self._state_of(seen[1]), "again"

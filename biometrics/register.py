@@ -451,6 +451,18 @@ class Reviews:
         row = tx.execute("SELECT content_hash, outcome FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone()
         return (str(row[0]), str(row[1])) if row else None
 
+    def key_legacy_hashes(self, keyed: Callable[[str], str]) -> int:
+        """Replace the plain content hashes an older version of this station recorded for its uploads by their
+        keyed form ``keyed(digest)`` (only this station's: a station still on the older version compares its own
+        records with its own outbox); how many."""
+        with self.register.transaction() as tx:
+            rows = tx.execute("SELECT upload_id, content_hash FROM uploads WHERE station = ? AND content_hash != '' "
+                              "AND substr(content_hash, 1, 3) != ? FOR UPDATE", (self.register.station, "k1:")
+                              ).fetchall()
+            tx.executemany("UPDATE uploads SET content_hash = ? WHERE upload_id = ?",
+                           [(keyed(digest), upload_id) for upload_id, digest in rows])
+        return len(rows)
+
     def record_upload(self, tx: Transaction, upload_id: str, kind: str, digest: str, outcome: str) -> None:
         """Remember an upload and what became of it, in the transaction that did it."""
         tx.execute("INSERT INTO uploads(upload_id, station, kind, content_hash, outcome, at) VALUES (?, ?, ?, ?, ?, ?)",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -25,6 +26,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from biometrics.crypto import KeyRing
 from biometrics.storage import (
     CHANGE_ENROLLED,
     CHANGE_ERASED,
@@ -82,9 +84,30 @@ def payload_templates(payload: dict[str, Any]) -> list[StoredTemplate]:
             for t in payload["templates"]]
 
 
-def content_hash(payload: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of a payload: the same content always gives the same hash."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+#: The prefix of a keyed content hash; a hash without it was written by an older version (plain SHA-256).
+KEYED_HASH = "k1:"
+
+
+def _content_key(keyring: KeyRing) -> bytes:
+    """The key of upload content hashes, derived from the ring's pseudonym key (every station of a register
+    holds the same ring; the key never changes, so a hash made before a restart or by another process matches)."""
+    return hmac.new(keyring.pseudonym_key, b"checkpoint upload content hash v1", hashlib.sha256).digest()
+
+
+def keyed_hash(keyring: KeyRing, digest: str) -> str:
+    """``digest`` as a keyed hash: a legacy plain SHA-256 hex digest is keyed (HMAC under the content key), a
+    keyed one is returned as it is, so a hash an older version wrote and its upgraded form compare equal."""
+    if not digest or digest.startswith(KEYED_HASH):
+        return digest
+    return KEYED_HASH + hmac.new(_content_key(keyring), digest.encode(), hashlib.sha256).hexdigest()
+
+
+def content_hash(keyring: KeyRing, payload: dict[str, Any]) -> str:
+    """The keyed hash of a payload's canonical JSON: the same content always gives the same hash, and without
+    the key ring it cannot be recomputed (an erasure's payload is a document number and a reason, which a plain
+    hash would give away to a search of every document number)."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return keyed_hash(keyring, hashlib.sha256(canonical).hexdigest())
 
 
 class Replica:
@@ -128,10 +151,22 @@ class Replica:
 
     # -- the outbox ------------------------------------------------------------------------------
 
+    def key_legacy_hashes(self) -> int:
+        """Replace the plain content hashes an older version wrote into the outbox by their keyed form (see
+        :func:`keyed_hash`); how many. The register's records of this station's uploads are converted by the
+        drain (:meth:`biometrics.register.Reviews.key_legacy_hashes`); until then the two forms compare equal."""
+        with self.local.transaction() as tx:
+            rows = tx.execute("SELECT upload_id, content_hash FROM outbox WHERE content_hash != '' AND "
+                              "substr(content_hash, 1, 3) != ?", (KEYED_HASH,)).fetchall()
+            tx.executemany("UPDATE outbox SET content_hash = ? WHERE upload_id = ?",
+                           [(keyed_hash(self.local.keyring, digest), upload_id) for upload_id, digest in rows])
+            tx.erased = tx.erased or bool(rows)  # the old hashes leave the WAL too
+        return len(rows)
+
     def add(self, tx: Transaction, kind: str, ref: str, payload: dict[str, Any]) -> OutboxEntry:
         """Append a write to the outbox in ``tx`` (the transaction of its audit record)."""
         upload_id = uuid.uuid4().hex
-        digest = content_hash(payload)
+        digest = content_hash(self.local.keyring, payload)
         sealed = self.local.keyring.seal(json.dumps(payload).encode(), _outbox_aad(upload_id))
         created = now()
         row = tx.execute("INSERT INTO outbox(upload_id, kind, ref, content_hash, sealed, created_at) "

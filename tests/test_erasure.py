@@ -4,6 +4,7 @@ TCP proxy that cuts the island's link)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -158,3 +159,64 @@ def test_an_island_and_the_register_keep_no_payload_of_an_erased_or_settled_subj
             island.close()
             central.close()
 
+
+def legacy_hash(payload: dict[str, Any]) -> str:
+    """The content hash of an older version: plain SHA-256 of the canonical JSON (no key)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@pytest.mark.slow
+def test_an_erasure_upload_hash_needs_the_key_and_an_older_versions_upload_is_still_recognised(
+        tmp_path: Path, register_url: str) -> None:
+    with LinkProxy.to_url(register_url) as proxy:
+        central = station(tmp_path, "central", register_url)
+        island = station(tmp_path, "siberut", proxy.url(register_url), replica=True)
+        try:
+            for doc, image in (("A1000001", MEGAWATI), ("Q7654321", KOFI)):
+                assert central.enrol(doc, SubjectInfo(name=doc), [image]).enrolled
+            wait_until(lambda: island.holds("A1000001") and island.holds("Q7654321"), timeout=10,
+                       message="the island has both subjects")
+            proxy.cut()
+            wait_until(lambda: not island.sync_status()["register_connected"], timeout=15, message="offline")
+            island.delete_subject("A1000001", "")
+            island.delete_subject("Q7654321", "")
+        finally:
+            island.close()
+        first, second = outbox(tmp_path, "siberut")
+        plain = legacy_hash({"reason": "", "subject_id": "A1000001"})
+        assert first["content_hash"].startswith("k1:") and first["content_hash"] != plain, \
+            "the hash of an erasure cannot be recomputed from a guessed document number"
+
+        # As an older version left it: plain hashes in the outbox, and the first erasure committed in the
+        # register with its plain hash, the station gone before it settled the entry.
+        db = sqlite3.connect(tmp_path / "siberut" / "replica" / "replica.db")
+        with db:
+            for row, doc in ((first, "A1000001"), (second, "Q7654321")):
+                db.execute("UPDATE outbox SET content_hash = ? WHERE upload_id = ?",
+                           (legacy_hash({"reason": "", "subject_id": doc}), row["upload_id"]))
+        db.close()
+        register = RegisterStorage(register_url, KeyRing.load(tmp_path / "keys" / "keyring.json"), station="siberut")
+        register.open()
+        try:
+            with register.transaction() as tx:
+                register.lock_register(tx)
+                assert register.erase_subject(tx, "A1000001") is not None
+                Reviews(register).record_upload(tx, first["upload_id"], "erase", plain, "erased")
+        finally:
+            register.close()
+
+        island = station(tmp_path, "siberut", proxy.url(register_url), replica=True)
+        try:
+            proxy.restore()
+            wait_until(lambda: island.sync_status()["outbox_pending"] == 0, timeout=30, message="the outbox drained")
+            assert island.island.last_drain.get("again") == 1, "the older version's upload was recognised"
+            wait_until(lambda: not central.holds("Q7654321"), timeout=10, message="the second erasure reached")
+            rows = outbox(tmp_path, "siberut")
+            with psycopg.connect(register_url) as conn:
+                uploads = dict(conn.execute("SELECT upload_id, content_hash FROM uploads").fetchall())
+            assert {r["upload_id"]: r["content_hash"] for r in rows} == uploads
+            assert all(h.startswith("k1:") for h in uploads.values()), "no plain hash is left in either place"
+            assert [r["state"] for r in rows] == ["erased", "erased"]
+        finally:
+            island.close()
+            central.close()
