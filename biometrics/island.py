@@ -125,6 +125,9 @@ class Island:
             elif change.kind == CHANGE_WITHDRAWN:
                 self.provisional = {sid for sid in self.provisional if keyring.pseudonym(sid) != change.ref}
                 rejected.append(change.ref)
+        erased = {c.ref for c, _ in changes if c.kind == CHANGE_ERASED}
+        if erased and any(keyring.pseudonym(sid) in erased for sid in self.provisional):
+            self.load_provisional()  # an erased subject under review is provisional no more (its entry cancelled)
         if kept:
             self.replica.settle_refs(kept, OUTBOX_REVIEW, OUTBOX_STORED, "kept at review")
         if rejected:

@@ -38,6 +38,7 @@ from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
 from biometrics.event_schema import event_tables
 from biometrics.storage import (
+    CHANGE_ERASED,
     KeyRingMismatch,
     SchemaTooNew,
     SealedStore,
@@ -327,7 +328,12 @@ class RegisterStorage(SealedStore):
         """Erase a subject as every store does (rows, templates, alerts), and what only the register holds of it:
         its links, and its place among the candidates of pending reviews; the change seq, or None."""
         seq = super().erase_subject(tx, subject_id)
-        Reviews(self).forget(tx, subject_id)
+        reviews = Reviews(self)
+        reviews.forget(tx, subject_id)
+        if reviews.erase_pending(tx, self.keyring.pseudonym(subject_id)) and seq is None:
+            # enrolled offline and waiting for an officer: the stations drop their provisional copy
+            tx.erased = True
+            seq = self.append_change(tx, CHANGE_ERASED, self.keyring.pseudonym(subject_id))
         return seq
 
     def scrub_resolved_reviews(self) -> int:
@@ -496,6 +502,14 @@ class Reviews:
         document numbers) is dropped: what was decided is in the register and the audit chain."""
         tx.execute("UPDATE reviews SET state = ?, resolution = ?, resolved_at = ?, sealed = ? WHERE review_id = ?",
                    (state, resolution, now(), b"", review_id))
+
+    def erase_pending(self, tx: Transaction, ref: str) -> int:
+        """Close in ``tx`` the pending reviews of enrolments under pseudonym ``ref`` (their subject is erased):
+        state ``erased``, no document; a closed review cannot be resolved, so nothing brings the subject back.
+        Returns how many were closed."""
+        return int(tx.execute("UPDATE reviews SET state = 'erased', resolution = 'erased before review', "
+                              "resolved_at = ?, sealed = ? WHERE ref = ? AND state = 'pending'",
+                              (now(), b"", ref)).rowcount)
 
     def forget(self, tx: Transaction, subject_id: str) -> None:
         """In ``tx`` (an erasure of ``subject_id`` in the register): drop its links, and take it out of the

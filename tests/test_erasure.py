@@ -19,6 +19,7 @@ from waiting import wait_until
 
 from benchmarks.linkcut import LinkProxy
 from biometrics.crypto import KeyRing
+from biometrics.errors import ReviewConflict
 from biometrics.register import RegisterStorage, Reviews
 from biometrics.service import CheckpointService, StoreLocation
 from biometrics.storage import StoredTemplate
@@ -217,6 +218,55 @@ def test_an_erasure_upload_hash_needs_the_key_and_an_older_versions_upload_is_st
             assert {r["upload_id"]: r["content_hash"] for r in rows} == uploads
             assert all(h.startswith("k1:") for h in uploads.values()), "no plain hash is left in either place"
             assert [r["state"] for r in rows] == ["erased", "erased"]
+        finally:
+            island.close()
+            central.close()
+
+
+@pytest.mark.slow
+def test_a_subject_waiting_for_review_can_be_erased_online_or_offline_and_no_review_brings_it_back(
+        tmp_path: Path, register_url: str) -> None:
+    with LinkProxy.to_url(register_url) as proxy:
+        central = station(tmp_path, "central", register_url)
+        island = station(tmp_path, "siberut", proxy.url(register_url), replica=True)
+        try:
+            wait_until(lambda: island.sync_status()["register_connected"], timeout=15, message="the island is online")
+            proxy.cut()
+            wait_until(lambda: not island.sync_status()["register_connected"], timeout=15, message="offline")
+            assert central.enrol("K5000005", SubjectInfo(name="Kofi at the office"), [KOFI]).enrolled
+            assert central.enrol("A1000001", SubjectInfo(name="Megawati at the office"), [MEGAWATI]).enrolled
+            assert island.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
+            assert island.enrol("M2000002", SubjectInfo(name="Megawati at Siberut"), [MEGAWATI_2]).provisional
+            proxy.restore()
+            wait_until(lambda: island.sync_status()["outbox_pending"] == 0, timeout=30, message="the outbox drained")
+            reviews = {r.subject_id: r.review_id for r in central.list_reviews()}
+            assert set(reviews) == {"K4000004", "M2000002"} and island.sync_status()["provisional"] == 2
+
+            # Online: the erasure finds the subject in the adjudication queue, not NOT_FOUND.
+            island.delete_subject("M2000002", "erasure request")
+            assert not island.holds("M2000002")
+            assert [r.subject_id for r in central.list_reviews()] == ["K4000004"]
+            with pytest.raises(ReviewConflict):
+                central.resolve_review(reviews["M2000002"], "keep_both", "two people")
+
+            # Offline: the erasure is queued, and when it is uploaded the review goes with it.
+            proxy.cut()
+            wait_until(lambda: not island.sync_status()["register_connected"], timeout=15, message="offline")
+            island.delete_subject("K4000004", "erasure request")
+            assert not island.holds("K4000004")
+            proxy.restore()
+            wait_until(lambda: island.sync_status()["outbox_pending"] == 0, timeout=30, message="the erasure uploaded")
+            assert central.list_reviews() == []
+            with pytest.raises(ReviewConflict):
+                central.resolve_review(reviews["K4000004"], "keep_both", "two people")
+
+            assert island.sync_status()["provisional"] == 0
+            for doc in ("K4000004", "M2000002"):
+                assert not central.holds(doc) and not island.holds(doc), doc
+            with psycopg.connect(register_url) as conn:
+                assert conn.execute("SELECT state, length(sealed) FROM reviews").fetchall() == [("erased", 0)] * 2
+            erased = [e for e in outbox(tmp_path, "siberut") if e["kind"] == "enrol"]
+            assert [(e["state"], e["payload"]) for e in erased] == [("cancelled", {})] * 2
         finally:
             island.close()
             central.close()
