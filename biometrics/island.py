@@ -41,9 +41,10 @@ from biometrics.replica import (
     OutboxEntry,
     Replica,
     enrolment_payload,
+    keyed_hash,
     payload_templates,
 )
-from biometrics.storage import CHANGE_ENROLLED, CHANGE_WITHDRAWN, Change, StoredTemplate, now, record_of
+from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, CHANGE_WITHDRAWN, Change, StoredTemplate, now, record_of
 from biometrics.types import (
     Actor,
     Candidate,
@@ -83,6 +84,9 @@ class Island:
         self.provisional: set[str] = set()  # subject ids enrolled here offline, not yet stored in the register
         self._drain_lock = threading.Lock()
         self.last_drain: dict[str, Any] = {}
+        self._register_hashes_keyed = False  # this station's upload records in the register: legacy hashes keyed
+        if replica is not None and replica.key_legacy_hashes():
+            log.info("outbox: content hashes of an older version replaced by keyed ones")
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -103,11 +107,12 @@ class Island:
         """After loading the gallery from the copy: which subjects are provisional (enrolled offline, pending)."""
         assert self.replica is not None
         pending = self.replica.entries((OUTBOX_PENDING, OUTBOX_REVIEW))
-        self.provisional = {e.payload["subject_id"] for e in pending if e.kind == "enrol"}
+        self.provisional = {e.payload["subject_id"] for e in pending if e.kind == "enrol" and "subject_id" in e.payload}
 
     def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]]) -> None:
         """The gallery's change hook: the copy follows; a provisional subject the register now holds (or has
         withdrawn) is provisional no more, and its outbox entry under review is settled."""
+        self._erase_alerts({c.ref for c, _ in changes if c.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN)})
         if self.replica is None:
             return
         self.replica.follow(changes)
@@ -120,10 +125,21 @@ class Island:
             elif change.kind == CHANGE_WITHDRAWN:
                 self.provisional = {sid for sid in self.provisional if keyring.pseudonym(sid) != change.ref}
                 rejected.append(change.ref)
+        erased = {c.ref for c, _ in changes if c.kind == CHANGE_ERASED}
+        if erased and any(keyring.pseudonym(sid) in erased for sid in self.provisional):
+            self.load_provisional()  # an erased subject under review is provisional no more (its entry cancelled)
         if kept:
             self.replica.settle_refs(kept, OUTBOX_REVIEW, OUTBOX_STORED, "kept at review")
         if rejected:
             self.replica.settle_refs(rejected, OUTBOX_REVIEW, OUTBOX_REJECTED, "rejected at review")
+
+    def _erase_alerts(self, refs: set[str]) -> None:
+        """Delete this station's alerts naming subjects the register erased or withdrew (a station on a register
+        keeps its alerts in its local store, which the register's erasure cannot reach)."""
+        store = self.service.alert_store
+        if refs and store is not self.service.storage:
+            with store.transaction() as tx:
+                store.erase_alerts(tx, refs)
 
     def check_budget(self) -> None:
         """Refuse a write past the offline budget, with what the officer can do."""
@@ -191,11 +207,12 @@ class Island:
         pending = [e for e in self.replica.entries() if e.kind == "enrol" and e.ref == ref]
         assert service.decision_log is not None
         with service.decision_log.transaction() as tx:
-            if pending:  # never uploaded: the enrolment is cancelled, nothing of it leaves the station
-                tx.execute("UPDATE outbox SET state = 'cancelled', outcome = 'erased before upload' "
-                           "WHERE upload_id = ?", (pending[0].upload_id,))
+            if pending:  # never uploaded: the enrolment is cancelled, nothing of it leaves the station or stays
+                self.replica.cancel(tx, pending[0].upload_id, "erased before upload")
             else:
                 self.replica.add(tx, "erase", ref, {"subject_id": subject_id, "reason": reason})
+            self.replica.scrub(tx, {ref})
+            self.replica.local.erase_alerts(tx, {ref})
             self.replica.local.drop_subject(tx, ref)
             service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True)
         service.gallery.remove(subject_id)
@@ -209,6 +226,11 @@ class Island:
         if self.replica is None or not self._drain_lock.acquire(blocking=False):
             return 0
         try:
+            if not self._register_hashes_keyed:
+                keyring = self.service.storage.keyring
+                if self.reviews.key_legacy_hashes(lambda digest: keyed_hash(keyring, digest)):
+                    log.info("register: content hashes of this station's earlier uploads replaced by keyed ones")
+                self._register_hashes_keyed = True
             start, done, outcomes = time.perf_counter(), 0, {"stored": 0, "review": 0, "erased": 0, "again": 0}
             for entry in self.replica.entries():
                 if not self.service.sync_state.connected:
@@ -229,7 +251,8 @@ class Island:
         with service.write_lock, service.change_transaction() as tx:
             seen = self.reviews.upload_outcome(tx, entry.upload_id)
             if seen is not None:
-                if seen[0] != entry.content_hash:
+                keyring = service.storage.keyring  # either side may still hold an older version's plain hash
+                if keyed_hash(keyring, seen[0]) != keyed_hash(keyring, entry.content_hash):
                     raise RuntimeError(f"upload {entry.upload_id}: the register holds other content under this id")
                 log.warning("upload %s was already in the register (%s): not stored twice", entry.upload_id, seen[1])
                 return self._state_of(seen[1]), "again"

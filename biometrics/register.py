@@ -38,6 +38,7 @@ from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
 from biometrics.event_schema import event_tables
 from biometrics.storage import (
+    CHANGE_ERASED,
     KeyRingMismatch,
     SchemaTooNew,
     SealedStore,
@@ -245,6 +246,8 @@ class RegisterStorage(SealedStore):
             with self.transaction() as tx:
                 migrate_register(tx, str(self))
                 self._check_keyring(tx)
+            if self.scrub_resolved_reviews():
+                log.info("register %s: documents of resolved reviews dropped", self)
         except (SchemaTooNew, KeyRingMismatch):
             self.close()
             raise
@@ -320,6 +323,24 @@ class RegisterStorage(SealedStore):
 
     def _stale_filter(self) -> str:
         return "substring(sealed from 2 for ?) != ?"
+
+    def erase_subject(self, tx: Transaction, subject_id: str) -> int | None:
+        """Erase a subject as every store does (rows, templates, alerts), and what only the register holds of it:
+        its links, and its place among the candidates of pending reviews; the change seq, or None."""
+        seq = super().erase_subject(tx, subject_id)
+        reviews = Reviews(self)
+        reviews.forget(tx, subject_id)
+        if reviews.erase_pending(tx, self.keyring.pseudonym(subject_id)) and seq is None:
+            # enrolled offline and waiting for an officer: the stations drop their provisional copy
+            tx.erased = True
+            seq = self.append_change(tx, CHANGE_ERASED, self.keyring.pseudonym(subject_id))
+        return seq
+
+    def scrub_resolved_reviews(self) -> int:
+        """Drop the documents of reviews resolved by an older version (which kept them); how many."""
+        with self.transaction() as tx:
+            return int(tx.execute("UPDATE reviews SET sealed = ? WHERE state != 'pending' AND length(sealed) > 0",
+                                  (b"",)).rowcount)
 
     def append_change(self, tx: Transaction, kind: str, ref: str) -> int:
         """Append one change-log entry in ``tx`` and notify the stations (delivered at commit)."""
@@ -436,6 +457,18 @@ class Reviews:
         row = tx.execute("SELECT content_hash, outcome FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone()
         return (str(row[0]), str(row[1])) if row else None
 
+    def key_legacy_hashes(self, keyed: Callable[[str], str]) -> int:
+        """Replace the plain content hashes an older version of this station recorded for its uploads by their
+        keyed form ``keyed(digest)`` (only this station's: a station still on the older version compares its own
+        records with its own outbox); how many."""
+        with self.register.transaction() as tx:
+            rows = tx.execute("SELECT upload_id, content_hash FROM uploads WHERE station = ? AND content_hash != '' "
+                              "AND substr(content_hash, 1, 3) != ? FOR UPDATE", (self.register.station, "k1:")
+                              ).fetchall()
+            tx.executemany("UPDATE uploads SET content_hash = ? WHERE upload_id = ?",
+                           [(keyed(digest), upload_id) for upload_id, digest in rows])
+        return len(rows)
+
     def record_upload(self, tx: Transaction, upload_id: str, kind: str, digest: str, outcome: str) -> None:
         """Remember an upload and what became of it, in the transaction that did it."""
         tx.execute("INSERT INTO uploads(upload_id, station, kind, content_hash, outcome, at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -465,9 +498,33 @@ class Reviews:
         return str(row[0]), str(row[1]), json.loads(self.register.keyring.open(bytes(row[2]), _review_aad(review_id)))
 
     def close(self, tx: Transaction, review_id: str, state: str, resolution: str) -> None:
-        """Record a review's resolution in ``tx``."""
-        tx.execute("UPDATE reviews SET state = ?, resolution = ?, resolved_at = ? WHERE review_id = ?",
-                   (state, resolution, now(), review_id))
+        """Record a review's resolution in ``tx``; its document (personal data, templates, the candidates'
+        document numbers) is dropped: what was decided is in the register and the audit chain."""
+        tx.execute("UPDATE reviews SET state = ?, resolution = ?, resolved_at = ?, sealed = ? WHERE review_id = ?",
+                   (state, resolution, now(), b"", review_id))
+
+    def erase_pending(self, tx: Transaction, ref: str) -> int:
+        """Close in ``tx`` the pending reviews of enrolments under pseudonym ``ref`` (their subject is erased):
+        state ``erased``, no document; a closed review cannot be resolved, so nothing brings the subject back.
+        Returns how many were closed."""
+        return int(tx.execute("UPDATE reviews SET state = 'erased', resolution = 'erased before review', "
+                              "resolved_at = ?, sealed = ? WHERE ref = ? AND state = 'pending'",
+                              (now(), b"", ref)).rowcount)
+
+    def forget(self, tx: Transaction, subject_id: str) -> None:
+        """In ``tx`` (an erasure of ``subject_id`` in the register): drop its links, and take it out of the
+        candidates of every pending review (the document of a review names its candidates' document numbers)."""
+        ref = self.register.keyring.pseudonym(subject_id)
+        tx.execute("DELETE FROM links WHERE ref = ? OR linked_ref = ?", (ref, ref))
+        ring = self.register.keyring
+        for review_id, sealed in tx.execute("SELECT review_id, sealed FROM reviews WHERE state = 'pending' "
+                                            "FOR UPDATE").fetchall():
+            doc = json.loads(ring.open(bytes(sealed), _review_aad(review_id)))
+            kept = [c for c in doc.get("candidates", []) if c.get("subject_id") != subject_id]
+            if len(kept) != len(doc.get("candidates", [])):
+                doc["candidates"] = kept
+                tx.execute("UPDATE reviews SET sealed = ? WHERE review_id = ?",
+                           (ring.seal(json.dumps(doc).encode(), _review_aad(review_id)), review_id))
 
     def link(self, tx: Transaction, ref: str, linked_ref: str) -> None:
         """Record that two subjects are one person (two documents), in both directions."""

@@ -18,12 +18,15 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import hmac
 import json
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from biometrics.crypto import KeyRing
 from biometrics.storage import (
     CHANGE_ENROLLED,
     CHANGE_ERASED,
@@ -41,6 +44,7 @@ OUTBOX_STORED = "stored"
 OUTBOX_REVIEW = "review"
 OUTBOX_ERASED = "erased"
 OUTBOX_REJECTED = "rejected"
+OUTBOX_CANCELLED = "cancelled"
 REGISTER_SEQ = "register_seq"
 REGISTER_AS_OF = "register_as_of"
 
@@ -80,9 +84,30 @@ def payload_templates(payload: dict[str, Any]) -> list[StoredTemplate]:
             for t in payload["templates"]]
 
 
-def content_hash(payload: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of a payload: the same content always gives the same hash."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+#: The prefix of a keyed content hash; a hash without it was written by an older version (plain SHA-256).
+KEYED_HASH = "k1:"
+
+
+def _content_key(keyring: KeyRing) -> bytes:
+    """The key of upload content hashes, derived from the ring's pseudonym key (every station of a register
+    holds the same ring; the key never changes, so a hash made before a restart or by another process matches)."""
+    return hmac.new(keyring.pseudonym_key, b"checkpoint upload content hash v1", hashlib.sha256).digest()
+
+
+def keyed_hash(keyring: KeyRing, digest: str) -> str:
+    """``digest`` as a keyed hash: a legacy plain SHA-256 hex digest is keyed (HMAC under the content key), a
+    keyed one is returned as it is, so a hash an older version wrote and its upgraded form compare equal."""
+    if not digest or digest.startswith(KEYED_HASH):
+        return digest
+    return KEYED_HASH + hmac.new(_content_key(keyring), digest.encode(), hashlib.sha256).hexdigest()
+
+
+def content_hash(keyring: KeyRing, payload: dict[str, Any]) -> str:
+    """The keyed hash of a payload's canonical JSON: the same content always gives the same hash, and without
+    the key ring it cannot be recomputed (an erasure's payload is a document number and a reason, which a plain
+    hash would give away to a search of every document number)."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return keyed_hash(keyring, hashlib.sha256(canonical).hexdigest())
 
 
 class Replica:
@@ -108,11 +133,15 @@ class Replica:
         if not changes:
             return
         with self.local.transaction() as tx:
+            erased, withdrawn = set(), set()
             for change, loaded in changes:
                 if change.kind == CHANGE_ENROLLED and loaded is not None:
                     self.local.put_subject(tx, change.ref, loaded[0], loaded[1])
                 elif change.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN):
                     self.local.drop_subject(tx, change.ref)
+                    (erased if change.kind == CHANGE_ERASED else withdrawn).add(change.ref)
+            self.scrub(tx, erased)
+            self.scrub(tx, withdrawn, review=(OUTBOX_REJECTED, "rejected at review"))
             self.local.set_meta(tx, REGISTER_SEQ, str(changes[-1][0].seq))
 
     def mark_synced(self) -> None:
@@ -122,10 +151,22 @@ class Replica:
 
     # -- the outbox ------------------------------------------------------------------------------
 
+    def key_legacy_hashes(self) -> int:
+        """Replace the plain content hashes an older version wrote into the outbox by their keyed form (see
+        :func:`keyed_hash`); how many. The register's records of this station's uploads are converted by the
+        drain (:meth:`biometrics.register.Reviews.key_legacy_hashes`); until then the two forms compare equal."""
+        with self.local.transaction() as tx:
+            rows = tx.execute("SELECT upload_id, content_hash FROM outbox WHERE content_hash != '' AND "
+                              "substr(content_hash, 1, 3) != ?", (KEYED_HASH,)).fetchall()
+            tx.executemany("UPDATE outbox SET content_hash = ? WHERE upload_id = ?",
+                           [(keyed_hash(self.local.keyring, digest), upload_id) for upload_id, digest in rows])
+            tx.erased = tx.erased or bool(rows)  # the old hashes leave the WAL too
+        return len(rows)
+
     def add(self, tx: Transaction, kind: str, ref: str, payload: dict[str, Any]) -> OutboxEntry:
         """Append a write to the outbox in ``tx`` (the transaction of its audit record)."""
         upload_id = uuid.uuid4().hex
-        digest = content_hash(payload)
+        digest = content_hash(self.local.keyring, payload)
         sealed = self.local.keyring.seal(json.dumps(payload).encode(), _outbox_aad(upload_id))
         created = now()
         row = tx.execute("INSERT INTO outbox(upload_id, kind, ref, content_hash, sealed, created_at) "
@@ -161,6 +202,46 @@ class Replica:
                            [(to_state, outcome, ref, from_state) for ref in refs])
 
     def settle(self, upload_id: str, state: str, outcome: str = "") -> None:
-        """Record what the register made of an uploaded write."""
+        """Record what the register made of an uploaded write, and drop the payload it no longer needs.
+
+        Once uploaded, an entry's content lives in the register (or was erased there): an enrolment keeps only
+        its subject id (a subject under review is provisional here until the review is resolved, see
+        :meth:`biometrics.island.Island.load_provisional`), an erasure keeps nothing.
+        """
         with self.local.transaction() as tx:
-            tx.execute("UPDATE outbox SET state = ?, outcome = ? WHERE upload_id = ?", (state, outcome, upload_id))
+            row = tx.execute("SELECT kind, sealed FROM outbox WHERE upload_id = ?", (upload_id,)).fetchone()
+            if row is None:
+                return
+            payload = json.loads(self.local.keyring.open(bytes(row[1]), _outbox_aad(upload_id)))
+            kept = {"subject_id": payload["subject_id"]} if row[0] == "enrol" and "subject_id" in payload else {}
+            tx.execute("UPDATE outbox SET state = ?, outcome = ?, sealed = ? WHERE upload_id = ?",
+                       (state, outcome, self._seal(upload_id, kept), upload_id))
+            tx.erased = True
+
+    def _seal(self, upload_id: str, payload: dict[str, Any]) -> bytes:
+        return self.local.keyring.seal(json.dumps(payload).encode(), _outbox_aad(upload_id))
+
+    def cancel(self, tx: Transaction, upload_id: str, outcome: str) -> None:
+        """Cancel a pending entry in ``tx`` (its subject was erased before upload): its payload is dropped, only
+        the row (id, kind, pseudonym, state) stays as the trace the audit record names."""
+        tx.execute("UPDATE outbox SET state = ?, outcome = ?, sealed = ?, content_hash = '' WHERE upload_id = ?",
+                   (OUTBOX_CANCELLED, outcome, self._seal(upload_id, {}), upload_id))
+        tx.erased = True
+
+    def scrub(self, tx: Transaction, refs: Collection[str],
+              review: tuple[str, str] = (OUTBOX_CANCELLED, "erased while under review")) -> int:
+        """In ``tx``, after the subjects with pseudonyms ``refs`` were erased or withdrawn: every entry of theirs
+        that is no longer pending keeps no payload, and an entry still under review moves to ``review`` (state,
+        outcome). Pending erasures are left to be uploaded. Returns how many entries were scrubbed."""
+        done = 0
+        for ref in refs:
+            rows = tx.execute("SELECT upload_id, state FROM outbox WHERE ref = ? AND state != ?",
+                              (ref, OUTBOX_PENDING)).fetchall()
+            for upload_id, state in rows:
+                if state == OUTBOX_REVIEW:
+                    tx.execute("UPDATE outbox SET state = ?, outcome = ? WHERE upload_id = ?", (*review, upload_id))
+                tx.execute("UPDATE outbox SET sealed = ? WHERE upload_id = ?", (self._seal(upload_id, {}), upload_id))
+                done += 1
+        if done:
+            tx.erased = True
+        return done

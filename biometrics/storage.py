@@ -30,7 +30,7 @@ import queue
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,8 +328,10 @@ class SealedStore:
         return ref, self.append_change(tx, CHANGE_ENROLLED, ref), stored
 
     def erase_subject(self, tx: Transaction, subject_id: str) -> int | None:
-        """Erase a subject and its templates in ``tx``; the change seq, or None if there was none."""
+        """Erase a subject, its templates and the alerts naming it in ``tx``; the change seq, or None if there was
+        no subject (alerts naming it are deleted all the same)."""
         ref = self.keyring.pseudonym(subject_id)
+        self.erase_alerts(tx, {ref})
         tx.execute("DELETE FROM templates WHERE ref = ?", (ref,))
         if tx.execute("DELETE FROM subjects WHERE ref = ?", (ref,)).rowcount == 0:
             return None
@@ -588,6 +590,28 @@ class SealedStore:
         doc = json.dumps(alert.__dict__).encode()
         tx.execute("INSERT INTO alerts(alert_id, raised_at, sealed) VALUES (?, ?, ?)",
                    (alert.alert_id, alert.raised_at, self.keyring.seal(doc, _alert_aad(alert.alert_id))))
+
+    def erase_alerts(self, tx: Transaction, refs: Collection[str]) -> int:
+        """Delete in ``tx`` every alert naming a subject whose pseudonym is in ``refs``; how many were deleted.
+
+        An alert names its subject only inside its sealed blob, so each alert is opened (alerts are few: watchlist
+        hits); an alert that no longer opens is left alone (it is reported by key rotation, not guessed at here).
+        """
+        if not refs:
+            return 0
+        doomed = []
+        for alert_id, sealed in tx.execute("SELECT alert_id, sealed FROM alerts").fetchall():
+            try:
+                doc = json.loads(self.keyring.open(bytes(sealed), _alert_aad(alert_id)))
+            except SealError:
+                log.warning("erasure: alert %s does not open with this key ring; left in place", alert_id)
+                continue
+            if self.keyring.pseudonym(str(doc.get("subject_id", ""))) in refs:
+                doomed.append((alert_id,))
+        if doomed:
+            tx.executemany("DELETE FROM alerts WHERE alert_id = ?", doomed)
+            tx.erased = True
+        return len(doomed)
 
     def list_alerts(self, limit: int = 50) -> list[Alert]:
         """The newest ``limit`` alerts, newest first."""
