@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -185,15 +185,18 @@ def extract_fingerprint_production(path: str, dpi: int = 500) -> Extracted:
     return Extracted(template=template, seconds=time.perf_counter() - start)
 
 
-def _call(job: tuple[Callable[..., Extracted], str, tuple]) -> Extracted:
+T = TypeVar("T")
+
+
+def _call(job: tuple[Callable[..., T], str, tuple]) -> T:
     fn, path, extra = job
     _single_thread()
     return fn(path, *extra)
 
 
 def extract_all(
-    fn: Callable[..., Extracted], paths: Sequence[Path], workers: int, desc: str, extra: tuple = ()
-) -> list[Extracted]:
+    fn: Callable[..., T], paths: Sequence[Path], workers: int, desc: str, extra: tuple = ()
+) -> list[T]:
     """``fn`` over ``paths`` on ``workers`` processes (in process when 1), with a progress bar."""
     from tqdm import tqdm
 

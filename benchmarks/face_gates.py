@@ -56,7 +56,6 @@ import sys
 import time
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,15 +227,6 @@ def probe_job(path: str) -> np.ndarray | None:
     return extract_face_production(path).template
 
 
-def _pool_map(fn: Any, items: Sequence[str], workers: int, desc: str) -> list[Any]:
-    from tqdm import tqdm
-
-    if workers <= 1:
-        return [fn(i) for i in tqdm(items, desc=desc, file=sys.stderr)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(fn, items, chunksize=2), total=len(items), desc=desc, file=sys.stderr))
-
-
 @dataclass
 class Extractions:
     """References under every condition and the probes' templates."""
@@ -254,10 +244,11 @@ class Extractions:
 
 def extract(folder: Path, sample: Sample, workers: int) -> Extractions:
     """Run the reference and probe extractions on ``workers`` processes."""
+    from benchmarks.accuracy import extract_all
     from biometrics import face
 
-    refs = _pool_map(reference_job, [str(folder / r) for r in sample.references], workers, "references")
-    probes = _pool_map(probe_job, [str(folder / p) for p in sample.probes], workers, "probes")
+    refs = extract_all(reference_job, [folder / r for r in sample.references], workers, "references")
+    probes = extract_all(probe_job, [folder / p for p in sample.probes], workers, "probes")
 
     def grid(key: str, default: Any) -> np.ndarray:
         return np.array([[rec.get(key, default) for rec in row] for row in refs])
