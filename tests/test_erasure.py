@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import face
+from island_helpers import HANS, KOFI, KOFI_2, MEGAWATI, MEGAWATI_2, go_offline, open_station
 from pg import fresh_database
 from waiting import wait_until
 
@@ -23,33 +23,16 @@ from biometrics.errors import ReviewConflict
 from biometrics.register import RegisterStorage, Reviews
 from biometrics.service import CheckpointService, StoreLocation
 from biometrics.storage import StoredTemplate
-from biometrics.types import Actor, Alert, Modality, Sample, SubjectInfo
+from biometrics.types import Actor, Alert, Modality, SubjectInfo
 
 OFFICER = Actor(role="officer", identity="CN=Siti,OU=officer")
 KIOSK = Actor(role="kiosk", identity="CN=kiosk-arr,OU=kiosk", extra={"common_name": "kiosk-arr"})
-
-
-def sample(name: str) -> Sample:
-    return Sample(Modality.FACE, face(name))
-
-
-MEGAWATI, MEGAWATI_2 = sample("Megawati_Sukarnoputri_0001.jpg"), sample("Megawati_Sukarnoputri_0002.jpg")
-KOFI, KOFI_2 = sample("Kofi_Annan_0001.jpg"), sample("Kofi_Annan_0004.jpg")
-HANS = sample("Hans_Blix_0001.jpg")
 
 
 @pytest.fixture
 def register_url() -> Iterator[str]:
     with fresh_database() as url:
         yield url
-
-
-def station(tmp_path: Path, name: str, url: str, *, replica: bool = False) -> CheckpointService:
-    service = CheckpointService.open(StoreLocation(
-        tmp_path / name / "data", key_dir=tmp_path / "keys", store_url=url, station=name,
-        replica_dir=tmp_path / name / "replica" if replica else None))
-    service.start(retry_s=0.2, poll_s=0.3)
-    return service
 
 
 def outbox(tmp_path: Path, name: str) -> list[dict[str, Any]]:
@@ -80,7 +63,8 @@ def test_an_erasure_deletes_the_alerts_naming_the_subject(tmp_path: Path) -> Non
 
 
 def test_an_erasure_at_one_station_deletes_the_alerts_every_station_raised(tmp_path: Path, register_url: str) -> None:
-    a, b = station(tmp_path, "rokot-airport", register_url), station(tmp_path, "tuapejat-port", register_url)
+    a, b = (open_station(tmp_path, "rokot-airport", register_url, replica=False),
+            open_station(tmp_path, "tuapejat-port", register_url, replica=False))
     try:
         assert a.enrol("Q7654321", SubjectInfo(name="Kofi Annan", watchlist=True), [KOFI], actor=OFFICER).enrolled
         wait_until(lambda: b.holds("Q7654321"), timeout=10, message="the enrolment reached the second station")
@@ -121,12 +105,11 @@ def test_the_register_store_erases_alerts_and_links(tmp_path: Path, register_url
 def test_an_island_and_the_register_keep_no_payload_of_an_erased_or_settled_subject(
         tmp_path: Path, register_url: str) -> None:
     with LinkProxy.to_url(register_url) as proxy:
-        central = station(tmp_path, "central", register_url)
-        island = station(tmp_path, "siberut", proxy.url(register_url), replica=True)
+        central = open_station(tmp_path, "central", register_url, replica=False)
+        island = open_station(tmp_path, "siberut", proxy.url(register_url), replica=True)
         try:
             wait_until(lambda: island.sync_status()["register_connected"], timeout=15, message="the island is online")
-            proxy.cut()
-            wait_until(lambda: not island.sync_status()["register_connected"], timeout=15, message="offline")
+            go_offline(island, proxy)
             assert central.enrol("K5000005", SubjectInfo(name="Kofi at the office"), [KOFI]).enrolled
             assert island.enrol("H3000003", SubjectInfo(name="Hans Blix"), [HANS]).provisional
             island.delete_subject("H3000003", "erasure request")
@@ -170,15 +153,14 @@ def legacy_hash(payload: dict[str, Any]) -> str:
 def test_an_erasure_upload_hash_needs_the_key_and_an_older_versions_upload_is_still_recognised(
         tmp_path: Path, register_url: str) -> None:
     with LinkProxy.to_url(register_url) as proxy:
-        central = station(tmp_path, "central", register_url)
-        island = station(tmp_path, "siberut", proxy.url(register_url), replica=True)
+        central = open_station(tmp_path, "central", register_url, replica=False)
+        island = open_station(tmp_path, "siberut", proxy.url(register_url), replica=True)
         try:
             for doc, image in (("A1000001", MEGAWATI), ("Q7654321", KOFI)):
                 assert central.enrol(doc, SubjectInfo(name=doc), [image]).enrolled
             wait_until(lambda: island.holds("A1000001") and island.holds("Q7654321"), timeout=10,
                        message="the island has both subjects")
-            proxy.cut()
-            wait_until(lambda: not island.sync_status()["register_connected"], timeout=15, message="offline")
+            go_offline(island, proxy)
             island.delete_subject("A1000001", "")
             island.delete_subject("Q7654321", "")
         finally:
@@ -206,7 +188,7 @@ def test_an_erasure_upload_hash_needs_the_key_and_an_older_versions_upload_is_st
         finally:
             register.close()
 
-        island = station(tmp_path, "siberut", proxy.url(register_url), replica=True)
+        island = open_station(tmp_path, "siberut", proxy.url(register_url), replica=True)
         try:
             proxy.restore()
             wait_until(lambda: island.sync_status()["outbox_pending"] == 0, timeout=30, message="the outbox drained")
@@ -227,12 +209,11 @@ def test_an_erasure_upload_hash_needs_the_key_and_an_older_versions_upload_is_st
 def test_a_subject_waiting_for_review_can_be_erased_online_or_offline_and_no_review_brings_it_back(
         tmp_path: Path, register_url: str) -> None:
     with LinkProxy.to_url(register_url) as proxy:
-        central = station(tmp_path, "central", register_url)
-        island = station(tmp_path, "siberut", proxy.url(register_url), replica=True)
+        central = open_station(tmp_path, "central", register_url, replica=False)
+        island = open_station(tmp_path, "siberut", proxy.url(register_url), replica=True)
         try:
             wait_until(lambda: island.sync_status()["register_connected"], timeout=15, message="the island is online")
-            proxy.cut()
-            wait_until(lambda: not island.sync_status()["register_connected"], timeout=15, message="offline")
+            go_offline(island, proxy)
             assert central.enrol("K5000005", SubjectInfo(name="Kofi at the office"), [KOFI]).enrolled
             assert central.enrol("A1000001", SubjectInfo(name="Megawati at the office"), [MEGAWATI]).enrolled
             assert island.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
@@ -250,8 +231,7 @@ def test_a_subject_waiting_for_review_can_be_erased_online_or_offline_and_no_rev
                 central.resolve_review(reviews["M2000002"], "keep_both", "two people")
 
             # Offline: the erasure is queued, and when it is uploaded the review goes with it.
-            proxy.cut()
-            wait_until(lambda: not island.sync_status()["register_connected"], timeout=15, message="offline")
+            go_offline(island, proxy)
             island.delete_subject("K4000004", "erasure request")
             assert not island.holds("K4000004")
             proxy.restore()

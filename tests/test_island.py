@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import face
+from island_helpers import HANS, KOFI, KOFI_2, MEGAWATI, MEGAWATI_2, go_offline, open_station
 from pg import fresh_database
 from waiting import wait_until
 
@@ -15,19 +15,9 @@ from benchmarks.linkcut import LinkProxy
 from biometrics.errors import OfflineLimitReached
 from biometrics.island import OfflinePolicy
 from biometrics.replica import OUTBOX_REVIEW, OUTBOX_STORED
-from biometrics.service import CheckpointService, StoreLocation
-from biometrics.types import Modality, Sample, SubjectInfo
+from biometrics.types import SubjectInfo
 
 pytestmark = pytest.mark.slow
-
-
-def sample(name: str) -> Sample:
-    return Sample(Modality.FACE, face(name))
-
-
-MEGAWATI, MEGAWATI_2 = sample("Megawati_Sukarnoputri_0001.jpg"), sample("Megawati_Sukarnoputri_0002.jpg")
-KOFI, KOFI_2 = sample("Kofi_Annan_0001.jpg"), sample("Kofi_Annan_0004.jpg")
-HANS = sample("Hans_Blix_0001.jpg")
 
 
 @pytest.fixture
@@ -37,23 +27,9 @@ def link(tmp_path: Path) -> Iterator[tuple[str, LinkProxy]]:
         yield url, proxy
 
 
-def open_station(tmp_path: Path, name: str, url: str, *, replica: bool,
-                 policy: OfflinePolicy | None = None) -> CheckpointService:
-    service = CheckpointService.open(StoreLocation(
-        tmp_path / name / "data", key_dir=tmp_path / "keys", store_url=url, station=name,
-        replica_dir=tmp_path / name / "replica" if replica else None, offline_policy=policy))
-    service.start(retry_s=0.2, poll_s=0.3)
-    return service
-
-
 def island_url(link: tuple[str, LinkProxy]) -> str:
     url, proxy = link
     return proxy.url(url)
-
-
-def go_offline(island: CheckpointService, proxy: LinkProxy) -> None:
-    proxy.cut()
-    wait_until(lambda: not island.sync_status()["register_connected"], timeout=15, message="the island is offline")
 
 
 def test_offline_work_is_uploaded_once_and_duplicates_wait_for_an_officer(

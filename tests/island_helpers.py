@@ -1,0 +1,39 @@
+"""Stations on a register for the island tests: faces, a station opened on a URL, and the link cut."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import face
+from waiting import wait_until
+
+from benchmarks.linkcut import LinkProxy
+from biometrics.island import OfflinePolicy
+from biometrics.service import CheckpointService, StoreLocation
+from biometrics.types import Modality, Sample
+
+
+def sample(name: str) -> Sample:
+    """A face sample of tests/data/faces."""
+    return Sample(Modality.FACE, face(name))
+
+
+MEGAWATI, MEGAWATI_2 = sample("Megawati_Sukarnoputri_0001.jpg"), sample("Megawati_Sukarnoputri_0002.jpg")
+KOFI, KOFI_2 = sample("Kofi_Annan_0001.jpg"), sample("Kofi_Annan_0004.jpg")
+HANS = sample("Hans_Blix_0001.jpg")
+
+
+def open_station(tmp_path: Path, name: str, url: str, *, replica: bool,
+                 policy: OfflinePolicy | None = None) -> CheckpointService:
+    """Station ``name`` on the register at ``url`` (keys shared by every station of the test), started."""
+    service = CheckpointService.open(StoreLocation(
+        tmp_path / name / "data", key_dir=tmp_path / "keys", store_url=url, station=name,
+        replica_dir=tmp_path / name / "replica" if replica else None, offline_policy=policy))
+    service.start(retry_s=0.2, poll_s=0.3)
+    return service
+
+
+def go_offline(island: CheckpointService, proxy: LinkProxy) -> None:
+    """Cut the island's link and wait until it knows."""
+    proxy.cut()
+    wait_until(lambda: not island.sync_status()["register_connected"], timeout=15, message="the island is offline")
