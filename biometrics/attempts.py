@@ -84,12 +84,9 @@ class AttemptLedger:
         """
         now = self._clock()
         with self._lock:
-            self._expire(now)
-            entry = self._open.get(key)
+            entry = self._open_with_attempts_left(key, now)
             if entry is None:
                 entry = self._open[key] = _Open(max(1, int(attempts)), 0, now)
-            elif entry.calls >= entry.attempts:  # refused until the window after its last scored call passes
-                raise AttemptsExhausted(EXHAUSTED)
             entry.calls += 1
             entry.last = now
             self._open.move_to_end(key)
@@ -101,10 +98,16 @@ class AttemptLedger:
         """Raise :class:`AttemptsExhausted` when the transaction open for ``key`` has no attempt left, counting
         nothing: asked before a device capture, so that a traveller who will be refused is not asked to scan."""
         with self._lock:
-            self._expire(self._clock())
-            entry = self._open.get(key)
-            if entry is not None and entry.calls >= entry.attempts:
-                raise AttemptsExhausted(EXHAUSTED)
+            self._open_with_attempts_left(key, self._clock())
+
+    def _open_with_attempts_left(self, key: str, now: float) -> _Open | None:
+        """The transaction open for ``key`` at ``now`` (None: none), refused (:class:`AttemptsExhausted`) when it
+        has scored its N calls: until the window after its last scored call passes. Under the lock."""
+        self._expire(now)
+        entry = self._open.get(key)
+        if entry is not None and entry.calls >= entry.attempts:
+            raise AttemptsExhausted(EXHAUSTED)
+        return entry
 
     def end(self, attempt: Attempt, *, accepted: bool, alerted: bool = False) -> None:
         """The outcome of a call ``begin`` counted: ``accepted`` ends its transaction; ``alerted`` (a watchlist

@@ -853,15 +853,17 @@ class CheckpointService:
         """Raise ``AttemptsExhausted`` when a kiosk's Verify of ``subject_id`` would be refused for its transaction's
         attempts (``biometrics.attempts``), counting nothing: asked before a device capture, so that the
         traveller is not asked to place a finger for a call that will be refused."""
-        if (actor or Actor()).role in self.config.counted_roles:
+        if self._counted(actor or Actor()):
             self.attempt_ledger.check_open(subject_id)
 
     def _count_attempt(self, subject_id: str, attempts: int, actor: Actor) -> Attempt | None:
         """The station's count of this call in its document's kiosk transaction (``biometrics.attempts``), for
         a caller of the counted roles; None for others (an officer at a desk). Raises ``AttemptsExhausted``."""
-        if actor.role not in self.config.counted_roles:
-            return None
-        return self.attempt_ledger.begin(subject_id, attempts)
+        return self.attempt_ledger.begin(subject_id, attempts) if self._counted(actor) else None
+
+    def _counted(self, actor: Actor) -> bool:
+        """Whether the station counts this caller's Verify calls per document (an unattended kiosk)."""
+        return actor.role in self.config.counted_roles
 
     def identify(
         self, samples: Sequence[Sample], max_candidates: int = 0, *, actor: Actor | None = None,
