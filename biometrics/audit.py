@@ -303,7 +303,7 @@ class AuditChain:
         """The journal (ending at ``tail``) and the register agree at the last seq both hold; the shipping mark is
         brought back to what the register holds."""
         assert self.register is not None
-        held = self.register.audit_count() - 1
+        held = self.register.audit_prefix_end()
         common = min(tail, held)
         if common >= 0:
             mine, theirs = self.storage.audit_rows(common - 1, 1), self.register.audit_rows(common - 1, 1)
@@ -331,8 +331,10 @@ class AuditChain:
         if not rows:
             return 0
         self.register.ship_audit(rows)  # type: ignore[attr-defined]
-        with self.storage.transaction() as jtx:
-            self._mark_shipped(jtx, rows[-1][0])
+        with self.storage.transaction() as jtx:  # not past a mark moved back meanwhile (reconcile: ship again)
+            now_mark = jtx.execute("SELECT value FROM meta WHERE name = ?", (SHIPPED_MARK,)).fetchone()
+            if int(now_mark[0] if now_mark else -1) == mark:
+                self._mark_shipped(jtx, rows[-1][0])
         return len(rows)
 
     def start_shipping(self, interval: float = 1.0) -> None:

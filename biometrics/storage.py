@@ -604,6 +604,17 @@ class SealedStore:
         tx.execute("INSERT INTO meta(name, value) VALUES (?, ?) "
                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
 
+    def audit_prefix_end(self) -> int:
+        """The last seq of the unbroken start of this station's chain (-1 when it has no seq 0): where a chain
+        with entries missing in the middle (a store restored from a backup, then shipped to) stops being whole."""
+        count, last = self._query("SELECT COUNT(*), MAX(seq) FROM audit WHERE station = ?", (self.station,))[0]
+        if last is None or int(count) == int(last) + 1:  # whole (the usual case: no search for a gap)
+            return -1 if last is None else int(last)
+        row = self._query("SELECT MIN(seq) FROM audit a WHERE station = ? AND NOT EXISTS (SELECT 1 FROM audit b "
+                          "WHERE b.station = a.station AND b.seq = a.seq + 1)", (self.station,))[0]
+        start = self._query("SELECT 1 FROM audit WHERE station = ? AND seq = 0", (self.station,))
+        return int(row[0]) if start else -1
+
     def audit_count(self) -> int:
         """How many audit entries this station's chain holds."""
         return int(self._query("SELECT COUNT(*) FROM audit WHERE station = ?", (self.station,))[0][0])

@@ -81,3 +81,27 @@ def test_the_chain_in_the_register_verifies_after_a_failed_journal_write(tmp_pat
         entries = register_chain(tmp_path, url, "rokot-airport")
         assert len(entries) >= 3
         chain_verifies(tmp_path, entries)
+
+
+def test_a_register_chain_with_entries_lost_in_the_middle_gets_them_shipped_again(tmp_path: Path) -> None:
+    with fresh_database() as url:
+        a = open_station(tmp_path, "rokot-airport", url, replica=False)
+        try:
+            assert a.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled
+            for _ in range(4):
+                assert a.verify("A1000001", [MEGAWATI_2]).match
+            chain = a.decision_log
+            while chain.ship():
+                pass
+            # a register restored from a backup holding seq 0..1, then shipped seq 4 before the station noticed
+            with a.storage.transaction() as tx:
+                tx.execute("DELETE FROM audit WHERE station = ? AND seq IN (2, 3)", ("rokot-airport",))
+            assert a.storage.audit_prefix_end() == 1
+            chain.reconcile()
+            while chain.ship():
+                pass
+            journal = [h for _, _, h, _ in chain.storage.audit_rows(-1, 1000)]
+            assert [h for _, _, h, _ in a.storage.audit_rows(-1, 1000)] == journal
+        finally:
+            a.close()
+        chain_verifies(tmp_path, register_chain(tmp_path, url, "rokot-airport"))
