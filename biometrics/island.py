@@ -115,7 +115,7 @@ class Island:
         self._erase_alerts({c.ref for c, _ in changes if c.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN)})
         if self.replica is None:
             return
-        self.replica.follow(changes)
+        self.replica.follow(changes, self.service.sync_state.generation)
         keyring = self.service.storage.keyring
         kept, rejected = [], []
         for change, loaded in changes:

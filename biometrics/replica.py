@@ -47,6 +47,7 @@ OUTBOX_REJECTED = "rejected"
 OUTBOX_CANCELLED = "cancelled"
 REGISTER_SEQ = "register_seq"
 REGISTER_AS_OF = "register_as_of"
+REGISTER_POSITION = "register_copy_generation", "register_copy_mark"  # the register's generation, the change's id
 
 
 @dataclass(frozen=True)
@@ -122,14 +123,20 @@ class Replica:
         """The register change the copy reflects."""
         return int(self.local.get_meta(REGISTER_SEQ, "0"))
 
+    def register_position(self) -> tuple[str, str]:
+        """(the register's generation, the identity of the change at :meth:`register_seq`) the copy reflects
+        (:class:`biometrics.gallery.GalleryState`'s ``generation`` and ``mark``; "" when not known)."""
+        return self.local.get_meta(REGISTER_POSITION[0], ""), self.local.get_meta(REGISTER_POSITION[1], "")
+
     def register_as_of(self) -> float | None:
         """When the copy last reached the end of the register's change log (Unix time), or None."""
         value = self.local.get_meta(REGISTER_AS_OF, "")
         return float(value) if value else None
 
-    def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]]) -> None:
+    def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]],
+               generation: str = "") -> None:
         """Apply register changes to the copy in one local transaction (the gallery calls this for the changes it
-        has applied, a catch-up page at a time)."""
+        has applied, a catch-up page at a time), of the register's ``generation``."""
         if not changes:
             return
         with self.local.transaction() as tx:
@@ -142,7 +149,32 @@ class Replica:
                     (erased if change.kind == CHANGE_ERASED else withdrawn).add(change.ref)
             self.scrub(tx, erased)
             self.scrub(tx, withdrawn, review=(OUTBOX_REJECTED, "rejected at review"))
-            self.local.set_meta(tx, REGISTER_SEQ, str(changes[-1][0].seq))
+            last = changes[-1][0]
+            self.local.set_meta(tx, REGISTER_SEQ, str(last.seq))
+            self._set_position(tx, generation, last.identity if last.at else "")
+
+    def _set_position(self, tx: Transaction, generation: str, mark: str) -> None:
+        self.local.set_meta(tx, REGISTER_POSITION[1], mark)
+        if generation:
+            self.local.set_meta(tx, REGISTER_POSITION[0], generation)
+
+    def resync(self, register: SealedStore, keep: Collection[str], seq: int, generation: str) -> tuple[int, int]:
+        """Make the copy what ``register`` holds now (its log went back to change ``seq``: restored from a
+        backup), the subjects with pseudonyms in ``keep`` (this station's, not in the register) aside: every
+        subject of the register is written again, every other one dropped. Returns (written, dropped)."""
+        theirs = sorted(register.refs())
+        gone = self.local.refs() - set(theirs) - set(keep)
+        for start in range(0, len(theirs), 2000):
+            loaded = register.load_subjects(theirs[start:start + 2000])
+            with self.local.transaction() as tx:
+                for ref, (record, stored) in loaded.items():
+                    self.local.put_subject(tx, ref, record, stored)
+        with self.local.transaction() as tx:
+            for ref in gone:
+                self.local.drop_subject(tx, ref)
+            self.local.set_meta(tx, REGISTER_SEQ, str(seq))
+            self._set_position(tx, generation, "")
+        return len(theirs), len(gone)
 
     def mark_synced(self) -> None:
         """Record that the copy has just reached the end of the register's change log."""
@@ -217,6 +249,14 @@ class Replica:
             tx.execute("UPDATE outbox SET state = ?, outcome = ?, sealed = ? WHERE upload_id = ?",
                        (state, outcome, self._seal(upload_id, kept), upload_id))
             tx.erased = True
+
+    def requeue(self, upload_id: str, payload: dict[str, Any], outcome: str) -> None:
+        """Put an uploaded entry back in the queue with ``payload`` (the register no longer holds the upload:
+        restored from a backup); it keeps its place and id, and gets the new content's hash."""
+        with self.local.transaction() as tx:
+            tx.execute("UPDATE outbox SET state = ?, outcome = ?, content_hash = ?, sealed = ? WHERE upload_id = ?",
+                       (OUTBOX_PENDING, outcome, content_hash(self.local.keyring, payload),
+                        self._seal(upload_id, payload), upload_id))
 
     def _seal(self, upload_id: str, payload: dict[str, Any]) -> bytes:
         return self.local.keyring.seal(json.dumps(payload).encode(), _outbox_aad(upload_id))

@@ -302,10 +302,12 @@ class CheckpointService:
                 from biometrics.island import Island
                 from biometrics.register import Reviews
                 from biometrics.replica import Replica
+                from biometrics.restore import restored
 
                 service.island = Island(service, Replica(local) if where.replica_dir is not None else None,
                                         Reviews(register), where.offline_policy)
                 service.gallery.on_changes = service.island.follow
+                service.gallery.on_restore = lambda why, reload: restored(service.island, why, reload)
         except BaseException:
             for store in stores:
                 store.close()
@@ -397,6 +399,7 @@ class CheckpointService:
         if replica is not None:
             self.gallery.load_pages(replica.local.gallery_pages())
             self._state.applied_seq = replica.register_seq()  # the copy follows the register's log, not its own
+            self._state.generation, self._state.mark = replica.register_position()
             self._state.synced_wall, self._state.synced_at = replica.register_as_of(), None
             self._state.connected = False
             self.island.load_provisional()

@@ -144,6 +144,17 @@ class Change:
     seq: int
     kind: str
     ref: str
+    at: str = ""  # when it was appended (with kind and ref: which change a seq named, see SealedStore.log_position)
+
+    @property
+    def identity(self) -> str:
+        """What tells this change from another that took its seq (a log restored from a backup): kind, ref, time."""
+        return f"{self.kind}|{self.ref}|{self.at}"
+
+
+#: ``meta`` entry naming the store's generation: set when the store is made, and anew by the documented restore of
+#: a register from a backup (docs/register.md), so that every station following its log reloads.
+GENERATION = "register_generation"
 
 
 def now() -> str:
@@ -306,6 +317,8 @@ class SealedStore:
                                           f"({exc}): point --key-dir at the station's key ring") from None
             tx.execute("INSERT INTO meta(name, value) VALUES ('keyring_id', ?) ON CONFLICT DO NOTHING", (mine,))
         tx.execute("INSERT INTO meta(name, value) VALUES ('store_id', ?) ON CONFLICT DO NOTHING", (uuid.uuid4().hex,))
+        tx.execute(f"INSERT INTO meta(name, value) VALUES ('{GENERATION}', ?) ON CONFLICT DO NOTHING",
+                   (uuid.uuid4().hex,))
         self.store_id = str(tx.execute("SELECT value FROM meta WHERE name = 'store_id'").fetchone()[0])
 
     # -- subjects --------------------------------------------------------------------------------
@@ -530,8 +543,20 @@ class SealedStore:
 
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
         """Changes after ``seq``, in order."""
-        rows = self._query("SELECT seq, kind, ref FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
-        return [Change(int(s), k, r) for s, k, r in rows]
+        rows = self._query("SELECT seq, kind, ref, at FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+        return [Change(int(s), k, r, a) for s, k, r, a in rows]
+
+    def log_position(self, seq: int) -> tuple[str, int, str]:
+        """(the store's generation, the log's head, the :attr:`Change.identity` of change ``seq`` or "" when the log
+        holds none), in one statement: what a follower checks before it follows the log from ``seq``, so that a
+        log that went back (a register restored from a backup) is noticed, not followed from the wrong place."""
+        row = self._query(f"SELECT (SELECT value FROM meta WHERE name = '{GENERATION}'), (SELECT MAX(seq) FROM "
+                          "changes), (SELECT kind || '|' || ref || '|' || at FROM changes WHERE seq = ?)", (seq,))[0]
+        return str(row[0] or ""), int(row[1] or 0), str(row[2] or "")
+
+    def refs(self) -> set[str]:
+        """The pseudonyms of every stored subject."""
+        return {str(r[0]) for r in self._query("SELECT ref FROM subjects")}
 
     # -- the audit chain (biometrics.audit writes and reads it) --------------------------------
 
@@ -578,6 +603,17 @@ class SealedStore:
         """Set a value of the store's ``meta`` table in ``tx``."""
         tx.execute("INSERT INTO meta(name, value) VALUES (?, ?) "
                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
+
+    def audit_prefix_end(self) -> int:
+        """The last seq of the unbroken start of this station's chain (-1 when it has no seq 0): where a chain
+        with entries missing in the middle (a store restored from a backup, then shipped to) stops being whole."""
+        count, last = self._query("SELECT COUNT(*), MAX(seq) FROM audit WHERE station = ?", (self.station,))[0]
+        if last is None or int(count) == int(last) + 1:  # whole (the usual case: no search for a gap)
+            return -1 if last is None else int(last)
+        row = self._query("SELECT MIN(seq) FROM audit a WHERE station = ? AND NOT EXISTS (SELECT 1 FROM audit b "
+                          "WHERE b.station = a.station AND b.seq = a.seq + 1)", (self.station,))[0]
+        start = self._query("SELECT 1 FROM audit WHERE station = ? AND seq = 0", (self.station,))
+        return int(row[0]) if start else -1
 
     def audit_count(self) -> int:
         """How many audit entries this station's chain holds."""
