@@ -440,7 +440,10 @@ class CheckpointService:
             self.decision_log.reconcile()
             self.decision_log.start_shipping()
         if self._ready.is_set():  # loaded from the replica: catch up from where it stood
-            self.sync()
+            try:
+                self.sync()
+            except Exception:  # the listener below catches up again and retries; it must start whatever happens
+                log.exception("catching up the register after loading from the replica failed")
         else:
             self._load_gallery()
             self._ready.set()
@@ -482,6 +485,7 @@ class CheckpointService:
                 "audit_pending": self.decision_log.pending() if self.decision_log and self.decision_log.register
                 else 0,
                 "outbox_pending": self.island.replica.pending_count() if self.island and self.island.replica else 0,
+                "outbox_failed": self.island.replica.failed_count() if self.island and self.island.replica else 0,
                 "provisional": len(self.island.provisional) if self.island else 0,
                 "last_drain": dict(self.island.last_drain) if self.island else {}}
 
