@@ -245,20 +245,21 @@ class Island:
                     log.info("register: content hashes of this station's earlier uploads replaced by keyed ones")
                 self._register_hashes_keyed = True
             start, done = time.perf_counter(), 0
-            outcomes = {"stored": 0, "review": 0, "erased": 0, "again": 0, "failed": 0}
+            outcomes = {"stored": 0, "review": 0, "erased": 0, "again": 0, "skipped": 0, "failed": 0}
             for entry in self.replica.entries():
                 if not self.service.sync_state.connected:
                     break
-                try:
-                    state, outcome = self._upload(entry)
-                except RegisterUnavailable:
-                    raise
-                except Exception as exc:  # this entry only: set aside, audited; the rest of the outbox goes on
-                    outcome = self._fail(entry, exc)
-                else:
-                    self.replica.settle(entry.upload_id, state, outcome)
-                    if state != OUTBOX_REVIEW:
-                        self.provisional.pop(entry.upload_id, None)
+                with self.service.write_lock:  # no offline erasure between the upload and its settlement
+                    try:
+                        state, outcome = self._upload(entry)
+                    except RegisterUnavailable:
+                        raise
+                    except Exception as exc:  # this entry only: set aside, audited; the rest of the outbox goes on
+                        outcome = self._fail(entry, exc)
+                    else:
+                        self.replica.settle(entry.upload_id, state, outcome)
+                        if state != OUTBOX_REVIEW:
+                            self.provisional.pop(entry.upload_id, None)
                 outcomes[outcome if outcome in outcomes else "again"] += 1
                 done += 1
             if done:
@@ -286,6 +287,10 @@ class Island:
     def _upload(self, entry: OutboxEntry) -> tuple[str, str]:
         service = self.service
         with service.write_lock, service.change_transaction() as tx:
+            assert self.replica is not None
+            current = self.replica.state_of(entry.upload_id)
+            if current != OUTBOX_PENDING:  # cancelled (erased offline) since the drain read it: never uploaded
+                return current, "skipped"
             seen = self.reviews.upload_outcome(tx, entry.upload_id)
             if seen is not None:
                 keyring = service.storage.keyring  # either side may still hold an older version's plain hash

@@ -200,6 +200,11 @@ class Replica:
         """How many writes failed to upload and wait, set aside, for the next start."""
         return int(self.local._query("SELECT COUNT(*) FROM outbox WHERE state = ?", (OUTBOX_FAILED,))[0][0])
 
+    def state_of(self, upload_id: str) -> str:
+        """The entry's state now ("" if there is none)."""
+        rows = self.local._query("SELECT state FROM outbox WHERE upload_id = ?", (upload_id,))
+        return str(rows[0][0]) if rows else ""
+
     def unsettled(self) -> set[str]:
         """The upload ids of the enrolments the register does not hold yet (pending, under review, failed)."""
         return {str(r[0]) for r in self.local._query("SELECT upload_id FROM outbox WHERE kind = 'enrol' AND state IN "
@@ -224,14 +229,16 @@ class Replica:
                            [(to_state, outcome, ref, from_state) for ref in refs])
 
     def settle(self, upload_id: str, state: str, outcome: str = "") -> None:
-        """Record what the register made of an uploaded write, and drop the payload it no longer needs.
+        """Record what the register made of an uploaded write, and drop the payload it no longer needs; an entry
+        no longer pending (cancelled by an erasure meanwhile) is left as it is.
 
         Once uploaded, an entry's content lives in the register (or was erased there): an enrolment keeps only
         its subject id (a subject under review is provisional here until the review is resolved, see
         :meth:`biometrics.island.Island.load_provisional`), an erasure keeps nothing.
         """
         with self.local.transaction() as tx:
-            row = tx.execute("SELECT kind, sealed FROM outbox WHERE upload_id = ?", (upload_id,)).fetchone()
+            row = tx.execute("SELECT kind, sealed FROM outbox WHERE upload_id = ? AND state = ?",
+                             (upload_id, OUTBOX_PENDING)).fetchone()
             if row is None:
                 return
             payload = json.loads(self.local.keyring.open(bytes(row[1]), _outbox_aad(upload_id)))

@@ -224,7 +224,7 @@ class CheckpointService:
         self._state = self.gallery.state
         # Enrolments and deletions are serialised, so that a duplicate search and the insert it
         # clears are one step; searches never take this lock.
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # re-entered by the island's drain around an upload
         self._data_lock: DataDirLock | None = None
         self.island: Any = None  # biometrics.island.Island on a station that keeps working offline
         self._ready = threading.Event()
@@ -361,7 +361,7 @@ class CheckpointService:
         return self._state
 
     @property
-    def write_lock(self) -> threading.Lock:
+    def write_lock(self) -> threading.RLock:
         """The lock that serialises every write of this station (enrolment, erasure, upload, review)."""
         return self._write_lock
 

@@ -237,3 +237,28 @@ def test_the_change_listener_starts_even_when_the_first_catch_up_fails(
     finally:
         again.close()
 
+
+
+def test_an_enrolment_erased_offline_while_the_drain_waits_is_never_uploaded(
+        tmp_path: Path, link: tuple[str, LinkProxy], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, proxy = link
+    island = offline_island(tmp_path, link, "siberut-port", H3000003=HANS)
+    try:
+        replica = island.island.replica
+        read_before_the_erasure = replica.entries()  # what the drain read before it waited for the write lock
+        island.delete_subject("H3000003", "erasure request")  # offline: the pending enrolment is cancelled
+        real_entries = replica.entries
+
+        def stale_once(*args: object, **kwargs: object) -> list[OutboxEntry]:
+            if not args and not kwargs and read_before_the_erasure:
+                return [read_before_the_erasure.pop()]
+            return real_entries(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(replica, "entries", stale_once)
+        proxy.restore()
+        wait_until(lambda: island.island.last_drain, timeout=30, message="the drain went over the stale entry")
+        assert island.storage.subject_info("H3000003") is None, "the acknowledged erasure holds"
+        assert [(e.state, e.outcome) for e in real_entries(("cancelled", "stored"))] == \
+            [("cancelled", "erased before upload")]
+    finally:
+        island.close()
