@@ -28,12 +28,13 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from biometrics.errors import OfflineLimitReached, ReviewConflict, SubjectExists, SubjectNotFound
+from biometrics.errors import OfflineLimitReached, RegisterUnavailable, ReviewConflict, SubjectExists, SubjectNotFound
 from biometrics.face import FaceTemplate
 from biometrics.fingerprint import FingerprintTemplate
 from biometrics.gallery import faces_of, fingers_of
 from biometrics.replica import (
     OUTBOX_ERASED,
+    OUTBOX_FAILED,
     OUTBOX_PENDING,
     OUTBOX_REJECTED,
     OUTBOX_REVIEW,
@@ -81,12 +82,16 @@ class Island:
         self.replica = replica
         self.reviews = reviews
         self.policy = policy or OfflinePolicy()
-        self.provisional: set[str] = set()  # subject ids enrolled here offline, not yet stored in the register
+        # upload id -> subject id of each enrolment made here offline that the register does not hold yet (keyed
+        # on the entry: the register may have enrolled the same document number itself meanwhile)
+        self.provisional: dict[str, str] = {}
         self._drain_lock = threading.Lock()
         self.last_drain: dict[str, Any] = {}
         self._register_hashes_keyed = False  # this station's upload records in the register: legacy hashes keyed
         if replica is not None and replica.key_legacy_hashes():
             log.info("outbox: content hashes of an older version replaced by keyed ones")
+        if replica is not None and (retried := replica.retry_failed()):
+            log.warning("outbox: %d writes whose upload failed before are queued again", retried)
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -106,8 +111,16 @@ class Island:
     def load_provisional(self) -> None:
         """After loading the gallery from the copy: which subjects are provisional (enrolled offline, pending)."""
         assert self.replica is not None
-        pending = self.replica.entries((OUTBOX_PENDING, OUTBOX_REVIEW))
-        self.provisional = {e.payload["subject_id"] for e in pending if e.kind == "enrol" and "subject_id" in e.payload}
+        pending = self.replica.entries((OUTBOX_PENDING, OUTBOX_REVIEW, OUTBOX_FAILED))
+        self.provisional = {e.upload_id: e.payload["subject_id"] for e in pending
+                            if e.kind == "enrol" and "subject_id" in e.payload}
+
+    def _forget_settled(self) -> None:
+        """Drop from :attr:`provisional` the entries the outbox has settled since."""
+        assert self.replica is not None
+        unsettled = self.replica.unsettled()
+        for upload_id in [u for u in list(self.provisional) if u not in unsettled]:
+            self.provisional.pop(upload_id, None)
 
     def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]]) -> None:
         """The gallery's change hook: the copy follows; a provisional subject the register now holds (or has
@@ -117,21 +130,19 @@ class Island:
             return
         self.replica.follow(changes, self.service.sync_state.generation)
         keyring = self.service.storage.keyring
-        kept, rejected = [], []
+        kept, rejected, ids = [], [], set(self.provisional.values())
         for change, loaded in changes:
-            if change.kind == CHANGE_ENROLLED and loaded is not None and loaded[0].subject_id in self.provisional:
-                self.provisional.discard(loaded[0].subject_id)
+            if change.kind == CHANGE_ENROLLED and loaded is not None and loaded[0].subject_id in ids:
                 kept.append(change.ref)
             elif change.kind == CHANGE_WITHDRAWN:
-                self.provisional = {sid for sid in self.provisional if keyring.pseudonym(sid) != change.ref}
                 rejected.append(change.ref)
         erased = {c.ref for c, _ in changes if c.kind == CHANGE_ERASED}
-        if erased and any(keyring.pseudonym(sid) in erased for sid in self.provisional):
-            self.load_provisional()  # an erased subject under review is provisional no more (its entry cancelled)
         if kept:
             self.replica.settle_refs(kept, OUTBOX_REVIEW, OUTBOX_STORED, "kept at review")
         if rejected:
             self.replica.settle_refs(rejected, OUTBOX_REVIEW, OUTBOX_REJECTED, "rejected at review")
+        if kept or rejected or erased & {keyring.pseudonym(sid) for sid in ids}:
+            self._forget_settled()  # kept, rejected or erased at review: provisional no more (a pending one stays)
 
     def _erase_alerts(self, refs: set[str]) -> None:
         """Delete this station's alerts naming subjects the register erased or withdrew (a station on a register
@@ -193,7 +204,7 @@ class Island:
                            override_reason=override_reason if duplicates and allow_duplicate else "")
         if enrolled:
             service.gallery.add(ref, subject_id, info.watchlist, [f.template for f in faces], fingers)
-            self.provisional.add(subject_id)
+            self.provisional[upload_id] = subject_id
         return EnrolmentResult(subject_id, enrolled, duplicates, qualities, threshold, decision_id,
                                provisional=enrolled)
 
@@ -204,7 +215,8 @@ class Island:
         if subject_id not in service.gallery:
             raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
         ref = service.storage.keyring.pseudonym(subject_id)
-        pending = [e for e in self.replica.entries() if e.kind == "enrol" and e.ref == ref]
+        pending = [e for e in self.replica.entries((OUTBOX_PENDING, OUTBOX_FAILED))
+                   if e.kind == "enrol" and e.ref == ref]
         assert service.decision_log is not None
         with service.decision_log.transaction() as tx:
             if pending:  # never uploaded: the enrolment is cancelled, nothing of it leaves the station or stays
@@ -217,7 +229,8 @@ class Island:
             service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True)
         service.gallery.remove(subject_id)
         service.gallery.forget_ref(ref)
-        self.provisional.discard(subject_id)
+        for upload_id in [u for u, sid in list(self.provisional.items()) if sid == subject_id]:
+            self.provisional.pop(upload_id, None)
 
     # -- the drain -------------------------------------------------------------------------------
 
@@ -231,12 +244,22 @@ class Island:
                 if self.reviews.key_legacy_hashes(lambda digest: keyed_hash(keyring, digest)):
                     log.info("register: content hashes of this station's earlier uploads replaced by keyed ones")
                 self._register_hashes_keyed = True
-            start, done, outcomes = time.perf_counter(), 0, {"stored": 0, "review": 0, "erased": 0, "again": 0}
+            start, done = time.perf_counter(), 0
+            outcomes = {"stored": 0, "review": 0, "erased": 0, "again": 0, "skipped": 0, "failed": 0}
             for entry in self.replica.entries():
                 if not self.service.sync_state.connected:
                     break
-                state, outcome = self._upload(entry)
-                self.replica.settle(entry.upload_id, state, outcome)
+                with self.service.write_lock:  # no offline erasure between the upload and its settlement
+                    try:
+                        state, outcome = self._upload(entry)
+                    except RegisterUnavailable:
+                        raise
+                    except Exception as exc:  # this entry only: set aside, audited; the rest of the outbox goes on
+                        outcome = self._fail(entry, exc)
+                    else:
+                        self.replica.settle(entry.upload_id, state, outcome)
+                        if state != OUTBOX_REVIEW:
+                            self.provisional.pop(entry.upload_id, None)
                 outcomes[outcome if outcome in outcomes else "again"] += 1
                 done += 1
             if done:
@@ -246,9 +269,28 @@ class Island:
         finally:
             self._drain_lock.release()
 
+    def _fail(self, entry: OutboxEntry, exc: Exception) -> str:
+        """Set aside an entry whose upload raised: state ``failed``, its payload kept, an audit record; it is
+        retried at the next start. Returns the outcome ("failed")."""
+        log.error("upload %s (%s) failed (%s): set aside as failed, retried at the next start; the rest of the "
+                  "outbox goes on", entry.upload_id, entry.kind, type(exc).__name__, exc_info=True)
+        service = self.service
+        assert service.decision_log is not None and self.replica is not None
+        with service.decision_log.transaction() as tx:
+            self.replica.fail(tx, entry.upload_id, f"upload failed: {type(exc).__name__}")
+            service.record(tx, "enrol_upload" if entry.kind == "enrol" else "delete_upload",
+                           Actor(role="system", identity=f"station {service.station} drain"), entry.upload_id,
+                           subject_ref=entry.ref, outcome="failed", upload_id=entry.upload_id,
+                           reason=type(exc).__name__)
+        return "failed"
+
     def _upload(self, entry: OutboxEntry) -> tuple[str, str]:
         service = self.service
         with service.write_lock, service.change_transaction() as tx:
+            assert self.replica is not None
+            current = self.replica.state_of(entry.upload_id)
+            if current != OUTBOX_PENDING:  # cancelled (erased offline) since the drain read it: never uploaded
+                return current, "skipped"
             seen = self.reviews.upload_outcome(tx, entry.upload_id)
             if seen is not None:
                 keyring = service.storage.keyring  # either side may still hold an older version's plain hash
@@ -271,9 +313,11 @@ class Island:
         subject_id, info = payload["subject_id"], SubjectInfo(**payload["info"])
         templates = payload_templates(payload)
         faces, fingers = faces_of(templates), fingers_of(templates)
-        exclude = frozenset(self.provisional)  # not in the register: each is searched when it is uploaded
+        ids = {*self.provisional.values(), subject_id}
+        held = service.storage.held(tx, ids)  # the document numbers the register holds, whoever enrolled them
+        exclude = frozenset(ids - held)  # enrolled here, not in the register: each is searched when it is uploaded
         threshold, duplicates, _, _ = service.screen(faces, fingers, allow_duplicate=False, exclude=exclude)
-        taken = subject_id in service.gallery and subject_id not in self.provisional
+        taken = subject_id in held
         actor = Actor(role="system", identity=f"station {service.station} drain")
         if duplicates or taken:
             document = {**payload, "threshold": threshold, "enrolled_offline_at": entry.created_at,

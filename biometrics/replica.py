@@ -45,6 +45,7 @@ OUTBOX_REVIEW = "review"
 OUTBOX_ERASED = "erased"
 OUTBOX_REJECTED = "rejected"
 OUTBOX_CANCELLED = "cancelled"
+OUTBOX_FAILED = "failed"  # its upload raised: set aside with its payload, retried at the next start
 REGISTER_SEQ = "register_seq"
 REGISTER_AS_OF = "register_as_of"
 REGISTER_POSITION = "register_copy_generation", "register_copy_mark"  # the register's generation, the change's id
@@ -227,6 +228,32 @@ class Replica:
             return 0.0
         return (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(rows[0][0])).total_seconds()
 
+    def failed_count(self) -> int:
+        """How many writes failed to upload and wait, set aside, for the next start."""
+        return int(self.local._query("SELECT COUNT(*) FROM outbox WHERE state = ?", (OUTBOX_FAILED,))[0][0])
+
+    def state_of(self, upload_id: str) -> str:
+        """The entry's state now ("" if there is none)."""
+        rows = self.local._query("SELECT state FROM outbox WHERE upload_id = ?", (upload_id,))
+        return str(rows[0][0]) if rows else ""
+
+    def unsettled(self) -> set[str]:
+        """The upload ids of the enrolments the register does not hold yet (pending, under review, failed)."""
+        return {str(r[0]) for r in self.local._query("SELECT upload_id FROM outbox WHERE kind = 'enrol' AND state IN "
+                                                     "(?, ?, ?)", (OUTBOX_PENDING, OUTBOX_REVIEW, OUTBOX_FAILED))}
+
+    def fail(self, tx: Transaction, upload_id: str, outcome: str) -> None:
+        """Set a pending entry aside in ``tx``: its upload failed; it keeps its payload (nothing acknowledged is
+        dropped) and is retried at the next start (:meth:`retry_failed`)."""
+        tx.execute("UPDATE outbox SET state = ?, outcome = ? WHERE upload_id = ? AND state = ?",
+                   (OUTBOX_FAILED, outcome, upload_id, OUTBOX_PENDING))
+
+    def retry_failed(self) -> int:
+        """Put the entries whose upload failed back in the queue, in their place; how many."""
+        with self.local.transaction() as tx:
+            return int(tx.execute("UPDATE outbox SET state = ?, outcome = '' WHERE state = ?",
+                                  (OUTBOX_PENDING, OUTBOX_FAILED)).rowcount)
+
     def settle_refs(self, refs: list[str], from_state: str, to_state: str, outcome: str) -> None:
         """Move subjects' enrolment entries from one state to another (reviews resolved at the office)."""
         with self.local.transaction() as tx:
@@ -234,14 +261,16 @@ class Replica:
                            [(to_state, outcome, ref, from_state) for ref in refs])
 
     def settle(self, upload_id: str, state: str, outcome: str = "") -> None:
-        """Record what the register made of an uploaded write, and drop the payload it no longer needs.
+        """Record what the register made of an uploaded write, and drop the payload it no longer needs; an entry
+        no longer pending (cancelled by an erasure meanwhile) is left as it is.
 
         Once uploaded, an entry's content lives in the register (or was erased there): an enrolment keeps only
         its subject id (a subject under review is provisional here until the review is resolved, see
         :meth:`biometrics.island.Island.load_provisional`), an erasure keeps nothing.
         """
         with self.local.transaction() as tx:
-            row = tx.execute("SELECT kind, sealed FROM outbox WHERE upload_id = ?", (upload_id,)).fetchone()
+            row = tx.execute("SELECT kind, sealed FROM outbox WHERE upload_id = ? AND state = ?",
+                             (upload_id, OUTBOX_PENDING)).fetchone()
             if row is None:
                 return
             payload = json.loads(self.local.keyring.open(bytes(row[1]), _outbox_aad(upload_id)))
@@ -272,11 +301,11 @@ class Replica:
               review: tuple[str, str] = (OUTBOX_CANCELLED, "erased while under review")) -> int:
         """In ``tx``, after the subjects with pseudonyms ``refs`` were erased or withdrawn: every entry of theirs
         that is no longer pending keeps no payload, and an entry still under review moves to ``review`` (state,
-        outcome). Pending erasures are left to be uploaded. Returns how many entries were scrubbed."""
+        outcome). Pending (and failed) entries are left to be uploaded. Returns how many entries were scrubbed."""
         done = 0
         for ref in refs:
-            rows = tx.execute("SELECT upload_id, state FROM outbox WHERE ref = ? AND state != ?",
-                              (ref, OUTBOX_PENDING)).fetchall()
+            rows = tx.execute("SELECT upload_id, state FROM outbox WHERE ref = ? AND state NOT IN (?, ?)",
+                              (ref, OUTBOX_PENDING, OUTBOX_FAILED)).fetchall()
             for upload_id, state in rows:
                 if state == OUTBOX_REVIEW:
                     tx.execute("UPDATE outbox SET state = ?, outcome = ? WHERE upload_id = ?", (*review, upload_id))

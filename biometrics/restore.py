@@ -40,10 +40,10 @@ def restored(island: Island, why: str, reload: Callable[..., Any]) -> None:
         with service.storage.transaction() as tx:
             lost = [e for e in uploaded if island.reviews.upload_outcome(tx, e.upload_id) is None]
     requeued = [e.upload_id for e in lost if e.kind == "enrol" and _requeue_enrolment(island, e)]
-    reload(keep=frozenset(island.provisional))
+    reload(keep=frozenset(island.provisional.values()))
     if replica is not None:
         keyring = service.storage.keyring
-        replica.resync(service.storage, {keyring.pseudonym(s) for s in island.provisional},
+        replica.resync(service.storage, {keyring.pseudonym(s) for s in island.provisional.values()},
                        service.sync_state.applied_seq, service.sync_state.generation)
         requeued += [e.upload_id for e in lost if e.kind == "erase" and _requeue_erasure(island, e)]
     assert service.decision_log is not None
@@ -66,7 +66,7 @@ def _requeue_enrolment(island: Island, entry: OutboxEntry) -> bool:
         return False
     record, stored = loaded
     island.replica.requeue(entry.upload_id, enrolment_payload(record.subject_id, record.info, stored), LOST)
-    island.provisional.add(record.subject_id)
+    island.provisional[entry.upload_id] = record.subject_id
     log.error("upload %s: the register lost this enrolment: queued again", entry.upload_id)
     return True
 

@@ -224,7 +224,7 @@ class CheckpointService:
         self._state = self.gallery.state
         # Enrolments and deletions are serialised, so that a duplicate search and the insert it
         # clears are one step; searches never take this lock.
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # re-entered by the island's drain around an upload
         self._data_lock: DataDirLock | None = None
         self.island: Any = None  # biometrics.island.Island on a station that keeps working offline
         self._ready = threading.Event()
@@ -363,7 +363,7 @@ class CheckpointService:
         return self._state
 
     @property
-    def write_lock(self) -> threading.Lock:
+    def write_lock(self) -> threading.RLock:
         """The lock that serialises every write of this station (enrolment, erasure, upload, review)."""
         return self._write_lock
 
@@ -443,7 +443,10 @@ class CheckpointService:
             self.decision_log.reconcile()
             self.decision_log.start_shipping()
         if self._ready.is_set():  # loaded from the replica: catch up from where it stood
-            self.sync()
+            try:
+                self.sync()
+            except Exception:  # the listener below catches up again and retries; it must start whatever happens
+                log.exception("catching up the register after loading from the replica failed")
         else:
             self._load_gallery()
             self._ready.set()
@@ -485,6 +488,7 @@ class CheckpointService:
                 "audit_pending": self.decision_log.pending() if self.decision_log and self.decision_log.register
                 else 0,
                 "outbox_pending": self.island.replica.pending_count() if self.island and self.island.replica else 0,
+                "outbox_failed": self.island.replica.failed_count() if self.island and self.island.replica else 0,
                 "provisional": len(self.island.provisional) if self.island else 0,
                 "last_drain": dict(self.island.last_drain) if self.island else {}}
 

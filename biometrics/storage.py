@@ -409,6 +409,16 @@ class SealedStore:
         rows = self._query("SELECT sealed FROM subjects WHERE ref = ?", (ref,))
         return self._open_subject(ref, rows[0][0])[1] if rows else None
 
+    def held(self, tx: Transaction, subject_ids: Collection[str]) -> set[str]:
+        """Which of ``subject_ids`` are enrolled in this store, read in ``tx``."""
+        by_ref = {self.keyring.pseudonym(sid): sid for sid in subject_ids}
+        refs, found = list(by_ref), set()
+        for i in range(0, len(refs), 500):
+            chunk = refs[i:i + 500]
+            rows = tx.execute(f"SELECT ref FROM subjects WHERE ref IN ({', '.join('?' * len(chunk))})", chunk)
+            found.update(by_ref[r[0]] for r in rows.fetchall())
+        return found
+
     def _open_rows(self, subjects: Sequence[tuple[Any, ...]], templates: Sequence[tuple[Any, ...]]
                 ) -> dict[str, tuple[SubjectRecord, list[StoredTemplate]]]:
         """Subject rows (ref, sealed, created) and template rows (ref, id, modality, finger, quality, sealed,

@@ -27,12 +27,14 @@ HANS = sample("Hans_Blix_0001.jpg")
 
 
 def open_station(tmp_path: Path, name: str, url: str, *, replica: bool,
-                 policy: OfflinePolicy | None = None) -> CheckpointService:
-    """Station ``name`` on the register at ``url`` (keys shared by every station of the test), started."""
+                 policy: OfflinePolicy | None = None, background: bool = False) -> CheckpointService:
+    """Station ``name`` on the register at ``url`` (keys shared by every station of the test), started (with
+    ``background``, as the server starts it: the register loaded in a thread, returned once ready)."""
     service = CheckpointService.open(StoreLocation(
         tmp_path / name / "data", key_dir=tmp_path / "keys", store_url=url, station=name,
         replica_dir=tmp_path / name / "replica" if replica else None, offline_policy=policy))
-    service.start(retry_s=0.2, poll_s=0.3)
+    service.start(retry_s=0.2, poll_s=0.3, background=background)
+    wait_until(service.ready, timeout=30, message=f"{name} is ready")
     return service
 
 
