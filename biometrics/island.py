@@ -17,6 +17,16 @@ the register's write lock: an upload the register already holds (same station-ma
 in the middle of a drain) is recognised and not stored twice; each enrolment is searched against the whole
 register; a possible duplicate is neither merged nor dropped but waits in the adjudication queue for an officer
 (:meth:`Island.resolve`: keep both, link the records, or reject).
+
+**What an offline erasure names.** The officer erases the enrolment the station holds, which the register may
+have replaced by the time the erasure is uploaded (erased at the office, and the person enrolled again). So the
+queued erasure names it: the register change the station's view reflected (``seen_seq``) and, when the station
+holds its own enrolment of the subject already uploaded, that upload (``enrolment_upload``). The register erases
+the subject it holds only if that subject was enrolled at or before ``seen_seq`` or by that upload
+(:meth:`biometrics.register.RegisterStorage.erase_seen`); a later enrolment is kept, and the upload's outcome says
+so: ``superseded`` (outbox state and the register's upload record; the audit record names the change kept). An
+erasure an older version queued names nothing: at the first start of this version it is given the change the
+station's copy reflects then (:meth:`biometrics.replica.Replica.version_legacy`).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from biometrics.replica import (
     OUTBOX_REJECTED,
     OUTBOX_REVIEW,
     OUTBOX_STORED,
+    OUTBOX_SUPERSEDED,
     OutboxEntry,
     Replica,
     enrolment_payload,
@@ -62,6 +73,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESOLUTIONS = ("keep_both", "link", "reject")
+#: The outbox state an upload's outcome in the register settles its entry in.
+STATE_OF_OUTCOME = {"stored": OUTBOX_STORED, "review": OUTBOX_REVIEW, "erased": OUTBOX_ERASED,
+                    "superseded": OUTBOX_SUPERSEDED}
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,9 @@ class Island:
         self._register_hashes_keyed = False  # this station's upload records in the register: legacy hashes keyed
         if replica is not None and replica.key_legacy_hashes():
             log.info("outbox: content hashes of an older version replaced by keyed ones")
+        if replica is not None and replica.version_legacy(replica.register_seq()):
+            log.info("outbox: erasures queued by an older version name the register change %d as the one they saw",
+                     replica.register_seq())
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -201,23 +218,27 @@ class Island:
         """Erase at this station at once; queue the erasure for the register (or cancel a pending enrolment)."""
         service = self.service
         assert self.replica is not None
-        if subject_id not in service.gallery:
-            raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-        ref = service.storage.keyring.pseudonym(subject_id)
-        pending = [e for e in self.replica.entries() if e.kind == "enrol" and e.ref == ref]
-        assert service.decision_log is not None
-        with service.decision_log.transaction() as tx:
-            if pending:  # never uploaded: the enrolment is cancelled, nothing of it leaves the station or stays
-                self.replica.cancel(tx, pending[0].upload_id, "erased before upload")
-            else:
-                self.replica.add(tx, "erase", ref, {"subject_id": subject_id, "reason": reason})
-            self.replica.scrub(tx, {ref})
-            self.replica.local.erase_alerts(tx, {ref})
-            self.replica.local.drop_subject(tx, ref)
-            service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True)
-        service.gallery.remove(subject_id)
-        service.gallery.forget_ref(ref)
-        self.provisional.discard(subject_id)
+        with service.gallery.apply_lock:  # what the officer erases is what the gallery holds at this change
+            if subject_id not in service.gallery:
+                raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
+            ref = service.storage.keyring.pseudonym(subject_id)
+            pending = [e for e in self.replica.entries() if e.kind == "enrol" and e.ref == ref]
+            assert service.decision_log is not None
+            with service.decision_log.transaction() as tx:
+                if pending:  # never uploaded: the enrolment is cancelled, nothing of it leaves the station or stays
+                    self.replica.cancel(tx, pending[0].upload_id, "erased before upload")
+                else:  # named: the change this station's view reflects, and its own upload of the subject if any
+                    version: dict[str, Any] = {"seen_seq": service.sync_state.applied_seq}
+                    if own := self.replica.last_upload(ref):
+                        version["enrolment_upload"] = own
+                    self.replica.add(tx, "erase", ref, {"subject_id": subject_id, "reason": reason, **version})
+                self.replica.scrub(tx, {ref})
+                self.replica.local.erase_alerts(tx, {ref})
+                self.replica.local.drop_subject(tx, ref)
+                service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True)
+            service.gallery.remove(subject_id)
+            service.gallery.forget_ref(ref)
+            self.provisional.discard(subject_id)
 
     # -- the drain -------------------------------------------------------------------------------
 
@@ -231,12 +252,17 @@ class Island:
                 if self.reviews.key_legacy_hashes(lambda digest: keyed_hash(keyring, digest)):
                     log.info("register: content hashes of this station's earlier uploads replaced by keyed ones")
                 self._register_hashes_keyed = True
-            start, done, outcomes = time.perf_counter(), 0, {"stored": 0, "review": 0, "erased": 0, "again": 0}
+            start, done = time.perf_counter(), 0
+            outcomes = {"stored": 0, "review": 0, "erased": 0, "superseded": 0, "again": 0}
             for entry in self.replica.entries():
                 if not self.service.sync_state.connected:
                     break
                 state, outcome = self._upload(entry)
                 self.replica.settle(entry.upload_id, state, outcome)
+                if state == OUTBOX_SUPERSEDED:  # no change reaches this station: its own entries of the subject
+                    with self.replica.local.transaction() as tx:  # under review are closed, and keep nothing
+                        self.replica.scrub(tx, {entry.ref})
+                    self.load_provisional()
                 outcomes[outcome if outcome in outcomes else "again"] += 1
                 done += 1
             if done:
@@ -257,15 +283,16 @@ class Island:
                 log.warning("upload %s was already in the register (%s): not stored twice", entry.upload_id, seen[1])
                 return self._state_of(seen[1]), "again"
             service.catch_up()  # under the register's write lock: the search sees the whole register
-            outcome = self._upload_enrolment(tx, entry) if entry.kind == "enrol" else self._upload_erasure(tx, entry)
-            self.reviews.record_upload(tx, entry.upload_id, entry.kind, entry.content_hash, outcome)
+            upload = self._upload_enrolment if entry.kind == "enrol" else self._upload_erasure
+            outcome, seq = upload(tx, entry)
+            self.reviews.record_upload(tx, entry.upload_id, entry.kind, entry.content_hash, outcome, seq)
         return self._state_of(outcome), outcome
 
     @staticmethod
     def _state_of(outcome: str) -> str:
-        return {"stored": OUTBOX_STORED, "review": OUTBOX_REVIEW, "erased": OUTBOX_ERASED}.get(outcome, OUTBOX_ERASED)
+        return STATE_OF_OUTCOME.get(outcome, OUTBOX_ERASED)
 
-    def _upload_enrolment(self, tx: Any, entry: OutboxEntry) -> str:
+    def _upload_enrolment(self, tx: Any, entry: OutboxEntry) -> tuple[str, int | None]:
         service = self.service
         payload = entry.payload
         subject_id, info = payload["subject_id"], SubjectInfo(**payload["info"])
@@ -284,19 +311,26 @@ class Island:
                            upload_id=entry.upload_id, threshold=threshold,
                            duplicates=[{"subject_ref": service.storage.keyring.pseudonym(c.subject_id),
                                         "score": c.score} for c in duplicates])
-            return "review"
-        service.storage.insert_subject(tx, subject_id, info, templates)
+            return "review", None
+        _, seq, _ = service.storage.insert_subject(tx, subject_id, info, templates)
         service.record(tx, "enrol_upload", actor, entry.upload_id, subject_ref=entry.ref, outcome="stored",
                        upload_id=entry.upload_id, threshold=threshold)
-        return "stored"
+        return "stored", seq
 
-    def _upload_erasure(self, tx: Any, entry: OutboxEntry) -> str:
+    def _upload_erasure(self, tx: Any, entry: OutboxEntry) -> tuple[str, int | None]:
+        """Erase the enrolment the station saw (see the module doc). Every queued erasure names the change it saw
+        (this version writes it, and :meth:`Replica.version_legacy` gives one to an older version's at start); one
+        that did not would be taken to have seen none, so it could never erase a later enrolment."""
         service = self.service
-        seq = service.storage.erase_subject(tx, entry.payload["subject_id"])
+        payload = entry.payload
+        seq, kept = service.storage.erase_seen(tx, payload["subject_id"], int(payload.get("seen_seq", 0)),
+                                               payload.get("enrolment_upload", ""))
+        outcome = "superseded" if kept is not None else "erased"
+        named = {"register_seq": kept} if kept is not None else {}  # the later enrolment kept
         service.record(tx, "delete_upload", Actor(role="system", identity=f"station {service.station} drain"),
-                       entry.upload_id, subject_ref=entry.ref, outcome="erased" if seq else "absent",
-                       upload_id=entry.upload_id, reason=entry.payload.get("reason", ""))
-        return "erased"
+                       entry.upload_id, subject_ref=entry.ref, outcome="absent" if outcome == "erased" and not seq
+                       else outcome, upload_id=entry.upload_id, reason=payload.get("reason", ""), **named)
+        return outcome, seq
 
     # -- the adjudication queue ------------------------------------------------------------------
 
@@ -319,7 +353,7 @@ class Island:
             taken = self.reviews.take(tx, review_id)
             if taken is None:
                 raise ReviewConflict(f"No review {review_id!r} is waiting (unknown, or resolved already).")
-            _, ref, doc = taken
+            _, ref, doc, upload_id = taken
             subject_id, info = doc["subject_id"], SubjectInfo(**doc["info"])
             service.catch_up()
             if resolution in ("keep_both", "link") and doc.get("document_number_taken"):
@@ -327,7 +361,8 @@ class Island:
                     raise ReviewConflict(f"{subject_id!r} is enrolled in the register already: two people cannot "
                                          "share one document number. Link (same person) or reject.")
             elif resolution in ("keep_both", "link"):
-                service.storage.insert_subject(tx, subject_id, info, payload_templates(doc))
+                _, seq, _ = service.storage.insert_subject(tx, subject_id, info, payload_templates(doc))
+                self.reviews.record_stored(tx, upload_id, seq)
                 if resolution == "link":
                     for c in doc["candidates"]:
                         self.reviews.link(tx, ref, service.storage.keyring.pseudonym(c["subject_id"]))
