@@ -73,6 +73,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESOLUTIONS = ("keep_both", "link", "reject")
+#: In the station's local store (its alerts' store): the register change up to which the erasures of the change log
+#: have been applied to its alerts.
+ALERTS_SEQ = "alerts_register_seq"
 #: The outbox state an upload's outcome in the register settles its entry in.
 STATE_OF_OUTCOME = {"stored": OUTBOX_STORED, "review": OUTBOX_REVIEW, "erased": OUTBOX_ERASED,
                     "superseded": OUTBOX_SUPERSEDED}
@@ -129,7 +132,8 @@ class Island:
     def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]]) -> None:
         """The gallery's change hook: the copy follows; a provisional subject the register now holds (or has
         withdrawn) is provisional no more, and its outbox entry under review is settled."""
-        self._erase_alerts({c.ref for c, _ in changes if c.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN)})
+        self._erase_alerts({c.ref for c, _ in changes if c.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN)},
+                           changes[-1][0].seq if changes else 0)
         if self.replica is None:
             return
         self.replica.follow(changes)
@@ -150,13 +154,37 @@ class Island:
         if rejected:
             self.replica.settle_refs(rejected, OUTBOX_REVIEW, OUTBOX_REJECTED, "rejected at review")
 
-    def _erase_alerts(self, refs: set[str]) -> None:
+    def _erase_alerts(self, refs: set[str], upto: int) -> None:
         """Delete this station's alerts naming subjects the register erased or withdrew (a station on a register
-        keeps its alerts in its local store, which the register's erasure cannot reach)."""
+        keeps its alerts in its local store, which the register's erasure cannot reach), recording in the same
+        local transaction that its alerts have followed the change log up to change ``upto``."""
         store = self.service.alert_store
         if refs and store is not self.service.storage:
             with store.transaction() as tx:
                 store.erase_alerts(tx, refs)
+                store.set_meta(tx, ALERTS_SEQ, str(upto))
+
+    def sweep_alerts(self) -> int:
+        """At a start from the register's snapshot, before the station answers: delete its alerts naming subjects
+        erased or withdrawn by the changes its alerts have not followed (it stopped, or died, between the
+        register's erasure and its own deletion of them; the snapshot skips those changes, and the change hook
+        with them); how many. A journal written by an older version records no such change: then the alerts
+        naming subjects the register no longer holds are deleted. A station with a replica follows the log from
+        its copy's change, hook included, and needs no sweep."""
+        service = self.service
+        store, head = service.alert_store, service.applied_seq
+        if self.replica is not None or store is service.storage:
+            return 0
+        mark = store.get_meta(ALERTS_SEQ, "")
+        gallery = service.gallery
+        doomed = service.storage.erased_between(int(mark), head) if mark else (
+            lambda subject_id: subject_id not in gallery)
+        with store.transaction() as tx:
+            done = store.erase_alerts(tx, doomed)
+            store.set_meta(tx, ALERTS_SEQ, str(head))
+        if done:
+            log.info("alerts: %d naming subjects erased in the register while this station was away deleted", done)
+        return done
 
     def check_budget(self) -> None:
         """Refuse a write past the offline budget, with what the officer can do."""

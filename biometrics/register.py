@@ -40,6 +40,7 @@ from biometrics.event_schema import event_tables
 from biometrics.storage import (
     CHANGE_ENROLLED,
     CHANGE_ERASED,
+    CHANGE_WITHDRAWN,
     KeyRingMismatch,
     SchemaTooNew,
     SealedStore,
@@ -368,6 +369,11 @@ class RegisterStorage(SealedStore):
         if upload_id:
             reviews.erase_pending(tx, ref, upload_id)
         return None, held
+
+    def erased_between(self, after: int, upto: int) -> set[str]:
+        """The pseudonyms of the subjects erased or withdrawn by the changes after ``after`` up to ``upto``."""
+        return {str(r[0]) for r in self._query("SELECT DISTINCT ref FROM changes WHERE seq > ? AND seq <= ? AND "
+                                               "kind IN (?, ?)", (after, upto, CHANGE_ERASED, CHANGE_WITHDRAWN))}
 
     def scrub_resolved_reviews(self) -> int:
         """Drop the documents of reviews resolved by an older version (which kept them); how many."""

@@ -442,7 +442,10 @@ class CheckpointService:
         if self._ready.is_set():  # loaded from the replica: catch up from where it stood
             self.sync()
         else:
-            self._load_gallery()
+            if self._state.synced_at is None:  # not loaded by an earlier attempt that failed after it
+                self._load_gallery()
+            if self.island is not None:  # before any answer: alerts naming subjects erased while it was away
+                self.island.sweep_alerts()
             self._ready.set()
         log.info("register loaded in %.3f s: %d subjects", time.perf_counter() - start, len(self._watchlist))
 

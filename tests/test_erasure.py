@@ -397,3 +397,86 @@ def test_an_erasure_queued_by_an_older_version_never_erases_a_later_re_enrolment
         finally:
             island.close()
             central.close()
+
+
+class Crash(BaseException):
+    """The station's process dies here (not an Exception: nothing in the station catches it)."""
+
+
+@pytest.mark.slow
+def test_a_station_that_died_before_applying_an_erasure_drops_the_alerts_naming_it_when_it_starts(
+        tmp_path: Path, register_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = open_station(tmp_path, "rokot-airport", register_url, replica=False)
+    b = open_station(tmp_path, "tuapejat-port", register_url, replica=False)
+    try:
+        try:
+            for doc, image, probe in (("Q7654321", KOFI, KOFI_2), ("P1234567", MEGAWATI, MEGAWATI_2),
+                                      ("H3000003", HANS, HANS)):
+                assert a.enrol(doc, SubjectInfo(name=doc, watchlist=True), [image], actor=OFFICER).enrolled
+                assert a.verify(doc, [probe], actor=KIOSK).watchlist
+            assert len(a.list_alerts(actor=OFFICER)) == 3
+            # The register commits A's erasure of Kofi; A dies before it applies the erased change locally.
+            a._listener.stop()
+
+            def die(seq: int, apply: object) -> bool:
+                raise Crash
+
+            monkeypatch.setattr(a.gallery, "applied", die)
+            with pytest.raises(Crash):
+                a.delete_subject("Q7654321", "erasure request", actor=OFFICER)
+        finally:
+            a.close()
+        # While A is down, B erases Megawati, and she is enrolled again: A's alert named the erased enrolment.
+        b.delete_subject("P1234567", "erasure request", actor=OFFICER)
+        assert b.enrol("P1234567", SubjectInfo(name="Megawati again", watchlist=True), [MEGAWATI_2]).enrolled
+
+        a = open_station(tmp_path, "rokot-airport", register_url, replica=False)
+        assert [x.subject_id for x in a.list_alerts(actor=OFFICER)] == ["H3000003"], \
+            "the alerts naming erased enrolments are gone before the station answers"
+        assert a.verify("P1234567", [MEGAWATI], actor=KIOSK).watchlist
+        a.close()
+        a = open_station(tmp_path, "rokot-airport", register_url, replica=False)
+        assert sorted(x.subject_id for x in a.list_alerts(actor=OFFICER)) == ["H3000003", "P1234567"], \
+            "an alert raised on the later enrolment survives a restart"
+        a.close()
+
+        # A journal written by an older version records no erasure applied to its alerts: at its first start the
+        # station drops the alerts naming subjects the register no longer holds.
+        journal = sqlite3.connect(tmp_path / "rokot-airport" / "data" / "journal.db")
+        with journal:
+            assert journal.execute("DELETE FROM meta WHERE name = 'alerts_register_seq'").rowcount == 1
+        journal.close()
+        b.delete_subject("H3000003", "erasure request", actor=OFFICER)
+        a = open_station(tmp_path, "rokot-airport", register_url, replica=False)
+        assert [x.subject_id for x in a.list_alerts(actor=OFFICER)] == ["P1234567"]
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.slow
+def test_a_change_hook_that_fails_is_replayed_until_the_alerts_are_gone(
+        tmp_path: Path, register_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = open_station(tmp_path, "rokot-airport", register_url, replica=False)
+    b = open_station(tmp_path, "tuapejat-port", register_url, replica=False)
+    try:
+        assert a.enrol("Q7654321", SubjectInfo(name="Kofi Annan", watchlist=True), [KOFI], actor=OFFICER).enrolled
+        assert a.verify("Q7654321", [KOFI_2], actor=KIOSK).watchlist
+        real = a.alert_store.erase_alerts
+        calls = {"n": 0}
+
+        def fail_once(*args: Any, **kwargs: Any) -> int:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise OSError("disk I/O error")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(a.alert_store, "erase_alerts", fail_once)
+        b.delete_subject("Q7654321", "erasure request", actor=OFFICER)
+        wait_until(lambda: not a.holds("Q7654321"), timeout=10, message="the erasure reached the station")
+        wait_until(lambda: not a.list_alerts(actor=OFFICER), timeout=10,
+                   message="the failed alert deletion was replayed")
+        assert calls["n"] >= 2
+    finally:
+        a.close()
+        b.close()
