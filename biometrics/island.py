@@ -18,6 +18,15 @@ in the middle of a drain) is recognised and not stored twice; each enrolment is 
 register; a possible duplicate is neither merged nor dropped but waits in the adjudication queue for an officer
 (:meth:`Island.resolve`: keep both, link the records, or reject).
 
+**An erasure at the register refuses the enrolments queued before it was known.** An offline enrolment also
+names the register change the station's view reflected when it was made (``seen_seq``). If the register erased
+that document number after that change (an erasure at any station, or an online erasure that found nothing to
+erase and was recorded against the document: :meth:`biometrics.register.RegisterStorage.erase_document`), the
+officer's erasure request reached the register while the enrolment waited at the island, neither knowing of the
+other: the upload is refused, never stored nor queued for review (outcome ``refused``: the outbox entry ``erased``,
+keeping nothing; audited). The station's own erasures uploaded before it do not count (they preceded the
+enrolment). An enrolment queued by an older version names no change and is uploaded as before.
+
 **What an offline erasure names.** The officer erases the enrolment the station holds, which the register may
 have replaced by the time the erasure is uploaded (erased at the office, and the person enrolled again). So the
 queued erasure names it: the register change the station's view reflected (``seen_seq``) and, when the station
@@ -78,7 +87,7 @@ RESOLUTIONS = ("keep_both", "link", "reject")
 ALERTS_SEQ = "alerts_register_seq"
 #: The outbox state an upload's outcome in the register settles its entry in.
 STATE_OF_OUTCOME = {"stored": OUTBOX_STORED, "review": OUTBOX_REVIEW, "erased": OUTBOX_ERASED,
-                    "superseded": OUTBOX_SUPERSEDED}
+                    "superseded": OUTBOX_SUPERSEDED, "refused": OUTBOX_ERASED}
 
 
 @dataclass(frozen=True)
@@ -217,6 +226,7 @@ class Island:
         if subject_id in service.gallery:
             raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
         self.check_budget()
+        seen = service.sync_state.applied_seq  # the register this enrolment was made knowing
         threshold, duplicates, enrolled, outcome = service.screen([f.template for f in faces], fingers,
                                                                   allow_duplicate)
         ref = service.storage.keyring.pseudonym(subject_id)
@@ -228,7 +238,7 @@ class Island:
             upload_id = ""
             if enrolled:
                 entry = self.replica.add(tx, "enrol", ref, enrolment_payload(
-                    subject_id, info, with_ids, override_reason=override_reason))
+                    subject_id, info, with_ids, seen_seq=seen, override_reason=override_reason))
                 self.replica.local.put_subject(tx, ref, record_of(subject_id, info, with_ids), with_ids)
                 upload_id = entry.upload_id
             service.record(tx, "enrol", actor, decision_id, subject_ref=ref, outcome=outcome, threshold=threshold,
@@ -281,7 +291,7 @@ class Island:
                     log.info("register: content hashes of this station's earlier uploads replaced by keyed ones")
                 self._register_hashes_keyed = True
             start, done = time.perf_counter(), 0
-            outcomes = {"stored": 0, "review": 0, "erased": 0, "superseded": 0, "again": 0}
+            outcomes = {"stored": 0, "review": 0, "erased": 0, "superseded": 0, "refused": 0, "again": 0}
             for entry in self.replica.entries():
                 if not self.service.sync_state.connected:
                     break
@@ -291,6 +301,8 @@ class Island:
                     with self.replica.local.transaction() as tx:  # under review are closed, and keep nothing
                         self.replica.scrub(tx, {entry.ref})
                     self.load_provisional()
+                elif state == OUTBOX_ERASED and entry.kind == "enrol":  # refused: the register erased the document
+                    self.provisional.discard(entry.payload.get("subject_id", ""))  # (its change removed the copy)
                 outcomes[outcome if outcome in outcomes else "again"] += 1
                 done += 1
             if done:
@@ -323,13 +335,19 @@ class Island:
     def _upload_enrolment(self, tx: Any, entry: OutboxEntry) -> tuple[str, int | None]:
         service = self.service
         payload = entry.payload
+        actor = Actor(role="system", identity=f"station {service.station} drain")
+        if "seen_seq" in payload:  # refused if the register erased the document since (see the module doc)
+            erased = service.storage.erased_after(tx, entry.ref, int(payload["seen_seq"]))
+            if erased is not None:
+                service.record(tx, "enrol_upload", actor, entry.upload_id, subject_ref=entry.ref,
+                               outcome="refused_erased", upload_id=entry.upload_id, register_seq=erased)
+                return "refused", None
         subject_id, info = payload["subject_id"], SubjectInfo(**payload["info"])
         templates = payload_templates(payload)
         faces, fingers = faces_of(templates), fingers_of(templates)
         exclude = frozenset(self.provisional)  # not in the register: each is searched when it is uploaded
         threshold, duplicates, _, _ = service.screen(faces, fingers, allow_duplicate=False, exclude=exclude)
         taken = subject_id in service.gallery and subject_id not in self.provisional
-        actor = Actor(role="system", identity=f"station {service.station} drain")
         if duplicates or taken:
             document = {**payload, "threshold": threshold, "enrolled_offline_at": entry.created_at,
                         "document_number_taken": taken,

@@ -370,6 +370,26 @@ class RegisterStorage(SealedStore):
             reviews.erase_pending(tx, ref, upload_id)
         return None, held
 
+    def erased_after(self, tx: Transaction, ref: str, seq: int) -> int | None:
+        """The first change after ``seq`` that erased the document of pseudonym ``ref``, leaving out the erasures
+        this station uploaded (an island uploads its writes in order: its own erasures came before the write it
+        is uploading); None if there is none."""
+        row = tx.execute("SELECT MIN(c.seq) FROM changes c WHERE c.ref = ? AND c.kind = ? AND c.seq > ? AND NOT "
+                         "EXISTS (SELECT 1 FROM uploads u WHERE u.seq = c.seq AND u.station = ? AND u.kind = 'erase')",
+                         (ref, CHANGE_ERASED, seq, self.station)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def erase_document(self, tx: Transaction, subject_id: str) -> tuple[int, bool]:
+        """An erasure asked for at a station online: :meth:`erase_subject`, and when there was nothing to erase, an
+        ``erased`` change all the same, recorded against the document number: an enrolment of it still queued at
+        an island that has not seen this change is refused when it is uploaded (:mod:`biometrics.island`), and
+        an island holding such an enrolment drops its copy when the change reaches it. Returns (the change, whether
+        a subject or a pending review was erased)."""
+        seq = self.erase_subject(tx, subject_id)
+        if seq is not None:
+            return seq, True
+        return self.append_change(tx, CHANGE_ERASED, self.keyring.pseudonym(subject_id)), False
+
     def erased_between(self, after: int, upto: int) -> set[str]:
         """The pseudonyms of the subjects erased or withdrawn by the changes after ``after`` up to ``upto``."""
         return {str(r[0]) for r in self._query("SELECT DISTINCT ref FROM changes WHERE seq > ? AND seq <= ? AND "

@@ -71,10 +71,11 @@ def _outbox_aad(upload_id: str) -> bytes:
     return f"outbox|{upload_id}".encode()
 
 
-def enrolment_payload(subject_id: str, info: SubjectInfo, stored: list[StoredTemplate], *, override_reason: str = ""
-                      ) -> dict[str, Any]:
-    """The content of an offline enrolment, as uploaded (templates base64)."""
-    return {"subject_id": subject_id, "info": info.__dict__, "override_reason": override_reason,
+def enrolment_payload(subject_id: str, info: SubjectInfo, stored: list[StoredTemplate], *, seen_seq: int,
+                      override_reason: str = "") -> dict[str, Any]:
+    """The content of an offline enrolment, as uploaded (templates base64), with the register change the station's
+    view reflected when it was made (an erasure of the document the register made after it refuses the upload)."""
+    return {"subject_id": subject_id, "info": info.__dict__, "override_reason": override_reason, "seen_seq": seen_seq,
             "templates": [{"modality": int(t.modality), "finger": t.finger, "quality": t.quality,
                            "template_id": t.template_id, "created_at": t.created_at,
                            "data": base64.b64encode(t.data).decode()} for t in stored]}

@@ -19,7 +19,7 @@ from waiting import wait_until
 
 from benchmarks.linkcut import LinkProxy
 from biometrics.crypto import KeyRing
-from biometrics.errors import ReviewConflict
+from biometrics.errors import ReviewConflict, SubjectNotFound
 from biometrics.register import MIGRATIONS, SCHEMA_VERSION, RegisterStorage, Reviews, read_register_audit
 from biometrics.replica import content_hash
 from biometrics.service import CheckpointService, StoreLocation
@@ -480,3 +480,47 @@ def test_a_change_hook_that_fails_is_replayed_until_the_alerts_are_gone(
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.slow
+def test_an_erasure_at_the_register_refuses_the_enrolment_still_queued_at_an_island(
+        tmp_path: Path, register_url: str, office_and_island: OfficeAndIsland) -> None:
+    central, island, proxy = office_and_island
+    go_offline(island, proxy)
+    assert island.enrol("H3000003", SubjectInfo(name="Hans Blix"), [HANS]).provisional
+    with pytest.raises(SubjectNotFound) as answer:
+        central.delete_subject("H3000003", "erasure request at the office")
+
+    proxy.restore()
+    wait_until(lambda: island.sync_status()["outbox_pending"] == 0, timeout=30, message="the outbox drained")
+    assert central.storage.subject_info("H3000003") is None, "the person the officer erased is not enrolled"
+    assert not island.holds("H3000003") and island.sync_status()["provisional"] == 0
+    (entry,) = outbox(tmp_path, "siberut")
+    assert (entry["state"], entry["payload"]) == ("erased", {})
+    assert upload_outcomes(register_url) == {entry["upload_id"]: "refused"}
+    (audited,) = register_decisions(register_url, "siberut", "enrol_upload")
+    assert audited["outcome"] == "refused_erased"
+    assert "recorded" in str(answer.value), "the officer is told what the erasure did"
+
+    # Once the island knows of the erasure, a new enrolment of the document is an enrolment like any other.
+    go_offline(island, proxy)
+    assert island.enrol("H3000003", SubjectInfo(name="Hans Blix, enrolled again"), [HANS]).provisional
+    proxy.restore()
+    wait_until(lambda: island.sync_status()["outbox_pending"] == 0, timeout=30, message="the outbox drained")
+    assert central.storage.subject_info("H3000003") is not None
+
+
+@pytest.mark.slow
+def test_an_islands_own_erasure_never_refuses_its_later_enrolment_of_the_same_document(
+        tmp_path: Path, register_url: str, office_and_island: OfficeAndIsland) -> None:
+    central, island, proxy = office_and_island
+    assert central.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled
+    wait_until(lambda: island.holds("A1000001"), timeout=10, message="the island has the subject")
+    go_offline(island, proxy)
+    island.delete_subject("A1000001", "erasure request at the port")
+    assert island.enrol("A1000001", SubjectInfo(name="Megawati, enrolled again"), [MEGAWATI_2]).provisional
+    proxy.restore()
+    wait_until(lambda: island.sync_status()["outbox_pending"] == 0, timeout=30, message="the outbox drained")
+    info = central.storage.subject_info("A1000001")
+    assert info is not None and info.name == "Megawati, enrolled again"
+    assert [e["state"] for e in outbox(tmp_path, "siberut")] == ["erased", "stored"]
