@@ -14,6 +14,10 @@ place that no longer exists.
 
 Searches never take the apply lock: the face index and the fingerprint gallery publish copy-on-write snapshots.
 
+The change hook (:attr:`Gallery.on_changes`: a station's local copy, its alerts) runs once a page is applied; if it
+fails, the gallery's place in the log goes back to before the page, so the next catch-up applies the page again
+(which changes nothing in memory) and the hook runs again, until it has run.
+
 The face index is the station's own :class:`biometrics.matcher.TemplateIndex` by default, or one it is given:
 :class:`biometrics.compact.CompactIndex`, or a :class:`biometrics.sharded.ShardedGallery` whose replicas load
 their shards from the register themselves (an index with ``loads_itself``: the station then keeps no face in its
@@ -228,13 +232,18 @@ class Gallery:
                     break
                 loaded = source.load_subjects(sorted({c.ref for c in changes if c.kind == CHANGE_ENROLLED}))
                 page_changes = []
+                before = self.state.applied_seq
                 for change in changes:
                     subject = loaded.get(change.ref) if change.kind == CHANGE_ENROLLED else None
                     self.apply_change(change, subject, notify=False)
                     page_changes.append((change, subject))
                     applied += 1
                 if self.on_changes is not None:
-                    self.on_changes(page_changes)
+                    try:
+                        self.on_changes(page_changes)
+                    except BaseException:  # the next catch-up applies the page again (memory holds it: a no-op)
+                        self.state.applied_seq = before  # and replays the hook, until it has run
+                        raise
             self.state.stale = False
             self.mark_synced()
         if applied:

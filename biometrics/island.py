@@ -17,6 +17,25 @@ the register's write lock: an upload the register already holds (same station-ma
 in the middle of a drain) is recognised and not stored twice; each enrolment is searched against the whole
 register; a possible duplicate is neither merged nor dropped but waits in the adjudication queue for an officer
 (:meth:`Island.resolve`: keep both, link the records, or reject).
+
+**An erasure at the register refuses the enrolments queued before it was known.** An offline enrolment also
+names the register change the station's view reflected when it was made (``seen_seq``). If the register erased
+that document number after that change (an erasure at any station, or an online erasure that found nothing to
+erase and was recorded against the document: :meth:`biometrics.register.RegisterStorage.erase_document`), the
+officer's erasure request reached the register while the enrolment waited at the island, neither knowing of the
+other: the upload is refused, never stored nor queued for review (outcome ``refused``: the outbox entry ``erased``,
+keeping nothing; audited). The station's own erasures uploaded before it do not count (they preceded the
+enrolment). An enrolment queued by an older version names no change and is uploaded as before.
+
+**What an offline erasure names.** The officer erases the enrolment the station holds, which the register may
+have replaced by the time the erasure is uploaded (erased at the office, and the person enrolled again). So the
+queued erasure names it: the register change the station's view reflected (``seen_seq``) and, when the station
+holds its own enrolment of the subject already uploaded, that upload (``enrolment_upload``). The register erases
+the subject it holds only if that subject was enrolled at or before ``seen_seq`` or by that upload
+(:meth:`biometrics.register.RegisterStorage.erase_seen`); a later enrolment is kept, and the upload's outcome says
+so: ``superseded`` (outbox state and the register's upload record; the audit record names the change kept). An
+erasure an older version queued names nothing: at the first start of this version it is given the change the
+station's copy reflects then (:meth:`biometrics.replica.Replica.version_legacy`).
 """
 
 from __future__ import annotations
@@ -39,6 +58,7 @@ from biometrics.replica import (
     OUTBOX_REJECTED,
     OUTBOX_REVIEW,
     OUTBOX_STORED,
+    OUTBOX_SUPERSEDED,
     OutboxEntry,
     Replica,
     enrolment_payload,
@@ -63,6 +83,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESOLUTIONS = ("keep_both", "link", "reject")
+#: In the station's local store (its alerts' store): the register change up to which the erasures of the change log
+#: have been applied to its alerts.
+ALERTS_SEQ = "alerts_register_seq"
+#: The outbox state an upload's outcome in the register settles its entry in.
+STATE_OF_OUTCOME = {"stored": OUTBOX_STORED, "review": OUTBOX_REVIEW, "erased": OUTBOX_ERASED,
+                    "superseded": OUTBOX_SUPERSEDED, "refused": OUTBOX_ERASED}
 
 
 @dataclass(frozen=True)
@@ -92,6 +118,9 @@ class Island:
             log.info("outbox: content hashes of an older version replaced by keyed ones")
         if replica is not None and (retried := replica.retry_failed()):
             log.warning("outbox: %d writes whose upload failed before are queued again", retried)
+        if replica is not None and replica.version_legacy(replica.register_seq()):
+            log.info("outbox: erasures queued by an older version name the register change %d as the one they saw",
+                     replica.register_seq())
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -125,7 +154,8 @@ class Island:
     def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]]) -> None:
         """The gallery's change hook: the copy follows; a provisional subject the register now holds (or has
         withdrawn) is provisional no more, and its outbox entry under review is settled."""
-        self._erase_alerts({c.ref for c, _ in changes if c.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN)})
+        self._erase_alerts({c.ref for c, _ in changes if c.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN)},
+                           changes[-1][0].seq if changes else 0)
         if self.replica is None:
             return
         self.replica.follow(changes, self.service.sync_state.generation)
@@ -144,13 +174,37 @@ class Island:
         if kept or rejected or erased & {keyring.pseudonym(sid) for sid in ids}:
             self._forget_settled()  # kept, rejected or erased at review: provisional no more (a pending one stays)
 
-    def _erase_alerts(self, refs: set[str]) -> None:
+    def _erase_alerts(self, refs: set[str], upto: int) -> None:
         """Delete this station's alerts naming subjects the register erased or withdrew (a station on a register
-        keeps its alerts in its local store, which the register's erasure cannot reach)."""
+        keeps its alerts in its local store, which the register's erasure cannot reach), recording in the same
+        local transaction that its alerts have followed the change log up to change ``upto``."""
         store = self.service.alert_store
         if refs and store is not self.service.storage:
             with store.transaction() as tx:
                 store.erase_alerts(tx, refs)
+                store.set_meta(tx, ALERTS_SEQ, str(upto))
+
+    def sweep_alerts(self) -> int:
+        """At a start from the register's snapshot, before the station answers: delete its alerts naming subjects
+        erased or withdrawn by the changes its alerts have not followed (it stopped, or died, between the
+        register's erasure and its own deletion of them; the snapshot skips those changes, and the change hook
+        with them); how many. A journal written by an older version records no such change: then the alerts
+        naming subjects the register no longer holds are deleted. A station with a replica follows the log from
+        its copy's change, hook included, and needs no sweep."""
+        service = self.service
+        store, head = service.alert_store, service.applied_seq
+        if self.replica is not None or store is service.storage:
+            return 0
+        mark = store.get_meta(ALERTS_SEQ, "")
+        gallery = service.gallery
+        doomed = service.storage.erased_between(int(mark), head) if mark else (
+            lambda subject_id: subject_id not in gallery)
+        with store.transaction() as tx:
+            done = store.erase_alerts(tx, doomed)
+            store.set_meta(tx, ALERTS_SEQ, str(head))
+        if done:
+            log.info("alerts: %d naming subjects erased in the register while this station was away deleted", done)
+        return done
 
     def check_budget(self) -> None:
         """Refuse a write past the offline budget, with what the officer can do."""
@@ -183,6 +237,7 @@ class Island:
         if subject_id in service.gallery:
             raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
         self.check_budget()
+        seen = service.sync_state.applied_seq  # the register this enrolment was made knowing
         threshold, duplicates, enrolled, outcome = service.screen([f.template for f in faces], fingers,
                                                                   allow_duplicate)
         ref = service.storage.keyring.pseudonym(subject_id)
@@ -194,7 +249,7 @@ class Island:
             upload_id = ""
             if enrolled:
                 entry = self.replica.add(tx, "enrol", ref, enrolment_payload(
-                    subject_id, info, with_ids, override_reason=override_reason))
+                    subject_id, info, with_ids, seen_seq=seen, override_reason=override_reason))
                 self.replica.local.put_subject(tx, ref, record_of(subject_id, info, with_ids), with_ids)
                 upload_id = entry.upload_id
             service.record(tx, "enrol", actor, decision_id, subject_ref=ref, outcome=outcome, threshold=threshold,
@@ -212,25 +267,29 @@ class Island:
         """Erase at this station at once; queue the erasure for the register (or cancel a pending enrolment)."""
         service = self.service
         assert self.replica is not None
-        if subject_id not in service.gallery:
-            raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-        ref = service.storage.keyring.pseudonym(subject_id)
-        pending = [e for e in self.replica.entries((OUTBOX_PENDING, OUTBOX_FAILED))
-                   if e.kind == "enrol" and e.ref == ref]
-        assert service.decision_log is not None
-        with service.decision_log.transaction() as tx:
-            if pending:  # never uploaded: the enrolment is cancelled, nothing of it leaves the station or stays
-                self.replica.cancel(tx, pending[0].upload_id, "erased before upload")
-            else:
-                self.replica.add(tx, "erase", ref, {"subject_id": subject_id, "reason": reason})
-            self.replica.scrub(tx, {ref})
-            self.replica.local.erase_alerts(tx, {ref})
-            self.replica.local.drop_subject(tx, ref)
-            service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True)
-        service.gallery.remove(subject_id)
-        service.gallery.forget_ref(ref)
-        for upload_id in [u for u, sid in list(self.provisional.items()) if sid == subject_id]:
-            self.provisional.pop(upload_id, None)
+        with service.gallery.apply_lock:  # what the officer erases is what the gallery holds at this change
+            if subject_id not in service.gallery:
+                raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
+            ref = service.storage.keyring.pseudonym(subject_id)
+            pending = [e for e in self.replica.entries((OUTBOX_PENDING, OUTBOX_FAILED))
+                       if e.kind == "enrol" and e.ref == ref]
+            assert service.decision_log is not None
+            with service.decision_log.transaction() as tx:
+                if pending:  # never uploaded: the enrolment is cancelled, nothing of it leaves the station or stays
+                    self.replica.cancel(tx, pending[0].upload_id, "erased before upload")
+                else:  # named: the change this station's view reflects, and its own upload of the subject if any
+                    version: dict[str, Any] = {"seen_seq": service.sync_state.applied_seq}
+                    if own := self.replica.last_upload(ref):
+                        version["enrolment_upload"] = own
+                    self.replica.add(tx, "erase", ref, {"subject_id": subject_id, "reason": reason, **version})
+                self.replica.scrub(tx, {ref})
+                self.replica.local.erase_alerts(tx, {ref})
+                self.replica.local.drop_subject(tx, ref)
+                service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True)
+            service.gallery.remove(subject_id)
+            service.gallery.forget_ref(ref)
+            for upload_id in [u for u, sid in list(self.provisional.items()) if sid == subject_id]:
+                self.provisional.pop(upload_id, None)
 
     # -- the drain -------------------------------------------------------------------------------
 
@@ -245,7 +304,8 @@ class Island:
                     log.info("register: content hashes of this station's earlier uploads replaced by keyed ones")
                 self._register_hashes_keyed = True
             start, done = time.perf_counter(), 0
-            outcomes = {"stored": 0, "review": 0, "erased": 0, "again": 0, "skipped": 0, "failed": 0}
+            outcomes = {"stored": 0, "review": 0, "erased": 0, "superseded": 0, "refused": 0, "again": 0,
+                        "skipped": 0, "failed": 0}
             for entry in self.replica.entries():
                 if not self.service.sync_state.connected:
                     break
@@ -258,7 +318,11 @@ class Island:
                         outcome = self._fail(entry, exc)
                     else:
                         self.replica.settle(entry.upload_id, state, outcome)
-                        if state != OUTBOX_REVIEW:
+                        if state == OUTBOX_SUPERSEDED:  # no change reaches this station: its own entries of the
+                            with self.replica.local.transaction() as tx:  # subject under review are closed, and
+                                self.replica.scrub(tx, {entry.ref})  # keep nothing
+                            self.load_provisional()
+                        elif state != OUTBOX_REVIEW:  # stored, erased, refused (its change removed the copy)
                             self.provisional.pop(entry.upload_id, None)
                 outcomes[outcome if outcome in outcomes else "again"] += 1
                 done += 1
@@ -299,17 +363,25 @@ class Island:
                 log.warning("upload %s was already in the register (%s): not stored twice", entry.upload_id, seen[1])
                 return self._state_of(seen[1]), "again"
             service.catch_up()  # under the register's write lock: the search sees the whole register
-            outcome = self._upload_enrolment(tx, entry) if entry.kind == "enrol" else self._upload_erasure(tx, entry)
-            self.reviews.record_upload(tx, entry.upload_id, entry.kind, entry.content_hash, outcome)
+            upload = self._upload_enrolment if entry.kind == "enrol" else self._upload_erasure
+            outcome, seq = upload(tx, entry)
+            self.reviews.record_upload(tx, entry.upload_id, entry.kind, entry.content_hash, outcome, seq)
         return self._state_of(outcome), outcome
 
     @staticmethod
     def _state_of(outcome: str) -> str:
-        return {"stored": OUTBOX_STORED, "review": OUTBOX_REVIEW, "erased": OUTBOX_ERASED}.get(outcome, OUTBOX_ERASED)
+        return STATE_OF_OUTCOME.get(outcome, OUTBOX_ERASED)
 
-    def _upload_enrolment(self, tx: Any, entry: OutboxEntry) -> str:
+    def _upload_enrolment(self, tx: Any, entry: OutboxEntry) -> tuple[str, int | None]:
         service = self.service
         payload = entry.payload
+        actor = Actor(role="system", identity=f"station {service.station} drain")
+        if "seen_seq" in payload:  # refused if the register erased the document since (see the module doc)
+            erased = service.storage.erased_after(tx, entry.ref, int(payload["seen_seq"]))
+            if erased is not None:
+                service.record(tx, "enrol_upload", actor, entry.upload_id, subject_ref=entry.ref,
+                               outcome="refused_erased", upload_id=entry.upload_id, register_seq=erased)
+                return "refused", None
         subject_id, info = payload["subject_id"], SubjectInfo(**payload["info"])
         templates = payload_templates(payload)
         faces, fingers = faces_of(templates), fingers_of(templates)
@@ -318,7 +390,6 @@ class Island:
         exclude = frozenset(ids - held)  # enrolled here, not in the register: each is searched when it is uploaded
         threshold, duplicates, _, _ = service.screen(faces, fingers, allow_duplicate=False, exclude=exclude)
         taken = subject_id in held
-        actor = Actor(role="system", identity=f"station {service.station} drain")
         if duplicates or taken:
             document = {**payload, "threshold": threshold, "enrolled_offline_at": entry.created_at,
                         "document_number_taken": taken,
@@ -328,19 +399,26 @@ class Island:
                            upload_id=entry.upload_id, threshold=threshold,
                            duplicates=[{"subject_ref": service.storage.keyring.pseudonym(c.subject_id),
                                         "score": c.score} for c in duplicates])
-            return "review"
-        service.storage.insert_subject(tx, subject_id, info, templates)
+            return "review", None
+        _, seq, _ = service.storage.insert_subject(tx, subject_id, info, templates)
         service.record(tx, "enrol_upload", actor, entry.upload_id, subject_ref=entry.ref, outcome="stored",
                        upload_id=entry.upload_id, threshold=threshold)
-        return "stored"
+        return "stored", seq
 
-    def _upload_erasure(self, tx: Any, entry: OutboxEntry) -> str:
+    def _upload_erasure(self, tx: Any, entry: OutboxEntry) -> tuple[str, int | None]:
+        """Erase the enrolment the station saw (see the module doc). Every queued erasure names the change it saw
+        (this version writes it, and :meth:`Replica.version_legacy` gives one to an older version's at start); one
+        that did not would be taken to have seen none, so it could never erase a later enrolment."""
         service = self.service
-        seq = service.storage.erase_subject(tx, entry.payload["subject_id"])
+        payload = entry.payload
+        seq, kept = service.storage.erase_seen(tx, payload["subject_id"], int(payload.get("seen_seq", 0)),
+                                               payload.get("enrolment_upload", ""))
+        outcome = "superseded" if kept is not None else "erased"
+        named = {"register_seq": kept} if kept is not None else {}  # the later enrolment kept
         service.record(tx, "delete_upload", Actor(role="system", identity=f"station {service.station} drain"),
-                       entry.upload_id, subject_ref=entry.ref, outcome="erased" if seq else "absent",
-                       upload_id=entry.upload_id, reason=entry.payload.get("reason", ""))
-        return "erased"
+                       entry.upload_id, subject_ref=entry.ref, outcome="absent" if outcome == "erased" and not seq
+                       else outcome, upload_id=entry.upload_id, reason=payload.get("reason", ""), **named)
+        return outcome, seq
 
     # -- the adjudication queue ------------------------------------------------------------------
 
@@ -363,7 +441,7 @@ class Island:
             taken = self.reviews.take(tx, review_id)
             if taken is None:
                 raise ReviewConflict(f"No review {review_id!r} is waiting (unknown, or resolved already).")
-            _, ref, doc = taken
+            _, ref, doc, upload_id = taken
             subject_id, info = doc["subject_id"], SubjectInfo(**doc["info"])
             service.catch_up()
             if resolution in ("keep_both", "link") and doc.get("document_number_taken"):
@@ -371,7 +449,8 @@ class Island:
                     raise ReviewConflict(f"{subject_id!r} is enrolled in the register already: two people cannot "
                                          "share one document number. Link (same person) or reject.")
             elif resolution in ("keep_both", "link"):
-                service.storage.insert_subject(tx, subject_id, info, payload_templates(doc))
+                _, seq, _ = service.storage.insert_subject(tx, subject_id, info, payload_templates(doc))
+                self.reviews.record_stored(tx, upload_id, seq)
                 if resolution == "link":
                     for c in doc["candidates"]:
                         self.reviews.link(tx, ref, service.storage.keyring.pseudonym(c["subject_id"]))

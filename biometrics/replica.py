@@ -46,6 +46,9 @@ OUTBOX_ERASED = "erased"
 OUTBOX_REJECTED = "rejected"
 OUTBOX_CANCELLED = "cancelled"
 OUTBOX_FAILED = "failed"  # its upload raised: set aside with its payload, retried at the next start
+#: An erasure uploaded after the register's subject of that document was replaced by a later enrolment the station
+#: had not seen: the later enrolment is kept (biometrics.island, "What an offline erasure names").
+OUTBOX_SUPERSEDED = "superseded"
 REGISTER_SEQ = "register_seq"
 REGISTER_AS_OF = "register_as_of"
 REGISTER_POSITION = "register_copy_generation", "register_copy_mark"  # the register's generation, the change's id
@@ -70,10 +73,11 @@ def _outbox_aad(upload_id: str) -> bytes:
     return f"outbox|{upload_id}".encode()
 
 
-def enrolment_payload(subject_id: str, info: SubjectInfo, stored: list[StoredTemplate], *, override_reason: str = ""
-                      ) -> dict[str, Any]:
-    """The content of an offline enrolment, as uploaded (templates base64)."""
-    return {"subject_id": subject_id, "info": info.__dict__, "override_reason": override_reason,
+def enrolment_payload(subject_id: str, info: SubjectInfo, stored: list[StoredTemplate], *, seen_seq: int,
+                      override_reason: str = "") -> dict[str, Any]:
+    """The content of an offline enrolment, as uploaded (templates base64), with the register change the station's
+    view reflected when it was made (an erasure of the document the register made after it refuses the upload)."""
+    return {"subject_id": subject_id, "info": info.__dict__, "override_reason": override_reason, "seen_seq": seen_seq,
             "templates": [{"modality": int(t.modality), "finger": t.finger, "quality": t.quality,
                            "template_id": t.template_id, "created_at": t.created_at,
                            "data": base64.b64encode(t.data).decode()} for t in stored]}
@@ -217,6 +221,35 @@ class Replica:
                             json.loads(self.local.keyring.open(bytes(sealed), _outbox_aad(uid))))
                 for n, uid, kind, ref, digest, sealed, created, state, outcome in rows]
 
+    def last_upload(self, ref: str, before: int = 2 ** 62) -> str:
+        """The upload id of this station's latest enrolment of pseudonym ``ref`` (among the outbox entries before
+        ``before``) that the register has received (stored, or waiting for review), or ""."""
+        rows = self.local._query("SELECT upload_id FROM outbox WHERE ref = ? AND kind = 'enrol' AND state IN (?, ?) "
+                                 "AND n < ? ORDER BY n DESC LIMIT 1", (ref, OUTBOX_STORED, OUTBOX_REVIEW, before))
+        return str(rows[0][0]) if rows else ""
+
+    def version_legacy(self, seq: int) -> int:
+        """Give the pending erasures an older version queued (no ``seen_seq``) the register change this copy
+        reflects now, ``seq``, as the one they saw, and the upload of this station's own enrolment of the subject
+        that preceded them, if any (see :meth:`biometrics.island.Island.erase_offline`); how many. Their content
+        hash is kept: it recognises an upload the older version may have made already."""
+        with self.local.transaction() as tx:
+            rows = tx.execute("SELECT n, upload_id, ref, sealed FROM outbox WHERE state = ? AND kind = 'erase' "
+                              "ORDER BY n", (OUTBOX_PENDING,)).fetchall()
+            done = 0
+            for n, upload_id, ref, sealed in rows:
+                payload = json.loads(self.local.keyring.open(bytes(sealed), _outbox_aad(upload_id)))
+                if "seen_seq" in payload:
+                    continue
+                payload.update(seen_seq=seq, versioned_at_upgrade=True)
+                own = self.last_upload(ref, before=n)
+                if own:
+                    payload["enrolment_upload"] = own
+                tx.execute("UPDATE outbox SET sealed = ? WHERE upload_id = ?", (self._seal(upload_id, payload),
+                                                                               upload_id))
+                done += 1
+        return done
+
     def pending_count(self) -> int:
         """How many writes wait to be uploaded."""
         return int(self.local._query("SELECT COUNT(*) FROM outbox WHERE state = ?", (OUTBOX_PENDING,))[0][0])
@@ -264,9 +297,9 @@ class Replica:
         """Record what the register made of an uploaded write, and drop the payload it no longer needs; an entry
         no longer pending (cancelled by an erasure meanwhile) is left as it is.
 
-        Once uploaded, an entry's content lives in the register (or was erased there): an enrolment keeps only
-        its subject id (a subject under review is provisional here until the review is resolved, see
-        :meth:`biometrics.island.Island.load_provisional`), an erasure keeps nothing.
+        Once uploaded, an entry's content lives in the register (or was erased there): an enrolment stored or
+        under review keeps only its subject id (a subject under review is provisional here until the review is
+        resolved, see :meth:`biometrics.island.Island.load_provisional`), anything else keeps nothing.
         """
         with self.local.transaction() as tx:
             row = tx.execute("SELECT kind, sealed FROM outbox WHERE upload_id = ? AND state = ?",
@@ -274,7 +307,8 @@ class Replica:
             if row is None:
                 return
             payload = json.loads(self.local.keyring.open(bytes(row[1]), _outbox_aad(upload_id)))
-            kept = {"subject_id": payload["subject_id"]} if row[0] == "enrol" and "subject_id" in payload else {}
+            kept = ({"subject_id": payload["subject_id"]} if row[0] == "enrol" and "subject_id" in payload
+                    and state in (OUTBOX_STORED, OUTBOX_REVIEW) else {})
             tx.execute("UPDATE outbox SET state = ?, outcome = ?, sealed = ? WHERE upload_id = ?",
                        (state, outcome, self._seal(upload_id, kept), upload_id))
             tx.erased = True

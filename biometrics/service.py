@@ -448,7 +448,10 @@ class CheckpointService:
             except Exception:  # the listener below catches up again and retries; it must start whatever happens
                 log.exception("catching up the register after loading from the replica failed")
         else:
-            self._load_gallery()
+            if self._state.synced_at is None:  # not loaded by an earlier attempt that failed after it
+                self._load_gallery()
+            if self.island is not None:  # before any answer: alerts naming subjects erased while it was away
+                self.island.sweep_alerts()
             self._ready.set()
         log.info("register loaded in %.3f s: %d subjects", time.perf_counter() - start, len(self._watchlist))
 
@@ -966,13 +969,25 @@ class CheckpointService:
         return decision_id
 
     def _erase_in_register(self, subject_id: str, reason: str, decision_id: str, actor: Actor) -> None:
+        """Erase in the store; on a shared register, an erasure that finds nothing is recorded against the
+        document all the same (enrolments of it queued at islands are refused) and answered NOT_FOUND saying so."""
         with self._change() as tx:
             self.catch_up()
-            seq = self.storage.erase_subject(tx, subject_id)
-            if seq is None:
-                raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-            self._record(tx, "delete", actor, decision_id, subject_ref=self._ref(subject_id), reason=reason)
+            if self.island is None:
+                seq, found = self.storage.erase_subject(tx, subject_id), True
+                if seq is None:
+                    raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
+            else:
+                seq, found = self.storage.erase_document(tx, subject_id)  # type: ignore[attr-defined]
+            self._record(tx, "delete", actor, decision_id, subject_ref=self._ref(subject_id), reason=reason,
+                         **({} if found else {"outcome": "recorded_against_document"}))
         self._applied(seq, lambda: self.gallery.apply_change(Change(seq, CHANGE_ERASED, self._ref(subject_id)), None))
+        if not found:
+            raise SubjectNotFound(
+                f"No subject is enrolled under {subject_id!r} in the central register. The erasure is recorded "
+                "against the document number: an enrolment of it made at an island station working offline, not "
+                "uploaded yet, is refused when it is uploaded, unless it was made after the station learnt of "
+                "this erasure.")
 
     def list_alerts(self, limit: int = 50, *, actor: Actor | None = None) -> list[Alert]:
         """The newest ``limit`` watchlist alerts (at most 500), newest first; the read is audited."""
