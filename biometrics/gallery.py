@@ -232,7 +232,7 @@ class Gallery:
                     break
                 loaded = source.load_subjects(sorted({c.ref for c in changes if c.kind == CHANGE_ENROLLED}))
                 page_changes = []
-                before = self.state.applied_seq
+                before = self.state.applied_seq, self.state.mark  # the place, and what the log holds there
                 for change in changes:
                     subject = loaded.get(change.ref) if change.kind == CHANGE_ENROLLED else None
                     self.apply_change(change, subject, notify=False)
@@ -242,7 +242,7 @@ class Gallery:
                     try:
                         self.on_changes(page_changes)
                     except BaseException:  # the next catch-up applies the page again (memory holds it: a no-op)
-                        self.state.applied_seq = before  # and replays the hook, until it has run
+                        self.state.applied_seq, self.state.mark = before  # and replays the hook, until it has run
                         raise
             self.state.stale = False
             self.mark_synced()

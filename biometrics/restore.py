@@ -65,7 +65,10 @@ def _requeue_enrolment(island: Island, entry: OutboxEntry) -> bool:
                   entry.upload_id)
         return False
     record, stored = loaded
-    island.replica.requeue(entry.upload_id, enrolment_payload(record.subject_id, record.info, stored), LOST)
+    # made knowing the restored register: an erasure it makes from now on refuses the upload, none before
+    seen = island.service.storage.head_seq()
+    island.replica.requeue(entry.upload_id, enrolment_payload(record.subject_id, record.info, stored,
+                                                              seen_seq=seen), LOST)
     island.provisional[entry.upload_id] = record.subject_id
     log.error("upload %s: the register lost this enrolment: queued again", entry.upload_id)
     return True
@@ -79,7 +82,9 @@ def _requeue_erasure(island: Island, entry: OutboxEntry) -> bool:
     subject_id = service.sync_state.refs.get(entry.ref)
     if subject_id is None:
         return False
-    island.replica.requeue(entry.upload_id, {"subject_id": subject_id, "reason": f"erased here; {LOST}"}, LOST)
+    # names the restored register's head: the subject it holds now is the one erased, a later re-enrolment is not
+    island.replica.requeue(entry.upload_id, {"subject_id": subject_id, "reason": f"erased here; {LOST}",
+                                             "seen_seq": service.storage.head_seq()}, LOST)
     with island.replica.local.transaction() as tx:
         island.replica.local.drop_subject(tx, entry.ref)
     service.gallery.remove(subject_id)
