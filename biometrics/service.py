@@ -39,7 +39,7 @@ from biometrics.audit import (
 )
 from biometrics.crypto import KeyRing
 from biometrics.datadir import DataDirLock, lock_data_dir, make_private
-from biometrics.decisions import PROCEED, TravellerOutcome, identification_outcome, verification_outcome
+from biometrics.decisions import PROCEED, TravellerOutcome, identification_outcome, shortlist, verification_outcome
 from biometrics.errors import (
     BiometricError,
     InvalidSample,
@@ -901,7 +901,10 @@ class CheckpointService:
         fingers = self._extract_fingers(samples, "probe")
         self._ensure_current()
         threshold = self.search_threshold()
-        candidates = tuple(self._search(self._face_probes(faces), fingers, k, threshold, len(faces)))
+        # ranked over the server's whole cap: the decision and the alerts see every watchlisted candidate, the
+        # answer the k best and those (decisions.shortlist)
+        candidates = shortlist(self._search(self._face_probes(faces), fingers, self.config.max_candidates,
+                                            threshold, len(faces)), k)
         decision_id = _new_decision_id()
         result = IdentificationResult(candidates, threshold, decision_id, self.register_as_of(),
                                       feedback_id=self._new_feedback_id())
