@@ -27,6 +27,10 @@ class MultipleFaces(InvalidSample):
     """Several faces of comparable size: enrolment needs exactly one."""
 
 
+class SamplesDisagree(InvalidSample):
+    """Enrolment samples that should be of one person look like two people's."""
+
+
 class PoorQuality(InvalidSample):
     """The sample was acquired but its quality is below what enrolment accepts."""
 

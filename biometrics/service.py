@@ -45,6 +45,7 @@ from biometrics.errors import (
     InvalidSample,
     RegisterUnavailable,
     ReviewConflict,
+    SamplesDisagree,
     SubjectExists,
     SubjectNotFound,
 )
@@ -71,7 +72,13 @@ from biometrics.keydir import (
     default_key_dir,
     prepare_key_dir,
 )
-from biometrics.multiframe import DEFAULT_RULE, check_rule, probe_templates
+from biometrics.multiframe import (
+    DEFAULT_RULE,
+    MIN_ENROL_AGREEMENT,
+    check_rule,
+    disagreeing_pairs,
+    probe_templates,
+)
 from biometrics.recording import EventRecorder
 from biometrics.scores import ScoreCalibration, threshold_for_fmr, threshold_for_fpir
 from biometrics.statistics import TrafficStatistics
@@ -717,6 +724,11 @@ class CheckpointService:
         if subject_id in self._watchlist:
             raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
         faces = self._extract_faces(samples, "enrol")
+        if split := disagreeing_pairs([f.template for f in faces], self.face_score):
+            a, b, score = split[0]
+            raise SamplesDisagree(
+                f"Face photographs {a + 1} and {b + 1} do not look like the same person (score {score:.1f}, under "
+                f"{MIN_ENROL_AGREEMENT}). Retake the photographs, of the applicant alone.")
         fingers = self._extract_fingers(samples, "enrol")
         qualities = tuple(SampleQuality(Modality.FACE, 0, f.quality) for f in faces) + tuple(
             SampleQuality(Modality.FINGERPRINT, finger, t.quality) for finger, t in fingers)
