@@ -32,6 +32,11 @@ REFINE_BELOW_SIDE = 160
 # Not tuned: LFW images hold one main face. `checkpoint-bench face-gates` counts what it refuses (test split: 11 of
 # 267 clean references, FNMR 21.7% on their 23 genuine comparisons against 6.4%), too few to set a value.
 COMPARABLE_FACE_RATIO = 0.6
+# The aligned face chip dlib's encoder takes (face_recognition's: 150 px, padding 0.25), and the inner square of
+# it, in chip pixels, that face_sharpness reads (the face; the padding holds background).
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+CHIP_INNER = (25, 125)
 # Enrolment gates, measured by `checkpoint-bench face-gates` (docs/benchmarks.md, "Face enrolment gates": LFW
 # references downscaled and blurred, FNMR/FMR at s >= 3 of what each gate accepts and refuses).
 # The smallest face side, in pixels of the submitted image, that makes a usable reference: sharp references'
@@ -188,11 +193,41 @@ def face_quality(rgb: np.ndarray, box: FaceBox) -> float:
     return round(100.0 * size * (0.4 + 0.6 * sharpness) * confidence, 1)
 
 
-def _encode(rgb: np.ndarray, box: FaceBox) -> np.ndarray:
+def _landmarks(rgb: np.ndarray, box: FaceBox) -> Any:
+    """The five-point landmarks of the face in ``box`` (dlib's full_object_detection: aligns the chip)."""
     import dlib
 
     rect = dlib.rectangle(box.left, box.top, box.right, box.bottom)
-    shape = _models.get("landmarks")(rgb, rect)
+    return _models.get("landmarks")(rgb, rect)
+
+
+def _chip_sharpness(rgb: np.ndarray, shape: Any) -> float:
+    import dlib
+
+    chip = dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+    grey = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)
+    lo, hi = CHIP_INNER
+    return float(cv2.Laplacian(grey, cv2.CV_64F)[lo:hi, lo:hi].var())
+
+
+def face_sharpness(rgb: np.ndarray, box: FaceBox) -> float:
+    """How sharp the face in ``box`` is at the scale the encoder sees it, whatever its size in the image.
+
+    The variance of the Laplacian of the grey aligned face chip (``CHIP_SIZE`` px square, ``CHIP_PADDING``: the
+    chip dlib's encoder takes), over its inner ``CHIP_INNER`` square (the face, not the padding's background).
+    Blur is thus measured relative to the face's size, as the encoder meets it. A face smaller than the chip is
+    upscaled into it, so a small face's missing detail reads as mild blur, which is what the encoder gets too.
+    Grey levels squared, no upper bound; its spread on sharp and blurred faces: docs/benchmarks.md, "Face
+    enrolment gates". Runs the landmark predictor (loaded lazily, as for the encoder).
+    """
+    if box.right <= box.left or box.bottom <= box.top:
+        return 0.0
+    return _chip_sharpness(np.ascontiguousarray(rgb), _landmarks(rgb, box))
+
+
+def _encode(rgb: np.ndarray, box: FaceBox, shape: Any = None) -> np.ndarray:
+    if shape is None:
+        shape = _landmarks(rgb, box)
     descriptor = _models.get("encoder").compute_face_descriptor(rgb, shape, 1)
     return np.asarray(descriptor, dtype=np.float32)
 
