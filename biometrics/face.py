@@ -32,15 +32,25 @@ REFINE_BELOW_SIDE = 160
 # Not tuned: LFW images hold one main face. `checkpoint-bench face-gates` counts what it refuses (test split: 11 of
 # 267 clean references, FNMR 21.7% on their 23 genuine comparisons against 6.4%), too few to set a value.
 COMPARABLE_FACE_RATIO = 0.6
+# The aligned face chip dlib's encoder takes (face_recognition's: 150 px, padding 0.25), and the inner square of
+# it, in chip pixels, that face_sharpness reads (the face; the padding holds background).
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+CHIP_INNER = (25, 125)
 # Enrolment gates, measured by `checkpoint-bench face-gates` (docs/benchmarks.md, "Face enrolment gates": LFW
 # references downscaled and blurred, FNMR/FMR at s >= 3 of what each gate accepts and refuses).
 # The smallest face side, in pixels of the submitted image, that makes a usable reference: sharp references'
 # FNMR is flat from 60 px up and rises below (most clearly under 50 px).
 MIN_ENROL_FACE_SIDE = 60
-# The lowest face_quality (0..100) accepted. Chosen on the dev split (was 20, which let through blurred
-# references with 2-9x the FNMR of sharp ones): FNMR rises steeply below 40. face_quality multiplies size
-# into the score, so this gate also refuses many sharp faces under about 90 px (measured, same section).
-MIN_ENROL_QUALITY = 40.0
+# The lowest face_sharpness accepted (blur at the encoder's scale). Chosen on the dev split by the bench's rule,
+# among references of 60 px or more (dev FNMR of the 12-15 bin 13.1% against the clean 8.7%; from 15 up no bin
+# rises). Test split, with the side gate: accepted references' FNMR at s >= 3 6.66% (183/2,746), refused 23.4%.
+# It replaces face_quality >= 40 (accepted 8.23%, refused 22.8%), which multiplied size into the score: that gate
+# refused 17 of 267 untouched LFW photographs (this one 3); of the 188 sharp faces of about 62 px over the side
+# gate it accepted 30 (this one 161: a small face's chip is upscaled and reads softer, hence not all); of 292
+# blurred references of 120 px or more it refused 37 (this one 287). face_quality is still what a template's
+# quality reports (kiosks, audit, multi-frame weights).
+MIN_ENROL_SHARPNESS = 15.0
 
 
 @dataclass(frozen=True)
@@ -188,11 +198,41 @@ def face_quality(rgb: np.ndarray, box: FaceBox) -> float:
     return round(100.0 * size * (0.4 + 0.6 * sharpness) * confidence, 1)
 
 
-def _encode(rgb: np.ndarray, box: FaceBox) -> np.ndarray:
+def _landmarks(rgb: np.ndarray, box: FaceBox) -> Any:
+    """The five-point landmarks of the face in ``box`` (dlib's full_object_detection: aligns the chip)."""
     import dlib
 
     rect = dlib.rectangle(box.left, box.top, box.right, box.bottom)
-    shape = _models.get("landmarks")(rgb, rect)
+    return _models.get("landmarks")(rgb, rect)
+
+
+def _chip_sharpness(rgb: np.ndarray, shape: Any) -> float:
+    import dlib
+
+    chip = dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+    grey = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)
+    lo, hi = CHIP_INNER
+    return float(cv2.Laplacian(grey, cv2.CV_64F)[lo:hi, lo:hi].var())
+
+
+def face_sharpness(rgb: np.ndarray, box: FaceBox) -> float:
+    """How sharp the face in ``box`` is at the scale the encoder sees it, whatever its size in the image.
+
+    The variance of the Laplacian of the grey aligned face chip (``CHIP_SIZE`` px square, ``CHIP_PADDING``: the
+    chip dlib's encoder takes), over its inner ``CHIP_INNER`` square (the face, not the padding's background).
+    Blur is thus measured relative to the face's size, as the encoder meets it. A face smaller than the chip is
+    upscaled into it, so a small face's missing detail reads as mild blur, which is what the encoder gets too.
+    Grey levels squared, no upper bound; its spread on sharp and blurred faces: docs/benchmarks.md, "Face
+    enrolment gates". Runs the landmark predictor (loaded lazily, as for the encoder).
+    """
+    if box.right <= box.left or box.bottom <= box.top:
+        return 0.0
+    return _chip_sharpness(np.ascontiguousarray(rgb), _landmarks(rgb, box))
+
+
+def _encode(rgb: np.ndarray, box: FaceBox, shape: Any = None) -> np.ndarray:
+    if shape is None:
+        shape = _landmarks(rgb, box)
     descriptor = _models.get("encoder").compute_face_descriptor(rgb, shape, 1)
     return np.asarray(descriptor, dtype=np.float32)
 
@@ -202,7 +242,8 @@ def extract_face_template(rgb: np.ndarray, purpose: Purpose = "probe") -> FaceTe
 
     ``purpose="probe"`` (verification, identification) takes the largest face. ``purpose="enrol"`` wants
     one clear face: none, or two of comparable size, is refused; much smaller background faces are
-    ignored; a face too small or too poor to be a reference is refused.
+    ignored; a face too small (``MIN_ENROL_FACE_SIDE``) or too blurred (:func:`face_sharpness` under
+    ``MIN_ENROL_SHARPNESS``) to be a reference is refused. ``quality`` is :func:`face_quality` either way.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError("extract_face_template takes an RGB uint8 image (H, W, 3)")
@@ -224,13 +265,15 @@ def extract_face_template(rgb: np.ndarray, purpose: Purpose = "probe") -> FaceTe
                 f"The face is too small ({largest.side:.0f} pixels across; at least {MIN_ENROL_FACE_SIDE} "
                 "are needed). Please move closer to the camera."
             )
-    quality = face_quality(rgb, largest)
-    if purpose == "enrol" and quality < MIN_ENROL_QUALITY:
-        raise PoorQuality(
-            f"The face image quality is too low ({quality:.0f}/100). "
-            "Please retake the photograph in good light."
-        )
-    return FaceTemplate(template=_encode(rgb, largest), box=largest, quality=quality)
+    shape = _landmarks(rgb, largest)
+    if purpose == "enrol":
+        sharpness = _chip_sharpness(rgb, shape)
+        if sharpness < MIN_ENROL_SHARPNESS:
+            raise PoorQuality(
+                f"The face is blurred (sharpness {sharpness:.1f}; at least {MIN_ENROL_SHARPNESS:g} is needed). "
+                "Please hold still, check the camera's focus and retake the photograph."
+            )
+    return FaceTemplate(template=_encode(rgb, largest, shape), box=largest, quality=face_quality(rgb, largest))
 
 
 def face_template_from_bytes(
