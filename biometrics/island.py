@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from biometrics.errors import OfflineLimitReached, ReviewConflict, SubjectExists, SubjectNotFound
+from biometrics.errors import OfflineLimitReached, RegisterUnavailable, ReviewConflict, SubjectExists, SubjectNotFound
 from biometrics.face import FaceTemplate
 from biometrics.fingerprint import FingerprintTemplate
 from biometrics.gallery import faces_of, fingers_of
@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESOLUTIONS = ("keep_both", "link", "reject")
+#: The ref of a withdrawal keyed by the upload it withdraws (``upload:<upload id>``), never by the subject's
+#: pseudonym: the register may hold another subject under that document number, which must stay everywhere.
+UPLOAD_REF = "upload:"
 
 
 @dataclass(frozen=True)
@@ -117,21 +120,55 @@ class Island:
             return
         self.replica.follow(changes)
         keyring = self.service.storage.keyring
-        kept, rejected = [], []
+        kept, rejected, withdrawn = [], [], []
         for change, loaded in changes:
             if change.kind == CHANGE_ENROLLED and loaded is not None and loaded[0].subject_id in self.provisional:
                 self.provisional.discard(loaded[0].subject_id)
                 kept.append(change.ref)
-            elif change.kind == CHANGE_WITHDRAWN:
+            elif change.kind == CHANGE_WITHDRAWN and change.ref.startswith(UPLOAD_REF):
+                withdrawn.append(change.ref[len(UPLOAD_REF):])
+            elif change.kind == CHANGE_WITHDRAWN:  # an older version's withdrawal, keyed by the pseudonym
                 self.provisional = {sid for sid in self.provisional if keyring.pseudonym(sid) != change.ref}
                 rejected.append(change.ref)
         erased = {c.ref for c, _ in changes if c.kind == CHANGE_ERASED}
         if erased and any(keyring.pseudonym(sid) in erased for sid in self.provisional):
             self.load_provisional()  # an erased subject under review is provisional no more (its entry cancelled)
         if kept:
-            self.replica.settle_refs(kept, OUTBOX_REVIEW, OUTBOX_STORED, "kept at review")
+            self._settle_kept(kept)
+        for upload_id in withdrawn:  # after the loop: a later enrolment of the page has replaced the copy already
+            self._withdraw(upload_id)
         if rejected:
             self.replica.settle_refs(rejected, OUTBOX_REVIEW, OUTBOX_REJECTED, "rejected at review")
+
+    def _settle_kept(self, refs: list[str]) -> None:
+        """The register now holds subjects this station enrolled offline: an entry under review is settled as
+        kept only if an officer stored that upload (another station's enrolment of the same document is not)."""
+        assert self.replica is not None
+        reviewed = {e.upload_id for e in self.replica.entries((OUTBOX_REVIEW,)) if e.ref in refs}
+        try:
+            stored = self.reviews.kept(reviewed)
+        except RegisterUnavailable:
+            log.warning("register unreachable: %d reviewed upload(s) left under review until resolved", len(reviewed))
+            return
+        for upload_id in stored:
+            self.replica.settle(upload_id, OUTBOX_STORED, "kept at review")
+
+    def _withdraw(self, upload_id: str) -> None:
+        """An officer did not store this station's upload ``upload_id`` (rejected, or its document number is the
+        register's): its provisional copy leaves (unless the register's subject under that number replaced it)."""
+        assert self.replica is not None
+        entry = next((e for e in self.replica.entries((OUTBOX_REVIEW, OUTBOX_STORED)) if e.upload_id == upload_id),
+                     None)
+        if entry is None:
+            return  # another station's upload
+        subject_id = entry.payload.get("subject_id", "")
+        own_copy = subject_id in self.provisional
+        if own_copy:
+            self.service.gallery.remove(subject_id)
+            self.service.gallery.forget_ref(entry.ref)
+            self.provisional.discard(subject_id)
+            self._erase_alerts({entry.ref})
+        self.replica.withdraw(upload_id, drop_copy=own_copy)
 
     def _erase_alerts(self, refs: set[str]) -> None:
         """Delete this station's alerts naming subjects the register erased or withdrew (a station on a register
@@ -273,7 +310,8 @@ class Island:
         faces, fingers = faces_of(templates), fingers_of(templates)
         exclude = frozenset(self.provisional)  # not in the register: each is searched when it is uploaded
         threshold, duplicates, _, _ = service.screen(faces, fingers, allow_duplicate=False, exclude=exclude)
-        taken = subject_id in service.gallery and subject_id not in self.provisional
+        taken = ((subject_id in service.gallery and subject_id not in self.provisional)
+                 or self.reviews.pending_for(tx, entry.ref))  # another upload of this number waits for an officer
         actor = Actor(role="system", identity=f"station {service.station} drain")
         if duplicates or taken:
             document = {**payload, "threshold": threshold, "enrolled_offline_at": entry.created_at,
@@ -322,7 +360,8 @@ class Island:
             _, ref, doc = taken
             subject_id, info = doc["subject_id"], SubjectInfo(**doc["info"])
             service.catch_up()
-            if resolution in ("keep_both", "link") and doc.get("document_number_taken"):
+            held = self.reviews.registered(tx, ref)  # now, under the lock: not what the upload saw
+            if resolution in ("keep_both", "link") and held:
                 if resolution == "keep_both":
                     raise ReviewConflict(f"{subject_id!r} is enrolled in the register already: two people cannot "
                                          "share one document number. Link (same person) or reject.")
@@ -331,8 +370,8 @@ class Island:
                 if resolution == "link":
                     for c in doc["candidates"]:
                         self.reviews.link(tx, ref, service.storage.keyring.pseudonym(c["subject_id"]))
-            elif not doc.get("document_number_taken"):
-                service.storage.append_change(tx, CHANGE_WITHDRAWN, ref)
+            if resolution == "reject" or held:  # not stored: the station that made it withdraws its copy
+                service.storage.append_change(tx, CHANGE_WITHDRAWN, UPLOAD_REF + self.reviews.upload_of(tx, review_id))
             self.reviews.close(tx, review_id, resolution, reason)
             service.record(tx, "review_resolved", actor, review_id, subject_ref=ref, outcome=resolution,
                            reason=reason)

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -538,3 +538,25 @@ class Reviews:
     def count(self, state: str = "pending") -> int:
         """How many reviews are in ``state``."""
         return int(self.register._query("SELECT COUNT(*) FROM reviews WHERE state = ?", (state,))[0][0])
+
+    def pending_for(self, tx: Transaction, ref: str) -> bool:
+        """Whether an enrolment under pseudonym ``ref`` waits for an officer (its document number is claimed)."""
+        return tx.execute("SELECT 1 FROM reviews WHERE ref = ? AND state = 'pending' LIMIT 1", (ref,)).fetchone() \
+            is not None
+
+    def registered(self, tx: Transaction, ref: str) -> bool:
+        """Whether the register holds a subject under pseudonym ``ref`` now (read in ``tx``, under its lock)."""
+        return tx.execute("SELECT 1 FROM subjects WHERE ref = ?", (ref,)).fetchone() is not None
+
+    def upload_of(self, tx: Transaction, review_id: str) -> str:
+        """The upload id of a review."""
+        return str(tx.execute("SELECT upload_id FROM reviews WHERE review_id = ?", (review_id,)).fetchone()[0])
+
+    def kept(self, upload_ids: Collection[str]) -> set[str]:
+        """Which of ``upload_ids`` an officer resolved by storing the enrolment (keep both, or link)."""
+        if not upload_ids:
+            return set()
+        marks = ", ".join("?" * len(upload_ids))
+        return {r[0] for r in self.register._query(
+            f"SELECT upload_id FROM reviews WHERE upload_id IN ({marks}) AND state IN ('keep_both', 'link')",
+            tuple(upload_ids))}

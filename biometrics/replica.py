@@ -218,6 +218,19 @@ class Replica:
                        (state, outcome, self._seal(upload_id, kept), upload_id))
             tx.erased = True
 
+    def withdraw(self, upload_id: str, *, drop_copy: bool) -> None:
+        """An uploaded enrolment an officer did not store (:meth:`biometrics.island.Island.resolve`): its entry is
+        rejected and keeps no payload; with ``drop_copy`` the station's own copy of the subject leaves too."""
+        with self.local.transaction() as tx:
+            row = tx.execute("SELECT ref FROM outbox WHERE upload_id = ?", (upload_id,)).fetchone()
+            if row is None:
+                return
+            if drop_copy:
+                self.local.drop_subject(tx, row[0])
+            tx.execute("UPDATE outbox SET state = ?, outcome = ?, sealed = ? WHERE upload_id = ?",
+                       (OUTBOX_REJECTED, "rejected at review", self._seal(upload_id, {}), upload_id))
+            tx.erased = True
+
     def _seal(self, upload_id: str, payload: dict[str, Any]) -> bytes:
         return self.local.keyring.seal(json.dumps(payload).encode(), _outbox_aad(upload_id))
 

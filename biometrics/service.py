@@ -754,6 +754,10 @@ class CheckpointService:
             self.catch_up()  # inside the register's write lock: the search sees every committed change
             if subject_id in self._watchlist:
                 raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
+            if self.island is not None and self.island.reviews.pending_for(tx, self._ref(subject_id)):
+                raise SubjectExists(f"{subject_id!r} was enrolled offline at an island station and waits for an "
+                                    "officer's review as a possible duplicate: resolve that review first "
+                                    "(checkpoint-enroll reviews), then enrol again if need be.")
             threshold, duplicates, enrolled, outcome = self.screen([f.template for f in faces], fingers,
                                                                    allow_duplicate)
             if enrolled:

@@ -1,0 +1,152 @@
+"""Reviews of island uploads against what the register does meanwhile: a document number waiting for an officer
+is claimed (no other enrolment takes it, and withdrawing the upload never withdraws another subject)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from island_helpers import KOFI, KOFI_2, MEGAWATI, MEGAWATI_2, go_offline, open_station
+from pg import fresh_database
+from waiting import wait_until
+
+from benchmarks.linkcut import LinkProxy
+from biometrics.errors import ReviewConflict, SubjectExists
+from biometrics.replica import OUTBOX_REJECTED, OUTBOX_REVIEW, OUTBOX_STORED
+from biometrics.service import CheckpointService
+from biometrics.types import Review, SubjectInfo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def register() -> Iterator[str]:
+    """The URL of a fresh register."""
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def stations(tmp_path: Path, register: str) -> Iterator[tuple[CheckpointService, CheckpointService, LinkProxy]]:
+    """(the central office, an island station, the island's link)."""
+    with LinkProxy.to_url(register) as proxy:
+        central = open_station(tmp_path, "central-office", register, replica=False)
+        island = open_station(tmp_path, "siberut-port", proxy.url(register), replica=True)
+        try:
+            yield central, island, proxy
+        finally:
+            island.close()
+            central.close()
+
+
+def drained(island: CheckpointService) -> None:
+    wait_until(lambda: island.sync_status()["outbox_pending"] == 0, timeout=60, message="the outbox drained")
+
+
+def kofi_in_review(central: CheckpointService, island: CheckpointService, proxy: LinkProxy, *,
+                   watchlist: bool = False) -> Review:
+    """Kofi enrolled offline at the island as K4000004 while the office enrols him as K5000005: the island's
+    upload waits for an officer, K5000005 its candidate."""
+    go_offline(island, proxy)
+    assert island.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
+    assert central.enrol("K5000005", SubjectInfo(name="Kofi at the office", watchlist=watchlist), [KOFI]).enrolled
+    proxy.restore()
+    drained(island)
+    (review,) = central.list_reviews()
+    assert review.subject_id == "K4000004" and [c.subject_id for c in review.candidates] == ["K5000005"]
+    return review
+
+
+def outbox(island: CheckpointService, subject_id: str) -> tuple[str, str]:
+    """(state, outcome) of the island's uploaded enrolment of ``subject_id``."""
+    ref = island.storage.keyring.pseudonym(subject_id)
+    (entry,) = [e for e in island.island.replica.entries((OUTBOX_STORED, OUTBOX_REVIEW, OUTBOX_REJECTED))
+                if e.ref == ref]
+    return entry.state, entry.outcome
+
+
+def test_a_document_number_waiting_for_review_is_not_enrolled_online(
+        stations: tuple[CheckpointService, CheckpointService, LinkProxy]) -> None:
+    central, island, proxy = stations
+    review = kofi_in_review(central, island, proxy)
+
+    # Another traveller presented under that document number at the office: refused, not stored.
+    with pytest.raises(SubjectExists, match="waits for an officer's review"):
+        central.enrol("K4000004", SubjectInfo(name="Megawati"), [MEGAWATI])
+    assert not central.holds("K4000004")
+
+    central.resolve_review(review.review_id, "reject", "not the traveller of this document")
+    wait_until(lambda: not island.holds("K4000004"), timeout=10, message="the island withdrew its copy")
+    assert outbox(island, "K4000004") == (OUTBOX_REJECTED, "rejected at review")
+    assert island.sync_status()["provisional"] == 0
+    # The number is free again; the office's enrolment reaches every station and stays there.
+    assert central.enrol("K4000004", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled
+    wait_until(lambda: island.holds("K4000004"), timeout=10, message="the island has the office's subject")
+    assert central.verify("K4000004", [MEGAWATI_2]).match
+    assert island.verify("K4000004", [MEGAWATI_2]).match
+
+
+def test_withdrawing_one_upload_never_withdraws_another_subject_under_its_number(tmp_path: Path,
+                                                                                 register: str) -> None:
+    """Two islands enrol one document number offline (two travellers): the second upload waits for an officer
+    too; rejecting one upload withdraws that upload alone, wherever the number is held."""
+    with LinkProxy.to_url(register) as proxy_a, LinkProxy.to_url(register) as proxy_b:
+        central = open_station(tmp_path, "central-office", register, replica=False)
+        island_a = open_station(tmp_path, "siberut-port", proxy_a.url(register), replica=True)
+        island_b = open_station(tmp_path, "sikakap-port", proxy_b.url(register), replica=True)
+        try:
+            go_offline(island_a, proxy_a)
+            go_offline(island_b, proxy_b)
+            assert island_a.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
+            assert island_b.enrol("K4000004", SubjectInfo(name="Megawati at Sikakap"), [MEGAWATI]).provisional
+            assert central.enrol("K5000005", SubjectInfo(name="Kofi at the office"), [KOFI]).enrolled
+            proxy_a.restore()
+            drained(island_a)
+            proxy_b.restore()
+            drained(island_b)
+            reviews = {r.station: r for r in central.list_reviews()}
+            assert set(reviews) == {"siberut-port", "sikakap-port"}, "B's upload is not stored over A's review"
+            assert not central.holds("K4000004")
+
+            central.resolve_review(reviews["siberut-port"].review_id, "reject", "not the holder of K4000004")
+            wait_until(lambda: not island_a.holds("K4000004"), timeout=10, message="A withdrew its copy")
+            assert outbox(island_a, "K4000004") == (OUTBOX_REJECTED, "rejected at review")
+            # B's copy and its review are untouched by A's withdrawal.
+            assert island_b.holds("K4000004") and island_b.sync_status()["provisional"] == 1
+            assert outbox(island_b, "K4000004") == (OUTBOX_REVIEW, "review")
+
+            central.resolve_review(reviews["sikakap-port"].review_id, "keep_both", "Megawati holds K4000004")
+            for station in (central, island_a, island_b):
+                wait_until(lambda s=station: s.holds("K4000004"), timeout=10, message="K4000004 everywhere")
+                assert station.verify("K4000004", [MEGAWATI_2]).match
+            wait_until(lambda: outbox(island_b, "K4000004") == (OUTBOX_STORED, "kept at review"), timeout=10,
+                       message="B's entry settled as kept")
+            assert outbox(island_a, "K4000004") == (OUTBOX_REJECTED, "rejected at review"), \
+                "B's enrolment under the number is not A's entry being kept"
+            assert island_a.sync_status()["provisional"] == 0 and island_b.sync_status()["provisional"] == 0
+        finally:
+            island_b.close()
+            island_a.close()
+            central.close()
+
+
+def test_a_review_whose_number_the_register_took_is_never_withdrawn_from_it(
+        stations: tuple[CheckpointService, CheckpointService, LinkProxy]) -> None:
+    """The office enrolled the number while the island's upload was still waiting to be sent: the upload waits for
+    an officer, keep both is refused, and rejecting it leaves the office's subject everywhere."""
+    central, island, proxy = stations
+    go_offline(island, proxy)
+    assert island.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
+    assert central.enrol("K4000004", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled
+    proxy.restore()
+    drained(island)
+    (review,) = central.list_reviews()
+    with pytest.raises(ReviewConflict, match="enrolled in the register already"):
+        central.resolve_review(review.review_id, "keep_both", "two people")
+    central.resolve_review(review.review_id, "reject", "the number is Megawati's")
+    wait_until(lambda: outbox(island, "K4000004")[0] == OUTBOX_REJECTED, timeout=10,
+               message="the island's entry rejected")
+    for station in (central, island):
+        assert station.holds("K4000004") and station.verify("K4000004", [MEGAWATI_2]).match
+    assert central.storage.get_subject("K4000004").info.name == "Megawati"
