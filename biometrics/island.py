@@ -28,10 +28,18 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from biometrics.errors import OfflineLimitReached, RegisterUnavailable, ReviewConflict, SubjectExists, SubjectNotFound
+from biometrics.errors import (
+    OfflineLimitReached,
+    RegisterUnavailable,
+    ReviewConflict,
+    ReviewReturned,
+    SubjectExists,
+    SubjectNotFound,
+)
 from biometrics.face import FaceTemplate
 from biometrics.fingerprint import FingerprintTemplate
 from biometrics.gallery import faces_of, fingers_of
+from biometrics.pending import pending_gallery
 from biometrics.replica import (
     OUTBOX_ERASED,
     OUTBOX_PENDING,
@@ -309,7 +317,8 @@ class Island:
         templates = payload_templates(payload)
         faces, fingers = faces_of(templates), fingers_of(templates)
         exclude = frozenset(self.provisional)  # not in the register: each is searched when it is uploaded
-        threshold, duplicates, _, _ = service.screen(faces, fingers, allow_duplicate=False, exclude=exclude)
+        threshold, duplicates, _, _ = service.screen(faces, fingers, allow_duplicate=False, exclude=exclude,
+                                                     pending=pending_gallery(service, self.reviews, tx))
         taken = ((subject_id in service.gallery and subject_id not in self.provisional)
                  or self.reviews.pending_for(tx, entry.ref))  # another upload of this number waits for an officer
         actor = Actor(role="system", identity=f"station {service.station} drain")
@@ -361,7 +370,14 @@ class Island:
             subject_id, info = doc["subject_id"], SubjectInfo(**doc["info"])
             service.catch_up()
             held = self.reviews.registered(tx, ref)  # now, under the lock: not what the upload saw
-            if resolution in ("keep_both", "link") and held:
+            fresh = [] if held or resolution == "reject" else self._screen_again(tx, review_id, doc)
+            if fresh:  # not resolved: the officer has not been shown these; the review waits again with them
+                self.reviews.update(tx, review_id, doc)
+                service.record(tx, "review_returned", actor, review_id, subject_ref=ref, outcome="returned",
+                               threshold=doc["threshold"], duplicates=[
+                                   {"subject_ref": service.storage.keyring.pseudonym(c.subject_id),
+                                    "score": c.score} for c in fresh])
+            elif resolution in ("keep_both", "link") and held:
                 if resolution == "keep_both":
                     raise ReviewConflict(f"{subject_id!r} is enrolled in the register already: two people cannot "
                                          "share one document number. Link (same person) or reject.")
@@ -370,10 +386,35 @@ class Island:
                 if resolution == "link":
                     for c in doc["candidates"]:
                         self.reviews.link(tx, ref, service.storage.keyring.pseudonym(c["subject_id"]))
-            if resolution == "reject" or held:  # not stored: the station that made it withdraws its copy
+            if not fresh and (resolution == "reject" or held):  # not stored: its station withdraws its copy
                 service.storage.append_change(tx, CHANGE_WITHDRAWN, UPLOAD_REF + self.reviews.upload_of(tx, review_id))
-            self.reviews.close(tx, review_id, resolution, reason)
-            service.record(tx, "review_resolved", actor, review_id, subject_ref=ref, outcome=resolution,
-                           reason=reason)
+            if not fresh:
+                self.reviews.close(tx, review_id, resolution, reason)
+                service.record(tx, "review_resolved", actor, review_id, subject_ref=ref, outcome=resolution,
+                               reason=reason)
+        if fresh:
+            found = ", ".join(f"{c.subject_id} (score {c.score:.2f})" for c in fresh)
+            raise ReviewReturned(f"Review {review_id} was NOT resolved: searched again now, it may also be the same "
+                                 f"person as {found}, which it did not list. It waits again with every candidate: "
+                                 "look at it again (checkpoint-enroll reviews), then resolve it.")
         service.catch_up()
         return review_id
+
+    def _screen_again(self, tx: Any, review_id: str, doc: dict[str, Any]) -> list[Candidate]:
+        """A review's enrolment searched again under the register's lock, against the register and the other
+        reviews waiting: the candidates its officer has not been shown. The document then lists every candidate
+        (the new ones first) and the threshold of this search."""
+        service = self.service
+        templates = payload_templates(doc)
+        threshold, found, _, _ = service.screen(
+            faces_of(templates), fingers_of(templates), allow_duplicate=False,
+            exclude=frozenset(self.provisional) | {doc["subject_id"]},  # this station's copies are not the register
+            pending=pending_gallery(service, self.reviews, tx, but=review_id))
+        shown = {c["subject_id"] for c in doc["candidates"]}
+        fresh = [c for c in found if c.subject_id not in shown]
+        if fresh:
+            found_ids = {c.subject_id for c in found}
+            doc["candidates"] = [{"subject_id": c.subject_id, "score": c.score} for c in found] + [
+                c for c in doc["candidates"] if c["subject_id"] not in found_ids]
+            doc["threshold"] = threshold
+        return fresh

@@ -523,8 +523,7 @@ class Reviews:
             kept = [c for c in doc.get("candidates", []) if c.get("subject_id") != subject_id]
             if len(kept) != len(doc.get("candidates", [])):
                 doc["candidates"] = kept
-                tx.execute("UPDATE reviews SET sealed = ? WHERE review_id = ?",
-                           (ring.seal(json.dumps(doc).encode(), _review_aad(review_id)), review_id))
+                self.update(tx, review_id, doc)
 
     def link(self, tx: Transaction, ref: str, linked_ref: str) -> None:
         """Record that two subjects are one person (two documents), in both directions."""
@@ -560,3 +559,14 @@ class Reviews:
         return {r[0] for r in self.register._query(
             f"SELECT upload_id FROM reviews WHERE upload_id IN ({marks}) AND state IN ('keep_both', 'link')",
             tuple(upload_ids))}
+
+    def pending_documents(self, tx: Transaction) -> list[tuple[str, dict[str, Any]]]:
+        """(review id, document) of every review waiting, read in ``tx`` (under the register's lock)."""
+        rows = tx.execute("SELECT review_id, sealed FROM reviews WHERE state = 'pending' ORDER BY created_at, "
+                          "review_id").fetchall()
+        return [(rid, json.loads(self.register.keyring.open(bytes(sealed), _review_aad(rid)))) for rid, sealed in rows]
+
+    def update(self, tx: Transaction, review_id: str, document: dict[str, Any]) -> None:
+        """Replace a pending review's document in ``tx`` (sealed again)."""
+        tx.execute("UPDATE reviews SET sealed = ? WHERE review_id = ?",
+                   (self.register.keyring.seal(json.dumps(document).encode(), _review_aad(review_id)), review_id))

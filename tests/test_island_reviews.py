@@ -7,17 +7,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from island_helpers import KOFI, KOFI_2, MEGAWATI, MEGAWATI_2, go_offline, open_station
+from island_helpers import KOFI, KOFI_2, MEGAWATI, MEGAWATI_2, go_offline, open_station, sample
 from pg import fresh_database
 from waiting import wait_until
 
 from benchmarks.linkcut import LinkProxy
-from biometrics.errors import ReviewConflict, SubjectExists
+from biometrics.errors import ReviewConflict, ReviewReturned, SubjectExists
 from biometrics.replica import OUTBOX_REJECTED, OUTBOX_REVIEW, OUTBOX_STORED
 from biometrics.service import CheckpointService
 from biometrics.types import Review, SubjectInfo
 
 pytestmark = pytest.mark.slow
+
+KOFI_3 = sample("Kofi_Annan_0002.jpg")
 
 
 @pytest.fixture
@@ -150,3 +152,48 @@ def test_a_review_whose_number_the_register_took_is_never_withdrawn_from_it(
     for station in (central, island):
         assert station.holds("K4000004") and station.verify("K4000004", [MEGAWATI_2]).match
     assert central.storage.get_subject("K4000004").info.name == "Megawati"
+
+
+def test_an_enrolment_made_while_a_review_waits_is_searched_against_it(
+        stations: tuple[CheckpointService, CheckpointService, LinkProxy]) -> None:
+    """Pending reviews are in no gallery: the office's enrolment searches them too, and a review is searched again
+    when it is resolved, so one person never ends with two identities no officer was shown side by side."""
+    central, island, proxy = stations
+    review = kofi_in_review(central, island, proxy)
+    central.delete_subject("K5000005", "erasure request")  # the review's only candidate leaves it
+    assert not central.list_reviews()[0].candidates
+
+    # The same man at the office under a third document: held, the review named as his possible duplicate.
+    held = central.enrol("K6000006", SubjectInfo(name="Kofi"), [KOFI_3])
+    assert not held.enrolled and [c.subject_id for c in held.possible_duplicates] == ["K4000004"]
+    assert central.enrol("K6000006", SubjectInfo(name="Kofi"), [KOFI_3], allow_duplicate=True,
+                         override_reason="the desk overrode it").enrolled
+
+    # Resolving the review searches it again: K6000006 was never shown with it, so it is not resolved.
+    with pytest.raises(ReviewReturned, match="K6000006"):
+        central.resolve_review(review.review_id, "keep_both", "no candidate left: a new person")
+    assert not central.holds("K4000004")
+    (again,) = central.list_reviews()
+    assert again.review_id == review.review_id and [c.subject_id for c in again.candidates] == ["K6000006"]
+
+    central.resolve_review(review.review_id, "link", "one man, two documents: checked at the desk")
+    wait_until(lambda: central.holds("K4000004") and island.sync_status()["provisional"] == 0, timeout=10,
+               message="the linked enrolment reached every station")
+    ring = central.storage.keyring
+    assert central.island.reviews.linked(ring.pseudonym("K4000004")) == {ring.pseudonym("K6000006")}
+
+
+def test_an_upload_is_searched_against_the_reviews_waiting(
+        stations: tuple[CheckpointService, CheckpointService, LinkProxy]) -> None:
+    central, island, proxy = stations
+    kofi_in_review(central, island, proxy)
+    central.delete_subject("K5000005", "erasure request")
+    go_offline(island, proxy)
+    # The island's desk overrides its own possible duplicate (its provisional K4000004) offline.
+    assert island.enrol("K7000007", SubjectInfo(name="Kofi"), [KOFI_3], allow_duplicate=True,
+                        override_reason="the traveller insists").provisional
+    proxy.restore()
+    drained(island)
+    waiting = {r.subject_id: [c.subject_id for c in r.candidates] for r in central.list_reviews()}
+    assert waiting == {"K4000004": [], "K7000007": ["K4000004"]}, "the upload waits, the review its candidate"
+    assert not central.holds("K7000007")
