@@ -120,6 +120,14 @@ class Island:
         pending = self.replica.entries((OUTBOX_PENDING, OUTBOX_REVIEW))
         self.provisional = {e.payload["subject_id"] for e in pending if e.kind == "enrol" and "subject_id" in e.payload}
 
+    def in_review(self, subject_id: str) -> bool:
+        """Whether ``subject_id`` was enrolled here offline and its upload waits for an officer's review (a
+        possible duplicate of someone in the register): its identity is not established yet."""
+        if self.replica is None or subject_id not in self.provisional:
+            return False
+        ref = self.service.storage.keyring.pseudonym(subject_id)
+        return any(e.ref == ref and e.kind == "enrol" for e in self.replica.entries((OUTBOX_REVIEW,)))
+
     def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]]) -> None:
         """The gallery's change hook: the copy follows; a provisional subject the register now holds (or has
         withdrawn) is provisional no more, and its outbox entry under review is settled."""

@@ -839,11 +839,12 @@ class CheckpointService:
             score = best_of_k(score, attempts)
         match = score >= self.threshold
         watchlist = self._watchlist.get(subject_id, False)
+        in_review = self.island is not None and self.island.in_review(subject_id)
         decision_id = _new_decision_id()
         if self.events is not None and not nationality:
             nationality = self._enrolled_nationality(subject_id)
         result = VerificationResult(match, score, self.threshold, decision_id, tuple(modality_scores), watchlist,
-                                    self.register_as_of(), feedback_id=self._new_feedback_id())
+                                    self.register_as_of(), feedback_id=self._new_feedback_id(), in_review=in_review)
         outcome = verification_outcome(result)
         step = outcome.decision != PROCEED and 0 < attempt < attempts  # the kiosk will call again
         if step:
@@ -853,7 +854,8 @@ class CheckpointService:
             self._record(tx, "verify", actor, decision_id, subject_ref=self._ref(subject_id),
                          match=match, score=score, threshold=self.threshold,
                          **({"attempts": attempts, "attempt": attempt} if attempts > 1 else {}),
-                         **({"call": counted.call} if counted is not None else {}))
+                         **({"call": counted.call} if counted is not None else {}),
+                         **({"in_review": True} if in_review else {}))
             if alert:  # once per kiosk transaction: a watchlisted traveller asked again raises no second one
                 self._raise_alert(tx, "watchlist_verify", decision_id, subject_id, score, actor)
             if not step:

@@ -3,6 +3,7 @@ is claimed (no other enrolment takes it, and withdrawing the upload never withdr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +13,11 @@ from pg import fresh_database
 from waiting import wait_until
 
 from benchmarks.linkcut import LinkProxy
+from biometrics.decisions import PROCEED, SEE_OFFICER, SEE_OFFICER_MESSAGE, verification_outcome
 from biometrics.errors import ReviewConflict, ReviewReturned, SubjectExists
 from biometrics.replica import OUTBOX_REJECTED, OUTBOX_REVIEW, OUTBOX_STORED
 from biometrics.service import CheckpointService
-from biometrics.types import Review, SubjectInfo
+from biometrics.types import Actor, Review, SubjectInfo
 
 pytestmark = pytest.mark.slow
 
@@ -197,3 +199,24 @@ def test_an_upload_is_searched_against_the_reviews_waiting(
     waiting = {r.subject_id: [c.subject_id for c in r.candidates] for r in central.list_reviews()}
     assert waiting == {"K4000004": [], "K7000007": ["K4000004"]}, "the upload waits, the review its candidate"
     assert not central.holds("K7000007")
+
+
+def test_an_island_kiosk_sends_a_traveller_whose_enrolment_is_in_review_to_an_officer(
+        stations: tuple[CheckpointService, CheckpointService, LinkProxy]) -> None:
+    """The island's enrolment waits for review as a possible duplicate of a watchlisted person: its kiosks no longer
+    let the traveller through on it (the same answer as any other SEE_OFFICER), and the decision is audited."""
+    central, island, proxy = stations
+    review = kofi_in_review(central, island, proxy, watchlist=True)
+    kiosk = Actor(role="kiosk", identity="kiosk-1")
+    seen = island.verify("K4000004", [KOFI_3], actor=kiosk)
+    assert seen.match and verification_outcome(seen).decision == SEE_OFFICER, "not PROCEED on an unsettled identity"
+    assert seen.in_review
+    assert verification_outcome(seen).message == SEE_OFFICER_MESSAGE
+    (audited,) = [e for e in map(json.loads, island.alert_store.audit_entries())
+                  if e.get("decision_id") == seen.decision_id]
+    assert audited["fields"]["in_review"] is True and audited["fields"]["match"] is True
+
+    central.resolve_review(review.review_id, "keep_both", "two people: checked at the desk")
+    wait_until(lambda: island.sync_status()["provisional"] == 0, timeout=10, message="settled at the island")
+    after = island.verify("K4000004", [KOFI_3], actor=Actor(role="officer", identity="desk-1"))  # kiosk: used up
+    assert not after.in_review and verification_outcome(after).decision == PROCEED
