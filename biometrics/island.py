@@ -51,6 +51,7 @@ from biometrics.replica import (
     enrolment_payload,
     keyed_hash,
     payload_templates,
+    template_ids,
 )
 from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, CHANGE_WITHDRAWN, Change, StoredTemplate, now, record_of
 from biometrics.types import (
@@ -118,7 +119,17 @@ class Island:
         """After loading the gallery from the copy: which subjects are provisional (enrolled offline, pending)."""
         assert self.replica is not None
         pending = self.replica.entries((OUTBOX_PENDING, OUTBOX_REVIEW))
-        self.provisional = {e.payload["subject_id"] for e in pending if e.kind == "enrol" and "subject_id" in e.payload}
+        self.provisional = {e.payload["subject_id"] for e in pending if e.kind == "enrol" and "subject_id" in e.payload
+                            and (e.state == OUTBOX_PENDING or self.own_copy(e))}
+
+    def own_copy(self, entry: OutboxEntry) -> bool:
+        """Whether the copy this station holds under an enrolment entry's pseudonym is its own provisional one, not
+        a subject the register holds under that number (another station's, the office's). An entry of an older
+        version, which kept no template ids, counts as its own."""
+        assert self.replica is not None
+        held = self.replica.local.load_subject(entry.ref)
+        ids = set(template_ids(entry.payload))
+        return held is not None and (not ids or {t.template_id for t in held[1]} <= ids)
 
     def in_review(self, subject_id: str) -> bool:
         """Whether ``subject_id`` was enrolled here offline and its upload waits for an officer's review (a

@@ -84,6 +84,11 @@ def payload_templates(payload: dict[str, Any]) -> list[StoredTemplate]:
             for t in payload["templates"]]
 
 
+def template_ids(payload: dict[str, Any]) -> list[str]:
+    """The template ids of an enrolment payload, whole or settled (a settled one keeps only them)."""
+    return list(payload.get("template_ids") or [t["template_id"] for t in payload.get("templates", [])])
+
+
 #: The prefix of a keyed content hash; a hash without it was written by an older version (plain SHA-256).
 KEYED_HASH = "k1:"
 
@@ -205,7 +210,9 @@ class Replica:
         """Record what the register made of an uploaded write, and drop the payload it no longer needs.
 
         Once uploaded, an entry's content lives in the register (or was erased there): an enrolment keeps only
-        its subject id (a subject under review is provisional here until the review is resolved, see
+        its subject id, and while under review its templates' random ids (they tell this station's own copy from a
+        subject the register holds under that number: :meth:`biometrics.island.Island.own_copy`; a subject under
+        review is provisional here until the review is resolved, see
         :meth:`biometrics.island.Island.load_provisional`), an erasure keeps nothing.
         """
         with self.local.transaction() as tx:
@@ -214,6 +221,8 @@ class Replica:
                 return
             payload = json.loads(self.local.keyring.open(bytes(row[1]), _outbox_aad(upload_id)))
             kept = {"subject_id": payload["subject_id"]} if row[0] == "enrol" and "subject_id" in payload else {}
+            if kept and state == OUTBOX_REVIEW:
+                kept["template_ids"] = template_ids(payload)
             tx.execute("UPDATE outbox SET state = ?, outcome = ?, sealed = ? WHERE upload_id = ?",
                        (state, outcome, self._seal(upload_id, kept), upload_id))
             tx.erased = True

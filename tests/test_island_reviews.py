@@ -135,25 +135,37 @@ def test_withdrawing_one_upload_never_withdraws_another_subject_under_its_number
             central.close()
 
 
-def test_a_review_whose_number_the_register_took_is_never_withdrawn_from_it(
-        stations: tuple[CheckpointService, CheckpointService, LinkProxy]) -> None:
+def test_a_review_whose_number_the_register_took_is_never_withdrawn_from_it(tmp_path: Path, register: str) -> None:
     """The office enrolled the number while the island's upload was still waiting to be sent: the upload waits for
-    an officer, keep both is refused, and rejecting it leaves the office's subject everywhere."""
-    central, island, proxy = stations
-    go_offline(island, proxy)
-    assert island.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
-    assert central.enrol("K4000004", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled
-    proxy.restore()
-    drained(island)
-    (review,) = central.list_reviews()
-    with pytest.raises(ReviewConflict, match="enrolled in the register already"):
-        central.resolve_review(review.review_id, "keep_both", "two people")
-    central.resolve_review(review.review_id, "reject", "the number is Megawati's")
-    wait_until(lambda: outbox(island, "K4000004")[0] == OUTBOX_REJECTED, timeout=10,
-               message="the island's entry rejected")
-    for station in (central, island):
-        assert station.holds("K4000004") and station.verify("K4000004", [MEGAWATI_2]).match
-    assert central.storage.get_subject("K4000004").info.name == "Megawati"
+    an officer, keep both is refused, and rejecting it leaves the office's subject everywhere, also when the island
+    restarted meanwhile (its copy of the number is the register's, not its own provisional one)."""
+    with LinkProxy.to_url(register) as proxy:
+        central = open_station(tmp_path, "central-office", register, replica=False)
+        island = open_station(tmp_path, "siberut-port", proxy.url(register), replica=True)
+        try:
+            go_offline(island, proxy)
+            assert island.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
+            assert central.enrol("K4000004", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled
+            proxy.restore()
+            drained(island)
+            island.close()
+            island = open_station(tmp_path, "siberut-port", proxy.url(register), replica=True)
+            assert island.sync_status()["provisional"] == 0, "the copy held is the register's"
+            kiosk = Actor(role="kiosk", identity="kiosk-1")
+            assert verification_outcome(island.verify("K4000004", [MEGAWATI_2], actor=kiosk)).decision == PROCEED
+
+            (review,) = central.list_reviews()
+            with pytest.raises(ReviewConflict, match="enrolled in the register already"):
+                central.resolve_review(review.review_id, "keep_both", "two people")
+            central.resolve_review(review.review_id, "reject", "the number is Megawati's")
+            wait_until(lambda: outbox(island, "K4000004")[0] == OUTBOX_REJECTED, timeout=10,
+                       message="the island's entry rejected")
+            for station in (central, island):
+                assert station.holds("K4000004") and station.verify("K4000004", [MEGAWATI_2]).match
+            assert central.storage.get_subject("K4000004").info.name == "Megawati"
+        finally:
+            island.close()
+            central.close()
 
 
 def test_an_enrolment_made_while_a_review_waits_is_searched_against_it(
