@@ -407,6 +407,8 @@ def accounting(acknowledged: list[str], register: dict[str, Any], station: str) 
 def check_uploads(outbox: list[dict[str, Any]], register: dict[str, Any], since_n: int = 0) -> dict[str, Any]:
     """Each outbox entry after ``since_n`` against the register's upload records: uploaded once, same content, an
     outcome that matches the state the island settled it in."""
+    from biometrics.island import STATE_OF_OUTCOME
+
     records = Counter(u["upload_id"] for u in register["uploads"])
     by_id = {u["upload_id"]: u for u in register["uploads"]}
     entries = [e for e in outbox if e["n"] > since_n]
@@ -416,8 +418,7 @@ def check_uploads(outbox: list[dict[str, Any]], register: dict[str, Any], since_
     other_content = [e["upload_id"] for e in entries if e["upload_id"] in by_id
                      and by_id[e["upload_id"]]["content_hash"] != e["content_hash"]]
     mismatch = [e["upload_id"] for e in entries if e["upload_id"] in by_id and e["state"] != "pending"
-                and {"stored": "stored", "review": "review", "erased": "erased"}.get(by_id[e["upload_id"]]["outcome"])
-                != e["state"]]
+                and STATE_OF_OUTCOME.get(by_id[e["upload_id"]]["outcome"]) != e["state"]]
     return {"entries": len(entries), "states": dict(states), "not_uploaded": missing, "upload_recorded_twice": twice,
             "other_content_under_same_id": other_content, "outcome_differs_from_island_state": mismatch}
 

@@ -83,7 +83,7 @@ DEFAULT_CHECKPOINT_EVERY = 100
 ALLOWED_FIELDS = frozenset({
     "subject_ref", "outcome", "threshold", "qualities", "duplicates", "override_reason", "match", "score",
     "candidates", "reason", "modalities", "watchlist", "alert_id", "count", "moved_to", "lines", "sha256",
-    "provisional", "upload_id", "attempts", "attempt", "call", "in_review",
+    "provisional", "upload_id", "attempts", "attempt", "call", "register_seq", "in_review",
 })
 
 
@@ -152,6 +152,10 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 SHIPPED_MARK = "audit_shipped_upto"
 
 
+class ChainFork(RuntimeError):
+    """The station's journal and the register hold different entries at one seq of the station's chain."""
+
+
 class AuditChain:
     """The hash-chained decision log of one station (implements ``biometrics.service.DecisionLog``).
 
@@ -179,6 +183,8 @@ class AuditChain:
         self.checkpoint_every = checkpoint_every
         self.anchor = anchor
         self._lock = threading.RLock()
+        #: Entries the register committed but the journal failed to take (the chain is stale until they are in).
+        self._unjournaled: list[dict[str, Any]] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._shipper: threading.Thread | None = None
@@ -190,6 +196,7 @@ class AuditChain:
         """A transaction of the station's own store whose records are part of it (a decision that changes
         nothing, or any change on a station without a register); a signed head is exported after it commits."""
         with self._lock:
+            self._heal()
             with self.storage.transaction() as tx:
                 yield tx
             self._after_commit(tx)
@@ -208,7 +215,7 @@ class AuditChain:
             with self.register.transaction() as tx:
                 yield tx
             if tx.audit_entries:
-                self._journal(tx.audit_entries)
+                self._journal_committed(tx.audit_entries)
                 self._after_commit(tx)
         finally:
             if tx is not None and tx.chain_locked:
@@ -225,6 +232,44 @@ class AuditChain:
                 self.storage.append_audit(jtx, e["seq"], e["type"], e["hash"], canonical(e).decode())
             self._mark_shipped(jtx, entries[-1]["seq"])
 
+    def _journal_committed(self, entries: list[dict[str, Any]]) -> None:
+        """:meth:`_journal` after the register committed: a failure (a full disk) cannot undo the change, so it is
+        not raised; the entries are kept and the chain is marked stale until :meth:`_heal` brings the journal
+        level, before anything else is appended to the chain."""
+        try:
+            self._journal(entries)
+        except Exception:
+            self._unjournaled.extend(entries)
+            log.exception("audit: the register committed entries %d..%d but the local journal did not take them: "
+                          "the change stands; the journal is stale and is brought level before the next record",
+                          entries[0]["seq"], entries[-1]["seq"])
+
+    def _heal(self) -> None:
+        """Under the chain lock, before an append: bring a stale journal level with the register (its copy first,
+        else the entries kept in memory). Raises when neither works: nothing is appended to a chain that would
+        fork."""
+        if not self._unjournaled:
+            return
+        last = self._unjournaled[-1]["seq"]
+        try:
+            self.reconcile()
+        except ChainFork:
+            raise
+        except Exception as exc:  # the register away: the entries in hand
+            log.warning("audit: the stale journal cannot be reconciled with the register (%s); writing the %d "
+                        "entries kept in memory", exc, len(self._unjournaled))
+            with self.storage.transaction() as jtx:
+                tail = self.storage.audit_tail(jtx)[0]
+            missing = [e for e in self._unjournaled if e["seq"] > tail]
+            if missing:
+                self._journal(missing)
+        with self.storage.transaction() as jtx:
+            tail = self.storage.audit_tail(jtx)[0]
+        if tail < last:
+            raise RuntimeError(f"audit: the journal ends at seq {tail}, behind the register's {last}: not appending")
+        self._unjournaled = []
+        log.warning("audit: the stale journal is level with the register again (through seq %d)", last)
+
     def _mark_shipped(self, tx: Transaction, seq: int) -> None:
         if seq > int(self.storage.get_meta(SHIPPED_MARK, "-1")):
             self.storage.set_meta(tx, SHIPPED_MARK, str(seq))
@@ -233,12 +278,17 @@ class AuditChain:
 
     def reconcile(self) -> int:
         """Bring the journal level with the register: entries the register committed but the journal missed (a
-        crash between the two commits) are copied into the journal. Returns how many."""
+        crash between the two commits, a failed journal write) are copied into the journal. Returns how many.
+
+        The two chains must agree where both hold entries: the hash at the last seq both hold is compared (a
+        chain's hash covers everything before it), and a difference raises :class:`ChainFork`. A register
+        behind what was shipped to it (restored from a backup) gets the entries it lost shipped again."""
         if self.register is None:
             return 0
         with self._lock:
             with self.storage.transaction() as jtx:
                 tail = self.storage.audit_tail(jtx)[0]
+            self._check_overlap(tail)
             missed = self.register.audit_since(self.register.station, tail)  # type: ignore[attr-defined]
             if missed:
                 with self.storage.transaction() as jtx:
@@ -248,6 +298,24 @@ class AuditChain:
                     self._mark_shipped(jtx, missed[-1][0])
                 log.warning("audit: %d entries the register held were missing from the journal; copied", len(missed))
             return len(missed)
+
+    def _check_overlap(self, tail: int) -> None:
+        """The journal (ending at ``tail``) and the register agree at the last seq both hold; the shipping mark is
+        brought back to what the register holds."""
+        assert self.register is not None
+        held = self.register.audit_prefix_end()
+        common = min(tail, held)
+        if common >= 0:
+            mine, theirs = self.storage.audit_rows(common - 1, 1), self.register.audit_rows(common - 1, 1)
+            if not mine or not theirs or mine[0][:3] != theirs[0][:3]:
+                raise ChainFork(f"station {self.station!r}: the journal and the register hold different audit "
+                                f"entries at seq {common}: the chain forked; not appending (checkpoint-audit verify "
+                                "on both, then an operator decides)")
+        if held < int(self.storage.get_meta(SHIPPED_MARK, "-1")):
+            log.error("audit: the register holds this station's chain only through seq %d, behind what was shipped "
+                      "(restored from a backup?): shipping the entries after it again", held)
+            with self.storage.transaction() as jtx:
+                self.storage.set_meta(jtx, SHIPPED_MARK, str(held))
 
     def pending(self) -> int:
         """How many journal entries the register does not hold yet."""
@@ -263,8 +331,10 @@ class AuditChain:
         if not rows:
             return 0
         self.register.ship_audit(rows)  # type: ignore[attr-defined]
-        with self.storage.transaction() as jtx:
-            self._mark_shipped(jtx, rows[-1][0])
+        with self.storage.transaction() as jtx:  # not past a mark moved back meanwhile (reconcile: ship again)
+            now_mark = jtx.execute("SELECT value FROM meta WHERE name = ?", (SHIPPED_MARK,)).fetchone()
+            if int(now_mark[0] if now_mark else -1) == mark:
+                self._mark_shipped(jtx, rows[-1][0])
         return len(rows)
 
     def start_shipping(self, interval: float = 1.0) -> None:
@@ -314,6 +384,7 @@ class AuditChain:
             return
         self._lock.acquire()
         tx.chain_locked = True
+        self._heal()
         mark = int(self.storage.get_meta(SHIPPED_MARK, "-1"))
         pending = self.storage.audit_rows(mark, limit=1_000_000)
         if pending:

@@ -12,9 +12,10 @@ Pure functions over :class:`~biometrics.types.VerificationResult` and
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from biometrics.types import IdentificationResult, VerificationResult
+from biometrics.types import Candidate, IdentificationResult, VerificationResult
 
 
 class TravellerDecision(enum.IntEnum):
@@ -60,3 +61,10 @@ def identification_outcome(result: IdentificationResult) -> TravellerOutcome:
     if result.candidates and not any(c.watchlist for c in result.candidates):
         return _PROCEED
     return _SEE_OFFICER
+
+
+def shortlist(candidates: Sequence[Candidate], k: int) -> tuple[Candidate, ...]:
+    """The candidates an Identify answer shows, in rank order: the ``k`` best, and every watchlisted one ranked
+    beyond them. ``k`` (the caller's ``max_candidates``) bounds the list an officer reads; it never cuts a
+    watchlist hit out of the decision, its alert or the answer."""
+    return tuple(c for i, c in enumerate(candidates) if i < k or c.watchlist)

@@ -6,7 +6,17 @@ the subjects of a page read at once. A change the station itself committed is ap
 in hand (:meth:`Gallery.applied`); if that fails the gallery is marked behind and catches up before it answers
 again. Applying a change costs what the change holds, never a rebuild of the gallery.
 
+Before following the log the gallery checks that it did not go back under it (a register restored from a backup,
+whose sequence then hands out again numbers the station applied): the register's generation, the log's head and
+the change at the applied seq (:meth:`Gallery.catch_up`). If it did, the gallery is reloaded from the register
+(:meth:`Gallery.reload`, through :attr:`Gallery.on_restore`: :mod:`biometrics.restore`), never followed from a
+place that no longer exists.
+
 Searches never take the apply lock: the face index and the fingerprint gallery publish copy-on-write snapshots.
+
+The change hook (:attr:`Gallery.on_changes`: a station's local copy, its alerts) runs once a page is applied; if it
+fails, the gallery's place in the log goes back to before the page, so the next catch-up applies the page again
+(which changes nothing in memory) and the hook runs again, until it has run.
 
 The face index is the station's own :class:`biometrics.matcher.TemplateIndex` by default, or one it is given:
 :class:`biometrics.compact.CompactIndex`, or a :class:`biometrics.sharded.ShardedGallery` whose replicas load
@@ -59,6 +69,14 @@ class ChangeSource(Protocol):
         """The subjects among ``refs`` that exist, opened."""
         ...
 
+    def log_position(self, seq: int) -> tuple[str, int, str]:
+        """(generation, head, identity of change ``seq``): see :meth:`biometrics.storage.SealedStore.log_position`."""
+        ...
+
+    def gallery_pages(self) -> Iterable[tuple[int, list[GalleryEntry]]]:
+        """Every subject, in pages, with the change the pages reflect (:meth:`Gallery.load_pages`)."""
+        ...
+
 
 @dataclass
 class GalleryState:
@@ -70,6 +88,8 @@ class GalleryState:
     synced_at: float | None = None  # time.monotonic() of the last catch-up that reached the log's end
     synced_wall: float | None = None  # time.time() of the same (what a response states as register_as_of)
     connected: bool = True  # the link to the register (always True on the embedded store)
+    generation: str = ""  # the register's generation the gallery follows ("" until first read)
+    mark: str = ""  # Change.identity of the change at applied_seq ("" when not known yet)
 
 
 def faces_of(stored: Sequence[StoredTemplate]) -> list[np.ndarray]:
@@ -103,6 +123,9 @@ class Gallery:
         #: Called with [(change, loaded subject or None)] after changes are applied, a catch-up page at a time
         #: (a replica follows them, in one local transaction a page).
         self.on_changes: Callable[[list[tuple[Change, Loaded | None]]], None] | None = None
+        #: Called with (why, reload) when the log went back (a register restored from a backup) instead of the
+        #: plain ``reload()`` (:meth:`reload` of the source): an island re-checks its outbox around it.
+        self.on_restore: Callable[[str, Callable[..., None]], None] | None = None
 
     def __contains__(self, subject_id: object) -> bool:
         return subject_id in self.watchlist
@@ -196,30 +219,101 @@ class Gallery:
             log.error("change log: unknown change %r at seq %d skipped", change.kind, change.seq)
         if notify and self.on_changes is not None:
             self.on_changes([(change, loaded)])
-        self.state.applied_seq = change.seq
+        self.state.applied_seq, self.state.mark = change.seq, change.identity if change.at else ""
 
     def catch_up(self, source: ChangeSource, page: int = 2000) -> int:
         """Apply every change after the one the gallery reflects; returns how many were applied."""
         applied = 0
         with self.apply_lock:
+            self._check_log(source)
             while True:
                 changes = source.changes_since(self.state.applied_seq, page)
                 if not changes:
                     break
                 loaded = source.load_subjects(sorted({c.ref for c in changes if c.kind == CHANGE_ENROLLED}))
                 page_changes = []
+                before = self.state.applied_seq, self.state.mark  # the place, and what the log holds there
                 for change in changes:
                     subject = loaded.get(change.ref) if change.kind == CHANGE_ENROLLED else None
                     self.apply_change(change, subject, notify=False)
                     page_changes.append((change, subject))
                     applied += 1
                 if self.on_changes is not None:
-                    self.on_changes(page_changes)
+                    try:
+                        self.on_changes(page_changes)
+                    except BaseException:  # the next catch-up applies the page again (memory holds it: a no-op)
+                        self.state.applied_seq, self.state.mark = before  # and replays the hook, until it has run
+                        raise
             self.state.stale = False
             self.mark_synced()
         if applied:
             log.info("gallery caught up: %d change(s), now at %d", applied, self.state.applied_seq)
         return applied
+
+    def _check_log(self, source: ChangeSource) -> None:
+        """Before following the log: it must not have gone back under the gallery (a register restored from a
+        backup, whose sequence then hands out again numbers this station has applied). Noticed by the register's
+        generation (set anew by the documented restore), by a log that ends before the applied change, or by
+        another change at the applied seq; then the gallery is reloaded from the register, loudly."""
+        state = self.state
+        generation, head, at_applied = source.log_position(state.applied_seq)
+        if state.generation and generation != state.generation:
+            why = f"its generation is {generation!r}, not {state.generation!r} (restored by the documented procedure)"
+        elif head < state.applied_seq:
+            why = f"its change log ends at {head}, before change {state.applied_seq} this station applied"
+        elif state.applied_seq and state.mark and at_applied != state.mark:
+            why = f"its change {state.applied_seq} is not the one this station applied"
+        else:
+            state.generation = generation
+            state.mark = state.mark or (at_applied if state.applied_seq else "")
+            return
+        log.error("THE REGISTER WENT BACK (restored from a backup?): %s. Reloading this station's gallery from it; "
+                  "changes made after the backup are not in it", why)
+        if self.on_restore is not None:
+            self.on_restore(why, lambda **kw: self.reload(source, **kw))
+        else:
+            self.reload(source)
+
+    def reload(self, source: ChangeSource, keep: frozenset[str] = frozenset()) -> tuple[int, int]:
+        """Make the gallery hold what ``source`` holds now (its log went back), ``keep`` (subject ids) aside:
+        a subject it no longer holds is removed, one it holds otherwise (new, other templates, other flag) is
+        replaced, the rest is left in place (searches go on meanwhile). Returns (replaced, removed)."""
+        with self.apply_lock:
+            generation = source.log_position(0)[0]
+            seen: dict[str, str] = {}
+            head = replaced = 0
+            for page_head, entries in source.gallery_pages():
+                head = page_head
+                for ref, subject_id, watchlist, templates in entries:
+                    seen[subject_id] = ref
+                    faces = [unpack_face_template(d) for m, _, d in templates if m == Modality.FACE]
+                    fingers = [(f, FingerprintTemplate.from_bytes(d)) for m, f, d in templates if m != Modality.FACE]
+                    if not self._holds_as(subject_id, watchlist, faces, fingers):
+                        self.add(ref, subject_id, watchlist, faces, fingers)
+                        replaced += 1
+            gone = [sid for sid in list(self.watchlist) if sid not in seen and sid not in keep]
+            for subject_id in gone:
+                self.remove(subject_id)
+            for ref, subject_id in list(self.state.refs.items()):
+                if seen.get(subject_id) != ref and subject_id not in keep:
+                    self.forget_ref(ref)
+            self.state.applied_seq, self.state.mark, self.state.generation = head, "", generation
+            self.state.stale = False
+            self.mark_synced()
+        log.error("gallery reloaded from the register: %d subject(s) added or replaced, %d removed; change log at %d",
+                  replaced, len(gone), head)
+        return replaced, len(gone)
+
+    def _holds_as(self, subject_id: str, watchlist: bool, faces: list[np.ndarray],
+                  fingers: list[tuple[int, FingerprintTemplate]]) -> bool:
+        """Whether the gallery holds ``subject_id`` with exactly this flag and these templates."""
+        if self.watchlist.get(subject_id) is not watchlist:
+            return False
+        held = self.face_index.templates_of(subject_id)
+        if not np.array_equal(held, np.stack(faces) if faces else held[:0]):
+            return False
+        return (sorted((f, t.to_bytes()) for f, t in self.fingerprint_gallery.entries_of(subject_id))
+                == sorted((f, t.to_bytes()) for f, t in fingers))
 
     def applied(self, seq: int, apply: Callable[[], None]) -> bool:
         """Apply the station's own committed change ``seq`` with ``apply``; on failure, mark the gallery behind.

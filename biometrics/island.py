@@ -17,6 +17,25 @@ the register's write lock: an upload the register already holds (same station-ma
 in the middle of a drain) is recognised and not stored twice; each enrolment is searched against the whole
 register; a possible duplicate is neither merged nor dropped but waits in the adjudication queue for an officer
 (:meth:`Island.resolve`: keep both, link the records, or reject).
+
+**An erasure at the register refuses the enrolments queued before it was known.** An offline enrolment also
+names the register change the station's view reflected when it was made (``seen_seq``). If the register erased
+that document number after that change (an erasure at any station, or an online erasure that found nothing to
+erase and was recorded against the document: :meth:`biometrics.register.RegisterStorage.erase_document`), the
+officer's erasure request reached the register while the enrolment waited at the island, neither knowing of the
+other: the upload is refused, never stored nor queued for review (outcome ``refused``: the outbox entry ``erased``,
+keeping nothing; audited). The station's own erasures uploaded before it do not count (they preceded the
+enrolment). An enrolment queued by an older version names no change and is uploaded as before.
+
+**What an offline erasure names.** The officer erases the enrolment the station holds, which the register may
+have replaced by the time the erasure is uploaded (erased at the office, and the person enrolled again). So the
+queued erasure names it: the register change the station's view reflected (``seen_seq``) and, when the station
+holds its own enrolment of the subject already uploaded, that upload (``enrolment_upload``). The register erases
+the subject it holds only if that subject was enrolled at or before ``seen_seq`` or by that upload
+(:meth:`biometrics.register.RegisterStorage.erase_seen`); a later enrolment is kept, and the upload's outcome says
+so: ``superseded`` (outbox state and the register's upload record; the audit record names the change kept). An
+erasure an older version queued names nothing: at the first start of this version it is given the change the
+station's copy reflects then (:meth:`biometrics.replica.Replica.version_legacy`).
 """
 
 from __future__ import annotations
@@ -42,10 +61,12 @@ from biometrics.gallery import faces_of, fingers_of
 from biometrics.pending import pending_gallery
 from biometrics.replica import (
     OUTBOX_ERASED,
+    OUTBOX_FAILED,
     OUTBOX_PENDING,
     OUTBOX_REJECTED,
     OUTBOX_REVIEW,
     OUTBOX_STORED,
+    OUTBOX_SUPERSEDED,
     OutboxEntry,
     Replica,
     enrolment_payload,
@@ -74,6 +95,12 @@ RESOLUTIONS = ("keep_both", "link", "reject")
 #: The ref of a withdrawal keyed by the upload it withdraws (``upload:<upload id>``), never by the subject's
 #: pseudonym: the register may hold another subject under that document number, which must stay everywhere.
 UPLOAD_REF = "upload:"
+#: In the station's local store (its alerts' store): the register change up to which the erasures of the change log
+#: have been applied to its alerts.
+ALERTS_SEQ = "alerts_register_seq"
+#: The outbox state an upload's outcome in the register settles its entry in.
+STATE_OF_OUTCOME = {"stored": OUTBOX_STORED, "review": OUTBOX_REVIEW, "erased": OUTBOX_ERASED,
+                    "superseded": OUTBOX_SUPERSEDED, "refused": OUTBOX_ERASED}
 
 
 @dataclass(frozen=True)
@@ -93,12 +120,19 @@ class Island:
         self.replica = replica
         self.reviews = reviews
         self.policy = policy or OfflinePolicy()
-        self.provisional: set[str] = set()  # subject ids enrolled here offline, not yet stored in the register
+        # upload id -> subject id of each enrolment made here offline that the register does not hold yet (keyed
+        # on the entry: the register may have enrolled the same document number itself meanwhile)
+        self.provisional: dict[str, str] = {}
         self._drain_lock = threading.Lock()
         self.last_drain: dict[str, Any] = {}
         self._register_hashes_keyed = False  # this station's upload records in the register: legacy hashes keyed
         if replica is not None and replica.key_legacy_hashes():
             log.info("outbox: content hashes of an older version replaced by keyed ones")
+        if replica is not None and (retried := replica.retry_failed()):
+            log.warning("outbox: %d writes whose upload failed before are queued again", retried)
+        if replica is not None and replica.version_legacy(replica.register_seq()):
+            log.info("outbox: erasures queued by an older version name the register change %d as the one they saw",
+                     replica.register_seq())
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -118,9 +152,10 @@ class Island:
     def load_provisional(self) -> None:
         """After loading the gallery from the copy: which subjects are provisional (enrolled offline, pending)."""
         assert self.replica is not None
-        pending = self.replica.entries((OUTBOX_PENDING, OUTBOX_REVIEW))
-        self.provisional = {e.payload["subject_id"] for e in pending if e.kind == "enrol" and "subject_id" in e.payload
-                            and (e.state == OUTBOX_PENDING or self.own_copy(e))}
+        pending = self.replica.entries((OUTBOX_PENDING, OUTBOX_REVIEW, OUTBOX_FAILED))
+        self.provisional = {e.upload_id: e.payload["subject_id"] for e in pending
+                            if e.kind == "enrol" and "subject_id" in e.payload
+                            and (e.state != OUTBOX_REVIEW or self.own_copy(e))}
 
     def own_copy(self, entry: OutboxEntry) -> bool:
         """Whether the copy this station holds under an enrolment entry's pseudonym is its own provisional one, not
@@ -133,54 +168,61 @@ class Island:
 
     def in_review(self, subject_id: str) -> bool:
         """Whether ``subject_id`` was enrolled here offline and its upload waits for an officer's review (a
-        possible duplicate of someone in the register): its identity is not established yet."""
-        if self.replica is None or subject_id not in self.provisional:
+        possible duplicate of someone in the register), the copy held being that enrolment: its identity is not
+        established yet."""
+        if self.replica is None or subject_id not in self.provisional.values():
             return False
-        ref = self.service.storage.keyring.pseudonym(subject_id)
-        return any(e.ref == ref and e.kind == "enrol" for e in self.replica.entries((OUTBOX_REVIEW,)))
+        return any(e.payload.get("subject_id") == subject_id and e.upload_id in self.provisional and self.own_copy(e)
+                   for e in self.replica.entries((OUTBOX_REVIEW,)))
+
+    def _forget_settled(self) -> None:
+        """Drop from :attr:`provisional` the entries the outbox has settled since."""
+        assert self.replica is not None
+        unsettled = self.replica.unsettled()
+        for upload_id in [u for u in list(self.provisional) if u not in unsettled]:
+            self.provisional.pop(upload_id, None)
 
     def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]]) -> None:
         """The gallery's change hook: the copy follows; a provisional subject the register now holds (or has
         withdrawn) is provisional no more, and its outbox entry under review is settled."""
-        self._erase_alerts({c.ref for c, _ in changes if c.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN)})
+        self._erase_alerts({c.ref for c, _ in changes if c.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN)},
+                           changes[-1][0].seq if changes else 0)
         if self.replica is None:
             return
-        self.replica.follow(changes)
+        self.replica.follow(changes, self.service.sync_state.generation)
         keyring = self.service.storage.keyring
-        kept, rejected, withdrawn = [], [], []
+        kept, rejected, withdrawn, ids = [], [], [], set(self.provisional.values())
         for change, loaded in changes:
-            if change.kind == CHANGE_ENROLLED and loaded is not None and loaded[0].subject_id in self.provisional:
-                self.provisional.discard(loaded[0].subject_id)
+            if change.kind == CHANGE_ENROLLED and loaded is not None and loaded[0].subject_id in ids:
                 kept.append(change.ref)
             elif change.kind == CHANGE_WITHDRAWN and change.ref.startswith(UPLOAD_REF):
                 withdrawn.append(change.ref[len(UPLOAD_REF):])
             elif change.kind == CHANGE_WITHDRAWN:  # an older version's withdrawal, keyed by the pseudonym
-                self.provisional = {sid for sid in self.provisional if keyring.pseudonym(sid) != change.ref}
                 rejected.append(change.ref)
         erased = {c.ref for c, _ in changes if c.kind == CHANGE_ERASED}
-        if erased and any(keyring.pseudonym(sid) in erased for sid in self.provisional):
-            self.load_provisional()  # an erased subject under review is provisional no more (its entry cancelled)
         if kept:
             self._settle_kept(kept)
-        for upload_id in withdrawn:  # after the loop: a later enrolment of the page has replaced the copy already
-            self._withdraw(upload_id)
+        for upload_id in withdrawn:  # after the page's copy: a later enrolment of the page has replaced the copy
+            self._withdraw(upload_id, changes[-1][0].seq)
         if rejected:
             self.replica.settle_refs(rejected, OUTBOX_REVIEW, OUTBOX_REJECTED, "rejected at review")
+        if kept or rejected or withdrawn or erased & {keyring.pseudonym(sid) for sid in ids}:
+            self._forget_settled()  # kept, rejected or erased at review: provisional no more (a pending one stays)
 
     def _settle_kept(self, refs: list[str]) -> None:
         """The register now holds subjects this station enrolled offline: an entry under review is settled as
         kept only if an officer stored that upload (another station's enrolment of the same document is not)."""
         assert self.replica is not None
-        reviewed = {e.upload_id for e in self.replica.entries((OUTBOX_REVIEW,)) if e.ref in refs}
+        reviewed = {e.upload_id: e.ref for e in self.replica.entries((OUTBOX_REVIEW,)) if e.ref in refs}
         try:
-            stored = self.reviews.kept(reviewed)
+            stored = self.reviews.kept(set(reviewed))
         except RegisterUnavailable:
             log.warning("register unreachable: %d reviewed upload(s) left under review until resolved", len(reviewed))
             return
-        for upload_id in stored:
-            self.replica.settle(upload_id, OUTBOX_STORED, "kept at review")
+        if stored:
+            self.replica.settle_refs([reviewed[u] for u in stored], OUTBOX_REVIEW, OUTBOX_STORED, "kept at review")
 
-    def _withdraw(self, upload_id: str) -> None:
+    def _withdraw(self, upload_id: str, seq: int) -> None:
         """An officer did not store this station's upload ``upload_id`` (rejected, or its document number is the
         register's): its provisional copy leaves (unless the register's subject under that number replaced it)."""
         assert self.replica is not None
@@ -188,22 +230,44 @@ class Island:
                      None)
         if entry is None:
             return  # another station's upload
-        subject_id = entry.payload.get("subject_id", "")
-        own_copy = subject_id in self.provisional
+        own_copy = self.own_copy(entry)
         if own_copy:
-            self.service.gallery.remove(subject_id)
+            self.service.gallery.remove(entry.payload.get("subject_id", ""))
             self.service.gallery.forget_ref(entry.ref)
-            self.provisional.discard(subject_id)
-            self._erase_alerts({entry.ref})
+            self._erase_alerts({entry.ref}, seq)
         self.replica.withdraw(upload_id, drop_copy=own_copy)
 
-    def _erase_alerts(self, refs: set[str]) -> None:
+    def _erase_alerts(self, refs: set[str], upto: int) -> None:
         """Delete this station's alerts naming subjects the register erased or withdrew (a station on a register
-        keeps its alerts in its local store, which the register's erasure cannot reach)."""
+        keeps its alerts in its local store, which the register's erasure cannot reach), recording in the same
+        local transaction that its alerts have followed the change log up to change ``upto``."""
         store = self.service.alert_store
         if refs and store is not self.service.storage:
             with store.transaction() as tx:
                 store.erase_alerts(tx, refs)
+                store.set_meta(tx, ALERTS_SEQ, str(upto))
+
+    def sweep_alerts(self) -> int:
+        """At a start from the register's snapshot, before the station answers: delete its alerts naming subjects
+        erased or withdrawn by the changes its alerts have not followed (it stopped, or died, between the
+        register's erasure and its own deletion of them; the snapshot skips those changes, and the change hook
+        with them); how many. A journal written by an older version records no such change: then the alerts
+        naming subjects the register no longer holds are deleted. A station with a replica follows the log from
+        its copy's change, hook included, and needs no sweep."""
+        service = self.service
+        store, head = service.alert_store, service.applied_seq
+        if self.replica is not None or store is service.storage:
+            return 0
+        mark = store.get_meta(ALERTS_SEQ, "")
+        gallery = service.gallery
+        doomed = service.storage.erased_between(int(mark), head) if mark else (
+            lambda subject_id: subject_id not in gallery)
+        with store.transaction() as tx:
+            done = store.erase_alerts(tx, doomed)
+            store.set_meta(tx, ALERTS_SEQ, str(head))
+        if done:
+            log.info("alerts: %d naming subjects erased in the register while this station was away deleted", done)
+        return done
 
     def check_budget(self) -> None:
         """Refuse a write past the offline budget, with what the officer can do."""
@@ -236,6 +300,7 @@ class Island:
         if subject_id in service.gallery:
             raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
         self.check_budget()
+        seen = service.sync_state.applied_seq  # the register this enrolment was made knowing
         threshold, duplicates, enrolled, outcome = service.screen([f.template for f in faces], fingers,
                                                                   allow_duplicate)
         ref = service.storage.keyring.pseudonym(subject_id)
@@ -247,7 +312,7 @@ class Island:
             upload_id = ""
             if enrolled:
                 entry = self.replica.add(tx, "enrol", ref, enrolment_payload(
-                    subject_id, info, with_ids, override_reason=override_reason))
+                    subject_id, info, with_ids, seen_seq=seen, override_reason=override_reason))
                 self.replica.local.put_subject(tx, ref, record_of(subject_id, info, with_ids), with_ids)
                 upload_id = entry.upload_id
             service.record(tx, "enrol", actor, decision_id, subject_ref=ref, outcome=outcome, threshold=threshold,
@@ -257,7 +322,7 @@ class Island:
                            override_reason=override_reason if duplicates and allow_duplicate else "")
         if enrolled:
             service.gallery.add(ref, subject_id, info.watchlist, [f.template for f in faces], fingers)
-            self.provisional.add(subject_id)
+            self.provisional[upload_id] = subject_id
         return EnrolmentResult(subject_id, enrolled, duplicates, qualities, threshold, decision_id,
                                provisional=enrolled)
 
@@ -265,23 +330,29 @@ class Island:
         """Erase at this station at once; queue the erasure for the register (or cancel a pending enrolment)."""
         service = self.service
         assert self.replica is not None
-        if subject_id not in service.gallery:
-            raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-        ref = service.storage.keyring.pseudonym(subject_id)
-        pending = [e for e in self.replica.entries() if e.kind == "enrol" and e.ref == ref]
-        assert service.decision_log is not None
-        with service.decision_log.transaction() as tx:
-            if pending:  # never uploaded: the enrolment is cancelled, nothing of it leaves the station or stays
-                self.replica.cancel(tx, pending[0].upload_id, "erased before upload")
-            else:
-                self.replica.add(tx, "erase", ref, {"subject_id": subject_id, "reason": reason})
-            self.replica.scrub(tx, {ref})
-            self.replica.local.erase_alerts(tx, {ref})
-            self.replica.local.drop_subject(tx, ref)
-            service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True)
-        service.gallery.remove(subject_id)
-        service.gallery.forget_ref(ref)
-        self.provisional.discard(subject_id)
+        with service.gallery.apply_lock:  # what the officer erases is what the gallery holds at this change
+            if subject_id not in service.gallery:
+                raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
+            ref = service.storage.keyring.pseudonym(subject_id)
+            pending = [e for e in self.replica.entries((OUTBOX_PENDING, OUTBOX_FAILED))
+                       if e.kind == "enrol" and e.ref == ref]
+            assert service.decision_log is not None
+            with service.decision_log.transaction() as tx:
+                if pending:  # never uploaded: the enrolment is cancelled, nothing of it leaves the station or stays
+                    self.replica.cancel(tx, pending[0].upload_id, "erased before upload")
+                else:  # named: the change this station's view reflects, and its own upload of the subject if any
+                    version: dict[str, Any] = {"seen_seq": service.sync_state.applied_seq}
+                    if own := self.replica.last_upload(ref):
+                        version["enrolment_upload"] = own
+                    self.replica.add(tx, "erase", ref, {"subject_id": subject_id, "reason": reason, **version})
+                self.replica.scrub(tx, {ref})
+                self.replica.local.erase_alerts(tx, {ref})
+                self.replica.local.drop_subject(tx, ref)
+                service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True)
+            service.gallery.remove(subject_id)
+            service.gallery.forget_ref(ref)
+            for upload_id in [u for u, sid in list(self.provisional.items()) if sid == subject_id]:
+                self.provisional.pop(upload_id, None)
 
     # -- the drain -------------------------------------------------------------------------------
 
@@ -295,12 +366,27 @@ class Island:
                 if self.reviews.key_legacy_hashes(lambda digest: keyed_hash(keyring, digest)):
                     log.info("register: content hashes of this station's earlier uploads replaced by keyed ones")
                 self._register_hashes_keyed = True
-            start, done, outcomes = time.perf_counter(), 0, {"stored": 0, "review": 0, "erased": 0, "again": 0}
+            start, done = time.perf_counter(), 0
+            outcomes = {"stored": 0, "review": 0, "erased": 0, "superseded": 0, "refused": 0, "again": 0,
+                        "skipped": 0, "failed": 0}
             for entry in self.replica.entries():
                 if not self.service.sync_state.connected:
                     break
-                state, outcome = self._upload(entry)
-                self.replica.settle(entry.upload_id, state, outcome)
+                with self.service.write_lock:  # no offline erasure between the upload and its settlement
+                    try:
+                        state, outcome = self._upload(entry)
+                    except RegisterUnavailable:
+                        raise
+                    except Exception as exc:  # this entry only: set aside, audited; the rest of the outbox goes on
+                        outcome = self._fail(entry, exc)
+                    else:
+                        self.replica.settle(entry.upload_id, state, outcome)
+                        if state == OUTBOX_SUPERSEDED:  # no change reaches this station: its own entries of the
+                            with self.replica.local.transaction() as tx:  # subject under review are closed, and
+                                self.replica.scrub(tx, {entry.ref})  # keep nothing
+                            self.load_provisional()
+                        elif state != OUTBOX_REVIEW:  # stored, erased, refused (its change removed the copy)
+                            self.provisional.pop(entry.upload_id, None)
                 outcomes[outcome if outcome in outcomes else "again"] += 1
                 done += 1
             if done:
@@ -310,9 +396,28 @@ class Island:
         finally:
             self._drain_lock.release()
 
+    def _fail(self, entry: OutboxEntry, exc: Exception) -> str:
+        """Set aside an entry whose upload raised: state ``failed``, its payload kept, an audit record; it is
+        retried at the next start. Returns the outcome ("failed")."""
+        log.error("upload %s (%s) failed (%s): set aside as failed, retried at the next start; the rest of the "
+                  "outbox goes on", entry.upload_id, entry.kind, type(exc).__name__, exc_info=True)
+        service = self.service
+        assert service.decision_log is not None and self.replica is not None
+        with service.decision_log.transaction() as tx:
+            self.replica.fail(tx, entry.upload_id, f"upload failed: {type(exc).__name__}")
+            service.record(tx, "enrol_upload" if entry.kind == "enrol" else "delete_upload",
+                           Actor(role="system", identity=f"station {service.station} drain"), entry.upload_id,
+                           subject_ref=entry.ref, outcome="failed", upload_id=entry.upload_id,
+                           reason=type(exc).__name__)
+        return "failed"
+
     def _upload(self, entry: OutboxEntry) -> tuple[str, str]:
         service = self.service
         with service.write_lock, service.change_transaction() as tx:
+            assert self.replica is not None
+            current = self.replica.state_of(entry.upload_id)
+            if current != OUTBOX_PENDING:  # cancelled (erased offline) since the drain read it: never uploaded
+                return current, "skipped"
             seen = self.reviews.upload_outcome(tx, entry.upload_id)
             if seen is not None:
                 keyring = service.storage.keyring  # either side may still hold an older version's plain hash
@@ -321,26 +426,34 @@ class Island:
                 log.warning("upload %s was already in the register (%s): not stored twice", entry.upload_id, seen[1])
                 return self._state_of(seen[1]), "again"
             service.catch_up()  # under the register's write lock: the search sees the whole register
-            outcome = self._upload_enrolment(tx, entry) if entry.kind == "enrol" else self._upload_erasure(tx, entry)
-            self.reviews.record_upload(tx, entry.upload_id, entry.kind, entry.content_hash, outcome)
+            upload = self._upload_enrolment if entry.kind == "enrol" else self._upload_erasure
+            outcome, seq = upload(tx, entry)
+            self.reviews.record_upload(tx, entry.upload_id, entry.kind, entry.content_hash, outcome, seq)
         return self._state_of(outcome), outcome
 
     @staticmethod
     def _state_of(outcome: str) -> str:
-        return {"stored": OUTBOX_STORED, "review": OUTBOX_REVIEW, "erased": OUTBOX_ERASED}.get(outcome, OUTBOX_ERASED)
+        return STATE_OF_OUTCOME.get(outcome, OUTBOX_ERASED)
 
-    def _upload_enrolment(self, tx: Any, entry: OutboxEntry) -> str:
+    def _upload_enrolment(self, tx: Any, entry: OutboxEntry) -> tuple[str, int | None]:
         service = self.service
         payload = entry.payload
+        actor = Actor(role="system", identity=f"station {service.station} drain")
+        if "seen_seq" in payload:  # refused if the register erased the document since (see the module doc)
+            erased = service.storage.erased_after(tx, entry.ref, int(payload["seen_seq"]))
+            if erased is not None:
+                service.record(tx, "enrol_upload", actor, entry.upload_id, subject_ref=entry.ref,
+                               outcome="refused_erased", upload_id=entry.upload_id, register_seq=erased)
+                return "refused", None
         subject_id, info = payload["subject_id"], SubjectInfo(**payload["info"])
         templates = payload_templates(payload)
         faces, fingers = faces_of(templates), fingers_of(templates)
-        exclude = frozenset(self.provisional)  # not in the register: each is searched when it is uploaded
+        ids = {*self.provisional.values(), subject_id}
+        held = service.storage.held(tx, ids)  # the document numbers the register holds, whoever enrolled them
+        exclude = frozenset(ids - held)  # enrolled here, not in the register: each is searched when it is uploaded
         threshold, duplicates, _, _ = service.screen(faces, fingers, allow_duplicate=False, exclude=exclude,
                                                      pending=pending_gallery(service, self.reviews, tx))
-        taken = ((subject_id in service.gallery and subject_id not in self.provisional)
-                 or self.reviews.pending_for(tx, entry.ref))  # another upload of this number waits for an officer
-        actor = Actor(role="system", identity=f"station {service.station} drain")
+        taken = subject_id in held or self.reviews.pending_for(tx, entry.ref)  # or another upload of it waits
         if duplicates or taken:
             document = {**payload, "threshold": threshold, "enrolled_offline_at": entry.created_at,
                         "document_number_taken": taken,
@@ -350,19 +463,26 @@ class Island:
                            upload_id=entry.upload_id, threshold=threshold,
                            duplicates=[{"subject_ref": service.storage.keyring.pseudonym(c.subject_id),
                                         "score": c.score} for c in duplicates])
-            return "review"
-        service.storage.insert_subject(tx, subject_id, info, templates)
+            return "review", None
+        _, seq, _ = service.storage.insert_subject(tx, subject_id, info, templates)
         service.record(tx, "enrol_upload", actor, entry.upload_id, subject_ref=entry.ref, outcome="stored",
                        upload_id=entry.upload_id, threshold=threshold)
-        return "stored"
+        return "stored", seq
 
-    def _upload_erasure(self, tx: Any, entry: OutboxEntry) -> str:
+    def _upload_erasure(self, tx: Any, entry: OutboxEntry) -> tuple[str, int | None]:
+        """Erase the enrolment the station saw (see the module doc). Every queued erasure names the change it saw
+        (this version writes it, and :meth:`Replica.version_legacy` gives one to an older version's at start); one
+        that did not would be taken to have seen none, so it could never erase a later enrolment."""
         service = self.service
-        seq = service.storage.erase_subject(tx, entry.payload["subject_id"])
+        payload = entry.payload
+        seq, kept = service.storage.erase_seen(tx, payload["subject_id"], int(payload.get("seen_seq", 0)),
+                                               payload.get("enrolment_upload", ""))
+        outcome = "superseded" if kept is not None else "erased"
+        named = {"register_seq": kept} if kept is not None else {}  # the later enrolment kept
         service.record(tx, "delete_upload", Actor(role="system", identity=f"station {service.station} drain"),
-                       entry.upload_id, subject_ref=entry.ref, outcome="erased" if seq else "absent",
-                       upload_id=entry.upload_id, reason=entry.payload.get("reason", ""))
-        return "erased"
+                       entry.upload_id, subject_ref=entry.ref, outcome="absent" if outcome == "erased" and not seq
+                       else outcome, upload_id=entry.upload_id, reason=payload.get("reason", ""), **named)
+        return outcome, seq
 
     # -- the adjudication queue ------------------------------------------------------------------
 
@@ -385,7 +505,7 @@ class Island:
             taken = self.reviews.take(tx, review_id)
             if taken is None:
                 raise ReviewConflict(f"No review {review_id!r} is waiting (unknown, or resolved already).")
-            _, ref, doc = taken
+            _, ref, doc, upload_id = taken
             subject_id, info = doc["subject_id"], SubjectInfo(**doc["info"])
             service.catch_up()
             held = self.reviews.registered(tx, ref)  # now, under the lock: not what the upload saw
@@ -401,12 +521,13 @@ class Island:
                     raise ReviewConflict(f"{subject_id!r} is enrolled in the register already: two people cannot "
                                          "share one document number. Link (same person) or reject.")
             elif resolution in ("keep_both", "link"):
-                service.storage.insert_subject(tx, subject_id, info, payload_templates(doc))
+                _, seq, _ = service.storage.insert_subject(tx, subject_id, info, payload_templates(doc))
+                self.reviews.record_stored(tx, upload_id, seq)
                 if resolution == "link":
                     for c in doc["candidates"]:
                         self.reviews.link(tx, ref, service.storage.keyring.pseudonym(c["subject_id"]))
             if not fresh and (resolution == "reject" or held):  # not stored: its station withdraws its copy
-                service.storage.append_change(tx, CHANGE_WITHDRAWN, UPLOAD_REF + self.reviews.upload_of(tx, review_id))
+                service.storage.append_change(tx, CHANGE_WITHDRAWN, UPLOAD_REF + upload_id)
             if not fresh:
                 self.reviews.close(tx, review_id, resolution, reason)
                 service.record(tx, "review_resolved", actor, review_id, subject_ref=ref, outcome=resolution,
@@ -425,9 +546,10 @@ class Island:
         (the new ones first) and the threshold of this search."""
         service = self.service
         templates = payload_templates(doc)
+        ids = {*self.provisional.values(), doc["subject_id"]}  # this station's copies are not the register
         threshold, found, _, _ = service.screen(
             faces_of(templates), fingers_of(templates), allow_duplicate=False,
-            exclude=frozenset(self.provisional) | {doc["subject_id"]},  # this station's copies are not the register
+            exclude=frozenset(ids - service.storage.held(tx, ids)),
             pending=pending_gallery(service, self.reviews, tx, but=review_id))
         shown = {c["subject_id"] for c in doc["candidates"]}
         fresh = [c for c in found if c.subject_id not in shown]

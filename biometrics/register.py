@@ -38,7 +38,9 @@ from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
 from biometrics.event_schema import event_tables
 from biometrics.storage import (
+    CHANGE_ENROLLED,
     CHANGE_ERASED,
+    CHANGE_WITHDRAWN,
     KeyRingMismatch,
     SchemaTooNew,
     SealedStore,
@@ -131,8 +133,15 @@ CREATE TABLE IF NOT EXISTS links (
 #: Version 3: decision events, their restricted nationality rows, feedback and aggregates (biometrics.event_store).
 _SCHEMA_V3 = event_tables("postgresql")
 
+#: Version 4: which register change an upload made (``uploads.seq``: an offline erasure names the enrolment it
+#: erases by it), and the change log by pseudonym (the enrolment a subject holds now, the erasures since a change).
+_SCHEMA_V4 = """
+ALTER TABLE uploads ADD COLUMN IF NOT EXISTS seq BIGINT;
+CREATE INDEX IF NOT EXISTS changes_ref ON changes(ref, seq)
+"""
+
 #: (version, script): applied in order to a register whose ``meta.schema_version`` is lower.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3), (4, _SCHEMA_V4))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _REFUSED_STATES = ("28", "3D")  # invalid authorisation (bad password, unknown role), unknown database
@@ -336,6 +345,56 @@ class RegisterStorage(SealedStore):
             seq = self.append_change(tx, CHANGE_ERASED, self.keyring.pseudonym(subject_id))
         return seq
 
+    def enrolment_seq(self, tx: Transaction, ref: str) -> int | None:
+        """The change that enrolled the subject held under pseudonym ``ref`` now (None: none is held)."""
+        row = tx.execute("SELECT MAX(seq) FROM changes WHERE ref = ? AND kind = ? AND EXISTS "
+                         "(SELECT 1 FROM subjects WHERE ref = ?)", (ref, CHANGE_ENROLLED, ref)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def erase_seen(self, tx: Transaction, subject_id: str, seen_seq: int, upload_id: str = ""
+                   ) -> tuple[int | None, int | None]:
+        """Erase the enrolment of ``subject_id`` a station saw when it erased it offline, never a later one.
+
+        The station saw the register up to change ``seen_seq``, and, with ``upload_id``, its own enrolment of the
+        subject uploaded as that id (which it may have held before the register's change reached it). The
+        subject held now is erased (with everything :meth:`erase_subject` erases) if it was enrolled at or before
+        ``seen_seq`` or by that upload; otherwise it is a later enrolment the station never saw and is kept: only
+        the review of ``upload_id``, if one is still pending, is closed. Returns (the erased change or None, the
+        enrolling change of the subject kept or None)."""
+        ref = self.keyring.pseudonym(subject_id)
+        held = self.enrolment_seq(tx, ref)
+        reviews = Reviews(self)
+        if held is None or held <= seen_seq or (upload_id and reviews.upload_seq(tx, upload_id) == held):
+            return self.erase_subject(tx, subject_id), None
+        if upload_id:
+            reviews.erase_pending(tx, ref, upload_id)
+        return None, held
+
+    def erased_after(self, tx: Transaction, ref: str, seq: int) -> int | None:
+        """The first change after ``seq`` that erased the document of pseudonym ``ref``, leaving out the erasures
+        this station uploaded (an island uploads its writes in order: its own erasures came before the write it
+        is uploading); None if there is none."""
+        row = tx.execute("SELECT MIN(c.seq) FROM changes c WHERE c.ref = ? AND c.kind = ? AND c.seq > ? AND NOT "
+                         "EXISTS (SELECT 1 FROM uploads u WHERE u.seq = c.seq AND u.station = ? AND u.kind = 'erase')",
+                         (ref, CHANGE_ERASED, seq, self.station)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def erase_document(self, tx: Transaction, subject_id: str) -> tuple[int, bool]:
+        """An erasure asked for at a station online: :meth:`erase_subject`, and when there was nothing to erase, an
+        ``erased`` change all the same, recorded against the document number: an enrolment of it still queued at
+        an island that has not seen this change is refused when it is uploaded (:mod:`biometrics.island`), and
+        an island holding such an enrolment drops its copy when the change reaches it. Returns (the change, whether
+        a subject or a pending review was erased)."""
+        seq = self.erase_subject(tx, subject_id)
+        if seq is not None:
+            return seq, True
+        return self.append_change(tx, CHANGE_ERASED, self.keyring.pseudonym(subject_id)), False
+
+    def erased_between(self, after: int, upto: int) -> set[str]:
+        """The pseudonyms of the subjects erased or withdrawn by the changes after ``after`` up to ``upto``."""
+        return {str(r[0]) for r in self._query("SELECT DISTINCT ref FROM changes WHERE seq > ? AND seq <= ? AND "
+                                               "kind IN (?, ?)", (after, upto, CHANGE_ERASED, CHANGE_WITHDRAWN))}
+
     def scrub_resolved_reviews(self) -> int:
         """Drop the documents of reviews resolved by an older version (which kept them); how many."""
         with self.transaction() as tx:
@@ -469,10 +528,23 @@ class Reviews:
                            [(keyed(digest), upload_id) for upload_id, digest in rows])
         return len(rows)
 
-    def record_upload(self, tx: Transaction, upload_id: str, kind: str, digest: str, outcome: str) -> None:
-        """Remember an upload and what became of it, in the transaction that did it."""
-        tx.execute("INSERT INTO uploads(upload_id, station, kind, content_hash, outcome, at) VALUES (?, ?, ?, ?, ?, ?)",
-                   (upload_id, self.register.station, kind, digest, outcome, now()))
+    def record_upload(self, tx: Transaction, upload_id: str, kind: str, digest: str, outcome: str,
+                      seq: int | None = None) -> None:
+        """Remember an upload and what became of it (``seq``: the register change it made, if any), in the
+        transaction that did it."""
+        tx.execute("INSERT INTO uploads(upload_id, station, kind, content_hash, outcome, at, seq) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (upload_id, self.register.station, kind, digest, outcome, now(), seq))
+
+    def record_stored(self, tx: Transaction, upload_id: str, seq: int) -> None:
+        """Record in ``tx`` that the enrolment of ``upload_id`` (held for review) was stored by change ``seq``."""
+        tx.execute("UPDATE uploads SET seq = ? WHERE upload_id = ?", (seq, upload_id))
+
+    def upload_seq(self, tx: Transaction, upload_id: str) -> int | None:
+        """The register change an upload made (its enrolment stored, at once or at review), or None: none, or an
+        upload an older version recorded (it kept no change)."""
+        row = tx.execute("SELECT seq FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def add(self, tx: Transaction, upload_id: str, ref: str, document: dict[str, Any]) -> str:
         """Queue an uploaded enrolment for an officer (sealed: it holds personal data and templates)."""
@@ -489,13 +561,15 @@ class Reviews:
         return [(rid, station, created, json.loads(self.register.keyring.open(bytes(sealed), _review_aad(rid))))
                 for rid, station, created, sealed in rows]
 
-    def take(self, tx: Transaction, review_id: str) -> tuple[str, str, dict[str, Any]] | None:
-        """Lock a pending review for resolution in ``tx``: (station, ref, document), or None if none is pending."""
-        row = tx.execute("SELECT station, ref, sealed FROM reviews WHERE review_id = ? AND state = 'pending' "
-                         "FOR UPDATE", (review_id,)).fetchone()
+    def take(self, tx: Transaction, review_id: str) -> tuple[str, str, dict[str, Any], str] | None:
+        """Lock a pending review for resolution in ``tx``: (station, ref, document, upload id), or None if none is
+        pending."""
+        row = tx.execute("SELECT station, ref, sealed, upload_id FROM reviews WHERE review_id = ? AND "
+                         "state = 'pending' FOR UPDATE", (review_id,)).fetchone()
         if row is None:
             return None
-        return str(row[0]), str(row[1]), json.loads(self.register.keyring.open(bytes(row[2]), _review_aad(review_id)))
+        return (str(row[0]), str(row[1]), json.loads(self.register.keyring.open(bytes(row[2]), _review_aad(review_id))),
+                str(row[3]))
 
     def close(self, tx: Transaction, review_id: str, state: str, resolution: str) -> None:
         """Record a review's resolution in ``tx``; its document (personal data, templates, the candidates'
@@ -503,13 +577,14 @@ class Reviews:
         tx.execute("UPDATE reviews SET state = ?, resolution = ?, resolved_at = ?, sealed = ? WHERE review_id = ?",
                    (state, resolution, now(), b"", review_id))
 
-    def erase_pending(self, tx: Transaction, ref: str) -> int:
-        """Close in ``tx`` the pending reviews of enrolments under pseudonym ``ref`` (their subject is erased):
-        state ``erased``, no document; a closed review cannot be resolved, so nothing brings the subject back.
-        Returns how many were closed."""
+    def erase_pending(self, tx: Transaction, ref: str, upload_id: str = "") -> int:
+        """Close in ``tx`` the pending reviews of enrolments under pseudonym ``ref`` (their subject is erased; with
+        ``upload_id``, only that upload's): state ``erased``, no document; a closed review cannot be resolved, so
+        nothing brings the subject back. Returns how many were closed."""
+        only = " AND upload_id = ?" if upload_id else ""
         return int(tx.execute("UPDATE reviews SET state = 'erased', resolution = 'erased before review', "
-                              "resolved_at = ?, sealed = ? WHERE ref = ? AND state = 'pending'",
-                              (now(), b"", ref)).rowcount)
+                              f"resolved_at = ?, sealed = ? WHERE ref = ? AND state = 'pending'{only}",
+                              (now(), b"", ref, *([upload_id] if upload_id else []))).rowcount)
 
     def forget(self, tx: Transaction, subject_id: str) -> None:
         """In ``tx`` (an erasure of ``subject_id`` in the register): drop its links, and take it out of the
@@ -546,10 +621,6 @@ class Reviews:
     def registered(self, tx: Transaction, ref: str) -> bool:
         """Whether the register holds a subject under pseudonym ``ref`` now (read in ``tx``, under its lock)."""
         return tx.execute("SELECT 1 FROM subjects WHERE ref = ?", (ref,)).fetchone() is not None
-
-    def upload_of(self, tx: Transaction, review_id: str) -> str:
-        """The upload id of a review."""
-        return str(tx.execute("SELECT upload_id FROM reviews WHERE review_id = ?", (review_id,)).fetchone()[0])
 
     def kept(self, upload_ids: Collection[str]) -> set[str]:
         """Which of ``upload_ids`` an officer resolved by storing the enrolment (keep both, or link)."""

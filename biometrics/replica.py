@@ -45,8 +45,13 @@ OUTBOX_REVIEW = "review"
 OUTBOX_ERASED = "erased"
 OUTBOX_REJECTED = "rejected"
 OUTBOX_CANCELLED = "cancelled"
+OUTBOX_FAILED = "failed"  # its upload raised: set aside with its payload, retried at the next start
+#: An erasure uploaded after the register's subject of that document was replaced by a later enrolment the station
+#: had not seen: the later enrolment is kept (biometrics.island, "What an offline erasure names").
+OUTBOX_SUPERSEDED = "superseded"
 REGISTER_SEQ = "register_seq"
 REGISTER_AS_OF = "register_as_of"
+REGISTER_POSITION = "register_copy_generation", "register_copy_mark"  # the register's generation, the change's id
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,11 @@ def _outbox_aad(upload_id: str) -> bytes:
     return f"outbox|{upload_id}".encode()
 
 
-def enrolment_payload(subject_id: str, info: SubjectInfo, stored: list[StoredTemplate], *, override_reason: str = ""
-                      ) -> dict[str, Any]:
-    """The content of an offline enrolment, as uploaded (templates base64)."""
-    return {"subject_id": subject_id, "info": info.__dict__, "override_reason": override_reason,
+def enrolment_payload(subject_id: str, info: SubjectInfo, stored: list[StoredTemplate], *, seen_seq: int,
+                      override_reason: str = "") -> dict[str, Any]:
+    """The content of an offline enrolment, as uploaded (templates base64), with the register change the station's
+    view reflected when it was made (an erasure of the document the register made after it refuses the upload)."""
+    return {"subject_id": subject_id, "info": info.__dict__, "override_reason": override_reason, "seen_seq": seen_seq,
             "templates": [{"modality": int(t.modality), "finger": t.finger, "quality": t.quality,
                            "template_id": t.template_id, "created_at": t.created_at,
                            "data": base64.b64encode(t.data).decode()} for t in stored]}
@@ -127,14 +133,20 @@ class Replica:
         """The register change the copy reflects."""
         return int(self.local.get_meta(REGISTER_SEQ, "0"))
 
+    def register_position(self) -> tuple[str, str]:
+        """(the register's generation, the identity of the change at :meth:`register_seq`) the copy reflects
+        (:class:`biometrics.gallery.GalleryState`'s ``generation`` and ``mark``; "" when not known)."""
+        return self.local.get_meta(REGISTER_POSITION[0], ""), self.local.get_meta(REGISTER_POSITION[1], "")
+
     def register_as_of(self) -> float | None:
         """When the copy last reached the end of the register's change log (Unix time), or None."""
         value = self.local.get_meta(REGISTER_AS_OF, "")
         return float(value) if value else None
 
-    def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]]) -> None:
+    def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]],
+               generation: str = "") -> None:
         """Apply register changes to the copy in one local transaction (the gallery calls this for the changes it
-        has applied, a catch-up page at a time)."""
+        has applied, a catch-up page at a time), of the register's ``generation``."""
         if not changes:
             return
         with self.local.transaction() as tx:
@@ -147,7 +159,32 @@ class Replica:
                     (erased if change.kind == CHANGE_ERASED else withdrawn).add(change.ref)
             self.scrub(tx, erased)
             self.scrub(tx, withdrawn, review=(OUTBOX_REJECTED, "rejected at review"))
-            self.local.set_meta(tx, REGISTER_SEQ, str(changes[-1][0].seq))
+            last = changes[-1][0]
+            self.local.set_meta(tx, REGISTER_SEQ, str(last.seq))
+            self._set_position(tx, generation, last.identity if last.at else "")
+
+    def _set_position(self, tx: Transaction, generation: str, mark: str) -> None:
+        self.local.set_meta(tx, REGISTER_POSITION[1], mark)
+        if generation:
+            self.local.set_meta(tx, REGISTER_POSITION[0], generation)
+
+    def resync(self, register: SealedStore, keep: Collection[str], seq: int, generation: str) -> tuple[int, int]:
+        """Make the copy what ``register`` holds now (its log went back to change ``seq``: restored from a
+        backup), the subjects with pseudonyms in ``keep`` (this station's, not in the register) aside: every
+        subject of the register is written again, every other one dropped. Returns (written, dropped)."""
+        theirs = sorted(register.refs())
+        gone = self.local.refs() - set(theirs) - set(keep)
+        for start in range(0, len(theirs), 2000):
+            loaded = register.load_subjects(theirs[start:start + 2000])
+            with self.local.transaction() as tx:
+                for ref, (record, stored) in loaded.items():
+                    self.local.put_subject(tx, ref, record, stored)
+        with self.local.transaction() as tx:
+            for ref in gone:
+                self.local.drop_subject(tx, ref)
+            self.local.set_meta(tx, REGISTER_SEQ, str(seq))
+            self._set_position(tx, generation, "")
+        return len(theirs), len(gone)
 
     def mark_synced(self) -> None:
         """Record that the copy has just reached the end of the register's change log."""
@@ -189,6 +226,35 @@ class Replica:
                             json.loads(self.local.keyring.open(bytes(sealed), _outbox_aad(uid))))
                 for n, uid, kind, ref, digest, sealed, created, state, outcome in rows]
 
+    def last_upload(self, ref: str, before: int = 2 ** 62) -> str:
+        """The upload id of this station's latest enrolment of pseudonym ``ref`` (among the outbox entries before
+        ``before``) that the register has received (stored, or waiting for review), or ""."""
+        rows = self.local._query("SELECT upload_id FROM outbox WHERE ref = ? AND kind = 'enrol' AND state IN (?, ?) "
+                                 "AND n < ? ORDER BY n DESC LIMIT 1", (ref, OUTBOX_STORED, OUTBOX_REVIEW, before))
+        return str(rows[0][0]) if rows else ""
+
+    def version_legacy(self, seq: int) -> int:
+        """Give the pending erasures an older version queued (no ``seen_seq``) the register change this copy
+        reflects now, ``seq``, as the one they saw, and the upload of this station's own enrolment of the subject
+        that preceded them, if any (see :meth:`biometrics.island.Island.erase_offline`); how many. Their content
+        hash is kept: it recognises an upload the older version may have made already."""
+        with self.local.transaction() as tx:
+            rows = tx.execute("SELECT n, upload_id, ref, sealed FROM outbox WHERE state = ? AND kind = 'erase' "
+                              "ORDER BY n", (OUTBOX_PENDING,)).fetchall()
+            done = 0
+            for n, upload_id, ref, sealed in rows:
+                payload = json.loads(self.local.keyring.open(bytes(sealed), _outbox_aad(upload_id)))
+                if "seen_seq" in payload:
+                    continue
+                payload.update(seen_seq=seq, versioned_at_upgrade=True)
+                own = self.last_upload(ref, before=n)
+                if own:
+                    payload["enrolment_upload"] = own
+                tx.execute("UPDATE outbox SET sealed = ? WHERE upload_id = ?", (self._seal(upload_id, payload),
+                                                                               upload_id))
+                done += 1
+        return done
+
     def pending_count(self) -> int:
         """How many writes wait to be uploaded."""
         return int(self.local._query("SELECT COUNT(*) FROM outbox WHERE state = ?", (OUTBOX_PENDING,))[0][0])
@@ -200,6 +266,32 @@ class Replica:
             return 0.0
         return (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(rows[0][0])).total_seconds()
 
+    def failed_count(self) -> int:
+        """How many writes failed to upload and wait, set aside, for the next start."""
+        return int(self.local._query("SELECT COUNT(*) FROM outbox WHERE state = ?", (OUTBOX_FAILED,))[0][0])
+
+    def state_of(self, upload_id: str) -> str:
+        """The entry's state now ("" if there is none)."""
+        rows = self.local._query("SELECT state FROM outbox WHERE upload_id = ?", (upload_id,))
+        return str(rows[0][0]) if rows else ""
+
+    def unsettled(self) -> set[str]:
+        """The upload ids of the enrolments the register does not hold yet (pending, under review, failed)."""
+        return {str(r[0]) for r in self.local._query("SELECT upload_id FROM outbox WHERE kind = 'enrol' AND state IN "
+                                                     "(?, ?, ?)", (OUTBOX_PENDING, OUTBOX_REVIEW, OUTBOX_FAILED))}
+
+    def fail(self, tx: Transaction, upload_id: str, outcome: str) -> None:
+        """Set a pending entry aside in ``tx``: its upload failed; it keeps its payload (nothing acknowledged is
+        dropped) and is retried at the next start (:meth:`retry_failed`)."""
+        tx.execute("UPDATE outbox SET state = ?, outcome = ? WHERE upload_id = ? AND state = ?",
+                   (OUTBOX_FAILED, outcome, upload_id, OUTBOX_PENDING))
+
+    def retry_failed(self) -> int:
+        """Put the entries whose upload failed back in the queue, in their place; how many."""
+        with self.local.transaction() as tx:
+            return int(tx.execute("UPDATE outbox SET state = ?, outcome = '' WHERE state = ?",
+                                  (OUTBOX_PENDING, OUTBOX_FAILED)).rowcount)
+
     def settle_refs(self, refs: list[str], from_state: str, to_state: str, outcome: str) -> None:
         """Move subjects' enrolment entries from one state to another (reviews resolved at the office)."""
         with self.local.transaction() as tx:
@@ -207,20 +299,23 @@ class Replica:
                            [(to_state, outcome, ref, from_state) for ref in refs])
 
     def settle(self, upload_id: str, state: str, outcome: str = "") -> None:
-        """Record what the register made of an uploaded write, and drop the payload it no longer needs.
+        """Record what the register made of an uploaded write, and drop the payload it no longer needs; an entry
+        no longer pending (cancelled by an erasure meanwhile) is left as it is.
 
-        Once uploaded, an entry's content lives in the register (or was erased there): an enrolment keeps only
-        its subject id, and while under review its templates' random ids (they tell this station's own copy from a
-        subject the register holds under that number: :meth:`biometrics.island.Island.own_copy`; a subject under
-        review is provisional here until the review is resolved, see
-        :meth:`biometrics.island.Island.load_provisional`), an erasure keeps nothing.
+        Once uploaded, an entry's content lives in the register (or was erased there): an enrolment stored or
+        under review keeps only its subject id, and under review its templates' random ids (they tell this
+        station's own copy from a subject the register holds under that number:
+        :meth:`biometrics.island.Island.own_copy`; a subject under review is provisional here until the review is
+        resolved, see :meth:`biometrics.island.Island.load_provisional`), anything else keeps nothing.
         """
         with self.local.transaction() as tx:
-            row = tx.execute("SELECT kind, sealed FROM outbox WHERE upload_id = ?", (upload_id,)).fetchone()
+            row = tx.execute("SELECT kind, sealed FROM outbox WHERE upload_id = ? AND state = ?",
+                             (upload_id, OUTBOX_PENDING)).fetchone()
             if row is None:
                 return
             payload = json.loads(self.local.keyring.open(bytes(row[1]), _outbox_aad(upload_id)))
-            kept = {"subject_id": payload["subject_id"]} if row[0] == "enrol" and "subject_id" in payload else {}
+            kept = ({"subject_id": payload["subject_id"]} if row[0] == "enrol" and "subject_id" in payload
+                    and state in (OUTBOX_STORED, OUTBOX_REVIEW) else {})
             if kept and state == OUTBOX_REVIEW:
                 kept["template_ids"] = template_ids(payload)
             tx.execute("UPDATE outbox SET state = ?, outcome = ?, sealed = ? WHERE upload_id = ?",
@@ -240,6 +335,14 @@ class Replica:
                        (OUTBOX_REJECTED, "rejected at review", self._seal(upload_id, {}), upload_id))
             tx.erased = True
 
+    def requeue(self, upload_id: str, payload: dict[str, Any], outcome: str) -> None:
+        """Put an uploaded entry back in the queue with ``payload`` (the register no longer holds the upload:
+        restored from a backup); it keeps its place and id, and gets the new content's hash."""
+        with self.local.transaction() as tx:
+            tx.execute("UPDATE outbox SET state = ?, outcome = ?, content_hash = ?, sealed = ? WHERE upload_id = ?",
+                       (OUTBOX_PENDING, outcome, content_hash(self.local.keyring, payload),
+                        self._seal(upload_id, payload), upload_id))
+
     def _seal(self, upload_id: str, payload: dict[str, Any]) -> bytes:
         return self.local.keyring.seal(json.dumps(payload).encode(), _outbox_aad(upload_id))
 
@@ -254,11 +357,11 @@ class Replica:
               review: tuple[str, str] = (OUTBOX_CANCELLED, "erased while under review")) -> int:
         """In ``tx``, after the subjects with pseudonyms ``refs`` were erased or withdrawn: every entry of theirs
         that is no longer pending keeps no payload, and an entry still under review moves to ``review`` (state,
-        outcome). Pending erasures are left to be uploaded. Returns how many entries were scrubbed."""
+        outcome). Pending (and failed) entries are left to be uploaded. Returns how many entries were scrubbed."""
         done = 0
         for ref in refs:
-            rows = tx.execute("SELECT upload_id, state FROM outbox WHERE ref = ? AND state != ?",
-                              (ref, OUTBOX_PENDING)).fetchall()
+            rows = tx.execute("SELECT upload_id, state FROM outbox WHERE ref = ? AND state NOT IN (?, ?)",
+                              (ref, OUTBOX_PENDING, OUTBOX_FAILED)).fetchall()
             for upload_id, state in rows:
                 if state == OUTBOX_REVIEW:
                     tx.execute("UPDATE outbox SET state = ?, outcome = ? WHERE upload_id = ?", (*review, upload_id))

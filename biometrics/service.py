@@ -39,7 +39,7 @@ from biometrics.audit import (
 )
 from biometrics.crypto import KeyRing
 from biometrics.datadir import DataDirLock, lock_data_dir, make_private
-from biometrics.decisions import PROCEED, TravellerOutcome, identification_outcome, verification_outcome
+from biometrics.decisions import PROCEED, TravellerOutcome, identification_outcome, shortlist, verification_outcome
 from biometrics.errors import (
     BiometricError,
     InvalidSample,
@@ -225,7 +225,7 @@ class CheckpointService:
         self._state = self.gallery.state
         # Enrolments and deletions are serialised, so that a duplicate search and the insert it
         # clears are one step; searches never take this lock.
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # re-entered by the island's drain around an upload
         self._data_lock: DataDirLock | None = None
         self.island: Any = None  # biometrics.island.Island on a station that keeps working offline
         self._ready = threading.Event()
@@ -303,10 +303,12 @@ class CheckpointService:
                 from biometrics.island import Island
                 from biometrics.register import Reviews
                 from biometrics.replica import Replica
+                from biometrics.restore import restored
 
                 service.island = Island(service, Replica(local) if where.replica_dir is not None else None,
                                         Reviews(register), where.offline_policy)
                 service.gallery.on_changes = service.island.follow
+                service.gallery.on_restore = lambda why, reload: restored(service.island, why, reload)
         except BaseException:
             for store in stores:
                 store.close()
@@ -362,7 +364,7 @@ class CheckpointService:
         return self._state
 
     @property
-    def write_lock(self) -> threading.Lock:
+    def write_lock(self) -> threading.RLock:
         """The lock that serialises every write of this station (enrolment, erasure, upload, review)."""
         return self._write_lock
 
@@ -398,6 +400,7 @@ class CheckpointService:
         if replica is not None:
             self.gallery.load_pages(replica.local.gallery_pages())
             self._state.applied_seq = replica.register_seq()  # the copy follows the register's log, not its own
+            self._state.generation, self._state.mark = replica.register_position()
             self._state.synced_wall, self._state.synced_at = replica.register_as_of(), None
             self._state.connected = False
             self.island.load_provisional()
@@ -441,9 +444,15 @@ class CheckpointService:
             self.decision_log.reconcile()
             self.decision_log.start_shipping()
         if self._ready.is_set():  # loaded from the replica: catch up from where it stood
-            self.sync()
+            try:
+                self.sync()
+            except Exception:  # the listener below catches up again and retries; it must start whatever happens
+                log.exception("catching up the register after loading from the replica failed")
         else:
-            self._load_gallery()
+            if self._state.synced_at is None:  # not loaded by an earlier attempt that failed after it
+                self._load_gallery()
+            if self.island is not None:  # before any answer: alerts naming subjects erased while it was away
+                self.island.sweep_alerts()
             self._ready.set()
         log.info("register loaded in %.3f s: %d subjects", time.perf_counter() - start, len(self._watchlist))
 
@@ -483,6 +492,7 @@ class CheckpointService:
                 "audit_pending": self.decision_log.pending() if self.decision_log and self.decision_log.register
                 else 0,
                 "outbox_pending": self.island.replica.pending_count() if self.island and self.island.replica else 0,
+                "outbox_failed": self.island.replica.failed_count() if self.island and self.island.replica else 0,
                 "provisional": len(self.island.provisional) if self.island else 0,
                 "last_drain": dict(self.island.last_drain) if self.island else {}}
 
@@ -907,7 +917,10 @@ class CheckpointService:
         fingers = self._extract_fingers(samples, "probe")
         self._ensure_current()
         threshold = self.search_threshold()
-        candidates = tuple(self._search(self._face_probes(faces), fingers, k, threshold, len(faces)))
+        # ranked over the server's whole cap: the decision and the alerts see every watchlisted candidate, the
+        # answer the k best and those (decisions.shortlist)
+        candidates = shortlist(self._search(self._face_probes(faces), fingers, self.config.max_candidates,
+                                            threshold, len(faces)), k)
         decision_id = _new_decision_id()
         result = IdentificationResult(candidates, threshold, decision_id, self.register_as_of(),
                                       feedback_id=self._new_feedback_id())
@@ -975,13 +988,25 @@ class CheckpointService:
         return decision_id
 
     def _erase_in_register(self, subject_id: str, reason: str, decision_id: str, actor: Actor) -> None:
+        """Erase in the store; on a shared register, an erasure that finds nothing is recorded against the
+        document all the same (enrolments of it queued at islands are refused) and answered NOT_FOUND saying so."""
         with self._change() as tx:
             self.catch_up()
-            seq = self.storage.erase_subject(tx, subject_id)
-            if seq is None:
-                raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
-            self._record(tx, "delete", actor, decision_id, subject_ref=self._ref(subject_id), reason=reason)
+            if self.island is None:
+                seq, found = self.storage.erase_subject(tx, subject_id), True
+                if seq is None:
+                    raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
+            else:
+                seq, found = self.storage.erase_document(tx, subject_id)  # type: ignore[attr-defined]
+            self._record(tx, "delete", actor, decision_id, subject_ref=self._ref(subject_id), reason=reason,
+                         **({} if found else {"outcome": "recorded_against_document"}))
         self._applied(seq, lambda: self.gallery.apply_change(Change(seq, CHANGE_ERASED, self._ref(subject_id)), None))
+        if not found:
+            raise SubjectNotFound(
+                f"No subject is enrolled under {subject_id!r} in the central register. The erasure is recorded "
+                "against the document number: an enrolment of it made at an island station working offline, not "
+                "uploaded yet, is refused when it is uploaded, unless it was made after the station learnt of "
+                "this erasure.")
 
     def list_alerts(self, limit: int = 50, *, actor: Actor | None = None) -> list[Alert]:
         """The newest ``limit`` watchlist alerts (at most 500), newest first; the read is audited."""

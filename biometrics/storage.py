@@ -30,7 +30,7 @@ import queue
 import sqlite3
 import threading
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +144,17 @@ class Change:
     seq: int
     kind: str
     ref: str
+    at: str = ""  # when it was appended (with kind and ref: which change a seq named, see SealedStore.log_position)
+
+    @property
+    def identity(self) -> str:
+        """What tells this change from another that took its seq (a log restored from a backup): kind, ref, time."""
+        return f"{self.kind}|{self.ref}|{self.at}"
+
+
+#: ``meta`` entry naming the store's generation: set when the store is made, and anew by the documented restore of
+#: a register from a backup (docs/register.md), so that every station following its log reloads.
+GENERATION = "register_generation"
 
 
 def now() -> str:
@@ -306,6 +317,8 @@ class SealedStore:
                                           f"({exc}): point --key-dir at the station's key ring") from None
             tx.execute("INSERT INTO meta(name, value) VALUES ('keyring_id', ?) ON CONFLICT DO NOTHING", (mine,))
         tx.execute("INSERT INTO meta(name, value) VALUES ('store_id', ?) ON CONFLICT DO NOTHING", (uuid.uuid4().hex,))
+        tx.execute(f"INSERT INTO meta(name, value) VALUES ('{GENERATION}', ?) ON CONFLICT DO NOTHING",
+                   (uuid.uuid4().hex,))
         self.store_id = str(tx.execute("SELECT value FROM meta WHERE name = 'store_id'").fetchone()[0])
 
     # -- subjects --------------------------------------------------------------------------------
@@ -395,6 +408,16 @@ class SealedStore:
         ref = self.keyring.pseudonym(subject_id)
         rows = self._query("SELECT sealed FROM subjects WHERE ref = ?", (ref,))
         return self._open_subject(ref, rows[0][0])[1] if rows else None
+
+    def held(self, tx: Transaction, subject_ids: Collection[str]) -> set[str]:
+        """Which of ``subject_ids`` are enrolled in this store, read in ``tx``."""
+        by_ref = {self.keyring.pseudonym(sid): sid for sid in subject_ids}
+        refs, found = list(by_ref), set()
+        for i in range(0, len(refs), 500):
+            chunk = refs[i:i + 500]
+            rows = tx.execute(f"SELECT ref FROM subjects WHERE ref IN ({', '.join('?' * len(chunk))})", chunk)
+            found.update(by_ref[r[0]] for r in rows.fetchall())
+        return found
 
     def _open_rows(self, subjects: Sequence[tuple[Any, ...]], templates: Sequence[tuple[Any, ...]]
                 ) -> dict[str, tuple[SubjectRecord, list[StoredTemplate]]]:
@@ -530,8 +553,20 @@ class SealedStore:
 
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
         """Changes after ``seq``, in order."""
-        rows = self._query("SELECT seq, kind, ref FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
-        return [Change(int(s), k, r) for s, k, r in rows]
+        rows = self._query("SELECT seq, kind, ref, at FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+        return [Change(int(s), k, r, a) for s, k, r, a in rows]
+
+    def log_position(self, seq: int) -> tuple[str, int, str]:
+        """(the store's generation, the log's head, the :attr:`Change.identity` of change ``seq`` or "" when the log
+        holds none), in one statement: what a follower checks before it follows the log from ``seq``, so that a
+        log that went back (a register restored from a backup) is noticed, not followed from the wrong place."""
+        row = self._query(f"SELECT (SELECT value FROM meta WHERE name = '{GENERATION}'), (SELECT MAX(seq) FROM "
+                          "changes), (SELECT kind || '|' || ref || '|' || at FROM changes WHERE seq = ?)", (seq,))[0]
+        return str(row[0] or ""), int(row[1] or 0), str(row[2] or "")
+
+    def refs(self) -> set[str]:
+        """The pseudonyms of every stored subject."""
+        return {str(r[0]) for r in self._query("SELECT ref FROM subjects")}
 
     # -- the audit chain (biometrics.audit writes and reads it) --------------------------------
 
@@ -579,6 +614,17 @@ class SealedStore:
         tx.execute("INSERT INTO meta(name, value) VALUES (?, ?) "
                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
 
+    def audit_prefix_end(self) -> int:
+        """The last seq of the unbroken start of this station's chain (-1 when it has no seq 0): where a chain
+        with entries missing in the middle (a store restored from a backup, then shipped to) stops being whole."""
+        count, last = self._query("SELECT COUNT(*), MAX(seq) FROM audit WHERE station = ?", (self.station,))[0]
+        if last is None or int(count) == int(last) + 1:  # whole (the usual case: no search for a gap)
+            return -1 if last is None else int(last)
+        row = self._query("SELECT MIN(seq) FROM audit a WHERE station = ? AND NOT EXISTS (SELECT 1 FROM audit b "
+                          "WHERE b.station = a.station AND b.seq = a.seq + 1)", (self.station,))[0]
+        start = self._query("SELECT 1 FROM audit WHERE station = ? AND seq = 0", (self.station,))
+        return int(row[0]) if start else -1
+
     def audit_count(self) -> int:
         """How many audit entries this station's chain holds."""
         return int(self._query("SELECT COUNT(*) FROM audit WHERE station = ?", (self.station,))[0][0])
@@ -591,14 +637,16 @@ class SealedStore:
         tx.execute("INSERT INTO alerts(alert_id, raised_at, sealed) VALUES (?, ?, ?)",
                    (alert.alert_id, alert.raised_at, self.keyring.seal(doc, _alert_aad(alert.alert_id))))
 
-    def erase_alerts(self, tx: Transaction, refs: Collection[str]) -> int:
-        """Delete in ``tx`` every alert naming a subject whose pseudonym is in ``refs``; how many were deleted.
+    def erase_alerts(self, tx: Transaction, refs: Collection[str] | Callable[[str], bool]) -> int:
+        """Delete in ``tx`` every alert naming a subject whose pseudonym is in ``refs`` (or, if ``refs`` is a test,
+        whose subject id it passes); how many were deleted.
 
         An alert names its subject only inside its sealed blob, so each alert is opened (alerts are few: watchlist
         hits); an alert that no longer opens is left alone (it is reported by key rotation, not guessed at here).
         """
-        if not refs:
+        if not callable(refs) and not refs:
             return 0
+        names = refs if callable(refs) else (lambda subject_id: self.keyring.pseudonym(subject_id) in refs)
         doomed = []
         for alert_id, sealed in tx.execute("SELECT alert_id, sealed FROM alerts").fetchall():
             try:
@@ -606,7 +654,7 @@ class SealedStore:
             except SealError:
                 log.warning("erasure: alert %s does not open with this key ring; left in place", alert_id)
                 continue
-            if self.keyring.pseudonym(str(doc.get("subject_id", ""))) in refs:
+            if names(str(doc.get("subject_id", ""))):
                 doomed.append((alert_id,))
         if doomed:
             tx.executemany("DELETE FROM alerts WHERE alert_id = ?", doomed)

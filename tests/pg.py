@@ -8,6 +8,7 @@ the URL: never a silent skip.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,3 +47,18 @@ def fresh_database(prefix: str = "checkpoint_test") -> Iterator[str]:
     finally:
         with admin() as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def dump(url: str, path: str) -> None:
+    """Back the database at ``url`` up with ``pg_dump -Fc`` into ``path`` (as docs/register.md says)."""
+    subprocess.run(["pg_dump", "-Fc", "-f", path, url], check=True, capture_output=True)
+
+
+def restore(url: str, path: str) -> None:
+    """Restore the database at ``url`` from a ``pg_dump -Fc`` file, as docs/register.md says: dropped (its
+    connections closed), created empty, ``pg_restore``; the register's generation is left to the caller."""
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with admin() as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    subprocess.run(["pg_restore", "--no-owner", "-d", url, path], check=True, capture_output=True)

@@ -55,3 +55,13 @@ def test_decisions_are_numbered_as_in_the_contract() -> None:
 
     assert (int(PROCEED), int(SEE_OFFICER)) == (pb.PROCEED, pb.SEE_OFFICER)
     assert PROCEED_MESSAGE != SEE_OFFICER_MESSAGE
+
+
+def test_the_shortlist_keeps_every_watchlisted_candidate_beyond_k() -> None:
+    from biometrics.decisions import shortlist
+
+    ranked = _identified(False, False, True, False, True).candidates
+    assert [c.subject_id for c in shortlist(ranked, 1)] == ["P0", "P2", "P4"]
+    assert [c.subject_id for c in shortlist(ranked, 3)] == ["P0", "P1", "P2", "P4"]
+    assert shortlist(ranked, 10) == ranked
+    assert shortlist((), 5) == ()

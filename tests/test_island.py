@@ -3,6 +3,7 @@ it returns: provisional enrolments uploaded once each, duplicates queued for an 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from waiting import wait_until
 
 from benchmarks.linkcut import LinkProxy
 from biometrics.errors import OfflineLimitReached
-from biometrics.island import OfflinePolicy
-from biometrics.replica import OUTBOX_REVIEW, OUTBOX_STORED
-from biometrics.types import SubjectInfo
+from biometrics.island import Island, OfflinePolicy
+from biometrics.replica import OUTBOX_REVIEW, OUTBOX_STORED, OutboxEntry
+from biometrics.service import CheckpointService
+from biometrics.types import Sample, SubjectInfo
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +32,15 @@ def link(tmp_path: Path) -> Iterator[tuple[str, LinkProxy]]:
 def island_url(link: tuple[str, LinkProxy]) -> str:
     url, proxy = link
     return proxy.url(url)
+
+
+def offline_island(tmp_path: Path, link: tuple[str, LinkProxy], name: str, **people: Sample) -> CheckpointService:
+    """Island ``name``, its link cut, with ``people`` (document number=face) enrolled provisionally."""
+    island = open_station(tmp_path, name, island_url(link), replica=True)
+    go_offline(island, link[1])
+    for document, face in people.items():
+        assert island.enrol(document, SubjectInfo(name=document), [face]).provisional
+    return island
 
 
 def test_offline_work_is_uploaded_once_and_duplicates_wait_for_an_officer(
@@ -80,10 +91,8 @@ def test_offline_work_is_uploaded_once_and_duplicates_wait_for_an_officer(
 def test_a_drain_interrupted_after_the_register_committed_never_stores_twice(
         tmp_path: Path, link: tuple[str, LinkProxy], monkeypatch: pytest.MonkeyPatch) -> None:
     _, proxy = link
-    island = open_station(tmp_path, "sikakap-port", island_url(link), replica=True)
+    island = offline_island(tmp_path, link, "sikakap-port", H3000003=HANS)
     try:
-        go_offline(island, proxy)
-        assert island.enrol("H3000003", SubjectInfo(name="Hans"), [HANS]).provisional
         replica = island.island.replica
         real_settle = replica.settle
         calls = {"n": 0}
@@ -122,11 +131,10 @@ def test_the_offline_budget_pauses_enrolment_not_verification(tmp_path: Path, li
 def test_a_station_restarted_while_offline_answers_from_its_replica(tmp_path: Path,
                                                                    link: tuple[str, LinkProxy]) -> None:
     _, proxy = link
-    island = open_station(tmp_path, "siberut-port", island_url(link), replica=True)
-    assert island.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled
-    go_offline(island, proxy)
-    assert island.enrol("H3000003", SubjectInfo(name="Hans"), [HANS]).provisional
-    island.close()
+    central = open_station(tmp_path, "central-office", link[0], replica=False)
+    assert central.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled
+    central.close()
+    offline_island(tmp_path, link, "siberut-port", H3000003=HANS).close()
     again = open_station(tmp_path, "siberut-port", island_url(link), replica=True)
     try:
         assert again.ready(), "ready at once, from the replica"
@@ -137,3 +145,120 @@ def test_a_station_restarted_while_offline_answers_from_its_replica(tmp_path: Pa
                    timeout=30, message="the provisional enrolment reached the register")
     finally:
         again.close()
+
+
+def test_a_number_the_register_enrolled_meanwhile_goes_to_review_after_a_restart_and_blocks_nothing(
+        tmp_path: Path, link: tuple[str, LinkProxy]) -> None:
+    url, proxy = link
+    central = open_station(tmp_path, "central-office", url, replica=False)
+    assert central.enrol("C9000009", SubjectInfo(name="Kofi"), [KOFI]).enrolled
+    island = open_station(tmp_path, "siberut-port", island_url(link), replica=True)
+    try:
+        assert island.holds("C9000009")
+        go_offline(island, proxy)
+        assert island.enrol("D1000001", SubjectInfo(name="Hans"), [HANS]).provisional
+        assert island.enrol("M2000002", SubjectInfo(name="Megawati"), [MEGAWATI]).provisional
+        # The same passport enrolled at the office while the island is offline.
+        assert central.enrol("D1000001", SubjectInfo(name="Hans at the office"), [HANS]).enrolled
+        island.island.drain = lambda: 0  # the island catches up, then stops before its drain...
+        proxy.restore()
+        wait_until(lambda: island.island.replica.register_seq() >= 2, timeout=30, message="the island caught up")
+    finally:
+        island.close()
+    # ... and restarts as the server does (the register loaded in the background).
+    again = open_station(tmp_path, "siberut-port", island_url(link), replica=True, background=True)
+    try:
+        wait_until(lambda: again.sync_status()["outbox_pending"] == 0, timeout=30, message="the outbox drained")
+        assert central.storage.subject_info("M2000002") is not None, "the enrolment behind the taken number"
+        (review,) = central.list_reviews()
+        assert review.subject_id == "D1000001" and "D1000001" in [c.subject_id for c in review.candidates], \
+            "the island's enrolment waits for an officer, searched against the register's holder of the number"
+        assert central.storage.subject_info("D1000001") == SubjectInfo(name="Hans at the office")
+        central.delete_subject("C9000009", "erasure request")
+        wait_until(lambda: not again.holds("C9000009"), timeout=10, message="the central erasure reached the island")
+    finally:
+        again.close()
+        central.close()
+
+
+def test_an_upload_that_fails_is_set_aside_audited_and_blocks_nothing(
+        tmp_path: Path, link: tuple[str, LinkProxy], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, proxy = link
+    central = open_station(tmp_path, "central-office", url, replica=False)
+    island = offline_island(tmp_path, link, "sikakap-port", H3000003=HANS, M2000002=MEGAWATI)
+    try:
+        real_upload = island.island._upload_enrolment
+
+        def broken_for_hans(tx: object, entry: OutboxEntry) -> str:
+            if entry.payload["subject_id"] == "H3000003":
+                raise ValueError("a fault in this one upload")
+            return real_upload(tx, entry)
+
+        monkeypatch.setattr(island.island, "_upload_enrolment", broken_for_hans)
+        proxy.restore()
+        wait_until(lambda: central.storage.subject_info("M2000002") is not None, timeout=30,
+                   message="the entry behind the failed one uploaded")
+        status = island.sync_status()
+        assert status["outbox_pending"] == 0 and status["outbox_failed"] == 1 and status["provisional"] == 1
+        assert island.holds("H3000003") and central.storage.subject_info("H3000003") is None, "set aside, kept"
+        audit = [json.loads(e) for e in island.island.replica.local.audit_entries()]
+        assert [e["fields"]["outcome"] for e in audit if e["kind"] == "enrol_upload"] == ["failed", "stored"]
+    finally:
+        island.close()
+    again = open_station(tmp_path, "sikakap-port", island_url(link), replica=True)
+    try:
+        wait_until(lambda: central.storage.subject_info("H3000003") is not None, timeout=30,
+                   message="the failed upload retried at the start")
+        assert again.sync_status()["outbox_failed"] == 0 and again.sync_status()["provisional"] == 0
+    finally:
+        again.close()
+        central.close()
+
+
+def test_the_change_listener_starts_even_when_the_first_catch_up_fails(
+        tmp_path: Path, link: tuple[str, LinkProxy], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, proxy = link
+    offline_island(tmp_path, link, "siberut-port", H3000003=HANS).close()
+    proxy.restore()
+    real_drain, calls = Island.drain, {"n": 0}
+
+    def fails_first(self: Island) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("the first catch-up after the start failed")
+        return real_drain(self)
+
+    monkeypatch.setattr(Island, "drain", fails_first)
+    again = open_station(tmp_path, "siberut-port", island_url(link), replica=True, background=True)
+    try:
+        wait_until(lambda: again.sync_status()["outbox_pending"] == 0, timeout=30,
+                   message="the listener caught up and drained after the loader's failure")
+        assert calls["n"] >= 2 and again.storage.subject_info("H3000003") is not None
+    finally:
+        again.close()
+
+
+
+def test_an_enrolment_erased_offline_while_the_drain_waits_is_never_uploaded(
+        tmp_path: Path, link: tuple[str, LinkProxy], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, proxy = link
+    island = offline_island(tmp_path, link, "siberut-port", H3000003=HANS)
+    try:
+        replica = island.island.replica
+        read_before_the_erasure = replica.entries()  # what the drain read before it waited for the write lock
+        island.delete_subject("H3000003", "erasure request")  # offline: the pending enrolment is cancelled
+        real_entries = replica.entries
+
+        def stale_once(*args: object, **kwargs: object) -> list[OutboxEntry]:
+            if not args and not kwargs and read_before_the_erasure:
+                return [read_before_the_erasure.pop()]
+            return real_entries(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(replica, "entries", stale_once)
+        proxy.restore()
+        wait_until(lambda: island.island.last_drain, timeout=30, message="the drain went over the stale entry")
+        assert island.storage.subject_info("H3000003") is None, "the acknowledged erasure holds"
+        assert [(e.state, e.outcome) for e in real_entries(("cancelled", "stored"))] == \
+            [("cancelled", "erased before upload")]
+    finally:
+        island.close()

@@ -388,6 +388,8 @@ class ServiceCollector:
                      self.station, status["audit_pending"])
         yield _gauge("checkpoint_outbox_pending", "Writes made offline waiting for the register (island outbox).",
                      self.station, status["outbox_pending"])
+        yield _gauge("checkpoint_outbox_failed", "Offline writes whose upload failed, set aside until the next start.",
+                     self.station, status.get("outbox_failed", 0))
         yield _gauge("checkpoint_provisional_enrolments", "Enrolments made offline not yet confirmed by the register.",
                      self.station, status["provisional"])
 

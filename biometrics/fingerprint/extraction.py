@@ -31,7 +31,11 @@ def template_from_analysis(analysis: Analysis, quality: float) -> FingerprintTem
 
 def extract(grey: np.ndarray, dpi: int = WORKING_DPI, min_quality: float = MIN_QUALITY) -> FingerprintTemplate:
     """Template of a greyscale capture; ``PoorQuality`` when the capture cannot give a usable one."""
-    analysis = analyse(as_working_image(grey, dpi))
+    return template_or_refusal(analyse(as_working_image(grey, dpi)), min_quality)
+
+
+def template_or_refusal(analysis: Analysis, min_quality: float = MIN_QUALITY) -> FingerprintTemplate:
+    """Template of an analysed capture; ``PoorQuality`` when its quality or its features fall short."""
     quality = image_quality(analysis)
     if quality < min_quality:
         raise PoorQuality(

@@ -263,6 +263,12 @@ class FingerprintGallery:
             self._publish()
 
     # -- reads --------------------------------------------------------------------------------------
+    def entries_of(self, subject_id: str) -> list[Probe]:
+        """The (finger, template) pairs held for a subject, as added ([] if unknown)."""
+        with self._lock:
+            subject = self._subjects.get(subject_id)
+            return list(subject.entries) if subject is not None else []
+
     def search(self, probes: Sequence[Probe]) -> dict[str, list[tuple[int, float]]]:
         """False-match scores of every subject with a comparable template: subject -> [(finger, score)]."""
         snap = self._snapshot

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,12 +41,26 @@ def _fields(norm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return local, theta, coherence, mask, ridge_period(local, theta, mask)
 
 
-def analyse(image: np.ndarray) -> Analysis:
-    """Run normalisation, orientation, segmentation, frequency, enhancement, thinning and minutiae detection.
+@dataclass(frozen=True)
+class Fields:
+    """What the extractor measures of a capture before it traces ridges: the image and its fields."""
+
+    local: np.ndarray  # the locally normalised image (deblurred first when blurred)
+    mask: np.ndarray
+    theta: np.ndarray
+    coherence: np.ndarray
+    period: float
+    periods: np.ndarray | None  # per-pixel ridge period, or None with a one-period Gabor bank
+    flow: np.ndarray  # the ridge flow measured on the first enhancement, which steers the final one
+    responses: dict = field(default_factory=dict, repr=False)  # Gabor responses of ``local``, reused
+
+
+def measure_fields(image: np.ndarray) -> Fields:
+    """Normalise a working-resolution image and measure its fields.
 
     The image is normalised globally (for the segmentation's contrast test) and locally (everything else);
     the ridge orientation is measured on the locally normalised image, then once more on the enhanced image
-    (whose ridges are continuous where the capture's were broken or merged), which steers the final
+    (whose ridges are continuous where the capture's were broken or merged): that flow steers the final
     enhancement. A blurred image (``sharpness``: its ridges lack their harmonics) is deblurred first and
     measured again; a sharp one is left as it is.
     """
@@ -58,12 +72,29 @@ def analyse(image: np.ndarray) -> Analysis:
             norm = normalise(sharpness.deblur(norm, sigma, fine))
             local, theta, coherence, mask, period = _fields(norm)
     periods = period_field(local, theta, mask, period) if len(enhancement.PERIOD_BINS) > 1 else None
-    responses: dict = {}
-    enhanced = enhance(local, theta, period, periods, responses)
+    flow, responses = theta, {}
     if REFINE_ORIENTATION:
-        flow, _ = orientation_field(enhanced)
-        enhanced = enhance(local, flow, period, periods, responses)
-    ridges = binarise(enhanced, mask, period)
+        flow, _ = orientation_field(enhance(local, theta, period, periods, responses))
+    return Fields(local, mask, theta, coherence, period, periods, flow, responses)
+
+
+def trace_ridges(local: np.ndarray, fields: Fields) -> Analysis:
+    """Enhance ``local`` along ``fields``, binarise, thin and detect minutiae.
+
+    ``local`` is normally ``fields.local``; the fields of another capture of the same finger, pixel for
+    pixel (a clean copy of a degraded image), give what the ridge stage alone can do
+    (``checkpoint-bench fingerprint-ceiling``).
+    """
+    f = fields
+    enhanced = enhance(local, f.flow, f.period, f.periods, f.responses if local is f.local else None)
+    ridges = binarise(enhanced, f.mask, f.period)
     skeleton = thin(ridges)
-    minutiae = extract_minutiae(skeleton, mask, theta, coherence, period)
-    return Analysis(local, mask, theta, coherence, period, enhanced, ridges, skeleton, minutiae)
+    minutiae = extract_minutiae(skeleton, f.mask, f.theta, f.coherence, f.period)
+    return Analysis(local, f.mask, f.theta, f.coherence, f.period, enhanced, ridges, skeleton, minutiae)
+
+
+def analyse(image: np.ndarray) -> Analysis:
+    """Run normalisation, orientation, segmentation, frequency, enhancement, thinning and minutiae detection
+    (``measure_fields``, then ``trace_ridges``)."""
+    fields = measure_fields(image)
+    return trace_ridges(fields.local, fields)

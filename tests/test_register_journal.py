@@ -1,0 +1,107 @@
+"""A station's local audit journal beside the register: a journal write that fails after the register committed a
+change does not turn a stored change into an error, nor fork the station's chain; reconcile compares the two
+chains where they overlap."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from island_helpers import KOFI, MEGAWATI, MEGAWATI_2, chain_verifies, open_station, register_chain
+from pg import fresh_database
+
+from biometrics.audit import ChainFork
+from biometrics.types import SubjectInfo
+
+pytestmark = pytest.mark.slow
+
+
+def fail_once(chain: Any) -> None:
+    """Make the chain's next journal write fail as a full disk does, once."""
+    real, calls = chain._journal, []
+
+    def journal(entries: list[dict[str, Any]]) -> None:
+        calls.append(len(entries))
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        real(entries)
+    chain._journal = journal
+
+
+def test_a_journal_write_failing_after_the_register_committed_neither_fails_the_enrolment_nor_forks(
+        tmp_path: Path) -> None:
+    with fresh_database() as url:
+        a = open_station(tmp_path, "rokot-airport", url, replica=False)
+        try:
+            chain = a.decision_log
+            fail_once(chain)
+            result = a.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI])
+            assert result.enrolled, "the enrolment is stored: the desk is told so"
+            assert a.storage.subject_info("A1000001") is not None
+            assert a.verify("A1000001", [MEGAWATI_2]).match  # a local decision: the journal is healed first
+            assert a.enrol("K5000005", SubjectInfo(name="Kofi"), [KOFI]).enrolled
+            while chain.ship():
+                pass
+            journal = [(s, h) for s, _, h, _ in chain.storage.audit_rows(-1, 1000)]
+            register = [(s, h) for s, _, h, _ in a.storage.audit_rows(-1, 1000)]
+            assert journal == register and [s for s, _ in journal] == list(range(len(journal)))
+        finally:
+            a.close()
+
+
+def test_reconcile_refuses_a_journal_that_differs_from_the_register_where_both_hold_entries(tmp_path: Path) -> None:
+    with fresh_database() as url:
+        a = open_station(tmp_path, "rokot-airport", url, replica=False)
+        try:
+            assert a.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled
+            chain = a.decision_log
+            held = chain.storage.audit_rows(-1, 1)[0][2]
+            with chain.storage.transaction() as tx:  # the journal's copy of entry 0 replaced
+                tx.execute("UPDATE audit SET hash = ? WHERE seq = 0", ("f" * 64,))
+            with pytest.raises(ChainFork, match="seq 0"):
+                chain.reconcile()
+            with chain.storage.transaction() as tx:
+                tx.execute("UPDATE audit SET hash = ? WHERE seq = 0", (held,))
+            chain.reconcile()
+        finally:
+            a.close()
+
+
+def test_the_chain_in_the_register_verifies_after_a_failed_journal_write(tmp_path: Path) -> None:
+    with fresh_database() as url:
+        a = open_station(tmp_path, "rokot-airport", url, replica=False)
+        try:
+            fail_once(a.decision_log)
+            assert a.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled
+            assert a.verify("A1000001", [MEGAWATI_2]).match
+        finally:
+            a.close()
+        entries = register_chain(tmp_path, url, "rokot-airport")
+        assert len(entries) >= 3
+        chain_verifies(tmp_path, entries)
+
+
+def test_a_register_chain_with_entries_lost_in_the_middle_gets_them_shipped_again(tmp_path: Path) -> None:
+    with fresh_database() as url:
+        a = open_station(tmp_path, "rokot-airport", url, replica=False)
+        try:
+            assert a.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled
+            for _ in range(4):
+                assert a.verify("A1000001", [MEGAWATI_2]).match
+            chain = a.decision_log
+            while chain.ship():
+                pass
+            # a register restored from a backup holding seq 0..1, then shipped seq 4 before the station noticed
+            with a.storage.transaction() as tx:
+                tx.execute("DELETE FROM audit WHERE station = ? AND seq IN (2, 3)", ("rokot-airport",))
+            assert a.storage.audit_prefix_end() == 1
+            chain.reconcile()
+            while chain.ship():
+                pass
+            journal = [h for _, _, h, _ in chain.storage.audit_rows(-1, 1000)]
+            assert [h for _, _, h, _ in a.storage.audit_rows(-1, 1000)] == journal
+        finally:
+            a.close()
+        chain_verifies(tmp_path, register_chain(tmp_path, url, "rokot-airport"))
