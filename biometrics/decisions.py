@@ -47,8 +47,9 @@ _SEE_OFFICER = TravellerOutcome(SEE_OFFICER, SEE_OFFICER_MESSAGE)
 
 
 def verification_outcome(result: VerificationResult) -> TravellerOutcome:
-    """PROCEED for a match with a subject on no watchlist; SEE_OFFICER (one message) otherwise."""
-    return _PROCEED if result.match and not result.watchlist else _SEE_OFFICER
+    """PROCEED for a match with a subject on no watchlist and not waiting for a review as a possible duplicate;
+    SEE_OFFICER (one message) otherwise."""
+    return _PROCEED if result.match and not result.watchlist and not result.in_review else _SEE_OFFICER
 
 
 def identification_outcome(result: IdentificationResult) -> TravellerOutcome:

@@ -59,3 +59,8 @@ class OfflineLimitReached(BiometricError):
 
 class ReviewConflict(BiometricError):
     """A review cannot be resolved as asked (resolved already, or the resolution does not fit the case)."""
+
+
+class ReviewReturned(ReviewConflict):
+    """A review was not resolved: searched again under the register's lock, it found possible duplicates the
+    officer was not shown; it waits again, listing them."""

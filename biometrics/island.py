@@ -47,10 +47,18 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from biometrics.errors import OfflineLimitReached, RegisterUnavailable, ReviewConflict, SubjectExists, SubjectNotFound
+from biometrics.errors import (
+    OfflineLimitReached,
+    RegisterUnavailable,
+    ReviewConflict,
+    ReviewReturned,
+    SubjectExists,
+    SubjectNotFound,
+)
 from biometrics.face import FaceTemplate
 from biometrics.fingerprint import FingerprintTemplate
 from biometrics.gallery import faces_of, fingers_of
+from biometrics.pending import pending_gallery
 from biometrics.replica import (
     OUTBOX_ERASED,
     OUTBOX_FAILED,
@@ -64,6 +72,7 @@ from biometrics.replica import (
     enrolment_payload,
     keyed_hash,
     payload_templates,
+    template_ids,
 )
 from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, CHANGE_WITHDRAWN, Change, StoredTemplate, now, record_of
 from biometrics.types import (
@@ -83,6 +92,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESOLUTIONS = ("keep_both", "link", "reject")
+#: The ref of a withdrawal keyed by the upload it withdraws (``upload:<upload id>``), never by the subject's
+#: pseudonym: the register may hold another subject under that document number, which must stay everywhere.
+UPLOAD_REF = "upload:"
 #: In the station's local store (its alerts' store): the register change up to which the erasures of the change log
 #: have been applied to its alerts.
 ALERTS_SEQ = "alerts_register_seq"
@@ -142,7 +154,26 @@ class Island:
         assert self.replica is not None
         pending = self.replica.entries((OUTBOX_PENDING, OUTBOX_REVIEW, OUTBOX_FAILED))
         self.provisional = {e.upload_id: e.payload["subject_id"] for e in pending
-                            if e.kind == "enrol" and "subject_id" in e.payload}
+                            if e.kind == "enrol" and "subject_id" in e.payload
+                            and (e.state != OUTBOX_REVIEW or self.own_copy(e))}
+
+    def own_copy(self, entry: OutboxEntry) -> bool:
+        """Whether the copy this station holds under an enrolment entry's pseudonym is its own provisional one, not
+        a subject the register holds under that number (another station's, the office's). An entry of an older
+        version, which kept no template ids, counts as its own."""
+        assert self.replica is not None
+        held = self.replica.local.load_subject(entry.ref)
+        ids = set(template_ids(entry.payload))
+        return held is not None and (not ids or {t.template_id for t in held[1]} <= ids)
+
+    def in_review(self, subject_id: str) -> bool:
+        """Whether ``subject_id`` was enrolled here offline and its upload waits for an officer's review (a
+        possible duplicate of someone in the register), the copy held being that enrolment: its identity is not
+        established yet."""
+        if self.replica is None or subject_id not in self.provisional.values():
+            return False
+        return any(e.payload.get("subject_id") == subject_id and e.upload_id in self.provisional and self.own_copy(e)
+                   for e in self.replica.entries((OUTBOX_REVIEW,)))
 
     def _forget_settled(self) -> None:
         """Drop from :attr:`provisional` the entries the outbox has settled since."""
@@ -160,19 +191,51 @@ class Island:
             return
         self.replica.follow(changes, self.service.sync_state.generation)
         keyring = self.service.storage.keyring
-        kept, rejected, ids = [], [], set(self.provisional.values())
+        kept, rejected, withdrawn, ids = [], [], [], set(self.provisional.values())
         for change, loaded in changes:
             if change.kind == CHANGE_ENROLLED and loaded is not None and loaded[0].subject_id in ids:
                 kept.append(change.ref)
-            elif change.kind == CHANGE_WITHDRAWN:
+            elif change.kind == CHANGE_WITHDRAWN and change.ref.startswith(UPLOAD_REF):
+                withdrawn.append(change.ref[len(UPLOAD_REF):])
+            elif change.kind == CHANGE_WITHDRAWN:  # an older version's withdrawal, keyed by the pseudonym
                 rejected.append(change.ref)
         erased = {c.ref for c, _ in changes if c.kind == CHANGE_ERASED}
         if kept:
-            self.replica.settle_refs(kept, OUTBOX_REVIEW, OUTBOX_STORED, "kept at review")
+            self._settle_kept(kept)
+        for upload_id in withdrawn:  # after the page's copy: a later enrolment of the page has replaced the copy
+            self._withdraw(upload_id, changes[-1][0].seq)
         if rejected:
             self.replica.settle_refs(rejected, OUTBOX_REVIEW, OUTBOX_REJECTED, "rejected at review")
-        if kept or rejected or erased & {keyring.pseudonym(sid) for sid in ids}:
+        if kept or rejected or withdrawn or erased & {keyring.pseudonym(sid) for sid in ids}:
             self._forget_settled()  # kept, rejected or erased at review: provisional no more (a pending one stays)
+
+    def _settle_kept(self, refs: list[str]) -> None:
+        """The register now holds subjects this station enrolled offline: an entry under review is settled as
+        kept only if an officer stored that upload (another station's enrolment of the same document is not)."""
+        assert self.replica is not None
+        reviewed = {e.upload_id: e.ref for e in self.replica.entries((OUTBOX_REVIEW,)) if e.ref in refs}
+        try:
+            stored = self.reviews.kept(set(reviewed))
+        except RegisterUnavailable:
+            log.warning("register unreachable: %d reviewed upload(s) left under review until resolved", len(reviewed))
+            return
+        if stored:
+            self.replica.settle_refs([reviewed[u] for u in stored], OUTBOX_REVIEW, OUTBOX_STORED, "kept at review")
+
+    def _withdraw(self, upload_id: str, seq: int) -> None:
+        """An officer did not store this station's upload ``upload_id`` (rejected, or its document number is the
+        register's): its provisional copy leaves (unless the register's subject under that number replaced it)."""
+        assert self.replica is not None
+        entry = next((e for e in self.replica.entries((OUTBOX_REVIEW, OUTBOX_STORED)) if e.upload_id == upload_id),
+                     None)
+        if entry is None:
+            return  # another station's upload
+        own_copy = self.own_copy(entry)
+        if own_copy:
+            self.service.gallery.remove(entry.payload.get("subject_id", ""))
+            self.service.gallery.forget_ref(entry.ref)
+            self._erase_alerts({entry.ref}, seq)
+        self.replica.withdraw(upload_id, drop_copy=own_copy)
 
     def _erase_alerts(self, refs: set[str], upto: int) -> None:
         """Delete this station's alerts naming subjects the register erased or withdrew (a station on a register
@@ -388,8 +451,9 @@ class Island:
         ids = {*self.provisional.values(), subject_id}
         held = service.storage.held(tx, ids)  # the document numbers the register holds, whoever enrolled them
         exclude = frozenset(ids - held)  # enrolled here, not in the register: each is searched when it is uploaded
-        threshold, duplicates, _, _ = service.screen(faces, fingers, allow_duplicate=False, exclude=exclude)
-        taken = subject_id in held
+        threshold, duplicates, _, _ = service.screen(faces, fingers, allow_duplicate=False, exclude=exclude,
+                                                     pending=pending_gallery(service, self.reviews, tx))
+        taken = subject_id in held or self.reviews.pending_for(tx, entry.ref)  # or another upload of it waits
         if duplicates or taken:
             document = {**payload, "threshold": threshold, "enrolled_offline_at": entry.created_at,
                         "document_number_taken": taken,
@@ -444,7 +508,15 @@ class Island:
             _, ref, doc, upload_id = taken
             subject_id, info = doc["subject_id"], SubjectInfo(**doc["info"])
             service.catch_up()
-            if resolution in ("keep_both", "link") and doc.get("document_number_taken"):
+            held = self.reviews.registered(tx, ref)  # now, under the lock: not what the upload saw
+            fresh = [] if held or resolution == "reject" else self._screen_again(tx, review_id, doc)
+            if fresh:  # not resolved: the officer has not been shown these; the review waits again with them
+                self.reviews.update(tx, review_id, doc)
+                service.record(tx, "review_returned", actor, review_id, subject_ref=ref, outcome="returned",
+                               threshold=doc["threshold"], duplicates=[
+                                   {"subject_ref": service.storage.keyring.pseudonym(c.subject_id),
+                                    "score": c.score} for c in fresh])
+            elif resolution in ("keep_both", "link") and held:
                 if resolution == "keep_both":
                     raise ReviewConflict(f"{subject_id!r} is enrolled in the register already: two people cannot "
                                          "share one document number. Link (same person) or reject.")
@@ -454,10 +526,36 @@ class Island:
                 if resolution == "link":
                     for c in doc["candidates"]:
                         self.reviews.link(tx, ref, service.storage.keyring.pseudonym(c["subject_id"]))
-            elif not doc.get("document_number_taken"):
-                service.storage.append_change(tx, CHANGE_WITHDRAWN, ref)
-            self.reviews.close(tx, review_id, resolution, reason)
-            service.record(tx, "review_resolved", actor, review_id, subject_ref=ref, outcome=resolution,
-                           reason=reason)
+            if not fresh and (resolution == "reject" or held):  # not stored: its station withdraws its copy
+                service.storage.append_change(tx, CHANGE_WITHDRAWN, UPLOAD_REF + upload_id)
+            if not fresh:
+                self.reviews.close(tx, review_id, resolution, reason)
+                service.record(tx, "review_resolved", actor, review_id, subject_ref=ref, outcome=resolution,
+                               reason=reason)
+        if fresh:
+            found = ", ".join(f"{c.subject_id} (score {c.score:.2f})" for c in fresh)
+            raise ReviewReturned(f"Review {review_id} was NOT resolved: searched again now, it may also be the same "
+                                 f"person as {found}, which it did not list. It waits again with every candidate: "
+                                 "look at it again (checkpoint-enroll reviews), then resolve it.")
         service.catch_up()
         return review_id
+
+    def _screen_again(self, tx: Any, review_id: str, doc: dict[str, Any]) -> list[Candidate]:
+        """A review's enrolment searched again under the register's lock, against the register and the other
+        reviews waiting: the candidates its officer has not been shown. The document then lists every candidate
+        (the new ones first) and the threshold of this search."""
+        service = self.service
+        templates = payload_templates(doc)
+        ids = {*self.provisional.values(), doc["subject_id"]}  # this station's copies are not the register
+        threshold, found, _, _ = service.screen(
+            faces_of(templates), fingers_of(templates), allow_duplicate=False,
+            exclude=frozenset(ids - service.storage.held(tx, ids)),
+            pending=pending_gallery(service, self.reviews, tx, but=review_id))
+        shown = {c["subject_id"] for c in doc["candidates"]}
+        fresh = [c for c in found if c.subject_id not in shown]
+        if fresh:
+            found_ids = {c.subject_id for c in found}
+            doc["candidates"] = [{"subject_id": c.subject_id, "score": c.score} for c in found] + [
+                c for c in doc["candidates"] if c["subject_id"] not in found_ids]
+            doc["threshold"] = threshold
+        return fresh

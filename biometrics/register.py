@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -598,8 +598,7 @@ class Reviews:
             kept = [c for c in doc.get("candidates", []) if c.get("subject_id") != subject_id]
             if len(kept) != len(doc.get("candidates", [])):
                 doc["candidates"] = kept
-                tx.execute("UPDATE reviews SET sealed = ? WHERE review_id = ?",
-                           (ring.seal(json.dumps(doc).encode(), _review_aad(review_id)), review_id))
+                self.update(tx, review_id, doc)
 
     def link(self, tx: Transaction, ref: str, linked_ref: str) -> None:
         """Record that two subjects are one person (two documents), in both directions."""
@@ -613,3 +612,32 @@ class Reviews:
     def count(self, state: str = "pending") -> int:
         """How many reviews are in ``state``."""
         return int(self.register._query("SELECT COUNT(*) FROM reviews WHERE state = ?", (state,))[0][0])
+
+    def pending_for(self, tx: Transaction, ref: str) -> bool:
+        """Whether an enrolment under pseudonym ``ref`` waits for an officer (its document number is claimed)."""
+        return tx.execute("SELECT 1 FROM reviews WHERE ref = ? AND state = 'pending' LIMIT 1", (ref,)).fetchone() \
+            is not None
+
+    def registered(self, tx: Transaction, ref: str) -> bool:
+        """Whether the register holds a subject under pseudonym ``ref`` now (read in ``tx``, under its lock)."""
+        return tx.execute("SELECT 1 FROM subjects WHERE ref = ?", (ref,)).fetchone() is not None
+
+    def kept(self, upload_ids: Collection[str]) -> set[str]:
+        """Which of ``upload_ids`` an officer resolved by storing the enrolment (keep both, or link)."""
+        if not upload_ids:
+            return set()
+        marks = ", ".join("?" * len(upload_ids))
+        return {r[0] for r in self.register._query(
+            f"SELECT upload_id FROM reviews WHERE upload_id IN ({marks}) AND state IN ('keep_both', 'link')",
+            tuple(upload_ids))}
+
+    def pending_documents(self, tx: Transaction) -> list[tuple[str, dict[str, Any]]]:
+        """(review id, document) of every review waiting, read in ``tx`` (under the register's lock)."""
+        rows = tx.execute("SELECT review_id, sealed FROM reviews WHERE state = 'pending' ORDER BY created_at, "
+                          "review_id").fetchall()
+        return [(rid, json.loads(self.register.keyring.open(bytes(sealed), _review_aad(rid)))) for rid, sealed in rows]
+
+    def update(self, tx: Transaction, review_id: str, document: dict[str, Any]) -> None:
+        """Replace a pending review's document in ``tx`` (sealed again)."""
+        tx.execute("UPDATE reviews SET sealed = ? WHERE review_id = ?",
+                   (self.register.keyring.seal(json.dumps(document).encode(), _review_aad(review_id)), review_id))

@@ -90,6 +90,11 @@ def payload_templates(payload: dict[str, Any]) -> list[StoredTemplate]:
             for t in payload["templates"]]
 
 
+def template_ids(payload: dict[str, Any]) -> list[str]:
+    """The template ids of an enrolment payload, whole or settled (a settled one keeps only them)."""
+    return list(payload.get("template_ids") or [t["template_id"] for t in payload.get("templates", [])])
+
+
 #: The prefix of a keyed content hash; a hash without it was written by an older version (plain SHA-256).
 KEYED_HASH = "k1:"
 
@@ -298,7 +303,9 @@ class Replica:
         no longer pending (cancelled by an erasure meanwhile) is left as it is.
 
         Once uploaded, an entry's content lives in the register (or was erased there): an enrolment stored or
-        under review keeps only its subject id (a subject under review is provisional here until the review is
+        under review keeps only its subject id, and under review its templates' random ids (they tell this
+        station's own copy from a subject the register holds under that number:
+        :meth:`biometrics.island.Island.own_copy`; a subject under review is provisional here until the review is
         resolved, see :meth:`biometrics.island.Island.load_provisional`), anything else keeps nothing.
         """
         with self.local.transaction() as tx:
@@ -309,8 +316,23 @@ class Replica:
             payload = json.loads(self.local.keyring.open(bytes(row[1]), _outbox_aad(upload_id)))
             kept = ({"subject_id": payload["subject_id"]} if row[0] == "enrol" and "subject_id" in payload
                     and state in (OUTBOX_STORED, OUTBOX_REVIEW) else {})
+            if kept and state == OUTBOX_REVIEW:
+                kept["template_ids"] = template_ids(payload)
             tx.execute("UPDATE outbox SET state = ?, outcome = ?, sealed = ? WHERE upload_id = ?",
                        (state, outcome, self._seal(upload_id, kept), upload_id))
+            tx.erased = True
+
+    def withdraw(self, upload_id: str, *, drop_copy: bool) -> None:
+        """An uploaded enrolment an officer did not store (:meth:`biometrics.island.Island.resolve`): its entry is
+        rejected and keeps no payload; with ``drop_copy`` the station's own copy of the subject leaves too."""
+        with self.local.transaction() as tx:
+            row = tx.execute("SELECT ref FROM outbox WHERE upload_id = ?", (upload_id,)).fetchone()
+            if row is None:
+                return
+            if drop_copy:
+                self.local.drop_subject(tx, row[0])
+            tx.execute("UPDATE outbox SET state = ?, outcome = ?, sealed = ? WHERE upload_id = ?",
+                       (OUTBOX_REJECTED, "rejected at review", self._seal(upload_id, {}), upload_id))
             tx.erased = True
 
     def requeue(self, upload_id: str, payload: dict[str, Any], outcome: str) -> None:

@@ -79,6 +79,7 @@ from biometrics.multiframe import (
     disagreeing_pairs,
     probe_templates,
 )
+from biometrics.pending import pending_gallery
 from biometrics.recording import EventRecorder
 from biometrics.scores import ScoreCalibration, threshold_for_fmr, threshold_for_fpir
 from biometrics.statistics import TrafficStatistics
@@ -526,11 +527,12 @@ class CheckpointService:
         return list(probe_templates([f.template for f in faces], [f.quality for f in faces],
                                     self.config.multiframe_rule))
 
-    def _face_score_of(self, probes: Sequence[np.ndarray], subject_id: str, frames: int = 1) -> float:
+    def _face_score_of(self, probes: Sequence[np.ndarray], subject_id: str, frames: int = 1,
+                       index: Any = None) -> float:
         """The face false-match score of the nearest of ``probes`` (combined from ``frames`` samples) to
-        ``subject_id``'s references."""
-        return self._frames_score(self.face_score(min(self.face_index.compare(p, subject_id) for p in probes)),
-                                  frames)
+        ``subject_id``'s references (in ``index``, default the gallery's)."""
+        index = self.face_index if index is None else index
+        return self._frames_score(self.face_score(min(index.compare(p, subject_id) for p in probes)), frames)
 
     @staticmethod
     def _frames_score(score: float | np.ndarray, frames: int) -> float:
@@ -552,16 +554,18 @@ class CheckpointService:
         return threshold_for_fpir(self.config.fpir, len(self._watchlist), self.threshold)
 
     def _search(self, faces: Sequence[np.ndarray], fingers: Sequence[tuple[int, FingerprintTemplate]],
-                k: int, threshold: float, frames: int = 1) -> list[Candidate]:
-        """Candidates whose fused score is at or over ``threshold``, best first.
+                k: int, threshold: float, frames: int = 1, gallery: Gallery | None = None) -> list[Candidate]:
+        """Candidates whose fused score is at or over ``threshold``, best first (in ``gallery``, default the
+        station's).
 
         Each subject's evidence is its face score (best over the combined probes; compared one to one when the
         subject was found by finger alone) and one score per probed finger position; they are fused by
         :meth:`fuse` (stated again as a false-match score under independence), so the threshold keeps its FMR.
         """
         per_subject: dict[str, list[ModalityScore]] = {}
+        g = self.gallery if gallery is None else gallery
         if faces:  # an empty index answers no hits: asking its size first costs a sharded gallery a call per shard
-            hits = self.face_index.search(np.stack(list(faces)), max(k, 50))
+            hits = g.face_index.search(np.stack(list(faces)), max(k, 50))
             best: dict[str, float] = {}
             for per_probe in hits:
                 for subject_id, distance in per_probe:
@@ -570,16 +574,17 @@ class CheckpointService:
             for subject_id in best:
                 per_subject[subject_id] = [ModalityScore(Modality.FACE, best[subject_id])]
         if fingers:
-            for subject_id, scores in self.fingerprint_gallery.search(fingers).items():
+            for subject_id, scores in g.fingerprint_gallery.search(fingers).items():
                 entries = per_subject.setdefault(subject_id, [])
-                if faces and not entries and subject_id in self.face_index:  # outside the face search's hits
-                    entries.append(ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id, frames)))
+                if faces and not entries and subject_id in g.face_index:  # outside the face search's hits
+                    entries.append(ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id, frames,
+                                                                                     g.face_index)))
                 entries.extend(ModalityScore(Modality.FINGERPRINT, s, finger) for finger, s in scores)
         # only subjects the gallery holds: a face index whose removal failed may still hold an erased one's faces
-        fused = {sid: self.fuse(ms) for sid, ms in per_subject.items() if sid in self._watchlist}
+        fused = {sid: self.fuse(ms) for sid, ms in per_subject.items() if sid in g.watchlist}
         ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold),
                         key=lambda item: (-item[1], item[0]))[:k]
-        return [Candidate(sid, s, tuple(per_subject[sid]), self._watchlist.get(sid, False)) for sid, s in ranked]
+        return [Candidate(sid, s, tuple(per_subject[sid]), g.watchlist.get(sid, False)) for sid, s in ranked]
 
     @contextlib.contextmanager
     def _change(self) -> Iterator[Transaction]:
@@ -754,14 +759,18 @@ class CheckpointService:
         return result
 
     def screen(self, faces: Sequence[np.ndarray], fingers: Sequence[tuple[int, FingerprintTemplate]],
-               allow_duplicate: bool, exclude: frozenset[str] = frozenset()
+               allow_duplicate: bool, exclude: frozenset[str] = frozenset(), pending: Gallery | None = None
                ) -> tuple[float, tuple[Candidate, ...], bool, str]:
-        """The duplicate search of an enrolment against the gallery in memory, ``exclude`` left out:
+        """The duplicate search of an enrolment against the gallery in memory, ``exclude`` left out, and against
+        ``pending`` (the enrolments waiting for an officer's review, which no gallery holds):
         (threshold, possible duplicates, enrolled?, outcome)."""
         threshold = self.search_threshold()
         k = self.config.max_candidates + len(exclude)
-        duplicates = tuple(c for c in self._search(faces, fingers, k, threshold)
-                           if c.subject_id not in exclude)[: self.config.max_candidates]
+        found = [c for c in self._search(faces, fingers, k, threshold) if c.subject_id not in exclude]
+        if pending is not None:
+            found = sorted(found + self._search(faces, fingers, k, threshold, gallery=pending),
+                           key=lambda c: (-c.score, c.subject_id))
+        duplicates = tuple(found)[: self.config.max_candidates]
         enrolled = not duplicates or allow_duplicate
         outcome = "enrol_duplicate_held" if not enrolled else (
             "enrol_duplicate_overridden" if duplicates else "enrol_new")
@@ -776,8 +785,13 @@ class CheckpointService:
             self.catch_up()  # inside the register's write lock: the search sees every committed change
             if subject_id in self._watchlist:
                 raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
+            if self.island is not None and self.island.reviews.pending_for(tx, self._ref(subject_id)):
+                raise SubjectExists(f"{subject_id!r} was enrolled offline at an island station and waits for an "
+                                    "officer's review as a possible duplicate: resolve that review first "
+                                    "(checkpoint-enroll reviews), then enrol again if need be.")
+            pending = pending_gallery(self, self.island.reviews, tx) if self.island is not None else None
             threshold, duplicates, enrolled, outcome = self.screen([f.template for f in faces], fingers,
-                                                                   allow_duplicate)
+                                                                   allow_duplicate, pending=pending)
             if enrolled:
                 ref, seq, with_ids = self.storage.insert_subject(tx, subject_id, info, stored)
             self._record(
@@ -847,11 +861,12 @@ class CheckpointService:
             score = best_of_k(score, attempts)
         match = score >= self.threshold
         watchlist = self._watchlist.get(subject_id, False)
+        in_review = self.island is not None and self.island.in_review(subject_id)
         decision_id = _new_decision_id()
         if self.events is not None and not nationality:
             nationality = self._enrolled_nationality(subject_id)
         result = VerificationResult(match, score, self.threshold, decision_id, tuple(modality_scores), watchlist,
-                                    self.register_as_of(), feedback_id=self._new_feedback_id())
+                                    self.register_as_of(), feedback_id=self._new_feedback_id(), in_review=in_review)
         outcome = verification_outcome(result)
         step = outcome.decision != PROCEED and 0 < attempt < attempts  # the kiosk will call again
         if step:
@@ -861,7 +876,8 @@ class CheckpointService:
             self._record(tx, "verify", actor, decision_id, subject_ref=self._ref(subject_id),
                          match=match, score=score, threshold=self.threshold,
                          **({"attempts": attempts, "attempt": attempt} if attempts > 1 else {}),
-                         **({"call": counted.call} if counted is not None else {}))
+                         **({"call": counted.call} if counted is not None else {}),
+                         **({"in_review": True} if in_review else {}))
             if alert:  # once per kiosk transaction: a watchlisted traveller asked again raises no second one
                 self._raise_alert(tx, "watchlist_verify", decision_id, subject_id, score, actor)
             if not step:

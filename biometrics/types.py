@@ -116,6 +116,9 @@ class VerificationResult:
     register_as_of: str = ""
     # The decision event's id, for the traveller's rating (not the decision id); "" when events are not recorded.
     feedback_id: str = ""
+    # The subject was enrolled offline at this island and its upload waits for an officer's review as a possible
+    # duplicate: its identity is not established, so the traveller sees an officer (never for a kiosk's screen).
+    in_review: bool = False
 
 
 @dataclass(frozen=True)
