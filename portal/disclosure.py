@@ -1,15 +1,13 @@
 """Statistical disclosure control for everything the public portal publishes (pure functions).
 
-* **Small counts.** A count from 1 to 9 is published as ``<10`` (primary suppression). Zero is published:
-  nobody is behind it.
-* **Secondary suppression.** A table is published with its row totals, column totals and grand total; a
-  suppressed cell must not be derivable from them. :func:`protect` iterates two rules until nothing
-  changes: (1) a row or column (totals included) with exactly one suppressed entry gets the next-smallest
-  entry suppressed too (inner cells before totals, non-zero cells before zeros); (2) an audit solves the
-  attacker's linear programme (the published cells and totals as equations, ``<10`` cells bounded to 1..9,
-  other suppressed cells to >= 0) for the smallest and largest value of every suppressed entry, and an
-  entry whose range is a single value gets one more complement in its row (or its column; when both are
-  suppressed whole, the cheapest entry still shown anywhere). Secondary suppressions are shown as ``x``.
+* **Small counts.** A count from 1 to 9 is hidden (primary suppression). Zero is shown: nobody is behind it.
+* **One symbol for every hidden count.** A count hidden because it is small and one hidden so that a total
+  does not give a small one back (secondary suppression) are both shown as :data:`HIDDEN` (``[c]``), so
+  that a reader cannot tell them apart: all a reader knows of a hidden count is that it is an integer >= 0
+  (a ``<10`` beside an ``x`` told more: an ``x`` is never 1 to 9, which pinned some ``<10`` cells).
+* **Secondary suppression.** A table is published with its row totals, column totals and grand total;
+  :func:`protect` hides complements until no hidden entry is determined by what is shown
+  (:func:`portal.suppression.suppress`, whose check is exact for these tables).
 * **Percentiles** are published only from at least :data:`MIN_COUNT` decisions.
 * **Monthly arrivals by nationality** are released through OpenDP's Laplace mechanism with a release
   threshold (:class:`NationalityRelease`, method ``opendp``: epsilon per month, delta, the threshold that
@@ -28,9 +26,12 @@ from datetime import date
 from typing import Literal
 
 from portal.releases import MonthRelease, ReleaseLog, ReleaseParameters, now_text
+from portal.suppression import Relation, suppress
 
 #: Counts below this are not published (and percentiles need at least this many decisions).
 MIN_COUNT = 10
+#: How every hidden count is shown, whatever the reason it is hidden.
+HIDDEN = "[c]"
 
 Status = Literal["shown", "primary", "secondary"]
 
@@ -53,12 +54,8 @@ class Published:
         return None if self.suppressed else self.value
 
     def text(self) -> str:
-        """``<10`` (primary), ``x`` (secondary) or the number."""
-        if self.status == "primary":
-            return f"<{MIN_COUNT}"
-        if self.status == "secondary":
-            return "x"
-        return str(self.value)
+        """:data:`HIDDEN` (primary and secondary alike) or the number."""
+        return HIDDEN if self.suppressed else str(self.value)
 
 
 @dataclass(frozen=True)
@@ -78,12 +75,12 @@ class ProtectedTable:
 
 
 def is_small(count: int, threshold: int = MIN_COUNT) -> bool:
-    """True for a count that is published as ``<threshold`` (1 .. threshold-1)."""
+    """True for a count that is hidden for its own sake (1 .. threshold-1)."""
     return 0 < count < threshold
 
 
 def small_count(count: int, threshold: int = MIN_COUNT) -> Published:
-    """A count on its own (no totals to protect): ``<10`` or the number."""
+    """A count on its own (no totals to protect): hidden when small, else the number."""
     return Published(count, "primary" if is_small(count, threshold) else "shown")
 
 
@@ -104,80 +101,19 @@ def _extended(cells: Sequence[Sequence[int]]) -> list[list[int]]:
     return rows
 
 
-def _lines(n_rows: int, n_cols: int) -> list[tuple[list[tuple[int, int]], tuple[int, int]]]:
-    """Every additive relation of the extended table: (the entries that add up, the total they add to)."""
-    lines = [([(i, j) for j in range(n_cols - 1)], (i, n_cols - 1)) for i in range(n_rows)]
-    lines += [([(i, j) for i in range(n_rows - 1)], (n_rows - 1, j)) for j in range(n_cols)]
+def _lines(n_rows: int, n_cols: int) -> list[Relation]:
+    """Every additive relation of the extended table: each row adds up to its total, each column to its own."""
+    lines = [Relation(tuple((i, j) for j in range(n_cols - 1)), (i, n_cols - 1)) for i in range(n_rows)]
+    lines += [Relation(tuple((i, j) for i in range(n_rows - 1)), (n_rows - 1, j)) for j in range(n_cols)]
     return lines
-
-
-def _cost(ext: list[list[int]], cell: tuple[int, int]) -> tuple[bool, bool, int]:
-    i, j = cell
-    is_total = i == len(ext) - 1 or j == len(ext[0]) - 1
-    return (is_total, ext[i][j] == 0, ext[i][j])
-
-
-def _complement(ext: list[list[int]], line: list[tuple[int, int]], suppressed: set[tuple[int, int]]
-                ) -> tuple[int, int] | None:
-    free = [c for c in line if c not in suppressed]
-    return min(free, key=lambda c: _cost(ext, c)) if free else None
-
-
-def _exposed(ext: list[list[int]], suppressed: set[tuple[int, int]], primary: set[tuple[int, int]],
-             threshold: int) -> list[tuple[int, int]]:
-    """Suppressed entries whose value the published figures fix (the attacker's LP has min == max).
-
-    The attacker's programme for each entry's minimum and maximum, all of them stacked as independent
-    blocks of one sparse LP (one solver call instead of two per entry).
-    """
-    import numpy as np
-    from scipy.optimize import linprog
-    from scipy.sparse import block_diag, csr_matrix
-
-    variables = sorted(suppressed)
-    n = len(variables)
-    index = {c: k for k, c in enumerate(variables)}
-    rows, rhs = [], []
-    for parts, total in _lines(len(ext), len(ext[0])):
-        row = np.zeros(n)
-        known = 0.0
-        for cell, sign in [(p, 1.0) for p in parts] + [(total, -1.0)]:
-            if cell in index:
-                row[index[cell]] += sign
-            else:
-                known -= sign * ext[cell[0]][cell[1]]
-        if row.any():
-            rows.append(row)
-            rhs.append(known)
-    bounds = [(1, threshold - 1) if c in primary else (0, None) for c in variables]
-    if not rows:
-        return []
-    block = csr_matrix(np.array(rows))
-    blocks = 2 * n
-    objective = np.zeros(blocks * n)
-    for k in range(n):
-        objective[(2 * k) * n + k] = 1.0  # block 2k: minimise entry k
-        objective[(2 * k + 1) * n + k] = -1.0  # block 2k+1: maximise entry k
-    result = linprog(objective, A_eq=block_diag([block] * blocks, format="csr"), b_eq=np.tile(rhs, blocks),
-                     bounds=bounds * blocks, method="highs")
-    if result.status != 0:  # an unbounded maximum: some entry can grow without limit, check one by one
-        exposed = []
-        for k, cell in enumerate(variables):
-            lo = linprog(objective[2 * k * n:(2 * k + 1) * n], A_eq=block, b_eq=rhs, bounds=bounds, method="highs")
-            hi = linprog(objective[(2 * k + 1) * n:(2 * k + 2) * n], A_eq=block, b_eq=rhs, bounds=bounds,
-                         method="highs")
-            if lo.status == 0 and hi.status == 0 and -hi.fun - lo.fun < 0.5:
-                exposed.append(cell)
-        return exposed
-    x = result.x.reshape(blocks, n)
-    return [cell for k, cell in enumerate(variables) if x[2 * k + 1, k] - x[2 * k, k] < 0.5]
 
 
 def protect(cells: Sequence[Sequence[int]], threshold: int = MIN_COUNT) -> ProtectedTable:
     """Primary and secondary suppression of a table of counts published with its totals.
 
     ``cells`` is a rectangular table (rows of non-negative counts). Returns every cell, row total, column
-    total and the grand total as a :class:`Published`; no suppressed entry is derivable from what is shown.
+    total and the grand total as a :class:`Published`; no hidden entry is determined by what is shown and
+    the relations of the table (:func:`portal.suppression.suppress`).
     """
     if not cells or not cells[0]:
         return ProtectedTable([], [], [], Published(0))
@@ -185,39 +121,11 @@ def protect(cells: Sequence[Sequence[int]], threshold: int = MIN_COUNT) -> Prote
         raise ValueError("protect() takes a rectangular table of non-negative counts")
     ext = _extended(cells)
     n_rows, n_cols = len(ext), len(ext[0])
-    primary = {(i, j) for i in range(n_rows) for j in range(n_cols) if is_small(ext[i][j], threshold)}
-    suppressed = set(primary)
-    lines = _lines(n_rows, n_cols)
-    while True:
-        changed = False
-        for parts, total in lines:
-            members = [*parts, total]
-            if sum(c in suppressed for c in members) == 1:
-                extra = _complement(ext, members, suppressed)
-                if extra is not None:
-                    suppressed.add(extra)
-                    changed = True
-        if changed:
-            continue
-        if not suppressed:
-            break
-        everything = [(i, j) for i in range(n_rows) for j in range(n_cols)]
-        for cell in _exposed(ext, suppressed, primary, threshold):
-            i, j = cell
-            row_line = [(i, k) for k in range(n_cols)]
-            col_line = [(k, j) for k in range(n_rows)]
-            # Its row, else its column; when both are suppressed whole, the cheapest entry still shown anywhere
-            # (the totals of other lines can pin it down as well: see the test's 3 x 5 case).
-            extra = (_complement(ext, row_line, suppressed) or _complement(ext, col_line, suppressed)
-                     or _complement(ext, everything, suppressed))
-            if extra is not None:
-                suppressed.add(extra)
-                changed = True
-        if not changed:
-            break
+    values = {(i, j): ext[i][j] for i in range(n_rows) for j in range(n_cols)}
+    primary, hidden = suppress(values, _lines(n_rows, n_cols), threshold)
 
     def published(i: int, j: int) -> Published:
-        status: Status = "primary" if (i, j) in primary else "secondary" if (i, j) in suppressed else "shown"
+        status: Status = "primary" if (i, j) in primary else "secondary" if (i, j) in hidden else "shown"
         return Published(ext[i][j], status)
 
     return ProtectedTable(
@@ -338,7 +246,7 @@ class NationalityRelease:
         """The released counts of one completed month: keys absent from the result were not released.
 
         With ``opendp``: noisy counts, only those at or above the threshold. With ``round5``: counts of at
-        least :data:`MIN_COUNT` rounded to the base (smaller ones absent, shown as ``<10``). A month released
+        least :data:`MIN_COUNT` rounded to the base (smaller ones absent: not released). A month released
         before (in this process, or on disk) is returned as it was released, whatever ``counts`` say now. A
         month without any arrival is not released (nor kept): there is nothing to protect and nothing drawn.
         """

@@ -1,9 +1,9 @@
 """Open-data downloads: every published table as records, written as CSV or JSON, and the data dictionary.
 
-A record's values are what the page shows: numbers, or the strings ``<10`` (a count from 1 to 9) and ``x``
-(hidden so that a total does not give a small count back); a percentile or share not published is empty
-(CSV) or ``null`` (JSON). Field meanings are catalogue keys (``field_<name>``), so the dictionary exists in
-both languages.
+A record's values are what the page shows: numbers, or the string ``[c]`` for a hidden count (a count from 1
+to 9, or one hidden so that a total does not give such a count back: one symbol for both); a percentile or
+share not published is empty (CSV) or ``null`` (JSON). Field meanings are catalogue keys (``field_<name>``),
+so the dictionary exists in both languages.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ DATASETS: dict[str, tuple[tuple[str, str], ...]] = {
 
 
 def value(v: Any) -> Any:
-    """One value as published: a :class:`Published` as its number or ``<10``/``x``; inf as ``>30000``."""
+    """One value as published: a :class:`Published` as its number or ``[c]``; inf as ``>30000``."""
     if isinstance(v, Published):
         return v.value if not v.suppressed else v.text()
     if isinstance(v, float) and math.isinf(v):
