@@ -18,29 +18,35 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
 from portal.releases import MonthRelease, ReleaseLog, ReleaseParameters, now_text
-from portal.suppression import Relation, suppress
+from portal.suppression import Key, Network, Node, suppress
 
 #: Counts below this are not published (and percentiles need at least this many decisions).
 MIN_COUNT = 10
 #: How every hidden count is shown, whatever the reason it is hidden.
 HIDDEN = "[c]"
 
-Status = Literal["shown", "primary", "secondary"]
+Status = Literal["shown", "primary", "secondary", "hidden"]
 
 
 @dataclass(frozen=True)
 class Published:
-    """One published figure: its value (for the auditors only when suppressed) and how it is shown."""
+    """One published figure: its value and how it is shown.
 
-    value: int
+    A hidden entry keeps its value where :func:`protect` made it (the auditors' tests read it); one read
+    back from a release, or summed from hidden entries, has ``value`` None and status ``hidden`` (the reason
+    it is hidden is not kept: the public sees one symbol for all).
+    """
+
+    value: int | None
     status: Status = "shown"
 
     @property
@@ -56,6 +62,27 @@ class Published:
     def text(self) -> str:
         """:data:`HIDDEN` (primary and secondary alike) or the number."""
         return HIDDEN if self.suppressed else str(self.value)
+
+
+#: A hidden figure whose value the portal does not keep.
+HIDDEN_ENTRY = Published(None, "hidden")
+
+
+@functools.lru_cache(maxsize=4096)
+def shown(value: int | None) -> Published:
+    """A figure as kept in a release: its number, or :data:`HIDDEN_ENTRY` for None."""
+    return HIDDEN_ENTRY if value is None else Published(value)
+
+
+def summed(figures: Iterable[Published]) -> Published:
+    """The sum of published figures: shown only when every one of them is (it then adds nothing a reader
+    could not add up), else hidden."""
+    total = 0
+    for f in figures:
+        if f.suppressed or f.value is None:
+            return HIDDEN_ENTRY
+        total += f.value
+    return Published(total)
 
 
 @dataclass(frozen=True)
@@ -101,11 +128,19 @@ def _extended(cells: Sequence[Sequence[int]]) -> list[list[int]]:
     return rows
 
 
-def _lines(n_rows: int, n_cols: int) -> list[Relation]:
-    """Every additive relation of the extended table: each row adds up to its total, each column to its own."""
-    lines = [Relation(tuple((i, j) for j in range(n_cols - 1)), (i, n_cols - 1)) for i in range(n_rows)]
-    lines += [Relation(tuple((i, j) for i in range(n_rows - 1)), (n_rows - 1, j)) for j in range(n_cols)]
-    return lines
+def _network(n_rows: int, n_cols: int) -> Network:
+    """The extended table as a flow network: a cell runs from its column to its row, a row total from its row
+    to the root of the rows, the grand total from there to the root of the columns, a column total on to
+    its column."""
+    arcs: dict[Key, tuple[Node, Node]] = {}
+    for i in range(n_rows - 1):
+        for j in range(n_cols - 1):
+            arcs[(i, j)] = (("col", j), ("row", i))
+        arcs[(i, n_cols - 1)] = (("row", i), "rows")
+    for j in range(n_cols - 1):
+        arcs[(n_rows - 1, j)] = ("cols", ("col", j))
+    arcs[(n_rows - 1, n_cols - 1)] = ("rows", "cols")
+    return Network(arcs, frozenset(k for k in arcs if k[0] == n_rows - 1 or k[1] == n_cols - 1))
 
 
 def protect(cells: Sequence[Sequence[int]], threshold: int = MIN_COUNT) -> ProtectedTable:
@@ -122,7 +157,7 @@ def protect(cells: Sequence[Sequence[int]], threshold: int = MIN_COUNT) -> Prote
     ext = _extended(cells)
     n_rows, n_cols = len(ext), len(ext[0])
     values = {(i, j): ext[i][j] for i in range(n_rows) for j in range(n_cols)}
-    primary, hidden = suppress(values, _lines(n_rows, n_cols), threshold)
+    primary, hidden = suppress(values, _network(n_rows, n_cols), threshold)
 
     def published(i: int, j: int) -> Published:
         status: Status = "primary" if (i, j) in primary else "secondary" if (i, j) in hidden else "shown"

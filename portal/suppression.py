@@ -1,130 +1,186 @@
-"""Cell suppression over any set of additive relations (pure functions).
+"""Cell suppression on tables written as flow networks (pure functions), with an exact, linear-time check.
 
-A published table is a set of **entries** (counts) and **relations** between them: each relation says that
-some entries (its parts) add up to another (its total), as a row of cells adds up to its row total. A
-reader knows every relation and every entry that is shown; every hidden entry is shown with the same
-symbol, whatever the reason it is hidden, so all the reader knows of a hidden entry is that it is a count:
-an integer >= 0. :func:`suppress` hides every count from 1 to ``threshold - 1`` (primary suppression) and
-then enough other entries (complements) that no hidden entry is determined by what is shown:
+**Tables as networks.** Every table the portal protects is a set of entries (counts) whose additive
+relations form two hierarchies of cell sets: the rows within the grand total and the columns within it; or a
+day's hours within a station's day within all stations', and its directions within the station's month
+within all stations' month. Such a table is a flow network (:class:`Network`): each entry is an arc, each
+total the arc that carries what its parts bring in or take out, and every relation is flow conservation at a
+node (a cell runs from its column node to its row node, a row total from the row node to a root, the grand
+total between the two roots, a column total from the root to the column node). Every entry's value is the
+flow on its arc; a reader who knows the shown entries and that every hidden one is a count (>= 0: one symbol
+for every hidden count) knows exactly the flows that conserve at every node, and nothing more.
 
-1. a relation with exactly one hidden member gets a second one (its cheapest shown member: cells before
-   totals, non-zero before zero, smaller before larger);
-2. :func:`determined` finds every hidden entry that takes the same value in every solution of the reader's
-   system (the relations, the shown values, every hidden entry >= 0), and each gets one more complement
-   among the relations it is in (else the cheapest shown entry anywhere);
+**The check** (:func:`determined`): a hidden entry is determined when it has the same value in every such
+flow. From any feasible flow (the true values, or one a linear programme finds), a hidden entry at zero is
+determined (it stays zero) when no cycle of the residual graph goes through it (the strongly connected
+components of that graph say so), and every other hidden entry is determined when it is a bridge of the
+undirected graph of the hidden entries that are not stuck at zero (no cycle moves it). Network matrices are
+totally unimodular, so the least and greatest integer value of an entry are its least and greatest real
+value: this is the integer reader exactly, not a relaxation (``tests/test_disclosure.py`` checks it against
+an integer programme).
 
-until nothing changes. **Exactness.** :func:`determined` works on the real relaxation of the reader's
-system: an entry is determined when every direction in the affine hull of the feasible polytope leaves it
-unchanged (the hull is the relations plus the hidden entries that are zero in every solution, which one small
-linear programme per zero-valued hidden entry finds). For the tables the portal publishes, the relations of
-every table form two hierarchies (laminar families of cell sets: rows within the grand total, and columns
-within it; or hours within a station's day within all stations', and directions within a station within
-all stations'), whose incidence matrix is totally unimodular: the polytope's vertices are integral, so an
-entry's least and greatest integer values equal its least and greatest real values and the relaxation is
-the integer reader exactly. ``tests/test_disclosure.py`` checks this against an integer programme.
+**Suppression** (:func:`suppress`): every count from 1 to ``threshold - 1`` is hidden (primary), then until
+nothing changes: (1) a node with exactly one hidden arc gets a second one, and (2) every determined entry
+gets one more hidden neighbour (an arc at one of its nodes), always the cheapest still shown: cells before
+totals, non-zero before zero, smaller before larger.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 Key = Hashable
+Node = Hashable
 
 
 @dataclass(frozen=True)
-class Relation:
-    """``sum(parts) == total``: one additive relation a reader of the table knows."""
+class Network:
+    """A table as a flow network: each entry is an arc (tail node, head node); ``totals`` are the entries
+    that add others up (complements are taken among the cells first)."""
 
-    parts: tuple[Key, ...]
-    total: Key
+    arcs: dict[Key, tuple[Node, Node]]
+    totals: frozenset[Key] = field(default_factory=frozenset)
 
-    @property
-    def members(self) -> tuple[Key, ...]:
-        """The parts and the total."""
-        return (*self.parts, self.total)
+    def at(self) -> dict[Node, list[Key]]:
+        """The arcs at each node."""
+        out: dict[Node, list[Key]] = {}
+        for key, (tail, head) in self.arcs.items():
+            out.setdefault(tail, []).append(key)
+            out.setdefault(head, []).append(key)
+        return out
+
+    def relations(self) -> list[tuple[list[Key], list[Key]]]:
+        """Conservation at each node: (the arcs coming in, the arcs going out), whose flows add up alike."""
+        inward: dict[Node, list[Key]] = {}
+        outward: dict[Node, list[Key]] = {}
+        for key, (tail, head) in self.arcs.items():
+            outward.setdefault(tail, []).append(key)
+            inward.setdefault(head, []).append(key)
+        return [(inward.get(n, []), outward.get(n, [])) for n in {*inward, *outward}]
 
 
-def _small(value: int, threshold: int) -> bool:
-    return 0 < value < threshold
-
-
-def determined(values: Mapping[Key, int], relations: Sequence[Relation], hidden: set[Key]) -> list[Key]:
-    """The hidden entries whose value the shown entries and the relations fix (see the module doc).
-
-    ``values`` holds every entry's true value (the shown ones are what the reader knows; the true values of
-    the hidden ones are used only to skip the linear programmes of entries that are not zero).
-    """
+def feasible_flow(network: Network, known: Mapping[Key, int], hidden: set[Key]) -> dict[Key, float]:
+    """A flow that conserves at every node, with the ``known`` values on the shown arcs and every hidden arc
+    >= 0 (a linear programme: for tables whose hidden values are not kept). Raises ValueError if none."""
     import numpy as np
-    from scipy.linalg import null_space
     from scipy.optimize import linprog
+    from scipy.sparse import lil_matrix
 
     variables = sorted(hidden, key=repr)
     if not variables:
-        return []
+        return {k: float(known[k]) for k in network.arcs}
     index = {k: i for i, k in enumerate(variables)}
-    rows, rhs = [], []
-    for rel in relations:
-        row = np.zeros(len(variables))
-        known = 0.0
-        for key, sign in [(p, 1.0) for p in rel.parts] + [(rel.total, -1.0)]:
-            if key in index:
-                row[index[key]] += sign
-            else:
-                known -= sign * values[key]
-        if row.any():
-            rows.append(row)
-            rhs.append(known)
-    a = np.array(rows) if rows else np.zeros((0, len(variables)))
-    always_zero = []
-    for key in variables:  # a hidden zero that no solution can raise is an implicit equality of the polytope
-        if values[key] != 0:
+    relations = [r for r in network.relations() if any(k in index for k in (*r[0], *r[1]))]
+    a = lil_matrix((len(relations), len(variables)))
+    b = np.zeros(len(relations))
+    for row, (inward, outward) in enumerate(relations):
+        for keys, sign in ((inward, 1.0), (outward, -1.0)):
+            for k in keys:
+                if k in index:
+                    a[row, index[k]] += sign
+                else:
+                    b[row] -= sign * known[k]
+    result = linprog(np.zeros(len(variables)), A_eq=a.tocsr(), b_eq=b, bounds=[(0, None)] * len(variables),
+                     method="highs")
+    if result.status != 0:
+        raise ValueError("the shown values admit no flow: the table is not consistent")
+    flow: dict[Key, float] = {k: float(known[k]) for k in network.arcs if k not in index}
+    flow.update({k: float(result.x[i]) for k, i in index.items()})
+    return flow
+
+
+def _bridges(edges: Sequence[tuple[Key, Node, Node]]) -> set[Key]:
+    """The edges (key, end, end) of an undirected multigraph that lie on no cycle (iterative Tarjan)."""
+    adjacent: dict[Node, list[tuple[Node, int]]] = {}
+    for i, (_key, u, v) in enumerate(edges):
+        adjacent.setdefault(u, []).append((v, i))
+        adjacent.setdefault(v, []).append((u, i))
+    order: dict[Node, int] = {}
+    low: dict[Node, int] = {}
+    out: set[Key] = set()
+    for root in adjacent:
+        if root in order:
             continue
-        objective = np.zeros(len(variables))
-        objective[index[key]] = -1.0
-        result = linprog(objective, A_eq=a if rows else None, b_eq=rhs if rows else None,
-                         bounds=[(0, None)] * len(variables), method="highs")
-        if result.status == 0 and -result.fun < 0.5:
-            always_zero.append(index[key])
-    hull = np.vstack([a, np.eye(len(variables))[always_zero]]) if always_zero else a
-    directions = null_space(hull) if hull.shape[0] else np.eye(len(variables))
-    return [key for key in variables if not np.any(np.abs(directions[index[key]]) > 1e-9)]
+        order[root] = low[root] = len(order)
+        stack = [(root, -1, iter(adjacent[root]))]
+        while stack:
+            node, via, neighbours = stack[-1]
+            for other, edge in neighbours:
+                if edge == via:
+                    continue
+                if other not in order:
+                    order[other] = low[other] = len(order)
+                    stack.append((other, edge, iter(adjacent[other])))
+                    break
+                low[node] = min(low[node], order[other])
+            else:
+                stack.pop()
+                if stack:
+                    parent = stack[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                    if low[node] > order[parent]:
+                        out.add(edges[via][0])
+    return out
 
 
-def suppress(values: Mapping[Key, int], relations: Sequence[Relation], threshold: int) -> tuple[set[Key], set[Key]]:
+def determined(network: Network, flow: Mapping[Key, float], hidden: set[Key]) -> list[Key]:
+    """The hidden entries that have one value in every flow the shown entries allow (see the module doc).
+
+    ``flow`` is any feasible flow: every arc's value (the true values, or :func:`feasible_flow`'s).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    nodes = {n: i for i, n in enumerate({n for k in hidden for n in network.arcs[k]})}
+    tails, heads = [], []
+    for k in hidden:  # the residual graph: a hidden arc can grow; one above zero can shrink
+        u, v = (nodes[n] for n in network.arcs[k])
+        tails.append(u)
+        heads.append(v)
+        if flow[k] > 0.5:
+            tails.append(v)
+            heads.append(u)
+    if not nodes:
+        return []
+    graph = coo_matrix(([1] * len(tails), (tails, heads)), shape=(len(nodes), len(nodes))).tocsr()
+    _count, component = connected_components(graph, directed=True, connection="strong")
+    stuck = {k for k in hidden if flow[k] <= 0.5
+             and component[nodes[network.arcs[k][0]]] != component[nodes[network.arcs[k][1]]]}
+    free = [(k, *network.arcs[k]) for k in sorted(hidden - stuck, key=repr)]
+    return sorted(stuck | _bridges(free), key=repr)
+
+
+def suppress(values: Mapping[Key, int], network: Network, threshold: int) -> tuple[set[Key], set[Key]]:
     """Primary and secondary suppression: (the primary entries, every hidden entry).
 
-    ``values`` gives every entry of the table (cells and totals) its count; ``relations`` says how they add
-    up. No hidden entry of the result is determined by the shown entries (:func:`determined`).
+    ``values`` gives every entry (arc) of the table its count. No hidden entry of the result is determined
+    by the shown ones (:func:`determined`).
     """
-    totals = {rel.total for rel in relations}
-    containing: dict[Key, list[Relation]] = {}
-    for rel in relations:
-        for key in rel.members:
-            containing.setdefault(key, []).append(rel)
+    at = network.at()
 
     def cost(key: Key) -> tuple[bool, bool, int, str]:
-        return (key in totals, values[key] == 0, values[key], repr(key))
+        return (key in network.totals, values[key] == 0, values[key], repr(key))
 
-    def cheapest(candidates: Sequence[Key], hidden: set[Key]) -> Key | None:
+    def cheapest(candidates: Iterable[Key], hidden: set[Key]) -> Key | None:
         free = [k for k in candidates if k not in hidden]
         return min(free, key=cost) if free else None
 
-    primary = {k for k, v in values.items() if _small(v, threshold)}
+    primary = {k for k, v in values.items() if 0 < v < threshold}
     hidden = set(primary)
     while hidden:
         changed = False
-        for rel in relations:
-            if sum(k in hidden for k in rel.members) == 1:
-                extra = cheapest(rel.members, hidden)
+        for keys in at.values():
+            if sum(k in hidden for k in keys) == 1:
+                extra = cheapest(keys, hidden)
                 if extra is not None:
                     hidden.add(extra)
                     changed = True
         if changed:
             continue
-        for key in determined(values, relations, hidden):
-            near = [k for rel in containing.get(key, []) for k in rel.members]
-            extra = cheapest(near, hidden) or cheapest(list(values), hidden)
+        for key in determined(network, values, hidden):
+            near = [k for n in network.arcs[key] for k in at[n]]
+            extra = cheapest(near, hidden) or cheapest(network.arcs, hidden)
             if extra is not None:
                 hidden.add(extra)
                 changed = True

@@ -42,8 +42,10 @@ def table_relations(n_r: int, n_c: int) -> list[tuple[list[tuple[int, int]], tup
 BIG = 10**6
 
 
-def reader_ranges(shown: dict[Any, str], relations: list[tuple[list[Any], Any]]) -> dict[Any, tuple[int, int]]:
-    """The least and greatest integer value of every hidden entry that a reader can work out, exactly.
+def reader_ranges(shown: dict[Any, str], relations: list[tuple[list[Any], Any]],
+                  targets: list[Any] | None = None) -> dict[Any, tuple[int, int]]:
+    """The least and greatest integer value of every hidden entry (or of ``targets``) that a reader can work
+    out, exactly.
 
     The reader knows every relation, every number shown, and what each symbol means: ``[c]`` (one symbol
     for every hidden count) any count >= 0; in the scheme this replaced, ``<10`` a count from 1 to 9 and
@@ -79,7 +81,7 @@ def reader_ranges(shown: dict[Any, str], relations: list[tuple[list[Any], Any]])
     upper = [MIN_COUNT - 1 if shown[k].startswith("<") else BIG for k in hidden] + [1] * len(exes)
     constraints = [LinearConstraint(np.array(rows), lo, hi)] if rows else []
     out = {}
-    for key in hidden:
+    for key in hidden if targets is None else targets:
         objective = np.zeros(n)
         objective[col[key]] = 1
         least = milp(objective, constraints=constraints, bounds=Bounds(lower, upper), integrality=np.ones(n))
