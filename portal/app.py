@@ -28,9 +28,12 @@ from starlette.staticfiles import StaticFiles
 from biometrics.events import ARRIVAL, DIRECTIONS, EventStore
 from portal import charts, opendata, validation
 from portal.disclosure import NationalityRelease
-from portal.figures import Figures, PortalConfig, add_months, month_start
+from portal.figures import Figures, PortalConfig
 from portal.i18n import LANGUAGES, Translator
+from portal.periods import add_months, month_start
+from portal.released import TableReleases, utc_now
 from portal.releases import ReleaseLog
+from portal.table_log import TableLog
 from portal.validation import BadParameter
 
 log = logging.getLogger(__name__)
@@ -72,25 +75,27 @@ STORE_ERRORS = _store_errors()
 class StoreHolder:
     """Opens the store on first use and again after it failed, so that the portal starts without it.
 
-    The nationality releases outlive a reopened store (they are kept here, not in the figures): a store
-    that comes back does not make the portal draw new noise for a month it has released. With
-    ``config.state_dir`` they are also written there and read back, so that a restart draws none either
+    The releases outlive a reopened store (they are kept here, not in the figures): a store that comes back
+    does not make the portal draw new noise for a month it has released, nor protect a released day again.
+    With ``config.state_dir`` they are also written there and read back, so that a restart does neither
     (:class:`~portal.releases.StateDirError` at once when the directory cannot be written).
     """
 
-    def __init__(self, opener: Callable[[], EventStore], config: PortalConfig):
+    def __init__(self, opener: Callable[[], EventStore], config: PortalConfig,
+                 clock: Callable[[], datetime] = utc_now):
         self._opener, self._config = opener, config
         self._figures: Figures | None = None
         self._lock = threading.Lock()
         log = ReleaseLog(config.state_dir) if config.state_dir is not None else None
         self.release = NationalityRelease(config.release, log)
+        self.tables = TableReleases(config.schedule, TableLog(config.state_dir) if config.state_dir else None, clock)
 
     def figures(self) -> Figures:
         """The figures over the open store; :class:`StoreUnavailable` when it cannot be opened."""
         with self._lock:
             if self._figures is None:
                 try:
-                    self._figures = Figures(self._opener(), self._config, self.release)
+                    self._figures = Figures(self._opener(), self._config, self.release, self.tables)
                 except STORE_ERRORS as exc:
                     raise StoreUnavailable(str(exc)) from exc
             return self._figures
@@ -170,9 +175,19 @@ class Portal:
         return params, lang
 
     def _context(self) -> tuple[Figures, datetime | None, date]:
+        """The figures, the store's last update and today (local: the wall clock's for the public site, the
+        last update's for the auditors)."""
         figures = self.holder.figures()
         last = figures.last_update()
-        return figures, last, figures.current_day(last)
+        return figures, last, figures.current_day(last) if self.auditor else figures.today_local()
+
+    def _day(self, params: dict[str, str], figures: Figures, today: date) -> date:
+        """The ``date`` parameter: a released day on the public site (default: the last one), any day up to
+        tomorrow for the auditors (default: today)."""
+        if self.public:
+            last = figures.last_released_day()
+            return validation.day(params, "date", last, last)
+        return validation.day(params, "date", today, today + timedelta(days=1))
 
     # -- pages -------------------------------------------------------------------------------------------
 
@@ -180,8 +195,9 @@ class Portal:
         """The overview: every checkpoint today, and the pages."""
         _params, lang = self._params(request, ())
         figures, last, today = self._context()
-        return self.page(request, "home.html", lang, last_update=last, day=today,
-                         overview=figures.overview(today, self.public))
+        day = figures.last_released_day() if self.public else today
+        return self.page(request, "home.html", lang, last_update=last, day=day,
+                         overview=figures.overview(day, self.public))
 
     def today(self, request: Request) -> Response:
         """Hour by hour at one checkpoint on one day."""
@@ -189,7 +205,7 @@ class Portal:
         figures, last, today = self._context()
         stations = figures.store.stations()
         station = validation.station(params, stations, required=True)
-        day = validation.day(params, "date", today, today + timedelta(days=1))
+        day = self._day(params, figures, today)
         t = Translator(lang)
         view = figures.today(station, day, self.public) if station else None
         counts_chart = times_chart = None
@@ -207,8 +223,11 @@ class Portal:
                          day=day, view=view, counts_chart=counts_chart, times_chart=times_chart,
                          target=self.config.service_target_ms)
 
-    def _period(self, params: dict[str, str], today: date) -> tuple[date, date]:
-        last = validation.month(params, "to", month_start(today), today)
+    def _period(self, params: dict[str, str], figures: Figures, today: date) -> tuple[date, date]:
+        """``from`` and ``to``: at most 36 months up to this month (default: the 12 months up to the last one
+        published; for the auditors, up to this month)."""
+        default = month_start(figures.last_released_day() if self.public else today)
+        last = validation.month(params, "to", default, today)
         first = validation.month(params, "from", add_months(last, -11), today)
         validation.month_span(first, last)
         return first, last
@@ -220,7 +239,7 @@ class Portal:
         figures, last, today = self._context()
         stations = figures.store.stations()
         station = validation.station(params, stations)
-        first, last_month = self._period(params, today)
+        first, last_month = self._period(params, figures, today)
         return lang, figures, last, stations, station, first, last_month
 
     def arrivals(self, request: Request) -> Response:
@@ -231,7 +250,9 @@ class Portal:
         months = _month_labels(t, view.months)
         port_chart = charts.line_chart(
             "chart-ports", t("arrivals_port_caption"), t("arrivals_port_chart"), months,
-            [(station_name(s, t), [row[j].public for row in view.by_port.cells]) for j, s in enumerate(view.stations)],
+            [(station_name(s, t), [None if m in view.pending else row[j].public
+                                   for m, row in zip(view.months, view.by_port.cells, strict=True)])
+             for j, s in enumerate(view.stations)],
             t("arrivals"))
         top = view.nationalities[:12]
         short = self.method_text(t, short=True)
@@ -268,7 +289,8 @@ class Portal:
         chart = charts.line_chart(
             "chart-satisfaction", t("satisfaction_caption", station=station_name(station, t)),
             t("satisfaction_chart"), months,
-            [(t("share_positive") + " (%)", [None if s is None else 100 * s for s in view.share_positive])],
+            [(t("share_positive") + " (%)", [None if r is None or r.share_positive is None else 100 * r.share_positive
+                                             for r in view.rows])],
             "%", decimals=1)
         return self.page(request, "satisfaction.html", lang, last_update=last, stations=stations, station=station,
                          view=view, chart=chart, first=first, last_month=last_month)
@@ -357,20 +379,20 @@ class Portal:
         rows: list[list[Any]] = []
         if dataset == "hourly":
             station = validation.station(params, stations, required=True)
-            day = validation.day(params, "date", today, today + timedelta(days=1))
+            day = self._day(params, figures, today)
             if station:
                 view = figures.today(station, day, self.public)
                 rows = [[station, day, h.hour, h.counts[0], h.counts[1], h.total, h.percentiles[50],
                          h.percentiles[90], h.percentiles[95], h.lanes_open] for h in view.hours]
         elif dataset == "arrivals_port":
-            first, last_month = self._period(params, today)
+            first, last_month = self._period(params, figures, today)
             view = figures.arrivals(None, first, last_month, self.public)
             ports = figures.store.port_codes() if hasattr(figures.store, "port_codes") else {}
             rows = [[m.strftime("%Y-%m"), s, ports.get(s, ""), view.by_port.cells[i][j]]
-                    for i, m in enumerate(view.months) for j, s in enumerate(view.stations)]
+                    for i, m in enumerate(view.months) for j, s in enumerate(view.stations) if m not in view.pending]
         elif dataset == "arrivals_nationality":
             station = validation.station(params, stations)
-            first, last_month = self._period(params, today)
+            first, last_month = self._period(params, figures, today)
             view = figures.arrivals(station, first, last_month, self.public)
             methods = [self._released_with(figures, m) for m in view.nat_months]
             rows = [[m.strftime("%Y-%m"), station or "all", nat, view.by_nationality[i][j], methods[j]]
@@ -384,11 +406,11 @@ class Portal:
                     for m, c in enumerate(view.table.cells[i]) if (y, m + 1) not in view.future]
         else:
             station = validation.station(params, stations)
-            first, last_month = self._period(params, today)
+            first, last_month = self._period(params, figures, today)
             view = figures.satisfaction(station, first, last_month, self.public)
-            rows = [[m.strftime("%Y-%m"), station or "all", *view.table.cells[i], view.table.row_totals[i],
-                     None if view.share_positive[i] is None else round(view.share_positive[i], 4)]
-                    for i, m in enumerate(view.months)]
+            rows = [[m.strftime("%Y-%m"), station or "all", *r.counts, r.total,
+                     None if r.share_positive is None else round(r.share_positive, 4)]
+                    for m, r in zip(view.months, view.rows, strict=True) if r is not None]
         recs = opendata.records(dataset, rows)
         name = f"{dataset}.{fmt}"
         headers = {"Content-Disposition": f'attachment; filename="{name}"'}
@@ -496,16 +518,15 @@ class SecurityHeaders:
 
 
 def warm_up(app: Starlette) -> None:
-    """Fill what the first visitors would otherwise wait for: the solver's import, the arrivals of the days
-    that are over, the releases of the completed months (run in a thread at start; errors are only logged)."""
+    """Fill what the first visitors would otherwise wait for: the solver's import, the releases of the days
+    and months the default pages show (run in a thread at start; errors are only logged)."""
     portal: Portal = app.state.portal
     try:
         figures = portal.holder.figures()
-        today = figures.current_day()
+        last = month_start(figures.last_released_day())
         figures.seasonal(None, 3, portal.public)
-        figures.arrivals(None, add_months(month_start(today), -11), month_start(today), portal.public)
-        for station in figures.store.stations():
-            figures.today(station, today, portal.public)
+        figures.arrivals(None, add_months(last, -11), last, portal.public)
+        figures.satisfaction(None, add_months(last, -11), last, portal.public)
     except Exception as exc:  # the pages will say what is wrong; the warm-up only saves time
         log.warning("portal: warm-up skipped: %s", exc)
 

@@ -15,9 +15,9 @@ reads it). Mutual TLS rather than a token: the auditors already hold role certif
 CA, the private key never crosses the wire, no shared secret can leak into a log, a browser history or a
 proxy, and the trust model is the gRPC service's own.
 
-Every monthly nationality release is written to ``--state-dir`` (:mod:`portal.releases`) and read back at
-start, so that a restart publishes the same values; the portal does not start when that directory cannot be
-written.
+Every monthly nationality release and every released day's and month's protected table is written to
+``--state-dir`` (:mod:`portal.releases`, :mod:`portal.table_log`) and read back, so that a restart publishes
+the same values; the portal does not start when that directory cannot be written.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where every nationality release is kept, so that a restart draws no new noise "
                         "(default $XDG_STATE_HOME/checkpoint-portal or ~/.local/state/checkpoint-portal)")
     p.add_argument("--utc-offset", type=float, default=7.0, help="local time minus UTC, hours (WIB: 7)")
+    p.add_argument("--grace-hours", type=float, default=24.0,
+                   help="after a local day's (or month's) end, how long late shipments may still arrive before it "
+                        "is released for good (default 24)")
     p.add_argument("--tz-name", default="WIB (UTC+7)")
     p.add_argument("--service-target-ms", type=float, default=DEFAULT_SERVICE_TARGET_MS)
     p.add_argument("--handling-seconds", type=float, default=20.0,
@@ -77,7 +80,8 @@ def config_from(args: argparse.Namespace) -> PortalConfig:
         utc_offset_hours=args.utc_offset, tz_name=args.tz_name,
         release=ReleasePolicy(method=args.release_method, epsilon=args.epsilon, delta=args.delta),
         service_target_ms=args.service_target_ms, handling_s=args.handling_seconds,
-        target_wait_s=args.target_wait_seconds, banner=args.banner, state_dir=args.state_dir or default_state_dir())
+        target_wait_s=args.target_wait_seconds, banner=args.banner, state_dir=args.state_dir or default_state_dir(),
+        grace_hours=args.grace_hours)
 
 
 def store_identity(store: str) -> str:

@@ -1,20 +1,22 @@
-"""What each page publishes, computed from the store's aggregates under disclosure control.
+"""What each page publishes: views read off the released master tables (public) or the store (auditors).
 
-:class:`Figures` reads only the aggregate rows of an :class:`~biometrics.events.EventStore` (hourly,
-monthly arrivals, daily satisfaction) and turns them into views: today at a checkpoint, arrivals per
-month by port and by nationality, the seasonal pattern, satisfaction, and (for auditors) the staffing
-plan. A view built with ``public=True`` has passed :mod:`portal.disclosure`; with ``public=False`` it holds
-the same figures unsuppressed (the auditors' view).
+**Public.** Every count the public site shows comes from one protected table per period, never from a table
+built and protected for the request: a local day's master table (:mod:`portal.day_release`: every station,
+hour and direction with their totals), a month's arrivals (:mod:`portal.month_release`, protected against
+its days' tables) and a month's ratings table (:mod:`portal.satisfaction_release`), each released once its
+end plus the grace period has passed (:mod:`portal.released`). A view re-arranges entries of those tables;
+a figure that adds months up (a year, the total of a period) is shown only when every month it adds is
+shown, so that it is a sum a reader could work out anyway and gives back nothing hidden
+(:func:`portal.disclosure.summed`). Nothing of a period that is not released yet is shown.
 
-Arrival counts per local day are cached for days that are over (they no longer change), so that the
-seasonal pattern over years reads the store only for today.
+**Auditors** (``public=False``): the same views over the store's current figures, unsuppressed, today
+included.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,27 +25,21 @@ from biometrics.events import (
     ARRIVAL,
     DEFAULT_NATIONALITY_RETENTION_DAYS,
     DEFAULT_SERVICE_TARGET_MS,
-    DIRECTIONS,
     EventStore,
     HourlyRow,
 )
 from portal import histogram
-from portal.disclosure import (
-    MIN_COUNT,
-    NationalityRelease,
-    ProtectedTable,
-    Published,
-    ReleasePolicy,
-    percentile_allowed,
-    protect,
-    unprotected,
-)
+from portal.day_release import DayRelease, Tally, release_day, tallies
+from portal.disclosure import NationalityRelease, ProtectedTable, Published, ReleasePolicy, summed
+from portal.periods import Schedule, month_end, month_range, month_start
+from portal.released import TableReleases, utc_now
+from portal.satisfaction_release import RatingsRow, release_month
 from portal.staffing import HourPlan, plan_hour
 
 
 @dataclass(frozen=True)
 class PortalConfig:
-    """Settings of a portal: local time, disclosure, service target and the staffing model's inputs."""
+    """Settings of a portal: local time, release, disclosure, service target and the staffing model's inputs."""
 
     utc_offset_hours: float = 7.0
     tz_name: str = "WIB (UTC+7)"
@@ -53,71 +49,31 @@ class PortalConfig:
     target_wait_s: float = 180.0
     retention_days: int = DEFAULT_NATIONALITY_RETENTION_DAYS
     banner: str = ""  # e.g. "SYNTHETIC DATA" on a demonstration
-    state_dir: Path | None = None  # where the nationality releases are kept (None: in memory only)
+    state_dir: Path | None = None  # where the releases are kept (None: in memory only)
+    grace_hours: float = 24.0  # after a period's end before it is released (late shipments)
+
+    def __post_init__(self) -> None:
+        if not self.grace_hours >= 0:
+            raise ValueError(f"the grace period must be >= 0 hours, not {self.grace_hours}")
 
     @property
     def offset(self) -> timedelta:
         """Local time minus UTC."""
         return timedelta(hours=self.utc_offset_hours)
 
+    @property
+    def schedule(self) -> Schedule:
+        """When periods are released."""
+        return Schedule(self.offset, timedelta(hours=self.grace_hours))
+
     def local(self, when: datetime) -> datetime:
         """``when`` (UTC) in local time (naive)."""
         return (when.astimezone(UTC) + self.offset).replace(tzinfo=None)
 
 
-def table(cells: list[list[int]], public: bool) -> ProtectedTable:
-    """The table as published (protected) or as the auditors see it."""
-    return protect(cells) if public else unprotected(cells)
-
-
-def month_start(d: date) -> date:
-    """The first day of ``d``'s month."""
-    return d.replace(day=1)
-
-
-def add_months(d: date, n: int) -> date:
-    """The first day of the month ``n`` months after ``d``'s."""
-    k = d.year * 12 + d.month - 1 + n
-    return date(k // 12, k % 12 + 1, 1)
-
-
-def month_range(first: date, last: date) -> list[date]:
-    """First days of the months from ``first``'s to ``last``'s, inclusive."""
-    out, m = [], month_start(first)
-    while m <= last:
-        out.append(m)
-        m = add_months(m, 1)
-    return out
-
-
-def _shown(total: Published) -> bool:
-    """Whether percentiles of the decisions behind ``total`` are published (it is, and they are enough)."""
-    return not total.suppressed and percentile_allowed(total.value)
-
-
-def _percentiles(hist: list[int], total: Published) -> dict[int, float | None]:
-    """The published percentiles of ``hist``, the decisions counted in ``total`` (every one None if not
-    :func:`_shown`)."""
-    if not _shown(total):
-        return dict.fromkeys(histogram.PERCENTILES)
-    return {q: histogram.percentile(hist, q) for q in histogram.PERCENTILES}
-
-
-@dataclass
-class _Tally:
-    """Hourly rows summed: decisions per direction, the processing-time histogram, lanes, decisions in target."""
-
-    counts: list[int] = field(default_factory=lambda: [0] * len(DIRECTIONS))
-    hist: list[int] = field(default_factory=histogram.empty)
-    lanes: int = 0
-    within: int = 0
-
-    def add(self, row: HourlyRow) -> None:
-        """Count ``row`` in."""
-        self.counts[DIRECTIONS.index(row.direction)] += row.count
-        self.hist = histogram.merge([self.hist, row.histogram])
-        self.lanes += row.lanes_active
-        self.within += row.within_target
+def either(first: Published, second: Published) -> Published:
+    """The same figure worked out two ways: whichever is shown."""
+    return first if not first.suppressed else second
 
 
 @dataclass
@@ -128,9 +84,7 @@ class HourFigures:
     counts: list[Published]  # per direction (ARRIVAL, DEPARTURE)
     total: Published
     percentiles: dict[int, float | None]  # None: not published
-    lanes_open: int
-    within_target: int
-    histogram: list[int] = field(repr=False, default_factory=list)
+    lanes_open: int | None  # None: not published
 
 
 @dataclass
@@ -157,6 +111,15 @@ class StationDay:
 
 
 @dataclass
+class OverviewView:
+    """Every checkpoint's day, and all of them together."""
+
+    day: date
+    stations: list[StationDay]
+    grand: Published  # all stations, both directions
+
+
+@dataclass
 class ArrivalsView:
     """Arrivals per month by port, and by nationality for one port or all."""
 
@@ -164,6 +127,7 @@ class ArrivalsView:
     months: list[date]
     stations: list[str]
     by_port: ProtectedTable  # rows: months, columns: stations
+    pending: set[date]  # months of the period not released yet (public) or not begun (auditors)
     nat_months: list[date]  # completed months (released)
     nationalities: list[str]
     by_nationality: list[list[int | None]]  # rows: nationalities, columns: nat_months (None: not released)
@@ -177,7 +141,7 @@ class SeasonalView:
     station: str | None
     years: list[int]
     table: ProtectedTable  # rows: years, columns: months 1..12
-    future: set[tuple[int, int]]  # (year, month) not begun yet, or before the first recorded arrival
+    future: set[tuple[int, int]]  # (year, month) not released yet, or before the first recorded arrival
 
     def absent(self, year: int) -> bool:
         """True for a year none of whose months has a record."""
@@ -186,24 +150,23 @@ class SeasonalView:
 
 @dataclass
 class SatisfactionView:
-    """Ratings per month."""
+    """Ratings per month (None: the month is not released yet)."""
 
     station: str | None
     months: list[date]
-    table: ProtectedTable  # rows: months, columns: ratings 1..4
-    share_positive: list[float | None]
+    rows: list[RatingsRow | None]
 
 
 class Figures:
-    """The portal's figures over one event store (thread-safe; caches the arrivals of days that are over)."""
+    """The portal's figures over one event store (thread-safe)."""
 
     def __init__(self, store: EventStore, config: PortalConfig | None = None,
-                 release: NationalityRelease | None = None):
+                 release: NationalityRelease | None = None, tables: TableReleases | None = None,
+                 clock: Callable[[], datetime] = utc_now):
         self.store = store
         self.config = config or PortalConfig()
         self.release = release or NationalityRelease(self.config.release)
-        self._days: dict[date, dict[tuple[str, str], int]] = {}
-        self._lock = threading.Lock()
+        self.tables = tables or TableReleases(self.config.schedule, clock=clock)
 
     # -- time ------------------------------------------------------------------------------------------
 
@@ -216,162 +179,147 @@ class Figures:
         return self.store.last_update()
 
     def current_day(self, last_update: datetime | None = None) -> date:
-        """The local day of the last update (the portal's "today"), or today's local date."""
-        when = last_update or self.last_update() or datetime.now(UTC)
+        """The local day of the last update (the auditors' "today"), or today's local date."""
+        when = last_update or self.last_update() or self.tables.clock()
         return self.local(when).date()
 
-    def _utc_days(self, first: date, last: date) -> tuple[date, date]:
-        """The UTC days whose hours cover local days ``first`` .. ``last``."""
-        return first - timedelta(days=1), last + timedelta(days=1)
+    def last_released_day(self) -> date:
+        """The last local day the public site publishes."""
+        return self.tables.last_day()
 
-    def _local_rows(self, first: date, last: date, station: str | None) -> Iterable[tuple[datetime, HourlyRow]]:
-        lo, hi = self._utc_days(first, last)
-        for row in self.store.hourly(lo, hi, station):
+    def today_local(self) -> date:
+        """Today's local date by the wall clock."""
+        return self.local(self.tables.clock()).date()
+
+    def _local_rows(self, first: date, last: date, station: str | None = None
+                    ) -> Iterable[tuple[datetime, HourlyRow]]:
+        for row in self.store.hourly(first - timedelta(days=1), last + timedelta(days=1), station):
             local = self.local(row.hour)
             if first <= local.date() <= last:
                 yield local, row
 
-    def _hours(self, day: date, station: str | None, direction: str | None = None) -> list[_Tally]:
-        """The rows of local day ``day`` at ``station`` (in ``direction``; None: both) summed per local hour."""
-        hours = [_Tally() for _ in range(24)]
-        for local, row in self._local_rows(day, day, station):
-            if direction is None or row.direction == direction:
-                hours[local.hour].add(row)
-        return hours
+    # -- one day -----------------------------------------------------------------------------------------
 
-    # -- today -------------------------------------------------------------------------------------------
+    def day(self, day: date, public: bool = True) -> DayRelease:
+        """The master table of local day ``day``: released (public; the day must be released), or the store's
+        current figures unsuppressed (auditors)."""
+        if public:
+            return self.tables.days(self.store, day, day)[day]
+        return release_day(day, self._local_rows(day, day), self.store.stations(), public=False)
 
     def today(self, station: str, day: date, public: bool = True) -> TodayView:
         """Hour by hour at ``station`` on local day ``day``."""
-        tallies = self._hours(day, station)
-        t = table([h.counts for h in tallies], public)
-        hours = []
-        for h, tally in enumerate(tallies):
-            total = t.row_totals[h]
-            hours.append(HourFigures(h, t.cells[h], total, _percentiles(tally.hist, total), tally.lanes, tally.within,
-                                     tally.hist))
-        n = t.grand.value
-        return TodayView(station, day, hours, t.col_totals, t.grand,
-                         _percentiles(histogram.merge(h.hist for h in tallies), t.grand),
-                         sum(h.within for h in tallies) / n if _shown(t.grand) and n else None)
+        sd = self.day(day, public).station(station)
+        hours = [HourFigures(h, sd.cells[h], sd.hours[h], sd.hour_percentiles[h], sd.lanes[h]) for h in range(24)]
+        return TodayView(station, day, hours, sd.directions, sd.total, sd.day_percentiles, sd.within_share)
 
-    def overview(self, day: date, public: bool = True) -> list[StationDay]:
-        """Every checkpoint's day so far (counts by direction, the day's percentiles)."""
+    def overview(self, day: date, public: bool = True) -> OverviewView:
+        """Every checkpoint's day (counts by direction, the day's percentiles) and all of them together."""
+        release = self.day(day, public)
+        rows = []
+        for s in self.store.stations():
+            sd = release.station(s)
+            rows.append(StationDay(s, sd.directions, sd.total, sd.day_percentiles))
+        return OverviewView(day, rows, release.total)
+
+    # -- months of arrivals ------------------------------------------------------------------------------
+
+    def month_arrivals(self, months: list[date], public: bool = True) -> dict[date, dict[str | None, Published]]:
+        """Arrivals per month (first day) and station, and over all stations (key None), of the months given
+        that are released (public: each month's released arrivals) or, for the auditors, begun."""
+        out: dict[date, dict[str | None, Published]] = {}
         stations = self.store.stations()
-        tallies = {s: _Tally() for s in stations}
-        for _local, row in self._local_rows(day, day, None):
-            if row.station in tallies:
-                tallies[row.station].add(row)
-        t = table([tallies[s].counts for s in stations], public)
-        out = []
-        for i, s in enumerate(stations):
-            out.append(StationDay(s, t.cells[i], t.row_totals[i], _percentiles(tallies[s].hist, t.row_totals[i])))
-        return out
-
-    # -- arrivals per local day (cached once the day is over) ------------------------------------------
-
-    def day_arrivals(self, first: date, last: date, today: date | None = None) -> dict[date, dict[str, int]]:
-        """Arrivals per local day and station for ``first`` .. ``last`` (``today``: :meth:`current_day`, if
-        the caller has it; days before it are cached)."""
-        today = today or self.current_day()
-        with self._lock:
-            missing = [first + timedelta(days=k) for k in range((last - first).days + 1)
-                       if first + timedelta(days=k) not in self._days]
-        fresh: dict[date, dict[tuple[str, str], int]] = {}
-        if missing:
-            lo, hi = min(missing), max(missing)
-            fresh = {lo + timedelta(days=k): {} for k in range((hi - lo).days + 1)}
-            for local, row in self._local_rows(lo, hi, None):
-                key = (row.station, row.direction)
-                bucket = fresh[local.date()]
-                bucket[key] = bucket.get(key, 0) + row.count
-            with self._lock:
-                for d, counts in fresh.items():
-                    if d < today:
-                        self._days[d] = counts
-        out: dict[date, dict[str, int]] = {}
-        with self._lock:
-            for k in range((last - first).days + 1):
-                d = first + timedelta(days=k)
-                counts = self._days.get(d, fresh.get(d, {}))
-                out[d] = {s: c for (s, direction), c in counts.items() if direction == ARRIVAL}
-        return out
-
-    def month_arrivals(self, months: list[date], station: str | None,
-                       today: date | None = None) -> dict[date, dict[str, int]]:
-        """Arrivals per month (first day) and station (``today``: as :meth:`day_arrivals`)."""
-        if not months:
-            return {}
-        days = self.day_arrivals(months[0], add_months(months[-1], 1) - timedelta(days=1), today)
-        out: dict[date, dict[str, int]] = {m: defaultdict(int) for m in months}
-        for d, counts in days.items():
-            for s, c in counts.items():
-                if station is None or s == station:
-                    out[month_start(d)][s] += c
+        if public:
+            for m in months:
+                release = self.tables.arrivals(self.store, m)
+                if release is not None:
+                    out[m] = {s: release.station(s) for s in [*stations, None]}
+            return out
+        begun = [m for m in months if m <= self.current_day()]
+        raw: dict[date, dict[str, int]] = {m: defaultdict(int) for m in begun}
+        if begun:
+            for local, row in self._local_rows(begun[0], month_end(begun[-1])):
+                if row.direction == ARRIVAL and month_start(local.date()) in raw:
+                    raw[month_start(local.date())][row.station] += row.count
+        for m, counts in raw.items():
+            out[m] = {s: Published(counts.get(s, 0)) for s in stations}
+            out[m][None] = Published(sum(counts.values()))
         return out
 
     def arrivals(self, station: str | None, first: date, last: date, public: bool = True) -> ArrivalsView:
         """Arrivals per month by port (months ``first`` .. ``last``) and by nationality (completed months)."""
         months = month_range(first, last)
         stations = [station] if station else self.store.stations()
-        today = self.current_day()
-        per_month = self.month_arrivals(months, None, today)
-        by_port = table([[per_month[m].get(s, 0) for s in stations] for m in months], public)
-        current = month_start(today)
+        per_month = self.month_arrivals(months, public)
+        zero = Published(0)
+        cells = [[per_month.get(m, {}).get(s, zero) for s in stations] for m in months]
+        rows = [cells[i][0] if station else either(summed(cells[i]), per_month.get(m, {}).get(None, zero))
+                for i, m in enumerate(months)]
+        done = [i for i, m in enumerate(months) if m in per_month]
+        cols = [summed(cells[i][j] for i in done) for j in range(len(stations))]
+        by_port = ProtectedTable(cells, rows, cols, either(summed(cols), summed(rows[i] for i in done)))
+        current = month_start(self.current_day())
         nat_months = [m for m in months if m < current] if public else months
-        cells: dict[str, dict[date, int | None]] = defaultdict(dict)
+        nat_cells: dict[str, dict[date, int | None]] = defaultdict(dict)
         if nat_months:
-            rows = self.store.monthly_arrivals(nat_months[0], nat_months[-1])
             raw: dict[date, dict[tuple[str, str], int]] = defaultdict(dict)
-            for r in rows:
+            for r in self.store.monthly_arrivals(nat_months[0], nat_months[-1]):
                 raw[r.month][(r.station, r.nationality)] = raw[r.month].get((r.station, r.nationality), 0) + r.count
             for m in nat_months:
                 released = self.release.release(m, raw.get(m, {})) if public else raw.get(m, {})
                 for (s, nat), c in released.items():
                     if station is None or s == station:
-                        cells[nat][m] = (cells[nat].get(m) or 0) + c
-        totals = {nat: sum(v or 0 for v in by_m.values()) for nat, by_m in cells.items()}
-        nationalities = sorted(cells, key=lambda n: (-totals[n], n))
-        return ArrivalsView(station, months, stations, by_port, nat_months, nationalities,
-                            [[cells[n].get(m) for m in nat_months] for n in nationalities],
+                        nat_cells[nat][m] = (nat_cells[nat].get(m) or 0) + c
+        totals = {nat: sum(v or 0 for v in by_m.values()) for nat, by_m in nat_cells.items()}
+        nationalities = sorted(nat_cells, key=lambda n: (-totals[n], n))
+        return ArrivalsView(station, months, stations, by_port, {m for m in months if m not in per_month},
+                            nat_months, nationalities,
+                            [[nat_cells[n].get(m) for m in nat_months] for n in nationalities],
                             [totals[n] for n in nationalities])
 
     def seasonal(self, station: str | None, years: int = 3, public: bool = True) -> SeasonalView:
         """Arrivals per month for the last ``years`` calendar years."""
-        today = self.current_day()
+        today = self.today_local() if public else self.current_day()
         year_list = list(range(today.year - years + 1, today.year + 1))
-        months = month_range(date(year_list[0], 1, 1), today)
-        per_month = self.month_arrivals(months, station, today)
-        cells = [[sum(per_month.get(date(y, m, 1), {}).values()) for m in range(1, 13)] for y in year_list]
-        recorded = [date(y, m, 1) for y in year_list for m in range(1, 13) if cells[y - year_list[0]][m - 1]]
-        first = min(recorded, default=today.replace(day=1))
-        # months not begun, and months before the first recorded arrival (no record is not zero arrivals)
-        future = {(y, m) for y in year_list for m in range(1, 13) if not first <= date(y, m, 1) <= today}
-        return SeasonalView(station, year_list, table(cells, public), future)
+        per_month = self.month_arrivals(month_range(date(year_list[0], 1, 1), today), public)
+        zero = Published(0)
+        cells = [[per_month.get(date(y, m, 1), {}).get(station, zero) for m in range(1, 13)] for y in year_list]
+        recorded = [date(y, m, 1) for y in year_list for m in range(1, 13)
+                    if date(y, m, 1) in per_month and cells[y - year_list[0]][m - 1].public != 0]
+        first = min(recorded, default=None)
+        # months not released (or not begun), and months before the first recorded arrival (no record is not
+        # zero arrivals)
+        future = {(y, m) for y in year_list for m in range(1, 13)
+                  if date(y, m, 1) not in per_month or first is None or date(y, m, 1) < first}
+        rows = [summed(c for m, c in enumerate(cells[i], 1) if (y, m) not in future) for i, y in enumerate(year_list)]
+        cols = [summed(cells[i][m - 1] for i, y in enumerate(year_list) if (y, m) not in future) for m in range(1, 13)]
+        return SeasonalView(station, year_list, ProtectedTable(cells, rows, cols, summed(rows)), future)
+
+    # -- satisfaction ----------------------------------------------------------------------------------
 
     def satisfaction(self, station: str | None, first: date, last: date, public: bool = True) -> SatisfactionView:
-        """Ratings per month (``first`` .. ``last``) and the share positive where the row is fully published."""
+        """Ratings per month (``first`` .. ``last``): a row of each month's released table (public), or the
+        store's current figures (auditors)."""
         months = month_range(first, last)
-        sums = {m: [0, 0, 0, 0] for m in months}
-        end = add_months(months[-1], 1) - timedelta(days=1)
-        for row in self.store.daily_satisfaction(months[0], end, station):
-            m = month_start(row.day)
-            if m in sums:
-                sums[m] = [a + b for a, b in zip(sums[m], row.counts, strict=True)]
-        t = table([sums[m] for m in months], public)
-        shares: list[float | None] = []
-        for i, _m in enumerate(months):
-            n = t.row_totals[i]
-            whole = not n.suppressed and not any(c.suppressed for c in t.cells[i]) and n.value >= MIN_COUNT
-            shares.append((t.cells[i][2].value + t.cells[i][3].value) / n.value if whole else None)
-        return SatisfactionView(station, months, t, shares)
+        if public:
+            releases = [self.tables.satisfaction(self.store, m) for m in months]
+            return SatisfactionView(station, months, [r.row(station) if r else None for r in releases])
+        rows = self.store.daily_satisfaction(months[0], month_end(months[-1]), station)
+        by_month: dict[date, list] = defaultdict(list)
+        for r in rows:
+            by_month[month_start(r.day)].append(r)
+        stations = self.store.stations()
+        return SatisfactionView(station, months, [release_month(m, by_month[m], stations, public=False).row(station)
+                                                  for m in months])
 
     # -- auditors ---------------------------------------------------------------------------------------
 
     def staffing(self, station: str, day: date, direction: str = ARRIVAL) -> list[HourPlan]:
         """The Erlang C plan per local hour of ``day`` at ``station`` in ``direction`` (auditors only)."""
+        rows = [(local, r) for local, r in self._local_rows(day, day, station) if r.direction == direction]
+        hours: list[Tally] = tallies(rows, [station])[station]
         return [plan_hour(h, sum(t.counts), histogram.mean_ms(t.hist), t.lanes, self.config.handling_s,
-                          self.config.target_wait_s) for h, t in enumerate(self._hours(day, station, direction))]
+                          self.config.target_wait_s) for h, t in enumerate(hours)]
 
 
 __all__ = ["Figures", "PortalConfig"]

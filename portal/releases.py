@@ -137,15 +137,8 @@ class ReleaseLog:
                 os.close(fd)
                 os.unlink(name)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """An exclusive lock on the state directory's releases (between processes and threads alike)."""
-        fd = os.open(self.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return state_lock(self.state_dir)
 
     def _path(self, month: date) -> Path:
         return self.dir / f"{month:%Y-%m}.json"
@@ -181,6 +174,17 @@ class ReleaseLog:
         if path.exists():
             raise FileExistsError(f"{path}: a month's release is written once")
         atomic_write(path, json.dumps(release.to_json(), ensure_ascii=False, indent=1).encode())
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the releases of ``state_dir`` (between processes and threads alike)."""
+    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def atomic_write(path: Path, data: bytes) -> None:

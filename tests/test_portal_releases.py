@@ -9,9 +9,10 @@ portal at start with a message.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from starlette.testclient import TestClient
 from test_portal import load_year
 
 from biometrics.event_store import open_event_store
+from biometrics.events import DecisionEvent
 from portal.app import create_app
 from portal.disclosure import NationalityRelease, ReleasePolicy
 from portal.figures import PortalConfig
@@ -136,3 +138,88 @@ def test_a_state_directory_belongs_to_one_store(tmp_path: Path) -> None:
     ReleaseLog(tmp_path, store="/var/lib/checkpoint")  # the same store again: fine
     with pytest.raises(StateDirError, match="its own --state-dir"):
         ReleaseLog(tmp_path, store="postgresql://portal@register/checkpoint")
+
+
+def _arrivals(store: Path, station: str, when: datetime, n: int) -> None:
+    """``n`` arrivals at ``station`` in the hour of ``when`` (UTC)."""
+    writer = open_event_store(store, readonly=False)
+    try:
+        writer.record_decisions([DecisionEvent(when + timedelta(minutes=i % 60), station, "k1", "arrival", "foreign",
+                                               "proceed", 600.0, "high", "m", "c", nationality="AUS")
+                                 for i in range(n)])
+    finally:
+        writer.close()
+
+
+def test_a_released_day_is_published_as_released_whatever_arrives_later(tmp_path: Path) -> None:
+    store, state = tmp_path / "store", tmp_path / "state"
+    day = (datetime.now(UTC) + timedelta(hours=7)).date() - timedelta(days=5)
+    ten_local = datetime(day.year, day.month, day.day, 3, tzinfo=UTC)  # 10:00 WIB
+    _arrivals(store, "rokot-airport", ten_local, 40)
+    _arrivals(store, "siberut-port", ten_local, 3)
+    _arrivals(store, "tuapejat-port", ten_local, 20)  # the complement that hides Siberut's 3
+    query = {"station": "rokot-airport", "date": day.isoformat(), "format": "json"}
+
+    def fetch(state_dir: Path) -> list[dict]:
+        app = create_app(lambda: open_event_store(store), PortalConfig(state_dir=state_dir))
+        with TestClient(app, raise_server_exceptions=False) as c:
+            records = c.get("/data/hourly", params=query).json()["records"]
+        app.state.portal.holder.figures().store.close()
+        return records
+
+    first = fetch(state)
+    assert first[10]["arrivals"] == 40
+    record = json.loads((state / "tables" / f"{day:%Y-%m}.json").read_text())
+    kept = record["days"][day.isoformat()]
+    assert kept["stations"]["rokot-airport"]["cells"][10] == [40, 0]
+    assert kept["stations"]["siberut-port"]["cells"][10][0] is None  # hidden: kept without its value
+    assert (state / "tables" / f"{day:%Y-%m}.json").stat().st_mode & 0o077 == 0
+    _arrivals(store, "rokot-airport", ten_local, 30)  # a station ships late, after the day's release
+    assert fetch(state) == first  # a restart publishes the day as it was released
+    assert fetch(tmp_path / "elsewhere")[10]["arrivals"] == 70  # (the store does hold them)
+
+
+def test_a_day_in_its_grace_period_is_not_published(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    _arrivals(store, "rokot-airport", now - timedelta(hours=1), 12)
+    c = TestClient(create_app(lambda: open_event_store(store)), raise_server_exceptions=False)
+    today = (now + timedelta(hours=7)).date()
+    for day in (today, today - timedelta(days=1)):  # with the default grace of 24 h, neither is released yet
+        r = c.get("/today", params={"station": "rokot-airport", "date": day.isoformat(), "lang": "en"})
+        assert r.status_code == 400 and day.isoformat() in r.text
+    assert c.get("/today", params={"lang": "en"}).status_code == 200  # the last released day
+    assert str(today - timedelta(days=2)) in c.get("/", params={"lang": "en"}).text
+    assert c.get("/data/hourly", params={"date": today.isoformat()}).status_code == 400
+
+
+def test_one_more_traveller_changes_nothing_published(tmp_path: Path) -> None:
+    """The review's live differencing: a traveller seen at the desk, slow and unhappy, is not in any figure
+    until the day (and the month, for the ratings) is released."""
+    store = tmp_path / "store"
+    writer = open_event_store(store, readonly=False)
+    now = datetime.now(UTC)
+
+    def rated(when: datetime, rating: int, ms: float) -> None:
+        event_id = writer.record_decision(DecisionEvent(when, "rokot-airport", "k1", "arrival", "foreign", "proceed",
+                                                        ms, "high", "m", "c", nationality="AUS"))
+        writer.record_feedback(event_id, rating, at=when)
+
+    for rating, n in enumerate((12, 15, 20, 30), 1):
+        for i in range(n):
+            rated(now - timedelta(hours=1, minutes=i), rating, 600.0)
+    c = TestClient(create_app(lambda: open_event_store(store)), raise_server_exceptions=False)
+    month = f"{(now + timedelta(hours=7)):%Y-%m}"
+
+    def snapshot() -> tuple[str, ...]:
+        pages = [c.get(path, params={"lang": "en", **params}).text for path, params in (
+            ("/satisfaction", {"station": "rokot-airport", "from": month, "to": month}),
+            ("/today", {"station": "rokot-airport"}), ("/", {}))]
+        pages = [re.sub(r'<p id="last-update">.*?</p>', "", p, flags=re.S) for p in pages]
+        hourly = c.get("/data/hourly", params={"station": "rokot-airport", "format": "json"}).json()["records"]
+        return (*pages, json.dumps(hourly))
+
+    before = snapshot()
+    rated(now, 1, 4200.0)
+    writer.close()
+    assert snapshot() == before

@@ -1,0 +1,126 @@
+"""The public portal's released master tables: each local day and month protected once, then kept.
+
+:class:`TableReleases` gives the public views every day's master table (:mod:`portal.day_release`), every
+month's arrivals (:mod:`portal.month_release`) and ratings table (:mod:`portal.satisfaction_release`) once
+the period is released (its end plus the grace period, :class:`~portal.periods.Schedule`). The first time a
+released period is asked for, it is read from the state directory (:class:`~portal.table_log.TableLog`) or,
+if it is not there, built from the store, protected, and written there; from then on it is served as it is,
+for good, in this process and in any other on the same state directory. A period not released yet is not
+published at all.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from itertools import groupby
+from typing import Any
+
+from biometrics.events import EventStore
+from portal.day_release import DayRelease, release_day
+from portal.month_release import MonthArrivals, release_month_arrivals
+from portal.periods import Schedule, day_range, month_end, month_start
+from portal.satisfaction_release import SatisfactionRelease, release_month
+from portal.table_log import TableLog
+
+
+def utc_now() -> datetime:
+    """The wall clock (UTC)."""
+    return datetime.now(UTC)
+
+
+class TableReleases:
+    """Released days and months, kept in memory and (with ``log``) in the state directory; thread-safe."""
+
+    def __init__(self, schedule: Schedule, log: TableLog | None = None, clock: Callable[[], datetime] = utc_now):
+        self.schedule, self.log, self.clock = schedule, log, clock
+        self._days: dict[date, DayRelease] = {}
+        self._satisfaction: dict[date, SatisfactionRelease] = {}
+        self._arrivals: dict[date, MonthArrivals] = {}
+        self._read: set[date] = set()  # months whose file has been read
+        self._lock = threading.Lock()
+
+    def last_day(self) -> date:
+        """The last released local day."""
+        return self.schedule.last_released_day(self.clock())
+
+    def month_released(self, month: date) -> bool:
+        """Whether every day of ``month`` is released."""
+        return self.schedule.month_released(month, self.clock())
+
+    def _from_log(self, month: date) -> None:
+        if self.log is None or month in self._read:
+            return
+        doc = self.log.read(month)
+        for text, record in doc["days"].items():
+            day = date.fromisoformat(text)
+            self._days.setdefault(day, DayRelease.from_json(day, record))
+        if doc.get("satisfaction") is not None:
+            self._satisfaction.setdefault(month, SatisfactionRelease.from_json(month, doc["satisfaction"]))
+        if doc.get("arrivals") is not None:
+            self._arrivals.setdefault(month, MonthArrivals.from_json(month, doc["arrivals"]))
+        self._read.add(month)
+
+    def days(self, store: EventStore, first: date, last: date) -> dict[date, DayRelease]:
+        """The master tables of the released days among ``first`` .. ``last`` (releasing those not yet kept)."""
+        wanted = day_range(first, min(last, self.last_day()))
+        with self._lock:
+            for month in {month_start(d) for d in wanted}:
+                self._from_log(month)
+            missing = [d for d in wanted if d not in self._days]
+            for month, group in groupby(missing, month_start):
+                self._release_days(store, month, list(group))
+            return {d: self._days[d] for d in wanted}
+
+    def _release_days(self, store: EventStore, month: date, days: list[date]) -> None:
+        stations = store.stations()
+        rows: dict[date, list] = {d: [] for d in days}
+        for row in store.hourly(days[0] - timedelta(days=1), days[-1] + timedelta(days=1)):
+            local = self.schedule.local(row.hour)
+            if local.date() in rows:
+                rows[local.date()].append((local, row))
+        fresh = {d: release_day(d, rows[d], stations) for d in days}
+        if self.log is None:
+            self._days.update(fresh)
+            return
+        with self.log.adding(month) as doc:  # another process may have released some of them meanwhile: theirs
+            for d, release in fresh.items():
+                key = d.isoformat()
+                if key in doc["days"]:
+                    release = DayRelease.from_json(d, doc["days"][key])
+                else:
+                    doc["days"][key] = release.to_json()
+                self._days[d] = release
+
+    def satisfaction(self, store: EventStore, month: date) -> SatisfactionRelease | None:
+        """``month``'s released ratings table (None: not released yet)."""
+        if not self.month_released(month):
+            return None
+        with self._lock:
+            self._from_log(month)
+            if month not in self._satisfaction:
+                release = release_month(month, store.daily_satisfaction(month, month_end(month)), store.stations())
+                self._satisfaction[month] = self._kept(month, "satisfaction", release, SatisfactionRelease.from_json)
+            return self._satisfaction[month]
+
+    def arrivals(self, store: EventStore, month: date) -> MonthArrivals | None:
+        """``month``'s released arrivals (None: not released yet), protected against its days' tables."""
+        if not self.month_released(month):
+            return None
+        days = list(self.days(store, month, month_end(month)).values())
+        with self._lock:
+            if month not in self._arrivals:
+                release = release_month_arrivals(month, days)
+                self._arrivals[month] = self._kept(month, "arrivals", release, MonthArrivals.from_json)
+            return self._arrivals[month]
+
+    def _kept(self, month: date, name: str, release: Any, read: Callable[[date, Any], Any]) -> Any:
+        """``release`` written to the month's record as ``name``, or the one already there (another process's)."""
+        if self.log is None:
+            return release
+        with self.log.adding(month) as doc:
+            if doc.get(name) is None:
+                doc[name] = release.to_json()
+                return release
+            return read(month, doc[name])
