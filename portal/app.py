@@ -178,8 +178,17 @@ class Portal:
         """The figures, the store's last update and today (local: the wall clock's for the public site, the
         last update's for the auditors)."""
         figures = self.holder.figures()
-        last = figures.last_update()
+        last = self._last_update(figures)
         return figures, last, figures.current_day(last) if self.auditor else figures.today_local()
+
+    def _last_update(self, figures: Figures) -> datetime | None:
+        """When the figures this site shows last changed: the store's last update for the auditors; on the
+        public site the release of the last released day (its end plus the grace period), a whole number of
+        days, never the moment of a traveller's decision."""
+        last = figures.last_update()
+        if last is None or self.auditor:
+            return last
+        return figures.last_release_time()
 
     def _day(self, params: dict[str, str], figures: Figures, today: date) -> date:
         """The ``date`` parameter: a released day on the public site (default: the last one), any day up to
@@ -435,7 +444,7 @@ class Portal:
         last = None
         if status != 503:
             try:
-                last = self.holder.figures().last_update()
+                last = self._last_update(self.holder.figures())
             except STORE_ERRORS:
                 status = 503
         return self.page(request, "error.html", lang, status=status, status_code=status, detail=detail,

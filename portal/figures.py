@@ -187,6 +187,11 @@ class Figures:
         """The last local day the public site publishes."""
         return self.tables.last_day()
 
+    def last_release_time(self) -> datetime:
+        """When the last released day was released (UTC): its local end plus the grace period."""
+        end = datetime.combine(self.last_released_day() + timedelta(days=1), datetime.min.time())
+        return (end + self.config.schedule.grace - self.config.offset).replace(tzinfo=UTC)
+
     def today_local(self) -> date:
         """Today's local date by the wall clock."""
         return self.local(self.tables.clock()).date()

@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -223,3 +224,24 @@ def test_one_more_traveller_changes_nothing_published(tmp_path: Path) -> None:
     rated(now, 1, 4200.0)
     writer.close()
     assert snapshot() == before
+
+
+def test_the_last_update_is_the_last_release_not_the_last_traveller(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    now = datetime.now(UTC)
+    _arrivals(store, "rokot-airport", now - timedelta(days=4), 30)
+    c = TestClient(create_app(lambda: open_event_store(store)), raise_server_exceptions=False)
+
+    def seen() -> tuple[str, str]:
+        meta = c.get("/data/hourly", params={"format": "json"}).json()["meta"]["last_update"]
+        footer = re.search(r'<p id="last-update">(.*?)</p>', c.get("/", params={"lang": "en"}).text, re.S)
+        return meta, footer.group(1)
+
+    before = seen()
+    time.sleep(1.1)
+    _arrivals(store, "rokot-airport", datetime.now(UTC), 1)  # one traveller, seen at the desk
+    assert seen() == before
+    released = datetime.fromisoformat(before[0])
+    local = released + timedelta(hours=7)
+    assert (local.hour, local.minute, local.second) == (0, 0, 0)  # the grace period (24 h) after a local midnight
+    assert "00:00 WIB" in before[1]
