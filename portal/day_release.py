@@ -9,10 +9,10 @@ its download are read from this one protected table, never protected again on th
 arrivals are protected once with its days' tables fixed as they were released (:mod:`portal.month_release`).
 
 The release also holds what is published beside the counts: processing-time percentiles where the count
-they come from is shown and large enough, the lanes open in an hour, and the share of decisions within the
-service target. :class:`DayRelease` keeps what is published (a hidden count has no value in it) and each
-station's true number of arrivals (for the month's totals), and is written to the portal's state directory
-as it is (:mod:`portal.table_log`).
+they come from is shown and large enough, the lanes open in an hour whose total is shown (beside a hidden
+total it would bound it), and the share of decisions within the service target. :class:`DayRelease` keeps
+what is published (a hidden count has no value in it) and each station's true number of arrivals (for the
+month's totals), and is written to the portal's state directory as it is (:mod:`portal.table_log`).
 """
 
 from __future__ import annotations
@@ -104,11 +104,12 @@ def _values(day: date, tallied: Mapping[str, list[Tally]]) -> dict[Key, int]:
 
 
 def _percentiles(hist: Sequence[int], count: Published, public: bool) -> Percentiles:
-    """The percentiles of ``hist`` as published: from a shown count of at least :data:`MIN_COUNT` (any
-    count for the auditors)."""
-    if count.suppressed or count.value is None or not (percentile_allowed(count.value) or not public):
+    """The percentiles of ``hist`` as published: from a shown count large enough for each
+    (:func:`~portal.disclosure.percentile_allowed`; any count for the auditors)."""
+    if count.suppressed or count.value is None:
         return dict.fromkeys(histogram.PERCENTILES)
-    return {q: histogram.percentile(hist, q) for q in histogram.PERCENTILES}
+    return {q: histogram.percentile(hist, q) if percentile_allowed(count.value, q) or not public else None
+            for q in histogram.PERCENTILES}
 
 
 @dataclass(frozen=True)
@@ -219,5 +220,6 @@ def release_day(day: date, rows: Iterable[tuple[datetime, HourlyRow]], stations:
             [[entry("cell", s, h, d) for d in DIRECTIONS] for h in HOURS], hour_totals,
             [entry("direction", s, d) for d in DIRECTIONS], total,
             [_percentiles(t.hist, hour_totals[h], public) for h, t in enumerate(hours)], day_pct,
-            [t.lanes for t in hours], sum(t.within for t in hours) / n if day_pct[50] is not None and n else None)
+            [None if hour_totals[h].suppressed else t.lanes for h, t in enumerate(hours)],
+            sum(t.within for t in hours) / n if day_pct[50] is not None and n else None)
     return DayRelease(day, out, entry("total"), {s: values[(day, "direction", s, ARRIVAL)] for s in tallied})

@@ -8,7 +8,8 @@
 * **Secondary suppression.** A table is published with its row totals, column totals and grand total;
   :func:`protect` hides complements until no hidden entry is determined by what is shown
   (:func:`portal.suppression.suppress`, whose check is exact for these tables).
-* **Percentiles** are published only from at least :data:`MIN_COUNT` decisions.
+* **Percentiles** are published only from at least :data:`MIN_COUNT` decisions, and only when they are not
+  the slowest decision of them (p95 from 20 decisions: :func:`percentile_allowed`).
 * **Monthly arrivals by nationality** are released through OpenDP's Laplace mechanism with a release
   threshold (:class:`NationalityRelease`, method ``opendp``: epsilon per month, delta, the threshold that
   delta implies), or rounded to a base of 5 after suppression (method ``round5``). Each month is released
@@ -111,9 +112,11 @@ def small_count(count: int, threshold: int = MIN_COUNT) -> Published:
     return Published(count, "primary" if is_small(count, threshold) else "shown")
 
 
-def percentile_allowed(count: int, threshold: int = MIN_COUNT) -> bool:
-    """Percentiles are published only from at least ``threshold`` decisions."""
-    return count >= threshold
+def percentile_allowed(count: int, q: float = 50, threshold: int = MIN_COUNT) -> bool:
+    """Whether the ``q``-th percentile of ``count`` decisions is published: from at least ``threshold``
+    decisions, and only when its rank (``ceil(q/100 * count)``) is not the last, so that it is never the
+    single slowest decision (p95 needs 20 decisions, p90 and p50 need 10)."""
+    return count >= threshold and math.ceil(q / 100 * count) < count
 
 
 def round_to(count: int, base: int = 5) -> int:

@@ -109,6 +109,8 @@ def test_small_counts_and_percentiles() -> None:
     assert small_count(10).text() == "10"
     assert not percentile_allowed(9)
     assert percentile_allowed(10)
+    assert percentile_allowed(10, 90) and not percentile_allowed(9, 90)
+    assert not percentile_allowed(19, 95) and percentile_allowed(20, 95)  # p95 of 10-19 is the slowest one
     assert [round_to(v) for v in (10, 12, 13, 17, 18)] == [10, 10, 15, 15, 20]
 
 

@@ -245,3 +245,22 @@ def test_the_last_update_is_the_last_release_not_the_last_traveller(tmp_path: Pa
     local = released + timedelta(hours=7)
     assert (local.hour, local.minute, local.second) == (0, 0, 0)  # the grace period (24 h) after a local midnight
     assert "00:00 WIB" in before[1]
+
+
+def test_p95_needs_twenty_decisions_and_lanes_go_with_the_hours_count(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    day = (datetime.now(UTC) + timedelta(hours=7)).date() - timedelta(days=5)
+    at = datetime(day.year, day.month, day.day, 3, tzinfo=UTC)  # 10:00 WIB
+    _arrivals(store, "rokot-airport", at, 15)  # 15 decisions at 10:00: p95 would be the slowest one's
+    _arrivals(store, "rokot-airport", at + timedelta(hours=1), 25)  # 25 at 11:00: p95 published
+    _arrivals(store, "rokot-airport", at + timedelta(hours=2), 3)  # 3 at 12:00: hidden, and so are its lanes
+    _arrivals(store, "rokot-airport", at + timedelta(hours=3), 12)  # its complement
+    c = TestClient(create_app(lambda: open_event_store(store)), raise_server_exceptions=False)
+    records = c.get("/data/hourly", params={"station": "rokot-airport", "date": day.isoformat(),
+                                            "format": "json"}).json()["records"]
+    ten, eleven, noon = records[10], records[11], records[12]
+    assert ten["total"] == 15 and ten["p50_ms"] is not None and ten["p90_ms"] is not None
+    assert ten["p95_ms"] is None
+    assert eleven["total"] == 25 and eleven["p95_ms"] is not None
+    assert noon["total"] == "[c]" and noon["lanes_open"] is None
+    assert ten["lanes_open"] == 1
