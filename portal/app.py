@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -148,13 +149,20 @@ class Portal:
             path=request.url.path, auditor=self.auditor, banner=self.config.banner, tz=self.config.tz_name,
             last_update=self._local_text(last, t) if last else None, station_name=lambda s: station_name(s, t),
             fmt_ms=lambda v: fmt_ms(v, t), nav=self._nav(), **context)
-        headers = {"Content-Language": lang, "Cache-Control": "no-store" if self.auditor else "max-age=60"}
+        headers = {"Content-Language": lang,
+                   "Cache-Control": "no-store" if self.auditor or status >= 400 else "max-age=60"}
         return HTMLResponse(html, status_code=status, headers=headers)
 
     @staticmethod
     def _relative(url: Any) -> str:
-        """A link to ``url`` on this site without scheme and host (the page works under any address)."""
-        return f"{url.path}?{url.query}" if url.query else url.path
+        """A link to ``url`` on this site without scheme and host (the page works under any address).
+
+        The path is re-encoded (a backslash, which browsers read as a slash, becomes ``%5C``) and starts with
+        exactly one slash: a request for ``//evil.example/masuk`` must not make a protocol-relative link to
+        another host.
+        """
+        path = "/" + quote(url.path, safe="/").lstrip("/")
+        return f"{path}?{url.query}" if url.query else path
 
     def _nav(self) -> list[tuple[str, str]]:
         items = [("/", "nav_home"), ("/today", "nav_today"), ("/arrivals", "nav_arrivals"),
@@ -371,7 +379,12 @@ class Portal:
                       for f, typ in fields] for name, fields in opendata.DATASETS.items()}
         import json
 
-        return Response(json.dumps(doc, ensure_ascii=False, indent=1), media_type="application/json")
+        return Response(json.dumps(doc, ensure_ascii=False, indent=1), media_type="application/json",
+                        headers=self._cache())
+
+    def _cache(self) -> dict[str, str]:
+        """The caching of a download: never stored on the auditors' site (unsuppressed figures)."""
+        return {"Cache-Control": "no-store" if self.auditor else "max-age=60"}
 
     def download(self, request: Request) -> Response:
         """One dataset as CSV or JSON, with the same disclosure control as the pages."""
@@ -422,7 +435,7 @@ class Portal:
                     for m, r in zip(view.months, view.rows, strict=True) if r is not None]
         recs = opendata.records(dataset, rows)
         name = f"{dataset}.{fmt}"
-        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        headers = {"Content-Disposition": f'attachment; filename="{name}"', **self._cache()}
         if fmt == "csv":
             return Response(opendata.to_csv(dataset, recs), media_type="text/csv; charset=utf-8", headers=headers)
         meta = {"last_update": last.isoformat() if last else None, "disclosure": self.method_text(Translator("en")),
@@ -473,10 +486,6 @@ def create_app(store: EventStore | Callable[[], EventStore], config: PortalConfi
         holder.reset()
         return portal.error(request, 503)
 
-    async def server_error(request: Request, exc: Exception) -> Response:
-        log.exception("portal: %s %s failed", request.method, request.url.path, exc_info=exc)
-        return portal.error(request, 500)
-
     routes = [
         Route("/", portal.home), Route("/today", portal.today), Route("/arrivals", portal.arrivals),
         Route("/seasonal", portal.seasonal), Route("/satisfaction", portal.satisfaction),
@@ -486,12 +495,13 @@ def create_app(store: EventStore | Callable[[], EventStore], config: PortalConfi
     ]
     if auditor:
         routes.append(Route("/staffing", portal.staffing))
-    handlers: dict[Any, Any] = {BadParameter: bad_parameter, HTTPException: http_error, Exception: server_error}
+    handlers: dict[Any, Any] = {BadParameter: bad_parameter, HTTPException: http_error}
     for error in STORE_ERRORS:
         handlers[error] = store_down
     app = Starlette(routes=routes, exception_handlers=handlers)
     if auditor:
         app.add_middleware(AuditorOnly, portal=portal)
+    app.add_middleware(ServerErrors, portal=portal)  # inside SecurityHeaders: the 500 page carries them too
     app.add_middleware(SecurityHeaders)
     app.state.portal = portal
     return app
@@ -505,6 +515,50 @@ SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
 )
+
+
+class PortalMiddleware:
+    """An ASGI middleware of one site for its HTTP requests (:meth:`http`); anything else passes through."""
+
+    def __init__(self, app: Any, portal: Portal):
+        self.app, self.portal = app, portal
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Handle one HTTP request."""
+        raise NotImplementedError
+
+
+class ServerErrors(PortalMiddleware):
+    """ASGI middleware: an exception no handler took becomes the 500 page (and is logged).
+
+    Starlette's own last-resort handler runs outside every middleware, so its page would lack the security
+    headers; this one runs inside :class:`SecurityHeaders`. An exception after the response has started is
+    raised on (nothing else can be sent).
+    """
+
+    async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Pass the request on; render the 500 page if it fails before answering."""
+        started = False
+
+        async def watched(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:
+                raise
+            request = Request(scope)
+            log.exception("portal: %s %s failed", request.method, request.url.path, exc_info=exc)
+            await self.portal.error(request, 500)(scope, receive, send)
 
 
 class SecurityHeaders:
@@ -540,7 +594,7 @@ def warm_up(app: Starlette) -> None:
         log.warning("portal: warm-up skipped: %s", exc)
 
 
-class AuditorOnly:
+class AuditorOnly(PortalMiddleware):
     """ASGI middleware: admit only a client whose TLS certificate names the auditor role (else a 403 page).
 
     The certificate arrives in the ASGI TLS extension (``scope["extensions"]["tls"]["client_cert_chain"]``),
@@ -548,13 +602,8 @@ class AuditorOnly:
     station's CA. The role comes from the SAN URI ``checkpoint-role:auditor`` as in :mod:`verify.roles`.
     """
 
-    def __init__(self, app: Any, portal: Portal):
-        self.app, self.portal = app, portal
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The request, if its certificate names the auditor role; else the 403 page."""
         if role_of(scope) != AUDITOR_ROLE:
             response = self.portal.error(Request(scope), 403)
             await response(scope, receive, send)

@@ -23,6 +23,11 @@ class BadParameter(ValueError):
         self.values = values
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes "²" (which ``int`` refuses) and "２０２６" (which it reads)."""
+    return text.isascii() and text.isdigit()
+
+
 def check_known(params: Mapping[str, str], allowed: Sequence[str]) -> None:
     """Refuse a parameter the page does not use (a typo should not be silently ignored)."""
     for name in params:
@@ -50,8 +55,8 @@ def day(params: Mapping[str, str], name: str, default: date, high: date) -> date
     if value is None:
         return default
     try:
-        if len(value) != 10:
-            raise ValueError
+        if not (len(value) == 10 and value[4] == value[7] == "-" and _digits(value[:4] + value[5:7] + value[8:])):
+            raise ValueError  # only YYYY-MM-DD: fromisoformat also takes week dates (2026-W48-1)
         parsed = date.fromisoformat(value)
     except ValueError:
         parsed = None
@@ -66,7 +71,7 @@ def month(params: Mapping[str, str], name: str, default: date, high: date) -> da
     if value is None:
         return default
     parsed = None
-    if len(value) == 7 and value[4] == "-" and value[:4].isdigit() and value[5:].isdigit():
+    if len(value) == 7 and value[4] == "-" and _digits(value[:4] + value[5:]):
         try:
             parsed = date(int(value[:4]), int(value[5:]), 1)
         except ValueError:
@@ -108,7 +113,7 @@ def integer(params: Mapping[str, str], name: str, default: int, low: int, high: 
     value = params.get(name)
     if value is None:
         return default
-    if not (value.isdigit() and low <= int(value) <= high):
+    if not (_digits(value) and low <= int(value) <= high):
         raise BadParameter("bad_number", name=name, value=value[:20], low=low, high=high)
     return int(value)
 
