@@ -209,7 +209,8 @@ class ReleasePolicy:
 
     @property
     def scale(self) -> float:
-        """Laplace scale: each arrival changes one count by one (l1 sensitivity 1), so 1/epsilon."""
+        """Laplace scale 1/epsilon: one arrival more or fewer changes one count by one (l1 sensitivity 1); a
+        known arrival's nationality changed moves two counts (l1 = 2), protected with 2 epsilon."""
         return 1.0 / self.epsilon
 
 

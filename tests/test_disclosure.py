@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -185,3 +186,22 @@ def test_round5_release() -> None:
     assert out == {("siberut", "AUS"): 15}
     with pytest.raises(ValueError):
         ReleasePolicy(method="shuffle")  # type: ignore[arg-type]
+
+
+def test_a_known_arrivals_nationality_is_protected_with_twice_epsilon(tmp_path: Path) -> None:
+    """Changing one arrival's nationality moves two counts: OpenDP's map at l0 = l1 = 2, and /method says so."""
+    from starlette.testclient import TestClient
+
+    from biometrics.event_store import open_event_store
+    from portal.app import create_app
+
+    policy = ReleasePolicy()
+    release = NationalityRelease(policy)
+    release.threshold()
+    one_more = release._measurement.map((1, 1, 1))  # type: ignore[attr-defined]
+    changed = release._measurement.map((2, 2, 1))  # type: ignore[attr-defined]
+    assert one_more[0] == policy.epsilon and one_more[1] <= policy.delta
+    assert changed[0] == 2 * policy.epsilon and policy.delta < changed[1] <= 2 * policy.delta
+    open_event_store(tmp_path, readonly=False).close()
+    method = TestClient(create_app(lambda: open_event_store(tmp_path))).get("/method", params={"lang": "en"}).text
+    assert "twice epsilon" in method
