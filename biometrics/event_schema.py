@@ -13,12 +13,13 @@ Tables (times are UTC text, so that both dialects compare and group them alike):
 - ``event_feedback``: one rating 1..4 per event id, with the minute it was given.
 - ``event_lanes``: the distinct lanes seen per hour, station and direction (for ``lanes_active``).
 - ``agg_hourly``, ``agg_monthly_arrivals``, ``agg_daily_satisfaction``, ``event_stations``: the aggregates the
-  portal reads, kept in the transaction of each event or rating.
+  portal reads, kept in the transaction of each event or rating. Hours are UTC hours; the month of an arrival
+  and the day of a rating are local (WIB) since :func:`local_keys`, the migration that re-keyed them.
 """
 
 from __future__ import annotations
 
-from biometrics.events import PROCESSING_BUCKETS_MS
+from biometrics.events import ARRIVAL, LOCAL_UTC_OFFSET_HOURS, PROCESSING_BUCKETS_MS, RATINGS, UNKNOWN_NATIONALITY
 
 #: One column per histogram bucket (the last one is open).
 HISTOGRAM_COLUMNS: tuple[str, ...] = tuple(f"h{i:02d}" for i in range(len(PROCESSING_BUCKETS_MS) + 1))
@@ -97,4 +98,63 @@ CREATE TABLE IF NOT EXISTS agg_daily_satisfaction (
     r4 BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (day, station)
 )
+"""
+
+
+def local_keys(dialect: str) -> str:
+    """The migration that keys the day of a rating and the month of an arrival by local time (WIB), as
+    :meth:`biometrics.event_store.SqlEventStore.write` does from then on (they were UTC days and months).
+
+    The daily satisfaction is recounted from the ratings (kept for good, with their minute). The monthly
+    arrivals are recounted from the events and their nationality rows for every local month that starts
+    after the last fold of the nationality rows (``meta.nationality_folded_before``; all months if none was
+    ever folded); before that the nationalities are no longer known, so those months keep their UTC rows,
+    and the last of them gives up its final 7 hours to the first local month (those events' rows are still
+    there). ``meta.monthly_arrivals_local_from`` records the first local month ('' for all).
+    """
+    offset = LOCAL_UTC_OFFSET_HOURS
+    if dialect == "sqlite":
+        local = f"replace({{}}, 'T', ' '), '+{offset} hours'"
+        day, month = f"date({local})", f"strftime('%Y-%m', {local})"
+        since = (f"COALESCE((SELECT strftime('%Y-%m', replace(value, 'T', ' '), '+{offset} hours', 'start of month', "
+                 "'+1 month') FROM meta WHERE name = 'nationality_folded_before'), '')")
+        utc_start = f"strftime('%Y-%m-%dT%H:%M', month || '-01', '-{offset} hours')"
+        before = "strftime('%Y-%m', month || '-01', '-1 month')"
+        count = "SUM(f.rating = {})"
+        where = " WHERE true"  # SQLite's INSERT ... SELECT needs it before ON CONFLICT
+    elif dialect == "postgresql":
+        local = f"(replace({{}}, 'T', ' ')::timestamp + interval '{offset} hours')"
+        day, month = f"to_char({local}, 'YYYY-MM-DD')", f"to_char({local}, 'YYYY-MM')"
+        since = (f"COALESCE((SELECT to_char(date_trunc('month', replace(value, 'T', ' ')::timestamp + interval "
+                 f"'{offset} hours') + interval '1 month', 'YYYY-MM') FROM meta WHERE name = "
+                 "'nationality_folded_before'), '')")
+        utc_start = f"to_char((month || '-01')::timestamp - interval '{offset} hours', 'YYYY-MM-DD\"T\"HH24:MI')"
+        before = "to_char((month || '-01')::timestamp - interval '1 month', 'YYYY-MM')"
+        count = "SUM(CASE WHEN f.rating = {} THEN 1 ELSE 0 END)"
+        where = ""
+    else:
+        raise ValueError(f"unknown SQL dialect {dialect!r}")
+    arrivals = ("FROM decision_events e LEFT JOIN event_nationality x ON x.event_id = e.event_id "
+                f"WHERE e.direction = '{ARRIVAL}'")
+    return f"""
+DELETE FROM agg_daily_satisfaction;
+INSERT INTO agg_daily_satisfaction(day, station, r1, r2, r3, r4)
+SELECT {day.format('f.minute')}, e.station, {', '.join(count.format(r) for r in RATINGS)}
+FROM event_feedback f JOIN decision_events e ON e.event_id = f.event_id GROUP BY 1, 2;
+CREATE TEMP TABLE rekey_since AS SELECT {since} AS month;
+UPDATE agg_monthly_arrivals SET arrivals = arrivals - (
+    SELECT COUNT(*) {arrivals} AND e.station = agg_monthly_arrivals.station
+    AND COALESCE(x.nationality, '{UNKNOWN_NATIONALITY}') = agg_monthly_arrivals.nationality
+    AND e.minute >= (SELECT {utc_start} FROM rekey_since) AND e.minute < (SELECT month || '-01T00:00' FROM rekey_since))
+WHERE (SELECT month FROM rekey_since) <> '' AND month = (SELECT {before} FROM rekey_since);
+DELETE FROM agg_monthly_arrivals WHERE month >= (SELECT month FROM rekey_since);
+INSERT INTO agg_monthly_arrivals(month, station, port_code, nationality, arrivals)
+SELECT {month.format('e.minute')}, e.station, COALESCE(s.port_code, ''),
+       COALESCE(x.nationality, '{UNKNOWN_NATIONALITY}'), COUNT(*)
+{arrivals.replace('WHERE', 'LEFT JOIN event_stations s ON s.station = e.station WHERE')}
+AND e.minute >= (SELECT CASE WHEN month = '' THEN '' ELSE {utc_start} END FROM rekey_since)
+GROUP BY 1, 2, 3, 4;
+INSERT INTO meta(name, value) SELECT 'monthly_arrivals_local_from', month FROM rekey_since{where}
+ON CONFLICT (name) DO UPDATE SET value = excluded.value;
+DROP TABLE rekey_since
 """

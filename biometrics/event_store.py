@@ -9,8 +9,9 @@ a versioned migration of each back end.
 **Aggregates move with the events.** :meth:`SqlEventStore.write` inserts a batch of events and, in the same
 transaction, adds the batch's counts to the hourly rows (per station and direction: decisions, decisions
 within the service target, the processing-time histogram, lanes active), the monthly arrivals (per station,
-BPS port code and nationality) and the list of stations; a rating adds to the day's satisfaction row. A
-reader reads only those aggregate rows, never the events table.
+BPS port code and nationality) and the list of stations; a rating adds to the day's satisfaction row. The
+month of an arrival and the day of a rating are local (WIB, :data:`biometrics.events.LOCAL_UTC_OFFSET_HOURS`),
+as the portal's days and months are. A reader reads only those aggregate rows, never the events table.
 
 **Nationality is restricted.** It is written only for arrivals, into ``event_nationality`` (event id ->
 alpha-3, with the minute), and counted into the monthly arrivals in the event's own transaction. After the
@@ -56,6 +57,7 @@ from biometrics.events import (
     check_event,
     check_nationality,
     histogram_bucket,
+    local_text,
     to_minute,
 )
 from biometrics.storage import Transaction
@@ -231,7 +233,7 @@ class SqlEventStore:
             lanes.add((hour, e.station, e.direction, e.lane))
             if e.direction == ARRIVAL:
                 nationality = check_nationality(e.nationality)
-                month_key = (minute[:7], e.station, nationality or UNKNOWN_NATIONALITY)
+                month_key = (local_text(e.minute)[:7], e.station, nationality or UNKNOWN_NATIONALITY)
                 monthly[month_key] = monthly.get(month_key, 0) + 1
                 if nationality:
                     nationality_rows.append((event_id, minute, nationality))
@@ -289,9 +291,10 @@ class SqlEventStore:
         if inserted is None:
             raise FeedbackRefused("Thank you: this decision has been rated already (one rating per decision).")
         column = f"r{int(rating)}"
+        day = local_text(datetime.strptime(minute, _MINUTE).replace(tzinfo=UTC))[:10]
         tx.execute(f"INSERT INTO agg_daily_satisfaction(day, station, {column}) VALUES (?, ?, 1) "
                    f"ON CONFLICT (day, station) DO UPDATE SET {column} = agg_daily_satisfaction.{column} + 1",
-                   (minute[:10], row[0]))
+                   (day, row[0]))
         self._touch(tx)
 
     # -- retention -------------------------------------------------------------------------------
@@ -337,7 +340,7 @@ class SqlEventStore:
                 for r in self._query(sql + " ORDER BY hour, station, direction", params)]
 
     def monthly_arrivals(self, start: date, end: date, station: str | None = None) -> list[MonthlyArrivalsRow]:
-        """Monthly arrivals by nationality for the months that hold ``start`` .. ``end``."""
+        """Monthly arrivals by nationality for the (local) months that hold ``start`` .. ``end``."""
         sql = ("SELECT month, station, port_code, nationality, arrivals FROM agg_monthly_arrivals "
                "WHERE month >= ? AND month <= ?")
         params: list[Any] = [start.strftime("%Y-%m"), end.strftime("%Y-%m")]
@@ -348,7 +351,7 @@ class SqlEventStore:
                 for r in self._query(sql + " ORDER BY month, station, nationality", params)]
 
     def daily_satisfaction(self, start: date, end: date, station: str | None = None) -> list[SatisfactionRow]:
-        """Daily satisfaction for the days ``start`` .. ``end`` inclusive."""
+        """Daily satisfaction for the (local) days ``start`` .. ``end`` inclusive."""
         sql = "SELECT day, station, r1, r2, r3, r4 FROM agg_daily_satisfaction WHERE day >= ? AND day <= ?"
         params: list[Any] = [start.isoformat(), end.isoformat()]
         if station is not None:

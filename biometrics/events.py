@@ -17,7 +17,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 from biometrics.errors import BiometricError, InvalidSample
@@ -61,6 +61,11 @@ PROCESSING_BUCKETS_MS: tuple[float, ...] = (
 RATINGS = (1, 2, 3, 4)
 POSITIVE_RATINGS = (3, 4)
 
+#: The checkpoints' local time (WIB, UTC+7), in hours ahead of UTC. The stores key the day of a rating and the
+#: month of an arrival by it (:func:`local_text`), so that a day or a month is the same in every figure the
+#: portal publishes (the hourly rows, keyed by UTC hour, map onto local days and months exactly).
+LOCAL_UTC_OFFSET_HOURS = 7
+
 #: The default service target: a decision processed within this many ms counts as within target.
 DEFAULT_SERVICE_TARGET_MS = 1000.0
 #: How long the restricted nationality rows are kept before they are folded away (days).
@@ -87,6 +92,12 @@ def to_minute(when: datetime) -> datetime:
     """``when`` in UTC, truncated to the minute (a naive datetime is taken as UTC)."""
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     return when.replace(second=0, microsecond=0)
+
+
+def local_text(minute: datetime) -> str:
+    """``minute`` (UTC) as local time (:data:`LOCAL_UTC_OFFSET_HOURS`), ``YYYY-MM-DDTHH:MM``: its first 10
+    characters are the local day, its first 7 the local month."""
+    return (to_minute(minute) + timedelta(hours=LOCAL_UTC_OFFSET_HOURS)).strftime("%Y-%m-%dT%H:%M")
 
 
 def category_of(nationality: str) -> str:
@@ -182,7 +193,7 @@ class HourlyRow:
 class MonthlyArrivalsRow:
     """Arrivals in one month at one station from one nationality (the restricted data, aggregated)."""
 
-    month: date  # first day of the month
+    month: date  # first day of the (local, WIB) month
     station: str
     port_code: str  # BPS port code of the station
     nationality: str  # ISO 3166 alpha-3
@@ -193,7 +204,7 @@ class MonthlyArrivalsRow:
 class SatisfactionRow:
     """Kiosk feedback on one day at one station."""
 
-    day: date
+    day: date  # the local (WIB) day of the ratings
     station: str
     counts: tuple[int, int, int, int]  # ratings 1..4
 
@@ -224,10 +235,10 @@ class EventStore(Protocol):
         """Hourly rows for the days ``start`` .. ``end`` inclusive."""
 
     def monthly_arrivals(self, start: date, end: date, station: str | None = None) -> list[MonthlyArrivalsRow]:
-        """Monthly arrivals by nationality for the months that hold ``start`` .. ``end``."""
+        """Monthly arrivals by nationality for the (local) months that hold ``start`` .. ``end``."""
 
     def daily_satisfaction(self, start: date, end: date, station: str | None = None) -> list[SatisfactionRow]:
-        """Daily satisfaction for the days ``start`` .. ``end`` inclusive."""
+        """Daily satisfaction for the (local) days ``start`` .. ``end`` inclusive."""
 
     def stations(self) -> list[str]:
         """Stations that have recorded events."""

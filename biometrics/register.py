@@ -36,7 +36,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
-from biometrics.event_schema import event_tables
+from biometrics.event_schema import event_tables, local_keys
 from biometrics.storage import (
     CHANGE_ENROLLED,
     CHANGE_ERASED,
@@ -140,8 +140,12 @@ ALTER TABLE uploads ADD COLUMN IF NOT EXISTS seq BIGINT;
 CREATE INDEX IF NOT EXISTS changes_ref ON changes(ref, seq)
 """
 
+#: Version 5: the month of an arrival and the day of a rating keyed by local time (WIB), as the portal's are.
+_SCHEMA_V5 = local_keys("postgresql")
+
 #: (version, script): applied in order to a register whose ``meta.schema_version`` is lower.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3), (4, _SCHEMA_V4))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3), (4, _SCHEMA_V4),
+                                           (5, _SCHEMA_V5))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _REFUSED_STATES = ("28", "3D")  # invalid authorisation (bad password, unknown role), unknown database

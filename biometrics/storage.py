@@ -38,7 +38,7 @@ from typing import Any
 
 from biometrics.crypto import KeyRing, SealError
 from biometrics.errors import SubjectExists, SubjectNotFound
-from biometrics.event_schema import event_tables
+from biometrics.event_schema import event_tables, local_keys
 from biometrics.types import Alert, Modality, SubjectInfo, SubjectRecord, TemplateInfo
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,11 @@ CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, n);
 
 #: Version 4: decision events, their restricted nationality rows, feedback and aggregates (biometrics.event_store).
 _V4 = event_tables("sqlite")
+#: Version 5: the month of an arrival and the day of a rating keyed by local time (WIB), as the portal's are.
+_V5 = local_keys("sqlite")
 
 #: (version, script): applied in order to a file whose ``user_version`` is lower.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 CHANGE_ENROLLED = "enrolled"

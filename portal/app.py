@@ -465,11 +465,12 @@ class Portal:
 
 
 def create_app(store: EventStore | Callable[[], EventStore], config: PortalConfig | None = None,
-               auditor: bool = False) -> Starlette:
-    """The public site (or, with ``auditor=True``, the auditors' site) over ``store`` (or a function opening it)."""
+               auditor: bool = False, clock: Callable[[], datetime] = utc_now) -> Starlette:
+    """The public site (or, with ``auditor=True``, the auditors' site) over ``store`` (or a function opening it);
+    ``clock`` (UTC) says which periods are released."""
     config = config or PortalConfig()
     opener = store if callable(store) and not hasattr(store, "hourly") else (lambda: store)
-    holder = StoreHolder(opener, config)  # type: ignore[arg-type]
+    holder = StoreHolder(opener, config, clock)  # type: ignore[arg-type]
     portal = Portal(holder, config, auditor)
 
     async def bad_parameter(request: Request, exc: Exception) -> Response:

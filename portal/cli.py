@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=None,
                    help="where every nationality release is kept, so that a restart draws no new noise "
                         "(default $XDG_STATE_HOME/checkpoint-portal or ~/.local/state/checkpoint-portal)")
-    p.add_argument("--utc-offset", type=float, default=7.0, help="local time minus UTC, hours (WIB: 7)")
+    p.add_argument("--utc-offset", type=float, default=7.0,
+                   help="local time minus UTC, hours: 7 (WIB), the time the store keys its months and days by")
     p.add_argument("--grace-hours", type=float, default=24.0,
                    help="after a local day's (or month's) end, how long late shipments may still arrive before it "
                         "is released for good (default 24)")

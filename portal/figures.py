@@ -25,6 +25,7 @@ from biometrics.events import (
     ARRIVAL,
     DEFAULT_NATIONALITY_RETENTION_DAYS,
     DEFAULT_SERVICE_TARGET_MS,
+    LOCAL_UTC_OFFSET_HOURS,
     EventStore,
     HourlyRow,
 )
@@ -41,7 +42,7 @@ from portal.staffing import HourPlan, plan_hour
 class PortalConfig:
     """Settings of a portal: local time, release, disclosure, service target and the staffing model's inputs."""
 
-    utc_offset_hours: float = 7.0
+    utc_offset_hours: float = LOCAL_UTC_OFFSET_HOURS
     tz_name: str = "WIB (UTC+7)"
     release: ReleasePolicy = field(default_factory=ReleasePolicy)
     service_target_ms: float = DEFAULT_SERVICE_TARGET_MS
@@ -55,6 +56,9 @@ class PortalConfig:
     def __post_init__(self) -> None:
         if not self.grace_hours >= 0:
             raise ValueError(f"the grace period must be >= 0 hours, not {self.grace_hours}")
+        if self.utc_offset_hours != LOCAL_UTC_OFFSET_HOURS:
+            raise ValueError(f"the stores key their months and days by local time, UTC+{LOCAL_UTC_OFFSET_HOURS} "
+                             f"(WIB): the portal's local time must be the same, not UTC{self.utc_offset_hours:+g}")
 
     @property
     def offset(self) -> timedelta:
@@ -263,8 +267,7 @@ class Figures:
         done = [i for i, m in enumerate(months) if m in per_month]
         cols = [summed(cells[i][j] for i in done) for j in range(len(stations))]
         by_port = ProtectedTable(cells, rows, cols, either(summed(cols), summed(rows[i] for i in done)))
-        current = month_start(self.current_day())
-        nat_months = [m for m in months if m < current] if public else months
+        nat_months = [m for m in months if self.tables.month_released(m)] if public else months
         nat_cells: dict[str, dict[date, int | None]] = defaultdict(dict)
         if nat_months:
             raw: dict[date, dict[tuple[str, str], int]] = defaultdict(dict)

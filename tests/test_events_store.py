@@ -39,6 +39,7 @@ from biometrics.events import (
     InvalidRating,
     category_of,
     histogram_bucket,
+    local_text,
     percentile_ms,
 )
 from biometrics.register import RegisterStorage
@@ -101,9 +102,9 @@ def test_aggregates_equal_a_recomputation_from_the_events(events: SqlEventStore)
                                                                       r.histogram)
            for r in events.hourly(date(2026, 3, 1), date(2026, 4, 30))}
     assert got == recompute_hourly(evs, 1000.0)
-    arrivals = Counter((e.minute.strftime("%Y-%m"), e.station, e.nationality or UNKNOWN_NATIONALITY)
-                       for e in evs if e.direction == ARRIVAL)
-    rows = events.monthly_arrivals(date(2026, 3, 1), date(2026, 4, 1))
+    arrivals = Counter((local_text(e.minute)[:7], e.station, e.nationality or UNKNOWN_NATIONALITY)
+                       for e in evs if e.direction == ARRIVAL)  # the local (WIB) month of each arrival
+    rows = events.monthly_arrivals(date(2026, 2, 1), date(2026, 5, 1))
     assert {(r.month.strftime("%Y-%m"), r.station, r.nationality): r.count for r in rows} == dict(arrivals)
     assert {r.port_code for r in rows} == {BPS_PORTS[s] for s in STATIONS}
     assert events.stations() == sorted(STATIONS)
@@ -293,3 +294,57 @@ def test_a_journal_keeps_unshipped_nationality_rows_past_retention(tmp_path: Pat
                 register.close()
     finally:
         journal.close()
+
+
+def _as_before_local_keys(store: SqlEventStore, folded_before: str | None) -> None:
+    """Put ``store`` back as the schema before the local keys left it: UTC months and days, older version."""
+    postgres = not isinstance(store.backend, SqliteFile)
+    with store.backend.transaction() as tx:
+        tx.execute("DELETE FROM agg_monthly_arrivals")
+        tx.execute("INSERT INTO agg_monthly_arrivals(month, station, port_code, nationality, arrivals) "
+                   "SELECT substr(e.minute, 1, 7), e.station, '', COALESCE(x.nationality, 'XXX'), COUNT(*) FROM "
+                   "decision_events e LEFT JOIN event_nationality x ON x.event_id = e.event_id WHERE e.direction = "
+                   "'arrival' GROUP BY 1, 2, 3, 4")
+        tx.execute("DELETE FROM agg_daily_satisfaction")
+        tx.execute("INSERT INTO agg_daily_satisfaction(day, station, r1, r2, r3, r4) SELECT substr(f.minute, 1, 10), "
+                   "e.station, COUNT(*), 0, 0, 0 FROM event_feedback f JOIN decision_events e ON e.event_id = "
+                   "f.event_id GROUP BY 1, 2")
+        tx.execute("DELETE FROM meta WHERE name = 'monthly_arrivals_local_from'")
+        if folded_before is not None:
+            tx.execute("DELETE FROM event_nationality WHERE minute < ?", (folded_before,))
+            tx.execute("INSERT INTO meta(name, value) VALUES ('nationality_folded_before', ?)", (folded_before,))
+        if postgres:
+            tx.execute("UPDATE meta SET value = '4' WHERE name = 'schema_version'")
+        else:
+            tx.execute("PRAGMA user_version = 4")
+
+
+@pytest.mark.parametrize("folded_before", [None, "2026-03-20T00:00"])
+def test_the_migration_keys_months_and_days_by_local_time(events: SqlEventStore, folded_before: str | None) -> None:
+    def arrival(when: datetime, nationality: str) -> DecisionEvent:
+        return DecisionEvent(when, "rokot-airport", "k1", ARRIVAL, category_of(nationality), "proceed", 600.0, "high",
+                             "m", "c", nationality=nationality)
+
+    late = datetime(2026, 3, 31, 20, 0, tzinfo=UTC)  # 1 April, 03:00 WIB
+    events.record_decisions([arrival(datetime(2026, 3, 15, 2, 0, tzinfo=UTC), "AUS")] * 2)
+    ids = [events.record_decision(arrival(late, "JPN")) for _ in range(3)]
+    events.record_feedback(ids[0], 4, at=late)
+    where = events.backend.url if not isinstance(events.backend, SqliteFile) else events.backend.path
+    _as_before_local_keys(events, folded_before)
+    events.close()
+    migrated = open_event_store(where, readonly=False)  # the migration runs at open
+    try:
+        months = {(r.month, r.nationality): r.count for r in migrated.monthly_arrivals(date(2026, 3, 1),
+                                                                                         date(2026, 4, 1))
+                  if r.count}
+        assert months == {(date(2026, 3, 1), "AUS"): 2, (date(2026, 4, 1), "JPN"): 3}  # JPN arrived on 1 April
+        (rating,) = migrated.daily_satisfaction(date(2026, 3, 1), date(2026, 4, 30))
+        assert rating.day == date(2026, 4, 1)
+        with migrated.backend._read() as view:
+            since = view.execute("SELECT value FROM meta WHERE name = 'monthly_arrivals_local_from'").fetchone()[0]
+        # folded nationality rows: the months before the first local month whose rows were all there stay UTC
+        assert since == ("" if folded_before is None else "2026-04")
+        migrated.record_decision(arrival(late, "JPN"))  # and from now on, written by local month
+        assert sum(r.count for r in migrated.monthly_arrivals(date(2026, 4, 1), date(2026, 4, 1))) == 4
+    finally:
+        migrated.close()
