@@ -213,7 +213,10 @@ class Figures:
         """The master table of local day ``day``: released (public; the day must be released), or the store's
         current figures unsuppressed (auditors)."""
         if public:
-            return self.tables.days(self.store, day, day)[day]
+            released = self.tables.days(self.store, day, day)
+            if day not in released:
+                raise LookupError(f"{day} is not released yet (the last released day is {self.last_released_day()})")
+            return released[day]
         return release_day(day, self._local_rows(day, day), self.store.stations(), public=False)
 
     def today(self, station: str, day: date, public: bool = True) -> TodayView:
