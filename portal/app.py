@@ -242,8 +242,8 @@ class Portal:
 
     def _period(self, params: dict[str, str], figures: Figures, today: date) -> tuple[date, date]:
         """``from`` and ``to``: at most 36 months up to this month (default: the 12 months up to the last one
-        published; for the auditors, up to this month)."""
-        default = month_start(figures.last_released_day() if self.public else today)
+        published whole; for the auditors, up to this month)."""
+        default = figures.last_released_month() if self.public else month_start(today)
         last = validation.month(params, "to", default, today)
         first = validation.month(params, "from", add_months(last, -11), today)
         validation.month_span(first, last)
@@ -587,7 +587,7 @@ def warm_up(app: Starlette) -> None:
     portal: Portal = app.state.portal
     try:
         figures = portal.holder.figures()
-        last = month_start(figures.last_released_day())
+        last = figures.last_released_month()
         figures.seasonal(None, 3, portal.public)
         figures.arrivals(None, add_months(last, -11), last, portal.public)
         figures.satisfaction(None, add_months(last, -11), last, portal.public)

@@ -191,6 +191,10 @@ class Figures:
         """The last local day the public site publishes."""
         return self.tables.last_day()
 
+    def last_released_month(self) -> date:
+        """The first day of the last month the public site publishes whole."""
+        return self.config.schedule.last_released_month(self.tables.clock())
+
     def last_release_time(self) -> datetime:
         """When the last released day was released (UTC): its local end plus the grace period."""
         end = datetime.combine(self.last_released_day() + timedelta(days=1), datetime.min.time())
