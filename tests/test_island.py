@@ -198,8 +198,9 @@ def test_an_upload_that_fails_is_set_aside_audited_and_blocks_nothing(
         proxy.restore()
         wait_until(lambda: central.storage.subject_info("M2000002") is not None, timeout=30,
                    message="the entry behind the failed one uploaded")
-        status = island.sync_status()
-        assert status["outbox_pending"] == 0 and status["outbox_failed"] == 1 and status["provisional"] == 1
+        # the register commits before the island settles its outbox: wait for the island's own account
+        wait_until(lambda: (lambda s: (s["outbox_pending"], s["outbox_failed"], s["provisional"]))(
+            island.sync_status()) == (0, 1, 1), timeout=10, message="one entry set aside, the other settled")
         assert island.holds("H3000003") and central.storage.subject_info("H3000003") is None, "set aside, kept"
         audit = [json.loads(e) for e in island.island.replica.local.audit_entries()]
         assert [e["fields"]["outcome"] for e in audit if e["kind"] == "enrol_upload"] == ["failed", "stored"]
@@ -209,7 +210,8 @@ def test_an_upload_that_fails_is_set_aside_audited_and_blocks_nothing(
     try:
         wait_until(lambda: central.storage.subject_info("H3000003") is not None, timeout=30,
                    message="the failed upload retried at the start")
-        assert again.sync_status()["outbox_failed"] == 0 and again.sync_status()["provisional"] == 0
+        wait_until(lambda: (again.sync_status()["outbox_failed"], again.sync_status()["provisional"]) == (0, 0),
+                   timeout=10, message="the retried entry settled")
     finally:
         again.close()
         central.close()
