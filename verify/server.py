@@ -43,6 +43,7 @@ from biometrics.scores import ScoreCalibration
 from biometrics.service import CheckpointService, ServiceConfig, StoreLocation
 from biometrics.storage import KeyRingMismatch, SchemaTooNew
 from biometrics.workers import FaceWorkerPool
+from verify.admission import DEFAULT_WATCHES, REFUSAL_THREADS, Admission, check_limits
 from verify.health import start_health_watch
 from verify.metrics import add_metrics_arguments, check_metrics_listen, start_metrics
 from verify.roles import RoleInterceptor
@@ -97,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a kiosk's Verify call within this many seconds of the last one for the same document is a "
                    "call of the same transaction, which scores at most the attempts its first call allowed; "
                    f"after them the document is refused at kiosks for this long (default {DEFAULT_WINDOW_S:g})")
-    p.add_argument("--threads", type=int, default=16, help="gRPC worker threads")
+    p.add_argument("--threads", type=int, default=16,
+                   help="calls answered at once (gRPC worker threads); one more is refused RESOURCE_EXHAUSTED at once, "
+                   "never queued")
+    p.add_argument("--max-watches", type=int, default=DEFAULT_WATCHES,
+                   help="grpc.health.v1 Watch streams open at once, each holding a thread (below --threads; default "
+                   f"{DEFAULT_WATCHES}); one more is refused RESOURCE_EXHAUSTED")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="face extraction processes (default: one per core); 0: extract in the calling gRPC thread")
     p.add_argument("--extract-timeout", type=float, default=30.0,
@@ -220,21 +226,26 @@ def build_server(
     service: CheckpointService, listen: str, *, station: Any = None, threads: int = 16, max_message_mb: float = 16,
     credentials: grpc.ServerCredentials | None = None, health_checks: Sequence[Callable[[], bool]] = (),
     health_stop: threading.Event | None = None, interceptors: Sequence[grpc.ServerInterceptor] = (),
+    max_watches: int = DEFAULT_WATCHES,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A started gRPC server with the checkpoint, health and reflection services; returns the bound port.
 
     With ``credentials`` the port is mutual TLS and each call's role comes from its client certificate;
-    without, it is plaintext and every caller acts as an officer (see :mod:`verify.roles`).
+    without, it is plaintext and every caller acts as an officer (see :mod:`verify.roles`). At most ``threads``
+    calls run at once, ``max_watches`` of them Health Watch streams; a call beyond is refused
+    ``RESOURCE_EXHAUSTED`` at once, never queued (:mod:`verify.admission`).
     """
     limit = int(max_message_mb * MIB)
+    admission = Admission(threads, max_watches)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(max_workers=threads + REFUSAL_THREADS, thread_name_prefix="rpc"),
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
         ],
-        interceptors=[*interceptors, RoleInterceptor(plaintext=credentials is None)],
+        interceptors=[*interceptors, RoleInterceptor(plaintext=credentials is None, admission=admission)],
+        maximum_concurrent_rpcs=threads + REFUSAL_THREADS,
     )
     pb_grpc.add_CheckpointServicer_to_server(CheckpointServicer(service, station), server)
     health_servicer = health.HealthServicer()
@@ -296,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 0:
         print("checkpoint-server: --workers cannot be negative", file=sys.stderr)
         return 2
+    try:
+        check_limits(args.threads, args.max_watches)
+    except ValueError as exc:
+        print(f"checkpoint-server: {exc}", file=sys.stderr)
+        return 2
     pool = _start_face_workers(args.workers, limits, args.extract_timeout)
     if pool is None or args.camera:
         load_models()  # extraction (or the camera's frame scoring) in this process
@@ -334,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         server, port, health_servicer = build_server(
             service, args.listen, station=station, threads=args.threads, max_message_mb=args.max_message_mb,
             credentials=credentials, health_checks=[pool.ready] if pool is not None else [], health_stop=stop,
-            interceptors=metrics.interceptors if metrics is not None else (),
+            interceptors=metrics.interceptors if metrics is not None else (), max_watches=args.max_watches,
         )
     except RuntimeError as exc:  # grpc cannot bind --listen (in use, or not an address of this machine)
         print(f"checkpoint-server: --listen {args.listen}: {exc}", file=sys.stderr)
