@@ -59,3 +59,8 @@ class OfflineLimitReached(BiometricError):
 
 class ReviewConflict(BiometricError):
     """A review cannot be resolved as asked (resolved already, or the resolution does not fit the case)."""
+
+
+class CallAbandoned(Exception):
+    """The caller gave up (its deadline passed, or it cancelled) before the change was stored: nothing was
+    stored. Not a refusal of the request: the answer reaches nobody."""

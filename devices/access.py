@@ -8,14 +8,17 @@ all. One more is told at once that the device is busy.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from devices.errors import DeviceBusy
+from devices.errors import CaptureCancelled, DeviceBusy
 from devices.timeouts import MAX_CAPTURE_TIMEOUT_S
 
 #: Callers that may wait for a busy device at once (beside the one holding it).
 MAX_WAITING = 1
+# How often a caller waiting for the device checks whether its call has ended.
+_CANCEL_CHECK_S = 0.05
 
 
 class DeviceLock:
@@ -38,7 +41,7 @@ class DeviceLock:
         """Callers waiting for the device now."""
         return self._waiting
 
-    def _acquire(self, wait_s: float) -> bool:
+    def _acquire(self, wait_s: float, cancel: threading.Event | None) -> bool:
         if self._lock.acquire(blocking=False):
             return True
         with self._count:
@@ -47,16 +50,32 @@ class DeviceLock:
                                  "try again")
             self._waiting += 1
         try:
-            return self._lock.acquire(timeout=wait_s) if wait_s > 0 else False
+            return self._wait(wait_s, cancel)
         finally:
             with self._count:
                 self._waiting -= 1
 
+    def _wait(self, wait_s: float, cancel: threading.Event | None) -> bool:
+        """Wait up to ``wait_s`` for the device; :class:`CaptureCancelled` as soon as ``cancel`` is set."""
+        if cancel is None:
+            return self._lock.acquire(timeout=wait_s) if wait_s > 0 else False
+        deadline = time.monotonic() + wait_s
+        while not cancel.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._lock.acquire(timeout=min(left, _CANCEL_CHECK_S)):
+                return True
+        raise CaptureCancelled(f"The call ended while it waited for {self.name}: nothing was captured.")
+
     @contextmanager
-    def hold(self, wait_s: float) -> Iterator[None]:
-        """Hold the device for the duration of the block (waiting at most the capture bound; NaN: not at all)."""
+    def hold(self, wait_s: float, cancel: threading.Event | None = None) -> Iterator[None]:
+        """Hold the device for the duration of the block (waiting at most the capture bound; NaN: not at all).
+
+        ``cancel``: the wait stops (:class:`CaptureCancelled`) once it is set (the caller's call has ended).
+        """
         wait = min(wait_s, MAX_CAPTURE_TIMEOUT_S) if wait_s > 0 else 0.0
-        if not self._acquire(wait):
+        if not self._acquire(wait, cancel):
             raise DeviceBusy(f"{self.name} is busy with another capture; try again")
         try:
             yield

@@ -2,7 +2,7 @@
 
 The server maps them to gRPC statuses: ``DeviceUnavailable`` -> UNAVAILABLE,
 ``DeviceNotConfigured`` and ``DeviceRefused`` -> FAILED_PRECONDITION, ``DeviceTimeout`` -> DEADLINE_EXCEEDED,
-``InvalidCaptureRequest`` -> INVALID_ARGUMENT.
+``InvalidCaptureRequest`` -> INVALID_ARGUMENT, ``CaptureCancelled`` -> CANCELLED (its caller has gone).
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ class InvalidCaptureRequest(DeviceError):
 
     Raised before the device is touched: the device is not at fault and its state does not change.
     """
+
+
+class CaptureCancelled(DeviceError):
+    """The capture was stopped because the call that asked for it ended (its caller gave up or its deadline
+    passed): nothing was captured, and the device is free for the next caller."""
 
 
 class DeviceBusy(DeviceUnavailable):
