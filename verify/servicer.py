@@ -4,7 +4,8 @@ Each handler converts the request, calls the core, and converts the answer back;
 and device faults become one gRPC status each with the core's message (:mod:`verify.status`). No
 biometric logic and no validation of its own live here: the core validates every request
 (:mod:`biometrics.validation`); the servicer calls the same checks only where it must act first (a capture
-is taken only for a request whose samples, finger codes and timeouts pass).
+is taken only for a request whose samples, finger codes and timeouts pass, and for an enrolment whose subject
+id, personal fields and override reason pass and whose subject id is not enrolled here already).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from checkpoint.v1 import checkpoint_pb2 as pb
 from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
 
 from biometrics import validation
-from biometrics.errors import InvalidSample
+from biometrics.errors import InvalidSample, SubjectExists
 from biometrics.imaging import encode_png
 from biometrics.service import CheckpointService
 from biometrics.types import Actor, Modality, Sample
@@ -169,9 +170,11 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
         """See the contract. A call that has ended (its caller gave up) before the enrolment is stored stores
         nothing: the desk that saw DEADLINE_EXCEEDED finds no subject it did not hear about."""
         call = CallTime(context)
+        info = convert.subject_info(request.info)
+        self._check_enrolment(request, info)
         result = self.service.enrol(
             request.subject_id,
-            convert.subject_info(request.info),
+            info,
             self.samples(request.samples, context),
             allow_duplicate=request.allow_duplicate,
             override_reason=request.override_reason,
@@ -179,6 +182,16 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
             still_wanted=call.active,
         )
         return convert.enrol_response(result)
+
+    def _check_enrolment(self, request: pb.EnrollRequest, info: Any) -> None:
+        """The core's checks of an enrolment's request, made before the traveller is captured (the core makes
+        them again): the subject id, the personal fields, the override's reason, and a subject id already
+        enrolled here."""
+        validation.check_subject_id(request.subject_id)
+        validation.check_subject_info(info)
+        validation.check_reason(request.override_reason, "override_reason", required=request.allow_duplicate)
+        if self.service.holds(request.subject_id):
+            raise SubjectExists(f"A subject is already enrolled under {request.subject_id!r}.")
 
     @rpc
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:  # noqa: N802
