@@ -33,7 +33,7 @@ from biometrics.events import (
     DEFAULT_SERVICE_TARGET_MS,
     DIRECTIONS,
 )
-from biometrics.face import load_models
+from biometrics.face import frame_quality, load_models
 from biometrics.imaging import ImageLimits
 from biometrics.island import OfflinePolicy
 from biometrics.keydir import KeyLocationError, default_key_dir
@@ -192,13 +192,16 @@ def server_credentials_for(args: argparse.Namespace) -> grpc.ServerCredentials |
     return None
 
 
-def _open_station(args: argparse.Namespace) -> Any:
+def _open_station(args: argparse.Namespace, pool: FaceWorkerPool | None) -> Any:
+    """The station's devices, or None; the camera's frames are scored for a face in the face workers (dlib's
+    detection holds the GIL: in this process it would stall every other call), in this process only with
+    ``--workers 0``."""
     if not args.camera and not args.scanner:
         return None
-    from biometrics.face import frame_quality
     from devices.station import Station
 
-    return Station.from_config(camera=args.camera, scanner=args.scanner, frame_scorer=frame_quality)
+    scorer = pool.frame_quality if pool is not None else frame_quality
+    return Station.from_config(camera=args.camera, scanner=args.scanner, frame_scorer=scorer)
 
 
 def _start_face_workers(workers: int, limits: ImageLimits, call_timeout: float = 30.0) -> FaceWorkerPool | None:
@@ -313,8 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoint-server: {exc}", file=sys.stderr)
         return 2
     pool = _start_face_workers(args.workers, limits, args.extract_timeout)
-    if pool is None or args.camera:
-        load_models()  # extraction (or the camera's frame scoring) in this process
+    if pool is None:
+        load_models()  # extraction and the camera's frame scoring in this process
     location = StoreLocation(args.data_dir, key_dir=args.key_dir, key_file=args.key_file, anchor=args.audit_anchor,
                              dev_keys_in_data_dir=args.dev_keys_in_data_dir, store_url=args.store,
                              station=args.station, replica_dir=args.replica,
@@ -335,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         if pool is not None:
             pool.close(wait=False)
         return 2
-    station = _open_station(args)
+    station = _open_station(args, pool)
     stop = threading.Event()
     signals: list[int] = []
 
