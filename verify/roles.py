@@ -237,13 +237,11 @@ class RoleInterceptor(grpc.ServerInterceptor):
         request_class = _message_class(descriptor.input_type.full_name)
         behaviour = handler.unary_unary
 
+        refusal = f"The {method} request is not a valid {descriptor.input_type.name} message."
+
         def checked(raw: bytes, context: grpc.ServicerContext) -> Any:
             actor = self._admit(full, context)
-            try:
-                request = request_class.FromString(raw)
-            except (DecodeError, ValueError, RuntimeError):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"The {method} request is not a valid {descriptor.input_type.name} message.")
+            request = _parse(raw, request_class.FromString, refusal, context)
             with acting_as(actor):
                 return behaviour(request, context)
 
@@ -251,14 +249,29 @@ class RoleInterceptor(grpc.ServerInterceptor):
             checked, request_deserializer=None, response_serializer=handler.response_serializer)
 
     def _wrapped(self, full: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """Any other handler, unary or streaming, with its own (de)serialisers, behind the role check."""
-        kwargs = {"request_deserializer": handler.request_deserializer,
-                  "response_serializer": handler.response_serializer}
+        """Any other handler, unary or streaming, with its own (de)serialisers, behind the role check.
+
+        A single request (Health Check and Watch) is parsed here, after the role check, with the handler's own
+        deserialiser: bytes that are not a valid message are answered INVALID_ARGUMENT, as for the Checkpoint
+        service (grpc's own deserialisation would answer INTERNAL). A request stream (reflection) is parsed by
+        grpc.
+        """
+        deserialize = handler.request_deserializer
+        kwargs = {"request_deserializer": deserialize, "response_serializer": handler.response_serializer}
+        single = (handler.unary_unary is not None or handler.unary_stream is not None) and deserialize is not None
+        if single:
+            kwargs["request_deserializer"] = None
+        refusal = f"The {_short(full)} request is not a valid message."
+
+        def parse(request: Any, context: grpc.ServicerContext) -> Any:
+            return _parse(request, deserialize, refusal, context) if single else request
+
         if handler.unary_unary is not None or handler.stream_unary is not None:
             unary_behaviour = handler.unary_unary or handler.stream_unary
 
             def unary_response(request: Any, context: grpc.ServicerContext) -> Any:
                 actor = self._admit(full, context)
+                request = parse(request, context)
                 with acting_as(actor):
                     return unary_behaviour(request, context)
 
@@ -269,6 +282,7 @@ class RoleInterceptor(grpc.ServerInterceptor):
 
         def stream_response(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             actor = self._admit(full, context)
+            request = parse(request, context)
             with acting_as(actor):
                 responses = stream_behaviour(request, context)
             return _iterate_as(actor, responses)
@@ -276,6 +290,15 @@ class RoleInterceptor(grpc.ServerInterceptor):
         make = (grpc.unary_stream_rpc_method_handler if handler.unary_stream is not None
                 else grpc.stream_stream_rpc_method_handler)
         return make(stream_response, **kwargs)
+
+
+def _parse(raw: bytes, deserialize: Callable[[bytes], Any], refusal: str, context: grpc.ServicerContext) -> Any:
+    """``raw`` deserialised, or the call aborted INVALID_ARGUMENT with ``refusal``."""
+    try:
+        return deserialize(raw)
+    except (DecodeError, ValueError, RuntimeError):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+    raise AssertionError("unreachable")  # context.abort raises
 
 
 def _message_class(full_name: str) -> Any:
