@@ -103,6 +103,7 @@ class Camera:
 
     def _fault(self, kind: type[DeviceError], message: str) -> DeviceError:
         self.last_error = kind(f"camera {self.name} {message}")
+        self.last_error.device = "camera"
         return self.last_error
 
     def _open(self, timeout_s: float) -> None:

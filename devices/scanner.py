@@ -147,6 +147,7 @@ class FingerprintScanner:
     def _fault(self, kind: type[DeviceError], message: str) -> DeviceError:
         """Record and return a ``kind`` error about this scanner, with a message a kiosk can show."""
         self.last_error = kind(f"fingerprint scanner {self.name} {message}")
+        self.last_error.device = "fingerprint scanner"
         return self.last_error
 
     @contextmanager
@@ -162,6 +163,9 @@ class FingerprintScanner:
             raise self._fault(DeviceDisconnected, f"on {self.port} disconnected ({action}): {exc}") from exc
         except DeviceError:
             raise
+        except IndexError as exc:  # pyfingerprint reading past a packet or an image shorter than it should be
+            self._drop()
+            raise self._fault(DeviceCorruptData, f"on {self.port} sent an incomplete packet ({action})") from exc
         except Exception as exc:  # pyfingerprint signals every sensor error with a bare Exception
             self._drop()
             message = str(exc)

@@ -26,7 +26,7 @@ from biometrics.errors import InvalidSample, SubjectExists
 from biometrics.imaging import encode_png
 from biometrics.service import CheckpointService
 from biometrics.types import Actor, Modality, Sample
-from devices.errors import CaptureCancelled, DeviceNotConfigured
+from devices.errors import CaptureCancelled, DeviceError, DeviceNotConfigured, plain_message
 from verify import convert
 from verify.roles import OFFICER, current_actor
 from verify.status import status_for
@@ -56,6 +56,9 @@ def rpc(handler: Handler) -> Handler:
                 code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
             else:
                 message = convert.redact_url(str(exc))  # a device's error may name its URL, credentials and all
+                if isinstance(exc, DeviceError) and not self.full_view(context):
+                    log.warning("%s: %s", name, message)  # the detail for the station's staff
+                    message = plain_message(exc)
             status = code.name
             context.abort(code, message)
         finally:
