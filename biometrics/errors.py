@@ -64,3 +64,8 @@ class ReviewConflict(BiometricError):
 class ReviewReturned(ReviewConflict):
     """A review was not resolved: searched again under the register's lock, it found possible duplicates the
     officer was not shown; it waits again, listing them."""
+
+
+class CallAbandoned(Exception):
+    """The caller gave up (its deadline passed, or it cancelled) before the change was stored: nothing was
+    stored. Not a refusal of the request: the answer reaches nobody."""

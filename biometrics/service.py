@@ -20,7 +20,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +42,7 @@ from biometrics.datadir import DataDirLock, lock_data_dir, make_private
 from biometrics.decisions import PROCEED, TravellerOutcome, identification_outcome, shortlist, verification_outcome
 from biometrics.errors import (
     BiometricError,
+    CallAbandoned,
     InvalidSample,
     RegisterUnavailable,
     ReviewConflict,
@@ -714,12 +715,15 @@ class CheckpointService:
         allow_duplicate: bool = False,
         override_reason: str = "",
         actor: Actor | None = None,
+        still_wanted: Callable[[], bool] | None = None,
     ) -> EnrolmentResult:
         """Enrol a subject after quality checks and a 1:N duplicate search of the whole gallery.
 
         A possible duplicate (another subject at or over the 1:N threshold) holds the enrolment back
         (``enrolled=False``) unless an officer allows it with a reason, which is recorded. The subject, its
         change-log entry and the audit record commit in one transaction before this returns.
+        ``still_wanted``: asked once the samples are extracted, before the search and the commit; False (the
+        caller has gone) stores nothing and raises :class:`CallAbandoned`.
         """
         actor = actor or Actor()
         validation.check_subject_id(subject_id)
@@ -740,6 +744,8 @@ class CheckpointService:
         stored = [StoredTemplate(Modality.FACE, 0, f.quality, pack_face_template(f.template)) for f in faces] + [
             StoredTemplate(Modality.FINGERPRINT, finger, t.quality, t.to_bytes()) for finger, t in fingers]
         decision_id = _new_decision_id()
+        if still_wanted is not None and not still_wanted():
+            raise CallAbandoned(f"The enrolment of {subject_id!r} was abandoned by its caller: nothing was stored.")
         with self._write_lock:
             self._ensure_current()
             if self.island is not None and self.island.offline():

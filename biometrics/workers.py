@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from biometrics.errors import BiometricError
-from biometrics.face import FaceTemplate
+from biometrics.face import FaceTemplate, frame_quality
 from biometrics.imaging import DEFAULT_LIMITS, ImageLimits
 
 log = logging.getLogger(__name__)
@@ -552,6 +552,17 @@ class FaceWorkerPool:
         broken), :class:`WorkerTimeout` when the sample ran over ``call_timeout``.
         """
         return self._call(*self._job(image, purpose))
+
+    def frame_quality(self, rgb: np.ndarray) -> float | None:
+        """:func:`biometrics.face.frame_quality` of one camera frame (RGB uint8), computed in a worker: the
+        camera's frame scorer (``Camera(frame_scorer=pool.frame_quality)``).
+
+        dlib's face detection holds the GIL for its whole run, and on a frame with no face the cascade falls
+        back to the CNN detector (hundreds of milliseconds a frame): scored in the server process, every other
+        call's thread stalls meanwhile. In a worker it runs beside them, bounded by ``call_timeout``
+        (:class:`WorkerTimeout`), and a crash in it costs one frame (:class:`WorkerLost`).
+        """
+        return self._call(frame_quality, (np.ascontiguousarray(rgb),))
 
     def map_faces(self, images: Sequence[bytes | np.ndarray], purpose: str = "probe") -> list[Outcome]:
         """Templates of a batch, in the order of ``images``, extracted on all workers at once.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 
 from devices.access import DeviceLock
 from devices.errors import (
+    CaptureCancelled,
     DeviceCorruptData,
     DeviceDisconnected,
     DeviceError,
@@ -29,12 +31,12 @@ from devices.errors import (
     DeviceTimeout,
     DeviceUnavailable,
 )
-from devices.timeouts import bounded_timeout, check_default_timeout
+from devices.timeouts import CAMERA_DEFAULT_TIMEOUT_S, bounded_timeout, check_default_timeout
 
 FrameScorer = Callable[[np.ndarray], float | None]
 CaptureFactory = Callable[[str | int], Any]  # returns an object with cv2.VideoCapture's read/isOpened/release
 
-DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_TIMEOUT_S = CAMERA_DEFAULT_TIMEOUT_S
 DEFAULT_BURST = 5
 # In a burst, each frame is given at least this long before the camera is called silent, even when the
 # burst's deadline is nearer: a burst that runs out of time ends as a timeout, not as a device fault.
@@ -101,6 +103,7 @@ class Camera:
 
     def _fault(self, kind: type[DeviceError], message: str) -> DeviceError:
         self.last_error = kind(f"camera {self.name} {message}")
+        self.last_error.device = "camera"
         return self.last_error
 
     def _open(self, timeout_s: float) -> None:
@@ -196,29 +199,34 @@ class Camera:
         value = self.frame_scorer(frame)
         return None if value is None else (float(value), sharp)
 
-    def capture(self, timeout_s: float = 0.0) -> np.ndarray:
+    def capture(self, timeout_s: float = 0.0, cancel: threading.Event | None = None) -> np.ndarray:
         """The best frame of a burst of ``burst_size`` frames, RGB uint8 HxWx3.
 
         Bursts are taken until one holds a usable frame; :class:`DeviceTimeout` when none did before
-        ``timeout_s`` (0: the default) ran out.
+        ``timeout_s`` (0: the default) ran out; :class:`CaptureCancelled` once ``cancel`` is set.
         """
-        return self.capture_frames(1, timeout_s)[0]
+        return self.capture_frames(1, timeout_s, cancel)[0]
 
-    def capture_frames(self, count: int, timeout_s: float = 0.0) -> list[np.ndarray]:
+    def capture_frames(self, count: int, timeout_s: float = 0.0,
+                       cancel: threading.Event | None = None) -> list[np.ndarray]:
         """The ``count`` best usable frames of a burst of at least ``count`` frames, best first.
 
         Several frames of one traveller let the matcher combine them (:mod:`biometrics.multiframe`). Bursts
         are taken until ``count`` usable frames are held; :class:`DeviceTimeout` when fewer were seen before
-        ``timeout_s`` (0: the default) ran out.
+        ``timeout_s`` (0: the default) ran out. ``cancel``: the capture stops between two frames once it is set
+        (the call that asked for it has ended), with :class:`CaptureCancelled`.
         """
         if count < 1:
             raise ValueError("a capture takes at least one frame")
         timeout = self._timeout(timeout_s)
         deadline = time.monotonic() + timeout
-        with self.lock.hold(timeout):
+        with self.lock.hold(timeout, cancel):
             usable: list[tuple[tuple[float, float], int, np.ndarray]] = []
             while True:
                 for _ in range(max(self.burst_size, count)):
+                    if cancel is not None and cancel.is_set():
+                        raise CaptureCancelled(f"The call ended during the capture on {self.name}: nothing was "
+                                               "captured.")
                     if time.monotonic() >= deadline:
                         break
                     frame = self._grab(max(deadline, time.monotonic() + MIN_DEVICE_CALL_S))

@@ -2,7 +2,7 @@
 
 The server maps them to gRPC statuses: ``DeviceUnavailable`` -> UNAVAILABLE,
 ``DeviceNotConfigured`` and ``DeviceRefused`` -> FAILED_PRECONDITION, ``DeviceTimeout`` -> DEADLINE_EXCEEDED,
-``InvalidCaptureRequest`` -> INVALID_ARGUMENT.
+``InvalidCaptureRequest`` -> INVALID_ARGUMENT, ``CaptureCancelled`` -> CANCELLED (its caller has gone).
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ from __future__ import annotations
 
 class DeviceError(Exception):
     """Base class for device faults."""
+
+    #: The kind of device at fault, as a kiosk names it ("camera", "fingerprint scanner"); set by its driver.
+    device = "device"
 
 
 class DeviceUnavailable(DeviceError):
@@ -35,6 +38,11 @@ class InvalidCaptureRequest(DeviceError):
     """
 
 
+class CaptureCancelled(DeviceError):
+    """The capture was stopped because the call that asked for it ended (its caller gave up or its deadline
+    passed): nothing was captured, and the device is free for the next caller."""
+
+
 class DeviceBusy(DeviceUnavailable):
     """Another capture holds the device; the caller may retry shortly."""
 
@@ -57,3 +65,27 @@ class DeviceCorruptData(DeviceUnavailable):
 
 class DeviceWrongPassword(DeviceRefused):
     """The fingerprint sensor refused the configured password."""
+
+
+# What a kiosk is told of each fault (most specific first): no port, no URL, no driver's words.
+_PLAIN: tuple[tuple[type[DeviceError], str], ...] = (
+    (DeviceBusy, ""),  # "... is busy with another capture; try again": already plain
+    (DevicePortMissing, "is not connected"),
+    (DeviceDisconnected, "was disconnected"),
+    (DeviceSilent, "does not answer"),
+    (DeviceCorruptData, "is not working properly"),
+    (DeviceUnavailable, "is not available"),
+    (DeviceRefused, "is not working properly"),
+)
+
+
+def plain_message(error: DeviceError) -> str:
+    """``error``'s message for a kiosk: which device, and what is wrong with it in plain words, without the port,
+    the stream's URL or the driver's own text (the server logs those, and an officer's view shows them). A
+    timeout, a busy device or a device that is not configured keep their own message, which names no port."""
+    for kind, what in _PLAIN:
+        if isinstance(error, kind):
+            if what:
+                return f"The {error.device} {what}. Please try again, or call an officer."
+            break
+    return str(error)

@@ -27,6 +27,8 @@ from pyfingerprint.pyfingerprint import PyFingerprint
 from devices import zfm_protocol as zfm
 from devices.access import DeviceLock
 from devices.errors import (
+    CaptureCancelled,
+    DeviceBusy,
     DeviceCorruptData,
     DeviceDisconnected,
     DeviceError,
@@ -37,10 +39,10 @@ from devices.errors import (
     DeviceUnavailable,
     DeviceWrongPassword,
 )
-from devices.timeouts import bounded_timeout, check_default_timeout
+from devices.timeouts import SCANNER_DEFAULT_TIMEOUT_S, bounded_timeout, check_default_timeout
 
 DEFAULT_BAUD_RATE = 57600
-DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_TIMEOUT_S = SCANNER_DEFAULT_TIMEOUT_S
 # Messages of pyfingerprint's exceptions that mean the bytes on the line were damaged.
 _CORRUPT_MARKERS = ("checksum", "valid header", "no ack packet", "no data packet")
 
@@ -145,6 +147,7 @@ class FingerprintScanner:
     def _fault(self, kind: type[DeviceError], message: str) -> DeviceError:
         """Record and return a ``kind`` error about this scanner, with a message a kiosk can show."""
         self.last_error = kind(f"fingerprint scanner {self.name} {message}")
+        self.last_error.device = "fingerprint scanner"
         return self.last_error
 
     @contextmanager
@@ -160,6 +163,9 @@ class FingerprintScanner:
             raise self._fault(DeviceDisconnected, f"on {self.port} disconnected ({action}): {exc}") from exc
         except DeviceError:
             raise
+        except IndexError as exc:  # pyfingerprint reading past a packet or an image shorter than it should be
+            self._drop()
+            raise self._fault(DeviceCorruptData, f"on {self.port} sent an incomplete packet ({action})") from exc
         except Exception as exc:  # pyfingerprint signals every sensor error with a bare Exception
             self._drop()
             message = str(exc)
@@ -196,10 +202,12 @@ class FingerprintScanner:
                     self._read_parameters()
             return dict(self._parameters)
 
-    def wait_for_finger(self, timeout_s: float = 0.0) -> None:
+    def wait_for_finger(self, timeout_s: float = 0.0, cancel: threading.Event | None = None) -> None:
         """Poll the sensor (GenImg) until a finger is imaged; :class:`DeviceTimeout` if none comes.
 
         ``timeout_s``: 0 (or NaN, or a negative) for the default; never more than the capture bound.
+        ``cancel``: polling stops once it is set (the call that asked has ended), with :class:`CaptureCancelled`,
+        so a finger placed afterwards is left for the next capture.
         """
         timeout = bounded_timeout(timeout_s, self.default_timeout_s)
         deadline = time.monotonic() + timeout
@@ -212,7 +220,11 @@ class FingerprintScanner:
                     return
                 if time.monotonic() + self.poll_interval_s > deadline:
                     raise self._fault(DeviceTimeout, f"saw no finger within {timeout:.3g} s")
-                time.sleep(self.poll_interval_s)
+                if cancel is None:
+                    time.sleep(self.poll_interval_s)
+                elif cancel.wait(self.poll_interval_s):
+                    raise CaptureCancelled(f"The call ended while {self.name} waited for a finger: nothing was "
+                                           "captured.")
 
     def download_image(self) -> np.ndarray:
         """Upload the sensor's image buffer (UpImage): grey uint8, 288 rows x 256 columns."""
@@ -225,16 +237,21 @@ class FingerprintScanner:
                 with Image.open(path) as image:
                     return np.array(image.convert("L"), dtype=np.uint8)
 
-    def capture(self, timeout_s: float = 0.0) -> np.ndarray:
+    def capture(self, timeout_s: float = 0.0, cancel: threading.Event | None = None) -> np.ndarray:
         """Wait for a finger (up to ``timeout_s``, 0: the default), then download its image.
 
-        A second concurrent caller waits for the first up to its own timeout, then gets :class:`DeviceBusy`.
-        The wait is never longer than :data:`~devices.timeouts.MAX_CAPTURE_TIMEOUT_S`, whatever is asked.
+        A second concurrent caller waits for the first up to its own timeout, then gets :class:`DeviceBusy`
+        (also when the device comes free with none of its timeout left). The wait is never longer than
+        :data:`~devices.timeouts.MAX_CAPTURE_TIMEOUT_S`, whatever is asked. ``cancel``: the capture stops once it
+        is set (:class:`CaptureCancelled`).
         """
         timeout = bounded_timeout(timeout_s, self.default_timeout_s)
         started = time.monotonic()
-        with self.lock.hold(timeout):
-            self.wait_for_finger(timeout - (time.monotonic() - started))
+        with self.lock.hold(timeout, cancel):
+            left = timeout - (time.monotonic() - started)
+            if left <= 0:  # the wait for the device took the whole timeout (0 would mean the default)
+                raise DeviceBusy(f"{self.name} was busy with another capture for the whole {timeout:.3g} s; try again")
+            self.wait_for_finger(left, cancel)
             image = self.download_image()
             self.last_error = None
             return image

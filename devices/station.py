@@ -10,6 +10,7 @@ for a timeout that is not a number, is refused before the device is touched.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 
 from devices.camera import Camera
 from devices.errors import (
+    CaptureCancelled,
     DeviceBusy,
     DeviceCorruptData,
     DeviceError,
@@ -28,7 +30,7 @@ from devices.errors import (
 )
 from devices.redact import redact_url
 from devices.scanner import DEFAULT_BAUD_RATE, FingerprintScanner
-from devices.timeouts import MAX_CAPTURE_TIMEOUT_S, check_capture_timeout
+from devices.timeouts import MAX_CAPTURE_TIMEOUT_S, bounded_timeout, check_capture_timeout
 from devices.zfm_emulator import ZfmEmulator
 
 log = logging.getLogger(__name__)
@@ -59,9 +61,20 @@ def parse_scanner(spec: str) -> tuple[str, int]:
     return spec, DEFAULT_BAUD_RATE
 
 
+def _timeout_within(device: Camera | FingerprintScanner, timeout_s: float, within_s: float | None) -> float:
+    """The capture timeout asked (checked already; 0: the device's default), cut to the caller's ``within_s``."""
+    timeout = bounded_timeout(timeout_s, device.default_timeout_s)
+    if within_s is None:
+        return timeout
+    if within_s <= 0:
+        raise DeviceTimeout(f"The call's time ran out before {device.name} was asked for a capture.")
+    return min(timeout, within_s)
+
+
 def _state_of(error: DeviceError | None) -> str:
-    """The state a device's last error leaves it in: a timeout (nobody presented) is no fault."""
-    if error is None or isinstance(error, DeviceTimeout | DeviceBusy):
+    """The state a device's last error leaves it in: a timeout (nobody presented) or a capture stopped because
+    its call ended is no fault."""
+    if error is None or isinstance(error, DeviceTimeout | DeviceBusy | CaptureCancelled):
         return "ready"
     if isinstance(error, DeviceSilent | DeviceCorruptData | DeviceRefused):
         return "fault"
@@ -129,31 +142,38 @@ class Station:
         mine = self.camera if modality == "face" else self.scanner if modality == "fingerprint" else None
         return mine.name if mine is not None else ""
 
-    def capture_face(self, device: str = "", timeout_s: float = 0.0) -> np.ndarray:
+    def capture_face(self, device: str = "", timeout_s: float = 0.0, *, within_s: float | None = None,
+                     cancel: threading.Event | None = None) -> np.ndarray:
         """The best frame of a burst from the camera: RGB uint8 HxWx3. 0: the camera's default timeout.
 
         A timeout that is NaN, infinite, negative or over :data:`MAX_CAPTURE_TIMEOUT_S` is refused
-        (:class:`InvalidCaptureRequest`) before the camera is touched.
+        (:class:`InvalidCaptureRequest`) before the camera is touched. ``within_s``: the time the caller has
+        left (a gRPC call's deadline); the capture waits no longer, and none is left is a :class:`DeviceTimeout`
+        before the camera is touched. ``cancel``: set when the caller has gone; the capture stops
+        (:class:`CaptureCancelled`).
         """
-        return self.capture_face_frames(device, timeout_s)[0]
+        return self.capture_face_frames(device, timeout_s, within_s=within_s, cancel=cancel)[0]
 
-    def capture_face_frames(self, device: str = "", timeout_s: float = 0.0, frames: int = 1) -> list[np.ndarray]:
-        """The best ``frames`` frames of a burst from the camera, best first (timeout checked as in
-        :meth:`capture_face`)."""
+    def capture_face_frames(self, device: str = "", timeout_s: float = 0.0, frames: int = 1, *,
+                            within_s: float | None = None, cancel: threading.Event | None = None) -> list[np.ndarray]:
+        """The best ``frames`` frames of a burst from the camera, best first (timeout, ``within_s`` and
+        ``cancel`` as in :meth:`capture_face`)."""
         timeout = check_capture_timeout(timeout_s)
         camera = self._pick(device, "face")
         assert isinstance(camera, Camera)
-        return camera.capture_frames(max(1, frames), timeout)
+        return camera.capture_frames(max(1, frames), _timeout_within(camera, timeout, within_s), cancel)
 
-    def capture_fingerprint(self, device: str = "", timeout_s: float = 0.0) -> np.ndarray:
+    def capture_fingerprint(self, device: str = "", timeout_s: float = 0.0, *, within_s: float | None = None,
+                            cancel: threading.Event | None = None) -> np.ndarray:
         """A finger from the scanner: grey uint8 (288, 256). 0: the scanner's default timeout.
 
-        The timeout is checked as :meth:`capture_face` checks it, before the scanner is touched.
+        The timeout, ``within_s`` and ``cancel`` are as in :meth:`capture_face`, checked before the scanner is
+        touched.
         """
         timeout = check_capture_timeout(timeout_s)
         scanner = self._pick(device, "fingerprint")
         assert isinstance(scanner, FingerprintScanner)
-        return scanner.capture(timeout)
+        return scanner.capture(_timeout_within(scanner, timeout, within_s), cancel)
 
     # -- status --------------------------------------------------------------------------------
 

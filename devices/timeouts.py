@@ -16,6 +16,10 @@ from devices.errors import InvalidCaptureRequest
 #: The longest a capture may wait for a face or a finger, in seconds (the same bound as
 #: ``biometrics.validation.MAX_CAPTURE_TIMEOUT_S``, which the gRPC front end checks first).
 MAX_CAPTURE_TIMEOUT_S = 60.0
+#: The default capture timeouts (a capture request's 0): a camera's, a fingerprint scanner's. Clients add them
+#: to their calls' deadlines (:func:`verify.channel.capture_allowance`).
+CAMERA_DEFAULT_TIMEOUT_S = 5.0
+SCANNER_DEFAULT_TIMEOUT_S = 10.0
 
 
 def check_capture_timeout(timeout_s: float, maximum: float = MAX_CAPTURE_TIMEOUT_S) -> float:

@@ -13,6 +13,7 @@ from verify.channel import (
     ENROL_IMPRESSIONS,
     add_channel_arguments,
     add_sample_arguments,
+    call_timeout,
     fail,
     finger_name,
     open_stub_or_usage_error,
@@ -59,7 +60,7 @@ def _enrol(stub, args: argparse.Namespace, samples: list[pb.Sample]) -> int:  # 
     r = stub.Enroll(pb.EnrollRequest(subject_id=args.subject_id, info=info,
                                      samples=samples,
                                      allow_duplicate=args.allow_duplicate, override_reason=args.reason),
-                    timeout=args.timeout)
+                    timeout=call_timeout(args, samples))
     for q in r.qualities:
         what = "face" if q.modality == pb.FACE else finger_name(q.finger)
         print(f"sample quality {q.quality:.0f}/100 ({what})")

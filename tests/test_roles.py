@@ -47,7 +47,7 @@ def test_every_method_of_every_service_is_listed_explicitly() -> None:
     assert set(ROLES) == set(SERVICE.methods_by_name)
     assert set(OTHER_METHODS) == {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
                                   "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"}
-    assert permitted_roles("/grpc.health.v1.Health/Watch") == {"kiosk", "officer", "auditor"}
+    assert permitted_roles("/grpc.health.v1.Health/Watch") == {"officer", "auditor"}  # a stream holds a thread
     assert permitted_roles("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo") == {"officer",
                                                                                                  "auditor"}
     assert permitted_roles("/checkpoint.v1.Checkpoint/ListAlerts") == {"officer"}

@@ -283,3 +283,20 @@ def test_the_scanner_never_waits_longer_than_the_capture_bound(monkeypatch, emul
 def test_a_scanner_default_timeout_must_be_within_the_bound(default_s):
     with pytest.raises(ValueError, match="default capture timeout"):
         FingerprintScanner("/dev/null", default_timeout_s=default_s)
+
+
+def test_a_short_image_upload_is_corrupt_data_not_a_refusal(monkeypatch, emulator, scanner):
+    """A sensor that ends its image upload early makes pyfingerprint index past its data (IndexError): a damaged
+    transfer (UNAVAILABLE, try again), not the sensor refusing (FAILED_PRECONDITION); nothing of the port or of
+    pyfingerprint reaches the kiosk's message."""
+    from devices import zfm_emulator
+    from devices.errors import plain_message
+
+    full = zfm_emulator.zfm.pack_4bit
+    monkeypatch.setattr(zfm_emulator.zfm, "pack_4bit", lambda image: full(image)[:1000])
+    with pytest.raises(DeviceCorruptData, match="incomplete") as short:
+        scanner.capture(timeout_s=5)
+    assert plain_message(short.value) == ("The fingerprint scanner is not working properly. Please try again, or "
+                                          "call an officer.")
+    monkeypatch.undo()
+    assert scanner.capture(timeout_s=5).shape == (288, 256)  # reconnected, whole images again

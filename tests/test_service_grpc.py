@@ -117,6 +117,21 @@ def test_health_and_reflection_are_served(server: ServerProcess) -> None:
 
 
 @pytest.mark.server
+@pytest.mark.parametrize("method", ["Check", "Watch"])
+def test_garbage_bytes_to_health_are_an_invalid_argument_not_internal(server: ServerProcess, method: str) -> None:
+    channel = grpc.insecure_channel(server.target)
+    kind = channel.unary_unary if method == "Check" else channel.unary_stream
+    call = kind(f"/grpc.health.v1.Health/{method}", request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as refused:
+        answer = call(b"\xff\xff\xff\xff", timeout=30)
+        if method == "Watch":
+            next(answer)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == f"The /grpc.health.v1.Health/{method} request is not a valid message."
+    assert "Traceback" not in "".join(server.output)
+
+
+@pytest.mark.server
 def test_verify_genuine_matches_and_impostor_does_not(enrolled) -> None:
     genuine = enrolled.Verify(pb.VerifyRequest(subject_id="A1000001",
                                                samples=[face_sample("Megawati_Sukarnoputri_0002.jpg")]))

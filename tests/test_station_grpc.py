@@ -326,5 +326,15 @@ def test_a_kiosk_certificate_gets_its_transactions_attempts_and_no_more(
         at_desk = officer.Verify(pb.VerifyRequest(subject_id="IDN0000501", samples=[pb.Sample(
             modality=pb.FINGERPRINT, finger=pb.RIGHT_INDEX, capture=pb.DeviceCapture())]), timeout=60)
         assert at_desk.decision == pb.PROCEED
+        # A device fault: the kiosk hears it in plain words, the officer gets the detail (port and all).
+        emulator.inject(Fault.UNPLUGGED)
+        for _ in range(2):  # disconnected mid-session, then the port missing
+            e = rpc_error(proc.stub("kiosk").CaptureFingerprint, pb.CaptureRequest(timeout_seconds=5), timeout=30)
+            assert e.code() == grpc.StatusCode.UNAVAILABLE
+            assert e.details().startswith("The fingerprint scanner ") and "call an officer" in e.details()
+            assert emulator.port not in e.details() and "Errno" not in e.details()
+        e = rpc_error(officer.CaptureFingerprint, pb.CaptureRequest(timeout_seconds=5), timeout=30)
+        assert e.code() == grpc.StatusCode.UNAVAILABLE and emulator.port in e.details()
     finally:
+        emulator.clear()
         proc.stop()

@@ -321,3 +321,25 @@ def test_a_lost_worker_is_answered_unavailable_with_its_message() -> None:
     assert status_for(lost) == grpc.StatusCode.UNAVAILABLE  # transient: a kiosk may retry
     timed_out = WorkerTimeout("Face extraction took longer than 30 s and was stopped.")
     assert status_for(timed_out) == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_camera_frames_are_scored_in_a_worker_as_in_this_process(pool: FaceWorkerPool) -> None:
+    """The camera's frame scorer runs dlib's detection in a worker (review: in the server process it held the
+    GIL, falling back to the CNN detector on a frame with no face, and every other call waited)."""
+    from biometrics.face import frame_quality
+
+    frame = decode_rgb(face("Kofi_Annan_0001.jpg"))
+    assert pool.frame_quality(frame) == pytest.approx(frame_quality(frame))
+    assert pool.frame_quality(np.full((96, 96, 3), 255, np.uint8)) is None  # no face: unusable
+
+
+def test_the_servers_camera_scores_frames_in_its_face_workers(pool: FaceWorkerPool) -> None:
+    from verify import server
+
+    args = server.build_parser().parse_args(["--camera", str(DATA / "camera" / "fake_camera_Tony_Blair.avi")])
+    station = server._open_station(args, pool)
+    try:
+        assert station.camera.frame_scorer == pool.frame_quality
+        assert station.camera.capture(timeout_s=10).shape == (480, 640, 3)  # a face found by the worker's scorer
+    finally:
+        station.close()

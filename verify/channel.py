@@ -9,6 +9,7 @@ import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
 
+from devices.timeouts import CAMERA_DEFAULT_TIMEOUT_S, SCANNER_DEFAULT_TIMEOUT_S
 from verify.tls import TLSConfigError, add_tls_arguments, channel_credentials, is_loopback, tls_files
 
 MIB = 1024 * 1024
@@ -18,7 +19,10 @@ def add_channel_arguments(parser: argparse.ArgumentParser) -> None:
     """--target, --timeout, and the mutual-TLS files (--tls-dir, or --cert --key --ca; plaintext without, to a
     loopback target only)."""
     parser.add_argument("--target", default="127.0.0.1:50051", help="server HOST:PORT")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a call gives up")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds before a call gives up, on top of the time its captures may wait for the "
+                        "traveller (each capture's timeout, or the device's default: camera "
+                        f"{CAMERA_DEFAULT_TIMEOUT_S:g} s, scanner {SCANNER_DEFAULT_TIMEOUT_S:g} s)")
     add_tls_arguments(parser, side="client")
 
 
@@ -36,6 +40,24 @@ def channel_credentials_for(args: argparse.Namespace) -> grpc.ChannelCredentials
             f"--target {args.target} is not a loopback address, and plaintext is only for 127.0.0.0/8, ::1 or "
             "localhost: give --tls-dir DIR (or --cert, --key and --ca) for mutual TLS")
     return None
+
+
+def capture_allowance(samples: list[pb.Sample]) -> float:
+    """The seconds the captures ``samples`` ask for may wait for the traveller, one after the other: each one's
+    timeout, or the device's default. A call's deadline is this plus ``--timeout`` (:func:`call_timeout`), so
+    that a traveller who takes each capture's whole time is not cut off by the client (the server stops a
+    capture, and stores nothing, once the call's deadline has passed)."""
+    total = 0.0
+    for sample in samples:
+        if sample.WhichOneof("source") == "capture":
+            default = CAMERA_DEFAULT_TIMEOUT_S if sample.modality == pb.FACE else SCANNER_DEFAULT_TIMEOUT_S
+            total += sample.capture.timeout_seconds or default
+    return total
+
+
+def call_timeout(args: argparse.Namespace, samples: list[pb.Sample]) -> float:
+    """The deadline of a call carrying ``samples``: ``--timeout`` plus :func:`capture_allowance`."""
+    return args.timeout + capture_allowance(samples)
 
 
 def open_stub(args: argparse.Namespace) -> pb_grpc.CheckpointStub:

@@ -19,6 +19,7 @@ from checkpoint.v1 import checkpoint_pb2 as pb
 from verify.channel import (
     add_channel_arguments,
     add_sample_arguments,
+    call_timeout,
     fail,
     finger_name,
     open_stub_or_usage_error,
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "verify":
             request = pb.VerifyRequest(subject_id=args.subject_id, samples=samples,
                                        document_nationality=args.nationality, attempts=args.attempts)
-            r = verify_transaction(stub, request, timeout=args.timeout, on_retry=_ask_again)
+            r = verify_transaction(stub, request, timeout=call_timeout(args, samples), on_retry=_ask_again)
             print(_decision(r))
             if r.modality_scores:  # an officer's view
                 print(f"  {'MATCH' if r.match else 'NO MATCH'} score {r.score:.2f} threshold {r.threshold:.2f}")
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if r.decision == pb.PROCEED else 1
         if args.command == "identify":
             r = stub.Identify(pb.IdentifyRequest(samples=samples, max_candidates=args.max_candidates,
-                                                 document_nationality=args.nationality), timeout=args.timeout)
+                                                 document_nationality=args.nationality),
+                              timeout=call_timeout(args, samples))
             print(_decision(r))
             for c in r.candidates:  # an officer's view
                 print(f"  {c.subject_id} score {c.score:.2f}{'  WATCHLIST' if c.watchlist else ''}")

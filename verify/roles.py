@@ -11,8 +11,9 @@ officer: development and demos.
 
 The tables: :data:`ROLES` for the Checkpoint service (a kiosk verifies, identifies and captures; an
 officer also enrols, reads, erases and sees watchlist alerts; an auditor reads statistics and device
-states, never personal data), and :data:`OTHER_METHODS` for the standard services: health to every role
-(a kiosk or a monitor checks that the server is up), server reflection to officers and auditors (tools
+states, never personal data), and :data:`OTHER_METHODS` for the standard services: health Check to every role
+(a kiosk or a monitor checks that the server is up), health Watch to officers and auditors (a stream holds a
+server thread while it is open: monitors, not kiosks), server reflection to officers and auditors (tools
 such as grpcurl at the desk or in an audit; a kiosk runs one fixed client and needs no discovery).
 
 The interceptor also parses each Checkpoint request itself, so that bytes that are not a valid message are
@@ -37,6 +38,7 @@ from cryptography.x509.oid import NameOID
 from google.protobuf.message import DecodeError
 
 from biometrics.types import Actor
+from verify.admission import Admission
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,8 @@ REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 #: Methods of the other services the server runs (full names, as gRPC routes them) -> roles allowed.
 OTHER_METHODS: dict[str, frozenset[str]] = {
     f"/{HEALTH_SERVICE}/Check": frozenset(ALL_ROLES),
-    f"/{HEALTH_SERVICE}/Watch": frozenset(ALL_ROLES),
+    # A Watch stream holds a server thread while it is open: for monitors, not for the many kiosks.
+    f"/{HEALTH_SERVICE}/Watch": frozenset({OFFICER, AUDITOR}),
     f"/{REFLECTION_SERVICE}/ServerReflectionInfo": frozenset({OFFICER, AUDITOR}),
 }
 
@@ -166,8 +169,9 @@ class RoleInterceptor(grpc.ServerInterceptor):
     """Deny by default: admit a call only when its caller's role is listed for its method, and tell the
     handler who the caller is (:func:`current_actor`)."""
 
-    def __init__(self, *, plaintext: bool) -> None:
+    def __init__(self, *, plaintext: bool, admission: Admission | None = None) -> None:
         self.plaintext = plaintext
+        self.admission = admission
 
     def _caller(self, context: grpc.ServicerContext) -> Actor:
         """The caller's actor, from its client certificate (the one place certificates are read)."""
@@ -185,7 +189,8 @@ class RoleInterceptor(grpc.ServerInterceptor):
         raise AssertionError("unreachable")  # context.abort raises
 
     def _admit(self, full_method: str, context: grpc.ServicerContext) -> Actor:
-        """The caller's actor if its role may call ``full_method``; otherwise the call is aborted."""
+        """The caller's actor if its role may call ``full_method`` and the server has room for the call
+        (:mod:`verify.admission`); otherwise the call is aborted."""
         actor = self._caller(context)
         permitted = permitted_roles(full_method)
         if actor.role not in permitted:
@@ -196,6 +201,8 @@ class RoleInterceptor(grpc.ServerInterceptor):
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           f"The role {actor.role!r} may not call {method} (allowed to: "
                           f"{', '.join(sorted(permitted))}).")
+        if self.admission is not None:
+            self.admission.enter(full_method, context)
         return actor
 
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
@@ -230,13 +237,11 @@ class RoleInterceptor(grpc.ServerInterceptor):
         request_class = _message_class(descriptor.input_type.full_name)
         behaviour = handler.unary_unary
 
+        refusal = f"The {method} request is not a valid {descriptor.input_type.name} message."
+
         def checked(raw: bytes, context: grpc.ServicerContext) -> Any:
             actor = self._admit(full, context)
-            try:
-                request = request_class.FromString(raw)
-            except (DecodeError, ValueError, RuntimeError):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"The {method} request is not a valid {descriptor.input_type.name} message.")
+            request = _parse(raw, request_class.FromString, refusal, context)
             with acting_as(actor):
                 return behaviour(request, context)
 
@@ -244,14 +249,29 @@ class RoleInterceptor(grpc.ServerInterceptor):
             checked, request_deserializer=None, response_serializer=handler.response_serializer)
 
     def _wrapped(self, full: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """Any other handler, unary or streaming, with its own (de)serialisers, behind the role check."""
-        kwargs = {"request_deserializer": handler.request_deserializer,
-                  "response_serializer": handler.response_serializer}
+        """Any other handler, unary or streaming, with its own (de)serialisers, behind the role check.
+
+        A single request (Health Check and Watch) is parsed here, after the role check, with the handler's own
+        deserialiser: bytes that are not a valid message are answered INVALID_ARGUMENT, as for the Checkpoint
+        service (grpc's own deserialisation would answer INTERNAL). A request stream (reflection) is parsed by
+        grpc.
+        """
+        deserialize = handler.request_deserializer
+        kwargs = {"request_deserializer": deserialize, "response_serializer": handler.response_serializer}
+        single = (handler.unary_unary is not None or handler.unary_stream is not None) and deserialize is not None
+        if single:
+            kwargs["request_deserializer"] = None
+        refusal = f"The {_short(full)} request is not a valid message."
+
+        def parse(request: Any, context: grpc.ServicerContext) -> Any:
+            return _parse(request, deserialize, refusal, context) if single else request
+
         if handler.unary_unary is not None or handler.stream_unary is not None:
             unary_behaviour = handler.unary_unary or handler.stream_unary
 
             def unary_response(request: Any, context: grpc.ServicerContext) -> Any:
                 actor = self._admit(full, context)
+                request = parse(request, context)
                 with acting_as(actor):
                     return unary_behaviour(request, context)
 
@@ -262,6 +282,7 @@ class RoleInterceptor(grpc.ServerInterceptor):
 
         def stream_response(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             actor = self._admit(full, context)
+            request = parse(request, context)
             with acting_as(actor):
                 responses = stream_behaviour(request, context)
             return _iterate_as(actor, responses)
@@ -269,6 +290,15 @@ class RoleInterceptor(grpc.ServerInterceptor):
         make = (grpc.unary_stream_rpc_method_handler if handler.unary_stream is not None
                 else grpc.stream_stream_rpc_method_handler)
         return make(stream_response, **kwargs)
+
+
+def _parse(raw: bytes, deserialize: Callable[[bytes], Any], refusal: str, context: grpc.ServicerContext) -> Any:
+    """``raw`` deserialised, or the call aborted INVALID_ARGUMENT with ``refusal``."""
+    try:
+        return deserialize(raw)
+    except (DecodeError, ValueError, RuntimeError):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+    raise AssertionError("unreachable")  # context.abort raises
 
 
 def _message_class(full_name: str) -> Any:

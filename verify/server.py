@@ -33,7 +33,7 @@ from biometrics.events import (
     DEFAULT_SERVICE_TARGET_MS,
     DIRECTIONS,
 )
-from biometrics.face import load_models
+from biometrics.face import frame_quality, load_models
 from biometrics.imaging import ImageLimits
 from biometrics.island import OfflinePolicy
 from biometrics.keydir import KeyLocationError, default_key_dir
@@ -43,6 +43,7 @@ from biometrics.scores import ScoreCalibration
 from biometrics.service import CheckpointService, ServiceConfig, StoreLocation
 from biometrics.storage import KeyRingMismatch, SchemaTooNew
 from biometrics.workers import FaceWorkerPool
+from verify.admission import DEFAULT_WATCHES, REFUSAL_THREADS, Admission, check_limits
 from verify.health import start_health_watch
 from verify.metrics import add_metrics_arguments, check_metrics_listen, start_metrics
 from verify.roles import RoleInterceptor
@@ -97,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a kiosk's Verify call within this many seconds of the last one for the same document is a "
                    "call of the same transaction, which scores at most the attempts its first call allowed; "
                    f"after them the document is refused at kiosks for this long (default {DEFAULT_WINDOW_S:g})")
-    p.add_argument("--threads", type=int, default=16, help="gRPC worker threads")
+    p.add_argument("--threads", type=int, default=16,
+                   help="calls answered at once (gRPC worker threads); one more is refused RESOURCE_EXHAUSTED at once, "
+                   "never queued")
+    p.add_argument("--max-watches", type=int, default=DEFAULT_WATCHES,
+                   help="grpc.health.v1 Watch streams open at once, each holding a thread (below --threads; default "
+                   f"{DEFAULT_WATCHES}); one more is refused RESOURCE_EXHAUSTED")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="face extraction processes (default: one per core); 0: extract in the calling gRPC thread")
     p.add_argument("--extract-timeout", type=float, default=30.0,
@@ -186,13 +192,16 @@ def server_credentials_for(args: argparse.Namespace) -> grpc.ServerCredentials |
     return None
 
 
-def _open_station(args: argparse.Namespace) -> Any:
+def _open_station(args: argparse.Namespace, pool: FaceWorkerPool | None) -> Any:
+    """The station's devices, or None; the camera's frames are scored for a face in the face workers (dlib's
+    detection holds the GIL: in this process it would stall every other call), in this process only with
+    ``--workers 0``."""
     if not args.camera and not args.scanner:
         return None
-    from biometrics.face import frame_quality
     from devices.station import Station
 
-    return Station.from_config(camera=args.camera, scanner=args.scanner, frame_scorer=frame_quality)
+    scorer = pool.frame_quality if pool is not None else frame_quality
+    return Station.from_config(camera=args.camera, scanner=args.scanner, frame_scorer=scorer)
 
 
 def _start_face_workers(workers: int, limits: ImageLimits, call_timeout: float = 30.0) -> FaceWorkerPool | None:
@@ -220,21 +229,26 @@ def build_server(
     service: CheckpointService, listen: str, *, station: Any = None, threads: int = 16, max_message_mb: float = 16,
     credentials: grpc.ServerCredentials | None = None, health_checks: Sequence[Callable[[], bool]] = (),
     health_stop: threading.Event | None = None, interceptors: Sequence[grpc.ServerInterceptor] = (),
+    max_watches: int = DEFAULT_WATCHES,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A started gRPC server with the checkpoint, health and reflection services; returns the bound port.
 
     With ``credentials`` the port is mutual TLS and each call's role comes from its client certificate;
-    without, it is plaintext and every caller acts as an officer (see :mod:`verify.roles`).
+    without, it is plaintext and every caller acts as an officer (see :mod:`verify.roles`). At most ``threads``
+    calls run at once, ``max_watches`` of them Health Watch streams; a call beyond is refused
+    ``RESOURCE_EXHAUSTED`` at once, never queued (:mod:`verify.admission`).
     """
     limit = int(max_message_mb * MIB)
+    admission = Admission(threads, max_watches)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(max_workers=threads + REFUSAL_THREADS, thread_name_prefix="rpc"),
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
         ],
-        interceptors=[*interceptors, RoleInterceptor(plaintext=credentials is None)],
+        interceptors=[*interceptors, RoleInterceptor(plaintext=credentials is None, admission=admission)],
+        maximum_concurrent_rpcs=threads + REFUSAL_THREADS,
     )
     pb_grpc.add_CheckpointServicer_to_server(CheckpointServicer(service, station), server)
     health_servicer = health.HealthServicer()
@@ -296,9 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 0:
         print("checkpoint-server: --workers cannot be negative", file=sys.stderr)
         return 2
+    try:
+        check_limits(args.threads, args.max_watches)
+    except ValueError as exc:
+        print(f"checkpoint-server: {exc}", file=sys.stderr)
+        return 2
     pool = _start_face_workers(args.workers, limits, args.extract_timeout)
-    if pool is None or args.camera:
-        load_models()  # extraction (or the camera's frame scoring) in this process
+    if pool is None:
+        load_models()  # extraction and the camera's frame scoring in this process
     location = StoreLocation(args.data_dir, key_dir=args.key_dir, key_file=args.key_file, anchor=args.audit_anchor,
                              dev_keys_in_data_dir=args.dev_keys_in_data_dir, store_url=args.store,
                              station=args.station, replica_dir=args.replica,
@@ -319,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         if pool is not None:
             pool.close(wait=False)
         return 2
-    station = _open_station(args)
+    station = _open_station(args, pool)
     stop = threading.Event()
     signals: list[int] = []
 
@@ -334,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         server, port, health_servicer = build_server(
             service, args.listen, station=station, threads=args.threads, max_message_mb=args.max_message_mb,
             credentials=credentials, health_checks=[pool.ready] if pool is not None else [], health_stop=stop,
-            interceptors=metrics.interceptors if metrics is not None else (),
+            interceptors=metrics.interceptors if metrics is not None else (), max_watches=args.max_watches,
         )
     except RuntimeError as exc:  # grpc cannot bind --listen (in use, or not an address of this machine)
         print(f"checkpoint-server: --listen {args.listen}: {exc}", file=sys.stderr)

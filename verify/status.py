@@ -7,6 +7,7 @@ import grpc
 from biometrics.attempts import AttemptsExhausted
 from biometrics.errors import (
     BiometricError,
+    CallAbandoned,
     InvalidSample,
     OfflineLimitReached,
     RegisterUnavailable,
@@ -19,6 +20,7 @@ from biometrics.events import EventNotFound, FeedbackRefused
 from biometrics.service import NoReference
 from biometrics.workers import WorkerLost, WorkerTimeout
 from devices.errors import (
+    CaptureCancelled,
     DeviceError,
     DeviceNotConfigured,
     DeviceRefused,
@@ -40,6 +42,8 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (OfflineLimitReached, grpc.StatusCode.FAILED_PRECONDITION),  # the officer must act: call about the link
     (ReviewConflict, grpc.StatusCode.FAILED_PRECONDITION),  # resolved already, or the resolution does not fit the case
     (InvalidCaptureRequest, grpc.StatusCode.INVALID_ARGUMENT),  # the request, not the device: checked first
+    (CaptureCancelled, grpc.StatusCode.CANCELLED),
+    (CallAbandoned, grpc.StatusCode.CANCELLED),  # the call ended (its caller gone): nobody reads this answer
     (DeviceTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
     (DeviceNotConfigured, grpc.StatusCode.FAILED_PRECONDITION),
     (DeviceRefused, grpc.StatusCode.FAILED_PRECONDITION),
