@@ -368,10 +368,16 @@ class Island:
                 self._register_hashes_keyed = True
             start, done = time.perf_counter(), 0
             outcomes = {"stored": 0, "review": 0, "erased": 0, "superseded": 0, "refused": 0, "again": 0,
-                        "skipped": 0, "failed": 0}
+                        "skipped": 0, "failed": 0, "held": 0}
+            # a document's writes reach the register in the order they were made (an erasure, then a re-enrolment):
+            # behind a write set aside as failed, the later writes of its document wait (retried at the next start)
+            blocked = {e.ref for e in self.replica.entries((OUTBOX_FAILED,))}
             for entry in self.replica.entries():
                 if not self.service.sync_state.connected:
                     break
+                if entry.ref in blocked:
+                    outcomes["held"] += 1
+                    continue
                 with self.service.write_lock:  # no offline erasure between the upload and its settlement
                     try:
                         state, outcome = self._upload(entry)
@@ -379,6 +385,7 @@ class Island:
                         raise
                     except Exception as exc:  # this entry only: set aside, audited; the rest of the outbox goes on
                         outcome = self._fail(entry, exc)
+                        blocked.add(entry.ref)
                     else:
                         self.replica.settle(entry.upload_id, state, outcome)
                         if state == OUTBOX_SUPERSEDED:  # no change reaches this station: its own entries of the

@@ -340,13 +340,18 @@ class RegisterStorage(SealedStore):
     def erase_subject(self, tx: Transaction, subject_id: str) -> int | None:
         """Erase a subject as every store does (rows, templates, alerts), and what only the register holds of it:
         its links, and its place among the candidates of pending reviews; the change seq, or None."""
-        seq = super().erase_subject(tx, subject_id)
-        reviews = Reviews(self)
-        reviews.forget(tx, subject_id)
-        if reviews.erase_pending(tx, self.keyring.pseudonym(subject_id)) and seq is None:
+        seq = self._erase_held(tx, subject_id)
+        if Reviews(self).erase_pending(tx, self.keyring.pseudonym(subject_id)) and seq is None:
             # enrolled offline and waiting for an officer: the stations drop their provisional copy
             tx.erased = True
             seq = self.append_change(tx, CHANGE_ERASED, self.keyring.pseudonym(subject_id))
+        return seq
+
+    def _erase_held(self, tx: Transaction, subject_id: str) -> int | None:
+        """Erase the subject the register holds (rows, templates, alerts), its links and its place among the
+        candidates of pending reviews, leaving the reviews of its document alone; the change seq, or None."""
+        seq = super().erase_subject(tx, subject_id)
+        Reviews(self).forget(tx, subject_id)
         return seq
 
     def enrolment_seq(self, tx: Transaction, ref: str) -> int | None:
@@ -362,16 +367,18 @@ class RegisterStorage(SealedStore):
         The station saw the register up to change ``seen_seq``, and, with ``upload_id``, its own enrolment of the
         subject uploaded as that id (which it may have held before the register's change reached it). The
         subject held now is erased (with everything :meth:`erase_subject` erases) if it was enrolled at or before
-        ``seen_seq`` or by that upload; otherwise it is a later enrolment the station never saw and is kept: only
-        the review of ``upload_id``, if one is still pending, is closed. Returns (the erased change or None, the
+        ``seen_seq`` or by that upload; otherwise it is a later enrolment the station never saw and is kept. Of the
+        reviews waiting for an officer, only that of ``upload_id`` is closed: another station's enrolment of the
+        same document waiting in review is a later enrolment too (it was not in the register the station saw),
+        and an officer decides it. Returns (the erased change or None, the
         enrolling change of the subject kept or None)."""
         ref = self.keyring.pseudonym(subject_id)
         held = self.enrolment_seq(tx, ref)
         reviews = Reviews(self)
-        if held is None or held <= seen_seq or (upload_id and reviews.upload_seq(tx, upload_id) == held):
-            return self.erase_subject(tx, subject_id), None
-        if upload_id:
+        if upload_id:  # the station's own enrolment, if still waiting for an officer; no other station's
             reviews.erase_pending(tx, ref, upload_id)
+        if held is not None and (held <= seen_seq or (upload_id and reviews.upload_seq(tx, upload_id) == held)):
+            return self._erase_held(tx, subject_id), None
         return None, held
 
     def erased_after(self, tx: Transaction, ref: str, seq: int) -> int | None:

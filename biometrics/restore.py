@@ -64,6 +64,11 @@ def _requeue_enrolment(island: Island, entry: OutboxEntry) -> bool:
         log.error("upload %s: the register lost this enrolment and this station no longer holds it",
                   entry.upload_id)
         return False
+    if not island.own_copy(entry):  # under review because the number was taken: the copy is the register's subject
+        log.error("upload %s: the register lost this enrolment, which waited for review; the copy this station holds "
+                  "under its number is another enrolment's, so it cannot be rebuilt: enrol the applicant again",
+                  entry.upload_id)
+        return False
     record, stored = loaded
     # made knowing the restored register: an erasure it makes from now on refuses the upload, none before
     seen = island.service.storage.head_seq()

@@ -233,3 +233,41 @@ def test_an_island_kiosk_sends_a_traveller_whose_enrolment_is_in_review_to_an_of
     wait_until(lambda: island.sync_status()["provisional"] == 0, timeout=10, message="settled at the island")
     after = island.verify("K4000004", [KOFI_3], actor=Actor(role="officer", identity="desk-1"))  # kiosk: used up
     assert not after.in_review and verification_outcome(after).decision == PROCEED
+
+
+def test_an_offline_erasure_closes_its_own_review_never_another_islands(tmp_path: Path, register: str) -> None:
+    """Two islands' uploads of one document number wait for an officer; the first island erases its enrolment
+    offline: its upload's review closes, the other island's review, copy and entry are untouched."""
+    with LinkProxy.to_url(register) as proxy_a, LinkProxy.to_url(register) as proxy_b:
+        central = open_station(tmp_path, "central-office", register, replica=False)
+        island_a = open_station(tmp_path, "siberut-port", proxy_a.url(register), replica=True)
+        island_b = open_station(tmp_path, "sikakap-port", proxy_b.url(register), replica=True)
+        try:
+            go_offline(island_a, proxy_a)
+            go_offline(island_b, proxy_b)
+            assert island_a.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
+            assert island_b.enrol("K4000004", SubjectInfo(name="Megawati at Sikakap"), [MEGAWATI]).provisional
+            assert central.enrol("K5000005", SubjectInfo(name="Kofi at the office"), [KOFI]).enrolled
+            proxy_a.restore()
+            drained(island_a)
+            proxy_b.restore()
+            drained(island_b)
+            assert {r.station for r in central.list_reviews()} == {"siberut-port", "sikakap-port"}
+
+            go_offline(island_a, proxy_a)
+            island_a.delete_subject("K4000004", "erasure request")
+            proxy_a.restore()
+            drained(island_a)
+            wait_until(lambda: {r.station for r in central.list_reviews()} == {"sikakap-port"}, timeout=10,
+                       message="A's review closed")
+            assert island_b.holds("K4000004") and island_b.sync_status()["provisional"] == 1
+            assert outbox(island_b, "K4000004") == (OUTBOX_REVIEW, "review")
+            (review,) = central.list_reviews()
+            central.resolve_review(review.review_id, "keep_both", "Megawati holds K4000004")
+            for station in (central, island_b):
+                wait_until(lambda s=station: s.holds("K4000004"), timeout=10, message="B's enrolment stored")
+                assert station.verify("K4000004", [MEGAWATI_2]).match
+        finally:
+            island_b.close()
+            island_a.close()
+            central.close()
