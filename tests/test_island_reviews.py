@@ -91,6 +91,22 @@ def test_a_document_number_waiting_for_review_is_not_enrolled_online(
     assert island.verify("K4000004", [MEGAWATI_2]).match
 
 
+def both_in_review(central: CheckpointService, a: tuple[CheckpointService, LinkProxy],
+                   b: tuple[CheckpointService, LinkProxy]) -> None:
+    """Two islands enrol K4000004 offline (Kofi at A, Megawati at B) while the office enrols Kofi as K5000005;
+    both uploads then wait for an officer (A's a possible duplicate, B's behind A's claim on the number)."""
+    (island_a, proxy_a), (island_b, proxy_b) = a, b
+    go_offline(island_a, proxy_a)
+    go_offline(island_b, proxy_b)
+    assert island_a.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
+    assert island_b.enrol("K4000004", SubjectInfo(name="Megawati at Sikakap"), [MEGAWATI]).provisional
+    assert central.enrol("K5000005", SubjectInfo(name="Kofi at the office"), [KOFI]).enrolled
+    proxy_a.restore()
+    drained(island_a)
+    proxy_b.restore()
+    drained(island_b)
+
+
 def test_withdrawing_one_upload_never_withdraws_another_subject_under_its_number(tmp_path: Path,
                                                                                  register: str) -> None:
     """Two islands enrol one document number offline (two travellers): the second upload waits for an officer
@@ -100,15 +116,7 @@ def test_withdrawing_one_upload_never_withdraws_another_subject_under_its_number
         island_a = open_station(tmp_path, "siberut-port", proxy_a.url(register), replica=True)
         island_b = open_station(tmp_path, "sikakap-port", proxy_b.url(register), replica=True)
         try:
-            go_offline(island_a, proxy_a)
-            go_offline(island_b, proxy_b)
-            assert island_a.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
-            assert island_b.enrol("K4000004", SubjectInfo(name="Megawati at Sikakap"), [MEGAWATI]).provisional
-            assert central.enrol("K5000005", SubjectInfo(name="Kofi at the office"), [KOFI]).enrolled
-            proxy_a.restore()
-            drained(island_a)
-            proxy_b.restore()
-            drained(island_b)
+            both_in_review(central, (island_a, proxy_a), (island_b, proxy_b))
             reviews = {r.station: r for r in central.list_reviews()}
             assert set(reviews) == {"siberut-port", "sikakap-port"}, "B's upload is not stored over A's review"
             assert not central.holds("K4000004")
@@ -243,15 +251,7 @@ def test_an_offline_erasure_closes_its_own_review_never_another_islands(tmp_path
         island_a = open_station(tmp_path, "siberut-port", proxy_a.url(register), replica=True)
         island_b = open_station(tmp_path, "sikakap-port", proxy_b.url(register), replica=True)
         try:
-            go_offline(island_a, proxy_a)
-            go_offline(island_b, proxy_b)
-            assert island_a.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
-            assert island_b.enrol("K4000004", SubjectInfo(name="Megawati at Sikakap"), [MEGAWATI]).provisional
-            assert central.enrol("K5000005", SubjectInfo(name="Kofi at the office"), [KOFI]).enrolled
-            proxy_a.restore()
-            drained(island_a)
-            proxy_b.restore()
-            drained(island_b)
+            both_in_review(central, (island_a, proxy_a), (island_b, proxy_b))
             assert {r.station for r in central.list_reviews()} == {"siberut-port", "sikakap-port"}
 
             go_offline(island_a, proxy_a)
