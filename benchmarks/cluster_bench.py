@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._util import free_port, log
+from benchmarks._util import free_port, free_ports, log
 from benchmarks.matcher_bench import DIM, machine, unit_vectors
 from biometrics.sharded import shards_of
 
@@ -84,6 +84,7 @@ class LocalCluster:
         self.root = Path(root)
         self.workers, self.cpus, self.memory, self.object_store = workers, cpus, memory, object_store
         self.port = free_port()
+        self.used_ports = {self.port}  # handed to this cluster's nodes: never twice
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[_Node] = []
         self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_health_check_period_ms="500",
@@ -94,16 +95,19 @@ class LocalCluster:
         return str(Path(sys.executable).with_name("ray"))
 
     def _start(self, name: str, head: bool) -> None:
-        manager_port = free_port()
+        # every component of every node its own port (Ray refuses a node whose components share one)
+        ports = free_ports(7, avoid=self.used_ports)
+        self.used_ports.update(ports)
+        manager_port = ports[0]
         args = [self._ray(), "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}",
                 f"--memory={self.memory}", f"--object-store-memory={self.object_store}",
-                f"--node-manager-port={manager_port}", f"--object-manager-port={free_port()}",
-                f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
-                f"--runtime-env-agent-port={free_port()}", "--disable-usage-stats",
+                f"--node-manager-port={manager_port}", f"--object-manager-port={ports[1]}",
+                f"--dashboard-agent-listen-port={ports[2]}", f"--metrics-export-port={ports[3]}",
+                f"--runtime-env-agent-port={ports[4]}", "--disable-usage-stats",
                 f"--temp-dir={self.root / 'ray'}", f"--resources={json.dumps({'node:' + name: 1})}"]
         if head:
             args += ["--head", f"--port={self.port}", "--include-dashboard=false",
-                     f"--ray-client-server-port={free_port()}", f"--dashboard-port={free_port()}"]
+                     f"--ray-client-server-port={ports[5]}", f"--dashboard-port={ports[6]}"]
         else:
             args += [f"--address={self.address}"]
         log_path = self.root / f"{name}.log"
