@@ -338,11 +338,14 @@ class Island:
                        if e.kind == "enrol" and e.ref == ref]
             assert service.decision_log is not None
             with service.decision_log.transaction() as tx:
-                if pending:  # never uploaded: the enrolment is cancelled, nothing of it leaves the station or stays
+                if pending:  # not uploaded: the enrolment is cancelled, nothing of it leaves the station or stays
                     self.replica.cancel(tx, pending[0].upload_id, "erased before upload")
-                else:  # named: the change this station's view reflects, and its own upload of the subject if any
+                # a failed upload may have reached the register (an error after its commit): an erasure naming it
+                # goes too, and erases it there only if that upload stored it (Register.erase_seen)
+                failed = pending[0].upload_id if pending and pending[0].state == OUTBOX_FAILED else ""
+                if not pending or failed:  # named: the change this station's view reflects, its own upload if any
                     version: dict[str, Any] = {"seen_seq": service.sync_state.applied_seq}
-                    if own := self.replica.last_upload(ref):
+                    if own := failed or self.replica.last_upload(ref):
                         version["enrolment_upload"] = own
                     self.replica.add(tx, "erase", ref, {"subject_id": subject_id, "reason": reason, **version})
                 self.replica.scrub(tx, {ref})

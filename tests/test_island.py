@@ -181,6 +181,37 @@ def test_a_number_the_register_enrolled_meanwhile_goes_to_review_after_a_restart
         central.close()
 
 
+def test_an_erasure_of_a_failed_upload_that_reached_the_register_erases_it_there(
+        tmp_path: Path, link: tuple[str, LinkProxy], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upload that fails after the register committed it (set aside as failed, though stored): erasing the
+    subject offline cancels the entry and also queues an erasure naming that upload, which erases it there."""
+    url, proxy = link
+    central = open_station(tmp_path, "central-office", url, replica=False)
+    island = offline_island(tmp_path, link, "sikakap-port", H3000003=HANS)
+    try:
+        real_upload = island.island._upload
+
+        def fails_after_commit(entry: OutboxEntry) -> tuple[str, str]:
+            real_upload(entry)
+            raise OSError("disk full, after the register's commit")
+
+        monkeypatch.setattr(island.island, "_upload", fails_after_commit)
+        proxy.restore()
+        wait_until(lambda: island.sync_status()["outbox_failed"] == 1, timeout=30, message="set aside as failed")
+        assert central.storage.subject_info("H3000003") is not None, "stored in the register all the same"
+        monkeypatch.setattr(island.island, "_upload", real_upload)
+        go_offline(island, proxy)
+        island.delete_subject("H3000003", "erasure request")
+        proxy.restore()
+        wait_until(lambda: central.storage.subject_info("H3000003") is None, timeout=30,
+                   message="the erasure reached the register")
+        wait_until(lambda: island.sync_status()["outbox_pending"] == 0, timeout=10, message="the outbox drained")
+        assert island.sync_status()["outbox_failed"] == 0 and not island.holds("H3000003")
+    finally:
+        island.close()
+        central.close()
+
+
 def test_an_upload_that_fails_is_set_aside_audited_and_blocks_nothing(
         tmp_path: Path, link: tuple[str, LinkProxy], monkeypatch: pytest.MonkeyPatch) -> None:
     url, proxy = link
