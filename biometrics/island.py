@@ -253,7 +253,9 @@ class Island:
         register's erasure and its own deletion of them; the snapshot skips those changes, and the change hook
         with them); how many. A journal written by an older version records no such change: then the alerts
         naming subjects the register no longer holds are deleted. A station with a replica follows the log from
-        its copy's change, hook included, and needs no sweep."""
+        its copy's change, hook included, and needs no sweep. (A withdrawal is keyed by its upload, not by a
+        document's pseudonym, so it matches no alert: a withdrawn upload was only ever provisional at the island
+        that made it, which has a replica; only erasures are swept here.)"""
         service = self.service
         store, head = service.alert_store, service.applied_seq
         if self.replica is not None or store is service.storage:
