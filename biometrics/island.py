@@ -540,8 +540,9 @@ class Island:
                         self.reviews.link(tx, ref, service.storage.keyring.pseudonym(c["subject_id"]))
             if not fresh and (resolution == "reject" or held):  # not stored: its station withdraws its copy
                 service.storage.append_change(tx, CHANGE_WITHDRAWN, UPLOAD_REF + upload_id)
-            if not fresh:
-                self.reviews.close(tx, review_id, resolution, reason)
+            if not fresh:  # a link to the subject the register holds under the number stored nothing: not "kept"
+                self.reviews.close(tx, review_id, "link_held" if resolution == "link" and held else resolution,
+                                   reason)
                 service.record(tx, "review_resolved", actor, review_id, subject_ref=ref, outcome=resolution,
                                reason=reason)
         if fresh:

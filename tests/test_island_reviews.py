@@ -144,10 +144,13 @@ def test_withdrawing_one_upload_never_withdraws_another_subject_under_its_number
             central.close()
 
 
-def test_a_review_whose_number_the_register_took_is_never_withdrawn_from_it(tmp_path: Path, register: str) -> None:
+@pytest.mark.parametrize("resolution", ["reject", "link"])
+def test_a_review_whose_number_the_register_took_is_never_withdrawn_from_it(tmp_path: Path, register: str,
+                                                                          resolution: str) -> None:
     """The office enrolled the number while the island's upload was still waiting to be sent: the upload waits for
-    an officer, keep both is refused, and rejecting it leaves the office's subject everywhere, also when the island
-    restarted meanwhile (its copy of the number is the register's, not its own provisional one)."""
+    an officer, keep both is refused, and rejecting it (or linking it to the holder: the same person) leaves the
+    office's subject everywhere, also when the island restarted meanwhile (its copy of the number is the
+    register's, not its own provisional one); the upload is never counted as kept, since nothing was stored."""
     with LinkProxy.to_url(register) as proxy:
         central = open_station(tmp_path, "central-office", register, replica=False)
         island = open_station(tmp_path, "siberut-port", proxy.url(register), replica=True)
@@ -166,9 +169,11 @@ def test_a_review_whose_number_the_register_took_is_never_withdrawn_from_it(tmp_
             (review,) = central.list_reviews()
             with pytest.raises(ReviewConflict, match="enrolled in the register already"):
                 central.resolve_review(review.review_id, "keep_both", "two people")
-            central.resolve_review(review.review_id, "reject", "the number is Megawati's")
+            central.resolve_review(review.review_id, resolution, "the number is Megawati's")
             wait_until(lambda: outbox(island, "K4000004")[0] == OUTBOX_REJECTED, timeout=10,
                        message="the island's entry rejected")
+            uploads = {e.upload_id for e in island.island.replica.entries((OUTBOX_REJECTED,))}
+            assert uploads and not central.island.reviews.kept(uploads), "nothing stored: not kept"
             for station in (central, island):
                 assert station.holds("K4000004") and station.verify("K4000004", [MEGAWATI_2]).match
             assert central.storage.get_subject("K4000004").info.name == "Megawati"
