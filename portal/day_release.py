@@ -9,8 +9,8 @@ its download are read from this one protected table, never protected again on th
 arrivals are protected once with its days' tables fixed as they were released (:mod:`portal.month_release`).
 
 The release also holds what is published beside the counts: processing-time percentiles where the count
-they come from is shown and large enough, the lanes open in an hour whose total is shown (beside a hidden
-total it would bound it), and the share of decisions within the service target. :class:`DayRelease` keeps
+they come from is shown and large enough, the lanes open in an hour whose counts are all shown (lanes are
+counted per direction: beside a hidden count they would bound it, one lane saying one direction had nobody), and the share of decisions within the service target. :class:`DayRelease` keeps
 what is published (a hidden count has no value in it) and each station's true number of arrivals (for the
 month's totals), and is written to the portal's state directory as it is (:mod:`portal.table_log`).
 """
@@ -220,6 +220,9 @@ def release_day(day: date, rows: Iterable[tuple[datetime, HourlyRow]], stations:
             [[entry("cell", s, h, d) for d in DIRECTIONS] for h in HOURS], hour_totals,
             [entry("direction", s, d) for d in DIRECTIONS], total,
             [_percentiles(t.hist, hour_totals[h], public) for h, t in enumerate(hours)], day_pct,
-            [None if hour_totals[h].suppressed else t.lanes for h, t in enumerate(hours)],
+            # lanes only beside an hour whose every count is shown: lanes are counted per direction, so beside
+            # hidden direction counts they bound them (one lane: one direction had nobody)
+            [None if hour_totals[h].suppressed or any(entry("cell", s, h, d).suppressed for d in DIRECTIONS)
+             else t.lanes for h, t in enumerate(hours)],
             sum(t.within for t in hours) / n if day_pct[50] is not None and n else None)
     return DayRelease(day, out, entry("total"), {s: values[(day, "direction", s, ARRIVAL)] for s in tallied})

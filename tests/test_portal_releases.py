@@ -264,3 +264,27 @@ def test_p95_needs_twenty_decisions_and_lanes_go_with_the_hours_count(tmp_path: 
     assert eleven["total"] == 25 and eleven["p95_ms"] is not None
     assert noon["total"] == "[c]" and noon["lanes_open"] is None
     assert ten["lanes_open"] == 1
+
+
+def test_lanes_go_only_with_an_hour_whose_every_count_is_shown(tmp_path: Path) -> None:
+    """Lanes are counted per direction: beside hidden direction counts they would bound them (the review's case:
+    one lane at 08:00 and 09:00 said which direction had nobody, and so 10:00's hidden 5 and 6 were recovered)."""
+    store = tmp_path / "store"
+    day = (datetime.now(UTC) + timedelta(hours=7)).date() - timedelta(days=5)
+    at = datetime(day.year, day.month, day.day, 1, tzinfo=UTC)  # 08:00 WIB
+    writer = open_event_store(store, readonly=False)
+    try:
+        def events(hour: int, direction: str, n: int, lane: str) -> list[DecisionEvent]:
+            return [DecisionEvent(at + timedelta(hours=hour, minutes=i), "siberut-port", lane, direction, "foreign",
+                                  "proceed", 600.0, "high", "m", "c", nationality="AUS") for i in range(n)]
+        writer.record_decisions(events(0, "arrival", 12, "k1") + events(1, "departure", 20, "k1")
+                                + events(2, "arrival", 5, "k1") + events(2, "departure", 6, "k2"))
+    finally:
+        writer.close()
+    c = TestClient(create_app(lambda: open_event_store(store)), raise_server_exceptions=False)
+    records = c.get("/data/hourly", params={"station": "siberut-port", "date": day.isoformat(),
+                                            "format": "json"}).json()["records"]
+    for r in records[8:11]:
+        hidden = "[c]" in (r["arrivals"], r["departures"], r["total"])
+        assert (r["lanes_open"] is None) == hidden, r
+    assert records[10]["arrivals"] == "[c]" and records[10]["lanes_open"] is None
