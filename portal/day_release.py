@@ -8,11 +8,12 @@ is exact (:mod:`portal.suppression`). The overview (every station's day), a stat
 its download are read from this one protected table, never protected again on their own; a month's
 arrivals are protected once with its days' tables fixed as they were released (:mod:`portal.month_release`).
 
-The release also holds what is published beside the counts: processing-time percentiles where the count
-they come from is shown and large enough, the lanes open in an hour whose counts are all shown (lanes are
-counted per direction: beside a hidden count they would bound it, one lane saying one direction had nobody), and the share of decisions within the service target. :class:`DayRelease` keeps
-what is published (a hidden count has no value in it) and each station's true number of arrivals (for the
-month's totals), and is written to the portal's state directory as it is (:mod:`portal.table_log`).
+The release also holds what is published beside the counts: processing-time percentiles where the count they come
+from is shown and large enough, the lanes open in an hour whose counts are all shown (lanes are counted per
+direction: beside a hidden count they would bound it, one lane saying one direction had nobody), and the share of
+decisions within the service target. :class:`DayRelease` keeps what is published (a hidden count has no value in it)
+and each station's true number of arrivals (for the month's totals), and is written to the portal's state directory
+as it is (:mod:`portal.table_log`).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def test_a_streaming_handler_sees_its_caller_while_it_produces_each_response() -
             seen.append(current_actor().identity)
             yield i
 
-    stream = _iterate_as(Actor(role="officer", identity="CN=desk"), responses())
+    stream = _iterate_as(Actor(role="officer", identity="CN=desk"), responses(), lambda: None)
     assert next(stream) == 0
     with pytest.raises(NoActor):  # between responses the thread is gRPC's, not the caller's
         current_actor()

@@ -9,18 +9,21 @@ can hold every thread. :class:`Admission` answers instead, at once:
   with :data:`BUSY_MESSAGE`. The server's thread pool holds :data:`REFUSAL_THREADS` more threads than that,
   only ever busy saying so, and gRPC itself refuses a call beyond both (``maximum_concurrent_rpcs``: its own
   message, "Concurrent RPC limit exceeded!"), so a call never waits in a queue for a thread;
-- at most ``watches`` Health Watch streams are open at once (they hold a thread each for as long as the
-  watcher likes); one more is refused ``RESOURCE_EXHAUSTED`` with :data:`WATCH_MESSAGE`. ``watches`` is below
-  ``calls``, so watches never take every thread from the unary calls.
+- at most ``watches`` long-lived streams (Health Watch, server reflection: each holds a thread for as long as
+  its client likes) are open at once; one more is refused ``RESOURCE_EXHAUSTED`` with :data:`WATCH_MESSAGE`.
+  ``watches`` is below ``calls``, so such streams never take every thread from the unary calls.
 
-A slot is taken when the call's handler starts and given back when the call ends, however it ends
-(``context.add_callback``).
+A slot is taken when the call's handler starts and given back when the handler's thread is done with it
+(:meth:`Admission.enter` returns the release, which the handler calls in a ``finally``; a stream's when its
+responses are exhausted or dropped), not when the call ends: gRPC tells a handler's callbacks that its call
+ended (the client cancelled, its deadline passed) while the handler still runs on its thread, and a count of
+calls still wanted would admit new calls on top of abandoned ones that hold every thread.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
+from collections.abc import Callable
 
 import grpc
 
@@ -29,10 +32,13 @@ REFUSAL_THREADS = 4
 #: Health Watch streams open at once, by default (each holds a gRPC thread while it is open).
 DEFAULT_WATCHES = 4
 WATCH_METHOD = "/grpc.health.v1.Health/Watch"
+#: The long-lived streams, counted against ``watches``.
+STREAMS = frozenset({WATCH_METHOD, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"})
 BUSY_MESSAGE = ("The server is answering as many calls as it can at once ({calls}). Please try again in a "
                 "moment.")
-WATCH_MESSAGE = ("{watches} health watches are open already, the most this server keeps; use Health/Check, or "
-                 "close a watch.")
+WATCH_MESSAGE = ("{watches} long-lived streams (health watches, reflection) are open already, the most this server "
+                 "keeps; use Health/Check, or close a stream.")
 
 
 def check_limits(calls: int, watches: int) -> None:
@@ -59,9 +65,10 @@ class Admission:
         """Calls admitted and not ended yet."""
         return self._running
 
-    def enter(self, full_method: str, context: grpc.ServicerContext) -> None:
-        """Admit the call now, or abort it ``RESOURCE_EXHAUSTED``; its slot is released when it ends."""
-        watch = full_method == WATCH_METHOD
+    def enter(self, full_method: str, context: grpc.ServicerContext) -> Callable[[], None]:
+        """Admit the call now, or abort it ``RESOURCE_EXHAUSTED``; returns the release of its slot (idempotent),
+        which the handler calls when its thread is done with the call."""
+        watch = full_method in STREAMS
         with self._lock:
             if watch and self._watching >= self.watches:
                 refusal = WATCH_MESSAGE.format(watches=self.watches)
@@ -73,11 +80,14 @@ class Admission:
                 self._watching += watch
         if refusal:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
-        leave = functools.partial(self._leave, watch)
-        if not context.add_callback(leave):  # the call ended already
-            leave()
+        released = threading.Event()
 
-    def _leave(self, watch: bool) -> None:
-        with self._lock:
-            self._running -= 1
-            self._watching -= watch
+        def release() -> None:
+            with self._lock:
+                if released.is_set():
+                    return
+                released.set()
+                self._running -= 1
+                self._watching -= watch
+
+        return release

@@ -153,16 +153,24 @@ def _short(full_method: str) -> str:
     return full_method[len(SERVICE_PREFIX):] if full_method.startswith(SERVICE_PREFIX) else full_method
 
 
-def _iterate_as(actor: Actor, responses: Iterator[Any]) -> Iterator[Any]:
-    """The responses of a streaming handler, each produced with ``actor`` as the current actor."""
-    iterator = iter(responses)
-    while True:
-        with acting_as(actor):
-            try:
-                response = next(iterator)
-            except StopIteration:
-                return
-        yield response
+def _iterate_as(actor: Actor, responses: Iterator[Any], release: Callable[[], None]) -> Iterator[Any]:
+    """The responses of a streaming handler, each produced with ``actor`` as the current actor; ``release`` (the
+    call's admission slot) once they are exhausted, fail, or are dropped by gRPC (the generator is closed)."""
+    try:
+        iterator = iter(responses)
+        while True:
+            with acting_as(actor):
+                try:
+                    response = next(iterator)
+                except StopIteration:
+                    return
+            yield response
+    finally:
+        release()
+
+
+def _no_slot() -> None:
+    """The release of a call admitted without an admission limit."""
 
 
 class RoleInterceptor(grpc.ServerInterceptor):
@@ -188,9 +196,10 @@ class RoleInterceptor(grpc.ServerInterceptor):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "The client certificate could not be read.")
         raise AssertionError("unreachable")  # context.abort raises
 
-    def _admit(self, full_method: str, context: grpc.ServicerContext) -> Actor:
-        """The caller's actor if its role may call ``full_method`` and the server has room for the call
-        (:mod:`verify.admission`); otherwise the call is aborted."""
+    def _admit(self, full_method: str, context: grpc.ServicerContext) -> tuple[Actor, Callable[[], None]]:
+        """The caller's actor, and the release of the call's admission slot, if its role may call
+        ``full_method`` and the server has room for the call (:mod:`verify.admission`); otherwise the call is
+        aborted. The handler calls the release when its thread is done with the call."""
         actor = self._caller(context)
         permitted = permitted_roles(full_method)
         if actor.role not in permitted:
@@ -201,9 +210,7 @@ class RoleInterceptor(grpc.ServerInterceptor):
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           f"The role {actor.role!r} may not call {method} (allowed to: "
                           f"{', '.join(sorted(permitted))}).")
-        if self.admission is not None:
-            self.admission.enter(full_method, context)
-        return actor
+        return actor, (self.admission.enter(full_method, context) if self.admission is not None else _no_slot)
 
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         """Wrap every handler, of every kind, with the role check and the caller's identity."""
@@ -240,10 +247,13 @@ class RoleInterceptor(grpc.ServerInterceptor):
         refusal = f"The {method} request is not a valid {descriptor.input_type.name} message."
 
         def checked(raw: bytes, context: grpc.ServicerContext) -> Any:
-            actor = self._admit(full, context)
-            request = _parse(raw, request_class.FromString, refusal, context)
-            with acting_as(actor):
-                return behaviour(request, context)
+            actor, release = self._admit(full, context)
+            try:
+                request = _parse(raw, request_class.FromString, refusal, context)
+                with acting_as(actor):
+                    return behaviour(request, context)
+            finally:
+                release()
 
         return grpc.unary_unary_rpc_method_handler(
             checked, request_deserializer=None, response_serializer=handler.response_serializer)
@@ -270,10 +280,13 @@ class RoleInterceptor(grpc.ServerInterceptor):
             unary_behaviour = handler.unary_unary or handler.stream_unary
 
             def unary_response(request: Any, context: grpc.ServicerContext) -> Any:
-                actor = self._admit(full, context)
-                request = parse(request, context)
-                with acting_as(actor):
-                    return unary_behaviour(request, context)
+                actor, release = self._admit(full, context)
+                try:
+                    request = parse(request, context)
+                    with acting_as(actor):
+                        return unary_behaviour(request, context)
+                finally:
+                    release()
 
             make = (grpc.unary_unary_rpc_method_handler if handler.unary_unary is not None
                     else grpc.stream_unary_rpc_method_handler)
@@ -281,11 +294,15 @@ class RoleInterceptor(grpc.ServerInterceptor):
         stream_behaviour = handler.unary_stream or handler.stream_stream
 
         def stream_response(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            actor = self._admit(full, context)
-            request = parse(request, context)
-            with acting_as(actor):
-                responses = stream_behaviour(request, context)
-            return _iterate_as(actor, responses)
+            actor, release = self._admit(full, context)
+            try:
+                request = parse(request, context)
+                with acting_as(actor):
+                    responses = stream_behaviour(request, context)
+            except BaseException:
+                release()
+                raise
+            return _iterate_as(actor, responses, release)
 
         make = (grpc.unary_stream_rpc_method_handler if handler.unary_stream is not None
                 else grpc.stream_stream_rpc_method_handler)
