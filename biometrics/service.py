@@ -722,8 +722,8 @@ class CheckpointService:
         A possible duplicate (another subject at or over the 1:N threshold) holds the enrolment back
         (``enrolled=False``) unless an officer allows it with a reason, which is recorded. The subject, its
         change-log entry and the audit record commit in one transaction before this returns.
-        ``still_wanted``: asked once the samples are extracted, before the search and the commit; False (the
-        caller has gone) stores nothing and raises :class:`CallAbandoned`.
+        ``still_wanted``: asked once the samples are extracted and the write lock is held, before the search and
+        the commit; False (the caller has gone) stores nothing and raises :class:`CallAbandoned`.
         """
         actor = actor or Actor()
         validation.check_subject_id(subject_id)
@@ -744,9 +744,10 @@ class CheckpointService:
         stored = [StoredTemplate(Modality.FACE, 0, f.quality, pack_face_template(f.template)) for f in faces] + [
             StoredTemplate(Modality.FINGERPRINT, finger, t.quality, t.to_bytes()) for finger, t in fingers]
         decision_id = _new_decision_id()
-        if still_wanted is not None and not still_wanted():
-            raise CallAbandoned(f"The enrolment of {subject_id!r} was abandoned by its caller: nothing was stored.")
-        with self._write_lock:
+        with self._write_lock:  # asked again once the lock is held: a caller may give up while another writes
+            if still_wanted is not None and not still_wanted():
+                raise CallAbandoned(f"The enrolment of {subject_id!r} was abandoned by its caller: nothing was "
+                                    "stored.")
             self._ensure_current()
             if self.island is not None and self.island.offline():
                 result = self.island.enrol_offline(subject_id, info, faces, fingers, stored, qualities, decision_id,

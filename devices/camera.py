@@ -120,9 +120,10 @@ class Camera:
         self._capture = capture
         self.opens += 1
 
-    def open(self, timeout_s: float = 0.0) -> None:
-        """Open the source (no-op when open)."""
-        with self.lock.hold(self._timeout(timeout_s)):
+    def open(self, timeout_s: float = 0.0, lock_wait_s: float | None = None) -> None:
+        """Open the source (no-op when open); ``lock_wait_s``: how long to wait for a capture holding the camera
+        (default: ``timeout_s``; 0, a status check: not at all, so it never takes a traveller's waiting place)."""
+        with self.lock.hold(self._timeout(timeout_s) if lock_wait_s is None else lock_wait_s):
             self._open(self._timeout(timeout_s))
 
     def close(self) -> None:

@@ -191,7 +191,7 @@ class Station:
             state, detail = "busy", "capturing"
         else:
             try:
-                camera.open(timeout_s=5.0)
+                camera.open(timeout_s=5.0, lock_wait_s=0.0)  # a status check never waits for a capture
                 state, detail = _state_of(camera.last_error), f"{camera.kind} {camera.source}"
             except DeviceBusy:
                 state, detail = "busy", "capturing"
