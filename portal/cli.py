@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace) -> PortalConfig:
-    """The portal's settings from the command line."""
+    """The portal's settings from the command line (ValueError for a combination it refuses)."""
+    if args.release_method == "round5" and not args.banner.strip():
+        raise ValueError("--release-method round5 is for demonstrations only (beside the exact port figures, "
+                         "rounding can pin a hidden port count to within a few travellers): give --banner too, "
+                         "e.g. --banner 'SYNTHETIC DATA'")
     return PortalConfig(
         utc_offset_hours=args.utc_offset, tz_name=args.tz_name,
         release=ReleasePolicy(method=args.release_method, epsilon=args.epsilon, delta=args.delta),

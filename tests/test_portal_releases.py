@@ -288,3 +288,12 @@ def test_lanes_go_only_with_an_hour_whose_every_count_is_shown(tmp_path: Path) -
         hidden = "[c]" in (r["arrivals"], r["departures"], r["total"])
         assert (r["lanes_open"] is None) == hidden, r
     assert records[10]["arrivals"] == "[c]" and records[10]["lanes_open"] is None
+
+
+def test_round5_is_refused_without_a_demonstration_banner(tmp_path: Path) -> None:
+    from portal.cli import build_parser, config_from
+
+    base = ["--store", str(tmp_path / "store"), "--state-dir", str(tmp_path / "state"), "--release-method", "round5"]
+    with pytest.raises(ValueError, match="demonstrations only"):
+        config_from(build_parser().parse_args(base))
+    assert config_from(build_parser().parse_args([*base, "--banner", "SYNTHETIC DATA"])).release.method == "round5"
