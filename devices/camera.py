@@ -38,6 +38,7 @@ CaptureFactory = Callable[[str | int], Any]  # returns an object with cv2.VideoC
 
 DEFAULT_TIMEOUT_S = CAMERA_DEFAULT_TIMEOUT_S
 DEFAULT_BURST = 5
+SCORE_POLL_S = 0.05  # while a frame is scored, how often the capture looks at its deadline and its cancel
 # In a burst, each frame is given at least this long before the camera is called silent, even when the
 # burst's deadline is nearer: a burst that runs out of time ends as a timeout, not as a device fault.
 MIN_DEVICE_CALL_S = 1.0
@@ -90,6 +91,9 @@ class Camera:
         self._capture: Any = None
         self._info: dict[str, str] = {}
         self._worker = self._new_worker()
+        # frames are scored here, so that a capture can stop waiting for a score (its deadline, its cancel) and
+        # free the camera while a slow scorer (a frame queued behind extractions in the worker pool) finishes
+        self._scoring = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-score")
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -190,14 +194,32 @@ class Camera:
         with self.lock.hold(timeout):
             return self._grab(deadline)
 
-    def score(self, frame: np.ndarray) -> tuple[float, float] | None:
-        """Rank key of an RGB frame: (scorer score, sharpness), or None when the frame is unusable."""
+    def score(self, frame: np.ndarray, deadline: float | None = None,
+              cancel: threading.Event | None = None) -> tuple[float, float] | None:
+        """Rank key of an RGB frame: (scorer score, sharpness), or None when the frame is unusable.
+
+        With ``deadline`` (``time.monotonic()``), a frame not scored by then is unusable; ``cancel`` set while
+        waiting for its score raises :class:`CaptureCancelled`. Either way the scorer's work is left to finish
+        on its own: the capture, and the camera, do not wait for it."""
         sharp = sharpness(frame)
         if sharp <= 0.0:
             return None
         if self.frame_scorer is None:
             return (0.0, sharp)
-        value = self.frame_scorer(frame)
+        if deadline is None and cancel is None:
+            value = self.frame_scorer(frame)
+        else:
+            future = self._scoring.submit(self.frame_scorer, frame)
+            while True:
+                try:
+                    value = future.result(timeout=SCORE_POLL_S)
+                    break
+                except concurrent.futures.TimeoutError:
+                    if cancel is not None and cancel.is_set():
+                        raise CaptureCancelled(f"The call ended during the capture on {self.name}: nothing was "
+                                               "captured.") from None
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return None
         return None if value is None else (float(value), sharp)
 
     def capture(self, timeout_s: float = 0.0, cancel: threading.Event | None = None) -> np.ndarray:
@@ -231,7 +253,7 @@ class Camera:
                     if time.monotonic() >= deadline:
                         break
                     frame = self._grab(max(deadline, time.monotonic() + MIN_DEVICE_CALL_S))
-                    key = self.score(frame)
+                    key = self.score(frame, deadline, cancel)
                     if key is not None:
                         usable.append((key, -len(usable), frame))  # equal keys: the earlier frame first
                 if len(usable) >= count:

@@ -13,6 +13,7 @@ from waiting import wait_until
 
 from devices.camera import Camera, parse_source, sharpness
 from devices.errors import (
+    CaptureCancelled,
     DeviceBusy,
     DeviceDisconnected,
     DevicePortMissing,
@@ -303,4 +304,42 @@ def test_a_burst_with_too_few_usable_frames_times_out_saying_how_many():
         with pytest.raises(DeviceTimeout, match="only 1 usable faces of the 3 asked"):
             camera.capture_frames(3, timeout_s=1)
     finally:
+        camera.close()
+
+
+def test_a_capture_does_not_wait_for_a_score_past_its_deadline_or_its_cancel():
+    """A frame whose score is slow to come (queued behind extractions in the worker pool) does not hold the
+    camera: the capture ends at its deadline, or at once when its call ends, with the scorer still busy
+    (review: the camera was held until the score came, after its call had ended)."""
+    scoring = threading.Event()
+    released = threading.Event()
+
+    def stuck_scorer(frame: np.ndarray) -> float | None:
+        scoring.set()
+        released.wait(30)
+        return 1.0
+
+    camera = Camera(str(VIDEO), frame_scorer=stuck_scorer, burst_size=2)
+    try:
+        with pytest.raises(DeviceTimeout):
+            camera.capture(timeout_s=0.5)
+        assert scoring.is_set() and not released.is_set() and not camera.lock.busy
+        cancel = threading.Event()
+        outcome: list[BaseException] = []
+
+        def capture() -> None:
+            try:
+                camera.capture(timeout_s=30.0, cancel=cancel)
+            except BaseException as exc:  # the test reads what ended it
+                outcome.append(exc)
+
+        worker = threading.Thread(target=capture)
+        worker.start()
+        wait_until(lambda: camera.lock.busy, timeout=10, message="the capture holds the camera")
+        cancel.set()
+        worker.join(10)
+        assert not worker.is_alive() and isinstance(outcome[0], CaptureCancelled)
+        assert not released.is_set() and not camera.lock.busy  # the scorer is still stuck
+    finally:
+        released.set()
         camera.close()
