@@ -91,57 +91,61 @@ def test_a_document_number_waiting_for_review_is_not_enrolled_online(
     assert island.verify("K4000004", [MEGAWATI_2]).match
 
 
-def both_in_review(central: CheckpointService, a: tuple[CheckpointService, LinkProxy],
-                   b: tuple[CheckpointService, LinkProxy]) -> None:
-    """Two islands enrol K4000004 offline (Kofi at A, Megawati at B) while the office enrols Kofi as K5000005;
-    both uploads then wait for an officer (A's a possible duplicate, B's behind A's claim on the number)."""
-    (island_a, proxy_a), (island_b, proxy_b) = a, b
-    go_offline(island_a, proxy_a)
-    go_offline(island_b, proxy_b)
-    assert island_a.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
-    assert island_b.enrol("K4000004", SubjectInfo(name="Megawati at Sikakap"), [MEGAWATI]).provisional
-    assert central.enrol("K5000005", SubjectInfo(name="Kofi at the office"), [KOFI]).enrolled
-    proxy_a.restore()
-    drained(island_a)
-    proxy_b.restore()
-    drained(island_b)
+Islands = tuple[CheckpointService, tuple[CheckpointService, LinkProxy], tuple[CheckpointService, LinkProxy]]
 
 
-def test_withdrawing_one_upload_never_withdraws_another_subject_under_its_number(tmp_path: Path,
-                                                                                 register: str) -> None:
-    """Two islands enrol one document number offline (two travellers): the second upload waits for an officer
-    too; rejecting one upload withdraws that upload alone, wherever the number is held."""
+@pytest.fixture
+def both_in_review(tmp_path: Path, register: str) -> Iterator[Islands]:
+    """(the central office, (island A, its link), (island B, its link)): both islands enrolled K4000004 offline
+    (Kofi at A, Megawati at B) while the office enrolled Kofi as K5000005; both uploads wait for an officer (A's a
+    possible duplicate, B's behind A's claim on the number)."""
     with LinkProxy.to_url(register) as proxy_a, LinkProxy.to_url(register) as proxy_b:
         central = open_station(tmp_path, "central-office", register, replica=False)
         island_a = open_station(tmp_path, "siberut-port", proxy_a.url(register), replica=True)
         island_b = open_station(tmp_path, "sikakap-port", proxy_b.url(register), replica=True)
         try:
-            both_in_review(central, (island_a, proxy_a), (island_b, proxy_b))
-            reviews = {r.station: r for r in central.list_reviews()}
-            assert set(reviews) == {"siberut-port", "sikakap-port"}, "B's upload is not stored over A's review"
-            assert not central.holds("K4000004")
-
-            central.resolve_review(reviews["siberut-port"].review_id, "reject", "not the holder of K4000004")
-            wait_until(lambda: not island_a.holds("K4000004") and island_a.sync_status()["provisional"] == 0,
-                       timeout=10, message="A withdrew its copy")
-            assert outbox(island_a, "K4000004") == (OUTBOX_REJECTED, "rejected at review")
-            # B's copy and its review are untouched by A's withdrawal.
-            assert island_b.holds("K4000004") and island_b.sync_status()["provisional"] == 1
-            assert outbox(island_b, "K4000004") == (OUTBOX_REVIEW, "review")
-
-            central.resolve_review(reviews["sikakap-port"].review_id, "keep_both", "Megawati holds K4000004")
-            for station in (central, island_a, island_b):
-                wait_until(lambda s=station: s.holds("K4000004"), timeout=10, message="K4000004 everywhere")
-                assert station.verify("K4000004", [MEGAWATI_2]).match
-            wait_until(lambda: outbox(island_b, "K4000004") == (OUTBOX_STORED, "kept at review"), timeout=10,
-                       message="B's entry settled as kept")
-            assert outbox(island_a, "K4000004") == (OUTBOX_REJECTED, "rejected at review"), \
-                "B's enrolment under the number is not A's entry being kept"
-            assert island_a.sync_status()["provisional"] == 0 and island_b.sync_status()["provisional"] == 0
+            go_offline(island_a, proxy_a)
+            go_offline(island_b, proxy_b)
+            assert island_a.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
+            assert island_b.enrol("K4000004", SubjectInfo(name="Megawati at Sikakap"), [MEGAWATI]).provisional
+            assert central.enrol("K5000005", SubjectInfo(name="Kofi at the office"), [KOFI]).enrolled
+            proxy_a.restore()
+            drained(island_a)
+            proxy_b.restore()
+            drained(island_b)
+            yield central, (island_a, proxy_a), (island_b, proxy_b)
         finally:
             island_b.close()
             island_a.close()
             central.close()
+
+
+def test_withdrawing_one_upload_never_withdraws_another_subject_under_its_number(both_in_review: Islands
+                                                                                 ) -> None:
+    """Two islands enrol one document number offline (two travellers): the second upload waits for an officer
+    too; rejecting one upload withdraws that upload alone, wherever the number is held."""
+    central, (island_a, _), (island_b, _) = both_in_review
+    reviews = {r.station: r for r in central.list_reviews()}
+    assert set(reviews) == {"siberut-port", "sikakap-port"}, "B's upload is not stored over A's review"
+    assert not central.holds("K4000004")
+
+    central.resolve_review(reviews["siberut-port"].review_id, "reject", "not the holder of K4000004")
+    wait_until(lambda: not island_a.holds("K4000004") and island_a.sync_status()["provisional"] == 0,
+               timeout=10, message="A withdrew its copy")
+    assert outbox(island_a, "K4000004") == (OUTBOX_REJECTED, "rejected at review")
+    # B's copy and its review are untouched by A's withdrawal.
+    assert island_b.holds("K4000004") and island_b.sync_status()["provisional"] == 1
+    assert outbox(island_b, "K4000004") == (OUTBOX_REVIEW, "review")
+
+    central.resolve_review(reviews["sikakap-port"].review_id, "keep_both", "Megawati holds K4000004")
+    for station in (central, island_a, island_b):
+        wait_until(lambda s=station: s.holds("K4000004"), timeout=10, message="K4000004 everywhere")
+        assert station.verify("K4000004", [MEGAWATI_2]).match
+    wait_until(lambda: outbox(island_b, "K4000004") == (OUTBOX_STORED, "kept at review"), timeout=10,
+               message="B's entry settled as kept")
+    assert outbox(island_a, "K4000004") == (OUTBOX_REJECTED, "rejected at review"), \
+        "B's enrolment under the number is not A's entry being kept"
+    assert island_a.sync_status()["provisional"] == 0 and island_b.sync_status()["provisional"] == 0
 
 
 @pytest.mark.parametrize("resolution", ["reject", "link"])
@@ -248,31 +252,22 @@ def test_an_island_kiosk_sends_a_traveller_whose_enrolment_is_in_review_to_an_of
     assert not after.in_review and verification_outcome(after).decision == PROCEED
 
 
-def test_an_offline_erasure_closes_its_own_review_never_another_islands(tmp_path: Path, register: str) -> None:
+def test_an_offline_erasure_closes_its_own_review_never_another_islands(both_in_review: Islands) -> None:
     """Two islands' uploads of one document number wait for an officer; the first island erases its enrolment
     offline: its upload's review closes, the other island's review, copy and entry are untouched."""
-    with LinkProxy.to_url(register) as proxy_a, LinkProxy.to_url(register) as proxy_b:
-        central = open_station(tmp_path, "central-office", register, replica=False)
-        island_a = open_station(tmp_path, "siberut-port", proxy_a.url(register), replica=True)
-        island_b = open_station(tmp_path, "sikakap-port", proxy_b.url(register), replica=True)
-        try:
-            both_in_review(central, (island_a, proxy_a), (island_b, proxy_b))
-            assert {r.station for r in central.list_reviews()} == {"siberut-port", "sikakap-port"}
+    central, (island_a, proxy_a), (island_b, _) = both_in_review
+    assert {r.station for r in central.list_reviews()} == {"siberut-port", "sikakap-port"}
 
-            go_offline(island_a, proxy_a)
-            island_a.delete_subject("K4000004", "erasure request")
-            proxy_a.restore()
-            drained(island_a)
-            wait_until(lambda: {r.station for r in central.list_reviews()} == {"sikakap-port"}, timeout=10,
-                       message="A's review closed")
-            assert island_b.holds("K4000004") and island_b.sync_status()["provisional"] == 1
-            assert outbox(island_b, "K4000004") == (OUTBOX_REVIEW, "review")
-            (review,) = central.list_reviews()
-            central.resolve_review(review.review_id, "keep_both", "Megawati holds K4000004")
-            for station in (central, island_b):
-                wait_until(lambda s=station: s.holds("K4000004"), timeout=10, message="B's enrolment stored")
-                assert station.verify("K4000004", [MEGAWATI_2]).match
-        finally:
-            island_b.close()
-            island_a.close()
-            central.close()
+    go_offline(island_a, proxy_a)
+    island_a.delete_subject("K4000004", "erasure request")
+    proxy_a.restore()
+    drained(island_a)
+    wait_until(lambda: {r.station for r in central.list_reviews()} == {"sikakap-port"}, timeout=10,
+               message="A's review closed")
+    assert island_b.holds("K4000004") and island_b.sync_status()["provisional"] == 1
+    assert outbox(island_b, "K4000004") == (OUTBOX_REVIEW, "review")
+    (review,) = central.list_reviews()
+    central.resolve_review(review.review_id, "keep_both", "Megawati holds K4000004")
+    for station in (central, island_b):
+        wait_until(lambda s=station: s.holds("K4000004"), timeout=10, message="B's enrolment stored")
+        assert station.verify("K4000004", [MEGAWATI_2]).match
