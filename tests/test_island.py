@@ -271,7 +271,6 @@ def test_the_change_listener_starts_even_when_the_first_catch_up_fails(
         again.close()
 
 
-
 def test_an_enrolment_erased_offline_while_the_drain_waits_is_never_uploaded(
         tmp_path: Path, link: tuple[str, LinkProxy], monkeypatch: pytest.MonkeyPatch) -> None:
     _, proxy = link
