@@ -45,6 +45,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from biometrics.errors import RegisterUnavailable
 from biometrics.storage import SealedStore, Transaction
 from biometrics.types import Actor
 
@@ -83,7 +84,7 @@ DEFAULT_CHECKPOINT_EVERY = 100
 ALLOWED_FIELDS = frozenset({
     "subject_ref", "outcome", "threshold", "qualities", "duplicates", "override_reason", "match", "score",
     "candidates", "reason", "modalities", "watchlist", "alert_id", "count", "moved_to", "lines", "sha256",
-    "provisional", "upload_id", "attempts", "attempt", "call", "register_seq", "in_review",
+    "provisional", "upload_id", "attempts", "attempt", "call", "register_seq", "in_review", "seqs",
 })
 
 
@@ -150,6 +151,9 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 
 SHIPPED_MARK = "audit_shipped_upto"
+#: Journal meta: the entries of a register transaction whose COMMIT got no answer (``{"first", "last", "hash",
+#: "decision_id"}``): journaled, since the register may hold them, and settled once the register is reached.
+IN_DOUBT = "audit_in_doubt"
 
 
 class ChainFork(RuntimeError):
@@ -210,16 +214,73 @@ class AuditChain:
             with self.transaction() as tx:
                 yield tx
             return
-        tx = None
+        tx, body_done = None, False
         try:
             with self.register.transaction() as tx:
                 yield tx
+                body_done = True
             if tx.audit_entries:
                 self._journal_committed(tx.audit_entries)
                 self._after_commit(tx)
+        except RegisterUnavailable:
+            if body_done and tx is not None and tx.audit_entries:  # the COMMIT went unanswered
+                self._journal_in_doubt(tx.audit_entries)
+            raise
         finally:
             if tx is not None and tx.chain_locked:
                 self._lock.release()
+
+    def _journal_in_doubt(self, entries: list[dict[str, Any]]) -> None:
+        """The register transaction of ``entries`` reached its COMMIT and the link dropped before the answer: the
+        register may hold them or not. The chain cannot leave them out (had the register committed them, the next
+        record would fork it), so they are journaled as they are and marked in doubt; :meth:`_settle_in_doubt`
+        decides once the register is reached, and appends a ``not_committed`` record if it had not committed."""
+        first, last = entries[0], entries[-1]
+        doubt = {"first": first["seq"], "last": last["seq"], "hash": last["hash"],
+                 "decision_id": next((e.get("decision_id", "") for e in entries if e.get("decision_id")), "")}
+        try:
+            with self.storage.transaction() as jtx:
+                for e in entries:
+                    self.storage.append_audit(jtx, e["seq"], e["type"], e["hash"], canonical(e).decode())
+                self.storage.set_meta(jtx, IN_DOUBT, json.dumps(doubt))
+        except Exception:
+            self._unjournaled.extend(entries)  # as after a commit whose journal write failed: healed before appends
+            log.exception("audit: entries %d..%d, whose register COMMIT went unanswered, could not be journaled",
+                          first["seq"], last["seq"])
+            return
+        log.warning("audit: the register's COMMIT of entries %d..%d went unanswered: journaled, in doubt until the "
+                    "register is reached", first["seq"], last["seq"])
+
+    def _settle_in_doubt(self, *, locked: bool) -> None:
+        """Settle entries journaled in doubt (:meth:`_journal_in_doubt`): the register holds them (it committed:
+        nothing to add) or not (it did not: a ``not_committed`` record says the change they record never happened).
+        ``locked``: the caller's register transaction holds the register's write lock, which the transaction in
+        doubt held too, so it has ended; otherwise the lock is taken here before the register is read."""
+        raw = self.storage.get_meta(IN_DOUBT, "")
+        if not raw or self.register is None:
+            return
+        doubt = json.loads(raw)
+        if locked:
+            held = self.register.audit_rows(doubt["last"] - 1, 1)  # type: ignore[attr-defined]
+        else:
+            with self.register.transaction() as rtx:
+                self.register.lock_register(rtx)  # type: ignore[attr-defined]
+                held = [tuple(r) for r in rtx.execute(
+                    "SELECT seq, type, hash FROM audit WHERE station = ? AND seq = ?",
+                    (self.register.station, doubt["last"])).fetchall()]  # type: ignore[attr-defined]
+        if held and int(held[0][0]) == doubt["last"] and held[0][2] != doubt["hash"]:
+            raise ChainFork(f"station {self.station!r}: the register holds another entry at seq {doubt['last']} than "
+                            "the one whose COMMIT went unanswered")
+        committed = bool(held) and int(held[0][0]) == doubt["last"]
+        with self.transaction() as jtx:
+            self.storage.set_meta(jtx, IN_DOUBT, "")
+            if not committed:
+                self.record(jtx, "not_committed", Actor(role="system", identity=f"station {self.station} audit"),
+                            doubt["decision_id"], seqs=[doubt["first"], doubt["last"]],
+                            reason="the register did not commit the change these entries record (the answer to its "
+                                   "COMMIT was lost); it never happened")
+        log.warning("audit: entries %d..%d in doubt: the register %s them", doubt["first"], doubt["last"],
+                    "committed" if committed else "did not commit")
 
     def _after_commit(self, tx: Transaction) -> None:
         if tx.audit_checkpoints and self.anchor is not None:
@@ -326,6 +387,7 @@ class AuditChain:
         """Copy journal entries the register does not hold yet into it, in order; returns how many."""
         if self.register is None:
             return 0
+        self._settle_in_doubt(locked=False)
         mark = int(self.storage.get_meta(SHIPPED_MARK, "-1"))
         rows = self.storage.audit_rows(mark, limit)
         if not rows:
@@ -385,6 +447,7 @@ class AuditChain:
         self._lock.acquire()
         tx.chain_locked = True
         self._heal()
+        self._settle_in_doubt(locked=True)  # this change's transaction holds the register's write lock
         mark = int(self.storage.get_meta(SHIPPED_MARK, "-1"))
         pending = self.storage.audit_rows(mark, limit=1_000_000)
         if pending:

@@ -44,7 +44,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from biometrics.errors import (
@@ -69,6 +69,7 @@ from biometrics.replica import (
     OUTBOX_SUPERSEDED,
     OutboxEntry,
     Replica,
+    content_hash,
     enrolment_payload,
     keyed_hash,
     payload_templates,
@@ -101,6 +102,20 @@ ALERTS_SEQ = "alerts_register_seq"
 #: The outbox state an upload's outcome in the register settles its entry in.
 STATE_OF_OUTCOME = {"stored": OUTBOX_STORED, "review": OUTBOX_REVIEW, "erased": OUTBOX_ERASED,
                     "superseded": OUTBOX_SUPERSEDED, "refused": OUTBOX_ERASED}
+
+
+@dataclass
+class OnlineUpload:
+    """An island station's online enrolment, recorded in the register as this station's upload ``upload_id`` in
+    the enrolment's own transaction (:meth:`Island.record_online`). Should the commit's acknowledgement be lost
+    (the link dropped during COMMIT: the register may or may not hold the enrolment), the station enrols it
+    provisionally under the same id and content (:meth:`Island.enrol_offline`), and the drain recognises it when
+    the register had committed it (``again``: not stored twice, nor held for an officer's review against itself).
+    """
+
+    upload_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    payload: dict[str, Any] | None = None  # set once the register transaction has stored the enrolment
+    templates: list[StoredTemplate] = field(default_factory=list)  # as stored, template ids and times included
 
 
 @dataclass(frozen=True)
@@ -291,12 +306,27 @@ class Island:
 
     # -- offline writes --------------------------------------------------------------------------
 
+    def record_online(self, tx: Any, upload: OnlineUpload, subject_id: str, info: SubjectInfo,
+                      stored: list[StoredTemplate], seq: int, override_reason: str) -> None:
+        """In the register transaction that stores an online enrolment (change ``seq``, templates ``stored`` as
+        stored), record it as this station's upload ``upload.upload_id`` with the content an offline enrolment of
+        it would upload, kept in ``upload`` (see :class:`OnlineUpload`)."""
+        assert self.replica is not None
+        upload.templates = list(stored)
+        upload.payload = enrolment_payload(subject_id, info, upload.templates,
+                                           seen_seq=self.service.sync_state.applied_seq,
+                                           override_reason=override_reason)
+        self.reviews.record_upload(tx, upload.upload_id, "enrol", content_hash(self.replica.local.keyring,
+                                                                               upload.payload), "stored", seq)
+
     def enrol_offline(self, subject_id: str, info: SubjectInfo, faces: list[FaceTemplate],
                       fingers: list[tuple[int, FingerprintTemplate]], stored: list[StoredTemplate],
                       qualities: tuple[SampleQuality, ...], decision_id: str, allow_duplicate: bool,
-                      override_reason: str, actor: Actor) -> EnrolmentResult:
+                      override_reason: str, actor: Actor, online: OnlineUpload | None = None) -> EnrolmentResult:
         """Enrol provisionally: searched against this station's gallery, stored with its outbox entry and audit
-        record in one local transaction, uploaded when the link returns."""
+        record in one local transaction, uploaded when the link returns. ``online``: the online enrolment whose
+        commit was not acknowledged; if its register transaction reached the commit, the outbox entry takes its
+        upload id and content, so the drain recognises it should the register hold it."""
         service = self.service
         assert self.replica is not None
         if subject_id in service.gallery:
@@ -309,12 +339,15 @@ class Island:
         created = now()
         with_ids = [StoredTemplate(t.modality, t.finger, t.quality, t.data, uuid.uuid4().hex, created)
                     for t in stored]
+        payload = enrolment_payload(subject_id, info, with_ids, seen_seq=seen, override_reason=override_reason)
+        same_upload = ""
+        if online is not None and online.payload is not None:  # the register may hold it under this id
+            with_ids, payload, same_upload = online.templates, online.payload, online.upload_id
         assert service.decision_log is not None
         with service.decision_log.transaction() as tx:
             upload_id = ""
             if enrolled:
-                entry = self.replica.add(tx, "enrol", ref, enrolment_payload(
-                    subject_id, info, with_ids, seen_seq=seen, override_reason=override_reason))
+                entry = self.replica.add(tx, "enrol", ref, payload, upload_id=same_upload)
                 self.replica.local.put_subject(tx, ref, record_of(subject_id, info, with_ids), with_ids)
                 upload_id = entry.upload_id
             service.record(tx, "enrol", actor, decision_id, subject_ref=ref, outcome=outcome, threshold=threshold,

@@ -205,9 +205,10 @@ class Replica:
             tx.erased = tx.erased or bool(rows)  # the old hashes leave the WAL too
         return len(rows)
 
-    def add(self, tx: Transaction, kind: str, ref: str, payload: dict[str, Any]) -> OutboxEntry:
-        """Append a write to the outbox in ``tx`` (the transaction of its audit record)."""
-        upload_id = uuid.uuid4().hex
+    def add(self, tx: Transaction, kind: str, ref: str, payload: dict[str, Any], upload_id: str = "") -> OutboxEntry:
+        """Append a write to the outbox in ``tx`` (the transaction of its audit record), under ``upload_id`` (a new
+        one if not given)."""
+        upload_id = upload_id or uuid.uuid4().hex
         digest = content_hash(self.local.keyring, payload)
         sealed = self.local.keyring.seal(json.dumps(payload).encode(), _outbox_aad(upload_id))
         created = now()

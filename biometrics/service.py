@@ -66,6 +66,7 @@ from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extra
 from biometrics.fingerprint.fusion import best_of_k, fuse_modalities
 from biometrics.gallery import Gallery
 from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_grey
+from biometrics.island import OnlineUpload
 from biometrics.keydir import (
     KEYRING_NAME,
     KeyLocationError,
@@ -754,15 +755,16 @@ class CheckpointService:
                                                    allow_duplicate, override_reason, actor)
                 self.statistics.record_decision("enrol_provisional" if result.enrolled else "enrol_duplicate_held")
                 return result
+            online = OnlineUpload() if self.island is not None and self.island.works_offline else None
             try:
                 result = self._enrol_in_register(subject_id, info, faces, fingers, stored, qualities, decision_id,
-                                                 allow_duplicate, override_reason, actor)
+                                                 allow_duplicate, override_reason, actor, online)
             except RegisterUnavailable:
                 if self.island is None or not self.island.works_offline:
                     raise
-                self.island.link_lost()
+                self.island.link_lost()  # the commit may have been lost after the register made it: same upload
                 result = self.island.enrol_offline(subject_id, info, faces, fingers, stored, qualities, decision_id,
-                                                   allow_duplicate, override_reason, actor)
+                                                   allow_duplicate, override_reason, actor, online)
         return result
 
     def screen(self, faces: Sequence[np.ndarray], fingers: Sequence[tuple[int, FingerprintTemplate]],
@@ -786,7 +788,7 @@ class CheckpointService:
     def _enrol_in_register(self, subject_id: str, info: SubjectInfo, faces: Sequence[FaceTemplate],
                            fingers: Sequence[tuple[int, FingerprintTemplate]], stored: list[StoredTemplate],
                            qualities: tuple[SampleQuality, ...], decision_id: str, allow_duplicate: bool,
-                           override_reason: str, actor: Actor) -> EnrolmentResult:
+                           override_reason: str, actor: Actor, online: OnlineUpload | None = None) -> EnrolmentResult:
         seq = ref = None
         with self._change() as tx:
             self.catch_up()  # inside the register's write lock: the search sees every committed change
@@ -801,6 +803,8 @@ class CheckpointService:
                                                                    allow_duplicate, pending=pending)
             if enrolled:
                 ref, seq, with_ids = self.storage.insert_subject(tx, subject_id, info, stored)
+                if online is not None and self.island is not None:  # recognisable should the COMMIT's answer be lost
+                    self.island.record_online(tx, online, subject_id, info, with_ids, seq, override_reason)
             self._record(
                 tx, "enrol", actor, decision_id, subject_ref=self._ref(subject_id), outcome=outcome,
                 threshold=threshold, qualities=[q.quality for q in qualities],

@@ -4,7 +4,10 @@ chains where they overlap."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ from island_helpers import KOFI, MEGAWATI, MEGAWATI_2, chain_verifies, open_stat
 from pg import fresh_database
 
 from biometrics.audit import ChainFork
+from biometrics.errors import RegisterUnavailable, SubjectExists
 from biometrics.types import SubjectInfo
 
 pytestmark = pytest.mark.slow
@@ -105,3 +109,59 @@ def test_a_register_chain_with_entries_lost_in_the_middle_gets_them_shipped_agai
         finally:
             a.close()
         chain_verifies(tmp_path, register_chain(tmp_path, url, "rokot-airport"))
+
+
+def unanswered_commit(register: Any, *, commits: bool) -> list[int]:
+    """Make the register's next transaction lose the answer to its COMMIT, once: after committing (``commits``)
+    or before (the COMMIT never reached the register). Returns a list that counts the losses."""
+    real, lost = register.transaction, []
+
+    @contextlib.contextmanager
+    def transaction() -> Iterator[Any]:
+        with real() as tx:
+            yield tx
+            if not lost and not commits:
+                lost.append(1)
+                raise RegisterUnavailable("connection lost before the COMMIT reached the register (test)")
+        if not lost:
+            lost.append(1)
+            raise RegisterUnavailable("connection lost during COMMIT (test)")
+    register.transaction = transaction
+    return lost
+
+
+@pytest.mark.parametrize("commits", [True, False], ids=["register-committed", "register-did-not"])
+def test_a_change_whose_commit_goes_unanswered_neither_forks_the_chain_nor_leaves_a_false_record(
+        tmp_path: Path, commits: bool) -> None:
+    with fresh_database() as url:
+        a = open_station(tmp_path, "tuapejat-port", url, replica=False)
+        try:
+            lost = unanswered_commit(a.storage, commits=commits)
+            with pytest.raises(RegisterUnavailable):
+                a.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI])
+            del a.storage.transaction  # the instance's own method again
+            assert lost == [1]
+            if commits:  # the desk tries again: the register holds it
+                with pytest.raises(SubjectExists):
+                    a.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI])
+            else:
+                assert a.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled
+            assert a.storage.count()[0] == 1 and a.verify("A1000001", [MEGAWATI_2]).match
+            chain = a.decision_log
+            while chain.ship():
+                pass
+            journal = [(s, h) for s, _, h, _ in chain.storage.audit_rows(-1, 1000)]
+            assert journal == [(s, h) for s, _, h, _ in a.storage.audit_rows(-1, 1000)], "one chain, no fork"
+            entries = register_chain(tmp_path, url, "tuapejat-port")
+            chain_verifies(tmp_path, entries)
+            decisions = [e for e in map(json.loads, entries) if e["type"] == "decision"]
+            first = decisions[0]
+            assert first["kind"] == "enrol" and first["fields"]["outcome"] == "enrol_new"
+            corrections = [e for e in decisions if e["kind"] == "not_committed"]
+            if commits:
+                assert not corrections, "the register committed the change: its record stands"
+            else:
+                (note,) = corrections
+                assert note["decision_id"] == first["decision_id"] and note["fields"]["seqs"] == [first["seq"]] * 2
+        finally:
+            a.close()
