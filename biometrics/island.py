@@ -85,6 +85,7 @@ from biometrics.types import (
     SubjectInfo,
     SubjectRecord,
 )
+from biometrics.validation import check_reason
 
 if TYPE_CHECKING:
     from biometrics.register import Reviews
@@ -552,6 +553,8 @@ class Island:
                 raise ReviewConflict(f"No review {review_id!r} is waiting (unknown, or resolved already).")
             _, ref, doc, upload_id = taken
             subject_id, info = doc["subject_id"], SubjectInfo(**doc["info"])
+            check_reason(reason, "reason", required=True,
+                         documents=[subject_id, *(c["subject_id"] for c in doc.get("candidates", []))])
             service.catch_up()
             held = self.reviews.registered(tx, ref)  # now, under the lock: not what the upload saw
             fresh = [] if held or resolution == "reject" else self._screen_again(tx, review_id, doc)

@@ -729,7 +729,7 @@ class CheckpointService:
         actor = actor or Actor()
         validation.check_subject_id(subject_id)
         validation.check_subject_info(info)
-        validation.check_reason(override_reason, "override_reason", required=allow_duplicate)
+        validation.check_reason(override_reason, "override_reason", required=allow_duplicate, documents=[subject_id])
         validation.check_samples(samples, self.config.max_samples)
         if subject_id in self._watchlist:
             raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
@@ -993,7 +993,7 @@ class CheckpointService:
         """
         actor = actor or Actor()
         validation.check_subject_id(subject_id)
-        validation.check_reason(reason, "reason", required=False)
+        validation.check_reason(reason, "reason", required=False, documents=[subject_id])
         decision_id = _new_decision_id()
         with self._write_lock:
             self._ensure_current()

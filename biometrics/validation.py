@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -80,11 +80,17 @@ def check_subject_info(info: SubjectInfo) -> None:
             ) from None
 
 
-def check_reason(reason: str, field: str, *, required: bool) -> str:
-    """The officer's ``reason``: at most :data:`MAX_REASON` characters, and not blank when ``required``."""
+def check_reason(reason: str, field: str, *, required: bool, documents: Collection[str] = ()) -> str:
+    """The officer's ``reason``: at most :data:`MAX_REASON` characters, not blank when ``required``, and naming
+    none of ``documents`` (the document numbers the call is about): the audit log keeps the reason as written, in
+    an append-only chain no erasure reaches, so it must say why without saying who."""
     check_text(reason, field, MAX_REASON)
     if required and not reason.strip():
         raise InvalidSample(f"The field {field} is required: say why, it is recorded in the audit log.")
+    squeezed = "".join(reason.split()).casefold()
+    if any(d and "".join(d.split()).casefold() in squeezed for d in documents):
+        raise InvalidSample(f"The field {field} names a document number. Say why without saying who (no document "
+                            "numbers, no names): the audit log keeps it after the person's data is erased.")
     return reason
 
 

@@ -36,12 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--allow-duplicate", action="store_true",
                    help="officer's override of a possible duplicate (recorded); give --reason")
     e.add_argument("--reason", default="", help="why the duplicate check is overridden (required with "
-                   "--allow-duplicate; recorded)")
+                   "--allow-duplicate; recorded; no names, no document numbers: the audit log keeps it after an "
+                   "erasure)")
     s = sub.add_parser("show", help="a subject's data and enrolled templates")
     s.add_argument("subject_id")
     d = sub.add_parser("delete", help="erase a subject (templates and personal data)")
     d.add_argument("subject_id")
-    d.add_argument("--reason", default="", help="why (recorded in the audit log)")
+    d.add_argument("--reason", default="", help="why (recorded in the audit log, which outlives the erasure: no "
+                   "names, no document numbers)")
     a = sub.add_parser("alerts", help="watchlist alerts raised by Verify and Identify, newest first")
     a.add_argument("--limit", type=int, default=0, help="how many (default 50, at most 500)")
     r = sub.add_parser("reviews", help="enrolments made offline whose upload found possible duplicates, oldest first")
@@ -50,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "documents) or reject")
     v.add_argument("review_id")
     v.add_argument("resolution", choices=["keep-both", "link", "reject"])
-    v.add_argument("--reason", required=True, help="why (required; recorded in the audit log)")
+    v.add_argument("--reason", required=True, help="why (required; recorded in the audit log: no names, no "
+                   "document numbers)")
     return p
 
 

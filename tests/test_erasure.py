@@ -19,7 +19,7 @@ from waiting import wait_until
 
 from benchmarks.linkcut import LinkProxy
 from biometrics.crypto import KeyRing
-from biometrics.errors import ReviewConflict, SubjectNotFound
+from biometrics.errors import InvalidSample, ReviewConflict, SubjectNotFound
 from biometrics.register import MIGRATIONS, SCHEMA_VERSION, RegisterStorage, Reviews, read_register_audit
 from biometrics.replica import content_hash
 from biometrics.service import CheckpointService, StoreLocation
@@ -77,6 +77,26 @@ def test_an_erasure_deletes_the_alerts_naming_the_subject(tmp_path: Path) -> Non
         assert {a.subject_id for a in service.list_alerts(actor=OFFICER)} == {"P1234567", "Q7654321"}
         service.delete_subject("Q7654321", "erasure request", actor=OFFICER)
         assert [a.subject_id for a in service.list_alerts(actor=OFFICER)] == ["P1234567"]
+    finally:
+        service.close()
+
+
+def test_a_reason_that_names_the_document_is_refused_since_the_audit_log_outlives_the_erasure(
+        tmp_path: Path) -> None:
+    service = CheckpointService.open(StoreLocation(tmp_path / "data", key_dir=tmp_path / "keys"))
+    try:
+        assert service.enrol("P1234567", SubjectInfo(name="Megawati"), [MEGAWATI], actor=OFFICER).enrolled
+        with pytest.raises(InvalidSample, match="names a document number"):
+            service.delete_subject("P1234567", "erasure request of p 1234567", actor=OFFICER)
+        assert service.holds("P1234567"), "refused: nothing erased"
+        with pytest.raises(InvalidSample, match="names a document number"):
+            service.enrol("Q7654321", SubjectInfo(name="Megawati again"), [MEGAWATI_2], actor=OFFICER,
+                          allow_duplicate=True, override_reason="Q7654321 is her second passport")
+        assert not service.holds("Q7654321")
+        service.delete_subject("P1234567", "erasure request of the data subject", actor=OFFICER)
+        assert not service.holds("P1234567")
+        chain = "\n".join(service.storage.audit_entries())
+        assert "1234567" not in chain and "erasure request of the data subject" in chain
     finally:
         service.close()
 

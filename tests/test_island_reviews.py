@@ -129,7 +129,7 @@ def test_withdrawing_one_upload_never_withdraws_another_subject_under_its_number
     assert set(reviews) == {"siberut-port", "sikakap-port"}, "B's upload is not stored over A's review"
     assert not central.holds("K4000004")
 
-    central.resolve_review(reviews["siberut-port"].review_id, "reject", "not the holder of K4000004")
+    central.resolve_review(reviews["siberut-port"].review_id, "reject", "not the holder of that document")
     wait_until(lambda: not island_a.holds("K4000004") and island_a.sync_status()["provisional"] == 0,
                timeout=10, message="A withdrew its copy")
     assert outbox(island_a, "K4000004") == (OUTBOX_REJECTED, "rejected at review")
@@ -137,7 +137,7 @@ def test_withdrawing_one_upload_never_withdraws_another_subject_under_its_number
     assert island_b.holds("K4000004") and island_b.sync_status()["provisional"] == 1
     assert outbox(island_b, "K4000004") == (OUTBOX_REVIEW, "review")
 
-    central.resolve_review(reviews["sikakap-port"].review_id, "keep_both", "Megawati holds K4000004")
+    central.resolve_review(reviews["sikakap-port"].review_id, "keep_both", "two people: the other holds that document")
     for station in (central, island_a, island_b):
         wait_until(lambda s=station: s.holds("K4000004"), timeout=10, message="K4000004 everywhere")
         assert station.verify("K4000004", [MEGAWATI_2]).match
@@ -267,7 +267,7 @@ def test_an_offline_erasure_closes_its_own_review_never_another_islands(both_in_
     assert island_b.holds("K4000004") and island_b.sync_status()["provisional"] == 1
     assert outbox(island_b, "K4000004") == (OUTBOX_REVIEW, "review")
     (review,) = central.list_reviews()
-    central.resolve_review(review.review_id, "keep_both", "Megawati holds K4000004")
+    central.resolve_review(review.review_id, "keep_both", "two people: the other holds that document")
     for station in (central, island_b):
         wait_until(lambda s=station: s.holds("K4000004"), timeout=10, message="B's enrolment stored")
         assert station.verify("K4000004", [MEGAWATI_2]).match
