@@ -58,7 +58,9 @@ def rpc(handler: Handler) -> Handler:
                 message = convert.redact_url(str(exc))  # a device's error may name its URL, credentials and all
                 if isinstance(exc, DeviceError) and not self.full_view(context):
                     log.warning("%s: %s", name, message)  # the detail for the station's staff
-                    message = plain_message(exc)
+                    # a plain message may keep the device's own words (busy, timed out), which name the device
+                    # as configured: masked as well
+                    message = convert.redact_url(plain_message(exc))
             status = code.name
             context.abort(code, message)
         finally:
