@@ -665,9 +665,10 @@ class CheckpointService:
 
     def verify_capture_failed(self, attempt: int, actor: Actor, started: float, modalities: Collection[int | None],
                               nationality: str) -> None:
-        """A Verify call refused before it reached :meth:`verify` (its device capture failed): published as the
-        end of its kiosk transaction when it is a later call (``attempt`` > 1), whose earlier, not accepted call
-        published nothing; a first call's refusal publishes nothing here (nothing of it reached the service)."""
+        """A Verify call that ended before a decision (its device capture failed, or its caller abandoned it once
+        its samples were taken): published as the end of its kiosk transaction when it is a later call
+        (``attempt`` > 1), whose earlier, not accepted call published nothing; a first call publishes nothing
+        here (it made no decision)."""
         if attempt > 1:
             self.record_refusal(actor, started, modalities, nationality)
 
@@ -819,7 +820,8 @@ class CheckpointService:
         return EnrolmentResult(subject_id, enrolled, duplicates, qualities, threshold, decision_id)
 
     def verify(self, subject_id: str, samples: Sequence[Sample], *, actor: Actor | None = None,
-               document_nationality: str = "", attempts: int = 1, attempt: int = 0) -> VerificationResult:
+               document_nationality: str = "", attempts: int = 1, attempt: int = 0,
+               still_wanted: Callable[[], bool] | None = None) -> VerificationResult:
         """1:1: is the holder of these samples the subject enrolled as ``subject_id``?
 
         The samples are extracted before the subject is looked up, so an unknown document number costs a
@@ -836,22 +838,35 @@ class CheckpointService:
         transaction, not its outcome: it is audited, but its decision event (the published statistics) is left
         to the call that ends the transaction, so the portal counts travellers, not placements; it gets no
         feedback id.
+
+        ``still_wanted``: asked once the samples are extracted (the slow part), before they are compared; False
+        (the caller has gone) scores nothing: no attempt is counted, no decision is audited or published, no alert
+        raised, a ``verify_abandoned`` record is audited, and :class:`CallAbandoned` is raised (a later call of a
+        transaction is published as its end, as a capture that failed: see :meth:`verify_capture_failed`).
         """
         started, actor = time.perf_counter(), actor or Actor()
         try:
-            return self._verify(subject_id, samples, actor, document_nationality, started, attempts, attempt)
+            return self._verify(subject_id, samples, actor, document_nationality, started, attempts, attempt,
+                                still_wanted)
         except BiometricError:
             self._record_error(actor, started, samples, document_nationality)
             raise
+        except CallAbandoned:
+            self.verify_capture_failed(attempt, actor, started, {getattr(s, "modality", None) for s in samples},
+                                       document_nationality)
+            raise
 
     def _verify(self, subject_id: str, samples: Sequence[Sample], actor: Actor, document_nationality: str,
-                started: float, attempts: int = 1, attempt: int = 0) -> VerificationResult:
+                started: float, attempts: int = 1, attempt: int = 0,
+                still_wanted: Callable[[], bool] | None = None) -> VerificationResult:
         nationality = check_nationality(document_nationality)
         attempts, attempt = validation.check_attempts(attempts, attempt)
         validation.check_subject_id(subject_id)
         validation.check_samples(samples, self.config.max_samples)
         faces = self._extract_faces(samples, "probe")
         fingers = self._extract_fingers(samples, "probe")
+        self._stop_if_abandoned(still_wanted, "verify", actor, subject_ref=self._ref(subject_id),
+                                **({"attempts": attempts, "attempt": attempt} if attempts > 1 else {}))
         self._ensure_current()
         if subject_id not in self._watchlist:
             raise SubjectNotFound(f"No traveller is enrolled under {subject_id!r}.")
@@ -914,23 +929,38 @@ class CheckpointService:
         """Whether the station counts this caller's Verify calls per document (an unattended kiosk)."""
         return actor.role in self.config.counted_roles
 
+    def _stop_if_abandoned(self, still_wanted: Callable[[], bool] | None, kind: str, actor: Actor,
+                           **fields: Any) -> None:
+        """Before a Verify or Identify compares its samples: when its caller has gone (``still_wanted`` answers
+        False), audit a ``KIND_abandoned`` record (no score, no match, no candidate: no decision was made) and
+        raise :class:`CallAbandoned`."""
+        if still_wanted is None or still_wanted():
+            return
+        with self._audit() as tx:
+            self._record(tx, f"{kind}_abandoned", actor, _new_decision_id(), **fields)
+        raise CallAbandoned(f"The {kind} call was abandoned by its caller before its decision: nothing was decided "
+                            "or counted.")
+
     def identify(
         self, samples: Sequence[Sample], max_candidates: int = 0, *, actor: Actor | None = None,
-        document_nationality: str = "",
+        document_nationality: str = "", still_wanted: Callable[[], bool] | None = None,
     ) -> IdentificationResult:
         """1:N: the enrolled subjects these samples match, at or over the 1:N threshold, best first.
 
         Its event is recorded with its audit record, its category from ``document_nationality`` (unknown without).
+        ``still_wanted``: asked once the samples are extracted, before the search; False (the caller has gone)
+        searches nothing and records no decision, no alert and no event, audits an ``identify_abandoned`` record
+        and raises :class:`CallAbandoned`.
         """
         started, actor = time.perf_counter(), actor or Actor()
         try:
-            return self._identify(samples, max_candidates, actor, document_nationality, started)
+            return self._identify(samples, max_candidates, actor, document_nationality, started, still_wanted)
         except BiometricError:
             self._record_error(actor, started, samples, document_nationality)
             raise
 
     def _identify(self, samples: Sequence[Sample], max_candidates: int, actor: Actor, document_nationality: str,
-                  started: float) -> IdentificationResult:
+                  started: float, still_wanted: Callable[[], bool] | None = None) -> IdentificationResult:
         nationality = check_nationality(document_nationality)
         validation.check_samples(samples, self.config.max_samples)
         if max_candidates < 0:
@@ -938,6 +968,7 @@ class CheckpointService:
         k = min(max_candidates or self.config.default_max_candidates, self.config.max_candidates)
         faces = self._extract_faces(samples, "probe")
         fingers = self._extract_fingers(samples, "probe")
+        self._stop_if_abandoned(still_wanted, "identify", actor)
         self._ensure_current()
         threshold = self.search_threshold()
         # ranked over the server's whole cap: the decision and the alerts see every watchlisted candidate, the

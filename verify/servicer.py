@@ -58,7 +58,9 @@ def rpc(handler: Handler) -> Handler:
                 message = convert.redact_url(str(exc))  # a device's error may name its URL, credentials and all
                 if isinstance(exc, DeviceError) and not self.full_view(context):
                     log.warning("%s: %s", name, message)  # the detail for the station's staff
-                    message = plain_message(exc)
+                    # a plain message may keep the device's own words (busy, timed out), which name the device
+                    # as configured: masked as well
+                    message = convert.redact_url(plain_message(exc))
             status = code.name
             context.abort(code, message)
         finally:
@@ -198,7 +200,9 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
 
     @rpc
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:  # noqa: N802
-        """See the contract."""
+        """See the contract. A call that has ended (its caller gave up) once its samples are taken is not scored:
+        no decision is recorded and no attempt counted (``CANCELLED`` in the server's statistics)."""
+        call = CallTime(context)
         validation.check_attempts(request.attempts, request.attempt)
         self.service.check_attempts_left(request.subject_id, actor=self.actor(context))  # before any capture
         started = time.perf_counter()
@@ -210,15 +214,16 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
             raise
         result = self.service.verify(request.subject_id, samples, actor=self.actor(context),
                                      document_nationality=request.document_nationality, attempts=request.attempts,
-                                     attempt=request.attempt)
+                                     attempt=request.attempt, still_wanted=call.active)
         return convert.verify_response(result, full=self.full_view(context))
 
     @rpc
     def Identify(self, request: pb.IdentifyRequest, context: grpc.ServicerContext) -> pb.IdentifyResponse:  # noqa: N802
-        """See the contract."""
+        """See the contract. A call that has ended once its samples are taken is not scored (as Verify)."""
+        call = CallTime(context)
         result = self.service.identify(
             self.samples(request.samples, context), request.max_candidates, actor=self.actor(context),
-            document_nationality=request.document_nationality,
+            document_nationality=request.document_nationality, still_wanted=call.active,
         )
         return convert.identify_response(result, full=self.full_view(context))
 
