@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from biometrics import validation
-from biometrics.attempts import DEFAULT_WINDOW_S, Attempt, AttemptLedger
+from biometrics.attempts import DEFAULT_WINDOW_S, Attempt, AttemptLedger, AttemptsExhausted
 from biometrics.audit import (
     LOG_NAME,
     AuditChain,
@@ -118,6 +118,11 @@ log = logging.getLogger(__name__)
 
 class NoReference(BiometricError):
     """The subject has no enrolled reference for the modality of the probe."""
+
+
+#: The Verify refusals audited (``verify_refused``), by what they say about the document.
+REFUSAL_OUTCOMES: dict[type[BiometricError], str] = {
+    SubjectNotFound: "not_found", NoReference: "no_reference", AttemptsExhausted: "attempts_exhausted"}
 
 
 class FaceExtractor(Protocol):
@@ -848,7 +853,8 @@ class CheckpointService:
         try:
             return self._verify(subject_id, samples, actor, document_nationality, started, attempts, attempt,
                                 still_wanted)
-        except BiometricError:
+        except BiometricError as exc:
+            self._audit_refusal(exc, subject_id, actor)
             self._record_error(actor, started, samples, document_nationality)
             raise
         except CallAbandoned:
@@ -916,9 +922,29 @@ class CheckpointService:
     def check_attempts_left(self, subject_id: str, *, actor: Actor | None = None) -> None:
         """Raise ``AttemptsExhausted`` when a kiosk's Verify of ``subject_id`` would be refused for its transaction's
         attempts (``biometrics.attempts``), counting nothing: asked before a device capture, so that the
-        traveller is not asked to place a finger for a call that will be refused."""
-        if self._counted(actor or Actor()):
-            self.attempt_ledger.check_open(subject_id)
+        traveller is not asked to place a finger for a call that will be refused. The refusal is audited."""
+        actor = actor or Actor()
+        if self._counted(actor):
+            try:
+                self.attempt_ledger.check_open(subject_id)
+            except AttemptsExhausted as exc:
+                self._audit_refusal(exc, subject_id, actor)
+                raise
+
+    def _audit_refusal(self, exc: BiometricError, subject_id: str, actor: Actor) -> None:
+        """Audit a Verify refused before a decision for what it says about the document (``outcome``: not_found,
+        no_reference, attempts_exhausted): a kiosk probing who is enrolled, or a document tried until the station
+        refuses it, leaves a trace in the chain. Other refusals (no face, a bad image) are the capture's, published
+        as errors only. A failure to record is logged, never raised over the refusal."""
+        outcome = REFUSAL_OUTCOMES.get(type(exc))
+        if outcome is None:
+            return
+        try:
+            with self._audit() as tx:
+                self._record(tx, "verify_refused", actor, _new_decision_id(), subject_ref=self._ref(subject_id),
+                             outcome=outcome)
+        except Exception:
+            log.exception("the audit record of a refused Verify could not be written")
 
     def _count_attempt(self, subject_id: str, attempts: int, actor: Actor) -> Attempt | None:
         """The station's count of this call in its document's kiosk transaction (``biometrics.attempts``), for

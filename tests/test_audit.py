@@ -253,3 +253,40 @@ def test_a_torn_line_of_an_older_log_is_moved_aside_with_a_recovery_record(tmp_p
     assert aside.read_bytes() == torn + b"\n"
     assert not legacy.exists() and legacy.with_name("audit.jsonl.imported").exists()
     storage.close()
+
+
+def test_verify_refusals_that_say_something_of_the_document_are_audited(tmp_path: Path) -> None:
+    """An unknown document (a kiosk probing who is enrolled) and a transaction out of attempts (a document tried
+    until the station refuses it) leave a ``verify_refused`` record naming the document's pseudonym; a decision is
+    recorded as ``verify``."""
+    from helpers import face
+
+    from biometrics.attempts import AttemptsExhausted
+    from biometrics.errors import SubjectNotFound
+    from biometrics.service import CheckpointService, StoreLocation
+    from biometrics.types import Modality, Sample, SubjectInfo
+
+    kiosk = Actor(role="kiosk", identity="CN=kiosk-arr,OU=kiosk", extra={"common_name": "kiosk-arr"})
+    megawati = Sample(Modality.FACE, face("Megawati_Sukarnoputri_0001.jpg"))
+    kofi = Sample(Modality.FACE, face("Kofi_Annan_0001.jpg"))
+    service = CheckpointService.open(StoreLocation(tmp_path / "data", key_dir=tmp_path / "keys"))
+    try:
+        service.enrol("A1000001", SubjectInfo(name="Megawati"), [megawati])
+        with pytest.raises(SubjectNotFound):
+            service.verify("X0000001", [kofi], actor=kiosk)
+        assert not service.verify("A1000001", [kofi], actor=kiosk).match  # the transaction's one attempt
+        with pytest.raises(AttemptsExhausted):
+            service.check_attempts_left("A1000001", actor=kiosk)
+        with pytest.raises(AttemptsExhausted):
+            service.verify("A1000001", [kofi], actor=kiosk)
+        ring = service.storage.keyring
+        records = [json.loads(e) for e in service.storage.audit_entries()]
+        seen = [(r["kind"], r["fields"].get("outcome"), r["fields"]["subject_ref"]) for r in records
+                if r["type"] == "decision" and r["kind"].startswith("verify")]
+        assert seen == [("verify_refused", "not_found", ring.pseudonym("X0000001")),
+                        ("verify", None, ring.pseudonym("A1000001")),
+                        ("verify_refused", "attempts_exhausted", ring.pseudonym("A1000001")),
+                        ("verify_refused", "attempts_exhausted", ring.pseudonym("A1000001"))]
+        assert all(r["actor"]["role"] == "kiosk" for r in records if r.get("kind", "").startswith("verify"))
+    finally:
+        service.close()
