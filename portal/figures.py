@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from biometrics.events import (
     ARRIVAL,
@@ -35,6 +36,7 @@ from portal.disclosure import HIDDEN_ENTRY, NationalityRelease, ProtectedTable, 
 from portal.periods import Schedule, month_end, month_range, month_start
 from portal.released import TableReleases, utc_now
 from portal.satisfaction_release import RatingsRow, release_month
+from portal.shared_record import share
 from portal.staffing import HourPlan, plan_hour
 
 
@@ -300,7 +302,7 @@ class Figures:
             for r in self.store.monthly_arrivals(nat_months[0], nat_months[-1]):
                 raw[r.month][(r.station, r.nationality)] = raw[r.month].get((r.station, r.nationality), 0) + r.count
             for m in nat_months:
-                released = self.release.release(m, raw.get(m, {})) if public else raw.get(m, {})
+                released = self.release.release(m, raw.get(m, {}), self._share) if public else raw.get(m, {})
                 for (s, nat), c in released.items():
                     if station is None or s == station:
                         nat_cells[nat][m] = (nat_cells[nat].get(m) or 0) + c
@@ -329,6 +331,10 @@ class Figures:
         rows = [summed(c for m, c in enumerate(cells[i], 1) if (y, m) not in future) for i, y in enumerate(year_list)]
         cols = [summed(cells[i][m - 1] for i, y in enumerate(year_list) if (y, m) not in future) for m in range(1, 13)]
         return SeasonalView(station, year_list, ProtectedTable(cells, rows, cols, summed(rows)), future)
+
+    def _share(self, name: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """A nationality release recorded in the store (or the one recorded there first)."""
+        return share(self.store, {name: doc})[name]
 
     # -- satisfaction ----------------------------------------------------------------------------------
 
