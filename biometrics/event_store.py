@@ -579,6 +579,19 @@ class EventHousekeeper:
 # -- opening a store without the station's key ring (the portal, simulations) -------------------------
 
 
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[Transaction]:
+    """A write transaction on ``db`` (``BEGIN IMMEDIATE``; rolled back on any exception)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield Transaction(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 class SqliteFile:
     """A SQLite store file opened without a key ring: read-only (a URI ``mode=ro`` connection that reads beside
     a running server, WAL), or writable (migrated to the current schema; for simulations and imports)."""
@@ -616,15 +629,8 @@ class SqliteFile:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """A write transaction (``BEGIN IMMEDIATE``)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield Transaction(self._db)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._lock, _immediate(self._db) as tx:
+            yield tx
 
     @contextmanager
     def release_transaction(self) -> Iterator[Transaction]:
@@ -638,14 +644,8 @@ class SqliteFile:
             if self._writer is None:
                 self._writer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                 self._writer.execute("PRAGMA busy_timeout=10000")
-            self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield Transaction(self._writer)
-                self._writer.execute("COMMIT")
-            except BaseException:
-                if self._writer.in_transaction:
-                    self._writer.execute("ROLLBACK")
-                raise
+            with _immediate(self._writer) as tx:
+                yield tx
 
     @contextmanager
     def _read(self) -> Iterator[Transaction]:
