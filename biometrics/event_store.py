@@ -95,6 +95,31 @@ _EVENT_COLUMNS = ("event_id", "minute", "station", "lane", "direction", "categor
                   "quality", "model_version", "calibration_version")
 
 
+#: The portal's released tables and counts, one insert-once record per period (``day/YYYY-MM-DD``,
+#: ``arrivals/YYYY-MM``, ``satisfaction/YYYY-MM``, ``nationality/YYYY-MM``): JSON as the portal published it.
+RELEASES_TABLE = ("CREATE TABLE IF NOT EXISTS portal_releases (name TEXT PRIMARY KEY, doc TEXT NOT NULL, "
+                  "released_at TEXT NOT NULL)")
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for k in range(0, len(items), size):
+        yield items[k:k + size]
+
+
+def _has_release_table(view: Transaction) -> bool:
+    if _postgres(view):
+        return view.execute("SELECT to_regclass('portal_releases')").fetchone()[0] is not None
+    return view.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'portal_releases'"
+                        ).fetchone() is not None
+
+
+def _release_transaction(backend: Any) -> Any:
+    """A write transaction for the portal's release records: the backend's own read-only-proof one if it has
+    one (:class:`SqliteFile`, :class:`PostgresPool`), else its ordinary write transaction."""
+    opener = getattr(backend, "release_transaction", None)
+    return opener() if opener is not None else backend.transaction()
+
+
 def port_code(station: str) -> str:
     """The BPS port code of ``station`` (see :data:`BPS_PORTS`; "" for a station not in the mapping)."""
     return BPS_PORTS.get(station, "")
@@ -325,6 +350,41 @@ class SqlEventStore:
         row = tx.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return str(row[0]) if row else default
 
+    # -- the portal's releases, shared by every portal on the store ------------------------------------
+
+    def recorded_releases(self, names: Sequence[str]) -> dict[str, str]:
+        """The release records among ``names`` that a portal has recorded (:meth:`record_releases`)."""
+        with self.backend._read() as view:
+            if not _has_release_table(view):
+                return {}
+            out = {}
+            for chunk in _chunks(list(names), 500):
+                marks = ", ".join("?" for _ in chunk)
+                out.update(view.execute(f"SELECT name, doc FROM portal_releases WHERE name IN ({marks})",
+                                        chunk).fetchall())
+            return out
+
+    def record_releases(self, docs: dict[str, str]) -> dict[str, str]:
+        """Record each release (name -> document) unless one is recorded under its name already, in one
+        transaction; the records as they are then (another portal's, where it was first).
+
+        Insert-once: a record is never changed, so every portal on the store publishes the first one. The
+        one table a portal writes (``portal_releases``, created here if missing); a store opened read-only
+        writes it on a connection of its own (:func:`_release_transaction`).
+        """
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with _release_transaction(self.backend) as tx:
+            if not _has_release_table(tx):  # (a role with INSERT only may not run CREATE, even IF NOT EXISTS)
+                tx.execute(RELEASES_TABLE)
+            tx.executemany("INSERT INTO portal_releases(name, doc, released_at) VALUES (?, ?, ?) "
+                           "ON CONFLICT (name) DO NOTHING", [(n, d, now) for n, d in sorted(docs.items())])
+            out = {}
+            for chunk in _chunks(sorted(docs), 500):
+                marks = ", ".join("?" for _ in chunk)
+                out.update(tx.execute(f"SELECT name, doc FROM portal_releases WHERE name IN ({marks})",
+                                      chunk).fetchall())
+            return out
+
     # -- reading (aggregates only) ----------------------------------------------------------------
 
     def hourly(self, start: date, end: date, station: str | None = None) -> list[HourlyRow]:
@@ -519,6 +579,19 @@ class EventHousekeeper:
 # -- opening a store without the station's key ring (the portal, simulations) -------------------------
 
 
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[Transaction]:
+    """A write transaction on ``db`` (``BEGIN IMMEDIATE``; rolled back on any exception)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield Transaction(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 class SqliteFile:
     """A SQLite store file opened without a key ring: read-only (a URI ``mode=ro`` connection that reads beside
     a running server, WAL), or writable (migrated to the current schema; for simulations and imports)."""
@@ -526,7 +599,8 @@ class SqliteFile:
     def __init__(self, path: Path, *, readonly: bool = True) -> None:
         from biometrics.storage import migrate
 
-        self.path = path
+        self.path, self.readonly = path, readonly
+        self._writer: sqlite3.Connection | None = None  # for the portal's release records (read-only file)
         self._lock = threading.RLock()
         if readonly:
             if not path.exists():
@@ -555,15 +629,23 @@ class SqliteFile:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """A write transaction (``BEGIN IMMEDIATE``)."""
+        with self._lock, _immediate(self._db) as tx:
+            yield tx
+
+    @contextmanager
+    def release_transaction(self) -> Iterator[Transaction]:
+        """A write transaction for the portal's release records, on a writable connection of its own when
+        this one is read-only (opened on first use; it writes ``portal_releases`` only)."""
+        if not self.readonly:
+            with self.transaction() as tx:
+                yield tx
+            return
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield Transaction(self._db)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+            if self._writer is None:
+                self._writer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                self._writer.execute("PRAGMA busy_timeout=10000")
+            with _immediate(self._writer) as tx:
+                yield tx
 
     @contextmanager
     def _read(self) -> Iterator[Transaction]:
@@ -575,9 +657,11 @@ class SqliteFile:
                 self._db.execute("COMMIT")
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection(s)."""
         with self._lock:
             self._db.close()
+            if self._writer is not None:
+                self._writer.close()
 
 
 class PostgresPool:
@@ -613,6 +697,14 @@ class PostgresPool:
     def transaction(self) -> Iterator[Transaction]:
         """A write transaction on a pooled connection."""
         with self._pool.connection() as conn, conn.transaction():
+            yield Transaction(conn, "%s")
+
+    @contextmanager
+    def release_transaction(self) -> Iterator[Transaction]:
+        """A write transaction for the portal's release records, also on a read-only pool (the portal's role
+        needs INSERT on ``portal_releases``, and CREATE once if nobody has created it)."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION READ WRITE")
             yield Transaction(conn, "%s")
 
     @contextmanager

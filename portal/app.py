@@ -267,8 +267,8 @@ class Portal:
         months = _month_labels(t, view.months)
         port_chart = charts.line_chart(
             "chart-ports", t("arrivals_port_caption"), t("arrivals_port_chart"), months,
-            [(station_name(s, t), [None if m in view.pending else row[j].public
-                                   for m, row in zip(view.months, view.by_port.cells, strict=True)])
+            [(station_name(s, t), [None if m in view.pending or (i, j) in view.unpublished else row[j].public
+                                   for i, (m, row) in enumerate(zip(view.months, view.by_port.cells, strict=True))])
              for j, s in enumerate(view.stations)],
             t("arrivals"))
         top = view.nationalities[:12]
@@ -402,8 +402,8 @@ class Portal:
         if dataset == "hourly":
             station = validation.station(params, stations, required=True)
             day = self._day(params, figures, today)
-            if station:
-                view = figures.today(station, day, self.public)
+            view = figures.today(station, day, self.public) if station else None
+            if view:  # None: the day's release does not list the station (not published)
                 rows = [[station, day, h.hour, h.counts[0], h.counts[1], h.total, h.percentiles[50],
                          h.percentiles[90], h.percentiles[95], h.lanes_open] for h in view.hours]
         elif dataset == "arrivals_port":
@@ -411,7 +411,8 @@ class Portal:
             view = figures.arrivals(None, first, last_month, self.public)
             ports = figures.store.port_codes() if hasattr(figures.store, "port_codes") else {}
             rows = [[m.strftime("%Y-%m"), s, ports.get(s, ""), view.by_port.cells[i][j]]
-                    for i, m in enumerate(view.months) for j, s in enumerate(view.stations) if m not in view.pending]
+                    for i, m in enumerate(view.months) for j, s in enumerate(view.stations)
+                    if m not in view.pending and (i, j) not in view.unpublished]
         elif dataset == "arrivals_nationality":
             station = validation.station(params, stations)
             first, last_month = self._period(params, figures, today)

@@ -131,6 +131,7 @@ def servers(args: argparse.Namespace) -> list[Any]:
 
     from biometrics.event_store import open_event_store
     from portal.app import create_app, warm_up
+    from portal.release_timer import ReleaseTimer
 
     config = config_from(args)
 
@@ -140,6 +141,8 @@ def servers(args: argparse.Namespace) -> list[Any]:
     host, port = args.listen
     public_app = create_app(opener, config)
     threading.Thread(target=warm_up, args=(public_app,), name="portal-warm-up", daemon=True).start()
+    # every period is built when it falls due (and the due ones now), not at its first request
+    ReleaseTimer(public_app.state.portal.holder.figures, config.schedule).start()
     public = uvicorn.Server(uvicorn.Config(public_app, host=host, port=port, log_level=args.log_level, http="h11",
                                            lifespan="off"))
     out = [public]

@@ -151,12 +151,6 @@ def _pct_from(values: Sequence[float | None]) -> Percentiles:
     return {q: None if v is None else float(v) for q, v in zip(histogram.PERCENTILES, values, strict=True)}
 
 
-EMPTY_STATION = StationDay([[Published(0)] * len(DIRECTIONS) for _ in HOURS], [Published(0)] * len(HOURS),
-                           [Published(0)] * len(DIRECTIONS), Published(0),
-                           [dict.fromkeys(histogram.PERCENTILES) for _ in HOURS], dict.fromkeys(histogram.PERCENTILES),
-                           [0] * len(HOURS), None)
-
-
 @dataclass(frozen=True)
 class DayRelease:
     """A local day's master table as published (or, for the auditors, unsuppressed).
@@ -171,9 +165,10 @@ class DayRelease:
     total: Published  # all stations
     arrivals: dict[str, int]
 
-    def station(self, name: str) -> StationDay:
-        """``name``'s day (all zero for a station the release does not list: it had recorded nothing then)."""
-        return self.stations.get(name, EMPTY_STATION)
+    def station(self, name: str) -> StationDay | None:
+        """``name``'s day, or None for a station the release does not list (the store did not know it at the
+        release: its day is not published, which is not the same as nobody passing)."""
+        return self.stations.get(name)
 
     def entries(self) -> dict[Key, Published]:
         """Every entry of the day's network (:func:`day_arcs`) as published."""

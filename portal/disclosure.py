@@ -22,10 +22,10 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 from portal.releases import MonthRelease, ReleaseLog, ReleaseParameters, now_text
 from portal.suppression import Key, Network, Node, suppress
@@ -281,25 +281,33 @@ class NationalityRelease:
         suppressed = frozenset(k for k, c in counts.items() if c > 0 and k not in values)
         return MonthRelease(month, self.parameters(), values, suppressed, now_text())  # type: ignore[arg-type]
 
-    def release(self, month: date, counts: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    def release(self, month: date, counts: Mapping[tuple[str, str], int],
+                share: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None) -> dict[tuple[str, str], int]:
         """The released counts of one completed month: keys absent from the result were not released.
 
         With ``opendp``: noisy counts, only those at or above the threshold. With ``round5``: counts of at
         least :data:`MIN_COUNT` rounded to the base (smaller ones absent: not released). A month released
         before (in this process, or on disk) is returned as it was released, whatever ``counts`` say now. A
         month without any arrival is not released (nor kept): there is nothing to protect and nothing drawn.
+        ``share`` (name, record -> the record to publish) records a new draw where every portal on the store
+        finds it, and returns the first portal's (:mod:`portal.shared_record`): one draw per month, store-wide.
         """
+        def drawn() -> MonthRelease:
+            fresh = self._draw(month, counts)
+            return fresh if share is None else MonthRelease.from_json(share(f"nationality/{month:%Y-%m}",
+                                                                            fresh.to_json()))
+
         with self._lock:
             if month in self._cache:
                 return self._cache[month].values
             if not any(c > 0 for c in counts.values()):
                 return {}  # nothing recorded (yet): no noise drawn, nothing kept, a later load is released then
             if self.log is None:
-                self._cache[month] = self._draw(month, counts)
+                self._cache[month] = drawn()
             else:
                 with self.log.releasing(month) as existing:  # under the state directory's lock
                     if existing is None:
-                        existing = self._draw(month, counts)
+                        existing = drawn()
                         self.log.write(existing)
                     self._cache[month] = existing
             return self._cache[month].values

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from biometrics.events import (
     ARRIVAL,
@@ -31,10 +32,11 @@ from biometrics.events import (
 )
 from portal import histogram
 from portal.day_release import DayRelease, Tally, release_day, tallies
-from portal.disclosure import NationalityRelease, ProtectedTable, Published, ReleasePolicy, summed
+from portal.disclosure import HIDDEN_ENTRY, NationalityRelease, ProtectedTable, Published, ReleasePolicy, summed
 from portal.periods import Schedule, month_end, month_range, month_start
 from portal.released import TableReleases, utc_now
 from portal.satisfaction_release import RatingsRow, release_month
+from portal.shared_record import share
 from portal.staffing import HourPlan, plan_hour
 
 
@@ -73,6 +75,11 @@ class PortalConfig:
     def local(self, when: datetime) -> datetime:
         """``when`` (UTC) in local time (naive)."""
         return (when.astimezone(UTC) + self.offset).replace(tzinfo=None)
+
+
+#: The placeholder of a figure that is not published (not released, or not in its period's release): never
+#: shown as a number (the pages and downloads leave it out or show "·"), and a sum over it is not shown either.
+NOT_PUBLISHED = HIDDEN_ENTRY
 
 
 def either(first: Published, second: Published) -> Published:
@@ -132,10 +139,15 @@ class ArrivalsView:
     stations: list[str]
     by_port: ProtectedTable  # rows: months, columns: stations
     pending: set[date]  # months of the period not released yet (public) or not begun (auditors)
+    unpublished: set[tuple[int, int]]  # (month, station) cells of released months whose release lacks the station
     nat_months: list[date]  # completed months (released)
     nationalities: list[str]
     by_nationality: list[list[int | None]]  # rows: nationalities, columns: nat_months (None: not released)
     nat_totals: list[int]
+
+    def any_published(self) -> bool:
+        """True when at least one month of the period is published (else its totals add up nothing: "·")."""
+        return any(m not in self.pending for m in self.months)
 
 
 @dataclass
@@ -223,9 +235,12 @@ class Figures:
             return released[day]
         return release_day(day, self._local_rows(day, day), self.store.stations(), public=False)
 
-    def today(self, station: str, day: date, public: bool = True) -> TodayView:
-        """Hour by hour at ``station`` on local day ``day``."""
+    def today(self, station: str, day: date, public: bool = True) -> TodayView | None:
+        """Hour by hour at ``station`` on local day ``day`` (None: the day's release does not list the station,
+        first seen after it, so its day is not published)."""
         sd = self.day(day, public).station(station)
+        if sd is None:
+            return None
         hours = [HourFigures(h, sd.cells[h], sd.hours[h], sd.hour_percentiles[h], sd.lanes[h]) for h in range(24)]
         return TodayView(station, day, hours, sd.directions, sd.total, sd.day_percentiles, sd.within_share)
 
@@ -235,6 +250,8 @@ class Figures:
         rows = []
         for s in self.store.stations():
             sd = release.station(s)
+            if sd is None:  # first seen after the release: left out (the day's total is the release's own)
+                continue
             rows.append(StationDay(s, sd.directions, sd.total, sd.day_percentiles))
         return OverviewView(day, rows, release.total)
 
@@ -242,14 +259,15 @@ class Figures:
 
     def month_arrivals(self, months: list[date], public: bool = True) -> dict[date, dict[str | None, Published]]:
         """Arrivals per month (first day) and station, and over all stations (key None), of the months given
-        that are released (public: each month's released arrivals) or, for the auditors, begun."""
+        that are released (public: each month's released arrivals) or, for the auditors, begun. A station that
+        a month's release does not list (first seen after it) has no entry in that month: not published."""
         out: dict[date, dict[str | None, Published]] = {}
         stations = self.store.stations()
         if public:
             for m in months:
                 release = self.tables.arrivals(self.store, m)
                 if release is not None:
-                    out[m] = {s: release.station(s) for s in [*stations, None]}
+                    out[m] = {s: p for s in [*stations, None] if (p := release.station(s)) is not None}
             return out
         begun = [m for m in months if m <= self.current_day()]
         raw: dict[date, dict[str, int]] = {m: defaultdict(int) for m in begun}
@@ -267,9 +285,12 @@ class Figures:
         months = month_range(first, last)
         stations = [station] if station else self.store.stations()
         per_month = self.month_arrivals(months, public)
-        zero = Published(0)
-        cells = [[per_month.get(m, {}).get(s, zero) for s in stations] for m in months]
-        rows = [cells[i][0] if station else either(summed(cells[i]), per_month.get(m, {}).get(None, zero))
+        if station:  # a month whose release does not list the station is not published for it
+            per_month = {m: figures for m, figures in per_month.items() if station in figures}
+        unpublished = {(i, j) for i, m in enumerate(months) if m in per_month
+                       for j, s in enumerate(stations) if s not in per_month[m]}
+        cells = [[per_month.get(m, {}).get(s, NOT_PUBLISHED) for s in stations] for m in months]
+        rows = [cells[i][0] if station else either(summed(cells[i]), per_month.get(m, {}).get(None, NOT_PUBLISHED))
                 for i, m in enumerate(months)]
         done = [i for i, m in enumerate(months) if m in per_month]
         cols = [summed(cells[i][j] for i in done) for j in range(len(stations))]
@@ -281,14 +302,14 @@ class Figures:
             for r in self.store.monthly_arrivals(nat_months[0], nat_months[-1]):
                 raw[r.month][(r.station, r.nationality)] = raw[r.month].get((r.station, r.nationality), 0) + r.count
             for m in nat_months:
-                released = self.release.release(m, raw.get(m, {})) if public else raw.get(m, {})
+                released = self.release.release(m, raw.get(m, {}), self._share) if public else raw.get(m, {})
                 for (s, nat), c in released.items():
                     if station is None or s == station:
                         nat_cells[nat][m] = (nat_cells[nat].get(m) or 0) + c
         totals = {nat: sum(v or 0 for v in by_m.values()) for nat, by_m in nat_cells.items()}
         nationalities = sorted(nat_cells, key=lambda n: (-totals[n], n))
         return ArrivalsView(station, months, stations, by_port, {m for m in months if m not in per_month},
-                            nat_months, nationalities,
+                            unpublished, nat_months, nationalities,
                             [[nat_cells[n].get(m) for m in nat_months] for n in nationalities],
                             [totals[n] for n in nationalities])
 
@@ -297,8 +318,9 @@ class Figures:
         today = self.today_local() if public else self.current_day()
         year_list = list(range(today.year - years + 1, today.year + 1))
         per_month = self.month_arrivals(month_range(date(year_list[0], 1, 1), today), public)
-        zero = Published(0)
-        cells = [[per_month.get(date(y, m, 1), {}).get(station, zero) for m in range(1, 13)] for y in year_list]
+        per_month = {m: figures for m, figures in per_month.items() if station in figures}  # listed: published
+        cells = [[per_month.get(date(y, m, 1), {}).get(station, NOT_PUBLISHED) for m in range(1, 13)]
+                 for y in year_list]
         recorded = [date(y, m, 1) for y in year_list for m in range(1, 13)
                     if date(y, m, 1) in per_month and cells[y - year_list[0]][m - 1].public != 0]
         first = min(recorded, default=None)
@@ -309,6 +331,10 @@ class Figures:
         rows = [summed(c for m, c in enumerate(cells[i], 1) if (y, m) not in future) for i, y in enumerate(year_list)]
         cols = [summed(cells[i][m - 1] for i, y in enumerate(year_list) if (y, m) not in future) for m in range(1, 13)]
         return SeasonalView(station, year_list, ProtectedTable(cells, rows, cols, summed(rows)), future)
+
+    def _share(self, name: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """A nationality release recorded in the store (or the one recorded there first)."""
+        return share(self.store, {name: doc})[name]
 
     # -- satisfaction ----------------------------------------------------------------------------------
 

@@ -32,9 +32,10 @@ class MonthArrivals:
     stations: dict[str, Published]
     total: Published
 
-    def station(self, name: str | None) -> Published:
-        """A station's month (None: all stations; 0 for a station that recorded nothing then)."""
-        return self.total if name is None else self.stations.get(name, Published(0))
+    def station(self, name: str | None) -> Published | None:
+        """A station's month (``name`` None: all stations), or None for a station the release does not list
+        (first seen after the month's release: not published)."""
+        return self.total if name is None else self.stations.get(name)
 
     def to_json(self) -> dict[str, Any]:
         """The record kept in the state directory (hidden counts as null)."""

@@ -3,10 +3,12 @@
 :class:`TableReleases` gives the public views every day's master table (:mod:`portal.day_release`), every
 month's arrivals (:mod:`portal.month_release`) and ratings table (:mod:`portal.satisfaction_release`) once
 the period is released (its end plus the grace period, :class:`~portal.periods.Schedule`). The first time a
-released period is asked for, it is read from the state directory (:class:`~portal.table_log.TableLog`) or,
-if it is not there, built from the store, protected, and written there; from then on it is served as it is,
-for good, in this process and in any other on the same state directory. A period not released yet is not
-published at all.
+released period is asked for (or falls due: :mod:`portal.release_timer`), it is read from the state directory
+(:class:`~portal.table_log.TableLog`) or, if it is not there, taken from the store's record of it
+(:mod:`portal.shared_record`: another portal on the store released it) or built from the store, protected,
+recorded there and written to the state directory; from then on it is served as it is, for good, in this
+process, in any other on the same state directory and in any portal on the same store. A period not released
+yet is not published at all.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from portal.day_release import DayRelease, release_day
 from portal.month_release import MonthArrivals, release_month_arrivals
 from portal.periods import Schedule, day_range, month_end, month_start
 from portal.satisfaction_release import SatisfactionRelease, release_month
+from portal.shared_record import recorded, share
 from portal.table_log import TableLog
 
 
@@ -74,13 +77,18 @@ class TableReleases:
             return {d: self._days[d] for d in wanted}
 
     def _release_days(self, store: EventStore, month: date, days: list[date]) -> None:
-        stations = store.stations()
-        rows: dict[date, list] = {d: [] for d in days}
-        for row in store.hourly(days[0] - timedelta(days=1), days[-1] + timedelta(days=1)):
-            local = self.schedule.local(row.hour)
-            if local.date() in rows:
-                rows[local.date()].append((local, row))
-        fresh = {d: release_day(d, rows[d], stations) for d in days}
+        names = {d: f"day/{d.isoformat()}" for d in days}
+        docs = recorded(store, names.values())  # released by another portal on the store: theirs
+        building = [d for d in days if names[d] not in docs]
+        if building:
+            stations = store.stations()
+            rows: dict[date, list] = {d: [] for d in building}
+            for row in store.hourly(building[0] - timedelta(days=1), building[-1] + timedelta(days=1)):
+                local = self.schedule.local(row.hour)
+                if local.date() in rows:
+                    rows[local.date()].append((local, row))
+            docs.update(share(store, {names[d]: release_day(d, rows[d], stations).to_json() for d in building}))
+        fresh = {d: DayRelease.from_json(d, docs[names[d]]) for d in days}
         if self.log is None:
             self._days.update(fresh)
             return
@@ -101,7 +109,8 @@ class TableReleases:
             self._from_log(month)
             if month not in self._satisfaction:
                 release = release_month(month, store.daily_satisfaction(month, month_end(month)), store.stations())
-                self._satisfaction[month] = self._kept(month, "satisfaction", release, SatisfactionRelease.from_json)
+                self._satisfaction[month] = self._kept(store, month, "satisfaction", release,
+                                                       SatisfactionRelease.from_json)
             return self._satisfaction[month]
 
     def arrivals(self, store: EventStore, month: date) -> MonthArrivals | None:
@@ -112,15 +121,18 @@ class TableReleases:
         with self._lock:
             if month not in self._arrivals:
                 release = release_month_arrivals(month, days)
-                self._arrivals[month] = self._kept(month, "arrivals", release, MonthArrivals.from_json)
+                self._arrivals[month] = self._kept(store, month, "arrivals", release, MonthArrivals.from_json)
             return self._arrivals[month]
 
-    def _kept(self, month: date, name: str, release: Any, read: Callable[[date, Any], Any]) -> Any:
-        """``release`` written to the month's record as ``name``, or the one already there (another process's)."""
+    def _kept(self, store: EventStore, month: date, name: str, release: Any, read: Callable[[date, Any], Any]
+              ) -> Any:
+        """``release`` recorded in the store (or the record there: another portal's) and written to the month's
+        record as ``name``, or the one already in that record (another process's on this state directory)."""
+        key = f"{name}/{month:%Y-%m}"
+        shared = share(store, {key: release.to_json()})[key]
         if self.log is None:
-            return release
+            return read(month, shared)
         with self.log.adding(month) as doc:
             if doc.get(name) is None:
-                doc[name] = release.to_json()
-                return release
+                doc[name] = shared
             return read(month, doc[name])

@@ -40,9 +40,6 @@ class RatingsRow:
         return cls(counts, total, share)
 
 
-EMPTY_ROW = RatingsRow([Published(0)] * len(RATINGS), Published(0), None)
-
-
 @dataclass(frozen=True)
 class SatisfactionRelease:
     """A month's ratings as published: one row per station and the all-stations row (key :data:`ALL`)."""
@@ -50,9 +47,10 @@ class SatisfactionRelease:
     month: date
     rows: dict[str, RatingsRow]
 
-    def row(self, station: str | None) -> RatingsRow:
-        """A station's row (None: all stations); all zero for a station that recorded no rating then."""
-        return self.rows.get(ALL if station is None else station, EMPTY_ROW)
+    def row(self, station: str | None) -> RatingsRow | None:
+        """A station's row (``station`` None: all stations), or None for a row the release does not have (a
+        station first seen after the month's release: not published)."""
+        return self.rows.get(ALL if station is None else station)
 
     def to_json(self) -> dict[str, Any]:
         """The record kept in the state directory (hidden counts as null)."""

@@ -177,7 +177,8 @@ def test_a_released_day_is_published_as_released_whatever_arrives_later(tmp_path
     assert (state / "tables" / f"{day:%Y-%m}.json").stat().st_mode & 0o077 == 0
     _arrivals(store, "rokot-airport", ten_local, 30)  # a station ships late, after the day's release
     assert fetch(state) == first  # a restart publishes the day as it was released
-    assert fetch(tmp_path / "elsewhere")[10]["arrivals"] == 70  # (the store does hold them)
+    # another state directory on the same store publishes the store's record of the day, not the 70 it holds now
+    assert fetch(tmp_path / "elsewhere") == first
 
 
 def test_a_day_in_its_grace_period_is_not_published(tmp_path: Path) -> None:
