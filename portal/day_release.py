@@ -195,6 +195,18 @@ class DayRelease:
                    {s: int(v) for s, v in doc["arrivals"].items()})
 
 
+def _within_share(within: int, n: int, shown_day: bool, threshold: int) -> float | None:
+    """The share of a station's ``n`` decisions of the day within the service target, or None (not published).
+
+    Beside the day's total, shown exactly, the share gives back both counts it divides (to 0.1%, exactly for a day
+    of under about 500 decisions): it is published only when the decisions within the target and those outside it
+    are each none or at least ``threshold``, as a shown count must be."""
+    outside = n - within
+    if not shown_day or not n or any(0 < c < threshold for c in (within, outside)):
+        return None
+    return within / n
+
+
 def release_day(day: date, rows: Iterable[tuple[datetime, HourlyRow]], stations: Sequence[str],
                 public: bool = True, threshold: int = MIN_COUNT) -> DayRelease:
     """The master table of local day ``day`` from its hourly rows (each with its local hour), protected once
@@ -220,5 +232,5 @@ def release_day(day: date, rows: Iterable[tuple[datetime, HourlyRow]], stations:
             # hidden direction counts they bound them (one lane: one direction had nobody)
             [None if hour_totals[h].suppressed or any(entry("cell", s, h, d).suppressed for d in DIRECTIONS)
              else t.lanes for h, t in enumerate(hours)],
-            sum(t.within for t in hours) / n if day_pct[50] is not None and n else None)
+            _within_share(sum(t.within for t in hours), n, day_pct[50] is not None, threshold if public else 0))
     return DayRelease(day, out, entry("total"), {s: values[(day, "direction", s, ARRIVAL)] for s in tallied})

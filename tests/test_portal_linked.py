@@ -266,3 +266,21 @@ def test_a_month_and_its_days_together_determine_no_hidden_count(events: list[tu
             assert int(shown[key]) == truth[key]
     for key, (low, high) in reader_ranges(shown, relations, hidden).items():
         assert low <= truth[key] <= high and high > low, f"{key} = {truth[key]} is determined"
+
+
+def test_the_share_within_target_is_published_only_when_it_gives_back_no_small_count() -> None:
+    """Beside an exact day total, the share within the service target gives back how many were outside it: 1 of 80
+    is not published, 10 of 80 and 0 of 80 are; the auditors' unsuppressed table keeps it."""
+    from portal.day_release import release_day
+
+    day = date(2026, 9, 1)
+
+    def released(slow: int, public: bool = True) -> float | None:
+        local = datetime(day.year, day.month, day.day, 9)
+        row = HourlyRow(local.replace(tzinfo=UTC) - OFFSET, ROKOT, ARRIVAL, 80, 80 - slow, 1,
+                        tuple([80 - slow, slow] + [0] * 27))
+        return release_day(day, [(local, row)], [ROKOT], public=public).stations[ROKOT].within_share
+
+    assert released(1) is None and released(9) is None
+    assert released(10) == 70 / 80 and released(0) == 1.0
+    assert released(1, public=False) == 79 / 80
