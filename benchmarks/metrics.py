@@ -439,10 +439,12 @@ class SearchOutcomes:
         return float(self.n_mated - int(hits.sum())) / self.n_mated
 
     def threshold_at_fpir(self, target_fpir: float) -> float:
-        """The smallest threshold with FPIR <= ``target_fpir``."""
+        """The smallest threshold with FPIR <= ``target_fpir``, among every score where a rate can change (the
+        non-mated top scores and the mated scores, as 1:1's :meth:`ScoreSet.thresholds`): FPIR is the same for any
+        threshold between two non-mated scores, and the lowest one there, a mated score, gives the lowest FNIR."""
         top = self._sorted_nonmated
-        finite = np.unique(top[np.isfinite(top)])
-        candidates = np.concatenate([finite, [np.inf]])
+        scores = np.concatenate([top, self.mated_score])
+        candidates = np.concatenate([np.unique(scores[np.isfinite(scores)]), [np.inf]])
         fp = len(top) - np.searchsorted(top, candidates, side="left")
         ok = np.flatnonzero(fp <= target_fpir * self.n_nonmated * (1.0 + _REL_EPS))
         return float(candidates[ok[0]])

@@ -195,14 +195,29 @@ OUT = dict(
 
 def test_fnir_at_fpir_hand_case():
     o = m.SearchOutcomes(**OUT)
-    assert o.threshold_at_fpir(0.25) == 3.0  # one of four non-mated searches scores >= 3
+    # FPIR 0.25 allows one of four non-mated searches (the 3.0) over the threshold: any threshold in (1, 3] does;
+    # the smallest where a rate changes is the mated score 2.0, which keeps the rank-1 mate scoring 2.0.
+    assert o.threshold_at_fpir(0.25) == 2.0
     r = m.fnir_at_fpir(o, 0.25, rank=1)
-    assert (r["fpir"], r["fnir"], r["false_positives"], r["false_negatives"]) == (0.25, 0.75, 1, 3)
-    # At rank 10 the rank-2 mate (score 4 >= 3) is a hit too.
-    assert o.fnir(3.0, rank=10) == 0.5
-    # FPIR 0 needs T above every non-mated score: T = +inf, nothing is returned, FNIR 1.
+    assert (r["fpir"], r["fnir"], r["false_positives"], r["false_negatives"]) == (0.25, 0.5, 1, 2)
+    # At rank 10 the rank-2 mate (score 4 >= 2) is a hit too.
+    assert o.fnir(2.0, rank=10) == 0.25
+    # FPIR 0 needs T above every non-mated score (3.0): the smallest such score observed is the mate's 4.0.
     r = m.fnir_at_fpir(o, 0.0)
+    assert r["threshold"] == 4.0 and r["fnir"] == 0.75 and r["fpir"] == 0.0
+    # Above every score: T = +inf, nothing is returned, FNIR 1.
+    top = m.SearchOutcomes(mated_rank=[1], mated_score=[1.0], nonmated_top_score=[3.0])
+    r = m.fnir_at_fpir(top, 0.0)
     assert r["threshold"] is None and r["fnir"] == 1.0 and r["fpir"] == 0.0
+
+
+def test_threshold_at_fpir_is_the_smallest_that_holds_the_fpir_not_a_non_mated_score():
+    """100 non-mated top scores over 0..0.99 and 50 mates at 0.985: FPIR 1% allows the 0.99 over the threshold,
+    so 0.985 holds it and every mate is found (taking the 0.99 itself as the threshold gave FNIR 1)."""
+    o = m.SearchOutcomes(mated_rank=[1] * 50, mated_score=[0.985] * 50,
+                         nonmated_top_score=np.arange(100) / 100.0)
+    r = m.fnir_at_fpir(o, 0.01)
+    assert r["threshold"] == 0.985 and r["fpir"] == 0.01 and r["fnir"] == 0.0
 
 
 def test_cmc_counts_fta_as_misses():
@@ -218,7 +233,7 @@ def test_identification_summary_and_warnings():
     o = m.SearchOutcomes(**OUT)
     out = m.summarise_identification(o, list_length=10)
     assert out["cmc"] == {"1": 0.5, "5": 0.75, "10": 0.75}
-    assert out["fnir_at_fpir"]["0.1"]["fnir_at_rank_list_length"] == 1.0
+    assert out["fnir_at_fpir"]["0.1"]["fnir_at_rank_list_length"] == 0.5  # threshold 4.0: mates 5.0, 4.0
     assert any("at least 300 (rule of three)" in w for w in out["warnings"])
     with pytest.raises(ValueError, match="1-based"):
         m.SearchOutcomes([-1], [1.0], [0.0])
