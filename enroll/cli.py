@@ -4,7 +4,9 @@ review enrolments made offline that found possible duplicates."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
@@ -27,11 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_channel_arguments(p)
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("enrol", help="enrol an applicant (a 1:N duplicate search runs first)")
-    e.add_argument("subject_id", help="travel-document number")
+    e.add_argument("subject_id", help="travel-document number, or - to take it from --applicant")
     add_sample_arguments(e, impressions=ENROL_IMPRESSIONS)
-    e.add_argument("--name", default="")
+    e.add_argument("--applicant", metavar="FILE",
+                   help="the applicant's data as a JSON object (document_number, name, nationality, "
+                   "date_of_birth), from a file or - for standard input: unlike arguments, not visible to other "
+                   "users of the desk machine (ps, /proc) nor kept in the shell's history")
+    e.add_argument("--name", default="", help="(prefer --applicant: arguments are visible to every local user)")
     e.add_argument("--nationality", default="", help="ISO 3166-1 alpha-3")
-    e.add_argument("--date-of-birth", default="", help="YYYY-MM-DD")
+    e.add_argument("--date-of-birth", default="", help="YYYY-MM-DD (prefer --applicant)")
     e.add_argument("--watchlist", action="store_true")
     e.add_argument("--allow-duplicate", action="store_true",
                    help="officer's override of a possible duplicate (recorded); give --reason")
@@ -55,6 +61,39 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--reason", required=True, help="why (required; recorded in the audit log: no names, no "
                    "document numbers)")
     return p
+
+
+APPLICANT_FIELDS = ("document_number", "name", "nationality", "date_of_birth")
+
+
+def read_applicant(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill the enrolment's document number and personal data from ``--applicant`` (a JSON object, a file or -
+    for standard input), which take precedence over arguments; warn when personal data came as arguments."""
+    if args.applicant is None:
+        if args.subject_id == "-":
+            parser.error("the document number - means: from --applicant; give --applicant FILE or -")
+        if args.name or args.date_of_birth:
+            print("warning: the applicant's name or date of birth given as arguments is visible to every user of "
+                  "this machine while the call runs (ps) and stays in the shell's history; use --applicant",
+                  file=sys.stderr)
+        return
+    try:
+        text = sys.stdin.read() if args.applicant == "-" else Path(args.applicant).read_text(encoding="utf-8")
+        doc = json.loads(text)
+    except (OSError, ValueError) as exc:
+        parser.error(f"--applicant: cannot read a JSON object ({exc})")
+    if not isinstance(doc, dict) or set(doc) - set(APPLICANT_FIELDS) or not all(
+            isinstance(v, str) for v in doc.values()):
+        parser.error(f"--applicant: a JSON object of strings with the fields {', '.join(APPLICANT_FIELDS)}")
+    if args.subject_id == "-":
+        if not doc.get("document_number"):
+            parser.error("--applicant: document_number is missing (the document number given was -)")
+        args.subject_id = doc["document_number"]
+    elif doc.get("document_number", args.subject_id) != args.subject_id:
+        parser.error("--applicant: its document_number is not the document number given")
+    for name in ("name", "nationality", "date_of_birth"):
+        if doc.get(name):
+            setattr(args, name, doc[name])
 
 
 def _enrol(stub, args: argparse.Namespace, samples: list[pb.Sample]) -> int:  # type: ignore[no-untyped-def]
@@ -115,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     samples: list[pb.Sample] = []
     if args.command == "enrol":
+        read_applicant(parser, args)
         samples = samples_or_usage_error(parser, args)
         if args.allow_duplicate and not args.reason.strip():
             parser.error("--allow-duplicate needs --reason \"...\": the override is recorded with its reason")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,33 @@ def test_the_desk_scans_each_finger_three_times_and_the_kiosk_once():
     assert len(samples_from_args(kiosk_args)) == 2
     with pytest.raises(SystemExit):
         desk.main(["enrol", "P1", "--scan", "right-index", "--impressions", "0"])
+
+
+@pytest.mark.server
+def test_the_desk_takes_the_applicants_data_from_standard_input_not_the_command_line(
+        server: ServerProcess, capsys, monkeypatch: pytest.MonkeyPatch):
+    """--applicant - reads the document number and personal data as JSON from standard input, so they never
+    appear in the process's arguments; personal data given as arguments draws a warning."""
+    import io
+
+    target = ["--target", server.target]
+    applicant = {"document_number": "CLI0003", "name": "Siti Rahma", "nationality": "IDN",
+                 "date_of_birth": "1990-05-01"}
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(applicant)))
+    again = ["--allow-duplicate", "--reason", "a photo the other tests enrol too"]  # the module's server
+    assert desk.main([*target, "enrol", "-", str(FACES / "Hans_Blix_0001.jpg"), "--applicant", "-", *again]) == 0
+    captured = capsys.readouterr()
+    assert "enrolled CLI0003" in captured.out and "warning" not in captured.err
+    assert desk.main([*target, "show", "CLI0003"]) == 0
+    assert "Siti Rahma IDN 1990-05-01" in capsys.readouterr().out
+
+    assert desk.main([*target, "enrol", "CLI0004", str(FACES / "Kofi_Annan_0001.jpg"), "--name", "Kofi",
+                      *again]) == 0
+    assert "visible to every user" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        desk.main([*target, "enrol", "-", str(FACES / "Kofi_Annan_0001.jpg")])
+    assert "from --applicant" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({**applicant, "document_number": "OTHER1"})))
+    with pytest.raises(SystemExit):
+        desk.main([*target, "enrol", "CLI0005", str(FACES / "Kofi_Annan_0001.jpg"), "--applicant", "-"])
+    assert "not the document number given" in capsys.readouterr().err
