@@ -250,7 +250,7 @@ def test_console_commands_inject_clear_and_place(emulator, capsys):
     assert _command(emulator, "clear unplugged") and emulator.plugged
     assert _command(emulator, "place " + str(DATA / "DB4_B_102_1.png"))
     assert _command(emulator, "status")
-    assert "faults: none" in capsys.readouterr().out
+    assert "faults: none; finger on the sensor: none" in capsys.readouterr().out
     assert _command(emulator, "frobnicate") and "commands:" in capsys.readouterr().out
     assert not _command(emulator, "quit")
 
@@ -300,3 +300,66 @@ def test_a_short_image_upload_is_corrupt_data_not_a_refusal(monkeypatch, emulato
                                           "call an officer.")
     monkeypatch.undo()
     assert scanner.capture(timeout_s=5).shape == (288, 256)  # reconnected, whole images again
+
+
+# -- a finger stays on the sensor until it is lifted -----------------------------------------------------------
+
+
+def _gen_img(sensor) -> bool:
+    """One GenImg through the unmodified pyfingerprint: True when a finger was imaged."""
+    return sensor.readImage()
+
+
+def test_a_finger_held_down_is_imaged_until_it_is_lifted_then_the_sensor_is_empty():
+    """As on a real ZFM sensor, GenImg answers OK for as long as the finger stays on the platen, each time with the
+    same finger; then "no finger" while it is off; then the next finger."""
+    from pyfingerprint.pyfingerprint import PyFingerprint
+
+    files = list_images(DATA)
+    with ZfmEmulator(DATA, hold_polls=3, lift_polls=2) as emu:
+        sensor = PyFingerprint(emu.port, 57600, 0xFFFFFFFF, 0x00000000)
+        assert sensor.verifyPassword()
+        assert [_gen_img(sensor) for _ in range(7)] == [True, True, True, False, False, True, True]
+        assert emu.served == [files[0]] * 3 + [files[1]] * 2
+        assert emu.placements == [files[0], files[1]]
+        assert emu.finger_on_sensor == files[1]  # held for one more capture
+        from devices.zfm_emulator import _command
+
+        assert _command(emu, "lift")  # the traveller lifts the finger early
+        assert emu.finger_on_sensor is None
+        assert [_gen_img(sensor) for _ in range(3)] == [False, False, True]
+        assert emu.placements == files[:3]
+        del sensor
+
+
+def test_a_placed_finger_waits_for_the_one_on_the_sensor_to_be_lifted():
+    from pyfingerprint.pyfingerprint import PyFingerprint
+
+    files = list_images(DATA)
+    with ZfmEmulator(DATA, hold_polls=2) as emu:
+        sensor = PyFingerprint(emu.port, 57600, 0xFFFFFFFF, 0x00000000)
+        assert sensor.verifyPassword()
+        assert _gen_img(sensor)
+        emu.place(files[4])
+        assert [_gen_img(sensor) for _ in range(3)] == [True, False, True]
+        assert emu.served == [files[0], files[0], files[4]]
+        del sensor
+
+
+def test_no_finger_fault_lifts_the_finger(emulator):
+    from pyfingerprint.pyfingerprint import PyFingerprint
+
+    emulator.hold_polls = 100
+    sensor = PyFingerprint(emulator.port, 57600, 0xFFFFFFFF, 0x00000000)
+    assert sensor.verifyPassword()
+    assert _gen_img(sensor) and emulator.finger_on_sensor is not None
+    emulator.inject(Fault.NO_FINGER)
+    assert emulator.finger_on_sensor is None and not _gen_img(sensor)
+    assert emulator.gen_img_answers == [0x00, 0x02]
+    del sensor
+
+
+@pytest.mark.parametrize(("hold", "lift"), [(0, 1), (1, 0)])
+def test_a_placement_lasts_and_a_lift_lasts_at_least_one_poll(hold, lift):
+    with pytest.raises(ValueError, match="held for 1 or more"):
+        ZfmEmulator(DATA, hold_polls=hold, lift_polls=lift)
