@@ -19,11 +19,12 @@ from devices.errors import (
     DeviceSilent,
     DeviceTimeout,
     DeviceWrongPassword,
+    FingerNotLifted,
 )
 from devices.scanner import FingerprintScanner
 from devices.sensor_image import fit_to_sensor, list_images, load_grey
 from devices.zfm_emulator import Fault, ZfmEmulator
-from devices.zfm_protocol import pack_4bit, quantize_4bit, unpack_4bit
+from devices.zfm_protocol import ERROR_NO_FINGER, OK, pack_4bit, quantize_4bit, unpack_4bit
 
 DATA = Path(__file__).parent / "data" / "scanner"
 FAST = {"byte_timeout_s": 0.3, "poll_interval_s": 0.02}
@@ -363,3 +364,54 @@ def test_no_finger_fault_lifts_the_finger(emulator):
 def test_a_placement_lasts_and_a_lift_lasts_at_least_one_poll(hold, lift):
     with pytest.raises(ValueError, match="held for 1 or more"):
         ZfmEmulator(DATA, hold_polls=hold, lift_polls=lift)
+
+
+# -- the driver takes each impression from a new placement -----------------------------------------------------
+
+
+def test_three_impressions_with_the_finger_left_down_are_three_placements(caplog):
+    """A traveller who keeps the finger on the sensor after each capture: the driver waits for it to be lifted
+    (a "no finger" answer, and "lift your finger" in the log) before taking the next placement, so three
+    impressions are three placements, never one placement imaged three times."""
+    files = list_images(DATA)
+    with ZfmEmulator(DATA, hold_polls=6, lift_polls=2) as emu:
+        scanner = FingerprintScanner(emu.port, **FAST)
+        try:
+            with caplog.at_level("INFO", logger="devices.scanner"):
+                images = [scanner.capture(timeout_s=5) for _ in range(3)]
+        finally:
+            scanner.close()
+    assert emu.placements == files[:3]
+    # Each impression is the first image of its placement; the driver then polled the finger still down (5 more
+    # images of it) until the sensor answered "no finger" (2 polls), and took the next placement's first image.
+    held, lifted = [OK] * 5, [ERROR_NO_FINGER] * 2
+    assert emu.gen_img_answers == [OK, *held, *lifted, OK, *held, *lifted, OK]
+    for image, file in zip(images, files, strict=False):
+        np.testing.assert_array_equal(image, quantize_4bit(emu.sensor_image(file)))
+    assert sum("lift your finger" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_finger_never_lifted_is_an_error_not_a_second_impression(caplog):
+    with ZfmEmulator(DATA, hold_polls=10_000) as emu:
+        scanner = FingerprintScanner(emu.port, **FAST)
+        try:
+            scanner.capture(timeout_s=5)
+            with caplog.at_level("INFO", logger="devices.scanner"), pytest.raises(FingerNotLifted) as held:
+                scanner.capture(timeout_s=0.5)
+            assert "lift the finger, then place it again" in str(held.value)
+            assert isinstance(held.value, DeviceTimeout) and scanner.connected  # the traveller's, not the line's
+            assert emu.placements == list_images(DATA)[:1]  # one placement, taken once
+            assert any("lift your finger" in r.getMessage() for r in caplog.records)
+            emu.lift()  # the traveller lifts the finger at last and places the next one
+            scanner.capture(timeout_s=5)
+            assert emu.placements == list_images(DATA)[:2]
+        finally:
+            scanner.close()
+
+
+def test_a_lifted_finger_is_not_waited_for(emulator, scanner):
+    """The sensor already empty at the next capture: no lift is asked for, the next placement is taken."""
+    scanner.capture(timeout_s=5)
+    assert emulator.finger_on_sensor is None
+    scanner.capture(timeout_s=5)
+    assert emulator.gen_img_answers == [OK, ERROR_NO_FINGER, OK]

@@ -209,6 +209,32 @@ def test_enrol_a_finger_from_the_scanner_then_verify(stub, emulator: ZfmEmulator
     assert [p.name for p in emulator.served[-3:]] == ["DB4_B_101_1.png", "DB4_B_101_2.png", "DB4_B_102_1.png"]
 
 
+def test_the_desk_takes_each_impression_from_a_new_placement_though_the_finger_stays_down(
+        server: ServerProcess, emulator: ZfmEmulator, capsys: pytest.CaptureFixture[str]) -> None:
+    """checkpoint-enroll --scan right-index --impressions 2, the traveller leaving the finger on the scanner after
+    each capture (the sensor images it for 8 polls): the desk tells the traveller to lift the finger between the
+    impressions, the server logs "lift your finger" while it stays down, and the two impressions are two
+    placements (review: the first placement was taken twice)."""
+    from enroll import cli as desk
+
+    emulator.place(PRINTS / "DB4_B_101_1.png")
+    emulator.place(PRINTS / "DB4_B_101_2.png")
+    before, logged = len(emulator.placements), len(server.output)
+    emulator.hold_polls = 8
+    try:
+        assert desk.main(["--target", server.target, "enrol", "IDN0000601", "--scan", "right-index",
+                          "--impressions", "2", "--name", "Finger 101, held down", "--allow-duplicate", "--reason",
+                          "the same test finger as other subjects of this module"]) == 0
+    finally:
+        emulator.hold_polls = 1
+        emulator.lift()
+    assert [p.name for p in emulator.placements[before:]] == ["DB4_B_101_1.png", "DB4_B_101_2.png"]
+    out = capsys.readouterr().out
+    assert "SCAN: place the right-index finger on the scanner 2 times, lifting it between the impressions" in out
+    assert "enrolled IDN0000601" in out
+    assert any("scanner0: lift your finger" in line for line in server.output[logged:])
+
+
 def test_the_kiosk_asks_for_another_placement_when_the_first_is_not_accepted(
         server: ServerProcess, stub, emulator: ZfmEmulator, capsys: pytest.CaptureFixture[str]) -> None:
     """checkpoint-verify --attempts 2: a wrong placement, then the right finger: PROCEED on the second call; two

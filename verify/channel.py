@@ -143,6 +143,22 @@ def samples_from_args(args: argparse.Namespace) -> list[pb.Sample]:
     return samples
 
 
+def scan_instructions(args: argparse.Namespace) -> list[str]:
+    """What to tell the traveller before a call that scans fingers (``--scan``): one line a finger, saying, when it
+    is taken more than once (``--impressions``), that it is lifted and placed again between the impressions (the
+    scanner takes the next impression only once it has seen the finger lifted)."""
+    captures = getattr(args, "impressions", 1)
+    lines = []
+    for position in args.scan:
+        finger = finger_name(finger_position(position))
+        if captures > 1:
+            lines.append(f"SCAN: place the {finger} finger on the scanner {captures} times, lifting it between the "
+                         "impressions")
+        else:
+            lines.append(f"SCAN: place the {finger} finger on the scanner")
+    return lines
+
+
 def samples_or_usage_error(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[pb.Sample]:
     """:func:`samples_from_args`, or exit with a usage error (bad argument, unreadable file, no sample)."""
     try:
