@@ -6,24 +6,22 @@ a missing port (:class:`DevicePortMissing`), a silent sensor (:class:`DeviceSile
 (:class:`DeviceWrongPassword`), no finger before the timeout (:class:`DeviceTimeout`), the last capture's finger
 never lifted before the timeout (:class:`FingerNotLifted`), a damaged packet
 (:class:`DeviceCorruptData`), a cable pulled mid-conversation (:class:`DeviceDisconnected`).
-After any fault except the timeout the connection is dropped and the next call reconnects.
+After any fault except the timeout the connection is dropped and the next call reconnects. The image is read
+into memory by :mod:`devices.zfm_upload`, never written to a file (pyfingerprint's ``downloadImage`` writes one).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import serial
-from PIL import Image
 from pyfingerprint.pyfingerprint import PyFingerprint
 
 from devices import zfm_protocol as zfm
@@ -43,6 +41,7 @@ from devices.errors import (
     FingerNotLifted,
 )
 from devices.timeouts import SCANNER_DEFAULT_TIMEOUT_S, bounded_timeout, check_default_timeout
+from devices.zfm_upload import CorruptUpload, upload_image
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +169,10 @@ class FingerprintScanner:
             raise self._fault(DeviceDisconnected, f"on {self.port} disconnected ({action}): {exc}") from exc
         except DeviceError:
             raise
-        except IndexError as exc:  # pyfingerprint reading past a packet or an image shorter than it should be
+        except CorruptUpload as exc:
+            self._drop()
+            raise self._fault(DeviceCorruptData, f"on {self.port} sent {exc} ({action})") from exc
+        except IndexError as exc:  # pyfingerprint reading past a packet shorter than it should be
             self._drop()
             raise self._fault(DeviceCorruptData, f"on {self.port} sent an incomplete packet ({action})") from exc
         except Exception as exc:  # pyfingerprint signals every sensor error with a bare Exception
@@ -251,15 +253,15 @@ class FingerprintScanner:
                                            "captured.")
 
     def download_image(self) -> np.ndarray:
-        """Upload the sensor's image buffer (UpImage): grey uint8, 288 rows x 256 columns."""
+        """Upload the sensor's image buffer (UpImage): grey uint8, 288 rows x 256 columns, read into memory only.
+
+        pyfingerprint's ``downloadImage`` writes the image to a file; a raw fingerprint is never stored, so the
+        upload is read off the port by :func:`devices.zfm_upload.upload_image` and nothing touches a disk.
+        """
         with self._io:
             self.connect()
-            with tempfile.TemporaryDirectory(prefix="zfm-image-") as folder:
-                path = Path(folder) / "finger.png"
-                with self._talking("sending the image"):
-                    self._sensor.downloadImage(str(path))  # pyfingerprint only writes the image to a file
-                with Image.open(path) as image:
-                    return np.array(image.convert("L"), dtype=np.uint8)
+            with self._talking("sending the image"):
+                return upload_image(self._sensor._PyFingerprint__serial, self.address)
 
     def capture(self, timeout_s: float = 0.0, cancel: threading.Event | None = None) -> np.ndarray:
         """Wait for a finger (up to ``timeout_s``, 0: the default), then download its image.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -415,3 +418,119 @@ def test_a_lifted_finger_is_not_waited_for(emulator, scanner):
     assert emulator.finger_on_sensor is None
     scanner.capture(timeout_s=5)
     assert emulator.gen_img_answers == [OK, ERROR_NO_FINGER, OK]
+
+
+# -- a raw fingerprint never touches a disk ------------------------------------------------------------------
+
+_WRITES: list[tuple[str, tuple]] = []  # what the audit hook saw while _RECORDING is set
+_RECORDING = threading.Event()
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def _audit(event: str, args: tuple) -> None:
+    if not _RECORDING.is_set():
+        return
+    if event == "open":
+        path, mode, flags = args
+        if isinstance(path, str | bytes) and ((mode and set(str(mode)) & set("wax+")) or flags & _WRITE_FLAGS):
+            _WRITES.append((event, args))
+    elif event in ("os.mkdir", "tempfile.mkdtemp", "tempfile.mkstemp", "os.rename", "os.link", "os.symlink"):
+        _WRITES.append((event, args))
+
+
+sys.addaudithook(_audit)  # inert unless a test sets _RECORDING
+
+
+def test_a_capture_writes_no_file(monkeypatch, tmp_path, emulator, scanner):
+    """README: raw images are never stored. The image upload is read into memory: while a finger is captured
+    nothing is created in the system's temporary directory, nor opened for writing anywhere (review: every
+    scanned finger was written as a PNG to a temporary directory, because pyfingerprint's downloadImage writes a
+    file)."""
+    scanner.connect()  # the port is opened before (read-write, as a serial port is)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.setenv("TMPDIR", str(temp))
+    _WRITES.clear()
+    _RECORDING.set()
+    try:
+        image = scanner.capture(timeout_s=5)
+    finally:
+        _RECORDING.clear()
+    np.testing.assert_array_equal(image, quantize_4bit(emulator.sensor_image(emulator.served[-1])))
+    assert _WRITES == []
+    assert list(temp.iterdir()) == []
+
+
+def test_a_bad_checksum_in_the_image_upload_is_corrupt_data(monkeypatch, emulator, scanner):
+    from devices import zfm_emulator
+
+    scanner.connect()
+    sent = zfm_emulator.ZfmEmulator._send
+
+    def damage_data(self, kind, payload):  # the line damages the image's data packets only
+        if kind == zfm_emulator.zfm.DATA_PACKET:
+            self.faults.add(Fault.BAD_CHECKSUM)
+        try:
+            return sent(self, kind, payload)
+        finally:
+            self.faults.discard(Fault.BAD_CHECKSUM)
+
+    monkeypatch.setattr(zfm_emulator.ZfmEmulator, "_send", damage_data)
+    with pytest.raises(DeviceCorruptData, match=r"bad packet \(the checksum is wrong\) \(sending the image\)"):
+        scanner.capture(timeout_s=5)
+    assert not scanner.connected
+    monkeypatch.undo()
+    with emulator._lock:  # the sensor has finished (or given up) sending the rest of the abandoned upload
+        pass
+    assert scanner.capture(timeout_s=5).shape == (288, 256)
+
+
+class _Wire:
+    """A serial port whose sensor has already answered with ``answer`` (bytes); records what the host wrote."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer, self.written = bytearray(answer), b""
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self.answer)
+
+    def read(self, size: int = 1) -> bytes:
+        if not self.answer:
+            raise TimeoutError("silent")
+        chunk, self.answer = bytes(self.answer[:size]), self.answer[size:]
+        return chunk
+
+    def write(self, data: bytes) -> int:
+        self.written += data
+        return len(data)
+
+
+def _answer(*packets: tuple[int, bytes]) -> bytes:
+    from devices.zfm_protocol import DEFAULT_ADDRESS, encode_packet
+
+    return b"".join(encode_packet(DEFAULT_ADDRESS, kind, payload) for kind, payload in packets)
+
+
+def test_the_upload_reader_checks_what_the_sensor_sends():
+    from devices.zfm_protocol import ACK_PACKET, DATA_PACKET, END_DATA_PACKET, ERROR_UPLOAD_IMAGE, IMAGE_BYTES
+    from devices.zfm_upload import CorruptUpload, UploadRefused, upload_image
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(288, 256), dtype=np.uint8)
+    packed = pack_4bit(image)
+    whole = [(DATA_PACKET, packed[i : i + 256]) for i in range(0, IMAGE_BYTES - 256, 256)]
+    wire = _Wire(_answer((ACK_PACKET, b"\x00"), *whole, (END_DATA_PACKET, packed[-256:])))
+    np.testing.assert_array_equal(upload_image(wire), quantize_4bit(image))
+    assert wire.written == bytes.fromhex("EF01 FFFFFFFF 01 0003 0A 000E")  # UpImage, as pyfingerprint sends it
+    with pytest.raises(UploadRefused, match="0x0F"):
+        upload_image(_Wire(_answer((ACK_PACKET, bytes([ERROR_UPLOAD_IMAGE])))))
+    with pytest.raises(CorruptUpload, match="no acknowledgement"):
+        upload_image(_Wire(_answer((DATA_PACKET, packed[:256]))))
+    with pytest.raises(CorruptUpload, match="inside the image"):
+        upload_image(_Wire(_answer((ACK_PACKET, b"\x00"), (ACK_PACKET, b"\x00"))))
+    with pytest.raises(CorruptUpload, match="more than"):
+        upload_image(_Wire(_answer((ACK_PACKET, b"\x00"), *whole, *whole)))
+    with pytest.raises(CorruptUpload, match=r"incomplete image \(256 of"):
+        upload_image(_Wire(_answer((ACK_PACKET, b"\x00"), (END_DATA_PACKET, packed[:256]))))
