@@ -192,6 +192,28 @@ def test_camera_faults_map_to_statuses_with_messages(tmp_path_factory, empty_boo
         missing.stop()
 
 
+def test_the_desk_sends_a_photo_with_the_camera_capture(server: ServerProcess, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """checkpoint-enroll enrol DOC photo.jpg --camera: the photo and the camera's capture are both enrolled (review:
+    the photo was dropped silently); a photo of someone else is refused with the capture, nothing enrolled."""
+    from enroll import cli as desk
+
+    video = cv2.VideoCapture(str(VIDEO))
+    ok, frame = video.read()
+    video.release()
+    assert ok
+    photo = tmp_path / "tony.jpg"
+    assert cv2.imwrite(str(photo), frame)
+    override = ["--allow-duplicate", "--reason", "Tony Blair is enrolled by other tests of this module"]
+    argv = ["--target", server.target, "enrol", "GBR0000020", str(photo), "--camera", "--name", "Tony Blair"]
+    assert desk.main([*argv, *override]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(face)") == 2 and "enrolled GBR0000020" in out, out
+    argv = ["--target", server.target, "enrol", "GBR0000021", str(DATA / "faces" / "Hans_Blix_0001.jpg"), "--camera"]
+    assert desk.main([*argv, *override]) == 2
+    assert capsys.readouterr().out.startswith("refused: INVALID_ARGUMENT")
+
+
 def test_enrol_a_finger_from_the_scanner_then_verify(stub, emulator: ZfmEmulator) -> None:
     def finger() -> pb.Sample:
         return pb.Sample(modality=pb.FINGERPRINT, finger=pb.RIGHT_INDEX, capture=pb.DeviceCapture(timeout_seconds=5))
