@@ -31,6 +31,11 @@ class DeviceTimeout(DeviceError):
     """No face or finger was presented before the timeout."""
 
 
+class FingerNotLifted(DeviceTimeout):
+    """The finger of the last capture stayed on the scanner for the whole timeout: it was not lifted and placed
+    again, so no new impression was taken (the same placement again would be a duplicate)."""
+
+
 class InvalidCaptureRequest(DeviceError):
     """The capture request itself is refused (a timeout that is not a number of seconds within the bound).
 

@@ -3,25 +3,25 @@
 ``pyfingerprint`` raises bare ``Exception``s and waits 2 s per silent byte (12 bytes a packet); this driver
 gives it a per-byte timeout and turns every fault into one of the errors of :mod:`devices.errors`:
 a missing port (:class:`DevicePortMissing`), a silent sensor (:class:`DeviceSilent`), a refused password
-(:class:`DeviceWrongPassword`), no finger before the timeout (:class:`DeviceTimeout`), a damaged packet
+(:class:`DeviceWrongPassword`), no finger before the timeout (:class:`DeviceTimeout`), the last capture's finger
+never lifted before the timeout (:class:`FingerNotLifted`), a damaged packet
 (:class:`DeviceCorruptData`), a cable pulled mid-conversation (:class:`DeviceDisconnected`).
-After any fault except the timeout the connection is dropped and the next call reconnects.
+After any fault except the timeout the connection is dropped and the next call reconnects. The image is read
+into memory by :mod:`devices.zfm_upload`, never written to a file (pyfingerprint's ``downloadImage`` writes one).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import serial
-from PIL import Image
 from pyfingerprint.pyfingerprint import PyFingerprint
 
 from devices import zfm_protocol as zfm
@@ -38,8 +38,12 @@ from devices.errors import (
     DeviceTimeout,
     DeviceUnavailable,
     DeviceWrongPassword,
+    FingerNotLifted,
 )
 from devices.timeouts import SCANNER_DEFAULT_TIMEOUT_S, bounded_timeout, check_default_timeout
+from devices.zfm_upload import CorruptUpload, upload_image
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BAUD_RATE = 57600
 DEFAULT_TIMEOUT_S = SCANNER_DEFAULT_TIMEOUT_S
@@ -99,6 +103,8 @@ class FingerprintScanner:
         self._sensor: PyFingerprint | None = None
         self._parameters: dict[str, str] = {}
         self._io = threading.RLock()
+        #: Whether the finger of the last capture may still be on the sensor (no "no finger" answer since).
+        self.finger_down = False
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -163,7 +169,10 @@ class FingerprintScanner:
             raise self._fault(DeviceDisconnected, f"on {self.port} disconnected ({action}): {exc}") from exc
         except DeviceError:
             raise
-        except IndexError as exc:  # pyfingerprint reading past a packet or an image shorter than it should be
+        except CorruptUpload as exc:
+            self._drop()
+            raise self._fault(DeviceCorruptData, f"on {self.port} sent {exc} ({action})") from exc
+        except IndexError as exc:  # pyfingerprint reading past a packet shorter than it should be
             self._drop()
             raise self._fault(DeviceCorruptData, f"on {self.port} sent an incomplete packet ({action})") from exc
         except Exception as exc:  # pyfingerprint signals every sensor error with a bare Exception
@@ -205,6 +214,12 @@ class FingerprintScanner:
     def wait_for_finger(self, timeout_s: float = 0.0, cancel: threading.Event | None = None) -> None:
         """Poll the sensor (GenImg) until a finger is imaged; :class:`DeviceTimeout` if none comes.
 
+        A ZFM sensor images a finger for as long as it stays on the platen, so a finger still down since the
+        last capture would be the same placement again: after a capture, the next one first waits for the sensor
+        to answer "no finger" (logging "lift your finger" while it does not), and only a finger imaged after that
+        is taken. A finger never lifted within the timeout is :class:`FingerNotLifted`, never a second image of
+        the same placement.
+
         ``timeout_s``: 0 (or NaN, or a negative) for the default; never more than the capture bound.
         ``cancel``: polling stops once it is set (the call that asked has ended), with :class:`CaptureCancelled`,
         so a finger placed afterwards is left for the next capture.
@@ -213,12 +228,23 @@ class FingerprintScanner:
         deadline = time.monotonic() + timeout
         with self._io:
             self.connect()
+            asked_to_lift = False
             while True:
                 with self._talking("capturing a finger"):
                     imaged = self._sensor.readImage()
-                if imaged:
+                if not imaged:
+                    self.finger_down = False
+                elif not self.finger_down:
+                    self.finger_down = True
                     return
+                elif not asked_to_lift:
+                    asked_to_lift = True
+                    log.info("%s: lift your finger from the scanner, then place it again (the finger of the last "
+                             "capture is still on it)", self.name)
                 if time.monotonic() + self.poll_interval_s > deadline:
+                    if self.finger_down:
+                        raise self._fault(FingerNotLifted, f"still had the last capture's finger on it after "
+                                          f"{timeout:.3g} s: lift the finger, then place it again")
                     raise self._fault(DeviceTimeout, f"saw no finger within {timeout:.3g} s")
                 if cancel is None:
                     time.sleep(self.poll_interval_s)
@@ -227,15 +253,15 @@ class FingerprintScanner:
                                            "captured.")
 
     def download_image(self) -> np.ndarray:
-        """Upload the sensor's image buffer (UpImage): grey uint8, 288 rows x 256 columns."""
+        """Upload the sensor's image buffer (UpImage): grey uint8, 288 rows x 256 columns, read into memory only.
+
+        pyfingerprint's ``downloadImage`` writes the image to a file; a raw fingerprint is never stored, so the
+        upload is read off the port by :func:`devices.zfm_upload.upload_image` and nothing touches a disk.
+        """
         with self._io:
             self.connect()
-            with tempfile.TemporaryDirectory(prefix="zfm-image-") as folder:
-                path = Path(folder) / "finger.png"
-                with self._talking("sending the image"):
-                    self._sensor.downloadImage(str(path))  # pyfingerprint only writes the image to a file
-                with Image.open(path) as image:
-                    return np.array(image.convert("L"), dtype=np.uint8)
+            with self._talking("sending the image"):
+                return upload_image(self._sensor._PyFingerprint__serial, self.address)
 
     def capture(self, timeout_s: float = 0.0, cancel: threading.Event | None = None) -> np.ndarray:
         """Wait for a finger (up to ``timeout_s``, 0: the default), then download its image.

@@ -6,10 +6,13 @@ package talks to it byte for byte. The port it offers is a stable symlink to the
 that an emulated unplug removes the port and a replug brings it back under the same name, as a USB
 serial adapter does.
 
-It serves real fingerprint images from a folder (PNG or TIFF, any size), one per successful image
-capture (GenImg), in turn, each resampled to the sensor's 256x288 window at 500 dpi and uploaded 4-bit
-as the real sensor does. Faults can be injected: no finger on the sensor, a silent sensor, corrupt
-checksums, a refused password, and an unplugged cable.
+It serves real fingerprint images from a folder (PNG or TIFF, any size), each file one placement of a
+finger, in turn, resampled to the sensor's 256x288 window at 500 dpi and uploaded 4-bit as the real sensor
+does. As on a real sensor, a finger stays on the platen until it is lifted: every image capture (GenImg) while
+it is down answers OK with the same finger, for ``hold_polls`` captures (or until :meth:`ZfmEmulator.lift`);
+then the finger is off and GenImg answers "no finger" for ``lift_polls`` polls before the next file's finger is
+placed. Faults can be injected: no finger on the sensor, a silent sensor, corrupt checksums, a refused password,
+and an unplugged cable.
 
 Commands answered: VfyPwd, SetPwd, ReadSysPara, SetSysPara, GenImg, UpImage, TempleteNum, ReadConList,
 GetRandomCode. Any other instruction is answered with confirmation code 0x01.
@@ -72,6 +75,8 @@ class ZfmEmulator:
         storage_capacity: int = 1000,
         system_id: int = 0x0000,
         source_dpi: float | None = None,
+        hold_polls: int = 1,
+        lift_polls: int = 1,
     ) -> None:
         if isinstance(images, str | Path):
             folder = Path(images)
@@ -86,6 +91,9 @@ class ZfmEmulator:
             raise ValueError(f"packet size must be one of {zfm.PACKET_SIZES}, got {packet_size}")
         if baud_rate % 9600 or not 1 <= baud_rate // 9600 <= 12:
             raise ValueError(f"baud rate must be a multiple of 9600 up to 115200, got {baud_rate}")
+        if hold_polls < 1 or lift_polls < 1:
+            raise ValueError(f"a finger is held for 1 or more image captures and lifted for 1 or more polls, got "
+                             f"hold_polls={hold_polls}, lift_polls={lift_polls}")
         self.address = address
         self.password = password
         self.packet_size = packet_size
@@ -94,11 +102,18 @@ class ZfmEmulator:
         self.storage_capacity = storage_capacity
         self.system_id = system_id
         self.source_dpi = source_dpi
+        self.hold_polls = hold_polls  # image captures (GenImg) a placed finger stays on the sensor for
+        self.lift_polls = lift_polls  # GenImg polls answered "no finger" after a lift, before the next finger
         self.faults: set[Fault] = set()
         self.served: list[Path] = []  # the file behind each successful GenImg, in order
+        self.placements: list[Path] = []  # the file of each finger put on the sensor, in order
+        self.gen_img_answers: list[int] = []  # the confirmation code of each GenImg, in order
         self.commands: list[int] = []  # instruction codes received, in order
         self._next = 0
         self._placed: deque[Path] = deque()
+        self._finger: Path | None = None  # the finger on the sensor now
+        self._held_left = 0  # image captures before the finger on the sensor is lifted
+        self._lifted_left = 0  # "no finger" polls before the next finger is placed
         self._image_buffer: np.ndarray | None = None
         self._verified = password == 0
         self._decoder = zfm.PacketDecoder()
@@ -145,6 +160,8 @@ class ZfmEmulator:
             self.faults.add(fault)
             if fault is Fault.UNPLUGGED:
                 self._unplug()
+            elif fault is Fault.NO_FINGER:
+                self.lift()
 
     def clear(self, fault: Fault | None = None) -> None:
         """Stop showing ``fault`` (all faults when None); clearing UNPLUGGED plugs the sensor back in."""
@@ -162,10 +179,22 @@ class ZfmEmulator:
     # -- images --------------------------------------------------------------------------------
 
     def place(self, path: Path | str) -> None:
-        """Put this finger on the sensor next: the next successful GenImg serves ``path`` (once), then
-        the folder's turn resumes."""
+        """Put this finger on the sensor next: the next placement is ``path`` (held as any placement), then the
+        folder's turn resumes. A finger on the sensor now stays until it is lifted."""
         with self._lock:
             self._placed.append(Path(path))
+
+    def lift(self) -> None:
+        """Lift the finger on the sensor now (no-op when none is): GenImg answers "no finger" for
+        ``lift_polls`` polls, then the next finger is placed."""
+        with self._lock:
+            if self._finger is not None:
+                self._finger, self._held_left, self._lifted_left = None, 0, self.lift_polls
+
+    @property
+    def finger_on_sensor(self) -> Path | None:
+        """The file of the finger on the sensor now, or None."""
+        return self._finger
 
     def sensor_image(self, path: Path | str) -> np.ndarray:
         """``path`` as the sensor sees it: 288x256 uint8 at 500 dpi, before the 4-bit upload."""
@@ -306,24 +335,46 @@ class ZfmEmulator:
         else:
             self._ack(zfm.ERROR_INVALID_REGISTER)
 
-    def _gen_img(self) -> None:
+    def _next_finger(self) -> Path | None:
+        """The finger on the sensor at this GenImg: the one held, or a new placement once the lift is over;
+        None while nobody touches the sensor."""
         if Fault.NO_FINGER in self.faults:
-            self._ack(zfm.ERROR_NO_FINGER)
+            return None
+        if self._finger is None:
+            if self._lifted_left > 0:
+                self._lifted_left -= 1
+                return None
+            if self._placed:
+                self._finger = self._placed.popleft()
+            else:
+                self._finger = self.images[self._next % len(self.images)]
+                self._next += 1
+            self._held_left = self.hold_polls
+            self.placements.append(self._finger)
+        path = self._finger
+        self._held_left -= 1
+        if self._held_left <= 0:  # this is the last image of the placement: the finger is lifted after it
+            self._finger, self._lifted_left = None, self.lift_polls
+        return path
+
+    def _gen_img(self) -> None:
+        path = self._next_finger()
+        if path is None:
+            self._answer_gen_img(zfm.ERROR_NO_FINGER)
             return
-        if self._placed:
-            path = self._placed.popleft()
-        else:
-            path = self.images[self._next % len(self.images)]
-            self._next += 1
         try:
             self._image_buffer = self.sensor_image(path)
         except (OSError, ValueError) as exc:
             log.warning("ZFM emulator cannot read %s: %s", path, exc)
             self._image_buffer = None
-            self._ack(zfm.ERROR_READ_IMAGE)
+            self._answer_gen_img(zfm.ERROR_READ_IMAGE)
             return
         self.served.append(path)
-        self._ack(zfm.OK)
+        self._answer_gen_img(zfm.OK)
+
+    def _answer_gen_img(self, code: int) -> None:
+        self.gen_img_answers.append(code)
+        self._ack(code)
 
     def _up_image(self) -> None:
         if self._image_buffer is None:
@@ -342,7 +393,7 @@ class ZfmEmulator:
 
 _HELP = (
     "commands: no_finger | silent | bad_checksum | wrong_password | unplugged  (inject a fault);\n"
-    "          clear [FAULT]  |  place FILE  |  status  |  quit"
+    "          clear [FAULT]  |  place FILE  |  lift  |  status  |  quit"
 )
 
 
@@ -361,11 +412,15 @@ def _command(emulator: ZfmEmulator, line: str) -> bool:
         emulator.clear(faults[rest[0]] if rest and rest[0] in faults else None)
     elif verb == "place" and rest:
         emulator.place(" ".join(rest))
+    elif verb == "lift":
+        emulator.lift()
     elif verb != "status":
         print(_HELP, flush=True)
         return True
     shown = ", ".join(sorted(f.value for f in emulator.faults)) or "none"
-    print(f"faults: {shown}; served {len(emulator.served)} image(s); port {emulator.port}", flush=True)
+    finger = emulator.finger_on_sensor
+    print(f"faults: {shown}; finger on the sensor: {finger.name if finger else 'none'}; served "
+          f"{len(emulator.served)} image(s); port {emulator.port}", flush=True)
     return True
 
 
@@ -381,10 +436,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--password", type=lambda v: int(v, 0), default=0)
     p.add_argument("--packet-size", type=int, choices=zfm.PACKET_SIZES, default=128)
     p.add_argument("--dpi", type=float, help="resolution of the images when their files do not record it")
+    p.add_argument("--hold-polls", type=int, default=1, metavar="N",
+                   help="image captures each finger stays on the sensor for, unless lifted (default 1)")
+    p.add_argument("--lift-polls", type=int, default=1, metavar="N",
+                   help="polls answered 'no finger' after a lift, before the next finger (default 1)")
     args = p.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     emulator = ZfmEmulator(args.images, address=args.address, password=args.password,
-                           packet_size=args.packet_size, source_dpi=args.dpi).start()
+                           packet_size=args.packet_size, source_dpi=args.dpi, hold_polls=args.hold_polls,
+                           lift_polls=args.lift_polls).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -20,6 +20,7 @@ from verify.channel import (
     finger_name,
     open_stub_or_usage_error,
     samples_or_usage_error,
+    scan_instructions,
 )
 
 
@@ -99,6 +100,8 @@ def read_applicant(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 def _enrol(stub, args: argparse.Namespace, samples: list[pb.Sample]) -> int:  # type: ignore[no-untyped-def]
     info = pb.SubjectInfo(name=args.name, nationality=args.nationality, date_of_birth=args.date_of_birth,
                           watchlist=args.watchlist)
+    for line in scan_instructions(args):
+        print(line, flush=True)
     r = stub.Enroll(pb.EnrollRequest(subject_id=args.subject_id, info=info,
                                      samples=samples,
                                      allow_duplicate=args.allow_duplicate, override_reason=args.reason),

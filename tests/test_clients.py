@@ -35,6 +35,20 @@ def test_sample_arguments_name_faces_fingers_and_captures():
     assert [s.WhichOneof("source") for s in _samples("--camera")] == ["capture"]
 
 
+def test_face_images_and_the_camera_are_all_sent(capsys):
+    """review: `enrol DOC photo.jpg --camera` silently dropped photo.jpg; every face named is sent (the server
+    combines them, and refuses faces of two people), as the help says."""
+    photo = FACES / "Hans_Blix_0001.jpg"
+    for parser in (desk.build_parser(), kiosk.build_parser()):
+        command = ["enrol", "P1"] if parser.prog == "checkpoint-enroll" else ["verify", "P1"]
+        samples = samples_from_args(parser.parse_args([*command, str(photo), "--camera"]))
+        assert [(s.modality, s.WhichOneof("source")) for s in samples] == [(pb.FACE, "image"), (pb.FACE, "capture")]
+        assert samples[0].image == photo.read_bytes()
+    with pytest.raises(SystemExit):
+        desk.main(["enrol", "--help"])
+    assert "face images given too are sent with the capture" in " ".join(capsys.readouterr().out.split())
+
+
 @pytest.mark.parametrize(("bad", "message"), [("toe:x.png", "unknown finger position 'toe'"),
                                               ("right-index", "--finger wants POSITION:FILE"),
                                               ("right-index:", "--finger wants POSITION:FILE")])

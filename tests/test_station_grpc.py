@@ -192,6 +192,28 @@ def test_camera_faults_map_to_statuses_with_messages(tmp_path_factory, empty_boo
         missing.stop()
 
 
+def test_the_desk_sends_a_photo_with_the_camera_capture(server: ServerProcess, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """checkpoint-enroll enrol DOC photo.jpg --camera: the photo and the camera's capture are both enrolled (review:
+    the photo was dropped silently); a photo of someone else is refused with the capture, nothing enrolled."""
+    from enroll import cli as desk
+
+    video = cv2.VideoCapture(str(VIDEO))
+    ok, frame = video.read()
+    video.release()
+    assert ok
+    photo = tmp_path / "tony.jpg"
+    assert cv2.imwrite(str(photo), frame)
+    override = ["--allow-duplicate", "--reason", "Tony Blair is enrolled by other tests of this module"]
+    argv = ["--target", server.target, "enrol", "GBR0000020", str(photo), "--camera", "--name", "Tony Blair"]
+    assert desk.main([*argv, *override]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(face)") == 2 and "enrolled GBR0000020" in out, out
+    argv = ["--target", server.target, "enrol", "GBR0000021", str(DATA / "faces" / "Hans_Blix_0001.jpg"), "--camera"]
+    assert desk.main([*argv, *override]) == 2
+    assert capsys.readouterr().out.startswith("refused: INVALID_ARGUMENT")
+
+
 def test_enrol_a_finger_from_the_scanner_then_verify(stub, emulator: ZfmEmulator) -> None:
     def finger() -> pb.Sample:
         return pb.Sample(modality=pb.FINGERPRINT, finger=pb.RIGHT_INDEX, capture=pb.DeviceCapture(timeout_seconds=5))
@@ -207,6 +229,32 @@ def test_enrol_a_finger_from_the_scanner_then_verify(stub, emulator: ZfmEmulator
     impostor = stub.Verify(pb.VerifyRequest(subject_id="IDN0000101", samples=[finger()]), timeout=60)
     assert not impostor.match and impostor.score < impostor.threshold
     assert [p.name for p in emulator.served[-3:]] == ["DB4_B_101_1.png", "DB4_B_101_2.png", "DB4_B_102_1.png"]
+
+
+def test_the_desk_takes_each_impression_from_a_new_placement_though_the_finger_stays_down(
+        server: ServerProcess, emulator: ZfmEmulator, capsys: pytest.CaptureFixture[str]) -> None:
+    """checkpoint-enroll --scan right-index --impressions 2, the traveller leaving the finger on the scanner after
+    each capture (the sensor images it for 8 polls): the desk tells the traveller to lift the finger between the
+    impressions, the server logs "lift your finger" while it stays down, and the two impressions are two
+    placements (review: the first placement was taken twice)."""
+    from enroll import cli as desk
+
+    emulator.place(PRINTS / "DB4_B_101_1.png")
+    emulator.place(PRINTS / "DB4_B_101_2.png")
+    before, logged = len(emulator.placements), len(server.output)
+    emulator.hold_polls = 8
+    try:
+        assert desk.main(["--target", server.target, "enrol", "IDN0000601", "--scan", "right-index",
+                          "--impressions", "2", "--name", "Finger 101, held down", "--allow-duplicate", "--reason",
+                          "the same test finger as other subjects of this module"]) == 0
+    finally:
+        emulator.hold_polls = 1
+        emulator.lift()
+    assert [p.name for p in emulator.placements[before:]] == ["DB4_B_101_1.png", "DB4_B_101_2.png"]
+    out = capsys.readouterr().out
+    assert "SCAN: place the right-index finger on the scanner 2 times, lifting it between the impressions" in out
+    assert "enrolled IDN0000601" in out
+    assert any("scanner0: lift your finger" in line for line in server.output[logged:])
 
 
 def test_the_kiosk_asks_for_another_placement_when_the_first_is_not_accepted(

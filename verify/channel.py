@@ -79,10 +79,12 @@ def open_stub_or_usage_error(parser: argparse.ArgumentParser, args: argparse.Nam
 
 
 def face_samples(paths: list[Path], capture: bool = False, device: str = "") -> list[pb.Sample]:
-    """Face samples from image files, or one capture request to the station's camera."""
+    """Face samples from image files and, with ``capture``, one capture request to the station's camera after
+    them: every face the command line names is sent (the server combines a traveller's faces)."""
+    samples = [pb.Sample(modality=pb.FACE, image=p.read_bytes()) for p in paths]
     if capture:
-        return [pb.Sample(modality=pb.FACE, capture=pb.DeviceCapture(device=device))]
-    return [pb.Sample(modality=pb.FACE, image=p.read_bytes()) for p in paths]
+        samples.append(pb.Sample(modality=pb.FACE, capture=pb.DeviceCapture(device=device)))
+    return samples
 
 
 def finger_name(position: int) -> str:
@@ -111,8 +113,10 @@ def add_sample_arguments(parser: argparse.ArgumentParser, *, impressions: int | 
     ``impressions``: also offer ``--impressions N`` (default ``impressions``), the captures taken of each
     ``--scan`` finger (the desk enrols a finger from three impressions; a kiosk probes with one or two).
     """
-    parser.add_argument("images", nargs="*", type=Path, help="face images (JPEG/PNG)")
-    parser.add_argument("--camera", action="store_true", help="capture the face from the station's camera")
+    parser.add_argument("images", nargs="*", type=Path, help="face images (JPEG/PNG); with --camera, sent as well")
+    parser.add_argument("--camera", action="store_true",
+                        help="capture the face from the station's camera; face images given too are sent with the "
+                        "capture, all of them the traveller's face (the server combines them)")
     parser.add_argument("--finger", action="append", default=[], metavar="POSITION:FILE",
                         help="a fingerprint image (PNG/JPEG), e.g. right-index:scan.png; repeat for more "
                         "impressions or fingers")
@@ -127,7 +131,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser, *, impressions: int | 
 
 def samples_from_args(args: argparse.Namespace) -> list[pb.Sample]:
     """The samples the command line names: faces first, then fingerprints in the order given."""
-    samples = face_samples(args.images, args.camera) if (args.images or args.camera) else []
+    samples = face_samples(args.images, args.camera)
     for item in args.finger:
         position, sep, path = item.partition(":")
         if not sep or not path:
@@ -141,6 +145,22 @@ def samples_from_args(args: argparse.Namespace) -> list[pb.Sample]:
         samples += [pb.Sample(modality=pb.FINGERPRINT, finger=finger_position(position), capture=pb.DeviceCapture())
                     for _ in range(captures)]
     return samples
+
+
+def scan_instructions(args: argparse.Namespace) -> list[str]:
+    """What to tell the traveller before a call that scans fingers (``--scan``): one line a finger, saying, when it
+    is taken more than once (``--impressions``), that it is lifted and placed again between the impressions (the
+    scanner takes the next impression only once it has seen the finger lifted)."""
+    captures = getattr(args, "impressions", 1)
+    lines = []
+    for position in args.scan:
+        finger = finger_name(finger_position(position))
+        if captures > 1:
+            lines.append(f"SCAN: place the {finger} finger on the scanner {captures} times, lifting it between the "
+                         "impressions")
+        else:
+            lines.append(f"SCAN: place the {finger} finger on the scanner")
+    return lines
 
 
 def samples_or_usage_error(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[pb.Sample]:

@@ -126,7 +126,7 @@ def verify_transaction(stub: Any, request: pb.VerifyRequest, *, timeout: float |
 
 
 def _ask_again(n: int, attempts: int) -> None:
-    print(f"TRY AGAIN: place your finger on the scanner again (attempt {n} of {attempts})", flush=True)
+    print(f"TRY AGAIN: lift your finger and place it on the scanner again (attempt {n} of {attempts})", flush=True)
 
 
 def rate(stub: Any, feedback_id: str, rating: int, *, timeout: float | None = None) -> pb.RateDecisionResponse:
