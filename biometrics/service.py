@@ -503,7 +503,14 @@ class CheckpointService:
                 "outbox_pending": self.island.replica.pending_count() if self.island and self.island.replica else 0,
                 "outbox_failed": self.island.replica.failed_count() if self.island and self.island.replica else 0,
                 "provisional": len(self.island.provisional) if self.island else 0,
-                "last_drain": dict(self.island.last_drain) if self.island else {}}
+                "last_drain": dict(self.island.last_drain) if self.island else {},
+                "erasures_in_wal": self.erasures_in_wal()}
+
+    def erasures_in_wal(self) -> int:
+        """Erasures whose rows may still be in one of this station's SQLite WAL files, their truncation blocked by
+        a reader and retried (:meth:`biometrics.storage.Storage.erasures_in_wal`); 0 once every one is done."""
+        stores = {id(store): store for store in (self.storage, self.alert_store)}
+        return sum(store.erasures_in_wal() for store in stores.values())
 
     # -- helpers -------------------------------------------------------------------------------
 

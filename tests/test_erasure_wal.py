@@ -92,7 +92,7 @@ def test_an_erasure_a_reader_kept_in_the_wal_leaves_it_after_the_next_write(
         reader.execute("COMMIT")  # the reader's snapshot ends; its connection stays open, as the portal's does
         station.list_alerts(actor=OFFICER)
         assert left_on_disk(db_path, blobs) == {"checkpoint.db": 0, "checkpoint.db-wal": 0}
-        assert station.storage.erasures_in_wal() == 0
+        assert station.sync_status()["erasures_in_wal"] == 0
         assert reader.execute("SELECT value FROM meta WHERE name = ?", (WAL_PENDING,)).fetchone() is None
     finally:
         reader.close()
@@ -141,3 +141,21 @@ def test_an_erasure_still_in_the_wal_at_close_is_truncated_at_the_next_open(tmp_
         reader.close()
         if not closed:
             station.close()
+
+
+def test_the_erasures_waiting_for_a_reader_are_counted_in_the_status_and_kept_in_meta(
+        station: CheckpointService, tmp_path: Path) -> None:
+    db_path = tmp_path / "data" / "checkpoint.db"
+    station.storage.WAL_RETRY_S = 0.0
+    reader = hold_snapshot(db_path)
+    try:
+        assert station.sync_status()["erasures_in_wal"] == 0
+        station.delete_subject(ERASED, "erasure request", actor=OFFICER)
+        station.delete_subject("K5000005", "erasure request", actor=OFFICER)
+        assert station.sync_status()["erasures_in_wal"] == 2
+        reader.execute("COMMIT")
+        assert reader.execute("SELECT value FROM meta WHERE name = ?", (WAL_PENDING,)).fetchone() == ("2",)
+        station.list_alerts(actor=OFFICER)
+        assert station.sync_status()["erasures_in_wal"] == 0
+    finally:
+        reader.close()
