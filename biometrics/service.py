@@ -38,7 +38,7 @@ from biometrics.audit import (
     load_or_create_signing_key,
 )
 from biometrics.crypto import KeyRing
-from biometrics.datadir import DataDirLock, lock_data_dir, make_private
+from biometrics.datadir import DataDirLock, lock_station_dirs
 from biometrics.decisions import PROCEED, TravellerOutcome, identification_outcome, shortlist, verification_outcome
 from biometrics.errors import (
     BiometricError,
@@ -235,7 +235,7 @@ class CheckpointService:
         # Enrolments and deletions are serialised, so that a duplicate search and the insert it
         # clears are one step; searches never take this lock.
         self._write_lock = threading.RLock()  # re-entered by the island's drain around an upload
-        self._data_lock: DataDirLock | None = None
+        self._dir_locks: list[DataDirLock] = []  # the data directory's and the replica directory's
         self.island: Any = None  # biometrics.island.Island on a station that keeps working offline
         self._ready = threading.Event()
         self._closing = threading.Event()
@@ -257,11 +257,12 @@ class CheckpointService:
     def open(cls, location: Path | StoreLocation, **kwargs: Any) -> CheckpointService:
         """The service over ``DATA_DIR/checkpoint.db``, locked for this process, its keys in the key directory.
 
-        The data directory is locked (a second server on it is refused); the key ring and the audit signing
-        key are loaded from the key directory, or created there on a first start, and refused inside the data
-        directory unless ``dev_keys_in_data_dir``. A JSON-lines audit log of an older version is imported. An
-        embedded store whose audit chain no longer holds the signed head exported for it (cut or replaced, or its
-        store id changed) is refused with :class:`biometrics.audit.HeadNotHeld`, before anything is appended.
+        The data directory (and a replica directory) is locked: a second server on it is refused; the key ring
+        and the audit signing key are loaded from the key directory, or created there on a first start, and
+        refused inside the data directory unless ``dev_keys_in_data_dir``. A JSON-lines audit log of an older
+        version is imported. An embedded store whose audit chain no longer holds the signed head exported for it
+        (cut or replaced, or its store id changed) is refused with :class:`biometrics.audit.HeadNotHeld`, before
+        anything is appended.
         """
         where = location if isinstance(location, StoreLocation) else StoreLocation(location)
         check_station(where.station, required=bool(where.store_url))
@@ -278,7 +279,8 @@ class CheckpointService:
         if where.dev_keys_in_data_dir:
             log.warning("DEVELOPMENT SETUP: keys may sit inside the data directory %s; a copy of it opens every "
                         "sealed row", where.data_dir)
-        data_lock = lock_data_dir(where.data_dir)
+        replica_dir = where.replica_dir if where.store_url else None
+        dir_locks = lock_station_dirs(where.data_dir, replica_dir)
         stores: list[SealedStore] = []
         checkpoint_every = kwargs.pop("checkpoint_every", 100)
         try:
@@ -288,7 +290,6 @@ class CheckpointService:
             if where.store_url and where.replica_dir is not None:
                 local_path = where.replica_dir / "replica.db"  # the copy, the outbox and the audit journal
                 check_key_location(key_dir, where.replica_dir, allow_inside=where.dev_keys_in_data_dir)
-                make_private(where.replica_dir)
             else:
                 local_path = where.data_dir / ("journal.db" if where.store_url else "checkpoint.db")
             local = Storage(local_path, ring, station=where.station if where.store_url else "")
@@ -321,9 +322,10 @@ class CheckpointService:
         except BaseException:
             for store in stores:
                 store.close()
-            data_lock.release()
+            for lock in dir_locks:
+                lock.release()
             raise
-        service._data_lock = data_lock
+        service._dir_locks = dir_locks
         service.start_event_housekeeping()
         return service
 
@@ -1106,6 +1108,6 @@ class CheckpointService:
             self.storage.close()
             if self.alert_store is not self.storage:
                 self.alert_store.close()
-            if self._data_lock is not None:
-                self._data_lock.release()
-                self._data_lock = None
+            for lock in self._dir_locks:
+                lock.release()
+            self._dir_locks = []
