@@ -420,6 +420,7 @@ class CheckpointService:
                      self.gallery.subjects, len(self.island.provisional), self.applied_seq)
         try:
             register.open()
+            register.claim_station()  # another process under this station's name: StationInUse, stops the start
         except RegisterUnavailable as exc:
             log.warning("the register %s cannot be reached (%s); %s, retrying every %.0f s", register, exc,
                         "working offline from the replica" if replica is not None
@@ -436,13 +437,21 @@ class CheckpointService:
             self._finish_loading(poll_s)
 
     def _load_when_reachable(self, retry_s: float, poll_s: float) -> None:
+        from biometrics.register import StationInUse
+
+        refused = ""  # the last StationInUse logged (said once, not at every retry)
         while not self._closing.is_set():
             try:
                 self.storage.open()  # type: ignore[attr-defined]
+                self.storage.claim_station()  # type: ignore[attr-defined]
                 self._finish_loading(poll_s)
                 return
             except RegisterUnavailable as exc:
                 log.info("register still unreachable (%s); retrying in %.0f s", exc, retry_s)
+            except StationInUse as exc:
+                if str(exc) != refused:
+                    log.error("%s; not loading the register until it is free (retrying every %.0f s)", exc, retry_s)
+                refused = str(exc)
             except Exception:
                 log.exception("loading the register failed; retrying in %.0f s", retry_s)
             self._closing.wait(retry_s)
@@ -470,10 +479,20 @@ class CheckpointService:
         def on_state(connected: bool) -> None:
             if connected:  # back: the next call catches up first, so erasures made meanwhile never answer again
                 self._state.stale = True
+                self._reclaim_station()
             self._state.connected = connected
 
         self._listener = ChangeListener(self.storage.url, self.sync, poll_s=poll_s,  # type: ignore[attr-defined]
                                         on_state=on_state).start()
+
+    def _reclaim_station(self) -> None:
+        """After the link returns: hold this station's name in the register again if its session was lost."""
+        try:
+            self.storage.claim_station()  # type: ignore[attr-defined]
+        except RegisterUnavailable as exc:  # away again: the next reconnection claims it
+            log.warning("station %r: its name is not held in the register yet (%s)", self.station, exc)
+        except Exception as exc:  # another process took the name meanwhile
+            log.error("station %r could not hold its name in the register again: %s", self.station, exc)
 
     def sync(self) -> int:
         """Follow the register: catch up its change log (erasures made elsewhere leave memory first), then, on a

@@ -17,6 +17,7 @@ from waiting import wait_until
 
 from benchmarks.linkcut import LinkProxy
 from biometrics.datadir import DataDirLocked, lock_data_dir
+from biometrics.register import StationInUse
 from biometrics.service import CheckpointService, StoreLocation
 from biometrics.types import Actor
 
@@ -51,6 +52,30 @@ def test_a_second_service_on_the_same_replica_directory_is_refused(tmp_path: Pat
 
 def test_a_replica_directory_that_is_the_data_directory_is_locked_once(tmp_path: Path, register_url: str) -> None:
     island(tmp_path, "data", "sikakap-port", register_url, tmp_path / "data").close()
+
+
+def test_a_second_station_under_the_same_name_is_refused_at_start(tmp_path: Path, register_url: str) -> None:
+    elsewhere = StoreLocation(tmp_path / "elsewhere", key_dir=tmp_path / "keys", store_url=register_url,
+                              station="rokot-airport")  # its own data directory, the station's key ring
+    first = open_station(tmp_path, "rokot-airport", register_url, replica=False)
+    try:
+        second = CheckpointService.open(elsewhere)
+        try:
+            with pytest.raises(StationInUse, match=rf"station 'rokot-airport' is already running on the register .*"
+                                                   rf"held by 'checkpoint rokot-airport pid {os.getpid()} on "):
+                second.start()
+            assert not second.ready()
+        finally:
+            second.close()
+        open_station(tmp_path, "tuapejat-port", register_url, replica=False).close()  # another name starts
+    finally:
+        first.close()
+    again = CheckpointService.open(elsewhere)  # the name is free once the first station has closed
+    try:
+        again.start()
+        assert again.ready()
+    finally:
+        again.close()
 
 
 def test_a_shipping_failure_is_logged_once_at_error_and_an_unreachable_register_is_not(
