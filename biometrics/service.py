@@ -70,7 +70,7 @@ from biometrics.island import OnlineUpload
 from biometrics.keydir import (
     KEYRING_NAME,
     KeyLocationError,
-    check_key_location,
+    check_outside,
     default_key_dir,
     prepare_key_dir,
 )
@@ -274,12 +274,12 @@ class CheckpointService:
                 f"the key ring of this station is in {old_ring.parent}, inside the data directory (where older "
                 f"versions kept it): move it out, e.g. `mv {old_ring.parent} {key_dir}` (when {key_dir} does not "
                 "exist yet), then start again; --dev-keys-in-data-dir keeps it there on a development machine")
-        for path in (key_dir, key_file):
-            check_key_location(path, where.data_dir, allow_inside=where.dev_keys_in_data_dir)
+        replica_dir = where.replica_dir if where.store_url else None
+        check_outside([where.data_dir] + ([replica_dir] if replica_dir is not None else []), keys=[key_dir, key_file],
+                      anchor=where.anchor, allow_inside=where.dev_keys_in_data_dir)
         if where.dev_keys_in_data_dir:
             log.warning("DEVELOPMENT SETUP: keys may sit inside the data directory %s; a copy of it opens every "
                         "sealed row", where.data_dir)
-        replica_dir = where.replica_dir if where.store_url else None
         dir_locks = lock_station_dirs(where.data_dir, replica_dir)
         stores: list[SealedStore] = []
         checkpoint_every = kwargs.pop("checkpoint_every", 100)
@@ -289,7 +289,6 @@ class CheckpointService:
             # The station's own chain is keyed by its name in a shared register (and in the journal beside it).
             if where.store_url and where.replica_dir is not None:
                 local_path = where.replica_dir / "replica.db"  # the copy, the outbox and the audit journal
-                check_key_location(key_dir, where.replica_dir, allow_inside=where.dev_keys_in_data_dir)
             else:
                 local_path = where.data_dir / ("journal.db" if where.store_url else "checkpoint.db")
             local = Storage(local_path, ring, station=where.station if where.store_url else "")
