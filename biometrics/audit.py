@@ -160,6 +160,35 @@ class ChainFork(RuntimeError):
     """The station's journal and the register hold different entries at one seq of the station's chain."""
 
 
+class ShippingFailures:
+    """How the background shipper reports its failures: the register out of reach (a transient that the journal
+    rides out) at DEBUG; anything else (a forked chain: another process writing under the station's name; a
+    refused login) at ERROR, once per distinct failure rather than at every retry, and its end at INFO."""
+
+    def __init__(self, station: str) -> None:
+        self.station = station
+        self.last = ""  # the failure last logged at ERROR ("" none since the last success)
+
+    def failed(self, exc: Exception) -> None:
+        """One shipping attempt raised ``exc``."""
+        if isinstance(exc, RegisterUnavailable | ConnectionError | TimeoutError):
+            log.debug("audit: shipping deferred, the register is out of reach (%s)", exc)
+            return
+        failure = f"{type(exc).__name__}: {exc}"
+        if failure == self.last:
+            log.debug("audit: shipping still failing (%s)", failure)
+            return
+        self.last = failure
+        log.error("audit: station %r cannot ship its audit records to the register, they stay in its journal "
+                  "(%s); retried, and logged again only if the failure changes", self.station, failure)
+
+    def shipped(self) -> None:
+        """A shipping attempt went through."""
+        if self.last:
+            log.info("audit: station %r ships its audit records to the register again", self.station)
+            self.last = ""
+
+
 class AuditChain:
     """The hash-chained decision log of one station (implements ``biometrics.service.DecisionLog``).
 
@@ -404,6 +433,8 @@ class AuditChain:
         if self.register is None or self._shipper is not None:
             return
 
+        failures = ShippingFailures(self.station)
+
         def run() -> None:
             while not self._stop.is_set():
                 self._wake.wait(interval)
@@ -411,8 +442,10 @@ class AuditChain:
                 try:
                     while self.ship():
                         pass
-                except Exception as exc:  # the register is away: the journal keeps them
-                    log.debug("audit: shipping deferred (%s)", exc)
+                except Exception as exc:  # the journal keeps them; said at ERROR unless the register is away
+                    failures.failed(exc)
+                else:
+                    failures.shipped()
 
         self._shipper = threading.Thread(target=run, name="audit-shipper", daemon=True)
         self._shipper.start()

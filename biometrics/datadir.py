@@ -3,7 +3,9 @@
 Two servers on one data directory would hold two galleries, run duplicate searches that miss each other's
 enrolments, and fork the audit chain. :func:`lock_data_dir` takes an exclusive ``flock`` on
 ``DATA_DIR/LOCK`` (released by the kernel when the process dies, even by SIGKILL, so a crash never leaves a
-stale lock) and writes the holder's pid into it for the message a second server prints.
+stale lock) and writes the holder's pid into it for the message a second server prints. An island station's
+replica directory (``--replica DIR``: its journal, outbox, alerts and copy of the register in ``DIR/replica.db``)
+is locked the same way (:func:`lock_station_dirs`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ class DataDirLocked(Exception):
 
 
 class DataDirLock:
-    """An exclusive lock on a data directory; :meth:`release` (or process exit) frees it."""
+    """An exclusive lock on a data directory (or another directory one server owns, named ``what`` in the
+    message); :meth:`release` (or process exit) frees it."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, what: str = "data directory") -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / LOCK_NAME
@@ -37,8 +40,8 @@ class DataDirLock:
             os.close(self._fd)
             self._fd = None
             raise DataDirLocked(
-                f"the data directory {data_dir} is in use by another checkpoint-server (pid {holder}); "
-                "one server per data directory (two would fork the gallery and the audit chain)") from None
+                f"the {what} {data_dir} is in use by another checkpoint-server (pid {holder}); "
+                f"one server per {what} (two would fork the gallery and the audit chain)") from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
@@ -51,11 +54,26 @@ class DataDirLock:
             self._fd = None
 
 
-def lock_data_dir(data_dir: Path) -> DataDirLock:
+def lock_data_dir(data_dir: Path, what: str = "data directory") -> DataDirLock:
     """Make the data directory private (:func:`make_private`), then take its exclusive lock, or raise
-    :class:`DataDirLocked`."""
+    :class:`DataDirLocked` (naming the directory as ``what``)."""
     make_private(data_dir)
-    return DataDirLock(data_dir)
+    return DataDirLock(data_dir, what)
+
+
+def lock_station_dirs(data_dir: Path, replica_dir: Path | None = None) -> list[DataDirLock]:
+    """Lock the data directory and, if given and another directory, the replica directory (each made private);
+    the locks, to release at close. Raises :class:`DataDirLocked` holding none of them."""
+    locks = [lock_data_dir(data_dir)]
+    if replica_dir is not None:
+        if replica_dir.expanduser().resolve() == data_dir.expanduser().resolve():
+            return locks  # one directory, locked once
+        try:
+            locks.append(lock_data_dir(replica_dir, "replica directory"))
+        except BaseException:
+            locks[0].release()
+            raise
+    return locks
 
 
 def make_private(folder: Path) -> None:

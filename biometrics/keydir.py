@@ -5,9 +5,12 @@ enumerate pseudonyms, so the key ring and the audit signing key live apart from 
 
 - ``--key-dir DIR`` (or ``CHECKPOINT_KEY_DIR``) names the directory; by default it is
   ``$XDG_CONFIG_HOME/checkpoint/keys`` (``~/.config/checkpoint/keys``), created 0700 on a first start.
-- A key directory (or key file) inside the data directory is refused, unless the operator says explicitly that
-  this is a development setup (``--dev-keys-in-data-dir``): then a data-directory copy opens everything, and the
-  server says so in its log at every start.
+- A key directory (or key file) inside the data directory (or an island's replica directory) is refused, unless
+  the operator says explicitly that this is a development setup (``--dev-keys-in-data-dir``): then a
+  data-directory copy opens everything, and the server says so in its log at every start.
+- So is an audit anchor (``--audit-anchor``, the exported signed head) inside them: whoever can cut the chain in
+  the data directory could replace the head beside it, and the head would prove nothing
+  (:func:`check_outside`).
 
 What each choice protects against is set out in docs/security.md ("Where the keys live").
 """
@@ -51,6 +54,21 @@ def check_key_location(key_path: Path, data_dir: Path, *, allow_inside: bool = F
         "open every sealed row. Move them out (for example `mv "
         f"{key_path} {default_key_dir()}`) and pass --key-dir, or, for a development machine only, pass "
         "--dev-keys-in-data-dir.")
+
+
+def check_outside(folders: list[Path], *, keys: list[Path], anchor: Path | None, allow_inside: bool = False) -> None:
+    """Refuse any of ``keys`` (key directory, key file) or the audit ``anchor`` inside any of ``folders`` (the data
+    directory, a replica directory), unless ``allow_inside`` (development): :class:`KeyLocationError`, with a
+    message that says how to fix it."""
+    for folder in folders:
+        for key_path in keys:
+            check_key_location(key_path, folder, allow_inside=allow_inside)
+        if anchor is not None and not allow_inside and is_inside(anchor, folder):
+            raise KeyLocationError(
+                f"the audit anchor {anchor} is inside the data directory {folder}: whoever can cut the audit chain "
+                "there could replace the signed head beside it. Put --audit-anchor outside it (best on another "
+                "mount), or leave it out (the head goes to the key directory); for a development machine only, pass "
+                "--dev-keys-in-data-dir.")
 
 
 def prepare_key_dir(key_dir: Path) -> Path:

@@ -15,14 +15,22 @@ log, one audit chain per station, alerts), over a connection pool. What differs:
   starting together do not race) and are idempotent; a newer schema is refused.
 - **Faults are typed**: a malformed URL or a refused login (:class:`StoreRefused`) stops a server at start; an
   unreachable or restarting server (:class:`RegisterUnavailable`) is retried.
+- **One process per station name**: a station holds a session-level advisory lock on its name
+  (:meth:`RegisterStorage.claim_station`, on a connection of its own, released at close or when its session ends);
+  a second process under the same ``--station`` is refused at start (:class:`StationInUse`), instead of forking the
+  station's audit chain in the register.
 
 The key ring never enters the database (only a public id of it, to refuse a wrong ring).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -57,6 +65,11 @@ CHANNEL = "checkpoint_changes"
 LOCK_NAMESPACE = 0x43484B50  # "CHKP"
 REGISTER_LOCK = 1
 MIGRATION_LOCK = 2
+#: Namespace of the session locks on station names (the second key: :func:`station_lock_key`).
+STATION_LOCK_NAMESPACE = 0x43484B53  # "CHKS"
+#: The register's side of the station's lock connection: TCP keepalives that end the session (and free the name)
+#: within about 30 s of the station's machine going away without closing it (power cut, link dropped).
+_LOCK_SESSION_OPTIONS = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -157,6 +170,15 @@ class StoreRefused(Exception):
     """The register's URL is malformed, or the server refused the login: a configuration error, not retried."""
 
 
+class StationInUse(StoreRefused):
+    """Another process runs on the register under this station's name."""
+
+
+def station_lock_key(station: str) -> int:
+    """The second key (a signed 32-bit integer) of the advisory lock on a station's name: from its SHA-256."""
+    return int.from_bytes(hashlib.sha256(station.encode()).digest()[:4], "big", signed=True)
+
+
 def redact(url: str) -> str:
     """``url`` with its password masked, for messages and logs."""
     try:
@@ -245,9 +267,70 @@ class RegisterStorage(SealedStore):
             check=ConnectionPool.check_connection, name=f"register-{station}",
         )
         self._opened = False
+        self._station_lock: psycopg.Connection[Any] | None = None  # holds the lock on the station's name
 
     def __str__(self) -> str:
         return redact(self.url)
+
+    def claim_station(self) -> None:
+        """Hold the register's session lock on this station's name until :meth:`close` (or until this process's
+        session ends): raises :class:`StationInUse`, naming the holder, when another process holds it, or
+        RegisterUnavailable. Idempotent while the lock's session lives; a lost session is claimed again."""
+        if self._station_lock is not None and not self._station_lock.closed:
+            try:
+                self._station_lock.execute("SELECT 1")
+                return
+            except psycopg.Error:
+                log.warning("register %s: the session holding station %r's name was lost; claiming it again",
+                            self, self.station)
+            self._release_station()
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
+                                   application_name=f"checkpoint {self.station} pid {os.getpid()} on "
+                                                    f"{socket.gethostname()}"[:63],
+                                   options=_LOCK_SESSION_OPTIONS)
+        except psycopg.Error as exc:
+            raise classify(exc, self.url) from None
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                               (STATION_LOCK_NAMESPACE, station_lock_key(self.station))).fetchone()
+            if row is None or not row[0]:
+                holder = self._lock_holder(conn)
+                raise StationInUse(
+                    f"station {self.station!r} is already running on the register {self} ({holder}): two processes "
+                    "under one station name would fork its audit chain in the register. Stop the other one, or give "
+                    "each station its own --station name")
+        except psycopg.Error as exc:
+            conn.close()
+            raise classify(exc, self.url) from None
+        except BaseException:
+            conn.close()
+            raise
+        self._station_lock = conn
+
+    def _lock_holder(self, conn: psycopg.Connection[Any]) -> str:
+        """Who holds the lock on this station's name, as far as the register shows it (its application name,
+        address and session start need the same role, or pg_read_all_stats)."""
+        try:
+            row = conn.execute(
+                "SELECT a.application_name, a.client_addr::text, a.backend_start FROM pg_locks l JOIN pg_stat_activity "
+                "a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+                "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid "
+                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                (STATION_LOCK_NAMESPACE, station_lock_key(self.station) & 0xFFFFFFFF)).fetchone()
+        except psycopg.Error:
+            row = None
+        if row is None or not row[0]:
+            return "held by another session"
+        name, address, since = row
+        where = f" from {address}" if address else ""
+        return f"held by {name!r}{where} since {since:%Y-%m-%d %H:%M:%S %Z}" if since else f"held by {name!r}{where}"
+
+    def _release_station(self) -> None:
+        if self._station_lock is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._station_lock.close()
+            self._station_lock = None
 
     def open(self) -> None:
         """Connect, migrate the schema and check the key ring (StoreRefused, RegisterUnavailable, SchemaTooNew)."""
@@ -287,7 +370,8 @@ class RegisterStorage(SealedStore):
         return int(self._query("SELECT value FROM meta WHERE name = 'schema_version'")[0][0])
 
     def close(self) -> None:
-        """Close the pool."""
+        """Close the pool, and release the station's name (:meth:`claim_station`)."""
+        self._release_station()
         if self._opened:
             self._pool.close()
             self._opened = False

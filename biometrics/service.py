@@ -38,7 +38,7 @@ from biometrics.audit import (
     load_or_create_signing_key,
 )
 from biometrics.crypto import KeyRing
-from biometrics.datadir import DataDirLock, lock_data_dir, make_private
+from biometrics.datadir import DataDirLock, lock_station_dirs
 from biometrics.decisions import PROCEED, TravellerOutcome, identification_outcome, shortlist, verification_outcome
 from biometrics.errors import (
     BiometricError,
@@ -70,7 +70,7 @@ from biometrics.island import OnlineUpload
 from biometrics.keydir import (
     KEYRING_NAME,
     KeyLocationError,
-    check_key_location,
+    check_outside,
     default_key_dir,
     prepare_key_dir,
 )
@@ -240,7 +240,7 @@ class CheckpointService:
         # Enrolments and deletions are serialised, so that a duplicate search and the insert it
         # clears are one step; searches never take this lock.
         self._write_lock = threading.RLock()  # re-entered by the island's drain around an upload
-        self._data_lock: DataDirLock | None = None
+        self._dir_locks: list[DataDirLock] = []  # the data directory's and the replica directory's
         self.island: Any = None  # biometrics.island.Island on a station that keeps working offline
         self._ready = threading.Event()
         self._closing = threading.Event()
@@ -262,11 +262,12 @@ class CheckpointService:
     def open(cls, location: Path | StoreLocation, **kwargs: Any) -> CheckpointService:
         """The service over ``DATA_DIR/checkpoint.db``, locked for this process, its keys in the key directory.
 
-        The data directory is locked (a second server on it is refused); the key ring and the audit signing
-        key are loaded from the key directory, or created there on a first start, and refused inside the data
-        directory unless ``dev_keys_in_data_dir``. A JSON-lines audit log of an older version is imported. An
-        embedded store whose audit chain no longer holds the signed head exported for it (cut or replaced, or its
-        store id changed) is refused with :class:`biometrics.audit.HeadNotHeld`, before anything is appended.
+        The data directory (and a replica directory) is locked: a second server on it is refused; the key ring
+        and the audit signing key are loaded from the key directory, or created there on a first start, and
+        refused inside the data directory unless ``dev_keys_in_data_dir``. A JSON-lines audit log of an older
+        version is imported. An embedded store whose audit chain no longer holds the signed head exported for it
+        (cut or replaced, or its store id changed) is refused with :class:`biometrics.audit.HeadNotHeld`, before
+        anything is appended.
         """
         where = location if isinstance(location, StoreLocation) else StoreLocation(location)
         check_station(where.station, required=bool(where.store_url))
@@ -278,12 +279,13 @@ class CheckpointService:
                 f"the key ring of this station is in {old_ring.parent}, inside the data directory (where older "
                 f"versions kept it): move it out, e.g. `mv {old_ring.parent} {key_dir}` (when {key_dir} does not "
                 "exist yet), then start again; --dev-keys-in-data-dir keeps it there on a development machine")
-        for path in (key_dir, key_file):
-            check_key_location(path, where.data_dir, allow_inside=where.dev_keys_in_data_dir)
+        replica_dir = where.replica_dir if where.store_url else None
+        check_outside([where.data_dir] + ([replica_dir] if replica_dir is not None else []), keys=[key_dir, key_file],
+                      anchor=where.anchor, allow_inside=where.dev_keys_in_data_dir)
         if where.dev_keys_in_data_dir:
             log.warning("DEVELOPMENT SETUP: keys may sit inside the data directory %s; a copy of it opens every "
                         "sealed row", where.data_dir)
-        data_lock = lock_data_dir(where.data_dir)
+        dir_locks = lock_station_dirs(where.data_dir, replica_dir)
         stores: list[SealedStore] = []
         checkpoint_every = kwargs.pop("checkpoint_every", 100)
         try:
@@ -292,8 +294,6 @@ class CheckpointService:
             # The station's own chain is keyed by its name in a shared register (and in the journal beside it).
             if where.store_url and where.replica_dir is not None:
                 local_path = where.replica_dir / "replica.db"  # the copy, the outbox and the audit journal
-                check_key_location(key_dir, where.replica_dir, allow_inside=where.dev_keys_in_data_dir)
-                make_private(where.replica_dir)
             else:
                 local_path = where.data_dir / ("journal.db" if where.store_url else "checkpoint.db")
             local = Storage(local_path, ring, station=where.station if where.store_url else "")
@@ -326,9 +326,10 @@ class CheckpointService:
         except BaseException:
             for store in stores:
                 store.close()
-            data_lock.release()
+            for lock in dir_locks:
+                lock.release()
             raise
-        service._data_lock = data_lock
+        service._dir_locks = dir_locks
         service.start_event_housekeeping()
         return service
 
@@ -423,6 +424,7 @@ class CheckpointService:
                      self.gallery.subjects, len(self.island.provisional), self.applied_seq)
         try:
             register.open()
+            register.claim_station()  # another process under this station's name: StationInUse, stops the start
         except RegisterUnavailable as exc:
             log.warning("the register %s cannot be reached (%s); %s, retrying every %.0f s", register, exc,
                         "working offline from the replica" if replica is not None
@@ -439,13 +441,21 @@ class CheckpointService:
             self._finish_loading(poll_s)
 
     def _load_when_reachable(self, retry_s: float, poll_s: float) -> None:
+        from biometrics.register import StationInUse
+
+        refused = ""  # the last StationInUse logged (said once, not at every retry)
         while not self._closing.is_set():
             try:
                 self.storage.open()  # type: ignore[attr-defined]
+                self.storage.claim_station()  # type: ignore[attr-defined]
                 self._finish_loading(poll_s)
                 return
             except RegisterUnavailable as exc:
                 log.info("register still unreachable (%s); retrying in %.0f s", exc, retry_s)
+            except StationInUse as exc:
+                if str(exc) != refused:
+                    log.error("%s; not loading the register until it is free (retrying every %.0f s)", exc, retry_s)
+                refused = str(exc)
             except Exception:
                 log.exception("loading the register failed; retrying in %.0f s", retry_s)
             self._closing.wait(retry_s)
@@ -473,10 +483,20 @@ class CheckpointService:
         def on_state(connected: bool) -> None:
             if connected:  # back: the next call catches up first, so erasures made meanwhile never answer again
                 self._state.stale = True
+                self._reclaim_station()
             self._state.connected = connected
 
         self._listener = ChangeListener(self.storage.url, self.sync, poll_s=poll_s,  # type: ignore[attr-defined]
                                         on_state=on_state).start()
+
+    def _reclaim_station(self) -> None:
+        """After the link returns: hold this station's name in the register again if its session was lost."""
+        try:
+            self.storage.claim_station()  # type: ignore[attr-defined]
+        except RegisterUnavailable as exc:  # away again: the next reconnection claims it
+            log.warning("station %r: its name is not held in the register yet (%s)", self.station, exc)
+        except Exception as exc:  # another process took the name meanwhile
+            log.error("station %r could not hold its name in the register again: %s", self.station, exc)
 
     def sync(self) -> int:
         """Follow the register: catch up its change log (erasures made elsewhere leave memory first), then, on a
@@ -508,7 +528,14 @@ class CheckpointService:
                 "outbox_pending": self.island.replica.pending_count() if self.island and self.island.replica else 0,
                 "outbox_failed": self.island.replica.failed_count() if self.island and self.island.replica else 0,
                 "provisional": len(self.island.provisional) if self.island else 0,
-                "last_drain": dict(self.island.last_drain) if self.island else {}}
+                "last_drain": dict(self.island.last_drain) if self.island else {},
+                "erasures_in_wal": self.erasures_in_wal()}
+
+    def erasures_in_wal(self) -> int:
+        """Erasures whose rows may still be in one of this station's SQLite WAL files, their truncation blocked by
+        a reader and retried (:meth:`biometrics.storage.Storage.erasures_in_wal`); 0 once every one is done."""
+        stores = {id(store): store for store in (self.storage, self.alert_store)}
+        return sum(store.erasures_in_wal() for store in stores.values())
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -1156,6 +1183,6 @@ class CheckpointService:
             self.storage.close()
             if self.alert_store is not self.storage:
                 self.alert_store.close()
-            if self._data_lock is not None:
-                self._data_lock.release()
-                self._data_lock = None
+            for lock in self._dir_locks:
+                lock.release()
+            self._dir_locks = []

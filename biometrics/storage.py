@@ -16,6 +16,12 @@ A crash leaves all of it or none of it; a failed commit uses no sequence number.
 
 **Versioned schema.** ``PRAGMA user_version`` holds the schema version; :data:`MIGRATIONS` bring an older
 file up to date at open, idempotently, and a file whose version is newer than this code knows is refused.
+
+**Erasure leaves no copy in the WAL.** After a transaction that erased rows, the WAL is checkpointed and truncated.
+A reader beside the server (the portal, ``checkpoint-audit``, a backup) holding a snapshot can block that; the
+erasure is then recorded as pending in ``meta`` (:data:`WAL_PENDING`, in the erasure's own transaction) and the
+truncation is retried, without waiting, after the following transactions, at close and at the next open, until it
+succeeds (:meth:`Storage.erasures_in_wal`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -153,6 +160,10 @@ class Change:
         """What tells this change from another that took its seq (a log restored from a backup): kind, ref, time."""
         return f"{self.kind}|{self.ref}|{self.at}"
 
+
+#: ``meta`` entry of an SQLite store: how many erasures committed since its WAL was last truncated (absent: none);
+#: their rows may still be in the WAL, or in the database file's pages the WAL has not overwritten yet.
+WAL_PENDING = "erasures_in_wal"
 
 #: ``meta`` entry naming the store's generation: set when the store is made, and anew by the documented restore of
 #: a register from a backup (docs/register.md), so that every station following its log reloads.
@@ -288,6 +299,11 @@ class SealedStore:
 
     def lock_register(self, tx: Transaction) -> None:
         """Serialise register writers until ``tx`` ends (a no-op where the transaction already does)."""
+
+    def erasures_in_wal(self) -> int:
+        """Erasures whose rows may still be in a write-ahead log this store could not truncate yet (0 where the
+        store does not manage its log: PostgreSQL, see docs/security.md, section 4)."""
+        return 0
 
     def _stale_filter(self) -> str:
         return "substr(sealed, 2, ?) != ?"
@@ -746,21 +762,41 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
 class Storage(SealedStore):
     """The embedded default: one station's subjects, templates, change log and audit chain in one SQLite file."""
 
+    #: How long a statement waits for a lock held by another connection (ms).
+    BUSY_TIMEOUT_MS = 10_000
+    #: How long the WAL truncation right after an erasure (and at open) waits for readers to finish (ms).
+    ERASURE_WAIT_MS = 1_000
+    #: How long the truncation at close waits for readers (ms); a shutdown should not hang on a reader.
+    CLOSE_WAIT_MS = 5_000
+    #: Between two retries of a pending truncation after ordinary transactions (s); a retry never waits.
+    WAL_RETRY_S = 1.0
+
     def __init__(self, path: Path, keyring: KeyRing, *, station: str = "") -> None:
         self.path = path
         self.keyring = keyring
         self.station = station
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._wal_pending = 0  # erasures not yet out of the WAL (mirrors meta WAL_PENDING)
+        self._wal_retry_at = 0.0  # time.monotonic() before which a pending truncation is not retried
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten with zeros, not left in free pages
-        self._db.execute("PRAGMA busy_timeout=10000")
+        # Each time the WAL starts over (after a checkpoint that copied all of it), the file is cut after the new
+        # frames, so old frames past them (rows since erased among them) do not linger in it.
+        self._db.execute("PRAGMA journal_size_limit=0")
+        self._db.execute(f"PRAGMA busy_timeout={self.BUSY_TIMEOUT_MS}")
         self._migrate()
         with self.transaction() as tx:
             self._check_keyring(tx)
+            row = tx.execute("SELECT value FROM meta WHERE name = ?", (WAL_PENDING,)).fetchone()
+        if row is not None:  # erasures a reader kept in the WAL before the last stop
+            self._wal_pending = int(row[0])
+            if not self._truncate_wal(self.ERASURE_WAIT_MS):
+                log.warning("erasure: %s still holds %d erasure(s) in its WAL (a reader holds a snapshot); retried "
+                            "after the next writes", self.path, self._wal_pending)
 
     def __str__(self) -> str:
         return str(self.path)
@@ -774,16 +810,28 @@ class Storage(SealedStore):
             migrate(self._db, self.path)
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database, truncating the WAL first if erasures are still in it (waiting for readers up to
+        :attr:`CLOSE_WAIT_MS`; if one still holds it, the next open retries)."""
         with self._lock:
+            if self._wal_pending:
+                with contextlib.suppress(sqlite3.Error):
+                    if not self._truncate_wal(self.CLOSE_WAIT_MS):
+                        log.warning("erasure: %s closed with %d erasure(s) still in its WAL (a reader held it); the "
+                                    "next start truncates it", self.path, self._wal_pending)
             self._db.close()
+
+    def erasures_in_wal(self) -> int:
+        """Erasures committed since the WAL was last truncated (0: no erased row can be left in the WAL)."""
+        return self._wal_pending
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """One write transaction (``BEGIN IMMEDIATE``: it also serialises writers); durable when the block exits.
 
         An exception rolls it all back. After an erasure the WAL is checkpointed and truncated, so no copy of the
-        erased rows stays behind.
+        erased rows stays behind; when a reader prevents it the erasure stays pending (in ``meta``, with the
+        erasure) and the truncation is retried after the following transactions (at most every
+        :attr:`WAL_RETRY_S`, without waiting), at close and at the next open.
         """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -791,16 +839,55 @@ class Storage(SealedStore):
             tx.owner = self
             try:
                 yield tx
+                if tx.erased:
+                    tx.execute("INSERT INTO meta(name, value) VALUES (?, '1') ON CONFLICT (name) DO UPDATE "
+                               "SET value = CAST(value AS INTEGER) + 1", (WAL_PENDING,))
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
             if tx.erased:
-                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-                if busy:
-                    log.warning("erasure: the WAL could not be truncated now (another reader); it will be at the "
-                                "next checkpoint")
+                self._wal_pending += 1
+                if not self._truncate_wal(self.ERASURE_WAIT_MS):
+                    log.warning("erasure: the WAL of %s could not be truncated now (a reader holds a snapshot); "
+                                "retried after the next writes and at close (%d erasure(s) pending)", self.path,
+                                self._wal_pending)
+            elif self._wal_pending and time.monotonic() >= self._wal_retry_at:
+                self._truncate_wal(0)
+
+    def _truncate_wal(self, wait_ms: int) -> bool:
+        """Checkpoint the WAL into the database file and truncate it, waiting up to ``wait_ms`` for readers; on
+        success clear the pending erasures (True). Called under the lock, outside a transaction."""
+        self._db.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
+        try:
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.OperationalError as exc:  # another connection writing: as busy
+            log.debug("erasure: WAL checkpoint of %s deferred (%s)", self.path, exc)
+            busy = 1
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout={self.BUSY_TIMEOUT_MS}")
+        if busy:
+            self._wal_retry_at = time.monotonic() + self.WAL_RETRY_S
+            return False
+        # Every frame is in the database file (erased rows zeroed there by secure_delete) and the WAL is empty.
+        # Clearing the mark writes the meta page only: no erased row goes back into the WAL.
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM meta WHERE name = ?", (WAL_PENDING,))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:  # the WAL is truncated; the mark stays, and the next retry clears it
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            log.warning("erasure: the WAL of %s is truncated but its pending mark could not be cleared (%s)",
+                        self.path, exc)
+            self._wal_retry_at = time.monotonic() + self.WAL_RETRY_S
+            return False
+        if self._wal_retry_at:  # it had been deferred: say that it is done
+            log.info("erasure: the WAL of %s is truncated at last; %d erasure(s) left no copy in it", self.path,
+                     self._wal_pending)
+        self._wal_pending, self._wal_retry_at = 0, 0.0
+        return True
 
     @contextmanager
     def _read(self) -> Iterator[Transaction]:

@@ -154,6 +154,22 @@ def test_keys_inside_the_data_directory_are_refused_unless_declared_a_developmen
         CheckpointService.open(StoreLocation(data, key_dir=tmp_path / "elsewhere"))
 
 
+def test_a_key_file_or_an_audit_anchor_inside_the_data_or_replica_directory_is_refused(tmp_path: Path) -> None:
+    data, replica, keys = tmp_path / "data", tmp_path / "replica", tmp_path / "keys"
+    with pytest.raises(KeyLocationError, match=r"audit anchor .*head\.json is inside the data directory"):
+        CheckpointService.open(StoreLocation(data, key_dir=keys, anchor=data / "head.json"))
+    register = "postgresql://postgres@127.0.0.1:5432/not-reached"  # refused before the register is reached
+    on_register = {"store_url": register, "station": "sikakap-port", "replica_dir": replica}
+    with pytest.raises(KeyLocationError, match=r"keys at .*ring\.json are inside the data directory .*replica"):
+        CheckpointService.open(StoreLocation(data, key_dir=keys, key_file=replica / "ring.json", **on_register))
+    with pytest.raises(KeyLocationError, match=r"audit anchor .*head\.json is inside the data directory .*replica"):
+        CheckpointService.open(StoreLocation(data, key_dir=keys, anchor=replica / "head.json", **on_register))
+    assert not (keys / "keyring.json").exists() and not (replica / "ring.json").exists(), "refused before any key"
+    CheckpointService.open(StoreLocation(data, key_dir=keys, anchor=tmp_path / "anchor" / "head.json")).close()
+    dev = StoreLocation(data, key_dir=keys, anchor=data / "head.json", dev_keys_in_data_dir=True)
+    CheckpointService.open(dev).close()
+
+
 def test_the_default_key_directory_is_outside_the_data_directory(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CHECKPOINT_KEY_DIR", raising=False)

@@ -200,7 +200,7 @@ def test_a_station_and_its_workers_are_read_at_scrape_time() -> None:
         station="rokot-airport", statistics=statistics, gallery_size=lambda: (958, 1203), ready=lambda: True,
         sync_status=lambda: {"shared": True, "ready": True, "applied_seq": 4411, "seconds_since_sync": 2.5,
                              "register_connected": False, "audit_pending": 7, "outbox_pending": 3, "provisional": 2,
-                             "outbox_failed": 1, "last_drain": {}})
+                             "outbox_failed": 1, "last_drain": {}, "erasures_in_wal": 4})
     pool = SimpleNamespace(workers=2, ready=lambda: False, restarts=1, queue_depth=lambda: 5)
     found = samples("".join(_exposition(ServiceCollector(service, pool))))
     at = {"station": "rokot-airport"}
@@ -215,6 +215,7 @@ def test_a_station_and_its_workers_are_read_at_scrape_time() -> None:
     assert value(found, "checkpoint_outbox_pending", **at) == 3
     assert value(found, "checkpoint_outbox_failed", **at) == 1
     assert value(found, "checkpoint_provisional_enrolments", **at) == 2
+    assert value(found, "checkpoint_erasures_in_wal", **at) == 4
     assert value(found, "checkpoint_face_workers", **at) == 2
     assert value(found, "checkpoint_face_workers_ready", **at) == 0
     assert value(found, "checkpoint_face_worker_restarts_total", **at) == 1

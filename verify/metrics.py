@@ -392,6 +392,8 @@ class ServiceCollector:
                      self.station, status.get("outbox_failed", 0))
         yield _gauge("checkpoint_provisional_enrolments", "Enrolments made offline not yet confirmed by the register.",
                      self.station, status["provisional"])
+        yield _gauge("checkpoint_erasures_in_wal", "Erasures whose rows may still be in a SQLite WAL: a reader blocked "
+                     "its truncation, retried after each write.", self.station, status.get("erasures_in_wal", 0))
 
     def _workers(self) -> Iterator[Metric]:
         pool = self.pool
