@@ -65,7 +65,7 @@ from biometrics.face import FaceTemplate, face_template_of
 from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
 from biometrics.fingerprint.fusion import best_of_k, fuse_modalities
 from biometrics.gallery import Gallery
-from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_grey
+from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, check_fingerprint_size, decode_grey
 from biometrics.island import OnlineUpload
 from biometrics.keydir import (
     KEYRING_NAME,
@@ -512,6 +512,15 @@ class CheckpointService:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def _check_samples(self, samples: Sequence[Sample]) -> None:
+        """The request's samples (count, modality, finger, type), and each fingerprint's size against
+        ``limits.max_fingerprint_sample``: all checked before anything is extracted, so an oversized fingerprint
+        costs neither its own extraction nor the others'."""
+        validation.check_samples(samples, self.config.max_samples)
+        for sample in samples:
+            if sample.modality == Modality.FINGERPRINT:
+                check_fingerprint_size(sample.image, self.config.limits)
+
     def _extract_faces(self, samples: Sequence[Sample], purpose: str) -> list[FaceTemplate]:
         return [self.extractor.extract_face(sample.image, purpose) for sample in samples
                 if sample.modality == Modality.FACE]
@@ -736,7 +745,7 @@ class CheckpointService:
         validation.check_subject_id(subject_id)
         validation.check_subject_info(info)
         validation.check_reason(override_reason, "override_reason", required=allow_duplicate, documents=[subject_id])
-        validation.check_samples(samples, self.config.max_samples)
+        self._check_samples(samples)
         if subject_id in self._watchlist:
             raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
         faces = self._extract_faces(samples, "enrol")
@@ -868,7 +877,7 @@ class CheckpointService:
         nationality = check_nationality(document_nationality)
         attempts, attempt = validation.check_attempts(attempts, attempt)
         validation.check_subject_id(subject_id)
-        validation.check_samples(samples, self.config.max_samples)
+        self._check_samples(samples)
         faces = self._extract_faces(samples, "probe")
         fingers = self._extract_fingers(samples, "probe")
         self._stop_if_abandoned(still_wanted, "verify", actor, subject_ref=self._ref(subject_id),
@@ -988,7 +997,7 @@ class CheckpointService:
     def _identify(self, samples: Sequence[Sample], max_candidates: int, actor: Actor, document_nationality: str,
                   started: float, still_wanted: Callable[[], bool] | None = None) -> IdentificationResult:
         nationality = check_nationality(document_nationality)
-        validation.check_samples(samples, self.config.max_samples)
+        self._check_samples(samples)
         if max_candidates < 0:
             raise InvalidSample("max_candidates cannot be negative.")
         k = min(max_candidates or self.config.default_max_candidates, self.config.max_candidates)
