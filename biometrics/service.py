@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import re
 import threading
@@ -521,16 +522,28 @@ class CheckpointService:
             if sample.modality == Modality.FINGERPRINT:
                 check_fingerprint_size(sample.image, self.config.limits)
 
-    def _extract_faces(self, samples: Sequence[Sample], purpose: str) -> list[FaceTemplate]:
-        return [self.extractor.extract_face(sample.image, purpose) for sample in samples
-                if sample.modality == Modality.FACE]
+    def _extract_faces(self, samples: Sequence[Sample], purpose: str,
+                       stop: Callable[[], None] | None = None) -> list[FaceTemplate]:
+        """The template of each FACE sample; ``stop`` is called before each one (it raises to stop extracting:
+        the caller has gone)."""
+        faces = []
+        for sample in samples:
+            if sample.modality == Modality.FACE:
+                if stop is not None:
+                    stop()
+                faces.append(self.extractor.extract_face(sample.image, purpose))
+        return faces
 
-    def _extract_fingers(self, samples: Sequence[Sample], purpose: str) -> list[tuple[int, FingerprintTemplate]]:
-        """(ISO finger position, template) of each FINGERPRINT sample (greyscale, about 500 dpi)."""
+    def _extract_fingers(self, samples: Sequence[Sample], purpose: str, stop: Callable[[], None] | None = None
+                         ) -> list[tuple[int, FingerprintTemplate]]:
+        """(ISO finger position, template) of each FINGERPRINT sample (greyscale, about 500 dpi); ``stop`` is called
+        before each one, as for faces (an extraction on the gRPC thread takes up to about 1.5 s)."""
         fingers = []
         for sample in samples:
             if sample.modality != Modality.FINGERPRINT:
                 continue
+            if stop is not None:
+                stop()
             grey = decode_grey(sample.image, self.config.limits) if isinstance(sample.image, bytes) else sample.image
             kwargs = {"min_quality": ENROL_MIN_QUALITY} if purpose == "enrol" else {}
             fingers.append((int(sample.finger), extract_fingerprint(grey, **kwargs)))
@@ -738,8 +751,8 @@ class CheckpointService:
         A possible duplicate (another subject at or over the 1:N threshold) holds the enrolment back
         (``enrolled=False``) unless an officer allows it with a reason, which is recorded. The subject, its
         change-log entry and the audit record commit in one transaction before this returns.
-        ``still_wanted``: asked once the samples are extracted and the write lock is held, before the search and
-        the commit; False (the caller has gone) stores nothing and raises :class:`CallAbandoned`.
+        ``still_wanted``: asked before each sample is extracted and once the write lock is held, before the search
+        and the commit; False (the caller has gone) stops, stores nothing and raises :class:`CallAbandoned`.
         """
         actor = actor or Actor()
         validation.check_subject_id(subject_id)
@@ -748,22 +761,26 @@ class CheckpointService:
         self._check_samples(samples)
         if subject_id in self._watchlist:
             raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
-        faces = self._extract_faces(samples, "enrol")
+
+        def stop() -> None:
+            if still_wanted is not None and not still_wanted():
+                raise CallAbandoned(f"The enrolment of {subject_id!r} was abandoned by its caller: nothing was "
+                                    "stored.")
+
+        faces = self._extract_faces(samples, "enrol", stop)
         if split := disagreeing_pairs([f.template for f in faces], self.face_score):
             a, b, score = split[0]
             raise SamplesDisagree(
                 f"Face photographs {a + 1} and {b + 1} do not look like the same person (score {score:.1f}, under "
                 f"{MIN_ENROL_AGREEMENT}). Retake the photographs, of the applicant alone.")
-        fingers = self._extract_fingers(samples, "enrol")
+        fingers = self._extract_fingers(samples, "enrol", stop)
         qualities = tuple(SampleQuality(Modality.FACE, 0, f.quality) for f in faces) + tuple(
             SampleQuality(Modality.FINGERPRINT, finger, t.quality) for finger, t in fingers)
         stored = [StoredTemplate(Modality.FACE, 0, f.quality, pack_face_template(f.template)) for f in faces] + [
             StoredTemplate(Modality.FINGERPRINT, finger, t.quality, t.to_bytes()) for finger, t in fingers]
         decision_id = _new_decision_id()
         with self._write_lock:  # asked again once the lock is held: a caller may give up while another writes
-            if still_wanted is not None and not still_wanted():
-                raise CallAbandoned(f"The enrolment of {subject_id!r} was abandoned by its caller: nothing was "
-                                    "stored.")
+            stop()
             self._ensure_current()
             if self.island is not None and self.island.offline():
                 result = self.island.enrol_offline(subject_id, info, faces, fingers, stored, qualities, decision_id,
@@ -853,10 +870,11 @@ class CheckpointService:
         to the call that ends the transaction, so the portal counts travellers, not placements; it gets no
         feedback id.
 
-        ``still_wanted``: asked once the samples are extracted (the slow part), before they are compared; False
-        (the caller has gone) scores nothing: no attempt is counted, no decision is audited or published, no alert
-        raised, a ``verify_abandoned`` record is audited, and :class:`CallAbandoned` is raised (a later call of a
-        transaction is published as its end, as a capture that failed: see :meth:`verify_capture_failed`).
+        ``still_wanted``: asked before each sample is extracted (the slow part) and once they are, before they are
+        compared; False (the caller has gone) extracts no more and scores nothing: no attempt is counted, no
+        decision is audited or published, no alert raised, a ``verify_abandoned`` record is audited, and
+        :class:`CallAbandoned` is raised (a later call of a transaction is published as its end, as a capture that
+        failed: see :meth:`verify_capture_failed`).
         """
         started, actor = time.perf_counter(), actor or Actor()
         try:
@@ -878,10 +896,12 @@ class CheckpointService:
         attempts, attempt = validation.check_attempts(attempts, attempt)
         validation.check_subject_id(subject_id)
         self._check_samples(samples)
-        faces = self._extract_faces(samples, "probe")
-        fingers = self._extract_fingers(samples, "probe")
-        self._stop_if_abandoned(still_wanted, "verify", actor, subject_ref=self._ref(subject_id),
-                                **({"attempts": attempts, "attempt": attempt} if attempts > 1 else {}))
+        stop = functools.partial(self._stop_if_abandoned, still_wanted, "verify", actor,
+                                 subject_ref=self._ref(subject_id),
+                                 **({"attempts": attempts, "attempt": attempt} if attempts > 1 else {}))
+        faces = self._extract_faces(samples, "probe", stop)
+        fingers = self._extract_fingers(samples, "probe", stop)
+        stop()
         self._ensure_current()
         if subject_id not in self._watchlist:
             raise SubjectNotFound(f"No traveller is enrolled under {subject_id!r}.")
@@ -966,9 +986,9 @@ class CheckpointService:
 
     def _stop_if_abandoned(self, still_wanted: Callable[[], bool] | None, kind: str, actor: Actor,
                            **fields: Any) -> None:
-        """Before a Verify or Identify compares its samples: when its caller has gone (``still_wanted`` answers
-        False), audit a ``KIND_abandoned`` record (no score, no match, no candidate: no decision was made) and
-        raise :class:`CallAbandoned`."""
+        """Before a Verify or Identify extracts each sample and before it compares them: when its caller has gone
+        (``still_wanted`` answers False), audit a ``KIND_abandoned`` record (no score, no match, no candidate: no
+        decision was made) and raise :class:`CallAbandoned`."""
         if still_wanted is None or still_wanted():
             return
         with self._audit() as tx:
@@ -983,9 +1003,9 @@ class CheckpointService:
         """1:N: the enrolled subjects these samples match, at or over the 1:N threshold, best first.
 
         Its event is recorded with its audit record, its category from ``document_nationality`` (unknown without).
-        ``still_wanted``: asked once the samples are extracted, before the search; False (the caller has gone)
-        searches nothing and records no decision, no alert and no event, audits an ``identify_abandoned`` record
-        and raises :class:`CallAbandoned`.
+        ``still_wanted``: asked before each sample is extracted and once they are, before the search; False (the
+        caller has gone) extracts no more, searches nothing and records no decision, no alert and no event, audits
+        an ``identify_abandoned`` record and raises :class:`CallAbandoned`.
         """
         started, actor = time.perf_counter(), actor or Actor()
         try:
@@ -1001,9 +1021,10 @@ class CheckpointService:
         if max_candidates < 0:
             raise InvalidSample("max_candidates cannot be negative.")
         k = min(max_candidates or self.config.default_max_candidates, self.config.max_candidates)
-        faces = self._extract_faces(samples, "probe")
-        fingers = self._extract_fingers(samples, "probe")
-        self._stop_if_abandoned(still_wanted, "identify", actor)
+        stop = functools.partial(self._stop_if_abandoned, still_wanted, "identify", actor)
+        faces = self._extract_faces(samples, "probe", stop)
+        fingers = self._extract_fingers(samples, "probe", stop)
+        stop()
         self._ensure_current()
         threshold = self.search_threshold()
         # ranked over the server's whole cap: the decision and the alerts see every watchlisted candidate, the

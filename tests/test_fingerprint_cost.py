@@ -5,6 +5,7 @@ per call, sixteen calls, held every admission slot for minutes)."""
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +127,32 @@ def test_the_cap_is_the_server_s_to_set(tmp_path: Path, fingers_extracted: list[
 def test_the_server_refuses_a_fingerprint_cap_out_of_range(tmp_path: Path, value: str) -> None:
     done = refused_at_start(tmp_path, "--max-fingerprint-megapixels", value)
     assert "--max-fingerprint-megapixels must be above 0 and at most 4.2" in done.stderr
+
+
+@pytest.mark.parametrize("method", ["Verify", "Identify", "Enroll"])
+def test_a_call_abandoned_during_its_extractions_stops_extracting(
+        service: CheckpointService, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """The caller's deadline passes while the first of ten fingerprints is extracted: the handler extracts no
+    other sample (before, it extracted all ten, holding its admission slot, then found the caller gone)."""
+    call, extracted = Call(), []
+    real = service_module.extract_fingerprint
+
+    def deadline_passes(grey: np.ndarray, **kwargs: Any) -> Any:
+        extracted.append(grey.shape)
+        template = real(grey, **kwargs)
+        call.expire()  # the caller gives up during the extraction
+        return template
+
+    monkeypatch.setattr(service_module, "extract_fingerprint", deadline_passes)
+    samples = [pb.Sample(modality=pb.FINGERPRINT, image=SCANNED, finger=2) for _ in range(10)]
+    requests = {"Verify": pb.VerifyRequest(subject_id="P1234567", samples=samples),
+                "Identify": pb.IdentifyRequest(samples=samples),
+                "Enroll": pb.EnrollRequest(subject_id="P1234567", info=pb.SubjectInfo(name="A B"), samples=samples)}
+    actor = KIOSK if method != "Enroll" else Actor(role="officer", identity="CN=Siti Rahma,OU=officer")
+    with acting_as(actor), pytest.raises(Aborted) as refused:
+        getattr(CheckpointServicer(service), method)(requests[method], call)
+    assert refused.value.code == grpc.StatusCode.CANCELLED
+    assert len(extracted) == 1
+    kinds = [json.loads(e).get("kind") for e in service.alert_store.audit_entries()]
+    assert not {"verify", "identify", "enrol"} & set(kinds)  # nothing decided or stored
+    assert not service.holds("P1234567")
