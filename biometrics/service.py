@@ -203,6 +203,11 @@ def check_station(name: str, *, required: bool) -> None:
                          "letters, digits and hyphens, such as rokot-airport")
 
 
+def _modalities(samples: Any) -> set[int | None]:
+    """The modalities of a request's samples (none when they are not a sequence: refused anyway)."""
+    return {getattr(s, "modality", None) for s in samples} if isinstance(samples, Sequence) else set()
+
+
 def _new_decision_id() -> str:
     return uuid.uuid4().hex
 
@@ -687,16 +692,26 @@ class CheckpointService:
     def _record_error(self, actor: Actor, started: float, samples: Sequence[Sample], nationality: str) -> None:
         """Record a decision that ended in a refusal (no face, unknown document...) as an ``error`` event, in a
         transaction of its own; a failure to record it is logged, never raised over the refusal."""
-        modalities = {getattr(s, "modality", None) for s in samples} if isinstance(samples, Sequence) else set()
-        self.record_refusal(actor, started, modalities, nationality)
+        self.record_refusal(actor, started, _modalities(samples), nationality)
 
-    def verify_capture_failed(self, attempt: int, actor: Actor, started: float, modalities: Collection[int | None],
-                              nationality: str) -> None:
-        """A Verify call that ended before a decision (its device capture failed, or its caller abandoned it once
-        its samples were taken): published as the end of its kiosk transaction when it is a later call
-        (``attempt`` > 1), whose earlier, not accepted call published nothing; a first call publishes nothing
-        here (it made no decision)."""
-        if attempt > 1:
+    def verify_capture_failed(self, subject_id: str, attempt: int, actor: Actor, started: float,
+                              modalities: Collection[int | None], nationality: str) -> None:
+        """A Verify call of ``subject_id`` that ended before a decision (its device capture failed, or its caller
+        abandoned it): published as the end of its kiosk transaction when an earlier, not accepted call of it
+        published nothing. For a counted caller (a kiosk) the station's own count says so, once per transaction
+        (:meth:`AttemptLedger.claim_end`); for others the caller's ``attempt`` (> 1). A first call publishes
+        nothing here (it made no decision)."""
+        if self.attempt_ledger.claim_end(subject_id) if self._counted(actor) else attempt > 1:
+            self.record_refusal(actor, started, modalities, nationality)
+
+    def _verify_refused(self, exc: BiometricError, subject_id: str, actor: Actor, started: float,
+                        modalities: Collection[int | None], nationality: str) -> None:
+        """A Verify refused before a decision: audited for what it says of the document, and published as an
+        ``error``; a refusal for exhausted attempts only as the end of a transaction that published none
+        (:meth:`AttemptLedger.claim_end`: its last scored call normally has), so that a kiosk calling again and
+        again after its transaction ended adds nothing to the published figures."""
+        self._audit_refusal(exc, subject_id, actor)
+        if not isinstance(exc, AttemptsExhausted) or self.attempt_ledger.claim_end(subject_id):
             self.record_refusal(actor, started, modalities, nationality)
 
     def record_refusal(self, actor: Actor, started: float, modalities: Collection[int | None],
@@ -881,11 +896,10 @@ class CheckpointService:
             return self._verify(subject_id, samples, actor, document_nationality, started, attempts, attempt,
                                 still_wanted)
         except BiometricError as exc:
-            self._audit_refusal(exc, subject_id, actor)
-            self._record_error(actor, started, samples, document_nationality)
+            self._verify_refused(exc, subject_id, actor, started, _modalities(samples), document_nationality)
             raise
         except CallAbandoned:
-            self.verify_capture_failed(attempt, actor, started, {getattr(s, "modality", None) for s in samples},
+            self.verify_capture_failed(subject_id, attempt, actor, started, _modalities(samples),
                                        document_nationality)
             raise
 
@@ -915,6 +929,7 @@ class CheckpointService:
             missing = "face" if faces else "fingerprint of these fingers"
             raise NoReference(f"{subject_id!r} has no {missing} enrolled: verify with another modality.")
         counted = self._count_attempt(subject_id, attempts, actor)
+        declared = attempts
         if counted is not None:
             attempts = counted.attempts
         score = self.fuse(modality_scores)
@@ -929,8 +944,15 @@ class CheckpointService:
         result = VerificationResult(match, score, self.threshold, decision_id, tuple(modality_scores), watchlist,
                                     self.register_as_of(), feedback_id=self._new_feedback_id(), in_review=in_review)
         outcome = verification_outcome(result)
-        step = outcome.decision != PROCEED and 0 < attempt < attempts  # the kiosk will call again
-        if step:
+        # A call not accepted is a step of its transaction (the kiosk will call again), not its end, when the kiosk
+        # says more calls are to come and, for a counted caller, the station's own count leaves it another call: a
+        # kiosk cannot keep a failed transaction off the portal by declaring every call its first. Each transaction
+        # is published once: a later call of one whose end was published (the kiosk declared an earlier call its
+        # last) is not published again.
+        step = outcome.decision != PROCEED and 0 < attempt < declared and (
+            counted is None or counted.call < counted.attempts)
+        publish = not step and not (counted is not None and counted.published)
+        if not publish:
             result = replace(result, feedback_id="")
         alert = match and watchlist and not (counted is not None and counted.alerted)
         with self._audit() as tx:
@@ -941,23 +963,26 @@ class CheckpointService:
                          **({"in_review": True} if in_review else {}))
             if alert:  # once per kiosk transaction: a watchlisted traveller asked again raises no second one
                 self._raise_alert(tx, "watchlist_verify", decision_id, subject_id, score, actor)
-            if not step:
+            if publish:
                 self._record_event(tx, result.feedback_id, outcome, actor, started, faces, fingers, nationality)
         if counted is not None:
-            self.attempt_ledger.end(counted, accepted=outcome.decision == PROCEED, alerted=alert)
+            self.attempt_ledger.end(counted, accepted=outcome.decision == PROCEED, alerted=alert, published=publish)
         self.statistics.record_decision("verify_match" if match else "verify_no_match")
         return result
 
-    def check_attempts_left(self, subject_id: str, *, actor: Actor | None = None) -> None:
+    def check_attempts_left(self, subject_id: str, *, actor: Actor | None = None,
+                            modalities: Collection[int | None] = (), nationality: str = "") -> None:
         """Raise ``AttemptsExhausted`` when a kiosk's Verify of ``subject_id`` would be refused for its transaction's
         attempts (``biometrics.attempts``), counting nothing: asked before a device capture, so that the
-        traveller is not asked to place a finger for a call that will be refused. The refusal is audited."""
+        traveller is not asked to place a finger for a call that will be refused. The refusal is audited, and
+        published as the transaction's end if it has none (``modalities`` and ``nationality``: the request's)."""
         actor = actor or Actor()
         if self._counted(actor):
+            started = time.perf_counter()
             try:
                 self.attempt_ledger.check_open(subject_id)
             except AttemptsExhausted as exc:
-                self._audit_refusal(exc, subject_id, actor)
+                self._verify_refused(exc, subject_id, actor, started, modalities, nationality)
                 raise
 
     def _audit_refusal(self, exc: BiometricError, subject_id: str, actor: Actor) -> None:
