@@ -16,7 +16,10 @@ A call that is accepted (the traveller may proceed) ends the transaction; one th
 until the window passes. Only scored calls count: a refusal before a score (no face found, a poor print,
 an unknown document) gives no chance of a false match. The ledger also remembers whether the transaction
 has raised a watchlist alert, so that a watchlisted traveller asked to place the finger again raises one
-alert, not one per call.
+alert, not one per call, and whether the transaction's end has been published (a decision event for the
+transparency portal): a transaction is published once, by the call that ends it (an accepted call, its last
+counted call, or a call the kiosk declares its last) or, failing that, by a later call that fails before a
+score (a capture that failed, an abandoned call, a refusal for exhausted attempts): :meth:`AttemptLedger.claim_end`.
 
 The ledger lives in the station's server process: a document tried at two stations at once is two
 transactions (each within its own bound).
@@ -52,6 +55,7 @@ class Attempt:
     attempts: int
     call: int
     alerted: bool  # the transaction raised a watchlist alert before this call
+    published: bool = False  # the transaction's end was published before this call
 
 
 @dataclass
@@ -60,6 +64,7 @@ class _Open:
     calls: int
     last: float
     alerted: bool = False
+    published: bool = False
 
 
 class AttemptLedger:
@@ -92,7 +97,7 @@ class AttemptLedger:
             self._open.move_to_end(key)
             while len(self._open) > self._max_open:
                 self._open.popitem(last=False)
-            return Attempt(key, entry.attempts, entry.calls, entry.alerted)
+            return Attempt(key, entry.attempts, entry.calls, entry.alerted, entry.published)
 
     def check_open(self, key: str) -> None:
         """Raise :class:`AttemptsExhausted` when the transaction open for ``key`` has no attempt left, counting
@@ -109,17 +114,32 @@ class AttemptLedger:
             raise AttemptsExhausted(EXHAUSTED)
         return entry
 
-    def end(self, attempt: Attempt, *, accepted: bool, alerted: bool = False) -> None:
+    def end(self, attempt: Attempt, *, accepted: bool, alerted: bool = False, published: bool = False) -> None:
         """The outcome of a call ``begin`` counted: ``accepted`` ends its transaction; ``alerted`` (a watchlist
-        alert raised) is remembered for its later calls."""
+        alert raised) and ``published`` (its decision event published as the transaction's end) are remembered for
+        its later calls."""
         with self._lock:
             entry = self._open.get(attempt.key)
             if entry is None:
                 return
             if accepted:
                 del self._open[attempt.key]
-            elif alerted:
-                entry.alerted = True
+                return
+            entry.alerted = entry.alerted or alerted
+            entry.published = entry.published or published
+
+    def claim_end(self, key: str) -> bool:
+        """Whether a call of document ``key`` that ends without a score (its capture failed, it was abandoned, or
+        it was refused for exhausted attempts) is to be published as the end of the transaction open for it: True
+        once per transaction, when it has scored a call and published no end yet (its calls were steps), and the
+        end is then marked published; False when no transaction is open or its end was published already."""
+        with self._lock:
+            self._expire(self._clock())
+            entry = self._open.get(key)
+            if entry is None or entry.published or entry.calls == 0:
+                return False
+            entry.published = True
+            return True
 
     def open_count(self) -> int:
         """Transactions open now (their window not passed)."""

@@ -39,6 +39,11 @@ class SampleTooLarge(BiometricError):
     """The image is over the byte or pixel cap (decompression bombs included)."""
 
 
+class FingerprintTooLarge(InvalidSample):
+    """A fingerprint image larger than a fingerprint scanner gives (``ImageLimits.max_fingerprint_sample``):
+    refused before any extraction, whose cost grows with the image (seconds for a few megapixels)."""
+
+
 class SubjectNotFound(BiometricError):
     """No subject is enrolled under this id."""
 

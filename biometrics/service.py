@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import re
 import threading
@@ -65,7 +66,7 @@ from biometrics.face import FaceTemplate, face_template_of
 from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
 from biometrics.fingerprint.fusion import best_of_k, fuse_modalities
 from biometrics.gallery import Gallery
-from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_grey
+from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, check_fingerprint_size, decode_grey
 from biometrics.island import OnlineUpload
 from biometrics.keydir import (
     KEYRING_NAME,
@@ -200,6 +201,11 @@ def check_station(name: str, *, required: bool) -> None:
     if not STATION_PATTERN.fullmatch(name or ""):
         raise ValueError(f"--station {name!r}: a station on a shared register needs a name of 1 to 63 lower-case "
                          "letters, digits and hyphens, such as rokot-airport")
+
+
+def _modalities(samples: Any) -> set[int | None]:
+    """The modalities of a request's samples (none when they are not a sequence: refused anyway)."""
+    return {getattr(s, "modality", None) for s in samples} if isinstance(samples, Sequence) else set()
 
 
 def _new_decision_id() -> str:
@@ -539,16 +545,37 @@ class CheckpointService:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _extract_faces(self, samples: Sequence[Sample], purpose: str) -> list[FaceTemplate]:
-        return [self.extractor.extract_face(sample.image, purpose) for sample in samples
-                if sample.modality == Modality.FACE]
+    def _check_samples(self, samples: Sequence[Sample]) -> None:
+        """The request's samples (count, modality, finger, type), and each fingerprint's size against
+        ``limits.max_fingerprint_sample``: all checked before anything is extracted, so an oversized fingerprint
+        costs neither its own extraction nor the others'."""
+        validation.check_samples(samples, self.config.max_samples)
+        for sample in samples:
+            if sample.modality == Modality.FINGERPRINT:
+                check_fingerprint_size(sample.image, self.config.limits)
 
-    def _extract_fingers(self, samples: Sequence[Sample], purpose: str) -> list[tuple[int, FingerprintTemplate]]:
-        """(ISO finger position, template) of each FINGERPRINT sample (greyscale, about 500 dpi)."""
+    def _extract_faces(self, samples: Sequence[Sample], purpose: str,
+                       stop: Callable[[], None] | None = None) -> list[FaceTemplate]:
+        """The template of each FACE sample; ``stop`` is called before each one (it raises to stop extracting:
+        the caller has gone)."""
+        faces = []
+        for sample in samples:
+            if sample.modality == Modality.FACE:
+                if stop is not None:
+                    stop()
+                faces.append(self.extractor.extract_face(sample.image, purpose))
+        return faces
+
+    def _extract_fingers(self, samples: Sequence[Sample], purpose: str, stop: Callable[[], None] | None = None
+                         ) -> list[tuple[int, FingerprintTemplate]]:
+        """(ISO finger position, template) of each FINGERPRINT sample (greyscale, about 500 dpi); ``stop`` is called
+        before each one, as for faces (an extraction on the gRPC thread takes up to about 1.5 s)."""
         fingers = []
         for sample in samples:
             if sample.modality != Modality.FINGERPRINT:
                 continue
+            if stop is not None:
+                stop()
             grey = decode_grey(sample.image, self.config.limits) if isinstance(sample.image, bytes) else sample.image
             kwargs = {"min_quality": ENROL_MIN_QUALITY} if purpose == "enrol" else {}
             fingers.append((int(sample.finger), extract_fingerprint(grey, **kwargs)))
@@ -692,16 +719,26 @@ class CheckpointService:
     def _record_error(self, actor: Actor, started: float, samples: Sequence[Sample], nationality: str) -> None:
         """Record a decision that ended in a refusal (no face, unknown document...) as an ``error`` event, in a
         transaction of its own; a failure to record it is logged, never raised over the refusal."""
-        modalities = {getattr(s, "modality", None) for s in samples} if isinstance(samples, Sequence) else set()
-        self.record_refusal(actor, started, modalities, nationality)
+        self.record_refusal(actor, started, _modalities(samples), nationality)
 
-    def verify_capture_failed(self, attempt: int, actor: Actor, started: float, modalities: Collection[int | None],
-                              nationality: str) -> None:
-        """A Verify call that ended before a decision (its device capture failed, or its caller abandoned it once
-        its samples were taken): published as the end of its kiosk transaction when it is a later call
-        (``attempt`` > 1), whose earlier, not accepted call published nothing; a first call publishes nothing
-        here (it made no decision)."""
-        if attempt > 1:
+    def verify_capture_failed(self, subject_id: str, attempt: int, actor: Actor, started: float,
+                              modalities: Collection[int | None], nationality: str) -> None:
+        """A Verify call of ``subject_id`` that ended before a decision (its device capture failed, or its caller
+        abandoned it): published as the end of its kiosk transaction when an earlier, not accepted call of it
+        published nothing. For a counted caller (a kiosk) the station's own count says so, once per transaction
+        (:meth:`AttemptLedger.claim_end`); for others the caller's ``attempt`` (> 1). A first call publishes
+        nothing here (it made no decision)."""
+        if self.attempt_ledger.claim_end(subject_id) if self._counted(actor) else attempt > 1:
+            self.record_refusal(actor, started, modalities, nationality)
+
+    def _verify_refused(self, exc: BiometricError, subject_id: str, actor: Actor, started: float,
+                        modalities: Collection[int | None], nationality: str) -> None:
+        """A Verify refused before a decision: audited for what it says of the document, and published as an
+        ``error``; a refusal for exhausted attempts only as the end of a transaction that published none
+        (:meth:`AttemptLedger.claim_end`: its last scored call normally has), so that a kiosk calling again and
+        again after its transaction ended adds nothing to the published figures."""
+        self._audit_refusal(exc, subject_id, actor)
+        if not isinstance(exc, AttemptsExhausted) or self.attempt_ledger.claim_end(subject_id):
             self.record_refusal(actor, started, modalities, nationality)
 
     def record_refusal(self, actor: Actor, started: float, modalities: Collection[int | None],
@@ -756,32 +793,36 @@ class CheckpointService:
         A possible duplicate (another subject at or over the 1:N threshold) holds the enrolment back
         (``enrolled=False``) unless an officer allows it with a reason, which is recorded. The subject, its
         change-log entry and the audit record commit in one transaction before this returns.
-        ``still_wanted``: asked once the samples are extracted and the write lock is held, before the search and
-        the commit; False (the caller has gone) stores nothing and raises :class:`CallAbandoned`.
+        ``still_wanted``: asked before each sample is extracted and once the write lock is held, before the search
+        and the commit; False (the caller has gone) stops, stores nothing and raises :class:`CallAbandoned`.
         """
         actor = actor or Actor()
         validation.check_subject_id(subject_id)
         validation.check_subject_info(info)
         validation.check_reason(override_reason, "override_reason", required=allow_duplicate, documents=[subject_id])
-        validation.check_samples(samples, self.config.max_samples)
+        self._check_samples(samples)
         if subject_id in self._watchlist:
             raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
-        faces = self._extract_faces(samples, "enrol")
+
+        def stop() -> None:
+            if still_wanted is not None and not still_wanted():
+                raise CallAbandoned(f"The enrolment of {subject_id!r} was abandoned by its caller: nothing was "
+                                    "stored.")
+
+        faces = self._extract_faces(samples, "enrol", stop)
         if split := disagreeing_pairs([f.template for f in faces], self.face_score):
             a, b, score = split[0]
             raise SamplesDisagree(
                 f"Face photographs {a + 1} and {b + 1} do not look like the same person (score {score:.1f}, under "
                 f"{MIN_ENROL_AGREEMENT}). Retake the photographs, of the applicant alone.")
-        fingers = self._extract_fingers(samples, "enrol")
+        fingers = self._extract_fingers(samples, "enrol", stop)
         qualities = tuple(SampleQuality(Modality.FACE, 0, f.quality) for f in faces) + tuple(
             SampleQuality(Modality.FINGERPRINT, finger, t.quality) for finger, t in fingers)
         stored = [StoredTemplate(Modality.FACE, 0, f.quality, pack_face_template(f.template)) for f in faces] + [
             StoredTemplate(Modality.FINGERPRINT, finger, t.quality, t.to_bytes()) for finger, t in fingers]
         decision_id = _new_decision_id()
         with self._write_lock:  # asked again once the lock is held: a caller may give up while another writes
-            if still_wanted is not None and not still_wanted():
-                raise CallAbandoned(f"The enrolment of {subject_id!r} was abandoned by its caller: nothing was "
-                                    "stored.")
+            stop()
             self._ensure_current()
             if self.island is not None and self.island.offline():
                 result = self.island.enrol_offline(subject_id, info, faces, fingers, stored, qualities, decision_id,
@@ -871,21 +912,21 @@ class CheckpointService:
         to the call that ends the transaction, so the portal counts travellers, not placements; it gets no
         feedback id.
 
-        ``still_wanted``: asked once the samples are extracted (the slow part), before they are compared; False
-        (the caller has gone) scores nothing: no attempt is counted, no decision is audited or published, no alert
-        raised, a ``verify_abandoned`` record is audited, and :class:`CallAbandoned` is raised (a later call of a
-        transaction is published as its end, as a capture that failed: see :meth:`verify_capture_failed`).
+        ``still_wanted``: asked before each sample is extracted (the slow part) and once they are, before they are
+        compared; False (the caller has gone) extracts no more and scores nothing: no attempt is counted, no
+        decision is audited or published, no alert raised, a ``verify_abandoned`` record is audited, and
+        :class:`CallAbandoned` is raised (a later call of a transaction is published as its end, as a capture that
+        failed: see :meth:`verify_capture_failed`).
         """
         started, actor = time.perf_counter(), actor or Actor()
         try:
             return self._verify(subject_id, samples, actor, document_nationality, started, attempts, attempt,
                                 still_wanted)
         except BiometricError as exc:
-            self._audit_refusal(exc, subject_id, actor)
-            self._record_error(actor, started, samples, document_nationality)
+            self._verify_refused(exc, subject_id, actor, started, _modalities(samples), document_nationality)
             raise
         except CallAbandoned:
-            self.verify_capture_failed(attempt, actor, started, {getattr(s, "modality", None) for s in samples},
+            self.verify_capture_failed(subject_id, attempt, actor, started, _modalities(samples),
                                        document_nationality)
             raise
 
@@ -895,11 +936,13 @@ class CheckpointService:
         nationality = check_nationality(document_nationality)
         attempts, attempt = validation.check_attempts(attempts, attempt)
         validation.check_subject_id(subject_id)
-        validation.check_samples(samples, self.config.max_samples)
-        faces = self._extract_faces(samples, "probe")
-        fingers = self._extract_fingers(samples, "probe")
-        self._stop_if_abandoned(still_wanted, "verify", actor, subject_ref=self._ref(subject_id),
-                                **({"attempts": attempts, "attempt": attempt} if attempts > 1 else {}))
+        self._check_samples(samples)
+        stop = functools.partial(self._stop_if_abandoned, still_wanted, "verify", actor,
+                                 subject_ref=self._ref(subject_id),
+                                 **({"attempts": attempts, "attempt": attempt} if attempts > 1 else {}))
+        faces = self._extract_faces(samples, "probe", stop)
+        fingers = self._extract_fingers(samples, "probe", stop)
+        stop()
         self._ensure_current()
         if subject_id not in self._watchlist:
             raise SubjectNotFound(f"No traveller is enrolled under {subject_id!r}.")
@@ -913,6 +956,7 @@ class CheckpointService:
             missing = "face" if faces else "fingerprint of these fingers"
             raise NoReference(f"{subject_id!r} has no {missing} enrolled: verify with another modality.")
         counted = self._count_attempt(subject_id, attempts, actor)
+        declared = attempts
         if counted is not None:
             attempts = counted.attempts
         score = self.fuse(modality_scores)
@@ -927,8 +971,15 @@ class CheckpointService:
         result = VerificationResult(match, score, self.threshold, decision_id, tuple(modality_scores), watchlist,
                                     self.register_as_of(), feedback_id=self._new_feedback_id(), in_review=in_review)
         outcome = verification_outcome(result)
-        step = outcome.decision != PROCEED and 0 < attempt < attempts  # the kiosk will call again
-        if step:
+        # A call not accepted is a step of its transaction (the kiosk will call again), not its end, when the kiosk
+        # says more calls are to come and, for a counted caller, the station's own count leaves it another call: a
+        # kiosk cannot keep a failed transaction off the portal by declaring every call its first. Each transaction
+        # is published once: a later call of one whose end was published (the kiosk declared an earlier call its
+        # last) is not published again.
+        step = outcome.decision != PROCEED and 0 < attempt < declared and (
+            counted is None or counted.call < counted.attempts)
+        publish = not step and not (counted is not None and counted.published)
+        if not publish:
             result = replace(result, feedback_id="")
         alert = match and watchlist and not (counted is not None and counted.alerted)
         with self._audit() as tx:
@@ -939,23 +990,26 @@ class CheckpointService:
                          **({"in_review": True} if in_review else {}))
             if alert:  # once per kiosk transaction: a watchlisted traveller asked again raises no second one
                 self._raise_alert(tx, "watchlist_verify", decision_id, subject_id, score, actor)
-            if not step:
+            if publish:
                 self._record_event(tx, result.feedback_id, outcome, actor, started, faces, fingers, nationality)
         if counted is not None:
-            self.attempt_ledger.end(counted, accepted=outcome.decision == PROCEED, alerted=alert)
+            self.attempt_ledger.end(counted, accepted=outcome.decision == PROCEED, alerted=alert, published=publish)
         self.statistics.record_decision("verify_match" if match else "verify_no_match")
         return result
 
-    def check_attempts_left(self, subject_id: str, *, actor: Actor | None = None) -> None:
+    def check_attempts_left(self, subject_id: str, *, actor: Actor | None = None,
+                            modalities: Collection[int | None] = (), nationality: str = "") -> None:
         """Raise ``AttemptsExhausted`` when a kiosk's Verify of ``subject_id`` would be refused for its transaction's
         attempts (``biometrics.attempts``), counting nothing: asked before a device capture, so that the
-        traveller is not asked to place a finger for a call that will be refused. The refusal is audited."""
+        traveller is not asked to place a finger for a call that will be refused. The refusal is audited, and
+        published as the transaction's end if it has none (``modalities`` and ``nationality``: the request's)."""
         actor = actor or Actor()
         if self._counted(actor):
+            started = time.perf_counter()
             try:
                 self.attempt_ledger.check_open(subject_id)
             except AttemptsExhausted as exc:
-                self._audit_refusal(exc, subject_id, actor)
+                self._verify_refused(exc, subject_id, actor, started, modalities, nationality)
                 raise
 
     def _audit_refusal(self, exc: BiometricError, subject_id: str, actor: Actor) -> None:
@@ -984,9 +1038,9 @@ class CheckpointService:
 
     def _stop_if_abandoned(self, still_wanted: Callable[[], bool] | None, kind: str, actor: Actor,
                            **fields: Any) -> None:
-        """Before a Verify or Identify compares its samples: when its caller has gone (``still_wanted`` answers
-        False), audit a ``KIND_abandoned`` record (no score, no match, no candidate: no decision was made) and
-        raise :class:`CallAbandoned`."""
+        """Before a Verify or Identify extracts each sample and before it compares them: when its caller has gone
+        (``still_wanted`` answers False), audit a ``KIND_abandoned`` record (no score, no match, no candidate: no
+        decision was made) and raise :class:`CallAbandoned`."""
         if still_wanted is None or still_wanted():
             return
         with self._audit() as tx:
@@ -1001,9 +1055,9 @@ class CheckpointService:
         """1:N: the enrolled subjects these samples match, at or over the 1:N threshold, best first.
 
         Its event is recorded with its audit record, its category from ``document_nationality`` (unknown without).
-        ``still_wanted``: asked once the samples are extracted, before the search; False (the caller has gone)
-        searches nothing and records no decision, no alert and no event, audits an ``identify_abandoned`` record
-        and raises :class:`CallAbandoned`.
+        ``still_wanted``: asked before each sample is extracted and once they are, before the search; False (the
+        caller has gone) extracts no more, searches nothing and records no decision, no alert and no event, audits
+        an ``identify_abandoned`` record and raises :class:`CallAbandoned`.
         """
         started, actor = time.perf_counter(), actor or Actor()
         try:
@@ -1015,13 +1069,14 @@ class CheckpointService:
     def _identify(self, samples: Sequence[Sample], max_candidates: int, actor: Actor, document_nationality: str,
                   started: float, still_wanted: Callable[[], bool] | None = None) -> IdentificationResult:
         nationality = check_nationality(document_nationality)
-        validation.check_samples(samples, self.config.max_samples)
+        self._check_samples(samples)
         if max_candidates < 0:
             raise InvalidSample("max_candidates cannot be negative.")
         k = min(max_candidates or self.config.default_max_candidates, self.config.max_candidates)
-        faces = self._extract_faces(samples, "probe")
-        fingers = self._extract_fingers(samples, "probe")
-        self._stop_if_abandoned(still_wanted, "identify", actor)
+        stop = functools.partial(self._stop_if_abandoned, still_wanted, "identify", actor)
+        faces = self._extract_faces(samples, "probe", stop)
+        fingers = self._extract_fingers(samples, "probe", stop)
+        stop()
         self._ensure_current()
         threshold = self.search_threshold()
         # ranked over the server's whole cap: the decision and the alerts see every watchlisted candidate, the

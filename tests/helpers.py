@@ -30,6 +30,17 @@ def face_sample(name: str) -> pb.Sample:
     return pb.Sample(modality=pb.FACE, image=face(name))
 
 
+def refused_at_start(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``checkpoint-server --plaintext`` on a fresh data directory under ``tmp_path`` with ``options``, expected to
+    refuse them at start (exit status 2, before the data directory is touched); its output."""
+    done = subprocess.run([sys.executable, "-m", "verify.server", "--plaintext", "--listen", "127.0.0.1:0",
+                           "--data-dir", str(tmp_path / "data"), "--key-dir", str(tmp_path / "keys"), *options],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert not (tmp_path / "data").exists()
+    return done
+
+
 @dataclass
 class ServerProcess:
     """A ``checkpoint-server`` subprocess listening on a free loopback port.

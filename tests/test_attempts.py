@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
+from helpers import refused_at_start
 
 from biometrics.attempts import AttemptLedger, AttemptsExhausted
 
@@ -119,12 +118,8 @@ def test_the_window_must_be_positive() -> None:
 
 @pytest.mark.parametrize("window", ["0", "-5", "nan"])
 def test_the_server_refuses_a_window_that_is_not_positive(tmp_path: Path, window: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "verify.server", "--plaintext", "--listen", "127.0.0.1:0",
-                           "--data-dir", str(tmp_path / "data"), "--key-dir", str(tmp_path / "keys"),
-                           "--attempt-window", window], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stderr
+    done = refused_at_start(tmp_path, "--attempt-window", window)  # before the data directory is touched
     assert "--attempt-window must be positive" in done.stderr
-    assert not (tmp_path / "data").exists()  # refused before the data directory is touched
 
 
 def test_check_open_refuses_what_begin_would_and_counts_nothing() -> None:

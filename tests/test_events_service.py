@@ -122,9 +122,11 @@ def test_a_kiosk_transaction_publishes_one_event_however_many_calls(service: Che
     retried = service.verify("P1234567", [genuine], actor=ARRIVAL_KIOSK, attempts=2, attempt=2)
     at_once = service.verify("P1234567", [genuine], actor=ARRIVAL_KIOSK, attempts=3, attempt=1)
     last = service.verify("P1234567", [impostor], actor=ARRIVAL_KIOSK, attempts=2, attempt=2)
-    unnumbered = service.verify("P1234567", [impostor], actor=ARRIVAL_KIOSK, attempts=2)  # 0: taken as the last
+    # 0: taken as the last; by the station's count the second call of the transaction `last` ended (the kiosk
+    # declared it its last), which is published once
+    unnumbered = service.verify("P1234567", [impostor], actor=ARRIVAL_KIOSK, attempts=2)
     assert not step.match and retried.match and at_once.match and not last.match and not unnumbered.match
-    assert step.feedback_id == "" and all(r.feedback_id for r in (retried, at_once, last, unnumbered))
+    assert step.feedback_id == unnumbered.feedback_id == "" and all(r.feedback_id for r in (retried, at_once, last))
     with pytest.raises(InvalidSample, match="attempt 3 of a transaction of 2"):
         service.verify("P1234567", [genuine], actor=ARRIVAL_KIOSK, attempts=2, attempt=3)
     events = open_event_store(tmp_path / "data")
@@ -132,13 +134,67 @@ def test_a_kiosk_transaction_publishes_one_event_however_many_calls(service: Che
         outcomes = {r[1]: r[7] for r in table_rows(events)["decision_events"] if r[7] != "error"}
     finally:
         events.close()
-    assert len(outcomes) == 4  # the step published nothing (enrolments publish no decision event)
-    assert [outcomes[r.feedback_id] for r in (retried, at_once, last, unnumbered)] == [
-        "proceed", "proceed", "see_officer", "see_officer"]
+    assert len(outcomes) == 3  # the step published nothing (enrolments publish no decision event)
+    assert [outcomes[r.feedback_id] for r in (retried, at_once, last)] == ["proceed", "proceed", "see_officer"]
     chain = [json.loads(e) for e in service.alert_store.audit_entries()]
     steps = [e["fields"] for e in chain if e.get("kind") == "verify" and e["fields"].get("attempts")]
     assert [(f["attempt"], f["attempts"], f["match"]) for f in steps] == [
         (1, 2, False), (2, 2, True), (1, 3, True), (2, 2, False), (0, 2, False)]  # every call audited
+
+
+def published(tmp_path: Path) -> list[str]:
+    """The outcomes of the station's decision events, in order."""
+    events = open_event_store(tmp_path / "data")
+    try:
+        with events.backend._read() as view:
+            return [r[0] for r in view.execute("SELECT outcome FROM decision_events ORDER BY n").fetchall()]
+    finally:
+        events.close()
+
+
+def test_a_kiosk_that_declares_every_call_its_first_cannot_keep_a_failed_transaction_off_the_portal(
+        service: CheckpointService, tmp_path: Path) -> None:
+    """Review: the step was decided by the kiosk's declared ``attempt``; a kiosk sending attempts=3, attempt=1 on
+    every call had every no-match taken for a step, and its fourth call refused outside the error event: a failed
+    transaction was never published. Now the station's count ends it: published once, as see_officer."""
+    impostor = sample("Hans_Blix_0001.jpg")
+    before = published(tmp_path)
+    answers = [service.verify("P1234567", [impostor], actor=ARRIVAL_KIOSK, attempts=3, attempt=1) for _ in range(3)]
+    assert not any(a.match for a in answers)
+    assert [bool(a.feedback_id) for a in answers] == [False, False, True]  # the third call ends it
+    for _ in range(2):  # refused, before a capture (the servicer asks first) and in the call itself
+        with pytest.raises(AttemptsExhausted):
+            service.check_attempts_left("P1234567", actor=ARRIVAL_KIOSK)
+        with pytest.raises(AttemptsExhausted):
+            service.verify("P1234567", [impostor], actor=ARRIVAL_KIOSK, attempts=3, attempt=1)
+    assert published(tmp_path)[len(before):] == ["see_officer"]
+
+
+@pytest.mark.parametrize("second", ["Hans_Blix_0001.jpg", "Megawati_Sukarnoputri_0002.jpg"])
+def test_an_honest_two_attempt_transaction_publishes_one_event(service: CheckpointService, tmp_path: Path,
+                                                               second: str) -> None:
+    before = published(tmp_path)
+    first = service.verify("P1234567", [sample("Hans_Blix_0001.jpg")], actor=ARRIVAL_KIOSK, attempts=2, attempt=1)
+    last = service.verify("P1234567", [sample(second)], actor=ARRIVAL_KIOSK, attempts=2, attempt=2)
+    assert not first.match and first.feedback_id == "" and last.feedback_id
+    assert published(tmp_path)[len(before):] == ["proceed" if last.match else "see_officer"]
+    if not last.match:  # the traveller tries again at once: refused, and the transaction is not published twice
+        with pytest.raises(AttemptsExhausted):
+            service.check_attempts_left("P1234567", actor=ARRIVAL_KIOSK)
+        assert len(published(tmp_path)) == len(before) + 1
+
+
+def test_a_kiosk_transaction_ended_by_a_failed_capture_is_published_once(service: CheckpointService,
+                                                                         tmp_path: Path) -> None:
+    """A call that fails before its score ends, on the portal, a transaction whose earlier call published nothing,
+    by the station's count (the kiosk declared every call its first), and only once."""
+    before = published(tmp_path)
+    service.verify("P1234567", [sample("Hans_Blix_0001.jpg")], actor=ARRIVAL_KIOSK, attempts=3, attempt=1)
+    for _ in range(2):
+        service.verify_capture_failed("P1234567", 1, ARRIVAL_KIOSK, 0.0, {Modality.FACE}, "")
+    assert published(tmp_path)[len(before):] == ["error"]
+    later = service.verify("P1234567", [sample("Hans_Blix_0001.jpg")], actor=ARRIVAL_KIOSK, attempts=3, attempt=3)
+    assert later.feedback_id == "" and published(tmp_path)[len(before):] == ["error"]
 
 
 def test_the_station_counts_a_kiosk_transaction_itself(service: CheckpointService) -> None:

@@ -34,7 +34,7 @@ from biometrics.events import (
     DIRECTIONS,
 )
 from biometrics.face import frame_quality, load_models
-from biometrics.imaging import ImageLimits
+from biometrics.imaging import MAX_FINGERPRINT_PIXELS, MAX_FINGERPRINT_SAMPLE, ImageLimits
 from biometrics.island import OfflinePolicy
 from biometrics.keydir import KeyLocationError, default_key_dir
 from biometrics.recording import parse_lanes
@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-mb", type=float, default=16.0, help="largest request accepted, MiB")
     p.add_argument("--max-image-mb", type=float, default=8.0, help="largest image accepted, MB")
     p.add_argument("--max-megapixels", type=float, default=24.0, help="largest image accepted, megapixels")
+    p.add_argument("--max-fingerprint-megapixels", type=float, default=MAX_FINGERPRINT_SAMPLE / 1e6,
+                   help="largest fingerprint image extracted, megapixels (default "
+                   f"{MAX_FINGERPRINT_SAMPLE / 1e6:g}: 800 x 800, a whole finger at 500 dpi; a scanner gives far "
+                   "less); a larger one is refused INVALID_ARGUMENT before any extraction. At most "
+                   f"{MAX_FINGERPRINT_PIXELS / 1e6:.1f} (2048 x 2048, the pipeline's largest image)")
     p.add_argument("--camera", help="camera: a device index, a stream URL or a video file")
     p.add_argument("--scanner", help="fingerprint scanner: a serial port[:BAUD], or emulator:DIR")
     p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls get to finish on SIGTERM")
@@ -273,8 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.umask(0o077)  # every file the server writes (databases, exported heads, keys) is its owner's alone
-    limits = ImageLimits(max_bytes=int(args.max_image_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6))
+    limits = ImageLimits(max_bytes=int(args.max_image_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6),
+                         max_fingerprint_sample=int(args.max_fingerprint_megapixels * 1e6))
     try:
+        if not 0 < limits.max_fingerprint_sample <= MAX_FINGERPRINT_PIXELS:
+            raise ValueError(f"--max-fingerprint-megapixels must be above 0 and at most "
+                             f"{MAX_FINGERPRINT_PIXELS / 1e6:.1f}, got {args.max_fingerprint_megapixels:g}")
         if not args.attempt_window > 0:
             raise ValueError(f"--attempt-window must be positive, got {args.attempt_window:g}")
         config = ServiceConfig(fmr=args.fmr, fpir=args.fpir, limits=limits, attempt_window_seconds=args.attempt_window,

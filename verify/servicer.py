@@ -204,13 +204,15 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
         no decision is recorded and no attempt counted (``CANCELLED`` in the server's statistics)."""
         call = CallTime(context)
         validation.check_attempts(request.attempts, request.attempt)
-        self.service.check_attempts_left(request.subject_id, actor=self.actor(context))  # before any capture
+        modalities = {m.modality for m in request.samples}
+        self.service.check_attempts_left(request.subject_id, actor=self.actor(context), modalities=modalities,
+                                         nationality=request.document_nationality)  # before any capture
         started = time.perf_counter()
         try:
             samples = self.samples(request.samples, context)
         except Exception:
-            self.service.verify_capture_failed(request.attempt, self.actor(context), started,
-                                               {m.modality for m in request.samples}, request.document_nationality)
+            self.service.verify_capture_failed(request.subject_id, request.attempt, self.actor(context), started,
+                                               modalities, request.document_nationality)
             raise
         result = self.service.verify(request.subject_id, samples, actor=self.actor(context),
                                      document_nationality=request.document_nationality, attempts=request.attempts,
