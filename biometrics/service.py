@@ -63,7 +63,7 @@ from biometrics.events import (
 from biometrics.events import PROCEED as PUBLISHED_PROCEED
 from biometrics.face import FaceTemplate, face_template_of
 from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
-from biometrics.fingerprint.fusion import best_of_k, fuse_modalities
+from biometrics.fingerprint.fusion import best_of_k, contradicted, fuse_modalities, search_score
 from biometrics.gallery import Gallery
 from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_grey
 from biometrics.island import OnlineUpload
@@ -552,6 +552,12 @@ class CheckpointService:
         """One false-match score from a subject's per-modality scores (biometrics.fingerprint.fusion)."""
         return fuse_modalities([(m.modality.name.lower(), m.score) for m in scores])
 
+    @staticmethod
+    def search_score(scores: Sequence[ModalityScore]) -> float:
+        """One 1:N false-match score from a subject's per-modality scores, with no contradiction floor
+        (biometrics.fingerprint.fusion.search_scores): what Identify and the duplicate search rank and threshold."""
+        return search_score([(m.modality.name.lower(), m.score) for m in scores])
+
     def face_score(self, distance: float | np.ndarray) -> float | np.ndarray:
         """False-match score of face distance(s)."""
         return self.face_calibration.score(distance)
@@ -566,8 +572,10 @@ class CheckpointService:
         station's).
 
         Each subject's evidence is its face score (best over the combined probes; compared one to one when the
-        subject was found by finger alone) and one score per probed finger position; they are fused by
-        :meth:`fuse` (stated again as a false-match score under independence), so the threshold keeps its FMR.
+        subject was found by finger alone) and one score per probed finger position; they are scored by
+        :meth:`search_score`, without Verify's contradiction floor (a matching finger with a face that does not
+        match is a candidate, marked ``contradicted`` for an officer), stated as a false-match score so that the
+        threshold keeps its FMR.
         """
         per_subject: dict[str, list[ModalityScore]] = {}
         g = self.gallery if gallery is None else gallery
@@ -588,10 +596,12 @@ class CheckpointService:
                                                                                      g.face_index)))
                 entries.extend(ModalityScore(Modality.FINGERPRINT, s, finger) for finger, s in scores)
         # only subjects the gallery holds: a face index whose removal failed may still hold an erased one's faces
-        fused = {sid: self.fuse(ms) for sid, ms in per_subject.items() if sid in g.watchlist}
+        fused = {sid: self.search_score(ms) for sid, ms in per_subject.items() if sid in g.watchlist}
         ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold),
                         key=lambda item: (-item[1], item[0]))[:k]
-        return [Candidate(sid, s, tuple(per_subject[sid]), g.watchlist.get(sid, False)) for sid, s in ranked]
+        return [Candidate(sid, s, tuple(per_subject[sid]), g.watchlist.get(sid, False),
+                          contradicted([(m.modality.name.lower(), m.score) for m in per_subject[sid]]))
+                for sid, s in ranked]
 
     @contextlib.contextmanager
     def _change(self) -> Iterator[Transaction]:
