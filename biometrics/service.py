@@ -534,18 +534,29 @@ class CheckpointService:
         return list(probe_templates([f.template for f in faces], [f.quality for f in faces],
                                     self.config.multiframe_rule))
 
+    def _enrolment_probes(self, templates: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """An enrolment's face photographs combined as Identify combines a traveller's frames (the configured
+        rule; they carry no quality here, so the quality rule weighs them equally: their mean)."""
+        if not len(templates):
+            return []
+        rule = self.config.multiframe_rule
+        return list(probe_templates(list(templates), [1.0] * len(templates) if rule == "quality" else None, rule))
+
     def _face_score_of(self, probes: Sequence[np.ndarray], subject_id: str, frames: int = 1,
-                       index: Any = None) -> float:
+                       gallery: Gallery | None = None) -> float:
         """The face false-match score of the nearest of ``probes`` (combined from ``frames`` samples) to
-        ``subject_id``'s references (in ``index``, default the gallery's)."""
-        index = self.face_index if index is None else index
-        return self._frames_score(self.face_score(min(index.compare(p, subject_id) for p in probes)), frames)
+        ``subject_id``'s references (in ``gallery``, default the station's), as :meth:`_face_count_score`."""
+        g = self.gallery if gallery is None else gallery
+        distance = min(g.face_index.compare(p, subject_id) for p in probes)
+        return self._face_count_score(self.face_score(distance), frames, g.face_references(subject_id))
 
     @staticmethod
-    def _frames_score(score: float | np.ndarray, frames: int) -> float:
-        """A face score drawn from ``frames`` samples of one traveller loses ``log10(frames)``: k chances for an
-        impostor instead of one (measured on LFW, docs/benchmarks.md: it holds the FMR for the mean too)."""
-        return best_of_k(float(score), frames)
+    def _face_count_score(score: float | np.ndarray, frames: int, references: int = 1) -> float:
+        """A face score drawn from ``frames`` samples of one traveller against the best of a subject's ``references``
+        templates loses ``log10(frames * references)``: that many chances for an impostor instead of one (the union
+        bound, as for fingers; measured on LFW, docs/benchmarks.md: it holds the FMR for the mean of frames too, and
+        without it three references let through twice the impostors one does)."""
+        return best_of_k(float(score), max(1, frames) * max(1, references))
 
     @staticmethod
     def fuse(scores: Sequence[ModalityScore]) -> float:
@@ -571,8 +582,9 @@ class CheckpointService:
         """Candidates whose fused score is at or over ``threshold``, best first (in ``gallery``, default the
         station's).
 
-        Each subject's evidence is its face score (best over the combined probes; compared one to one when the
-        subject was found by finger alone) and one score per probed finger position; they are scored by
+        Each subject's evidence is its face score (best over the combined probes and the subject's references,
+        less ``log10`` of ``frames`` times its references; compared one to one when the subject was found by
+        finger alone) and one score per probed finger position; they are scored by
         :meth:`search_score`, without Verify's contradiction floor (a matching finger with a face that does not
         match is a candidate, marked ``contradicted`` for an officer), stated as a false-match score so that the
         threshold keeps its FMR.
@@ -584,16 +596,15 @@ class CheckpointService:
             best: dict[str, float] = {}
             for per_probe in hits:
                 for subject_id, distance in per_probe:
-                    best[subject_id] = max(best.get(subject_id, 0.0), self._frames_score(self.face_score(distance),
-                                                                                          frames))
+                    best[subject_id] = max(best.get(subject_id, 0.0), self._face_count_score(
+                        self.face_score(distance), frames, g.face_references(subject_id)))
             for subject_id in best:
                 per_subject[subject_id] = [ModalityScore(Modality.FACE, best[subject_id])]
         if fingers:
             for subject_id, scores in g.fingerprint_gallery.search(fingers).items():
                 entries = per_subject.setdefault(subject_id, [])
                 if faces and not entries and subject_id in g.face_index:  # outside the face search's hits
-                    entries.append(ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id, frames,
-                                                                                     g.face_index)))
+                    entries.append(ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id, frames, g)))
                 entries.extend(ModalityScore(Modality.FINGERPRINT, s, finger) for finger, s in scores)
         # only subjects the gallery holds: a face index whose removal failed may still hold an erased one's faces
         fused = {sid: self.search_score(ms) for sid, ms in per_subject.items() if sid in g.watchlist}
@@ -788,12 +799,15 @@ class CheckpointService:
                ) -> tuple[float, tuple[Candidate, ...], bool, str]:
         """The duplicate search of an enrolment against the gallery in memory, ``exclude`` left out, and against
         ``pending`` (the enrolments waiting for an officer's review, which no gallery holds):
-        (threshold, possible duplicates, enrolled?, outcome)."""
+        (threshold, possible duplicates, enrolled?, outcome). The enrolment's face photographs ``faces`` are
+        searched as Identify searches several frames of a traveller: combined by the multi-frame rule, the score
+        less ``log10`` of their number."""
         threshold = self.search_threshold()
         k = self.config.max_candidates + len(exclude)
-        found = [c for c in self._search(faces, fingers, k, threshold) if c.subject_id not in exclude]
+        probes, frames = self._enrolment_probes(faces), len(faces)  # its photographs as one traveller's frames
+        found = [c for c in self._search(probes, fingers, k, threshold, frames) if c.subject_id not in exclude]
         if pending is not None:
-            found = sorted(found + self._search(faces, fingers, k, threshold, gallery=pending),
+            found = sorted(found + self._search(probes, fingers, k, threshold, frames, gallery=pending),
                            key=lambda c: (-c.score, c.subject_id))
         duplicates = tuple(found)[: self.config.max_candidates]
         enrolled = not duplicates or allow_duplicate
