@@ -63,7 +63,13 @@ from biometrics.events import (
 from biometrics.events import PROCEED as PUBLISHED_PROCEED
 from biometrics.face import FaceTemplate, face_template_of
 from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
-from biometrics.fingerprint.fusion import best_of_k, contradicted, fuse_modalities, search_score
+from biometrics.fingerprint.fusion import (
+    best_of_k,
+    contradicted,
+    fuse_modalities,
+    search_score,
+    search_scores,
+)
 from biometrics.gallery import Gallery
 from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_grey
 from biometrics.island import OnlineUpload
@@ -591,28 +597,70 @@ class CheckpointService:
         """
         per_subject: dict[str, list[ModalityScore]] = {}
         g = self.gallery if gallery is None else gallery
+        face_bound = 0.0  # the most a subject outside the face search's hits can score by face
         if faces:  # an empty index answers no hits: asking its size first costs a sharded gallery a call per shard
-            hits = g.face_index.search(np.stack(list(faces)), max(k, 50))
+            wanted = max(k, 50)
+            hits = g.face_index.search(np.stack(list(faces)), wanted)
             best: dict[str, float] = {}
             for per_probe in hits:
                 for subject_id, distance in per_probe:
                     best[subject_id] = max(best.get(subject_id, 0.0), self._face_count_score(
                         self.face_score(distance), frames, g.face_references(subject_id)))
+                if len(per_probe) >= wanted:  # a subject left out is at least as far as the last hit
+                    face_bound = max(face_bound, self._face_count_score(self.face_score(per_probe[-1][1]), frames))
             for subject_id in best:
                 per_subject[subject_id] = [ModalityScore(Modality.FACE, best[subject_id])]
         if fingers:
-            for subject_id, scores in g.fingerprint_gallery.search(fingers).items():
-                entries = per_subject.setdefault(subject_id, [])
-                if faces and not entries and subject_id in g.face_index:  # outside the face search's hits
-                    entries.append(ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id, frames, g)))
-                entries.extend(ModalityScore(Modality.FINGERPRINT, s, finger) for finger, s in scores)
+            found = g.fingerprint_gallery.search(fingers)
+            outside = [sid for sid in found if sid not in per_subject and sid in g.face_counts] if faces else []
+            for subject_id in self._may_reach(outside, found, face_bound, threshold):  # the face compared 1:1
+                per_subject[subject_id] = [ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id,
+                                                                                             frames, g))]
+            for subject_id, scores in found.items():
+                if subject_id in per_subject or not (faces and subject_id in g.face_counts):
+                    per_subject.setdefault(subject_id, []).extend(
+                        ModalityScore(Modality.FINGERPRINT, s, finger) for finger, s in scores)
         # only subjects the gallery holds: a face index whose removal failed may still hold an erased one's faces
-        fused = {sid: self.search_score(ms) for sid, ms in per_subject.items() if sid in g.watchlist}
+        held = [sid for sid in per_subject if sid in g.watchlist]
+        fused = dict(zip(held, self._search_scores([per_subject[sid] for sid in held]), strict=True))
         ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold),
                         key=lambda item: (-item[1], item[0]))[:k]
         return [Candidate(sid, s, tuple(per_subject[sid]), g.watchlist.get(sid, False),
                           contradicted([(m.modality.name.lower(), m.score) for m in per_subject[sid]]))
                 for sid, s in ranked]
+
+    @staticmethod
+    def _may_reach(subjects: Sequence[str], fingers: Mapping[str, list[tuple[int, float]]], face_bound: float,
+                   threshold: float) -> list[str]:
+        """The shortlist of ``subjects`` (found by finger, outside the face search's hits) whose search score could
+        reach ``threshold`` with a face scoring at most ``face_bound``: the search score never falls when a
+        modality's score rises, so a subject under the threshold at the bound is under it with its own face, and
+        its face need not be compared."""
+        groups: dict[int, list[str]] = {}  # by how many finger positions: the columns face, finger, ...
+        for sid in subjects:
+            groups.setdefault(len(fingers[sid]), []).append(sid)
+        shortlist = []
+        for n, group in groups.items():
+            values = np.array([[face_bound] + [s for _, s in fingers[sid]] for sid in group], dtype=np.float64)
+            bounds = search_scores(values, ["face"] + ["fingerprint"] * n)
+            shortlist += [sid for sid, bound in zip(group, bounds.tolist(), strict=True) if bound >= threshold]
+        return shortlist
+
+    @staticmethod
+    def _search_scores(subjects: Sequence[Sequence[ModalityScore]]) -> list[float]:
+        """:meth:`search_score` of each subject's modality scores, computed one array per pattern of modalities
+        (biometrics.fingerprint.fusion.search_scores), not one subject at a time."""
+        out = [0.0] * len(subjects)
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, scores in enumerate(subjects):
+            groups.setdefault(tuple(m.modality.name.lower() for m in scores), []).append(i)
+        for names, rows in groups.items():
+            if not names:
+                continue
+            values = np.array([[m.score for m in subjects[i]] for i in rows], dtype=np.float64)
+            for i, score in zip(rows, search_scores(values, names).tolist(), strict=True):
+                out[i] = float(score)
+        return out
 
     @contextlib.contextmanager
     def _change(self) -> Iterator[Transaction]:
