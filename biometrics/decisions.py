@@ -1,9 +1,10 @@
 """What a kiosk does with the traveller: a decision and the message to show, from a 1:1 or 1:N result.
 
 A kiosk sees no score, no candidate and no watchlist flag. It gets :data:`PROCEED` only when the traveller
-matched (Verify), or was identified (Identify), as someone on no watchlist; every other outcome is
-:data:`SEE_OFFICER` with one and the same message, so that a watchlist hit cannot be told from a no-match on
-the kiosk's screen (a watchlist hit is an alert for officers: ``CheckpointService.list_alerts``).
+matched (Verify), or was identified (Identify), as someone on no watchlist whose modalities do not contradict
+each other; every other outcome is :data:`SEE_OFFICER` with one and the same message, so that a watchlist hit
+cannot be told from a no-match on the kiosk's screen (a watchlist hit is an alert for officers:
+``CheckpointService.list_alerts``).
 
 Pure functions over :class:`~biometrics.types.VerificationResult` and
 :class:`~biometrics.types.IdentificationResult`; the gRPC servicer only copies their answer into the response.
@@ -53,12 +54,15 @@ def verification_outcome(result: VerificationResult) -> TravellerOutcome:
 
 
 def identification_outcome(result: IdentificationResult) -> TravellerOutcome:
-    """PROCEED when there is a top candidate and no candidate is on a watchlist; SEE_OFFICER otherwise.
+    """PROCEED when there is a top candidate and no candidate is on a watchlist or contradicted; SEE_OFFICER
+    otherwise.
 
     Any watchlisted candidate at or over the threshold sends the traveller to an officer, not only the top
-    one: the search says the traveller may be that person, and the officer decides.
+    one: the search says the traveller may be that person, and the officer decides. So does any contradicted
+    candidate (found through one modality while another says "not this person": a matching finger with a face
+    that does not match is what a stolen finger looks like).
     """
-    if result.candidates and not any(c.watchlist for c in result.candidates):
+    if result.candidates and not any(c.watchlist or c.contradicted for c in result.candidates):
         return _PROCEED
     return _SEE_OFFICER
 

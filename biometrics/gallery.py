@@ -118,6 +118,7 @@ class Gallery:
         self.face_index: Any = face_index
         self.fingerprint_gallery = FingerprintGallery(fingerprint_calibration)
         self.watchlist: dict[str, bool] = {}  # every enrolled subject id -> on a watchlist
+        self.face_counts: dict[str, int] = {}  # subject id -> face templates held (subjects with a face only)
         self.state = GalleryState()
         self.apply_lock = threading.RLock()
         #: Called with [(change, loaded subject or None)] after changes are applied, a catch-up page at a time
@@ -134,6 +135,11 @@ class Gallery:
     def subjects(self) -> int:
         """How many subjects the gallery holds."""
         return len(self.watchlist)
+
+    def face_references(self, subject_id: str) -> int:
+        """How many face templates the gallery holds for ``subject_id`` (at least 1: what a face comparison with it
+        is the best of, for the union bound), counted here so that a sharded face index is not asked."""
+        return max(1, self.face_counts.get(subject_id, 1))
 
     @property
     def templates(self) -> int:
@@ -154,6 +160,7 @@ class Gallery:
                     fingers = []
                     for modality, finger, data in templates:
                         if modality == Modality.FACE:
+                            self.face_counts[subject_id] = self.face_counts.get(subject_id, 0) + 1
                             if own_faces:
                                 owners.append(subject_id)
                                 packed.append(data)
@@ -184,6 +191,7 @@ class Gallery:
             self.remove(subject_id)
         if faces:
             self.face_index.add(subject_id, np.stack(list(faces)))
+            self.face_counts[subject_id] = len(faces)
         self.fingerprint_gallery.add(subject_id, list(fingers))
         self.state.refs[ref] = subject_id
         self.watchlist[subject_id] = watchlist
@@ -196,6 +204,7 @@ class Gallery:
         subject the service no longer answers for (Verify: not enrolled; a search drops non-members) until the
         change is applied again, never a subject still matchable by finger."""
         self.watchlist.pop(subject_id, None)
+        self.face_counts.pop(subject_id, None)
         self.fingerprint_gallery.remove(subject_id)
         self.face_index.remove(subject_id)
 

@@ -64,7 +64,13 @@ from biometrics.events import (
 from biometrics.events import PROCEED as PUBLISHED_PROCEED
 from biometrics.face import FaceTemplate, face_template_of
 from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
-from biometrics.fingerprint.fusion import best_of_k, fuse_modalities
+from biometrics.fingerprint.fusion import (
+    best_of_k,
+    contradicted,
+    fuse_modalities,
+    search_score,
+    search_scores,
+)
 from biometrics.gallery import Gallery
 from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, check_fingerprint_size, decode_grey
 from biometrics.island import OnlineUpload
@@ -588,23 +594,40 @@ class CheckpointService:
         return list(probe_templates([f.template for f in faces], [f.quality for f in faces],
                                     self.config.multiframe_rule))
 
+    def _enrolment_probes(self, templates: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """An enrolment's face photographs combined as Identify combines a traveller's frames (the configured
+        rule; they carry no quality here, so the quality rule weighs them equally: their mean)."""
+        if not len(templates):
+            return []
+        rule = self.config.multiframe_rule
+        return list(probe_templates(list(templates), [1.0] * len(templates) if rule == "quality" else None, rule))
+
     def _face_score_of(self, probes: Sequence[np.ndarray], subject_id: str, frames: int = 1,
-                       index: Any = None) -> float:
+                       gallery: Gallery | None = None) -> float:
         """The face false-match score of the nearest of ``probes`` (combined from ``frames`` samples) to
-        ``subject_id``'s references (in ``index``, default the gallery's)."""
-        index = self.face_index if index is None else index
-        return self._frames_score(self.face_score(min(index.compare(p, subject_id) for p in probes)), frames)
+        ``subject_id``'s references (in ``gallery``, default the station's), as :meth:`_face_count_score`."""
+        g = self.gallery if gallery is None else gallery
+        distance = min(g.face_index.compare(p, subject_id) for p in probes)
+        return self._face_count_score(self.face_score(distance), frames, g.face_references(subject_id))
 
     @staticmethod
-    def _frames_score(score: float | np.ndarray, frames: int) -> float:
-        """A face score drawn from ``frames`` samples of one traveller loses ``log10(frames)``: k chances for an
-        impostor instead of one (measured on LFW, docs/benchmarks.md: it holds the FMR for the mean too)."""
-        return best_of_k(float(score), frames)
+    def _face_count_score(score: float | np.ndarray, frames: int, references: int = 1) -> float:
+        """A face score drawn from ``frames`` samples of one traveller against the best of a subject's ``references``
+        templates loses ``log10(frames * references)``: that many chances for an impostor instead of one (the union
+        bound, as for fingers; measured on LFW, docs/benchmarks.md: it holds the FMR for the mean of frames too, and
+        without it three references let through twice the impostors one does)."""
+        return best_of_k(float(score), max(1, frames) * max(1, references))
 
     @staticmethod
     def fuse(scores: Sequence[ModalityScore]) -> float:
         """One false-match score from a subject's per-modality scores (biometrics.fingerprint.fusion)."""
         return fuse_modalities([(m.modality.name.lower(), m.score) for m in scores])
+
+    @staticmethod
+    def search_score(scores: Sequence[ModalityScore]) -> float:
+        """One 1:N false-match score from a subject's per-modality scores, with no contradiction floor
+        (biometrics.fingerprint.fusion.search_scores): what Identify and the duplicate search rank and threshold."""
+        return search_score([(m.modality.name.lower(), m.score) for m in scores])
 
     def face_score(self, distance: float | np.ndarray) -> float | np.ndarray:
         """False-match score of face distance(s)."""
@@ -619,33 +642,79 @@ class CheckpointService:
         """Candidates whose fused score is at or over ``threshold``, best first (in ``gallery``, default the
         station's).
 
-        Each subject's evidence is its face score (best over the combined probes; compared one to one when the
-        subject was found by finger alone) and one score per probed finger position; they are fused by
-        :meth:`fuse` (stated again as a false-match score under independence), so the threshold keeps its FMR.
+        Each subject's evidence is its face score (best over the combined probes and the subject's references,
+        less ``log10`` of ``frames`` times its references; compared one to one when the subject was found by
+        finger alone) and one score per probed finger position; they are scored by
+        :meth:`search_score`, without Verify's contradiction floor (a matching finger with a face that does not
+        match is a candidate, marked ``contradicted`` for an officer), stated as a false-match score so that the
+        threshold keeps its FMR.
         """
         per_subject: dict[str, list[ModalityScore]] = {}
         g = self.gallery if gallery is None else gallery
+        face_bound = 0.0  # the most a subject outside the face search's hits can score by face
         if faces:  # an empty index answers no hits: asking its size first costs a sharded gallery a call per shard
-            hits = g.face_index.search(np.stack(list(faces)), max(k, 50))
+            wanted = max(k, 50)
+            hits = g.face_index.search(np.stack(list(faces)), wanted)
             best: dict[str, float] = {}
             for per_probe in hits:
                 for subject_id, distance in per_probe:
-                    best[subject_id] = max(best.get(subject_id, 0.0), self._frames_score(self.face_score(distance),
-                                                                                          frames))
+                    best[subject_id] = max(best.get(subject_id, 0.0), self._face_count_score(
+                        self.face_score(distance), frames, g.face_references(subject_id)))
+                if len(per_probe) >= wanted:  # a subject left out is at least as far as the last hit
+                    face_bound = max(face_bound, self._face_count_score(self.face_score(per_probe[-1][1]), frames))
             for subject_id in best:
                 per_subject[subject_id] = [ModalityScore(Modality.FACE, best[subject_id])]
         if fingers:
-            for subject_id, scores in g.fingerprint_gallery.search(fingers).items():
-                entries = per_subject.setdefault(subject_id, [])
-                if faces and not entries and subject_id in g.face_index:  # outside the face search's hits
-                    entries.append(ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id, frames,
-                                                                                     g.face_index)))
-                entries.extend(ModalityScore(Modality.FINGERPRINT, s, finger) for finger, s in scores)
+            found = g.fingerprint_gallery.search(fingers)
+            outside = [sid for sid in found if sid not in per_subject and sid in g.face_counts] if faces else []
+            for subject_id in self._may_reach(outside, found, face_bound, threshold):  # the face compared 1:1
+                per_subject[subject_id] = [ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id,
+                                                                                             frames, g))]
+            for subject_id, scores in found.items():
+                if subject_id in per_subject or not (faces and subject_id in g.face_counts):
+                    per_subject.setdefault(subject_id, []).extend(
+                        ModalityScore(Modality.FINGERPRINT, s, finger) for finger, s in scores)
         # only subjects the gallery holds: a face index whose removal failed may still hold an erased one's faces
-        fused = {sid: self.fuse(ms) for sid, ms in per_subject.items() if sid in g.watchlist}
+        held = [sid for sid in per_subject if sid in g.watchlist]
+        fused = dict(zip(held, self._search_scores([per_subject[sid] for sid in held]), strict=True))
         ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold),
                         key=lambda item: (-item[1], item[0]))[:k]
-        return [Candidate(sid, s, tuple(per_subject[sid]), g.watchlist.get(sid, False)) for sid, s in ranked]
+        return [Candidate(sid, s, tuple(per_subject[sid]), g.watchlist.get(sid, False),
+                          contradicted([(m.modality.name.lower(), m.score) for m in per_subject[sid]]))
+                for sid, s in ranked]
+
+    @staticmethod
+    def _may_reach(subjects: Sequence[str], fingers: Mapping[str, list[tuple[int, float]]], face_bound: float,
+                   threshold: float) -> list[str]:
+        """The shortlist of ``subjects`` (found by finger, outside the face search's hits) whose search score could
+        reach ``threshold`` with a face scoring at most ``face_bound``: the search score never falls when a
+        modality's score rises, so a subject under the threshold at the bound is under it with its own face, and
+        its face need not be compared."""
+        groups: dict[int, list[str]] = {}  # by how many finger positions: the columns face, finger, ...
+        for sid in subjects:
+            groups.setdefault(len(fingers[sid]), []).append(sid)
+        shortlist = []
+        for n, group in groups.items():
+            values = np.array([[face_bound] + [s for _, s in fingers[sid]] for sid in group], dtype=np.float64)
+            bounds = search_scores(values, ["face"] + ["fingerprint"] * n)
+            shortlist += [sid for sid, bound in zip(group, bounds.tolist(), strict=True) if bound >= threshold]
+        return shortlist
+
+    @staticmethod
+    def _search_scores(subjects: Sequence[Sequence[ModalityScore]]) -> list[float]:
+        """:meth:`search_score` of each subject's modality scores, computed one array per pattern of modalities
+        (biometrics.fingerprint.fusion.search_scores), not one subject at a time."""
+        out = [0.0] * len(subjects)
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, scores in enumerate(subjects):
+            groups.setdefault(tuple(m.modality.name.lower() for m in scores), []).append(i)
+        for names, rows in groups.items():
+            if not names:
+                continue
+            values = np.array([[m.score for m in subjects[i]] for i in rows], dtype=np.float64)
+            for i, score in zip(rows, search_scores(values, names).tolist(), strict=True):
+                out[i] = float(score)
+        return out
 
     @contextlib.contextmanager
     def _change(self) -> Iterator[Transaction]:
@@ -846,12 +915,15 @@ class CheckpointService:
                ) -> tuple[float, tuple[Candidate, ...], bool, str]:
         """The duplicate search of an enrolment against the gallery in memory, ``exclude`` left out, and against
         ``pending`` (the enrolments waiting for an officer's review, which no gallery holds):
-        (threshold, possible duplicates, enrolled?, outcome)."""
+        (threshold, possible duplicates, enrolled?, outcome). The enrolment's face photographs ``faces`` are
+        searched as Identify searches several frames of a traveller: combined by the multi-frame rule, the score
+        less ``log10`` of their number."""
         threshold = self.search_threshold()
         k = self.config.max_candidates + len(exclude)
-        found = [c for c in self._search(faces, fingers, k, threshold) if c.subject_id not in exclude]
+        probes, frames = self._enrolment_probes(faces), len(faces)  # its photographs as one traveller's frames
+        found = [c for c in self._search(probes, fingers, k, threshold, frames) if c.subject_id not in exclude]
         if pending is not None:
-            found = sorted(found + self._search(faces, fingers, k, threshold, gallery=pending),
+            found = sorted(found + self._search(probes, fingers, k, threshold, frames, gallery=pending),
                            key=lambda c: (-c.score, c.subject_id))
         duplicates = tuple(found)[: self.config.max_candidates]
         enrolled = not duplicates or allow_duplicate

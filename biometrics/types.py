@@ -69,12 +69,16 @@ class ModalityScore:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A subject returned by a 1:N search, with its false-match score."""
+    """A subject returned by a 1:N search, with its false-match score.
+
+    ``contradicted``: one of its modalities scored under its contradiction floor while another carried it over
+    the threshold (a finger that matches, a face that does not): a lead for an officer, never a PROCEED."""
 
     subject_id: str
     score: float
     modality_scores: tuple[ModalityScore, ...] = ()
     watchlist: bool = False
+    contradicted: bool = False
 
 
 @dataclass(frozen=True)

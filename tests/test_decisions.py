@@ -50,6 +50,16 @@ def test_identify_proceeds_only_when_no_candidate_is_on_a_watchlist(watchlist: t
     assert identification_outcome(_identified(*watchlist)).decision is decision
 
 
+def test_a_candidate_whose_modalities_contradict_each_other_goes_to_an_officer() -> None:
+    """Found through a finger whose face does not match (a stolen finger, or one person under another face):
+    never a silent PROCEED, and no different on the kiosk's screen from any other SEE_OFFICER."""
+    finger_hit = Candidate("P1", 11.1, (), False, contradicted=True)
+    for candidates in ((finger_hit,), (Candidate("P0", 12.0), finger_hit)):
+        outcome = identification_outcome(IdentificationResult(candidates, 3.0, "d"))
+        assert (outcome.decision, outcome.message) == (SEE_OFFICER, SEE_OFFICER_MESSAGE)
+    assert identification_outcome(IdentificationResult((Candidate("P0", 12.0),), 3.0, "d")).decision is PROCEED
+
+
 def test_decisions_are_numbered_as_in_the_contract() -> None:
     from checkpoint.v1 import checkpoint_pb2 as pb
 

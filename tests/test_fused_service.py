@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from biometrics.decisions import PROCEED, SEE_OFFICER, identification_outcome
 from biometrics.errors import InvalidSample
 from biometrics.fingerprint.fusion import CONTRADICTION_FLOORS
 from biometrics.service import CheckpointService, StoreLocation
@@ -74,12 +75,46 @@ def test_two_frames_of_the_traveller_count_as_one_combined_face(service: Checkpo
     assert two.score == pytest.approx(max(0.0, one.score - 0.30103), abs=1e-3)
 
 
-def test_identify_fuses_the_same_way(service: CheckpointService) -> None:
+def test_identify_fuses_without_the_floor_and_sends_a_contradicted_candidate_to_an_officer(
+        service: CheckpointService) -> None:
     found = service.identify([face("Dick_Vermeil_0002.jpg"), finger("DB1_B_101_2")])
     assert [c.subject_id for c in found.candidates] == [SUBJECT]
-    assert found.candidates[0].score >= found.threshold
+    assert found.candidates[0].score >= found.threshold and not found.candidates[0].contradicted
+    assert identification_outcome(found).decision is PROCEED
+    # his finger with another face: Verify turns it away (above), a 1:N search must still name him
     attack = service.identify([face("Kofi_Annan_0004.jpg"), finger("DB1_B_101_2")])
-    assert attack.candidates == ()
+    assert [c.subject_id for c in attack.candidates] == [SUBJECT]
+    (hit,) = attack.candidates
+    scores = {m.modality: m.score for m in hit.modality_scores}
+    assert scores[Modality.FACE] < CONTRADICTION_FLOORS["face"] and hit.contradicted
+    assert hit.score == pytest.approx(scores[Modality.FINGERPRINT] - 2 * math.log10(2))  # of 2 modalities, of 2 tests
+    assert identification_outcome(attack).decision is SEE_OFFICER  # never a silent PROCEED
+
+
+def test_a_watchlisted_finger_under_another_face_is_held_at_enrolment_and_alerts_at_identify(
+        tmp_path: Path) -> None:
+    """One person, one identity: the same finger enrolled with another face is a possible duplicate, and a
+    watchlisted traveller cannot hide the finger's hit behind another face."""
+    svc = CheckpointService.open(StoreLocation(tmp_path / "data", key_dir=tmp_path / "keys"))
+    try:
+        assert svc.enrol(SUBJECT, SubjectInfo(name="Dick Vermeil", nationality="USA", watchlist=True),
+                         [face("Dick_Vermeil_0001.jpg"), finger("DB1_B_101_1"), finger("DB1_B_101_3")]).enrolled
+        second = svc.enrol("XXX0000099", SubjectInfo(name="Kofi Annan", nationality="GHA"),
+                           [face("Kofi_Annan_0004.jpg"), finger("DB1_B_101_2")])
+        assert not second.enrolled
+        assert [(c.subject_id, c.contradicted) for c in second.possible_duplicates] == [(SUBJECT, True)]
+        assert "XXX0000099" not in svc.gallery
+        alerts = len(svc.list_alerts())
+        found = svc.identify([face("Kofi_Annan_0004.jpg"), finger("DB1_B_101_2")])
+        assert [(c.subject_id, c.watchlist) for c in found.candidates] == [(SUBJECT, True)]
+        assert identification_outcome(found).decision is SEE_OFFICER
+        raised = svc.list_alerts()  # newest first
+        assert len(raised) == alerts + 1
+        assert (raised[0].kind, raised[0].subject_id, raised[0].decision_id) == ("watchlist_identify", SUBJECT,
+                                                                                 found.decision_id)
+        assert not svc.verify(SUBJECT, [face("Kofi_Annan_0004.jpg"), finger("DB1_B_101_2")]).match  # 1:1 keeps it
+    finally:
+        svc.close()
 
 
 def test_a_call_of_a_two_attempt_transaction_states_its_fused_score_as_one_of_two(service: CheckpointService) -> None:

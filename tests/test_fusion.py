@@ -15,9 +15,14 @@ from biometrics.fingerprint.fusion import (
     LikelihoodRatioFusion,
     best_of_k,
     cap_contradictions,
+    contradicted,
     fisher_fused_scores,
     fuse_false_match_scores,
+    fuse_modalities,
     max_rule_scores,
+    search_score,
+    search_scores,
+    shipped_fusion,
 )
 
 
@@ -147,3 +152,38 @@ def test_best_of_k_takes_log10_k_off_one_score_or_each_of_many() -> None:
     assert isinstance(many, np.ndarray)
     assert many[[0, 1, 3]].tolist() == pytest.approx([2.0, 0.0, 4.0]) and np.isnan(many[2])
     assert best_of_k(np.array([1.0, 2.0]), 3).tolist() == [best_of_k(1.0, 3), best_of_k(2.0, 3)]
+
+
+def _null_grid(step: float = 0.01) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Face and finger impostor scores on a grid, with each cell's probability (independent, calibrated:
+    ``P(S >= s) = 10^-s``, the mass beyond 12 on the last cell)."""
+    edges = np.arange(0.0, 12.0 + step / 2, step)
+    mass = np.append(-np.diff(10.0 ** -edges), 10.0 ** -edges[-1])
+    at = np.append((edges[:-1] + edges[1:]) / 2, 12.0)
+    face, finger = (a.ravel() for a in np.meshgrid(at, at, indexing="ij"))
+    return face, finger, (mass[:, None] * mass[None, :]).ravel()
+
+
+def test_a_search_finds_a_matching_finger_that_the_verify_floor_would_hide() -> None:
+    pair = [("face", 0.04), ("fingerprint", 11.7)]  # a stolen finger, or one person under two faces
+    assert fuse_modalities(pair) == pytest.approx(0.04)  # Verify: capped at the contradicting face
+    assert search_score(pair) == pytest.approx(11.7 - math.log10(2) - math.log10(2))  # 1:N: the finger, of 2, of 2
+    assert contradicted(pair) and not contradicted([("face", 2.0), ("fingerprint", 11.7)])
+    assert not contradicted([("face", 0.04)])  # one modality contradicts nothing
+    assert search_score([("face", 4.2)]) == 4.2 and search_score([]) == 0.0  # one modality: unchanged
+    agreeing = [("face", 2.5), ("fingerprint", 6.0)]
+    assert search_score(agreeing) == pytest.approx(fuse_modalities(agreeing) - math.log10(2))  # the fusion, of 2
+    rows = np.array([[0.04, 11.7], [2.5, 6.0], [5.0, 0.0]])
+    assert search_scores(rows, ["face", "fingerprint"]).tolist() == pytest.approx(
+        [search_score(list(zip(("face", "fingerprint"), r, strict=True))) for r in rows])
+
+
+def test_the_search_score_keeps_its_false_match_rate_where_fused_or_finger_without_the_union_would_not() -> None:
+    face, finger, p = _null_grid()
+    scores = np.stack([face, finger], axis=1)
+    searched = search_scores(scores, ["face", "fingerprint"])
+    fused = shipped_fusion().fused_scores(scores, ["face", "fingerprint"])
+    either = np.maximum(fused, np.maximum(face, finger) - math.log10(2))  # the two tests, not corrected for both
+    for t in (2.0, 3.0, 4.0, 5.0):
+        assert p[searched >= t].sum() <= 10.0 ** -t  # what the 1:N threshold states of one comparison
+        assert p[either >= t].sum() > 1.3 * 10.0 ** -t  # the better of two tests, each at t, passes more

@@ -26,6 +26,7 @@ multiplied); each distinct position gives one score, to be fused by the caller.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -284,9 +285,12 @@ class FingerprintGallery:
             if not len(codes):
                 continue
             calibrated = self.calibration.score(np.where(np.isfinite(best[codes]), best[codes], 0.0))
-            for i, code in enumerate(codes.tolist()):
-                out.setdefault(snap.names[code], []).append(
-                    (position, best_of_k(float(calibrated[i]), int(count[code]))))
+            counts = count[codes]
+            # best_of_k of each subject's score, one array: log10 of each count taken as best_of_k takes it
+            logs = np.array([math.log10(max(1, c)) for c in range(int(counts.max()) + 1)])
+            corrected = np.maximum(0.0, np.asarray(calibrated, dtype=np.float64) - logs[counts]).tolist()
+            for code, score in zip(codes.tolist(), corrected, strict=True):
+                out.setdefault(snap.names[code], []).append((position, score))
         return out
 
     def compare(self, subject_id: str, probes: Sequence[Probe]) -> list[tuple[int, float]]:
