@@ -174,6 +174,11 @@ class StationInUse(StoreRefused):
     """Another process runs on the register under this station's name."""
 
 
+class StationNameTaken(RegisterUnavailable):
+    """A running station lost its name's lock and another process holds it now: its changes are refused (a
+    transient refusal to the caller, UNAVAILABLE; the operator must stop one of the two)."""
+
+
 def station_lock_key(station: str) -> int:
     """The second key (a signed 32-bit integer) of the advisory lock on a station's name: from its SHA-256."""
     return int.from_bytes(hashlib.sha256(station.encode()).digest()[:4], "big", signed=True)
@@ -415,8 +420,35 @@ class RegisterStorage(SealedStore):
             return cur.fetchall()
 
     def lock_register(self, tx: Transaction) -> None:
-        """Serialise register writers of every station until ``tx`` ends (``pg_advisory_xact_lock``)."""
+        """Serialise register writers of every station until ``tx`` ends (``pg_advisory_xact_lock``); then, on a
+        station that claimed its name (:meth:`claim_station`), check that it still holds it."""
         tx.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_NAMESPACE, REGISTER_LOCK))
+        self.check_station_held(tx)
+
+    def check_station_held(self, tx: Transaction) -> None:
+        """In a write transaction: this process's session still holds the lock on the station's name (nothing
+        watches that session: a backend killed by an operator, an idle timeout or a proxy frees the name while
+        the station serves). If it was lost, claim it again; if another process has taken it meanwhile, refuse
+        the change (:class:`StationInUse`): two writers of one station's chain would fork it."""
+        conn = self._station_lock
+        if conn is None:
+            return  # no name claimed (a tool reading or writing as itself, not a station)
+        pid = None if conn.closed else conn.info.backend_pid
+        held = pid is not None and tx.execute(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = (?::int4)::oid AND objid = "
+            "(?::int4)::oid AND objsubid = 2 AND pid = ? AND granted",
+            (STATION_LOCK_NAMESPACE, station_lock_key(self.station), pid)).fetchone() is not None
+        if not held:
+            log.error("register %s: station %r's name was no longer held by this process (its session was ended); "
+                      "claiming it again before the change", self, self.station)
+            self._release_station()
+            try:
+                self.claim_station()
+            except StationInUse as exc:  # another process took it: this station's changes are refused
+                raise StationNameTaken(
+                    "Another process now runs on the central register under this station's name: changes are "
+                    "refused here until an operator stops one of them (the station's log names the other). "
+                    "Verification goes on.") from exc
 
     def _stale_filter(self) -> str:
         return "substring(sealed from 2 for ?) != ?"

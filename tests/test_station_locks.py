@@ -107,3 +107,48 @@ def test_a_shipping_failure_is_logged_once_at_error_and_an_unreachable_register_
             assert "'rokot-airport'" in errors[0].getMessage() and "two processes" in errors[0].getMessage()
         finally:
             station.close()
+
+
+def test_a_station_whose_name_lock_session_was_ended_claims_it_again_or_refuses_changes(
+        tmp_path: Path, register_url: str) -> None:
+    """Nothing watches the session that holds a station's name: an operator's pg_terminate_backend frees it while
+    the station serves. The station's next change claims it again; if another process took it meanwhile, the
+    change is refused (UNAVAILABLE) and the chain does not fork."""
+    from helpers import face
+
+    from biometrics.register import StationNameTaken
+    from biometrics.types import Modality, Sample, SubjectInfo
+
+    megawati = Sample(Modality.FACE, face("Megawati_Sukarnoputri_0001.jpg"))
+    kofi = Sample(Modality.FACE, face("Kofi_Annan_0001.jpg"))
+
+    def end_lock_session(station: CheckpointService) -> None:
+        pid = station.storage._station_lock.info.backend_pid  # type: ignore[attr-defined]
+        with psycopg.connect(register_url, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+
+    a = open_station(tmp_path, "rokot-airport", register_url, replica=False)
+    try:
+        end_lock_session(a)  # nobody took the name: the next change claims it again
+        assert a.enrol("A1000001", SubjectInfo(name="Megawati"), [megawati], actor=OFFICER).enrolled
+        other = CheckpointService.open(StoreLocation(tmp_path / "other", key_dir=tmp_path / "keys",
+                                                     store_url=register_url, station="rokot-airport"))
+        try:
+            with pytest.raises(StationInUse):  # the change claimed it again: a second start is still refused
+                other.start(retry_s=0.2, poll_s=0.3)
+        finally:
+            other.close()
+        end_lock_session(a)
+        b = CheckpointService.open(StoreLocation(tmp_path / "b", key_dir=tmp_path / "keys", store_url=register_url,
+                                                 station="rokot-airport"))
+        try:
+            b.start(retry_s=0.2, poll_s=0.3)  # the name was free: b takes it
+            wait_until(b.ready, timeout=30, message="b is ready")
+            with pytest.raises(StationNameTaken, match="under this station's name"):
+                a.enrol("K5000005", SubjectInfo(name="Kofi"), [kofi], actor=OFFICER)
+            assert not a.holds("K5000005")
+            assert a.storage.subject_info("K5000005") is None, "nothing of the refused change in the register"
+        finally:
+            b.close()
+    finally:
+        a.close()
