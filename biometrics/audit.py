@@ -218,6 +218,8 @@ class AuditChain:
         self._lock = threading.RLock()
         #: Entries the register committed but the journal failed to take (the chain is stale until they are in).
         self._unjournaled: list[dict[str, Any]] = []
+        #: Entries whose register COMMIT went unanswered and which the journal failed to take (in doubt).
+        self._in_doubt_kept: list[dict[str, Any]] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._shipper: threading.Thread | None = None
@@ -263,22 +265,26 @@ class AuditChain:
         """The register transaction of ``entries`` reached its COMMIT and the link dropped before the answer: the
         register may hold them or not. The chain cannot leave them out (had the register committed them, the next
         record would fork it), so they are journaled as they are and marked in doubt; :meth:`_settle_in_doubt`
-        decides once the register is reached, and appends a ``not_committed`` record if it had not committed."""
-        first, last = entries[0], entries[-1]
-        doubt = {"first": first["seq"], "last": last["seq"], "hash": last["hash"],
-                 "decision_id": next((e.get("decision_id", "") for e in entries if e.get("decision_id")), "")}
+        decides once the register is reached, and appends a ``not_committed`` record if it had not committed. A
+        journal that fails to take them (a full disk) gets them before anything else is appended (:meth:`_heal`)."""
         try:
-            with self.storage.transaction() as jtx:
-                for e in entries:
-                    self.storage.append_audit(jtx, e["seq"], e["type"], e["hash"], canonical(e).decode())
-                self.storage.set_meta(jtx, IN_DOUBT, json.dumps(doubt))
+            self._write_in_doubt(entries)
         except Exception:
-            self._unjournaled.extend(entries)  # as after a commit whose journal write failed: healed before appends
-            log.exception("audit: entries %d..%d, whose register COMMIT went unanswered, could not be journaled",
-                          first["seq"], last["seq"])
+            self._in_doubt_kept = list(entries)
+            log.exception("audit: entries %d..%d, whose register COMMIT went unanswered, could not be journaled; "
+                          "nothing is appended to the chain before they are", entries[0]["seq"], entries[-1]["seq"])
             return
         log.warning("audit: the register's COMMIT of entries %d..%d went unanswered: journaled, in doubt until the "
-                    "register is reached", first["seq"], last["seq"])
+                    "register is reached", entries[0]["seq"], entries[-1]["seq"])
+
+    def _write_in_doubt(self, entries: list[dict[str, Any]]) -> None:
+        """Journal ``entries`` and mark them in doubt, in one journal transaction."""
+        doubt = {"first": entries[0]["seq"], "last": entries[-1]["seq"], "hash": entries[-1]["hash"],
+                 "decision_id": next((e.get("decision_id", "") for e in entries if e.get("decision_id")), "")}
+        with self.storage.transaction() as jtx:
+            for e in entries:
+                self.storage.append_audit(jtx, e["seq"], e["type"], e["hash"], canonical(e).decode())
+            self.storage.set_meta(jtx, IN_DOUBT, json.dumps(doubt))
 
     def _settle_in_doubt(self, *, locked: bool) -> None:
         """Settle entries journaled in doubt (:meth:`_journal_in_doubt`): the register holds them (it committed:
@@ -289,6 +295,9 @@ class AuditChain:
         if not raw or self.register is None:
             return
         doubt = json.loads(raw)
+        # Not under the chain lock while the register's is awaited: this station's own change may hold the
+        # register's lock and wait for the chain's. The verdict is final once the lock is had: the transaction in
+        # doubt has ended. It is written under the chain lock, if nobody settled it meanwhile.
         if locked:
             held = self.register.audit_rows(doubt["last"] - 1, 1)  # type: ignore[attr-defined]
         else:
@@ -301,7 +310,9 @@ class AuditChain:
             raise ChainFork(f"station {self.station!r}: the register holds another entry at seq {doubt['last']} than "
                             "the one whose COMMIT went unanswered")
         committed = bool(held) and int(held[0][0]) == doubt["last"]
-        with self.transaction() as jtx:
+        with self.transaction() as jtx:  # takes the chain lock
+            if self.storage.get_meta(IN_DOUBT, "") != raw:
+                return  # settled meanwhile (by a change, or another shipping pass)
             self.storage.set_meta(jtx, IN_DOUBT, "")
             if not committed:
                 self.record(jtx, "not_committed", Actor(role="system", identity=f"station {self.station} audit"),
@@ -338,6 +349,9 @@ class AuditChain:
         """Under the chain lock, before an append: bring a stale journal level with the register (its copy first,
         else the entries kept in memory). Raises when neither works: nothing is appended to a chain that would
         fork."""
+        if self._in_doubt_kept:  # raises (nothing appended) while the journal still cannot take them
+            self._write_in_doubt(self._in_doubt_kept)
+            self._in_doubt_kept = []
         if not self._unjournaled:
             return
         last = self._unjournaled[-1]["seq"]
@@ -417,8 +431,12 @@ class AuditChain:
         if self.register is None:
             return 0
         self._settle_in_doubt(locked=False)
-        mark = int(self.storage.get_meta(SHIPPED_MARK, "-1"))
-        rows = self.storage.audit_rows(mark, limit)
+        with self._lock:  # the rows and whether any are in doubt, as one state of the chain
+            mark = int(self.storage.get_meta(SHIPPED_MARK, "-1"))
+            rows = self.storage.audit_rows(mark, limit)
+            raw = self.storage.get_meta(IN_DOUBT, "")
+        if raw:  # in doubt since the settling above: never shipped before they are settled
+            rows = [r for r in rows if r[0] < json.loads(raw)["first"]]
         if not rows:
             return 0
         self.register.ship_audit(rows)  # type: ignore[attr-defined]

@@ -165,3 +165,37 @@ def test_a_change_whose_commit_goes_unanswered_neither_forks_the_chain_nor_leave
                 assert note["decision_id"] == first["decision_id"] and note["fields"]["seqs"] == [first["seq"]] * 2
         finally:
             a.close()
+
+
+def test_an_unanswered_commit_the_journal_cannot_take_at_once_blocks_nothing_once_the_disk_is_back(
+        tmp_path: Path) -> None:
+    """The COMMIT's answer is lost (the register did not commit) and the journal write of the entries in doubt
+    fails once (a full disk): the next decision journals them first, then goes on; the chain settles them with a
+    not_committed record, never forks, and no call is refused for it."""
+    with fresh_database() as url:
+        a = open_station(tmp_path, "siberut-port", url, replica=False)
+        try:
+            chain = a.decision_log
+            real, calls = chain._write_in_doubt, []
+
+            def full_disk_once(entries: list[dict[str, Any]]) -> None:
+                calls.append(len(entries))
+                if len(calls) == 1:
+                    raise sqlite3.OperationalError("database or disk is full")
+                real(entries)
+            chain._write_in_doubt = full_disk_once
+            unanswered_commit(a.storage, commits=False)
+            with pytest.raises(RegisterUnavailable):
+                a.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI])
+            del a.storage.transaction
+            assert len(calls) == 1, "the journal failed to take the entries in doubt"
+            assert a.enrol("A1000001", SubjectInfo(name="Megawati"), [MEGAWATI]).enrolled  # journaled first
+            assert a.verify("A1000001", [MEGAWATI_2]).match and len(calls) == 2
+            while chain.ship():
+                pass
+            entries = register_chain(tmp_path, url, "siberut-port")
+            chain_verifies(tmp_path, entries)
+            kinds = [json.loads(e).get("kind") for e in entries]
+            assert kinds[:3] == ["enrol", "not_committed", "enrol"] and "verify" in kinds
+        finally:
+            a.close()
