@@ -247,7 +247,8 @@ def test_the_desk_takes_the_applicants_data_from_standard_input_not_the_command_
     assert desk.main([*target, "enrol", "-", str(FACES / "Hans_Blix_0001.jpg"), "--applicant", "-", *again]) == 0
     captured = capsys.readouterr()
     assert "enrolled CLI0003" in captured.out and "warning" not in captured.err
-    assert desk.main([*target, "show", "CLI0003"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("CLI0003\n"))
+    assert desk.main([*target, "show", "-"]) == 0
     assert "Siti Rahma IDN 1990-05-01" in capsys.readouterr().out
 
     assert desk.main([*target, "enrol", "CLI0004", str(FACES / "Kofi_Annan_0001.jpg"), "--name", "Kofi",
