@@ -32,6 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from biometrics.errors import BiometricError
 
@@ -65,6 +66,7 @@ class _Open:
     last: float
     alerted: bool = False
     published: bool = False
+    unpublished: Any = None  # the end to publish if the window passes with none published (see end())
 
 
 class AttemptLedger:
@@ -78,6 +80,7 @@ class AttemptLedger:
         self._clock = clock
         self._max_open = max_open
         self._open: OrderedDict[str, _Open] = OrderedDict()  # least recently called first
+        self._ended: list[Any] = []  # ends of expired transactions not handed out yet (take_ended)
         self._lock = threading.Lock()
 
     def begin(self, key: str, attempts: int) -> Attempt:
@@ -114,10 +117,13 @@ class AttemptLedger:
             raise AttemptsExhausted(EXHAUSTED)
         return entry
 
-    def end(self, attempt: Attempt, *, accepted: bool, alerted: bool = False, published: bool = False) -> None:
+    def end(self, attempt: Attempt, *, accepted: bool, alerted: bool = False, published: bool = False,
+            unpublished: Any = None) -> None:
         """The outcome of a call ``begin`` counted: ``accepted`` ends its transaction; ``alerted`` (a watchlist
         alert raised) and ``published`` (its decision event published as the transaction's end) are remembered for
-        its later calls."""
+        its later calls. ``unpublished``: a call not accepted that published nothing (a step: the kiosk was to call
+        again) leaves the end its transaction would publish; if the window passes with no later call publishing
+        one (the traveller walked away to an officer), :meth:`take_ended` hands it out to be published."""
         with self._lock:
             entry = self._open.get(attempt.key)
             if entry is None:
@@ -127,6 +133,7 @@ class AttemptLedger:
                 return
             entry.alerted = entry.alerted or alerted
             entry.published = entry.published or published
+            entry.unpublished = None if entry.published else (unpublished or entry.unpublished)
 
     def claim_end(self, key: str) -> bool:
         """Whether a call of document ``key`` that ends without a score (its capture failed, it was abandoned, or
@@ -138,8 +145,21 @@ class AttemptLedger:
             entry = self._open.get(key)
             if entry is None or entry.published or entry.calls == 0:
                 return False
-            entry.published = True
+            entry.published, entry.unpublished = True, None
             return True
+
+    def take_ended(self, *, all_open: bool = False) -> list[Any]:
+        """The ends (``unpublished`` of :meth:`end`) of the transactions whose window has passed with none
+        published, each once; with ``all_open`` (the station is stopping) those of every open transaction too,
+        which are then forgotten."""
+        with self._lock:
+            self._expire(self._clock())
+            if all_open:
+                self._ended.extend(e.unpublished for e in self._open.values()
+                                   if e.unpublished is not None and not e.published)
+                self._open.clear()
+            ended, self._ended = self._ended, []
+            return ended
 
     def open_count(self) -> int:
         """Transactions open now (their window not passed)."""
@@ -153,3 +173,5 @@ class AttemptLedger:
             if now - entry.last < self.window_seconds:
                 break
             del self._open[key]
+            if entry.unpublished is not None and not entry.published:
+                self._ended.append(entry.unpublished)

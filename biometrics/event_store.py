@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from itertools import islice
@@ -521,11 +521,12 @@ class EventHousekeeper:
     every ``interval`` seconds ship the journal to it (while it is away the journal keeps everything)."""
 
     def __init__(self, local: SqlEventStore, register: SqlEventStore | None = None, *, interval: float = 1.0,
-                 fold_every: float = 3600.0) -> None:
+                 fold_every: float = 3600.0, on_tick: Callable[[], object] | None = None) -> None:
         self.local = local
         self.register = register
         self.interval = interval
         self.fold_every = fold_every
+        self.on_tick = on_tick  # the service's own periodic event work (transactions whose window has passed)
         self._next_fold = 0.0  # at once on start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-housekeeper", daemon=True)
@@ -550,7 +551,12 @@ class EventHousekeeper:
         return folded
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval if self.register is not None else min(self.fold_every, 60.0)):
+        while not self._stop.wait(self.interval if self.register is not None else min(self.fold_every, 30.0)):
+            if self.on_tick is not None:
+                try:
+                    self.on_tick()
+                except Exception:
+                    log.exception("events: periodic work failed")
             try:
                 self.ship_all()
             except Exception as exc:  # the register is away: the journal keeps them

@@ -768,7 +768,8 @@ class CheckpointService:
         in a background thread (stopped by :meth:`close`)."""
         if self.events is not None and self._event_keeper is None:
             self._event_keeper = EventHousekeeper(self.events.store, self.register_events, interval=interval,
-                                                  fold_every=fold_every).start()
+                                                  fold_every=fold_every,
+                                                  on_tick=self.publish_ended_transactions).start()
 
     def _new_feedback_id(self) -> str:
         return self.events.new_id() if self.events is not None else ""
@@ -778,12 +779,35 @@ class CheckpointService:
                       fingers: Sequence[tuple[int, FingerprintTemplate]], nationality: str) -> None:
         """Write the decision's event in ``tx`` (its audit record's transaction); a watchlist hit is published
         as see_officer, like a no-match."""
+        event = self._event_of(outcome, actor, started, faces, fingers, nationality)
+        if event is not None and self.events is not None:
+            self.events.write(tx, event, event_id)
+
+    def _event_of(self, outcome: TravellerOutcome, actor: Actor, started: float, faces: Sequence[FaceTemplate],
+                  fingers: Sequence[tuple[int, FingerprintTemplate]], nationality: str) -> Any:
+        """The decision's event as it would be published now (None without an event store)."""
         if self.events is None:
-            return
+            return None
         qualities = [f.quality for f in faces] + [t.quality for _, t in fingers]
         published = PUBLISHED_PROCEED if outcome.decision == PROCEED else SEE_OFFICER
-        self.events.write(tx, self.events.event(actor, published, started, qualities, nationality,
-                                                faces=bool(faces), fingers=bool(fingers)), event_id)
+        return self.events.event(actor, published, started, qualities, nationality, faces=bool(faces),
+                                 fingers=bool(fingers))
+
+    def publish_ended_transactions(self, *, all_open: bool = False) -> int:
+        """Publish the end of each kiosk transaction whose last call was a step (not accepted, the kiosk to call
+        again) and whose window has passed with no later call (the traveller went to an officer): the event that
+        step would have published, as see_officer (:meth:`AttemptLedger.take_ended`); with ``all_open`` (the
+        station stopping) every transaction still open. Each in a transaction of its own; a failure is logged.
+        Returns how many were published. Run by the event housekeeping thread and at :meth:`close`."""
+        published = 0
+        for event in self.attempt_ledger.take_ended(all_open=all_open):
+            try:
+                if self.events is not None:
+                    self.events.record(event)
+                    published += 1
+            except Exception:
+                log.exception("the end of a kiosk transaction could not be published")
+        return published
 
     def _record_error(self, actor: Actor, started: float, samples: Sequence[Sample], nationality: str) -> None:
         """Record a decision that ended in a refusal (no face, unknown document...) as an ``error`` event, in a
@@ -1065,7 +1089,10 @@ class CheckpointService:
             if publish:
                 self._record_event(tx, result.feedback_id, outcome, actor, started, faces, fingers, nationality)
         if counted is not None:
-            self.attempt_ledger.end(counted, accepted=outcome.decision == PROCEED, alerted=alert, published=publish)
+            # a step publishes nothing now; should the traveller not call again, its transaction ends with it
+            unpublished = self._event_of(outcome, actor, started, faces, fingers, nationality) if step else None
+            self.attempt_ledger.end(counted, accepted=outcome.decision == PROCEED, alerted=alert, published=publish,
+                                    unpublished=unpublished)
         self.statistics.record_decision("verify_match" if match else "verify_no_match")
         return result
 
@@ -1301,6 +1328,7 @@ class CheckpointService:
         close_faces = getattr(self.face_index, "close", None)  # a sharded gallery: stop its replicas
         if close_faces is not None:
             close_faces()
+        self.publish_ended_transactions(all_open=True)  # before the housekeeper's last shipping
         if self._event_keeper is not None:
             self._event_keeper.stop()
         try:

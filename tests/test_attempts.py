@@ -135,3 +135,19 @@ def test_check_open_refuses_what_begin_would_and_counts_nothing() -> None:
         ledger.check_open("A1")
     clock.now += 121
     ledger.check_open("A1")  # the window has passed
+
+
+def test_a_step_leaves_its_end_to_be_handed_out_once_when_the_window_passes() -> None:
+    clock = Clock()
+    ledger = AttemptLedger(120, clock=clock)
+    ledger.end(ledger.begin("A1", 2), accepted=False, unpublished="end of A1")
+    ledger.end(ledger.begin("B2", 2), accepted=False, unpublished="end of B2")
+    ledger.end(ledger.begin("B2", 2), accepted=False, published=True)  # B2's last call published its own end
+    ledger.end(ledger.begin("C3", 2), accepted=False, unpublished="end of C3")
+    assert ledger.claim_end("C3")  # a failed capture published C3's end
+    assert ledger.take_ended() == []
+    clock.now += 121
+    assert ledger.take_ended() == ["end of A1"] and ledger.take_ended() == []
+    ledger.end(ledger.begin("D4", 2), accepted=False, unpublished="end of D4")
+    ledger.end(ledger.begin("E5", 2), accepted=True)
+    assert ledger.take_ended(all_open=True) == ["end of D4"] and ledger.open_count() == 0

@@ -335,3 +335,30 @@ def test_a_station_keeps_its_events_while_the_register_is_away_and_ships_them_la
         finally:
             register.close()
             island.close()
+
+
+def test_a_traveller_who_walks_away_after_a_failed_first_attempt_is_published_when_the_window_passes(
+        service: CheckpointService, tmp_path: Path) -> None:
+    """A first call that is not accepted is a step (the kiosk is to call again) and publishes nothing; if no
+    later call comes within the window (the traveller went to an officer), the transaction is published then,
+    once, as see_officer; one that another call ends is not published twice; open ones are published at close."""
+    clock = {"now": 1000.0}
+    service.attempt_ledger._clock = lambda: clock["now"]
+    before = published(tmp_path)
+    first = service.verify("P1234567", [sample("Hans_Blix_0001.jpg")], actor=ARRIVAL_KIOSK, attempts=2, attempt=1)
+    assert not first.match and first.feedback_id == ""
+    assert service.publish_ended_transactions() == 0 and published(tmp_path) == before, "within the window"
+    clock["now"] += service.attempt_ledger.window_seconds + 1
+    assert service.publish_ended_transactions() == 1
+    assert published(tmp_path)[len(before):] == ["see_officer"]
+    assert service.publish_ended_transactions() == 0, "once"
+    # a transaction that its second call ends publishes that call's event only
+    service.verify("Q7654321", [sample("Hans_Blix_0001.jpg")], actor=ARRIVAL_KIOSK, attempts=2, attempt=1)
+    service.verify("Q7654321", [sample("Hans_Blix_0001.jpg")], actor=ARRIVAL_KIOSK, attempts=2, attempt=2)
+    clock["now"] += service.attempt_ledger.window_seconds + 1
+    assert service.publish_ended_transactions() == 0
+    assert published(tmp_path)[len(before):] == ["see_officer", "see_officer"]
+    # one still open when the station stops
+    service.verify("P1234567", [sample("Hans_Blix_0001.jpg")], actor=ARRIVAL_KIOSK, attempts=2, attempt=1)
+    assert service.publish_ended_transactions(all_open=True) == 1
+    assert published(tmp_path)[len(before):] == ["see_officer"] * 3
