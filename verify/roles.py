@@ -198,8 +198,9 @@ class RoleInterceptor(grpc.ServerInterceptor):
 
     def _admit(self, full_method: str, context: grpc.ServicerContext) -> tuple[Actor, Callable[[], None]]:
         """The caller's actor, and the release of the call's admission slot, if its role may call
-        ``full_method`` and the server has room for the call (:mod:`verify.admission`); otherwise the call is
-        aborted. The handler calls the release when its thread is done with the call."""
+        ``full_method`` and the server has room for the call, and a kiosk for one more call of its own
+        (:mod:`verify.admission`); otherwise the call is aborted. The handler calls the release when its thread
+        is done with the call."""
         actor = self._caller(context)
         permitted = permitted_roles(full_method)
         if actor.role not in permitted:
@@ -210,7 +211,10 @@ class RoleInterceptor(grpc.ServerInterceptor):
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           f"The role {actor.role!r} may not call {method} (allowed to: "
                           f"{', '.join(sorted(permitted))}).")
-        return actor, (self.admission.enter(full_method, context) if self.admission is not None else _no_slot)
+        if self.admission is None:
+            return actor, _no_slot
+        # Only kiosks are held to a share of the slots (verify.admission): the plaintext caller is an officer.
+        return actor, self.admission.enter(full_method, context, kiosk=actor if actor.role == KIOSK else None)
 
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         """Wrap every handler, of every kind, with the role check and the caller's identity."""
