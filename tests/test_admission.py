@@ -17,6 +17,7 @@ import grpc
 import pytest
 from checkpoint.v1 import checkpoint_pb2 as pb
 from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
+from helpers import refused_at_start
 from waiting import wait_until
 
 from verify.admission import (
@@ -251,3 +252,12 @@ def test_the_limit_per_kiosk_leaves_other_kiosks_a_slot() -> None:
         with pytest.raises(ValueError, match="--max-calls-per-kiosk must be from 1 to --threads - 1"):
             check_limits(calls, 0, per_kiosk)
 
+
+@pytest.mark.parametrize(("options", "told"), [
+    (("--max-calls-per-kiosk", "0"), "from 1 to --threads - 1 (15), got 0"),
+    (("--threads", "6", "--max-calls-per-kiosk", "6"), "from 1 to --threads - 1 (5), got 6"),
+])
+def test_the_server_refuses_a_limit_per_kiosk_out_of_range_at_start(tmp_path: Path, options: tuple[str, ...],
+                                                                     told: str) -> None:
+    done = refused_at_start(tmp_path, *options)
+    assert f"--max-calls-per-kiosk must be {told}" in done.stderr

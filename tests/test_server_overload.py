@@ -1,10 +1,13 @@
 """A server with every thread taken answers at once instead of queueing: long-lived Health Watch streams are
 bounded and refused to kiosks, a call beyond ``--threads`` is refused ``RESOURCE_EXHAUSTED``, and callers
 waiting for one device are bounded (review: 16 open Watch streams held every thread of the pool, and every other
-call queued until its caller's deadline)."""
+call queued until its caller's deadline). One kiosk certificate's calls beyond ``--max-calls-per-kiosk`` are
+refused while another kiosk is still answered (security review: one kiosk's slow calls held every slot)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from devices.access import DeviceLock
 from devices.errors import DeviceBusy
 from devices.zfm_emulator import Fault, ZfmEmulator
 from devices.zfm_protocol import GEN_IMG
-from verify.admission import BUSY_MESSAGE, WATCH_MESSAGE
+from verify.admission import BUSY_MESSAGE, KIOSK_MESSAGE, WATCH_MESSAGE
 from verify.roles import allowed
 
 PRINTS = Path(__file__).resolve().parent / "data" / "scanner"
@@ -99,6 +102,36 @@ def test_a_call_beyond_the_threads_is_refused_at_once_not_queued(station: tuple[
         watch.cancel()
         channel.close()
     wait_until(lambda: _answers(server), message="the server answers again once the calls have ended")
+
+
+@pytest.mark.server
+def test_a_kiosk_beyond_its_calls_is_refused_and_another_kiosk_answered(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    pki = tmp_path_factory.mktemp("kiosks-pki")
+    for command in (["init", str(pki)], ["client", str(pki), "--role", "kiosk", "--name", "kiosk-2"]):
+        done = subprocess.run([sys.executable, "-m", "verify.certs", *command], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+    with ZfmEmulator(PRINTS) as emulator:
+        server = ServerProcess(tmp_path_factory.mktemp("kiosks"), tls=pki,
+                               args=("--max-calls-per-kiosk", "1", "--scanner", emulator.port)).start()
+        try:
+            emulator.inject(Fault.NO_FINGER)
+            before = emulator.commands.count(GEN_IMG)
+            kiosk = server.stub("kiosk")
+            capture = kiosk.CaptureFingerprint.future(pb.CaptureRequest(timeout_seconds=5), timeout=30)
+            wait_until(lambda: emulator.commands.count(GEN_IMG) > before, message="the scanner asked for a finger")
+            with pytest.raises(grpc.RpcError) as refused:
+                kiosk.ListDevices(pb.ListDevicesRequest(), timeout=20)
+            assert (refused.value.code(), refused.value.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                                                       KIOSK_MESSAGE.format(running=1))
+            assert server.stub("kiosk-2").ListDevices(pb.ListDevicesRequest(), timeout=20).devices
+            with pytest.raises(grpc.RpcError):
+                capture.result()
+            assert kiosk.ListDevices(pb.ListDevicesRequest(), timeout=20).devices  # its slot is back
+        finally:
+            emulator.clear()
+            server.stop()
 
 
 def _answers(server: ServerProcess) -> bool:

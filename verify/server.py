@@ -43,7 +43,7 @@ from biometrics.scores import ScoreCalibration
 from biometrics.service import CheckpointService, ServiceConfig, StoreLocation
 from biometrics.storage import KeyRingMismatch, SchemaTooNew
 from biometrics.workers import FaceWorkerPool
-from verify.admission import DEFAULT_WATCHES, REFUSAL_THREADS, Admission, check_limits
+from verify.admission import DEFAULT_CALLS_PER_KIOSK, DEFAULT_WATCHES, REFUSAL_THREADS, Admission, check_limits
 from verify.health import start_health_watch
 from verify.metrics import add_metrics_arguments, check_metrics_listen, start_metrics
 from verify.roles import RoleInterceptor
@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-watches", type=int, default=DEFAULT_WATCHES,
                    help="grpc.health.v1 Watch streams open at once, each holding a thread (below --threads; default "
                    f"{DEFAULT_WATCHES}); one more is refused RESOURCE_EXHAUSTED")
+    p.add_argument("--max-calls-per-kiosk", type=int, metavar="N",
+                   help="calls of one kiosk certificate answered at once (1 to --threads - 1; default "
+                   f"{DEFAULT_CALLS_PER_KIOSK}, or --threads - 1 if fewer: a kiosk serves one traveller at a time); "
+                   "one more of that kiosk's is refused RESOURCE_EXHAUSTED at once, so that one kiosk never holds "
+                   "every thread. Officers and auditors are not limited so")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="face extraction processes (default: one per core); 0: extract in the calling gRPC thread")
     p.add_argument("--extract-timeout", type=float, default=30.0,
@@ -234,17 +239,18 @@ def build_server(
     service: CheckpointService, listen: str, *, station: Any = None, threads: int = 16, max_message_mb: float = 16,
     credentials: grpc.ServerCredentials | None = None, health_checks: Sequence[Callable[[], bool]] = (),
     health_stop: threading.Event | None = None, interceptors: Sequence[grpc.ServerInterceptor] = (),
-    max_watches: int = DEFAULT_WATCHES,
+    max_watches: int = DEFAULT_WATCHES, max_calls_per_kiosk: int | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A started gRPC server with the checkpoint, health and reflection services; returns the bound port.
 
     With ``credentials`` the port is mutual TLS and each call's role comes from its client certificate;
     without, it is plaintext and every caller acts as an officer (see :mod:`verify.roles`). At most ``threads``
-    calls run at once, ``max_watches`` of them Health Watch streams; a call beyond is refused
-    ``RESOURCE_EXHAUSTED`` at once, never queued (:mod:`verify.admission`).
+    calls run at once, ``max_watches`` of them Health Watch streams and ``max_calls_per_kiosk`` (None: the
+    default) of them one kiosk certificate's; a call beyond is refused ``RESOURCE_EXHAUSTED`` at once, never
+    queued (:mod:`verify.admission`).
     """
     limit = int(max_message_mb * MIB)
-    admission = Admission(threads, max_watches)
+    admission = Admission(threads, max_watches, max_calls_per_kiosk)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads + REFUSAL_THREADS, thread_name_prefix="rpc"),
         options=[
@@ -320,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         print("checkpoint-server: --workers cannot be negative", file=sys.stderr)
         return 2
     try:
-        check_limits(args.threads, args.max_watches)
+        check_limits(args.threads, args.max_watches, args.max_calls_per_kiosk)
     except ValueError as exc:
         print(f"checkpoint-server: {exc}", file=sys.stderr)
         return 2
@@ -363,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             service, args.listen, station=station, threads=args.threads, max_message_mb=args.max_message_mb,
             credentials=credentials, health_checks=[pool.ready] if pool is not None else [], health_stop=stop,
             interceptors=metrics.interceptors if metrics is not None else (), max_watches=args.max_watches,
+            max_calls_per_kiosk=args.max_calls_per_kiosk,
         )
     except RuntimeError as exc:  # grpc cannot bind --listen (in use, or not an address of this machine)
         print(f"checkpoint-server: --listen {args.listen}: {exc}", file=sys.stderr)
