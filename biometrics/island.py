@@ -427,6 +427,9 @@ class Island:
                         blocked.add(entry.ref)
                     else:
                         self.replica.settle(entry.upload_id, state, outcome)
+                        if outcome == "again_withdrawn":  # resolved while this station missed the settlement
+                            self._withdraw(entry.upload_id, self.service.applied_seq)
+                            self.provisional.pop(entry.upload_id, None)
                         if state == OUTBOX_SUPERSEDED:  # no change reaches this station: its own entries of the
                             with self.replica.local.transaction() as tx:  # subject under review are closed, and
                                 self.replica.scrub(tx, {entry.ref})  # keep nothing
@@ -470,12 +473,26 @@ class Island:
                 if keyed_hash(keyring, seen[0]) != keyed_hash(keyring, entry.content_hash):
                     raise RuntimeError(f"upload {entry.upload_id}: the register holds other content under this id")
                 log.warning("upload %s was already in the register (%s): not stored twice", entry.upload_id, seen[1])
-                return self._state_of(seen[1]), "again"
+                return self._settled_again(tx, entry, seen[1])
             service.catch_up()  # under the register's write lock: the search sees the whole register
             upload = self._upload_enrolment if entry.kind == "enrol" else self._upload_erasure
             outcome, seq = upload(tx, entry)
             self.reviews.record_upload(tx, entry.upload_id, entry.kind, entry.content_hash, outcome, seq)
         return self._state_of(outcome), outcome
+
+    def _settled_again(self, tx: Any, entry: OutboxEntry, outcome: str) -> tuple[str, str]:
+        """(state, outcome) of an upload the register already held (this station missed its settlement). One held
+        for review may have been resolved since, while this station's entry was still pending, so the change hook
+        passed over it: stored by the officer (kept), or not (``again_withdrawn``: the drain withdraws it)."""
+        if outcome == "review":
+            review = self.reviews.review_state(tx, entry.upload_id)
+            if review in ("keep_both", "link"):
+                return OUTBOX_STORED, "again"
+            if review in ("reject", "link_held"):
+                return OUTBOX_REVIEW, "again_withdrawn"
+            if review == "erased":
+                return OUTBOX_ERASED, "again"
+        return self._state_of(outcome), "again"
 
     @staticmethod
     def _state_of(outcome: str) -> str:

@@ -749,6 +749,12 @@ class Reviews:
         """Whether the register holds a subject under pseudonym ``ref`` now (read in ``tx``, under its lock)."""
         return tx.execute("SELECT 1 FROM subjects WHERE ref = ?", (ref,)).fetchone() is not None
 
+    def review_state(self, tx: Transaction, upload_id: str) -> str | None:
+        """The state of the review of upload ``upload_id`` (pending, keep_both, link, link_held, reject, erased),
+        or None: no review."""
+        row = tx.execute("SELECT state FROM reviews WHERE upload_id = ?", (upload_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def kept(self, upload_ids: Collection[str]) -> set[str]:
         """Which of ``upload_ids`` an officer resolved by storing the enrolment (keep both, or link)."""
         if not upload_ids:

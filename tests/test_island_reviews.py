@@ -271,3 +271,41 @@ def test_an_offline_erasure_closes_its_own_review_never_another_islands(both_in_
     for station in (central, island_b):
         wait_until(lambda s=station: s.holds("K4000004"), timeout=10, message="B's enrolment stored")
         assert station.verify("K4000004", [MEGAWATI_2]).match
+
+
+@pytest.mark.parametrize("resolution", ["reject", "keep_both"])
+def test_a_review_resolved_while_the_island_missed_its_upload_settlement_reaches_the_island(
+        stations: tuple[CheckpointService, CheckpointService, LinkProxy], monkeypatch: pytest.MonkeyPatch,
+        resolution: str) -> None:
+    """The register takes the island's upload into review, and the island's link drops before it settles its
+    entry; an officer resolves the review meanwhile. Back online, the island catches up (its entry still pending,
+    the change hook passes over it), then its drain recognises the upload: it takes the resolution, not the
+    upload's first outcome: rejected, the island's copy leaves; kept, it is provisional no more."""
+    central, island, proxy = stations
+    go_offline(island, proxy)
+    assert island.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
+    assert central.enrol("K5000005", SubjectInfo(name="Kofi at the office"), [KOFI]).enrolled
+    replica = island.island.replica
+    real_settle, calls = replica.settle, []
+
+    def link_drops_before_the_settlement(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            proxy.cut()
+            raise RuntimeError("the link dropped between the register's commit and the island's settlement")
+        real_settle(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(replica, "settle", link_drops_before_the_settlement)
+    proxy.restore()
+    wait_until(lambda: calls, timeout=30, message="the upload reached the register")
+    wait_until(lambda: not island.sync_status()["register_connected"], timeout=15, message="the island is offline")
+    (review,) = central.list_reviews()
+    central.resolve_review(review.review_id, resolution, "decided at the office while the island was away")
+    proxy.restore()
+    wait_until(lambda: island.sync_status()["outbox_pending"] == 0 and island.sync_status()["provisional"] == 0,
+               timeout=30, message="the island took the resolution")
+    if resolution == "reject":
+        assert not island.holds("K4000004") and outbox(island, "K4000004")[0] == OUTBOX_REJECTED
+    else:
+        assert island.holds("K4000004") and central.holds("K4000004")
+        assert outbox(island, "K4000004")[0] == OUTBOX_STORED and not island.island.in_review("K4000004")
