@@ -87,6 +87,11 @@ class LocalCluster:
         self.used_ports = {self.port}  # handed to this cluster's nodes: never twice
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[_Node] = []
+        # One authentication mode for every node and for this process's driver: Ray (2.60 here) enables token
+        # authentication on a head that finds ~/.ray/auth_token (left by any earlier `ray` use on the machine)
+        # while its workers do not, and they cannot join. A loopback test cluster runs without tokens unless the
+        # caller says otherwise.
+        os.environ["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
         self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_health_check_period_ms="500",
                         RAY_health_check_timeout_ms="1000", RAY_health_check_failure_threshold="3",
                         RAY_health_check_initial_delay_ms="0")
