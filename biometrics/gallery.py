@@ -186,8 +186,15 @@ class Gallery:
 
     def add(self, ref: str, subject_id: str, watchlist: bool, faces: Sequence[np.ndarray],
             fingers: Sequence[tuple[int, FingerprintTemplate]]) -> None:
-        """Hold a subject (replacing any copy: a change applied twice, or half applied, leaves one)."""
-        if subject_id in self.watchlist or subject_id in self.face_index or subject_id in self.fingerprint_gallery:
+        """Hold a subject (replacing any copy: a change applied twice, or half applied, leaves one).
+
+        A face index that ``loads_itself`` (sharded) is not asked whether it holds the subject (a call to its
+        shard, which may be down): what this process holds says whether the subject is held, and the sharded
+        index's writes are idempotent and never fail for a shard down, so it never keeps faces this process
+        forgot."""
+        remote = getattr(self.face_index, "loads_itself", False)
+        if (subject_id in self.watchlist or subject_id in self.face_counts or subject_id in self.fingerprint_gallery
+                or (not remote and subject_id in self.face_index)):
             self.remove(subject_id)
         if faces:
             self.face_index.add(subject_id, np.stack(list(faces)))
@@ -200,9 +207,11 @@ class Gallery:
         """Forget a subject (its pseudonym is forgotten by :meth:`forget_ref`, last).
 
         What this process holds goes first (membership, watchlist flag, fingerprints), the face index last: a
-        face index that can fail (a sharded one with a shard down) then leaves at most face templates of a
-        subject the service no longer answers for (Verify: not enrolled; a search drops non-members) until the
-        change is applied again, never a subject still matchable by finger."""
+        face index whose write can fail then leaves at most face templates of a subject the service no longer
+        answers for (Verify: not enrolled; a search drops non-members) until the change is applied again, never a
+        subject still matchable by finger. (The sharded index does not fail for a shard down: its replicas reload
+        from the register before they answer again, :meth:`biometrics.sharded.ShardedGallery._write`, so the
+        change log goes on.)"""
         self.watchlist.pop(subject_id, None)
         self.face_counts.pop(subject_id, None)
         self.fingerprint_gallery.remove(subject_id)

@@ -45,6 +45,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
 from biometrics.event_schema import event_tables, local_keys
+from biometrics.sharded import ShardUnavailable
 from biometrics.storage import (
     CHANGE_ENROLLED,
     CHANGE_ERASED,
@@ -569,6 +570,8 @@ class ChangeListener:
     ``poll_s`` seconds; reconnect with back-off when the register goes away. Runs in a daemon thread.
 
     ``catch_up`` is called with no argument; ``on_state(connected: bool)`` is told of every change of state.
+    A :class:`biometrics.sharded.ShardUnavailable` from ``catch_up`` (a shard of the face gallery, not the
+    register) is logged and retried at the next poll, on the same connection: the register is not reported lost.
     """
 
     def __init__(self, url: str, catch_up: Callable[[], Any], *, poll_s: float = 2.0,
@@ -600,7 +603,11 @@ class ChangeListener:
             self.on_state(connected)
 
     def _catch_up(self) -> None:
-        self.catch_up()
+        try:
+            self.catch_up()
+        except ShardUnavailable as exc:  # a shard of the face gallery, not the register: stay connected, retry
+            log.warning("register listener: the face gallery stopped the catch-up (%s); retrying at the next poll", exc)
+            return
         self.last_contact = time.monotonic()
 
     def _run(self) -> None:

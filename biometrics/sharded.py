@@ -26,7 +26,12 @@ as the source of truth holds them *now* (in production the register, read as a s
 start; in tests :class:`MemorySource`). The source must be written before the gallery (the register commits
 first, the stations follow its change log), so a write that reaches a replica while it reloads is either
 already in what it loaded (a no-op) or applied after, in submission order; a write that fails on a dead
-replica is dropped, the replica's reload brings it.
+replica is dropped, the replica's reload brings it. A write that *no* replica takes (the shard down) does not
+fail either: the station's change log goes on (an erasure in another shard is never held up by it), and the
+shard's replicas, marked stale, reload before they answer again; meanwhile every read of that shard raises
+:class:`ShardUnavailable`. A replica whose load fails (at its start, a Ray restart or a reload) stays up and
+unloaded, refusing calls, until a later ping loads it: an actor whose constructor raised would never be
+restarted by Ray.
 
 Ray is imported lazily (only by this module, inside its functions), so nothing else in the project needs it.
 """
@@ -93,13 +98,30 @@ class ShardReplica:
     """One replica of one shard: a ``TemplateIndex`` of that shard's subjects, loaded from the loader."""
 
     def __init__(self, shard: int, shards: int, dim: int, loader: Loader, index: str = "exact") -> None:
-        started = time.monotonic()
         self.shard, self.shards, self.dim = shard, shards, dim
         self._index_kind = index
         self._loader = loader
-        self.index = self._load()
-        self.load_seconds = time.monotonic() - started
-        self.loaded_at = time.time()
+        self.index: Any = None
+        self.load_error = ""  # why the last load failed ("" once loaded)
+        self.load_seconds, self.loaded_at = 0.0, 0.0
+        # A loader that fails here (the register briefly unreachable, the key file missing on a new node) must not
+        # fail the constructor: Ray never restarts an actor whose creation task failed, whatever max_restarts. The
+        # replica stays up, unloaded: every call but ping raises ShardUnavailable, and a ping loads it again.
+        self._try_load()
+
+    def _try_load(self) -> bool:
+        """Load the shard from the loader; on failure leave the replica unloaded, the error kept. Whether loaded."""
+        started = time.monotonic()
+        self.index = None  # the old index is freed before the new one is built
+        try:
+            self.index = self._load()
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("shard %d: loading from the loader failed; the replica stays unloaded", self.shard)
+            return False
+        self.load_error = ""
+        self.load_seconds, self.loaded_at = time.monotonic() - started, time.time()
+        return True
 
     def _load(self) -> Any:
         index = self._new_index()
@@ -117,11 +139,10 @@ class ShardReplica:
         return index
 
     def reload(self) -> int:
-        """Load the shard again from the loader (after a write this replica may have missed); templates held."""
-        started = time.monotonic()
-        self.index = None  # the old index is freed before the new one is built
-        self.index = self._load()
-        self.load_seconds, self.loaded_at = time.monotonic() - started, time.time()
+        """Load the shard again from the loader (after a write this replica may have missed); templates held.
+        Raises :class:`ShardUnavailable` (the replica left unloaded) if the loader fails."""
+        if not self._try_load():
+            raise self._unloaded()
         return len(self.index)
 
     def _new_index(self) -> Any:
@@ -158,12 +179,18 @@ class ShardReplica:
         }
 
     def ping(self) -> int:
-        """The shard number (a replica that answers is loaded: methods run only after ``__init__``)."""
+        """The shard number, once the replica is loaded: an unloaded one (its last load failed) loads first, and
+        raises :class:`ShardUnavailable` if that fails again (the gallery pings it again later)."""
+        if self.index is None and not self._try_load():
+            raise self._unloaded()
         return self.shard
+
+    def _unloaded(self) -> ShardUnavailable:
+        return ShardUnavailable(f"Shard {self.shard}'s replica could not load its shard ({self.load_error}).")
 
     def _loaded(self) -> Any:
         if self.index is None:
-            raise ShardUnavailable(f"Shard {self.shard}'s replica failed to reload.")
+            raise self._unloaded()
         return self.index
 
     def search(self, probes: np.ndarray, k: int) -> tuple[int, list[list[tuple[str, float]]], float]:
@@ -228,10 +255,15 @@ class MemorySource:
         self._subjects: dict[str, np.ndarray] = {}
         self._delay = 0.0
         self._served = 0
+        self._failing = False
 
     def set_delay(self, seconds: float) -> None:
         """Make every later :meth:`page` answer ``seconds`` after it has read the subjects (a slow link, in tests)."""
         self._delay = seconds
+
+    def set_failing(self, failing: bool) -> None:
+        """Make every later :meth:`page` raise (a register unreachable, in tests) until set back."""
+        self._failing = failing
 
     def served(self) -> int:
         """How many pages have been read so far."""
@@ -250,6 +282,8 @@ class MemorySource:
 
     def page(self, shard: int, shards: int) -> tuple[list[str], np.ndarray]:
         """Every template of the shard's subjects, one row per template, in insertion order."""
+        if self._failing:
+            raise ConnectionError("the source cannot be reached (set_failing)")
         ids: list[str] = []
         rows: list[np.ndarray] = []
         for s, t in list(self._subjects.items()):
@@ -397,7 +431,11 @@ class ShardedGallery:
         if len(ready) < len(pings):
             self.close()
             raise ShardUnavailable("The sharded gallery's replicas did not load in time.")
-        ray.get(ready)
+        try:
+            ray.get(ready)  # a replica whose loader failed raises here (its ping loads it once more)
+        except Exception:
+            self.close()
+            raise
 
     # -- replica health -------------------------------------------------------------------------------------
     def _mark_down(self, replica: _Replica, stale: bool = False) -> None:
@@ -673,21 +711,27 @@ class ShardedGallery:
 
     # -- writes ---------------------------------------------------------------------------------------------
     def _write(self, shard: int, method: str, *args: Any) -> Any:
-        """Send one write to every replica of ``shard``; the first answer (ShardUnavailable if none answers).
+        """Send one write to every replica of ``shard``; the first answer, or None if no replica answered.
 
-        Waits up to ``write_timeout`` for the first answer, then at most ``WRITE_GRACE`` for the others.
+        Waits up to ``write_timeout`` for the first answer, then at most ``WRITE_GRACE`` for the others; when
+        every replica of the shard is already marked down, or has writes whose outcome is unknown, it does not
+        wait at all (a shard down must not hold up the station's change log: the erasures behind this write).
 
         A replica that is restarting gets the write after its reload, in order. A replica on which the write
         fails is marked down and stale: it is searched again only after it has reloaded its shard from the
-        loader (which, written before the gallery, holds the write).
+        loader (which, written before the gallery, holds the write). So a write that no replica took is not
+        lost and not an error: the shard's replicas all reload before they answer again, and until one has, every
+        search, compare and read of the shard raises :class:`ShardUnavailable` (never a partial answer).
         """
         import ray
 
         refs = {}
+        with self._lock:
+            unusable = all(r.down_since is not None or r.unconfirmed for r in self._replicas[shard])
         for r in self._replicas[shard]:
             self._prepare(r)
             refs[getattr(r.actor, method).remote(*args)] = r
-        deadline = time.monotonic() + self.write_timeout
+        deadline = time.monotonic() + (0.0 if unusable else self.write_timeout)
         answer, answered = None, False
         pending = list(refs)
         while pending:
@@ -705,11 +749,13 @@ class ShardedGallery:
             for ref in pending:
                 refs[ref].unconfirmed.append(ref)
         if not answered:
-            raise ShardUnavailable.unreachable(shard)
+            log.warning("shard %d: no replica took a %s now; each reloads its shard before it answers again",
+                        shard, method)
         return answer
 
     def add(self, subject_id: str, templates: np.ndarray) -> None:
-        """Append one template (D,) or several (M, D) for ``subject_id`` (idempotent on its shard)."""
+        """Append one template (D,) or several (M, D) for ``subject_id`` (idempotent on its shard). A shard that
+        cannot be reached does not fail it (:meth:`_write`): its replicas reload before they answer again."""
         rows = as_templates(templates, self.dim)
         if len(rows):
             self._write(shard_of(subject_id, self.shards), "add", subject_id, rows)
@@ -726,8 +772,9 @@ class ShardedGallery:
             self._write(int(s), "add_many", [ids[i] for i in pick], rows[pick])
 
     def remove(self, subject_id: str) -> int:
-        """Remove every template of ``subject_id`` from its shard; returns how many were removed."""
-        return int(self._write(shard_of(subject_id, self.shards), "remove", subject_id))
+        """Remove every template of ``subject_id`` from its shard; returns how many were removed (0 also when no
+        replica could be reached now: they reload from the loader, which no longer holds the subject, first)."""
+        return int(self._write(shard_of(subject_id, self.shards), "remove", subject_id) or 0)
 
     def close(self) -> None:
         """Stop the replicas and free their placement groups (the cluster and the connection stay)."""

@@ -152,3 +152,27 @@ def test_a_station_started_while_the_register_is_unreachable_waits_then_loads(
             assert late.verify("A1000001", [sample(PAIRS[0][1])]).match
         finally:
             late.close()
+
+
+def test_a_shard_of_the_face_gallery_down_is_not_the_register_lost(register_url: str) -> None:
+    """The listener's catch-up failing on a face-gallery shard (ShardUnavailable, a RegisterUnavailable) keeps the
+    connection and reports no disconnection (it did: DISCONNECTED, then a reconnection, at every poll)."""
+    from biometrics.register import ChangeListener
+    from biometrics.sharded import ShardUnavailable
+
+    calls: list[float] = []
+    states: list[bool] = []
+
+    def catch_up() -> None:
+        calls.append(0.0)
+        if len(calls) < 4:
+            raise ShardUnavailable.unreachable(1)
+
+    listener = ChangeListener(register_url, catch_up, poll_s=0.1, on_state=states.append,
+                              backoff_s=(0.05, 0.1)).start()
+    try:
+        wait_until(lambda: len(calls) >= 6, timeout=10, message="the listener kept catching up")
+        assert states == [True]
+        assert listener.connected and listener.last_contact > 0  # the catch-ups after the shard came back count
+    finally:
+        listener.stop()

@@ -58,8 +58,36 @@ def test_replica_add_is_idempotent_and_loader_must_respect_shards():
     assert replica.size() == (4, 3)
     assert replica.remove(ids[1]) == 1 and replica.remove(ids[1]) == 0
     other = next(s for s in (f"s{i}" for i in range(100)) if shard_of(s, 2) == 1)
-    with pytest.raises(ValueError, match="another shard"):
-        ShardReplica(0, 2, DIM, lambda shard, shards: [([other], rows[:1])])
+    wrong = ShardReplica(0, 2, DIM, lambda shard, shards: [([other], rows[:1])])  # unloaded, not a failed actor
+    for call in (wrong.ping, wrong.size, lambda: wrong.search(rows[:1], 1), lambda: wrong.add(ids[0], rows[0])):
+        with pytest.raises(ShardUnavailable, match=r"could not load its shard.*another shard"):
+            call()
+
+
+def test_a_replica_whose_loader_fails_stays_up_unloaded_and_a_ping_loads_it():
+    """A loader failing in the constructor (the register away during a Ray restart) must not fail it: Ray never
+    restarts an actor whose creation task raised. The replica refuses every call until a ping loads it."""
+    rows = unit(3, 5)
+    ids = [s for s in (f"s{i}" for i in range(100)) if shard_of(s, 2) == 1][:3]
+    away = [True]
+
+    def loader(shard: int, shards: int):
+        if away[0]:
+            raise ConnectionError("register unreachable")
+        yield ids, rows
+
+    replica = ShardReplica(1, 2, DIM, loader)
+    for call in (replica.ping, replica.size, lambda: replica.compare(rows[0], ids[0]), replica.reload):
+        with pytest.raises(ShardUnavailable, match=r"could not load its shard.*register unreachable"):
+            call()
+    away[0] = False
+    assert replica.ping() == 1
+    assert replica.size() == (3, 3) and replica.load_error == ""
+    away[0] = True
+    with pytest.raises(ShardUnavailable):  # a reload that fails leaves it unloaded, never half loaded
+        replica.reload()
+    with pytest.raises(ShardUnavailable):
+        replica.size()
 
 
 def test_memory_source_pages_a_shard_in_insertion_order():
@@ -224,6 +252,20 @@ def test_writes_have_template_index_semantics(cluster):
         assert len(gallery) == len(source.index)
 
 
+def restarted_unloaded(actor: object) -> bool:
+    """Whether a replica (a Ray actor handle) answers as a new incarnation whose load failed: its ping raises
+    ShardUnavailable (False while it is not restarted yet, or once it is loaded)."""
+    import ray
+
+    try:
+        ray.get(actor.ping.remote(), timeout=5)
+    except ShardUnavailable:
+        return True
+    except Exception:
+        return False
+    return False
+
+
 def replica_pids(gallery: ShardedGallery, shard: int) -> list[int]:
     return [r["pid"] for r in gallery.info()[shard]]
 
@@ -293,8 +335,60 @@ def test_a_shard_with_no_replica_left_refuses_the_search(cluster):
         someone = next(s for s in (f"s{i:05d}" for i in range(300)) if shard_of(s, 2) == 1)
         with pytest.raises(ShardUnavailable):
             gallery.compare(unit(1, 42)[0], someone)
+        started = time.monotonic()
+        gallery.add(someone, unit(1, 43))  # not an error: the shard's replicas must reload before answering
+        assert gallery.remove(someone) == 0
+        assert time.monotonic() - started < 2.0  # every replica marked down: the writes do not wait
+        assert all(r.stale for r in gallery._replicas[1])
+        with pytest.raises(ShardUnavailable, match="cannot be reached"):
+            gallery.search(unit(2, 41), 10)
+
+
+@pytest.mark.slow
+def test_a_shard_down_takes_writes_then_answers_in_full_once_its_source_is_back(cluster):
+    """Both replicas of shard 1 restarted by Ray while the source cannot be reached: they come back unloaded
+    (before the fix their creation task failed and Ray never restarted them). Writes to the shard meanwhile do
+    not fail; every search refuses; once the source is back, the replicas load and the answers are complete."""
+    import ray
+
+    with gallery_over(cluster, "src-away", n=300, shards=2, search_timeout=10) as (source, gallery):
+        probes = unit(4, 81)
+        assert_same_search(gallery, source.index, probes)
+        ray.get(source.actor.set_failing.remote(True))
+        old = replica_pids(gallery, 1)
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        for replica in gallery._replicas[1]:
+            wait_for(lambda actor=replica.actor: restarted_unloaded(actor), 60, "replica restarted unloaded", 0.5)
         with pytest.raises(ShardUnavailable):
-            gallery.add(someone, unit(1, 43))
+            gallery.search(probes, 10)
+        newcomer = next(s for s in (f"n{i}" for i in range(100)) if shard_of(s, 2) == 1)
+        late = unit(1, 82)
+        source.put([newcomer], late)  # the source first, then the gallery: as a station follows the register
+        gallery.add(newcomer, late)  # the shard is down: not an error, and it is not lost
+        victim = next(s for s in (f"s{i:05d}" for i in range(300)) if shard_of(s, 2) == 1)
+        source.delete(victim)
+        assert gallery.remove(victim) == 0
+        with pytest.raises(ShardUnavailable):
+            gallery.search(probes, 10)
+        ray.get(source.actor.set_failing.remote(False))
+        want = source.index.search(np.vstack([late, probes]), 10)
+
+        def answers() -> bool:
+            try:
+                return gallery.search(np.vstack([late, probes]), 10) == want
+            except ShardUnavailable:
+                return False
+
+        wait_for(answers, 60, "shard 1 loaded again", 0.5)
+        assert want[0][0][0] == newcomer
+        for _ in range(3):  # both replicas in turn
+            assert_same_search(gallery, source.index, np.vstack([late, probes]))
+        info = wait_for(lambda: all(gallery.replica_status()[1])  # pings the one still down: it loads
+                        and all(r is not None for r in gallery.info(timeout=5)[1]) and gallery.info()[1], 60,
+                        "both replicas of shard 1 loaded")
+        assert not {r["pid"] for r in info} & set(old)  # new incarnations: restarted by Ray, not dead for good
+        assert info[0]["templates"] == info[1]["templates"] == source.templates_in_shard(1, 2)
 
 
 @pytest.mark.slow

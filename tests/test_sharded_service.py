@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pg import fresh_database
-from test_sharded import local_ray_cluster, wait_for
+from test_sharded import local_ray_cluster, restarted_unloaded, wait_for
 
 from benchmarks.cluster_bench import unit_probes as unit
 from biometrics.errors import RegisterUnavailable
@@ -63,6 +63,7 @@ class Stations:
     sharded: CheckpointService  # --gallery ray:HEAD:PORT
     templates: dict[str, np.ndarray]  # every enrolled subject's template
     probes: np.ndarray
+    key_file: Path  # the key ring the replicas' loader reads
 
     @property
     def gallery(self) -> ShardedGallery:
@@ -107,7 +108,7 @@ def stations(tmp_path_factory) -> Iterator[Stations]:
             wait_for(sharded.ready, 120, "the sharded station loaded")
             probes = np.vstack([[near(t, 0.2, 1000 + i) for i, t in enumerate(templates.values())][::3],
                                 unit(5, 3)])  # near an enrolled face (a third of them), and strangers
-            yield Stations(cluster, memory, sharded, templates, probes)
+            yield Stations(cluster, memory, sharded, templates, probes, key_file)
         finally:
             if sharded is not None:
                 sharded.close()
@@ -208,6 +209,64 @@ def test_a_worker_node_killed_under_identify_load_gives_no_wrong_answer(stations
           f"two replicas again after {restored - killed:.1f} s")
     assert "wrong" not in {o for _, o in outcomes}
     assert all(o == "ok" for t, o in outcomes if t > restored)
+
+
+def test_a_shard_down_holds_up_no_erasure_and_answers_in_full_once_back(stations: Stations) -> None:
+    """Both replicas of shard 1 restarted by Ray while the key file is missing on their node (so their register
+    loader fails): they come back unloaded and the shard is down. Meanwhile another station enrols a subject of
+    shard 1, then erases one of the healthy shard 0: the sharded station applies both at once (the erased subject
+    is NOT_FOUND), erases at its own desk in both shards, refuses every Identify, and stays connected to the
+    register. Once the key file is back the replicas load, and Identify answers as the in-memory station.
+    (Before: the enrolment's face write raised ShardUnavailable and the change log stopped there: the erased
+    subject still matched; and the replicas, whose constructor raised, were never restarted.)"""
+    from biometrics.errors import SubjectNotFound
+
+    m, s, gallery = stations.memory, stations.sharded, stations.gallery
+    enrolled = [sid for sid in stations.templates if sid.startswith("L") and sid in m.gallery.watchlist]
+    erased_elsewhere, erased_here = [sid for sid in enrolled if shard_of(sid, SHARDS) == 0][:2]
+    erased_here_1 = next(sid for sid in enrolled if shard_of(sid, SHARDS) == 1)
+    own = stations.templates[erased_elsewhere]
+    assert s.verify(erased_elsewhere, face(near(own, 0.2, 90))).match
+    away = stations.key_file.with_name("keyring.json.away")
+    old = [r["pid"] for r in gallery.info()[1]]
+    stations.key_file.rename(away)
+    try:
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+
+        for replica in gallery._replicas[1]:
+            wait_for(lambda actor=replica.actor: restarted_unloaded(actor), 60, "a replica restarted unloaded", 0.5)
+        newcomer_id = next(f"D{i:03d}" for i in range(100) if shard_of(f"D{i:03d}", SHARDS) == 1)
+        newcomer = unit(1, 91)[0]
+        assert m.enrol(newcomer_id, SubjectInfo(name="down"), face(newcomer)).enrolled
+        m.delete_subject(erased_elsewhere, "erasure request")
+        stations.caught_up()
+        with pytest.raises(SubjectNotFound):
+            s.verify(erased_elsewhere, face(near(own, 0.2, 90)))
+        s.delete_subject(erased_here, "erasure request")
+        s.delete_subject(erased_here_1, "erasure request")
+        for gone in (erased_elsewhere, erased_here, erased_here_1):
+            assert gone not in s.gallery.watchlist and gone not in m.gallery.watchlist
+        for refused in (lambda: s.identify(face(near(newcomer, 0.2, 92))),
+                        lambda: s.verify(newcomer_id, face(near(newcomer, 0.2, 92)))):  # its face is in shard 1
+            with pytest.raises(RegisterUnavailable, match="Shard 1 of the gallery cannot be reached"):
+                refused()
+        assert s.sync_status()["register_connected"]
+    finally:
+        away.rename(stations.key_file)
+
+    def identified() -> bool:
+        try:
+            return [c.subject_id for c in s.identify(face(near(newcomer, 0.2, 92))).candidates] == [newcomer_id]
+        except RegisterUnavailable:
+            return False
+
+    wait_for(identified, 60, "shard 1 loaded again", 0.5)
+    stations.caught_up()
+    for sid in (erased_elsewhere, erased_here, erased_here_1):
+        assert not s.identify(face(near(stations.templates[sid], 0.2, 93))).candidates
+    same_answers(stations, np.vstack([near(newcomer, 0.2, 92), stations.probes]))
+    assert s.sync_status()["register_connected"]
 
 
 def test_a_shard_with_no_replica_left_answers_unavailable_never_a_partial_answer(stations: Stations) -> None:
