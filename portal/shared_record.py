@@ -15,8 +15,28 @@ nothing: its releases are the building portal's own.
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+
+def _not_permitted(exc: BaseException) -> bool:
+    """Whether ``exc`` says this portal may not write (or read) ``portal_releases``: a read-only role or file,
+    a standby, a table another role owns (after a register restored as another user)."""
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege | psycopg.errors.ReadOnlySqlTransaction):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc).replace(" ", "").lower()
+
+
+def _raced(exc: BaseException) -> bool:
+    """Whether ``exc`` is another portal creating ``portal_releases`` at the same moment (CREATE TABLE IF NOT
+    EXISTS is not safe against a concurrent one in PostgreSQL)."""
+    return isinstance(exc, psycopg.errors.UniqueViolation | psycopg.errors.DuplicateTable)
 
 
 def _text(doc: Any) -> str:
@@ -28,7 +48,15 @@ def recorded(store: Any, names: Iterable[str]) -> dict[str, Any]:
     read = getattr(store, "recorded_releases", None)
     if read is None:
         return {}
-    return {name: json.loads(text) for name, text in read(list(names)).items()}
+    try:
+        texts = read(list(names))
+    except Exception as exc:
+        if not _not_permitted(exc):
+            raise
+        log.warning("portal: the releases recorded in the store cannot be read (%s); this portal publishes its "
+                    "own (grant SELECT, INSERT on portal_releases: docs/portal.md)", exc)
+        return {}
+    return {name: json.loads(text) for name, text in texts.items()}
 
 
 def share(store: Any, docs: Mapping[str, Any]) -> dict[str, Any]:
@@ -39,4 +67,17 @@ def share(store: Any, docs: Mapping[str, Any]) -> dict[str, Any]:
     record = getattr(store, "record_releases", None)
     if record is None:
         return dict(docs)
-    return {name: json.loads(text) for name, text in record({n: _text(d) for n, d in docs.items()}).items()}
+    texts = {n: _text(d) for n, d in docs.items()}
+    for attempt in (1, 2):
+        try:
+            return {name: json.loads(text) for name, text in record(texts).items()}
+        except Exception as exc:
+            if _raced(exc) and attempt == 1:
+                continue  # the other portal's table exists now: record in it
+            if not _not_permitted(exc):
+                raise
+            log.warning("portal: its releases cannot be recorded in the store (%s): it publishes its own, kept in "
+                        "its state directory, and another portal on the store may release the same periods "
+                        "differently (grant SELECT, INSERT on portal_releases: docs/portal.md)", exc)
+            return dict(docs)
+    return dict(docs)

@@ -74,3 +74,37 @@ def test_two_state_directories_publish_byte_identical_releases_despite_late_data
     assert second == first
     assert "tables/2026-03.json" in first and "nationality/2026-03.json" in first
     assert b"'arrivals': '[c]'" in first["published"]  # Siberut's day as it was released (hidden 3)
+
+
+def test_a_portal_whose_role_may_only_read_the_register_still_publishes(tmp_path: Path) -> None:
+    """A portal role granted SELECT only (as the portal was read-only before it recorded releases): it cannot
+    create or write ``portal_releases``, and publishes its own releases (kept in its state directory) instead of
+    answering 503 on every page."""
+    import os
+
+    import psycopg
+
+    role = f"portal_reader_{os.getpid()}"
+    with fresh_database("portal_readonly") as url:
+        _arrivals(url, range(31), 30)
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+            admin.execute(f"CREATE ROLE {role} LOGIN")
+            admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        try:
+            reader = url.replace("postgresql://postgres@", f"postgresql://{role}@")
+            assert reader != url
+            app = create_app(lambda: open_event_store(reader), PortalConfig(state_dir=tmp_path / "s"),
+                             clock=lambda: NOW)
+            with TestClient(app, raise_server_exceptions=False) as c:
+                for page in ("/", "/today", "/arrivals"):
+                    assert c.get(page).status_code == 200, page
+                records = c.get("/data/arrivals_port", params={"from": "2026-03", "to": "2026-03",
+                                                               "format": "json"}).json()["records"]
+            app.state.portal.holder.figures().store.close()
+            assert records and (tmp_path / "s" / "tables" / "2026-03.json").exists()
+        finally:
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(f"DROP OWNED BY {role}")
+            with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+                admin.execute(f"DROP ROLE {role}")
