@@ -288,8 +288,13 @@ class Island:
         return done
 
     def check_budget(self) -> None:
-        """Refuse a write past the offline budget, with what the officer can do."""
+        """Refuse a write past the offline budget, or while the register refuses this station (a newer schema,
+        another key ring: what is queued here could never be uploaded), with what the officer can do."""
         assert self.replica is not None
+        if self.service.register_refused:
+            raise OfflineLimitReached(
+                "The central register refuses this station (it needs an upgrade or its keys are not the "
+                "register's): enrolment is paused, verification goes on. Please call the central office.")
         pending = self.replica.pending_count()
         if pending >= self.policy.max_pending:
             raise OfflineLimitReached(

@@ -96,6 +96,8 @@ from biometrics.storage import (
     CHANGE_ENROLLED,
     CHANGE_ERASED,
     Change,
+    KeyRingMismatch,
+    SchemaTooNew,
     SealedStore,
     Storage,
     StoredTemplate,
@@ -256,6 +258,8 @@ class CheckpointService:
         self.island: Any = None  # biometrics.island.Island on a station that keeps working offline
         self._ready = threading.Event()
         self._closing = threading.Event()
+        #: Why the register refuses this station (a schema newer than this version, another key ring): "" if not.
+        self.register_refused = ""
         self._listener: Any = None
         self._loader: threading.Thread | None = None
         # Alerts stay with the station that raised them (its own store, or its journal beside a register).
@@ -453,7 +457,7 @@ class CheckpointService:
             self._finish_loading(poll_s)
 
     def _load_when_reachable(self, retry_s: float, poll_s: float) -> None:
-        from biometrics.register import StationInUse
+        from biometrics.register import StationInUse, StoreRefused
 
         refused = ""  # the last StationInUse logged (said once, not at every retry)
         while not self._closing.is_set():
@@ -467,6 +471,12 @@ class CheckpointService:
             except StationInUse as exc:
                 if str(exc) != refused:
                     log.error("%s; not loading the register until it is free (retrying every %.0f s)", exc, retry_s)
+                refused = str(exc)
+            except (SchemaTooNew, KeyRingMismatch, StoreRefused) as exc:  # an operator must act: said once
+                self.register_refused = str(exc)
+                if str(exc) != refused:
+                    log.error("the register refuses this station (%s): not loading it, and no enrolment is accepted "
+                              "here until an operator resolves it (retrying every %.0f s)", exc, retry_s)
                 refused = str(exc)
             except Exception:
                 log.exception("loading the register failed; retrying in %.0f s", retry_s)
@@ -535,6 +545,7 @@ class CheckpointService:
                 "ready": self.ready(), "applied_seq": self._state.applied_seq,
                 "seconds_since_sync": None if synced is None else round(time.monotonic() - synced, 3),
                 "register_connected": self._state.connected,
+                "register_refused": self.register_refused,
                 "audit_pending": self.decision_log.pending() if self.decision_log and self.decision_log.register
                 else 0,
                 "outbox_pending": self.island.replica.pending_count() if self.island and self.island.replica else 0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -340,5 +341,33 @@ def test_an_online_enrolment_whose_commit_answer_is_lost_is_not_reviewed_against
         assert island.verify("H3000003", [HANS]).match
         island.delete_subject("H3000003", "erasure request")  # the chain goes on: another change and its record
         chain_verifies(tmp_path, register_chain(tmp_path, url, "rokot-airport"))
+    finally:
+        island.close()
+
+
+def test_an_island_that_reaches_a_register_too_new_for_it_in_the_background_pauses_enrolment_once(
+        tmp_path: Path, link: tuple[str, LinkProxy], caplog: pytest.LogCaptureFixture) -> None:
+    """Started offline from its replica, the island first reaches the register after it was upgraded past this
+    version: it does not load it, says so once at ERROR (not a traceback every retry), and refuses enrolments,
+    which it could never upload; verification goes on from its copy."""
+    import logging
+
+    import psycopg
+
+    url, proxy = link
+    open_station(tmp_path, "sikakap-port", island_url(link), replica=True).close()
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("UPDATE meta SET value = '99' WHERE name = 'schema_version'")
+    proxy.cut()
+    caplog.set_level(logging.ERROR)
+    island = open_station(tmp_path, "sikakap-port", island_url(link), replica=True, background=True)
+    try:
+        proxy.restore()
+        wait_until(lambda: island.sync_status()["register_refused"], timeout=30, message="the register refused it")
+        time.sleep(1.5)  # several retries (every 0.2 s in these tests)
+        said = [r for r in caplog.records if "the register refuses this station" in r.getMessage()]
+        assert len(said) == 1 and not island.sync_status()["register_connected"]
+        with pytest.raises(OfflineLimitReached, match="refuses this station"):
+            island.enrol("H3000003", SubjectInfo(name="Hans"), [HANS])
     finally:
         island.close()
