@@ -274,6 +274,7 @@ class RegisterStorage(SealedStore):
         )
         self._opened = False
         self._station_lock: psycopg.Connection[Any] | None = None  # holds the lock on the station's name
+        self._claims_station = False  # this process runs as the station (claimed its name once): checked at writes
 
     def __str__(self) -> str:
         return redact(self.url)
@@ -312,7 +313,7 @@ class RegisterStorage(SealedStore):
         except BaseException:
             conn.close()
             raise
-        self._station_lock = conn
+        self._station_lock, self._claims_station = conn, True
 
     def _lock_holder(self, conn: psycopg.Connection[Any]) -> str:
         """Who holds the lock on this station's name, as far as the register shows it (its application name,
@@ -429,27 +430,19 @@ class RegisterStorage(SealedStore):
     def check_station_held(self, tx: Transaction) -> None:
         """In a write transaction: this process's session still holds the lock on the station's name (nothing
         watches that session: a backend killed by an operator, an idle timeout or a proxy frees the name while
-        the station serves). If it was lost, claim it again; if another process has taken it meanwhile, refuse
-        the change (:class:`StationInUse`): two writers of one station's chain would fork it."""
-        conn = self._station_lock
-        if conn is None:
+        the station serves). If it was lost, claim it again (:meth:`claim_station`, idempotent while the session
+        lives); if another process has taken it meanwhile, refuse the change (:class:`StationNameTaken`): two
+        writers of one station's chain would fork it."""
+        if not self._claims_station:
             return  # no name claimed (a tool reading or writing as itself, not a station)
-        pid = None if conn.closed else conn.info.backend_pid
-        held = pid is not None and tx.execute(
-            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = (?::int4)::oid AND objid = "
-            "(?::int4)::oid AND objsubid = 2 AND pid = ? AND granted",
-            (STATION_LOCK_NAMESPACE, station_lock_key(self.station), pid)).fetchone() is not None
-        if not held:
-            log.error("register %s: station %r's name was no longer held by this process (its session was ended); "
-                      "claiming it again before the change", self, self.station)
-            self._release_station()
-            try:
-                self.claim_station()
-            except StationInUse as exc:  # another process took it: this station's changes are refused
-                raise StationNameTaken(
-                    "Another process now runs on the central register under this station's name: changes are "
-                    "refused here until an operator stops one of them (the station's log names the other). "
-                    "Verification goes on.") from exc
+        try:
+            self.claim_station()
+        except StationInUse as exc:  # another process took it: this station's changes are refused
+            log.error("register %s: station %r's name is held by another process now: %s", self, self.station, exc)
+            raise StationNameTaken(
+                "Another process now runs on the central register under this station's name: changes are "
+                "refused here until an operator stops one of them (the station's log names the other). "
+                "Verification goes on.") from exc
 
     def _stale_filter(self) -> str:
         return "substring(sealed from 2 for ?) != ?"
