@@ -113,6 +113,15 @@ def _has_release_table(view: Transaction) -> bool:
                         ).fetchone() is not None
 
 
+def _releases_named(view: Transaction, names: list[str]) -> dict[str, str]:
+    """The records of ``portal_releases`` among ``names`` (name -> document), read in ``view``."""
+    out: dict[str, str] = {}
+    for chunk in _chunks(names, 500):
+        marks = ", ".join("?" for _ in chunk)
+        out.update(view.execute(f"SELECT name, doc FROM portal_releases WHERE name IN ({marks})", chunk).fetchall())
+    return out
+
+
 def _release_transaction(backend: Any) -> Any:
     """A write transaction for the portal's release records: the backend's own read-only-proof one if it has
     one (:class:`SqliteFile`, :class:`PostgresPool`), else its ordinary write transaction."""
@@ -357,12 +366,7 @@ class SqlEventStore:
         with self.backend._read() as view:
             if not _has_release_table(view):
                 return {}
-            out = {}
-            for chunk in _chunks(list(names), 500):
-                marks = ", ".join("?" for _ in chunk)
-                out.update(view.execute(f"SELECT name, doc FROM portal_releases WHERE name IN ({marks})",
-                                        chunk).fetchall())
-            return out
+            return _releases_named(view, list(names))
 
     def record_releases(self, docs: dict[str, str]) -> dict[str, str]:
         """Record each release (name -> document) unless one is recorded under its name already, in one
@@ -378,12 +382,7 @@ class SqlEventStore:
                 tx.execute(RELEASES_TABLE)
             tx.executemany("INSERT INTO portal_releases(name, doc, released_at) VALUES (?, ?, ?) "
                            "ON CONFLICT (name) DO NOTHING", [(n, d, now) for n, d in sorted(docs.items())])
-            out = {}
-            for chunk in _chunks(sorted(docs), 500):
-                marks = ", ".join("?" for _ in chunk)
-                out.update(tx.execute(f"SELECT name, doc FROM portal_releases WHERE name IN ({marks})",
-                                      chunk).fetchall())
-            return out
+            return _releases_named(tx, sorted(docs))
 
     # -- reading (aggregates only) ----------------------------------------------------------------
 
