@@ -28,6 +28,7 @@ document number, :meth:`biometrics.crypto.KeyRing.pseudonym`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -298,14 +299,11 @@ class AuditChain:
         # Not under the chain lock while the register's is awaited: this station's own change may hold the
         # register's lock and wait for the chain's. The verdict is final once the lock is had: the transaction in
         # doubt has ended. It is written under the chain lock, if nobody settled it meanwhile.
-        if locked:
-            held = self.register.audit_rows(doubt["last"] - 1, 1)  # type: ignore[attr-defined]
-        else:
-            with self.register.transaction() as rtx:
+        with contextlib.ExitStack() as stack:
+            if not locked:
+                rtx = stack.enter_context(self.register.transaction())
                 self.register.lock_register(rtx)  # type: ignore[attr-defined]
-                held = [tuple(r) for r in rtx.execute(
-                    "SELECT seq, type, hash FROM audit WHERE station = ? AND seq = ?",
-                    (self.register.station, doubt["last"])).fetchall()]  # type: ignore[attr-defined]
+            held = self.register.audit_rows(doubt["last"] - 1, 1)  # type: ignore[attr-defined]
         if held and int(held[0][0]) == doubt["last"] and held[0][2] != doubt["hash"]:
             raise ChainFork(f"station {self.station!r}: the register holds another entry at seq {doubt['last']} than "
                             "the one whose COMMIT went unanswered")
