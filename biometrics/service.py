@@ -211,6 +211,11 @@ def check_station(name: str, *, required: bool) -> None:
                          "letters, digits and hyphens, such as rokot-airport")
 
 
+def _named(scores: Sequence[ModalityScore]) -> list[tuple[str, float]]:
+    """(modality name, score) pairs, as the fusion functions take them."""
+    return [(m.modality.name.lower(), m.score) for m in scores]
+
+
 def _modalities(samples: Any) -> set[int | None]:
     """The modalities of a request's samples (none when they are not a sequence: refused anyway)."""
     return {getattr(s, "modality", None) for s in samples} if isinstance(samples, Sequence) else set()
@@ -632,13 +637,13 @@ class CheckpointService:
     @staticmethod
     def fuse(scores: Sequence[ModalityScore]) -> float:
         """One false-match score from a subject's per-modality scores (biometrics.fingerprint.fusion)."""
-        return fuse_modalities([(m.modality.name.lower(), m.score) for m in scores])
+        return fuse_modalities(_named(scores))
 
     @staticmethod
     def search_score(scores: Sequence[ModalityScore]) -> float:
         """One 1:N false-match score from a subject's per-modality scores, with no contradiction floor
         (biometrics.fingerprint.fusion.search_scores): what Identify and the duplicate search rank and threshold."""
-        return search_score([(m.modality.name.lower(), m.score) for m in scores])
+        return search_score(_named(scores))
 
     def face_score(self, distance: float | np.ndarray) -> float | np.ndarray:
         """False-match score of face distance(s)."""
@@ -691,7 +696,7 @@ class CheckpointService:
         ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold),
                         key=lambda item: (-item[1], item[0]))[:k]
         return [Candidate(sid, s, tuple(per_subject[sid]), g.watchlist.get(sid, False),
-                          contradicted([(m.modality.name.lower(), m.score) for m in per_subject[sid]]))
+                          contradicted(_named(per_subject[sid])))
                 for sid, s in ranked]
 
     @staticmethod
