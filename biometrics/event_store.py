@@ -143,6 +143,25 @@ class ReadOnlyStore(Exception):
     """A write was asked of a store opened read-only."""
 
 
+class StoreSchemaMismatch(Exception):
+    """A keyless reader (the portal) and the store it opened are at different schema versions: the store is
+    older (its station has not started under this version yet, which migrates it) or newer (this reader needs
+    an upgrade). Its rows would be read under another layout (v5 re-keyed the days and months from UTC to
+    local time), so nothing is read until both match."""
+
+
+def check_reader_schema(found: int, expected: int, where: str) -> None:
+    """Raise :class:`StoreSchemaMismatch` unless the store at ``where`` is at schema ``expected``."""
+    if found == expected:
+        return
+    if found < expected:
+        raise StoreSchemaMismatch(
+            f"the store {where} has schema version {found}, and this reader reads version {expected}: start the "
+            "upgraded station (or server) on it once, which migrates it, then open it again")
+    raise StoreSchemaMismatch(f"the store {where} has schema version {found}, newer than the version {expected} "
+                              "this reader knows: upgrade this reader")
+
+
 class NoEventTables(Exception):
     """The database has no event tables yet (a schema older than the one that added them)."""
 
@@ -627,6 +646,18 @@ class SqliteFile:
             self._db.close()
             raise NoEventTables(f"the store {path} has no event tables yet (schema version {version}): start the "
                                 "server on it once (it migrates the schema), then open it again")
+        try:
+            self._check_schema()
+        except StoreSchemaMismatch:
+            self._db.close()
+            raise
+
+    def _check_schema(self) -> None:
+        """The file is at the schema this code reads (it can be migrated under a reader that keeps it open)."""
+        from biometrics.storage import SCHEMA_VERSION
+
+        check_reader_schema(int(self._db.execute("PRAGMA user_version").fetchone()[0]), SCHEMA_VERSION,
+                            str(self.path))
 
     def __str__(self) -> str:
         return str(self.path)
@@ -657,6 +688,7 @@ class SqliteFile:
         with self._lock:
             self._db.execute("BEGIN")
             try:
+                self._check_schema()  # in the read's snapshot
                 yield Transaction(self._db)
             finally:
                 self._db.execute("COMMIT")
@@ -688,12 +720,18 @@ class PostgresPool:
         if not readonly:
             with self.transaction() as tx:
                 migrate_register(tx, self._name)
-        with self._read() as view:
-            present = view.execute("SELECT to_regclass('agg_hourly')").fetchone()[0]
+        with self._pool.connection() as conn:
+            present = conn.execute("SELECT to_regclass('agg_hourly')").fetchone()[0]  # type: ignore[index]
         if present is None:
             self._pool.close()
             raise NoEventTables(f"the register {self._name} has no event tables yet: start a station on it once "
                                 "(it migrates the schema), then open it again")
+        try:
+            with self._read():  # checks the schema version
+                pass
+        except StoreSchemaMismatch:
+            self._pool.close()
+            raise
 
     def __str__(self) -> str:
         return self._name
@@ -714,8 +752,12 @@ class PostgresPool:
 
     @contextmanager
     def _read(self) -> Iterator[Transaction]:
+        from biometrics.register import SCHEMA_VERSION
+
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            check_reader_schema(int(row[0]) if row else 0, SCHEMA_VERSION, self._name)  # in the read's snapshot
             yield Transaction(conn, "%s")
 
     def close(self) -> None:

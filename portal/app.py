@@ -62,9 +62,9 @@ def _store_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover - psycopg is a dependency
         pass
     try:
-        from biometrics.event_store import NoEventTables
+        from biometrics.event_store import NoEventTables, StoreSchemaMismatch
 
-        errors.append(NoEventTables)
+        errors += [NoEventTables, StoreSchemaMismatch]
     except ImportError:  # pragma: no cover
         pass
     return tuple(errors)

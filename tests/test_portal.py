@@ -3,6 +3,7 @@ the auditors' view (unsuppressed, behind mutual TLS) and the PostgreSQL register
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -201,6 +202,61 @@ def test_postgresql_register_as_the_store() -> None:
             assert c.get(path, params={"lang": "en"}).status_code == 200, path
         assert len(c.get("/data/seasonal", params={"format": "json"}).json()["records"]) > 0
         c.app.state.portal.holder.figures().store.close()
+
+
+def _set_schema_version(where: str | Path, version: int) -> None:
+    if str(where).startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(str(where), autocommit=True) as admin:
+            admin.execute("UPDATE meta SET value = %s WHERE name = 'schema_version'", (str(version),))
+        return
+    import sqlite3
+
+    db = sqlite3.connect(Path(where) / "checkpoint.db")
+    db.execute(f"PRAGMA user_version = {version}")
+    db.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_store_at_another_schema_version_is_not_read(tmp_path: Path, kind: str,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A portal never reads a store under another layout: one not yet migrated to its version (a portal upgraded
+    before its station: v5 re-keyed months from UTC to local time), or migrated past it while the portal
+    runs (an older portal), is a 503 page that says nothing of the figures, and it is read again once they
+    match."""
+    from biometrics.event_store import StoreSchemaMismatch
+    from biometrics.register import SCHEMA_VERSION as REGISTER_VERSION
+    from biometrics.storage import SCHEMA_VERSION as FILE_VERSION
+
+    caplog.set_level(logging.CRITICAL)
+    with contextlib.ExitStack() as stack:
+        where: str | Path = tmp_path
+        version = FILE_VERSION
+        if kind == "postgresql":
+            where, version = stack.enter_context(fresh_database("portal_schema")), REGISTER_VERSION
+        load_year(str(where), decisions=2000, days=20)
+        _set_schema_version(where, version - 1)
+        with pytest.raises(StoreSchemaMismatch, match=f"schema version {version - 1}.*start the upgraded"):
+            open_event_store(where)
+        opened: list = []
+
+        def opener():
+            opened.append(open_event_store(where))
+            return opened[-1]
+
+        c = TestClient(create_app(opener), raise_server_exceptions=False)
+        r = c.get("/")
+        assert r.status_code == 503 and "Traceback" not in r.text and not opened
+        _set_schema_version(where, version)  # the station started under this version: migrated
+        assert c.get("/").status_code == 200
+        _set_schema_version(where, version + 1)  # migrated past this portal while it runs
+        assert c.get("/data/hourly", params={"format": "json"}).status_code == 503
+        assert c.get("/today").status_code == 503
+        with pytest.raises(StoreSchemaMismatch, match="newer than the version"):
+            open_event_store(where)
+        for store in opened:
+            store.close()
 
 
 @pytest.fixture(scope="module")
