@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from biometrics.errors import RegisterUnavailable
+from biometrics.shipping import ShippingFailures
 from biometrics.storage import SealedStore, Transaction
 from biometrics.types import Actor
 
@@ -159,35 +160,6 @@ IN_DOUBT = "audit_in_doubt"
 
 class ChainFork(RuntimeError):
     """The station's journal and the register hold different entries at one seq of the station's chain."""
-
-
-class ShippingFailures:
-    """How the background shipper reports its failures: the register out of reach (a transient that the journal
-    rides out) at DEBUG; anything else (a forked chain: another process writing under the station's name; a
-    refused login) at ERROR, once per distinct failure rather than at every retry, and its end at INFO."""
-
-    def __init__(self, station: str) -> None:
-        self.station = station
-        self.last = ""  # the failure last logged at ERROR ("" none since the last success)
-
-    def failed(self, exc: Exception) -> None:
-        """One shipping attempt raised ``exc``."""
-        if isinstance(exc, RegisterUnavailable | ConnectionError | TimeoutError):
-            log.debug("audit: shipping deferred, the register is out of reach (%s)", exc)
-            return
-        failure = f"{type(exc).__name__}: {exc}"
-        if failure == self.last:
-            log.debug("audit: shipping still failing (%s)", failure)
-            return
-        self.last = failure
-        log.error("audit: station %r cannot ship its audit records to the register, they stay in its journal "
-                  "(%s); retried, and logged again only if the failure changes", self.station, failure)
-
-    def shipped(self) -> None:
-        """A shipping attempt went through."""
-        if self.last:
-            log.info("audit: station %r ships its audit records to the register again", self.station)
-            self.last = ""
 
 
 class AuditChain:
@@ -449,7 +421,7 @@ class AuditChain:
         if self.register is None or self._shipper is not None:
             return
 
-        failures = ShippingFailures(self.station)
+        failures = ShippingFailures(self.station, "audit records", log)
 
         def run() -> None:
             while not self._stop.is_set():

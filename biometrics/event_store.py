@@ -539,9 +539,12 @@ class EventHousekeeper:
     every ``interval`` seconds ship the journal to it (while it is away the journal keeps everything)."""
 
     def __init__(self, local: SqlEventStore, register: SqlEventStore | None = None, *, interval: float = 1.0,
-                 fold_every: float = 3600.0, on_tick: Callable[[], object] | None = None) -> None:
+                 fold_every: float = 3600.0, on_tick: Callable[[], object] | None = None, station: str = "") -> None:
+        from biometrics.shipping import ShippingFailures
+
         self.local = local
         self.register = register
+        self._failures = ShippingFailures(station, "decision events", log)
         self.interval = interval
         self.fold_every = fold_every
         self.on_tick = on_tick  # the service's own periodic event work (transactions whose window has passed)
@@ -577,8 +580,10 @@ class EventHousekeeper:
                     log.exception("events: periodic work failed")
             try:
                 self.ship_all()
-            except Exception as exc:  # the register is away: the journal keeps them
-                log.debug("events: shipping deferred (%s)", exc)
+            except Exception as exc:  # the journal keeps them; said at ERROR unless the register is away
+                self._failures.failed(exc)
+            else:
+                self._failures.shipped()
             if time.monotonic() >= self._next_fold:
                 try:
                     self.fold()

@@ -275,6 +275,8 @@ class RegisterStorage(SealedStore):
         self._opened = False
         self._station_lock: psycopg.Connection[Any] | None = None  # holds the lock on the station's name
         self._claims_station = False  # this process runs as the station (claimed its name once): checked at writes
+        self._migrated = False  # open() brought the schema to this version: every later write checks it still is
+        self.refused = ""  # why the register refuses this process's writes (a schema migrated past it), if it does
 
     def __str__(self) -> str:
         return redact(self.url)
@@ -349,6 +351,7 @@ class RegisterStorage(SealedStore):
             with self.transaction() as tx:
                 migrate_register(tx, str(self))
                 self._check_keyring(tx)
+            self._migrated, self.refused = True, ""
             if self.scrub_resolved_reviews():
                 log.info("register %s: documents of resolved reviews dropped", self)
         except (SchemaTooNew, KeyRingMismatch):
@@ -407,7 +410,23 @@ class RegisterStorage(SealedStore):
         with self._connection() as conn, conn.transaction():
             tx = Transaction(conn, "%s")
             tx.owner = self
+            if self._migrated:
+                self._check_schema(tx)
             yield tx
+
+    def _check_schema(self, tx: Transaction) -> None:
+        """In a write transaction: the register is still at the schema this process migrated it to. A station of
+        a newer version migrates it at its start while older ones still run (a rolling upgrade); an older one
+        writing on would store rows under the old layout (v5 re-keyed the event aggregates from UTC to local
+        time). Its writes are refused from then on (:class:`SchemaTooNew`; :attr:`refused` says why)."""
+        row = tx.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            self.refused = (f"the register {self} was migrated to schema version {version} by a newer station; this "
+                            f"station writes version {SCHEMA_VERSION}: upgrade it")
+            raise SchemaTooNew(
+                "The central register has been upgraded past this station's version: enrolment and erasure are "
+                "refused here until the station is upgraded. Verification goes on. Please call the central office.")
 
     @contextmanager
     def _read(self) -> Iterator[Transaction]:

@@ -263,8 +263,7 @@ class CheckpointService:
         self.island: Any = None  # biometrics.island.Island on a station that keeps working offline
         self._ready = threading.Event()
         self._closing = threading.Event()
-        #: Why the register refuses this station (a schema newer than this version, another key ring): "" if not.
-        self.register_refused = ""
+        self._register_refused = ""  # why the register refused this station at loading: "" if it did not
         self._listener: Any = None
         self._loader: threading.Thread | None = None
         # Alerts stay with the station that raised them (its own store, or its journal beside a register).
@@ -543,6 +542,16 @@ class CheckpointService:
             return ""
         return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds")
 
+    @property
+    def register_refused(self) -> str:
+        """Why the register refuses this station ("" if it does not): at loading (a schema newer than this
+        version, another key ring), or at a write (a newer station migrated it while this one ran)."""
+        return self._register_refused or getattr(self.storage, "refused", "")
+
+    @register_refused.setter
+    def register_refused(self, reason: str) -> None:
+        self._register_refused = reason
+
     def sync_status(self) -> dict[str, Any]:
         """Where this station's gallery stands: the last applied change, its age, and the register link."""
         synced = self._state.synced_at
@@ -785,7 +794,8 @@ class CheckpointService:
         if self.events is not None and self._event_keeper is None:
             self._event_keeper = EventHousekeeper(self.events.store, self.register_events, interval=interval,
                                                   fold_every=fold_every,
-                                                  on_tick=self.publish_ended_transactions).start()
+                                                  on_tick=self.publish_ended_transactions,
+                                                  station=self.station).start()
 
     def _new_feedback_id(self) -> str:
         return self.events.new_id() if self.events is not None else ""

@@ -18,6 +18,7 @@ from biometrics.errors import (
 )
 from biometrics.events import EventNotFound, FeedbackRefused
 from biometrics.service import NoReference
+from biometrics.storage import SchemaTooNew
 from biometrics.workers import WorkerLost, WorkerTimeout
 from devices.errors import (
     CaptureCancelled,
@@ -39,6 +40,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (EventNotFound, grpc.StatusCode.NOT_FOUND),
     (NoReference, grpc.StatusCode.FAILED_PRECONDITION),
     (RegisterUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (SchemaTooNew, grpc.StatusCode.FAILED_PRECONDITION),  # a newer station migrated the register: upgrade this one
     (OfflineLimitReached, grpc.StatusCode.FAILED_PRECONDITION),  # the officer must act: call about the link
     (ReviewConflict, grpc.StatusCode.FAILED_PRECONDITION),  # resolved already, or the resolution does not fit the case
     (InvalidCaptureRequest, grpc.StatusCode.INVALID_ARGUMENT),  # the request, not the device: checked first
