@@ -261,3 +261,41 @@ def test_the_server_refuses_a_limit_per_kiosk_out_of_range_at_start(tmp_path: Pa
                                                                      told: str) -> None:
     done = refused_at_start(tmp_path, *options)
     assert f"--max-calls-per-kiosk must be {told}" in done.stderr
+
+
+def test_refusals_are_counted_by_reason_and_a_kiosk_at_its_limit_is_logged_once_a_minute(
+        pki: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A kiosk retrying in a loop against its limit: every refusal is counted (the operator metrics' reasons),
+    its WARNING is said once a minute with the count since, not once per call."""
+    import logging
+
+    now = [1000.0]
+    reasons: list[str] = []
+    servicer = HeldVerify()
+    admission = Admission(3, 0, 1, on_refused=reasons.append, clock=lambda: now[0])
+    server, port = start_server(servicer, admission, pki)
+    channels = {name: channel(port, pki, name) for name, _ in CALLERS}
+    stubs = {name: pb_grpc.CheckpointStub(c) for name, c in channels.items()}
+    caplog.set_level(logging.WARNING, logger="verify.admission")
+    try:
+        first = verify(stubs["kiosk-1"], "k1")
+        wait_until(lambda: servicer.running == 1, message="kiosk-1's call running")
+        for _ in range(5):
+            assert refusal(stubs["kiosk-1"])[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        now[0] += 61
+        assert refusal(stubs["kiosk-1"])[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        others = [verify(stubs["kiosk-2"], "k2"), verify(stubs["desk-1"], "desk")]
+        wait_until(lambda: servicer.running == 3, message="every slot taken")
+        assert refusal(stubs["desk-1"])[0] == grpc.StatusCode.RESOURCE_EXHAUSTED  # the server is full
+        assert reasons == ["kiosk_limit"] * 6 + ["busy"]
+        said = [r.getMessage() for r in caplog.records if r.name == "verify.admission"]
+        assert len(said) == 2, said
+        assert said[0].startswith("refused a call of kiosk ") and "kiosk-1" in said[0]
+        assert said[1].startswith("refused 5 calls of kiosk ") and "in the last 61 s" in said[1]
+        servicer.release.set()
+        assert [c.result().decision_id for c in [first, *others]] == ["k1", "k2", "desk"]
+    finally:
+        servicer.release.set()
+        for c in channels.values():
+            c.close()
+        server.stop(None)

@@ -45,7 +45,8 @@ REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
 SUBJECT = "P7300001"
 INFO = pb.SubjectInfo(name="Siti Rahmawati", nationality="IDN", date_of_birth="1990-05-01")
 #: Every label name a scrape may carry (``le`` and ``quantile``: the histogram's and summary's own).
-ALLOWED_LABELS = {"station", "outcome", "grpc_type", "grpc_service", "grpc_method", "grpc_code", "le", "quantile"}
+ALLOWED_LABELS = {"station", "outcome", "reason", "grpc_type", "grpc_service", "grpc_method", "grpc_code", "le",
+                  "quantile"}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -241,6 +242,34 @@ def _exposition(collector: ServiceCollector) -> Iterator[str]:
     registry = CollectorRegistry()
     registry.register(collector)  # type: ignore[arg-type]
     yield generate_latest(registry).decode()
+
+
+def test_admission_refusals_are_counted_by_reason(station: SimpleNamespace) -> None:
+    """A call refused at admission is a series of its own (before, only ``grpc_code="ResourceExhausted"`` among
+    every other cause of that code); the three reasons exist from the start at 0."""
+    server, port, _ = server_module.build_server(
+        station.service, "127.0.0.1:0", interceptors=station.metrics.interceptors, threads=3, max_watches=1,
+        on_refused=station.metrics.count_refusal)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        before = samples(scrape(station.http_port))
+        for reason in ("busy", "kiosk_limit", "watch_limit"):
+            assert ("checkpoint_admission_refused_total", frozenset({("station", ""), ("reason", reason)})) in before
+        health = health_pb2_grpc.HealthStub(channel)
+        held = health.Watch(health_pb2.HealthCheckRequest(service=""))
+        next(held)  # the one stream allowed is open
+        with pytest.raises(grpc.RpcError) as refused:
+            next(health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        after = samples(scrape(station.http_port))
+        moved = {r: value(after, "checkpoint_admission_refused_total", station="", reason=r)
+                 - value(before, "checkpoint_admission_refused_total", station="", reason=r)
+                 for r in ("busy", "kiosk_limit", "watch_limit")}
+        assert moved == {"busy": 0, "kiosk_limit": 0, "watch_limit": 1}
+        held.cancel()
+    finally:
+        channel.close()
+        server.stop(None).wait()
 
 
 @pytest.mark.parametrize(("outcome", "label"), [

@@ -21,6 +21,11 @@ can hold every thread. :class:`Admission` answers instead, at once:
   auditors are a few staffed desks and monitors, a plaintext development server has one identity for every
   caller (an officer), and both still have ``calls``.
 
+Each refusal is counted by its reason (:data:`REASONS`; ``checkpoint_admission_refused_total`` in the operator
+metrics, through ``on_refused``), and a kiosk held to its limit is logged at WARNING at most once a minute
+(:data:`KIOSK_WARNING_INTERVAL_S`) with the number of its calls refused since: a misbehaving kiosk retrying in a
+loop must not flood the log.
+
 A slot is taken when the call's handler starts and given back when the handler's thread is done with it
 (:meth:`Admission.enter` returns the release, which the handler calls in a ``finally``; a stream's when its
 responses are exhausted or dropped), not when the call ends: gRPC tells a handler's callbacks that its call
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import grpc
@@ -58,6 +64,11 @@ BUSY_MESSAGE = ("The server is answering as many calls as it can at once ({calls
                 "moment.")
 KIOSK_MESSAGE = ("This kiosk already has as many checks running as one kiosk may have at once ({running}). Please "
                  "wait for them to finish, then try again.")
+#: Why a call is refused: every slot busy, its kiosk at ``calls_per_kiosk``, the long-lived streams at ``watches``.
+BUSY, KIOSK_LIMIT, WATCH_LIMIT = "busy", "kiosk_limit", "watch_limit"
+REASONS = (BUSY, KIOSK_LIMIT, WATCH_LIMIT)
+#: A kiosk held to its limit is logged at most this often (seconds), with how many of its calls were refused.
+KIOSK_WARNING_INTERVAL_S = 60.0
 WATCH_MESSAGE = ("{watches} long-lived streams (health watches, reflection) are open already, the most this server "
                  "keeps; use Health/Check, or close a stream.")
 
@@ -84,8 +95,13 @@ class Admission:
     """The count of calls running, of Watch streams open and of each kiosk's calls, refusing beyond ``calls``,
     ``watches`` and ``calls_per_kiosk`` (None: :func:`default_calls_per_kiosk`)."""
 
-    def __init__(self, calls: int, watches: int = DEFAULT_WATCHES, calls_per_kiosk: int | None = None) -> None:
+    def __init__(self, calls: int, watches: int = DEFAULT_WATCHES, calls_per_kiosk: int | None = None, *,
+                 on_refused: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         check_limits(calls, watches, calls_per_kiosk)
+        self.on_refused = on_refused  # told each refusal's reason (one of REASONS): the operator metrics
+        self._clock = clock
+        self._kiosk_warned: dict[str, tuple[float, int]] = {}  # kiosk key -> (last warning, refusals since)
         self.calls = calls
         self.watches = watches
         self.calls_per_kiosk = default_calls_per_kiosk(calls) if calls_per_kiosk is None else calls_per_kiosk
@@ -115,21 +131,22 @@ class Admission:
         with self._lock:
             mine = self._by_kiosk.get(key, 0) if key is not None else 0
             if watch and self._watching >= self.watches:
-                refusal = WATCH_MESSAGE.format(watches=self.watches)
+                reason, refusal = WATCH_LIMIT, WATCH_MESSAGE.format(watches=self.watches)
             elif key is not None and mine >= self.calls_per_kiosk:
-                refusal = KIOSK_MESSAGE.format(running=mine)
+                reason, refusal = KIOSK_LIMIT, KIOSK_MESSAGE.format(running=mine)
             elif self._running >= self.calls:
-                refusal = BUSY_MESSAGE.format(calls=self.calls)
+                reason, refusal = BUSY, BUSY_MESSAGE.format(calls=self.calls)
             else:
-                refusal = ""
+                reason = refusal = ""
                 self._running += 1
                 self._watching += watch
                 if key is not None:
                     self._by_kiosk[key] = mine + 1
         if refusal:
-            if kiosk is not None and mine >= self.calls_per_kiosk:
-                log.warning("refused a call of kiosk %s: %d of its calls running (--max-calls-per-kiosk)",
-                            kiosk.identity, mine)
+            if self.on_refused is not None:
+                self.on_refused(reason)
+            if reason == KIOSK_LIMIT:
+                self._warn_kiosk(kiosk, key, mine)  # type: ignore[arg-type]
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
         released = threading.Event()
 
@@ -148,6 +165,24 @@ class Admission:
                         del self._by_kiosk[key]
 
         return release
+
+    def _warn_kiosk(self, kiosk: Actor, key: str, running: int) -> None:
+        """Log a kiosk held to its limit, at most once every :data:`KIOSK_WARNING_INTERVAL_S` per kiosk."""
+        now = self._clock()
+        with self._lock:
+            last, refused = self._kiosk_warned.get(key, (None, 0))
+            refused += 1
+            if last is not None and now - last < KIOSK_WARNING_INTERVAL_S:
+                self._kiosk_warned[key] = (last, refused)
+                return
+            self._kiosk_warned[key] = (now, 0)
+            if len(self._kiosk_warned) > 10_000:  # many certificates over a long run: forget the quiet ones
+                self._kiosk_warned = {k: v for k, v in self._kiosk_warned.items()
+                                      if now - v[0] < KIOSK_WARNING_INTERVAL_S}
+        what = "a call" if last is None else f"{refused} calls"
+        since = "" if last is None else f" in the last {now - last:.0f} s"
+        log.warning("refused %s of kiosk %s%s: %d of its calls running (--max-calls-per-kiosk; said at most once a "
+                    "minute per kiosk)", what, kiosk.identity, since, running)
 
 
 def kiosk_key(kiosk: Actor) -> str:

@@ -16,10 +16,11 @@ Two kinds of metrics, in one registry per server (never prometheus_client's glob
   outcome (``checkpoint_decisions_total``), the gallery's subjects and templates, whether the station is
   ready, the register link (seconds since the last sync, connected, audit records and outbox entries waiting),
   the face workers (how many, how many ready, restarts, samples queued) and, observed as they happen,
-  ``checkpoint_face_extraction_seconds`` (see :class:`TimedExtractor`).
+  ``checkpoint_face_extraction_seconds`` (see :class:`TimedExtractor`) and the calls refused at admission,
+  ``checkpoint_admission_refused_total`` by ``reason`` (:meth:`OperatorMetrics.count_refusal`).
 
 Every metric carries ``station`` (the server's ``--station``, ``""`` on a single station); the service's
-own carry at most one more label, ``outcome``, from a fixed vocabulary of words. No subject id, name,
+own carry at most one more label, ``outcome`` or ``reason``, from a fixed vocabulary of words. No subject id, name,
 pseudonym, nationality, score or decision id is ever a label or a value.
 
 The endpoint (:meth:`OperatorMetrics.serve`) is plain HTTP on its own address, loopback unless the operator
@@ -47,6 +48,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import start_http_server
 
 from biometrics.errors import BiometricError
+from verify.admission import REASONS as ADMISSION_REASONS
 from verify.roles import permitted_roles
 from verify.tls import is_loopback
 
@@ -439,11 +441,23 @@ class OperatorMetrics:
             "checkpoint_face_extraction_seconds",
             "Time to extract one face template, waiting for a free worker included, by outcome (ok, refused, "
             "failed).", ["station", "outcome"], buckets=EXTRACTION_BUCKETS, registry=self.registry)
+        self.admission_refused = Counter(
+            "checkpoint_admission_refused",
+            "Calls refused RESOURCE_EXHAUSTED at admission, by reason: busy (every slot taken), kiosk_limit (the "
+            "calling kiosk at --max-calls-per-kiosk), watch_limit (long-lived streams at --max-watches).",
+            ["station", "reason"], registry=self.registry)
+        for reason in ADMISSION_REASONS:  # every series from the start, at 0
+            self.admission_refused.labels(self.station, reason)
         if not isinstance(service.extractor, TimedExtractor):
             service.extractor = TimedExtractor(service.extractor, self.extraction_seconds, self.station)
         self.registry.register(ServiceCollector(service, pool))  # type: ignore[arg-type]
         self._httpd: Any = None
         self._thread: threading.Thread | None = None
+
+    def count_refusal(self, reason: str) -> None:
+        """One call refused at admission for ``reason`` (``verify.admission.REASONS``): the server's
+        :class:`verify.admission.Admission` calls it."""
+        self.admission_refused.labels(self.station, reason).inc()
 
     @property
     def interceptors(self) -> list[grpc.ServerInterceptor]:

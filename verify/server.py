@@ -240,6 +240,7 @@ def build_server(
     credentials: grpc.ServerCredentials | None = None, health_checks: Sequence[Callable[[], bool]] = (),
     health_stop: threading.Event | None = None, interceptors: Sequence[grpc.ServerInterceptor] = (),
     max_watches: int = DEFAULT_WATCHES, max_calls_per_kiosk: int | None = None,
+    on_refused: Callable[[str], None] | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A started gRPC server with the checkpoint, health and reflection services; returns the bound port.
 
@@ -247,10 +248,10 @@ def build_server(
     without, it is plaintext and every caller acts as an officer (see :mod:`verify.roles`). At most ``threads``
     calls run at once, ``max_watches`` of them Health Watch streams and ``max_calls_per_kiosk`` (None: the
     default) of them one kiosk certificate's; a call beyond is refused ``RESOURCE_EXHAUSTED`` at once, never
-    queued (:mod:`verify.admission`).
+    queued (:mod:`verify.admission`), and ``on_refused`` is told its reason (the operator metrics' count).
     """
     limit = int(max_message_mb * MIB)
-    admission = Admission(threads, max_watches, max_calls_per_kiosk)
+    admission = Admission(threads, max_watches, max_calls_per_kiosk, on_refused=on_refused)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads + REFUSAL_THREADS, thread_name_prefix="rpc"),
         options=[
@@ -370,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             credentials=credentials, health_checks=[pool.ready] if pool is not None else [], health_stop=stop,
             interceptors=metrics.interceptors if metrics is not None else (), max_watches=args.max_watches,
             max_calls_per_kiosk=args.max_calls_per_kiosk,
+            on_refused=metrics.count_refusal if metrics is not None else None,
         )
     except RuntimeError as exc:  # grpc cannot bind --listen (in use, or not an address of this machine)
         print(f"checkpoint-server: --listen {args.listen}: {exc}", file=sys.stderr)
