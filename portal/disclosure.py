@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +30,8 @@ from typing import Any, Literal
 
 from portal.releases import MonthRelease, ReleaseLog, ReleaseParameters, now_text
 from portal.suppression import Key, Network, Node, suppress
+
+log = logging.getLogger(__name__)
 
 #: Counts below this are not published (and percentiles need at least this many decisions).
 MIN_COUNT = 10
@@ -235,10 +238,12 @@ class NationalityRelease:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _measurement: object | None = None
     _threshold: int | None = None
+    _from_disk: set[date] = field(default_factory=set)  # read from the state directory, not yet written back
 
     def __post_init__(self) -> None:
         if self.log is not None:
             self._cache.update(self.log.load())
+            self._from_disk.update(self._cache)
 
     def threshold(self) -> int | None:
         """The smallest release threshold for which OpenDP's privacy map gives (epsilon, <= delta)."""
@@ -299,7 +304,15 @@ class NationalityRelease:
 
         with self._lock:
             if month in self._cache:
-                return self._cache[month].values
+                kept = self._cache[month]
+                if share is not None and month in self._from_disk:  # once: a store restored from a backup
+                    self._from_disk.discard(month)
+                    name, doc = f"nationality/{month:%Y-%m}", kept.to_json()
+                    if MonthRelease.from_json(share(name, doc)) != kept:
+                        log.warning("portal: the store records another release of %s than this portal published "
+                                    "(a store restored from a backup and released again by another portal?); this "
+                                    "portal keeps publishing its own (docs/portal.md)", name)
+                return kept.values
             if not any(c > 0 for c in counts.values()):
                 return {}  # nothing recorded (yet): no noise drawn, nothing kept, a later load is released then
             if self.log is None:

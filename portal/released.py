@@ -7,8 +7,9 @@ released period is asked for (or falls due: :mod:`portal.release_timer`), it is 
 (:class:`~portal.table_log.TableLog`) or, if it is not there, taken from the store's record of it
 (:mod:`portal.shared_record`: another portal on the store released it) or built from the store, protected,
 recorded there and written to the state directory; from then on it is served as it is, for good, in this
-process, in any other on the same state directory and in any portal on the same store. A period not released
-yet is not published at all.
+process, in any other on the same state directory and in any portal on the same store (a period read from the
+state directory is written back to a store that has no record of it). A period not released yet is not
+published at all.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from portal.day_release import DayRelease, release_day
 from portal.month_release import MonthArrivals, release_month_arrivals
 from portal.periods import Schedule, day_range, month_end, month_start
 from portal.satisfaction_release import SatisfactionRelease, release_month
-from portal.shared_record import recorded, share
+from portal.shared_record import recorded, share, write_back
 from portal.table_log import TableLog
 
 
@@ -52,10 +53,16 @@ class TableReleases:
         """Whether every day of ``month`` is released."""
         return self.schedule.month_released(month, self.clock())
 
-    def _from_log(self, month: date) -> None:
+    def _from_log(self, store: EventStore, month: date) -> None:
+        """Read the month's released periods from the state directory, once, and write them back to the store
+        where it has no record of them (:func:`portal.shared_record.write_back`: a store restored from a backup)."""
         if self.log is None or month in self._read:
             return
         doc = self.log.read(month)
+        kept = {f"day/{text}": record for text, record in doc["days"].items()}
+        kept.update({f"{name}/{month:%Y-%m}": doc[name] for name in ("satisfaction", "arrivals")
+                     if doc.get(name) is not None})
+        write_back(store, kept)
         for text, record in doc["days"].items():
             day = date.fromisoformat(text)
             self._days.setdefault(day, DayRelease.from_json(day, record))
@@ -70,7 +77,7 @@ class TableReleases:
         wanted = day_range(first, min(last, self.last_day()))
         with self._lock:
             for month in {month_start(d) for d in wanted}:
-                self._from_log(month)
+                self._from_log(store, month)
             missing = [d for d in wanted if d not in self._days]
             for month, group in groupby(missing, month_start):
                 self._release_days(store, month, list(group))
@@ -106,7 +113,7 @@ class TableReleases:
         if not self.month_released(month):
             return None
         with self._lock:
-            self._from_log(month)
+            self._from_log(store, month)
             if month not in self._satisfaction:
                 release = release_month(month, store.daily_satisfaction(month, month_end(month)), store.stations())
                 self._satisfaction[month] = self._kept(store, month, "satisfaction", release,

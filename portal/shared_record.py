@@ -8,6 +8,11 @@ first portal to release a period records it in the store (``portal_releases``, i
 :meth:`biometrics.event_store.SqlEventStore.record_releases`) and every portal publishes that record. The
 state directory stays each portal's own copy (read first: what a portal has published it keeps).
 
+What a portal has published from its state directory it also writes back to the store where the store has no
+record of it (:func:`write_back`): a register restored from a backup forgets the releases recorded since, and a
+second portal would otherwise release those periods anew (new noise beside the published draw). Where the store
+holds another record of a period than the one this portal published, the portal keeps its own and says so.
+
 A store without the methods (a test's or a library user's own :class:`~biometrics.events.EventStore`) shares
 nothing: its releases are the building portal's own.
 """
@@ -81,3 +86,17 @@ def share(store: Any, docs: Mapping[str, Any]) -> dict[str, Any]:
                         "differently (grant SELECT, INSERT on portal_releases: docs/portal.md)", exc)
             return dict(docs)
     return dict(docs)
+
+
+def write_back(store: Any, docs: Mapping[str, Any]) -> None:
+    """Record ``docs`` (name -> document this portal has published, read from its state directory) in ``store``
+    where it records nothing under the name; a name it records otherwise is logged at WARNING (the portal goes
+    on publishing its own: a period is never published twice differently by one portal)."""
+    held = share(store, docs)
+    differ = sorted(n for n, d in docs.items() if _text(held.get(n, d)) != _text(d))
+    if differ:
+        log.warning("portal: the store records other releases than this portal published for %s (a store restored "
+                    "from a backup and released again by another portal?); this portal keeps publishing its own, "
+                    "and the two portals disagree on these periods until an operator keeps one record "
+                    "(docs/portal.md)", ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5
+                                                                else ""))

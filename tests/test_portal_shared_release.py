@@ -108,3 +108,61 @@ def test_a_portal_whose_role_may_only_read_the_register_still_publishes(tmp_path
                 admin.execute(f"DROP OWNED BY {role}")
             with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
                 admin.execute(f"DROP ROLE {role}")
+
+
+def _forget_releases(store: str) -> None:
+    """The store loses its release records (a register restored from a backup taken before they were made)."""
+    if store.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(store, autocommit=True) as admin:
+            admin.execute("DELETE FROM portal_releases")
+        return
+    import sqlite3
+
+    from biometrics.event_store import store_file
+
+    db = sqlite3.connect(store_file(Path(store)))
+    db.execute("DELETE FROM portal_releases")
+    db.commit()
+    db.close()
+
+
+def test_a_store_restored_without_its_release_records_gets_them_back_from_the_portal_that_published_them(
+        store: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The first portal wrote March's releases to its state directory and the store; the store is restored from a
+    backup without them, and more March data arrives. When the first portal reads its releases again (a restart)
+    it records them back in the store, so a second portal publishes the first one's figures and draw, not a
+    release of its own (new noise beside the published one, another suppression pattern)."""
+    import logging
+
+    _arrivals(store, range(31), 30)
+    _arrivals(store, range(31), 3, station="siberut-port")
+    first = _publish(store, tmp_path / "a")
+    _forget_releases(store)
+    _arrivals(store, range(31), 40, station="siberut-port")
+    caplog.set_level(logging.WARNING, logger="portal")
+    assert _publish(store, tmp_path / "a") == first  # restarted on its state directory: written back
+    assert _publish(store, tmp_path / "b") == first  # the second portal publishes what the store now records
+    assert not [r for r in caplog.records if "records other releases" in r.getMessage()
+                or "records another release" in r.getMessage()]
+
+
+def test_a_portal_whose_releases_the_store_records_otherwise_keeps_its_own_and_says_so(
+        store: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Restored without its records, the store got a second portal's releases of March before the first portal
+    came back: the first keeps publishing what it published, and says that the two disagree."""
+    import logging
+
+    _arrivals(store, range(31), 30)
+    _arrivals(store, range(31), 3, station="siberut-port")
+    first = _publish(store, tmp_path / "a")
+    _forget_releases(store)
+    _arrivals(store, range(31), 40, station="siberut-port")
+    second = _publish(store, tmp_path / "b")
+    assert second["published"] != first["published"]  # released anew from the late data
+    caplog.set_level(logging.WARNING, logger="portal")
+    assert _publish(store, tmp_path / "a") == first
+    said = [r.getMessage() for r in caplog.records if "records other releases" in r.getMessage()
+            or "records another release" in r.getMessage()]
+    assert said and any("day/2026-03-" in m for m in said) and any("nationality/2026-03" in m for m in said)
