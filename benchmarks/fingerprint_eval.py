@@ -212,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
     if args.calibrate:
         parts = [measured.scores(CALIBRATION_SET, protocol) for protocol in ("sensor1", "shifted")]
         write_calibration(np.concatenate([impostor for _, impostor, _ in parts]),
-                          np.concatenate([genuine for genuine, _, _ in parts]))
+                          np.concatenate([genuine for genuine, _, _ in parts]),
+                          distinct_pairs=len(parts[0][1]))  # the shifted runs compare the same pairs again
     print("| set | protocol | EER % [FVC interval] | FMR100 % | FMR1000 % | ZeroFMR % | FMR % at s>=3 "
           "| FNMR % at s>=3 | genuine | impostor | refused |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -288,8 +289,9 @@ def at_service_threshold(genuine: np.ndarray, impostor: np.ndarray, k: int) -> d
     return {"fmr_at_s3": float((s(impostor) >= 3.0).mean()), "fnmr_at_s3": float((s(genuine) < 3.0).mean())}
 
 
-def write_calibration(impostor: np.ndarray, genuine: np.ndarray) -> None:
-    """Fit and save the fingerprint score calibration from the tuning set's impostor scores."""
+def write_calibration(impostor: np.ndarray, genuine: np.ndarray, distinct_pairs: int) -> None:
+    """Fit and save the fingerprint score calibration from the tuning set's impostor scores, of which
+    ``distinct_pairs`` are distinct pairs of images (the rest compare them again in shifted windows)."""
     from biometrics.scores import CALIBRATION_DIR, ScoreCalibration
 
     calibration = ScoreCalibration.fit(
@@ -298,6 +300,7 @@ def write_calibration(impostor: np.ndarray, genuine: np.ndarray) -> None:
                 "the 2,880 of pairs.csv with each image cut as a ZFM sensor gives it (500 dpi, 256x288, 16 grey "
                 f"levels), once centred (sensor1) and in {SHIFTED_RUNS} runs of placements shifted by up to "
                 "40 x 30 px (shifted); one impression per side; MCC bit cylinders + LSS-R raw similarity"))
+    calibration.n_distinct_pairs = distinct_pairs
     calibration.notes.update({"tuning_set": CALIBRATION_SET, "protocol": "sensor1 + shifted",
                               "n_genuine": len(genuine),
                               "genuine_median_raw": float(np.median(genuine)),

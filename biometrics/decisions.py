@@ -48,9 +48,11 @@ _SEE_OFFICER = TravellerOutcome(SEE_OFFICER, SEE_OFFICER_MESSAGE)
 
 
 def verification_outcome(result: VerificationResult) -> TravellerOutcome:
-    """PROCEED for a match with a subject on no watchlist and not waiting for a review as a possible duplicate;
-    SEE_OFFICER (one message) otherwise."""
-    return _PROCEED if result.match and not result.watchlist and not result.in_review else _SEE_OFFICER
+    """PROCEED for a match with a subject on no watchlist and not waiting for a review as a possible duplicate,
+    on a score whose FMR the calibration measures; SEE_OFFICER (one message) otherwise."""
+    proceed = (result.match and not result.watchlist and not result.in_review
+               and not result.finger_alone_unmeasured)
+    return _PROCEED if proceed else _SEE_OFFICER
 
 
 def identification_outcome(result: IdentificationResult) -> TravellerOutcome:
@@ -60,11 +62,38 @@ def identification_outcome(result: IdentificationResult) -> TravellerOutcome:
     Any watchlisted candidate at or over the threshold sends the traveller to an officer, not only the top
     one: the search says the traveller may be that person, and the officer decides. So does any contradicted
     candidate (found through one modality while another says "not this person": a matching finger with a face
-    that does not match is what a stolen finger looks like).
+    that does not match is what a stolen finger looks like), and a search on fingerprints alone under a
+    calibration that cannot measure the operating FMR.
     """
-    if result.candidates and not any(c.watchlist or c.contradicted for c in result.candidates):
+    if (result.candidates and not result.finger_alone_unmeasured
+            and not any(c.watchlist or c.contradicted for c in result.candidates)):
         return _PROCEED
     return _SEE_OFFICER
+
+
+def verification_referral(result: VerificationResult) -> str:
+    """Why a match sends the traveller to an officer (for officers only): ``watchlist``, ``in_review`` or
+    ``finger_alone_unmeasured``; "" for a match that proceeds and for no match."""
+    if not result.match:
+        return ""
+    for reason, applies in (("watchlist", result.watchlist), ("in_review", result.in_review),
+                            ("finger_alone_unmeasured", result.finger_alone_unmeasured)):
+        if applies:
+            return reason
+    return ""
+
+
+def identification_referral(result: IdentificationResult) -> str:
+    """Why candidates send the traveller to an officer (for officers only): ``watchlist``, ``contradicted`` or
+    ``finger_alone_unmeasured``; "" when there is none or the traveller proceeds."""
+    if not result.candidates:
+        return ""
+    for reason, applies in (("watchlist", any(c.watchlist for c in result.candidates)),
+                            ("contradicted", any(c.contradicted for c in result.candidates)),
+                            ("finger_alone_unmeasured", result.finger_alone_unmeasured)):
+        if applies:
+            return reason
+    return ""
 
 
 def shortlist(candidates: Sequence[Candidate], k: int) -> tuple[Candidate, ...]:

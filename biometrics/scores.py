@@ -63,6 +63,10 @@ class ScoreCalibration:
     n_impostor: int
     source: str = ""
     notes: dict[str, Any] = field(default_factory=dict)
+    #: Distinct pairs of captures among the impostor comparisons, when fewer than ``n_impostor`` (the same pair
+    #: compared again under other placements or windows is not another measurement of the tail); None: each
+    #: comparison is a pair of its own.
+    n_distinct_pairs: int | None = None
 
     @classmethod
     def fit(
@@ -140,19 +144,35 @@ class ScoreCalibration:
         """The smallest FMR the calibration set measured (1 / impostor comparisons)."""
         return 1.0 / self.n_impostor
 
+    @property
+    def n_pairs(self) -> int:
+        """The impostor comparisons that count as measurements of the tail: distinct pairs of captures."""
+        return self.n_impostor if self.n_distinct_pairs is None else min(self.n_distinct_pairs, self.n_impostor)
+
     def check_measures(self, fmr: float) -> None:
         """Refuse (ValueError) an operating FMR the calibration's impostor comparisons cannot measure.
 
         With n impostor comparisons and none at or over a threshold, all one may say is FMR < 3/n (95%
         confidence, the rule of three), so a threshold stated at ``fmr`` needs n >= 3 / fmr; below that it
-        would rest on the extrapolated tail alone."""
+        would rest on the extrapolated tail alone. n counts distinct pairs of captures (:attr:`n_pairs`): one
+        pair compared again under shifted windows is not another measurement."""
         threshold_for_fmr(fmr)  # a false-match rate at all
         needed = int(np.ceil(3.0 / fmr - 1e-9))
-        if self.n_impostor < needed:
+        n = self.n_pairs
+        if n < needed:
+            counted = (f"{n} distinct pairs of captures ({self.n_impostor} impostor comparisons)"
+                       if n < self.n_impostor else f"{n} impostor comparisons")
             raise ValueError(
-                f"{self.n_impostor} impostor comparisons measure an FMR down to {3.0 / self.n_impostor:.2g} at "
-                f"best (3/n); FMR {fmr:g} needs at least {needed}: capture more fingers (a station's 100 "
-                f"fingers, four placements each, give 79,200)")
+                f"{counted} measure an FMR down to {3.0 / n:.2g} at best (3/n); FMR {fmr:g} needs at least "
+                f"{needed}: capture more fingers (a station's 100 fingers, four placements each, give 79,200)")
+
+    def measures(self, fmr: float) -> bool:
+        """Whether :meth:`check_measures` holds at ``fmr``."""
+        try:
+            self.check_measures(fmr)
+        except ValueError:
+            return False
+        return True
 
     def save(self, path: str | Path) -> None:
         """Write the calibration as JSON."""
@@ -186,6 +206,10 @@ class ScoreCalibration:
         if scores[0] < 0 or scores[0] > 0.5 or scores[-1] > np.log10(n) + 1e-6:
             raise ValueError(f"{path} states scores {scores[0]:.2f} to {scores[-1]:.2f}, which {n} impostor "
                              f"comparisons cannot measure (0 to {np.log10(n):.2f})")
+        distinct = calibration.n_distinct_pairs
+        if distinct is not None and not (isinstance(distinct, int) and 1 <= distinct <= n):
+            raise ValueError(f"{path}: n_distinct_pairs must be a whole number from 1 to n_impostor ({n}), not "
+                             f"{distinct!r}")
         if not (np.isfinite(calibration.tail_slope) and 0 <= calibration.tail_slope < 1e6):
             raise ValueError(f"{path} has an unusable tail slope {calibration.tail_slope!r}")
         return calibration

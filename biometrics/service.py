@@ -252,7 +252,13 @@ class CheckpointService:
         check_rule(self.config.multiframe_rule)
         threshold_for_fpir(self.config.fpir, 1)  # refuse a bad rate at start
         # face_index: an index or a factory (biometrics.gallery.Gallery); default the in-process TemplateIndex
-        self.gallery = Gallery(fingerprint_calibration or ScoreCalibration.for_modality("fingerprint"), face_index)
+        fingerprint_calibration = fingerprint_calibration or ScoreCalibration.for_modality("fingerprint")
+        #: Whether a decision on fingerprints alone may send a traveller on: only when the fingerprint
+        #: calibration's distinct impostor pairs measure the operating FMR (the rule of three). The shipped one
+        #: (DB1_B: 2,880 pairs, 10 fingers) does not; a station's own does (docs/operations.md). Otherwise such
+        #: a decision, Verify or Identify, refers the traveller to an officer, with the scores for the officer.
+        self.finger_alone_measured = fingerprint_calibration.measures(self.config.fmr)
+        self.gallery = Gallery(fingerprint_calibration, face_index)
         self.fingerprint_gallery = self.gallery.fingerprint_gallery
         self._watchlist = self.gallery.watchlist
         self._state = self.gallery.state
@@ -1087,11 +1093,13 @@ class CheckpointService:
         match = score >= self.threshold
         watchlist = self._watchlist.get(subject_id, False)
         in_review = self.island is not None and self.island.in_review(subject_id)
+        unmeasured = self._finger_alone_unmeasured(any(m.modality is Modality.FACE for m in modality_scores))
         decision_id = _new_decision_id()
         if self.events is not None and not nationality:
             nationality = self._enrolled_nationality(subject_id)
         result = VerificationResult(match, score, self.threshold, decision_id, tuple(modality_scores), watchlist,
-                                    self.register_as_of(), feedback_id=self._new_feedback_id(), in_review=in_review)
+                                    self.register_as_of(), feedback_id=self._new_feedback_id(), in_review=in_review,
+                                    finger_alone_unmeasured=unmeasured)
         outcome = verification_outcome(result)
         # A call not accepted is a step of its transaction (the kiosk will call again), not its end, when the kiosk
         # says more calls are to come and, for a counted caller, the station's own count leaves it another call: a
@@ -1109,7 +1117,8 @@ class CheckpointService:
                          match=match, score=score, threshold=self.threshold,
                          **({"attempts": attempts, "attempt": attempt} if attempts > 1 else {}),
                          **({"call": counted.call} if counted is not None else {}),
-                         **({"in_review": True} if in_review else {}))
+                         **({"in_review": True} if in_review else {}),
+                         **({"finger_alone_unmeasured": True} if unmeasured else {}))
             if alert:  # once per kiosk transaction: a watchlisted traveller asked again raises no second one
                 self._raise_alert(tx, "watchlist_verify", decision_id, subject_id, score, actor)
             if publish:
@@ -1121,6 +1130,11 @@ class CheckpointService:
                                     unpublished=unpublished)
         self.statistics.record_decision("verify_match" if match else "verify_no_match")
         return result
+
+    def _finger_alone_unmeasured(self, with_face: bool) -> bool:
+        """Whether a decision scored without a face rests on a fingerprint calibration that cannot measure the
+        operating FMR (:attr:`finger_alone_measured`): the traveller then sees an officer."""
+        return not with_face and not self.finger_alone_measured
 
     def check_attempts_left(self, subject_id: str, *, actor: Actor | None = None,
                             modalities: Collection[int | None] = (), nationality: str = "") -> None:
@@ -1209,12 +1223,14 @@ class CheckpointService:
         candidates = shortlist(self._search(self._face_probes(faces), fingers, self.config.max_candidates,
                                             threshold, len(faces)), k)
         decision_id = _new_decision_id()
+        unmeasured = bool(fingers) and self._finger_alone_unmeasured(bool(faces))
         result = IdentificationResult(candidates, threshold, decision_id, self.register_as_of(),
-                                      feedback_id=self._new_feedback_id())
+                                      feedback_id=self._new_feedback_id(), finger_alone_unmeasured=unmeasured)
         with self._audit() as tx:
             self._record(tx, "identify", actor, decision_id, threshold=threshold,
                          candidates=[{"subject_ref": self._ref(c.subject_id), "score": c.score,
-                                      "watchlist": c.watchlist} for c in candidates])
+                                      "watchlist": c.watchlist} for c in candidates],
+                         **({"finger_alone_unmeasured": True} if unmeasured else {}))
             for c in candidates:
                 if c.watchlist:
                     self._raise_alert(tx, "watchlist_identify", decision_id, c.subject_id, c.score, actor)

@@ -30,6 +30,23 @@ def face_sample(name: str) -> pb.Sample:
     return pb.Sample(modality=pb.FACE, image=face(name))
 
 
+def measured_fingerprint_calibration(folder: Path) -> Path:
+    """A station's own fingerprint calibration, for tests of what a station that has one does (its kiosk's
+    attempts, the desk): the shipped calibration's scores stated as measured on as many distinct pairs of
+    captures as comparisons, as a station's own is (100 fingers, four placements each: 79,200 pairs), so that a
+    decision on fingerprints alone is the station's to make. Not a calibration of anything: the tests that
+    use it are about the station's behaviour, not its scores. Written to ``folder``; its path."""
+    import json
+
+    from biometrics.scores import CALIBRATION_DIR
+
+    doc = json.loads((CALIBRATION_DIR / "fingerprint.json").read_text())
+    doc.update(n_distinct_pairs=None, source="tests: the shipped scores, stated as a station's own")
+    path = folder / "station-fingerprint.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
 def refused_at_start(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
     """``checkpoint-server --plaintext`` on a fresh data directory under ``tmp_path`` with ``options``, expected to
     refuse them at start (exit status 2, before the data directory is touched); its output."""

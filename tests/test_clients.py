@@ -164,10 +164,12 @@ def test_enrol_and_verify_with_face_and_fingers_from_the_command_line(server: Se
     out = capsys.readouterr().out
     assert "enrolled CLI0001" in out and "(right-index)" in out and "(face)" in out
 
-    # plaintext on loopback: the caller is an officer, who sees the decision and the scores under it
-    assert kiosk.main([*target, "verify", "CLI0001", "--finger", finger("DB1_B_101_3.png")]) == 0
+    # plaintext on loopback: the caller is an officer, who sees the decision and the scores under it; a finger
+    # alone under the shipped calibration (which cannot measure FMR 0.001) matches, and is referred, saying why
+    assert kiosk.main([*target, "verify", "CLI0001", "--finger", finger("DB1_B_101_3.png")]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("PROCEED: ") and out[1].startswith("  MATCH score")
+    assert out[0].startswith("SEE OFFICER: ") and out[1].startswith("  MATCH score")
+    assert out[2] == f"  referred: {kiosk.REFERRALS['finger_alone_unmeasured']}"
     assert kiosk.main([*target, "verify", "CLI0001", "--finger", finger("DB1_B_103_1.png")]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("SEE OFFICER: ") and out[1].startswith("  NO MATCH score")
@@ -177,8 +179,13 @@ def test_enrol_and_verify_with_face_and_fingers_from_the_command_line(server: Se
     out = capsys.readouterr().out
     assert out.startswith("PROCEED") and "face " in out and "fingerprint right-index " in out
 
-    assert kiosk.main([*target, "identify", "--finger", finger("DB1_B_101_3.png")]) == 0
-    assert "CLI0001 score" in capsys.readouterr().out
+    assert kiosk.main([*target, "identify", "--finger", finger("DB1_B_101_3.png")]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("SEE OFFICER") and "CLI0001 score" in out and "referred: fingerprints alone" in out
+    assert kiosk.main([*target, "identify", str(FACES / "Kofi_Annan_0004.jpg"),
+                       "--finger", finger("DB1_B_101_3.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("PROCEED") and "CLI0001 score" in out and "referred" not in out
 
 
 @pytest.mark.server

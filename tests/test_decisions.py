@@ -75,3 +75,23 @@ def test_the_shortlist_keeps_every_watchlisted_candidate_beyond_k() -> None:
     assert [c.subject_id for c in shortlist(ranked, 3)] == ["P0", "P1", "P2", "P4"]
     assert shortlist(ranked, 10) == ranked
     assert shortlist((), 5) == ()
+
+
+def test_a_decision_on_fingerprints_alone_the_calibration_cannot_measure_is_referred_saying_why() -> None:
+    from dataclasses import replace
+
+    from biometrics.decisions import identification_referral, verification_referral
+
+    unmeasured = replace(_verified(True, False), finger_alone_unmeasured=True)
+    assert verification_outcome(unmeasured) == verification_outcome(_verified(False, False))  # the kiosk sees no why
+    assert verification_referral(unmeasured) == "finger_alone_unmeasured"
+    assert verification_referral(replace(unmeasured, watchlist=True)) == "watchlist"
+    assert verification_referral(replace(unmeasured, match=False)) == ""  # no match: nothing to explain
+    assert verification_referral(_verified(True, False)) == ""
+    found = replace(_identified(False), finger_alone_unmeasured=True)
+    assert identification_outcome(found).decision is SEE_OFFICER
+    assert identification_referral(found) == "finger_alone_unmeasured"
+    assert identification_referral(_identified(False, True)) == "watchlist"
+    assert identification_referral(_identified(False)) == "" and identification_outcome(_identified(False)).decision \
+        is PROCEED
+    assert identification_referral(replace(_identified(), finger_alone_unmeasured=True)) == ""

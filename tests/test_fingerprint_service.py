@@ -61,6 +61,8 @@ def test_verify_genuine_fingerprint_matches_and_impostor_does_not(stub) -> None:
     genuine = stub.Verify(pb.VerifyRequest(subject_id="FP000001", samples=[finger_sample("DB1_B_101_3")]))
     assert genuine.match
     assert genuine.score >= genuine.threshold == pytest.approx(3.0)
+    # the shipped calibration (2,880 distinct pairs) cannot measure FMR 0.001: a finger alone goes to an officer
+    assert (genuine.decision, genuine.referral) == (pb.SEE_OFFICER, "finger_alone_unmeasured")
     assert [(m.modality, m.finger) for m in genuine.modality_scores] == [(pb.FINGERPRINT, RIGHT_INDEX)]
     impostor = stub.Verify(pb.VerifyRequest(subject_id="FP000001", samples=[finger_sample("DB1_B_103_1")]))
     assert not impostor.match
@@ -84,7 +86,7 @@ def test_face_and_fingerprint_are_fused(stub) -> None:
     finger = stub.Verify(pb.VerifyRequest(subject_id="FP000001", samples=[finger_sample("DB1_B_101_3")]))
     both = stub.Verify(pb.VerifyRequest(subject_id="FP000001", samples=[
         face_sample("Megawati_Sukarnoputri_0002.jpg"), finger_sample("DB1_B_101_3")]))
-    assert both.match
+    assert both.match and (both.decision, both.referral) == (pb.PROCEED, "")  # a face beside it: decided here
     assert {m.modality for m in both.modality_scores} == {pb.FACE, pb.FINGERPRINT}
     assert both.score == pytest.approx(fuse_modalities([("face", face.score), ("fingerprint", finger.score)]),
                                        abs=1e-6)
@@ -100,8 +102,28 @@ def test_identify_by_fingerprint(stub) -> None:
     assert [c.subject_id for c in r.candidates][:1] == ["FP000001"]
     assert r.candidates[0].modality_scores[0].modality == pb.FINGERPRINT
     assert all(c.score >= r.threshold for c in r.candidates)
+    assert (r.decision, r.referral) == (pb.SEE_OFFICER, "finger_alone_unmeasured")
     stranger = stub.Identify(pb.IdentifyRequest(samples=[finger_sample("DB1_B_103_1")]))
-    assert list(stranger.candidates) == []
+    assert list(stranger.candidates) == [] and stranger.referral == ""
+
+
+def test_a_station_with_its_own_calibration_decides_on_a_finger_alone(tmp_path: Path) -> None:
+    """A calibration whose distinct impostor pairs measure the operating FMR (a station's own) lets a decision on a
+    finger alone send the traveller on; the shipped one does not (above)."""
+    from helpers import measured_fingerprint_calibration
+
+    proc = ServerProcess(tmp_path / "data", args=(
+        "--fingerprint-calibration", str(measured_fingerprint_calibration(tmp_path)))).start()
+    try:
+        stub = proc.stub()
+        assert stub.Enroll(pb.EnrollRequest(subject_id="FP000101", info=pb.SubjectInfo(name="Finger One"), samples=[
+            finger_sample("DB1_B_101_1"), finger_sample("DB1_B_101_2")])).enrolled
+        r = stub.Verify(pb.VerifyRequest(subject_id="FP000101", samples=[finger_sample("DB1_B_101_3")]))
+        assert r.match and (r.decision, r.referral) == (pb.PROCEED, "")
+        found = stub.Identify(pb.IdentifyRequest(samples=[finger_sample("DB1_B_101_3")]))
+        assert [c.subject_id for c in found.candidates] == ["FP000101"] and found.decision == pb.PROCEED
+    finally:
+        proc.stop()
 
 
 def test_duplicate_finger_is_held_at_enrolment(stub) -> None:

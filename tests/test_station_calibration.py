@@ -130,9 +130,13 @@ def test_a_calibration_measures_an_fmr_down_to_three_over_its_impostors(station_
     calibration.check_measures(3 / 160)
     with pytest.raises(ValueError, match="needs at least 161"):
         calibration.check_measures(3 / 161)
-    ScoreCalibration.for_modality("fingerprint").check_measures(0.001)  # 14,400: down to 2.1e-4
-    with pytest.raises(ValueError, match="needs at least 30000"):
-        ScoreCalibration.for_modality("fingerprint").check_measures(1e-4)
+    shipped = ScoreCalibration.for_modality("fingerprint")  # 14,400 comparisons of 2,880 pairs (shifted windows)
+    assert (shipped.n_impostor, shipped.n_pairs) == (14_400, 2_880)
+    shipped.check_measures(3 / 2880)
+    with pytest.raises(ValueError, match=r"2880 distinct pairs of captures \(14400 impostor comparisons\) measure "
+                                         "an FMR down to 0.001 at best.*needs at least 3000"):
+        shipped.check_measures(0.001)
+    assert not shipped.measures(0.001) and calibration.measures(3 / 160)
     with pytest.raises(ValueError, match="false-match rate"):
         calibration.check_measures(0)
 

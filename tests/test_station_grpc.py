@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 from checkpoint.v1 import checkpoint_pb2 as pb
-from helpers import ServerProcess, face_sample
+from helpers import ServerProcess, face_sample, measured_fingerprint_calibration
 
 from devices.zfm_emulator import Fault, ZfmEmulator
 from devices.zfm_protocol import quantize_4bit
@@ -46,8 +46,9 @@ def emulator():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, emulator: ZfmEmulator):
-    proc = ServerProcess(tmp_path_factory.mktemp("station"),
-                         args=("--camera", str(VIDEO), "--scanner", emulator.port)).start()
+    calibration = measured_fingerprint_calibration(tmp_path_factory.mktemp("calibration"))  # a station's own
+    proc = ServerProcess(tmp_path_factory.mktemp("station"), args=(
+        "--camera", str(VIDEO), "--scanner", emulator.port, "--fingerprint-calibration", str(calibration))).start()
     yield proc
     proc.stop()
 
@@ -351,7 +352,9 @@ def test_a_kiosk_certificate_gets_its_transactions_attempts_and_no_more(
     done = subprocess.run([sys.executable, "-m", "verify.certs", "init", str(pki)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    proc = ServerProcess(tmp_path_factory.mktemp("kiosk-station"), tls=pki, args=("--scanner", emulator.port)).start()
+    calibration = measured_fingerprint_calibration(tmp_path_factory.mktemp("calibration"))  # a station's own
+    proc = ServerProcess(tmp_path_factory.mktemp("kiosk-station"), tls=pki, args=(
+        "--scanner", emulator.port, "--fingerprint-calibration", str(calibration))).start()
     try:
         officer = proc.stub("officer")
         emulator.place(PRINTS / "DB4_B_101_1.png")

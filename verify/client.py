@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: What an officer reads for each ``referral`` of an answer (why a match sends the traveller to an officer).
+REFERRALS = {
+    "watchlist": "a watchlist match (an alert is raised)",
+    "in_review": "the subject's offline enrolment waits for a review as a possible duplicate",
+    "contradicted": "a candidate found by one modality and contradicted by another",
+    "finger_alone_unmeasured": "fingerprints alone, and this station's fingerprint calibration cannot measure the "
+                               "operating FMR (fit the station's own: docs/operations.md)",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one kiosk call and print its decision."""
     parser = build_parser()
@@ -83,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {'MATCH' if r.match else 'NO MATCH'} score {r.score:.2f} threshold {r.threshold:.2f}")
                 if len(r.modality_scores) > 1:
                     print("  " + "; ".join(_modality_score(m) for m in r.modality_scores))
+                if r.referral:
+                    print(f"  referred: {REFERRALS.get(r.referral, r.referral)}")
             return 0 if r.decision == pb.PROCEED else 1
         if args.command == "identify":
             r = stub.Identify(pb.IdentifyRequest(samples=samples, max_candidates=args.max_candidates,
@@ -91,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             print(_decision(r))
             for c in r.candidates:  # an officer's view
                 print(f"  {c.subject_id} score {c.score:.2f}{'  WATCHLIST' if c.watchlist else ''}")
+            if r.referral:
+                print(f"  referred: {REFERRALS.get(r.referral, r.referral)}")
             return 0 if r.decision == pb.PROCEED else 1
         if args.command == "rate":
             rated = rate(stub, args.feedback_id, args.rating, timeout=args.timeout)

@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from checkpoint.v1 import checkpoint_pb2 as pb
 
-from biometrics.decisions import identification_outcome, verification_outcome
+from biometrics.decisions import (
+    identification_outcome,
+    identification_referral,
+    verification_outcome,
+    verification_referral,
+)
 from biometrics.types import (
     Alert,
     Candidate,
@@ -71,7 +76,7 @@ def enrol_response(r: EnrolmentResult) -> pb.EnrollResponse:
 
 def verify_response(r: VerificationResult, *, full: bool) -> pb.VerifyResponse:
     """The VerifyResponse of a verification result: the traveller's decision and message, decision id and
-    threshold; with ``full`` (an officer) also match, score and per-modality scores."""
+    threshold; with ``full`` (an officer) also match, score, per-modality scores and why a match is referred."""
     outcome = verification_outcome(r)
     response = pb.VerifyResponse(threshold=r.threshold, decision_id=r.decision_id,
                                  decision=int(outcome.decision), traveller_message=outcome.message,
@@ -80,18 +85,20 @@ def verify_response(r: VerificationResult, *, full: bool) -> pb.VerifyResponse:
         response.match = r.match
         response.score = r.score
         response.modality_scores.extend(modality_scores(r.modality_scores))
+        response.referral = verification_referral(r)
     return response
 
 
 def identify_response(r: IdentificationResult, *, full: bool) -> pb.IdentifyResponse:
     """The IdentifyResponse of an identification result: the traveller's decision and message, decision id
-    and threshold; with ``full`` (an officer) also the candidates."""
+    and threshold; with ``full`` (an officer) also the candidates and why they are referred."""
     outcome = identification_outcome(r)
     response = pb.IdentifyResponse(decision_id=r.decision_id, threshold=r.threshold,
                                    decision=int(outcome.decision), traveller_message=outcome.message,
                                    register_as_of=r.register_as_of, feedback_id=r.feedback_id)
     if full:
         response.candidates.extend(candidate(c) for c in r.candidates)
+        response.referral = identification_referral(r)
     return response
 
 

@@ -395,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ScoreCalibration.for_modality("fingerprint").check_measures(args.fmr)
         except ValueError as exc:  # a face-only station needs none; a finger's score at this FMR is extrapolated
-            log.warning("the shipped fingerprint calibration cannot state FMR %g: %s; fit the station's own "
-                        "(--fingerprint-calibration) before verifying fingerprints at it", args.fmr, exc)
+            log.warning("the shipped fingerprint calibration cannot state FMR %g: %s; a Verify or Identify on "
+                        "fingerprints alone (no face) sends the traveller to an officer until the station's own "
+                        "is given (--fingerprint-calibration; docs/operations.md)", args.fmr, exc)
 
     while not signals:
         time.sleep(0.2)

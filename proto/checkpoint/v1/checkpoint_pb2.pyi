@@ -187,7 +187,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., document_nationality: _Optional[str] = ..., attempts: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("match", "score", "threshold", "decision_id", "modality_scores", "decision", "traveller_message", "register_as_of", "feedback_id")
+    __slots__ = ("match", "score", "threshold", "decision_id", "modality_scores", "decision", "traveller_message", "register_as_of", "feedback_id", "referral")
     MATCH_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +197,7 @@ class VerifyResponse(_message.Message):
     TRAVELLER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REGISTER_AS_OF_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    REFERRAL_FIELD_NUMBER: _ClassVar[int]
     match: bool
     score: float
     threshold: float
@@ -206,7 +207,8 @@ class VerifyResponse(_message.Message):
     traveller_message: str
     register_as_of: str
     feedback_id: str
-    def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., decision_id: _Optional[str] = ..., modality_scores: _Optional[_Iterable[_Union[ModalityScore, _Mapping]]] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ..., register_as_of: _Optional[str] = ..., feedback_id: _Optional[str] = ...) -> None: ...
+    referral: str
+    def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., decision_id: _Optional[str] = ..., modality_scores: _Optional[_Iterable[_Union[ModalityScore, _Mapping]]] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ..., register_as_of: _Optional[str] = ..., feedback_id: _Optional[str] = ..., referral: _Optional[str] = ...) -> None: ...
 
 class IdentifyRequest(_message.Message):
     __slots__ = ("samples", "max_candidates", "document_nationality")
@@ -219,7 +221,7 @@ class IdentifyRequest(_message.Message):
     def __init__(self, samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., max_candidates: _Optional[int] = ..., document_nationality: _Optional[str] = ...) -> None: ...
 
 class IdentifyResponse(_message.Message):
-    __slots__ = ("candidates", "decision_id", "threshold", "decision", "traveller_message", "register_as_of", "feedback_id")
+    __slots__ = ("candidates", "decision_id", "threshold", "decision", "traveller_message", "register_as_of", "feedback_id", "referral")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +229,7 @@ class IdentifyResponse(_message.Message):
     TRAVELLER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REGISTER_AS_OF_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    REFERRAL_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     decision_id: str
     threshold: float
@@ -234,7 +237,8 @@ class IdentifyResponse(_message.Message):
     traveller_message: str
     register_as_of: str
     feedback_id: str
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., decision_id: _Optional[str] = ..., threshold: _Optional[float] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ..., register_as_of: _Optional[str] = ..., feedback_id: _Optional[str] = ...) -> None: ...
+    referral: str
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., decision_id: _Optional[str] = ..., threshold: _Optional[float] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ..., register_as_of: _Optional[str] = ..., feedback_id: _Optional[str] = ..., referral: _Optional[str] = ...) -> None: ...
 
 class RateDecisionRequest(_message.Message):
     __slots__ = ("feedback_id", "rating")
