@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "one more of that kiosk's is refused RESOURCE_EXHAUSTED at once, so that one kiosk never holds "
                    "every thread. Officers and auditors are not limited so")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="face extraction processes (default: one per core); 0: extract in the calling gRPC thread")
+                   help="face extraction processes (default: one per core); 0: extract in the calling gRPC thread, "
+                        "one call at a time (dlib's models are not safe on two threads at once)")
     p.add_argument("--extract-timeout", type=float, default=30.0,
                    help="longest one face extraction may run, seconds (its worker is then killed and replaced)")
     p.add_argument("--max-message-mb", type=float, default=16.0, help="largest request accepted, MiB")
