@@ -45,6 +45,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
 from biometrics.event_schema import event_tables, local_keys
+from biometrics.redact import redact_url
 from biometrics.sharded import ShardUnavailable
 from biometrics.storage import (
     CHANGE_ENROLLED,
@@ -197,13 +198,15 @@ def redact(url: str) -> str:
 
 
 def check_url(url: str) -> str:
-    """``url`` if it is a PostgreSQL URL (``postgresql://`` or ``postgres://``) that parses; else StoreRefused."""
+    """``url`` if it is a PostgreSQL URL (``postgresql://`` or ``postgres://``) that parses; else StoreRefused,
+    whose message masks the password (the driver's own error quotes the URL whole)."""
     if not url.startswith(("postgresql://", "postgres://")):
-        raise StoreRefused(f"--store must be a postgresql:// URL, not {url.split(':', 1)[0]!r}")
+        raise StoreRefused(f"--store must be a postgresql:// URL, not {redact_url(url.split(':', 1)[0])!r}")
     try:
         conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise StoreRefused(f"--store {url!r} is not a valid PostgreSQL URL: {exc}") from None
+        raise StoreRefused(f"--store {redact_url(url)!r} is not a valid PostgreSQL URL: "
+                           f"{redact_url(str(exc))}") from None
     return url
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from biometrics.redact import redact_url
 from devices.camera import Camera
 from devices.errors import (
     CaptureCancelled,
@@ -28,7 +29,6 @@ from devices.errors import (
     DeviceSilent,
     DeviceTimeout,
 )
-from devices.redact import redact_url
 from devices.scanner import DEFAULT_BAUD_RATE, FingerprintScanner
 from devices.timeouts import MAX_CAPTURE_TIMEOUT_S, bounded_timeout, check_capture_timeout
 from devices.zfm_emulator import ZfmEmulator

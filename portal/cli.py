@@ -176,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"checkpoint-portal: {exc}", file=sys.stderr)
         return 2
+    if "://" in args.store:  # a malformed register URL stops the portal here, its password masked
+        from biometrics.register import StoreRefused, check_url
+
+        try:
+            check_url(args.store)
+        except StoreRefused as exc:
+            print(f"checkpoint-portal: {exc}", file=sys.stderr)
+            return 2
     try:  # the state directory must be writable (and this store's) before anything is served
         ReleaseLog(config.state_dir, store=store_identity(args.store))  # type: ignore[arg-type]
         all_servers = servers(args)
@@ -183,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoint-portal: {exc}", file=sys.stderr)
         return 2
     host, port = args.listen
-    print(f"checkpoint-portal: public site on http://{host}:{port}/ over {args.store}", flush=True)
+    print(f"checkpoint-portal: public site on http://{host}:{port}/ over {store_identity(args.store)}", flush=True)
     if args.auditor_listen:
         print(f"checkpoint-portal: auditors' view on https://{args.auditor_listen[0]}:{args.auditor_listen[1]}/ "
               "(mutual TLS, role auditor)", flush=True)

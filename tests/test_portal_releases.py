@@ -298,3 +298,32 @@ def test_round5_is_refused_without_a_demonstration_banner(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="demonstrations only"):
         config_from(build_parser().parse_args(base))
     assert config_from(build_parser().parse_args([*base, "--banner", "SYNTHETIC DATA"])).release.method == "round5"
+
+
+def test_a_malformed_register_url_stops_the_portal_and_no_password_is_printed(tmp_path: Path) -> None:
+    """A review: the portal printed --store whole at every start, and a malformed URL's error (the driver's own,
+    quoting the URI) at WARNING on every page; the server and the audit tool repeated it too."""
+    from biometrics.register import StoreRefused, check_url
+
+    malformed = "postgres://portal:s3cretpw@[::1:5432/checkpoint"
+    with pytest.raises(StoreRefused) as refused:
+        check_url(malformed)
+    assert "s3cretpw" not in str(refused.value) and "is not a valid PostgreSQL URL" in str(refused.value)
+    exe = Path(sys.executable).with_name("checkpoint-portal")
+    r = subprocess.run([str(exe), "--store", malformed, "--listen", "127.0.0.1:0", "--state-dir",
+                        str(tmp_path / "state")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "is not a valid PostgreSQL URL" in r.stderr
+    assert "s3cretpw" not in r.stdout + r.stderr
+    server = subprocess.run([sys.executable, "-m", "verify.server", "--plaintext", "--listen", "127.0.0.1:0",
+                             "--data-dir", str(tmp_path / "data"), "--key-dir", str(tmp_path / "keys"),
+                             "--store", malformed, "--station", "rokot-airport"],
+                            capture_output=True, text=True, timeout=120)
+    assert server.returncode == 2 and "is not a valid PostgreSQL URL" in server.stderr
+    assert "s3cretpw" not in server.stdout + server.stderr
+
+
+def test_the_portal_names_its_register_without_the_password(tmp_path: Path) -> None:
+    from portal.cli import store_identity
+
+    assert store_identity("postgresql://portal:s3cretpw@db.example:5432/checkpoint") == \
+        "postgresql://portal@db.example:5432/checkpoint"

@@ -17,6 +17,7 @@ from biometrics.decisions import (
     verification_outcome,
     verification_referral,
 )
+from biometrics.redact import redact_url
 from biometrics.types import (
     Alert,
     Candidate,
@@ -28,7 +29,6 @@ from biometrics.types import (
     SubjectRecord,
     VerificationResult,
 )
-from devices.redact import redact_url
 
 if TYPE_CHECKING:
     from devices.station import DeviceStatus

@@ -1,4 +1,5 @@
-"""Credentials out of anything shown or logged: a camera URL (``rtsp://admin:pw@cam/``) or its parameters."""
+"""Credentials out of anything shown or logged: a camera URL (``rtsp://admin:pw@cam/``), a register URL
+(``postgresql://user:pw@host/db``) or their parameters."""
 
 from __future__ import annotations
 
