@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 LOCK_NAME = "LOCK"
@@ -22,6 +23,58 @@ log = logging.getLogger(__name__)
 
 class DataDirLocked(Exception):
     """Another process holds the data directory."""
+
+
+class DataDirUnusable(Exception):
+    """This process cannot read and write a data directory, or one of the files in it."""
+
+
+#: The files of a data (or replica) directory a server opens for writing.
+STORE_FILES = (*(f"{name}{suffix}" for name in ("checkpoint.db", "journal.db", "replica.db")
+                 for suffix in ("", "-wal", "-shm")), LOCK_NAME)
+
+
+def describe(path: Path) -> str:
+    """``path`` with its owner and mode, for a message about its permissions."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"{path} ({exc.strerror or exc})"
+    return f"{path} (owner uid {st.st_uid}, mode {st.st_mode & 0o7777:o})"
+
+
+def check_usable(folder: Path, what: str = "data directory") -> None:
+    """Raise :class:`DataDirUnusable` naming ``folder`` or each of its :data:`STORE_FILES` that this process cannot
+    read and write, with owner and mode (tried, not guessed from the mode bits: a root server without
+    CAP_DAC_OVERRIDE is held to them too). A folder that does not exist yet is created later, and passes.
+
+    Without it a server started on a directory another user owns, or on a read-only database, stopped with a
+    sqlite3 traceback (or a "permission denied" naming a key file that does not exist), and a read-only
+    ``-shm`` file left by that failed start kept failing the next starts after the database was mended."""
+    try:
+        if not folder.exists():
+            return
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise DataDirUnusable(
+            f"this server (uid {os.getuid()}) cannot write the {what} {describe(folder)}: {exc.strerror or exc}; "
+            "run it as the directory's owner, or give it a directory it owns") from None
+    unusable = []
+    for name in STORE_FILES:
+        path = folder / name
+        try:
+            os.close(os.open(path, os.O_RDWR))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            unusable.append(f"{describe(path)}: {exc.strerror or exc}")
+    if unusable:
+        raise DataDirUnusable(
+            f"this server (uid {os.getuid()}) cannot read and write these files of the {what} {folder}: "
+            f"{'; '.join(unusable)}. Give them back to the server's user with mode 600 (a -wal or -shm file left "
+            "by a failed start may be deleted when no server runs)")
 
 
 class DataDirLock:

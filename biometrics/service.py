@@ -39,7 +39,7 @@ from biometrics.audit import (
     load_or_create_signing_key,
 )
 from biometrics.crypto import KeyRing
-from biometrics.datadir import DataDirLock, lock_station_dirs
+from biometrics.datadir import DataDirLock, check_usable, lock_station_dirs
 from biometrics.decisions import PROCEED, TravellerOutcome, identification_outcome, shortlist, verification_outcome
 from biometrics.errors import (
     BiometricError,
@@ -299,6 +299,9 @@ class CheckpointService:
         check_station(where.station, required=bool(where.store_url))
         key_dir = where.resolved_key_dir()
         key_file = where.key_file or key_dir / KEYRING_NAME
+        check_usable(where.data_dir)
+        if where.store_url and where.replica_dir is not None:
+            check_usable(where.replica_dir, "replica directory")
         old_ring = where.data_dir / "keys" / KEYRING_NAME
         if old_ring.exists() and not where.dev_keys_in_data_dir and old_ring.resolve() != key_file.resolve():
             raise KeyLocationError(

@@ -779,7 +779,18 @@ class Storage(SealedStore):
         self._lock = threading.RLock()
         self._wal_pending = 0  # erasures not yet out of the WAL (mirrors meta WAL_PENDING)
         self._wal_retry_at = 0.0  # time.monotonic() before which a pending truncation is not retried
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._open()
+        except sqlite3.Error as exc:  # a file it cannot write, a damaged file: named, not a traceback
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self._db.close()
+            from biometrics.datadir import DataDirUnusable, describe
+
+            raise DataDirUnusable(f"cannot open the database {describe(path)}: {exc}") from exc
+
+    def _open(self) -> None:
+        """Set the connection up, migrate the file and check its key ring (and the erasures left in its WAL)."""
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")

@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from biometrics.attempts import DEFAULT_WINDOW_S
 from biometrics.audit import HeadNotHeld
-from biometrics.datadir import DataDirLocked
+from biometrics.datadir import DataDirLocked, DataDirUnusable
 from biometrics.events import (
     ARRIVAL,
     DEFAULT_NATIONALITY_RETENTION_DAYS,
@@ -347,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                                          fingerprint_calibration=fingerprint_calibration)
         service.start(background=True)  # the port opens now; NOT_SERVING until the gallery is loaded
         metrics = start_metrics(service, args.metrics_listen, pool=pool, allow_remote=args.metrics_allow_remote)
-    except (DataDirLocked, HeadNotHeld, KeyLocationError, KeyRingMismatch, SchemaTooNew, StoreRefused, ValueError,
-            OSError) as exc:
+    except (DataDirLocked, DataDirUnusable, HeadNotHeld, KeyLocationError, KeyRingMismatch, SchemaTooNew,
+            StoreRefused, ValueError, OSError) as exc:
         if service is not None:
             service.close()
         print(f"checkpoint-server: {exc}", file=sys.stderr)
