@@ -1269,14 +1269,15 @@ class CheckpointService:
             self._record(tx, "read_subject", actor, decision_id, subject_ref=self._ref(subject_id), outcome="read")
         return record
 
-    def delete_subject(self, subject_id: str, reason: str = "", *, actor: Actor | None = None) -> str:
+    def delete_subject(self, subject_id: str, reason: str, *, actor: Actor | None = None) -> str:
         """Erase a subject from storage, then from the in-memory gallery; returns the decision id.
 
-        The erasure, its change-log entry and its audit record commit in one transaction.
+        The erasure, its change-log entry and its audit record commit in one transaction. The officer's
+        ``reason`` is required (as for a duplicate override or a review): an erasure is recorded with why.
         """
         actor = actor or Actor()
         validation.check_subject_id(subject_id)
-        validation.check_reason(reason, "reason", required=False, documents=[subject_id])
+        validation.check_reason(reason, "reason", required=True, documents=[subject_id])
         decision_id = _new_decision_id()
         with self._write_lock:
             self._ensure_current()

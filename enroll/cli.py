@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("subject_id", help=from_stdin)
     d = sub.add_parser("delete", help="erase a subject (templates and personal data)")
     d.add_argument("subject_id", help=from_stdin)
-    d.add_argument("--reason", default="", help="why (recorded in the audit log, which outlives the erasure: no "
-                   "names, no document numbers)")
+    d.add_argument("--reason", required=True, help="why (required; recorded in the audit log, which outlives the "
+                   "erasure: no names, no document numbers)")
     a = sub.add_parser("alerts", help="watchlist alerts raised by Verify and Identify, newest first")
     a.add_argument("--limit", type=int, default=0, help="how many (default 50, at most 500)")
     r = sub.add_parser("reviews", help="enrolments made offline whose upload found possible duplicates, oldest first")

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+import grpc
 import pytest
 from checkpoint.v1 import checkpoint_pb2 as pb
 from helpers import DATA, ServerProcess
@@ -268,3 +269,30 @@ def test_the_desk_takes_the_applicants_data_from_standard_input_not_the_command_
     with pytest.raises(SystemExit):
         desk.main([*target, "enrol", "CLI0005", str(FACES / "Kofi_Annan_0001.jpg"), "--applicant", "-"])
     assert "not the document number given" in capsys.readouterr().err
+
+
+@pytest.mark.server
+def test_an_erasure_needs_a_reason_and_the_kiosk_reads_the_document_number_from_standard_input(
+        server: ServerProcess, capsys, monkeypatch: pytest.MonkeyPatch):
+    """A review erased a subject by accident with `delete DOC` and no reason: the desk asks for --reason, and the
+    service refuses a blank one (INVALID_ARGUMENT: an erasure is recorded with why, as an override is). The kiosk
+    tool takes the document number from standard input (`verify -`), as the desk does."""
+    import io
+
+    target = ["--target", server.target]
+    assert desk.main([*target, "enrol", "CLI0007", str(FACES / "Megawati_Sukarnoputri_0001.jpg"), "--name", "M",
+                      "--allow-duplicate", "--reason", "a photo the other tests enrol too"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("CLI0007\n"))
+    assert kiosk.main([*target, "verify", "-", str(FACES / "Megawati_Sukarnoputri_0002.jpg")]) == 0
+    assert capsys.readouterr().out.startswith("PROCEED")
+    with pytest.raises(SystemExit):
+        desk.main([*target, "delete", "CLI0007"])
+    assert "--reason" in capsys.readouterr().err
+    stub = server.stub()
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.DeleteSubject(pb.DeleteSubjectRequest(subject_id="CLI0007", reason="  "))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "reason" in refused.value.details()
+    assert stub.GetSubject(pb.GetSubjectRequest(subject_id="CLI0007")).subject_id == "CLI0007"  # still there
+    monkeypatch.setattr("sys.stdin", io.StringIO("CLI0007\n"))
+    assert desk.main([*target, "delete", "-", "--reason", "erasure request"]) == 0

@@ -244,8 +244,8 @@ def erased_offline_and_stopped(tmp_path: Path, register_url: str, proxy: LinkPro
         wait_until(lambda: island.holds("A1000001") and island.holds("Q7654321"), timeout=10,
                    message="the island has both subjects")
         go_offline(island, proxy)
-        island.delete_subject("A1000001", "")
-        island.delete_subject("Q7654321", "")
+        island.delete_subject("A1000001", "erasure request")
+        island.delete_subject("Q7654321", "erasure request")
     finally:
         island.close()
     return central

@@ -253,7 +253,7 @@ def test_the_chain_verifies_after_every_kind_of_decision(tmp_path: Path) -> None
         service.verify("A1000001", [MEGAWATI_PROBE])
         service.identify([MEGAWATI_PROBE])
         assert [a.kind for a in service.list_alerts()] == ["watchlist_identify", "watchlist_verify"]
-        service.delete_subject("A1000001")
+        service.delete_subject("A1000001", "erasure request")
     finally:
         service.close()
     report = verify_store(read_audit(tmp_path / "data" / "checkpoint.db"),

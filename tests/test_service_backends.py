@@ -74,7 +74,7 @@ def test_a_watchlist_match_raises_an_alert_and_every_decision_is_in_the_chain(se
     assert result.match and result.watchlist
     alerts = service.list_alerts()
     assert [(a.kind, a.subject_id, a.caller) for a in alerts] == [("watchlist_verify", "A1000001", "CN=kiosk-01")]
-    service.delete_subject("A1000001")
+    service.delete_subject("A1000001", "erasure request")
     entries = chain_of(service)
     kinds = [e.get("kind") for e in entries if e["type"] == "decision"]
     assert kinds == ["enrol", "verify", "alert", "read_alerts", "delete"]

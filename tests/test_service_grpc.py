@@ -192,7 +192,7 @@ def test_get_and_delete_subject(enrolled) -> None:
     gone = enrolled.Identify(pb.IdentifyRequest(samples=[face_sample("Hans_Blix_0001.jpg")]))
     assert "C3000003" not in [c.subject_id for c in gone.candidates]
     with pytest.raises(grpc.RpcError) as excinfo:
-        enrolled.DeleteSubject(pb.DeleteSubjectRequest(subject_id="C3000003"))
+        enrolled.DeleteSubject(pb.DeleteSubjectRequest(subject_id="C3000003", reason="erasure request"))
     assert _code(excinfo) == grpc.StatusCode.NOT_FOUND
 
 
@@ -340,7 +340,7 @@ def test_gallery_survives_a_restart(tmp_path) -> None:
                                             samples=[face_sample("Megawati_Sukarnoputri_0001.jpg")])).enrolled
         assert stub.Enroll(pb.EnrollRequest(subject_id="R2", info=INFO_B,
                                             samples=[face_sample("Kofi_Annan_0001.jpg")])).enrolled
-        stub.DeleteSubject(pb.DeleteSubjectRequest(subject_id="R2"))
+        stub.DeleteSubject(pb.DeleteSubjectRequest(subject_id="R2", reason="erasure request"))
     finally:
         assert first.stop() == 0  # SIGTERM: a graceful exit
     second = ServerProcess(tmp_path).start()

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_channel_arguments(p)
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="1:1: is this traveller the holder of SUBJECT_ID?")
-    v.add_argument("subject_id")
+    v.add_argument("subject_id", help="travel-document number, or - to read it from standard input (not visible to "
+                                      "other users, as the process's arguments are)")
     add_sample_arguments(v, impressions=1)
     v.add_argument("--attempts", type=int, choices=(1, 2, 3), metavar="N",
                    help="calls this transaction allows (1-3; needs --scan): a call not accepted asks the traveller "
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     samples: list[pb.Sample] = []
+    if args.command == "verify" and args.subject_id == "-":
+        args.subject_id = sys.stdin.readline().strip()
+        if not args.subject_id:
+            parser.error("no document number on standard input")
     if args.command in ("verify", "identify"):
         samples = samples_or_usage_error(parser, args)
     if args.command == "verify":
