@@ -296,3 +296,20 @@ def test_an_erasure_needs_a_reason_and_the_kiosk_reads_the_document_number_from_
     assert stub.GetSubject(pb.GetSubjectRequest(subject_id="CLI0007")).subject_id == "CLI0007"  # still there
     monkeypatch.setattr("sys.stdin", io.StringIO("CLI0007\n"))
     assert desk.main([*target, "delete", "-", "--reason", "erasure request"]) == 0
+
+
+@pytest.mark.server
+def test_transport_failures_say_what_staff_can_do(server: ServerProcess, tmp_path: Path, capsys) -> None:
+    """gRPC's own failures (no server, a request over the size limit) were printed as "refused: ..." with gRPC's
+    words, as if the server had refused the traveller."""
+    from benchmarks.portal_bench import free_port
+
+    nobody = ["--target", f"127.0.0.1:{free_port()}", "--timeout", "5"]
+    assert kiosk.main([*nobody, "verify", "P1", str(FACES / "Kofi_Annan_0001.jpg")]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("failed: UNAVAILABLE: no checkpoint-server answers at this address"), out
+    huge = tmp_path / "huge.jpg"
+    huge.write_bytes(b"\\xff" * (17 * 1024 * 1024))
+    assert kiosk.main(["--target", server.target, "verify", "P1", str(huge)]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("failed: RESOURCE_EXHAUSTED: the request is larger than the server takes"), out

@@ -174,7 +174,28 @@ def samples_or_usage_error(parser: argparse.ArgumentParser, args: argparse.Names
     return samples
 
 
+#: gRPC's own transport failures (not the server's refusals), by a phrase of their details: what staff can do.
+TRANSPORT_FAILURES = (
+    ("failed to connect", "no checkpoint-server answers at this address: is it running, and is --target right?"),
+    ("Sent message larger than max", "the request is larger than the server takes: send smaller or fewer images"),
+    ("Received message larger than max", "the request is larger than the server takes: send smaller or fewer "
+                                         "images"),
+    ("Cancelling all calls", "the server stopped before it answered: look (show, or the audit log) whether the "
+                             "change was made before you try again"),
+    ("Socket closed", "the connection was closed without an answer: a server that wants TLS (give --tls-dir) or "
+                      "one that stopped; look whether a change was made before you try again"),
+    ("Stream removed", "the connection was lost before an answer: look whether a change was made before you try "
+                       "again"),
+)
+
+
 def fail(error: grpc.RpcError) -> int:
-    """Print a call's refusal as the server gave it; exit status 2."""
-    print(f"refused: {error.code().name}: {error.details()}")
+    """Print a call's refusal as the server gave it, or, for gRPC's own transport failures (the server not
+    running, a message over the size limit, the connection lost), what staff can do; exit status 2."""
+    details = error.details() or ""
+    for phrase, advice in TRANSPORT_FAILURES:
+        if phrase in details:
+            print(f"failed: {error.code().name}: {advice} ({details})")
+            return 2
+    print(f"refused: {error.code().name}: {details}")
     return 2
