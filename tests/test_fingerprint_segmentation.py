@@ -11,7 +11,7 @@ from biometrics.fingerprint.frequency import period_field, ridge_period
 from biometrics.fingerprint.image import local_normalise, normalise
 from biometrics.fingerprint.orientation import orientation_field
 from biometrics.fingerprint.pipeline import analyse
-from biometrics.fingerprint.segmentation import extend_mask, foreground_mask
+from biometrics.fingerprint.segmentation import foreground_mask
 
 H, W = 320, 300
 
@@ -107,48 +107,3 @@ def test_the_period_field_follows_a_period_that_changes_across_the_print():
     rows = slice(H // 2 - 30, H // 2 + 30)
     assert np.median(field[rows, 80:100]) == pytest.approx(8.2, abs=0.8)
     assert np.median(field[rows, 200:220]) == pytest.approx(10.1, abs=0.8)
-
-
-def dry_half(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image, finger ellipse, its right part): the print on a flat background, its right part dry: ridges
-    broken by small blotches (sigma 1.5 px, 55% of the area) lifted to the background grey."""
-    inside = finger_ellipse()
-    right = inside & (np.arange(W)[None, :] > 0.55 * W)
-    noise = cv2.GaussianBlur(np.random.default_rng(seed).standard_normal((H, W)).astype(np.float32), (0, 0), 1.5)
-    broken = noise > np.quantile(noise, 0.45)
-    image = np.where(right & broken, 230, on_flat_background(ridge_pattern(9.0)))
-    return image.astype(np.float32), inside, right
-
-
-def test_the_mask_is_not_lost_over_broken_ridges():
-    covered, outside = [], []
-    for seed in range(4):
-        image, inside, right = dry_half(seed)
-        mask = analyse(image).mask
-        covered.append(mask[right].mean())
-        outside.append(mask[~inside].mean())
-    # the capture's own coherence alone kept 0.57, 0.31, 0.56, 0.56 of the broken part (mean 0.50); grown
-    # where the enhanced image's ridges run on: 0.65, 0.35, 0.68, 0.68 (mean 0.59)
-    assert np.mean(covered) > 0.55
-    assert max(outside) < 0.1  # the flat background is not taken (a halo of about a block, as before)
-
-
-def test_extend_mask_adds_only_touching_regions_with_contrast_and_a_coherent_enhancement():
-    norm = normalise(on_flat_background(ridge_pattern(9.0)))  # contrast inside the ellipse only
-    inside = finger_ellipse()
-    columns = np.arange(W)[None, :].repeat(H, axis=0)
-    rows = np.arange(H)[:, None].repeat(W, axis=1)
-    mask = inside & (columns < 110)  # the print's left part, as the capture's coherence found it
-    coherence = np.where(columns < 110, 0.8, 0.22).astype(np.float32)  # under the threshold (0.25) elsewhere
-    coherence[rows > 200] = 0.1  # ... and under the floor (0.2) at the bottom
-    flow = np.where(rows < H // 2, 0.97, 0.6).astype(np.float32)  # the enhanced image's: coherent at the top
-    grown = extend_mask(mask, norm, coherence, flow)
-    assert (grown | ~mask).all()  # the mask is kept
-    top = inside & (columns > 150) & (rows > 80) & (rows < 130)  # contrast, enhanced coherence: added
-    lower = inside & (columns > 150) & (rows > 180) & (rows < 200)  # the enhanced image incoherent: not added
-    bottom = inside & (columns > 150) & (rows > 220)  # under the floor: not added
-    assert grown[top].mean() > 0.95
-    assert grown[lower].mean() < 0.05
-    assert grown[bottom].mean() < 0.05
-    assert grown[~inside].mean() < 0.05  # the flat background has no contrast
-    assert not extend_mask(np.zeros_like(mask), norm, coherence, flow).any()  # nothing to grow from

@@ -12,11 +12,10 @@ from biometrics.fingerprint.frequency import period_field, ridge_period
 from biometrics.fingerprint.image import local_normalise, normalise
 from biometrics.fingerprint.minutiae import extract_minutiae
 from biometrics.fingerprint.orientation import orientation_field
-from biometrics.fingerprint.segmentation import extend_mask, foreground_mask
+from biometrics.fingerprint.segmentation import foreground_mask
 from biometrics.fingerprint.skeleton import binarise, thin
 
 REFINE_ORIENTATION = True  # enhance a second time along the enhanced image's ridge flow (chosen on DB1_B)
-EXTEND_MASK = True  # grow the mask where the enhanced image's coherence finds ridges (chosen on DB1_B)
 
 
 @dataclass(frozen=True)
@@ -63,9 +62,7 @@ def measure_fields(image: np.ndarray) -> Fields:
     the ridge orientation is measured on the locally normalised image, then once more on the enhanced image
     (whose ridges are continuous where the capture's were broken or merged): that flow steers the final
     enhancement. A blurred image (``sharpness``: its ridges lack their harmonics) is deblurred first and
-    measured again; a sharp one is left as it is. The mask is then grown over ridges whose breaks or merges
-    the capture's own coherence missed but the enhanced image's does not (``segmentation.extend_mask``); the
-    periods keep the mask they were measured in.
+    measured again; a sharp one is left as it is.
     """
     norm = normalise(image)
     local, theta, coherence, mask, period = _fields(norm)
@@ -77,9 +74,7 @@ def measure_fields(image: np.ndarray) -> Fields:
     periods = period_field(local, theta, mask, period) if len(enhancement.PERIOD_BINS) > 1 else None
     flow, responses = theta, {}
     if REFINE_ORIENTATION:
-        flow, flow_coherence = orientation_field(enhance(local, theta, period, periods, responses))
-        if EXTEND_MASK:
-            mask = extend_mask(mask, norm, coherence, flow_coherence)
+        flow, _ = orientation_field(enhance(local, theta, period, periods, responses))
     return Fields(local, mask, theta, coherence, period, periods, flow, responses)
 
 

@@ -15,14 +15,6 @@ largest connected region with its holes filled (a core or delta, where coherence
 print). Thresholds chosen on FVC2002 DB1_B alone (``docs/fingerprint.md``). Ridge-period validity was
 measured as a third cue and left out: on DB1_B with a skin-like texture added around the finger, 97% of
 texture blocks had a measurable period in the ridge band, as many as finger blocks.
-
-Broken (dry) or merged (wet) ridges lower the coherence of the capture itself, and the mask shrinks over
-them. Once the ridges have been enhanced along the flow (``pipeline.measure_fields``), the enhanced image's
-ridges run on across such breaks, and its own coherence is high there: ``extend_mask`` grows the mask
-from its regions into pixels that pass the contrast test, whose enhanced coherence (smoothed as above) is
-above ``FLOW_COHERENCE_THRESHOLD`` and whose own coherence is not below ``COHERENCE_FLOOR``. Enhancement
-along noise gives some coherence too (on DB1_B's skin-like texture its 99th percentile is about 0.89),
-so the threshold sits above that and the floor keeps out what has no ridge orientation at all.
 """
 
 from __future__ import annotations
@@ -35,8 +27,6 @@ BLOCK = 16
 STD_THRESHOLD = 0.2  # in units of the image's global standard deviation
 COHERENCE_SMOOTH = 8.0  # px: the coherence is averaged over about a block
 COHERENCE_THRESHOLD = 0.25
-FLOW_COHERENCE_THRESHOLD = 0.9  # coherence of the enhanced image, where the capture's own one fails
-COHERENCE_FLOOR = 0.2  # ... but the capture's own coherence no lower than this
 
 
 def local_std(norm: np.ndarray, block: int = BLOCK) -> np.ndarray:
@@ -46,28 +36,18 @@ def local_std(norm: np.ndarray, block: int = BLOCK) -> np.ndarray:
     return np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
 
 
-def _contrast(norm: np.ndarray, block: int) -> np.ndarray:
-    return local_std(norm, block) > STD_THRESHOLD * max(float(norm.std()), 1e-9)
-
-
-def _smoothed(coherence: np.ndarray) -> np.ndarray:
-    return cv2.GaussianBlur(coherence.astype(np.float32), (0, 0), COHERENCE_SMOOTH)
-
-
 def ridge_likelihood(norm: np.ndarray, coherence: np.ndarray, block: int = BLOCK) -> np.ndarray:
     """Boolean candidate ridge area before cleanup: contrast and smoothed coherence both high enough."""
-    return _contrast(norm, block) & (_smoothed(coherence) > COHERENCE_THRESHOLD)
-
-
-def _open_close(candidate: np.ndarray, block: int) -> np.ndarray:
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (block + 1, block + 1))
-    mask = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_OPEN, kernel)
-    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+    contrast = local_std(norm, block) > STD_THRESHOLD * max(float(norm.std()), 1e-9)
+    smooth = cv2.GaussianBlur(coherence.astype(np.float32), (0, 0), COHERENCE_SMOOTH)
+    return contrast & (smooth > COHERENCE_THRESHOLD)
 
 
 def clean_mask(candidate: np.ndarray, block: int = BLOCK) -> np.ndarray:
     """Open and close with a block-sized disc, keep the largest region, fill its holes."""
-    mask = _open_close(candidate, block)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (block + 1, block + 1))
+    mask = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
     labels, count = ndimage.label(mask)
     if count == 0:
         return np.zeros(candidate.shape, dtype=bool)
@@ -84,24 +64,3 @@ def foreground_mask(norm: np.ndarray, coherence: np.ndarray | None = None, block
     if coherence is None:
         return clean_mask(local_std(norm, block) > STD_THRESHOLD * max(float(norm.std()), 1e-9), block)
     return clean_mask(ridge_likelihood(norm, coherence, block), block)
-
-
-def extend_mask(mask: np.ndarray, norm: np.ndarray, coherence: np.ndarray, flow_coherence: np.ndarray,
-                block: int = BLOCK) -> np.ndarray:
-    """``mask`` grown over ridges the capture's own coherence missed (broken or merged ridges).
-
-    ``flow_coherence`` is the orientation coherence of the image enhanced along the flow. The candidate of
-    ``ridge_likelihood`` is widened to pixels whose smoothed enhanced coherence is above
-    ``FLOW_COHERENCE_THRESHOLD`` and whose own is at least ``COHERENCE_FLOOR`` (contrast test unchanged),
-    cleaned by the same morphology; the regions of it that overlap ``mask`` are added to it, holes filled.
-    ``mask`` itself is always kept.
-    """
-    if not mask.any():
-        return mask
-    smooth = _smoothed(coherence)
-    candidate = _contrast(norm, block) & ((smooth > COHERENCE_THRESHOLD)
-                                          | ((_smoothed(flow_coherence) > FLOW_COHERENCE_THRESHOLD)
-                                             & (smooth >= COHERENCE_FLOOR)))
-    labels, _ = ndimage.label(_open_close(candidate, block))
-    touching = np.unique(labels[mask & (labels > 0)])
-    return ndimage.binary_fill_holes(mask | np.isin(labels, touching))
