@@ -85,8 +85,8 @@ class _Models:
     One model object is not safe to run from two threads at once (found by a review: eight threads detecting
     at once found 31 or 153 "faces" in one-face images, and encoding at once aborted the process, ``free():
     invalid pointer``), and extraction runs on the gRPC threads with ``--workers 0``: every call of a model
-    holds :attr:`calls`. It costs nothing in a face worker (one thread) and no parallelism in-process (dlib's
-    calls hold the GIL).
+    holds :attr:`calls`. It costs nothing in a face worker (one thread); in-process it makes extraction one face
+    at a time (dlib's calls do run concurrently, which is how they corrupted each other).
     """
 
     def __init__(self) -> None:

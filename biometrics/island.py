@@ -75,7 +75,16 @@ from biometrics.replica import (
     payload_templates,
     template_ids,
 )
-from biometrics.storage import CHANGE_ENROLLED, CHANGE_ERASED, CHANGE_WITHDRAWN, Change, StoredTemplate, now, record_of
+from biometrics.storage import (
+    CHANGE_ENROLLED,
+    CHANGE_ERASED,
+    CHANGE_WITHDRAWN,
+    Change,
+    SchemaTooNew,
+    StoredTemplate,
+    now,
+    record_of,
+)
 from biometrics.types import (
     Actor,
     Candidate,
@@ -427,6 +436,8 @@ class Island:
                         state, outcome = self._upload(entry)
                     except RegisterUnavailable:
                         raise
+                    except SchemaTooNew:  # the register refuses every write of this station: the outbox waits whole
+                        break  # (said once by the shipper and in register_refused; uploaded after the upgrade)
                     except Exception as exc:  # this entry only: set aside, audited; the rest of the outbox goes on
                         outcome = self._fail(entry, exc)
                         blocked.add(entry.ref)

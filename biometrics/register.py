@@ -45,7 +45,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
 from biometrics.event_schema import event_tables, local_keys
-from biometrics.redact import redact_url
+from biometrics.redact import redact_url, redact_url_and_secret
 from biometrics.sharded import ShardUnavailable
 from biometrics.storage import (
     CHANGE_ENROLLED,
@@ -205,8 +205,8 @@ def check_url(url: str) -> str:
     try:
         conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise StoreRefused(f"--store {redact_url(url)!r} is not a valid PostgreSQL URL: "
-                           f"{redact_url(str(exc))}") from None
+        raise StoreRefused(f"--store {redact_url_and_secret(url, url)!r} is not a valid PostgreSQL URL: "
+                           f"{redact_url_and_secret(str(exc), url)}") from None
     return url
 
 
@@ -351,7 +351,7 @@ class RegisterStorage(SealedStore):
             self._pool.open(wait=False)
             self._opened = True
         try:
-            with self.transaction() as tx:
+            with self.transaction(migrating=True) as tx:
                 migrate_register(tx, str(self))
                 self._check_keyring(tx)
             self._migrated, self.refused = True, ""
@@ -404,16 +404,19 @@ class RegisterStorage(SealedStore):
             raise classify(exc, self.url) from exc
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, *, migrating: bool = False) -> Iterator[Transaction]:
         """One write transaction on a pooled connection; committed when the block exits, rolled back on error.
 
         A connection lost during the commit raises :class:`RegisterUnavailable`: the change is then not
-        acknowledged (it may or may not have been stored; a retry finds it, ``ALREADY_EXISTS``).
+        acknowledged (it may or may not have been stored; a retry finds it, ``ALREADY_EXISTS``). Once the
+        register is open, the schema is checked first (:meth:`_check_schema`), except in ``migrating``, the
+        transaction that migrates it (which takes the migration's lock exclusively itself: two stations reopening
+        at once, each holding it shared, would deadlock).
         """
         with self._connection() as conn, conn.transaction():
             tx = Transaction(conn, "%s")
             tx.owner = self
-            if self._migrated:
+            if self._migrated and not migrating:
                 self._check_schema(tx)
             yield tx
 
@@ -421,7 +424,11 @@ class RegisterStorage(SealedStore):
         """In a write transaction: the register is still at the schema this process migrated it to. A station of
         a newer version migrates it at its start while older ones still run (a rolling upgrade); an older one
         writing on would store rows under the old layout (v5 re-keyed the event aggregates from UTC to local
-        time). Its writes are refused from then on (:class:`SchemaTooNew`; :attr:`refused` says why)."""
+        time). Its writes are refused from then on (:class:`SchemaTooNew`; :attr:`refused` says why). The
+        migration's lock is taken shared first: a migration running now (exclusive, until it commits) is waited
+        for, so that its new version is read, not the one before it (a review: an older station's write committed
+        into the register while a migration held it)."""
+        tx.execute("SELECT pg_advisory_xact_lock_shared(?, ?)", (LOCK_NAMESPACE, MIGRATION_LOCK))
         row = tx.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:

@@ -252,13 +252,14 @@ class CheckpointService:
         check_rule(self.config.multiframe_rule)
         threshold_for_fpir(self.config.fpir, 1)  # refuse a bad rate at start
         # face_index: an index or a factory (biometrics.gallery.Gallery); default the in-process TemplateIndex
-        fingerprint_calibration = fingerprint_calibration or ScoreCalibration.for_modality("fingerprint")
-        #: Whether a decision on fingerprints alone may send a traveller on: only when the fingerprint
-        #: calibration's distinct impostor pairs measure the operating FMR (the rule of three). The shipped one
-        #: (DB1_B: 2,880 pairs, 10 fingers) does not; a station's own does (docs/operations.md). Otherwise such
-        #: a decision, Verify or Identify, refers the traveller to an officer, with the scores for the officer.
-        self.finger_alone_measured = fingerprint_calibration.measures(self.config.fmr)
-        self.gallery = Gallery(fingerprint_calibration, face_index)
+        #: The fingerprint calibration. A decision on fingerprints alone may send a traveller on only when its
+        #: distinct impostor pairs measure the FMR the decision is read at (the rule of three): Verify's FMR over
+        #: the transaction's attempts, Identify's per-comparison FMR at the 1:N threshold. The shipped one (DB1_B:
+        #: 2,880 pairs of ten fingers) measures none of them; a station's own measures Verify's
+        #: (docs/operations.md). Otherwise such a decision refers the traveller to an officer, with the scores for
+        #: the officer (``finger_alone_unmeasured``).
+        self.fingerprint_calibration = fingerprint_calibration or ScoreCalibration.for_modality("fingerprint")
+        self.gallery = Gallery(self.fingerprint_calibration, face_index)
         self.fingerprint_gallery = self.gallery.fingerprint_gallery
         self._watchlist = self.gallery.watchlist
         self._state = self.gallery.state
@@ -1096,7 +1097,9 @@ class CheckpointService:
         match = score >= self.threshold
         watchlist = self._watchlist.get(subject_id, False)
         in_review = self.island is not None and self.island.in_review(subject_id)
-        unmeasured = self._finger_alone_unmeasured(any(m.modality is Modality.FACE for m in modality_scores))
+        # read at fmr / attempts: each call of a transaction is held to its share of the FMR (the union bound)
+        unmeasured = (not any(m.modality is Modality.FACE for m in modality_scores)
+                      and not self._finger_scores_measured(self.config.fmr / attempts))
         decision_id = _new_decision_id()
         if self.events is not None and not nationality:
             nationality = self._enrolled_nationality(subject_id)
@@ -1109,8 +1112,8 @@ class CheckpointService:
         # kiosk cannot keep a failed transaction off the portal by declaring every call its first. Each transaction
         # is published once: a later call of one whose end was published (the kiosk declared an earlier call its
         # last) is not published again.
-        step = outcome.decision != PROCEED and 0 < attempt < declared and (
-            counted is None or counted.call < counted.attempts)
+        step = outcome.decision != PROCEED and not unmeasured and 0 < attempt < declared and (
+            counted is None or counted.call < counted.attempts)  # another placement cannot change a referral
         publish = not step and not (counted is not None and counted.published)
         if not publish:
             result = replace(result, feedback_id="")
@@ -1129,15 +1132,15 @@ class CheckpointService:
         if counted is not None:
             # a step publishes nothing now; should the traveller not call again, its transaction ends with it
             unpublished = self._event_of(outcome, actor, started, faces, fingers, nationality) if step else None
-            self.attempt_ledger.end(counted, accepted=outcome.decision == PROCEED, alerted=alert, published=publish,
-                                    unpublished=unpublished)
+            self.attempt_ledger.end(counted, accepted=outcome.decision == PROCEED or unmeasured, alerted=alert,
+                                    published=publish, unpublished=unpublished)
         self.statistics.record_decision("verify_match" if match else "verify_no_match")
         return result
 
-    def _finger_alone_unmeasured(self, with_face: bool) -> bool:
-        """Whether a decision scored without a face rests on a fingerprint calibration that cannot measure the
-        operating FMR (:attr:`finger_alone_measured`): the traveller then sees an officer."""
-        return not with_face and not self.finger_alone_measured
+    def _finger_scores_measured(self, fmr: float) -> bool:
+        """Whether the fingerprint calibration's distinct impostor pairs measure a comparison's FMR ``fmr`` (the
+        rule of three): a decision on fingerprints alone read at a rarer FMR refers the traveller to an officer."""
+        return self.fingerprint_calibration.measures(fmr)
 
     def check_attempts_left(self, subject_id: str, *, actor: Actor | None = None,
                             modalities: Collection[int | None] = (), nationality: str = "") -> None:
@@ -1226,7 +1229,10 @@ class CheckpointService:
         candidates = shortlist(self._search(self._face_probes(faces), fingers, self.config.max_candidates,
                                             threshold, len(faces)), k)
         decision_id = _new_decision_id()
-        unmeasured = bool(fingers) and self._finger_alone_unmeasured(bool(faces))
+        # a candidate scored without a face (none sent, or none enrolled) rests on its fingers alone, read at the
+        # per-comparison FMR of the 1:N threshold
+        unmeasured = any(all(m.modality is not Modality.FACE for m in c.modality_scores) for c in candidates) and (
+            not self._finger_scores_measured(10.0 ** -threshold))
         result = IdentificationResult(candidates, threshold, decision_id, self.register_as_of(),
                                       feedback_id=self._new_feedback_id(), finger_alone_unmeasured=unmeasured)
         with self._audit() as tx:

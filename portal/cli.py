@@ -30,7 +30,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from biometrics.events import DEFAULT_SERVICE_TARGET_MS
 from portal.disclosure import ReleasePolicy
@@ -98,7 +98,8 @@ def store_identity(store: str) -> str:
         host = parts.hostname or ""
         netloc = f"{parts.username}@{host}" + (f":{parts.port}" if parts.port else "")
         parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "password"]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def tls_protocol() -> type:

@@ -306,9 +306,10 @@ class NationalityRelease:
             if month in self._cache:
                 kept = self._cache[month]
                 if share is not None and month in self._from_disk:  # once: a store restored from a backup
-                    self._from_disk.discard(month)
                     name, doc = f"nationality/{month:%Y-%m}", kept.to_json()
-                    if MonthRelease.from_json(share(name, doc)) != kept:
+                    held = MonthRelease.from_json(share(name, doc))  # a store error: tried again next time
+                    self._from_disk.discard(month)
+                    if held != kept:
                         log.warning("portal: the store records another release of %s than this portal published "
                                     "(a store restored from a backup and released again by another portal?); this "
                                     "portal keeps publishing its own (docs/portal.md)", name)

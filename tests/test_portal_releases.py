@@ -327,3 +327,16 @@ def test_the_portal_names_its_register_without_the_password(tmp_path: Path) -> N
 
     assert store_identity("postgresql://portal:s3cretpw@db.example:5432/checkpoint") == \
         "postgresql://portal@db.example:5432/checkpoint"
+    assert store_identity("postgresql://portal@db.example/checkpoint?password=s3cretpw&sslmode=require") == \
+        "postgresql://portal@db.example/checkpoint?sslmode=require"
+
+
+@pytest.mark.parametrize("password", ["s3cr%zzpw", "my secret", "p@ss%zz"])
+def test_a_malformed_url_never_shows_its_password_as_the_driver_quotes_it(password: str) -> None:
+    """A review: the driver's error quotes the bad token alone (a percent sign, a space), which URL masking did
+    not see."""
+    from biometrics.register import StoreRefused, check_url
+
+    with pytest.raises(StoreRefused) as refused:
+        check_url(f"postgresql://app:{password}@[::1/checkpoint")
+    assert password not in str(refused.value) and "is not a valid PostgreSQL URL" in str(refused.value)

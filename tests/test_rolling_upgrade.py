@@ -63,3 +63,38 @@ def test_a_station_older_than_the_register_it_writes_to_is_refused_and_says_so_o
         assert _count(register_url, "SELECT COUNT(*) FROM decision_events") == 1
     finally:
         station.close()
+
+
+def test_a_write_during_the_migration_waits_for_it_and_is_refused(tmp_path: Path, register_url: str) -> None:
+    """A newer station migrating the register holds its migration lock until it commits, and writes its new
+    version last; a write of the older station meanwhile read the old version and committed into the migrated
+    register (a review). It now waits for the migration and is refused."""
+    import threading
+
+    from biometrics.register import LOCK_NAMESPACE, MIGRATION_LOCK
+
+    station = open_station(tmp_path, "rokot-airport", register_url, replica=False)
+    migrating, outcome = threading.Event(), []
+    try:
+        def migrate() -> None:
+            with psycopg.connect(register_url) as newer, newer.transaction():
+                newer.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_NAMESPACE, MIGRATION_LOCK))
+                newer.execute("UPDATE meta SET value = %s WHERE name = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+                migrating.set()
+                time.sleep(1.5)  # re-keying rows
+
+        newer = threading.Thread(target=migrate)
+        newer.start()
+        assert migrating.wait(30)
+        started = time.monotonic()
+        try:
+            station.enrol("H3000003", SubjectInfo(name="Hans"), [HANS], actor=OFFICER)
+            outcome.append("stored")
+        except SchemaTooNew:
+            outcome.append("refused")
+        waited = time.monotonic() - started
+        newer.join()
+        assert outcome == ["refused"] and waited > 0.5, (outcome, waited)
+        assert _count(register_url, "SELECT COUNT(*) FROM subjects") == 0
+    finally:
+        station.close()

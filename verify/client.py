@@ -129,8 +129,9 @@ def verify_transaction(stub: Any, request: pb.VerifyRequest, *, timeout: float |
     """One kiosk transaction of up to ``request.attempts`` Verify calls (0: one): the next call, the same
     request numbered ``attempt`` n (every device capture in it taken anew: the scanner's, and the camera's when
     the face is captured too; face images sent as files are sent again as they are), only when the one before
-    was not PROCEED; ``on_retry(n, attempts)`` is called before call n > 1 (to ask the traveller to place the
-    finger again). The last answer is returned; a refusal raises grpc.RpcError and ends the transaction."""
+    was not PROCEED and not ``final``; ``on_retry(n, attempts)`` is called before call n > 1 (to ask the
+    traveller to place the finger again). The last answer is returned; a refusal raises grpc.RpcError and ends
+    the transaction."""
     attempts = max(1, request.attempts)
     for n in range(1, attempts + 1):
         if n > 1 and on_retry is not None:
@@ -139,7 +140,7 @@ def verify_transaction(stub: Any, request: pb.VerifyRequest, *, timeout: float |
         call.CopyFrom(request)
         call.attempt = n if attempts > 1 else 0
         response = stub.Verify(call, timeout=timeout)
-        if response.decision == pb.PROCEED:
+        if response.decision == pb.PROCEED or response.final:  # final: another placement would change nothing
             break
     return response
 

@@ -187,7 +187,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., document_nationality: _Optional[str] = ..., attempts: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("match", "score", "threshold", "decision_id", "modality_scores", "decision", "traveller_message", "register_as_of", "feedback_id", "referral")
+    __slots__ = ("match", "score", "threshold", "decision_id", "modality_scores", "decision", "traveller_message", "register_as_of", "feedback_id", "referral", "final")
     MATCH_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +198,7 @@ class VerifyResponse(_message.Message):
     REGISTER_AS_OF_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_ID_FIELD_NUMBER: _ClassVar[int]
     REFERRAL_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
     match: bool
     score: float
     threshold: float
@@ -208,7 +209,8 @@ class VerifyResponse(_message.Message):
     register_as_of: str
     feedback_id: str
     referral: str
-    def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., decision_id: _Optional[str] = ..., modality_scores: _Optional[_Iterable[_Union[ModalityScore, _Mapping]]] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ..., register_as_of: _Optional[str] = ..., feedback_id: _Optional[str] = ..., referral: _Optional[str] = ...) -> None: ...
+    final: bool
+    def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., decision_id: _Optional[str] = ..., modality_scores: _Optional[_Iterable[_Union[ModalityScore, _Mapping]]] = ..., decision: _Optional[_Union[TravellerDecision, str]] = ..., traveller_message: _Optional[str] = ..., register_as_of: _Optional[str] = ..., feedback_id: _Optional[str] = ..., referral: _Optional[str] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class IdentifyRequest(_message.Message):
     __slots__ = ("samples", "max_candidates", "document_nationality")
