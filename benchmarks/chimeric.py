@@ -47,6 +47,7 @@ TEST_FINGER_SETS = ("DB2_B", "DB3_B", "DB4_B")
 FINGER_VARIANTS = ("whole", "zfm")
 IMPRESSIONS = 8
 TARGETS = (0.01, 0.001, 0.0001)
+NOT_COMPUTED = "not computed (no bootstrap replicates)"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -486,7 +487,7 @@ def summarise_curves(curves: Sequence[Curve], comparisons: Comparisons, operatin
                 "fnmr": op.fnmr, "errors": op.false_non_matches, "threshold": op.threshold,
                 "false_matches": op.false_matches, "interval": ci,
                 "interval_kind": "rule of three (no error seen)" if rule_of_three else
-                "two-way bootstrap (identities x fingers), 95%",
+                "two-way bootstrap (identities x fingers), 95%" if ci else NOT_COMPUTED,
                 "enough_impostors": sc.n_impostor >= m.rule_of_three(t) if t > 0 else False}
         op = m.operating_point(sc, operating_threshold)
         entry["at_service_threshold"] = {"threshold": operating_threshold, "fmr": op.fmr,
@@ -1051,11 +1052,18 @@ def fused_report(result: dict) -> list[str]:
     return lines
 
 
+def interval_text(interval: Sequence[float] | None) -> str:
+    """A 95% interval as ``[lo, hi]`` in percent, or ``[interval not computed]`` where there is none
+    (``--bootstrap 0`` and errors seen, so no rule of three either)."""
+    if not interval:
+        return "[interval not computed]"
+    return f"[{pct(interval[0])}, {pct(interval[1])}]"
+
+
 def _rates(entry: dict, keys: Sequence[str]) -> str:
     """FNMR at each target FMR with its interval, as one report cell list."""
-    return ", ".join(f"{pct(entry['fnmr_at_fmr'][k]['fnmr'])} [{pct(entry['fnmr_at_fmr'][k]['interval'][0])}, "
-                     f"{pct(entry['fnmr_at_fmr'][k]['interval'][1])}]" if entry["fnmr_at_fmr"][k]["interval"] else
-                     pct(entry["fnmr_at_fmr"][k]["fnmr"]) for k in keys)
+    return ", ".join(f"{pct(entry['fnmr_at_fmr'][k]['fnmr'])} {interval_text(entry['fnmr_at_fmr'][k]['interval'])}"
+                     for k in keys)
 
 
 def _configuration_report(config: dict) -> list[str]:
@@ -1081,8 +1089,7 @@ def _configuration_report(config: dict) -> list[str]:
         cells = []
         for k in keys:
             e = s["fnmr_at_fmr"][k]
-            lo, hi = e["interval"] or (float("nan"), float("nan"))
-            cells.append(f"{pct(e['fnmr'])} [{pct(lo)}, {pct(hi)}] ({e['errors']})")
+            cells.append(f"{pct(e['fnmr'])} {interval_text(e['interval'])} ({e['errors']})")
         op = s["at_service_threshold"]
         lines.append(f"| {s['pipeline']} | {s['n_genuine']} / {s['n_impostor']} | {pct(s['eer'])} | "
                      + " | ".join(cells) + f" | {pct(op['fmr'])} / {pct(op['fnmr'])} |")
@@ -1090,7 +1097,7 @@ def _configuration_report(config: dict) -> list[str]:
     dev = config["dev"]
     cf = dev["contradiction_floors"]
     lines += ["", f"Target fused FNMR <= 1% at FMR 0.01%: {pct(t['fused_fnmr'])} "
-              f"[{pct(t['fused_interval'][0])}, {pct(t['fused_interval'][1])}]: "
+              f"{interval_text(t['fused_interval'])}: "
               f"{'met' if t['met'] else 'NOT met'}.", "", "Dev, FNMR by fusion rule (face + ZFM finger):", "",
               *[f"- {rule}: " + ", ".join(f"FMR {float(k) * 100:g}%: {pct(x)}" for k, x in v.items())
                 for rule, v in dev["fnmr_at_fmr_by_rule"].items()],

@@ -302,3 +302,35 @@ def test_frame_scores_can_give_the_second_frame_alone_without_changing_the_rules
     assert not np.array_equal(single, second)  # another photograph of the traveller, another score
     assert set(np.round(second, 9)) <= set(np.round(cal.score(np.linalg.norm(
         templates[:, None, :] - templates[None, :, :], axis=2).ravel()), 9))  # a single-frame score, uncorrected
+
+
+def _small_comparisons():
+    """Chimeric comparisons of 12 identities with 3 images each over 4 fingers (no real data)."""
+    from benchmarks.chimeric import FaceSet, chimeric_comparisons
+
+    names = [f"id{i:02d}" for i in range(12) for _ in range(3)]
+    faces = FaceSet(Path("."), [f"{n}_{k}.jpg" for k, n in enumerate(names)], np.array(names),
+                    np.zeros((len(names), 128)), np.ones(len(names), bool), np.full(len(names), 50.0),
+                    np.zeros(len(names)))
+    return chimeric_comparisons(faces, sorted(set(names)), [("DB2_B", f"10{i}") for i in range(4)], max_genuine=3)
+
+
+def test_the_fused_report_without_bootstrap_says_the_interval_was_not_computed():
+    """``--bootstrap 0``: a curve with errors has no interval; the report says so instead of a TypeError."""
+    from benchmarks.chimeric import Curve, _configuration_report, summarise_curves
+
+    c = _small_comparisons()
+    rng = np.random.default_rng(0)
+    scores = np.where(c.genuine, rng.uniform(1, 5, len(c.genuine)), rng.uniform(0, 4, len(c.genuine)))
+    sections = summarise_curves([Curve("fused", scores)], c, 3.0, replicates=0)
+    e = sections[0]["fnmr_at_fmr"][m.rate_key(1e-4)]
+    assert e["errors"] > 0 and e["interval"] is None
+    floors = {"face": None, "finger": None, "why": "none", "candidates": []}
+    config = {"enrolled_impressions": 1, "test": sections, "test_other_rules": [], "test_attacks": {},
+              "target": {"fused_fnmr": e["fnmr"], "fused_interval": e["interval"], "met": False},
+              "dev": {"contradiction_floors": floors, "fnmr_at_fmr_by_rule": {}, "chosen_rule": "product",
+                      "why": "", "calibration_checks": {}},
+              "test_by_finger_set": {}, "test_two_face_frames": sections}
+    text = "\n".join(_configuration_report(config))
+    assert e["interval_kind"].startswith("not computed")
+    assert "Target fused FNMR <= 1% at FMR 0.01%" in text and "[interval not computed]" in text
