@@ -31,7 +31,7 @@ import csv
 import hashlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -516,21 +516,41 @@ VETO_FLOORS = (0.5, 1.0, 1.5, 2.0)
 VETO_STOPS = 0.9  # a contradiction cap must stop at least this share of dev stolen-finger attacks
 
 
+def fuse_acquired(columns: np.ndarray, fuse_both: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Each row of (face score, finger score) fused as the service fuses a subject's scores: the modalities
+    acquired (nan: failed to acquire). Both: ``fuse_both`` of the row; one: that modality's score unchanged (the
+    service drops a modality that failed, and one score is its own fused score); neither: nan (a failure to
+    acquire, which never matches)."""
+    cols = np.asarray(columns, dtype=np.float64)
+    acquired = np.isfinite(cols)
+    both = acquired.all(axis=1)
+    out = np.full(len(cols), np.nan)
+    if both.any():
+        out[both] = fuse_both(cols[both])
+    one = acquired.sum(axis=1) == 1
+    if one.any():
+        out[one] = np.maximum(0.0, np.nanmax(cols[one], axis=1))
+    return out
+
+
 def fused_scores(rule: str, columns: np.ndarray, lr: Any = None, floors: Sequence[float | None] = (),
                  attempts: int = 1) -> np.ndarray:
     """False-match scores of each row of (face score, finger score) fused by ``rule``, capped by a modality
     under its floor (:func:`biometrics.fingerprint.fusion.cap_contradictions`) when ``floors`` are given;
     ``attempts``: a call of a kiosk transaction of that many, its fused score less log10(attempts) (as the
-    service states it)."""
+    service states it). A modality that failed to acquire (nan) is left out of its row (:func:`fuse_acquired`)."""
     from biometrics.fingerprint.fusion import best_of_k, cap_contradictions, fisher_fused_scores, max_rule_scores
 
-    if rule == "product":
-        fused = fisher_fused_scores(columns)
-    elif rule == "max":
-        fused = max_rule_scores(columns)
-    else:
-        fused = lr.fused_scores(columns)
-    fused = cap_contradictions(fused, columns, floors) if floors else fused
+    def fuse_both(cols: np.ndarray) -> np.ndarray:
+        if rule == "product":
+            fused = fisher_fused_scores(cols)
+        elif rule == "max":
+            fused = max_rule_scores(cols)
+        else:
+            fused = lr.fused_scores(cols)
+        return cap_contradictions(fused, cols, floors) if floors else fused
+
+    fused = fuse_acquired(columns, fuse_both)
     return best_of_k(fused, attempts) if attempts > 1 else fused
 
 
@@ -616,8 +636,16 @@ def _modality_scores(faces: FaceSet, comps: Comparisons, fingers: dict, face_cal
 
 
 def _fused_columns(s: dict[str, np.ndarray], finger: str) -> np.ndarray:
-    """(face, finger) per comparison; a modality that failed to acquire brings no evidence (score 0)."""
-    return np.nan_to_num(np.column_stack([s["face"], s[finger]]), nan=0.0)
+    """(face, finger) per comparison; nan where a modality failed to acquire (:func:`fused_scores` leaves it
+    out, as the service does; a score of 0 would weigh against the claim in the likelihood ratio)."""
+    return np.column_stack([s["face"], s[finger]])
+
+
+def acquired_genuine(face: np.ndarray, finger: np.ndarray) -> list[np.ndarray]:
+    """The genuine (face, finger) scores a likelihood-ratio fusion is fitted on: the comparisons where both
+    modalities were acquired, the only ones it fuses (a failure scored 0 would put genuine mass at s = 0)."""
+    both = np.isfinite(face) & np.isfinite(finger)
+    return [face[both], finger[both]]
 
 
 @dataclass
@@ -658,16 +686,16 @@ def choose_fusion(dev: Comparisons, s_dev: dict[str, np.ndarray], stolen_dev: np
     from biometrics.fingerprint.fusion import LikelihoodRatioFusion, cap_contradictions
 
     g = dev.genuine
-    lr = LikelihoodRatioFusion.fit([np.nan_to_num(s_dev["face"][g]), np.nan_to_num(s_dev["zfm"][g])])
+    lr = LikelihoodRatioFusion.fit(acquired_genuine(s_dev["face"][g], s_dev["zfm"][g]))
     cols = _fused_columns(s_dev, "zfm")
     # The likelihood ratio is fitted on genuine scores: on dev it is cross-fitted (two folds of identities, each
     # scored by the densities of the other), else it would be judged on the scores it was fitted to.
     fold = np.array([split_of(s, SPLIT_SEED + 1) == "dev" for s in dev.subjects])[dev.subject_a]
     lr_dev = np.empty(len(g))
     for k in (True, False):
-        other = LikelihoodRatioFusion.fit([np.nan_to_num(s_dev["face"][g & (fold != k)]),
-                                           np.nan_to_num(s_dev["zfm"][g & (fold != k)])])
-        lr_dev[fold == k] = other.fused_scores(cols[fold == k])
+        other = LikelihoodRatioFusion.fit(acquired_genuine(s_dev["face"][g & (fold != k)],
+                                                           s_dev["zfm"][g & (fold != k)]))
+        lr_dev[fold == k] = fused_scores("likelihood ratio", cols[fold == k], other)
     dev_rules = {}
     for rule in RULES:
         stat = lr_dev if rule == "likelihood ratio" else fused_scores(rule, cols)
@@ -733,11 +761,13 @@ def _write_service_fusion(run: _Run, s_dev: dict[str, np.ndarray], enrolled: int
 
     g = run.dev.genuine
     d = face_distances(run.faces, run.dev.image_a[g], run.dev.image_b[g])
-    face = ScoreCalibration.for_modality("face").score(np.nan_to_num(d[np.isfinite(d)]))
+    face = np.where(np.isnan(d), np.nan, ScoreCalibration.for_modality("face").score(np.nan_to_num(d)))
     impressions = "one impression" if enrolled == 1 else f"{enrolled} impressions enrolled (best less log10(k))"
+    genuine = acquired_genuine(face, s_dev["zfm"][g])
     LikelihoodRatioFusion.fit(
-        [np.nan_to_num(face), np.nan_to_num(s_dev["zfm"][g])],
-        source=f"genuine comparisons of dev chimeric subjects: {int(g.sum())} face pairs of "
+        genuine,
+        source=f"genuine comparisons of dev chimeric subjects where both modalities were acquired: "
+               f"{len(genuine[0])} of {int(g.sum())} face pairs of "
                f"{len(set(run.dev.subjects))} LFW identities ({run.args.faces}, split seed {SPLIT_SEED}) scored by "
                f"the shipped face calibration; ZFM-window DB1_B probes against {impressions}, scored by the shipped "
                f"fingerprint calibration; {time.strftime('%Y-%m-%d', time.gmtime())}").save(run.args.write_fusion)
@@ -1015,7 +1045,7 @@ def _two_frames_fused(run: _Run, choice: FusionChoice, protocol: Protocol) -> li
     out = []
     for frames, name in ((1, "single"), (2, "mean")):
         face_s = by_name[name]
-        cols = np.nan_to_num(np.column_stack([face_s, finger_s]), nan=0.0)
+        cols = np.column_stack([face_s, finger_s])
         out += [Curve(f"face alone, {frames} frame{'s' * (frames > 1)}", protocol.transaction(face_s)),
                 Curve(f"fused, {frames} face frame{'s' * (frames > 1)} + ZFM finger", choice.fused(cols))]
     return summarise_curves(out, sub, run.threshold, run.args.bootstrap)
