@@ -172,21 +172,30 @@ def finger_scores(folder: Path, variant: str, workers: int) -> FingerScores:
 
 def load_finger_scores(root: Path, sets: Sequence[str], workers: int, cache: Path | None
                        ) -> dict[tuple[str, str], FingerScores]:
-    """:func:`finger_scores` of every set and variant, kept in ``cache`` (an npz) between runs."""
+    """:func:`finger_scores` of every set and variant, kept in ``cache`` (an npz) between runs, each keyed on
+    the code version of the finger scores (:func:`benchmarks.provenance.finger_scores_code_version`): scores
+    made by other code, or by code that did not record its version, are made again (said on stderr)."""
+    from benchmarks.provenance import cache_mismatch, finger_scores_code_version, warn
+
     out: dict[tuple[str, str], FingerScores] = {}
     stored = dict(np.load(cache, allow_pickle=False)) if cache is not None and cache.is_file() else {}
+    version = finger_scores_code_version()
     for s in sets:
         for v in FINGER_VARIANTS:
             key = f"{s}_{v}"
-            if f"{key}_raw" in stored:
-                out[(s, v)] = FingerScores(s, v, stored[f"{key}_fingers"].tolist(), stored[f"{key}_raw"],
-                                           [x for x in stored[f"{key}_failed"].tolist() if x])
-                continue
+            if f"{key}_raw" in stored and cache is not None:
+                made_by = str(stored[f"{key}_version"]) if f"{key}_version" in stored else None
+                refused = cache_mismatch(cache, made_by, version)
+                if refused is None:
+                    out[(s, v)] = FingerScores(s, v, stored[f"{key}_fingers"].tolist(), stored[f"{key}_raw"],
+                                               [x for x in stored[f"{key}_failed"].tolist() if x])
+                    continue
+                warn(f"{key}: {refused}")
             start = time.perf_counter()
             out[(s, v)] = fs = finger_scores(root / s, v, workers)
             print(f"fingers {s} {v}: {time.perf_counter() - start:.0f} s, {len(fs.failed)} failed", flush=True)
             stored.update({f"{key}_raw": fs.raw, f"{key}_fingers": np.array(fs.fingers),
-                           f"{key}_failed": np.array(fs.failed or [""])})
+                           f"{key}_failed": np.array(fs.failed or [""]), f"{key}_version": np.array(version)})
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **stored)
