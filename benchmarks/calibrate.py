@@ -101,8 +101,12 @@ def finger_images(root: Path, limit: int = 0) -> list[tuple[str, Path]]:
     return items
 
 
-def finger_pair_scores(templates: list, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Genuine and impostor raw similarities over every unordered pair of templates (None: failed, left out)."""
+def finger_pair_scores(templates: list, labels: np.ndarray, images: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Genuine and impostor raw similarities over every unordered pair of templates (None: failed, left out).
+
+    ``images``: the image each template was captured from, where several are of one image (placements of one
+    impression); a pair of captures of one image is then left out, neither genuine nor impostor."""
     from biometrics.fingerprint import compare_fingerprints
 
     genuine, impostor = [], []
@@ -110,7 +114,7 @@ def finger_pair_scores(templates: list, labels: np.ndarray) -> tuple[np.ndarray,
         if a is None:
             continue
         for j in range(i + 1, len(templates)):
-            if templates[j] is not None:
+            if templates[j] is not None and (images is None or images[i] != images[j]):
                 (genuine if labels[i] == labels[j] else impostor).append(compare_fingerprints(a, templates[j]))
     return np.array(genuine), np.array(impostor)
 
