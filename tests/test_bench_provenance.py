@@ -107,3 +107,22 @@ def test_finger_scores_made_by_other_code_are_made_again(tmp_path: Path, monkeyp
     made.clear()
     chimeric.load_finger_scores(tmp_path, ["DB1_B"], 1, cache)
     assert made == []  # this code's scores: reused
+
+
+def test_the_set_modes_record_their_provenance_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """--modality fused, --frames and --augment write metrics.json and report.md through one path: both carry
+    the run's provenance (here --augment, its evaluation stubbed)."""
+    import argparse
+
+    from benchmarks import accuracy, frames
+
+    monkeypatch.setattr(frames, "evaluate_augmentation", lambda args: {"figures": 1})
+    monkeypatch.setattr(frames, "augmentation_report", lambda result: ["# augmentation"])
+    (tmp_path / "faces").mkdir()
+    args = argparse.Namespace(modality="face", frames=0, augment=True, faces=tmp_path / "faces", out=tmp_path / "out",
+                              cache=tmp_path / "faces.npz", calibration=None)
+    accuracy._evaluate_set(args)
+    result = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert result["provenance"]["caches"] == {"cache": str(tmp_path / "faces.npz")}
+    assert "face" in result["provenance"]["code_versions"] and result["provenance"]["calibrations"]
+    assert (tmp_path / "out" / "report.md").read_text().rstrip().splitlines()[-1].startswith("Run provenance: commit")
