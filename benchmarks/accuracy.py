@@ -32,14 +32,13 @@ import numpy as np
 
 from benchmarks import metrics as m
 from benchmarks.provenance import (
-    cache_mismatch,
     code_version,
+    face_cache,
     face_code_version,
     finger_scores_code_version,
     fingerprint_extractor_sources,
     provenance_line,
     run_provenance,
-    warn,
 )
 
 COMMAND = "accuracy"
@@ -361,15 +360,8 @@ def _face_runs(args: argparse.Namespace, pairs: list[Pair], images: list[str]) -
 def _load_cache(path: Path | None, images: list[str]) -> dict[str, dict[str, Extracted]]:
     """Face extractions saved by an earlier run of this face code version on the same images (none when absent,
     made by other code or on other images: said on stderr)."""
-    if path is None or not path.is_file():
-        return {}
-    c = np.load(path, allow_pickle=False)
-    stored = str(c["code_version"]) if "code_version" in c else None
-    refused = cache_mismatch(path, stored, face_code_version())
-    if refused is None and c["names"].tolist() != images:
-        refused = f"cache {path} holds other images than these: not reused, made again"
-    if refused:
-        warn(refused)
+    c = face_cache(path, "names", images)
+    if c is None:
         return {}
     out = {}
     for name in ("production", "baseline"):

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import metrics as m
-from benchmarks.provenance import cache_mismatch, face_code_version, provenance_line, run_provenance, warn
+from benchmarks.provenance import face_cache, face_code_version, provenance_line, run_provenance
 
 COMMAND = "identify"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -81,29 +81,14 @@ def split(ids: list[str], non_mated_fraction: float, seed: int, limit: int = 0) 
     return sorted(order[cut:]), sorted(order[:cut])
 
 
-def _cached(cache: Path | None, names: np.ndarray, version: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(templates, ok) from ``cache`` when it holds these images' templates made by face code ``version``
-    (None when absent; made by other code or on other images: said on stderr)."""
-    if not cache or not cache.exists():
-        return None
-    c = np.load(cache, allow_pickle=False)
-    refused = cache_mismatch(cache, str(c["code_version"]) if "code_version" in c else None, version)
-    if refused is None and not (c["names"].shape == names.shape and (c["names"] == names).all()):
-        refused = f"cache {cache} holds other images than these: not reused, made again"
-    if refused:
-        warn(refused)
-        return None
-    return c["templates"], c["ok"]
-
-
 def _extract(paths: list[Path], workers: int, cache: Path | None, root: Path) -> tuple[np.ndarray, np.ndarray]:
     from benchmarks.accuracy import extract_all, extract_face_production
 
     names = np.array([str(p.relative_to(root)) for p in paths])
     version = face_code_version()
-    cached = _cached(cache, names, version)
+    cached = face_cache(cache, "names", names.tolist())
     if cached is not None:
-        return cached
+        return cached["templates"], cached["ok"]
     results = extract_all(extract_face_production, paths, workers, "extract")
     ok = np.array([r.template is not None for r in results])
     templates = np.stack([r.template if r.template is not None else np.zeros(128, np.float32) for r in results])

@@ -13,9 +13,12 @@ import datetime as dt
 import hashlib
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPARISON_ONLY = {"fusion.py", "gallery.py", "matching.py", "kernels.py", "similarity.py", "popcount.py",
@@ -77,6 +80,22 @@ def cache_mismatch(path: Path, stored: str | None, expected: str) -> str | None:
         return None
     made_by = "code that did not record its version" if not stored else f"other code ({stored})"
     return f"cache {path} was made by {made_by}, not by this code ({expected}): not reused, made again"
+
+
+def face_cache(path: Path | None, field: str, expected: Sequence[str]) -> Any | None:
+    """The npz at ``path`` when this face code (:func:`face_code_version`) made it and its ``field`` lists
+    ``expected`` (the images, in order); None when absent, or made by other code or of other images (said on
+    stderr: the caller extracts again and rewrites it with ``code_version=face_code_version()``)."""
+    if path is None or not path.is_file():
+        return None
+    c = np.load(path, allow_pickle=False)
+    refused = cache_mismatch(path, str(c["code_version"]) if "code_version" in c else None, face_code_version())
+    if refused is None and c[field].tolist() != list(expected):
+        refused = f"cache {path} holds other images than these: not reused, made again"
+    if refused:
+        warn(refused)
+        return None
+    return c
 
 
 def warn(message: str) -> None:

@@ -126,3 +126,32 @@ def test_the_set_modes_record_their_provenance_too(tmp_path: Path, monkeypatch: 
     assert result["provenance"]["caches"] == {"cache": str(tmp_path / "faces.npz")}
     assert "face" in result["provenance"]["code_versions"] and result["provenance"]["calibrations"]
     assert (tmp_path / "out" / "report.md").read_text().rstrip().splitlines()[-1].startswith("Run provenance: commit")
+
+
+def test_the_face_calibration_does_not_fit_on_a_cache_of_unknown_origin(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    """checkpoint-bench calibrate --cache: random vectors under no code version are not what it fits on (the
+    shipped face calibration is written by this command)."""
+    from benchmarks import calibrate
+
+    data = tmp_path / "faces"
+    for identity in range(20):
+        (data / f"id{identity:02d}").mkdir(parents=True)
+        for k in (1, 2):
+            (data / f"id{identity:02d}" / f"{k}.jpg").write_bytes(b"")  # extraction is stubbed below
+    extracted: list[int] = []
+
+    def extract_all(paths: list[Path], workers: int) -> list[np.ndarray]:
+        extracted.append(len(paths))
+        return [np.full(128, i / len(paths), np.float32) for i in range(len(paths))]
+
+    monkeypatch.setattr(calibrate, "extract_all", extract_all)
+    cache = tmp_path / "calibration-faces.npz"
+    rng = np.random.default_rng(1)
+    np.savez(cache, labels=np.repeat([f"id{i:02d}" for i in range(20)], 2), templates=rng.standard_normal((40, 128)),
+             ok=np.ones(40, bool))
+    args = ["calibrate", "--modality", "face", "--data", str(data), "--out", str(tmp_path / "face.json"),
+            "--cache", str(cache), "--workers", "1"]
+    assert cli.main(args) == 0
+    assert extracted == [40], "the forged templates were fitted on"
+    assert cli.main(args) == 0 and extracted == [40]  # the rewritten cache is this code's: reused
