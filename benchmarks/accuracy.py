@@ -31,6 +31,15 @@ from typing import Any, TypeVar
 import numpy as np
 
 from benchmarks import metrics as m
+from benchmarks.provenance import (
+    code_version,
+    face_cache,
+    face_code_version,
+    finger_scores_code_version,
+    fingerprint_extractor_sources,
+    provenance_line,
+    run_provenance,
+)
 
 COMMAND = "accuracy"
 BASELINE_TOLERANCE = 0.6
@@ -52,10 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exhaustive", action="store_true",
                         help="also compare every pair of the listed images (identity = folder name), which "
                         "backs FNMR at small FMR with far more impostor comparisons")
-    parser.add_argument("--cache", type=Path, help="npz of extracted face templates, reused when it matches")
+    parser.add_argument("--cache", type=Path,
+                        help="npz of extracted face templates, reused when this face code made it on the same images")
     parser.add_argument("--faces", type=Path, help="face set with images/<identity>/*.jpg (fused, frames, augment)")
     parser.add_argument("--fingers", type=Path, help="FVC2002 folder holding DB1_B..DB4_B (fused)")
-    parser.add_argument("--finger-cache", type=Path, help="npz of FVC comparison scores, reused when present")
+    parser.add_argument("--finger-cache", type=Path,
+                        help="npz of FVC comparison scores, reused when this finger code made them")
     parser.add_argument("--frames", type=int, default=0,
                         help="face: this many probe frames against one reference, by each multi-frame rule")
     parser.add_argument("--augment", action="store_true", help="face: augmented enrolment templates against plain")
@@ -347,11 +358,10 @@ def _face_runs(args: argparse.Namespace, pairs: list[Pair], images: list[str]) -
 
 
 def _load_cache(path: Path | None, images: list[str]) -> dict[str, dict[str, Extracted]]:
-    """Face extractions saved by an earlier run on the same images (none when absent or different)."""
-    if path is None or not path.is_file():
-        return {}
-    c = np.load(path, allow_pickle=False)
-    if c["names"].tolist() != images:
+    """Face extractions saved by an earlier run of this face code version on the same images (none when absent,
+    made by other code or on other images: said on stderr)."""
+    c = face_cache(path, "names", images)
+    if c is None:
         return {}
     out = {}
     for name in ("production", "baseline"):
@@ -369,7 +379,8 @@ def _load_cache(path: Path | None, images: list[str]) -> dict[str, dict[str, Ext
 
 
 def _save_cache(path: Path, images: list[str], runs: dict[str, dict[str, Extracted]]) -> None:
-    arrays: dict[str, np.ndarray] = {"names": np.array(images)}
+    """Keep ``runs``' extractions of ``images`` in the npz ``path``, keyed on this face code version."""
+    arrays: dict[str, np.ndarray] = {"names": np.array(images), "code_version": np.array(face_code_version())}
     for name, ex in runs.items():
         items = [ex[i] for i in images]
         arrays[f"{name}_templates"] = np.stack(
@@ -516,6 +527,8 @@ def write_report(out: Path, result: dict) -> Path:
         f"Pairs: `{result['pairs']}` ({result['n_pairs']} pairs, {result['n_images']} images). "
         f"Command: `{result['command']}`",
         "",
+        provenance_line(result.get("provenance")),
+        "",
         "Conventions: a comparison matches when score >= threshold (ties match). A pair with an image that "
         "failed to acquire never matches (ISO/IEC 19795-1 generalised rates: a genuine FTA pair is a false "
         "non-match, an impostor FTA pair a correct non-match). EER by the FVC2000 convention. Intervals are "
@@ -658,8 +671,28 @@ def _write_scores_csv(out: Path, pairs: Sequence[Pair], runs: Sequence[PipelineR
                                                             else f"{r.similarity[i]:.6f}" for r in runs]])
 
 
+def provenance_of(args: argparse.Namespace) -> dict:
+    """This run's provenance (:func:`benchmarks.provenance.run_provenance`): its caches, the code versions their
+    contents are keyed on and the calibration files it reads, taken when the run starts."""
+    from biometrics.scores import CALIBRATION_DIR
+
+    caches: dict[str, Path | None] = {"cache": args.cache}
+    versions = {}
+    if args.modality == "fingerprint":
+        versions["fingerprint"] = code_version("fingerprint", fingerprint_extractor_sources())
+    else:
+        versions["face"] = face_code_version()
+    if args.modality == "fused":
+        caches["finger_cache"] = args.finger_cache
+        versions["finger_scores"] = finger_scores_code_version()
+    shipped = {"face": ["face"], "fingerprint": ["fingerprint"], "fused": ["face", "fingerprint"]}[args.modality]
+    calibrations = [args.calibration] if args.calibration else [CALIBRATION_DIR / f"{m}.json" for m in shipped]
+    return run_provenance(caches, versions, [p for p in calibrations if p.is_file()])
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     """Run the benchmark described by ``args``; write everything into ``args.out``; return metrics."""
+    provenance = provenance_of(args)
     pairs = read_pairs(args.pairs, args.limit)
     images = unique_images(pairs)
     runs = _face_runs(args, pairs, images) if args.modality == "face" else _fingerprint_runs(args, pairs, images)
@@ -671,6 +704,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "n_pairs": len(pairs),
         "n_images": len(images),
         "command": command_line(args),
+        "provenance": provenance,
         "operating_fmr": args.fmr,
         "score_columns": [r.name for r in runs],
     }
@@ -761,6 +795,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--no-baseline")
     if args.exhaustive:
         parts.append("--exhaustive")
+    if args.cache:
+        parts += ["--cache", str(args.cache)]
     return " ".join(parts)
 
 
@@ -768,6 +804,7 @@ def _evaluate_set(args: argparse.Namespace) -> list[str]:
     """The fused, frames and augmentation modes over whole sets (not a pairs file); returns report.md's lines."""
     from benchmarks import chimeric, frames
 
+    provenance = provenance_of(args)
     if args.faces is None or not args.faces.is_dir():
         raise PairsError(f"--faces must name a face set folder (images/<identity>/*.jpg), not {args.faces}")
     if args.modality == "fused":
@@ -783,6 +820,8 @@ def _evaluate_set(args: argparse.Namespace) -> list[str]:
     else:
         result = frames.evaluate_augmentation(args)
         lines = frames.augmentation_report(result)
+    result["provenance"] = provenance
+    lines += ["", provenance_line(provenance)]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(json_safe(result), indent=1) + "\n")
     (args.out / "report.md").write_text("\n".join(lines) + "\n")

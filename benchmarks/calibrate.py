@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.fingerprint_eval import extract_job
+from benchmarks.provenance import face_cache, face_code_version
 
 COMMAND = "calibrate"
 FMR_LEVELS = (0.01, 0.001, 0.0001, 0.00001)
@@ -44,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or FVC's <finger>_<impression> files")
     parser.add_argument("--dpi", type=int, default=500, help="fingerprint: the scanner's resolution")
     parser.add_argument("--out", required=True, type=Path, help="calibration JSON to write")
-    parser.add_argument("--cache", type=Path, help="npz of extracted templates, reused when present")
+    parser.add_argument("--cache", type=Path,
+                        help="npz of extracted face templates, reused when this face code made it of the same images")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--limit", type=int, default=0, help="use the first N identities only (smoke runs)")
 
@@ -101,8 +103,12 @@ def finger_images(root: Path, limit: int = 0) -> list[tuple[str, Path]]:
     return items
 
 
-def finger_pair_scores(templates: list, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Genuine and impostor raw similarities over every unordered pair of templates (None: failed, left out)."""
+def finger_pair_scores(templates: list, labels: np.ndarray, images: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Genuine and impostor raw similarities over every unordered pair of templates (None: failed, left out).
+
+    ``images``: the image each template was captured from, where several are of one image (placements of one
+    impression); a pair of captures of one image is then left out, neither genuine nor impostor."""
     from biometrics.fingerprint import compare_fingerprints
 
     genuine, impostor = [], []
@@ -110,7 +116,7 @@ def finger_pair_scores(templates: list, labels: np.ndarray) -> tuple[np.ndarray,
         if a is None:
             continue
         for j in range(i + 1, len(templates)):
-            if templates[j] is not None:
+            if templates[j] is not None and (images is None or images[i] != images[j]):
                 (genuine if labels[i] == labels[j] else impostor).append(compare_fingerprints(a, templates[j]))
     return np.array(genuine), np.array(impostor)
 
@@ -122,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
     from biometrics.scores import ScoreCalibration
 
     items = _images(args.data, args.limit)
-    if args.cache and args.cache.exists():
-        cached = np.load(args.cache, allow_pickle=False)
+    images = [str(p.relative_to(args.data)) for _, p in items]
+    cached = face_cache(args.cache, "images", images)
+    if cached is not None:
         labels, templates, ok = cached["labels"], cached["templates"], cached["ok"]
     else:
         results = extract_all([p for _, p in items], args.workers)
@@ -131,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
         templates = np.stack([r if r is not None else np.zeros(128, np.float32) for r in results])
         labels = np.array([name for name, _ in items])
         if args.cache:
-            np.savez(args.cache, labels=labels, templates=templates, ok=ok)
+            np.savez(args.cache, labels=labels, templates=templates, ok=ok, images=np.array(images),
+                     code_version=np.array(face_code_version()))
     failed = [str(p.relative_to(args.data)) for (_, p), good in zip(items, ok, strict=True) if not good]
     genuine, impostor = pair_distances(templates[ok], labels[ok])
     calibration = ScoreCalibration.fit(

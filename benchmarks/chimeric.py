@@ -31,7 +31,7 @@ import csv
 import hashlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ TEST_FINGER_SETS = ("DB2_B", "DB3_B", "DB4_B")
 FINGER_VARIANTS = ("whole", "zfm")
 IMPRESSIONS = 8
 TARGETS = (0.01, 0.001, 0.0001)
+NOT_COMPUTED = "not computed (no bootstrap replicates)"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -171,21 +172,30 @@ def finger_scores(folder: Path, variant: str, workers: int) -> FingerScores:
 
 def load_finger_scores(root: Path, sets: Sequence[str], workers: int, cache: Path | None
                        ) -> dict[tuple[str, str], FingerScores]:
-    """:func:`finger_scores` of every set and variant, kept in ``cache`` (an npz) between runs."""
+    """:func:`finger_scores` of every set and variant, kept in ``cache`` (an npz) between runs, each keyed on
+    the code version of the finger scores (:func:`benchmarks.provenance.finger_scores_code_version`): scores
+    made by other code, or by code that did not record its version, are made again (said on stderr)."""
+    from benchmarks.provenance import cache_mismatch, finger_scores_code_version, warn
+
     out: dict[tuple[str, str], FingerScores] = {}
     stored = dict(np.load(cache, allow_pickle=False)) if cache is not None and cache.is_file() else {}
+    version = finger_scores_code_version()
     for s in sets:
         for v in FINGER_VARIANTS:
             key = f"{s}_{v}"
-            if f"{key}_raw" in stored:
-                out[(s, v)] = FingerScores(s, v, stored[f"{key}_fingers"].tolist(), stored[f"{key}_raw"],
-                                           [x for x in stored[f"{key}_failed"].tolist() if x])
-                continue
+            if f"{key}_raw" in stored and cache is not None:
+                made_by = str(stored[f"{key}_version"]) if f"{key}_version" in stored else None
+                refused = cache_mismatch(cache, made_by, version)
+                if refused is None:
+                    out[(s, v)] = FingerScores(s, v, stored[f"{key}_fingers"].tolist(), stored[f"{key}_raw"],
+                                               [x for x in stored[f"{key}_failed"].tolist() if x])
+                    continue
+                warn(f"{key}: {refused}")
             start = time.perf_counter()
             out[(s, v)] = fs = finger_scores(root / s, v, workers)
             print(f"fingers {s} {v}: {time.perf_counter() - start:.0f} s, {len(fs.failed)} failed", flush=True)
             stored.update({f"{key}_raw": fs.raw, f"{key}_fingers": np.array(fs.fingers),
-                           f"{key}_failed": np.array(fs.failed or [""])})
+                           f"{key}_failed": np.array(fs.failed or [""]), f"{key}_version": np.array(version)})
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **stored)
@@ -486,7 +496,7 @@ def summarise_curves(curves: Sequence[Curve], comparisons: Comparisons, operatin
                 "fnmr": op.fnmr, "errors": op.false_non_matches, "threshold": op.threshold,
                 "false_matches": op.false_matches, "interval": ci,
                 "interval_kind": "rule of three (no error seen)" if rule_of_three else
-                "two-way bootstrap (identities x fingers), 95%",
+                "two-way bootstrap (identities x fingers), 95%" if ci else NOT_COMPUTED,
                 "enough_impostors": sc.n_impostor >= m.rule_of_three(t) if t > 0 else False}
         op = m.operating_point(sc, operating_threshold)
         entry["at_service_threshold"] = {"threshold": operating_threshold, "fmr": op.fmr,
@@ -515,21 +525,41 @@ VETO_FLOORS = (0.5, 1.0, 1.5, 2.0)
 VETO_STOPS = 0.9  # a contradiction cap must stop at least this share of dev stolen-finger attacks
 
 
+def fuse_acquired(columns: np.ndarray, fuse_both: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Each row of (face score, finger score) fused as the service fuses a subject's scores: the modalities
+    acquired (nan: failed to acquire). Both: ``fuse_both`` of the row; one: that modality's score unchanged (the
+    service drops a modality that failed, and one score is its own fused score); neither: nan (a failure to
+    acquire, which never matches)."""
+    cols = np.asarray(columns, dtype=np.float64)
+    acquired = np.isfinite(cols)
+    both = acquired.all(axis=1)
+    out = np.full(len(cols), np.nan)
+    if both.any():
+        out[both] = fuse_both(cols[both])
+    one = acquired.sum(axis=1) == 1
+    if one.any():
+        out[one] = np.maximum(0.0, np.nanmax(cols[one], axis=1))
+    return out
+
+
 def fused_scores(rule: str, columns: np.ndarray, lr: Any = None, floors: Sequence[float | None] = (),
                  attempts: int = 1) -> np.ndarray:
     """False-match scores of each row of (face score, finger score) fused by ``rule``, capped by a modality
     under its floor (:func:`biometrics.fingerprint.fusion.cap_contradictions`) when ``floors`` are given;
     ``attempts``: a call of a kiosk transaction of that many, its fused score less log10(attempts) (as the
-    service states it)."""
+    service states it). A modality that failed to acquire (nan) is left out of its row (:func:`fuse_acquired`)."""
     from biometrics.fingerprint.fusion import best_of_k, cap_contradictions, fisher_fused_scores, max_rule_scores
 
-    if rule == "product":
-        fused = fisher_fused_scores(columns)
-    elif rule == "max":
-        fused = max_rule_scores(columns)
-    else:
-        fused = lr.fused_scores(columns)
-    fused = cap_contradictions(fused, columns, floors) if floors else fused
+    def fuse_both(cols: np.ndarray) -> np.ndarray:
+        if rule == "product":
+            fused = fisher_fused_scores(cols)
+        elif rule == "max":
+            fused = max_rule_scores(cols)
+        else:
+            fused = lr.fused_scores(cols)
+        return cap_contradictions(fused, cols, floors) if floors else fused
+
+    fused = fuse_acquired(columns, fuse_both)
     return best_of_k(fused, attempts) if attempts > 1 else fused
 
 
@@ -615,8 +645,16 @@ def _modality_scores(faces: FaceSet, comps: Comparisons, fingers: dict, face_cal
 
 
 def _fused_columns(s: dict[str, np.ndarray], finger: str) -> np.ndarray:
-    """(face, finger) per comparison; a modality that failed to acquire brings no evidence (score 0)."""
-    return np.nan_to_num(np.column_stack([s["face"], s[finger]]), nan=0.0)
+    """(face, finger) per comparison; nan where a modality failed to acquire (:func:`fused_scores` leaves it
+    out, as the service does; a score of 0 would weigh against the claim in the likelihood ratio)."""
+    return np.column_stack([s["face"], s[finger]])
+
+
+def acquired_genuine(face: np.ndarray, finger: np.ndarray) -> list[np.ndarray]:
+    """The genuine (face, finger) scores a likelihood-ratio fusion is fitted on: the comparisons where both
+    modalities were acquired, the only ones it fuses (a failure scored 0 would put genuine mass at s = 0)."""
+    both = np.isfinite(face) & np.isfinite(finger)
+    return [face[both], finger[both]]
 
 
 @dataclass
@@ -657,16 +695,16 @@ def choose_fusion(dev: Comparisons, s_dev: dict[str, np.ndarray], stolen_dev: np
     from biometrics.fingerprint.fusion import LikelihoodRatioFusion, cap_contradictions
 
     g = dev.genuine
-    lr = LikelihoodRatioFusion.fit([np.nan_to_num(s_dev["face"][g]), np.nan_to_num(s_dev["zfm"][g])])
+    lr = LikelihoodRatioFusion.fit(acquired_genuine(s_dev["face"][g], s_dev["zfm"][g]))
     cols = _fused_columns(s_dev, "zfm")
     # The likelihood ratio is fitted on genuine scores: on dev it is cross-fitted (two folds of identities, each
     # scored by the densities of the other), else it would be judged on the scores it was fitted to.
     fold = np.array([split_of(s, SPLIT_SEED + 1) == "dev" for s in dev.subjects])[dev.subject_a]
     lr_dev = np.empty(len(g))
     for k in (True, False):
-        other = LikelihoodRatioFusion.fit([np.nan_to_num(s_dev["face"][g & (fold != k)]),
-                                           np.nan_to_num(s_dev["zfm"][g & (fold != k)])])
-        lr_dev[fold == k] = other.fused_scores(cols[fold == k])
+        other = LikelihoodRatioFusion.fit(acquired_genuine(s_dev["face"][g & (fold != k)],
+                                                           s_dev["zfm"][g & (fold != k)]))
+        lr_dev[fold == k] = fused_scores("likelihood ratio", cols[fold == k], other)
     dev_rules = {}
     for rule in RULES:
         stat = lr_dev if rule == "likelihood ratio" else fused_scores(rule, cols)
@@ -732,11 +770,13 @@ def _write_service_fusion(run: _Run, s_dev: dict[str, np.ndarray], enrolled: int
 
     g = run.dev.genuine
     d = face_distances(run.faces, run.dev.image_a[g], run.dev.image_b[g])
-    face = ScoreCalibration.for_modality("face").score(np.nan_to_num(d[np.isfinite(d)]))
+    face = np.where(np.isnan(d), np.nan, ScoreCalibration.for_modality("face").score(np.nan_to_num(d)))
     impressions = "one impression" if enrolled == 1 else f"{enrolled} impressions enrolled (best less log10(k))"
+    genuine = acquired_genuine(face, s_dev["zfm"][g])
     LikelihoodRatioFusion.fit(
-        [np.nan_to_num(face), np.nan_to_num(s_dev["zfm"][g])],
-        source=f"genuine comparisons of dev chimeric subjects: {int(g.sum())} face pairs of "
+        genuine,
+        source=f"genuine comparisons of dev chimeric subjects where both modalities were acquired: "
+               f"{len(genuine[0])} of {int(g.sum())} face pairs of "
                f"{len(set(run.dev.subjects))} LFW identities ({run.args.faces}, split seed {SPLIT_SEED}) scored by "
                f"the shipped face calibration; ZFM-window DB1_B probes against {impressions}, scored by the shipped "
                f"fingerprint calibration; {time.strftime('%Y-%m-%d', time.gmtime())}").save(run.args.write_fusion)
@@ -1014,7 +1054,7 @@ def _two_frames_fused(run: _Run, choice: FusionChoice, protocol: Protocol) -> li
     out = []
     for frames, name in ((1, "single"), (2, "mean")):
         face_s = by_name[name]
-        cols = np.nan_to_num(np.column_stack([face_s, finger_s]), nan=0.0)
+        cols = np.column_stack([face_s, finger_s])
         out += [Curve(f"face alone, {frames} frame{'s' * (frames > 1)}", protocol.transaction(face_s)),
                 Curve(f"fused, {frames} face frame{'s' * (frames > 1)} + ZFM finger", choice.fused(cols))]
     return summarise_curves(out, sub, run.threshold, run.args.bootstrap)
@@ -1051,11 +1091,18 @@ def fused_report(result: dict) -> list[str]:
     return lines
 
 
+def interval_text(interval: Sequence[float] | None) -> str:
+    """A 95% interval as ``[lo, hi]`` in percent, or ``[interval not computed]`` where there is none
+    (``--bootstrap 0`` and errors seen, so no rule of three either)."""
+    if not interval:
+        return "[interval not computed]"
+    return f"[{pct(interval[0])}, {pct(interval[1])}]"
+
+
 def _rates(entry: dict, keys: Sequence[str]) -> str:
     """FNMR at each target FMR with its interval, as one report cell list."""
-    return ", ".join(f"{pct(entry['fnmr_at_fmr'][k]['fnmr'])} [{pct(entry['fnmr_at_fmr'][k]['interval'][0])}, "
-                     f"{pct(entry['fnmr_at_fmr'][k]['interval'][1])}]" if entry["fnmr_at_fmr"][k]["interval"] else
-                     pct(entry["fnmr_at_fmr"][k]["fnmr"]) for k in keys)
+    return ", ".join(f"{pct(entry['fnmr_at_fmr'][k]['fnmr'])} {interval_text(entry['fnmr_at_fmr'][k]['interval'])}"
+                     for k in keys)
 
 
 def _configuration_report(config: dict) -> list[str]:
@@ -1081,8 +1128,7 @@ def _configuration_report(config: dict) -> list[str]:
         cells = []
         for k in keys:
             e = s["fnmr_at_fmr"][k]
-            lo, hi = e["interval"] or (float("nan"), float("nan"))
-            cells.append(f"{pct(e['fnmr'])} [{pct(lo)}, {pct(hi)}] ({e['errors']})")
+            cells.append(f"{pct(e['fnmr'])} {interval_text(e['interval'])} ({e['errors']})")
         op = s["at_service_threshold"]
         lines.append(f"| {s['pipeline']} | {s['n_genuine']} / {s['n_impostor']} | {pct(s['eer'])} | "
                      + " | ".join(cells) + f" | {pct(op['fmr'])} / {pct(op['fnmr'])} |")
@@ -1090,7 +1136,7 @@ def _configuration_report(config: dict) -> list[str]:
     dev = config["dev"]
     cf = dev["contradiction_floors"]
     lines += ["", f"Target fused FNMR <= 1% at FMR 0.01%: {pct(t['fused_fnmr'])} "
-              f"[{pct(t['fused_interval'][0])}, {pct(t['fused_interval'][1])}]: "
+              f"{interval_text(t['fused_interval'])}: "
               f"{'met' if t['met'] else 'NOT met'}.", "", "Dev, FNMR by fusion rule (face + ZFM finger):", "",
               *[f"- {rule}: " + ", ".join(f"FMR {float(k) * 100:g}%: {pct(x)}" for k, x in v.items())
                 for rule, v in dev["fnmr_at_fmr_by_rule"].items()],

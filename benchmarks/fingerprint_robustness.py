@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import multiprocessing
 import pickle
@@ -40,6 +39,8 @@ import numpy as np
 
 from benchmarks.degrade import DEGRADATIONS, degrade, seed_for
 from benchmarks.fingerprint_eval import DEFAULT_DATA, SENSOR_DPI, error_rates, score_pairs
+from benchmarks.provenance import code_version as code_version_of
+from benchmarks.provenance import fingerprint_extractor_sources
 
 COMMAND = "fingerprint-robustness"
 OLD_COMMIT = "d7fb947"
@@ -47,8 +48,6 @@ EXTRACTORS = ("new", "old")
 KINDS = ("clean", *DEGRADATIONS)
 PROTOCOLS = ("all", "fvc", "probe")
 ROOT = Path(__file__).resolve().parents[1]
-COMPARISON_ONLY = {"fusion.py", "gallery.py", "matching.py", "kernels.py", "similarity.py", "popcount.py",
-                   "positions.py"}  # not part of extraction: a change there keeps the cached templates
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,16 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def code_version(extractor: str) -> str:
-    """Key of an extractor's templates: the sources that make them, and the degradations' source."""
-    digest = hashlib.sha256((ROOT / "benchmarks" / "degrade.py").read_bytes())
+    """Key of an extractor's templates: the sources that make them (:func:`benchmarks.provenance.
+    fingerprint_extractor_sources`; ``old``: its commit), and the degradations' source."""
+    degradations = (ROOT / "benchmarks" / "degrade.py").read_bytes()
     if extractor == "old":
-        digest.update(OLD_COMMIT.encode())
-        return f"old-{OLD_COMMIT}-{digest.hexdigest()[:10]}"
-    for path in sorted((ROOT / "biometrics" / "fingerprint").glob("*.py")):
-        if path.name not in COMPARISON_ONLY:
-            digest.update(path.name.encode() + path.read_bytes())
-    digest.update((ROOT / "biometrics" / "imaging.py").read_bytes())
-    return f"new-{digest.hexdigest()[:10]}"
+        return code_version_of(f"old-{OLD_COMMIT}", [], degradations + OLD_COMMIT.encode())
+    return code_version_of("new", fingerprint_extractor_sources(ROOT), degradations)
 
 
 def old_source(cache: Path) -> Path:

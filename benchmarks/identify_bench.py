@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import metrics as m
+from benchmarks.provenance import face_cache, face_code_version, provenance_line, run_provenance
 
 COMMAND = "identify"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -44,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", type=int, default=10, help="candidate list length L (default 10)")
     parser.add_argument("--limit", type=int, default=0, help="use N identities only (after shuffling)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="extraction processes")
-    parser.add_argument("--cache", type=Path, help="npz of extracted templates, reused when it matches")
+    parser.add_argument("--cache", type=Path,
+                        help="npz of extracted templates, reused when this face code made it on the same images")
     parser.add_argument("--fmr", type=float, default=0.001,
                         help="the service's operating point: its threshold s = -log10(FMR) is evaluated too")
     parser.add_argument("--fpir", type=float, default=0.01,
@@ -83,23 +85,24 @@ def _extract(paths: list[Path], workers: int, cache: Path | None, root: Path) ->
     from benchmarks.accuracy import extract_all, extract_face_production
 
     names = np.array([str(p.relative_to(root)) for p in paths])
-    if cache and cache.exists():
-        c = np.load(cache, allow_pickle=False)
-        if c["names"].shape == names.shape and (c["names"] == names).all():
-            return c["templates"], c["ok"]
+    version = face_code_version()
+    cached = face_cache(cache, "names", names.tolist())
+    if cached is not None:
+        return cached["templates"], cached["ok"]
     results = extract_all(extract_face_production, paths, workers, "extract")
     ok = np.array([r.template is not None for r in results])
     templates = np.stack([r.template if r.template is not None else np.zeros(128, np.float32) for r in results])
     if cache:
-        np.savez(cache, names=names, templates=templates, ok=ok)
+        np.savez(cache, names=names, templates=templates, ok=ok, code_version=np.array(version))
     return templates, ok
 
 
 def evaluate(args: argparse.Namespace) -> dict:
     """Run the open-set benchmark; write metrics.json, cmc.png, open_set_det.png, report.md."""
     from biometrics.matcher import TemplateIndex
-    from biometrics.scores import ScoreCalibration
+    from biometrics.scores import CALIBRATION_DIR, ScoreCalibration
 
+    provenance = run_provenance({"cache": args.cache}, {"face": face_code_version()}, [CALIBRATION_DIR / "face.json"])
     by_id = identities(args.data)
     enrolled, non_mated = split(list(by_id), args.non_mated_fraction, args.seed, args.limit)
     chosen = enrolled + non_mated
@@ -173,6 +176,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "at_service_threshold": service,
         "at_service_1n_threshold": service_1n,
         "command": command_line(args),
+        "provenance": provenance,
         "split": {
             "seed": args.seed,
             "non_mated_fraction": args.non_mated_fraction,
@@ -215,6 +219,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--fpir", f"{args.fpir:g}"]
     if args.limit:
         parts += ["--limit", str(args.limit)]
+    if args.cache:
+        parts += ["--cache", str(args.cache)]
     return " ".join(parts)
 
 
@@ -259,6 +265,8 @@ def write_report(out: Path, result: dict) -> Path:
         "# Open-set 1:N identification: face",
         "",
         f"Data: `{result['data']}`. Command: `{result['command']}`",
+        "",
+        provenance_line(result.get("provenance")),
         "",
         f"Conventions: {result['convention']}. Split: {result['split']['rule']}.",
         "",

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.provenance import run_provenance
+
 COMMAND = "load"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 MIB = 1024 * 1024
@@ -388,6 +390,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     result: dict = {
         "target": args.target,
         "command": command_line(args),
+        "provenance": run_provenance({}, {}),  # the client's tree; the server it calls may run other code
         "server_pid": pid,
         "server_rss_mib_before_enrolment": rss_before,
         "server_rss_mib_after_run": sampler.rss_mib(),

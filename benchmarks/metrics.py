@@ -163,6 +163,8 @@ def equal_error_rate(scores: VerificationScores, generalised: bool = True) -> Eq
     t, fmr, fnmr = curve.thresholds, curve.fmr, curve.fnmr
     below = np.flatnonzero(fnmr <= fmr)
     above = np.flatnonzero(fnmr >= fmr)
+    if not (below.size or above.size):  # a rate without trials (nan): e.g. no genuine pair acquired
+        return EqualErrorRate(eer=math.nan, low=math.nan, high=math.nan, threshold=math.nan)
     # FNMR rises and FMR falls with t, so both sets are non-empty unless FTA alone puts FNMR above FMR
     # at the lowest threshold (then only t2 exists) -- fall back to the one that does.
     i1 = int(below[-1]) if below.size else int(above[0])
@@ -221,7 +223,12 @@ def zero_fmr(scores: VerificationScores, generalised: bool = True) -> OperatingP
 
 
 def zero_fnmr(scores: VerificationScores, generalised: bool = True) -> OperatingPoint:
-    """ZeroFNMR: the lowest FMR at which no acquired genuine comparison fails (the lowest genuine score)."""
+    """ZeroFNMR: the lowest FMR at which no acquired genuine comparison fails (the lowest genuine score).
+
+    With no acquired genuine comparison (every genuine pair failed to acquire) every threshold leaves none
+    failing, and the lowest FMR is that of +inf: nothing matches, FMR 0 and (generalised) FNMR 1.0."""
+    if not len(scores.genuine):
+        return operating_point(scores, math.inf, generalised)
     return operating_point(scores, float(scores.genuine[0]), generalised)
 
 
@@ -372,7 +379,7 @@ def summarise_verification(
     zf = zero_fmr(scores)
     out["zero_fmr"] = {"fnmr": zf.fnmr, "threshold": zf.threshold if math.isfinite(zf.threshold) else None}
     zn = zero_fnmr(scores)
-    out["zero_fnmr"] = {"fmr": zn.fmr, "threshold": zn.threshold}
+    out["zero_fnmr"] = {"fmr": zn.fmr, "threshold": zn.threshold if math.isfinite(zn.threshold) else None}
     if operating_threshold is not None:
         out["at_operating_threshold"] = _point_entry(operating_point(scores, operating_threshold), confidence)
     out["warnings"] = verification_warnings(scores, targets)

@@ -19,10 +19,11 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from benchmarks.provenance import git_state, provenance_line
 
 COMMAND = "report"
 LIBRARIES = ("checkpoint-biometrics", "numpy", "scipy", "dlib-bin", "face-recognition",
@@ -55,15 +56,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def describe_machine() -> dict:
     """CPU, cores, memory, OS, Python, library versions and the project's git commit."""
     import psutil
@@ -74,7 +66,6 @@ def describe_machine() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
@@ -83,8 +74,7 @@ def describe_machine() -> dict:
         "os": platform.platform(),
         "python": platform.python_version(),
         "libraries": versions,
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_tree_modified": bool(status) if status is not None else None,
+        **git_state(),
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -132,8 +122,9 @@ def build_report(out: Path, accuracy: list[Path], identify: list[Path], load: li
     lines = [
         "# Checkpoint biometrics: benchmark report",
         "",
-        f"Generated {machine['date_utc']} from commit `{machine['git_commit']}`"
-        f"{' (working tree modified)' if machine['git_tree_modified'] else ''}.",
+        f"Report written {machine['date_utc']} at commit `{machine['git_commit']}`"
+        f"{' (working tree modified)' if machine['git_tree_modified'] else ''}. Each section's figures are its "
+        "run's: the commit, tree state, date and caches of that run are given under its heading.",
         "",
         "Terms of ISO/IEC 19795-1. A comparison matches when its score is at or over the threshold. A sample "
         "that failed to acquire (FTA) is kept: its pairs never match (generalised FMR/FNMR). EER follows the "
@@ -151,6 +142,7 @@ def build_report(out: Path, accuracy: list[Path], identify: list[Path], load: li
         sections = [r["production"]] + ([r["baseline"]] if "baseline" in r else [])
         lines += [f"## 1:1 verification, {r['modality']}", "",
                   f"{r['n_pairs']} pairs of {r['n_images']} images from `{r['pairs']}`.", "",
+                  provenance_line(r.get("provenance")), "",
                   *comparison_table(sections), ""]
         common = r.get("common_subset")
         if common:
@@ -169,7 +161,8 @@ def build_report(out: Path, accuracy: list[Path], identify: list[Path], load: li
         r = _load_result(folder)
         sub = "identify" + (f"-{i}" if i else "")
         plots = _copy_plots(folder, out / sub, ("cmc.png", "open_set_det.png"))
-        lines += ["## 1:N open-set identification, face", "", *identify_lines(r), ""]
+        lines += ["## 1:N open-set identification, face", "", provenance_line(r.get("provenance")), "",
+                  *identify_lines(r), ""]
         lines += [f"![{name}]({sub}/{name})" for name in plots] + [""]
         lines += ["Warnings:", "", *[f"- {w}" for w in r["warnings"]], ""]
         commands.append(r["command"])
@@ -181,7 +174,8 @@ def build_report(out: Path, accuracy: list[Path], identify: list[Path], load: li
                         "checkpoint-server --listen 127.0.0.1:PORT --data-dir DIR --plaintext &")
         lines += ["## Load: Verify and Identify over gRPC", "",
                   f"{r['subjects_enrolled']} subjects enrolled for the run and deleted afterwards; "
-                  "client-side latencies of successful calls (queueing included).", "", *load_lines(r), ""]
+                  "client-side latencies of successful calls (queueing included).", "",
+                  provenance_line(r.get("provenance")), "", *load_lines(r), ""]
         lines += [f"![{name}]({sub}/{name})" for name in plots] + [""]
         commands.append(r["command"])
     lib = ", ".join(f"{k} {v}" for k, v in machine["libraries"].items() if v)

@@ -302,3 +302,77 @@ def test_frame_scores_can_give_the_second_frame_alone_without_changing_the_rules
     assert not np.array_equal(single, second)  # another photograph of the traveller, another score
     assert set(np.round(second, 9)) <= set(np.round(cal.score(np.linalg.norm(
         templates[:, None, :] - templates[None, :, :], axis=2).ravel()), 9))  # a single-frame score, uncorrected
+
+
+def _small_comparisons():
+    """Chimeric comparisons of 12 identities with 3 images each over 4 fingers (no real data)."""
+    from benchmarks.chimeric import FaceSet, chimeric_comparisons
+
+    names = [f"id{i:02d}" for i in range(12) for _ in range(3)]
+    faces = FaceSet(Path("."), [f"{n}_{k}.jpg" for k, n in enumerate(names)], np.array(names),
+                    np.zeros((len(names), 128)), np.ones(len(names), bool), np.full(len(names), 50.0),
+                    np.zeros(len(names)))
+    return chimeric_comparisons(faces, sorted(set(names)), [("DB2_B", f"10{i}") for i in range(4)], max_genuine=3)
+
+
+def test_the_fused_report_without_bootstrap_says_the_interval_was_not_computed():
+    """``--bootstrap 0``: a curve with errors has no interval; the report says so instead of a TypeError."""
+    from benchmarks.chimeric import Curve, _configuration_report, summarise_curves
+
+    c = _small_comparisons()
+    rng = np.random.default_rng(0)
+    scores = np.where(c.genuine, rng.uniform(1, 5, len(c.genuine)), rng.uniform(0, 4, len(c.genuine)))
+    sections = summarise_curves([Curve("fused", scores)], c, 3.0, replicates=0)
+    e = sections[0]["fnmr_at_fmr"][m.rate_key(1e-4)]
+    assert e["errors"] > 0 and e["interval"] is None
+    floors = {"face": None, "finger": None, "why": "none", "candidates": []}
+    config = {"enrolled_impressions": 1, "test": sections, "test_other_rules": [], "test_attacks": {},
+              "target": {"fused_fnmr": e["fnmr"], "fused_interval": e["interval"], "met": False},
+              "dev": {"contradiction_floors": floors, "fnmr_at_fmr_by_rule": {}, "chosen_rule": "product",
+                      "why": "", "calibration_checks": {}},
+              "test_by_finger_set": {}, "test_two_face_frames": sections}
+    text = "\n".join(_configuration_report(config))
+    assert e["interval_kind"].startswith("not computed")
+    assert "Target fused FNMR <= 1% at FMR 0.01%" in text and "[interval not computed]" in text
+
+
+def test_a_modality_that_failed_to_acquire_is_left_out_of_the_fusion_as_the_service_does():
+    """A failed face (or finger) is dropped and the other modality fused alone, row by row as the service's
+    ``fuse_modalities`` does; never scored 0, which the likelihood ratio reads as strong evidence against."""
+    from benchmarks.chimeric import FusionChoice, _fused_columns
+    from biometrics.fingerprint.fusion import CONTRADICTION_FLOORS, fuse_modalities, shipped_fusion
+
+    face = np.array([np.nan, 3.0, np.nan, 2.0, 0.5])
+    finger = np.array([4.0, np.nan, np.nan, 5.0, 6.0])
+    cols = _fused_columns({"face": face, "zfm": finger}, "zfm")
+    floors = (CONTRADICTION_FLOORS["face"], CONTRADICTION_FLOORS["fingerprint"])
+    got = FusionChoice("likelihood ratio", "", shipped_fusion(), floors, "", {}, {}, {}).fused(cols)
+    service = [fuse_modalities([(name, s) for name, s in (("face", f), ("fingerprint", g)) if np.isfinite(s)])
+               for f, g in zip(face, finger, strict=True)]
+    assert np.allclose(np.delete(got, 2), np.delete(service, 2))
+    assert got[0] == 4.0 and got[1] == 3.0
+    assert np.isnan(got[2]), "neither modality acquired: a failure to acquire, never a match"
+    for rule in ("product", "max"):
+        alone = FusionChoice(rule, "", None, (None, None), "", {}, {}, {}).fused(cols)
+        assert alone[0] == 4.0 and alone[1] == 3.0 and np.isnan(alone[2])
+
+
+def test_the_likelihood_ratio_is_fitted_on_the_genuine_comparisons_where_both_modalities_were_acquired():
+    """choose_fusion's densities leave out the rows where a modality failed (no genuine mass at s = 0)."""
+    from benchmarks.chimeric import FaceSet, chimeric_comparisons, choose_fusion
+    from biometrics.fingerprint.fusion import LikelihoodRatioFusion
+
+    names = [f"id{i:02d}" for i in range(60) for _ in range(3)]
+    faces = FaceSet(Path("."), [f"{n}_{k}.jpg" for k, n in enumerate(names)], np.array(names),
+                    np.zeros((len(names), 128)), np.ones(len(names), bool), np.full(len(names), 50.0),
+                    np.zeros(len(names)))
+    dev = chimeric_comparisons(faces, sorted(set(names)), [("DB1_B", f"10{i}") for i in range(6)], max_genuine=3)
+    rng = np.random.default_rng(5)
+    g, n = dev.genuine, len(dev.genuine)
+    face = np.where(g, rng.uniform(2, 8, n), rng.exponential(0.4, n))
+    finger = np.where(g, rng.uniform(3, 10, n), rng.exponential(0.4, n))
+    face[np.flatnonzero(g)[::4]] = np.nan  # a quarter of the genuine faces failed to acquire
+    finger[np.flatnonzero(g)[1::7]] = np.nan
+    choice = choose_fusion(dev, {"face": face, "zfm": finger}, np.column_stack([face, finger])[~g][:20], 3.0)
+    both = g & np.isfinite(face) & np.isfinite(finger)
+    assert choice.lr == LikelihoodRatioFusion.fit([face[both], finger[both]])

@@ -237,3 +237,12 @@ def test_identification_summary_and_warnings():
     assert any("at least 300 (rule of three)" in w for w in out["warnings"])
     with pytest.raises(ValueError, match="1-based"):
         m.SearchOutcomes([-1], [1.0], [0.0])
+
+
+def test_zero_fnmr_when_every_genuine_pair_failed_to_acquire():
+    """No acquired genuine comparison: ZeroFNMR is the point where nothing matches (FMR 0, FNMR 1.0), not an
+    IndexError; the summary carries it too."""
+    s = vs([], [0.1, 0.5], gfta=3)
+    zn = m.zero_fnmr(s)
+    assert (zn.threshold, zn.fmr, zn.fnmr, zn.false_non_matches) == (math.inf, 0.0, 1.0, 3)
+    assert m.summarise_verification(s, [0.01])["zero_fnmr"]["fmr"] == 0.0

@@ -181,7 +181,90 @@ def test_the_station_calibration_bench_counts_each_half_by_each_calibration() ->
     impostor, genuine = np.array([0.01, 0.02, 0.03, 0.05]), np.array([0.02, 0.2])
     got = judge(Linear(100), Linear(50), genuine, impostor)
     assert got["n_impostor"] == 4 and got["n_genuine"] == 2
-    assert got["shipped"] == {"impostor_at_s2": 3, "impostor_at_s3": 2, "genuine_under_s3": 1}
-    assert got["station"] == {"impostor_at_s2": 1, "impostor_at_s3": 0, "genuine_under_s3": 1}
-    row = {**got, "set": "DB9_B", "captures": 6, "refused": 0}
-    assert "| DB9_B | 6 (0) | 4 / 2 | 0, 3, 1 | 0.0, 2, 0 | 1, 1 |" in table([row])
+    assert got["shipped"] == {"impostor_at_s2": 3, "impostor_at_s3": 2, "genuine_under_s3": 1, "same_image_under_s3": 0}
+    assert got["station"] == {"impostor_at_s2": 1, "impostor_at_s3": 0, "genuine_under_s3": 1, "same_image_under_s3": 0}
+    row = {**got, "set": "DB9_B", "captures": 6, "refused": 0, "identical_dropped": 2}
+    assert "| DB9_B | 6 (0; 2) | 4 / 2 | 0, 3, 1 | 0.0, 2, 0 | 1, 1 | 0, 0 (of 0) |" in table([row])
+
+
+def _fvc_folder(tmp_path: Path, images: dict[str, Path]) -> Path:
+    """A set folder of FVC-named images (``<finger>_<impression>.png``) copied from the station's captures."""
+    folder = tmp_path / "DB9_B"
+    folder.mkdir()
+    for name, source in images.items():
+        shutil.copy(source, folder / name)
+    return folder
+
+
+def test_the_station_calibration_bench_drops_a_shifted_capture_identical_to_another_of_its_image(
+        tmp_path: Path) -> None:
+    """The captures are already the sensor's 256x288 window: no placement can move it, so each shifted run gives
+    the centred capture again. Those duplicates are dropped, not compared with their own image or counted twice."""
+    from benchmarks.fingerprint_eval import SHIFTED_RUNS
+    from benchmarks.station_calibration import captures, pair_scores
+
+    folder = _fvc_folder(tmp_path, {"101_1.png": capture(101, 1), "101_2.png": capture(101, 2),
+                                    "102_1.png": capture(102, 1)})
+    got = captures(folder, 500, 1)
+    assert sorted(got.images.tolist()) == ["101_1.png", "101_2.png", "102_1.png"]
+    assert got.identical_dropped == 3 * SHIFTED_RUNS
+    genuine, same_image, impostor = pair_scores(got, np.ones(len(got.images), bool))
+    assert (genuine.size, same_image.size, impostor.size) == (1, 0, 2)
+
+
+def test_two_placements_of_one_impression_are_counted_apart_from_genuine_comparisons() -> None:
+    """A pair of captures of one image is not a genuine comparison of two impressions: counted apart."""
+    from benchmarks.station_calibration import distinct_captures, judge, pair_scores
+
+    def template(finger: int, impression: int, roll: int = 0):
+        grey = np.array(Image.open(capture(finger, impression)).convert("L"))
+        return extract_fingerprint(np.roll(grey, roll, axis=1), dpi=500)
+
+    centred = {"101_1.png": template(101, 1), "101_2.png": template(101, 2), "102_1.png": template(102, 1)}
+    moved = {"101_1.png": template(101, 1, roll=12)}  # another placement of the same impression
+    c = distinct_captures([centred, moved, dict(centred)])  # the third run repeats the centred captures
+    assert c.identical_dropped == 3 and c.images.tolist().count("101_1.png") == 2
+    genuine, same_image, impostor = pair_scores(c, np.ones(len(c.images), bool))
+    assert (genuine.size, same_image.size, impostor.size) == (2, 1, 3)
+    counts = judge(ScoreCalibration.for_modality("fingerprint"), ScoreCalibration.for_modality("fingerprint"),
+                   genuine, impostor, same_image)
+    assert (counts["n_genuine"], counts["n_same_image"]) == (2, 1)
+
+
+def test_the_station_calibration_bench_counts_no_capture_twice_and_no_same_image_pair_as_genuine(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole run on stand-in captures (a template is its window: image and placement): the shifted run
+    whose placement is the centre repeats the centred capture (16 of 20 images get one); the table counts each
+    window once and keeps two placements of one impression out of the genuine comparisons."""
+    import argparse
+    import zlib
+
+    import biometrics.fingerprint as fingerprint
+    from benchmarks import station_calibration as sc
+    from benchmarks.fingerprint_eval import SHIFTED_RUNS, shift_of
+
+    class Window:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def to_bytes(self) -> bytes:
+            return self.key.encode()
+
+    names = [f"{finger}_{impression}.png" for finger in range(101, 111) for impression in (1, 2)]
+
+    def extract_set(folder: Path, dpi: int, cut: bool, workers: int, run: int | None = None):
+        return {n: Window(f"{n}@{(0, 0) if run is None else shift_of(k, run)}") for k, n in enumerate(names)}, []
+
+    monkeypatch.setattr(sc, "extract_set", extract_set)
+    monkeypatch.setattr(fingerprint, "compare_fingerprints",
+                        lambda a, b: zlib.crc32((a.key + b.key).encode()) / 2**32)
+    assert sc.run(argparse.Namespace(data=Path("."), sets=["DB2_B"], workers=1)) == 0
+    windows = [1 + len({shift_of(k, run) for run in range(SHIFTED_RUNS)} - {(0, 0)}) for k in range(len(names))]
+    assert sum(windows) == 84  # of 100 captures, 16 repeat the centred one
+    genuine = sum(windows[2 * f] * windows[2 * f + 1] for f in range(10))
+    same_image = sum(w * (w - 1) // 2 for w in windows)
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| DB2_B"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "84 (0; 16)"
+    assert cells[2].endswith(f"/ {genuine}")
+    assert cells[6].endswith(f"(of {same_image})")
