@@ -24,7 +24,8 @@ class NoFaceFound(InvalidSample):
 
 
 class MultipleFaces(InvalidSample):
-    """Several faces of comparable size: enrolment needs exactly one."""
+    """Several faces of comparable size: enrolment needs exactly one; a probe (Verify, Identify), one traveller
+    (``biometrics.face.PROBE_SECOND_FACE_RATIO``)."""
 
 
 class SamplesDisagree(InvalidSample):
