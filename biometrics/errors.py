@@ -32,6 +32,11 @@ class SamplesDisagree(InvalidSample):
     """Enrolment samples that should be of one person look like two people's."""
 
 
+class NotAFingerprint(InvalidSample):
+    """A fingerprint sample that is no fingerprint capture: a colour picture, or an image with no ridge pattern
+    (a face photograph sent as a finger)."""
+
+
 class PoorQuality(InvalidSample):
     """The sample was acquired but its quality is below what enrolment accepts."""
 
