@@ -101,3 +101,17 @@ def test_a_face_far_behind_does_not_hide_the_traveller_from_the_watchlist(servic
     result = service.identify([Sample(Modality.FACE, side_by_side(*ONE_IN_THE_QUEUE))], 5, actor=KIOSK)
     assert [(c.subject_id, c.watchlist) for c in result.candidates] == [("K1", True)]
     assert identification_outcome(result).decision is SEE_OFFICER
+
+
+@pytest.mark.parametrize(("second_side", "refused"), [(240, True), (180, False)])
+def test_a_kiosk_frame_found_at_the_image_scale_applies_the_same_rule(second_side: int, refused: bool) -> None:
+    """A 640x480 frame whose largest face (about 180 px) is over REFINE_BELOW_SIDE: the image-scale HOG alone
+    finds both faces (a second at 0.58 of the first, refused; at 0.40, someone further back, ignored)."""
+    frame = rgb_of(side_by_side(("Hans_Blix_0001.jpg", 420), ("Kofi_Annan_0004.jpg", second_side), size=(640, 480)))
+    boxes = detect_faces(frame)
+    assert [b.detector for b in boxes] == ["hog0", "hog0"]
+    if refused:
+        with pytest.raises(MultipleFaces, match="one traveller at a time"):
+            extract_face_template(frame, "probe")
+    else:
+        assert extract_face_template(frame, "probe").box == boxes[0]
