@@ -24,11 +24,17 @@ class NoFaceFound(InvalidSample):
 
 
 class MultipleFaces(InvalidSample):
-    """Several faces of comparable size: enrolment needs exactly one."""
+    """Several faces of comparable size: enrolment needs exactly one; a probe (Verify, Identify), one traveller
+    (``biometrics.face.PROBE_SECOND_FACE_RATIO``)."""
 
 
 class SamplesDisagree(InvalidSample):
     """Enrolment samples that should be of one person look like two people's."""
+
+
+class NotAFingerprint(InvalidSample):
+    """A fingerprint sample that is no fingerprint capture: a colour picture, or an image with no ridge pattern
+    (a face photograph sent as a finger)."""
 
 
 class PoorQuality(InvalidSample):

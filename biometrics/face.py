@@ -32,6 +32,17 @@ REFINE_BELOW_SIDE = 160
 # Not tuned: LFW images hold one main face. `checkpoint-bench face-gates` counts what it refuses (test split: 11 of
 # 267 clean references, FNMR 21.7% on their 23 genuine comparisons against 6.4%), too few to set a value.
 COMPARABLE_FACE_RATIO = 0.6
+# A probe (Verify, Identify, each frame of a burst): a second face whose side is at least this fraction of the
+# largest one's is a second traveller at the kiosk, and the sample is refused (one traveller at a time); a smaller
+# one is someone further back (the queue) and is ignored. Why one half: a face's side in the image falls as one
+# over its distance from the camera, so a face of half the side is at least twice as far as the traveller's: a
+# person beside or just behind the traveller, within the kiosk's own capture volume, reads 0.6-1.0; someone
+# waiting behind them, at twice the traveller's distance or more, reads under 0.5. It is also the smallest ratio
+# the probe's cascade sees without another detection pass: the image-scale HOG (an 80-pixel window) keeps its
+# boxes only for a largest face of REFINE_BELOW_SIDE (160 px, two windows) or more, whose half is one window;
+# below that the upsampled HOG runs and sees faces down to about 40 px. Not tuned on accuracy: a face scored in
+# the wrong traveller's place is a wrong answer (a watchlisted traveller beside a larger face raised no alert).
+PROBE_SECOND_FACE_RATIO = 0.5
 # The aligned face chip dlib's encoder takes (face_recognition's: 150 px, padding 0.25), and the inner square of
 # it, in chip pixels, that face_sharpness reads (the face; the padding holds background).
 CHIP_SIZE = 150
@@ -254,10 +265,32 @@ def _encode(rgb: np.ndarray, box: FaceBox, shape: Any = None) -> np.ndarray:
     return np.asarray(descriptor, dtype=np.float32)
 
 
+def second_travellers(boxes: list[FaceBox]) -> list[FaceBox]:
+    """The faces after the largest (``boxes`` largest first) whose side is ``PROBE_SECOND_FACE_RATIO`` of the
+    largest one's or more: other travellers at the kiosk, not people waiting further back."""
+    if not boxes:
+        return []
+    return [b for b in boxes[1:] if b.side >= PROBE_SECOND_FACE_RATIO * boxes[0].side]
+
+
+def _refuse_second_traveller(boxes: list[FaceBox]) -> None:
+    """``MultipleFaces`` when a probe's picture holds a second traveller (:func:`second_travellers`): scoring
+    the largest face alone could answer for the wrong person (a watchlisted traveller beside a larger face)."""
+    others = second_travellers(boxes)
+    if others:
+        count = "Two faces are" if len(others) == 1 else f"{len(others) + 1} faces are"
+        raise MultipleFaces(
+            f"{count} in the picture: one traveller at a time, please. Anyone beside the traveller should step "
+            "back behind the line; then take the picture again."
+        )
+
+
 def extract_face_template(rgb: np.ndarray, purpose: Purpose = "probe") -> FaceTemplate:
     """The template of the face in an RGB uint8 image.
 
-    ``purpose="probe"`` (verification, identification) takes the largest face. ``purpose="enrol"`` wants
+    ``purpose="probe"`` (verification, identification, each frame of a burst) takes the largest face, and refuses
+    a second face of ``PROBE_SECOND_FACE_RATIO`` of its side or more (:func:`second_travellers`): a smaller face
+    behind (the queue) is ignored. ``purpose="enrol"`` wants
     one clear face: none, or two of comparable size, is refused; much smaller background faces are
     ignored; a face too small (``MIN_ENROL_FACE_SIDE``) or too blurred (:func:`face_sharpness` under
     ``MIN_ENROL_SHARPNESS``) to be a reference is refused. ``quality`` is :func:`face_quality` either way.
@@ -271,6 +304,8 @@ def extract_face_template(rgb: np.ndarray, purpose: Purpose = "probe") -> FaceTe
             "No face was found in the image. Please look at the camera, with your face uncovered."
         )
     largest = boxes[0]
+    if purpose == "probe":
+        _refuse_second_traveller(boxes)
     if purpose == "enrol":
         comparable = [b for b in boxes[1:] if b.side >= COMPARABLE_FACE_RATIO * largest.side]
         if comparable:
@@ -310,12 +345,13 @@ def face_template_of(
 
 
 def frame_quality(rgb: np.ndarray) -> float | None:
-    """A camera frame's usability for a capture: the face's quality, or None (no face, or several)."""
+    """A camera frame's usability for a capture: the face's quality, or None (no face, or a second traveller:
+    :func:`second_travellers`, the rule the probe applies)."""
     boxes = detect_faces(np.ascontiguousarray(rgb))
     if not boxes:
         return None
-    if any(b.side >= COMPARABLE_FACE_RATIO * boxes[0].side for b in boxes[1:]):
-        return None
+    if second_travellers(boxes):
+        return None  # the probe would be refused: a frame with one traveller is wanted
     return face_quality(rgb, boxes[0])
 
 

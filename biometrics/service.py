@@ -64,6 +64,7 @@ from biometrics.events import (
 from biometrics.events import PROCEED as PUBLISHED_PROCEED
 from biometrics.face import FaceTemplate, face_template_of
 from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
+from biometrics.fingerprint.capture import decode_fingerprint
 from biometrics.fingerprint.fusion import (
     best_of_k,
     contradicted,
@@ -72,7 +73,7 @@ from biometrics.fingerprint.fusion import (
     search_scores,
 )
 from biometrics.gallery import Gallery
-from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, check_fingerprint_size, decode_grey
+from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, check_fingerprint_size
 from biometrics.island import OnlineUpload
 from biometrics.keydir import (
     KEYRING_NAME,
@@ -617,7 +618,8 @@ class CheckpointService:
                 continue
             if stop is not None:
                 stop()
-            grey = decode_grey(sample.image, self.config.limits) if isinstance(sample.image, bytes) else sample.image
+            image = sample.image
+            grey = decode_fingerprint(image, self.config.limits) if isinstance(image, bytes) else image
             kwargs = {"min_quality": ENROL_MIN_QUALITY} if purpose == "enrol" else {}
             fingers.append((int(sample.finger), extract_fingerprint(grey, **kwargs)))
         return fingers
@@ -1364,7 +1366,7 @@ class CheckpointService:
         try:
             if sample.modality == Modality.FINGERPRINT:
                 image = sample.image
-                grey = decode_grey(image, self.config.limits) if isinstance(image, bytes) else image
+                grey = decode_fingerprint(image, self.config.limits) if isinstance(image, bytes) else image
                 return float(fingerprint_quality(grey))
             return float(self._extract_faces([sample], "probe")[0].quality)
         except InvalidSample:

@@ -25,6 +25,22 @@ def face(name: str) -> bytes:
     return (FACES / name).read_bytes()
 
 
+def side_by_side(first: tuple[str, int], second: tuple[str, int], size: tuple[int, int] = (500, 250)) -> bytes:
+    """JPEG of two tests/data/faces images, each (name, side in px) scaled to that square, on a grey canvas of
+    ``size`` (width, height): the first at the left edge, the second at the right, both centred vertically.
+    Two travellers at a kiosk (sides alike), or a traveller with someone far behind (a small second face)."""
+    import cv2
+    import numpy as np
+
+    width, height = size
+    canvas = np.full((height, width, 3), 128, np.uint8)
+    for (name, side), left in ((first, 0), (second, width - second[1])):
+        image = cv2.resize(cv2.imread(str(FACES / name)), (side, side), interpolation=cv2.INTER_AREA)
+        top = (height - side) // 2
+        canvas[top : top + side, left : left + side] = image
+    return cv2.imencode(".jpg", canvas)[1].tobytes()
+
+
 def face_sample(name: str) -> pb.Sample:
     """A FACE Sample message carrying an image from tests/data/faces."""
     return pb.Sample(modality=pb.FACE, image=face(name))

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 from checkpoint.v1 import checkpoint_pb2 as pb
-from helpers import DATA, ServerProcess, face_sample
+from helpers import DATA, FACES, ServerProcess, face, face_sample
 
 from biometrics.fingerprint.fusion import fuse_modalities
 
@@ -141,6 +141,17 @@ def test_unusable_fingerprint_is_refused(stub) -> None:
     with pytest.raises(grpc.RpcError) as excinfo:
         stub.Verify(pb.VerifyRequest(subject_id="FP000001", samples=[blank_finger()]))
     assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_face_photograph_sent_as_a_finger_is_refused_saying_so(stub) -> None:
+    """``checkpoint-enroll enrol F1 --finger right-index:photo.jpg``: was enrolled at quality 94/100."""
+    photo = pb.Sample(modality=pb.FINGERPRINT, image=face("Kofi_Annan_0001.jpg"), finger=RIGHT_INDEX)
+    grey = cv2.imencode(".png", cv2.imread(str(FACES / "Kofi_Annan_0001.jpg"), cv2.IMREAD_GRAYSCALE))[1].tobytes()
+    for sample in (photo, pb.Sample(modality=pb.FINGERPRINT, image=grey, finger=RIGHT_INDEX)):
+        with pytest.raises(grpc.RpcError) as excinfo:
+            stub.Enroll(pb.EnrollRequest(subject_id="FP000011", samples=[sample]))
+        assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert excinfo.value.details().startswith("This is not a fingerprint scan: ")
 
 
 def test_fingerprints_survive_a_restart(stub, server: ServerProcess, data_dir: Path) -> None:

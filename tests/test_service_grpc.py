@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from checkpoint.v1 import checkpoint_pb2 as pb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from helpers import FACES, ServerProcess, face, face_sample
+from helpers import FACES, ServerProcess, face, face_sample, side_by_side
 from waiting import wait_until
 
 from biometrics.errors import InvalidSample
@@ -247,9 +247,18 @@ def test_a_transaction_of_more_than_three_attempts_is_an_invalid_argument(enroll
 
 
 @pytest.mark.server
-def test_probe_with_two_faces_takes_the_largest(enrolled) -> None:
-    r = enrolled.Identify(pb.IdentifyRequest(samples=[pb.Sample(modality=pb.FACE, image=_two_faces())]))
-    assert r.decision_id  # not refused: verification and identification take the largest face
+@pytest.mark.parametrize("call", ["Identify", "Verify"])
+def test_probe_with_two_travellers_is_refused_not_scored_on_the_largest(enrolled, call: str) -> None:
+    """The review's case: watchlisted B (Kofi Annan, 220 px) beside a larger face (250 px) was scored on the larger
+    one (Identify: SEE OFFICER, no candidate, no alert); a second traveller is refused, the kiosk told why."""
+    sample = pb.Sample(modality=pb.FACE, image=side_by_side(("Kofi_Annan_0004.jpg", 220), ("Hans_Blix_0001.jpg", 250)))
+    with pytest.raises(grpc.RpcError) as excinfo:
+        if call == "Identify":
+            enrolled.Identify(pb.IdentifyRequest(samples=[sample]))
+        else:
+            enrolled.Verify(pb.VerifyRequest(subject_id="B2000002", samples=[sample]))
+    assert _code(excinfo) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Two faces are in the picture: one traveller at a time, please." in excinfo.value.details()
 
 
 @pytest.mark.server

@@ -4,7 +4,8 @@ Pipeline (one module per step): ``image`` (checks, resampling to 500 dpi, global
 normalisation) -> ``orientation`` -> ``segmentation`` (contrast and orientation coherence) -> ``frequency``
 -> ``enhancement`` (oriented Gabor, steered a second time by the enhanced image's ridge flow) -> ``skeleton``
 (binarisation, thinning) -> ``minutiae`` (crossing number, false-minutiae removal) -> ``cylinders`` (bit MCC) ->
-``template`` (versioned bytes). Comparison: ``similarity`` (numpy reference) and ``kernels`` (numba),
+``template`` (versioned bytes); ``capture`` refuses what is no fingerprint capture (a colour picture, an image
+with no ridge pattern: a face photograph). Comparison: ``similarity`` (numpy reference) and ``kernels`` (numba),
 local cylinder similarities from popcounts consolidated by LSS-R; ``matching`` for 1:1 and 1:N.
 
 Raw scores are similarities in [0, 1]; the service states them as false-match scores with
@@ -52,11 +53,14 @@ def extract_fingerprint(grey: np.ndarray, *, dpi: int = 500, min_quality: float 
 
 
 def fingerprint_quality(grey: np.ndarray, *, dpi: int = 500) -> float:
-    """Image quality 0..100 (area x clarity x regularity of the ridges; see ``quality.py``)."""
+    """Image quality 0..100 (area x clarity x regularity of the ridges; see ``quality.py``); 0 for an image with
+    no ridge pattern (``capture.py``: a photograph, whose edges the three factors alone rated up to 96)."""
+    from biometrics.fingerprint.capture import has_ridge_pattern
     from biometrics.fingerprint.extraction import image_quality
     from biometrics.fingerprint.pipeline import analyse
 
-    return image_quality(analyse(as_working_image(grey, dpi)))
+    analysis = analyse(as_working_image(grey, dpi))
+    return image_quality(analysis) if has_ridge_pattern(analysis.norm, analysis.mask) else 0.0
 
 
 def compare_fingerprints(probe: FingerprintTemplate, reference: Reference) -> float:

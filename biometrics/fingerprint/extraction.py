@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from biometrics.errors import PoorQuality
+from biometrics.fingerprint.capture import check_ridge_pattern
 from biometrics.fingerprint.cylinders import build_cylinders
 from biometrics.fingerprint.image import WORKING_DPI, as_working_image
 from biometrics.fingerprint.pipeline import Analysis, analyse
@@ -30,17 +31,22 @@ def template_from_analysis(analysis: Analysis, quality: float) -> FingerprintTem
 
 
 def extract(grey: np.ndarray, dpi: int = WORKING_DPI, min_quality: float = MIN_QUALITY) -> FingerprintTemplate:
-    """Template of a greyscale capture; ``PoorQuality`` when the capture cannot give a usable one."""
+    """Template of a greyscale capture; ``PoorQuality`` when the capture cannot give a usable one,
+    ``NotAFingerprint`` when it is no fingerprint (``capture.py``: a photograph has no ridge pattern)."""
     return template_or_refusal(analyse(as_working_image(grey, dpi)), min_quality)
 
 
 def template_or_refusal(analysis: Analysis, min_quality: float = MIN_QUALITY) -> FingerprintTemplate:
-    """Template of an analysed capture; ``PoorQuality`` when its quality or its features fall short."""
+    """Template of an analysed capture; ``PoorQuality`` when its quality or its features fall short,
+    ``NotAFingerprint`` when the image the extractor traces shows no ridge pattern over its foreground (checked
+    after the quality, so a blank or noisy capture is still told to retake as poor quality). The checks only
+    refuse: the template is that of the analysis either way."""
     quality = image_quality(analysis)
     if quality < min_quality:
         raise PoorQuality(
             f"The fingerprint image is of too poor quality ({quality:.0f}/100); "
             "clean the sensor and place the finger flat, then try again.")
+    check_ridge_pattern(analysis.norm, analysis.mask)
     template = template_from_analysis(analysis, quality)
     if template.minutiae_count < MIN_MINUTIAE or template.cylinder_count < MIN_CYLINDERS:
         raise PoorQuality(

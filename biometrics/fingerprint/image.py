@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from biometrics.errors import InvalidSample
+from biometrics.fingerprint.capture import check_single_channel
 from biometrics.imaging import MAX_FINGERPRINT_PIXELS, check_pixels
 
 WORKING_DPI = 500
@@ -31,7 +32,8 @@ def as_working_image(grey: np.ndarray, dpi: int = WORKING_DPI, max_pixels: int =
     """Check a greyscale image and return it as float32 at ``WORKING_DPI``.
 
     Raises ``SampleTooLarge`` for an image of more than ``max_pixels`` (checked on its shape, before any
-    conversion) and ``InvalidSample`` for anything that is not a plausible 2-D grey image.
+    conversion) and ``InvalidSample`` for anything that is not a plausible 2-D grey image (``NotAFingerprint``
+    for a colour picture: channels that differ, ``capture.check_single_channel``).
     """
     if not isinstance(grey, np.ndarray):
         raise InvalidSample("The fingerprint sample is not an image.")
@@ -51,6 +53,7 @@ def as_working_image(grey: np.ndarray, dpi: int = WORKING_DPI, max_pixels: int =
             f"The fingerprint image is {w}x{h} pixels at {WORKING_DPI} dpi; "
             f"expected sides between {MIN_SIDE} and {MAX_SIDE}.")
     if grey.ndim == 3:
+        check_single_channel(grey)
         grey = grey[..., 0] if grey.shape[2] == 1 else cv2.cvtColor(
             grey.astype(np.uint8), cv2.COLOR_RGB2GRAY if grey.shape[2] == 3 else cv2.COLOR_RGBA2GRAY)
     image = grey.astype(np.float32)
