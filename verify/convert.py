@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from checkpoint.v1 import checkpoint_pb2 as pb
 
 from biometrics.decisions import (
-    PROCEED,
     identification_outcome,
     identification_referral,
     verification_outcome,
@@ -82,7 +81,7 @@ def verify_response(r: VerificationResult, *, full: bool) -> pb.VerifyResponse:
     response = pb.VerifyResponse(threshold=r.threshold, decision_id=r.decision_id,
                                  decision=int(outcome.decision), traveller_message=outcome.message,
                                  register_as_of=r.register_as_of, feedback_id=r.feedback_id,
-                                 final=outcome.decision == PROCEED or r.finger_alone_unmeasured)
+                                 final=r.finger_alone_unmeasured)
     if full:
         response.match = r.match
         response.score = r.score
