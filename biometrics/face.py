@@ -22,7 +22,7 @@ from biometrics.errors import MultipleFaces, NoFaceFound, PoorQuality
 from biometrics.imaging import DEFAULT_LIMITS, ImageLimits, decode_rgb
 
 TEMPLATE_DIM = 128
-Purpose = Literal["enrol", "probe"]
+Purpose = Literal["enrol", "probe", "search"]
 
 # Above this side the HOG detector runs on a downscaled copy (faces stay over its 80-pixel window).
 DETECTION_MAX_SIDE = 1024
@@ -288,9 +288,12 @@ def _refuse_second_traveller(boxes: list[FaceBox]) -> None:
 def extract_face_template(rgb: np.ndarray, purpose: Purpose = "probe") -> FaceTemplate:
     """The template of the face in an RGB uint8 image.
 
-    ``purpose="probe"`` (verification, identification, each frame of a burst) takes the largest face, and refuses
-    a second face of ``PROBE_SECOND_FACE_RATIO`` of its side or more (:func:`second_travellers`): a smaller face
-    behind (the queue) is ignored. ``purpose="enrol"`` wants
+    ``purpose="probe"`` (verification: is the traveller in front of the camera the holder of this document?)
+    takes the largest face, the one nearest the camera. ``purpose="search"`` (identification: who is in the
+    picture, is anyone in it on a watchlist?) takes the largest face too, but refuses a second face of
+    ``PROBE_SECOND_FACE_RATIO`` of its side or more (:func:`second_travellers`), which the search would leave
+    unsearched (a watchlisted traveller beside a larger face raised no alert); a smaller face behind (the
+    queue) is ignored. ``purpose="enrol"`` wants
     one clear face: none, or two of comparable size, is refused; much smaller background faces are
     ignored; a face too small (``MIN_ENROL_FACE_SIDE``) or too blurred (:func:`face_sharpness` under
     ``MIN_ENROL_SHARPNESS``) to be a reference is refused. ``quality`` is :func:`face_quality` either way.
@@ -304,7 +307,7 @@ def extract_face_template(rgb: np.ndarray, purpose: Purpose = "probe") -> FaceTe
             "No face was found in the image. Please look at the camera, with your face uncovered."
         )
     largest = boxes[0]
-    if purpose == "probe":
+    if purpose == "search":
         _refuse_second_traveller(boxes)
     if purpose == "enrol":
         comparable = [b for b in boxes[1:] if b.side >= COMPARABLE_FACE_RATIO * largest.side]
@@ -346,7 +349,7 @@ def face_template_of(
 
 def frame_quality(rgb: np.ndarray) -> float | None:
     """A camera frame's usability for a capture: the face's quality, or None (no face, or a second traveller:
-    :func:`second_travellers`, the rule the probe applies)."""
+    :func:`second_travellers`, the rule an Identify search applies; a frame of one traveller is wanted)."""
     boxes = detect_faces(np.ascontiguousarray(rgb))
     if not boxes:
         return None

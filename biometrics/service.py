@@ -1221,7 +1221,7 @@ class CheckpointService:
             raise InvalidSample("max_candidates cannot be negative.")
         k = min(max_candidates or self.config.default_max_candidates, self.config.max_candidates)
         stop = functools.partial(self._stop_if_abandoned, still_wanted, "identify", actor)
-        faces = self._extract_faces(samples, "probe", stop)
+        faces = self._extract_faces(samples, "search", stop)  # a second traveller in the picture: refused
         fingers = self._extract_fingers(samples, "probe", stop)
         stop()
         self._ensure_current()

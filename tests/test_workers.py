@@ -96,7 +96,7 @@ def test_refusals_arrive_with_their_class_and_message(pool) -> None:
         (b"not an image at all", "probe", UnsupportedImage),
         (face(NAMES[0])[:400], "probe", UnsupportedImage),  # truncated JPEG
         (encode_png(two), "enrol", MultipleFaces),
-        (encode_png(two), "probe", MultipleFaces),  # a second traveller at the kiosk, refused in the worker too
+        (encode_png(two), "search", MultipleFaces),  # a second traveller at an Identify, refused in the worker too
     ]
     for data, purpose, cls in cases:
         remote = _refusal(pool.extract_face, data, purpose)
