@@ -620,7 +620,8 @@ class CheckpointService:
                 stop()
             image = sample.image
             grey = decode_fingerprint(image, self.config.limits) if isinstance(image, bytes) else image
-            kwargs = {"min_quality": ENROL_MIN_QUALITY} if purpose == "enrol" else {}
+            kwargs: dict[str, Any] = {"min_quality": ENROL_MIN_QUALITY, "check_ridges": True} if purpose == "enrol" \
+                else {}
             fingers.append((int(sample.finger), extract_fingerprint(grey, **kwargs)))
         return fingers
 

@@ -41,15 +41,16 @@ __all__ = [
 ]
 
 
-def extract_fingerprint(grey: np.ndarray, *, dpi: int = 500, min_quality: float = MIN_QUALITY
-                        ) -> FingerprintTemplate:
+def extract_fingerprint(grey: np.ndarray, *, dpi: int = 500, min_quality: float = MIN_QUALITY,
+                        check_ridges: bool = False) -> FingerprintTemplate:
     """Template of a greyscale fingerprint image at ``dpi`` (resampled to 500 dpi).
 
-    Raises ``InvalidSample`` for input that is not a greyscale image, ``PoorQuality`` (a subclass)
-    when the capture's quality is below ``min_quality`` or too few minutiae are found. Enrolment
-    passes ``min_quality=ENROL_MIN_QUALITY``.
+    Raises ``InvalidSample`` for input that is not a greyscale image (``NotAFingerprint`` for a colour
+    picture), ``PoorQuality`` (a subclass) when the capture's quality is below ``min_quality`` or too few
+    minutiae are found, and with ``check_ridges`` ``NotAFingerprint`` when no ridge pattern is found. Enrolment
+    passes ``min_quality=ENROL_MIN_QUALITY, check_ridges=True``.
     """
-    return extract(grey, dpi=dpi, min_quality=min_quality)
+    return extract(grey, dpi=dpi, min_quality=min_quality, check_ridges=check_ridges)
 
 
 def fingerprint_quality(grey: np.ndarray, *, dpi: int = 500) -> float:

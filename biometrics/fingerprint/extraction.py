@@ -30,23 +30,30 @@ def template_from_analysis(analysis: Analysis, quality: float) -> FingerprintTem
     return FingerprintTemplate(minutiae, keep.astype(np.int64), bits, valid, float(quality), w, h)
 
 
-def extract(grey: np.ndarray, dpi: int = WORKING_DPI, min_quality: float = MIN_QUALITY) -> FingerprintTemplate:
-    """Template of a greyscale capture; ``PoorQuality`` when the capture cannot give a usable one,
-    ``NotAFingerprint`` when it is no fingerprint (``capture.py``: a photograph has no ridge pattern)."""
-    return template_or_refusal(analyse(as_working_image(grey, dpi)), min_quality)
+def extract(grey: np.ndarray, dpi: int = WORKING_DPI, min_quality: float = MIN_QUALITY, *,
+            check_ridges: bool = False) -> FingerprintTemplate:
+    """Template of a greyscale capture; ``PoorQuality`` when the capture cannot give a usable one; with
+    ``check_ridges`` (enrolment), ``NotAFingerprint`` when it shows no ridge pattern (``capture.py``: a
+    photograph sent as a finger)."""
+    return template_or_refusal(analyse(as_working_image(grey, dpi)), min_quality, check_ridges=check_ridges)
 
 
-def template_or_refusal(analysis: Analysis, min_quality: float = MIN_QUALITY) -> FingerprintTemplate:
-    """Template of an analysed capture; ``PoorQuality`` when its quality or its features fall short,
-    ``NotAFingerprint`` when the image the extractor traces shows no ridge pattern over its foreground (checked
-    after the quality, so a blank or noisy capture is still told to retake as poor quality). The checks only
-    refuse: the template is that of the analysis either way."""
+def template_or_refusal(analysis: Analysis, min_quality: float = MIN_QUALITY, *,
+                        check_ridges: bool = False) -> FingerprintTemplate:
+    """Template of an analysed capture; ``PoorQuality`` when its quality or its features fall short; with
+    ``check_ridges``, ``NotAFingerprint`` when the image the extractor traces shows no ridge pattern over its
+    foreground (checked after the quality, so a blank or noisy capture is still told to retake as poor
+    quality). Enrolment checks it, where a wrong file would become a useless reference; a probe does not, where
+    it would also refuse real partial or degraded prints (measured: 3 of DB3_B's 320 off-centre ZFM windows, one
+    dry DB1_B and one textured DB3_B copy) and a photograph simply does not match. The checks only refuse: the
+    template is that of the analysis either way."""
     quality = image_quality(analysis)
     if quality < min_quality:
         raise PoorQuality(
             f"The fingerprint image is of too poor quality ({quality:.0f}/100); "
             "clean the sensor and place the finger flat, then try again.")
-    check_ridge_pattern(analysis.norm, analysis.mask)
+    if check_ridges:
+        check_ridge_pattern(analysis.norm, analysis.mask)
     template = template_from_analysis(analysis, quality)
     if template.minutiae_count < MIN_MINUTIAE or template.cylinder_count < MIN_CYLINDERS:
         raise PoorQuality(
