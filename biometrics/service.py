@@ -1137,7 +1137,8 @@ class CheckpointService:
             unpublished = self._event_of(outcome, actor, started, faces, fingers, nationality) if step else None
             self.attempt_ledger.end(counted, accepted=outcome.decision == PROCEED or unmeasured, alerted=alert,
                                     published=publish, unpublished=unpublished)
-        self.statistics.record_decision("verify_match" if match else "verify_no_match")
+        self.statistics.record_decision(("verify_finger_alone_referred" if unmeasured else "verify_match") if match
+                                        else "verify_no_match")
         return result
 
     def _finger_scores_measured(self, fmr: float) -> bool:
@@ -1248,7 +1249,8 @@ class CheckpointService:
                     self._raise_alert(tx, "watchlist_identify", decision_id, c.subject_id, c.score, actor)
             self._record_event(tx, result.feedback_id, identification_outcome(result), actor, started, faces,
                                fingers, nationality)
-        self.statistics.record_decision("identify_hit" if candidates else "identify_miss")
+        self.statistics.record_decision(("identify_finger_alone_referred" if unmeasured else "identify_hit")
+                                        if candidates else "identify_miss")
         return result
 
     def rate_decision(self, feedback_id: str, rating: int) -> None:

@@ -50,6 +50,9 @@ def test_a_kiosk_transaction_on_a_finger_alone_ends_with_its_first_referral(serv
     assert again.finger_alone_unmeasured and again.feedback_id
     no_match = service.verify("F1000001", [finger("DB1_B_103_1")], actor=KIOSK, attempts=2, attempt=1)
     assert not no_match.match and convert.verify_response(no_match, full=False).final  # a retry cannot proceed
+    decisions = service.statistics.decisions()  # the operator metrics' checkpoint_decisions_total
+    assert decisions.get("verify_finger_alone_referred") == 2 and decisions.get("verify_no_match") == 1
+    assert "verify_match" not in decisions
 
 
 def test_the_kiosk_tool_asks_for_no_other_placement_after_a_final_answer() -> None:
@@ -74,6 +77,7 @@ def test_identify_with_a_face_beside_the_finger_of_a_subject_with_no_face_is_ref
     found = service.identify([stranger, finger("DB1_B_101_3")], actor=OFFICER)
     assert [c.subject_id for c in found.candidates] == ["F1000001"]
     assert found.finger_alone_unmeasured
+    assert service.statistics.decisions().get("identify_finger_alone_referred") == 1
     answer = convert.identify_response(found, full=True)
     assert answer.decision == pb.SEE_OFFICER and answer.referral == "finger_alone_unmeasured"
 
