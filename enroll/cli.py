@@ -12,10 +12,12 @@ import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 
 from verify.channel import (
+    DOCUMENT_FROM_STDIN,
     ENROL_IMPRESSIONS,
     add_channel_arguments,
     add_sample_arguments,
     call_timeout,
+    document_number,
     fail,
     finger_name,
     open_stub_or_usage_error,
@@ -45,11 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reason", default="", help="why the duplicate check is overridden (required with "
                    "--allow-duplicate; recorded; no names, no document numbers: the audit log keeps it after an "
                    "erasure)")
-    from_stdin = "travel-document number, or - to read it from standard input (not visible to other users)"
     s = sub.add_parser("show", help="a subject's data and enrolled templates")
-    s.add_argument("subject_id", help=from_stdin)
+    s.add_argument("subject_id", help=DOCUMENT_FROM_STDIN)
     d = sub.add_parser("delete", help="erase a subject (templates and personal data)")
-    d.add_argument("subject_id", help=from_stdin)
+    d.add_argument("subject_id", help=DOCUMENT_FROM_STDIN)
     d.add_argument("--reason", required=True, help="why (required; recorded in the audit log, which outlives the "
                    "erasure: no names, no document numbers)")
     a = sub.add_parser("alerts", help="watchlist alerts raised by Verify and Identify, newest first")
@@ -157,10 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     samples: list[pb.Sample] = []
-    if args.command in ("show", "delete") and args.subject_id == "-":
-        args.subject_id = sys.stdin.readline().strip()
-        if not args.subject_id:
-            parser.error("no document number on standard input")
+    if args.command in ("show", "delete"):
+        args.subject_id = document_number(parser, args.subject_id)
     if args.command == "enrol":
         read_applicant(parser, args)
         samples = samples_or_usage_error(parser, args)

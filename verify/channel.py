@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import grpc
@@ -24,6 +25,22 @@ def add_channel_arguments(parser: argparse.ArgumentParser) -> None:
                         "traveller (each capture's timeout, or the device's default: camera "
                         f"{CAMERA_DEFAULT_TIMEOUT_S:g} s, scanner {SCANNER_DEFAULT_TIMEOUT_S:g} s)")
     add_tls_arguments(parser, side="client")
+
+
+#: The help of a document-number argument that may come from standard input.
+DOCUMENT_FROM_STDIN = ("travel-document number, or - to read it from standard input (not visible to other users, "
+                       "as the process's arguments are)")
+
+
+def document_number(parser: argparse.ArgumentParser, given: str) -> str:
+    """A document-number argument as given, or read from the first line of standard input when it is ``-``
+    (a usage error when that line is empty)."""
+    if given != "-":
+        return given
+    number = sys.stdin.readline().strip()
+    if not number:
+        parser.error("no document number on standard input")
+    return number
 
 
 def channel_credentials_for(args: argparse.Namespace) -> grpc.ChannelCredentials | None:

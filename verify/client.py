@@ -17,9 +17,11 @@ import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 
 from verify.channel import (
+    DOCUMENT_FROM_STDIN,
     add_channel_arguments,
     add_sample_arguments,
     call_timeout,
+    document_number,
     fail,
     finger_name,
     open_stub_or_usage_error,
@@ -39,8 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_channel_arguments(p)
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="1:1: is this traveller the holder of SUBJECT_ID?")
-    v.add_argument("subject_id", help="travel-document number, or - to read it from standard input (not visible to "
-                                      "other users, as the process's arguments are)")
+    v.add_argument("subject_id", help=DOCUMENT_FROM_STDIN)
     add_sample_arguments(v, impressions=1)
     v.add_argument("--attempts", type=int, choices=(1, 2, 3), metavar="N",
                    help="calls this transaction allows (1-3; needs --scan): a call not accepted asks the traveller "
@@ -76,10 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     samples: list[pb.Sample] = []
-    if args.command == "verify" and args.subject_id == "-":
-        args.subject_id = sys.stdin.readline().strip()
-        if not args.subject_id:
-            parser.error("no document number on standard input")
+    if args.command == "verify":
+        args.subject_id = document_number(parser, args.subject_id)
     if args.command in ("verify", "identify"):
         samples = samples_or_usage_error(parser, args)
     if args.command == "verify":
@@ -98,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {'MATCH' if r.match else 'NO MATCH'} score {r.score:.2f} threshold {r.threshold:.2f}")
                 if len(r.modality_scores) > 1:
                     print("  " + "; ".join(_modality_score(m) for m in r.modality_scores))
-                if r.referral:
-                    print(f"  referred: {REFERRALS.get(r.referral, r.referral)}")
+                _print_referral(r.referral)
             return 0 if r.decision == pb.PROCEED else 1
         if args.command == "identify":
             r = stub.Identify(pb.IdentifyRequest(samples=samples, max_candidates=args.max_candidates,
@@ -108,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             print(_decision(r))
             for c in r.candidates:  # an officer's view
                 print(f"  {c.subject_id} score {c.score:.2f}{'  WATCHLIST' if c.watchlist else ''}")
-            if r.referral:
-                print(f"  referred: {REFERRALS.get(r.referral, r.referral)}")
+            _print_referral(r.referral)
             return 0 if r.decision == pb.PROCEED else 1
         if args.command == "rate":
             rated = rate(stub, args.feedback_id, args.rating, timeout=args.timeout)
@@ -143,6 +140,12 @@ def verify_transaction(stub: Any, request: pb.VerifyRequest, *, timeout: float |
         if response.decision == pb.PROCEED or response.final:  # final: another placement would change nothing
             break
     return response
+
+
+def _print_referral(referral: str) -> None:
+    """Under an officer's answer: why it sends the traveller to an officer, if it says."""
+    if referral:
+        print(f"  referred: {REFERRALS.get(referral, referral)}")
 
 
 def _ask_again(n: int, attempts: int) -> None:
