@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,9 +28,8 @@ from datetime import date
 from typing import Any, Literal
 
 from portal.releases import MonthRelease, ReleaseLog, ReleaseParameters, now_text
+from portal.shared_record import disagree
 from portal.suppression import Key, Network, Node, suppress
-
-log = logging.getLogger(__name__)
 
 #: Counts below this are not published (and percentiles need at least this many decisions).
 MIN_COUNT = 10
@@ -309,10 +307,7 @@ class NationalityRelease:
                     name, doc = f"nationality/{month:%Y-%m}", kept.to_json()
                     held = MonthRelease.from_json(share(name, doc))  # a store error: tried again next time
                     self._from_disk.discard(month)
-                    if held != kept:
-                        log.warning("portal: the store records another release of %s than this portal published "
-                                    "(a store restored from a backup and released again by another portal?); this "
-                                    "portal keeps publishing its own (docs/portal.md)", name)
+                    disagree([name] if held != kept else [])
                 return kept.values
             if not any(c > 0 for c in counts.values()):
                 return {}  # nothing recorded (yet): no noise drawn, nothing kept, a later load is released then

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -93,10 +93,15 @@ def write_back(store: Any, docs: Mapping[str, Any]) -> None:
     where it records nothing under the name; a name it records otherwise is logged at WARNING (the portal goes
     on publishing its own: a period is never published twice differently by one portal)."""
     held = share(store, docs)
-    differ = sorted(n for n, d in docs.items() if _text(held.get(n, d)) != _text(d))
-    if differ:
+    disagree(sorted(n for n, d in docs.items() if _text(held.get(n, d)) != _text(d)))
+
+
+def disagree(names: Sequence[str]) -> None:
+    """Say, at WARNING, that the store records other releases of the periods ``names`` than this portal
+    published (it goes on publishing its own); nothing when there are none."""
+    if names:
         log.warning("portal: the store records other releases than this portal published for %s (a store restored "
                     "from a backup and released again by another portal?); this portal keeps publishing its own, "
                     "and the two portals disagree on these periods until an operator keeps one record "
-                    "(docs/portal.md)", ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5
-                                                                else ""))
+                    "(docs/portal.md)", ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5
+                                                               else ""))
