@@ -119,17 +119,22 @@ def ridge_share(image: np.ndarray, mask: np.ndarray) -> float | None:
     return float((ridge_energy(tiles) > RIDGE_TILE_ENERGY).mean())
 
 
+def _passes(share: float | None) -> bool:
+    """Whether a ``ridge_share`` is a fingerprint's: ``MIN_RIDGE_SHARE`` or more (None, an empty foreground:
+    True, the quality check decides)."""
+    return share is None or share >= MIN_RIDGE_SHARE
+
+
 def has_ridge_pattern(image: np.ndarray, mask: np.ndarray) -> bool:
     """Whether ``MIN_RIDGE_SHARE`` or more of the foreground is ridge-like (an empty one: True, quality decides)."""
-    share = ridge_share(image, mask)
-    return share is None or share >= MIN_RIDGE_SHARE
+    return _passes(ridge_share(image, mask))
 
 
 def check_ridge_pattern(image: np.ndarray, mask: np.ndarray) -> None:
     """``NotAFingerprint`` when under ``MIN_RIDGE_SHARE`` of a working image's foreground (``mask``, the
     segmentation's) is ridge-like; an empty foreground is left to the quality check, which refuses it."""
     share = ridge_share(image, mask)
-    if share is not None and share < MIN_RIDGE_SHARE:
+    if not _passes(share):
         raise NotAFingerprint(
             f"This is not a fingerprint scan: no ridge pattern was found (ridges in {share:.0%} of the image's "
             f"foreground; a finger gives {MIN_RIDGE_SHARE:.0%} or more). It may be a photograph: send the "
