@@ -24,7 +24,7 @@ class NoFaceFound(InvalidSample):
 
 
 class MultipleFaces(InvalidSample):
-    """Several faces of comparable size: enrolment needs exactly one; a probe (Verify, Identify), one traveller
+    """Several faces of comparable size: enrolment needs exactly one; an Identify search, one traveller
     (``biometrics.face.PROBE_SECOND_FACE_RATIO``)."""
 
 

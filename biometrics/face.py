@@ -32,16 +32,17 @@ REFINE_BELOW_SIDE = 160
 # Not tuned: LFW images hold one main face. `checkpoint-bench face-gates` counts what it refuses (test split: 11 of
 # 267 clean references, FNMR 21.7% on their 23 genuine comparisons against 6.4%), too few to set a value.
 COMPARABLE_FACE_RATIO = 0.6
-# A probe (Verify, Identify, each frame of a burst): a second face whose side is at least this fraction of the
-# largest one's is a second traveller at the kiosk, and the sample is refused (one traveller at a time); a smaller
-# one is someone further back (the queue) and is ignored. Why one half: a face's side in the image falls as one
-# over its distance from the camera, so a face of half the side is at least twice as far as the traveller's: a
-# person beside or just behind the traveller, within the kiosk's own capture volume, reads 0.6-1.0; someone
-# waiting behind them, at twice the traveller's distance or more, reads under 0.5. It is also the smallest ratio
-# the probe's cascade sees without another detection pass: the image-scale HOG (an 80-pixel window) keeps its
-# boxes only for a largest face of REFINE_BELOW_SIDE (160 px, two windows) or more, whose half is one window;
-# below that the upsampled HOG runs and sees faces down to about 40 px. Not tuned on accuracy: a face scored in
-# the wrong traveller's place is a wrong answer (a watchlisted traveller beside a larger face raised no alert).
+# An Identify search (each of its samples, purpose "search"): a second face whose side is at least this fraction of the
+# largest one's is a second traveller at the kiosk, and the sample is refused (one traveller at a time); a smaller one
+# is someone further back (the queue) and is ignored. Verify scores the largest face (the traveller nearest the camera);
+# the camera's frame scorer prefers frames without a second traveller. Why one half: a face's side in the image falls as
+# one over its distance from the camera, so a face of half the side is at least twice as far as the traveller's: a
+# person beside or just behind the traveller, within the kiosk's own capture volume, reads 0.6-1.0; someone waiting
+# behind them, at twice the traveller's distance or more, reads under 0.5. It is also the smallest ratio the probe's
+# cascade sees without another detection pass: the image-scale HOG (an 80-pixel window) keeps its boxes only for a
+# largest face of REFINE_BELOW_SIDE (160 px, two windows) or more, whose half is one window; below that the upsampled
+# HOG runs and sees faces down to about 40 px. Not tuned on accuracy: a face scored in the wrong traveller's place is a
+# wrong answer (a watchlisted traveller beside a larger face raised no alert).
 PROBE_SECOND_FACE_RATIO = 0.5
 # The aligned face chip dlib's encoder takes (face_recognition's: 150 px, padding 0.25), and the inner square of
 # it, in chip pixels, that face_sharpness reads (the face; the padding holds background).
@@ -274,8 +275,8 @@ def second_travellers(boxes: list[FaceBox]) -> list[FaceBox]:
 
 
 def _refuse_second_traveller(boxes: list[FaceBox]) -> None:
-    """``MultipleFaces`` when a probe's picture holds a second traveller (:func:`second_travellers`): scoring
-    the largest face alone could answer for the wrong person (a watchlisted traveller beside a larger face)."""
+    """``MultipleFaces`` when a search's picture holds a second traveller (:func:`second_travellers`): searching
+    the largest face alone would leave the other unsearched (a watchlisted traveller beside a larger face)."""
     others = second_travellers(boxes)
     if others:
         count = "Two faces are" if len(others) == 1 else f"{len(others) + 1} faces are"
@@ -354,7 +355,7 @@ def frame_quality(rgb: np.ndarray) -> float | None:
     if not boxes:
         return None
     if second_travellers(boxes):
-        return None  # the probe would be refused: a frame with one traveller is wanted
+        return None  # a search would refuse it: a frame with one traveller is wanted
     return face_quality(rgb, boxes[0])
 
 

@@ -123,8 +123,8 @@ class VerificationResult:
     # The subject was enrolled offline at this island and its upload waits for an officer's review as a possible
     # duplicate: its identity is not established, so the traveller sees an officer (never for a kiosk's screen).
     in_review: bool = False
-    # The decision rests on fingerprints alone and the station's fingerprint calibration cannot measure the
-    # operating FMR (too few distinct impostor pairs: the shipped one until a station fits its own), so the
+    # The decision rests on fingerprints alone and the station's fingerprint calibration cannot measure the FMR
+    # it is read at (too few distinct impostor pairs: the shipped one until a station fits its own), so the
     # traveller sees an officer whatever the score (never for a kiosk's screen).
     finger_alone_unmeasured: bool = False
 
@@ -140,8 +140,9 @@ class IdentificationResult:
     register_as_of: str = ""
     # The decision event's id, for the traveller's rating (not the decision id); "" when events are not recorded.
     feedback_id: str = ""
-    # As in VerificationResult: the search had fingerprints and no face, under a calibration that cannot
-    # measure the operating FMR; the candidates stand (for officers), the traveller sees an officer.
+    # As in VerificationResult: a candidate was scored without a face (none sent, or none enrolled), under a
+    # calibration that cannot measure the 1:N threshold's FMR; the candidates stand (for officers), the traveller
+    # sees an officer.
     finger_alone_unmeasured: bool = False
 
 

@@ -61,7 +61,7 @@ def test_a_small_face_far_behind_is_ignored_and_the_traveller_is_scored() -> Non
 
 
 def test_a_camera_frame_with_a_second_traveller_is_not_chosen() -> None:
-    """The camera's frame scorer applies the probe's rule, so a burst never picks a frame the probe refuses."""
+    """The camera's frame scorer applies the search's rule, so a burst never picks a frame a search refuses."""
     assert frame_quality(rgb_of(side_by_side(*TWO_TRAVELLERS))) is None
     assert frame_quality(rgb_of(side_by_side(*ONE_IN_THE_QUEUE))) is not None
 
