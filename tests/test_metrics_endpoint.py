@@ -367,6 +367,27 @@ def test_the_grafana_dashboard_charts_only_metrics_the_endpoint_exports(station:
         assert name in charted, f"the dashboard has no panel on {name}"
 
 
+
+def _outcome_matchers(expr: str) -> list[str]:
+    """The `outcome` label matchers of a PromQL expression, each as a Python regular expression."""
+    return [m.group(2) if m.group(1) == "=~" else re.escape(m.group(2))
+            for m in re.finditer(r'outcome(=~|=)"([^"]*)"', expr)]
+
+
+def test_the_dashboard_shows_travellers_referred_on_a_finger_alone() -> None:
+    """A finger-alone referral sends a traveller to an officer: it has a panel, and the Verify share counts it."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p["targets"]]
+    for outcome in ("verify_finger_alone_referred", "identify_finger_alone_referred"):
+        assert any(re.fullmatch(m, outcome) for e in exprs for m in _outcome_matchers(e)), \
+            f"no panel selects the outcome {outcome}"
+    share = next(p for p in dashboard["panels"] if p["title"].startswith("Verify: share answered PROCEED"))
+    expr = share["targets"][0]["expr"]
+    numerator, denominator = _outcome_matchers(expr)
+    verify_outcomes = ("verify_match", "verify_no_match", "verify_finger_alone_referred")
+    assert all(re.fullmatch(denominator, o) for o in verify_outcomes), f"the share's denominator misses some: {expr}"
+    assert re.fullmatch(numerator, "verify_match") and not re.fullmatch(numerator, "verify_finger_alone_referred")
+
 # -- checkpoint-server --metrics-listen, as a process ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
