@@ -39,7 +39,8 @@ from biometrics.errors import BiometricError
 #: How long after its last scored call a transaction stays open (the traveller places the finger again
 #: within seconds; an officer sees the traveller long before this has passed).
 DEFAULT_WINDOW_S = 120.0
-#: Open transactions kept at most (the oldest are forgotten first; at a kiosk's pace this is never reached).
+#: Open transactions kept at most (the least recently called are forgotten first, their unpublished ends handed
+#: out by :meth:`AttemptLedger.take_ended` as at expiry; at a kiosk's pace this is never reached).
 MAX_OPEN = 100_000
 EXHAUSTED = "This document has used every attempt at the kiosk; please see an officer."
 
@@ -98,8 +99,8 @@ class AttemptLedger:
             entry.calls += 1
             entry.last = now
             self._open.move_to_end(key)
-            while len(self._open) > self._max_open:
-                self._open.popitem(last=False)
+            while len(self._open) > self._max_open:  # the least recently called goes, its end kept as at expiry
+                self._queue_end(self._open.popitem(last=False)[1])
             return Attempt(key, entry.attempts, entry.calls, entry.alerted, entry.published)
 
     def check_open(self, key: str) -> None:
@@ -155,8 +156,8 @@ class AttemptLedger:
         with self._lock:
             self._expire(self._clock())
             if all_open:
-                self._ended.extend(e.unpublished for e in self._open.values()
-                                   if e.unpublished is not None and not e.published)
+                for entry in self._open.values():
+                    self._queue_end(entry)
                 self._open.clear()
             ended, self._ended = self._ended, []
             return ended
@@ -173,5 +174,10 @@ class AttemptLedger:
             if now - entry.last < self.window_seconds:
                 break
             del self._open[key]
-            if entry.unpublished is not None and not entry.published:
-                self._ended.append(entry.unpublished)
+            self._queue_end(entry)
+
+    def _queue_end(self, entry: _Open) -> None:
+        """Keep for :meth:`take_ended` the end of a transaction forgotten (its window passed, the ledger was full, or
+        the station is stopping) with none published. Under the lock."""
+        if entry.unpublished is not None and not entry.published:
+            self._ended.append(entry.unpublished)

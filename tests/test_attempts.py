@@ -111,6 +111,21 @@ def test_open_transactions_are_bounded_oldest_first() -> None:
         ledger.begin("C", 1)
 
 
+def test_a_transaction_forgotten_because_the_ledger_is_full_leaves_its_end_as_expiry_does() -> None:
+    """Eviction must not drop a step's unpublished end (a traveller sent to an officer would have no decision
+    event): it is handed out once, like an expired transaction's; an end already published is not."""
+    clock = Clock()
+    ledger = AttemptLedger(120, clock=clock, max_open=2)
+    ledger.end(ledger.begin("A", 2), accepted=False, unpublished="end of A")
+    ledger.end(ledger.begin("B", 2), accepted=False, published=True)
+    ledger.end(ledger.begin("C", 2), accepted=False, unpublished="end of C")  # A is forgotten
+    assert ledger.take_ended() == ["end of A"] and ledger.take_ended() == []
+    ledger.end(ledger.begin("D", 2), accepted=False, unpublished="end of D")  # B is forgotten: published already
+    assert ledger.take_ended() == []
+    assert ledger.open_count() == 2 and ledger.begin("A", 2).call == 1
+    assert ledger.take_ended() == ["end of C"]  # A's new call pushed out C
+
+
 def test_the_window_must_be_positive() -> None:
     with pytest.raises(ValueError):
         AttemptLedger(0)
