@@ -31,7 +31,7 @@ def threshold_for_fmr(fmr: float) -> float:
     """The false-match score that an operating point at false-match rate ``fmr`` corresponds to."""
     if not 0.0 < fmr <= 1.0:
         raise ValueError(f"a false-match rate is in (0, 1], not {fmr}")
-    return float(-np.log10(fmr))
+    return float(-np.log10(fmr)) + 0.0  # FMR 1: 0.0, not -0.0
 
 
 def threshold_for_fpir(fpir: float, gallery_size: int, floor: float = 0.0) -> float:
@@ -88,7 +88,7 @@ class ScoreCalibration:
         # FMR(v) = P(impostor >= v). At the k-th largest impostor value, FMR = k / n.
         ranks = np.unique(np.round(np.geomspace(1, n, points)).astype(np.int64))  # k = 1 .. n
         values = sim[n - ranks]
-        scores = -np.log10(ranks / n)
+        scores = 0.0 - np.log10(ranks / n)  # 0.0, not -0.0, where every impostor is at or over the value
         # Increasing values with non-decreasing scores; where values tie keep the largest FMR (lowest score).
         order = np.argsort(values, kind="stable")
         values, scores = values[order], scores[order]
@@ -122,7 +122,7 @@ class ScoreCalibration:
         s = np.interp(v, values, scores, left=0.0, right=scores[-1])
         beyond = v > values[-1]
         s = np.where(beyond, scores[-1] + self.tail_slope * (v - values[-1]), s)
-        s = np.clip(s, 0.0, MAX_SCORE)
+        s = np.clip(s, 0.0, MAX_SCORE) + 0.0  # -0.0 (a calibration's first score, -log10(1)) becomes 0.0
         return float(s) if np.ndim(s) == 0 else s
 
     def raw_threshold(self, fmr: float) -> float:

@@ -187,3 +187,19 @@ def test_the_search_score_keeps_its_false_match_rate_where_fused_or_finger_witho
     for t in (2.0, 3.0, 4.0, 5.0):
         assert p[searched >= t].sum() <= 10.0 ** -t  # what the 1:N threshold states of one comparison
         assert p[either >= t].sum() > 1.3 * 10.0 ** -t  # the better of two tests, each at t, passes more
+
+
+def _positive_zero(value: float) -> bool:
+    return value == 0.0 and math.copysign(1.0, value) > 0
+
+
+def test_a_fused_score_whose_impostor_tail_is_one_is_zero_not_negative_zero() -> None:
+    """Review: -log10(1) is -0.0, which an officer's screen and the audit log showed as "-0.00"."""
+    fused = fuse_modalities([("fingerprint", 0.0), ("fingerprint", 0.0)])  # two fingers alone, neither alike
+    assert _positive_zero(fused) and f"{fused:.2f}" == "0.00"
+    assert _positive_zero(search_score([("fingerprint", 0.0), ("fingerprint", 0.0)]))
+    fusion = shipped_fusion()
+    assert fusion is not None
+    assert _positive_zero(float(fusion.fused_scores(np.array([[0.0, 0.0]]))[0]))
+    assert all(_positive_zero(s) for s in fusion.false_match_score(np.array([-1e6, -1e3])).tolist())
+    assert _positive_zero(float(max_rule_scores(np.array([[0.0, 0.0]]))[0]))

@@ -73,3 +73,18 @@ def test_threshold_for_fpir_holds_the_rate_on_simulated_impostor_searches() -> N
     observed = float(np.mean(best >= t))
     assert observed <= fpir * 1.15  # the union bound is slightly conservative: about 4.9% here
     assert float(np.mean(best >= threshold_for_fmr(fpir))) > 0.99  # the 1:1 threshold would alarm on nearly all
+
+
+def _positive_zero(value: float) -> bool:
+    return value == 0.0 and np.copysign(1.0, value) > 0
+
+
+def test_no_score_is_negative_zero() -> None:
+    """Review: -log10(1) is -0.0, shown as "-0.00" (a fingerprint of no similarity at all scored so)."""
+    assert _positive_zero(ScoreCalibration.for_modality("fingerprint").score(0.0))
+    face = ScoreCalibration.for_modality("face")
+    assert _positive_zero(face.score(-face.values[0]))  # the largest impostor distance the set measured
+    fitted = ScoreCalibration.fit(np.arange(1000.0), higher_is_better=True, modality="x")
+    assert all(_positive_zero(s) for s in fitted.scores if s == 0.0)
+    assert all(_positive_zero(s) for s in fitted.score(np.array([-5.0, 0.0])).tolist())
+    assert _positive_zero(threshold_for_fmr(1.0))

@@ -88,7 +88,13 @@ def max_rule_scores(scores: np.ndarray) -> np.ndarray:
         raise ValueError("scores must be an (n, k) array with k >= 1")
     best = s.max(axis=1)
     p = -np.expm1(s.shape[1] * np.log1p(-np.minimum(10.0 ** -best, 1.0 - 1e-16)))
-    return np.maximum(0.0, -np.log10(np.maximum(p, 1e-300)))
+    return _no_negative_zero(np.maximum(0.0, -np.log10(np.maximum(p, 1e-300))))
+
+
+def _no_negative_zero(scores: np.ndarray) -> np.ndarray:
+    """``scores`` with -0.0 as 0.0 (``-log10(1)`` is -0.0, which an officer or the audit log would read as
+    "-0.00"); every other value unchanged."""
+    return np.asarray(scores, dtype=np.float64) + 0.0
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,7 @@ class LikelihoodRatioFusion:
         """``-log10 P(sum of log ratios >= statistic)`` for impostors of independent calibrated modalities."""
         values, tail = _null_tail(self, tuple(sorted(modalities or self.modalities)))
         p = np.interp(np.asarray(statistic, dtype=np.float64), values, tail, left=1.0, right=tail[-1])
-        return -np.log10(np.maximum(p, 1e-300))
+        return _no_negative_zero(-np.log10(np.maximum(p, 1e-300)))  # a tail of 1 would give -0.0
 
     def fused_scores(self, scores: np.ndarray, modalities: Sequence[str] | None = None) -> np.ndarray:
         """False-match scores of each row's likelihood-ratio fusion (one column: the score unchanged)."""
