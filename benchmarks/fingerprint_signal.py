@@ -27,7 +27,8 @@ the clean image's foreground mask (``measure_fields``, eroded by half a ridge pe
   3 px FWHM: the survival above is the direct measure, the widths say why.
 
 With ``--ceiling`` (the JSON of ``fingerprint-ceiling``) the table shows each cell's EER ratio to the clean
-EER, shipped and with the clean fields, beside the signal figures. About 30 s a set with 2 workers.
+EER, shipped and with the clean fields, beside the signal figures. 44-72 s a set with 2 workers on the 2 shared
+cores at load average 13-15 (take ``flock -x /tmp/checkpoint-bench.lock``).
 """
 
 from __future__ import annotations
