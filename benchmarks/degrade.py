@@ -40,6 +40,7 @@ DRY_BREAKS = 0.25
 WET_PATCHES = 0.25
 TEXTURE_PAD = 40
 TEXTURE_SPREAD = 0.45  # the texture's spread, as a fraction of the finger's grey-level spread
+PATCHES = {"dry": (DRY_BREAKS, 2.0), "wet": (WET_PATCHES, 12.0)}  # (share of the image, smoothing sigma px)
 
 
 def seed_for(set_name: str, image_name: str, kind: str) -> int:
@@ -57,6 +58,18 @@ def _blotches(shape: tuple[int, int], rng: np.random.Generator, fraction: float,
     """Boolean mask of smooth random blotches covering about ``fraction`` of the image."""
     noise = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), sigma)
     return noise > np.quantile(noise, 1.0 - fraction)
+
+
+def _patches(shape: tuple[int, int], kind: str, rng: np.random.Generator) -> np.ndarray:
+    """``dry``'s breaks or ``wet``'s merged patches: the first draw of the degradation's generator."""
+    share, sigma = PATCHES[kind]
+    return _blotches(shape, rng, share, sigma)
+
+
+def patches(shape: tuple[int, int], kind: str, seed: int) -> np.ndarray:
+    """Where ``dry`` breaks the ridges or ``wet`` merges them in ``degrade(grey, kind, seed)`` of an image of
+    ``shape`` (beyond the 3x3 operation both apply everywhere)."""
+    return _patches(shape, kind, np.random.default_rng(seed))
 
 
 def _contrast(grey: np.ndarray) -> np.ndarray:
@@ -79,15 +92,14 @@ def _rotate(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _dry(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     kernel = np.ones((3, 3), np.uint8)
     thinned = cv2.dilate(grey, kernel)
-    broken = _blotches(grey.shape, rng, DRY_BREAKS, 2.0)
+    broken = _patches(grey.shape, "dry", rng)
     return np.where(broken, np.maximum(thinned, background_grey(grey)), thinned)
 
 
 def _wet(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     thick = cv2.erode(grey, np.ones((3, 3), np.uint8))
     merged = cv2.erode(grey, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
-    patches = _blotches(grey.shape, rng, WET_PATCHES, 12.0)
-    return np.where(patches, merged, thick)
+    return np.where(_patches(grey.shape, "wet", rng), merged, thick)
 
 
 def finger_area(grey: np.ndarray) -> np.ndarray:

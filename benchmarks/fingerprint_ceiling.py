@@ -36,13 +36,18 @@ SAME_GEOMETRY = ("contrast", "blur", "dry", "wet")
 EXTRACTIONS = ("shipped", "clean fields")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Command-line options."""
+def add_set_arguments(parser: argparse.ArgumentParser, kinds: tuple[str, ...]) -> None:
+    """Options of a benchmark over the FVC2002 sets and their degraded copies (``kinds``, all by default)."""
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the fvc2002 folder")
     parser.add_argument("--sets", nargs="+", default=list(SENSOR_DPI), choices=list(SENSOR_DPI))
-    parser.add_argument("--degradations", nargs="+", default=list(SAME_GEOMETRY), choices=SAME_GEOMETRY)
+    parser.add_argument("--degradations", nargs="+", default=list(kinds), choices=kinds)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the figures here")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line options."""
+    add_set_arguments(parser, SAME_GEOMETRY)
 
 
 def _templates(job: tuple[str, str, int, tuple[str, ...]]) -> tuple[str, dict[tuple[str, str], bytes | None]]:
