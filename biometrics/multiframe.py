@@ -92,12 +92,6 @@ def probe_distance(templates: Sequence[np.ndarray] | np.ndarray, qualities: Sequ
     return float(np.min(np.linalg.norm(probes - ref[None, :], axis=1)))
 
 
-def compared_count(rule: str, frames: int) -> int:
-    """How many comparisons ``rule`` makes per reference for ``frames`` frames (for the best-of-k loss)."""
-    check_rule(rule)
-    return max(1, frames) if rule == "best" else 1
-
-
 def disagreeing_pairs(templates: Sequence[np.ndarray] | np.ndarray,
                       score: Callable[[np.ndarray], np.ndarray], min_score: float = MIN_ENROL_AGREEMENT
                       ) -> list[tuple[int, int, float]]:
