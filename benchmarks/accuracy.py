@@ -355,15 +355,16 @@ def _face_runs(args: argparse.Namespace, pairs: list[Pair], images: list[str]) -
                 to_score=np.negative,
             )
         )
-    if args.cache:
-        _save_cache(args.cache, images, {"production": prod, **({"baseline": base} if len(runs) > 1 else {})})
+    made = {"production": prod, **({"baseline": base} if len(runs) > 1 else {})}
+    if args.cache and any(name not in cache for name in made):  # a cache that held them all is left as it is
+        _save_cache(args.cache, images, made)
     return runs
 
 
 def _load_cache(path: Path | None, images: list[str]) -> dict[str, dict[str, Extracted]]:
-    """Face extractions saved by an earlier run of this face code version on the same images (none when absent,
-    made by other code or on other images: said on stderr)."""
-    c = face_cache(path, "names", images)
+    """Face extractions saved by an earlier run of this face code version on the same images, or on these among
+    others (none when absent, made by other code or without some of these images: said on stderr)."""
+    c = face_cache(path, "names", images, subset=True)
     if c is None:
         return {}
     out = {}
