@@ -40,9 +40,12 @@ from benchmarks.provenance import (
     provenance_line,
     run_provenance,
 )
+from biometrics.multiframe import MIN_ENROL_AGREEMENT
 
 COMMAND = "accuracy"
 BASELINE_TOLERANCE = 0.6
+# Scores at which the face report counts the pairs under: the enrolment agreement's and its neighbours
+AGREEMENT_SCORES = tuple(sorted({1.0, MIN_ENROL_AGREEMENT, 2.0}))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -352,15 +355,16 @@ def _face_runs(args: argparse.Namespace, pairs: list[Pair], images: list[str]) -
                 to_score=np.negative,
             )
         )
-    if args.cache:
-        _save_cache(args.cache, images, {"production": prod, **({"baseline": base} if len(runs) > 1 else {})})
+    made = {"production": prod, **({"baseline": base} if len(runs) > 1 else {})}
+    if args.cache and any(name not in cache for name in made):  # a cache that held them all is left as it is
+        _save_cache(args.cache, images, made)
     return runs
 
 
 def _load_cache(path: Path | None, images: list[str]) -> dict[str, dict[str, Extracted]]:
-    """Face extractions saved by an earlier run of this face code version on the same images (none when absent,
-    made by other code or on other images: said on stderr)."""
-    c = face_cache(path, "names", images)
+    """Face extractions saved by an earlier run of this face code version on the same images, or on these among
+    others (none when absent, made by other code or without some of these images: said on stderr)."""
+    c = face_cache(path, "names", images, subset=True)
     if c is None:
         return {}
     out = {}
@@ -518,6 +522,37 @@ def comparison_table(sections: Sequence[dict]) -> list[str]:
     return rows
 
 
+def enrol_agreement(scores: m.VerificationScores, thresholds: Sequence[float] = AGREEMENT_SCORES) -> dict:
+    """Per score t, the genuine and the impostor pairs scoring under t (``s < t``, ties not under): what an
+    enrolment that refuses two of its face samples scoring under t (``biometrics.multiframe.disagreeing_pairs``)
+    would refuse of one person's photographs and of two people's. Pairs that failed to acquire are not scored
+    (an enrolment refuses an image with no face before it compares) and are counted apart."""
+    out = {}
+    for t in thresholds:
+        fm, _, fnm, _ = scores.counts(t, generalised=False)
+        under = {"genuine": int(fnm[0]), "impostor": len(scores.impostor) - int(fm[0])}
+        n = {"genuine": len(scores.genuine), "impostor": len(scores.impostor)}
+        out[f"{t:g}"] = {
+            kind: {"under": under[kind], "n": n[kind], "rate": under[kind] / n[kind] if n[kind] else None,
+                   "clopper_pearson": list(m.clopper_pearson_interval(under[kind], n[kind]))}
+            for kind in ("genuine", "impostor")}
+    return {"by_score": out, "genuine_fta": scores.genuine_fta, "impostor_fta": scores.impostor_fta}
+
+
+def agreement_table(agreement: dict) -> list[str]:
+    """The report's lines for :func:`enrol_agreement`."""
+    lines = ["Enrolment agreement (`biometrics.multiframe.MIN_ENROL_AGREEMENT`: an enrolment whose face samples "
+             "include a pair scoring under it is refused as two people): production pairs scoring under each "
+             f"score, 95% Clopper-Pearson; pairs with an FTA image not scored (genuine {agreement['genuine_fta']}, "
+             f"impostor {agreement['impostor_fta']}).", "",
+             "| score under | same-person pairs (refused wrongly) | different-person pairs (caught) |", "|---|---|---|"]
+    for t, row in agreement["by_score"].items():
+        cells = [f"{e['under']} of {e['n']}, {pct(e['rate'])} [{pct(e['clopper_pearson'][0])}, "
+                 f"{pct(e['clopper_pearson'][1])}]" for e in (row["genuine"], row["impostor"])]
+        lines.append(f"| {t} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
 def write_report(out: Path, result: dict) -> Path:
     """``report.md``: what was run, the side-by-side table, the plots, the failures and the warnings."""
     sections = [result["production"]] + ([result["baseline"]] if "baseline" in result else [])
@@ -554,6 +589,8 @@ def write_report(out: Path, result: dict) -> Path:
                 f"{_fmt(common['baseline']['fnmr_at_fmr'][key])} |"
             )
         lines.append("")
+    if "enrol_agreement" in result:
+        lines += [*agreement_table(result["enrol_agreement"]), ""]
     paired = result.get("paired_fnmr_test")
     if paired:
         lines += ["Paired test on the genuine pairs (McNemar, exact; each pipeline at its own threshold for the "
@@ -732,6 +769,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         by_distance = PipelineRun("distance", runs[0].extracted, -runs[0].raw, "", 0.0, "", 0.0)
         at = m.summarise_verification(scores_of(by_distance, pairs), targets)["threshold_at_fmr"]
         result["threshold_distance_at_fmr"] = {k: (None if v is None else -v) for k, v in at.items()}
+        result["enrol_agreement"] = enrol_agreement(scores_of(runs[0], pairs))
     if args.exhaustive and all(r.to_score is not None for r in runs):
         from benchmarks import plots
 

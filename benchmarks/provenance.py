@@ -82,15 +82,24 @@ def cache_mismatch(path: Path, stored: str | None, expected: str) -> str | None:
     return f"cache {path} was made by {made_by}, not by this code ({expected}): not reused, made again"
 
 
-def face_cache(path: Path | None, field: str, expected: Sequence[str]) -> Any | None:
+def face_cache(path: Path | None, field: str, expected: Sequence[str], subset: bool = False) -> Any | None:
     """The npz at ``path`` when this face code (:func:`face_code_version`) made it and its ``field`` lists
     ``expected`` (the images, in order); None when absent, or made by other code or of other images (said on
-    stderr: the caller extracts again and rewrites it with ``code_version=face_code_version()``)."""
+    stderr: the caller extracts again and rewrites it with ``code_version=face_code_version()``).
+
+    ``subset``: a cache that holds every image of ``expected`` among others (one of a whole face set, for a pairs
+    list of it) is reused too, its per-image arrays taken in ``expected``'s order (said on stderr)."""
     if path is None or not path.is_file():
         return None
     c = np.load(path, allow_pickle=False)
     refused = cache_mismatch(path, str(c["code_version"]) if "code_version" in c else None, face_code_version())
-    if refused is None and c[field].tolist() != list(expected):
+    held = c[field].tolist() if refused is None else []
+    if refused is None and held != list(expected):
+        row = {name: i for i, name in enumerate(held)}
+        if subset and all(name in row for name in expected):
+            warn(f"cache {path}: {len(expected)} of its {len(held)} images reused")
+            rows = np.array([row[name] for name in expected], dtype=np.int64)
+            return {k: c[k][rows] if c[k].ndim and len(c[k]) == len(held) else c[k] for k in c.files}
         refused = f"cache {path} holds other images than these: not reused, made again"
     if refused:
         warn(refused)

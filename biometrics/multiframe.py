@@ -28,9 +28,8 @@ RULES = ("best", "mean", "quality")
 DEFAULT_RULE = "mean"
 _MIN_WEIGHT = 1.0  # a frame of quality 0 still counts a little: the quality measure is not a match score
 # An enrolment's face samples must agree: a pair scoring under this false-match score (FMR 10^-1.5, about 3%) is
-# likelier two people than one. Measured on lfw-dev's 1,000 pairs (photographs of one person often years apart,
-# a harder case than one sitting at a desk; shipped face calibration): under 1.5 fall 4 of the 500 same-person
-# pairs (0.8%) and 97.6% of the 500 different-person pairs; under 1.0 the same 4 and 91.8%; under 2.0 9 and 99.2%.
+# likelier two people than one. The figures (same-person pairs refused, different-person pairs caught, at 1.0, 1.5
+# and 2.0 on lfw-dev's 1,000 pairs) and the command that gives them: docs/benchmarks.md, "Enrolment agreement".
 MIN_ENROL_AGREEMENT = 1.5
 
 
@@ -90,12 +89,6 @@ def probe_distance(templates: Sequence[np.ndarray] | np.ndarray, qualities: Sequ
     probes = probe_templates(templates, qualities, rule).astype(np.float64)
     ref = np.asarray(reference, dtype=np.float64).ravel()
     return float(np.min(np.linalg.norm(probes - ref[None, :], axis=1)))
-
-
-def compared_count(rule: str, frames: int) -> int:
-    """How many comparisons ``rule`` makes per reference for ``frames`` frames (for the best-of-k loss)."""
-    check_rule(rule)
-    return max(1, frames) if rule == "best" else 1
 
 
 def disagreeing_pairs(templates: Sequence[np.ndarray] | np.ndarray,

@@ -25,6 +25,11 @@ import numpy as np
 MAX_SCORE = 12.0
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
 _TAIL_FMR = 1e-2  # the tail fit uses the impostors rarer than this
+# what measures a rarer FMR, by modality (check_measures' advice)
+_MORE_PAIRS = {
+    "fingerprint": "capture more fingers (a station's 100 fingers, four placements each, give 79,200)",
+    "face": "calibrate on more faces (checkpoint-bench calibrate; docs/scale.md)",
+}
 
 
 def threshold_for_fmr(fmr: float) -> float:
@@ -162,12 +167,41 @@ class ScoreCalibration:
             counted = (f"{n} distinct pairs of captures ({self.n_impostor} impostor comparisons)"
                        if n < self.n_impostor else f"{n} impostor comparisons")
             raise ValueError(
-                f"{counted} measure an FMR down to {3.0 / n:.2g} at best (3/n); FMR {fmr:g} needs at least "
-                f"{needed}: capture more fingers (a station's 100 fingers, four placements each, give 79,200)")
+                f"{counted} measure an FMR down to {self.measurable_fmr:.2g} at best (3/n); FMR {fmr:g} needs at "
+                f"least {needed}: {_MORE_PAIRS.get(self.modality, 'calibrate on more impostor pairs')}")
 
     def measures(self, fmr: float) -> bool:
-        """Whether :meth:`check_measures` holds at ``fmr`` (asked at every decision on fingerprints alone)."""
+        """Whether :meth:`check_measures` holds at ``fmr`` (asked at every decision on fingerprints alone, and at
+        every change of the 1:N threshold for the face)."""
         return self.n_pairs >= self._pairs_needed(fmr)
+
+    @property
+    def measurable_fmr(self) -> float:
+        """The smallest FMR the calibration's distinct impostor pairs measure: 3 / :attr:`n_pairs` (the rule of
+        three); a rarer FMR is read on the extrapolated tail."""
+        return 3.0 / self.n_pairs
+
+    @property
+    def ceiling(self) -> float:
+        """The highest false-match score any comparison can get: the score of a distance of 0 (the tail extrapolated
+        to it), or :data:`MAX_SCORE` for a similarity when the tail rises (no similarity is the most alike)."""
+        if not self.higher_is_better:
+            return float(self.score(0.0))
+        return MAX_SCORE if self.tail_slope > 0 else float(min(self.scores[-1], MAX_SCORE))
+
+    def reaches(self, fmr: float) -> bool:
+        """Whether any comparison can score the threshold of FMR ``fmr`` (``-log10(fmr)`` at most :attr:`ceiling`)."""
+        return threshold_for_fmr(fmr) <= self.ceiling + 1e-9
+
+    def check_reaches(self, fmr: float) -> None:
+        """Refuse (ValueError) an operating FMR whose threshold no comparison can score: a decision at it on this
+        modality alone could never match, whatever the samples."""
+        if not self.reaches(fmr):
+            raise ValueError(
+                f"FMR {fmr:g} is a threshold of s = {threshold_for_fmr(fmr):.2f}, and the {self.modality} calibration "
+                f"scores no comparison above {self.ceiling:.2f} (measured to {self.scores[-1]:.2f} on "
+                f"{self.n_impostor} impostor comparisons, extrapolated beyond): no {self.modality} comparison could "
+                f"ever match; it measures an FMR down to {self.measurable_fmr:.2g}")
 
     @staticmethod
     def _pairs_needed(fmr: float) -> int:

@@ -250,6 +250,7 @@ class CheckpointService:
         self.statistics = statistics or TrafficStatistics()
         self.attempt_ledger = AttemptLedger(self.config.attempt_window_seconds)
         self.threshold = threshold_for_fmr(self.config.fmr)
+        self._face_search_level = 0  # what _note_face_search last said of the 1:N threshold (0: nothing to say)
         check_rule(self.config.multiframe_rule)
         threshold_for_fpir(self.config.fpir, 1)  # refuse a bad rate at start
         # face_index: an index or a factory (biometrics.gallery.Gallery); default the in-process TemplateIndex
@@ -516,6 +517,7 @@ class CheckpointService:
                 self.island.sweep_alerts()
             self._ready.set()
         log.info("register loaded in %.3f s: %d subjects", time.perf_counter() - start, len(self._watchlist))
+        self.search_threshold()  # logs whether the face calibration measures the loaded gallery's 1:N threshold
 
         def on_state(connected: bool) -> None:
             if connected:  # back: the next call catches up first, so erasures made meanwhile never answer again
@@ -672,8 +674,36 @@ class CheckpointService:
         return self.face_calibration.score(distance)
 
     def search_threshold(self) -> float:
-        """The 1:N threshold now: the 1:1 threshold, raised with the gallery to hold the configured FPIR."""
-        return threshold_for_fpir(self.config.fpir, len(self._watchlist), self.threshold)
+        """The 1:N threshold now: the 1:1 threshold, raised with the gallery to hold the configured FPIR (whether
+        the face calibration measures or reaches it is logged when that changes: :meth:`_note_face_search`)."""
+        threshold = threshold_for_fpir(self.config.fpir, len(self._watchlist), self.threshold)
+        self._note_face_search(threshold)
+        return threshold
+
+    def _note_face_search(self, threshold: float) -> None:
+        """Log, once each time it changes (not at every search), that the 1:N ``threshold`` reads each face
+        comparison at a per-comparison FMR beyond what the face calibration's distinct impostor pairs measure
+        (the rule of three, :meth:`ScoreCalibration.measures`: WARNING), or at a score no face comparison can reach
+        (:meth:`ScoreCalibration.reaches`: ERROR, a search on a face alone returns no candidate), or again within
+        both (INFO). The server's start line asks for the threshold, so a station says it at start too."""
+        calibration, fmr = self.face_calibration, 10.0 ** -threshold
+        level = 0 if calibration.measures(fmr) else 1 if calibration.reaches(fmr) else 2
+        if level == self._face_search_level:
+            return
+        self._face_search_level = level
+        subjects, fpir = len(self._watchlist), self.config.fpir
+        where = (f"the 1:N threshold s = {threshold:.2f} ({subjects} subjects at FPIR {fpir:g}: a per-comparison "
+                 f"FMR of {fmr:.2g})")
+        if level == 2:
+            log.error("%s is a score no face comparison can reach (the face calibration's highest is %.2f): Identify "
+                      "and the enrolment duplicate search on a face alone return no candidate; fingerprints fused "
+                      "with the face still can (docs/scale.md)", where, calibration.ceiling)
+        elif level == 1:
+            log.warning("%s is beyond what the face calibration measures (FMR %.2g, 3 over its %d distinct impostor "
+                        "pairs): a face's score there is extrapolated, so that FPIR is not measured (docs/scale.md)",
+                        where, calibration.measurable_fmr, calibration.n_pairs)
+        else:
+            log.info("%s is again within what the face calibration measures", where)
 
     def _search(self, faces: Sequence[np.ndarray], fingers: Sequence[tuple[int, FingerprintTemplate]],
                 k: int, threshold: float, frames: int = 1, gallery: Gallery | None = None) -> list[Candidate]:

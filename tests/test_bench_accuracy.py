@@ -89,6 +89,38 @@ def test_figures_agree_with_the_written_scores(run_dir: Path):
         assert op.false_non_matches >= 1  # at least the FTA genuine pair
 
 
+def test_enrolment_agreement_counts_the_pairs_strictly_under_each_score() -> None:
+    """The figures behind ``biometrics.multiframe.MIN_ENROL_AGREEMENT`` (a review: its comment gave figures no
+    benchmark produced): hand-made scores, a tie at the threshold not under it, FTA pairs counted apart."""
+    from benchmarks.accuracy import AGREEMENT_SCORES, agreement_table, enrol_agreement
+
+    assert AGREEMENT_SCORES == (1.0, 1.5, 2.0)
+    scores = m.VerificationScores(genuine=np.array([0.5, 1.5, 1.9, 3.0, 6.0]),
+                                  impostor=np.array([0.0, 0.2, 0.99, 1.0, 1.49, 1.6, 2.0, 2.5]),
+                                  genuine_fta=1, impostor_fta=2)
+    got = enrol_agreement(scores)
+    by = got["by_score"]
+    assert list(by) == ["1", "1.5", "2"]
+    assert [(by[t]["genuine"]["under"], by[t]["genuine"]["n"]) for t in by] == [(1, 5), (1, 5), (3, 5)]
+    assert [(by[t]["impostor"]["under"], by[t]["impostor"]["n"]) for t in by] == [(3, 8), (5, 8), (6, 8)]
+    assert by["1.5"]["impostor"]["rate"] == pytest.approx(5 / 8)
+    low, high = by["1.5"]["genuine"]["clopper_pearson"]
+    assert low < 0.2 < high
+    assert (got["genuine_fta"], got["impostor_fta"]) == (1, 2)
+    table = agreement_table(got)
+    assert "| 1.5 | 1 of 5, 20.00% [" in "\n".join(table) and "| 5 of 8, 62.50% [" in "\n".join(table)
+
+
+@pytest.mark.bench
+@pytest.mark.slow
+def test_the_face_report_gives_the_enrolment_agreement(run_dir: Path) -> None:
+    result = json.loads((run_dir / "metrics.json").read_text())
+    agreement = result["enrol_agreement"]
+    assert (agreement["genuine_fta"], agreement["impostor_fta"]) == (1, 1)
+    assert agreement["by_score"]["1.5"]["genuine"]["n"] == 6 and agreement["by_score"]["1.5"]["impostor"]["n"] == 6
+    assert "Enrolment agreement" in (run_dir / "report.md").read_text()
+
+
 def test_refuses_missing_images_and_bad_headers(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     bad = tmp_path / "pairs.csv"
     bad.write_text("path_a,path_b,same\nnope.jpg,Kofi_Annan_0001.jpg,1\n")

@@ -155,3 +155,30 @@ def test_the_face_calibration_does_not_fit_on_a_cache_of_unknown_origin(tmp_path
     assert cli.main(args) == 0
     assert extracted == [40], "the forged templates were fitted on"
     assert cli.main(args) == 0 and extracted == [40]  # the rewritten cache is this code's: reused
+
+
+def test_a_face_cache_of_more_images_is_read_in_the_pairs_order_and_left_as_it_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A cache of a whole face set (this face code's) serves a pairs list of some of its images: their rows, in the
+    list's order, and the cache is not rewritten to the list's images (another benchmark's cache stays whole)."""
+    from benchmarks.provenance import face_cache, face_code_version
+
+    wanted = unique_images(read_pairs(PAIRS))
+    held = ["images/Other/Other_0001.jpg", *reversed(wanted), "images/Other/Other_0002.jpg"]
+    cache = tmp_path / "all.npz"
+    forged_face_cache(cache, held, code_version=np.array(face_code_version()))
+    stored = np.load(cache)
+    got = face_cache(cache, "names", wanted, subset=True)
+    assert got is not None and got["names"].tolist() == wanted
+    assert np.array_equal(got["production_templates"], stored["production_templates"][[held.index(w) for w in wanted]])
+    assert str(got["code_version"]) == face_code_version()
+    assert face_cache(cache, "names", wanted) is None  # the exact-list callers (calibrate, identify) as before
+    assert face_cache(cache, "names", [*wanted, "images/Absent/Absent_0001.jpg"], subset=True) is None
+    assert "holds other images" in capsys.readouterr().err
+    before = cache.read_bytes()
+    out = tmp_path / "out"
+    assert cli.main(["accuracy", "--modality", "face", "--pairs", str(PAIRS), "--out", str(out), "--workers", "1",
+                     "--no-baseline", "--cache", str(cache)]) == 0
+    assert f"{len(wanted)} of its {len(held)} images reused" in capsys.readouterr().err
+    assert cache.read_bytes() == before
+    assert json.loads((out / "metrics.json").read_text())["timing"]["extract_ms_median"] == pytest.approx(1.0)

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from biometrics import multiframe
 from biometrics.face import FaceBox, FaceTemplate
 from biometrics.fingerprint.fusion import best_of_k
-from biometrics.multiframe import weighted_mean_template
-from biometrics.service import CheckpointService, StoreLocation
+from biometrics.multiframe import RULES, weighted_mean_template
+from biometrics.service import CheckpointService, ServiceConfig, StoreLocation
 from biometrics.types import Modality, Sample, SubjectInfo
 
 R, D = 0.3, 0.45  # references r e_i (pairwise 0.42 apart: one person); the probe D from the first
@@ -68,6 +69,23 @@ def test_a_subject_with_three_references_scores_log10_3_under_its_best_one_alone
     assert three.score == pytest.approx(one.score - math.log10(3), abs=1e-9)
     two_frames = service.verify("THREE", [face(PROBE), face(PROBE)])  # frames and references multiply
     assert two_frames.score == pytest.approx(one.score - math.log10(2 * 3), abs=1e-6)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_several_frames_lose_log10_of_their_number_by_every_rule(tmp_path: Path, rule: str) -> None:
+    """The mean of k frames is held to the same union bound as the best of k (measured on LFW, docs/benchmarks.md,
+    "Several frames per traveller"). A review: ``multiframe.compared_count`` said the opposite (the mean of k frames
+    one comparison, no loss), used by nothing but its own test; the module now states no other count."""
+    assert not hasattr(multiframe, "compared_count")
+    svc = CheckpointService.open(StoreLocation(tmp_path / "data", key_dir=tmp_path / "keys"),
+                                 config=ServiceConfig(multiframe_rule=rule), extractor=TemplateAsImage())
+    try:
+        assert svc.enrol("ONE", SubjectInfo(name="x"), [face(REFERENCES[0])]).enrolled
+        one = svc.verify("ONE", [face(PROBE)]).score
+        for k in (2, 3):  # identical frames: every rule compares the probe's own template
+            assert svc.verify("ONE", [face(PROBE)] * k).score == pytest.approx(one - math.log10(k), abs=1e-6)
+    finally:
+        svc.close()
 
 
 def test_identify_corrects_each_candidate_for_its_references(service: CheckpointService) -> None:

@@ -307,6 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"checkpoint-server: --fingerprint-calibration: {exc}", file=sys.stderr)
         return 2
+    face_calibration = ScoreCalibration.for_modality("face")
+    try:  # a threshold no face comparison can score: every Verify or Identify on a face alone would fail to match
+        face_calibration.check_reaches(args.fmr)
+    except ValueError as exc:
+        print(f"checkpoint-server: --fmr {args.fmr:g}: {exc}. Choose an FMR of "
+              f"{10.0 ** -face_calibration.ceiling:.2g} or more (docs/operations.md)", file=sys.stderr)
+        return 2
     try:
         credentials = server_credentials_for(args)
     except TLSConfigError as exc:
@@ -344,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         service = CheckpointService.open(location, config=config, extractor=pool,
                                          checkpoint_every=args.audit_checkpoint_every,
                                          face_index=face_index_from(args, location),
+                                         face_calibration=face_calibration,
                                          fingerprint_calibration=fingerprint_calibration)
         service.start(background=True)  # the port opens now; NOT_SERVING until the gallery is loaded
         metrics = start_metrics(service, args.metrics_listen, pool=pool, allow_remote=args.metrics_allow_remote)
@@ -389,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
           f"1:N {service.search_threshold():.2f} at FPIR {args.fpir})",
           flush=True)
 
+    try:
+        face_calibration.check_measures(args.fmr)
+    except ValueError as exc:  # reachable, but on the tail extrapolated past the rarest impostor measured
+        log.warning("the face calibration cannot state FMR %g: %s; a face's score at this threshold is extrapolated, "
+                    "so the FMR of a decision on a face alone is not measured (docs/operations.md)", args.fmr, exc)
     if fingerprint_calibration is not None:
         log.info("fingerprint scores calibrated by %s: %s (%d impostor comparisons)", args.fingerprint_calibration,
                  fingerprint_calibration.source, fingerprint_calibration.n_impostor)
