@@ -884,6 +884,22 @@ def _retry_new_frames(run: _Run, choice: FusionChoice, protocol: Protocol) -> di
     return {"n_identities": len(set(sub.subject_a[sub.genuine].tolist())), "curves": figures}
 
 
+def service_floors() -> tuple[float | None, float | None]:
+    """The service's contradiction floors (face, finger): :data:`biometrics.fingerprint.fusion.CONTRADICTION_FLOORS`."""
+    from biometrics.fingerprint.fusion import CONTRADICTION_FLOORS
+
+    return CONTRADICTION_FLOORS["face"], CONTRADICTION_FLOORS["fingerprint"]
+
+
+def service_rule(choice: FusionChoice) -> FusionChoice | None:
+    """The rule the service fuses with (the likelihood ratio, capped by its floors), on the densities ``choice``
+    fitted on dev, where the dev choice is another rule or other floors (its tie rule can settle for the
+    product); None where the dev choice is the service's rule."""
+    if choice.rule == "likelihood ratio" and choice.floors == service_floors():
+        return None
+    return replace(choice, rule="likelihood ratio", floors=service_floors())
+
+
 def _configuration(run: _Run, protocol: Protocol, choice: FusionChoice | None = None
                    ) -> tuple[dict, list[Curve], FusionChoice]:
     """Dev choice (unless ``choice``, the fusion the service ships, is given) and test figures of fingers
@@ -916,6 +932,10 @@ def _configuration(run: _Run, protocol: Protocol, choice: FusionChoice | None = 
     ]
     others = [Curve(f"fused, ZFM finger{tag} ({r}, no floor)",
                     fused_scores(r, _fused_columns(s_test, "zfm"), choice.lr, (), choice.attempts)) for r in RULES]
+    service = service_rule(choice)
+    service_rows = [] if service is None else [
+        Curve(f"fused, ZFM finger{tag} ({service.label}: the service's rule)",
+              service.fused(_fused_columns(s_test, "zfm")))]
     sections = summarise_curves(curves, run.test, run.threshold, run.args.bootstrap)
     fused_entry = sections[3]["fnmr_at_fmr"][m.rate_key(1e-4)]
     config = {
@@ -931,6 +951,8 @@ def _configuration(run: _Run, protocol: Protocol, choice: FusionChoice | None = 
                                                         for k, v in choice.veto.items()]}},
         "test_attacks": _attacks(run, choice, s_test, protocol),
         "test": sections,
+        "test_service_rule": summarise_curves(service_rows, run.test, run.threshold, run.args.bootstrap)
+        if service_rows else [],
         "test_other_rules": summarise_curves(others, run.test, run.threshold, 0),
         "test_by_finger_set": _by_finger_set(run.test, [curves[0], curves[2], curves[3]], run.threshold),
         "test_two_face_frames": _two_frames_fused(run, choice, protocol),
@@ -940,7 +962,29 @@ def _configuration(run: _Run, protocol: Protocol, choice: FusionChoice | None = 
     }
     if protocol.retry:
         config["test_transactions"] = _retry_figures(run, choice, protocol, s_test, curves[3].scores)
+        if service is not None:
+            config["test_transactions_service_rule"] = _retry_figures(run, service, protocol, s_test,
+                                                                      service_rows[0].scores)
     return config, curves, choice
+
+
+def shipped_configuration(run: _Run, protocol: Protocol, fusion: Any) -> list[Curve]:
+    """The configuration the service runs, on ``protocol``'s test comparisons, to report beside the benchmark's
+    own: faces scored by the shipped face calibration (``face.json``, fitted on all of lfw-dev, so on these test
+    identities' impostors too: in-sample), the ZFM finger by the shipped fingerprint calibration, fused by
+    ``fusion`` (the service's ``fusion.json``; None: the product rule, as the service falls back to) and capped
+    by the service's floors (:func:`service_floors`). The benchmark's own
+    rows score faces with a calibration refitted on the dev identities and fuse with densities fitted on those
+    scores."""
+    from biometrics.scores import ScoreCalibration
+
+    cals = {**run.finger_cals, "zfm": ScoreCalibration.for_modality("fingerprint")}
+    s = _modality_scores(run.faces, run.test, run.fingers, ScoreCalibration.for_modality("face"), cals, protocol)
+    rule = "product" if fusion is None else "likelihood ratio"
+    return [Curve("face alone" + (protocol.tag if protocol.retry else "") + " (shipped face.json)",
+                  protocol.transaction(s["face"])),
+            Curve(f"fused, ZFM finger{protocol.tag} (shipped face.json, fusion.json and floor)",
+                  fused_scores(rule, _fused_columns(s, "zfm"), fusion, service_floors(), protocol.attempts))]
 
 
 def evaluate_fused(args: argparse.Namespace) -> dict:
@@ -990,6 +1034,7 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
                                            shipped)
         configurations.append(config)
         det_curves += [curves[3]]
+    shipped_fusion = _shipped_beside(run, configurations)
     result = {
         "modality": "fused",
         "command": args.command_line,
@@ -1010,6 +1055,7 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
         "dev_union_bound": best_of_k_tail(fingers[(DEV_FINGER_SETS[0], "zfm")], finger_cals["zfm"],
                                           args.enrol_impressions),
         "configurations": configurations,
+        "shipped_configuration": {"face": "face.json", "fusion": shipped_fusion},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     det = {c.name: verification_scores(c, test.genuine) for c in det_curves}
@@ -1018,6 +1064,21 @@ def evaluate_fused(args: argparse.Namespace) -> dict:
                    fnmr_targets(det_curves, test.genuine), legend_loc="lower left")
     write_assignment(args.out / "assignment.csv", test)
     return result
+
+
+def _shipped_beside(run: _Run, configurations: list[dict]) -> str:
+    """Each configuration's ``test_shipped`` rows (:func:`shipped_configuration`), with the service's fusion.json
+    as it is now (after this run's ``--write-fusion``, if it wrote it); returns what was read."""
+    from biometrics.fingerprint.fusion import SHIPPED_FUSION, LikelihoodRatioFusion
+
+    fusion = LikelihoodRatioFusion.load(SHIPPED_FUSION) if SHIPPED_FUSION.exists() else None
+    for config in configurations:
+        protocol = Protocol(config["enrolled_impressions"], config["placements"], config["retry"])
+        config["test_shipped"] = summarise_curves(shipped_configuration(run, protocol, fusion), run.test,
+                                                  run.threshold, run.args.bootstrap)
+    if fusion is None:
+        return "none shipped: the product rule"
+    return f"{SHIPPED_FUSION.name} sha256 {hashlib.sha256(SHIPPED_FUSION.read_bytes()).hexdigest()[:10]}"
 
 
 def _two_frames_subset(run: _Run) -> tuple[Comparisons, dict[str, np.ndarray]]:
@@ -1080,6 +1141,11 @@ def fused_report(result: dict) -> list[str]:
     lines += [f"Test: {sp['test_identities']} LFW identities x {sp['test_fingers']} fingers of "
               f"{', '.join(sp['test_finger_sets'])}; dev (calibration, rule): {sp['dev_identities']} identities x "
               f"{sp['dev_fingers']} fingers of {', '.join(sp['dev_finger_sets'])}.", ""]
+    if "shipped_configuration" in result:
+        lines += ["Rows marked shipped: the service's own configuration on the same test comparisons (faces scored by "
+                  "the shipped face.json, fitted on all of lfw-dev: these test identities included; fused by the "
+                  f"service's {result['shipped_configuration']['fusion']}, with its face floor); the other rows "
+                  "score faces with a calibration refitted on the dev identities.", ""]
     for config in result["configurations"]:
         lines += _configuration_report(config)
     lines += [f"Union bound of the best of k ({DEV_FINGER_SETS[0]} ZFM windows, every distinct different-finger "
@@ -1105,6 +1171,31 @@ def _rates(entry: dict, keys: Sequence[str]) -> str:
                      for k in keys)
 
 
+def _transaction_lines(tx: dict, keys: Sequence[str], whose: str) -> list[str]:
+    """The report's lines of the transactions of a ``retry`` protocol decided call by call (``whose``: which
+    fusion, appended to the headings)."""
+    lines = ["", f"Transactions decided call by call{whose} (the best call equals the transaction score: "
+             f"{'yes' if tx['transaction_score_is_the_best_call'] else 'NO'}):", ""]
+    for where in ("at_service_threshold", "at_fmr_0.01%"):
+        f = tx[where]
+        lines.append(f"- {where.replace('_', ' ')} (s >= {f['threshold']:.2f}): genuine travellers turned away "
+                     f"{pct(1 - f['genuine']['accepted'])}, asked for another placement "
+                     f"{pct(f['genuine']['asked_again'])} ({f['genuine']['mean_calls']:.3f} calls each); "
+                     f"impostors accepted {pct(f['impostor']['accepted'])}, asked again "
+                     f"{pct(f['impostor']['asked_again'])}")
+    if "new_face_frame_each_call" in tx:
+        nf = tx["new_face_frame_each_call"]
+        lines += ["", f"A new face photograph in the second call{whose} ({nf['n_identities']} test identities with "
+                  "three images or more), FNMR at FMR " + ", ".join(f"{float(k) * 100:g}%" for k in keys)
+                  + "; at s >= 3 turned away / asked again:", ""]
+        for c in nf["curves"]:
+            f = c["at_service_threshold_calls"]
+            lines.append(f"- {c['pipeline']} ({c['n_genuine']} / {c['n_impostor']}): {_rates(c, keys)}; "
+                         f"{pct(1 - f['genuine']['accepted'])} / {pct(f['genuine']['asked_again'])}, impostors "
+                         f"accepted {pct(f['impostor']['accepted'])}")
+    return lines
+
+
 def _configuration_report(config: dict) -> list[str]:
     """The report's section of one enrolment protocol."""
     k, p = config["enrolled_impressions"], config.get("placements", 1)
@@ -1124,7 +1215,8 @@ def _configuration_report(config: dict) -> list[str]:
     lines += ["| pipeline | genuine / impostor | EER | " + " | ".join(
         f"FNMR at FMR {float(k) * 100:g}% [95%]" for k in keys) + " | FMR / FNMR at s >= 3 |",
         "|---|---|---|" + "---|" * len(keys) + "---|"]
-    for s in config["test"] + config["test_other_rules"]:
+    for s in (config["test"] + config.get("test_service_rule", []) + config["test_other_rules"]
+              + config.get("test_shipped", [])):
         cells = []
         for k in keys:
             e = s["fnmr_at_fmr"][k]
@@ -1156,27 +1248,9 @@ def _configuration_report(config: dict) -> list[str]:
     for s, secs in config["test_by_finger_set"].items():
         lines.append(f"- {s}: " + "; ".join(
             f"{x['pipeline']}: " + ", ".join(f"{pct(x['fnmr_at_fmr'][k]['fnmr'])}" for k in keys) for x in secs))
-    if "test_transactions" in config:
-        tx = config["test_transactions"]
-        lines += ["", "Transactions decided call by call (the best call equals the transaction score: "
-                  f"{'yes' if tx['transaction_score_is_the_best_call'] else 'NO'}):", ""]
-        for where in ("at_service_threshold", "at_fmr_0.01%"):
-            f = tx[where]
-            lines.append(f"- {where.replace('_', ' ')} (s >= {f['threshold']:.2f}): genuine travellers turned away "
-                         f"{pct(1 - f['genuine']['accepted'])}, asked for another placement "
-                         f"{pct(f['genuine']['asked_again'])} ({f['genuine']['mean_calls']:.3f} calls each); "
-                         f"impostors accepted {pct(f['impostor']['accepted'])}, asked again "
-                         f"{pct(f['impostor']['asked_again'])}")
-        if "new_face_frame_each_call" in tx:
-            nf = tx["new_face_frame_each_call"]
-            lines += ["", f"A new face photograph in the second call ({nf['n_identities']} test identities with three "
-                      "images or more), FNMR at FMR " + ", ".join(f"{float(k) * 100:g}%" for k in keys)
-                      + "; at s >= 3 turned away / asked again:", ""]
-            for c in nf["curves"]:
-                f = c["at_service_threshold_calls"]
-                lines.append(f"- {c['pipeline']} ({c['n_genuine']} / {c['n_impostor']}): {_rates(c, keys)}; "
-                             f"{pct(1 - f['genuine']['accepted'])} / {pct(f['genuine']['asked_again'])}, impostors "
-                             f"accepted {pct(f['impostor']['accepted'])}")
+    for key, whose in (("test_transactions", ""), ("test_transactions_service_rule", ", the service's rule")):
+        if key in config:
+            lines += _transaction_lines(config[key], keys, whose)
     tf = config["test_two_face_frames"]
     lines += ["", f"Two face frames (test identities with three images or more; {tf[0]['n_genuine']} genuine, "
               f"{tf[0]['n_impostor']} impostor comparisons), FNMR at FMR " + ", ".join(

@@ -310,19 +310,27 @@ def test_a_retry_protocol_states_each_call_as_one_of_its_attempts():
 
 
 
+def _clustered_faces(rng: np.random.Generator, identities: int, images: int, spread: float, centres: float):
+    """A FaceSet of ``identities`` x ``images`` random templates, each identity's around its own centre (no real
+    data), with its image names (identity per image) and templates."""
+    from benchmarks.chimeric import FaceSet
+
+    names = [f"id{i:02d}" for i in range(identities) for _ in range(images)]
+    templates = rng.standard_normal((len(names), 128)) * spread
+    templates += np.repeat(rng.standard_normal((identities, 128)) * centres, images, axis=0)
+    faces = FaceSet(Path("."), [f"{n}_{k}.jpg" for k, n in enumerate(names)], np.array(names), templates,
+                    np.ones(len(names), bool), np.full(len(names), 50.0), np.zeros(len(names)))
+    return faces, names, templates
+
+
 def test_frame_scores_can_give_the_second_frame_alone_without_changing_the_rules():
     """``second=True`` adds the second probe frame on its own (uncorrected, like the first) and changes
     nothing else: same comparisons, same rule scores."""
-    from benchmarks.chimeric import FaceSet
     from benchmarks.frames import FRAME_RULES, frame_scores
     from biometrics.scores import ScoreCalibration
 
     rng = np.random.default_rng(3)
-    names = [f"id{i:02d}" for i in range(12) for _ in range(4)]
-    templates = rng.standard_normal((len(names), 128)) * 0.05
-    templates += np.repeat(rng.standard_normal((12, 128)) * 0.1, 4, axis=0)  # each identity its own centre
-    faces = FaceSet(Path("."), [f"{n}_{k}.jpg" for k, n in enumerate(names)], np.array(names), templates,
-                    np.ones(len(names), bool), np.full(len(names), 50.0), np.zeros(len(names)))
+    faces, names, templates = _clustered_faces(rng, 12, 4, 0.05, 0.1)
     cal = ScoreCalibration.fit(rng.uniform(0.3, 1.2, 1000), higher_is_better=False, modality="face")
     plain, comps = frame_scores(faces, sorted(set(names)), 2, 3, cal)
     both, comps2 = frame_scores(faces, sorted(set(names)), 2, 3, cal, second=True)
@@ -408,3 +416,65 @@ def test_the_likelihood_ratio_is_fitted_on_the_genuine_comparisons_where_both_mo
     choice = choose_fusion(dev, {"face": face, "zfm": finger}, np.column_stack([face, finger])[~g][:20], 3.0)
     both = g & np.isfinite(face) & np.isfinite(finger)
     assert choice.lr == LikelihoodRatioFusion.fit([face[both], finger[both]])
+
+
+def test_the_shipped_configuration_rows_score_as_the_service_does():
+    """Beside its own rows (a face calibration refitted on dev), the fused benchmark scores the same test
+    comparisons as the service does: the shipped face and fingerprint calibrations, the service's fusion and
+    face floor (``fuse_modalities``), whatever calibration the run itself was given."""
+    import argparse
+
+    from benchmarks.chimeric import (
+        IMPRESSIONS,
+        FingerScores,
+        Protocol,
+        _Run,
+        chimeric_comparisons,
+        enrolled_finger_raw,
+        face_distances,
+        finger_raw_of,
+        shipped_configuration,
+    )
+    from biometrics.fingerprint.fusion import best_of_k, fuse_modalities, shipped_fusion
+    from biometrics.scores import ScoreCalibration
+
+    rng = np.random.default_rng(7)
+    faces, names, _ = _clustered_faces(rng, 16, 3, 0.04, 0.05)
+    fingers = [("DB2_B", f"10{i}") for i in range(4)]
+    test = chimeric_comparisons(faces, sorted(set(names)), fingers, max_genuine=3)
+    raw = rng.uniform(0.0, 1.0, (4, IMPRESSIONS, 4, IMPRESSIONS))
+    scores = {("DB2_B", v): FingerScores("DB2_B", v, [f[1] for f in fingers], raw, []) for v in ("whole", "zfm")}
+    own = ScoreCalibration.fit(rng.uniform(0, 1, 1000), higher_is_better=True, modality="fingerprint")
+    run = _Run(argparse.Namespace(bootstrap=0), faces, scores, None, {"whole": own, "zfm": own}, test, test,
+               sorted(set(names)), 3.0, ([], test))
+    face_curve, fused_curve = shipped_configuration(run, Protocol(), shipped_fusion())
+    face = ScoreCalibration.for_modality("face").score(face_distances(faces, test.image_a, test.image_b))
+    zfm = {"DB2_B": scores[("DB2_B", "zfm")]}
+    finger = ScoreCalibration.for_modality("fingerprint").score(finger_raw_of(test, zfm))
+    assert np.allclose(face_curve.scores, face)
+    service = [fuse_modalities([("face", f), ("fingerprint", g)]) for f, g in zip(face, finger, strict=True)]
+    assert np.allclose(fused_curve.scores, service)
+    assert "shipped" in fused_curve.name and "shipped" in face_curve.name
+    retry = Protocol(3, 2, retry=True)
+    face_tx, fused_tx = shipped_configuration(run, retry, shipped_fusion())
+    assert np.allclose(face_tx.scores, best_of_k(face, 2))  # a transaction of two attempts, as its own rows
+    best = best_of_k(ScoreCalibration.for_modality("fingerprint").score(
+        enrolled_finger_raw(test, zfm, 3, 2)), 3)  # its best placement, of 3
+    service_tx = [fuse_modalities([("face", f), ("fingerprint", g)]) for f, g in zip(face, best, strict=True)]
+    assert np.allclose(fused_tx.scores, best_of_k(np.array(service_tx), 2))  # each call stated as one of two
+
+
+def test_the_service_rule_is_scored_beside_a_dev_choice_that_differs_from_it():
+    """The dev choice may settle for the product rule (a tie); the service fuses with the likelihood ratio and
+    its floors all the same, so the benchmark scores that rule too, on the densities fitted on dev."""
+    from benchmarks.chimeric import FusionChoice, service_floors, service_rule
+    from biometrics.fingerprint.fusion import CONTRADICTION_FLOORS, shipped_fusion
+
+    lr = shipped_fusion()
+    product = FusionChoice("product", "tie", lr, (1.0, None), "", {}, {}, {}, attempts=2)
+    got = service_rule(product)
+    assert got is not None and (got.rule, got.floors, got.lr, got.attempts) == ("likelihood ratio", service_floors(),
+                                                                                lr, 2)
+    assert service_floors() == (CONTRADICTION_FLOORS["face"], CONTRADICTION_FLOORS["fingerprint"])
+    assert service_rule(FusionChoice("likelihood ratio", "", lr, service_floors(), "", {}, {}, {})) is None
+    assert service_rule(FusionChoice("likelihood ratio", "", lr, (2.0, None), "", {}, {}, {})) is not None

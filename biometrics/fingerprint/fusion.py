@@ -207,13 +207,13 @@ def _null_tail(fusion: LikelihoodRatioFusion, modalities: tuple[str, ...]) -> tu
 
 
 _SHIPPED: dict[str, LikelihoodRatioFusion | None] = {}
+SHIPPED_FUSION = Path(__file__).resolve().parents[1] / "calibration" / "fusion.json"
 
 
 def shipped_fusion() -> LikelihoodRatioFusion | None:
-    """The likelihood-ratio fusion shipped with the package (``biometrics/calibration/fusion.json``), or None."""
+    """The likelihood-ratio fusion shipped with the package (:data:`SHIPPED_FUSION`), or None; read once."""
     if "fusion" not in _SHIPPED:
-        path = Path(__file__).resolve().parents[1] / "calibration" / "fusion.json"
-        _SHIPPED["fusion"] = LikelihoodRatioFusion.load(path) if path.exists() else None
+        _SHIPPED["fusion"] = LikelihoodRatioFusion.load(SHIPPED_FUSION) if SHIPPED_FUSION.exists() else None
     return _SHIPPED["fusion"]
 
 
