@@ -82,9 +82,29 @@ def test_identify_with_a_face_beside_the_finger_of_a_subject_with_no_face_is_ref
     assert answer.decision == pb.SEE_OFFICER and answer.referral == "finger_alone_unmeasured"
 
 
-def test_a_face_enrolled_and_sent_decides_with_the_finger(service: CheckpointService) -> None:
+def test_verify_with_a_face_beside_the_finger_of_a_subject_with_no_face_is_referred(
+        service: CheckpointService) -> None:
+    """Verify's side of the Identify case above: a stranger's face sent beside the finger of a subject who has no
+    face enrolled scores no face, so the match rests on the finger alone and is referred (a check of whether a face
+    was sent, not whether one was scored, let any face send the traveller on)."""
+    stranger = Sample(Modality.FACE, face("Hans_Blix_0001.jpg"))
+    result = service.verify("F1000001", [stranger, finger("DB1_B_101_3")], actor=KIOSK)
+    assert result.match and [m.modality for m in result.modality_scores] == [Modality.FINGERPRINT]
+    assert result.finger_alone_unmeasured
+    answer = convert.verify_response(result, full=True)
+    assert answer.decision == pb.SEE_OFFICER and answer.referral == "finger_alone_unmeasured"
+    assert service.statistics.decisions().get("verify_finger_alone_referred") == 1
+
+
+def test_a_face_enrolled_and_sent_is_decided_here_with_or_without_the_finger(service: CheckpointService) -> None:
+    """A face scored beside the finger (or alone) is no decision on a finger alone: the station decides it."""
     assert service.enrol("K5000005", SubjectInfo(name="Kofi"), [Sample(Modality.FACE, face("Kofi_Annan_0001.jpg")),
                                                                   finger("DB1_B_102_1")], actor=OFFICER).enrolled
-    both = service.verify("K5000005", [Sample(Modality.FACE, face("Kofi_Annan_0004.jpg"))], actor=KIOSK)
-    assert both.match and not both.finger_alone_unmeasured
-    assert convert.verify_response(both, full=False).decision == pb.PROCEED
+    probe_face = Sample(Modality.FACE, face("Kofi_Annan_0004.jpg"))
+    both = service.verify("K5000005", [probe_face, finger("DB1_B_102_1")], actor=KIOSK)
+    assert {m.modality for m in both.modality_scores} == {Modality.FACE, Modality.FINGERPRINT}
+    face_only = service.verify("K5000005", [probe_face], actor=KIOSK)
+    assert [m.modality for m in face_only.modality_scores] == [Modality.FACE]
+    for result in (both, face_only):
+        assert result.match and not result.finger_alone_unmeasured
+        assert convert.verify_response(result, full=False).decision == pb.PROCEED
