@@ -94,7 +94,9 @@ def _numpy_reference(a, b) -> float:
 
 class RepackingGallery:
     """The fingerprint gallery before commit 49d205d, kept as the baseline and the tests' reference:
-    a dict subject -> [(finger, template)], every template repacked on the first search after any write."""
+    a dict subject -> [(finger, template)], every template repacked on the first search after any write. Its
+    scores per enrolled finger are the service's (``gallery.matched_per_probe``, ``gallery.per_enrolled_finger``),
+    so that the tests compare the storage, not two rules."""
 
     def __init__(self, calibration: ScoreCalibration) -> None:
         self.calibration = calibration
@@ -148,37 +150,25 @@ class RepackingGallery:
                                   np.asarray(fingers, dtype=np.int64), PackedGallery(templates))
             return self._snapshot
 
-    @staticmethod
-    def _scores(raw, fingers, starts, probes) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        per_position: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for (position, _), r in zip(probes, raw, strict=True):
-            eligible = np.ones(len(fingers), dtype=bool) if position == 0 else (
-                (fingers == position) | (fingers == 0))
-            masked = np.where(eligible, r, -np.inf)
-            best = np.maximum.reduceat(masked, starts) if len(starts) else np.zeros(0)
-            count = np.add.reduceat(eligible.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
-            if position in per_position:
-                b0, c0 = per_position[position]
-                per_position[position] = (np.maximum(b0, best), c0 + count)
-            else:
-                per_position[position] = (best, count)
-        return per_position
-
     def search(self, probes: Sequence[tuple[int, FingerprintTemplate]]) -> dict[str, list[tuple[int, float]]]:
-        """False-match scores of every subject with a comparable template: subject -> [(finger, score)]."""
+        """False-match scores of every subject with a comparable template: subject -> [(finger, score)], one per
+        enrolled finger reached (the service's rule, ``gallery.per_enrolled_finger``)."""
         from biometrics.fingerprint.fusion import best_of_k
+        from biometrics.fingerprint.gallery import matched_per_probe, per_enrolled_finger
 
         subjects, starts, fingers, packed = self._packed()
         if not probes or not subjects:
             return {}
         raw = [packed.scores(t) for _, t in probes]
-        per_position = self._scores(raw, fingers, starts, probes)
+        owners = np.repeat(np.arange(len(subjects)), np.diff(np.append(starts, len(fingers))))
+        best, count, matched = matched_per_probe(raw, fingers, owners, np.ones(len(fingers), dtype=bool),
+                                                 len(subjects), probes)
         out: dict[str, list[tuple[int, float]]] = {}
-        for position, (best, count) in per_position.items():
-            calibrated = self.calibration.score(np.where(np.isfinite(best), best, 0.0))
+        for finger, best_raw, compared in per_enrolled_finger(best, count, matched, [f for f, _ in probes]):
+            calibrated = self.calibration.score(np.where(np.isfinite(best_raw), best_raw, 0.0))
             for i, sid in enumerate(subjects):
-                if count[i] > 0:
-                    out.setdefault(sid, []).append((position, best_of_k(float(calibrated[i]), int(count[i]))))
+                if compared[i] > 0:
+                    out.setdefault(sid, []).append((int(finger[i]), best_of_k(float(calibrated[i]), int(compared[i]))))
         return out
 
 

@@ -712,7 +712,8 @@ class CheckpointService:
 
         Each subject's evidence is its face score (best over the combined probes and the subject's references,
         less ``log10`` of ``frames`` times its references; compared one to one when the subject was found by
-        finger alone) and one score per probed finger position; they are scored by
+        finger alone) and one score per enrolled finger the probes reached (``FingerprintGallery.search``: one
+        finger sent twice is one score); they are scored by
         :meth:`search_score`, without Verify's contradiction floor (a matching finger with a face that does not
         match is a candidate, marked ``contradicted`` for an officer), stated as a false-match score so that the
         threshold keeps its FMR.
@@ -758,7 +759,7 @@ class CheckpointService:
         reach ``threshold`` with a face scoring at most ``face_bound``: the search score never falls when a
         modality's score rises, so a subject under the threshold at the bound is under it with its own face, and
         its face need not be compared."""
-        groups: dict[int, list[str]] = {}  # by how many finger positions: the columns face, finger, ...
+        groups: dict[int, list[str]] = {}  # by how many finger scores: the columns face, finger, ...
         for sid in subjects:
             groups.setdefault(len(fingers[sid]), []).append(sid)
         shortlist = []

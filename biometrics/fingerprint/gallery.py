@@ -20,8 +20,11 @@ per subject, ignoring rows removed at or before its snapshot's version.
 Scores are false-match scores. A probe of finger position f is compared with the subject's templates of
 position f (or of unknown position 0; a probe of unknown position with all of them); the best raw
 similarity is calibrated, then corrected for the number k of templates it was the best of
-(``fusion.best_of_k``, -log10 k). Probes of the same position count as one finger (best of them, k
-multiplied); each distinct position gives one score, to be fused by the caller.
+(``fusion.best_of_k``, -log10 k). Each ENROLLED finger gives a subject at most one score
+(:func:`per_enrolled_finger`): probes whose best templates are of the same enrolled finger, or that declare
+the same position (several placements of one finger), count as one finger (best of them, k the sum of their
+comparisons), so one finger sent twice, once with its position and once as 0, is not fused as two independent
+fingers. Each such finger gives one score, to be fused by the caller.
 """
 
 from __future__ import annotations
@@ -76,22 +79,77 @@ class _Subject:
     entries: list[Probe] = field(default_factory=list)
 
 
-def _best_per_subject(raw: Sequence[np.ndarray], fingers: np.ndarray, owners: np.ndarray, alive: np.ndarray,
-                      n_subjects: int, probes: Sequence[Probe]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per probe position: (best raw score per subject code, templates compared per subject code)."""
-    per_position: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for (position, _), r in zip(probes, raw, strict=True):
+def matched_per_probe(raw: Sequence[np.ndarray], fingers: np.ndarray, owners: np.ndarray, alive: np.ndarray,
+                      n_subjects: int, probes: Sequence[Probe]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(best raw score, templates compared, enrolled finger of the best template): three (probes, subject codes)
+    arrays. A probe of position f is compared with the rows of position f or 0, one of position 0 with every row;
+    a subject with no row compared has count 0 (best -inf, finger 0)."""
+    best = np.full((len(probes), n_subjects), -np.inf)
+    count = np.zeros((len(probes), n_subjects), dtype=np.int64)
+    matched = np.zeros((len(probes), n_subjects), dtype=np.int64)
+    for p, ((position, _), r) in enumerate(zip(probes, raw, strict=True)):
         eligible = alive if position == 0 else alive & ((fingers == position) | (fingers == 0))
         rows = np.flatnonzero(eligible)
-        best = np.full(n_subjects, -np.inf)
-        np.maximum.at(best, owners[rows], r[rows])
-        count = np.bincount(owners[rows], minlength=n_subjects).astype(np.int64)
-        if position in per_position:
-            b0, c0 = per_position[position]
-            per_position[position] = (np.maximum(b0, best), c0 + count)
-        else:
-            per_position[position] = (best, count)
-    return per_position
+        if not len(rows):
+            continue
+        o, s = owners[rows], r[rows]
+        order = np.lexsort((s, o))  # by subject, then by score: each subject's best row last
+        sorted_owners = o[order]
+        last = order[np.r_[sorted_owners[1:] != sorted_owners[:-1], True]]
+        best[p, o[last]] = s[last]
+        matched[p, o[last]] = fingers[rows[last]]
+        count[p] = np.bincount(o, minlength=n_subjects)
+    return best, count, matched
+
+
+def per_enrolled_finger(best: np.ndarray, count: np.ndarray, matched: np.ndarray, positions: Sequence[int]
+                        ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The probes of a search grouped per subject so that each enrolled finger gives at most one score:
+    [(finger, best raw score, templates compared)], three arrays over subject codes per group (count 0: the
+    group does not reach that subject).
+
+    Two probes that reached a subject are one finger when their best templates are of the same enrolled finger
+    (one finger sent twice, once with its position and once as unknown, 0, the proto's default), or when they
+    declare the same position (several placements of one finger, docs/benchmarks.md), and so on transitively: a
+    group scores the best of its probes, over every template they were compared with (``best_of_k`` of the sum
+    of the counts). A subject's templates of unknown position (0) count as one enrolled finger (which may
+    merge two fingers' evidence into one score, never count one finger twice). The finger of a group is
+    the enrolled finger of its best comparison, or that probe's declared position when it matched a template
+    of unknown position. ``best``, ``count``, ``matched``: :func:`matched_per_probe`'s arrays."""
+    n_probes = len(positions)
+    present = count > 0
+    label = np.repeat(np.arange(n_probes)[:, None], best.shape[1], axis=1)
+    edges = []
+    for p in range(n_probes):
+        for q in range(p + 1, n_probes):
+            same = matched[p] == matched[q]
+            if positions[p] != 0 and positions[p] == positions[q]:
+                same = np.ones_like(same)
+            edge = present[p] & present[q] & same
+            if edge.any():
+                edges.append((p, q, edge))
+    changed = bool(edges)
+    while changed:  # each probe takes the lowest probe index of its group (labels only fall: this ends)
+        changed = False
+        for p, q, edge in edges:
+            apart = edge & (label[p] != label[q])
+            if apart.any():
+                low = np.minimum(label[p], label[q])
+                label[p, apart] = label[q, apart] = low[apart]
+                changed = True
+    groups = []
+    columns = np.arange(best.shape[1])
+    declared = np.asarray(positions, dtype=np.int64)
+    for g in range(n_probes):
+        member = (label == g) & present
+        if not member[g].any():
+            continue
+        scores = np.where(member, best, -np.inf)
+        top = np.argmax(scores, axis=0)
+        finger = matched[top, columns]
+        finger = np.where(finger == 0, declared[top], finger)
+        groups.append((finger, scores[top, columns], np.where(member, count, 0).sum(axis=0)))
+    return groups
 
 
 def _checked(entries: Sequence[Probe]) -> list[tuple[int, FingerprintTemplate, tuple[np.ndarray, ...]]]:
@@ -271,30 +329,32 @@ class FingerprintGallery:
             return list(subject.entries) if subject is not None else []
 
     def search(self, probes: Sequence[Probe]) -> dict[str, list[tuple[int, float]]]:
-        """False-match scores of every subject with a comparable template: subject -> [(finger, score)]."""
+        """False-match scores of every subject with a comparable template: subject -> [(finger, score)], one per
+        enrolled finger the probes reached (:func:`per_enrolled_finger`)."""
         snap = self._snapshot
         if not probes or not snap.live:
             return {}
         raw = [template_scores(t, snap.x, snap.y, snap.angle, snap.bits, snap.valid, snap.offsets)
                for _, t in probes]
         alive = snap.removed_at > snap.version
-        per_position = _best_per_subject(raw, snap.fingers, snap.owners, alive, snap.n_codes, probes)
+        best, count, matched = matched_per_probe(raw, snap.fingers, snap.owners, alive, snap.n_codes, probes)
         out: dict[str, list[tuple[int, float]]] = {}
-        for position, (best, count) in per_position.items():
-            codes = np.flatnonzero(count > 0)
+        for finger, best_raw, compared in per_enrolled_finger(best, count, matched, [f for f, _ in probes]):
+            codes = np.flatnonzero(compared > 0)
             if not len(codes):
                 continue
-            calibrated = self.calibration.score(np.where(np.isfinite(best[codes]), best[codes], 0.0))
-            counts = count[codes]
+            calibrated = self.calibration.score(np.where(np.isfinite(best_raw[codes]), best_raw[codes], 0.0))
+            counts = compared[codes]
             # best_of_k of each subject's score, one array: log10 of each count taken as best_of_k takes it
             logs = np.array([math.log10(max(1, c)) for c in range(int(counts.max()) + 1)])
             corrected = np.maximum(0.0, np.asarray(calibrated, dtype=np.float64) - logs[counts]).tolist()
-            for code, score in zip(codes.tolist(), corrected, strict=True):
+            for code, position, score in zip(codes.tolist(), finger[codes].tolist(), corrected, strict=True):
                 out.setdefault(snap.names[code], []).append((position, score))
         return out
 
     def compare(self, subject_id: str, probes: Sequence[Probe]) -> list[tuple[int, float]]:
-        """False-match scores of one subject (1:1): [(finger, score)] for each comparable probe position."""
+        """False-match scores of one subject (1:1): [(finger, score)], one per enrolled finger the probes reached
+        (:func:`per_enrolled_finger`)."""
         from biometrics.fingerprint.matching import compare
 
         with self._lock:
@@ -304,7 +364,8 @@ class FingerprintGallery:
             return []
         fingers = np.asarray([f for f, _ in entries], dtype=np.int64)
         raw = [np.array([compare(t, ref) for _, ref in entries]) for _, t in probes]
-        per_position = _best_per_subject(raw, fingers, np.zeros(len(entries), dtype=np.int64),
-                                         np.ones(len(entries), dtype=bool), 1, probes)
-        return [(position, best_of_k(float(self.calibration.score(float(best[0]))), int(count[0])))
-                for position, (best, count) in per_position.items() if count[0] > 0]
+        best, count, matched = matched_per_probe(raw, fingers, np.zeros(len(entries), dtype=np.int64),
+                                                 np.ones(len(entries), dtype=bool), 1, probes)
+        return [(int(finger[0]), best_of_k(float(self.calibration.score(float(best_raw[0]))), int(compared[0])))
+                for finger, best_raw, compared in per_enrolled_finger(best, count, matched, [f for f, _ in probes])
+                if compared[0] > 0]
