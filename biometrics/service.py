@@ -222,6 +222,30 @@ def _modalities(samples: Any) -> set[int | None]:
     return {getattr(s, "modality", None) for s in samples} if isinstance(samples, Sequence) else set()
 
 
+def verify_metric(match: bool, unmeasured: bool, outcome: TravellerOutcome) -> str:
+    """The operator metrics' outcome of a Verify answer (``checkpoint_decisions_total``): ``verify_match`` only for
+    a match answered PROCEED, so that the dashboard's PROCEED share counts no referral; a match referred to an
+    officer is ``verify_finger_alone_referred`` (fingerprints alone, unmeasured) or ``verify_match_referred`` (any
+    other reason: a watchlisted subject, a subject in review; the name does not say which, as the kiosk's answer
+    does not); ``verify_no_match``."""
+    if not match:
+        return "verify_no_match"
+    if unmeasured:
+        return "verify_finger_alone_referred"
+    return "verify_match" if outcome.decision == PROCEED else "verify_match_referred"
+
+
+def identify_metric(found: bool, unmeasured: bool, outcome: TravellerOutcome) -> str:
+    """The operator metrics' outcome of an Identify answer, as :func:`verify_metric`: ``identify_hit`` only for
+    candidates answered PROCEED; ``identify_finger_alone_referred``, ``identify_hit_referred`` (a watchlisted or a
+    contradicted candidate), ``identify_miss``."""
+    if not found:
+        return "identify_miss"
+    if unmeasured:
+        return "identify_finger_alone_referred"
+    return "identify_hit" if outcome.decision == PROCEED else "identify_hit_referred"
+
+
 def _new_decision_id() -> str:
     return uuid.uuid4().hex
 
@@ -1168,8 +1192,7 @@ class CheckpointService:
             unpublished = self._event_of(outcome, actor, started, faces, fingers, nationality) if step else None
             self.attempt_ledger.end(counted, accepted=outcome.decision == PROCEED or unmeasured, alerted=alert,
                                     published=publish, unpublished=unpublished)
-        self.statistics.record_decision(("verify_finger_alone_referred" if unmeasured else "verify_match") if match
-                                        else "verify_no_match")
+        self.statistics.record_decision(verify_metric(match, unmeasured, outcome))
         return result
 
     def _finger_scores_measured(self, fmr: float) -> bool:
@@ -1270,6 +1293,7 @@ class CheckpointService:
             not self._finger_scores_measured(10.0 ** -threshold))
         result = IdentificationResult(candidates, threshold, decision_id, self.register_as_of(),
                                       feedback_id=self._new_feedback_id(), finger_alone_unmeasured=unmeasured)
+        outcome = identification_outcome(result)
         with self._audit() as tx:
             self._record(tx, "identify", actor, decision_id, threshold=threshold,
                          candidates=[{"subject_ref": self._ref(c.subject_id), "score": c.score,
@@ -1278,10 +1302,9 @@ class CheckpointService:
             for c in candidates:
                 if c.watchlist:
                     self._raise_alert(tx, "watchlist_identify", decision_id, c.subject_id, c.score, actor)
-            self._record_event(tx, result.feedback_id, identification_outcome(result), actor, started, faces,
+            self._record_event(tx, result.feedback_id, outcome, actor, started, faces,
                                fingers, nationality)
-        self.statistics.record_decision(("identify_finger_alone_referred" if unmeasured else "identify_hit")
-                                        if candidates else "identify_miss")
+        self.statistics.record_decision(identify_metric(bool(candidates), unmeasured, outcome))
         return result
 
     def rate_decision(self, feedback_id: str, rating: int) -> None:

@@ -24,12 +24,14 @@ from checkpoint.v1 import checkpoint_pb2 as pb
 from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from helpers import ServerProcess, face_sample
+from helpers import ServerProcess, face, face_sample
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import wait_until
 
+from biometrics.decisions import PROCEED, SEE_OFFICER, identification_outcome, verification_outcome
 from biometrics.service import CheckpointService, StoreLocation
 from biometrics.statistics import TrafficStatistics
+from biometrics.types import Modality, Sample, SubjectInfo
 from verify import server as server_module
 from verify.metrics import (
     MetricsConfigError,
@@ -375,7 +377,9 @@ def _outcome_matchers(expr: str) -> list[str]:
 
 
 def test_the_dashboard_shows_travellers_referred_on_a_finger_alone() -> None:
-    """A finger-alone referral sends a traveller to an officer: it has a panel, and the Verify share counts it."""
+    """A finger-alone referral sends a traveller to an officer: it has a panel. The Verify PROCEED share counts
+    only matches answered PROCEED over every Verify answer: a match referred to an officer (a watchlisted subject,
+    a subject in review) is not PROCEED."""
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p["targets"]]
     for outcome in ("verify_finger_alone_referred", "identify_finger_alone_referred"):
@@ -384,9 +388,34 @@ def test_the_dashboard_shows_travellers_referred_on_a_finger_alone() -> None:
     share = next(p for p in dashboard["panels"] if p["title"].startswith("Verify: share answered PROCEED"))
     expr = share["targets"][0]["expr"]
     numerator, denominator = _outcome_matchers(expr)
-    verify_outcomes = ("verify_match", "verify_no_match", "verify_finger_alone_referred")
+    verify_outcomes = ("verify_match", "verify_match_referred", "verify_no_match", "verify_finger_alone_referred")
     assert all(re.fullmatch(denominator, o) for o in verify_outcomes), f"the share's denominator misses some: {expr}"
-    assert re.fullmatch(numerator, "verify_match") and not re.fullmatch(numerator, "verify_finger_alone_referred")
+    assert [o for o in verify_outcomes if re.fullmatch(numerator, o)] == ["verify_match"]
+
+
+def test_a_match_referred_to_an_officer_is_not_counted_as_proceed(tmp_path: Path) -> None:
+    """A review: a watchlisted subject's match (SEE_OFFICER for the kiosk) was counted ``verify_match``, which the
+    dashboard reads as PROCEED. Each answer's outcome now says what the traveller was told (its name not why)."""
+    service = CheckpointService.open(StoreLocation(tmp_path / "data", key_dir=tmp_path / "keys"))
+    try:
+        assert service.enrol("W1000001", SubjectInfo(name="Flagged", watchlist=True),
+                             [Sample(Modality.FACE, face("Megawati_Sukarnoputri_0001.jpg"))]).enrolled
+        assert service.enrol("K1000001", SubjectInfo(name="Clear"),
+                             [Sample(Modality.FACE, face("Kofi_Annan_0001.jpg"))]).enrolled
+        flagged = [Sample(Modality.FACE, face("Megawati_Sukarnoputri_0002.jpg"))]
+        clear = [Sample(Modality.FACE, face("Kofi_Annan_0002.jpg"))]
+        referred = service.verify("W1000001", flagged)
+        assert referred.match and verification_outcome(referred).decision is SEE_OFFICER
+        proceeds = service.verify("K1000001", clear)
+        assert verification_outcome(proceeds).decision is PROCEED
+        assert identification_outcome(service.identify(flagged)).decision is SEE_OFFICER
+        assert identification_outcome(service.identify(clear)).decision is PROCEED
+        decisions = service.statistics.decisions()
+        assert decisions.get("verify_match") == 1 and decisions.get("verify_match_referred") == 1
+        assert decisions.get("identify_hit") == 1 and decisions.get("identify_hit_referred") == 1
+        assert all(outcome_label(o) == o for o in decisions)  # words of the vocabulary: each its own label
+    finally:
+        service.close()
 
 # -- checkpoint-server --metrics-listen, as a process ---------------------------------------------------------
 

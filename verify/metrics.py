@@ -357,7 +357,8 @@ class ServiceCollector:
 
     def _decisions(self) -> Iterator[Metric]:
         family = CounterMetricFamily("checkpoint_decisions", "Decisions since the server started, by outcome "
-                                     "(verify_match, verify_no_match, identify_hit, identify_miss, enrolled...).",
+                                     "(verify_match, verify_match_referred, verify_no_match, identify_hit, "
+                                     "identify_miss, enrolled...).",
                                      labels=["station", "outcome"])
         counts: dict[str, int] = {}
         for outcome, n in self.service.statistics.decisions().items():
