@@ -63,7 +63,14 @@ from biometrics.events import (
 )
 from biometrics.events import PROCEED as PUBLISHED_PROCEED
 from biometrics.face import FaceTemplate, face_template_of
-from biometrics.fingerprint import ENROL_MIN_QUALITY, FingerprintTemplate, extract_fingerprint, fingerprint_quality
+from biometrics.fingerprint import (
+    ENROL_MIN_QUALITY,
+    FingerprintTemplate,
+    compare_fingerprints,
+    extract_fingerprint,
+    fingerprint_quality,
+)
+from biometrics.fingerprint.agreement import disagreement, impression_groups
 from biometrics.fingerprint.capture import decode_fingerprint
 from biometrics.fingerprint.fusion import (
     best_of_k,
@@ -1003,6 +1010,7 @@ class CheckpointService:
                 f"Face photographs {a + 1} and {b + 1} do not look like the same person (score {score:.1f}, under "
                 f"{MIN_ENROL_AGREEMENT}). Retake the photographs, of the applicant alone.")
         fingers = self._extract_fingers(samples, "enrol", stop)
+        self._check_impressions_agree(fingers)
         qualities = tuple(SampleQuality(Modality.FACE, 0, f.quality) for f in faces) + tuple(
             SampleQuality(Modality.FINGERPRINT, finger, t.quality) for finger, t in fingers)
         stored = [StoredTemplate(Modality.FACE, 0, f.quality, pack_face_template(f.template)) for f in faces] + [
@@ -1027,6 +1035,25 @@ class CheckpointService:
                 result = self.island.enrol_offline(subject_id, info, faces, fingers, stored, qualities, decision_id,
                                                    allow_duplicate, override_reason, actor, online)
         return result
+
+    def _check_impressions_agree(self, fingers: Sequence[tuple[int, FingerprintTemplate]]) -> None:
+        """Refuse (:class:`SamplesDisagree`, ``INVALID_ARGUMENT``) an enrolment whose impressions of one finger
+        position (or those sent without a position) are not of one finger: each must match another of them at
+        ``MIN_IMPRESSION_AGREEMENT`` (FMR 1%), directly or through others (``biometrics.fingerprint.agreement``),
+        scored with the station's fingerprint calibration. As for face photographs (``MIN_ENROL_AGREEMENT``)."""
+        by_position: dict[int, list[FingerprintTemplate]] = {}
+        for position, template in fingers:
+            by_position.setdefault(position, []).append(template)
+        for position, templates in by_position.items():
+            if len(templates) < 2:
+                continue
+            groups, best = impression_groups(templates, self._fingerprint_pair_score)
+            if len(groups) > 1:
+                raise SamplesDisagree(disagreement(position, groups, best))
+
+    def _fingerprint_pair_score(self, a: FingerprintTemplate, b: FingerprintTemplate) -> float:
+        """The false-match score of one comparison of two fingerprint templates (the station's calibration)."""
+        return float(self.fingerprint_calibration.score(compare_fingerprints(a, b)))
 
     def screen(self, faces: Sequence[np.ndarray], fingers: Sequence[tuple[int, FingerprintTemplate]],
                allow_duplicate: bool, exclude: frozenset[str] = frozenset(), pending: Gallery | None = None

@@ -133,6 +133,19 @@ def test_duplicate_finger_is_held_at_enrolment(stub) -> None:
     assert [c.subject_id for c in held.possible_duplicates] == ["FP000001"]
 
 
+def test_two_fingers_sent_as_one_finger_are_refused_at_the_desk(stub) -> None:
+    """A review: DB1_B_101_1 and DB1_B_103_1 (two fingers) were enrolled as one right index."""
+    with pytest.raises(grpc.RpcError) as excinfo:
+        stub.Enroll(pb.EnrollRequest(subject_id="FP000011", info=pb.SubjectInfo(name="Two Fingers"),
+                                     samples=[finger_sample("DB1_B_101_1"), finger_sample("DB1_B_103_1")]))
+    assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert excinfo.value.details().startswith(
+        "The impressions of the right index do not agree: capture that finger again")
+    with pytest.raises(grpc.RpcError) as excinfo:
+        stub.GetSubject(pb.GetSubjectRequest(subject_id="FP000011"))
+    assert excinfo.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_unusable_fingerprint_is_refused(stub) -> None:
     with pytest.raises(grpc.RpcError) as excinfo:
         stub.Enroll(pb.EnrollRequest(subject_id="FP000010", samples=[blank_finger()]))

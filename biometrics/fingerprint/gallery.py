@@ -112,8 +112,9 @@ def per_enrolled_finger(best: np.ndarray, count: np.ndarray, matched: np.ndarray
     (one finger sent twice, once with its position and once as unknown, 0, the proto's default), or when they
     declare the same position (several placements of one finger, docs/benchmarks.md), and so on transitively: a
     group scores the best of its probes, over every template they were compared with (``best_of_k`` of the sum
-    of the counts). A subject's templates of unknown position (0) count as one enrolled finger (which may
-    merge two fingers' evidence into one score, never count one finger twice). The finger of a group is
+    of the counts). A subject's templates of unknown position (0) count as one enrolled finger (an enrolment's
+    impressions sent without a position must agree, ``biometrics.fingerprint.agreement``; in a register enrolled
+    before that check, two such fingers may give one score, never one finger two). The finger of a group is
     the enrolled finger of its best comparison, or that probe's declared position when it matched a template
     of unknown position. ``best``, ``count``, ``matched``: :func:`matched_per_probe`'s arrays."""
     n_probes = len(positions)
