@@ -112,3 +112,19 @@ def test_two_fingers_enrolled_apart_still_count_twice(tmp_path: Path) -> None:
         assert r.score > max(s for _, s in fingerprint_scores(r.modality_scores))  # two fingers: fused
     finally:
         s.close()
+
+
+def test_a_finger_enrolled_without_a_position_may_be_any_of_the_subjects_fingers(tmp_path: Path) -> None:
+    """Finger 101 enrolled twice, as the right index and again without a position (0): probes whose best templates
+    are one of each are still one finger (a template of unknown position could be any enrolled finger)."""
+    s = CheckpointService.open(StoreLocation(tmp_path / "data", key_dir=tmp_path / "keys"))
+    try:
+        assert s.enrol("ZERO0001", SubjectInfo(name="Unknown Twice"), [
+            finger("DB1_B_101_1"), finger("DB1_B_101_2", UNKNOWN)], actor=OFFICER).enrolled
+        # 101_3 is nearest 101_2 (enrolled as 0), 101_1 nearest itself (the right index)
+        once = s.verify("ZERO0001", [finger("DB1_B_101_3")], actor=OFFICER)
+        r = s.verify("ZERO0001", [finger("DB1_B_101_3"), finger("DB1_B_101_1", UNKNOWN)], actor=OFFICER)
+        assert r.score <= once.score  # was 23.43 against 11.7
+        assert len(fingerprint_scores(r.modality_scores)) == 1
+    finally:
+        s.close()

@@ -4,11 +4,12 @@ be of one person: :data:`biometrics.multiframe.MIN_ENROL_AGREEMENT`).
 A desk takes each finger several times (three by default). Were one of them another finger (the applicant moved
 to the next finger, or two scans were sent under one position), the subject's record would hold a finger under a
 position it is not, and every later search would compare probes with it as that finger. So the impressions sent
-for one position (and those sent without one, position 0, which the service counts as one finger) must be one
-finger: each must match another at :data:`MIN_IMPRESSION_AGREEMENT` or more, directly or through other impressions
-(their agreement graph is connected). Not every pair is asked to match: two impressions of one finger placed at
-different places may share too little of it to match each other and both match a third, and together they cover
-more of the finger than either alone; a finger apart from the rest matches none of them.
+for one position must be one finger, and so must those sent without one (position 0: a search takes a template of
+unknown position for possibly any of the subject's fingers, so several fingers sent without their positions would
+score as one): each must match another at :data:`MIN_IMPRESSION_AGREEMENT` or more, directly or through other
+impressions (their agreement graph is connected). Not every pair is asked to match: two impressions of one finger
+placed at different places may share too little of it to match each other and both match a third, and together
+they cover more of the finger than either alone; a finger apart from the rest matches none of them.
 """
 
 from __future__ import annotations
@@ -71,9 +72,10 @@ def disagreement(position: int, groups: Sequence[Sequence[int]], best: float,
     """The officer's message for impressions of one finger in several groups (:func:`impression_groups`)."""
     main = [i + 1 for i in groups[0]]
     apart = sorted(i + 1 for g in groups[1:] for i in g)
+    several = "; several fingers: send each under its position" if position == FingerPosition.UNKNOWN else ""
     return (f"The impressions of {finger_label(position)} do not agree: capture that finger again ({_numbered(apart)} "
             f"{'matches' if len(apart) == 1 else 'match'} none of {_numbered(main)}; best score {best:.1f}, under "
-            f"{min_score:g}).")
+            f"{min_score:g}{several}).")
 
 
 def _numbered(indices: Sequence[int]) -> str:

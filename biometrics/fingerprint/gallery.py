@@ -24,7 +24,8 @@ similarity is calibrated, then corrected for the number k of templates it was th
 (:func:`per_enrolled_finger`): probes whose best templates are of the same enrolled finger, or that declare
 the same position (several placements of one finger), count as one finger (best of them, k the sum of their
 comparisons), so one finger sent twice, once with its position and once as 0, is not fused as two independent
-fingers. Each such finger gives one score, to be fused by the caller.
+fingers; a template enrolled as 0 may be any of the subject's fingers, so a probe that matched one is one finger
+with the others. Each such finger gives one score, to be fused by the caller.
 """
 
 from __future__ import annotations
@@ -112,9 +113,10 @@ def per_enrolled_finger(best: np.ndarray, count: np.ndarray, matched: np.ndarray
     (one finger sent twice, once with its position and once as unknown, 0, the proto's default), or when they
     declare the same position (several placements of one finger, docs/benchmarks.md), and so on transitively: a
     group scores the best of its probes, over every template they were compared with (``best_of_k`` of the sum
-    of the counts). A subject's templates of unknown position (0) count as one enrolled finger (an enrolment's
-    impressions sent without a position must agree, ``biometrics.fingerprint.agreement``; in a register enrolled
-    before that check, two such fingers may give one score, never one finger two). The finger of a group is
+    of the counts). A template enrolled without a position (0) may be any of the subject's fingers, so a probe
+    whose best template is one is one finger with every other probe of that subject (the same finger enrolled
+    under its position and again as 0 is not counted twice; a subject with such templates may get one score
+    for two fingers, never two for one). The finger of a group is
     the enrolled finger of its best comparison, or that probe's declared position when it matched a template
     of unknown position. ``best``, ``count``, ``matched``: :func:`matched_per_probe`'s arrays."""
     n_probes = len(positions)
@@ -123,7 +125,8 @@ def per_enrolled_finger(best: np.ndarray, count: np.ndarray, matched: np.ndarray
     edges = []
     for p in range(n_probes):
         for q in range(p + 1, n_probes):
-            same = matched[p] == matched[q]
+            # a template of unknown position may be any of the subject's fingers, the declared ones too
+            same = (matched[p] == matched[q]) | (matched[p] == 0) | (matched[q] == 0)
             if positions[p] != 0 and positions[p] == positions[q]:
                 same = np.ones_like(same)
             edge = present[p] & present[q] & same
