@@ -50,21 +50,17 @@ def impression_groups(templates: Sequence[FingerprintTemplate], score: Callable[
     through others. Largest group first (the earliest impression breaking ties); one group when they all agree.
     Also the best score between two groups (0 with one group): what the message to the officer reports."""
     n = len(templates)
-    group = list(range(n))
-    best_across: dict[tuple[int, int], float] = {}
+    group = list(range(n))  # each impression's group: the lowest impression it is joined to
     pairs = [(a, b, score(templates[a], templates[b])) for a in range(n) for b in range(a + 1, n)]
     for a, b, s in pairs:
         if s >= min_score:
             old, new = max(group[a], group[b]), min(group[a], group[b])
             group = [new if g == old else g for g in group]
-    for a, b, s in pairs:
-        if group[a] != group[b]:
-            best_across[(a, b)] = s
     members: dict[int, list[int]] = {}
     for i, g in enumerate(group):
         members.setdefault(g, []).append(i)
     groups = sorted(members.values(), key=lambda m: (-len(m), m[0]))
-    return groups, max(best_across.values(), default=0.0)
+    return groups, max((s for a, b, s in pairs if group[a] != group[b]), default=0.0)
 
 
 def disagreement(position: int, groups: Sequence[Sequence[int]], best: float,

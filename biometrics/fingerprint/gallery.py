@@ -116,9 +116,9 @@ def per_enrolled_finger(best: np.ndarray, count: np.ndarray, matched: np.ndarray
     of the counts). A template enrolled without a position (0) may be any of the subject's fingers, so a probe
     whose best template is one is one finger with every other probe of that subject (the same finger enrolled
     under its position and again as 0 is not counted twice; a subject with such templates may get one score
-    for two fingers, never two for one). The finger of a group is
-    the enrolled finger of its best comparison, or that probe's declared position when it matched a template
-    of unknown position. ``best``, ``count``, ``matched``: :func:`matched_per_probe`'s arrays."""
+    for two fingers, never two for one). The finger of a group is the enrolled finger of its best comparison,
+    or that probe's declared position when it matched a template of unknown position. ``best``, ``count``,
+    ``matched``: :func:`matched_per_probe`'s arrays."""
     n_probes = len(positions)
     present = count > 0
     label = np.repeat(np.arange(n_probes)[:, None], best.shape[1], axis=1)
