@@ -1,0 +1,122 @@
+"""Enrolment agreement of fingerprint impressions (biometrics.fingerprint.agreement) on the FVC2002 B sets.
+
+Each image is cut as the ZFM gives it (``fingerprint-eval``'s ``sensor1``: 500 dpi, 256x288, 16 grey levels) and
+every pair of a set's 80 images is scored once with the shipped calibration (a refused image scores 0 against
+every other, as in ``fingerprint-eval``). Printed per set, at the agreement score (default
+``MIN_IMPRESSION_AGREEMENT``):
+
+- one comparison: the share of same-finger pairs under it (FNMR) and of different-finger pairs at or over it
+  (FMR); two impressions sent for one finger are refused, or another finger passes, at these rates;
+- three impressions of one finger (every 3 of its 8, 560 a set): the share refused by the service's rule (each
+  impression joined to the others through matches, :func:`impression_groups`) and by the stricter rule that every
+  pair must match (as for face photographs);
+- two impressions of one finger and one of another (20,160 a set): the share each rule lets through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.cli import script_main
+from benchmarks.fingerprint_eval import DEFAULT_DATA, SENSOR_DPI, sensor_cut
+
+COMMAND = "impression-agreement"
+SETS = ("DB1_B", "DB2_B", "DB3_B", "DB4_B")
+
+Score = Callable[[str, str], float]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's options."""
+    from biometrics.fingerprint.agreement import MIN_IMPRESSION_AGREEMENT
+
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the FVC2002 folder (DB1_B ... DB4_B)")
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    parser.add_argument("--threshold", type=float, default=MIN_IMPRESSION_AGREEMENT,
+                        help="the agreement score (default the service's)")
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+
+
+def pair_scores(folder: Path, dpi: int) -> dict[tuple[str, str], float]:
+    """The calibrated score of every pair of the folder's images (names sorted, a < b), ZFM cuts."""
+    from biometrics.errors import InvalidSample
+    from biometrics.fingerprint import compare_fingerprints, extract_fingerprint
+    from biometrics.scores import ScoreCalibration
+
+    calibration = ScoreCalibration.for_modality("fingerprint")
+    templates = {}
+    for path in sorted(folder.glob("*.png")):
+        grey = sensor_cut(np.array(Image.open(path).convert("L")), dpi)
+        try:
+            templates[path.stem] = extract_fingerprint(grey)
+        except InvalidSample:
+            templates[path.stem] = None
+    return {(a, b): 0.0 if templates[a] is None or templates[b] is None
+            else float(calibration.score(compare_fingerprints(templates[a], templates[b])))
+            for a, b in itertools.combinations(sorted(templates), 2)}
+
+
+def rule_rates(scores: Mapping[tuple[str, str], float], threshold: float) -> dict[str, float | int]:
+    """The figures of one set from its pair scores (names ``FINGER_IMPRESSION``), as the module docstring says."""
+    from biometrics.fingerprint.agreement import impression_groups
+
+    def score(a: str, b: str) -> float:
+        return scores[(a, b)] if (a, b) in scores else scores[(b, a)]
+
+    def joined(names: Sequence[str]) -> bool:
+        return len(impression_groups(list(names), score, threshold)[0]) == 1
+
+    def every_pair(names: Sequence[str]) -> bool:
+        return all(score(a, b) >= threshold for a, b in itertools.combinations(names, 2))
+
+    names = sorted({n for pair in scores for n in pair})
+    by_finger: dict[str, list[str]] = {}
+    for name in names:
+        by_finger.setdefault(name.split("_")[0], []).append(name)
+    same = np.array([s for (a, b), s in scores.items() if a.split("_")[0] == b.split("_")[0]])
+    other = np.array([s for (a, b), s in scores.items() if a.split("_")[0] != b.split("_")[0]])
+    threes = [c for group in by_finger.values() for c in itertools.combinations(group, 3)]
+    mixed = [(a, b, w) for f, group in by_finger.items() for a, b in itertools.combinations(group, 2)
+             for g, others in by_finger.items() if g != f for w in others]
+    return {"genuine_pairs": len(same), "fnmr_pair": float(np.mean(same < threshold)),
+            "impostor_pairs": len(other), "fmr_pair": float(np.mean(other >= threshold)),
+            "three": len(threes), "three_refused": float(np.mean([not joined(t) for t in threes])),
+            "three_refused_every_pair": float(np.mean([not every_pair(t) for t in threes])),
+            "mixed": len(mixed), "mixed_passed": float(np.mean([joined(t) for t in mixed])),
+            "mixed_passed_every_pair": float(np.mean([every_pair(t) for t in mixed]))}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score the sets and print one table."""
+    figures = {}
+    print(f"| set | same-finger pairs under s = {args.threshold:g} | different-finger pairs at or over | "
+          "3 impressions refused (joined / every pair) | 2 + 1 other finger passed (joined / every pair) |")
+    print("|---|---|---|---|---|")
+    for name in args.sets:
+        started = time.perf_counter()
+        f = figures[name] = rule_rates(pair_scores(args.data / name, SENSOR_DPI[name]), args.threshold)
+        print(f"| {name} | {f['fnmr_pair']:.2%} of {f['genuine_pairs']} | {f['fmr_pair']:.2%} of "
+              f"{f['impostor_pairs']} | {f['three_refused']:.2%} / {f['three_refused_every_pair']:.2%} of "
+              f"{f['three']} | {f['mixed_passed']:.2%} / {f['mixed_passed_every_pair']:.3%} of {f['mixed']} |")
+        print(f"<!-- {name}: {time.perf_counter() - started:.0f} s -->", file=sys.stderr)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"threshold": args.threshold, "sets": figures}, indent=1) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point when run as a script."""
+    return script_main(__doc__, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
