@@ -11,8 +11,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from biometrics.fingerprint.hybrid import ridge_similarity
 from biometrics.fingerprint.similarity import MIN_MATCHABLE_BITS
 from biometrics.fingerprint.template import FingerprintTemplate
+
+HYBRID_WEIGHT = 0.05  # see ``fuse``
+HYBRID_FLOOR = 0.4
 
 Reference = FingerprintTemplate | Sequence[FingerprintTemplate]
 
@@ -85,15 +89,32 @@ def template_scores(probe: FingerprintTemplate, x: np.ndarray, y: np.ndarray, an
         return gallery_scores(*cylinder_arrays(probe), x, y, angle, bits, valid, offsets, float(MIN_MATCHABLE_BITS))
 
 
-def compare(probe: FingerprintTemplate, reference: Reference) -> float:
-    """Raw similarity in [0, 1] of a probe and a reference (best over a reference's impressions)."""
+def fuse(mcc: float, ridge: float) -> float:
+    """Hybrid score: the MCC score plus ``HYBRID_WEIGHT`` times the ridge pattern's correlation above
+    ``HYBRID_FLOOR`` (chosen on DB1_B and its degraded copies), at most 1."""
+    return min(1.0, mcc + HYBRID_WEIGHT * max(0.0, ridge - HYBRID_FLOOR))
+
+
+def pair_similarity(probe: FingerprintTemplate, reference: FingerprintTemplate, probe_arrays=None) -> float:
+    """Raw similarity in [0, 1] of two templates: MCC, fused with the ridge pattern's similarity in the
+    alignment the minutiae give when both templates carry a ridge map (``ridgemap.py``)."""
     from biometrics.fingerprint.kernels import pair_score
 
+    pa = cylinder_arrays(probe) if probe_arrays is None else probe_arrays
+    pb = cylinder_arrays(reference)
+    mcc = float(pair_score(*pa, *pb, float(MIN_MATCHABLE_BITS)))
+    if HYBRID_WEIGHT == 0 or probe.ridge_map is None or reference.ridge_map is None:
+        return mcc
+    return fuse(mcc, ridge_similarity(probe.ridge_map, reference.ridge_map, pa, pb))
+
+
+def compare(probe: FingerprintTemplate, reference: Reference) -> float:
+    """Raw similarity in [0, 1] of a probe and a reference (best over a reference's impressions)."""
     group = [reference] if isinstance(reference, FingerprintTemplate) else list(reference)
     best = 0.0
     pa = cylinder_arrays(probe)
     for t in group:
-        best = max(best, pair_score(*pa, *cylinder_arrays(t), float(MIN_MATCHABLE_BITS)))
+        best = max(best, pair_similarity(probe, t, pa))
     return float(best)
 
 
