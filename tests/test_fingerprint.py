@@ -65,10 +65,7 @@ def test_calibrated_scores_separate_genuine_from_impostor(templates):
     assert genuine >= 3.0 > impostor
 
 
-def test_compiled_matcher_agrees_with_numpy_reference(templates, monkeypatch):
-    from biometrics.fingerprint import matching
-
-    monkeypatch.setattr(matching, "HYBRID_WEIGHT", 0.0)  # the MCC score alone (the hybrid: test_fingerprint_hybrid)
+def test_compiled_matcher_agrees_with_numpy_reference(templates):
     names = list(templates)
     for a in names[:3]:
         for b in names:

@@ -10,7 +10,6 @@ from biometrics.fingerprint.cylinders import build_cylinders
 from biometrics.fingerprint.image import WORKING_DPI, as_working_image
 from biometrics.fingerprint.pipeline import Analysis, analyse
 from biometrics.fingerprint.quality import quality_factors, quality_score
-from biometrics.fingerprint.ridgemap import ridge_map
 from biometrics.fingerprint.template import FingerprintTemplate, quantise_minutiae
 
 MIN_QUALITY = 10.0  # below this a capture is refused outright (blank, noise, a smudge)
@@ -28,9 +27,7 @@ def template_from_analysis(analysis: Analysis, quality: float) -> FingerprintTem
     minutiae = quantise_minutiae(analysis.minutiae)
     keep, bits, valid = build_cylinders(minutiae["x"], minutiae["y"], minutiae["angle"], analysis.mask)
     h, w = analysis.mask.shape
-    flow = analysis.theta if analysis.flow is None else analysis.flow
-    return FingerprintTemplate(minutiae, keep.astype(np.int64), bits, valid, float(quality), w, h,
-                               ridge_map(analysis.enhanced, flow, analysis.mask))
+    return FingerprintTemplate(minutiae, keep.astype(np.int64), bits, valid, float(quality), w, h)
 
 
 def extract(grey: np.ndarray, dpi: int = WORKING_DPI, min_quality: float = MIN_QUALITY, *,

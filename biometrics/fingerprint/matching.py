@@ -11,12 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from biometrics.fingerprint.hybrid import ridge_similarity
 from biometrics.fingerprint.similarity import MIN_MATCHABLE_BITS
 from biometrics.fingerprint.template import FingerprintTemplate
-
-HYBRID_WEIGHT = 0.05  # see ``fuse``
-HYBRID_FLOOR = 0.4
 
 Reference = FingerprintTemplate | Sequence[FingerprintTemplate]
 
@@ -48,7 +44,6 @@ class PackedGallery:
                 templates.append(t)
                 owner.append(index)
         self.n_references = len(references)
-        self.templates = templates
         self.owner = np.asarray(owner, dtype=np.int64)
         counts = np.array([t.cylinder_count for t in templates], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -75,13 +70,6 @@ class PackedGallery:
         if len(self.owner) == 0:
             return out
         per_template = template_scores(probe, self.x, self.y, self.angle, self.bits, self.valid, self.offsets)
-        if HYBRID_WEIGHT and probe.ridge_map is not None:
-            # the hybrid score of ``compare`` (about 5 ms a template: Python, one template at a time)
-            pa = cylinder_arrays(probe)
-            for k, t in enumerate(self.templates):
-                if t.ridge_map is not None:
-                    per_template[k] = fuse(per_template[k], ridge_similarity(probe.ridge_map, t.ridge_map, pa,
-                                                                             cylinder_arrays(t)))
         np.maximum.at(out, self.owner, per_template)
         return out
 
@@ -97,32 +85,15 @@ def template_scores(probe: FingerprintTemplate, x: np.ndarray, y: np.ndarray, an
         return gallery_scores(*cylinder_arrays(probe), x, y, angle, bits, valid, offsets, float(MIN_MATCHABLE_BITS))
 
 
-def fuse(mcc: float, ridge: float) -> float:
-    """Hybrid score: the MCC score plus ``HYBRID_WEIGHT`` times the ridge pattern's correlation above
-    ``HYBRID_FLOOR`` (chosen on DB1_B and its degraded copies), at most 1."""
-    return min(1.0, mcc + HYBRID_WEIGHT * max(0.0, ridge - HYBRID_FLOOR))
-
-
-def pair_similarity(probe: FingerprintTemplate, reference: FingerprintTemplate, probe_arrays=None) -> float:
-    """Raw similarity in [0, 1] of two templates: MCC, fused with the ridge pattern's similarity in the
-    alignment the minutiae give when both templates carry a ridge map (``ridgemap.py``)."""
-    from biometrics.fingerprint.kernels import pair_score
-
-    pa = cylinder_arrays(probe) if probe_arrays is None else probe_arrays
-    pb = cylinder_arrays(reference)
-    mcc = float(pair_score(*pa, *pb, float(MIN_MATCHABLE_BITS)))
-    if HYBRID_WEIGHT == 0 or probe.ridge_map is None or reference.ridge_map is None:
-        return mcc
-    return fuse(mcc, ridge_similarity(probe.ridge_map, reference.ridge_map, pa, pb))
-
-
 def compare(probe: FingerprintTemplate, reference: Reference) -> float:
     """Raw similarity in [0, 1] of a probe and a reference (best over a reference's impressions)."""
+    from biometrics.fingerprint.kernels import pair_score
+
     group = [reference] if isinstance(reference, FingerprintTemplate) else list(reference)
     best = 0.0
     pa = cylinder_arrays(probe)
     for t in group:
-        best = max(best, pair_similarity(probe, t, pa))
+        best = max(best, pair_score(*pa, *cylinder_arrays(t), float(MIN_MATCHABLE_BITS)))
     return float(best)
 
 

@@ -31,7 +31,6 @@ class Analysis:
     ridges: np.ndarray
     skeleton: np.ndarray
     minutiae: np.ndarray
-    flow: np.ndarray | None = None  # the ridge flow that steered the enhancement (``Fields.flow``)
 
 
 def _fields(norm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
@@ -91,7 +90,7 @@ def trace_ridges(local: np.ndarray, fields: Fields) -> Analysis:
     ridges = binarise(enhanced, f.mask, f.period)
     skeleton = thin(ridges)
     minutiae = extract_minutiae(skeleton, f.mask, f.theta, f.coherence, f.period)
-    return Analysis(local, f.mask, f.theta, f.coherence, f.period, enhanced, ridges, skeleton, minutiae, f.flow)
+    return Analysis(local, f.mask, f.theta, f.coherence, f.period, enhanced, ridges, skeleton, minutiae)
 
 
 def analyse(image: np.ndarray) -> Analysis:

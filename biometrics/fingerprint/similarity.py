@@ -83,15 +83,14 @@ def one_to_one_pairs(gamma: np.ndarray, n_r: int) -> np.ndarray:
     return np.asarray(chosen, dtype=np.int64)
 
 
-def relaxed_pairs(gamma: np.ndarray, ax, ay, aa, bx, by, ba):
-    """The pairs LSS-R's score rests on: ((xa, ya, ta, xb, yb, tb, relaxed similarity) of the ``n_P`` selected
-    pairs of best efficiency, n_P of the two sides' counts), or None when no pair is selected."""
+def relaxed_score(gamma: np.ndarray, ax, ay, aa, bx, by, ba) -> float:
+    """LSS-R global score from a local similarity matrix and the two cylinders' minutiae."""
     n_a, n_b = gamma.shape
     if n_a == 0 or n_b == 0:
-        return None
+        return 0.0
     top = one_to_one_pairs(gamma, min(n_a, n_b))
     if top.size == 0:
-        return None
+        return 0.0
     flat = gamma.ravel()
     ra, rb = top // n_b, top % n_b
     lam0 = flat[top]
@@ -113,15 +112,6 @@ def relaxed_pairs(gamma: np.ndarray, ax, ay, aa, bx, by, ba):
     for _ in range(N_REL):
         lam = W_R * lam + (1.0 - W_R) * (rho @ lam) / max(n - 1, 1)
     efficiency = lam / lam0
-    n_p = n_pairs(n_a, n_b)
-    best = np.argsort(-efficiency, kind="stable")[:min(n_p, n)]
-    return (xa[best], ya[best], ta[best], xb[best], yb[best], tb[best], lam[best]), n_p
-
-
-def relaxed_score(gamma: np.ndarray, ax, ay, aa, bx, by, ba) -> float:
-    """LSS-R global score from a local similarity matrix and the two cylinders' minutiae."""
-    selected = relaxed_pairs(gamma, ax, ay, aa, bx, by, ba)
-    if selected is None:
-        return 0.0
-    pairs, n_p = selected
-    return float(pairs[6].sum() / n_p)
+    n_p = min(n_pairs(n_a, n_b), n)
+    best = np.argsort(-efficiency, kind="stable")[:n_p]
+    return float(lam[best].sum() / n_pairs(n_a, n_b))

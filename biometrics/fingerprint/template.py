@@ -1,20 +1,17 @@
 """The fingerprint template: minutiae plus their MCC cylinders, with a versioned binary form.
 
-Layout of version 2 (little-endian):
+Layout of version 1 (little-endian):
   magic b"CPFP", version u8, NS u8, ND u8, R u8 (cylinder geometry: templates of another geometry
   cannot be compared), width u16, height u16, quality u8, n_minutiae u16, n_cylinders u16,
   n_minutiae x (x u16, y u16, angle u16 [2*pi/65536 units], kind u8, quality u8),
   n_cylinders x minutia index u16,
   n_cylinders x N_WORDS x u64 cylinder bits,
-  n_cylinders x ceil(N_CELLS / 8) bytes of cell validity,
-  ridge map length u32, then the ridge map (``ridgemap.RidgeMap.to_bytes``; length 0: none).
-Version 1 was the same without the ridge map.
+  n_cylinders x ceil(N_CELLS / 8) bytes of cell validity.
 """
 
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,10 +19,9 @@ import numpy as np
 from biometrics.errors import InvalidSample
 from biometrics.fingerprint.cylinders import N_CELLS, N_WORDS, ND, NS, R, pack_bits, unpack_bits
 from biometrics.fingerprint.minutiae import MINUTIA_DTYPE
-from biometrics.fingerprint.ridgemap import RidgeMap
 
 MAGIC = b"CPFP"
-VERSION = 2
+VERSION = 1
 _HEADER = struct.Struct("<4sBBBBHHBHH")
 _MINUTIA = np.dtype([("x", "<u2"), ("y", "<u2"), ("angle", "<u2"), ("kind", "u1"), ("quality", "u1")])
 ANGLE_UNIT = 2.0 * np.pi / 65536.0
@@ -64,7 +60,6 @@ class FingerprintTemplate:
     quality: float
     width: int
     height: int
-    ridge_map: RidgeMap | None = None  # non-minutiae features for the hybrid comparison (``ridgemap.py``)
 
     @property
     def minutiae_count(self) -> int:
@@ -93,10 +88,8 @@ class FingerprintTemplate:
         rec["quality"] = self.minutiae["quality"]
         cells = unpack_bits(self.valid)[:, ::ND]
         cell_bytes = np.packbits(cells, axis=1, bitorder="little")
-        ridge = b"" if self.ridge_map is None else self.ridge_map.to_bytes()
         return b"".join([header, rec.tobytes(), self.cylinder_minutia.astype("<u2").tobytes(),
-                         self.bits.astype("<u8").tobytes(), cell_bytes.tobytes(),
-                         np.array([len(ridge)], dtype="<u4").tobytes(), ridge])
+                         self.bits.astype("<u8").tobytes(), cell_bytes.tobytes()])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FingerprintTemplate:
@@ -112,18 +105,9 @@ class FingerprintTemplate:
         if (ns, nd, r) != (NS, ND, int(R)):
             raise TemplateFormatError("The fingerprint template was made with another cylinder geometry.")
         cell_len = (N_CELLS + 7) // 8
-        expected = _HEADER.size + n_min * _MINUTIA.itemsize + n_cyl * (2 + 8 * N_WORDS + cell_len) + 4
-        if len(data) < expected:
+        expected = _HEADER.size + n_min * _MINUTIA.itemsize + n_cyl * (2 + 8 * N_WORDS + cell_len)
+        if len(data) != expected:
             raise TemplateFormatError("The fingerprint template is truncated or corrupt.")
-        ridge_len = int(np.frombuffer(data, dtype="<u4", count=1, offset=expected - 4)[0])
-        if len(data) != expected + ridge_len:
-            raise TemplateFormatError("The fingerprint template is truncated or corrupt.")
-        ridge_map = None
-        if ridge_len:
-            try:
-                ridge_map = RidgeMap.from_bytes(data[expected:])
-            except (ValueError, zlib.error) as exc:
-                raise TemplateFormatError("The fingerprint template is corrupt.") from exc
         off = _HEADER.size
         rec = np.frombuffer(data, dtype=_MINUTIA, count=n_min, offset=off)
         off += n_min * _MINUTIA.itemsize
@@ -142,4 +126,4 @@ class FingerprintTemplate:
         minutiae["quality"] = rec["quality"]
         cell_bits = np.unpackbits(cells, axis=1, bitorder="little")[:, :N_CELLS].astype(bool)
         valid = pack_bits(np.repeat(cell_bits, ND, axis=1))
-        return cls(minutiae, index, bits.astype(np.uint64), valid, float(quality), width, height, ridge_map)
+        return cls(minutiae, index, bits.astype(np.uint64), valid, float(quality), width, height)
