@@ -56,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sets", nargs="+", default=list(SENSOR_DPI))
     parser.add_argument("--degradations", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--extractors", nargs="+", default=list(EXTRACTORS), choices=EXTRACTORS)
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS,
+                        help="pair lists to score (the target is judged on all; probe doubles the comparisons)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=Path("bench-out/fingerprint-robustness"),
                         help="template cache folder (per extractor version, set, degradation)")
@@ -136,8 +138,9 @@ def fvc_impostors(folder: Path) -> np.ndarray:
                          for row in csv.DictReader(handle) if row["same"] != "1"])
 
 
-def measure(data: Path, set_name: str, kind: str, extractor: str, cache: Path, workers: int) -> list[dict]:
-    """Figures of one (set, degradation, extractor), one per protocol."""
+def measure(data: Path, set_name: str, kind: str, extractor: str, cache: Path, workers: int,
+            protocols: tuple[str, ...] = PROTOCOLS) -> list[dict]:
+    """Figures of one (set, degradation, extractor), one per protocol of ``protocols``."""
     from biometrics.fingerprint import FingerprintTemplate
 
     t0 = time.perf_counter()
@@ -145,14 +148,14 @@ def measure(data: Path, set_name: str, kind: str, extractor: str, cache: Path, w
     templates = {name: FingerprintTemplate.from_bytes(blob) if blob else None
                  for name, blob in entry["templates"].items()}
     genuine, impostor = score_pairs(data / set_name, templates)
-    if kind == "clean":
+    if kind == "clean" or "probe" not in protocols:
         probe_scores = genuine, impostor
     else:
         clean = templates_for(data, set_name, "clean", extractor, cache, workers)["templates"]
         probe_scores = score_pairs(data / set_name, {name: FingerprintTemplate.from_bytes(blob) if blob else None
                                                      for name, blob in clean.items()}, templates)
     rows = []
-    for protocol in PROTOCOLS:
+    for protocol in protocols:
         if protocol == "probe":
             rates = error_rates(*probe_scores)
         else:
@@ -161,8 +164,8 @@ def measure(data: Path, set_name: str, kind: str, extractor: str, cache: Path, w
                       "refused": entry["refused"], "version": code_version(extractor),
                       "extract_ms_median": 1000 * statistics.median(entry["seconds"])})
         rows.append(rates)
-    print(f"<!-- {set_name} {kind} {extractor}: EER {100 * rows[0]['eer']:.2f}% (all), "
-          f"{100 * rows[1]['eer']:.2f}% (fvc), {100 * rows[2]['eer']:.2f}% (probe), {len(entry['refused'])} refused, "
+    eers = ", ".join(f"{100 * r['eer']:.2f}% ({r['protocol']})" for r in rows)
+    print(f"<!-- {set_name} {kind} {extractor}: EER {eers}, {len(entry['refused'])} refused, "
           f"{rows[0]['extract_ms_median']:.0f} ms/image, {time.perf_counter() - t0:.1f} s -->",
           file=sys.stderr, flush=True)
     return rows
@@ -215,9 +218,11 @@ def run(args: argparse.Namespace) -> int:
     for extractor in args.extractors:
         for set_name in args.sets:
             for kind in args.degradations:
-                rows += measure(args.data, set_name, kind, extractor, args.cache, args.workers)
+                rows += measure(args.data, set_name, kind, extractor, args.cache, args.workers,
+                                tuple(p for p in PROTOCOLS if p in args.protocols))
     judge(rows)
-    text = "\n\n".join(f"Pairs: `{protocol}`\n\n{markdown(rows, protocol)}" for protocol in PROTOCOLS)
+    text = "\n\n".join(f"Pairs: `{protocol}`\n\n{markdown(rows, protocol)}" for protocol in PROTOCOLS
+                         if protocol in args.protocols)
     print(text)
     print(f"<!-- {time.perf_counter() - t0:.0f} s -->", file=sys.stderr)
     if args.markdown:

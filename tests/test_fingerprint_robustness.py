@@ -95,3 +95,24 @@ def test_the_probe_protocol_takes_each_pairs_second_template_from_the_probes(tmp
     assert g[0] == 0.0  # 101_2 as a probe: failed
     assert list(i) == list(impostor)  # 101_2 as a reference: the enrolled template, unchanged
     assert score_pairs(tmp_path, lost)[1][0] == 0.0  # both sides from the failed captures
+
+
+def test_without_the_probe_protocol_a_degraded_cell_is_scored_once(tmp_path, monkeypatch):
+    """``--protocols all fvc``: the degraded pairs are scored once (no clean-reference pass), one row a protocol."""
+    (tmp_path / "DB1_B").mkdir()
+    write_pairs(tmp_path / "DB1_B")
+    entry = {"templates": {}, "refused": [], "seconds": [0.1]}
+    monkeypatch.setattr(fr, "templates_for", lambda *args: entry)
+    calls = []
+
+    def score(folder, templates, probes=None):
+        calls.append(probes)
+        return np.array([0.9, 0.8, 0.7]), np.array([0.1] * 12)
+
+    monkeypatch.setattr(fr, "score_pairs", score)
+    rows = fr.measure(tmp_path, "DB1_B", "dry", "new", tmp_path / "cache", 1, ("all", "fvc"))
+    assert [r["protocol"] for r in rows] == ["all", "fvc"]
+    assert calls == [None]
+    rows = fr.measure(tmp_path, "DB1_B", "dry", "new", tmp_path / "cache", 1)
+    assert [r["protocol"] for r in rows] == ["all", "fvc", "probe"]
+    assert len(calls) == 3  # the degraded pairs, then the clean references against the degraded probes
