@@ -1,16 +1,19 @@
 """Enrolment agreement of fingerprint impressions (biometrics.fingerprint.agreement) on the FVC2002 B sets.
 
 Each image is cut as the ZFM gives it (``fingerprint-eval``'s ``sensor1``: 500 dpi, 256x288, 16 grey levels) and
-every pair of a set's 80 images is scored once with the shipped calibration (a refused image scores 0 against
-every other, as in ``fingerprint-eval``). Printed per set, at the agreement score (default
-``MIN_IMPRESSION_AGREEMENT``):
+extracted as an enrolment extracts it (``min_quality=ENROL_MIN_QUALITY, check_ridges=True``); every pair of the
+images it accepts is scored once with the shipped calibration. An image enrolment refuses (``PoorQuality``,
+``NotAFingerprint``) never reaches the agreement check (the service refuses the enrolment for it first): it is
+reported apart, after the table (how many of a set's images, which), and left out of every pair and every three
+below. Printed per set, at the agreement score (default ``MIN_IMPRESSION_AGREEMENT``):
 
 - one comparison: the share of same-finger pairs under it (FNMR) and of different-finger pairs at or over it
   (FMR); two impressions sent for one finger are refused, or another finger passes, at these rates;
-- three impressions of one finger (every 3 of its 8, 560 a set): the share refused by the service's rule (each
-  impression joined to the others through matches, :func:`impression_groups`) and by the stricter rule that every
-  pair must match (as for face photographs);
-- two impressions of one finger and one of another (20,160 a set): the share each rule lets through.
+- three impressions of one finger (every 3 of its 8, 560 a set when none is refused): the share refused by the
+  service's rule (each impression joined to the others through matches, :func:`impression_groups`) and by the
+  stricter rule that every pair must match (as for face photographs);
+- two impressions of one finger and one of another (20,160 a set when none is refused): the share each rule lets
+  through.
 """
 
 from __future__ import annotations
@@ -46,23 +49,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the figures here too")
 
 
-def pair_scores(folder: Path, dpi: int) -> dict[tuple[str, str], float]:
-    """The calibrated score of every pair of the folder's images (names sorted, a < b), ZFM cuts."""
+def pair_scores(folder: Path, dpi: int) -> tuple[dict[tuple[str, str], float], dict[str, str]]:
+    """The calibrated score of every pair of the folder's images that enrolment accepts (names sorted, a < b), ZFM
+    cuts extracted as ``CheckpointService`` enrols them; and the images it refuses (name: why), which are in no
+    pair."""
     from biometrics.errors import InvalidSample
-    from biometrics.fingerprint import compare_fingerprints, extract_fingerprint
+    from biometrics.fingerprint import ENROL_MIN_QUALITY, compare_fingerprints, extract_fingerprint
     from biometrics.scores import ScoreCalibration
 
     calibration = ScoreCalibration.for_modality("fingerprint")
-    templates = {}
+    templates, refused = {}, {}  # refused: name -> why
     for path in sorted(folder.glob("*.png")):
         grey = sensor_cut(np.array(Image.open(path).convert("L")), dpi)
         try:
-            templates[path.stem] = extract_fingerprint(grey)
-        except InvalidSample:
-            templates[path.stem] = None
-    return {(a, b): 0.0 if templates[a] is None or templates[b] is None
-            else float(calibration.score(compare_fingerprints(templates[a], templates[b])))
-            for a, b in itertools.combinations(sorted(templates), 2)}
+            templates[path.stem] = extract_fingerprint(grey, min_quality=ENROL_MIN_QUALITY, check_ridges=True)
+        except InvalidSample as error:
+            refused[path.stem] = f"{type(error).__name__}: {error}"
+    return {(a, b): float(calibration.score(compare_fingerprints(templates[a], templates[b])))
+            for a, b in itertools.combinations(sorted(templates), 2)}, refused
 
 
 def rule_rates(scores: Mapping[tuple[str, str], float], threshold: float) -> dict[str, float | int]:
@@ -97,17 +101,23 @@ def rule_rates(scores: Mapping[tuple[str, str], float], threshold: float) -> dic
 
 def run(args: argparse.Namespace) -> int:
     """Score the sets and print one table."""
-    figures = {}
+    figures, refusals = {}, []
     print(f"| set | same-finger pairs under s = {args.threshold:g} | different-finger pairs at or over | "
           "3 impressions refused (joined / every pair) | 2 + 1 other finger passed (joined / every pair) |")
     print("|---|---|---|---|---|")
     for name in args.sets:
         started = time.perf_counter()
-        f = figures[name] = rule_rates(pair_scores(args.data / name, SENSOR_DPI[name]), args.threshold)
+        scores, refused = pair_scores(args.data / name, SENSOR_DPI[name])
+        f = rule_rates(scores, args.threshold)
+        figures[name] = {**f, "refused": refused}
+        images = len(refused) + len({n for pair in scores for n in pair})
+        refusals.append(f"{name} {len(refused)} of {images}"
+                        + "".join(f"; {n} ({why})" for n, why in refused.items()))
         print(f"| {name} | {f['fnmr_pair']:.2%} of {f['genuine_pairs']} | {f['fmr_pair']:.2%} of "
               f"{f['impostor_pairs']} | {f['three_refused']:.2%} / {f['three_refused_every_pair']:.2%} of "
               f"{f['three']} | {f['mixed_passed']:.2%} / {f['mixed_passed_every_pair']:.3%} of {f['mixed']} |")
         print(f"<!-- {name}: {time.perf_counter() - started:.0f} s -->", file=sys.stderr)
+    print("\nImages enrolment refuses (never reach the agreement check; in no pair above): " + " | ".join(refusals))
     if args.json is not None:
         args.json.write_text(json.dumps({"threshold": args.threshold, "sets": figures}, indent=1) + "\n")
     return 0
