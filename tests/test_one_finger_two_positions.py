@@ -47,6 +47,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CheckpointServ
     s.close()
 
 
+def test_different_fingers_under_their_positions_are_enrolled(service: CheckpointService) -> None:
+    samples = [finger(f"DB1_B_101_{i}", RIGHT_INDEX) for i in (1, 2, 3)] + [
+        finger("DB1_B_102_1", LEFT_INDEX), finger("DB1_B_103_1", RIGHT_MIDDLE)]
+    assert service.enrol("TWOP0003", SubjectInfo(name="Three Fingers"), samples, actor=OFFICER).enrolled
+    assert len(service.get_subject("TWOP0003", actor=OFFICER).templates) == 5
+
+
 def test_one_finger_enrolled_under_two_positions_is_refused(service: CheckpointService) -> None:
     samples = [finger(f"DB1_B_101_{i}", RIGHT_INDEX) for i in (1, 2, 3)] + [
         finger(f"DB1_B_101_{i}", LEFT_INDEX) for i in (4, 5, 6)]
@@ -61,13 +68,6 @@ def test_one_finger_enrolled_under_two_positions_is_refused(service: CheckpointS
     with pytest.raises(SamplesDisagree, match="look like one finger"):
         service.enrol("TWOP0002", SubjectInfo(name="Same Finger Twice"),
                       [finger("DB1_B_101_1", RIGHT_INDEX), finger("DB1_B_101_7", LEFT_INDEX)], actor=OFFICER)
-
-
-def test_different_fingers_under_their_positions_are_enrolled(service: CheckpointService) -> None:
-    samples = [finger(f"DB1_B_101_{i}", RIGHT_INDEX) for i in (1, 2, 3)] + [
-        finger("DB1_B_102_1", LEFT_INDEX), finger("DB1_B_103_1", RIGHT_MIDDLE)]
-    assert service.enrol("TWOP0003", SubjectInfo(name="Three Fingers"), samples, actor=OFFICER).enrolled
-    assert len(service.get_subject("TWOP0003", actor=OFFICER).templates) == 5
 
 
 def test_position_zero_mixed_with_declared_positions_is_refused(service: CheckpointService) -> None:
