@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=MIN_IMPRESSION_AGREEMENT,
                         help="the agreement score (default the service's)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--positions", action="store_true", help="also the duplicate-finger check (position_rates)")
 
 
 def pair_scores(folder: Path, dpi: int) -> tuple[dict[tuple[str, str], float], dict[str, str]]:
@@ -99,6 +100,45 @@ def rule_rates(scores: Mapping[tuple[str, str], float], threshold: float) -> dic
             "mixed_passed_every_pair": float(np.mean([every_pair(t) for t in mixed]))}
 
 
+def position_rates(scores: Mapping[tuple[str, str], float], draws: int = 2000, seed: int = 0) -> dict[str, float | int]:
+    """The duplicate-finger check (:func:`biometrics.fingerprint.agreement.one_finger`) on one set's pair scores
+    (``--positions``): two positions of three impressions each, DIFFERENT fingers (every 3 of 8 of one finger
+    against every 3 of 8 of another, 45 finger pairs) refused as one finger, and the SAME finger split into two
+    positions (two disjoint 3s of its 8; its impressions 1-3 and 4-6, the desk's mistake; one impression each)
+    found; a ten-finger enrolment (a set's 10 fingers, 3 random impressions each, 45 position pairs) refused."""
+    from biometrics.fingerprint.agreement import one_finger
+
+    def score(a: str, b: str) -> float:
+        return scores[(a, b)] if (a, b) in scores else scores[(b, a)]
+
+    def cross(xs: Sequence[str], ys: Sequence[str]) -> list[float]:
+        return [score(x, y) for x in xs for y in ys]
+
+    by_finger: dict[str, list[str]] = {}
+    for name in sorted({n for pair in scores for n in pair}):
+        by_finger.setdefault(name.split("_")[0], []).append(name)
+    fingers = sorted(by_finger)
+    threes = {f: list(itertools.combinations(by_finger[f], 3)) for f in fingers}
+    different = [one_finger(cross(a, b)) for f, g in itertools.combinations(fingers, 2) for a in threes[f]
+                 for b in threes[g]]
+    different_one = [one_finger([score(a, b)]) for f, g in itertools.combinations(fingers, 2) for a in by_finger[f]
+                     for b in by_finger[g]]
+    same = [one_finger(cross(a, b)) for f in fingers for a, b in itertools.combinations(threes[f], 2)
+            if not set(a) & set(b)]
+    desk = [one_finger(cross(by_finger[f][:3], by_finger[f][3:6])) for f in fingers]
+    same_one = [one_finger([score(a, b)]) for f in fingers for a, b in itertools.combinations(by_finger[f], 2)]
+    rng = np.random.default_rng(seed)
+    picks = [[threes[f][rng.integers(len(threes[f]))] for f in fingers] for _ in range(draws)]
+    enrolments = [any(one_finger(cross(a, b)) for a, b in itertools.combinations(pick, 2)) for pick in picks]
+    first = [by_finger[f][:3] for f in fingers]
+    return {"different": len(different), "different_refused": float(np.mean(different)),
+            "different_one": len(different_one), "different_one_refused": float(np.mean(different_one)),
+            "same": len(same), "same_found": float(np.mean(same)), "desk": len(desk),
+            "desk_found": float(np.mean(desk)), "same_one": len(same_one), "same_one_found": float(np.mean(same_one)),
+            "enrolments": draws, "enrolments_refused": float(np.mean(enrolments)),
+            "enrolment_1_3_pairs_refused": sum(one_finger(cross(a, b)) for a, b in itertools.combinations(first, 2))}
+
+
 def run(args: argparse.Namespace) -> int:
     """Score the sets and print one table."""
     figures, refusals = {}, []
@@ -113,14 +153,36 @@ def run(args: argparse.Namespace) -> int:
         images = len(refused) + len({n for pair in scores for n in pair})
         refusals.append(f"{name} {len(refused)} of {images}"
                         + "".join(f"; {n} ({why})" for n, why in refused.items()))
+        if args.positions:
+            figures[name]["positions"] = position_rates(scores)
         print(f"| {name} | {f['fnmr_pair']:.2%} of {f['genuine_pairs']} | {f['fmr_pair']:.2%} of "
               f"{f['impostor_pairs']} | {f['three_refused']:.2%} / {f['three_refused_every_pair']:.2%} of "
               f"{f['three']} | {f['mixed_passed']:.2%} / {f['mixed_passed_every_pair']:.3%} of {f['mixed']} |")
         print(f"<!-- {name}: {time.perf_counter() - started:.0f} s -->", file=sys.stderr)
     print("\nImages enrolment refuses (never reach the agreement check; in no pair above): " + " | ".join(refusals))
+    if args.positions:
+        print_positions(figures)
     if args.json is not None:
         args.json.write_text(json.dumps({"threshold": args.threshold, "sets": figures}, indent=1) + "\n")
     return 0
+
+
+def print_positions(figures: Mapping[str, Mapping[str, object]]) -> None:
+    """The table of :func:`position_rates`, one row a set."""
+    from biometrics.fingerprint.agreement import SAME_FINGER_MEDIAN, SAME_FINGER_MIN_PAIRS, SAME_FINGER_SINGLE
+
+    print(f"\nOne finger under two positions: median of the cross scores >= {SAME_FINGER_MEDIAN:g} over >= "
+          f"{SAME_FINGER_MIN_PAIRS} pairs, or one >= {SAME_FINGER_SINGLE:g}\n")
+    print("| set | different fingers, 3 + 3, refused | ten-finger enrolment (45 pairs) refused | 1 + 1 refused | "
+          "same finger, 3 + 3, found | impressions 1-3 + 4-6 found | 1 + 1 found |")
+    print("|---|---|---|---|---|---|---|")
+    for name, f in figures.items():
+        p = f["positions"]
+        assert isinstance(p, Mapping)
+        print(f"| {name} | {p['different_refused']:.3%} of {p['different']} | {p['enrolments_refused']:.2%} of "
+              f"{p['enrolments']} (impressions 1-3: {p['enrolment_1_3_pairs_refused']} of 45 pairs) | "
+              f"{p['different_one_refused']:.2%} of {p['different_one']} | {p['same_found']:.2%} of {p['same']} | "
+              f"{p['desk_found']:.0%} of {p['desk']} | {p['same_one_found']:.2%} of {p['same_one']} |")
 
 
 def main(argv: list[str] | None = None) -> int:

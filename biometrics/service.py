@@ -70,7 +70,12 @@ from biometrics.fingerprint import (
     extract_fingerprint,
     fingerprint_quality,
 )
-from biometrics.fingerprint.agreement import disagreement, impression_groups
+from biometrics.fingerprint.agreement import (
+    disagreement,
+    impression_groups,
+    one_finger_message,
+    positions_of_one_finger,
+)
 from biometrics.fingerprint.capture import decode_fingerprint
 from biometrics.fingerprint.fusion import (
     best_of_k,
@@ -995,6 +1000,7 @@ class CheckpointService:
         validation.check_subject_info(info)
         validation.check_reason(override_reason, "override_reason", required=allow_duplicate, documents=[subject_id])
         self._check_samples(samples)
+        self._check_finger_positions(samples)
         if subject_id in self._watchlist:
             raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
 
@@ -1040,7 +1046,9 @@ class CheckpointService:
         """Refuse (:class:`SamplesDisagree`, ``INVALID_ARGUMENT``) an enrolment whose impressions of one finger
         position (or those sent without a position) are not of one finger: each must match another of them at
         ``MIN_IMPRESSION_AGREEMENT`` (FMR 1%), directly or through others (``biometrics.fingerprint.agreement``),
-        scored with the station's fingerprint calibration. As for face photographs (``MIN_ENROL_AGREEMENT``)."""
+        scored with the station's fingerprint calibration. As for face photographs (``MIN_ENROL_AGREEMENT``). And
+        two declared positions must not be one finger (the applicant did not move to the next finger:
+        ``positions_of_one_finger``), which every later search would count twice."""
         by_position: dict[int, list[FingerprintTemplate]] = {}
         for position, template in fingers:
             by_position.setdefault(position, []).append(template)
@@ -1050,6 +1058,20 @@ class CheckpointService:
             groups, best = impression_groups(templates, self._fingerprint_pair_score)
             if len(groups) > 1:
                 raise SamplesDisagree(disagreement(position, groups, best))
+        if one := positions_of_one_finger(by_position, self._fingerprint_pair_score):
+            raise SamplesDisagree(one_finger_message(*one[0]))
+
+    @staticmethod
+    def _check_finger_positions(samples: Sequence[Sample]) -> None:
+        """Refuse (:class:`SamplesDisagree`, ``INVALID_ARGUMENT``) an enrolment that sends some fingers with their
+        positions and some without (0), before anything is extracted: a search takes a template of unknown position
+        for possibly any of the subject's fingers, so it would join every probe of the subject into one finger
+        (``gallery.per_enrolled_finger``), and the duplicate-finger check cannot compare it with the others.
+        Subjects enrolled so before this check keep that (conservative) scoring."""
+        positions = {s.finger for s in samples if s.modality == Modality.FINGERPRINT}
+        if 0 in positions and len(positions) > 1:
+            raise SamplesDisagree("Some fingers were sent with their positions and some without: give every "
+                                  "finger's position, or none.")
 
     def _fingerprint_pair_score(self, a: FingerprintTemplate, b: FingerprintTemplate) -> float:
         """The false-match score of one comparison of two fingerprint templates (the station's calibration)."""

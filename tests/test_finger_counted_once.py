@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import DATA
 
+from biometrics.errors import SamplesDisagree
 from biometrics.service import CheckpointService, StoreLocation
 from biometrics.types import Actor, Candidate, Modality, ModalityScore, Sample, SubjectInfo
 
@@ -92,8 +93,14 @@ def test_identify_counts_one_finger_once(service: CheckpointService) -> None:
     assert len(fingerprint_scores(twice.modality_scores)) == 1
 
 
-def test_the_duplicate_search_counts_one_finger_once(service: CheckpointService) -> None:
+def test_the_duplicate_search_counts_one_finger_once(service: CheckpointService,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     once = service.enrol("DUP00001", SubjectInfo(name="Same Finger"), [finger("DB1_B_101_3")], actor=OFFICER)
+    with pytest.raises(SamplesDisagree, match="give every finger's position, or none"):
+        service.enrol("DUP00001", SubjectInfo(name="Same Finger"),
+                      [finger("DB1_B_101_3"), finger("DB1_B_101_3", UNKNOWN)], actor=OFFICER)
+    # that enrolment is refused before its search now; the search itself still counts the finger once
+    monkeypatch.setattr(CheckpointService, "_check_finger_positions", staticmethod(lambda _: None))
     twice = service.enrol("DUP00001", SubjectInfo(name="Same Finger"),
                           [finger("DB1_B_101_3"), finger("DB1_B_101_3", UNKNOWN)], actor=OFFICER)
     assert not once.enrolled and not twice.enrolled  # held: possible duplicates of the subject
@@ -114,9 +121,13 @@ def test_two_fingers_enrolled_apart_still_count_twice(tmp_path: Path) -> None:
         s.close()
 
 
-def test_a_finger_enrolled_without_a_position_may_be_any_of_the_subjects_fingers(tmp_path: Path) -> None:
+def test_a_finger_enrolled_without_a_position_may_be_any_of_the_subjects_fingers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Finger 101 enrolled twice, as the right index and again without a position (0): probes whose best templates
-    are one of each are still one finger (a template of unknown position could be any enrolled finger)."""
+    are one of each are still one finger (a template of unknown position could be any enrolled finger). Such an
+    enrolment is refused now (tests/test_one_finger_two_positions.py); a subject enrolled so before keeps this."""
+    # a subject enrolled before position 0 and declared positions were refused together
+    monkeypatch.setattr(CheckpointService, "_check_finger_positions", staticmethod(lambda _: None))
     s = CheckpointService.open(StoreLocation(tmp_path / "data", key_dir=tmp_path / "keys"))
     try:
         assert s.enrol("ZERO0001", SubjectInfo(name="Unknown Twice"), [

@@ -14,10 +14,14 @@ they cover more of the finger than either alone; a finger apart from the rest ma
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from biometrics.fingerprint.positions import FingerPosition
 from biometrics.fingerprint.template import FingerprintTemplate
+
+T = TypeVar("T")
 
 # Each impression must match another of its finger at this false-match score or more: FMR 1% by the shipped
 # calibration (biometrics/calibration/fingerprint.json: 14,400 comparisons of 2,880 distinct impostor pairs of
@@ -80,3 +84,55 @@ def _numbered(indices: Sequence[int]) -> str:
     if len(indices) == 1:
         return f"impression {indices[0]}"
     return f"impressions {', '.join(map(str, indices[:-1]))} and {indices[-1]}"
+
+
+# -- one finger under two positions ---------------------------------------------------------------------------------
+# The common desk mistake: the applicant does not move to the next finger, and one finger is enrolled under two
+# positions; every later search would then count it twice (a review: DB1_B 101 as the right and the left index, an
+# impostor finger sent under both positions passed 3 times in 1,280). Two declared positions are one finger when the
+# median of their impressions' cross scores (each impression of one against each of the other) is
+# SAME_FINGER_MEDIAN or more over SAME_FINGER_MIN_PAIRS pairs or more, or when one cross pair scores
+# SAME_FINGER_SINGLE or more. Measured on the FVC2002 B sets' ZFM windows with the shipped calibration
+# (`checkpoint-bench impression-agreement --positions`, 2026-12-01; docs/fingerprint.md, "Enrolment: the impressions
+# of a finger must agree"): DIFFERENT fingers, 3 impressions each, refused as one finger 0 of 141,120 position pairs
+# on each of DB1_B / DB2_B / DB3_B, 0.021% on DB4_B (synthetic: the calibration does not carry); a ten-finger
+# enrolment (a set's 10 fingers, 3 random impressions each: 45 position pairs) refused 0 of 2,000 times on
+# DB1_B-DB3_B, 0.70% on DB4_B (each set has only 10 fingers: 45 finger pairs behind every figure); one impression
+# each, 0 of 2,880 pairs. The SAME finger split into two positions of 3 found 99.86 / 99.68 / 99.32 / 100% of 2,800
+# splits (its impressions 1-3 and 4-6, the desk's mistake: 40 of 40 fingers); of one impression each, 70-72% on
+# DB1_B-DB3_B, 91% on DB4_B. A scratch sweep of the same function (median 1.5-3, single pair 6-12, 1,000 enrolments
+# a set): the median at 2 (FMR 1% a pair) refuses 14.7% of DB4_B's ten-finger enrolments, at 3 finds 95-97% on
+# DB1_B-DB3_B without the single-pair rule; a single pair >= 6 adds no false refusal on any set.
+SAME_FINGER_MEDIAN = 2.5
+SAME_FINGER_MIN_PAIRS = 3
+SAME_FINGER_SINGLE = 6.0
+
+
+def one_finger(cross: Sequence[float], median: float = SAME_FINGER_MEDIAN, single: float = SAME_FINGER_SINGLE,
+               min_pairs: int = SAME_FINGER_MIN_PAIRS) -> bool:
+    """Whether two positions' impressions, whose cross scores are ``cross``, are one finger (the rule above)."""
+    if not cross:
+        return False
+    return max(cross) >= single or (len(cross) >= min_pairs and statistics.median(cross) >= median)
+
+
+def positions_of_one_finger(by_position: Mapping[int, Sequence[T]], score: Callable[[T, T], float]
+                            ) -> list[tuple[int, int, list[float]]]:
+    """The pairs of declared positions (position 0 left out) whose impressions are one finger
+    (:func:`one_finger`), lowest positions first, with their cross scores."""
+    positions = sorted(p for p in by_position if p != FingerPosition.UNKNOWN)
+    out = []
+    for i, a in enumerate(positions):
+        for b in positions[i + 1:]:
+            cross = [score(x, y) for x in by_position[a] for y in by_position[b]]
+            if one_finger(cross):
+                out.append((a, b, cross))
+    return out
+
+
+def one_finger_message(a: int, b: int, cross: Sequence[float]) -> str:
+    """The officer's message for two positions whose impressions are one finger."""
+    first = finger_label(a)
+    return (f"{first[0].upper()}{first[1:]} and {finger_label(b)} look like one finger: place each finger in turn "
+            f"and capture both again ({len(cross)} {'comparison' if len(cross) == 1 else 'comparisons'} of their "
+            f"impressions, median score {statistics.median(cross):.1f}, best {max(cross):.1f}).")

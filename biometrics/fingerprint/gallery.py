@@ -84,7 +84,8 @@ def matched_per_probe(raw: Sequence[np.ndarray], fingers: np.ndarray, owners: np
                       n_subjects: int, probes: Sequence[Probe]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(best raw score, templates compared, enrolled finger of the best template): three (probes, subject codes)
     arrays. A probe of position f is compared with the rows of position f or 0, one of position 0 with every row;
-    a subject with no row compared has count 0 (best -inf, finger 0)."""
+    a subject with no row compared has count 0 (best -inf, finger 0). Of rows whose raw scores tie, the best is one
+    of position 0, else of the lowest position (never the rows' order)."""
     best = np.full((len(probes), n_subjects), -np.inf)
     count = np.zeros((len(probes), n_subjects), dtype=np.int64)
     matched = np.zeros((len(probes), n_subjects), dtype=np.int64)
@@ -94,7 +95,10 @@ def matched_per_probe(raw: Sequence[np.ndarray], fingers: np.ndarray, owners: np
         if not len(rows):
             continue
         o, s = owners[rows], r[rows]
-        order = np.lexsort((s, o))  # by subject, then by score: each subject's best row last
+        # by subject, then by score, then by finger falling (0, unknown, highest): each subject's best row last, a
+        # tie of raw scores going to position 0, then the lowest position, whatever the rows' order (a station loads
+        # them in its own), so every station groups the probes alike (per_enrolled_finger) and 0 joins the most
+        order = np.lexsort((-fingers[rows], s, o))
         sorted_owners = o[order]
         last = order[np.r_[sorted_owners[1:] != sorted_owners[:-1], True]]
         best[p, o[last]] = s[last]
