@@ -70,12 +70,26 @@ def pair_scores(folder: Path, dpi: int) -> tuple[dict[tuple[str, str], float], d
             for a, b in itertools.combinations(sorted(templates), 2)}, refused
 
 
+def symmetric(scores: Mapping[tuple[str, str], float]) -> Score:
+    """The score of two images whichever order they are named in (``scores`` holds each pair once, a < b)."""
+    def score(a: str, b: str) -> float:
+        return scores[(a, b)] if (a, b) in scores else scores[(b, a)]
+    return score
+
+
+def images_by_finger(scores: Mapping[tuple[str, str], float]) -> dict[str, list[str]]:
+    """The images of ``scores`` (names ``FINGER_IMPRESSION``) by finger, each finger's in name order."""
+    by_finger: dict[str, list[str]] = {}
+    for name in sorted({n for pair in scores for n in pair}):
+        by_finger.setdefault(name.split("_")[0], []).append(name)
+    return by_finger
+
+
 def rule_rates(scores: Mapping[tuple[str, str], float], threshold: float) -> dict[str, float | int]:
     """The figures of one set from its pair scores (names ``FINGER_IMPRESSION``), as the module docstring says."""
     from biometrics.fingerprint.agreement import impression_groups
 
-    def score(a: str, b: str) -> float:
-        return scores[(a, b)] if (a, b) in scores else scores[(b, a)]
+    score = symmetric(scores)
 
     def joined(names: Sequence[str]) -> bool:
         return len(impression_groups(list(names), score, threshold)[0]) == 1
@@ -83,10 +97,7 @@ def rule_rates(scores: Mapping[tuple[str, str], float], threshold: float) -> dic
     def every_pair(names: Sequence[str]) -> bool:
         return all(score(a, b) >= threshold for a, b in itertools.combinations(names, 2))
 
-    names = sorted({n for pair in scores for n in pair})
-    by_finger: dict[str, list[str]] = {}
-    for name in names:
-        by_finger.setdefault(name.split("_")[0], []).append(name)
+    by_finger = images_by_finger(scores)
     same = np.array([s for (a, b), s in scores.items() if a.split("_")[0] == b.split("_")[0]])
     other = np.array([s for (a, b), s in scores.items() if a.split("_")[0] != b.split("_")[0]])
     threes = [c for group in by_finger.values() for c in itertools.combinations(group, 3)]
@@ -108,15 +119,12 @@ def position_rates(scores: Mapping[tuple[str, str], float], draws: int = 2000, s
     found; a ten-finger enrolment (a set's 10 fingers, 3 random impressions each, 45 position pairs) refused."""
     from biometrics.fingerprint.agreement import one_finger
 
-    def score(a: str, b: str) -> float:
-        return scores[(a, b)] if (a, b) in scores else scores[(b, a)]
+    score = symmetric(scores)
 
     def cross(xs: Sequence[str], ys: Sequence[str]) -> list[float]:
         return [score(x, y) for x in xs for y in ys]
 
-    by_finger: dict[str, list[str]] = {}
-    for name in sorted({n for pair in scores for n in pair}):
-        by_finger.setdefault(name.split("_")[0], []).append(name)
+    by_finger = images_by_finger(scores)
     fingers = sorted(by_finger)
     threes = {f: list(itertools.combinations(by_finger[f], 3)) for f in fingers}
     different = [one_finger(cross(a, b)) for f, g in itertools.combinations(fingers, 2) for a in threes[f]
