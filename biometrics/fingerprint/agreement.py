@@ -94,12 +94,13 @@ def _numbered(indices: Sequence[int]) -> str:
 # SAME_FINGER_MEDIAN or more over SAME_FINGER_MIN_PAIRS pairs or more, or when one cross pair scores
 # SAME_FINGER_SINGLE or more. Measured on the FVC2002 B sets' ZFM windows with the shipped calibration
 # (`checkpoint-bench impression-agreement --positions`, 2026-12-01; docs/fingerprint.md, "Enrolment: the impressions
-# of a finger must agree"): DIFFERENT fingers, 3 impressions each, refused as one finger 0 of 141,120 position pairs
-# on each of DB1_B / DB2_B / DB3_B, 0.021% on DB4_B (synthetic: the calibration does not carry); a ten-finger
-# enrolment (a set's 10 fingers, 3 random impressions each: 45 position pairs) refused 0 of 2,000 times on
-# DB1_B-DB3_B, 0.70% on DB4_B (each set has only 10 fingers: 45 finger pairs behind every figure); one impression
-# each, 0 of 2,880 pairs. The SAME finger split into two positions of 3 found 99.86 / 99.68 / 99.32 / 100% of 2,800
-# splits (its impressions 1-3 and 4-6, the desk's mistake: 40 of 40 fingers); of one impression each, 70-72% on
+# of a finger must agree"; over the images enrolment accepts: DB1_B's 101_5 is refused for quality): DIFFERENT
+# fingers, 3 impressions each, refused as one finger 0 of 130,536 / 141,120 / 141,120 position pairs on DB1_B /
+# DB2_B / DB3_B, 0.021% on DB4_B (synthetic: the calibration does not carry); a ten-finger enrolment (a set's 10
+# fingers, 3 random impressions each: 45 position pairs) refused 0 of 2,000 times on DB1_B-DB3_B, 0.70% on DB4_B
+# (each set has only 10 fingers: 45 finger pairs behind every figure); one impression each, 0 of 2,808 / 2,880
+# pairs. The SAME finger split into two positions of 3 found 99.85 / 99.68 / 99.32 / 100% of 2,590 / 2,800 splits
+# (its impressions 1-3 and 4-6, the desk's mistake: 40 of 40 fingers); of one impression each, 70-74% on
 # DB1_B-DB3_B, 91% on DB4_B. A scratch sweep of the same function (median 1.5-3, single pair 6-12, 1,000 enrolments
 # a set): the median at 2 (FMR 1% a pair) refuses 14.7% of DB4_B's ten-finger enrolments, at 3 finds 95-97% on
 # DB1_B-DB3_B without the single-pair rule; a single pair >= 6 adds no false refusal on any set.
