@@ -234,28 +234,27 @@ def _modalities(samples: Any) -> set[int | None]:
     return {getattr(s, "modality", None) for s in samples} if isinstance(samples, Sequence) else set()
 
 
-def verify_metric(match: bool, unmeasured: bool, outcome: TravellerOutcome) -> str:
-    """The operator metrics' outcome of a Verify answer (``checkpoint_decisions_total``): ``verify_match`` only for
-    a match answered PROCEED, so that the dashboard's PROCEED share counts no referral; a match referred to an
-    officer is ``verify_finger_alone_referred`` (fingerprints alone, unmeasured) or ``verify_match_referred`` (any
-    other reason: a watchlisted subject, a subject in review; the name does not say which, as the kiosk's answer
-    does not); ``verify_no_match``."""
-    if not match:
-        return "verify_no_match"
-    if unmeasured:
-        return "verify_finger_alone_referred"
-    return "verify_match" if outcome.decision == PROCEED else "verify_match_referred"
+# the operator metrics' outcomes of an answer (checkpoint_decisions_total): (PROCEED, a match referred to an
+# officer, a match on fingerprints alone referred as unmeasured, no match)
+_METRIC_OUTCOMES = {
+    "verify": ("verify_match", "verify_match_referred", "verify_finger_alone_referred", "verify_no_match"),
+    "identify": ("identify_hit", "identify_hit_referred", "identify_finger_alone_referred", "identify_miss"),
+}
 
 
-def identify_metric(found: bool, unmeasured: bool, outcome: TravellerOutcome) -> str:
-    """The operator metrics' outcome of an Identify answer, as :func:`verify_metric`: ``identify_hit`` only for
-    candidates answered PROCEED; ``identify_finger_alone_referred``, ``identify_hit_referred`` (a watchlisted or a
-    contradicted candidate), ``identify_miss``."""
+def decision_metric(kind: str, found: bool, unmeasured: bool, outcome: TravellerOutcome) -> str:
+    """The operator metrics' outcome of a Verify or Identify answer (``kind``): ``verify_match`` / ``identify_hit``
+    only for a match or candidates answered PROCEED, so that the dashboard's PROCEED share counts no referral; one
+    referred to an officer is ``..._finger_alone_referred`` (fingerprints alone, unmeasured) or
+    ``verify_match_referred`` / ``identify_hit_referred`` (any other reason: a watchlisted subject, a subject in
+    review, a contradicted candidate; the name does not say which, as the kiosk's answer does not);
+    ``verify_no_match`` / ``identify_miss``."""
+    proceed, referred, finger_alone, none = _METRIC_OUTCOMES[kind]
     if not found:
-        return "identify_miss"
+        return none
     if unmeasured:
-        return "identify_finger_alone_referred"
-    return "identify_hit" if outcome.decision == PROCEED else "identify_hit_referred"
+        return finger_alone
+    return proceed if outcome.decision == PROCEED else referred
 
 
 def _new_decision_id() -> str:
@@ -1241,7 +1240,7 @@ class CheckpointService:
             unpublished = self._event_of(outcome, actor, started, faces, fingers, nationality) if step else None
             self.attempt_ledger.end(counted, accepted=outcome.decision == PROCEED or unmeasured, alerted=alert,
                                     published=publish, unpublished=unpublished)
-        self.statistics.record_decision(verify_metric(match, unmeasured, outcome))
+        self.statistics.record_decision(decision_metric("verify", match, unmeasured, outcome))
         return result
 
     def _finger_scores_measured(self, fmr: float) -> bool:
@@ -1353,7 +1352,7 @@ class CheckpointService:
                     self._raise_alert(tx, "watchlist_identify", decision_id, c.subject_id, c.score, actor)
             self._record_event(tx, result.feedback_id, outcome, actor, started, faces,
                                fingers, nationality)
-        self.statistics.record_decision(identify_metric(bool(candidates), unmeasured, outcome))
+        self.statistics.record_decision(decision_metric("identify", bool(candidates), unmeasured, outcome))
         return result
 
     def rate_decision(self, feedback_id: str, rating: int) -> None:
