@@ -107,17 +107,12 @@ def _now() -> str:
 
 
 def _write_private(path: Path, data: bytes, *, replace: bool = False) -> None:
-    """Write ``data`` to ``path`` with mode 0600, fsync-ed; atomically replacing it when ``replace``."""
+    """Write ``path`` whole, mode 0600, durably (file and directory fsync-ed); replacing it when ``replace``, else
+    refusing an existing one (:class:`FileExistsError`)."""
+    from biometrics.datadir import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    target = path.with_name(path.name + ".tmp") if replace else path
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
-    fd = os.open(target, flags, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    if replace:
-        os.replace(target, path)
+    atomic_write(path, data, exclusive=not replace)
 
 
 def load_or_create_signing_key(key_dir: Path) -> Ed25519PrivateKey:

@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from biometrics.datadir import atomic_write
+
 log = logging.getLogger(__name__)
 
 _BLOB_VERSION = 1
@@ -97,15 +99,10 @@ class KeyRing:
         return cls(keys=keys, active=doc["active"], pseudonym_key=base64.b64decode(doc["pseudonym_key"]))
 
     def save(self, path: Path) -> None:
-        """Write the ring atomically with mode 0600."""
+        """Write the ring atomically with mode 0600, durably (the directory fsync-ed too: a rotation's re-sealed
+        rows must never outlive the ring that opens them)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, self.to_json().encode())
 
     @classmethod
     def from_master_key(cls, encoded: str) -> KeyRing:

@@ -138,3 +138,35 @@ def make_private(folder: Path) -> None:
     if mode & 0o077:
         log.warning("%s was open to other users (mode %o): now 0700", folder, mode)
         os.chmod(folder, 0o700)
+
+
+def fsync_dir(folder: Path) -> None:
+    """``fsync`` the directory ``folder``, so that a file created or renamed in it is still there after a crash."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+    """Write ``path`` whole or not at all, mode 0600, durably: a temporary file beside it, ``fsync``, rename (or,
+    when ``exclusive``, a link that refuses an existing ``path`` with :class:`FileExistsError`), ``fsync`` of the
+    directory. Without the last step a crash can bring back the file's previous version (a key ring before its
+    rotation, an audit head before its checkpoint) after the rows written since depend on the new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:  # mkstemp's mode is 0600
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if exclusive:
+            os.link(tmp, path)
+            os.unlink(tmp)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
