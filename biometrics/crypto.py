@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from biometrics.datadir import atomic_write
+from biometrics.keydir import make_key_private
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,9 @@ class KeyRing:
 
     @classmethod
     def load(cls, path: Path) -> KeyRing:
-        """The ring in the file ``path``, following later changes to the file."""
+        """The ring in the file ``path``, following later changes to the file; a file open to other users is
+        tightened to 0600 with a warning, or refused (:func:`biometrics.keydir.make_key_private`)."""
+        make_key_private(path)
         stamp = cls._file_stamp(path)
         ring = cls.from_json(path.read_text())
         ring.path, ring._stamp = path, stamp

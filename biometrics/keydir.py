@@ -17,8 +17,13 @@ What each choice protects against is set out in docs/security.md ("Where the key
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+from biometrics.datadir import describe
+
+log = logging.getLogger(__name__)
 
 ENV_KEY_DIR = "CHECKPOINT_KEY_DIR"
 KEYRING_NAME = "keyring.json"
@@ -71,7 +76,29 @@ def check_outside(folders: list[Path], *, keys: list[Path], anchor: Path | None,
                 "--dev-keys-in-data-dir.")
 
 
+def make_key_private(path: Path, mode: int = 0o600) -> None:
+    """Tighten the key file (or key directory, ``mode`` 0700) ``path`` to ``mode`` when group or others can reach
+    it, with a warning, as :func:`biometrics.datadir.make_private` does for the data directory; raise
+    :class:`KeyLocationError` when this process may not (another user owns it): a key that other users can read is
+    not used."""
+    old = path.stat().st_mode & 0o777
+    if not old & 0o077:
+        return
+    try:
+        os.chmod(path, mode)
+    except PermissionError:
+        raise KeyLocationError(
+            f"the key {'directory' if path.is_dir() else 'file'} {describe(path)} is open to other users and this "
+            f"server (uid {os.geteuid()}) cannot make it private: as its owner, `chmod {mode:o} {path}`") from None
+    log.warning("%s was open to other users (mode %o): now %o", path, old, mode)
+
+
 def prepare_key_dir(key_dir: Path) -> Path:
-    """Create ``key_dir`` (mode 0700) if needed; returns it."""
+    """Create ``key_dir`` (mode 0700) if needed, or tighten it to 0700, and each key file in it (every file but
+    an exported public key, ``*.pub``) to 0600 (:func:`make_key_private`); returns it."""
     key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_key_private(key_dir, 0o700)
+    for path in sorted(key_dir.iterdir()):
+        if path.is_file() and path.suffix != ".pub":
+            make_key_private(path)
     return key_dir

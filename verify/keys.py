@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from biometrics.crypto import ENV_KEYRING, ENV_MASTER_KEY, KeyRing
-from biometrics.keydir import KEYRING_NAME, default_key_dir
+from biometrics.keydir import KEYRING_NAME, KeyLocationError, default_key_dir
 from biometrics.storage import Storage
 
 
@@ -63,7 +63,10 @@ def _open(args: argparse.Namespace) -> tuple[Path, KeyRing, Storage]:
     db = args.data_dir / "checkpoint.db"
     if not key_file.exists() or not db.exists():
         raise SystemExit(f"checkpoint-keys: no store at {db} with key file {key_file}")
-    ring = KeyRing.load(key_file)
+    try:
+        ring = KeyRing.load(key_file)
+    except KeyLocationError as exc:
+        raise SystemExit(f"checkpoint-keys: {exc}") from None
     return key_file, ring, Storage(db, ring)
 
 
