@@ -21,6 +21,7 @@ from verify.channel import (
     fail,
     finger_name,
     open_stub_or_usage_error,
+    require_text,
     samples_or_usage_error,
     scan_instructions,
 )
@@ -162,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         args.subject_id = document_number(parser, args.subject_id)
     if args.command == "enrol":
         read_applicant(parser, args)
+    require_text(parser, args, "target", "subject_id", "name", "nationality", "date_of_birth", "reason", "review_id")
+    if args.command == "enrol":
         samples = samples_or_usage_error(parser, args)
         if args.allow_duplicate and not args.reason.strip():
             parser.error("--allow-duplicate needs --reason \"...\": the override is recorded with its reason")

@@ -37,10 +37,29 @@ def document_number(parser: argparse.ArgumentParser, given: str) -> str:
     (a usage error when that line is empty)."""
     if given != "-":
         return given
-    number = sys.stdin.readline().strip()
+    try:
+        number = sys.stdin.readline().strip()
+    except UnicodeDecodeError:
+        parser.error("the document number on standard input is not UTF-8 text")
     if not number:
         parser.error("no document number on standard input")
     return number
+
+
+def require_text(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:
+    """Exit with a usage error (status 2) naming the first of the arguments ``names`` that is not UTF-8 text: a
+    byte that is not UTF-8 on the command line (or an escaped lone surrogate in a JSON file) becomes a lone
+    surrogate, which no request can carry (before: a UnicodeEncodeError traceback). Arguments not set are
+    passed over."""
+    for name in names:
+        value = getattr(args, name, None)
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            parser.error(f"{name.replace('_', '-')} is not UTF-8 text (character {exc.start + 1} is not): give it "
+                         "in UTF-8")
 
 
 def channel_credentials_for(args: argparse.Namespace) -> grpc.ChannelCredentials | None:

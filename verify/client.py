@@ -25,6 +25,7 @@ from verify.channel import (
     fail,
     finger_name,
     open_stub_or_usage_error,
+    require_text,
     samples_or_usage_error,
 )
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     samples: list[pb.Sample] = []
     if args.command == "verify":
         args.subject_id = document_number(parser, args.subject_id)
+    require_text(parser, args, "target", "subject_id", "nationality", "feedback_id")
     if args.command in ("verify", "identify"):
         samples = samples_or_usage_error(parser, args)
     if args.command == "verify":
