@@ -1,7 +1,9 @@
 """A station camera over ``cv2.VideoCapture``: a device index, a stream URL, or a video file.
 
 A video file plays as a camera that never runs dry: it loops when it ends. Frames come back RGB uint8
-HxWx3. :meth:`Camera.capture` takes a short burst and returns its best frame. What "best" means for a
+HxWx3; a frame that is not 8-bit grey, BGR or BGRA (16-bit, float) is refused as corrupt data, not converted
+(a 16-bit frame may hold 10, 12 or 16 significant bits: no one scaling is right for all).
+:meth:`Camera.capture` takes a short burst and returns its best frame. What "best" means for a
 face is not this module's business: the caller injects a ``frame_scorer`` (RGB frame -> score, higher
 is better, ``None`` = unusable, e.g. no face or several); without one, frames are ranked by sharpness
 (variance of the Laplacian) alone.
@@ -163,7 +165,8 @@ class Camera:
 
     def _read(self, deadline: float) -> np.ndarray | None:
         self._open(deadline - time.monotonic())
-        ok, frame = self._on_worker(self._capture.read, deadline - time.monotonic(), "reading a frame")
+        capture = self._capture
+        ok, frame = self._on_worker(lambda: _read_frame(capture), deadline - time.monotonic(), "reading a frame")
         return frame if ok and frame is not None and frame.size else None
 
     def _grab(self, deadline: float) -> np.ndarray:
@@ -179,6 +182,10 @@ class Camera:
             if self.kind == "file":
                 raise self._fault(DeviceCorruptData, f"cannot decode a frame of {self.source}")
             raise self._fault(DeviceDisconnected, f"stopped delivering frames from {self.source}")
+        if frame.dtype != np.uint8 or not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (1, 3, 4))):
+            shape = "x".join(str(n) for n in frame.shape)
+            raise self._fault(DeviceCorruptData, f"delivered a {frame.dtype} frame of shape {shape} from "
+                              f"{self.source}, not 8-bit grey, BGR or BGRA: set it to an 8-bit format")
         self.last_error = None
         return _to_rgb(frame)
 
@@ -289,8 +296,19 @@ def _describe(capture: Any, kind: str) -> dict[str, str]:
     return info
 
 
+def _read_frame(capture: Any) -> tuple[bool, np.ndarray | None]:
+    """``capture.read()``; an OpenCV error (a device gone in the middle of a read) is a failed read, as a false
+    ``ok`` is: the camera reopens, then reports the device disconnected (before: an internal error, and the
+    capture kept)."""
+    try:
+        return capture.read()
+    except cv2.error:
+        return False, None
+
+
 def _to_rgb(frame: np.ndarray) -> np.ndarray:
-    if frame.ndim == 2:
+    """An 8-bit grey, BGR or BGRA frame (``Camera._grab`` refuses any other) as RGB uint8 HxWx3."""
+    if frame.ndim == 2 or frame.shape[2] == 1:
         rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
     elif frame.shape[2] == 4:
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
