@@ -87,7 +87,7 @@ ALLOWED_FIELDS = frozenset({
     "subject_ref", "outcome", "threshold", "qualities", "duplicates", "override_reason", "match", "score",
     "candidates", "reason", "modalities", "watchlist", "alert_id", "count", "moved_to", "lines", "sha256",
     "provisional", "upload_id", "attempts", "attempt", "call", "register_seq", "in_review", "seqs",
-    "finger_alone_unmeasured",
+    "finger_alone_unmeasured", "device", "width", "height",
 })
 
 

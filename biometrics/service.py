@@ -1382,6 +1382,17 @@ class CheckpointService:
             self._record(tx, "read_subject", actor, decision_id, subject_ref=self._ref(subject_id), outcome="read")
         return record
 
+    def record_capture(self, modality: Modality, device: str, width: int, height: int, *,
+                       actor: Actor | None = None) -> str:
+        """Record in the audit chain that ``actor`` took an image from the station's ``device`` (CaptureFace,
+        CaptureFingerprint: the whole image goes to the caller): the modality and the image's size, never the
+        image. Recorded before the image is handed over; returns the decision id."""
+        decision_id = _new_decision_id()
+        with self._audit() as tx:
+            self._record(tx, "capture", actor or Actor(), decision_id, modalities=[modality.name.lower()],
+                         device=device, width=int(width), height=int(height))
+        return decision_id
+
     def delete_subject(self, subject_id: str, reason: str, *, actor: Actor | None = None) -> str:
         """Erase a subject from storage, then from the in-memory gallery; returns the decision id.
 

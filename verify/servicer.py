@@ -257,6 +257,8 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
         image = self._capture(modality, request.device, request.timeout_seconds, CallTime(context))
         quality = self.service.sample_quality(Sample(modality, image))
         device = request.device or self._station().default_device(modality.name.lower())
+        self.service.record_capture(modality, device, int(image.shape[1]), int(image.shape[0]),
+                                    actor=self.actor(context))
         return pb.CaptureResponse(image=encode_png(image), quality=quality, device=device,
                                   width=int(image.shape[1]), height=int(image.shape[0]))
 
