@@ -10,7 +10,8 @@ Where the ring comes from (:meth:`KeyRing.load_or_create`), first found wins:
 1. ``CHECKPOINT_KEYRING``: the ring's JSON itself (as :meth:`KeyRing.to_json` writes it);
 2. ``CHECKPOINT_MASTER_KEY``: a base64 256-bit master key, from which the data key and the pseudonym key
    are derived (HKDF-SHA256); rotate by moving to a key file or ``CHECKPOINT_KEYRING``;
-3. the key file (default ``DATA_DIR/keys/keyring.json``), created 0600 on a first start.
+3. the key file (default ``KEY_DIR/keyring.json``, in the key directory of :mod:`biometrics.keydir`, never
+   inside the data directory), created 0600 on a first start.
 
 A ring read from a file follows the file: before sealing, and when a blob names a key it does not hold,
 it re-reads the file if it changed (``checkpoint-keys rotate`` writes a new active key there while the

@@ -9,9 +9,10 @@ handler's own code runs). A method the tables do not list is refused to every ro
 service implements it. A plaintext server (loopback only, ``--plaintext``) treats every caller as an
 officer: development and demos.
 
-The tables: :data:`ROLES` for the Checkpoint service (a kiosk verifies, identifies and captures; an
-officer also enrols, reads, erases and sees watchlist alerts; an auditor reads statistics and device
-states, never personal data), and :data:`OTHER_METHODS` for the standard services: health Check to every role
+The tables: :data:`ROLES` for the Checkpoint service (a kiosk verifies, identifies, captures and passes on the
+traveller's rating; an officer also enrols, reads, erases, sees watchlist alerts and reviews offline enrolments; an
+auditor reads statistics and device states, never personal data; docs/security.md lists them),
+and :data:`OTHER_METHODS` for the standard services: health Check to every role
 (a kiosk or a monitor checks that the server is up), health Watch to officers and auditors (a stream holds a
 server thread while it is open: monitors, not kiosks), server reflection to officers and auditors (tools
 such as grpcurl at the desk or in an audit; a kiosk runs one fixed client and needs no discovery).
