@@ -1357,8 +1357,9 @@ class CheckpointService:
 
     def rate_decision(self, feedback_id: str, rating: int) -> None:
         """The traveller's rating (1..4) of a decision, by the ``feedback_id`` its answer gave; once per decision
-        (FeedbackRefused), an unknown id EventNotFound, a bad rating InvalidRating. Stored without anything that
-        leads to the traveller: not audited (an audit record would tie the rating to the decision's subject)."""
+        (FeedbackRefused), an unknown id EventNotFound, a bad rating InvalidRating. Not audited and without the
+        caller; but kept under the event id, whose place in the events' order ties it to the decision's subject
+        in the audit chain (docs/transparency.md, "What is recorded")."""
         check_rating(rating)
         check_event_id(feedback_id)
         if self.events is None:

@@ -192,11 +192,11 @@ class Portal:
     def _last_update(self, figures: Figures) -> datetime | None:
         """When the figures this site shows last changed: the store's last update for the auditors; on the
         public site the release of the last released day (its end plus the grace period), a whole number of
-        days, never the moment of a traveller's decision."""
+        days, never the moment of a traveller's decision, nor whether the store has any (an empty store's first
+        decision changes nothing either). The store is read on both sites, on every request: one that does not
+        answer, or is at another schema version, is a 503 page even where the page's figures are kept in memory."""
         last = figures.last_update()
-        if last is None or self.auditor:
-            return last
-        return figures.last_release_time()
+        return last if self.auditor else figures.last_release_time()
 
     def _day(self, params: dict[str, str], figures: Figures, today: date) -> date:
         """The ``date`` parameter: a released day on the public site (default: the last one), any day up to
@@ -220,7 +220,7 @@ class Portal:
         """Hour by hour at one checkpoint on one day."""
         params, lang = self._params(request, ("station", "date"))
         figures, last, today = self._context()
-        stations = figures.store.stations()
+        stations = figures.stations(self.public)
         station = validation.station(params, stations, required=True)
         day = self._day(params, figures, today)
         t = Translator(lang)
@@ -254,7 +254,7 @@ class Portal:
         update, the stations, the station asked for and the first and last months."""
         params, lang = self._params(request, ("station", "from", "to"))
         figures, last, today = self._context()
-        stations = figures.store.stations()
+        stations = figures.stations(self.public)
         station = validation.station(params, stations)
         first, last_month = self._period(params, figures, today)
         return lang, figures, last, stations, station, first, last_month
@@ -284,7 +284,7 @@ class Portal:
         """Arrivals per month, one line per year."""
         params, lang = self._params(request, ("station", "years"))
         figures, last, _today = self._context()
-        stations = figures.store.stations()
+        stations = figures.stations(self.public)
         station = validation.station(params, stations)
         years = validation.integer(params, "years", 3, 1, 10)
         t = Translator(lang)
@@ -320,8 +320,14 @@ class Portal:
         from biometrics.event_store import BPS_PORTS_SOURCE
 
         return self.page(request, "method.html", lang, last_update=last, method=self.method_text(t),
-                         ports=figures.store.port_codes() if hasattr(figures.store, "port_codes") else {},
+                         ports=self._ports(figures),
                          ports_source=BPS_PORTS_SOURCE, retention=self.config.retention_days)
+
+    def _ports(self, figures: Figures) -> dict[str, str]:
+        """The BPS port code of each station the site names (public: the released stations only)."""
+        codes = figures.store.port_codes() if hasattr(figures.store, "port_codes") else {}
+        named = set(figures.stations(self.public))
+        return {s: code for s, code in codes.items() if s in named}
 
     def method_text(self, t: Translator, short: bool = False) -> str:
         """The nationality release method and its parameters, in words (``short``: for a caption)."""
@@ -350,7 +356,7 @@ class Portal:
         """The Erlang C staffing plan (auditors only)."""
         params, lang = self._params(request, ("station", "date", "direction"))
         figures, last, today = self._context()
-        stations = figures.store.stations()
+        stations = figures.stations(self.public)
         station = validation.station(params, stations, required=True)
         day = validation.day(params, "date", today, today + timedelta(days=1))
         direction = validation.choice(params, "direction", DIRECTIONS, ARRIVAL)
@@ -397,7 +403,7 @@ class Portal:
         params, _lang = self._params(request, ("format", *allowed))
         fmt = validation.output_format(params)
         figures, last, today = self._context()
-        stations = figures.store.stations()
+        stations = figures.stations(self.public)
         rows: list[list[Any]] = []
         if dataset == "hourly":
             station = validation.station(params, stations, required=True)
@@ -409,7 +415,7 @@ class Portal:
         elif dataset == "arrivals_port":
             first, last_month = self._period(params, figures, today)
             view = figures.arrivals(None, first, last_month, self.public)
-            ports = figures.store.port_codes() if hasattr(figures.store, "port_codes") else {}
+            ports = self._ports(figures)
             rows = [[m.strftime("%Y-%m"), s, ports.get(s, ""), view.by_port.cells[i][j]]
                     for i, m in enumerate(view.months) for j, s in enumerate(view.stations)
                     if m not in view.pending and (i, j) not in view.unpublished]

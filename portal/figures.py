@@ -212,6 +212,16 @@ class Figures:
         end = datetime.combine(self.last_released_day() + timedelta(days=1), datetime.min.time())
         return (end + self.config.schedule.grace - self.config.offset).replace(tzinfo=UTC)
 
+    def released_stations(self) -> list[str]:
+        """The stations the public site names: those of the last released day's master table (the stations the
+        store knew at that release), never the store's current list, which a first decision at a new station
+        changes at once (that traveller's place, published live)."""
+        return sorted(self.day(self.last_released_day()).stations)
+
+    def stations(self, public: bool = True) -> list[str]:
+        """The stations a site names: released (public) or the store's current list (auditors)."""
+        return self.released_stations() if public else self.store.stations()
+
     def today_local(self) -> date:
         """Today's local date by the wall clock."""
         return self.local(self.tables.clock()).date()
@@ -248,7 +258,7 @@ class Figures:
         """Every checkpoint's day (counts by direction, the day's percentiles) and all of them together."""
         release = self.day(day, public)
         rows = []
-        for s in self.store.stations():
+        for s in self.stations(public):
             sd = release.station(s)
             if sd is None:  # first seen after the release: left out (the day's total is the release's own)
                 continue
@@ -283,7 +293,7 @@ class Figures:
     def arrivals(self, station: str | None, first: date, last: date, public: bool = True) -> ArrivalsView:
         """Arrivals per month by port (months ``first`` .. ``last``) and by nationality (completed months)."""
         months = month_range(first, last)
-        stations = [station] if station else self.store.stations()
+        stations = [station] if station else self.stations(public)
         per_month = self.month_arrivals(months, public)
         if station:  # a month whose release does not list the station is not published for it
             per_month = {m: figures for m, figures in per_month.items() if station in figures}

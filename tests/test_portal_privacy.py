@@ -6,7 +6,10 @@ for their verifications (with their documents' nationalities) and their ratings,
 around them written through the event store. The portal, public site and auditors' view, is then asked for
 every page in both languages and every download in both formats, and the server for its Prometheus
 metrics: no enrolled name, document number or pseudonym may appear in any of it, and a nationality seen
-only a few times must not be published.
+only a few times must not be published. That last check is made where the public site does publish
+nationalities, in a released month (two SYNTHETIC arrivals from Ghana written there; the server's own are in
+the current month, which the public site never publishes at all), and it is shown not to be vacuous: the same
+store read with the nationality release's protection switched off (exact counts) does publish "GHA".
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,7 +31,10 @@ from helpers import ServerProcess, face_sample
 from benchmarks.portal_bench import free_port, portal_process
 from benchmarks.traffic import TrafficModel, default_start, write_traffic
 from biometrics.event_store import open_event_store
+from biometrics.events import DecisionEvent
+from portal import disclosure
 from portal.opendata import DATASETS
+from portal.periods import Schedule
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -46,23 +54,56 @@ def _get(url: str, context: ssl.SSLContext | None = None) -> str:
         return e.read().decode()
 
 
-def everything(base: str, stations: list[str], context: ssl.SSLContext | None = None, auditor: bool = False
-               ) -> str:
+def over_http(base: str, context: ssl.SSLContext | None = None) -> Callable[[str], str]:
+    """A fetch of a path (with its query) from the portal at ``base``."""
+    return lambda path: _get(f"{base}{path}", context)
+
+
+def everything(get: Callable[[str], str], stations: list[str], auditor: bool = False) -> str:
     """The text of every page and download the portal serves (per station where a page takes one)."""
     texts = []
     for lang in ("id", "en"):
         for path in PAGES:
-            texts.append(_get(f"{base}{path}?lang={lang}", context))
+            texts.append(get(f"{path}?lang={lang}"))
         for station in stations:
             for path in ("/today", "/arrivals", "/seasonal", "/satisfaction", *(("/staffing",) if auditor else ())):
-                texts.append(_get(f"{base}{path}?lang={lang}&station={station}", context))
+                texts.append(get(f"{path}?lang={lang}&station={station}"))
     for dataset in DATASETS:
         for fmt in ("csv", "json"):
-            texts.append(_get(f"{base}/data/{dataset}?format={fmt}", context))
+            texts.append(get(f"/data/{dataset}?format={fmt}"))
             for station in stations:
                 if dataset != "arrivals_port":
-                    texts.append(_get(f"{base}/data/{dataset}?format={fmt}&station={station}", context))
+                    texts.append(get(f"/data/{dataset}?format={fmt}&station={station}"))
     return "\n".join(texts)
+
+
+def synthetic_traffic(store: Path) -> list[str]:
+    """SYNTHETIC traffic around the subjects' decisions, so that the pages have something to publish, and two
+    SYNTHETIC arrivals from Ghana on the 10th of the last month the public site publishes; the stations.
+
+    The server's arrivals from Ghana are in the current month, which the public site never publishes (its
+    nationalities are released only for months released whole): only these two, in a released month, are
+    kept off the public site by the nationality release's protection alone.
+    """
+    released = Schedule().last_released_month(datetime.now(UTC))
+    ghana = datetime(released.year, released.month, 10, 3, tzinfo=UTC)
+    writer = open_event_store(store, readonly=False)
+    try:
+        write_traffic(writer, TrafficModel(default_start(60), 60, 8000, seed=3))
+        for i in range(2):
+            writer.record_decision(DecisionEvent(ghana + timedelta(minutes=7 * i), "tuapejat-port", "a-kiosk-1",
+                                                 "arrival", "foreign", "proceed", 600.0, "high", "m", "c",
+                                                 nationality="GHA"))
+        return writer.stations()
+    finally:
+        writer.close()
+
+
+def _exact(self: disclosure.NationalityRelease, month: date, counts: Mapping[tuple[str, str], int]
+           ) -> disclosure.MonthRelease:
+    """The nationality release with its protection switched off: every count published exactly."""
+    return disclosure.MonthRelease(month, self.parameters(), {k: c for k, c in counts.items() if c > 0},
+                                   frozenset(), disclosure.now_text())
 
 
 def test_no_enrolled_name_document_number_or_pseudonym_is_served(tmp_path: Path) -> None:
@@ -95,12 +136,7 @@ def test_no_enrolled_name_document_number_or_pseudonym_is_served(tmp_path: Path)
     assert len(pseudonyms) == len(SUBJECTS)
     assert events >= 2 * len(SUBJECTS)
 
-    writer = open_event_store(data_dir, readonly=False)
-    try:  # SYNTHETIC traffic around them, so that the pages have something to publish
-        write_traffic(writer, TrafficModel(default_start(60), 60, 8000, seed=3))
-        stations = writer.stations()
-    finally:
-        writer.close()
+    stations = synthetic_traffic(data_dir)
 
     certs = tmp_path / "certs"
     subprocess.run([sys.executable, "-m", "verify.certs", "init", str(certs)], check=True, capture_output=True)
@@ -109,8 +145,8 @@ def test_no_enrolled_name_document_number_or_pseudonym_is_served(tmp_path: Path)
     port, aport = free_port(), free_port()
     with portal_process(str(data_dir), port, ["--auditor-listen", f"127.0.0.1:{aport}",
                                                "--auditor-tls-dir", str(certs / "server")]):
-        public = everything(f"http://127.0.0.1:{port}", stations)
-        audit = everything(f"https://127.0.0.1:{aport}", stations, context, auditor=True)
+        public = everything(over_http(f"http://127.0.0.1:{port}"), stations)
+        audit = everything(over_http(f"https://127.0.0.1:{aport}", context), stations, auditor=True)
 
     assert "tuapejat-port" in public and "Erlang C" in audit  # the fetches did reach the pages
     assert "GHA" not in metrics and "SWE" not in metrics  # metrics are labelled by station and outcome only
@@ -123,6 +159,21 @@ def test_no_enrolled_name_document_number_or_pseudonym_is_served(tmp_path: Path)
         for ref in pseudonyms:
             assert ref.lower() not in lowered, f"pseudonym {ref} on the {who}"
         assert "1960-01-23" not in served
-    # two arrivals from Ghana this month: the auditors see them, the public site publishes no such nationality
+    # two arrivals from Ghana in a released month (and two this month): the auditors see them, the public site
+    # publishes no such nationality
     assert "GHA" in audit
     assert "GHA" not in public
+    assert "AUS" in public  # nationalities are published (the released month's large counts)
+
+
+def test_the_small_nationality_check_is_not_vacuous(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store shape of the test above, read with the nationality release's protection switched off: the public
+    site then publishes "GHA", so its absence above is the protection's doing, not the calendar's."""
+    from starlette.testclient import TestClient
+
+    from portal.app import create_app
+
+    stations = synthetic_traffic(tmp_path)
+    monkeypatch.setattr(disclosure.NationalityRelease, "_draw", _exact)
+    c = TestClient(create_app(lambda: open_event_store(tmp_path)), raise_server_exceptions=False)
+    assert "GHA" in everything(lambda path: c.get(path).text, stations)

@@ -203,8 +203,9 @@ class CheckpointServicer:
     def RateDecision(self, request, context):
         """The traveller's rating of a decision on the kiosk's four-button smiley scale, by the feedback_id the
         Verify or Identify answer gave; once per decision (a second rating: ALREADY_EXISTS), an unknown id:
-        NOT_FOUND, a rating outside 1..4: INVALID_ARGUMENT. Stored without anything that leads to the traveller.
-        Roles: kiosk, officer.
+        NOT_FOUND, a rating outside 1..4: INVALID_ARGUMENT. Stored without the caller and not audited, but under
+        the decision's event id, which the events' order ties to the decision's audit record (and so to its
+        subject) for anyone who reads the store: see docs/transparency.md. Roles: kiosk, officer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
