@@ -81,3 +81,15 @@ def test_a_rotation_makes_the_new_ring_durable_before_it_reseals_a_row(tmp_path:
         storage.close()
     first_reseal = events.index(("reseal", 0))
     assert ("dir", key_dir.stat().st_ino) in events[:first_reseal], events
+
+
+def test_a_tls_private_key_is_written_durably_and_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from verify import certs
+    events: list[tuple[str, int]] = []
+    record_fsyncs(monkeypatch, events)
+    out = tmp_path / "ca"
+    certs.write_private(out / "ca.key", b"-----BEGIN PRIVATE KEY-----\n")
+    assert events[-1] == ("dir", out.stat().st_ino), events
+    assert ("file", (out / "ca.key").stat().st_ino) in events
+    assert (out / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in out.iterdir()) == ["ca.key"]

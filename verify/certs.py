@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
-import os
 import sys
 from pathlib import Path
 
@@ -27,19 +26,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from biometrics.datadir import atomic_write
 from verify.roles import ALL_ROLES, ROLE_URI_PREFIX
 
 ORGANISATION = "checkpoint-biometrics station"
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file readable by its owner only (0600)."""
+    """Write ``data`` to a file readable by its owner only (0600), whole and durably (``datadir.atomic_write``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, data)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
