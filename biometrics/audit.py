@@ -104,6 +104,8 @@ ALLOWED_FIELDS = frozenset({
 #: Fields whose value may be an officer's own text about subjects (:class:`OfficerText`): committed in the chain
 #: as ``<field>_sha256``, the text kept beside it where an erasure reaches it.
 TEXT_FIELDS = frozenset({"override_reason", "reason"})
+#: Of those, the fields only ever recorded as a commitment (a ``reason`` in clear is an erasure's, or the system's).
+COMMITTED_ONLY = frozenset({"override_reason"})
 #: Where an export (``checkpoint-audit export``) puts the officers' texts of an entry: outside what its hash covers.
 EXPORTED_TEXTS = "officer_texts"
 #: How ``checkpoint-audit`` shows a committed text that is no longer held.
@@ -551,6 +553,8 @@ class AuditChain:
                 salt = os.urandom(SALT_BYTES).hex()
                 kept[f"{name}_sha256"] = text_commitment(salt, value.text)
                 texts.append((name, salt, value))
+            elif name in COMMITTED_ONLY and value:
+                raise ValueError(f"audit: {name} is an officer's text: pass it as an OfficerText, never in clear")
             else:
                 kept[name] = value
         body: dict[str, Any] = {"type": "decision", "time": _now(), "kind": kind, "decision_id": decision_id,
