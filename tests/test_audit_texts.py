@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 from island_helpers import KOFI, KOFI_2, MEGAWATI, MEGAWATI_2, go_offline, open_station
+from island_helpers import office_and_island as stations_of
 from pg import fresh_database
 from waiting import wait_until
 
@@ -274,9 +275,7 @@ def test_an_erasure_at_any_station_deletes_the_override_reason_from_the_register
         assert register_holds(register_url, "twin sister") == [], "not in clear in any table of the register"
         [(station, _, field, _)] = register_texts(register_url)
         assert (station, field) == ("central", "override_reason")
-        code = audit_cli.main(["verify", "--store", register_url, "--station", "central",
-                               "--key-dir", str(tmp_path / "keys")])
-        out = capsys.readouterr().out
+        code, out = register_cli(capsys, tmp_path, register_url, "central", "verify")
         assert code == 0 and "1 match their commitments" in out, out
 
         other.delete_subject("Q7654321", ERASURE, actor=OFFICER)  # at another station
@@ -285,13 +284,10 @@ def test_an_erasure_at_any_station_deletes_the_override_reason_from_the_register
         central.close()
     assert register_holds(register_url, "twin sister") == []
     assert register_texts(register_url) == []
-    code = audit_cli.main(["verify", "--store", register_url, "--station", "central",
-                           "--key-dir", str(tmp_path / "keys")])
-    out = capsys.readouterr().out
+    code, out = register_cli(capsys, tmp_path, register_url, "central", "verify")
     assert code == 0 and "0 match their commitments, 1 erased" in out, out
-    assert audit_cli.main(["show", "--store", register_url, "--station", "central", "--kind", "enrol",
-                           "--key-dir", str(tmp_path / "keys")]) == 0
-    assert "override_reason=(erased)" in capsys.readouterr().out
+    code, out = register_cli(capsys, tmp_path, register_url, "central", "show", "--kind", "enrol")
+    assert code == 0 and "override_reason=(erased)" in out, out
 
 
 #: What an island's officer might write when keeping an enrolment offline, and an office officer resolving a review.
@@ -303,15 +299,22 @@ REVIEW_REASON = "two brothers, seen together at the office with their mother"
 def office_and_island(tmp_path: Path, register_url: str) -> Iterator[tuple[CheckpointService, CheckpointService,
                                                                           LinkProxy]]:
     """(station "central" on the register, island "siberut" online through a link proxy, the proxy)."""
-    with LinkProxy.to_url(register_url) as proxy:
-        central = open_station(tmp_path, "central", register_url, replica=False)
-        island = open_station(tmp_path, "siberut", proxy.url(register_url), replica=True)
-        try:
-            wait_until(lambda: island.sync_status()["register_connected"], timeout=15, message="the island is online")
-            yield central, island, proxy
-        finally:
-            island.close()
-            central.close()
+    with stations_of(tmp_path, register_url) as stations:
+        yield stations
+
+
+def reconnect(island: CheckpointService, proxy: LinkProxy) -> None:
+    """The island's link back, and its outbox drained."""
+    proxy.restore()
+    wait_until(lambda: island.sync_status()["outbox_pending"] == 0, timeout=60, message="the outbox drained")
+
+
+def register_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path, url: str, station: str, *args: str
+                 ) -> tuple[int, str]:
+    """``checkpoint-audit COMMAND --store url --station station ...`` with the tests' keys: (exit code, output)."""
+    code = audit_cli.main([args[0], "--store", url, "--station", station, "--key-dir", str(tmp_path / "keys"),
+                           *args[1:]])
+    return code, capsys.readouterr().out
 
 
 def island_bytes(tmp_path: Path) -> bytes:
@@ -352,16 +355,13 @@ def test_an_erasure_at_the_register_reaches_the_override_reason_kept_at_the_isla
         office_and_island: tuple[CheckpointService, CheckpointService, LinkProxy]) -> None:
     central, island, proxy = office_and_island
     override_offline(central, island, proxy)
-    proxy.restore()
-    wait_until(lambda: island.sync_status()["outbox_pending"] == 0, timeout=60, message="the outbox drained")
+    reconnect(island, proxy)
     wait_until(lambda: island.decision_log.pending() == 0, timeout=30, message="the island's chain shipped")
     assert register_holds(register_url, "fishermen") == [], "the island's text never reaches the register"
-    keys = ["--key-dir", str(tmp_path / "keys")]
-    code = audit_cli.main(["verify", "--store", register_url, "--station", "siberut", *keys])
-    out = capsys.readouterr().out
+    code, out = register_cli(capsys, tmp_path, register_url, "siberut", "verify")
     assert code == 0 and "1 kept by the stations that wrote them" in out, out
-    assert audit_cli.main(["show", "--store", register_url, "--station", "siberut", "--kind", "enrol", *keys]) == 0
-    assert "override_reason=(kept by the station that wrote it" in capsys.readouterr().out
+    code, out = register_cli(capsys, tmp_path, register_url, "siberut", "show", "--kind", "enrol")
+    assert code == 0 and "override_reason=(kept by the station that wrote it" in out, out
 
     central.delete_subject("K5000005", ERASURE, actor=OFFICER)  # the duplicate the island's officer wrote about
     wait_until(lambda: island_texts(tmp_path) == [], timeout=15, message="the erasure reached the island's text")
@@ -376,8 +376,7 @@ def test_a_reviews_reason_is_kept_as_a_commitment_and_erased_with_its_candidate(
     go_offline(island, proxy)
     assert island.enrol("K4000004", SubjectInfo(name="Kofi at Siberut"), [KOFI_2]).provisional
     assert central.enrol("K5000005", SubjectInfo(name="Kofi at the office"), [KOFI]).enrolled
-    proxy.restore()
-    wait_until(lambda: island.sync_status()["outbox_pending"] == 0, timeout=60, message="the outbox drained")
+    reconnect(island, proxy)
     (review,) = central.list_reviews()
     central.resolve_review(review.review_id, "keep_both", REVIEW_REASON, actor=OFFICER)
     assert register_holds(register_url, "brothers") == [], "not in clear in the chain, nor in the reviews table"
@@ -385,13 +384,10 @@ def test_a_reviews_reason_is_kept_as_a_commitment_and_erased_with_its_candidate(
     ring = central.storage.keyring
     assert (station, field) == ("central", "reason")
     assert set(refs.split()) == {ring.pseudonym("K4000004"), ring.pseudonym("K5000005")}
-    keys = ["--key-dir", str(tmp_path / "keys")]
-    assert audit_cli.main(["show", "--store", register_url, "--station", "central", "--kind", "review_resolved",
-                           *keys]) == 0
-    assert f"reason={json.dumps(REVIEW_REASON)}" in capsys.readouterr().out
+    code, out = register_cli(capsys, tmp_path, register_url, "central", "show", "--kind", "review_resolved")
+    assert code == 0 and f"reason={json.dumps(REVIEW_REASON)}" in out, out
 
     central.delete_subject("K5000005", ERASURE, actor=OFFICER)  # the candidate: the reason spoke of him too
     assert register_texts(register_url) == []
-    code = audit_cli.main(["verify", "--store", register_url, "--station", "central", *keys])
-    out = capsys.readouterr().out
+    code, out = register_cli(capsys, tmp_path, register_url, "central", "verify")
     assert code == 0 and "1 erased" in out, out
