@@ -108,8 +108,9 @@ TEXT_FIELDS = frozenset({"override_reason", "reason"})
 COMMITTED_ONLY = frozenset({"override_reason"})
 #: Where an export (``checkpoint-audit export``) puts the officers' texts of an entry: outside what its hash covers.
 EXPORTED_TEXTS = "officer_texts"
-#: How ``checkpoint-audit`` shows a committed text that is no longer held.
+#: How ``checkpoint-audit`` shows a committed text that is no longer held, and one it could not open (no key ring).
 ERASED = "(erased)"
+NOT_OPENED = "(not opened: no key ring)"
 SALT_BYTES = 16
 
 
@@ -787,11 +788,12 @@ def check_texts(entries: Iterable[tuple[int, dict[str, Any] | None, str]],
             return report(Finding(line, seq, f"carries {EXPORTED_TEXTS} in the store (only an export does)"))
         for name, digest in commitments(entry).items():
             committed.add((seq, name))  # type: ignore[arg-type]
-            if texts is None:
-                held: HeldText | None = None
+            if texts is None:  # as an export wrote it: text and salt, or a word for its absence
                 value = exported.get(name) if isinstance(exported, dict) else None
-                if isinstance(value, dict):
-                    held = (str(value.get("salt", "")), str(value.get("text", "")))
+                if value == NOT_OPENED:  # exported without the key ring
+                    unopened += 1
+                    continue
+                held = (str(value.get("salt", "")), str(value.get("text", ""))) if isinstance(value, dict) else None
             else:
                 held = texts.get((seq, name))  # type: ignore[arg-type]
             if held is None:

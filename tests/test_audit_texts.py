@@ -208,10 +208,14 @@ def test_without_the_key_ring_verify_says_the_texts_were_not_checked(
         enrol_override(service)
     finally:
         service.close()
-    code = audit_cli.main(["verify", "--data-dir", str(tmp_path / "data"), "--key-dir", str(tmp_path / "keys"),
-                           "--key-file", str(tmp_path / "no-such-ring.json")])
-    out = capsys.readouterr().out
+    no_ring = ["--key-file", str(tmp_path / "no-such-ring.json")]
+    code, out = cli(capsys, tmp_path, "verify", *no_ring)
     assert code == 0 and "1 held but not checked (no key ring" in out, out
+    export = tmp_path / "export.jsonl"
+    assert cli(capsys, tmp_path, "export", "--out", str(export), *no_ring)[0] == 0
+    assert OVERRIDE not in export.read_text()
+    assert audit_cli.main(["verify", "--log", str(export), "--key-dir", str(tmp_path / "keys")]) == 0
+    assert "1 held but not checked" in capsys.readouterr().out, "not counted as erased"
 
 
 def test_records_of_an_older_version_keep_their_texts_in_clear_beside_the_new_commitments(

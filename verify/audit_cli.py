@@ -32,6 +32,7 @@ from biometrics.audit import (
     ANCHOR_DIR,
     ERASED,
     EXPORTED_TEXTS,
+    NOT_OPENED,
     PUBLIC_KEY_NAME,
     STORE_ID,
     HeldText,
@@ -155,7 +156,7 @@ class Texts:
             elif isinstance(held, str):
                 out[name] = f"(does not open: {held})"
             elif self.unopened:
-                out[name] = "(not opened: no key ring)"
+                out[name] = NOT_OPENED
             elif held_elsewhere(entry, self.source):
                 out[name] = "(kept by the station that wrote it, or erased there)"
             else:
