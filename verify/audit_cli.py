@@ -256,8 +256,7 @@ def _show(args: argparse.Namespace, entries: Entries, texts: Texts) -> Iterator[
                    f"records {entry.get('records')} key {entry.get('key_id')}")
         else:
             actor = entry.get("actor", {})
-            fields = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
-                              for k, v in sorted(entry.get("fields", {}).items()))
+            fields = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(entry.get("fields", {}).items()))
             for name, value in texts.shown(entry).items():
                 fields += f" {name}={json.dumps(value['text'], ensure_ascii=False)}" if isinstance(value, dict) \
                     else f" {name}={value}"
