@@ -24,6 +24,18 @@ is moved aside to a file of its own and a ``recovery`` record says so, in the ch
 
 No biometric data and no personal data: subjects appear only as pseudonymous references (HMAC of the
 document number, :meth:`biometrics.crypto.KeyRing.pseudonym`).
+
+**Officers' texts.** An officer's own words about a subject (the ``override_reason`` of an enrolment kept despite
+a possible duplicate, the ``reason`` of a review's resolution: :data:`TEXT_FIELDS`, passed as :class:`OfficerText`)
+may describe the person, and the chain is append-only. So the entry holds a commitment instead, ``<field>_sha256``
+= SHA-256(salt || UTF-8 text) with a random 16-byte salt, and the text with its salt is stored sealed in the
+store's ``audit_texts`` table, keyed by the record's seq and the pseudonyms of the subjects it concerns, in the
+same transaction as the entry (:meth:`biometrics.storage.SealedStore.put_audit_text`). An erasure of any of those
+subjects deletes it (:meth:`biometrics.storage.SealedStore.erase_audit_texts`); the entry, its hash and the
+signatures are untouched, so the chain still verifies. :func:`check_texts` checks every text still held against
+its commitment (altered: a finding; missing: erased, which is fine). The reason of an erasure is not one of them:
+it is kept in clear, as the record of why data were erased. Entries written by older versions hold their texts in
+clear and stay as they are.
 """
 
 from __future__ import annotations
@@ -87,8 +99,33 @@ ALLOWED_FIELDS = frozenset({
     "subject_ref", "outcome", "threshold", "qualities", "duplicates", "override_reason", "match", "score",
     "candidates", "reason", "modalities", "watchlist", "alert_id", "count", "moved_to", "lines", "sha256",
     "provisional", "upload_id", "attempts", "attempt", "call", "register_seq", "in_review", "seqs",
-    "finger_alone_unmeasured", "device", "width", "height",
+    "finger_alone_unmeasured", "device", "width", "height", "override_reason_sha256", "reason_sha256",
 })
+#: Fields whose value may be an officer's own text about subjects (:class:`OfficerText`): committed in the chain
+#: as ``<field>_sha256``, the text kept beside it where an erasure reaches it.
+TEXT_FIELDS = frozenset({"override_reason", "reason"})
+#: Of those, the fields only ever recorded as a commitment (a ``reason`` in clear is an erasure's, or the system's).
+COMMITTED_ONLY = frozenset({"override_reason"})
+#: Where an export (``checkpoint-audit export``) puts the officers' texts of an entry: outside what its hash covers.
+EXPORTED_TEXTS = "officer_texts"
+#: How ``checkpoint-audit`` shows a committed text that is no longer held, and one it could not open (no key ring).
+ERASED = "(erased)"
+NOT_OPENED = "(not opened: no key ring)"
+SALT_BYTES = 16
+
+
+@dataclass(frozen=True)
+class OfficerText:
+    """An officer's free text about the subjects with pseudonyms ``refs``: recorded as a commitment, the text
+    kept where an erasure of any of them deletes it (see the module doc). An empty text is recorded as ``""``."""
+
+    text: str
+    refs: tuple[str, ...]
+
+
+def text_commitment(salt: str, text: str) -> str:
+    """SHA-256 (hex) of the salt's bytes (``salt`` in hex) followed by the UTF-8 text."""
+    return hashlib.sha256(bytes.fromhex(salt) + text.encode()).hexdigest()
 
 
 def canonical(entry: dict[str, Any]) -> bytes:
@@ -97,8 +134,9 @@ def canonical(entry: dict[str, Any]) -> bytes:
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
-    """SHA-256 (hex) of the canonical JSON of ``entry`` without its ``hash`` and ``signature``."""
-    body = {k: v for k, v in entry.items() if k not in ("hash", "signature")}
+    """SHA-256 (hex) of the canonical JSON of ``entry`` without its ``hash`` and ``signature`` (and the texts an
+    export writes beside the entry's commitments, :data:`EXPORTED_TEXTS`)."""
+    body = {k: v for k, v in entry.items() if k not in ("hash", "signature", EXPORTED_TEXTS)}
     return hashlib.sha256(canonical(body)).hexdigest()
 
 
@@ -497,11 +535,34 @@ class AuditChain:
         dropped = sorted(set(fields) - ALLOWED_FIELDS)
         if dropped:
             log.warning("audit: fields %s are not recorded (not on the allowed list)", dropped)
+        kept: dict[str, Any] = {}
+        texts: list[tuple[str, str, OfficerText]] = []  # (field, salt, text) to store beside the entry
+        for name, value in fields.items():
+            if name not in ALLOWED_FIELDS:
+                continue
+            if isinstance(value, OfficerText):
+                if name not in TEXT_FIELDS:
+                    raise ValueError(f"audit: {name} is not a field of officers' texts")
+                if not value.text:
+                    kept[name] = ""
+                    continue
+                salt = os.urandom(SALT_BYTES).hex()
+                kept[f"{name}_sha256"] = text_commitment(salt, value.text)
+                texts.append((name, salt, value))
+            elif name in COMMITTED_ONLY and value:
+                raise ValueError(f"audit: {name} is an officer's text: pass it as an OfficerText, never in clear")
+            else:
+                kept[name] = value
         body: dict[str, Any] = {"type": "decision", "time": _now(), "kind": kind, "decision_id": decision_id,
-                                "actor": who, "fields": {k: v for k, v in fields.items() if k in ALLOWED_FIELDS}}
+                                "actor": who, "fields": kept}
         if self.station:
             body["station"] = self.station
         entry, last_checkpoint = self._append(tx, body)  # one read of the tail a decision
+        if texts:  # in the store the entry went to, in its transaction
+            store = self.storage if tx.owner is self.storage else self.register
+            assert store is not None
+            for name, salt, value in texts:
+                store.put_audit_text(tx, entry["seq"], name, value.refs, salt, value.text)
         if entry["seq"] - last_checkpoint >= self.checkpoint_every:
             self._checkpoint(tx, "periodic")
         return entry
@@ -588,7 +649,7 @@ def read_entries(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]
 
 
 def _signature_holds(entry: dict[str, Any], public_key: Ed25519PublicKey) -> bool:
-    body = {k: v for k, v in entry.items() if k not in ("hash", "signature")}
+    body = {k: v for k, v in entry.items() if k not in ("hash", "signature", EXPORTED_TEXTS)}
     try:
         if entry.get("key_id") != public_key_id(public_key):
             return False
@@ -654,6 +715,105 @@ def verify_entries(entries: Iterable[tuple[int, dict[str, Any] | None, str]], pu
             return report(Finding(line, seq, f"unknown entry type {entry.get('type')!r}"))
         head = entry["hash"]
         expected_seq += 1
+    return report(None)
+
+
+# -- officers' texts beside their commitments ----------------------------------------------------
+
+
+def commitments(entry: dict[str, Any]) -> dict[str, str]:
+    """field -> commitment of the officers' texts an entry commits to (``<field>_sha256`` of :data:`TEXT_FIELDS`)."""
+    fields = entry.get("fields")
+    if entry.get("type") != "decision" or not isinstance(fields, dict):
+        return {}
+    return {name: str(fields[f"{name}_sha256"]) for name in sorted(TEXT_FIELDS) if f"{name}_sha256" in fields}
+
+
+#: A text as held: (salt hex, text), or why it cannot be read (a sealed text that does not open).
+HeldText = tuple[str, str] | str
+
+
+@dataclass(frozen=True)
+class TextReport:
+    """What :func:`check_texts` found: texts that match their commitment, texts no longer held (erased, or held
+    by another store: ``elsewhere``), texts that could not be checked (no key ring), and the first problem."""
+
+    checked: int
+    erased: int
+    elsewhere: int
+    unchecked: int
+    finding: Finding | None
+
+    @property
+    def ok(self) -> bool:
+        """True when every text held matches its commitment."""
+        return self.finding is None
+
+
+def held_elsewhere(entry: dict[str, Any], source: str) -> bool:
+    """Whether an entry's texts are held by another store than the one read (``source``: "store", "register" or
+    "log"): a provisional record in a register was written by an island working offline, which keeps its text."""
+    return source == "register" and bool(entry.get("fields", {}).get("provisional"))
+
+
+def check_texts(entries: Iterable[tuple[int, dict[str, Any] | None, str]],
+                texts: dict[tuple[int, str], HeldText] | None, *, source: str = "store",
+                unopened: int = 0) -> TextReport:
+    """Check the officers' texts against the commitments of a chain :func:`verify_entries` found intact.
+
+    ``texts``: (seq, field) -> the text the store holds (None: read from an export, whose entries carry them in
+    :data:`EXPORTED_TEXTS`); ``unopened``: texts the store holds that could not be opened for want of the key
+    ring (counted, not checked). A text that does not match its commitment, does not open, or has no commitment
+    in the chain is a finding; a text no longer held was erased, which is what an erasure does.
+    """
+    checked = erased = elsewhere = 0
+    committed: set[tuple[int, str]] = set()
+
+    def report(finding: Finding | None) -> TextReport:
+        return TextReport(checked, erased, elsewhere, unopened, finding)
+
+    entries = list(entries)
+    lines = {entry.get("seq"): line for line, entry, _ in entries if entry is not None}
+    for line, entry, _ in entries:
+        if entry is None:
+            continue
+        seq = entry.get("seq")
+        exported = entry.get(EXPORTED_TEXTS)
+        if texts is not None and exported is not None:
+            return report(Finding(line, seq, f"carries {EXPORTED_TEXTS} in the store (only an export does)"))
+        for name, digest in commitments(entry).items():
+            committed.add((seq, name))  # type: ignore[arg-type]
+            if texts is None:  # as an export wrote it: text and salt, or a word for its absence
+                value = exported.get(name) if isinstance(exported, dict) else None
+                if value == NOT_OPENED:  # exported without the key ring
+                    unopened += 1
+                    continue
+                held = (str(value.get("salt", "")), str(value.get("text", ""))) if isinstance(value, dict) else None
+            else:
+                held = texts.get((seq, name))  # type: ignore[arg-type]
+            if held is None:
+                if held_elsewhere(entry, source):
+                    elsewhere += 1
+                else:
+                    erased += 1
+                continue
+            if isinstance(held, str):
+                return report(Finding(line, seq, f"the officer's text of {name} does not open ({held})"))
+            try:
+                matches = text_commitment(*held) == digest
+            except ValueError:
+                matches = False
+            if not matches:
+                return report(Finding(line, seq, f"the officer's text of {name} does not match the commitment "
+                                      "in the record (altered)"))
+            checked += 1
+    for seq, name in sorted(set(texts or {}) - committed):
+        held = (texts or {})[(seq, name)]
+        if isinstance(held, str):  # sealed for another record (moved here), or altered
+            return report(Finding(lines.get(seq, 0), seq, f"an officer's text of {name} is held for it that does "
+                                  f"not open ({held})"))
+        return report(Finding(lines.get(seq, 0), seq, f"an officer's text of {name} is held for it, but it commits "
+                              "to none (added)"))
     return report(None)
 
 

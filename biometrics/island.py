@@ -47,6 +47,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from biometrics.audit import OfficerText
 from biometrics.errors import (
     OfflineLimitReached,
     RegisterUnavailable,
@@ -369,7 +370,8 @@ class Island:
                            qualities=[q.quality for q in qualities], provisional=enrolled, upload_id=upload_id,
                            duplicates=[{"subject_ref": service.storage.keyring.pseudonym(c.subject_id),
                                         "score": c.score} for c in duplicates],
-                           override_reason=override_reason if duplicates and allow_duplicate else "")
+                           override_reason=OfficerText(override_reason if duplicates and allow_duplicate else "", (
+                               ref, *(service.storage.keyring.pseudonym(c.subject_id) for c in duplicates))))
         if enrolled:
             service.gallery.add(ref, subject_id, info.watchlist, [f.template for f in faces], fingers)
             self.provisional[upload_id] = subject_id
@@ -400,6 +402,7 @@ class Island:
                     self.replica.add(tx, "erase", ref, {"subject_id": subject_id, "reason": reason, **version})
                 self.replica.scrub(tx, {ref})
                 self.replica.local.erase_alerts(tx, {ref})
+                self.replica.local.erase_audit_texts(tx, {ref})  # this station's chain's texts about the subject
                 self.replica.local.drop_subject(tx, ref)
                 service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True)
             service.gallery.remove(subject_id)
@@ -611,9 +614,10 @@ class Island:
                 service.storage.append_change(tx, CHANGE_WITHDRAWN, UPLOAD_REF + upload_id)
             if not fresh:  # a link to the subject the register holds under the number stored nothing: not "kept"
                 self.reviews.close(tx, review_id, "link_held" if resolution == "link" and held else resolution,
-                                   reason)
+                                   resolution)
+                concerned = (ref, *(service.storage.keyring.pseudonym(c["subject_id"]) for c in doc["candidates"]))
                 service.record(tx, "review_resolved", actor, review_id, subject_ref=ref, outcome=resolution,
-                               reason=reason)
+                               reason=OfficerText(reason, concerned))
         if fresh:
             found = ", ".join(f"{c.subject_id} (score {c.score:.2f})" for c in fresh)
             raise ReviewReturned(f"Review {review_id} was NOT resolved: searched again now, it may also be the same "

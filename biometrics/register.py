@@ -158,9 +158,22 @@ CREATE INDEX IF NOT EXISTS changes_ref ON changes(ref, seq)
 #: Version 5: the month of an arrival and the day of a rating keyed by local time (WIB), as the portal's are.
 _SCHEMA_V5 = local_keys("postgresql")
 
+#: Version 6: the officers' own texts of audit records, sealed, beside the chains that hold their commitments
+#: (as in the embedded store: :data:`biometrics.storage.MIGRATIONS`).
+_SCHEMA_V6 = """
+CREATE TABLE IF NOT EXISTS audit_texts (
+    station TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    field TEXT NOT NULL,
+    refs TEXT NOT NULL,
+    sealed BYTEA NOT NULL,
+    PRIMARY KEY (station, seq, field)
+)
+"""
+
 #: (version, script): applied in order to a register whose ``meta.schema_version`` is lower.
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3), (4, _SCHEMA_V4),
-                                           (5, _SCHEMA_V5))
+                                           (5, _SCHEMA_V5), (6, _SCHEMA_V6))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _REFUSED_STATES = ("28", "3D")  # invalid authorisation (bad password, unknown role), unknown database
@@ -244,6 +257,20 @@ def read_register_audit(url: str, station: str) -> Iterator[str]:
                 for seq, entry in rows:
                     yield entry
                     after = seq
+    except psycopg.Error as exc:
+        raise classify(exc, url) from None
+
+
+def read_register_audit_texts(url: str, station: str) -> list[tuple[int, str, str, bytes]]:
+    """(seq, field, refs, sealed) of the officers' texts of ``station``'s chain in the register at ``url`` (none in
+    a register of a schema before 6)."""
+    try:
+        with psycopg.connect(check_url(url), connect_timeout=5) as conn:
+            if conn.execute("SELECT to_regclass('audit_texts')").fetchone()[0] is None:  # type: ignore[index]
+                return []
+            return [(int(q), str(f), str(r), bytes(b)) for q, f, r, b in conn.execute(
+                "SELECT seq, field, refs, sealed FROM audit_texts WHERE station = %s ORDER BY seq, field",
+                (station,)).fetchall()]
     except psycopg.Error as exc:
         raise classify(exc, url) from None
 
@@ -728,7 +755,8 @@ class Reviews:
                 str(row[3]))
 
     def close(self, tx: Transaction, review_id: str, state: str, resolution: str) -> None:
-        """Record a review's resolution in ``tx``; its document (personal data, templates, the candidates'
+        """Record a review's resolution (its name: the officer's reason is in the audit record, as a commitment
+        beside a text an erasure deletes) in ``tx``; its document (personal data, templates, the candidates'
         document numbers) is dropped: what was decided is in the register and the audit chain."""
         tx.execute("UPDATE reviews SET state = ?, resolution = ?, resolved_at = ?, sealed = ? WHERE review_id = ?",
                    (state, resolution, now(), b"", review_id))
@@ -743,10 +771,14 @@ class Reviews:
                               (now(), b"", ref, *([upload_id] if upload_id else []))).rowcount)
 
     def forget(self, tx: Transaction, subject_id: str) -> None:
-        """In ``tx`` (an erasure of ``subject_id`` in the register): drop its links, and take it out of the
-        candidates of every pending review (the document of a review names its candidates' document numbers)."""
+        """In ``tx`` (an erasure of ``subject_id`` in the register): drop its links, the reason an older version
+        kept with its resolved reviews, and take it out of the candidates of every pending review (the document of
+        a review names its candidates' document numbers)."""
         ref = self.register.keyring.pseudonym(subject_id)
         tx.execute("DELETE FROM links WHERE ref = ? OR linked_ref = ?", (ref, ref))
+        # an older version kept the officer's reason of a resolved review here, in clear: the resolution's name only
+        tx.execute("UPDATE reviews SET resolution = state WHERE ref = ? AND state IN ('keep_both', 'link', "
+                   "'link_held', 'reject') AND resolution != state", (ref,))
         ring = self.register.keyring
         for review_id, sealed in tx.execute("SELECT review_id, sealed FROM reviews WHERE state = 'pending' "
                                             "FOR UPDATE").fetchall():

@@ -158,6 +158,7 @@ class Replica:
                     self.local.drop_subject(tx, change.ref)
                     (erased if change.kind == CHANGE_ERASED else withdrawn).add(change.ref)
             self.scrub(tx, erased)
+            self.local.erase_audit_texts(tx, erased)  # officers' texts this station's chain wrote offline about them
             self.scrub(tx, withdrawn, review=(OUTBOX_REJECTED, "rejected at review"))
             last = changes[-1][0]
             self.local.set_meta(tx, REGISTER_SEQ, str(last.seq))

@@ -33,6 +33,7 @@ from biometrics.attempts import DEFAULT_WINDOW_S, Attempt, AttemptLedger, Attemp
 from biometrics.audit import (
     LOG_NAME,
     AuditChain,
+    OfficerText,
     anchor_path,
     check_chain_at_open,
     import_jsonl,
@@ -1121,7 +1122,8 @@ class CheckpointService:
                 tx, "enrol", actor, decision_id, subject_ref=self._ref(subject_id), outcome=outcome,
                 threshold=threshold, qualities=[q.quality for q in qualities],
                 duplicates=[{"subject_ref": self._ref(c.subject_id), "score": c.score} for c in duplicates],
-                override_reason=override_reason if duplicates and allow_duplicate else "",
+                override_reason=OfficerText(override_reason if duplicates and allow_duplicate else "",
+                                            (self._ref(subject_id), *(self._ref(c.subject_id) for c in duplicates))),
             )
         if seq is not None and ref is not None:
             record = record_of(subject_id, info, with_ids)

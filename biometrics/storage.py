@@ -116,8 +116,22 @@ _V4 = event_tables("sqlite")
 #: Version 5: the month of an arrival and the day of a rating keyed by local time (WIB), as the portal's are.
 _V5 = local_keys("sqlite")
 
+#: Version 6: the officers' own texts of audit records (an override's, a review's reason), sealed, beside the chain
+#: that holds only their commitments (:mod:`biometrics.audit`), keyed by the subjects they concern: an erasure
+#: deletes them.
+_V6 = """
+CREATE TABLE IF NOT EXISTS audit_texts (
+    station TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    refs TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    PRIMARY KEY (station, seq, field)
+);
+"""
+
 #: (version, script): applied in order to a file whose ``user_version`` is lower.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 CHANGE_ENROLLED = "enrolled"
@@ -196,6 +210,18 @@ def _alert_aad(alert_id: str) -> bytes:
     return f"alert|{alert_id}".encode()
 
 
+def audit_text_aad(station: str, seq: int, field: str) -> bytes:
+    """What binds an officer's text to its audit record: a sealed text moved to another record does not open."""
+    return f"audit-text|{station}|{seq}|{field}".encode()
+
+
+def open_audit_text(keyring: KeyRing, station: str, seq: int, field: str, sealed: bytes) -> tuple[str, str]:
+    """(salt hex, text) of a sealed officer's text (:meth:`SealedStore.put_audit_text`); SealError if it does not
+    open (altered, moved from another record, or sealed under a key the ring does not hold)."""
+    doc = json.loads(keyring.open(bytes(sealed), audit_text_aad(station, seq, field)))
+    return str(doc["salt"]), str(doc["text"])
+
+
 def keyring_id(ring: KeyRing) -> str:
     """A public id of a key ring's pseudonym key (HMAC of a constant): tells which ring sealed a store."""
     return hmac.new(ring.pseudonym_key, b"checkpoint keyring id v1", hashlib.sha256).hexdigest()[:16]
@@ -246,6 +272,19 @@ def read_store_id(path: Path) -> str:
     if row is None:
         raise ValueError(f"{path} has no store id (a store written by an older version, never opened since)")
     return str(row[0])
+
+
+def read_audit_texts(path: Path, station: str = "") -> list[tuple[int, str, str, bytes]]:
+    """(seq, field, refs, sealed) of the officers' texts of ``station``'s chain in the store file ``path``, opened
+    read-only (none in a file of a version before 6)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_texts'").fetchone() is None:
+            return []
+        return [(int(q), str(f), str(r), bytes(b)) for q, f, r, b in db.execute(
+            "SELECT seq, field, refs, sealed FROM audit_texts WHERE station = ? ORDER BY seq, field", (station,))]
+    finally:
+        db.close()
 
 
 def read_audit(path: Path, station: str = "") -> Iterator[str]:
@@ -359,10 +398,12 @@ class SealedStore:
         return ref, self.append_change(tx, CHANGE_ENROLLED, ref), stored
 
     def erase_subject(self, tx: Transaction, subject_id: str) -> int | None:
-        """Erase a subject, its templates and the alerts naming it in ``tx``; the change seq, or None if there was
-        no subject (alerts naming it are deleted all the same)."""
+        """Erase a subject, its templates, the alerts naming it and the officers' texts of audit records about it
+        (:meth:`erase_audit_texts`) in ``tx``; the change seq, or None if there was no subject (alerts and texts
+        naming it are deleted all the same)."""
         ref = self.keyring.pseudonym(subject_id)
         self.erase_alerts(tx, {ref})
+        self.erase_audit_texts(tx, {ref})
         tx.execute("DELETE FROM templates WHERE ref = ?", (ref,))
         if tx.execute("DELETE FROM subjects WHERE ref = ?", (ref,)).rowcount == 0:
             return None
@@ -643,6 +684,34 @@ class SealedStore:
         start = self._query("SELECT 1 FROM audit WHERE station = ? AND seq = 0", (self.station,))
         return int(row[0]) if start else -1
 
+    def put_audit_text(self, tx: Transaction, seq: int, field: str, refs: Collection[str], salt: str,
+                       text: str) -> None:
+        """Store in ``tx`` (the transaction of audit record ``seq`` of this station's chain) the officer's text
+        whose commitment the record holds in ``<field>_sha256``, with its salt, sealed and bound to the record,
+        keyed by the pseudonyms of the subjects it concerns (an erasure of any of them deletes it)."""
+        doc = json.dumps({"salt": salt, "text": text}).encode()
+        tx.execute("INSERT INTO audit_texts(station, seq, field, refs, sealed) VALUES (?, ?, ?, ?, ?)",
+                   (self.station, seq, field, " ".join(sorted(set(refs))),
+                    self.keyring.seal(doc, audit_text_aad(self.station, seq, field))))
+
+    def erase_audit_texts(self, tx: Transaction, refs: Collection[str]) -> int:
+        """Delete in ``tx`` the officers' texts of audit records (every station's chain this store holds) that
+        concern a subject whose pseudonym is in ``refs``; how many. The records keep their commitments, so the
+        chain still verifies; ``checkpoint-audit`` shows those texts as erased."""
+        gone = 0
+        for ref in refs:  # a pseudonym is hex: no LIKE wildcard in it
+            gone += int(tx.execute("DELETE FROM audit_texts WHERE ' ' || refs || ' ' LIKE ?",
+                                   (f"% {ref} %",)).rowcount or 0)
+        if gone:
+            tx.erased = True
+        return gone
+
+    def audit_texts(self, station: str | None = None) -> list[tuple[int, str, str, bytes]]:
+        """(seq, field, refs, sealed) of the officers' texts of ``station``'s chain (default: this one's)."""
+        station = self.station if station is None else station
+        return [(int(q), str(f), str(r), bytes(b)) for q, f, r, b in self._query(
+            "SELECT seq, field, refs, sealed FROM audit_texts WHERE station = ? ORDER BY seq, field", (station,))]
+
     def audit_count(self) -> int:
         """How many audit entries this station's chain holds."""
         return int(self._query("SELECT COUNT(*) FROM audit WHERE station = ?", (self.station,))[0][0])
@@ -689,7 +758,7 @@ class SealedStore:
     def key_usage(self) -> dict[str, int]:
         """How many sealed blobs each key id seals (key rotation's progress)."""
         usage: dict[str, int] = {}
-        for table in ("subjects", "templates", "alerts"):
+        for table in ("subjects", "templates", "alerts", "audit_texts"):
             for key_id, n in self._query(f"SELECT {self._KEY_ID_SQL}, COUNT(*) FROM {table} GROUP BY 1"):
                 name = bytes(key_id).decode(errors="replace")
                 usage[name] = usage.get(name, 0) + n
@@ -727,6 +796,13 @@ class SealedStore:
                 fresh = self.keyring.seal(self.keyring.open(sealed, _alert_aad(aid)), _alert_aad(aid))
                 done += tx.execute("UPDATE alerts SET sealed = ? WHERE alert_id = ? AND sealed = ?",
                                    (fresh, aid, sealed)).rowcount
+            for station, seq, field, sealed in tx.execute(
+                    f"SELECT station, seq, field, sealed FROM audit_texts WHERE {stale} LIMIT ?",
+                    (*params, max(0, batch - done))).fetchall():
+                sealed, aad = bytes(sealed), audit_text_aad(station, int(seq), field)
+                fresh = self.keyring.seal(self.keyring.open(sealed, aad), aad)
+                done += tx.execute("UPDATE audit_texts SET sealed = ? WHERE station = ? AND seq = ? AND field = ? AND "
+                                   "sealed = ?", (fresh, station, seq, field, sealed)).rowcount
         return done
 
     def count(self) -> tuple[int, int]:

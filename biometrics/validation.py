@@ -82,8 +82,9 @@ def check_subject_info(info: SubjectInfo) -> None:
 
 def check_reason(reason: str, field: str, *, required: bool, documents: Collection[str] = ()) -> str:
     """The officer's ``reason``: at most :data:`MAX_REASON` characters, not blank when ``required``, and naming
-    none of ``documents`` (the document numbers the call is about): the audit log keeps the reason as written, in
-    an append-only chain no erasure reaches, so it must say why without saying who."""
+    none of ``documents`` (the document numbers the call is about): an erasure's reason stays in the append-only
+    audit chain as written, and an override's or a review's stays until those subjects are erased (a third person it
+    names, never), so it must say why without saying who."""
     check_text(reason, field, MAX_REASON)
     if required and not reason.strip():
         raise InvalidSample(f"The field {field} is required: say why, it is recorded in the audit log.")

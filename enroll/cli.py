@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--allow-duplicate", action="store_true",
                    help="officer's override of a possible duplicate (recorded); give --reason")
     e.add_argument("--reason", default="", help="why the duplicate check is overridden (required with "
-                   "--allow-duplicate; recorded; no names, no document numbers: the audit log keeps it after an "
-                   "erasure)")
+                   "--allow-duplicate; recorded until this subject or the duplicate is erased; no names, no document "
+                   "numbers: the erasure of anyone else it names does not reach it)")
     s = sub.add_parser("show", help="a subject's data and enrolled templates")
     s.add_argument("subject_id", help=DOCUMENT_FROM_STDIN)
     d = sub.add_parser("delete", help="erase a subject (templates and personal data)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from helpers import face
@@ -36,6 +38,21 @@ def open_station(tmp_path: Path, name: str, url: str, *, replica: bool,
     service.start(retry_s=0.2, poll_s=0.3, background=background)
     wait_until(service.ready, timeout=30, message=f"{name} is ready")
     return service
+
+
+@contextmanager
+def office_and_island(tmp_path: Path, url: str) -> Iterator[tuple[CheckpointService, CheckpointService, LinkProxy]]:
+    """(station "central" on the register at ``url``, island "siberut" online through a link proxy, the proxy);
+    both stations closed afterwards."""
+    with LinkProxy.to_url(url) as proxy:
+        central = open_station(tmp_path, "central", url, replica=False)
+        island = open_station(tmp_path, "siberut", proxy.url(url), replica=True)
+        try:
+            wait_until(lambda: island.sync_status()["register_connected"], timeout=15, message="the island is online")
+            yield central, island, proxy
+        finally:
+            island.close()
+            central.close()
 
 
 def go_offline(island: CheckpointService, proxy: LinkProxy) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from island_helpers import HANS, KOFI, KOFI_2, MEGAWATI, MEGAWATI_2, go_offline, open_station
+from island_helpers import office_and_island as stations_of
 from pg import fresh_database
 from waiting import wait_until
 
@@ -43,15 +44,8 @@ OfficeAndIsland = tuple[CheckpointService, CheckpointService, LinkProxy]
 def office_and_island(tmp_path: Path, register_url: str) -> Iterator[OfficeAndIsland]:
     """(station "central" on the register, island "siberut" online through a link proxy, the proxy); both
     stations closed afterwards."""
-    with LinkProxy.to_url(register_url) as proxy:
-        central = open_station(tmp_path, "central", register_url, replica=False)
-        island = open_station(tmp_path, "siberut", proxy.url(register_url), replica=True)
-        try:
-            wait_until(lambda: island.sync_status()["register_connected"], timeout=15, message="the island is online")
-            yield central, island, proxy
-        finally:
-            island.close()
-            central.close()
+    with stations_of(tmp_path, register_url) as stations:
+        yield stations
 
 
 def outbox(tmp_path: Path, name: str) -> list[dict[str, Any]]:
@@ -184,7 +178,7 @@ def test_a_register_of_the_previous_schema_is_upgraded_and_keeps_its_upload_reco
         register = RegisterStorage(register_url, ring, station="central")
         register.open()
         try:
-            assert register.schema_version() == SCHEMA_VERSION == 5
+            assert register.schema_version() == SCHEMA_VERSION == 6
             with register.transaction() as tx:
                 assert Reviews(register).upload_outcome(tx, "u1") == ("k1:x", "stored")
                 assert Reviews(register).upload_seq(tx, "u1") is None, "an older upload names no change"

@@ -10,6 +10,13 @@ the truncation, and exits 1. Without ``--expected-head``, a database whose store
 store id is read from the database, so it may have been changed to escape the comparison. ``--log FILE`` checks
 a JSON-lines export instead. ``checkpoint-audit show`` prints records (pseudonymous refs only); ``export --out
 FILE`` writes the chain as JSON lines.
+
+Officers' texts (an override's or a review's reason) are not in the chain, only their commitments
+(:mod:`biometrics.audit`): with the key ring (``KEY_DIR/keyring.json``, ``--key-file``, or the environment, as the
+server finds it) ``verify`` checks every text the store still holds against its commitment (an altered, moved or
+added text is TAMPERED; one an erasure deleted is counted as erased), and ``show`` and ``export`` print each text,
+or ``(erased)``. An export carries the texts beside the entries (``officer_texts``, outside their hashes), so
+``verify --log`` checks them too; an export is a copy no later erasure reaches.
 """
 
 from __future__ import annotations
@@ -23,11 +30,18 @@ from typing import Any
 
 from biometrics.audit import (
     ANCHOR_DIR,
+    ERASED,
+    EXPORTED_TEXTS,
+    NOT_OPENED,
     PUBLIC_KEY_NAME,
     STORE_ID,
+    HeldText,
     anchor_path,
     canonical,
     check_head,
+    check_texts,
+    commitments,
+    held_elsewhere,
     load_head,
     load_public_key,
     other_store_heads,
@@ -35,8 +49,9 @@ from biometrics.audit import (
     read_entries,
     verify_entries,
 )
-from biometrics.keydir import default_key_dir
-from biometrics.storage import read_audit, read_store_id
+from biometrics.crypto import KeyRing, SealError
+from biometrics.keydir import KEYRING_NAME, default_key_dir
+from biometrics.storage import open_audit_text, read_audit, read_audit_texts, read_store_id
 
 Entries = list[tuple[int, dict[str, Any] | None, str]]
 
@@ -53,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--store", metavar="URL", help="a shared register (postgresql://...): read --station's chain")
         s.add_argument("--station", default="", help="with --store: the station whose chain to read")
         s.add_argument("--key-dir", type=Path, help=f"the server's key directory (default {default_key_dir()})")
+        s.add_argument("--key-file", type=Path,
+                       help=f"the key ring that opens the officers' texts (default KEY_DIR/{KEYRING_NAME}, or "
+                            "CHECKPOINT_KEYRING / CHECKPOINT_MASTER_KEY as the server reads them)")
         if name == "verify":
             s.add_argument("--public-key", type=Path,
                            help=f"the chain's public key (default KEY_DIR/{PUBLIC_KEY_NAME}); "
@@ -65,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "show":
             s.add_argument("--last", type=int, default=0, help="only the last N records")
             s.add_argument("--kind", help="only decisions of this kind (enrol, verify, identify, delete...)")
-            s.add_argument("--json", action="store_true", help="one JSON entry per line, as stored")
+            s.add_argument("--json", action="store_true",
+                           help="one JSON entry per line, as stored (officers' texts beside it, officer_texts)")
         else:
             s.add_argument("--out", type=Path, required=True, help="the JSON-lines file to write")
     return p
@@ -84,6 +103,65 @@ def _entries(args: argparse.Namespace) -> Entries:
     if not db.exists():
         raise FileNotFoundError(f"no store at {db}")
     return list(parse_lines(read_audit(db)))
+
+
+class Texts:
+    """The officers' texts of the chain read (none for an export: its entries carry them): opened with the key ring
+    when there is one; ``unopened`` counts those held but not opened for want of it."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.source = "log" if args.log else "register" if args.store else "store"
+        self.held: dict[tuple[int, str], HeldText] | None = None
+        self.unopened = 0
+        if args.log:
+            return
+        if args.store:
+            from biometrics.register import read_register_audit_texts
+
+            rows = read_register_audit_texts(args.store, args.station)
+        else:
+            rows = read_audit_texts(args.data_dir / "checkpoint.db")
+        ring = self._keyring(args)
+        self.held = {}
+        station = args.station if args.store else ""
+        for seq, field, _, sealed in rows:
+            if ring is None:
+                self.unopened += 1
+                continue
+            try:
+                self.held[(seq, field)] = open_audit_text(ring, station, seq, field, sealed)
+            except (SealError, ValueError, KeyError) as exc:
+                self.held[(seq, field)] = str(exc)
+
+    @staticmethod
+    def _keyring(args: argparse.Namespace) -> KeyRing | None:
+        ring = KeyRing.from_environment()
+        if ring is not None:
+            return ring
+        path = args.key_file or (args.key_dir or default_key_dir()) / KEYRING_NAME
+        return KeyRing.load(path) if path.exists() else None
+
+    def shown(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """field -> what to show of each text the entry commits to: {"text", "salt"}, or a word for its absence."""
+        out: dict[str, Any] = {}
+        exported = entry.get(EXPORTED_TEXTS) if self.held is None else None
+        for name in commitments(entry):
+            if self.held is None:
+                value = exported.get(name) if isinstance(exported, dict) else None
+                out[name] = value if value is not None else ERASED
+                continue
+            held = self.held.get((entry["seq"], name))
+            if isinstance(held, tuple):
+                out[name] = {"text": held[1], "salt": held[0]}
+            elif isinstance(held, str):
+                out[name] = f"(does not open: {held})"
+            elif self.unopened:
+                out[name] = NOT_OPENED
+            elif held_elsewhere(entry, self.source):
+                out[name] = "(kept by the station that wrote it, or erased there)"
+            else:
+                out[name] = ERASED
+        return out
 
 
 def _default_head(key_dir: Path, db: Path) -> tuple[Path | None, str | None]:
@@ -114,7 +192,7 @@ def _default_head(key_dir: Path, db: Path) -> tuple[Path | None, str | None]:
     return None, None
 
 
-def _verify(args: argparse.Namespace, entries: Entries, where: str) -> int:
+def _verify(args: argparse.Namespace, entries: Entries, where: str, texts: Texts) -> int:
     key_dir = args.key_dir or default_key_dir()
     key_path = args.public_key or key_dir / PUBLIC_KEY_NAME
     try:
@@ -148,28 +226,40 @@ def _verify(args: argparse.Namespace, entries: Entries, where: str) -> int:
     if cut is not None:
         print(f"TAMPERED {where}: {cut}")
         return 1
+    found = check_texts(entries, texts.held, source=texts.source, unopened=texts.unopened)
+    if not found.ok:
+        print(f"TAMPERED {where}: {found.finding}")
+        return 1
     unsigned = report.records - 1 - report.signed_through
+    said = [f"{found.checked} match their commitments"] + ([f"{found.erased} erased"] if found.erased else []) + (
+        [f"{found.elsewhere} kept by the stations that wrote them"] if found.elsewhere else []) + (
+        [f"{found.unchecked} held but not checked (no key ring: --key-file)"] if found.unchecked else [])
     print(f"OK {where}: {report.records} records ({report.decisions} decisions, {report.checkpoints} signed "
           f"checkpoints); chain intact; signed through seq {report.signed_through}"
           + (f"; holds the signed head at seq {head['seq']}" if head else "; no signed head to compare")
-          + (f"; {unsigned} record(s) after the last checkpoint are chained but not yet signed" if unsigned else ""))
+          + (f"; {unsigned} record(s) after the last checkpoint are chained but not yet signed" if unsigned else "")
+          + f"; officers' texts: {', '.join(said)}")
     return 0
 
 
-def _show(args: argparse.Namespace, entries: Entries) -> Iterator[str]:
+def _show(args: argparse.Namespace, entries: Entries, texts: Texts) -> Iterator[str]:
     for line, entry, error in entries:
         if entry is None:
             yield f"line {line}: {error}"
         elif args.kind and entry.get("kind") != args.kind:
             continue
         elif args.json:
-            yield canonical(entry).decode()
+            shown = texts.shown(entry)
+            yield canonical({**entry, EXPORTED_TEXTS: shown} if shown else entry).decode()
         elif entry.get("type") == "checkpoint":
             yield (f"{entry.get('seq'):>6} {entry.get('time')} CHECKPOINT ({entry.get('reason')}) "
                    f"records {entry.get('records')} key {entry.get('key_id')}")
         else:
             actor = entry.get("actor", {})
             fields = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(entry.get("fields", {}).items()))
+            for name, value in texts.shown(entry).items():
+                fields += f" {name}={json.dumps(value['text'], ensure_ascii=False)}" if isinstance(value, dict) \
+                    else f" {name}={value}"
             yield (f"{entry.get('seq'):>6} {entry.get('time')} {entry.get('kind'):<8} "
                    f"{actor.get('role')}:{actor.get('identity')} decision {entry.get('decision_id')} {fields}")
 
@@ -179,20 +269,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         entries = _entries(args)
+        texts = Texts(args)
     except Exception as exc:  # a missing file, an unreachable or refused register: say which, exit 2
         print(f"checkpoint-audit: {exc}", file=sys.stderr)
         return 2
     where = (f"{args.station}@{args.store.split('@')[-1]}" if args.store
              else str(args.log or args.data_dir / "checkpoint.db"))
     if args.command == "verify":
-        return _verify(args, entries, where)
+        return _verify(args, entries, where, texts)
     if args.command == "export":
         args.json = True
         args.kind = None
-        args.out.write_text("".join(row + "\n" for row in _show(args, entries)))
+        args.out.write_text("".join(row + "\n" for row in _show(args, entries, texts)))
         print(f"{len(entries)} records written to {args.out}")
         return 0
-    rows = list(_show(args, entries))
+    rows = list(_show(args, entries, texts))
     for row in rows[-args.last:] if args.last else rows:
         print(row)
     return 0
