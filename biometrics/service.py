@@ -861,6 +861,8 @@ class CheckpointService:
                    "retention_days": self.config.nationality_retention_days}
         journal = self.alert_store is not self.storage
         local = SqlEventStore(self.alert_store, journal=journal, **options)
+        if not journal and local.discard_deltas():  # left by the v7 migration, which cannot tell a journal apart
+            log.info("events: the rating deltas of a store that ships nothing were discarded (its counters hold them)")
         self.events = EventRecorder(
             local, self.station, lanes=self.config.lanes, default_direction=self.config.default_direction,
             face_calibration=self.face_calibration,
@@ -1359,9 +1361,10 @@ class CheckpointService:
 
     def rate_decision(self, feedback_id: str, rating: int) -> None:
         """The traveller's rating (1..4) of a decision, by the ``feedback_id`` its answer gave; once per decision
-        (FeedbackRefused), an unknown id EventNotFound, a bad rating InvalidRating. Not audited and without the
-        caller; but kept under the event id, whose place in the events' order ties it to the decision's subject
-        in the audit chain (docs/transparency.md, "What is recorded")."""
+        (FeedbackRefused), within the rating window (RatingWindowClosed), an unknown id EventNotFound, a bad
+        rating InvalidRating. Not audited and without the caller; kept only as counters (the month's, at the
+        station), with a mark of the decision, no value and no time, while its window lasts
+        (docs/transparency.md, "Feedback")."""
         check_rating(rating)
         check_event_id(feedback_id)
         if self.events is None:
