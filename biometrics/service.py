@@ -744,7 +744,9 @@ class CheckpointService:
     def _search(self, faces: Sequence[np.ndarray], fingers: Sequence[tuple[int, FingerprintTemplate]],
                 k: int, threshold: float, frames: int = 1, gallery: Gallery | None = None) -> list[Candidate]:
         """Candidates whose fused score is at or over ``threshold``, best first (in ``gallery``, default the
-        station's).
+        station's): the ``k`` best and every watchlisted one ranked beyond them (as :func:`shortlist`; the face
+        index itself answers its ``max(k, 50)`` nearest, so a watchlisted face beyond those is found only by finger).
+        A subject erased while the search runs is left out, not reported as missing.
 
         Each subject's evidence is its face score (best over the combined probes and the subject's references,
         less ``log10`` of ``frames`` times its references; compared one to one when the subject was found by
@@ -773,8 +775,11 @@ class CheckpointService:
             found = g.fingerprint_gallery.search(fingers)
             outside = [sid for sid in found if sid not in per_subject and sid in g.face_counts] if faces else []
             for subject_id in self._may_reach(outside, found, face_bound, threshold):  # the face compared 1:1
-                per_subject[subject_id] = [ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id,
-                                                                                             frames, g))]
+                try:
+                    face = self._face_score_of(faces, subject_id, frames, g)
+                except SubjectNotFound:  # erased (or being replaced) since the search found it: not a candidate
+                    continue
+                per_subject[subject_id] = [ModalityScore(Modality.FACE, face)]
             for subject_id, scores in found.items():
                 if subject_id in per_subject or not (faces and subject_id in g.face_counts):
                     per_subject.setdefault(subject_id, []).extend(
@@ -782,8 +787,8 @@ class CheckpointService:
         # only subjects the gallery holds: a face index whose removal failed may still hold an erased one's faces
         held = [sid for sid in per_subject if sid in g.watchlist]
         fused = dict(zip(held, self._search_scores([per_subject[sid] for sid in held]), strict=True))
-        ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold),
-                        key=lambda item: (-item[1], item[0]))[:k]
+        ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold), key=lambda item: (-item[1], item[0]))
+        ranked = [(sid, s) for i, (sid, s) in enumerate(ranked) if i < k or g.watchlist.get(sid, False)]  # as shortlist
         return [Candidate(sid, s, tuple(per_subject[sid]), g.watchlist.get(sid, False),
                           contradicted(_named(per_subject[sid])))
                 for sid, s in ranked]
