@@ -10,9 +10,10 @@ the block periods, not the median): blur shifts the spectrum's peak towards low 
 dotted, dry print it moved the median period from 7.5 to 11 px, which put the true ridges in the
 "harmonic" band.
 
-Only an image whose ratio is under ``BLUR_RATIO`` is restored (on FVC2002 DB1_B, the tuning set, the
-clean images' log10 ratios span -1.53 to -0.39, the sigma 2 px blurred copies' -3.05 to -1.95: the
-threshold -1.75 lies between, and no clean image, ZFM cut or other degradation of DB1_B falls under it).
+An image whose ratio is under ``BLUR_RATIO`` is restored, and one that the second look (below) finds
+blurred (on FVC2002 DB1_B, the tuning set, the clean images' log10 ratios span -1.53 to -0.39, the sigma 2 px
+blurred copies' -3.05 to -1.95: the threshold -1.75 lies between, and no clean image, ZFM cut or other
+degradation of DB1_B falls under it).
 
 Its blur is then estimated from a band where the blurred pattern still stands above the floor
 (``shoulder_ratio``): the power just below the harmonic (``SHOULDER_BAND`` times the ridge frequency) over
