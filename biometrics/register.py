@@ -309,6 +309,10 @@ class RegisterStorage(SealedStore):
         )
         self._opened = False
         self._station_lock: psycopg.Connection[Any] | None = None  # holds the lock on the station's name
+        # one claim at a time: the listener's reclaim after a reconnection and a change's check_station_held both
+        # claim a lost name; two at once would each open a session, and the second's lock attempt, refused by the
+        # first's, would read as another process holding the name (StationInUse)
+        self._claim_lock = threading.RLock()
         self._claims_station = False  # this process runs as the station (claimed its name once): checked at writes
         self._migrated = False  # open() brought the schema to this version: every later write checks it still is
         self.refused = ""  # why the register refuses this process's writes (a schema migrated past it), if it does
@@ -319,7 +323,12 @@ class RegisterStorage(SealedStore):
     def claim_station(self) -> None:
         """Hold the register's session lock on this station's name until :meth:`close` (or until this process's
         session ends): raises :class:`StationInUse`, naming the holder, when another process holds it, or
-        RegisterUnavailable. Idempotent while the lock's session lives; a lost session is claimed again."""
+        RegisterUnavailable. Idempotent while the lock's session lives; a lost session is claimed again. One thread
+        claims at a time."""
+        with self._claim_lock:
+            self._claim_station()
+
+    def _claim_station(self) -> None:
         if self._station_lock is not None and not self._station_lock.closed:
             try:
                 self._station_lock.execute("SELECT 1")
@@ -371,6 +380,10 @@ class RegisterStorage(SealedStore):
         return f"held by {name!r}{where} since {since:%Y-%m-%d %H:%M:%S %Z}" if since else f"held by {name!r}{where}"
 
     def _release_station(self) -> None:
+        with self._claim_lock:
+            self._drop_station_lock()
+
+    def _drop_station_lock(self) -> None:
         if self._station_lock is not None:
             with contextlib.suppress(psycopg.Error):
                 self._station_lock.close()
