@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shlex
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.fingerprint_eval import extract_job
-from benchmarks.provenance import face_cache, face_code_version
+from benchmarks.provenance import face_cache, face_code_version, finger_scores_code_version, git_state
 
 COMMAND = "calibrate"
 FMR_LEVELS = (0.01, 0.001, 0.0001, 0.00001)
@@ -148,20 +149,35 @@ def run(args: argparse.Namespace) -> int:
     operating = operating_points(calibration, genuine, impostor.size, "distance_threshold")
     calibration.notes = {
         "created": dt.date.today().isoformat(),
-        "command": "checkpoint-bench calibrate --data ../shared/data/faces/lfw-dev "
-        "--out biometrics/calibration/face.json",
+        "command": command_of(args),
+        "provenance": {**git_state(), "face_code_version": face_code_version(),
+                       "cache": None if args.cache is None else str(args.cache)},
         "images": len(items),
         "identities": len(set(labels.tolist())),
         "failed_to_acquire": failed,
         "n_genuine": int(genuine.size),
         "n_impostor": int(impostor.size),
         "operating_points": operating,
-        "caveat": "pairs share images, so comparisons are not independent; LFW is a research benchmark, "
-        "not evidence of fitness for a border's population and cameras",
+        "caveat": "pairs share images, so comparisons are not independent; "
+        + (f"{args.data.name} (LFW) is a research benchmark, not evidence of fitness for a border's population and "
+           "cameras" if args.data.name.lower().startswith("lfw") else
+           f"the figures hold for the people and cameras of {args.data.name} only"),
     }
     write(calibration, args.out, f"{len(items)} images, {len(failed)} failed to acquire; {genuine.size} genuine "
           f"and {impostor.size} impostor comparisons", "distance <=", "distance_threshold")
     return 0
+
+
+def command_of(args: argparse.Namespace) -> str:
+    """The command as run: every option that changes what is fitted (``--workers`` does not)."""
+    words = ["checkpoint-bench", "calibrate", "--modality", args.modality, "--data", str(args.data)]
+    if args.modality == "fingerprint":
+        words += ["--dpi", str(args.dpi)]
+    if args.limit:
+        words += ["--limit", str(args.limit)]
+    if args.cache is not None:
+        words += ["--cache", str(args.cache)]
+    return shlex.join([*words, "--out", str(args.out)])
 
 
 def write(calibration: Any, out: Path, summary: str, raw_words: str, raw_key: str) -> None:
@@ -217,8 +233,8 @@ def run_fingerprint(args: argparse.Namespace) -> int:
     operating = operating_points(calibration, genuine, impostor.size, "similarity_threshold")
     calibration.notes = {
         "created": dt.date.today().isoformat(),
-        "command": f"checkpoint-bench calibrate --modality fingerprint --data {args.data} --dpi {args.dpi} "
-                   f"--out {args.out}",
+        "command": command_of(args),
+        "provenance": {**git_state(), "finger_scores_code_version": finger_scores_code_version()},
         "images": len(items), "fingers": len(fingers), "failed_to_acquire": failed,
         "n_genuine": int(genuine.size), "n_impostor": int(impostor.size), "operating_points": operating,
         "caveat": "pairs share captures, so comparisons are not independent; the tail beyond 1/n_impostor is "

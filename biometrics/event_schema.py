@@ -10,16 +10,30 @@ Tables (times are UTC text, so that both dialects compare and group them alike):
 - ``decision_events``: the public events (minute ``YYYY-MM-DDTHH:MM``, station, lane, direction, category,
   outcome, processing_ms, quality, model and calibration versions) under a random ``event_id``.
 - ``event_nationality``: restricted, event id -> ISO 3166 alpha-3 of an arrival, kept for the retention period.
-- ``event_feedback``: one rating 1..4 per event id, with the minute it was given.
+- ``event_feedback`` (until :func:`counters_only` dropped it): one rating 1..4 per event id, with its minute.
 - ``event_lanes``: the distinct lanes seen per hour, station and direction (for ``lanes_active``).
-- ``agg_hourly``, ``agg_monthly_arrivals``, ``agg_daily_satisfaction``, ``event_stations``: the aggregates the
-  portal reads, kept in the transaction of each event or rating. Hours are UTC hours; the month of an arrival
-  and the day of a rating are local (WIB) since :func:`local_keys`, the migration that re-keyed them.
+- ``agg_hourly``, ``agg_monthly_arrivals``, ``agg_daily_satisfaction`` (until :func:`counters_only` folded it
+  into ``agg_monthly_satisfaction``), ``event_stations``: the aggregates the portal reads, kept in the
+  transaction of each event or rating. Hours are UTC hours; the month of an arrival and the day (then month) of
+  a rating are local (WIB) since :func:`local_keys`, the migration that re-keyed them.
+- Since :func:`counters_only`: ``rating_marks`` (the event ids of decisions rated within their rating window: no
+  value, no time), ``rating_deltas`` and ``rating_shipments`` (a station journal's ratings not yet counted by
+  the register, as counters) and ``rating_batches`` (the ids of the shipments a register has counted).
+
+:func:`event_tables` and :func:`local_keys` are migrations as they were written (v4/v3 and v5): a new store runs
+them, then :func:`counters_only`.
 """
 
 from __future__ import annotations
 
-from biometrics.events import ARRIVAL, LOCAL_UTC_OFFSET_HOURS, PROCESSING_BUCKETS_MS, RATINGS, UNKNOWN_NATIONALITY
+from biometrics.events import (
+    ARRIVAL,
+    LOCAL_UTC_OFFSET_HOURS,
+    PROCESSING_BUCKETS_MS,
+    RATING_WINDOW,
+    RATINGS,
+    UNKNOWN_NATIONALITY,
+)
 
 #: One column per histogram bucket (the last one is open).
 HISTOGRAM_COLUMNS: tuple[str, ...] = tuple(f"h{i:02d}" for i in range(len(PROCESSING_BUCKETS_MS) + 1))
@@ -157,4 +171,71 @@ GROUP BY 1, 2, 3, 4;
 INSERT INTO meta(name, value) SELECT 'monthly_arrivals_local_from', month FROM rekey_since{where}
 ON CONFLICT (name) DO UPDATE SET value = excluded.value;
 DROP TABLE rekey_since
+"""
+
+
+def counters_only(dialect: str) -> str:
+    """The migration that keeps ratings only as counters (docs/transparency.md, "Feedback").
+
+    - ``agg_monthly_satisfaction`` (local month, station, ``r1``..``r4``): what the portal publishes and no
+      finer, folded from the daily rows (local days, so their months are the portal's months exactly).
+    - ``rating_marks``: on SQLite (a station's file or journal, where decisions are rated), the event ids of the
+      rated decisions still inside their rating window (:data:`biometrics.events.RATING_WINDOW`, from the end of
+      the decision's minute), so that a second rating of them is still refused; no value, no time. The register
+      (PostgreSQL) gets none: its ratings came from the stations, which check them.
+    - ``rating_deltas``: on SQLite, a journal's ratings not yet shipped to the register (``event_feedback.n``
+      past ``meta.feedback_shipped_upto``), as counters by local month and station. A single station's file,
+      which ships nothing, gets its ratings here too, as the migration cannot tell it from a journal: the service
+      discards them when it opens such a store (:meth:`biometrics.event_store.SqlEventStore.discard_deltas`).
+      The register gets none (it ships nothing).
+    - ``rating_shipments``: the deltas being shipped, under one random id; ``rating_batches``: the ids of the
+      shipments a register has counted (no content, no time).
+    - ``event_feedback`` and ``agg_daily_satisfaction`` dropped, with ``meta.feedback_shipped_upto``.
+    """
+    if dialect not in ("sqlite", "postgresql"):
+        raise ValueError(f"unknown SQL dialect {dialect!r}")
+    counters = ", ".join(f"r{r} BIGINT NOT NULL DEFAULT 0" for r in RATINGS)
+    columns = ", ".join(f"r{r}" for r in RATINGS)
+    marks = deltas = ""
+    if dialect == "sqlite":  # where decisions are rated and shipped from; the register (PostgreSQL) gets neither
+        window = int(RATING_WINDOW.total_seconds() // 60) + 1  # the window runs from the end of the decision's minute
+        month = f"strftime('%Y-%m', replace(f.minute, 'T', ' '), '+{LOCAL_UTC_OFFSET_HOURS} hours')"
+        rated = "FROM event_feedback f JOIN decision_events e ON e.event_id = f.event_id"
+        marks = (f"INSERT INTO rating_marks(event_id) SELECT f.event_id {rated} "
+                 f"WHERE e.minute > strftime('%Y-%m-%dT%H:%M', 'now', '-{window} minutes');\n")
+        deltas = (f"INSERT INTO rating_deltas(month, station, {columns}) SELECT {month}, e.station, "
+                  f"{', '.join(f'SUM(f.rating = {r})' for r in RATINGS)} {rated} WHERE f.n > COALESCE((SELECT "
+                  "CAST(value AS INTEGER) FROM meta WHERE name = 'feedback_shipped_upto'), 0) GROUP BY 1, 2;\n")
+    return f"""
+CREATE TABLE IF NOT EXISTS agg_monthly_satisfaction (
+    month TEXT NOT NULL,
+    station TEXT NOT NULL,
+    {counters},
+    PRIMARY KEY (month, station)
+);
+INSERT INTO agg_monthly_satisfaction(month, station, {columns})
+SELECT substr(day, 1, 7), station, {', '.join(f'SUM(r{r})' for r in RATINGS)}
+FROM agg_daily_satisfaction GROUP BY 1, 2;
+CREATE TABLE IF NOT EXISTS rating_marks (
+    event_id TEXT PRIMARY KEY
+);
+{marks}CREATE TABLE IF NOT EXISTS rating_deltas (
+    month TEXT NOT NULL,
+    station TEXT NOT NULL,
+    {counters},
+    PRIMARY KEY (month, station)
+);
+{deltas}CREATE TABLE IF NOT EXISTS rating_shipments (
+    shipment_id TEXT NOT NULL,
+    month TEXT NOT NULL,
+    station TEXT NOT NULL,
+    {counters},
+    PRIMARY KEY (month, station)
+);
+CREATE TABLE IF NOT EXISTS rating_batches (
+    batch_id TEXT PRIMARY KEY
+);
+DELETE FROM meta WHERE name = 'feedback_shipped_upto';
+DROP TABLE event_feedback;
+DROP TABLE agg_daily_satisfaction
 """

@@ -9,9 +9,17 @@ a versioned migration of each back end.
 **Aggregates move with the events.** :meth:`SqlEventStore.write` inserts a batch of events and, in the same
 transaction, adds the batch's counts to the hourly rows (per station and direction: decisions, decisions
 within the service target, the processing-time histogram, lanes active), the monthly arrivals (per station,
-BPS port code and nationality) and the list of stations; a rating adds to the day's satisfaction row. The
-month of an arrival and the day of a rating are local (WIB, :data:`biometrics.events.LOCAL_UTC_OFFSET_HOURS`),
-as the portal's days and months are. A reader reads only those aggregate rows, never the events table.
+BPS port code and nationality) and the list of stations. The month of an arrival is local (WIB,
+:data:`biometrics.events.LOCAL_UTC_OFFSET_HOURS`), as the portal's days and months are. A reader reads only
+those aggregate rows, never the events table.
+
+**Ratings are counters only.** A rating adds one to its local month's satisfaction counter at its station
+(``agg_monthly_satisfaction``: what the portal publishes, and no finer) and inserts the decision's mark
+(``rating_marks``: the event id alone, no value, no time), in one transaction; a mark already there is a second
+rating. No row holds a rating beside an event id or a time. A rating is taken only within
+:data:`biometrics.events.RATING_WINDOW` of its decision, and the marks of decisions past it are deleted by the
+housekeeping (:meth:`SqlEventStore.purge_marks`): a mark ties "rated" to a decision, which the order of the
+events ties to its subject in the audit chain (docs/transparency.md).
 
 **Nationality is restricted.** It is written only for arrivals, into ``event_nationality`` (event id ->
 alpha-3, with the minute), and counted into the monthly arrivals in the event's own transaction. After the
@@ -20,13 +28,15 @@ already in the monthly aggregates, which stay as they were. Running it again del
 
 **A station on a shared register** writes its events into its local journal (SQLite, beside its audit
 journal), durable while the register is away; :func:`ship_events` copies them, their nationality rows and
-their ratings into the register in order, idempotently (an event the register holds already is skipped, so a
-crash between the two commits never counts an event twice).
+their ratings into the register, idempotently (an event the register holds already is skipped, so a crash
+between the two commits never counts an event twice). Its ratings travel as counters: each rating also adds to
+the journal's ``rating_deltas`` (local month, station), which :func:`ship_ratings` moves into one shipment under
+a random id, adds to the register's counters unless the register has counted that id already
+(``rating_batches``), then deletes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
 import threading
@@ -45,6 +55,7 @@ from biometrics.events import (
     ARRIVAL,
     DEFAULT_NATIONALITY_RETENTION_DAYS,
     DEFAULT_SERVICE_TARGET_MS,
+    RATING_WINDOW,
     RATINGS,
     UNKNOWN_NATIONALITY,
     DecisionEvent,
@@ -53,6 +64,7 @@ from biometrics.events import (
     HourlyRow,
     InvalidRating,
     MonthlyArrivalsRow,
+    RatingWindowClosed,
     SatisfactionRow,
     check_event,
     check_nationality,
@@ -89,7 +101,7 @@ BULK_BATCH = 20_000
 _MINUTE = "%Y-%m-%dT%H:%M"
 _LAST_UPDATE = "events_last_update"
 _EVENTS_SHIPPED = "events_shipped_upto"
-_FEEDBACK_SHIPPED = "feedback_shipped_upto"
+_COUNTS = ", ".join(f"r{r}" for r in RATINGS)
 _FOLDED_BEFORE = "nationality_folded_before"
 _EVENT_COLUMNS = ("event_id", "minute", "station", "lane", "direction", "category", "outcome", "processing_ms",
                   "quality", "model_version", "calibration_version")
@@ -181,10 +193,6 @@ class Backend(Protocol):
 
 def _postgres(tx: Transaction) -> bool:
     return tx.placeholder != "?"
-
-
-def _as_date(text: str) -> date:
-    return date.fromisoformat(text[:10])
 
 
 class SqlEventStore:
@@ -327,28 +335,57 @@ class SqlEventStore:
         _set_meta(tx, _LAST_UPDATE, datetime.now(UTC).isoformat(timespec="seconds"))
 
     def record_feedback(self, event_id: str, rating: int, at: datetime | None = None) -> None:
-        """One rating (1..4) of the decision ``event_id``; a second rating raises :class:`FeedbackRefused`, an
-        unknown id :class:`EventNotFound`, a rating outside 1..4 :class:`InvalidRating`."""
+        """One rating (1..4) of the decision ``event_id``, given ``at`` (now by default); a second rating raises
+        :class:`FeedbackRefused`, one past the decision's rating window :class:`RatingWindowClosed`, an unknown id
+        :class:`EventNotFound`, a rating outside 1..4 :class:`InvalidRating`."""
         check_rating(rating)
         check_event_id(event_id)
         with self._write() as tx:
-            self.feedback(tx, event_id, rating, to_minute(at or datetime.now(UTC)).strftime(_MINUTE))
+            self.feedback(tx, event_id, rating, at or datetime.now(UTC))
 
-    def feedback(self, tx: Transaction, event_id: str, rating: int, minute: str) -> None:
-        """Store a rating given at ``minute`` and add it to the day's satisfaction row, in ``tx``."""
-        row = tx.execute("SELECT station FROM decision_events WHERE event_id = ?", (event_id,)).fetchone()
+    def feedback(self, tx: Transaction, event_id: str, rating: int, at: datetime) -> None:
+        """Count a rating given ``at`` in ``tx``: the decision's mark (a second one is refused), one more in the
+        month's satisfaction counter at its station and, on a journal, in the deltas to ship. Nothing of it is
+        kept with the event id but the mark, and the mark without the value."""
+        row = tx.execute("SELECT station, minute FROM decision_events WHERE event_id = ?", (event_id,)).fetchone()
         if row is None:
             raise EventNotFound("This decision is not known here, so it cannot be rated.")
-        inserted = tx.execute("INSERT INTO event_feedback(event_id, rating, minute) VALUES (?, ?, ?) "
-                              "ON CONFLICT (event_id) DO NOTHING RETURNING n", (event_id, rating, minute)).fetchone()
+        station, minute = row
+        if not rating_window_open(minute, at):  # checked on the event's minute: never on the mark (purged)
+            raise RatingWindowClosed("Thank you, but this decision can no longer be rated: a rating is taken within "
+                                     f"{int(RATING_WINDOW.total_seconds() // 60)} minutes of the decision.")
+        inserted = tx.execute("INSERT INTO rating_marks(event_id) VALUES (?) ON CONFLICT (event_id) DO NOTHING "
+                              "RETURNING event_id", (event_id,)).fetchone()
         if inserted is None:
             raise FeedbackRefused("Thank you: this decision has been rated already (one rating per decision).")
-        column = f"r{int(rating)}"
-        day = local_text(datetime.strptime(minute, _MINUTE).replace(tzinfo=UTC))[:10]
-        tx.execute(f"INSERT INTO agg_daily_satisfaction(day, station, {column}) VALUES (?, ?, 1) "
-                   f"ON CONFLICT (day, station) DO UPDATE SET {column} = agg_daily_satisfaction.{column} + 1",
-                   (day, row[0]))
+        counts = [0] * len(RATINGS)
+        counts[RATINGS.index(int(rating))] = 1
+        month = local_text(at)[:7]
+        _add_counts(tx, "agg_monthly_satisfaction", [(month, station, *counts)])
+        if self.journal:
+            _add_counts(tx, "rating_deltas", [(month, station, *counts)])
         self._touch(tx)
+
+    def purge_marks(self, now: datetime | None = None) -> int:
+        """Delete the marks of decisions past their rating window (a rating of them is refused on the event's
+        minute alone); idempotent. Returns how many were deleted. On SQLite the store's ``secure_delete``
+        overwrites them in the file."""
+        cutoff = (to_minute(now or datetime.now(UTC)) - RATING_WINDOW - timedelta(minutes=1)).strftime(_MINUTE)
+        with self.backend._read() as view:
+            if view.execute("SELECT 1 FROM rating_marks LIMIT 1").fetchone() is None:
+                return 0
+        with self._write() as tx:
+            deleted = tx.execute("DELETE FROM rating_marks WHERE event_id IN (SELECT m.event_id FROM rating_marks m "
+                                 "LEFT JOIN decision_events e ON e.event_id = m.event_id "
+                                 "WHERE e.minute IS NULL OR e.minute <= ?)", (cutoff,)).rowcount
+        return int(deleted)
+
+    def discard_deltas(self) -> int:
+        """Delete the rating deltas of a store that ships nothing (a single station's file, whose v7 migration
+        could not tell it from a journal and converted its ratings into deltas); returns how many rows."""
+        with self._write() as tx:
+            return int(tx.execute("DELETE FROM rating_deltas").rowcount) + int(
+                tx.execute("DELETE FROM rating_shipments").rowcount)
 
     # -- retention -------------------------------------------------------------------------------
 
@@ -428,15 +465,15 @@ class SqlEventStore:
         return [MonthlyArrivalsRow(date.fromisoformat(r[0] + "-01"), r[1], r[2], r[3], int(r[4]))
                 for r in self._query(sql + " ORDER BY month, station, nationality", params)]
 
-    def daily_satisfaction(self, start: date, end: date, station: str | None = None) -> list[SatisfactionRow]:
-        """Daily satisfaction for the (local) days ``start`` .. ``end`` inclusive."""
-        sql = "SELECT day, station, r1, r2, r3, r4 FROM agg_daily_satisfaction WHERE day >= ? AND day <= ?"
-        params: list[Any] = [start.isoformat(), end.isoformat()]
+    def monthly_satisfaction(self, start: date, end: date, station: str | None = None) -> list[SatisfactionRow]:
+        """Monthly satisfaction for the (local) months that hold ``start`` .. ``end``."""
+        sql = f"SELECT month, station, {_COUNTS} FROM agg_monthly_satisfaction WHERE month >= ? AND month <= ?"
+        params: list[Any] = [start.strftime("%Y-%m"), end.strftime("%Y-%m")]
         if station is not None:
             sql += " AND station = ?"
             params.append(station)
-        return [SatisfactionRow(_as_date(r[0]), r[1], (int(r[2]), int(r[3]), int(r[4]), int(r[5])))
-                for r in self._query(sql + " ORDER BY day, station", params)]
+        return [SatisfactionRow(date.fromisoformat(r[0] + "-01"), r[1], (int(r[2]), int(r[3]), int(r[4]), int(r[5])))
+                for r in self._query(sql + " ORDER BY month, station", params)]
 
     def stations(self) -> list[str]:
         """Stations that have recorded events."""
@@ -459,6 +496,22 @@ def check_rating(rating: Any) -> int:
     return rating
 
 
+def rating_window_open(minute: str, at: datetime) -> bool:
+    """Whether a rating given ``at`` is within :data:`RATING_WINDOW` of the end of the decision's ``minute``
+    (``YYYY-MM-DDTHH:MM``, UTC)."""
+    decided = datetime.strptime(minute, _MINUTE).replace(tzinfo=UTC)
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    return at < decided + timedelta(minutes=1) + RATING_WINDOW
+
+
+def _add_counts(tx: Transaction, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add rating counts (month, station, r1..r4) to ``table``'s rows, in one sorted order (two writers never
+    wait on each other's rows in opposite orders)."""
+    tx.executemany(f"INSERT INTO {table}(month, station, {_COUNTS}) VALUES (?, ?, ?, ?, ?, ?) "
+                   "ON CONFLICT (month, station) DO UPDATE SET "
+                   + ", ".join(f"r{r} = {table}.r{r} + excluded.r{r}" for r in RATINGS), sorted(rows))
+
+
 def check_event_id(event_id: str) -> str:
     """A feedback id as a decision answer gives it (32 hex digits); InvalidSample otherwise."""
     if not isinstance(event_id, str) or len(event_id) != 32 or any(c not in "0123456789abcdef" for c in event_id):
@@ -470,8 +523,9 @@ def check_event_id(event_id: str) -> str:
 
 
 def ship_events(journal: SqlEventStore, register: SqlEventStore, limit: int = 5000) -> int:
-    """Copy the journal's events (with their nationality) and then its ratings that the register does not
-    hold yet into it, in order, idempotently; returns how many rows were shipped (0: nothing pending).
+    """Copy the journal's events (with their nationality) that the register does not hold yet into it, in
+    order, idempotently, then its ratings as counters (:func:`ship_ratings`); returns how many events and
+    ratings were shipped (0: nothing pending).
 
     Raises what the register raises when it is away (RegisterUnavailable): the journal keeps everything.
     """
@@ -493,21 +547,54 @@ def ship_events(journal: SqlEventStore, register: SqlEventStore, limit: int = 50
             _set_meta(jtx, _EVENTS_SHIPPED, str(rows[-1][0]))
         shipped += len(rows)
         if len(rows) == limit:
-            return shipped  # more events first: ratings follow the events they rate
+            return shipped  # more events first: a station's ratings are counted once its events are
+    return shipped + ship_ratings(journal, register)
+
+
+def ship_ratings(journal: SqlEventStore, register: SqlEventStore) -> int:
+    """Add the journal's rating deltas to the register's counters, once; returns how many ratings were shipped.
+
+    Three commits, each safe to be interrupted after: the journal moves its deltas into one shipment under a
+    random id (a shipment left by a crash is shipped again as it is, under its id); the register adds the
+    shipment to its counters and records the id in the same transaction, unless it holds the id already (a crash
+    after its commit); the journal deletes the shipment. A rating given meanwhile goes to the deltas, for the
+    next shipment. The register keeps the id only: no counts, no time.
+    """
     with journal.backend._read() as view:
-        mark = int(journal._meta(view, _FEEDBACK_SHIPPED, "0"))
-        ratings = view.execute("SELECT n, event_id, rating, minute FROM event_feedback WHERE n > ? ORDER BY n "
-                               "LIMIT ?", (mark, limit)).fetchall()
-    if ratings:
-        with register._write() as tx:
-            for _, event_id, rating, minute in ratings:
-                # Refused: shipped before (a crash between the register's commit and the journal's mark).
-                with contextlib.suppress(FeedbackRefused):
-                    register.feedback(tx, event_id, int(rating), minute)
-        with journal._write() as jtx:
-            _set_meta(jtx, _FEEDBACK_SHIPPED, str(ratings[-1][0]))
-        shipped += len(ratings)
-    return shipped
+        if (view.execute("SELECT 1 FROM rating_shipments LIMIT 1").fetchone() is None
+                and view.execute("SELECT 1 FROM rating_deltas LIMIT 1").fetchone() is None):
+            return 0
+    with journal._write() as jtx:
+        shipment = jtx.execute(f"SELECT shipment_id, month, station, {_COUNTS} FROM rating_shipments "
+                               "ORDER BY month, station").fetchall()
+        if not shipment:
+            deltas = jtx.execute(f"SELECT month, station, {_COUNTS} FROM rating_deltas ORDER BY month, station"
+                                 ).fetchall()
+            if not deltas:
+                return 0
+            shipment_id = new_event_id()
+            jtx.executemany(f"INSERT INTO rating_shipments(shipment_id, month, station, {_COUNTS}) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)", [(shipment_id, *d) for d in deltas])
+            jtx.execute("DELETE FROM rating_deltas")
+            shipment = [(shipment_id, *d) for d in deltas]
+    shipment_id = shipment[0][0]
+    rows = [tuple(r[1:]) for r in shipment]
+    with register._write() as tx:
+        fresh = tx.execute("INSERT INTO rating_batches(batch_id) VALUES (?) ON CONFLICT (batch_id) DO NOTHING "
+                           "RETURNING batch_id", (shipment_id,)).fetchone()
+        if fresh is not None:  # else counted before (a crash between the register's commit and the journal's)
+            _add_counts(tx, "agg_monthly_satisfaction", rows)
+            register._touch(tx)
+    with journal._write() as jtx:
+        jtx.execute("DELETE FROM rating_shipments WHERE shipment_id = ?", (shipment_id,))
+    return sum(int(n) for r in rows for n in r[2:])
+
+
+def pending_ratings(journal: SqlEventStore) -> int:
+    """How many of the journal's ratings the register has not counted yet (deltas and a shipment under way)."""
+    with journal.backend._read() as view:
+        return sum(int(view.execute(f"SELECT COALESCE(SUM({' + '.join(f'r{r}' for r in RATINGS)}), 0) FROM {t}"
+                                    ).fetchone()[0]) for t in ("rating_deltas", "rating_shipments"))
 
 
 def pending_events(journal: SqlEventStore) -> int:
@@ -535,11 +622,14 @@ def _set_meta(tx: Transaction, name: str, value: str) -> None:
 
 class EventHousekeeper:
     """The service's background work on its events, in a daemon thread: every ``fold_every`` seconds
-    :meth:`SqlEventStore.fold_expired` (on the local store and the register); on a station with a register,
-    every ``interval`` seconds ship the journal to it (while it is away the journal keeps everything)."""
+    :meth:`SqlEventStore.fold_expired` (on the local store and the register); every ``purge_every`` seconds
+    :meth:`SqlEventStore.purge_marks` (the marks of decisions past their rating window); on a station with a
+    register, every ``interval`` seconds ship the journal to it (while it is away the journal keeps
+    everything)."""
 
     def __init__(self, local: SqlEventStore, register: SqlEventStore | None = None, *, interval: float = 1.0,
-                 fold_every: float = 3600.0, on_tick: Callable[[], object] | None = None, station: str = "") -> None:
+                 fold_every: float = 3600.0, on_tick: Callable[[], object] | None = None, station: str = "",
+                 purge_every: float = 60.0) -> None:
         from biometrics.shipping import ShippingFailures
 
         self.local = local
@@ -547,6 +637,8 @@ class EventHousekeeper:
         self._failures = ShippingFailures(station, "decision events", log)
         self.interval = interval
         self.fold_every = fold_every
+        self.purge_every = purge_every
+        self._next_purge = 0.0  # at once on start
         self.on_tick = on_tick  # the service's own periodic event work (transactions whose window has passed)
         self._next_fold = 0.0  # at once on start
         self._stop = threading.Event()
@@ -565,14 +657,25 @@ class EventHousekeeper:
         return total
 
     def fold(self) -> int:
-        """Fold the expired nationality rows of the local store and of the register (idempotent)."""
+        """Fold the expired nationality rows of the local store and of the register, and purge the expired
+        rating marks (idempotent)."""
+        self.purge()
         folded = self.local.fold_expired()
         if self.register is not None:
             folded += self.register.fold_expired()
         return folded
 
+    def purge(self) -> int:
+        """Delete the rating marks of decisions past their rating window, on the local store (where decisions
+        are rated; the register holds none of a station's); returns how many."""
+        purged = self.local.purge_marks()
+        if purged:
+            log.debug("events: %d rating mark(s) past the rating window deleted", purged)
+        return purged
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval if self.register is not None else min(self.fold_every, 30.0)):
+        pause = min(self.fold_every, self.purge_every, 30.0)
+        while not self._stop.wait(self.interval if self.register is not None else pause):
             if self.on_tick is not None:
                 try:
                     self.on_tick()
@@ -584,6 +687,12 @@ class EventHousekeeper:
                 self._failures.failed(exc)
             else:
                 self._failures.shipped()
+            if time.monotonic() >= self._next_purge:
+                try:
+                    self.purge()
+                    self._next_purge = time.monotonic() + self.purge_every
+                except Exception as exc:
+                    log.info("events: rating marks not purged now (%s)", exc)
             if time.monotonic() >= self._next_fold:
                 try:
                     self.fold()
@@ -639,6 +748,7 @@ class SqliteFile:
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA secure_delete=ON")  # deleted rows (rating marks, shipped deltas) overwritten
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")

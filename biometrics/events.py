@@ -61,7 +61,15 @@ PROCESSING_BUCKETS_MS: tuple[float, ...] = (
 RATINGS = (1, 2, 3, 4)
 POSITIVE_RATINGS = (3, 4)
 
-#: The checkpoints' local time (WIB, UTC+7), in hours ahead of UTC. The stores key the day of a rating and the
+#: How long after its decision a traveller can rate it. A kiosk shows the rating buttons with the answer, so a
+#: rating comes within a minute or two; the window is counted from the end of the decision's minute (events are
+#: kept to the minute), so every decision has at least this long. Past it a rating is refused
+#: (:class:`RatingWindowClosed`), and the mark that keeps a decision from being rated twice
+#: (``rating_marks``) is deleted by the housekeeping: a mark says "this decision was rated", a link to the
+#: decision's subject through the order of the events, so it is kept no longer than it is needed.
+RATING_WINDOW = timedelta(minutes=10)
+
+#: The checkpoints' local time (WIB, UTC+7), in hours ahead of UTC. The stores key the month of a rating and the
 #: month of an arrival by it (:func:`local_text`), so that a day or a month is the same in every figure the
 #: portal publishes (the hourly rows, keyed by UTC hour, map onto local days and months exactly).
 LOCAL_UTC_OFFSET_HOURS = 7
@@ -74,6 +82,10 @@ DEFAULT_NATIONALITY_RETENTION_DAYS = 90
 
 class FeedbackRefused(BiometricError):
     """The decision was rated already: one rating per decision."""
+
+
+class RatingWindowClosed(BiometricError):
+    """The decision is past its rating window (:data:`RATING_WINDOW`): too late to rate it."""
 
 
 class EventNotFound(BiometricError):
@@ -202,9 +214,9 @@ class MonthlyArrivalsRow:
 
 @dataclass(frozen=True)
 class SatisfactionRow:
-    """Kiosk feedback on one day at one station."""
+    """Kiosk feedback in one month at one station (counters only: no rating is kept on its own)."""
 
-    day: date  # the local (WIB) day of the ratings
+    month: date  # first day of the local (WIB) month of the ratings
     station: str
     counts: tuple[int, int, int, int]  # ratings 1..4
 
@@ -229,7 +241,8 @@ class EventStore(Protocol):
         """Bulk load (simulations, imports); return how many were stored."""
 
     def record_feedback(self, event_id: str, rating: int) -> None:
-        """One rating per event; a second rating for the same event raises ``FeedbackRefused``."""
+        """One rating per event, within :data:`RATING_WINDOW` of it; a second rating for the same event raises
+        ``FeedbackRefused``, a late one ``RatingWindowClosed``."""
 
     def hourly(self, start: date, end: date, station: str | None = None) -> list[HourlyRow]:
         """Hourly rows for the days ``start`` .. ``end`` inclusive."""
@@ -237,8 +250,8 @@ class EventStore(Protocol):
     def monthly_arrivals(self, start: date, end: date, station: str | None = None) -> list[MonthlyArrivalsRow]:
         """Monthly arrivals by nationality for the (local) months that hold ``start`` .. ``end``."""
 
-    def daily_satisfaction(self, start: date, end: date, station: str | None = None) -> list[SatisfactionRow]:
-        """Daily satisfaction for the (local) days ``start`` .. ``end`` inclusive."""
+    def monthly_satisfaction(self, start: date, end: date, station: str | None = None) -> list[SatisfactionRow]:
+        """Monthly satisfaction for the (local) months that hold ``start`` .. ``end``."""
 
     def stations(self) -> list[str]:
         """Stations that have recorded events."""

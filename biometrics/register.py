@@ -44,7 +44,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
-from biometrics.event_schema import event_tables, local_keys
+from biometrics.event_schema import counters_only, event_tables, local_keys
 from biometrics.redact import redact_url, redact_url_and_secret
 from biometrics.sharded import ShardUnavailable
 from biometrics.storage import (
@@ -171,9 +171,14 @@ CREATE TABLE IF NOT EXISTS audit_texts (
 )
 """
 
+#: Version 7: ratings kept only as counters (the monthly satisfaction; the ids of the stations' shipments of
+#: ratings counted here), the ratings' own rows dropped (as in the embedded store:
+#: :data:`biometrics.storage.MIGRATIONS`).
+_SCHEMA_V7 = counters_only("postgresql")
+
 #: (version, script): applied in order to a register whose ``meta.schema_version`` is lower.
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3), (4, _SCHEMA_V4),
-                                           (5, _SCHEMA_V5), (6, _SCHEMA_V6))
+                                           (5, _SCHEMA_V5), (6, _SCHEMA_V6), (7, _SCHEMA_V7))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _REFUSED_STATES = ("28", "3D")  # invalid authorisation (bad password, unknown role), unknown database

@@ -745,7 +745,9 @@ class CheckpointService:
     def _search(self, faces: Sequence[np.ndarray], fingers: Sequence[tuple[int, FingerprintTemplate]],
                 k: int, threshold: float, frames: int = 1, gallery: Gallery | None = None) -> list[Candidate]:
         """Candidates whose fused score is at or over ``threshold``, best first (in ``gallery``, default the
-        station's).
+        station's): the ``k`` best and every watchlisted one ranked beyond them (as :func:`shortlist`; the face
+        index itself answers its ``max(k, 50)`` nearest, so a watchlisted face beyond those is found only by finger).
+        A subject erased while the search runs is left out, not reported as missing.
 
         Each subject's evidence is its face score (best over the combined probes and the subject's references,
         less ``log10`` of ``frames`` times its references; compared one to one when the subject was found by
@@ -774,8 +776,11 @@ class CheckpointService:
             found = g.fingerprint_gallery.search(fingers)
             outside = [sid for sid in found if sid not in per_subject and sid in g.face_counts] if faces else []
             for subject_id in self._may_reach(outside, found, face_bound, threshold):  # the face compared 1:1
-                per_subject[subject_id] = [ModalityScore(Modality.FACE, self._face_score_of(faces, subject_id,
-                                                                                             frames, g))]
+                try:
+                    face = self._face_score_of(faces, subject_id, frames, g)
+                except SubjectNotFound:  # erased (or being replaced) since the search found it: not a candidate
+                    continue
+                per_subject[subject_id] = [ModalityScore(Modality.FACE, face)]
             for subject_id, scores in found.items():
                 if subject_id in per_subject or not (faces and subject_id in g.face_counts):
                     per_subject.setdefault(subject_id, []).extend(
@@ -783,8 +788,8 @@ class CheckpointService:
         # only subjects the gallery holds: a face index whose removal failed may still hold an erased one's faces
         held = [sid for sid in per_subject if sid in g.watchlist]
         fused = dict(zip(held, self._search_scores([per_subject[sid] for sid in held]), strict=True))
-        ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold),
-                        key=lambda item: (-item[1], item[0]))[:k]
+        ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold), key=lambda item: (-item[1], item[0]))
+        ranked = [(sid, s) for i, (sid, s) in enumerate(ranked) if i < k or g.watchlist.get(sid, False)]  # as shortlist
         return [Candidate(sid, s, tuple(per_subject[sid]), g.watchlist.get(sid, False),
                           contradicted(_named(per_subject[sid])))
                 for sid, s in ranked]
@@ -862,6 +867,8 @@ class CheckpointService:
                    "retention_days": self.config.nationality_retention_days}
         journal = self.alert_store is not self.storage
         local = SqlEventStore(self.alert_store, journal=journal, **options)
+        if not journal and local.discard_deltas():  # left by the v7 migration, which cannot tell a journal apart
+            log.info("events: the rating deltas of a store that ships nothing were discarded (its counters hold them)")
         self.events = EventRecorder(
             local, self.station, lanes=self.config.lanes, default_direction=self.config.default_direction,
             face_calibration=self.face_calibration,
@@ -1360,9 +1367,10 @@ class CheckpointService:
 
     def rate_decision(self, feedback_id: str, rating: int) -> None:
         """The traveller's rating (1..4) of a decision, by the ``feedback_id`` its answer gave; once per decision
-        (FeedbackRefused), an unknown id EventNotFound, a bad rating InvalidRating. Not audited and without the
-        caller; but kept under the event id, whose place in the events' order ties it to the decision's subject
-        in the audit chain (docs/transparency.md, "What is recorded")."""
+        (FeedbackRefused), within the rating window (RatingWindowClosed), an unknown id EventNotFound, a bad
+        rating InvalidRating. Not audited and without the caller; kept only as counters (the month's, at the
+        station), with a mark of the decision, no value and no time, while its window lasts
+        (docs/transparency.md, "Feedback")."""
         check_rating(rating)
         check_event_id(feedback_id)
         if self.events is None:

@@ -45,7 +45,7 @@ from typing import Any
 
 from biometrics.crypto import KeyRing, SealError
 from biometrics.errors import SubjectExists, SubjectNotFound
-from biometrics.event_schema import event_tables, local_keys
+from biometrics.event_schema import counters_only, event_tables, local_keys
 from biometrics.types import Alert, Modality, SubjectInfo, SubjectRecord, TemplateInfo
 
 log = logging.getLogger(__name__)
@@ -130,8 +130,12 @@ CREATE TABLE IF NOT EXISTS audit_texts (
 );
 """
 
+#: Version 7: ratings kept only as counters (the monthly satisfaction, a journal's unshipped deltas), one rating per
+#: decision checked by a mark kept only within the rating window; the ratings' own rows dropped.
+_V7 = counters_only("sqlite")
+
 #: (version, script): applied in order to a file whose ``user_version`` is lower.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6), (7, _V7))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 CHANGE_ENROLLED = "enrolled"
@@ -893,8 +897,12 @@ class Storage(SealedStore):
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def _migrate(self) -> None:
-        with self.transaction():
+        with self.transaction() as tx:
+            before = self.schema_version()
             migrate(self._db, self.path)
+            # v7 dropped the ratings' rows (zeroed in the file by secure_delete): the WAL is truncated after it, as
+            # after an erasure, so that no frame of them stays in it.
+            tx.erased = before < 7 <= self.schema_version() and before >= 4
 
     def close(self) -> None:
         """Close the database, truncating the WAL first if erasures are still in it (waiting for readers up to

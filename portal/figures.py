@@ -355,10 +355,9 @@ class Figures:
         if public:
             releases = [self.tables.satisfaction(self.store, m) for m in months]
             return SatisfactionView(station, months, [r.row(station) if r else None for r in releases])
-        rows = self.store.daily_satisfaction(months[0], month_end(months[-1]), station)
         by_month: dict[date, list] = defaultdict(list)
-        for r in rows:
-            by_month[month_start(r.day)].append(r)
+        for r in self.store.monthly_satisfaction(months[0], months[-1], station):
+            by_month[r.month].append(r)
         stations = self.store.stations()
         return SatisfactionView(station, months, [release_month(m, by_month[m], stations, public=False).row(station)
                                                   for m in months])

@@ -115,7 +115,7 @@ class TableReleases:
         with self._lock:
             self._from_log(store, month)
             if month not in self._satisfaction:
-                release = release_month(month, store.daily_satisfaction(month, month_end(month)), store.stations())
+                release = release_month(month, store.monthly_satisfaction(month, month), store.stations())
                 self._satisfaction[month] = self._kept(store, month, "satisfaction", release,
                                                        SatisfactionRelease.from_json)
             return self._satisfaction[month]

@@ -65,7 +65,7 @@ class SatisfactionRelease:
 
 def release_month(month: date, rows: Iterable[SatisfactionRow], stations: Sequence[str],
                   public: bool = True) -> SatisfactionRelease:
-    """The master table of ``month``'s ratings (the daily rows of the month) over ``stations``, protected once
+    """The master table of ``month``'s ratings (the month's rows of the stations) over ``stations``, protected once
     (``public``) or unsuppressed for the auditors."""
     sums = {s: [0] * len(RATINGS) for s in stations}
     for row in rows:

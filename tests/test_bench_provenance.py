@@ -182,3 +182,29 @@ def test_a_face_cache_of_more_images_is_read_in_the_pairs_order_and_left_as_it_i
     assert f"{len(wanted)} of its {len(held)} images reused" in capsys.readouterr().err
     assert cache.read_bytes() == before
     assert json.loads((out / "metrics.json").read_text())["timing"]["extract_ms_median"] == pytest.approx(1.0)
+
+
+def test_a_calibration_records_the_command_it_was_made_by(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The face calibration's notes name the run's own data, limit, cache and output, its commit and face code
+    version, and a caveat worded from its data (they named lfw-dev and the shipped file whatever was run)."""
+    from benchmarks import calibrate
+    from benchmarks.provenance import face_code_version
+
+    data = tmp_path / "station-faces"
+    for identity in range(12):
+        (data / f"id{identity:02d}").mkdir(parents=True)
+        for k in (1, 2):
+            (data / f"id{identity:02d}" / f"{k}.jpg").write_bytes(b"")  # extraction is stubbed below
+    rng = np.random.default_rng(3)
+    monkeypatch.setattr(calibrate, "extract_all",
+                        lambda paths, workers: [rng.standard_normal(128).astype(np.float32) for _ in paths])
+    out = tmp_path / "cal" / "face.json"
+    assert cli.main(["calibrate", "--modality", "face", "--data", str(data), "--out", str(out), "--limit", "10",
+                     "--workers", "1"]) == 0
+    notes = json.loads(out.read_text())["notes"]
+    assert notes["command"] == (f"checkpoint-bench calibrate --modality face --data {data} --limit 10 "
+                                f"--out {out}")
+    assert notes["identities"] == 10
+    assert notes["provenance"]["face_code_version"] == face_code_version()
+    assert "git_commit" in notes["provenance"] and notes["provenance"]["cache"] is None
+    assert "LFW" not in notes["caveat"] and "station-faces" in notes["caveat"]

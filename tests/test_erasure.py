@@ -178,7 +178,7 @@ def test_a_register_of_the_previous_schema_is_upgraded_and_keeps_its_upload_reco
         register = RegisterStorage(register_url, ring, station="central")
         register.open()
         try:
-            assert register.schema_version() == SCHEMA_VERSION == 6
+            assert register.schema_version() == SCHEMA_VERSION == 7
             with register.transaction() as tx:
                 assert Reviews(register).upload_outcome(tx, "u1") == ("k1:x", "stored")
                 assert Reviews(register).upload_seq(tx, "u1") is None, "an older upload names no change"

@@ -15,7 +15,7 @@ import pytest
 from pg import fresh_database
 
 from biometrics.crypto import KeyRing
-from biometrics.event_schema import HISTOGRAM_COLUMNS
+from biometrics.event_schema import HISTOGRAM_COLUMNS, event_tables
 from biometrics.event_store import (
     BPS_PORTS,
     NoEventTables,
@@ -23,8 +23,10 @@ from biometrics.event_store import (
     SqlEventStore,
     SqliteFile,
     open_event_store,
+    pending_ratings,
     port_code,
     ship_events,
+    ship_ratings,
 )
 from biometrics.events import (
     ARRIVAL,
@@ -32,11 +34,14 @@ from biometrics.events import (
     DEPARTURE,
     OUTCOMES,
     QUALITY_BUCKETS,
+    RATING_WINDOW,
     UNKNOWN_NATIONALITY,
     DecisionEvent,
     EventNotFound,
     FeedbackRefused,
     InvalidRating,
+    RatingWindowClosed,
+    SatisfactionRow,
     category_of,
     histogram_bucket,
     local_text,
@@ -44,6 +49,8 @@ from biometrics.events import (
 )
 from biometrics.register import RegisterStorage
 from biometrics.storage import Storage
+from portal.periods import month_end
+from portal.satisfaction_release import release_month
 
 STATIONS = ("rokot-airport", "tuapejat-port", "siberut-port")
 NATIONALITIES = ("IDN", "AUS", "USA", "DEU", "")
@@ -126,25 +133,50 @@ def test_readers_filter_by_day_and_station(events: SqlEventStore) -> None:
 def test_feedback_once_per_decision(events: SqlEventStore) -> None:
     evs = simulated(40)
     ids = [events.record_decision(e) for e in evs]
-    when = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)
     ratings = [1, 2, 3, 4, 4, 3, 3, 4, 2, 4]
-    for event_id, rating in zip(ids, ratings, strict=False):
-        events.record_feedback(event_id, rating, at=when)
+    for event_id, e, rating in zip(ids, evs, ratings, strict=False):
+        events.record_feedback(event_id, rating, at=e.minute + timedelta(minutes=2))
     with pytest.raises(FeedbackRefused, match="rated already"):
-        events.record_feedback(ids[0], 4, at=when)
+        events.record_feedback(ids[0], 4, at=evs[0].minute + timedelta(minutes=3))
     with pytest.raises(EventNotFound):
         events.record_feedback("0" * 32, 3)
     for bad in (0, 5, -1, True, 2.5, "3"):
         with pytest.raises(InvalidRating):
             events.record_feedback(ids[-1], bad)  # type: ignore[arg-type]
-    rows = events.daily_satisfaction(date(2026, 4, 1), date(2026, 4, 1))
-    by_station: dict[str, list[int]] = {}
-    for event_id, rating in zip(ids, ratings, strict=False):
-        station = evs[ids.index(event_id)].station
-        by_station.setdefault(station, [0, 0, 0, 0])[rating - 1] += 1
-    assert {r.station: list(r.counts) for r in rows} == by_station
+    rows = events.monthly_satisfaction(date(2026, 3, 1), date(2026, 4, 30))
+    expected: dict[tuple[date, str], list[int]] = {}
+    for e, rating in zip(evs, ratings, strict=False):  # the local month of each rating, at its station
+        month = date.fromisoformat(local_text(e.minute + timedelta(minutes=2))[:7] + "-01")
+        expected.setdefault((month, e.station), [0, 0, 0, 0])[rating - 1] += 1
+    assert {(r.month, r.station): list(r.counts) for r in rows} == expected
     assert sum(r.n for r in rows) == 10 and sum(r.positive for r in rows) == 7
-    assert all(r.day == date(2026, 4, 1) for r in rows)
+    with events.backend._read() as view:
+        marks = {r[0] for r in view.execute("SELECT event_id FROM rating_marks").fetchall()}
+        deltas = view.execute("SELECT COUNT(*) FROM rating_deltas").fetchone()[0]
+    assert marks == set(ids[:10]) and deltas == 0  # a mark per rated decision; deltas only on a journal
+
+
+def test_a_rating_is_taken_within_its_window_only(events: SqlEventStore) -> None:
+    decided = datetime(2026, 4, 1, 9, 30, 40, tzinfo=UTC)  # the event keeps 09:30
+    first, second, third = (events.record_decision(DecisionEvent(decided, "rokot-airport", "k1", ARRIVAL, "citizen",
+                                                                 "proceed", 100.0, "high", "m", "c"))
+                            for _ in range(3))
+    window_end = datetime(2026, 4, 1, 9, 31, tzinfo=UTC) + RATING_WINDOW  # from the end of the decision's minute
+    events.record_feedback(first, 3, at=window_end - timedelta(seconds=1))
+    with pytest.raises(RatingWindowClosed, match="can no longer be rated"):
+        events.record_feedback(second, 3, at=window_end)
+    with pytest.raises(RatingWindowClosed):  # late, even for a decision rated already
+        events.record_feedback(first, 3, at=window_end)
+    assert events.purge_marks(window_end - timedelta(minutes=1)) == 0  # inside the window: kept
+    assert events.purge_marks(window_end) == 1
+    assert events.purge_marks(window_end) == 0  # idempotent
+    with events.backend._read() as view:
+        assert view.execute("SELECT COUNT(*) FROM rating_marks").fetchone()[0] == 0
+    with pytest.raises(RatingWindowClosed):  # the mark is gone: refused on the event's minute all the same
+        events.record_feedback(first, 1, at=window_end + timedelta(hours=1))
+    events.record_feedback(third, 4, at=decided)
+    (row,) = events.monthly_satisfaction(date(2026, 4, 1), date(2026, 4, 1))
+    assert row.counts == (0, 0, 1, 1)
 
 
 def test_retention_folds_old_nationality_rows_and_keeps_the_monthly_counts(events: SqlEventStore) -> None:
@@ -228,13 +260,20 @@ def test_the_register_reads_read_only(tmp_path: Path) -> None:
             register.close()
 
 
+def _rate(store: SqlEventStore, ids: list[str], evs: list[DecisionEvent], ratings: dict[int, int]) -> None:
+    """Rate the decisions ``ids[k]`` (``k`` -> rating) a minute after each."""
+    for k, rating in ratings.items():
+        store.record_feedback(ids[k], rating, at=evs[k].minute + timedelta(minutes=1))
+
+
 def test_a_journal_ships_its_events_and_ratings_to_the_register_once(tmp_path: Path) -> None:
     journal = SqlEventStore(SqliteFile(tmp_path / "journal.db", readonly=False), journal=True, owns_backend=True)
     evs = simulated(700)
     ids = [journal.record_decision(e) for e in evs[:20]]
     journal.record_decisions(evs[20:])
-    journal.record_feedback(ids[0], 4)
-    journal.record_feedback(ids[1], 1)
+    _rate(journal, ids, evs, {0: 4, 1: 1})
+    assert pending_ratings(journal) == 2
+    far = (date(2020, 1, 1), date(2030, 1, 1))
     with fresh_database() as url:
         register = open_event_store(url, readonly=False)
         try:
@@ -242,21 +281,74 @@ def test_a_journal_ships_its_events_and_ratings_to_the_register_once(tmp_path: P
             while ship_events(journal, register, limit=300):
                 pass
             assert sum(r.count for r in register.hourly(date(2026, 3, 1), date(2026, 4, 30))) == 700
-            assert sum(r.n for r in register.daily_satisfaction(date(2020, 1, 1), date(2030, 1, 1))) == 2
+            assert sum(r.n for r in register.monthly_satisfaction(*far)) == 2 and pending_ratings(journal) == 0
             # A crash after the register committed but before the journal's mark: shipping again adds nothing.
             with journal.backend.transaction() as tx:
-                tx.execute("UPDATE meta SET value = '0' WHERE name IN ('events_shipped_upto', 'feedback_shipped_upto')")
+                tx.execute("UPDATE meta SET value = '0' WHERE name = 'events_shipped_upto'")
             while ship_events(journal, register):
                 pass
             assert register.hourly(date(2026, 3, 1), date(2026, 4, 30)) == journal.hourly(date(2026, 3, 1),
                                                                                             date(2026, 4, 30))
             assert register.monthly_arrivals(date(2026, 1, 1), date(2026, 12, 1)) == journal.monthly_arrivals(
                 date(2026, 1, 1), date(2026, 12, 1))
-            assert register.daily_satisfaction(date(2020, 1, 1), date(2030, 1, 1)) == journal.daily_satisfaction(
-                date(2020, 1, 1), date(2030, 1, 1))
-            with pytest.raises(FeedbackRefused):
-                register.record_feedback(ids[0], 2)
+            assert register.monthly_satisfaction(*far) == journal.monthly_satisfaction(*far)
+            with pytest.raises(FeedbackRefused):  # the journal, where the decision was made, keeps its mark
+                journal.record_feedback(ids[0], 2, at=evs[0].minute + timedelta(minutes=2))
+            with register.backend._read() as view:  # the register keeps no marks, and no rating beside an id
+                assert view.execute("SELECT COUNT(*) FROM rating_marks").fetchone()[0] == 0
+                columns = {r[0] for r in view.execute("SELECT column_name FROM information_schema.columns WHERE "
+                                                      "table_schema = current_schema() AND column_name = 'rating'")}
+                assert columns == set()
         finally:
+            register.close()
+            journal.close()
+
+
+def test_a_crash_between_the_commits_of_a_rating_shipment_counts_each_rating_once(tmp_path: Path) -> None:
+    """The two cuts of a shipment: the register failing after the journal made its shipment (the link cut), and
+    the journal failing after the register counted it (a crash before the journal deleted it)."""
+    journal = SqlEventStore(SqliteFile(tmp_path / "journal.db", readonly=False), journal=True, owns_backend=True)
+    evs = simulated(20)
+    ids = [journal.record_decision(e) for e in evs]
+    _rate(journal, ids, evs, {0: 4, 1: 1, 2: 3})
+    far = (date(2020, 1, 1), date(2030, 1, 1))
+    with fresh_database() as url:
+        register = open_event_store(url, readonly=False)
+        admin = psycopg.connect(url, autocommit=True)
+        try:
+            while ship_events(journal, register, limit=5):  # the events; then the ratings
+                pass
+            assert sum(r.n for r in register.monthly_satisfaction(*far)) == 3
+            # 1. The register refuses the shipment after the journal moved its deltas into it.
+            _rate(journal, ids, evs, {3: 2, 4: 2})
+            admin.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                          "$$BEGIN RAISE EXCEPTION 'the link is cut'; END$$")
+            admin.execute("CREATE TRIGGER cut BEFORE INSERT ON rating_batches FOR EACH ROW EXECUTE FUNCTION refuse()")
+            with pytest.raises(psycopg.Error, match="the link is cut"):
+                ship_ratings(journal, register)
+            _rate(journal, ids, evs, {5: 4})  # rated meanwhile: into the deltas, for the next shipment
+            assert pending_ratings(journal) == 3
+            admin.execute("DROP TRIGGER cut ON rating_batches")
+            assert ship_ratings(journal, register) == 2  # the shipment under way first, under its id
+            assert ship_ratings(journal, register) == 1
+            assert ship_ratings(journal, register) == 0
+            assert sum(r.n for r in register.monthly_satisfaction(*far)) == 6
+            # 2. The journal fails to delete its shipment after the register counted it.
+            _rate(journal, ids, evs, {6: 1})
+            with journal.backend.transaction() as tx:
+                tx.execute("CREATE TRIGGER crash BEFORE DELETE ON rating_shipments BEGIN "
+                           "SELECT RAISE(ABORT, 'the station crashed'); END")
+            with pytest.raises(sqlite3.DatabaseError, match="the station crashed"):
+                ship_ratings(journal, register)
+            assert sum(r.n for r in register.monthly_satisfaction(*far)) == 7 and pending_ratings(journal) == 1
+            with journal.backend.transaction() as tx:
+                tx.execute("DROP TRIGGER crash")
+            assert ship_ratings(journal, register) == 1  # shipped again, skipped by the register
+            assert pending_ratings(journal) == 0
+            assert register.monthly_satisfaction(*far) == journal.monthly_satisfaction(*far)
+            assert sum(r.n for r in register.monthly_satisfaction(*far)) == 7
+        finally:
+            admin.close()
             register.close()
             journal.close()
 
@@ -296,6 +388,117 @@ def test_a_journal_keeps_unshipped_nationality_rows_past_retention(tmp_path: Pat
         journal.close()
 
 
+#: The tables version 7 added (ratings as counters), and the two it dropped.
+V7_TABLES = ("agg_monthly_satisfaction", "rating_marks", "rating_deltas", "rating_shipments", "rating_batches")
+V6_RATING_TABLES = ("event_feedback", "agg_daily_satisfaction")
+
+
+def _back_to_v6(store: SqlEventStore) -> None:
+    """Put ``store`` back as schema version 6 left it: the ratings' own rows (``event_feedback``) and their daily
+    counts, none of version 7's tables. Ratings are then written as version 6 wrote them (:func:`_v6_rating`)."""
+    postgres = not isinstance(store.backend, SqliteFile)
+    with store.backend.transaction() as tx:
+        for table in V7_TABLES:
+            tx.execute(f"DROP TABLE {table}")
+        for statement in filter(str.strip, event_tables("postgresql" if postgres else "sqlite").split(";")):
+            tx.execute(statement)  # CREATE ... IF NOT EXISTS: the two tables version 7 dropped
+        if postgres:
+            tx.execute("UPDATE meta SET value = '6' WHERE name = 'schema_version'")
+        else:
+            tx.execute("PRAGMA user_version = 6")
+
+
+def _v6_rating(store: SqlEventStore, event_id: str, rating: int, at: datetime) -> int:
+    """A rating as version 6 stored it (its row under the event id, with its minute; the local day's counter);
+    returns its ``n``."""
+    minute = at.strftime("%Y-%m-%dT%H:%M")
+    with store.backend.transaction() as tx:
+        (station,) = tx.execute("SELECT station FROM decision_events WHERE event_id = ?", (event_id,)).fetchone()
+        (n,) = tx.execute("INSERT INTO event_feedback(event_id, rating, minute) VALUES (?, ?, ?) RETURNING n",
+                          (event_id, rating, minute)).fetchone()
+        tx.execute(f"INSERT INTO agg_daily_satisfaction(day, station, r{rating}) VALUES (?, ?, 1) ON CONFLICT "
+                   f"(day, station) DO UPDATE SET r{rating} = agg_daily_satisfaction.r{rating} + 1",
+                   (local_text(at)[:10], station))
+    return int(n)
+
+
+def _tables(store: SqlEventStore) -> set[str]:
+    with store.backend._read() as view:
+        if isinstance(store.backend, SqliteFile):
+            return {r[0] for r in view.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+        return {r[0] for r in view.execute("SELECT table_name FROM information_schema.tables WHERE "
+                                           "table_schema = current_schema()").fetchall()}
+
+
+def test_the_migration_to_counters_keeps_the_published_figures_and_the_unshipped_ratings(
+        events: SqlEventStore) -> None:
+    """Version 6 -> 7 on both back ends: the daily counts folded into months (every satisfaction figure the portal
+    publishes is the same), a journal's unshipped ratings into its deltas, marks for the decisions still inside
+    their window only, the ratings' own rows dropped."""
+    sqlite = isinstance(events.backend, SqliteFile)
+    now = datetime.now(UTC)
+
+    def decision(when: datetime, station: str) -> str:
+        return events.record_decision(DecisionEvent(when, station, "k1", ARRIVAL, "citizen", "proceed", 300.0,
+                                                    "high", "m", "c"))
+
+    old = [(datetime(2026, 3, 31, 16, 30, tzinfo=UTC), "rokot-airport", 4),  # 23:30 WIB on 31 March
+           (datetime(2026, 3, 31, 17, 30, tzinfo=UTC), "rokot-airport", 2),  # 00:30 WIB on 1 April
+           (datetime(2026, 3, 12, 2, 0, tzinfo=UTC), "siberut-port", 1),
+           *((datetime(2026, 4, 2, 3, i, tzinfo=UTC), "siberut-port", 1 + i % 4) for i in range(15))]
+    old_ids = [decision(when, station) for when, station, _ in old]
+    recent = decision(now - timedelta(minutes=2), "rokot-airport")  # inside its window at the migration
+    unrated = decision(now - timedelta(minutes=1), "rokot-airport")
+    where = events.backend.url if not sqlite else events.backend.path
+    stations = events.stations()
+    _back_to_v6(events)
+    ns = [_v6_rating(events, event_id, rating, when + timedelta(minutes=1))
+          for event_id, (when, _, rating) in zip(old_ids, old, strict=True)]
+    ns.append(_v6_rating(events, recent, 3, now))
+    shipped_upto = ns[1]  # a journal that had shipped its first two ratings
+    with events.backend.transaction() as tx:
+        tx.execute("INSERT INTO meta(name, value) VALUES ('feedback_shipped_upto', ?)", (str(shipped_upto),))
+        daily = [SatisfactionRow(date.fromisoformat(r[0]), r[1], tuple(int(c) for c in r[2:])) for r in tx.execute(
+            "SELECT day, station, r1, r2, r3, r4 FROM agg_daily_satisfaction").fetchall()]
+    months = sorted({date(d.month.year, d.month.month, 1) for d in daily})
+    assert len(months) >= 3  # March, April and this month
+    # As the portal published them before: the month's table from the daily rows of the month.
+    before = {(m, public): release_month(m, [d for d in daily if m <= d.month <= month_end(m)], stations, public)
+              for m in months for public in (True, False)}
+    events.close()
+    migrated = open_event_store(where, readonly=False)  # the migration runs at open
+    try:
+        after = {(m, public): release_month(m, migrated.monthly_satisfaction(m, m), migrated.stations(), public)
+                 for m in months for public in (True, False)}
+        assert after == before
+        assert sum(r.n for r in migrated.monthly_satisfaction(date(2020, 1, 1), date(2030, 1, 1))) == len(ns)
+        tables = _tables(migrated)
+        assert set(V7_TABLES) <= tables and not set(V6_RATING_TABLES) & tables
+        with migrated.backend._read() as view:
+            marks = [r[0] for r in view.execute("SELECT event_id FROM rating_marks").fetchall()]
+            deltas = sorted(tuple(r) for r in view.execute(
+                "SELECT month, station, r1, r2, r3, r4 FROM rating_deltas").fetchall())
+            meta = {r[0] for r in view.execute("SELECT name FROM meta").fetchall()}
+        assert "feedback_shipped_upto" not in meta
+        if sqlite:  # where decisions are rated (a station's file or journal)
+            assert marks == [recent]
+            unshipped = Counter()
+            for (when, station, rating) in old[2:]:
+                unshipped[(local_text(when + timedelta(minutes=1))[:7], station, rating)] += 1
+            unshipped[(local_text(now)[:7], "rokot-airport", 3)] += 1
+            expected = {}
+            for (month, station, rating), n in unshipped.items():
+                expected.setdefault((month, station), [0, 0, 0, 0])[rating - 1] += n
+            assert deltas == sorted((m, s, *c) for (m, s), c in expected.items())
+            with pytest.raises(FeedbackRefused):  # the mark kept: rated already, within its window
+                migrated.record_feedback(recent, 1)
+            migrated.record_feedback(unrated, 4)
+        else:  # the register: its ratings came from the stations, which check them; it ships nothing
+            assert marks == [] and deltas == []
+    finally:
+        migrated.close()
+
+
 def _as_before_local_keys(store: SqlEventStore, folded_before: str | None) -> None:
     """Put ``store`` back as the schema before the local keys left it: UTC months and days, older version."""
     postgres = not isinstance(store.backend, SqliteFile)
@@ -328,8 +531,9 @@ def test_the_migration_keys_months_and_days_by_local_time(events: SqlEventStore,
     late = datetime(2026, 3, 31, 20, 0, tzinfo=UTC)  # 1 April, 03:00 WIB
     events.record_decisions([arrival(datetime(2026, 3, 15, 2, 0, tzinfo=UTC), "AUS")] * 2)
     ids = [events.record_decision(arrival(late, "JPN")) for _ in range(3)]
-    events.record_feedback(ids[0], 4, at=late)
     where = events.backend.url if not isinstance(events.backend, SqliteFile) else events.backend.path
+    _back_to_v6(events)
+    _v6_rating(events, ids[0], 4, late)
     _as_before_local_keys(events, folded_before)
     events.close()
     migrated = open_event_store(where, readonly=False)  # the migration runs at open
@@ -338,8 +542,8 @@ def test_the_migration_keys_months_and_days_by_local_time(events: SqlEventStore,
                                                                                          date(2026, 4, 1))
                   if r.count}
         assert months == {(date(2026, 3, 1), "AUS"): 2, (date(2026, 4, 1), "JPN"): 3}  # JPN arrived on 1 April
-        (rating,) = migrated.daily_satisfaction(date(2026, 3, 1), date(2026, 4, 30))
-        assert rating.day == date(2026, 4, 1)
+        (rating,) = migrated.monthly_satisfaction(date(2026, 3, 1), date(2026, 4, 30))
+        assert rating.month == date(2026, 4, 1)  # the local day, 1 April, then its month
         with migrated.backend._read() as view:
             since = view.execute("SELECT value FROM meta WHERE name = 'monthly_arrivals_local_from'").fetchone()[0]
         # folded nationality rows: the months before the first local month whose rows were all there stay UTC

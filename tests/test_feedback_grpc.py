@@ -4,6 +4,7 @@ read-only while it runs."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -66,6 +67,23 @@ def test_a_kiosk_rates_a_decision_once(server: ServerProcess) -> None:
     assert malformed.code() == grpc.StatusCode.INVALID_ARGUMENT
     denied = _refusal(lambda: client.rate(server.stub("auditor"), answer.feedback_id, 3, timeout=30))
     assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_rating_after_the_window_is_refused_with_a_message_the_kiosk_shows(server: ServerProcess) -> None:
+    kiosk = server.stub("kiosk")
+    answer = _verify(server)
+    # The decision made 12 minutes ago (the window is counted on the event's minute, in the server's store).
+    minute = (datetime.now(UTC) - timedelta(minutes=12)).strftime("%Y-%m-%dT%H:%M")
+    db = sqlite3.connect(server.data_dir / "checkpoint.db", timeout=10)
+    try:
+        with db:
+            db.execute("UPDATE decision_events SET minute = ? WHERE event_id = ?", (minute, answer.feedback_id))
+    finally:
+        db.close()
+    late = _refusal(lambda: client.rate(kiosk, answer.feedback_id, 4, timeout=30))
+    assert late.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert late.details() == ("Thank you, but this decision can no longer be rated: a rating is taken within 10 "
+                              "minutes of the decision.")
 
 
 def test_the_portal_reads_the_running_servers_events(server: ServerProcess) -> None:

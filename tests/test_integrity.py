@@ -212,7 +212,7 @@ def test_migrations_are_idempotent_and_bring_an_old_store_up_to_date(tmp_path: P
                           "created_at TEXT NOT NULL);")
     for _ in range(2):
         storage = Storage(db, ring)
-        assert storage.schema_version() == SCHEMA_VERSION == 6
+        assert storage.schema_version() == SCHEMA_VERSION == 7
         storage.add_subject("A1", SubjectInfo(name="x"), []) if storage.count() == (0, 0) else None
         storage.close()
     storage = Storage(db, ring)

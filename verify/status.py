@@ -16,7 +16,7 @@ from biometrics.errors import (
     SubjectExists,
     SubjectNotFound,
 )
-from biometrics.events import EventNotFound, FeedbackRefused
+from biometrics.events import EventNotFound, FeedbackRefused, RatingWindowClosed
 from biometrics.service import NoReference
 from biometrics.storage import SchemaTooNew
 from biometrics.workers import WorkerLost, WorkerTimeout
@@ -38,6 +38,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (SubjectExists, grpc.StatusCode.ALREADY_EXISTS),
     (FeedbackRefused, grpc.StatusCode.ALREADY_EXISTS),  # one rating per decision
     (EventNotFound, grpc.StatusCode.NOT_FOUND),
+    (RatingWindowClosed, grpc.StatusCode.FAILED_PRECONDITION),  # too late: the kiosk shows the message
     (NoReference, grpc.StatusCode.FAILED_PRECONDITION),
     (RegisterUnavailable, grpc.StatusCode.UNAVAILABLE),
     (SchemaTooNew, grpc.StatusCode.FAILED_PRECONDITION),  # a newer station migrated the register: upgrade this one
