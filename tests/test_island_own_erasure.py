@@ -246,3 +246,37 @@ def test_an_erasure_made_elsewhere_after_the_re_enrolment_still_erases_it(
     with psycopg.connect(url) as conn:
         outcomes = dict(conn.execute("SELECT upload_id, outcome FROM uploads").fetchall())
     assert outcomes == {erasure["upload_id"]: "erased", enrolment["upload_id"]: "refused"}
+
+
+def test_an_erasure_elsewhere_applied_in_the_same_page_as_the_islands_own_still_erases(
+        stations: tuple[CheckpointService, CheckpointService], link: tuple[str, LinkProxy],
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The island's own erasure and the office's later one reach the island in one catch-up page (the one before
+    the re-enrolment's upload): the first leaves the copy, the second takes it away, and the upload is refused."""
+    central, island = stations
+    _, proxy = link
+    erased_and_enrolled_again(central, island, proxy)
+    assert island.island is not None and island._listener is not None
+    island._listener.stop()  # nothing applies the island's own erasure before the drain's next catch-up
+    real_upload, real_keeps, pages = island.island._upload, island.island.keeps, []
+
+    def upload(entry: OutboxEntry) -> tuple[str, str]:
+        if entry.kind == "enrol":  # the erasure is in the register; the office erases A1 too (nothing held)
+            with pytest.raises(SubjectNotFound):
+                central.delete_subject(A1, "erasure request at the office")
+        return real_upload(entry)
+
+    def keeps(changes: list[Any]) -> frozenset[int]:
+        kept = real_keeps(changes)
+        pages.append(([c.kind for c in changes], len(kept)))
+        return kept
+
+    monkeypatch.setattr(island.island, "_upload", upload)
+    monkeypatch.setattr(island.gallery, "keeps", keeps)
+    proxy.restore()
+    island.sync()
+    assert pages == [(["erased", "erased"], 1)], "one page: the island's own erasure kept, the office's not"
+    assert not island.holds(A1) and local_copy(island, A1) is None
+    assert island.sync_status()["provisional"] == 0 and island.sync_status()["outbox_pending"] == 0
+    assert central.storage.subject_info(A1) is None and central.list_reviews() == []
+    assert [e["state"] for e in outbox(tmp_path, "siberut")] == ["erased", "erased"]
