@@ -132,6 +132,37 @@ def test_a_blurred_noisy_pattern_is_estimated_and_gives_back_its_minutiae(seed):
     assert len(minutiae) <= len(FORKS) + 1
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_pattern_the_harmonic_gate_misses_is_caught_by_the_second_look(seed, monkeypatch):
+    # blurred by 3 px with noise of 2 grey levels: the noise keeps the harmonic ratio at 10^-1.73 to
+    # 10^-1.75, at the harmonic gate, which does not fire (main: no restoration, 15-24 minutiae, 2-3 of
+    # them true); the shoulder ratio at the finest period, 10^-2.5, is well under the second look's 10^-2.27
+    rng = np.random.default_rng(seed)
+    image = np.clip(np.round(cv2.GaussianBlur(forked_ridges(9.0), (0, 0), 3.0) + rng.normal(0, 2.0, (H, W))),
+                    0, 255).astype(np.float32)
+    local, theta, _, mask, _ = _fields(normalise(image))
+    period = sharpness.fine_period(local, theta, mask)
+    assert sharpness.harmonic_ratio(local, mask, period) > 10**-1.76  # at the harmonic gate, not under it
+    sigma = estimated_blur(image)
+    assert 1.5 < sigma < 3.0  # under the truth: the noise fills the shoulder band too (1.66-1.68 px)
+    minutiae = analyse(image).minutiae
+    assert len(minutiae) <= 2 * len(FORKS)  # 6-8
+    assert true_minutiae_found(minutiae) >= 3
+    monkeypatch.setattr(sharpness, "RESTORE", False)
+    plain = analyse(image).minutiae
+    assert len(plain) > 2 * len(FORKS) + 4
+
+
+def test_the_second_look_leaves_sharp_fine_ridges_alone():
+    # finer ridges than any test above (6.5 px) and a square wave of 14 px (no even harmonics: its shoulder
+    # ratio at the finest period, 10^-2.11, is the lowest of the hand-made sharp patterns)
+    for image in (forked_ridges(6.5), forked_ridges(14.0, 0.0)):
+        local, theta, _, mask, _ = _fields(normalise(image))
+        finest = sharpness._period_quantiles(local, theta, mask)[1]
+        assert sharpness.shoulder_ratio(local, mask, finest) > sharpness.SHOULDER_BLUR_RATIO * 10**0.1
+        assert estimated_blur(image) == 0.0
+
+
 def test_deblur_inverts_a_gaussian_blur_within_the_ridge_band():
     image = forked_ridges(9.0)
     restored = sharpness.deblur(cv2.GaussianBlur(image, (0, 0), 2.0), 2.0, 9.0)

@@ -10,9 +10,10 @@ the block periods, not the median): blur shifts the spectrum's peak towards low 
 dotted, dry print it moved the median period from 7.5 to 11 px, which put the true ridges in the
 "harmonic" band.
 
-Only an image whose ratio is under ``BLUR_RATIO`` is restored (on FVC2002 DB1_B, the tuning set, the
-clean images' log10 ratios span -1.53 to -0.39, the sigma 2 px blurred copies' -3.05 to -1.95: the
-threshold -1.75 lies between, and no clean image, ZFM cut or other degradation of DB1_B falls under it).
+An image whose ratio is under ``BLUR_RATIO`` is restored, and one that the second look (below) finds
+blurred (on FVC2002 DB1_B, the tuning set, the clean images' log10 ratios span -1.53 to -0.39, the sigma 2 px
+blurred copies' -3.05 to -1.95: the threshold -1.75 lies between, and no clean image, ZFM cut or other
+degradation of DB1_B falls under it).
 
 Its blur is then estimated from a band where the blurred pattern still stands above the floor
 (``shoulder_ratio``): the power just below the harmonic (``SHOULDER_BAND`` times the ridge frequency) over
@@ -28,6 +29,19 @@ is kept as a lower bound. The shoulder's sharp level is that of prints, whose ri
 a hand-made pattern of one ridge period it is lower, and the blur is over-estimated by up to a third at
 sigma 1.5-2 px (the tests). Beyond about 3 px at 500 dpi the shoulder reaches the floor too and the estimate
 saturates again, near 2.7 px.
+
+A second look, when the harmonic gate does not fire: blur also moves the block periods, and where it merges
+dotted or very fine ridges into blobs most blocks read a wider period than the ridges have, so the 25th
+percentile lands between the ridges and their harmonic and the gate reads a sharp image (DB1_B 107_8, scaled
+by 0.83 and blurred by 2 px: 25th percentile 10.3 px for ridges of about 7, log10 ratio -1.05). So the
+shoulder ratio is measured again at the finest ridges' period (the ``FINEST_QUANTILE`` percentile) and the
+image is blurred if it is under ``SHOULDER_BLUR_RATIO``: on DB1_B the sharp images (clean, the ZFM cuts
+``fingerprint-eval`` and the calibration use, every other degradation) read -2.10 to -0.6 in log10, the
+blurred copies -3.58 to -2.45, and the threshold, -2.27, is the middle of that gap (0.17 from the nearest
+sharp image, more than the harmonic gate's 0.13, in a measure attenuated half as fast). Every image the
+harmonic gate fires on is estimated as above; one that only the second look fires on is estimated at the
+finest period, from the shoulder and harmonic ratios there against DB1_B's clean medians at that period
+(``SHARP_SHOULDER_FINEST``, ``SHARP_RATIO_FINEST``), and restored with that period.
 
 The blur is inverted in the frequency domain, the gain held at its value at ``GAIN_LIMIT_FREQUENCY`` times
 the ridge frequency beyond it (noise beyond the ridges' harmonics is not raised further) and at most
@@ -48,6 +62,10 @@ SHARP_RATIO = 10 ** -1.0  # the harmonic ratio of a typical sharp capture (DB1_B
 SHOULDER_BAND = (1.6, 1.8)  # band between the ridges and their harmonic, where the blur is measured
 SHARP_SHOULDER = 10 ** -1.37  # its power over the ridge band's on a typical sharp capture (DB1_B's median)
 FINE_QUANTILE = 25  # percentile of the block periods taken as the image's ridge period here
+FINEST_QUANTILE = 10  # the second look's period: the finest ridges, nearer the truth where blur moved p25
+SHOULDER_BLUR_RATIO = 10 ** -2.27  # shoulder ratio at the finest period under which an image is blurred
+SHARP_SHOULDER_FINEST = 10 ** -1.41  # the shoulder ratio at the finest period on DB1_B's clean images (median)
+SHARP_RATIO_FINEST = 10 ** -1.08  # the harmonic ratio at the finest period on DB1_B's clean images (median)
 GAIN_LIMIT_FREQUENCY = 2.0  # the restoring gain stops growing at this multiple of the ridge frequency
 MAX_GAIN = 20.0
 RESTORE = True  # off: no image is restored (the extractor before this module)
@@ -133,19 +151,45 @@ def deblur(image: np.ndarray, sigma: float, period: float) -> np.ndarray:
     return restored[pad:pad + h, pad:pad + w].astype(np.float32)
 
 
-def fine_period(image: np.ndarray, theta: np.ndarray, mask: np.ndarray) -> float | None:
-    """The ``FINE_QUANTILE`` percentile of the foreground's block periods (None if fewer than 3 measured)."""
+def _period_quantiles(image: np.ndarray, theta: np.ndarray, mask: np.ndarray) -> tuple[float, float] | None:
+    """(``FINE_QUANTILE``, ``FINEST_QUANTILE``) percentiles of the foreground's block periods (None if fewer
+    than 3 measured)."""
     _, periods = block_periods(image, theta, mask)
     valid = periods[np.isfinite(periods)]
-    return float(np.percentile(valid, FINE_QUANTILE)) if valid.size >= 3 else None
+    if valid.size < 3:
+        return None
+    fine, finest = np.percentile(valid, [FINE_QUANTILE, FINEST_QUANTILE])
+    return float(fine), float(finest)
+
+
+def fine_period(image: np.ndarray, theta: np.ndarray, mask: np.ndarray) -> float | None:
+    """The ``FINE_QUANTILE`` percentile of the foreground's block periods (None if fewer than 3 measured)."""
+    periods = _period_quantiles(image, theta, mask)
+    return None if periods is None else periods[0]
+
+
+def finest_blur_sigma(image: np.ndarray, mask: np.ndarray, finest: float) -> float:
+    """The second look (see the module): 0 unless the shoulder ratio at the finest ridges' period is under
+    ``SHOULDER_BLUR_RATIO``; then the blur from that ratio and the harmonic one at the same period, each
+    against DB1_B's clean median at that period, the larger taken (as in :func:`blur_sigma`)."""
+    shoulder = shoulder_ratio(image, mask, finest)
+    if shoulder >= SHOULDER_BLUR_RATIO or shoulder <= 0:
+        return 0.0
+    return max(attenuation_sigma(shoulder, SHARP_SHOULDER_FINEST, SHOULDER_BAND, finest),
+               attenuation_sigma(harmonic_ratio(image, mask, finest), SHARP_RATIO_FINEST, HARMONIC_BAND, finest))
 
 
 def estimate_blur(image: np.ndarray, theta: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """(sigma px of the blur to invert, 0 for a sharp image; the ridge period it was measured against)."""
-    period = fine_period(image, theta, mask)
-    if period is None:
+    """(sigma px of the blur to invert, 0 for a sharp image; the ridge period it was measured against).
+
+    First the harmonic gate at the fine period (and the blur estimated there, as before the second look);
+    if it does not fire, the shoulder gate at the finest ridges' period, measured against that period."""
+    periods = _period_quantiles(image, theta, mask)
+    if periods is None:
         return 0.0, 0.0
+    period, finest = periods
     ratio = harmonic_ratio(image, mask, period)
-    if ratio >= BLUR_RATIO:
-        return 0.0, period
-    return blur_sigma(ratio, period, shoulder_ratio(image, mask, period)), period
+    if ratio < BLUR_RATIO:
+        return blur_sigma(ratio, period, shoulder_ratio(image, mask, period)), period
+    sigma = finest_blur_sigma(image, mask, finest)
+    return (sigma, finest) if sigma > 0 else (0.0, period)
