@@ -16,7 +16,10 @@ Searches never take the apply lock: the face index and the fingerprint gallery p
 
 The change hook (:attr:`Gallery.on_changes`: a station's local copy, its alerts) runs once a page is applied; if it
 fails, the gallery's place in the log goes back to before the page, so the next catch-up applies the page again
-(which changes nothing in memory) and the hook runs again, until it has run.
+(which changes nothing in memory) and the hook runs again, until it has run. Before a page is applied,
+:attr:`Gallery.keeps` may name erasures of it that leave the subject the station holds under their pseudonym in
+place (an island's own offline erasure, uploaded after the station enrolled the document again:
+:meth:`biometrics.island.Island.keeps`); the change hook is told which.
 
 The face index is the station's own :class:`biometrics.matcher.TemplateIndex` by default, or one it is given:
 :class:`biometrics.compact.CompactIndex`, or a :class:`biometrics.sharded.ShardedGallery` whose replicas load
@@ -123,7 +126,12 @@ class Gallery:
         self.apply_lock = threading.RLock()
         #: Called with [(change, loaded subject or None)] after changes are applied, a catch-up page at a time
         #: (a replica follows them, in one local transaction a page).
-        self.on_changes: Callable[[list[tuple[Change, Loaded | None]]], None] | None = None
+        #: The second argument: the seqs of the erasures among them that left the subject held in place (:attr:`keeps`).
+        self.on_changes: Callable[[list[tuple[Change, Loaded | None]], frozenset[int]], None] | None = None
+        #: Called with a page of changes before they are applied: the seqs of the erasures among them that must
+        #: leave the subject this station holds under their pseudonym in place. If it raises, nothing of the page
+        #: is applied (the catch-up raises, as when the log cannot be read).
+        self.keeps: Callable[[list[Change]], frozenset[int]] | None = None
         #: Called with (why, reload) when the log went back (a register restored from a backup) instead of the
         #: plain ``reload()`` (:meth:`reload` of the source): an island re-checks its outbox around it.
         self.on_restore: Callable[[str, Callable[..., None]], None] | None = None
@@ -221,22 +229,24 @@ class Gallery:
         """Drop a pseudonym's mapping once its subject is gone."""
         self.state.refs.pop(ref, None)
 
-    def apply_change(self, change: Change, loaded: Loaded | None, *, notify: bool = True) -> None:
+    def apply_change(self, change: Change, loaded: Loaded | None, *, notify: bool = True, keep: bool = False) -> None:
         """Apply one change, with the subject it names as storage holds it now (None: gone since); ``notify``
-        tells :attr:`on_changes` at once (a catch-up tells it once a page)."""
+        tells :attr:`on_changes` at once (a catch-up tells it once a page); ``keep``: an erasure that leaves the
+        subject held under its pseudonym in place (:attr:`keeps`)."""
+        keep = keep and change.kind == CHANGE_ERASED
         if change.kind == CHANGE_ENROLLED:
             if loaded is not None:
                 record, stored = loaded
                 self.add(change.ref, record.subject_id, record.info.watchlist, faces_of(stored), fingers_of(stored))
         elif change.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN):
             subject_id = self.state.refs.get(change.ref)
-            if subject_id is not None:
+            if subject_id is not None and not keep:
                 self.remove(subject_id)
                 self.forget_ref(change.ref)
         else:
             log.error("change log: unknown change %r at seq %d skipped", change.kind, change.seq)
         if notify and self.on_changes is not None:
-            self.on_changes([(change, loaded)])
+            self.on_changes([(change, loaded)], frozenset({change.seq}) if keep else frozenset())
         self.state.applied_seq, self.state.mark = change.seq, change.identity if change.at else ""
 
     def catch_up(self, source: ChangeSource, page: int = 2000) -> int:
@@ -251,14 +261,15 @@ class Gallery:
                 loaded = source.load_subjects(sorted({c.ref for c in changes if c.kind == CHANGE_ENROLLED}))
                 page_changes = []
                 before = self.state.applied_seq, self.state.mark  # the place, and what the log holds there
+                kept = self.keeps(changes) if self.keeps is not None else frozenset()
                 for change in changes:
                     subject = loaded.get(change.ref) if change.kind == CHANGE_ENROLLED else None
-                    self.apply_change(change, subject, notify=False)
+                    self.apply_change(change, subject, notify=False, keep=change.seq in kept)
                     page_changes.append((change, subject))
                     applied += 1
                 if self.on_changes is not None:
                     try:
-                        self.on_changes(page_changes)
+                        self.on_changes(page_changes, kept)
                     except BaseException:  # the next catch-up applies the page again (memory holds it: a no-op)
                         self.state.applied_seq, self.state.mark = before  # and replays the hook, until it has run
                         raise

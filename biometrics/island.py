@@ -36,6 +36,17 @@ the subject it holds only if that subject was enrolled at or before ``seen_seq``
 so: ``superseded`` (outbox state and the register's upload record; the audit record names the change kept). An
 erasure an older version queued names nothing: at the first start of this version it is given the change the
 station's copy reflects then (:meth:`biometrics.replica.Replica.version_legacy`).
+
+**Its own erasure, then the same document enrolled again.** Offline, an officer erases a subject, then the
+document is enrolled again at the same station: two outbox entries, the erasure first, and a provisional copy
+under the same pseudonym. The erasure's change in the register (uploaded first) must not take that copy away
+when it reaches the station (the catch-up before the next upload, the listener, a start): the station's own
+order says the erasure came first. So the gallery asks before it applies a page (:meth:`Island.keeps`): an
+erasure this station uploaded, whose entry precedes an enrolment entry of the pseudonym still pending, failed, or
+under review with its own copy held, leaves that copy in memory and in the replica, with the alerts and officers'
+texts naming it; the copy goes only as any provisional copy goes (replaced by the register's subject once stored,
+withdrawn at review, erased). An erasure of the document by anyone else reaching the station after the
+re-enrolment was made is applied as before, and refuses the upload.
 """
 
 from __future__ import annotations
@@ -208,31 +219,64 @@ class Island:
         for upload_id in [u for u in list(self.provisional) if u not in unsettled]:
             self.provisional.pop(upload_id, None)
 
-    def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]]) -> None:
+    def keeps(self, changes: list[Change]) -> frozenset[int]:
+        """The gallery's ``keeps`` hook: of a page of register changes about to be applied, the erasures that leave
+        in place the provisional copy this station holds under their pseudonym (see "Its own erasure, then the
+        same document enrolled again" in the module doc).
+
+        Such an erasure is this station's own offline erasure, uploaded (the register's record of its uploads
+        says which change it made: the join :meth:`biometrics.register.RegisterStorage.erased_after` uses),
+        that precedes in its outbox the enrolment entry of the same pseudonym still pending, set aside as failed,
+        or under review with its own copy held: the officer erased the subject, then enrolled the document again,
+        and the station acknowledged that enrolment. Any other erasure (another station's, the office's, an
+        online one of this station's) is applied as before, even one of the same document after the
+        re-enrolment was made: that one wins (the upload is refused)."""
+        if self.replica is None:
+            return frozenset()
+        erasures = [c for c in changes if c.kind == CHANGE_ERASED]
+        if not erasures:
+            return frozenset()
+        held = {e.ref: e for e in self.replica.entries((OUTBOX_PENDING, OUTBOX_FAILED, OUTBOX_REVIEW),
+                                                       refs={c.ref for c in erasures})
+                if e.kind == "enrol" and self.own_copy(e)}
+        candidates = [c for c in erasures if c.ref in held]
+        if not candidates:
+            return frozenset()
+        own = self.reviews.own_erasures([c.seq for c in candidates])  # change -> this station's erasure upload
+        place = self.replica.positions(own.values())
+        kept = frozenset(c.seq for c in candidates if own.get(c.seq) in place and place[own[c.seq]] < held[c.ref].n)
+        if kept:
+            log.info("register change(s) %s: this station's own erasure(s), made before its provisional enrolment "
+                     "of the same document: that enrolment is kept", ", ".join(map(str, sorted(kept))))
+        return kept
+
+    def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]],
+               kept: frozenset[int] = frozenset()) -> None:
         """The gallery's change hook: the copy follows; a provisional subject the register now holds (or has
-        withdrawn) is provisional no more, and its outbox entry under review is settled."""
-        self._erase_alerts({c.ref for c, _ in changes if c.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN)},
-                           changes[-1][0].seq if changes else 0)
+        withdrawn) is provisional no more, and its outbox entry under review is settled. The erasures in ``kept``
+        (:meth:`keeps`) leave the station's copy, and the alerts and officers' texts naming it, in place."""
+        self._erase_alerts({c.ref for c, _ in changes if c.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN)
+                            and c.seq not in kept}, changes[-1][0].seq if changes else 0)
         if self.replica is None:
             return
-        self.replica.follow(changes, self.service.sync_state.generation)
+        self.replica.follow(changes, self.service.sync_state.generation, kept)
         keyring = self.service.storage.keyring
-        kept, rejected, withdrawn, ids = [], [], [], set(self.provisional.values())
+        stored, rejected, withdrawn, ids = [], [], [], set(self.provisional.values())
         for change, loaded in changes:
             if change.kind == CHANGE_ENROLLED and loaded is not None and loaded[0].subject_id in ids:
-                kept.append(change.ref)
+                stored.append(change.ref)
             elif change.kind == CHANGE_WITHDRAWN and change.ref.startswith(UPLOAD_REF):
                 withdrawn.append(change.ref[len(UPLOAD_REF):])
             elif change.kind == CHANGE_WITHDRAWN:  # an older version's withdrawal, keyed by the pseudonym
                 rejected.append(change.ref)
-        erased = {c.ref for c, _ in changes if c.kind == CHANGE_ERASED}
-        if kept:
-            self._settle_kept(kept)
+        erased = {c.ref for c, _ in changes if c.kind == CHANGE_ERASED and c.seq not in kept}
+        if stored:
+            self._settle_kept(stored)
         for upload_id in withdrawn:  # after the page's copy: a later enrolment of the page has replaced the copy
             self._withdraw(upload_id, changes[-1][0].seq)
         if rejected:
             self.replica.settle_refs(rejected, OUTBOX_REVIEW, OUTBOX_REJECTED, "rejected at review")
-        if kept or rejected or withdrawn or erased & {keyring.pseudonym(sid) for sid in ids}:
+        if stored or rejected or withdrawn or erased & {keyring.pseudonym(sid) for sid in ids}:
             self._forget_settled()  # kept, rejected or erased at review: provisional no more (a pending one stays)
 
     def _settle_kept(self, refs: list[str]) -> None:

@@ -741,6 +741,18 @@ class Reviews:
         """Record in ``tx`` that the enrolment of ``upload_id`` (held for review) was stored by change ``seq``."""
         tx.execute("UPDATE uploads SET seq = ? WHERE upload_id = ?", (seq, upload_id))
 
+    def own_erasures(self, seqs: Collection[int]) -> dict[int, str]:
+        """Of the changes ``seqs``, the erasures this station uploaded (an island's offline erasures): change ->
+        upload id. The join :meth:`RegisterStorage.erased_after` leaves them out by."""
+        seqs = sorted(set(seqs))
+        found: dict[int, str] = {}
+        for start in range(0, len(seqs), 1000):
+            chunk = seqs[start:start + 1000]
+            found.update((int(seq), str(upload_id)) for seq, upload_id in self.register._query(
+                f"SELECT seq, upload_id FROM uploads WHERE station = ? AND kind = 'erase' AND seq IN "
+                f"({', '.join('?' * len(chunk))})", (self.register.station, *chunk)))
+        return found
+
     def upload_seq(self, tx: Transaction, upload_id: str) -> int | None:
         """The register change an upload made (its enrolment stored, at once or at review), or None: none, or an
         upload an older version recorded (it kept no change)."""

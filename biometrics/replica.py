@@ -144,9 +144,12 @@ class Replica:
         return float(value) if value else None
 
     def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]],
-               generation: str = "") -> None:
+               generation: str = "", kept: Collection[int] = frozenset()) -> None:
         """Apply register changes to the copy in one local transaction (the gallery calls this for the changes it
-        has applied, a catch-up page at a time), of the register's ``generation``."""
+        has applied, a catch-up page at a time), of the register's ``generation``. The erasures whose seqs are in
+        ``kept`` leave the copy, its outbox entries and the officers' texts about it in place: this station's own
+        erasure, which preceded its provisional enrolment held under that pseudonym
+        (:meth:`biometrics.island.Island.keeps`)."""
         if not changes:
             return
         with self.local.transaction() as tx:
@@ -154,6 +157,8 @@ class Replica:
             for change, loaded in changes:
                 if change.kind == CHANGE_ENROLLED and loaded is not None:
                     self.local.put_subject(tx, change.ref, loaded[0], loaded[1])
+                elif change.kind == CHANGE_ERASED and change.seq in kept:
+                    continue
                 elif change.kind in (CHANGE_ERASED, CHANGE_WITHDRAWN):
                     self.local.drop_subject(tx, change.ref)
                     (erased if change.kind == CHANGE_ERASED else withdrawn).add(change.ref)
@@ -218,12 +223,16 @@ class Replica:
                          ).fetchone()
         return OutboxEntry(int(row[0]), upload_id, kind, ref, digest, created, OUTBOX_PENDING, "", payload)
 
-    def entries(self, states: tuple[str, ...] = (OUTBOX_PENDING,), limit: int = 1_000_000) -> list[OutboxEntry]:
-        """Outbox entries in the given states, oldest first."""
-        marks = ", ".join("?" * len(states))
+    def entries(self, states: tuple[str, ...] = (OUTBOX_PENDING,), limit: int = 1_000_000,
+                refs: Collection[str] | None = None) -> list[OutboxEntry]:
+        """Outbox entries in the given states (of the pseudonyms ``refs`` only, if given), oldest first."""
+        if refs is not None and not refs:
+            return []
+        marks, only = ", ".join("?" * len(states)), sorted(refs or ())
+        of_refs = f" AND ref IN ({', '.join('?' * len(only))})" if only else ""
         rows = self.local._query(
             "SELECT n, upload_id, kind, ref, content_hash, sealed, created_at, state, outcome FROM outbox "
-            f"WHERE state IN ({marks}) ORDER BY n LIMIT ?", (*states, limit))
+            f"WHERE state IN ({marks}){of_refs} ORDER BY n LIMIT ?", (*states, *only, limit))
         return [OutboxEntry(int(n), uid, kind, ref, digest, created, state, outcome,
                             json.loads(self.local.keyring.open(bytes(sealed), _outbox_aad(uid))))
                 for n, uid, kind, ref, digest, sealed, created, state, outcome in rows]
@@ -256,6 +265,14 @@ class Replica:
                                                                                upload_id))
                 done += 1
         return done
+
+    def positions(self, upload_ids: Collection[str]) -> dict[str, int]:
+        """upload id -> its place in the outbox (the order the station made its writes in), of those it holds."""
+        ids = sorted(set(upload_ids))
+        if not ids:
+            return {}
+        return {str(u): int(n) for u, n in self.local._query(
+            f"SELECT upload_id, n FROM outbox WHERE upload_id IN ({', '.join('?' * len(ids))})", ids)}
 
     def pending_count(self) -> int:
         """How many writes wait to be uploaded."""

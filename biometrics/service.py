@@ -390,6 +390,7 @@ class CheckpointService:
                 service.island = Island(service, Replica(local) if where.replica_dir is not None else None,
                                         Reviews(register), where.offline_policy)
                 service.gallery.on_changes = service.island.follow
+                service.gallery.keeps = service.island.keeps
                 service.gallery.on_restore = lambda why, reload: restored(service.island, why, reload)
         except BaseException:
             for store in stores:
