@@ -174,3 +174,39 @@ def test_deblur_inverts_a_gaussian_blur_within_the_ridge_band():
     error = np.abs(restored_band - band)[inside].mean()
     assert error < 0.5 * np.abs(blurred_band - band)[inside].mean()
     assert sharpness.deblur(image, 0.0, 9.0) is image
+
+
+def test_a_pattern_whose_finest_period_blur_inflated_is_caught_by_the_third_look():
+    # 6 px ridges blurred by 2.5 px: the finest block periods read the blobs left (p10 about 9.5 px), and
+    # neither gate fires (main: estimate 0, no restoration); the whitened spectrum's peak stays at the ridges
+    image = blurred(forked_ridges(6.0), 2.5)
+    local, theta, _, mask, _ = _fields(normalise(image))
+    fine, finest = sharpness._period_quantiles(local, theta, mask)
+    assert finest > 1.4 * 6.0
+    assert sharpness.harmonic_ratio(local, mask, fine) >= sharpness.BLUR_RATIO
+    assert sharpness.finest_blur_sigma(local, mask, finest) == 0.0
+    sigma, period = sharpness.estimate_blur(local, theta, mask)
+    assert abs(period - 6.0) < 0.6  # the whitened period (6.11 px), not the inflated block periods
+    assert 0.8 < sigma < 2.5  # under the truth: what is left of the ridges sits near the floor (1.29 px)
+
+
+def test_a_real_capture_with_fine_ridges_heavily_blurred_is_caught_by_the_third_look():
+    # a DB1_B capture scaled by 0.75 (ridges of about 5.5 px) and blurred by 2.75 px: p10 reads 11.6 px and
+    # both gates miss it (main: estimate 0); the whitened period reads 7.6 px and the image is restored
+    image = np.array(Image.open(DATA / "DB1_B_102_1.png").convert("L")).astype(np.float32)
+    small = cv2.resize(image, None, fx=0.75, fy=0.75, interpolation=cv2.INTER_AREA)
+    local, theta, _, mask, _ = _fields(normalise(blurred(small, 2.75)))
+    sigma, period = sharpness.estimate_blur(local, theta, mask)
+    assert sigma > 1.0
+    assert period < sharpness._period_quantiles(local, theta, mask)[1] - 2.0
+
+
+@pytest.mark.parametrize(("period", "duty"), [(6.0, 0.0), (6.0, 0.3), (11.0, 0.0), (14.0, 0.0)])
+def test_the_third_look_leaves_sharp_ridges_alone(period, duty):
+    # the lowest whitened shoulder ratios of the hand-made sharp patterns: 10^-2.16 (6 px, duty 0) and
+    # 10^-2.11 (11 px, duty 0), both well over the threshold, 10^-2.45
+    local, theta, _, mask, _ = _fields(normalise(forked_ridges(period, duty)))
+    finest = sharpness._period_quantiles(local, theta, mask)[1]
+    _, shoulder, _ = sharpness.whitened_ratios(local, mask, finest)
+    assert shoulder > sharpness.SHOULDER_BLUR_RATIO_WHITENED * 10**0.25
+    assert sharpness.estimate_blur(local, theta, mask)[0] == 0.0
