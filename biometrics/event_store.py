@@ -378,6 +378,9 @@ class SqlEventStore:
             deleted = tx.execute("DELETE FROM rating_marks WHERE event_id IN (SELECT m.event_id FROM rating_marks m "
                                  "LEFT JOIN decision_events e ON e.event_id = m.event_id "
                                  "WHERE e.minute IS NULL OR e.minute <= ?)", (cutoff,)).rowcount
+            # as after an erasure: the WAL is truncated once this commits, so no frame keeps a mark's page beside
+            # the counter pages its rating's commit changed (their two versions would give the value back)
+            tx.erased = tx.erased or deleted > 0
         return int(deleted)
 
     def discard_deltas(self) -> int:
@@ -779,9 +782,13 @@ class SqliteFile:
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """A write transaction (``BEGIN IMMEDIATE``)."""
-        with self._lock, _immediate(self._db) as tx:
-            yield tx
+        """A write transaction (``BEGIN IMMEDIATE``); one that deleted what must not linger (``tx.erased``: purged
+        rating marks) truncates the WAL once committed, as the station's store does after an erasure."""
+        with self._lock:
+            with _immediate(self._db) as tx:
+                yield tx
+            if tx.erased:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextmanager
     def release_transaction(self) -> Iterator[Transaction]:

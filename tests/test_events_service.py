@@ -310,6 +310,8 @@ def test_a_rating_after_the_window_is_refused_and_the_marks_are_purged(service: 
     with pytest.raises(RatingWindowClosed):  # refused on the event's minute, the mark still there or not
         service.rate_decision(rated.feedback_id, 1)
     assert service.events.store.purge_marks() == 1
+    wal = tmp_path / "data" / "checkpoint.db-wal"  # truncated as after an erasure: no frame keeps the mark's page
+    assert not wal.exists() or rated.feedback_id.encode() not in wal.read_bytes()
     with pytest.raises(RatingWindowClosed):  # and without its mark, still refused, never counted again
         service.rate_decision(rated.feedback_id, 1)
     with pytest.raises(FeedbackRefused):

@@ -552,3 +552,23 @@ def test_the_migration_keys_months_and_days_by_local_time(events: SqlEventStore,
         assert sum(r.count for r in migrated.monthly_arrivals(date(2026, 4, 1), date(2026, 4, 1))) == 4
     finally:
         migrated.close()
+
+
+def test_a_purged_mark_leaves_no_copy_in_the_wal(tmp_path: Path) -> None:
+    """The rating's commit wrote the counter page and the mark's page in one transaction; once the mark is purged,
+    a WAL still holding both (and the counter's page before) would give the rating of that decision back. The
+    purge truncates the WAL, as an erasure does."""
+    store = open_event_store(tmp_path / "events.db", readonly=False, service_target_ms=1000)
+    try:
+        decided = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)
+        event_id = store.record_decision(DecisionEvent(decided, "rokot-airport", "k1", ARRIVAL, "citizen", "proceed",
+                                                       100.0, "high", "m", "c"))
+        store.record_feedback(event_id, 2, at=decided + timedelta(minutes=1))
+        wal = tmp_path / "events.db-wal"
+        assert event_id.encode() in wal.read_bytes()  # the mark, in the WAL until the purge
+        assert store.purge_marks(decided + timedelta(hours=1)) == 1
+        assert event_id.encode() not in wal.read_bytes()  # (the file keeps the event, its id included: no rating)
+        with store.backend._read() as view:
+            assert view.execute("SELECT COUNT(*) FROM rating_marks").fetchone()[0] == 0
+    finally:
+        store.close()
