@@ -76,6 +76,9 @@ def check_outside(folders: list[Path], *, keys: list[Path], anchor: Path | None,
                 "--dev-keys-in-data-dir.")
 
 
+PUBLIC_SUFFIXES = (".pub", ".crt")  # public material beside the keys: left readable
+
+
 def make_key_private(path: Path, mode: int = 0o600) -> None:
     """Tighten the key file (or key directory, ``mode`` 0700) ``path`` to ``mode`` when group or others can reach
     it, with a warning, as :func:`biometrics.datadir.make_private` does for the data directory; raise
@@ -94,11 +97,13 @@ def make_key_private(path: Path, mode: int = 0o600) -> None:
 
 
 def prepare_key_dir(key_dir: Path) -> Path:
-    """Create ``key_dir`` (mode 0700) if needed, or tighten it to 0700, and each key file in it (every file but
-    an exported public key, ``*.pub``) to 0600 (:func:`make_key_private`); returns it."""
+    """Create ``key_dir`` (mode 0700) if needed, or tighten it to 0700, and each key file in it (every regular
+    file but public material, ``*.pub`` and ``*.crt``) to 0600 (:func:`make_key_private`); returns it. A symbolic
+    link is left alone: its target lives elsewhere and may be shared (a certificate); the key ring is checked
+    through its link when it is read (:meth:`biometrics.crypto.KeyRing.load`)."""
     key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     make_key_private(key_dir, 0o700)
     for path in sorted(key_dir.iterdir()):
-        if path.is_file() and path.suffix != ".pub":
+        if path.is_file() and not path.is_symlink() and path.suffix not in PUBLIC_SUFFIXES:
             make_key_private(path)
     return key_dir

@@ -83,3 +83,21 @@ def test_open_keys_this_process_may_not_tighten_are_refused(tmp_path: Path, monk
         KeyRing.load(key_dir / KEYRING_NAME)
     with pytest.raises(SystemExit, match=r"checkpoint-keys: the key file .*chmod 600"):
         keys_cli.main(["status", "--data-dir", str(tmp_path / "data"), "--key-dir", str(key_dir)])
+
+
+def test_links_and_public_material_in_the_key_directory_are_left_as_they_are(tmp_path: Path) -> None:
+    """A certificate shared with other services, linked into the key directory or copied there as ``*.crt``, is
+    not made private (it was: its target's mode changed, or the start refused a target another user owns)."""
+    shared = tmp_path / "shared-ca.pem"
+    shared.write_text("-----BEGIN CERTIFICATE-----\n")
+    shared.chmod(0o644)
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    (keys / "ca.pem").symlink_to(shared)
+    (keys / "station.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (keys / "station.crt").chmod(0o644)
+    (keys / "stray.key").write_text("secret")
+    (keys / "stray.key").chmod(0o644)
+    prepare_key_dir(keys)
+    assert mode(shared) == 0o644 and mode(keys / "station.crt") == 0o644
+    assert mode(keys / "stray.key") == 0o600  # any other file is still tightened
