@@ -560,8 +560,9 @@ def ship_ratings(journal: SqlEventStore, register: SqlEventStore) -> int:
     Three commits, each safe to be interrupted after: the journal moves its deltas into one shipment under a
     random id (a shipment left by a crash is shipped again as it is, under its id); the register adds the
     shipment to its counters and records the id in the same transaction, unless it holds the id already (a crash
-    after its commit); the journal deletes the shipment. A rating given meanwhile goes to the deltas, for the
-    next shipment. The register keeps the id only: no counts, no time.
+    after its commit); the journal deletes the shipment; then the register forgets the id (the journal can no
+    longer ship it). A rating given meanwhile goes to the deltas, for the next shipment. The register keeps the
+    id only while it is needed: no counts, no time.
     """
     with journal.backend._read() as view:
         if (view.execute("SELECT 1 FROM rating_shipments LIMIT 1").fetchone() is None
@@ -590,6 +591,10 @@ def ship_ratings(journal: SqlEventStore, register: SqlEventStore) -> int:
             register._touch(tx)
     with journal._write() as jtx:
         jtx.execute("DELETE FROM rating_shipments WHERE shipment_id = ?", (shipment_id,))
+    # the journal holds the shipment no more, so it never ships that id again: the register forgets it (only a
+    # crash between these two commits leaves an id behind; the table does not grow with every shipment)
+    with register._write() as tx:
+        tx.execute("DELETE FROM rating_batches WHERE batch_id = ?", (shipment_id,))
     return sum(int(n) for r in rows for n in r[2:])
 
 

@@ -347,6 +347,8 @@ def test_a_crash_between_the_commits_of_a_rating_shipment_counts_each_rating_onc
             assert pending_ratings(journal) == 0
             assert register.monthly_satisfaction(*far) == journal.monthly_satisfaction(*far)
             assert sum(r.n for r in register.monthly_satisfaction(*far)) == 7
+            with register.backend._read() as view:  # every shipment settled: no batch id kept for ever
+                assert view.execute("SELECT COUNT(*) FROM rating_batches").fetchone()[0] == 0
         finally:
             admin.close()
             register.close()
