@@ -46,6 +46,7 @@ from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
 from biometrics.event_schema import counters_only, event_tables, local_keys
 from biometrics.redact import redact_url, redact_url_and_secret
+from biometrics.replica import LEGACY_PAYLOAD_TEXTS, without_texts
 from biometrics.sharded import ShardUnavailable
 from biometrics.storage import (
     CHANGE_ENROLLED,
@@ -803,7 +804,8 @@ class Reviews:
     def forget(self, tx: Transaction, subject_id: str) -> None:
         """In ``tx`` (an erasure of ``subject_id`` in the register): drop its links, the reason an older version
         kept with its resolved reviews, and take it out of the candidates of every pending review (the document of
-        a review names its candidates' document numbers)."""
+        a review names its candidates' document numbers), and drop from every pending review the officer's override
+        reason an older version copied into it from an island's upload."""
         ref = self.register.keyring.pseudonym(subject_id)
         tx.execute("DELETE FROM links WHERE ref = ? OR linked_ref = ?", (ref, ref))
         # an older version kept the officer's reason of a resolved review here, in clear: the resolution's name only
@@ -814,9 +816,10 @@ class Reviews:
                                             "FOR UPDATE").fetchall():
             doc = json.loads(ring.open(bytes(sealed), _review_aad(review_id)))
             kept = [c for c in doc.get("candidates", []) if c.get("subject_id") != subject_id]
-            if len(kept) != len(doc.get("candidates", [])):
-                doc["candidates"] = kept
-                self.update(tx, review_id, doc)
+            # an older version copied the island officer's override reason (a free text about the subject and the
+            # duplicates it names) into the document: it goes at the first erasure, whoever it names
+            if len(kept) != len(doc.get("candidates", [])) or any(k in doc for k in LEGACY_PAYLOAD_TEXTS):
+                self.update(tx, review_id, {**without_texts(doc), "candidates": kept})
 
     def link(self, tx: Transaction, ref: str, linked_ref: str) -> None:
         """Record that two subjects are one person (two documents), in both directions."""

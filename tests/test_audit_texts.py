@@ -398,3 +398,64 @@ def test_a_reviews_reason_is_kept_as_a_commitment_and_erased_with_its_candidate(
     assert register_texts(register_url) == []
     code, out = register_cli(capsys, tmp_path, register_url, "central", "verify")
     assert code == 0 and "1 erased" in out, out
+
+
+def outbox_payloads(tmp_path: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    """(upload id, content hash, payload opened) of every entry of the island's outbox."""
+    from biometrics.replica import _outbox_aad
+    ring = KeyRing.load(tmp_path / "keys" / "keyring.json")
+    with sqlite3.connect(tmp_path / "siberut" / "replica" / "replica.db") as db:
+        rows = db.execute("SELECT upload_id, content_hash, sealed FROM outbox ORDER BY n").fetchall()
+    return [(u, h, json.loads(ring.open(bytes(b), _outbox_aad(u))) if b else {}) for u, h, b in rows]
+
+
+@pytest.mark.slow
+def test_an_offline_override_reason_is_never_in_the_outbox_and_an_erasure_leaves_none_behind(
+        tmp_path: Path, office_and_island: Stations) -> None:
+    central, island, proxy = office_and_island
+    override_offline(central, island, proxy)
+    [(_, _, payload)] = outbox_payloads(tmp_path)
+    assert payload["subject_id"] == "K4000004" and "override_reason" not in payload
+    island.delete_subject("K5000005", ERASURE, actor=OFFICER)  # offline: the duplicate the text is about
+    assert island_texts(tmp_path) == []
+    assert not any(ISLAND_OVERRIDE in json.dumps(p) for _, _, p in outbox_payloads(tmp_path))
+    assert ISLAND_OVERRIDE.encode() not in island_bytes(tmp_path)
+
+
+@pytest.mark.slow
+def test_an_older_versions_override_reason_leaves_the_outbox_with_its_content_hash_kept(
+        tmp_path: Path, office_and_island: Stations) -> None:
+    from biometrics.replica import _outbox_aad
+    central, island, proxy = office_and_island
+    override_offline(central, island, proxy)
+    replica = island.island.replica
+    [(upload_id, digest, payload)] = outbox_payloads(tmp_path)
+    with replica.local.transaction() as tx:  # as an older version queued it
+        tx.execute("UPDATE outbox SET sealed = ? WHERE upload_id = ?", (replica.local.keyring.seal(
+            json.dumps({**payload, "override_reason": ISLAND_OVERRIDE}).encode(), _outbox_aad(upload_id)), upload_id))
+    assert replica.strip_legacy_texts() == 1
+    assert outbox_payloads(tmp_path) == [(upload_id, digest, payload)]
+    assert replica.strip_legacy_texts() == 0
+
+
+@pytest.mark.slow
+def test_the_registers_review_of_an_offline_override_holds_no_reason_and_an_older_ones_goes_at_erasure(
+        tmp_path: Path, register_url: str, office_and_island: Stations) -> None:
+    from biometrics.register import RegisterStorage, Reviews
+    central, island, proxy = office_and_island
+    override_offline(central, island, proxy)
+    reconnect(island, proxy)
+    register = RegisterStorage(register_url, KeyRing.load(tmp_path / "keys" / "keyring.json"), station="auditor")
+    register.open()
+    try:
+        reviews = Reviews(register)
+        [(review_id, station, _, doc)] = reviews.pending()
+        assert station == "siberut" and doc["subject_id"] == "K4000004" and "override_reason" not in doc
+        assert [c["subject_id"] for c in doc["candidates"]] == ["K5000005"]
+        with register.transaction() as tx:  # as an older version built it from the island's payload
+            reviews.update(tx, review_id, {**doc, "override_reason": ISLAND_OVERRIDE})
+        central.delete_subject("K5000005", ERASURE, actor=OFFICER)  # the duplicate the text is about
+        [(_, _, _, doc)] = reviews.pending()
+        assert "override_reason" not in doc and doc["candidates"] == []
+    finally:
+        register.close()
