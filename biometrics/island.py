@@ -664,7 +664,11 @@ class Island:
                 self.reviews.close(tx, review_id, "link_held" if resolution == "link" and held else resolution,
                                    resolution)
                 concerned = (ref, *(service.storage.keyring.pseudonym(c["subject_id"]) for c in doc["candidates"]))
+                # the candidates named too: the reason concerns them, and only an erasure of one of them (or of
+                # the subject) explains its absence to checkpoint-audit verify
                 service.record(tx, "review_resolved", actor, review_id, subject_ref=ref, outcome=resolution,
+                               duplicates=[{"subject_ref": r, "score": c["score"]}
+                                           for r, c in zip(concerned[1:], doc["candidates"], strict=True)],
                                reason=OfficerText(reason, concerned))
         if fresh:
             found = ", ".join(f"{c.subject_id} (score {c.score:.2f})" for c in fresh)

@@ -267,6 +267,20 @@ def read_register_audit(url: str, station: str) -> Iterator[str]:
         raise classify(exc, url) from None
 
 
+def read_register_erasures(url: str, station: str) -> list[dict[str, Any]]:
+    """The records of the other stations' chains in the register at ``url`` that say which subjects were erased
+    and which candidates a review was shown (``delete``, ``delete_upload``, ``enrol_upload``): an erasure at any
+    station deletes the officers' texts of ``station``'s chain about its subject (no key needed)."""
+    try:
+        with psycopg.connect(check_url(url), connect_timeout=5) as conn:
+            rows = conn.execute("SELECT entry FROM audit WHERE station != %s AND type = 'decision' AND "
+                                "(entry::jsonb)->>'kind' IN ('delete', 'delete_upload', 'enrol_upload') "
+                                "ORDER BY station, seq", (station,)).fetchall()
+    except psycopg.Error as exc:
+        raise classify(exc, url) from None
+    return [json.loads(entry) for (entry,) in rows]
+
+
 def read_register_audit_texts(url: str, station: str) -> list[tuple[int, str, str, bytes]]:
     """(seq, field, refs, sealed) of the officers' texts of ``station``'s chain in the register at ``url`` (none in
     a register of a schema before 6)."""

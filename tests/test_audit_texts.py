@@ -459,3 +459,57 @@ def test_the_registers_review_of_an_offline_override_holds_no_reason_and_an_olde
         assert "override_reason" not in doc and doc["candidates"] == []
     finally:
         register.close()
+
+
+def test_a_text_deleted_without_an_erasure_of_a_subject_it_concerns_fails_verify(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    service = open_embedded(tmp_path)
+    try:
+        enrol_override(service)
+        assert service.enrol("K5000005", SubjectInfo(name="Kofi"), [KOFI], actor=OFFICER).enrolled
+        service.delete_subject("K5000005", ERASURE, actor=OFFICER)  # an erasure, of someone the text is not about
+    finally:
+        service.close()
+    assert len(texts_table(tmp_path / "data")) == 1
+    with sqlite3.connect(tmp_path / "data" / "checkpoint.db") as db:
+        db.execute("DELETE FROM audit_texts")  # behind the service's back
+    code, out = cli(capsys, tmp_path, "verify")
+    assert code == 1 and out.startswith("TAMPERED ") and "no erasure of a subject it concerns" in out, out
+
+
+def test_an_erasure_before_the_text_does_not_account_for_its_absence(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    service = open_embedded(tmp_path)
+    try:
+        assert service.enrol("P1234567", SubjectInfo(name="Megawati"), [MEGAWATI], actor=OFFICER).enrolled
+        service.delete_subject("P1234567", ERASURE, actor=OFFICER)
+        enrol_override(service)  # the same document number again, kept despite a duplicate: a new text
+    finally:
+        service.close()
+    with sqlite3.connect(tmp_path / "data" / "checkpoint.db") as db:
+        db.execute("DELETE FROM audit_texts")
+    code, out = cli(capsys, tmp_path, "verify")
+    assert code == 1 and "no erasure of a subject it concerns" in out, out
+
+
+def test_a_registers_text_deleted_without_an_erasure_fails_verify_one_erased_at_another_station_passes(
+        tmp_path: Path, register_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    central = open_station(tmp_path, "central", register_url, replica=False)
+    other = open_station(tmp_path, "lombok", register_url, replica=False)
+    try:
+        enrol_override(central)
+        with psycopg.connect(register_url, autocommit=True) as conn:
+            [saved] = conn.execute("SELECT station, seq, field, refs, sealed FROM audit_texts").fetchall()
+            conn.execute("DELETE FROM audit_texts")
+        code, out = register_cli(capsys, tmp_path, register_url, "central", "verify")
+        assert code == 1 and "no erasure of a subject it concerns" in out, out
+        with psycopg.connect(register_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO audit_texts(station, seq, field, refs, sealed) VALUES (%s, %s, %s, %s, %s)",
+                         saved)
+        other.delete_subject("P1234567", ERASURE, actor=OFFICER)  # the duplicate it names, at another station
+    finally:
+        other.close()
+        central.close()
+    assert register_texts(register_url) == []
+    code, out = register_cli(capsys, tmp_path, register_url, "central", "verify")
+    assert code == 0 and "0 match their commitments, 1 erased" in out, out

@@ -14,9 +14,10 @@ FILE`` writes the chain as JSON lines.
 Officers' texts (an override's or a review's reason) are not in the chain, only their commitments
 (:mod:`biometrics.audit`): with the key ring (``KEY_DIR/keyring.json``, ``--key-file``, or the environment, as the
 server finds it) ``verify`` checks every text the store still holds against its commitment (an altered, moved or
-added text is TAMPERED; one an erasure deleted is counted as erased), and ``show`` and ``export`` print each text,
-or ``(erased)``. An export carries the texts beside the entries (``officer_texts``, outside their hashes), so
-``verify --log`` checks them too; an export is a copy no later erasure reaches.
+added text is TAMPERED; a missing one is counted as erased if an erasure of a subject it concerns is recorded, in
+the chain or, on a register, in any station's chain there, and is TAMPERED if none is), and ``show`` and ``export``
+print each text, or ``(erased)``. An export carries the texts beside the entries (``officer_texts``, outside their
+hashes), so ``verify --log`` checks them too; an export is a copy no later erasure reaches.
 """
 
 from __future__ import annotations
@@ -113,12 +114,14 @@ class Texts:
         self.source = "log" if args.log else "register" if args.store else "store"
         self.held: dict[tuple[int, str], HeldText] | None = None
         self.unopened = 0
+        self.others: list[dict[str, Any]] = []  # the other stations' erasures (a register)
         if args.log:
             return
         if args.store:
-            from biometrics.register import read_register_audit_texts
+            from biometrics.register import read_register_audit_texts, read_register_erasures
 
             rows = read_register_audit_texts(args.store, args.station)
+            self.others = read_register_erasures(args.store, args.station)
         else:
             rows = read_audit_texts(args.data_dir / "checkpoint.db")
         ring = self._keyring(args)
@@ -226,7 +229,8 @@ def _verify(args: argparse.Namespace, entries: Entries, where: str, texts: Texts
     if cut is not None:
         print(f"TAMPERED {where}: {cut}")
         return 1
-    found = check_texts(entries, texts.held, source=texts.source, unopened=texts.unopened)
+    found = check_texts(entries, texts.held, source=texts.source, unopened=texts.unopened,
+                        others=texts.others)
     if not found.ok:
         print(f"TAMPERED {where}: {found.finding}")
         return 1
