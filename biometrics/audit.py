@@ -48,7 +48,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -783,22 +783,24 @@ def erasure_refs(entries: Iterable[dict[str, Any]]) -> set[str]:
 
 def check_texts(entries: Iterable[tuple[int, dict[str, Any] | None, str]],
                 texts: dict[tuple[int, str], HeldText] | None, *, source: str = "store",
-                unopened: int = 0, others: Iterable[dict[str, Any]] = ()) -> TextReport:
+                unopened: int = 0, others: Iterable[dict[str, Any]] = (),
+                not_opened: Collection[tuple[int, str]] = ()) -> TextReport:
     """Check the officers' texts against the commitments of a chain :func:`verify_entries` found intact.
 
     ``texts``: (seq, field) -> the text the store holds (None: read from an export, whose entries carry them in
-    :data:`EXPORTED_TEXTS`); ``unopened``: texts the store holds that could not be opened for want of the key
-    ring (counted, not checked); ``others``: the decision records of the other stations' chains in the same
-    register (their erasures reach this chain's texts). A text that does not match its commitment, does not
-    open, or has no commitment in the chain is a finding. A text no longer held was erased only if an erasure
-    of a subject it concerns is recorded (a later ``delete`` or ``delete_upload`` record of this chain, or one of
-    another station's chain in the register); one missing without such an erasure was deleted behind the
-    service's back, a finding. The subjects a text concerns are those its record names (``subject_ref`` and
-    ``duplicates``) and, for a review's resolution, those the records of the same review name (its upload's
+    :data:`EXPORTED_TEXTS`); ``unopened``: texts the store holds that could not be opened for want of the key ring
+    (counted, not checked), ``not_opened`` their (seq, field); ``others``: the decision records of the other
+    stations' chains in the same register (their erasures reach this chain's texts). A text that does not match its
+    commitment, does not open, or has no commitment in the chain is a finding. A text no longer held was erased only
+    if an erasure of a subject it concerns is recorded (a later ``delete`` or ``delete_upload`` record of this
+    chain, or one of another station's chain in the register); one missing without such an erasure was deleted
+    behind the service's back, a finding. The subjects a text concerns are those its record names (``subject_ref``
+    and ``duplicates``) and, for a review's resolution, those the records of the same review name (its upload's
     candidates). An export carries no other station's erasures: a text it marks erased is taken as erased.
     """
     checked = erased = elsewhere = 0
     committed: set[tuple[int, str]] = set()
+    missing: Finding | None = None  # reported after the others: an altered or moved text says more
 
     def report(finding: Finding | None) -> TextReport:
         return TextReport(checked, erased, elsewhere, unopened, finding)
@@ -837,14 +839,16 @@ def check_texts(entries: Iterable[tuple[int, dict[str, Any] | None, str]],
                 held = (str(value.get("salt", "")), str(value.get("text", ""))) if isinstance(value, dict) else None
             else:
                 held = texts.get((seq, name))  # type: ignore[arg-type]
+                if held is None and (seq, name) in not_opened:  # held, not opened for want of the key ring
+                    continue
             if held is None:
                 if held_elsewhere(entry, source):
                     elsewhere += 1
                 elif texts is None or erasure_recorded(entry):
                     erased += 1
-                else:
-                    return report(Finding(line, seq, f"the officer's text of {name} is missing, and no erasure of "
-                                          "a subject it concerns is recorded (deleted)"))
+                elif missing is None:
+                    missing = Finding(line, seq, f"the officer's text of {name} is missing, and no erasure of a "
+                                      "subject it concerns is recorded (deleted)")
                 continue
             if isinstance(held, str):
                 return report(Finding(line, seq, f"the officer's text of {name} does not open ({held})"))
@@ -863,7 +867,7 @@ def check_texts(entries: Iterable[tuple[int, dict[str, Any] | None, str]],
                                   f"not open ({held})"))
         return report(Finding(lines.get(seq, 0), seq, f"an officer's text of {name} is held for it, but it commits "
                               "to none (added)"))
-    return report(None)
+    return report(missing)
 
 
 def verify_log(path: Path, public_key: Ed25519PublicKey) -> Report:

@@ -194,9 +194,18 @@ def test_a_text_altered_moved_or_added_in_the_store_fails_verify(
     code, out = cli(capsys, tmp_path, "verify")
     assert code == 1 and "commits to none" in out, out
 
-    # removed (as an erasure removes it): fine
+    # removed as an erasure removes it, but with no erasure: deleted behind the service's back
     with sqlite3.connect(db_path) as db:
         db.execute("DELETE FROM audit_texts")
+    code, out = cli(capsys, tmp_path, "verify")
+    assert code == 1 and "is missing, and no erasure of a subject it concerns is recorded" in out, out
+
+    # an erasure of a subject it concerns, recorded after it: what an erasure does, fine
+    service = open_embedded(tmp_path)
+    try:
+        service.delete_subject("P1234567", ERASURE, actor=OFFICER)
+    finally:
+        service.close()
     code, out = cli(capsys, tmp_path, "verify")
     assert code == 0 and "1 erased" in out, out
 

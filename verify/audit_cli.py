@@ -115,6 +115,7 @@ class Texts:
         self.held: dict[tuple[int, str], HeldText] | None = None
         self.unopened = 0
         self.others: list[dict[str, Any]] = []  # the other stations' erasures (a register)
+        self.not_opened: set[tuple[int, str]] = set()  # (seq, field) of the texts held but not opened
         if args.log:
             return
         if args.store:
@@ -130,6 +131,7 @@ class Texts:
         for seq, field, _, sealed in rows:
             if ring is None:
                 self.unopened += 1
+                self.not_opened.add((seq, field))
                 continue
             try:
                 self.held[(seq, field)] = open_audit_text(ring, station, seq, field, sealed)
@@ -230,7 +232,7 @@ def _verify(args: argparse.Namespace, entries: Entries, where: str, texts: Texts
         print(f"TAMPERED {where}: {cut}")
         return 1
     found = check_texts(entries, texts.held, source=texts.source, unopened=texts.unopened,
-                        others=texts.others)
+                        others=texts.others, not_opened=texts.not_opened)
     if not found.ok:
         print(f"TAMPERED {where}: {found.finding}")
         return 1
