@@ -33,9 +33,9 @@ store's ``audit_texts`` table, keyed by the record's seq and the pseudonyms of t
 same transaction as the entry (:meth:`biometrics.storage.SealedStore.put_audit_text`). An erasure of any of those
 subjects deletes it (:meth:`biometrics.storage.SealedStore.erase_audit_texts`); the entry, its hash and the
 signatures are untouched, so the chain still verifies. :func:`check_texts` checks every text still held against
-its commitment (altered: a finding; missing: erased, which is fine). The reason of an erasure is not one of them:
-it is kept in clear, as the record of why data were erased. Entries written by older versions hold their texts in
-clear and stay as they are.
+its commitment (altered: a finding; missing: erased if an erasure of a subject it concerns is recorded, a
+finding if none is). The reason of an erasure is not one of them: it is kept in clear, as the record of why data
+were erased. Entries written by older versions hold their texts in clear and stay as they are.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -756,24 +756,72 @@ def held_elsewhere(entry: dict[str, Any], source: str) -> bool:
     return source == "register" and bool(entry.get("fields", {}).get("provisional"))
 
 
+#: The records of an erasure: a ``delete`` (online, embedded, or offline at an island) and a ``delete_upload``
+#: (an island's offline erasure uploaded by its drain).
+ERASURE_KINDS = frozenset({"delete", "delete_upload"})
+
+
+def named_refs(entry: dict[str, Any]) -> set[str]:
+    """The pseudonyms a decision record names: its ``subject_ref`` and each of its ``duplicates``."""
+    fields = entry.get("fields")
+    if entry.get("type") != "decision" or not isinstance(fields, dict):
+        return set()
+    refs = {str(fields["subject_ref"])} if fields.get("subject_ref") else set()
+    duplicates = fields.get("duplicates")
+    for d in duplicates if isinstance(duplicates, list) else ():
+        if isinstance(d, dict) and d.get("subject_ref"):
+            refs.add(str(d["subject_ref"]))
+    return refs
+
+
+def erasure_refs(entries: Iterable[dict[str, Any]]) -> set[str]:
+    """The pseudonyms of the subjects whose erasure ``entries`` record (:data:`ERASURE_KINDS`)."""
+    return {str(e["fields"]["subject_ref"]) for e in entries
+            if e.get("type") == "decision" and e.get("kind") in ERASURE_KINDS
+            and isinstance(e.get("fields"), dict) and e["fields"].get("subject_ref")}
+
+
 def check_texts(entries: Iterable[tuple[int, dict[str, Any] | None, str]],
                 texts: dict[tuple[int, str], HeldText] | None, *, source: str = "store",
-                unopened: int = 0) -> TextReport:
+                unopened: int = 0, others: Iterable[dict[str, Any]] = (),
+                not_opened: Collection[tuple[int, str]] = ()) -> TextReport:
     """Check the officers' texts against the commitments of a chain :func:`verify_entries` found intact.
 
     ``texts``: (seq, field) -> the text the store holds (None: read from an export, whose entries carry them in
-    :data:`EXPORTED_TEXTS`); ``unopened``: texts the store holds that could not be opened for want of the key
-    ring (counted, not checked). A text that does not match its commitment, does not open, or has no commitment
-    in the chain is a finding; a text no longer held was erased, which is what an erasure does.
+    :data:`EXPORTED_TEXTS`); ``unopened``: texts the store holds that could not be opened for want of the key ring
+    (counted, not checked), ``not_opened`` their (seq, field); ``others``: the decision records of the other
+    stations' chains in the same register (their erasures reach this chain's texts). A text that does not match its
+    commitment, does not open, or has no commitment in the chain is a finding. A text no longer held was erased only
+    if an erasure of a subject it concerns is recorded (a later ``delete`` or ``delete_upload`` record of this
+    chain, or one of another station's chain in the register); one missing without such an erasure was deleted
+    behind the service's back, a finding. The subjects a text concerns are those its record names (``subject_ref``
+    and ``duplicates``) and, for a review's resolution, those the records of the same review name (its upload's
+    candidates). An export carries no other station's erasures: a text it marks erased is taken as erased.
     """
     checked = erased = elsewhere = 0
     committed: set[tuple[int, str]] = set()
+    missing: Finding | None = None  # reported after the others: an altered or moved text says more
 
     def report(finding: Finding | None) -> TextReport:
         return TextReport(checked, erased, elsewhere, unopened, finding)
 
     entries = list(entries)
     lines = {entry.get("seq"): line for line, entry, _ in entries if entry is not None}
+    others = list(others)
+    erased_elsewhere = erasure_refs(others)
+    by_decision: dict[str, set[str]] = {}
+    for record in [e for _, e, _ in entries if e is not None] + others:
+        if record.get("decision_id"):
+            by_decision.setdefault(str(record["decision_id"]), set()).update(named_refs(record))
+    erasures = [(int(e.get("seq", 0)), ref) for _, e, _ in entries if e is not None
+                for ref in erasure_refs([e])]
+
+    def erasure_recorded(entry: dict[str, Any]) -> bool:
+        concerned = named_refs(entry)
+        if entry.get("kind") == "review_resolved":
+            concerned |= by_decision.get(str(entry.get("decision_id")), set())
+        seq = int(entry.get("seq", 0))
+        return bool(concerned & erased_elsewhere) or any(s > seq and ref in concerned for s, ref in erasures)
     for line, entry, _ in entries:
         if entry is None:
             continue
@@ -791,11 +839,16 @@ def check_texts(entries: Iterable[tuple[int, dict[str, Any] | None, str]],
                 held = (str(value.get("salt", "")), str(value.get("text", ""))) if isinstance(value, dict) else None
             else:
                 held = texts.get((seq, name))  # type: ignore[arg-type]
+                if held is None and (seq, name) in not_opened:  # held, not opened for want of the key ring
+                    continue
             if held is None:
                 if held_elsewhere(entry, source):
                     elsewhere += 1
-                else:
+                elif texts is None or erasure_recorded(entry):
                     erased += 1
+                elif missing is None:
+                    missing = Finding(line, seq, f"the officer's text of {name} is missing, and no erasure of a "
+                                      "subject it concerns is recorded (deleted)")
                 continue
             if isinstance(held, str):
                 return report(Finding(line, seq, f"the officer's text of {name} does not open ({held})"))
@@ -814,7 +867,7 @@ def check_texts(entries: Iterable[tuple[int, dict[str, Any] | None, str]],
                                   f"not open ({held})"))
         return report(Finding(lines.get(seq, 0), seq, f"an officer's text of {name} is held for it, but it commits "
                               "to none (added)"))
-    return report(None)
+    return report(missing)
 
 
 def verify_log(path: Path, public_key: Ed25519PublicKey) -> Report:

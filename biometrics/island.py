@@ -86,6 +86,7 @@ from biometrics.replica import (
     keyed_hash,
     payload_templates,
     template_ids,
+    without_texts,
 )
 from biometrics.storage import (
     CHANGE_ENROLLED,
@@ -165,6 +166,9 @@ class Island:
         self._register_hashes_keyed = False  # this station's upload records in the register: legacy hashes keyed
         if replica is not None and replica.key_legacy_hashes():
             log.info("outbox: content hashes of an older version replaced by keyed ones")
+        if replica is not None and replica.strip_legacy_texts():
+            log.info("outbox: officers' override reasons an older version queued for upload dropped (kept in the "
+                     "audit record only)")
         if replica is not None and (retried := replica.retry_failed()):
             log.warning("outbox: %d writes whose upload failed before are queued again", retried)
         if replica is not None and replica.version_legacy(replica.register_seq()):
@@ -367,15 +371,14 @@ class Island:
     # -- offline writes --------------------------------------------------------------------------
 
     def record_online(self, tx: Any, upload: OnlineUpload, subject_id: str, info: SubjectInfo,
-                      stored: list[StoredTemplate], seq: int, override_reason: str) -> None:
+                      stored: list[StoredTemplate], seq: int) -> None:
         """In the register transaction that stores an online enrolment (change ``seq``, templates ``stored`` as
         stored), record it as this station's upload ``upload.upload_id`` with the content an offline enrolment of
         it would upload, kept in ``upload`` (see :class:`OnlineUpload`)."""
         assert self.replica is not None
         upload.templates = list(stored)
         upload.payload = enrolment_payload(subject_id, info, upload.templates,
-                                           seen_seq=self.service.sync_state.applied_seq,
-                                           override_reason=override_reason)
+                                           seen_seq=self.service.sync_state.applied_seq)
         self.reviews.record_upload(tx, upload.upload_id, "enrol", content_hash(self.replica.local.keyring,
                                                                                upload.payload), "stored", seq)
 
@@ -399,7 +402,7 @@ class Island:
         created = now()
         with_ids = [StoredTemplate(t.modality, t.finger, t.quality, t.data, uuid.uuid4().hex, created)
                     for t in stored]
-        payload = enrolment_payload(subject_id, info, with_ids, seen_seq=seen, override_reason=override_reason)
+        payload = enrolment_payload(subject_id, info, with_ids, seen_seq=seen)
         same_upload = ""
         if online is not None and online.payload is not None:  # the register may hold it under this id
             with_ids, payload, same_upload = online.templates, online.payload, online.upload_id
@@ -581,7 +584,8 @@ class Island:
                                                      pending=pending_gallery(service, self.reviews, tx))
         taken = subject_id in held or self.reviews.pending_for(tx, entry.ref)  # or another upload of it waits
         if duplicates or taken:
-            document = {**payload, "threshold": threshold, "enrolled_offline_at": entry.created_at,
+            # an older version's payload may hold the officer's override reason: never copied to the register
+            document = {**without_texts(payload), "threshold": threshold, "enrolled_offline_at": entry.created_at,
                         "document_number_taken": taken,
                         "candidates": [{"subject_id": c.subject_id, "score": c.score} for c in duplicates]}
             review_id = self.reviews.add(tx, entry.upload_id, entry.ref, document)
@@ -660,7 +664,11 @@ class Island:
                 self.reviews.close(tx, review_id, "link_held" if resolution == "link" and held else resolution,
                                    resolution)
                 concerned = (ref, *(service.storage.keyring.pseudonym(c["subject_id"]) for c in doc["candidates"]))
+                # the candidates named too: the reason concerns them, and only an erasure of one of them (or of
+                # the subject) explains its absence to checkpoint-audit verify
                 service.record(tx, "review_resolved", actor, review_id, subject_ref=ref, outcome=resolution,
+                               duplicates=[{"subject_ref": r, "score": c["score"]}
+                                           for r, c in zip(concerned[1:], doc["candidates"], strict=True)],
                                reason=OfficerText(reason, concerned))
         if fresh:
             found = ", ".join(f"{c.subject_id} (score {c.score:.2f})" for c in fresh)

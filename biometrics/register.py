@@ -46,6 +46,7 @@ from biometrics.crypto import KeyRing
 from biometrics.errors import RegisterUnavailable
 from biometrics.event_schema import counters_only, event_tables, local_keys
 from biometrics.redact import redact_url, redact_url_and_secret
+from biometrics.replica import LEGACY_PAYLOAD_TEXTS, without_texts
 from biometrics.sharded import ShardUnavailable
 from biometrics.storage import (
     CHANGE_ENROLLED,
@@ -264,6 +265,20 @@ def read_register_audit(url: str, station: str) -> Iterator[str]:
                     after = seq
     except psycopg.Error as exc:
         raise classify(exc, url) from None
+
+
+def read_register_erasures(url: str, station: str) -> list[dict[str, Any]]:
+    """The records of the other stations' chains in the register at ``url`` that say which subjects were erased
+    and which candidates a review was shown (``delete``, ``delete_upload``, ``enrol_upload``): an erasure at any
+    station deletes the officers' texts of ``station``'s chain about its subject (no key needed)."""
+    try:
+        with psycopg.connect(check_url(url), connect_timeout=5) as conn:
+            rows = conn.execute("SELECT entry FROM audit WHERE station != %s AND type = 'decision' AND "
+                                "(entry::jsonb)->>'kind' IN ('delete', 'delete_upload', 'enrol_upload') "
+                                "ORDER BY station, seq", (station,)).fetchall()
+    except psycopg.Error as exc:
+        raise classify(exc, url) from None
+    return [json.loads(entry) for (entry,) in rows]
 
 
 def read_register_audit_texts(url: str, station: str) -> list[tuple[int, str, str, bytes]]:
@@ -803,7 +818,8 @@ class Reviews:
     def forget(self, tx: Transaction, subject_id: str) -> None:
         """In ``tx`` (an erasure of ``subject_id`` in the register): drop its links, the reason an older version
         kept with its resolved reviews, and take it out of the candidates of every pending review (the document of
-        a review names its candidates' document numbers)."""
+        a review names its candidates' document numbers), and drop from every pending review the officer's override
+        reason an older version copied into it from an island's upload."""
         ref = self.register.keyring.pseudonym(subject_id)
         tx.execute("DELETE FROM links WHERE ref = ? OR linked_ref = ?", (ref, ref))
         # an older version kept the officer's reason of a resolved review here, in clear: the resolution's name only
@@ -814,9 +830,10 @@ class Reviews:
                                             "FOR UPDATE").fetchall():
             doc = json.loads(ring.open(bytes(sealed), _review_aad(review_id)))
             kept = [c for c in doc.get("candidates", []) if c.get("subject_id") != subject_id]
-            if len(kept) != len(doc.get("candidates", [])):
-                doc["candidates"] = kept
-                self.update(tx, review_id, doc)
+            # an older version copied the island officer's override reason (a free text about the subject and the
+            # duplicates it names) into the document: it goes at the first erasure, whoever it names
+            if len(kept) != len(doc.get("candidates", [])) or any(k in doc for k in LEGACY_PAYLOAD_TEXTS):
+                self.update(tx, review_id, {**without_texts(doc), "candidates": kept})
 
     def link(self, tx: Transaction, ref: str, linked_ref: str) -> None:
         """Record that two subjects are one person (two documents), in both directions."""

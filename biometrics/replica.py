@@ -73,11 +73,24 @@ def _outbox_aad(upload_id: str) -> bytes:
     return f"outbox|{upload_id}".encode()
 
 
-def enrolment_payload(subject_id: str, info: SubjectInfo, stored: list[StoredTemplate], *, seen_seq: int,
-                      override_reason: str = "") -> dict[str, Any]:
+#: What an older version put in an enrolment payload that this one does not: the officer's override reason, a
+#: free text about the subject and the duplicates it names. It stays in the station's audit record (a commitment
+#: in the chain, the text sealed in ``audit_texts``, erased with them) and is never uploaded.
+LEGACY_PAYLOAD_TEXTS = ("override_reason",)
+
+
+def without_texts(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` (an enrolment payload or a review document built from one) without the officer's texts an
+    older version put in it (:data:`LEGACY_PAYLOAD_TEXTS`)."""
+    return {k: v for k, v in payload.items() if k not in LEGACY_PAYLOAD_TEXTS}
+
+
+def enrolment_payload(subject_id: str, info: SubjectInfo, stored: list[StoredTemplate], *,
+                      seen_seq: int) -> dict[str, Any]:
     """The content of an offline enrolment, as uploaded (templates base64), with the register change the station's
-    view reflected when it was made (an erasure of the document the register made after it refuses the upload)."""
-    return {"subject_id": subject_id, "info": info.__dict__, "override_reason": override_reason, "seen_seq": seen_seq,
+    view reflected when it was made (an erasure of the document the register made after it refuses the upload).
+    The officer's override reason is not in it: it stays in the station's audit record (docs/security.md s. 3)."""
+    return {"subject_id": subject_id, "info": info.__dict__, "seen_seq": seen_seq,
             "templates": [{"modality": int(t.modality), "finger": t.finger, "quality": t.quality,
                            "template_id": t.template_id, "created_at": t.created_at,
                            "data": base64.b64encode(t.data).decode()} for t in stored]}
@@ -243,6 +256,26 @@ class Replica:
         rows = self.local._query("SELECT upload_id FROM outbox WHERE ref = ? AND kind = 'enrol' AND state IN (?, ?) "
                                  "AND n < ? ORDER BY n DESC LIMIT 1", (ref, OUTBOX_STORED, OUTBOX_REVIEW, before))
         return str(rows[0][0]) if rows else ""
+
+    def strip_legacy_texts(self) -> int:
+        """Drop from the outbox the officer's override reasons an older version put in enrolment payloads
+        (:data:`LEGACY_PAYLOAD_TEXTS`: the text stays only in the audit record, erased with its subjects); how many
+        entries. Their content hash is kept: it recognises an upload the older version may have made already
+        (docs/island.md, "A COMMIT whose answer is lost"), and the drain compares the stored hash, never the
+        payload's."""
+        with self.local.transaction() as tx:
+            done = 0
+            for upload_id, sealed in tx.execute("SELECT upload_id, sealed FROM outbox WHERE kind = 'enrol'").fetchall():
+                if not sealed:
+                    continue
+                payload = json.loads(self.local.keyring.open(bytes(sealed), _outbox_aad(upload_id)))
+                if not any(k in payload for k in LEGACY_PAYLOAD_TEXTS):
+                    continue
+                tx.execute("UPDATE outbox SET sealed = ? WHERE upload_id = ?",
+                           (self._seal(upload_id, without_texts(payload)), upload_id))
+                done += 1
+            tx.erased = tx.erased or bool(done)  # the old sealed payloads leave the WAL too
+        return done
 
     def version_legacy(self, seq: int) -> int:
         """Give the pending erasures an older version queued (no ``seen_seq``) the register change this copy

@@ -1125,7 +1125,7 @@ class CheckpointService:
             if enrolled:
                 ref, seq, with_ids = self.storage.insert_subject(tx, subject_id, info, stored)
                 if online is not None and self.island is not None:  # recognisable should the COMMIT's answer be lost
-                    self.island.record_online(tx, online, subject_id, info, with_ids, seq, override_reason)
+                    self.island.record_online(tx, online, subject_id, info, with_ids, seq)
             self._record(
                 tx, "enrol", actor, decision_id, subject_ref=self._ref(subject_id), outcome=outcome,
                 threshold=threshold, qualities=[q.quality for q in qualities],

@@ -194,9 +194,18 @@ def test_a_text_altered_moved_or_added_in_the_store_fails_verify(
     code, out = cli(capsys, tmp_path, "verify")
     assert code == 1 and "commits to none" in out, out
 
-    # removed (as an erasure removes it): fine
+    # removed as an erasure removes it, but with no erasure: deleted behind the service's back
     with sqlite3.connect(db_path) as db:
         db.execute("DELETE FROM audit_texts")
+    code, out = cli(capsys, tmp_path, "verify")
+    assert code == 1 and "is missing, and no erasure of a subject it concerns is recorded" in out, out
+
+    # an erasure of a subject it concerns, recorded after it: what an erasure does, fine
+    service = open_embedded(tmp_path)
+    try:
+        service.delete_subject("P1234567", ERASURE, actor=OFFICER)
+    finally:
+        service.close()
     code, out = cli(capsys, tmp_path, "verify")
     assert code == 0 and "1 erased" in out, out
 
@@ -398,3 +407,118 @@ def test_a_reviews_reason_is_kept_as_a_commitment_and_erased_with_its_candidate(
     assert register_texts(register_url) == []
     code, out = register_cli(capsys, tmp_path, register_url, "central", "verify")
     assert code == 0 and "1 erased" in out, out
+
+
+def outbox_payloads(tmp_path: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    """(upload id, content hash, payload opened) of every entry of the island's outbox."""
+    from biometrics.replica import _outbox_aad
+    ring = KeyRing.load(tmp_path / "keys" / "keyring.json")
+    with sqlite3.connect(tmp_path / "siberut" / "replica" / "replica.db") as db:
+        rows = db.execute("SELECT upload_id, content_hash, sealed FROM outbox ORDER BY n").fetchall()
+    return [(u, h, json.loads(ring.open(bytes(b), _outbox_aad(u))) if b else {}) for u, h, b in rows]
+
+
+@pytest.mark.slow
+def test_an_offline_override_reason_is_never_in_the_outbox_and_an_erasure_leaves_none_behind(
+        tmp_path: Path, office_and_island: Stations) -> None:
+    central, island, proxy = office_and_island
+    override_offline(central, island, proxy)
+    [(_, _, payload)] = outbox_payloads(tmp_path)
+    assert payload["subject_id"] == "K4000004" and "override_reason" not in payload
+    island.delete_subject("K5000005", ERASURE, actor=OFFICER)  # offline: the duplicate the text is about
+    assert island_texts(tmp_path) == []
+    assert not any(ISLAND_OVERRIDE in json.dumps(p) for _, _, p in outbox_payloads(tmp_path))
+    assert ISLAND_OVERRIDE.encode() not in island_bytes(tmp_path)
+
+
+@pytest.mark.slow
+def test_an_older_versions_override_reason_leaves_the_outbox_with_its_content_hash_kept(
+        tmp_path: Path, office_and_island: Stations) -> None:
+    from biometrics.replica import _outbox_aad
+    central, island, proxy = office_and_island
+    override_offline(central, island, proxy)
+    replica = island.island.replica
+    [(upload_id, digest, payload)] = outbox_payloads(tmp_path)
+    with replica.local.transaction() as tx:  # as an older version queued it
+        tx.execute("UPDATE outbox SET sealed = ? WHERE upload_id = ?", (replica.local.keyring.seal(
+            json.dumps({**payload, "override_reason": ISLAND_OVERRIDE}).encode(), _outbox_aad(upload_id)), upload_id))
+    assert replica.strip_legacy_texts() == 1
+    assert outbox_payloads(tmp_path) == [(upload_id, digest, payload)]
+    assert replica.strip_legacy_texts() == 0
+
+
+@pytest.mark.slow
+def test_the_registers_review_of_an_offline_override_holds_no_reason_and_an_older_ones_goes_at_erasure(
+        tmp_path: Path, register_url: str, office_and_island: Stations) -> None:
+    from biometrics.register import RegisterStorage, Reviews
+    central, island, proxy = office_and_island
+    override_offline(central, island, proxy)
+    reconnect(island, proxy)
+    register = RegisterStorage(register_url, KeyRing.load(tmp_path / "keys" / "keyring.json"), station="auditor")
+    register.open()
+    try:
+        reviews = Reviews(register)
+        [(review_id, station, _, doc)] = reviews.pending()
+        assert station == "siberut" and doc["subject_id"] == "K4000004" and "override_reason" not in doc
+        assert [c["subject_id"] for c in doc["candidates"]] == ["K5000005"]
+        with register.transaction() as tx:  # as an older version built it from the island's payload
+            reviews.update(tx, review_id, {**doc, "override_reason": ISLAND_OVERRIDE})
+        central.delete_subject("K5000005", ERASURE, actor=OFFICER)  # the duplicate the text is about
+        [(_, _, _, doc)] = reviews.pending()
+        assert "override_reason" not in doc and doc["candidates"] == []
+    finally:
+        register.close()
+
+
+def test_a_text_deleted_without_an_erasure_of_a_subject_it_concerns_fails_verify(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    service = open_embedded(tmp_path)
+    try:
+        enrol_override(service)
+        assert service.enrol("K5000005", SubjectInfo(name="Kofi"), [KOFI], actor=OFFICER).enrolled
+        service.delete_subject("K5000005", ERASURE, actor=OFFICER)  # an erasure, of someone the text is not about
+    finally:
+        service.close()
+    assert len(texts_table(tmp_path / "data")) == 1
+    with sqlite3.connect(tmp_path / "data" / "checkpoint.db") as db:
+        db.execute("DELETE FROM audit_texts")  # behind the service's back
+    code, out = cli(capsys, tmp_path, "verify")
+    assert code == 1 and out.startswith("TAMPERED ") and "no erasure of a subject it concerns" in out, out
+
+
+def test_an_erasure_before_the_text_does_not_account_for_its_absence(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    service = open_embedded(tmp_path)
+    try:
+        assert service.enrol("P1234567", SubjectInfo(name="Megawati"), [MEGAWATI], actor=OFFICER).enrolled
+        service.delete_subject("P1234567", ERASURE, actor=OFFICER)
+        enrol_override(service)  # the same document number again, kept despite a duplicate: a new text
+    finally:
+        service.close()
+    with sqlite3.connect(tmp_path / "data" / "checkpoint.db") as db:
+        db.execute("DELETE FROM audit_texts")
+    code, out = cli(capsys, tmp_path, "verify")
+    assert code == 1 and "no erasure of a subject it concerns" in out, out
+
+
+def test_a_registers_text_deleted_without_an_erasure_fails_verify_one_erased_at_another_station_passes(
+        tmp_path: Path, register_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    central = open_station(tmp_path, "central", register_url, replica=False)
+    other = open_station(tmp_path, "lombok", register_url, replica=False)
+    try:
+        enrol_override(central)
+        with psycopg.connect(register_url, autocommit=True) as conn:
+            [saved] = conn.execute("SELECT station, seq, field, refs, sealed FROM audit_texts").fetchall()
+            conn.execute("DELETE FROM audit_texts")
+        code, out = register_cli(capsys, tmp_path, register_url, "central", "verify")
+        assert code == 1 and "no erasure of a subject it concerns" in out, out
+        with psycopg.connect(register_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO audit_texts(station, seq, field, refs, sealed) VALUES (%s, %s, %s, %s, %s)",
+                         saved)
+        other.delete_subject("P1234567", ERASURE, actor=OFFICER)  # the duplicate it names, at another station
+    finally:
+        other.close()
+        central.close()
+    assert register_texts(register_url) == []
+    code, out = register_cli(capsys, tmp_path, register_url, "central", "verify")
+    assert code == 0 and "0 match their commitments, 1 erased" in out, out

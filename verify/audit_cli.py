@@ -14,9 +14,10 @@ FILE`` writes the chain as JSON lines.
 Officers' texts (an override's or a review's reason) are not in the chain, only their commitments
 (:mod:`biometrics.audit`): with the key ring (``KEY_DIR/keyring.json``, ``--key-file``, or the environment, as the
 server finds it) ``verify`` checks every text the store still holds against its commitment (an altered, moved or
-added text is TAMPERED; one an erasure deleted is counted as erased), and ``show`` and ``export`` print each text,
-or ``(erased)``. An export carries the texts beside the entries (``officer_texts``, outside their hashes), so
-``verify --log`` checks them too; an export is a copy no later erasure reaches.
+added text is TAMPERED; a missing one is counted as erased if an erasure of a subject it concerns is recorded, in
+the chain or, on a register, in any station's chain there, and is TAMPERED if none is), and ``show`` and ``export``
+print each text, or ``(erased)``. An export carries the texts beside the entries (``officer_texts``, outside their
+hashes), so ``verify --log`` checks them too; an export is a copy no later erasure reaches.
 """
 
 from __future__ import annotations
@@ -113,12 +114,15 @@ class Texts:
         self.source = "log" if args.log else "register" if args.store else "store"
         self.held: dict[tuple[int, str], HeldText] | None = None
         self.unopened = 0
+        self.others: list[dict[str, Any]] = []  # the other stations' erasures (a register)
+        self.not_opened: set[tuple[int, str]] = set()  # (seq, field) of the texts held but not opened
         if args.log:
             return
         if args.store:
-            from biometrics.register import read_register_audit_texts
+            from biometrics.register import read_register_audit_texts, read_register_erasures
 
             rows = read_register_audit_texts(args.store, args.station)
+            self.others = read_register_erasures(args.store, args.station)
         else:
             rows = read_audit_texts(args.data_dir / "checkpoint.db")
         ring = self._keyring(args)
@@ -127,6 +131,7 @@ class Texts:
         for seq, field, _, sealed in rows:
             if ring is None:
                 self.unopened += 1
+                self.not_opened.add((seq, field))
                 continue
             try:
                 self.held[(seq, field)] = open_audit_text(ring, station, seq, field, sealed)
@@ -226,7 +231,8 @@ def _verify(args: argparse.Namespace, entries: Entries, where: str, texts: Texts
     if cut is not None:
         print(f"TAMPERED {where}: {cut}")
         return 1
-    found = check_texts(entries, texts.held, source=texts.source, unopened=texts.unopened)
+    found = check_texts(entries, texts.held, source=texts.source, unopened=texts.unopened,
+                        others=texts.others, not_opened=texts.not_opened)
     if not found.ok:
         print(f"TAMPERED {where}: {found.finding}")
         return 1
