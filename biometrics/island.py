@@ -139,6 +139,7 @@ class OnlineUpload:
     upload_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     payload: dict[str, Any] | None = None  # set once the register transaction has stored the enrolment
     templates: list[StoredTemplate] = field(default_factory=list)  # as stored, template ids and times included
+    screened: tuple[float, tuple[Any, ...]] = (0.0, ())  # the register search's (threshold, duplicates)
 
 
 @dataclass(frozen=True)
@@ -382,6 +383,16 @@ class Island:
         self.reviews.record_upload(tx, upload.upload_id, "enrol", content_hash(self.replica.local.keyring,
                                                                                upload.payload), "stored", seq)
 
+    def _committed(self, subject_id: str, online: OnlineUpload) -> bool:
+        """Whether the copy this station holds of ``subject_id`` is the online enrolment ``online`` itself (its
+        templates, by their random ids): the register committed it although its answer was lost, and this
+        station's sync applied the change before the enrolment could fall back to working offline."""
+        assert self.replica is not None
+        if online.payload is None or not online.templates:
+            return False
+        held = self.replica.local.load_subject(self.service.storage.keyring.pseudonym(subject_id))
+        return held is not None and {t.template_id for t in held[1]} == {t.template_id for t in online.templates}
+
     def enrol_offline(self, subject_id: str, info: SubjectInfo, faces: list[FaceTemplate],
                       fingers: list[tuple[int, FingerprintTemplate]], stored: list[StoredTemplate],
                       qualities: tuple[SampleQuality, ...], decision_id: str, allow_duplicate: bool,
@@ -392,8 +403,14 @@ class Island:
         upload id and content, so the drain recognises it should the register hold it."""
         service = self.service
         assert self.replica is not None
-        if subject_id in service.gallery:
-            raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
+        with service.gallery.apply_lock:  # a page of changes and its hook (the copy) are applied together
+            if subject_id in service.gallery:
+                if online is not None and self._committed(subject_id, online):
+                    log.info("the register committed the enrolment of a subject whose COMMIT went unanswered (this "
+                             "station's sync applied it first): enrolled, not provisional")
+                    threshold, duplicates = online.screened
+                    return EnrolmentResult(subject_id, True, duplicates, qualities, threshold, decision_id)
+                raise SubjectExists(f"A subject is already enrolled under {subject_id!r}.")
         self.check_budget()
         seen = service.sync_state.applied_seq  # the register this enrolment was made knowing
         threshold, duplicates, enrolled, outcome = service.screen([f.template for f in faces], fingers,

@@ -1122,6 +1122,8 @@ class CheckpointService:
             pending = pending_gallery(self, self.island.reviews, tx) if self.island is not None else None
             threshold, duplicates, enrolled, outcome = self.screen([f.template for f in faces], fingers,
                                                                    allow_duplicate, pending=pending)
+            if online is not None:
+                online.screened = threshold, tuple(duplicates)
             if enrolled:
                 ref, seq, with_ids = self.storage.insert_subject(tx, subject_id, info, stored)
                 if online is not None and self.island is not None:  # recognisable should the COMMIT's answer be lost

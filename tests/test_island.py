@@ -26,7 +26,7 @@ from pg import fresh_database
 from waiting import wait_until
 
 from benchmarks.linkcut import LinkProxy
-from biometrics.errors import OfflineLimitReached, RegisterUnavailable
+from biometrics.errors import OfflineLimitReached, RegisterUnavailable, SubjectExists
 from biometrics.island import Island, OfflinePolicy
 from biometrics.replica import OUTBOX_REVIEW, OUTBOX_STORED, OutboxEntry
 from biometrics.service import CheckpointService
@@ -325,12 +325,16 @@ def test_an_online_enrolment_whose_commit_answer_is_lost_is_not_reviewed_against
 
     @contextlib.contextmanager
     def commit_then_lose_the_answer() -> Iterator[object]:
-        with real() as tx:
-            yield tx
-        if not lost["n"] and threading.get_ident() == enrolling:
+        if lost["n"] or threading.get_ident() != enrolling:
+            with real() as tx:
+                yield tx
+            return
+        with island.gallery.apply_lock:  # the station's sync waits: the link is down before it can look
+            with real() as tx:
+                yield tx
             lost["n"] += 1
             proxy.cut()  # the link is down from the COMMIT on: the station's sync cannot learn of it either
-            raise RegisterUnavailable("connection lost during COMMIT (test)")
+        raise RegisterUnavailable("connection lost during COMMIT (test)")
 
     try:
         monkeypatch.setattr(register, "transaction", commit_then_lose_the_answer)
@@ -344,6 +348,49 @@ def test_an_online_enrolment_whose_commit_answer_is_lost_is_not_reviewed_against
         wait_until(lambda: island.sync_status()["provisional"] == 0, timeout=10, message="provisional no more")
         assert island.verify("H3000003", [HANS]).match
         island.delete_subject("H3000003", "erasure request")  # the chain goes on: another change and its record
+        chain_verifies(tmp_path, register_chain(tmp_path, url, "rokot-airport"))
+    finally:
+        island.close()
+
+
+def test_an_online_enrolment_whose_lost_commit_the_sync_saw_first_is_answered_enrolled(
+        tmp_path: Path, link: tuple[str, LinkProxy], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other order of the race above: the register commits, the station's sync applies the change before the
+    lost answer sends the enrolment offline. It is the enrolment itself (its template ids): answered enrolled, not
+    "already enrolled" (as it was, seen in CI), and not provisional; nothing queued, nothing reviewed."""
+    url, proxy = link
+    island = open_station(tmp_path, "rokot-airport", island_url(link), replica=True)
+    register = island.storage
+    real = register.transaction
+    lost = {"n": 0}
+    enrolling = threading.get_ident()
+
+    @contextlib.contextmanager
+    def commit_sync_then_lose_the_answer() -> Iterator[object]:
+        if lost["n"] or threading.get_ident() != enrolling:
+            with real() as tx:
+                yield tx
+            return
+        with real() as tx:
+            yield tx
+        lost["n"] += 1
+        island.catch_up()  # what the listener does on the register's notification, before the answer is lost
+        proxy.cut()
+        raise RegisterUnavailable("connection lost during COMMIT (test)")
+
+    try:
+        monkeypatch.setattr(register, "transaction", commit_sync_then_lose_the_answer)
+        hans = island.enrol("H3000003", SubjectInfo(name="Hans"), [HANS])
+        monkeypatch.undo()
+        assert lost["n"] == 1 and hans.enrolled and not hans.provisional
+        assert island.sync_status()["outbox_pending"] == 0 and island.sync_status()["provisional"] == 0
+        with pytest.raises(SubjectExists):  # a second enrolment of the number is still refused
+            island.enrol("H3000003", SubjectInfo(name="Hans"), [HANS])
+        proxy.restore()
+        wait_until(lambda: island.sync_status()["register_connected"], timeout=30, message="the link is back")
+        assert island.storage.count()[0] == 1 and not island.list_reviews(), "stored once, no review of itself"
+        assert island.verify("H3000003", [HANS]).match
+        island.delete_subject("H3000003", "erasure request")
         chain_verifies(tmp_path, register_chain(tmp_path, url, "rokot-airport"))
     finally:
         island.close()
