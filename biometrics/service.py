@@ -789,10 +789,8 @@ class CheckpointService:
         held = [sid for sid in per_subject if sid in g.watchlist]
         fused = dict(zip(held, self._search_scores([per_subject[sid] for sid in held]), strict=True))
         ranked = sorted(((sid, s) for sid, s in fused.items() if s >= threshold), key=lambda item: (-item[1], item[0]))
-        ranked = [(sid, s) for i, (sid, s) in enumerate(ranked) if i < k or g.watchlist.get(sid, False)]  # as shortlist
-        return [Candidate(sid, s, tuple(per_subject[sid]), g.watchlist.get(sid, False),
-                          contradicted(_named(per_subject[sid])))
-                for sid, s in ranked]
+        return list(shortlist([Candidate(sid, s, tuple(per_subject[sid]), g.watchlist.get(sid, False),
+                                         contradicted(_named(per_subject[sid]))) for sid, s in ranked], k))
 
     @staticmethod
     def _may_reach(subjects: Sequence[str], fingers: Mapping[str, list[tuple[int, float]]], face_bound: float,
