@@ -266,35 +266,46 @@ class Transaction:
                 cur.executemany(sql, rows)
 
 
-def read_store_id(path: Path) -> str:
-    """The random id a store file was given when it was created (names its exported audit head)."""
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the store file ``path`` (no key needed, no lock taken: it reads beside a running
+    server), closed afterwards."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        row = db.execute("SELECT value FROM meta WHERE name = 'store_id'").fetchone()
+        yield db
     finally:
         db.close()
+
+
+def read_store_id(path: Path) -> str:
+    """The random id a store file was given when it was created (names its exported audit head)."""
+    with _read_only(path) as db:
+        row = db.execute("SELECT value FROM meta WHERE name = 'store_id'").fetchone()
     if row is None:
         raise ValueError(f"{path} has no store id (a store written by an older version, never opened since)")
     return str(row[0])
 
 
+def read_audit_stations(path: Path) -> list[str]:
+    """The stations whose audit chains the store file ``path`` holds ("" for an embedded store's own), opened
+    read-only, sorted."""
+    with _read_only(path) as db:
+        return sorted(str(s) for (s,) in db.execute("SELECT DISTINCT station FROM audit"))
+
+
 def read_audit_texts(path: Path, station: str = "") -> list[tuple[int, str, str, bytes]]:
     """(seq, field, refs, sealed) of the officers' texts of ``station``'s chain in the store file ``path``, opened
     read-only (none in a file of a version before 6)."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
+    with _read_only(path) as db:
         if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_texts'").fetchone() is None:
             return []
         return [(int(q), str(f), str(r), bytes(b)) for q, f, r, b in db.execute(
             "SELECT seq, field, refs, sealed FROM audit_texts WHERE station = ? ORDER BY seq, field", (station,))]
-    finally:
-        db.close()
 
 
 def read_audit(path: Path, station: str = "") -> Iterator[str]:
     """The audit entries' JSON of the store file ``path``, opened read-only (no key needed), in sequence order."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
+    with _read_only(path) as db:
         after = -1
         while True:
             rows = db.execute("SELECT seq, entry FROM audit WHERE station = ? AND seq > ? ORDER BY seq LIMIT 5000",
@@ -304,8 +315,6 @@ def read_audit(path: Path, station: str = "") -> Iterator[str]:
             for seq, entry in rows:
                 yield entry
                 after = seq
-    finally:
-        db.close()
 
 
 class SealedStore:
