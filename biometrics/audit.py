@@ -751,9 +751,12 @@ class TextReport:
 
 
 def held_elsewhere(entry: dict[str, Any], source: str) -> bool:
-    """Whether an entry's texts are held by another store than the one read (``source``: "store", "register" or
-    "log"): a provisional record in a register was written by an island working offline, which keeps its text."""
-    return source == "register" and bool(entry.get("fields", {}).get("provisional"))
+    """Whether an entry's texts are held by another store than the one read (``source``: "store", "register",
+    "replica" or "log"): a provisional record in a register was written by an island working offline, which keeps
+    its text in its ``replica.db``; any other record in an island's ``replica.db`` was written in the register's
+    transaction, which keeps its text."""
+    provisional = bool(entry.get("fields", {}).get("provisional"))
+    return (source == "register" and provisional) or (source == "replica" and not provisional)
 
 
 #: The records of an erasure: a ``delete`` (online, embedded, or offline at an island) and a ``delete_upload``

@@ -39,6 +39,8 @@ from biometrics.storage import (
 )
 from biometrics.types import Modality, SubjectInfo, SubjectRecord
 
+#: The island's local store in its replica directory (``--replica DIR``): the copy, the outbox, its audit journal.
+REPLICA_FILE = "replica.db"
 OUTBOX_PENDING = "pending"
 OUTBOX_STORED = "stored"
 OUTBOX_REVIEW = "review"

@@ -18,6 +18,15 @@ added text is TAMPERED; a missing one is counted as erased if an erasure of a su
 the chain or, on a register, in any station's chain there, and is TAMPERED if none is), and ``show`` and ``export``
 print each text, or ``(erased)``. An export carries the texts beside the entries (``officer_texts``, outside their
 hashes), so ``verify --log`` checks them too; an export is a copy no later erasure reaches.
+
+An island (``checkpoint-server --store URL --station NAME --replica DIR``) keeps its chain and the texts of the
+records it made offline in ``DIR/replica.db``, not in a ``checkpoint.db``: ``--replica DIR`` reads them there
+(``--station`` names the island, by default the only station whose chain the file holds; a record naming another
+station is SUSPECT), checked against ``KEY_DIR/audit-heads/station-<name>.json``. A text of a record the island
+wrote online is kept by the register (counted so); one missing from an offline record counts as erased only if
+the island's chain records an erasure of a subject it concerns, or, with ``--store URL`` beside ``--replica``, any
+station's chain in the register does. Like every command here it opens the file read-only and takes no lock: it
+runs beside the station's server.
 """
 
 from __future__ import annotations
@@ -52,7 +61,9 @@ from biometrics.audit import (
 )
 from biometrics.crypto import KeyRing, SealError
 from biometrics.keydir import KEYRING_NAME, default_key_dir
+from biometrics.replica import REPLICA_FILE
 from biometrics.storage import open_audit_text, read_audit, read_audit_texts, read_store_id
+from verify.audit_replica import island_station, misnamed, replica_store
 
 Entries = list[tuple[int, dict[str, Any] | None, str]]
 
@@ -66,8 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text)
         s.add_argument("--data-dir", type=Path, default=Path("data"), help="the server's data directory")
         s.add_argument("--log", type=Path, help="a JSON-lines log (an export) instead of the store's chain")
+        s.add_argument("--replica", type=Path, metavar="DIR",
+                       help="an island's replica directory (the server's --replica DIR): read the chain and the "
+                            "officers' texts in DIR/replica.db; with --store, the register's erasures count too")
         s.add_argument("--store", metavar="URL", help="a shared register (postgresql://...): read --station's chain")
-        s.add_argument("--station", default="", help="with --store: the station whose chain to read")
+        s.add_argument("--station", default="",
+                       help="with --store: the station whose chain to read; with --replica: the island's name "
+                            "(default: the only station whose chain DIR/replica.db holds)")
         s.add_argument("--key-dir", type=Path, help=f"the server's key directory (default {default_key_dir()})")
         s.add_argument("--key-file", type=Path,
                        help=f"the key ring that opens the officers' texts (default KEY_DIR/{KEYRING_NAME}, or "
@@ -91,9 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resolve(args: argparse.Namespace) -> None:
+    """Check the sources named together; with ``--replica``, set ``args.station`` to the island's name."""
+    if args.replica and args.log:
+        raise ValueError("--replica and --log name two chains: give one")
+    if args.replica:
+        args.station = island_station(replica_store(args.replica), args.station)
+
+
 def _entries(args: argparse.Namespace) -> Entries:
     if args.log:
         return list(read_entries(args.log))
+    if args.replica:
+        return list(parse_lines(read_audit(replica_store(args.replica), args.station)))
     if args.store:
         from biometrics.register import read_register_audit
 
@@ -102,8 +128,17 @@ def _entries(args: argparse.Namespace) -> Entries:
         return list(parse_lines(read_register_audit(args.store, args.station)))
     db = args.data_dir / "checkpoint.db"
     if not db.exists():
-        raise FileNotFoundError(f"no store at {db}")
+        island = args.data_dir / REPLICA_FILE
+        raise FileNotFoundError(f"no store at {db}" + (f" ({island} is an island's: --replica {args.data_dir})"
+                                                      if island.exists() else ""))
     return list(parse_lines(read_audit(db)))
+
+
+#: source -> (what ``show`` prints for a text another store keeps, what ``verify`` counts such texts as).
+ELSEWHERE = {
+    "register": ("(kept by the station that wrote it, or erased there)", "kept by the stations that wrote them"),
+    "replica": ("(kept by the register, or erased there)", "kept by the register"),
+}
 
 
 class Texts:
@@ -111,7 +146,7 @@ class Texts:
     when there is one; ``unopened`` counts those held but not opened for want of it."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.source = "log" if args.log else "register" if args.store else "store"
+        self.source = "log" if args.log else "replica" if args.replica else "register" if args.store else "store"
         self.held: dict[tuple[int, str], HeldText] | None = None
         self.unopened = 0
         self.others: list[dict[str, Any]] = []  # the other stations' erasures (a register)
@@ -121,13 +156,16 @@ class Texts:
         if args.store:
             from biometrics.register import read_register_audit_texts, read_register_erasures
 
-            rows = read_register_audit_texts(args.store, args.station)
             self.others = read_register_erasures(args.store, args.station)
+        if args.replica:
+            rows = read_audit_texts(replica_store(args.replica), args.station)
+        elif args.store:
+            rows = read_register_audit_texts(args.store, args.station)
         else:
             rows = read_audit_texts(args.data_dir / "checkpoint.db")
         ring = self._keyring(args)
         self.held = {}
-        station = args.station if args.store else ""
+        station = args.station if args.store or args.replica else ""
         for seq, field, _, sealed in rows:
             if ring is None:
                 self.unopened += 1
@@ -163,7 +201,7 @@ class Texts:
             elif self.unopened:
                 out[name] = NOT_OPENED
             elif held_elsewhere(entry, self.source):
-                out[name] = "(kept by the station that wrote it, or erased there)"
+                out[name] = ELSEWHERE[self.source][0]
             else:
                 out[name] = ERASED
         return out
@@ -206,7 +244,11 @@ def _verify(args: argparse.Namespace, entries: Entries, where: str, texts: Texts
         print(f"checkpoint-audit: cannot load the public key {key_path}: {exc}", file=sys.stderr)
         return 2
     head_path = args.expected_head
-    if head_path is None and args.store:
+    suspect = misnamed(entries, args.station) if args.replica else None
+    if suspect is not None:
+        print(f"SUSPECT {where}: {suspect}")
+        return 1
+    if head_path is None and (args.store or args.replica):
         default = anchor_path(key_dir, f"station-{args.station}")
         head_path = default if default.exists() else None
     elif head_path is None and not args.log:
@@ -234,11 +276,14 @@ def _verify(args: argparse.Namespace, entries: Entries, where: str, texts: Texts
     found = check_texts(entries, texts.held, source=texts.source, unopened=texts.unopened,
                         others=texts.others, not_opened=texts.not_opened)
     if not found.ok:
-        print(f"TAMPERED {where}: {found.finding}")
+        hint = ("; an erasure made at another station is recorded in the register, not in the island's chain: "
+                "add --store URL to count it" if args.replica and not args.store and found.finding
+                and "is missing" in found.finding.problem else "")
+        print(f"TAMPERED {where}: {found.finding}{hint}")
         return 1
     unsigned = report.records - 1 - report.signed_through
     said = [f"{found.checked} match their commitments"] + ([f"{found.erased} erased"] if found.erased else []) + (
-        [f"{found.elsewhere} kept by the stations that wrote them"] if found.elsewhere else []) + (
+        [f"{found.elsewhere} {ELSEWHERE[texts.source][1]}"] if found.elsewhere else []) + (
         [f"{found.unchecked} held but not checked (no key ring: --key-file)"] if found.unchecked else [])
     print(f"OK {where}: {report.records} records ({report.decisions} decisions, {report.checkpoints} signed "
           f"checkpoints); chain intact; signed through seq {report.signed_through}"
@@ -274,12 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; ``verify`` exits 1 when the chain was tampered with or cut."""
     args = build_parser().parse_args(argv)
     try:
+        _resolve(args)
         entries = _entries(args)
         texts = Texts(args)
     except Exception as exc:  # a missing file, an unreachable or refused register: say which, exit 2
         print(f"checkpoint-audit: {exc}", file=sys.stderr)
         return 2
-    where = (f"{args.station}@{args.store.split('@')[-1]}" if args.store
+    where = (f"{args.station}@{replica_store(args.replica)}" if args.replica
+             else f"{args.station}@{args.store.split('@')[-1]}" if args.store
              else str(args.log or args.data_dir / "checkpoint.db"))
     if args.command == "verify":
         return _verify(args, entries, where, texts)
