@@ -135,8 +135,9 @@ def test_refuses_missing_images_and_bad_headers(tmp_path: Path, capsys: pytest.C
 
 
 def test_weighted_fnmr_at_fmr_with_unit_weights_is_the_metrics_figure():
-    """The bootstrap's weighted FNMR at FMR (benchmarks.chimeric) follows benchmarks.metrics' conventions."""
-    from benchmarks.chimeric import fnmr_at_fmr_weighted
+    """The bootstraps' weighted FNMR at FMR (benchmarks.metrics, used by benchmarks.chimeric) follows the unweighted
+    figure's conventions."""
+    from benchmarks.metrics import fnmr_at_fmr_weighted
 
     rng = np.random.default_rng(2)
     genuine = np.round(rng.normal(3.0, 1.0, 400), 1)  # rounded: ties between and within the two sets
