@@ -89,6 +89,58 @@ def test_figures_agree_with_the_written_scores(run_dir: Path):
         assert op.false_non_matches >= 1  # at least the FTA genuine pair
 
 
+@pytest.mark.bench
+@pytest.mark.slow
+def test_the_face_report_gives_subject_level_intervals_beside_clopper_pearson(run_dir: Path):
+    """``--bootstrap`` (500 by default): every pipeline's EER, FNMR at each FMR and rates at its own threshold carry
+    the subsets bootstrap's interval (identities resampled) beside Clopper-Pearson, in metrics.json and report.md."""
+    result = json.loads((run_dir / "metrics.json").read_text())
+    for section in (result["production"], result["baseline"]):
+        boot = section["subsets_bootstrap"]
+        assert (boot["replicates"], boot["n_identities"], boot["confidence"]) == (500, 4, 0.95)  # no_face is "no"
+        assert section["eer_subsets_bootstrap"] == boot["eer"]
+        for key, op in section["operating_points"].items():
+            assert "clopper_pearson" in op["fnmr"]
+            assert op["fnmr"]["subsets_bootstrap"] == boot["fnmr_at_fmr"][key]
+            low, high = boot["fnmr_at_fmr"][key]
+            assert 0.0 <= low <= section["fnmr_at_fmr"][key] <= high <= 1.0
+        for kind in ("fmr", "fnmr"):
+            at = section["at_operating_threshold"][kind]
+            assert at["subsets_bootstrap"] == boot["at_operating_threshold"][kind]
+    assert result["subsets_bootstrap"] == result["production"]["subsets_bootstrap"]  # the top level: production
+    report = (run_dir / "report.md").read_text()
+    assert "subjects [" in report and "subsets bootstrap" in report
+
+
+def test_a_subjects_interval_over_no_error_is_not_printed_as_a_bound() -> None:
+    """No error seen and none in any replicate: the bootstrap's [0, 0] bounds nothing; the report says so, and
+    prints the interval where a replicate (its threshold chosen again) did see one."""
+    from benchmarks.accuracy import _ci
+
+    entry = {"errors": 0, "clopper_pearson": [0.0, 0.0074], "subsets_bootstrap": [0.0, 0.0]}
+    assert _ci(entry) == "[0.00, 0.74]; subjects: no error to resample"
+    assert _ci({**entry, "subsets_bootstrap": [0.0, 0.004]}) == "[0.00, 0.74]; subjects [0.00, 0.40]"
+    assert _ci({"errors": 3, "clopper_pearson": [0.001, 0.02]}) == "[0.10, 2.00]"  # --bootstrap 0
+
+
+def test_exhaustive_comparisons_name_each_sides_identity_and_never_match_a_failed_image() -> None:
+    """The exhaustive cross-comparison's pairs, with the identities the subsets bootstrap resamples."""
+    from benchmarks.accuracy import Extracted, PipelineRun, exhaustive_comparisons, exhaustive_scores
+
+    images = ["a/a_0001.jpg", "a/a_0002.jpg", "b/b_0001.jpg", "c/c_0001.jpg"]
+    extracted = {i: Extracted(template=np.full(128, float(k))) for k, i in enumerate(images)}
+    extracted["c/c_0001.jpg"] = Extracted(error="no face")
+    run = PipelineRun("p", extracted, np.array([]), "", 0.0, "", 0.0)
+    sim, same, id_a, id_b = exhaustive_comparisons(run, images, np.negative)
+    assert list(same) == [True, False, False, False, False, False]
+    assert list(zip(id_a, id_b, strict=True)) == [("a", "a"), ("a", "b"), ("a", "c"), ("a", "b"), ("a", "c"),
+                                                  ("b", "c")]
+    assert np.isnan(sim[[2, 4, 5]]).all()
+    assert sim[[0, 1, 3]] == pytest.approx(-np.sqrt(128) * np.array([1, 2, 1]))
+    sc = exhaustive_scores(run, images, np.negative)
+    assert (sc.n_genuine, sc.n_impostor, sc.genuine_fta, sc.impostor_fta) == (1, 5, 0, 3)
+
+
 def test_enrolment_agreement_counts_the_pairs_strictly_under_each_score() -> None:
     """The figures behind ``biometrics.multiframe.MIN_ENROL_AGREEMENT`` (a review: its comment gave figures no
     benchmark produced): hand-made scores, a tie at the threshold not under it, FTA pairs counted apart."""
