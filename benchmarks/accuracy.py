@@ -82,8 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fused: also score a kiosk that takes the finger this many times (lifted and placed "
                         "again) against the --enrol-impressions enrolment; 1: one placement only")
     parser.add_argument("--bootstrap", type=int, default=500,
-                        help="bootstrap replicates for the intervals that resample people (face pairs: identities, "
-                        "the subsets bootstrap beside Clopper-Pearson; fused: identities x fingers); 0: none")
+                        help="bootstrap replicates for the intervals that resample people (face and fingerprint "
+                        "pairs: identities, or fingers, the subsets bootstrap beside Clopper-Pearson; fused: "
+                        "identities x fingers); 0: none")
     parser.add_argument("--max-genuine", type=int, default=10,
                         help="fused / frames: at most this many genuine comparisons per identity")
 
@@ -789,7 +790,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     runs = _face_runs(args, pairs, images) if args.modality == "face" else _fingerprint_runs(args, pairs, images)
     targets = m.DEFAULT_FMR_TARGETS
     sections = [summarise(r, pairs, targets) for r in runs]
-    subsets = args.bootstrap > 0 and args.modality == "face"
+    subsets = args.bootstrap > 0  # identities: the images' folders (LFW), or their names less _N (FVC: fingers)
     if subsets:
         same = np.array([p.same for p in pairs])
         subsets_intervals(runs, sections, [r.similarity for r in runs], same,
@@ -899,7 +900,7 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--exhaustive")
     if args.cache:
         parts += ["--cache", str(args.cache)]
-    if args.modality == "face" and args.bootstrap != 500:
+    if args.bootstrap != 500:
         parts += ["--bootstrap", str(args.bootstrap)]
     return " ".join(parts)
 

@@ -123,6 +123,41 @@ def test_a_subjects_interval_over_no_error_is_not_printed_as_a_bound() -> None:
     assert _ci({"errors": 3, "clopper_pearson": [0.001, 0.02]}) == "[0.10, 2.00]"  # --bootstrap 0
 
 
+def test_fingerprint_pairs_get_the_subsets_bootstrap_over_fingers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """FVC names a finger ``101_3.png``: the fingerprint pairs mode resamples fingers (identity_of: the name less its
+    impression). The extraction is stood in for (scores given), the rest is the command's; --bootstrap 0: none."""
+    from benchmarks import accuracy
+
+    fingers = {f: [f"{f}_{i}.png" for i in range(1, 4)] for f in range(101, 111)}
+    rows = [(a, b, 1) for imgs in fingers.values() for a, b in ((imgs[0], imgs[1]), (imgs[0], imgs[2]))]
+    rows += [(fingers[f][0], fingers[g][1], 0) for f in fingers for g in fingers if f < g]
+    for name in {n for r in rows for n in r[:2]}:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "pairs.csv").write_text("path_a,path_b,same\n" + "".join(f"{a},{b},{s}\n" for a, b, s in rows))
+    rng = np.random.default_rng(0)
+    sim = np.array([(1.0 if a.startswith("101_") else 6.0) if s else rng.normal(0.0, 1.0) for a, _, s in rows])
+
+    def runs(args, pairs, images):
+        extracted = {i: accuracy.Extracted(template=np.zeros(2)) for i in images}
+        return [accuracy.PipelineRun("production (fingerprint)", extracted, sim, "s", 3.0, "s >= 3", 0.0)]
+
+    monkeypatch.setattr(accuracy, "_fingerprint_runs", runs)
+    out = tmp_path / "out"
+    assert cli.main(["accuracy", "--modality", "fingerprint", "--pairs", str(tmp_path / "pairs.csv"), "--out",
+                     str(out), "--bootstrap", "300"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    boot = result["production"]["subsets_bootstrap"]
+    assert (boot["n_identities"], boot["replicates"]) == (10, 300)
+    assert result["at_operating_threshold"]["fnmr"]["errors"] == 2  # both of finger 101's genuine pairs
+    assert boot["at_operating_threshold"]["fnmr"][0] == 0.0  # replicates without finger 101
+    assert "--bootstrap 300" in result["command"]
+    assert cli.main(["accuracy", "--modality", "fingerprint", "--pairs", str(tmp_path / "pairs.csv"), "--out",
+                     str(out), "--bootstrap", "0"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert "subsets_bootstrap" not in result["production"]
+    assert "subjects [" not in (out / "report.md").read_text()
+
+
 def test_exhaustive_comparisons_name_each_sides_identity_and_never_match_a_failed_image() -> None:
     """The exhaustive cross-comparison's pairs, with the identities the subsets bootstrap resamples."""
     from benchmarks.accuracy import Extracted, PipelineRun, exhaustive_comparisons, exhaustive_scores
