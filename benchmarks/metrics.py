@@ -421,8 +421,13 @@ def subsets_bootstrap(
 
     What it cannot do: with few identities the interval is as coarse as they are (one identity holding every
     genuine comparison gives every replicate the same FNMR, a zero-width interval: between-person variation
-    cannot be seen in one person), and a percentile interval of a small rate with few errors is too narrow at
-    the top as the plain bootstrap is. Read it beside Clopper-Pearson, which sees only the comparison count.
+    cannot be seen in one person); where no error is seen no replicate has one, and its [0, 0] bounds nothing
+    (the rule of three and Clopper-Pearson's upper bound stand); a percentile interval of a small rate with
+    few errors reaches too little high, as the plain bootstrap's does; and FNMR at an FMR the impostors cannot
+    support (fewer than the rule of three's 3 / p: ZeroFMR in effect) is set by the one or few highest impostor
+    scores, which a replicate keeps only where both their identities are drawn (about 40% of replicates with
+    many identities), so its interval lies mostly under the point figure and is no measure of FNMR at that FMR.
+    Read it beside Clopper-Pearson, which sees only the comparison count.
     """
     if replicates < 1:
         raise ValueError("the bootstrap needs at least one replicate")
