@@ -81,7 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--placements", type=int, default=2,
                         help="fused: also score a kiosk that takes the finger this many times (lifted and placed "
                         "again) against the --enrol-impressions enrolment; 1: one placement only")
-    parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap replicates for the intervals")
+    parser.add_argument("--bootstrap", type=int, default=500,
+                        help="bootstrap replicates for the intervals that resample people (face and fingerprint "
+                        "pairs: identities, or fingers, the subsets bootstrap beside Clopper-Pearson; fused: "
+                        "identities x fingers); 0: none")
     parser.add_argument("--max-genuine", type=int, default=10,
                         help="fused / frames: at most this many genuine comparisons per identity")
 
@@ -406,23 +409,43 @@ def identity_of(image: str) -> str:
     return p.stem.rsplit("_", 1)[0]
 
 
+def exhaustive_comparisons(run: PipelineRun, images: list[str], to_score: Callable[[np.ndarray], np.ndarray]
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every unordered pair of ``images``: its score (nan where an image failed to acquire: never matches),
+    whether it is genuine (same identity), and the identity of each side (:func:`identity_of`)."""
+    ids = np.array([identity_of(i) for i in images])
+    ok = np.array([run.extracted[i].template is not None for i in images])
+    t = np.stack([np.asarray(run.extracted[i].template, np.float64) if good else np.zeros(128)
+                  for i, good in zip(images, ok, strict=True)])
+    sq = np.einsum("ij,ij->i", t, t)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * (t @ t.T), 0.0))
+    a, b = np.triu_indices(len(images), k=1)
+    sim = np.where(ok[a] & ok[b], to_score(d[a, b]), np.nan)
+    return sim, ids[a] == ids[b], ids[a], ids[b]
+
+
 def exhaustive_scores(run: PipelineRun, images: list[str], to_score: Callable[[np.ndarray], np.ndarray]
                       ) -> m.VerificationScores:
     """Every unordered pair of ``images``: same identity genuine, else impostor; FTA images never match."""
-    ids = np.array([identity_of(i) for i in images])
-    ok = np.array([run.extracted[i].template is not None for i in images])
-    t = np.stack([np.asarray(run.extracted[i].template, np.float64) for i in np.array(images)[ok]])
-    sq = np.einsum("ij,ij->i", t, t)
-    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * (t @ t.T), 0.0))
-    iu = np.triu_indices(len(t), k=1)
-    same = ids[ok][iu[0]] == ids[ok][iu[1]]
-    sim = to_score(d[iu])
-    # Pairs with at least one failed image, by kind.
-    all_iu = np.triu_indices(len(images), k=1)
-    failed = ~(ok[all_iu[0]] & ok[all_iu[1]])
-    all_same = ids[all_iu[0]] == ids[all_iu[1]]
-    return m.VerificationScores(sim[same], sim[~same], int((failed & all_same).sum()),
-                                int((failed & ~all_same).sum()))
+    sim, same, _, _ = exhaustive_comparisons(run, images, to_score)
+    return pair_scores(sim, same)
+
+
+def subsets_intervals(runs: Sequence[PipelineRun], sections: Sequence[dict], scores: Sequence[np.ndarray],
+                      genuine: np.ndarray, identity_a: np.ndarray, identity_b: np.ndarray, replicates: int) -> None:
+    """The subsets bootstrap (:func:`benchmarks.metrics.subsets_bootstrap`, identities resampled, the same draws
+    for every pipeline) of each pipeline's ``scores``, written into its section beside the Clopper-Pearson
+    intervals: ``eer_subsets_bootstrap``, ``subsets_bootstrap`` under each FNMR at FMR and the operating point's
+    FMR and FNMR, and the whole record (method, replicates, seed) as ``subsets_bootstrap``."""
+    boots = m.subsets_bootstrap(scores, genuine, identity_a, identity_b, m.DEFAULT_FMR_TARGETS,
+                                [r.operating_threshold for r in runs], replicates)
+    for section, boot in zip(sections, boots, strict=True):
+        section["subsets_bootstrap"] = boot
+        section["eer_subsets_bootstrap"] = boot["eer"]
+        for key, interval in boot["fnmr_at_fmr"].items():
+            section["operating_points"][key]["fnmr"]["subsets_bootstrap"] = interval
+        for k in ("fmr", "fnmr"):
+            section["at_operating_threshold"][k]["subsets_bootstrap"] = boot["at_operating_threshold"][k]
 
 
 def _pair_values(extracted: dict[str, Extracted], pairs: Sequence[Pair], compare: Callable[[Any, Any], float],
@@ -484,8 +507,35 @@ def _fmt(x: float | None, percent: bool = True) -> str:
 
 
 def _ci(entry: dict) -> str:
+    """The Clopper-Pearson interval of a rate entry, and its subsets-bootstrap one where there is one."""
     lo, hi = entry["clopper_pearson"]
-    return f"[{100 * lo:.2f}, {100 * hi:.2f}]"
+    return f"[{100 * lo:.2f}, {100 * hi:.2f}]" + _subjects(entry.get("subsets_bootstrap"), entry["errors"] == 0)
+
+
+def _subjects(interval: Sequence[float] | None, no_error: bool = False) -> str:
+    """``"; subjects [lo, hi]"``: a subsets-bootstrap interval in percent ("" where none was computed). With no
+    error seen (``no_error``) and none in any replicate, its [0, 0] bounds nothing, and the text says so."""
+    if not interval:
+        return ""
+    if no_error and interval[1] == 0:
+        return "; subjects: no error to resample"
+    return "; subjects [" + ", ".join("n/a" if x is None or x != x else f"{100 * x:.2f}" for x in interval) + "]"
+
+
+def _eer(section: dict) -> str:
+    """The EER, with its subsets-bootstrap interval where there is one."""
+    interval = section.get("eer_subsets_bootstrap")
+    return _fmt(section["eer"]) + (f" ({_subjects(interval, section['eer'] == 0)[2:]})" if interval else "")
+
+
+SUBSETS_NOTE = (
+    "Each interval is given twice: first 95% Clopper-Pearson, which counts every comparison as independent, then "
+    "(`subjects [...]`) the 95% subsets bootstrap, which resamples identities instead ({replicates} replicates, "
+    "seed {seed}, {n} identities; an impostor comparison weighted by the product of its two identities' draws; "
+    "thresholds for FNMR at FMR chosen again in each replicate). Comparisons sharing a person err together, so "
+    "it is the wider where a few people hold the errors; with few errors spread over many people it can be the "
+    "narrower (a percentile interval of a rare event reaches too little high): read the two together."
+)
 
 
 def comparison_table(sections: Sequence[dict]) -> list[str]:
@@ -502,7 +552,7 @@ def comparison_table(sections: Sequence[dict]) -> list[str]:
                                            f"({_fmt(s['fta']['image_rate'])})" for s in sections])
     row("pairs with an FTA (genuine / impostor)",
         [f"{s['fta']['genuine_pairs']} / {s['fta']['impostor_pairs']}" for s in sections])
-    row("EER (generalised, FVC)", [_fmt(s["eer"]) for s in sections])
+    row("EER (generalised, FVC)", [_eer(s) for s in sections])
     for key in sections[0]["fnmr_at_fmr"]:
         cells = []
         for s in sections:
@@ -568,11 +618,15 @@ def write_report(out: Path, result: dict) -> Path:
         "failed to acquire never matches (ISO/IEC 19795-1 generalised rates: a genuine FTA pair is a false "
         "non-match, an impostor FTA pair a correct non-match). EER by the FVC2000 convention. Intervals are "
         "95% Clopper-Pearson, assuming independent comparisons, which they are not (pairs share images and "
-        "people): read them as lower bounds on the uncertainty.",
+        "people): read them as lower bounds on the uncertainty; where given, the subsets bootstrap beside them "
+        "resamples people instead.",
         "",
         *comparison_table(sections),
         "",
     ]
+    boot = sections[0].get("subsets_bootstrap")
+    if boot:
+        lines += [SUBSETS_NOTE.format(replicates=boot["replicates"], seed=boot["seed"], n=boot["n_identities"]), ""]
     common = result.get("common_subset")
     if common:
         lines += [
@@ -604,7 +658,8 @@ def write_report(out: Path, result: dict) -> Path:
         lines += [
             f"Exhaustive cross-comparison: {ex['rule']} ({ex['n_images']} images, {ex['n_identities']} "
             f"identities). Each image takes part in {ex['n_images'] - 1} comparisons, so these are far from "
-            "independent; they back small-FMR operating points with many more impostors than the list does.",
+            "independent; they back small-FMR operating points with many more impostors than the list does "
+            "(the `subjects` intervals, where given, resample the identities and so account for that).",
             "",
             *exhaustive_table(ex["sections"]),
             "",
@@ -684,7 +739,7 @@ def exhaustive_table(sections: Sequence[dict]) -> list[str]:
         f"{s['n_genuine']} / {s['n_impostor']}" for s in sections) + " |")
     rows.append("| comparisons with an FTA image (genuine / impostor) | " + " | ".join(
         f"{s['genuine_fta']} / {s['impostor_fta']}" for s in sections) + " |")
-    rows.append("| EER | " + " | ".join(_fmt(s["eer"]) for s in sections) + " |")
+    rows.append("| EER | " + " | ".join(_eer(s) for s in sections) + " |")
     for key in sections[0]["fnmr_at_fmr"]:
         cells = []
         for s in sections:
@@ -735,6 +790,12 @@ def evaluate(args: argparse.Namespace) -> dict:
     runs = _face_runs(args, pairs, images) if args.modality == "face" else _fingerprint_runs(args, pairs, images)
     targets = m.DEFAULT_FMR_TARGETS
     sections = [summarise(r, pairs, targets) for r in runs]
+    subsets = args.bootstrap > 0  # identities: the images' folders (LFW), or their names less _N (FVC: fingers)
+    if subsets:
+        same = np.array([p.same for p in pairs])
+        subsets_intervals(runs, sections, [r.similarity for r in runs], same,
+                          np.array([identity_of(p.path_a) for p in pairs]),
+                          np.array([identity_of(p.path_b) for p in pairs]), args.bootstrap)
     result: dict = {
         "modality": args.modality,
         "pairs": str(args.pairs),
@@ -773,12 +834,16 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.exhaustive and all(r.to_score is not None for r in runs):
         from benchmarks import plots
 
-        ex_scores = [exhaustive_scores(r, images, r.to_score) for r in runs]  # type: ignore[arg-type]
+        ex_all = [exhaustive_comparisons(r, images, r.to_score) for r in runs]  # type: ignore[arg-type]
+        ex_scores = [pair_scores(sim, same) for sim, same, _, _ in ex_all]
         ex = [m.summarise_verification(sc, targets, operating_threshold=r.operating_threshold)
               for r, sc in zip(runs, ex_scores, strict=True)]
         for r, e in zip(runs, ex, strict=True):
             e["pipeline"] = r.name
             e["operating_point"] = r.operating_label
+        if subsets:
+            _, same, id_a, id_b = ex_all[0]
+            subsets_intervals(runs, ex, [sim for sim, _, _, _ in ex_all], same, id_a, id_b, args.bootstrap)
         result["exhaustive"] = {
             "n_images": len(images),
             "n_identities": len({identity_of(i) for i in images}),
@@ -835,6 +900,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--exhaustive")
     if args.cache:
         parts += ["--cache", str(args.cache)]
+    if args.bootstrap != 500:
+        parts += ["--bootstrap", str(args.bootstrap)]
     return " ".join(parts)
 
 

@@ -402,35 +402,6 @@ def mixed_comparisons(comps: Comparisons, kind: str, seed: int = SPLIT_SEED) -> 
 # Rates with weights, and the two-way bootstrap
 
 
-def fnmr_at_fmr_weighted(genuine: np.ndarray, genuine_w: np.ndarray, impostor: np.ndarray,
-                         impostor_w: np.ndarray, targets: Sequence[float], first: np.ndarray | None = None
-                         ) -> list[float]:
-    """FNMR at the lowest threshold whose weighted FMR is at most each target (scores sorted ascending).
-
-    The conventions of :func:`benchmarks.metrics.fnmr_at_fmr` (match when score >= threshold; candidate
-    thresholds the observed scores); with unit weights the two agree. ``-inf`` marks a failure to acquire.
-    ``first``: ``np.searchsorted(impostor, impostor)``, passed when the same scores are weighted many times.
-    """
-    w_imp = impostor_w.sum()
-    w_gen = genuine_w.sum()
-    if w_imp <= 0 or w_gen <= 0:
-        return [float("nan")] * len(targets)
-    if first is None:
-        first = np.searchsorted(impostor, impostor, side="left")
-    # Weight of impostors at or above each impostor score (ties share the count of their lowest member).
-    fmr_at = np.cumsum(impostor_w[::-1])[::-1][first] / w_imp
-    cum_gen = np.concatenate([[0.0], np.cumsum(genuine_w)])
-    out = []
-    for target in targets:
-        too_many = np.flatnonzero(fmr_at > target * (1.0 + 1e-9))
-        if not too_many.size:  # every acquired comparison may match: only failures to acquire are missed
-            out.append(float(genuine_w[np.isneginf(genuine)].sum() / w_gen))
-            continue
-        v = impostor[too_many[-1]]  # the highest impostor score that must not match
-        out.append(float(cum_gen[np.searchsorted(genuine, v, side="right")] / w_gen))
-    return out
-
-
 @dataclass
 class Curve:
     """One pipeline's scores over a split's comparisons (nan = failed to acquire: never matches)."""
@@ -450,21 +421,17 @@ def bootstrap_fnmr(curves: Sequence[Curve], comparisons: Comparisons, targets: S
     rng = np.random.default_rng(seed)
     c = comparisons
     g = c.genuine
-    prepared = []
-    for curve in curves:
-        s = np.where(np.isnan(curve.scores), -np.inf, curve.scores)
-        og, oi = np.argsort(s[g], kind="stable"), np.argsort(s[~g], kind="stable")
-        imp = s[~g][oi]
-        prepared.append((s[g][og], og, imp, oi, np.searchsorted(imp, imp, side="left")))
+    prepared = [m.WeightedScores.of(curve.scores[g], curve.scores[~g]) for curve in curves]
     n_s, n_f = len(c.subjects), len(c.fingers)
-    draws: dict[str, list[list[float]]] = {cv.name: [] for cv in curves}
+    draws: dict[str, list[np.ndarray]] = {cv.name: [] for cv in curves}
     for _ in range(replicates):
-        ws = np.bincount(rng.integers(0, n_s, n_s), minlength=n_s).astype(np.float64)
-        wf = np.bincount(rng.integers(0, n_f, n_f), minlength=n_f).astype(np.float64)
+        ws = m.identity_multiplicities(rng, n_s)
+        wf = m.identity_multiplicities(rng, n_f)
         wg = ws[c.subject_a[g]] * wf[c.finger_a[g]]
         wi = ws[c.subject_a[~g]] * ws[c.subject_b[~g]] * wf[c.finger_a[~g]] * wf[c.finger_b[~g]]
-        for curve, (gs, og, imp, oi, first) in zip(curves, prepared, strict=True):
-            draws[curve.name].append(fnmr_at_fmr_weighted(gs, wg[og], imp, wi[oi], targets, first))
+        for curve, weighted in zip(curves, prepared, strict=True):
+            draws[curve.name].append(weighted.figures(wg[weighted.genuine_order], wi[weighted.impostor_order],
+                                                      targets)[1:])
     out = {}
     for name, rows in draws.items():
         arr = np.array(rows)

@@ -160,7 +160,11 @@ class EqualErrorRate:
 def equal_error_rate(scores: VerificationScores, generalised: bool = True) -> EqualErrorRate:
     """EER by the FVC2000 convention (see the module docstring)."""
     curve = det_curve(scores, generalised)
-    t, fmr, fnmr = curve.thresholds, curve.fmr, curve.fnmr
+    return _fvc_eer(curve.thresholds, curve.fmr, curve.fnmr)
+
+
+def _fvc_eer(t: np.ndarray, fmr: np.ndarray, fnmr: np.ndarray) -> EqualErrorRate:
+    """The FVC EER of a DET curve given as rates at ascending thresholds ``t`` (plain or weighted counts)."""
     below = np.flatnonzero(fnmr <= fmr)
     above = np.flatnonzero(fnmr >= fmr)
     if not (below.size or above.size):  # a rate without trials (nan): e.g. no genuine pair acquired
@@ -208,8 +212,13 @@ def threshold_at_fmr(scores: VerificationScores, target_fmr: float, generalised:
         raise ValueError(f"target FMR {target_fmr} is not a rate in [0, 1]")
     t = scores.thresholds()
     fm, n_imp, _, _ = scores.counts(t, generalised)
-    ok = np.flatnonzero(fm <= target_fmr * n_imp * (1.0 + _REL_EPS))
-    return float(t[ok[0]])  # +inf (fm = 0) always qualifies
+    return float(t[_first_at_most(fm, n_imp, target_fmr)])
+
+
+def _first_at_most(fm: np.ndarray, n_imp: np.ndarray | float, target_fmr: float) -> int:
+    """The index of the first (lowest) threshold whose false matches ``fm`` (non-increasing, ending with +inf's
+    zero, which always qualifies) are at most ``target_fmr`` of ``n_imp``."""
+    return int(np.argmax(fm <= target_fmr * n_imp * (1.0 + _REL_EPS)))
 
 
 def fnmr_at_fmr(scores: VerificationScores, target_fmr: float, generalised: bool = True) -> OperatingPoint:
@@ -284,6 +293,186 @@ def rule_of_three(target_rate: float) -> int:
     if target_rate <= 0:
         raise ValueError("no finite number of comparisons supports a zero-error rate")
     return math.ceil(3.0 / target_rate - 1e-9)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Weighted rates, and the subsets bootstrap (resampling identities)
+
+SUBSETS_SEED = 19795
+SUBSETS_METHOD = (
+    "subsets bootstrap (Bolle, Ratha & Pankanti): identities resampled with replacement, a genuine comparison "
+    "weighted by its identity's multiplicity, an impostor comparison by the product of its two identities'; "
+    "thresholds for FNMR at FMR chosen again in each replicate; percentile interval"
+)
+
+
+@dataclass(frozen=True)
+class WeightedScores:
+    """Genuine and impostor scores sorted once, to be counted under many weightings (a bootstrap replicate
+    weighs each comparison by how often it was drawn; weight 0 leaves it out).
+
+    The conventions of :class:`VerificationScores`: a comparison matches when score >= threshold; ``-inf`` or
+    nan marks a comparison that failed to acquire, which never matches (generalised rates: a genuine one is a
+    false non-match, an impostor one stays in the FMR denominator); the candidate thresholds are the acquired
+    scores and +inf. With unit weights the counts are :meth:`VerificationScores.counts`' exactly. A score
+    weighted 0 stays a candidate threshold, which changes no figure: the rates between two scores that are
+    drawn are those at the higher one.
+    """
+
+    genuine: np.ndarray  # ascending
+    impostor: np.ndarray  # ascending
+    genuine_order: np.ndarray  # genuine = the caller's genuine[genuine_order]
+    impostor_order: np.ndarray
+    thresholds: np.ndarray
+    genuine_below: np.ndarray  # per threshold, how many sorted genuine scores are below it
+    impostor_below: np.ndarray
+
+    @classmethod
+    def of(cls, genuine: np.ndarray, impostor: np.ndarray) -> WeightedScores:
+        """Sort ``genuine`` and ``impostor`` (per comparison, in the caller's order) once."""
+        g = np.asarray(genuine, np.float64).ravel()
+        i = np.asarray(impostor, np.float64).ravel()
+        g, i = np.where(np.isnan(g), -np.inf, g), np.where(np.isnan(i), -np.inf, i)
+        if np.isposinf(g).any() or np.isposinf(i).any():
+            raise ValueError("scores contain +inf, which would match at every threshold")
+        og, oi = np.argsort(g, kind="stable"), np.argsort(i, kind="stable")
+        gs, is_ = g[og], i[oi]
+        both = np.concatenate([gs, is_])
+        t = np.concatenate([np.unique(both[np.isfinite(both)]), [np.inf]])
+        return cls(gs, is_, og, oi, t, np.searchsorted(gs, t, side="left"), np.searchsorted(is_, t, side="left"))
+
+    def counts(self, genuine_w: np.ndarray, impostor_w: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, float]:
+        """(false matches, impostor weight, false non-matches, genuine weight) at each threshold, every
+        comparison counted with its weight (``genuine_w`` and ``impostor_w`` in sorted order: a bootstrap sorts
+        each comparison's identities once, ``identities[genuine_order]``, and weighs them in that order)."""
+        cg = np.concatenate([[0.0], np.cumsum(genuine_w, dtype=np.float64)])
+        ci = np.concatenate([[0.0], np.cumsum(impostor_w, dtype=np.float64)])
+        return ci[-1] - ci[self.impostor_below], float(ci[-1]), cg[self.genuine_below], float(cg[-1])
+
+    def figures(self, genuine_w: np.ndarray, impostor_w: np.ndarray, targets: Sequence[float],
+                threshold: float | None = None) -> np.ndarray:
+        """Weighted ``[EER, FNMR at each target FMR..., FMR and FNMR at threshold]`` (the last two only with
+        ``threshold``), each as :mod:`benchmarks.metrics` defines it; nan where no genuine or no impostor
+        comparison has weight. FNMR at FMR p is read at the lowest threshold whose weighted FMR is at most p.
+        Weights in sorted order, as :meth:`counts`."""
+        fm, n_imp, fnm, n_gen = self.counts(genuine_w, impostor_w)
+        width = 1 + len(targets) + (2 if threshold is not None else 0)
+        if n_imp <= 0 or n_gen <= 0:
+            return np.full(width, np.nan)
+        fmr, fnmr = fm / n_imp, fnm / n_gen
+        out = [_fvc_eer(self.thresholds, fmr, fnmr).eer]
+        out += [float(fnmr[_first_at_most(fm, n_imp, p)]) for p in targets]
+        if threshold is not None:
+            at = int(np.searchsorted(self.thresholds, threshold, side="left"))  # rates at t = at the next score
+            out += [float(fmr[at]), float(fnmr[at])]
+        return np.array(out)
+
+
+def fnmr_at_fmr_weighted(genuine: np.ndarray, genuine_w: np.ndarray, impostor: np.ndarray, impostor_w: np.ndarray,
+                         targets: Sequence[float]) -> list[float]:
+    """FNMR at the lowest threshold whose weighted FMR is at most each target (``-inf``: failed to acquire);
+    with unit weights, :func:`fnmr_at_fmr`'s figure. One-off: a bootstrap sorts once with :class:`WeightedScores`."""
+    ws = WeightedScores.of(genuine, impostor)
+    return list(ws.figures(np.asarray(genuine_w)[ws.genuine_order], np.asarray(impostor_w)[ws.impostor_order],
+                           targets)[1:])
+
+
+def identity_multiplicities(rng: np.random.Generator, n: int) -> np.ndarray:
+    """How often each of ``n`` identities is drawn when ``n`` are drawn with replacement (float, sums to n)."""
+    return np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+
+
+def subsets_bootstrap(
+    scores: Sequence[np.ndarray],
+    genuine: np.ndarray,
+    identity_a: np.ndarray,
+    identity_b: np.ndarray,
+    targets: Sequence[float] = DEFAULT_FMR_TARGETS,
+    thresholds: Sequence[float | None] | None = None,
+    replicates: int = 500,
+    seed: int = SUBSETS_SEED,
+    confidence: float = 0.95,
+) -> list[dict]:
+    """Subject-level 95% intervals of EER, FNMR at each target FMR and FMR / FNMR at a fixed threshold.
+
+    ``scores``: one array per pipeline, a score per comparison (nan where it failed to acquire: never matches);
+    ``genuine``: whether each comparison is of one person; ``identity_a`` / ``identity_b``: the identities of
+    its two samples (any labels). All pipelines are weighed by the same draws (a paired bootstrap).
+
+    The clustered data bootstrap of ISO/IEC 19795-1 and Bolle, Ratha & Pankanti's "subsets bootstrap": the
+    unit drawn is the identity, not the comparison, because comparisons that share a person (and so images)
+    err together. Each replicate draws as many identities as there are, with replacement; identity ``k`` drawn
+    ``m_k`` times stands for ``m_k`` distinct people with its samples. So:
+
+    * a **genuine** comparison is kept ``m_k`` times (each copy of the person brings its own comparisons; it
+      is weighted by the identity of its first sample: the pairs file says the two are one person);
+    * an **impostor** comparison of identities ``a`` and ``b`` is kept ``m_a * m_b`` times: every copy of ``a``
+      meets every copy of ``b``, as each pair of distinct people in the replicate would be compared. It is
+      kept only if both were drawn; weighting it by ``m_a`` or ``m_a + m_b`` instead would keep comparisons
+      with a person the replicate does not hold. It is the rule of the fused benchmark's two-way bootstrap
+      (:mod:`benchmarks.chimeric`), and with an all-against-all set it gives each replicate's population its
+      own all-against-all comparisons.
+
+    Each replicate recomputes every figure as the point figure does: FNMR at FMR p at the lowest threshold
+    whose (weighted) FMR is at most p, chosen again in the replicate; the EER by the FVC rule; FMR and FNMR at
+    the fixed ``thresholds[i]`` (the service's) of pipeline i. The interval is the replicates' percentile
+    interval; replicates that drew no genuine or no impostor comparison have no figure, are counted in
+    ``undefined_replicates`` and left out. Seeded: the same inputs and seed give the same intervals.
+
+    What it cannot do: with few identities the interval is as coarse as they are (one identity holding every
+    genuine comparison gives every replicate the same FNMR, a zero-width interval: between-person variation
+    cannot be seen in one person); where no error is seen no replicate has one, and its [0, 0] bounds nothing
+    (the rule of three and Clopper-Pearson's upper bound stand); a percentile interval of a small rate with
+    few errors reaches too little high, as the plain bootstrap's does; and FNMR at an FMR the impostors cannot
+    support (fewer than the rule of three's 3 / p: ZeroFMR in effect) is set by the one or few highest impostor
+    scores, which a replicate keeps only where both their identities are drawn (about 40% of replicates with
+    many identities), so its interval lies mostly under the point figure and is no measure of FNMR at that FMR.
+    Read it beside Clopper-Pearson, which sees only the comparison count.
+    """
+    if replicates < 1:
+        raise ValueError("the bootstrap needs at least one replicate")
+    g = np.asarray(genuine, bool).ravel()
+    pipelines = [np.asarray(s, np.float64).ravel() for s in scores]
+    if any(len(s) != len(g) for s in pipelines) or len(identity_a) != len(g) or len(identity_b) != len(g):
+        raise ValueError("scores, genuine and identities must describe the same comparisons")
+    labels, codes = np.unique(np.concatenate([np.asarray(identity_a), np.asarray(identity_b)]), return_inverse=True)
+    codes = codes.astype(np.int32)  # a smaller index: the weights are gathered by it in every replicate
+    ida, idb = codes[: len(g)], codes[len(g):]
+    thresholds = list(thresholds) if thresholds is not None else [None] * len(pipelines)
+    prepared = []
+    for s in pipelines:  # each pipeline's scores sorted once, with their identities in that order
+        ws = WeightedScores.of(s[g], s[~g])
+        prepared.append((ws, ida[g][ws.genuine_order], ida[~g][ws.impostor_order], idb[~g][ws.impostor_order]))
+    rng = np.random.default_rng(seed)
+    draws: list[list[np.ndarray]] = [[] for _ in pipelines]
+    for _ in range(replicates):
+        mult = identity_multiplicities(rng, len(labels))
+        for rows, (ws, gen_id, imp_a, imp_b), t in zip(draws, prepared, thresholds, strict=True):
+            rows.append(ws.figures(mult[gen_id], mult[imp_a] * mult[imp_b], targets, t))
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    out = []
+    for rows, t in zip(draws, thresholds, strict=True):
+        arr = np.array(rows)
+        defined = ~np.isnan(arr).all(axis=1)
+        if defined.any():
+            lo, hi = np.nanpercentile(arr[defined], [tail, 100.0 - tail], axis=0)
+        else:
+            lo = hi = np.full(arr.shape[1], np.nan)
+        entry: dict = {
+            "method": SUBSETS_METHOD,
+            "replicates": replicates,
+            "undefined_replicates": int((~defined).sum()),
+            "seed": seed,
+            "n_identities": len(labels),
+            "confidence": confidence,
+            "eer": [float(lo[0]), float(hi[0])],
+            "fnmr_at_fmr": {rate_key(p): [float(lo[1 + k]), float(hi[1 + k])] for k, p in enumerate(targets)},
+        }
+        if t is not None:
+            entry["at_operating_threshold"] = {"threshold": t, "fmr": [float(lo[-2]), float(hi[-2])],
+                                               "fnmr": [float(lo[-1]), float(hi[-1])]}
+        out.append(entry)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------

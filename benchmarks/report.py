@@ -129,7 +129,8 @@ def build_report(out: Path, accuracy: list[Path], identify: list[Path], load: li
         "Terms of ISO/IEC 19795-1. A comparison matches when its score is at or over the threshold. A sample "
         "that failed to acquire (FTA) is kept: its pairs never match (generalised FMR/FNMR). EER follows the "
         "FVC convention. 95% intervals assume independent comparisons, which they are not (comparisons share "
-        "samples and people): the real uncertainty is larger. A rate claimed at p needs at least 3/p trials "
+        "samples and people): the real uncertainty is larger; the face tables' `subjects [...]` intervals (subsets "
+        "bootstrap) resample people instead. A rate claimed at p needs at least 3/p trials "
         "with zero errors (rule of three); figures short of that carry a warning. LFW and FVC2002 are "
         "research sets: results on them do not show fitness for a border's travellers, cameras and sensors.",
         "",

@@ -89,6 +89,93 @@ def test_figures_agree_with_the_written_scores(run_dir: Path):
         assert op.false_non_matches >= 1  # at least the FTA genuine pair
 
 
+@pytest.mark.bench
+@pytest.mark.slow
+def test_the_face_report_gives_subject_level_intervals_beside_clopper_pearson(run_dir: Path):
+    """``--bootstrap`` (500 by default): every pipeline's EER, FNMR at each FMR and rates at its own threshold carry
+    the subsets bootstrap's interval (identities resampled) beside Clopper-Pearson, in metrics.json and report.md."""
+    result = json.loads((run_dir / "metrics.json").read_text())
+    for section in (result["production"], result["baseline"]):
+        boot = section["subsets_bootstrap"]
+        assert (boot["replicates"], boot["n_identities"], boot["confidence"]) == (500, 4, 0.95)  # no_face is "no"
+        assert section["eer_subsets_bootstrap"] == boot["eer"]
+        for key, op in section["operating_points"].items():
+            assert "clopper_pearson" in op["fnmr"]
+            assert op["fnmr"]["subsets_bootstrap"] == boot["fnmr_at_fmr"][key]
+            low, high = boot["fnmr_at_fmr"][key]
+            assert 0.0 <= low <= section["fnmr_at_fmr"][key] <= high <= 1.0
+        for kind in ("fmr", "fnmr"):
+            at = section["at_operating_threshold"][kind]
+            assert at["subsets_bootstrap"] == boot["at_operating_threshold"][kind]
+    assert result["subsets_bootstrap"] == result["production"]["subsets_bootstrap"]  # the top level: production
+    report = (run_dir / "report.md").read_text()
+    assert "subjects [" in report and "subsets bootstrap" in report
+
+
+def test_a_subjects_interval_over_no_error_is_not_printed_as_a_bound() -> None:
+    """No error seen and none in any replicate: the bootstrap's [0, 0] bounds nothing; the report says so, and
+    prints the interval where a replicate (its threshold chosen again) did see one."""
+    from benchmarks.accuracy import _ci
+
+    entry = {"errors": 0, "clopper_pearson": [0.0, 0.0074], "subsets_bootstrap": [0.0, 0.0]}
+    assert _ci(entry) == "[0.00, 0.74]; subjects: no error to resample"
+    assert _ci({**entry, "subsets_bootstrap": [0.0, 0.004]}) == "[0.00, 0.74]; subjects [0.00, 0.40]"
+    assert _ci({"errors": 3, "clopper_pearson": [0.001, 0.02]}) == "[0.10, 2.00]"  # --bootstrap 0
+
+
+def test_fingerprint_pairs_get_the_subsets_bootstrap_over_fingers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """FVC names a finger ``101_3.png``: the fingerprint pairs mode resamples fingers (identity_of: the name less its
+    impression). The extraction is stood in for (scores given), the rest is the command's; --bootstrap 0: none."""
+    from benchmarks import accuracy
+
+    fingers = {f: [f"{f}_{i}.png" for i in range(1, 4)] for f in range(101, 111)}
+    rows = [(a, b, 1) for imgs in fingers.values() for a, b in ((imgs[0], imgs[1]), (imgs[0], imgs[2]))]
+    rows += [(fingers[f][0], fingers[g][1], 0) for f in fingers for g in fingers if f < g]
+    for name in {n for r in rows for n in r[:2]}:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "pairs.csv").write_text("path_a,path_b,same\n" + "".join(f"{a},{b},{s}\n" for a, b, s in rows))
+    rng = np.random.default_rng(0)
+    sim = np.array([(1.0 if a.startswith("101_") else 6.0) if s else rng.normal(0.0, 1.0) for a, _, s in rows])
+
+    def runs(args, pairs, images):
+        extracted = {i: accuracy.Extracted(template=np.zeros(2)) for i in images}
+        return [accuracy.PipelineRun("production (fingerprint)", extracted, sim, "s", 3.0, "s >= 3", 0.0)]
+
+    monkeypatch.setattr(accuracy, "_fingerprint_runs", runs)
+    out = tmp_path / "out"
+    assert cli.main(["accuracy", "--modality", "fingerprint", "--pairs", str(tmp_path / "pairs.csv"), "--out",
+                     str(out), "--bootstrap", "300"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    boot = result["production"]["subsets_bootstrap"]
+    assert (boot["n_identities"], boot["replicates"]) == (10, 300)
+    assert result["at_operating_threshold"]["fnmr"]["errors"] == 2  # both of finger 101's genuine pairs
+    assert boot["at_operating_threshold"]["fnmr"][0] == 0.0  # replicates without finger 101
+    assert "--bootstrap 300" in result["command"]
+    assert cli.main(["accuracy", "--modality", "fingerprint", "--pairs", str(tmp_path / "pairs.csv"), "--out",
+                     str(out), "--bootstrap", "0"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert "subsets_bootstrap" not in result["production"]
+    assert "subjects [" not in (out / "report.md").read_text()
+
+
+def test_exhaustive_comparisons_name_each_sides_identity_and_never_match_a_failed_image() -> None:
+    """The exhaustive cross-comparison's pairs, with the identities the subsets bootstrap resamples."""
+    from benchmarks.accuracy import Extracted, PipelineRun, exhaustive_comparisons, exhaustive_scores
+
+    images = ["a/a_0001.jpg", "a/a_0002.jpg", "b/b_0001.jpg", "c/c_0001.jpg"]
+    extracted = {i: Extracted(template=np.full(128, float(k))) for k, i in enumerate(images)}
+    extracted["c/c_0001.jpg"] = Extracted(error="no face")
+    run = PipelineRun("p", extracted, np.array([]), "", 0.0, "", 0.0)
+    sim, same, id_a, id_b = exhaustive_comparisons(run, images, np.negative)
+    assert list(same) == [True, False, False, False, False, False]
+    assert list(zip(id_a, id_b, strict=True)) == [("a", "a"), ("a", "b"), ("a", "c"), ("a", "b"), ("a", "c"),
+                                                  ("b", "c")]
+    assert np.isnan(sim[[2, 4, 5]]).all()
+    assert sim[[0, 1, 3]] == pytest.approx(-np.sqrt(128) * np.array([1, 2, 1]))
+    sc = exhaustive_scores(run, images, np.negative)
+    assert (sc.n_genuine, sc.n_impostor, sc.genuine_fta, sc.impostor_fta) == (1, 5, 0, 3)
+
+
 def test_enrolment_agreement_counts_the_pairs_strictly_under_each_score() -> None:
     """The figures behind ``biometrics.multiframe.MIN_ENROL_AGREEMENT`` (a review: its comment gave figures no
     benchmark produced): hand-made scores, a tie at the threshold not under it, FTA pairs counted apart."""
@@ -135,8 +222,9 @@ def test_refuses_missing_images_and_bad_headers(tmp_path: Path, capsys: pytest.C
 
 
 def test_weighted_fnmr_at_fmr_with_unit_weights_is_the_metrics_figure():
-    """The bootstrap's weighted FNMR at FMR (benchmarks.chimeric) follows benchmarks.metrics' conventions."""
-    from benchmarks.chimeric import fnmr_at_fmr_weighted
+    """The bootstraps' weighted FNMR at FMR (benchmarks.metrics, used by benchmarks.chimeric) follows the unweighted
+    figure's conventions."""
+    from benchmarks.metrics import fnmr_at_fmr_weighted
 
     rng = np.random.default_rng(2)
     genuine = np.round(rng.normal(3.0, 1.0, 400), 1)  # rounded: ties between and within the two sets
