@@ -7,10 +7,14 @@ Usage::
 
 1. A SYNTHETIC year from :mod:`benchmarks.traffic` (``--decisions``, seeded) is written into a fresh SQLite
    store (``--store`` to reuse one: it is then only read); the load rate is printed.
-2. ``checkpoint-portal`` is started on it (a real process, uvicorn on 127.0.0.1) and each page is fetched
-   ``--renders`` times over HTTP, the first fetch of each page reported apart (cold: it fills the caches
-   of days that are over). Each page's p50/p95 is printed with the ratio to a baseline measured in the same
-   run: the static style sheet, which exercises the same server and HTTP path without any figure.
+2. ``checkpoint-portal`` is started on it (a real process, uvicorn on 127.0.0.1). At start it protects and
+   releases the days and months its default pages show in a warm-up thread (``portal.app.warm_up``), all of
+   them on a fresh state directory (the first start of a portal), reading them back on a kept one
+   (``--state-dir``: a restart). The start is reported apart: ``/`` fetched as soon as the server answers
+   (the first visitor, during the warm-up) and the warm-up's duration (from its log line). Then each page is
+   fetched ``--renders`` times over HTTP, the first fetch of each page reported apart (cold: it fills the
+   caches of days that are over). Each page's p50/p95 is printed with the ratio to a baseline measured in the
+   same run: the static style sheet, which exercises the same server and HTTP path without any figure.
 3. With ``--screenshots DIR``, Debian's chromium (through chromium-driver) takes ``portal-*.png`` of the
    pages in both languages, with every request outside 127.0.0.1 refused.
 
@@ -92,6 +96,24 @@ def portal_process(store: str, port: int, extra: list[str] | None = None, log: P
             out.close()  # type: ignore[union-attr]
         if temporary:
             temporary.cleanup()
+
+
+def wait_for_warm_up(proc: subprocess.Popen[bytes], log: Path, timeout: float = 900.0) -> float:
+    """Seconds the portal's warm-up took, read from its log line (the portal started with ``--log-level info``
+    and its output in ``log``); RuntimeError when it exits, skips the warm-up or does not finish in time."""
+    from portal.app import WARM_UP_DONE
+
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text(errors="replace")
+        for line in text.splitlines():
+            if WARM_UP_DONE in line:
+                return float(line.split(WARM_UP_DONE, 1)[1].split()[0])
+            if "warm-up skipped" in line:
+                raise RuntimeError(f"checkpoint-portal: {line.strip()}")
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"checkpoint-portal's warm-up did not finish (exit {proc.poll()}); see {log}")
+        time.sleep(0.1)
 
 
 def chromium(width: int = 1280, height: int = 1000) -> Any:
@@ -209,6 +231,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("results/portal"))
     parser.add_argument("--screenshots", type=Path, default=None, help="write portal-*.png here")
     parser.add_argument("--keep", action="store_true", help="keep the simulated store (printed)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="the portal's state directory, kept (a restart: releases read back); default a fresh "
+                             "temporary one (a first start: every default page's period protected at start)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -240,8 +265,18 @@ def run(args: argparse.Namespace) -> int:
                               "seconds": round(loaded.seconds, 1), "events_per_s": round(loaded.events_per_s)}
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        with portal_process(store, port, ["--banner", "SYNTHETIC DATA (checkpoint-bench traffic)"],
-                            log=args.out / "portal.log"):
+        log = args.out / "portal.log"
+        if args.state_dir is not None:
+            args.state_dir.mkdir(parents=True, exist_ok=True)
+        state = "kept" if args.state_dir is not None and any(args.state_dir.iterdir()) else "fresh"
+        with portal_process(store, port, ["--banner", "SYNTHETIC DATA (checkpoint-bench traffic)", "--log-level",
+                                          "info"], log=log, state_dir=args.state_dir) as proc:
+            status, first = _fetch(base + "/")
+            warm_up_s = wait_for_warm_up(proc, log)
+            report["start"] = {"state_dir": state, "first_fetch_ms": round(first, 1), "first_status": status,
+                               "warm_up_s": warm_up_s}
+            print(f"start ({state} state directory): / fetched {first:.1f} ms as soon as the portal answered "
+                  f"(HTTP {status}), during a warm-up of {warm_up_s:.1f} s; pages measured after it", flush=True)
             baseline = [_fetch(base + "/static/portal.css")[1] for _ in range(args.renders)]
             pages: dict[str, Any] = {}
             print(f"{'page':48} {'cold ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'x css':>6}  target", flush=True)

@@ -13,6 +13,7 @@ import logging
 import math
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -588,10 +589,15 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+#: The log line (INFO) that ends a warm-up, followed by its duration: what ``checkpoint-bench portal`` waits for.
+WARM_UP_DONE = "portal: warm-up done in"
+
+
 def warm_up(app: Starlette) -> None:
     """Fill what the first visitors would otherwise wait for: the solver's import, the releases of the days
     and months the default pages show (run in a thread at start; errors are only logged)."""
     portal: Portal = app.state.portal
+    began = time.monotonic()
     try:
         figures = portal.holder.figures()
         last = figures.last_released_month()
@@ -600,6 +606,8 @@ def warm_up(app: Starlette) -> None:
         figures.satisfaction(None, add_months(last, -11), last, portal.public)
     except Exception as exc:  # the pages will say what is wrong; the warm-up only saves time
         log.warning("portal: warm-up skipped: %s", exc)
+        return
+    log.info("%s %.1f s", WARM_UP_DONE, time.monotonic() - began)
 
 
 class AuditorOnly(PortalMiddleware):
@@ -632,7 +640,7 @@ def role_of(scope: dict[str, Any]) -> str | None:
         return None
 
 
-__all__ = ["PortalConfig", "create_app", "warm_up"]
+__all__ = ["WARM_UP_DONE", "PortalConfig", "create_app", "warm_up"]
 
 
 def _month_labels(t: Translator, months: list[date]) -> list[str]:
