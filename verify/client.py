@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--max-candidates", type=int, default=0)
     for command in (v, i):
         command.add_argument("--nationality", default="", metavar="ALPHA3",
-                             help="the travel document's nationality (ISO 3166 alpha-3, e.g. IDN), for the "
-                                  "published statistics")
+                             help="the travel document's nationality code as in its MRZ (e.g. IDN; "
+                                  "Germany's D<< is counted as DEU), for the published statistics")
     r = sub.add_parser("rate", help="the traveller's rating of a decision (once per decision)")
     r.add_argument("feedback_id", help="the feedback id a verify or identify printed")
     r.add_argument("rating", type=int, choices=(1, 2, 3, 4), help="1 very unhappy .. 4 very happy")
