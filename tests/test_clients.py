@@ -313,3 +313,28 @@ def test_transport_failures_say_what_staff_can_do(server: ServerProcess, tmp_pat
     assert kiosk.main(["--target", server.target, "verify", "P1", str(huge)]) == 2
     out = capsys.readouterr().out
     assert out.startswith("failed: RESOURCE_EXHAUSTED: the request is larger than the server takes"), out
+
+
+class _Refusal(grpc.RpcError):
+    """An RpcError as a client sees it: a status and its details."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def test_the_one_resource_exhausted_to_retry_says_so(capsys) -> None:
+    """RESOURCE_EXHAUSTED is a request too large, never sent again as it is; the server's own busy refusals are
+    UNAVAILABLE. gRPC's own concurrent-call limit (a burst beyond the refusal threads) is the one
+    RESOURCE_EXHAUSTED to try again: the clients say so (it was printed as a refusal, in gRPC's words)."""
+    from verify.channel import fail
+
+    assert fail(_Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("failed: RESOURCE_EXHAUSTED: the server is overloaded"), out
+    assert "try again in a moment" in out

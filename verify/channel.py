@@ -216,6 +216,8 @@ TRANSPORT_FAILURES = (
     ("Sent message larger than max", "the request is larger than the server takes: send smaller or fewer images"),
     ("Received message larger than max", "the request is larger than the server takes: send smaller or fewer "
                                          "images"),
+    ("Concurrent RPC limit exceeded", "the server is overloaded (more calls at once than it refuses one by one): "
+                                      "try again in a moment"),
     ("Cancelling all calls", "the server stopped before it answered: look (show, or the audit log) whether the "
                              "change was made before you try again"),
     ("Socket closed", "the connection was closed without an answer: a server that wants TLS (give --tls-dir) or "

@@ -99,15 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "call of the same transaction, which scores at most the attempts its first call allowed; "
                    f"after them the document is refused at kiosks for this long (default {DEFAULT_WINDOW_S:g})")
     p.add_argument("--threads", type=int, default=16,
-                   help="calls answered at once (gRPC worker threads); one more is refused RESOURCE_EXHAUSTED at once, "
-                   "never queued")
+                   help="calls answered at once (gRPC worker threads); one more is refused UNAVAILABLE (busy: try "
+                   "again) at once, never queued")
     p.add_argument("--max-watches", type=int, default=DEFAULT_WATCHES,
                    help="grpc.health.v1 Watch streams open at once, each holding a thread (below --threads; default "
-                   f"{DEFAULT_WATCHES}); one more is refused RESOURCE_EXHAUSTED")
+                   f"{DEFAULT_WATCHES}); one more is refused UNAVAILABLE")
     p.add_argument("--max-calls-per-kiosk", type=int, metavar="N",
                    help="calls of one kiosk certificate answered at once (1 to --threads - 1; default "
                    f"{DEFAULT_CALLS_PER_KIOSK}, or --threads - 1 if fewer: a kiosk serves one traveller at a time); "
-                   "one more of that kiosk's is refused RESOURCE_EXHAUSTED at once, so that one kiosk never holds "
+                   "one more of that kiosk's is refused UNAVAILABLE at once, so that one kiosk never holds "
                    "every thread. Officers and auditors are not limited so")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="face extraction processes (default: one per core); 0: extract in the calling gRPC thread, "
@@ -248,7 +248,7 @@ def build_server(
     With ``credentials`` the port is mutual TLS and each call's role comes from its client certificate;
     without, it is plaintext and every caller acts as an officer (see :mod:`verify.roles`). At most ``threads``
     calls run at once, ``max_watches`` of them Health Watch streams and ``max_calls_per_kiosk`` (None: the
-    default) of them one kiosk certificate's; a call beyond is refused ``RESOURCE_EXHAUSTED`` at once, never
+    default) of them one kiosk certificate's; a call beyond is refused ``UNAVAILABLE`` at once, never
     queued (:mod:`verify.admission`), and ``on_refused`` is told its reason (the operator metrics' count).
     """
     limit = int(max_message_mb * MIB)
