@@ -177,7 +177,7 @@ class ServiceConfig:
     fpir: float = 0.01
     default_max_candidates: int = 10
     max_candidates: int = 100
-    max_samples: int = 10
+    max_samples: int = validation.MAX_SAMPLES
     limits: ImageLimits = field(default_factory=ImageLimits)
     # Decision events for the transparency portal (biometrics.recording); False: none (the on/off benchmark).
     record_events: bool = True

@@ -32,6 +32,8 @@ MAX_ALERTS = 500
 #: Most attempts one kiosk transaction may allow (VerifyRequest.attempts; ISO/IEC 19795-1 counts a
 #: transaction of up to three attempts).
 MAX_ATTEMPTS = 3
+#: Most samples one request may carry, by default (``ServiceConfig.max_samples``).
+MAX_SAMPLES = 10
 #: ISO/IEC 19794-2 finger positions: 0 unknown, 1..5 right thumb..little, 6..10 left thumb..little.
 MAX_FINGER = 10
 

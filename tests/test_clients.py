@@ -338,3 +338,24 @@ def test_the_one_resource_exhausted_to_retry_says_so(capsys) -> None:
     out = capsys.readouterr().out
     assert out.startswith("failed: RESOURCE_EXHAUSTED: the server is overloaded"), out
     assert "try again in a moment" in out
+
+
+@pytest.mark.parametrize(("tool", "argv", "message"), [
+    ("kiosk", ["identify", "x.jpg", "--max-candidates", "3000000000"],
+     "argument --max-candidates: must be a whole number from 0 to 2147483647, not 3000000000"),
+    ("kiosk", ["identify", "x.jpg", "--max-candidates", "-1"], "argument --max-candidates: must be a whole number"),
+    ("desk", ["alerts", "--limit", "3000000000"], "argument --limit: must be a whole number from 0 to 2147483647"),
+    ("desk", ["reviews", "--limit", "-5"], "argument --limit: must be a whole number from 0 to 2147483647, not -5"),
+    ("desk", ["reviews", "--limit", "ten"], "argument --limit: 'ten' is not a whole number"),
+    ("kiosk", ["verify", "P1", "--scan", "right-index", "--impressions", "300000000"],
+     "argument --impressions: must be a whole number from 1 to 10"),
+])
+def test_a_number_a_request_cannot_carry_is_a_usage_error(tool, argv, message, capsys) -> None:
+    """Review: ``identify --max-candidates 3000000000`` and ``alerts/reviews --limit 3000000000`` were a protobuf
+    ValueError traceback, exit status 1 (checkpoint-verify's SEE OFFICER), and ``--impressions 300000000`` built
+    the samples until memory ran out; now a usage error (exit status 2), before any connection."""
+    main = kiosk.main if tool == "kiosk" else desk.main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--target", "127.0.0.1:9", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -4,16 +4,38 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
 
+from biometrics.validation import MAX_SAMPLES
 from devices.timeouts import CAMERA_DEFAULT_TIMEOUT_S, SCANNER_DEFAULT_TIMEOUT_S
 from verify.tls import TLSConfigError, add_tls_arguments, channel_credentials, is_loopback, tls_files
 
 MIB = 1024 * 1024
+#: The largest value of a request's int32 field (``max_candidates``, ``limit``).
+INT32_MAX = 2**31 - 1
+
+
+def whole_number(low: int, high: int = INT32_MAX) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``, else a usage error naming the range (a number
+    a request's field cannot carry was a protobuf ValueError traceback, exit status 1: SEE OFFICER for
+    checkpoint-verify). The server's own rules (at most 500 alerts, say) are the server's to state."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, not {value}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
 
 
 def add_channel_arguments(parser: argparse.ArgumentParser) -> None:
@@ -159,8 +181,9 @@ def add_sample_arguments(parser: argparse.ArgumentParser, *, impressions: int | 
     parser.add_argument("--scan", action="append", default=[], metavar="POSITION",
                         help="capture a finger from the station's scanner, e.g. right-index; repeat for more")
     if impressions is not None:
-        parser.add_argument("--impressions", type=int, default=impressions, metavar="N",
-                            help=f"captures of each --scan finger, the finger lifted and placed again between "
+        parser.add_argument("--impressions", type=whole_number(1, MAX_SAMPLES), default=impressions, metavar="N",
+                            help=f"captures of each --scan finger, 1 to {MAX_SAMPLES} (a request's samples at the "
+                            f"most), the finger lifted and placed again between "
                             f"them (default {impressions}; the desk takes 3; a kiosk asks for another placement "
                             f"only when a call is not accepted, --attempts: docs/benchmarks.md)")
 

@@ -27,6 +27,7 @@ from verify.channel import (
     open_stub_or_usage_error,
     require_text,
     samples_or_usage_error,
+    whole_number,
 )
 
 DECISIONS = {pb.PROCEED: "PROCEED", pb.SEE_OFFICER: "SEE OFFICER"}
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "else 1; docs/benchmarks.md)")
     i = sub.add_parser("identify", help="1:N: who is this?")
     add_sample_arguments(i, impressions=1)
-    i.add_argument("--max-candidates", type=int, default=0)
+    i.add_argument("--max-candidates", type=whole_number(0), default=0, metavar="N",
+                   help="ranked candidates an officer's answer lists (0: the server's default)")
     for command in (v, i):
         command.add_argument("--nationality", default="", metavar="ALPHA3",
                              help="the travel document's nationality code as in its MRZ (e.g. IDN; "
