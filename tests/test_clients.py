@@ -359,3 +359,16 @@ def test_a_number_a_request_cannot_carry_is_a_usage_error(tool, argv, message, c
         main(["--target", "127.0.0.1:9", *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.server
+def test_the_clients_own_deadline_says_to_look_before_trying_again(server: ServerProcess, capsys) -> None:
+    """Review: a call past the client's own deadline printed gRPC's "refused: DEADLINE_EXCEEDED: Deadline
+    Exceeded", as if the server had refused it; an enrolment or an erasure may still have been made."""
+    target = ["--target", server.target, "--timeout", "0.001"]
+    assert desk.main([*target, "enrol", "CLI0099", str(FACES / "Kofi_Annan_0001.jpg")]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("failed: DEADLINE_EXCEEDED: no answer within the call's time"), out
+    assert "look (show) whether it was made before you try again" in out
+    assert kiosk.main([*target, "verify", "CLI0099", str(FACES / "Kofi_Annan_0001.jpg")]) == 2
+    assert capsys.readouterr().out.startswith("failed: DEADLINE_EXCEEDED: no answer within the call's time")

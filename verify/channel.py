@@ -241,6 +241,10 @@ TRANSPORT_FAILURES = (
                                          "images"),
     ("Concurrent RPC limit exceeded", "the server is overloaded (more calls at once than it refuses one by one): "
                                       "try again in a moment"),
+    ("Deadline Exceeded", "no answer within the call's time (--timeout, plus the time its captures may wait): the "
+                          "server may still have acted on it; for a change (enrol, delete, resolve) look (show) "
+                          "whether it was made before you try again; otherwise try again, with a longer --timeout "
+                          "if it keeps happening"),
     ("Cancelling all calls", "the server stopped before it answered: look (show, or the audit log) whether the "
                              "change was made before you try again"),
     ("Socket closed", "the connection was closed without an answer: a server that wants TLS (give --tls-dir) or "
