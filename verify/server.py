@@ -36,7 +36,7 @@ from biometrics.events import (
 from biometrics.face import frame_quality, load_models
 from biometrics.imaging import MAX_FINGERPRINT_PIXELS, MAX_FINGERPRINT_SAMPLE, ImageLimits
 from biometrics.island import OfflinePolicy
-from biometrics.keydir import KeyLocationError, default_key_dir
+from biometrics.keydir import KeyLocationError, default_key_dir_text
 from biometrics.recording import parse_lanes
 from biometrics.register import StoreRefused
 from biometrics.scores import ScoreCalibration
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "record; required with --store")
     p.add_argument("--key-dir", type=Path,
                    help="where the key ring and the audit signing key live, never inside DATA_DIR (default "
-                   f"$CHECKPOINT_KEY_DIR or $XDG_CONFIG_HOME/checkpoint/keys: here {default_key_dir()}); created "
+                   f"$CHECKPOINT_KEY_DIR or $XDG_CONFIG_HOME/checkpoint/keys: here {default_key_dir_text()}); created "
                    "0700 on a first start")
     p.add_argument("--key-file", type=Path, help="key ring file (default KEY_DIR/keyring.json, created)")
     p.add_argument("--audit-anchor", type=Path,
