@@ -349,6 +349,9 @@ def test_the_one_resource_exhausted_to_retry_says_so(capsys) -> None:
     ("desk", ["reviews", "--limit", "ten"], "argument --limit: 'ten' is not a whole number"),
     ("kiosk", ["verify", "P1", "--scan", "right-index", "--impressions", "300000000"],
      "argument --impressions: must be a whole number from 1 to 10"),
+    ("kiosk", ["--timeout", "nan", "verify", "P1", "x.jpg"], "argument --timeout: must be a number of seconds above 0"),
+    ("desk", ["--timeout", "-1", "show", "P1"], "argument --timeout: must be a number of seconds above 0"),
+    ("desk", ["--timeout", "inf", "show", "P1"], "argument --timeout: must be a number of seconds above 0"),
 ])
 def test_a_number_a_request_cannot_carry_is_a_usage_error(tool, argv, message, capsys) -> None:
     """Review: ``identify --max-candidates 3000000000`` and ``alerts/reviews --limit 3000000000`` were a protobuf

@@ -38,11 +38,28 @@ def whole_number(low: int, high: int = INT32_MAX) -> Callable[[str], int]:
     return parse
 
 
+#: The longest --timeout a client takes, in seconds (a day: gRPC's own deadline arithmetic overflows far beyond).
+MAX_CALL_TIMEOUT_S = 86400.0
+
+
+def call_seconds(text: str) -> float:
+    """An argparse type for --timeout: seconds above 0 and at most :data:`MAX_CALL_TIMEOUT_S` (NaN, infinity, 0 or a
+    negative number gave a call that ended at once, reported as if the server had not answered in time)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= MAX_CALL_TIMEOUT_S:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 and at most {MAX_CALL_TIMEOUT_S:g}, "
+                                         f"not {text}")
+    return value
+
+
 def add_channel_arguments(parser: argparse.ArgumentParser) -> None:
     """--target, --timeout, and the mutual-TLS files (--tls-dir, or --cert --key --ca; plaintext without, to a
     loopback target only)."""
     parser.add_argument("--target", default="127.0.0.1:50051", help="server HOST:PORT")
-    parser.add_argument("--timeout", type=float, default=30.0,
+    parser.add_argument("--timeout", type=call_seconds, default=30.0,
                         help="seconds before a call gives up, on top of the time its captures may wait for the "
                         "traveller (each capture's timeout, or the device's default: camera "
                         f"{CAMERA_DEFAULT_TIMEOUT_S:g} s, scanner {SCANNER_DEFAULT_TIMEOUT_S:g} s)")
