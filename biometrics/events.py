@@ -120,11 +120,26 @@ def category_of(nationality: str) -> str:
     return CITIZEN if code == CITIZEN_NATIONALITY else FOREIGN
 
 
+#: ICAO 9303's nationality codes that are not three letters (Part 3: Germany's "D", the only one), each counted
+#: under its ISO 3166 alpha-3 code, so that one country's arrivals are one row whichever form the kiosk sends.
+ICAO_SHORT_CODES = {"D": "DEU"}
+
+
 def check_nationality(code: str) -> str:
-    """An ISO 3166 alpha-3 code in upper case ("" stays ""); InvalidSample otherwise (a kiosk can show it)."""
+    """A travel document's nationality as counted, in upper case ("" stays ""): three letters, as the MRZ gives
+    them (ISO 3166 alpha-3 such as IDN, or ICAO 9303's own codes such as GBD, UNO, XXA, which are counted as they
+    are), or Germany's one-letter "D" with or without the MRZ's filler ("D<<"), counted as DEU. Anything else is
+    refused, InvalidSample (a kiosk can show it): a misread document is not recorded as some other country.
+    docs/transparency.md, "Nationality"."""
     code = (code or "").strip().upper()
-    if code and not (len(code) == 3 and code.isascii() and code.isalpha()):
-        raise InvalidSample(f"document_nationality must be a three-letter ISO 3166 code such as IDN, not {code!r}.")
+    if not code:
+        return code
+    if len(code) <= 3 and code.rstrip("<") in ICAO_SHORT_CODES:
+        return ICAO_SHORT_CODES[code.rstrip("<")]
+    if not (len(code) == 3 and code.isascii() and code.isalpha()):
+        shown = repr(code[:12]) + ("..." if len(code) > 12 else "")
+        raise InvalidSample("document_nationality must be the travel document's three-letter nationality code as in "
+                            f"its MRZ, such as IDN (Germany: D<< or DEU), or empty; not {shown}.")
     return code
 
 

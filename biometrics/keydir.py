@@ -34,11 +34,28 @@ class KeyLocationError(Exception):
 
 
 def default_key_dir() -> Path:
-    """``$CHECKPOINT_KEY_DIR``, else ``$XDG_CONFIG_HOME/checkpoint/keys``, else ``~/.config/checkpoint/keys``."""
+    """``$CHECKPOINT_KEY_DIR``, else ``$XDG_CONFIG_HOME/checkpoint/keys``, else ``~/.config/checkpoint/keys``;
+    :class:`KeyLocationError` when there is none (neither variable set, and no home directory for this user: a
+    container run under a UID with no passwd entry and no ``$HOME``)."""
     if os.environ.get(ENV_KEY_DIR):
         return Path(os.environ[ENV_KEY_DIR])
-    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    config = os.environ.get("XDG_CONFIG_HOME")
+    if not config:
+        try:
+            config = str(Path.home() / ".config")
+        except (RuntimeError, KeyError):  # no $HOME, and the password database knows no such user
+            raise KeyLocationError(f"there is no default key directory: ${ENV_KEY_DIR} and $XDG_CONFIG_HOME are not "
+                                   "set and this user has no home directory; give --key-dir") from None
     return Path(config) / "checkpoint" / "keys"
+
+
+def default_key_dir_text() -> str:
+    """:func:`default_key_dir` as a help text or a message names it; never raises (the help of a command whose user
+    has no home directory is still shown, and --key-dir still read)."""
+    try:
+        return str(default_key_dir())
+    except KeyLocationError:
+        return f"none for this user: no ${ENV_KEY_DIR}, $XDG_CONFIG_HOME or home directory"
 
 
 def is_inside(path: Path, directory: Path) -> bool:
@@ -57,7 +74,7 @@ def check_key_location(key_path: Path, data_dir: Path, *, allow_inside: bool = F
     raise KeyLocationError(
         f"the keys at {key_path} are inside the data directory {data_dir}: a copy of the data directory would "
         "open every sealed row. Move them out (for example `mv "
-        f"{key_path} {default_key_dir()}`) and pass --key-dir, or, for a development machine only, pass "
+        f"{key_path} {default_key_dir_text()}`) and pass --key-dir, or, for a development machine only, pass "
         "--dev-keys-in-data-dir.")
 
 

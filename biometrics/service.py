@@ -177,7 +177,7 @@ class ServiceConfig:
     fpir: float = 0.01
     default_max_candidates: int = 10
     max_candidates: int = 100
-    max_samples: int = 10
+    max_samples: int = validation.MAX_SAMPLES
     limits: ImageLimits = field(default_factory=ImageLimits)
     # Decision events for the transparency portal (biometrics.recording); False: none (the on/off benchmark).
     record_events: bool = True
@@ -1181,9 +1181,8 @@ class CheckpointService:
     def _verify(self, subject_id: str, samples: Sequence[Sample], actor: Actor, document_nationality: str,
                 started: float, attempts: int = 1, attempt: int = 0,
                 still_wanted: Callable[[], bool] | None = None) -> VerificationResult:
-        nationality = check_nationality(document_nationality)
-        attempts, attempt = validation.check_attempts(attempts, attempt)
-        validation.check_subject_id(subject_id)
+        nationality, attempts, attempt = validation.check_verify_request(subject_id, document_nationality,
+                                                                        attempts, attempt)
         self._check_samples(samples)
         stop = functools.partial(self._stop_if_abandoned, still_wanted, "verify", actor,
                                  subject_ref=self._ref(subject_id),
@@ -1329,10 +1328,8 @@ class CheckpointService:
 
     def _identify(self, samples: Sequence[Sample], max_candidates: int, actor: Actor, document_nationality: str,
                   started: float, still_wanted: Callable[[], bool] | None = None) -> IdentificationResult:
-        nationality = check_nationality(document_nationality)
+        nationality, max_candidates = validation.check_identify_request(document_nationality, max_candidates)
         self._check_samples(samples)
-        if max_candidates < 0:
-            raise InvalidSample("max_candidates cannot be negative.")
         k = min(max_candidates or self.config.default_max_candidates, self.config.max_candidates)
         stop = functools.partial(self._stop_if_abandoned, still_wanted, "identify", actor)
         faces = self._extract_faces(samples, "search", stop)  # a second traveller in the picture: refused

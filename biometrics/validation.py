@@ -2,8 +2,9 @@
 
 Each check raises :class:`biometrics.errors.InvalidSample` (answered ``INVALID_ARGUMENT``) with a message a
 desk or a kiosk can show as it is. The service calls them on every request; a front end (the gRPC
-servicer) calls the few it needs before it touches a device (sample count, finger code, capture timeout),
-so that no capture is taken for a request that will be refused.
+servicer) calls the ones it needs before it touches a device (sample count, finger code, capture timeout, and
+the request's own fields: :func:`check_verify_request`, :func:`check_identify_request`), so that no capture is
+taken for a request that will be refused.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 from biometrics.errors import InvalidSample
+from biometrics.events import check_nationality
 from biometrics.types import Modality, Sample, SubjectInfo
 
 #: Longest free-text field (name, device name...), in characters.
@@ -30,6 +32,8 @@ MAX_ALERTS = 500
 #: Most attempts one kiosk transaction may allow (VerifyRequest.attempts; ISO/IEC 19795-1 counts a
 #: transaction of up to three attempts).
 MAX_ATTEMPTS = 3
+#: Most samples one request may carry, by default (``ServiceConfig.max_samples``).
+MAX_SAMPLES = 10
 #: ISO/IEC 19794-2 finger positions: 0 unknown, 1..5 right thumb..little, 6..10 left thumb..little.
 MAX_FINGER = 10
 
@@ -138,6 +142,31 @@ def check_attempts(attempts: int, attempt: int = 0) -> tuple[int, int]:
     if not 0 <= attempt <= allowed:
         raise InvalidSample(f"This call is attempt {attempt} of a transaction of {allowed}: it must be 1 to {allowed}.")
     return allowed, int(attempt)
+
+
+def check_max_candidates(max_candidates: int) -> int:
+    """An Identify's ``max_candidates``: 0 (the server's default) or more; the server caps it at its own maximum."""
+    if isinstance(max_candidates, bool) or not isinstance(max_candidates, int | np.integer):
+        raise InvalidSample("max_candidates must be a whole number.")
+    if max_candidates < 0:
+        raise InvalidSample("max_candidates cannot be negative.")
+    return int(max_candidates)
+
+
+def check_verify_request(subject_id: str, document_nationality: str, attempts: int = 1,
+                         attempt: int = 0) -> tuple[str, int, int]:
+    """A Verify's fields other than its samples: (the document's nationality as counted, attempts, attempt).
+    The service checks them first; the servicer calls this before it captures the traveller."""
+    nationality = check_nationality(document_nationality)
+    attempts, attempt = check_attempts(attempts, attempt)
+    check_subject_id(subject_id)
+    return nationality, attempts, attempt
+
+
+def check_identify_request(document_nationality: str, max_candidates: int) -> tuple[str, int]:
+    """An Identify's fields other than its samples: (the document's nationality as counted, max_candidates).
+    The service checks them first; the servicer calls this before it captures the traveller."""
+    return check_nationality(document_nationality), check_max_candidates(max_candidates)
 
 
 def check_capture_timeout(timeout_s: float, maximum: float = MAX_CAPTURE_TIMEOUT_S) -> float:

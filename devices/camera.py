@@ -25,6 +25,7 @@ import numpy as np
 from devices.access import DeviceLock
 from devices.errors import (
     CaptureCancelled,
+    DeviceBusy,
     DeviceCorruptData,
     DeviceDisconnected,
     DeviceError,
@@ -243,14 +244,20 @@ class Camera:
 
         Several frames of one traveller let the matcher combine them (:mod:`biometrics.multiframe`). Bursts
         are taken until ``count`` usable frames are held; :class:`DeviceTimeout` when fewer were seen before
-        ``timeout_s`` (0: the default) ran out. ``cancel``: the capture stops between two frames once it is set
-        (the call that asked for it has ended), with :class:`CaptureCancelled`.
+        ``timeout_s`` (0: the default) ran out, or :class:`DeviceBusy` when the wait for another capture to free the
+        camera took the whole timeout, or more of it than was left to look for the traveller (the scanner's rule:
+        the traveller was not the one who took too long). ``cancel``: the capture stops between two frames once it
+        is set (the call that asked for it has ended), with :class:`CaptureCancelled`.
         """
         if count < 1:
             raise ValueError("a capture takes at least one frame")
         timeout = self._timeout(timeout_s)
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         with self.lock.hold(timeout, cancel):
+            waited = time.monotonic() - started
+            if waited >= timeout:  # the wait for the camera took the whole timeout (as the scanner's capture)
+                raise DeviceBusy(f"{self.name} was busy with another capture for the whole {timeout:g} s; try again")
             usable: list[tuple[tuple[float, float], int, np.ndarray]] = []
             while True:
                 for _ in range(max(self.burst_size, count)):
@@ -267,6 +274,10 @@ class Camera:
                     usable.sort(key=lambda item: (item[0], item[1]), reverse=True)
                     return [frame for _, _, frame in usable[:count]]
                 if time.monotonic() >= deadline:
+                    if waited > timeout - waited:  # the traveller was looked for less time than the camera was busy
+                        raise DeviceBusy(f"{self.name} was busy with another capture for {waited:.2g} s of the "
+                                         f"{timeout:g} s, and the {timeout - waited:.2g} s left were too short; "
+                                         "try again")
                     what = "usable face" if self.frame_scorer is not None else "usable frame"
                     seen = f"only {len(usable)} {what}s of the {count} asked" if usable else f"no {what}"
                     raise self._fault(DeviceTimeout, f"saw {seen} within {timeout:g} s")

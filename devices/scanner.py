@@ -227,11 +227,12 @@ class FingerprintScanner:
         timeout = bounded_timeout(timeout_s, self.default_timeout_s)
         deadline = time.monotonic() + timeout
         with self._io:
+            earlier = self.connected  # a connection opened by an earlier call may be stale
             self.connect()
             asked_to_lift = False
             while True:
-                with self._talking("capturing a finger"):
-                    imaged = self._sensor.readImage()
+                imaged = self._read_image(reconnect=earlier)
+                earlier = False
                 if not imaged:
                     self.finger_down = False
                 elif not self.finger_down:
@@ -251,6 +252,27 @@ class FingerprintScanner:
                 elif cancel.wait(self.poll_interval_s):
                     raise CaptureCancelled(f"The call ended while {self.name} waited for a finger: nothing was "
                                            "captured.")
+
+    def _read_image(self, reconnect: bool) -> bool:
+        """One GenImg: whether a finger was imaged. ``reconnect``: the connection was opened by an earlier call, and
+        a fault on it (the scanner unplugged and plugged back in while idle leaves the old port dead) drops it and
+        sends the command once more on a new connection; when that cannot be opened, the first fault is reported.
+        """
+        try:
+            with self._talking("capturing a finger"):
+                return self._sensor.readImage()
+        except (DeviceDisconnected, DeviceSilent, DeviceCorruptData) as exc:
+            if not reconnect:
+                raise
+            stale = exc
+        log.info("%s: the connection from an earlier call failed (%s); connecting again", self.name, stale)
+        try:
+            self.connect()
+        except DeviceError as again:
+            self.last_error = stale
+            raise stale from again  # the port's first fault, the reconnection's as its cause
+        with self._talking("capturing a finger"):
+            return self._sensor.readImage()
 
     def download_image(self) -> np.ndarray:
         """Upload the sensor's image buffer (UpImage): grey uint8, 288 rows x 256 columns, read into memory only.

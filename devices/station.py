@@ -35,9 +35,15 @@ from devices.zfm_emulator import ZfmEmulator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_CAPTURE_TIMEOUT_S", "DeviceStatus", "Station", "parse_scanner"]
+__all__ = ["MAX_CAPTURE_TIMEOUT_S", "DeviceSettingError", "DeviceStatus", "Station", "parse_scanner"]
 
 EMULATOR_PREFIX = "emulator:"
+
+
+class DeviceSettingError(ValueError):
+    """A device flag of the server that can never work (:meth:`Station.configured`); its message names the flag."""
+
+
 FrameScorer = Callable[[np.ndarray], float | None]
 
 
@@ -101,29 +107,56 @@ class Station:
         scanner: str | None,
         frame_scorer: FrameScorer | None = None,
     ) -> Station:
-        """A station from the server's flags.
+        """A station from the server's flags (:meth:`configured`), each device checked now and its state logged
+        (:meth:`log_devices`). A device that cannot be reached now is kept and retried at each use."""
+        station = cls.configured(camera, scanner, frame_scorer)
+        station.log_devices()
+        return station
+
+    @classmethod
+    def configured(
+        cls,
+        camera: str | None,
+        scanner: str | None,
+        frame_scorer: FrameScorer | None = None,
+    ) -> Station:
+        """A station from the server's flags, no device opened or asked anything yet (an emulator is started).
 
         ``camera``: "0" (a device index), a stream URL, or a video file path. ``scanner``: a serial port
         ("/dev/ttyUSB0", optionally ":BAUD"), or "emulator:DIR" to start a ZFM emulator on a pty serving
-        DIR's PNG/TIFF images in turn. A device that cannot be reached now is kept and retried at each use.
+        DIR's PNG/TIFF images in turn. A setting that can never work (an empty camera source, a baud rate the
+        sensor has not, an emulator folder missing or without images) raises :class:`DeviceSettingError` naming
+        the flag, and nothing is left open.
         """
-        cam = Camera(camera, frame_scorer=frame_scorer) if camera else None
+        try:
+            cam = Camera(camera, frame_scorer=frame_scorer) if camera else None
+        except ValueError as exc:
+            raise DeviceSettingError(f"--camera {redact_url(repr(camera))}: {exc}") from exc
         emulator = None
         scan = None
         if scanner:
-            if scanner.startswith(EMULATOR_PREFIX):
-                folder = Path(scanner[len(EMULATOR_PREFIX) :]).expanduser()
-                emulator = ZfmEmulator(folder).start()
-                scan = FingerprintScanner(emulator.port)
-                log.info("emulated ZFM scanner on %s serving %d images from %s", emulator.port,
-                         len(emulator.images), folder)
-            else:
-                port, baud = parse_scanner(scanner)
-                scan = FingerprintScanner(port, baud)
-        station = cls(cam, scan, emulator)
-        for status in station.list_devices():
+            try:
+                if scanner.startswith(EMULATOR_PREFIX):
+                    folder = Path(scanner[len(EMULATOR_PREFIX) :]).expanduser()
+                    emulator = ZfmEmulator(folder).start()
+                    scan = FingerprintScanner(emulator.port)
+                    log.info("emulated ZFM scanner on %s serving %d images from %s", emulator.port,
+                             len(emulator.images), folder)
+                else:
+                    port, baud = parse_scanner(scanner)
+                    scan = FingerprintScanner(port, baud)
+            except (OSError, ValueError) as exc:
+                if emulator is not None:
+                    emulator.stop()
+                if cam is not None:
+                    cam.close()
+                raise DeviceSettingError(f"--scanner {scanner}: {exc}") from exc
+        return cls(cam, scan, emulator)
+
+    def log_devices(self) -> None:
+        """Check every device now (:meth:`list_devices`) and log its state."""
+        for status in self.list_devices():
             log.info("device %s (%s): %s %s", status.name, status.modality, status.state, redact_url(status.detail))
-        return station
 
     # -- captures ------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from verify.channel import (
     require_text,
     samples_or_usage_error,
     scan_instructions,
+    whole_number,
 )
 
 
@@ -55,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--reason", required=True, help="why (required; recorded in the audit log, which outlives the "
                    "erasure: no names, no document numbers)")
     a = sub.add_parser("alerts", help="watchlist alerts raised by Verify and Identify, newest first")
-    a.add_argument("--limit", type=int, default=0, help="how many (default 50, at most 500)")
+    a.add_argument("--limit", type=whole_number(0), default=0, help="how many (default 50, at most 500)")
     r = sub.add_parser("reviews", help="enrolments made offline whose upload found possible duplicates, oldest first")
-    r.add_argument("--limit", type=int, default=0, help="how many (default 50, at most 500)")
+    r.add_argument("--limit", type=whole_number(0), default=0, help="how many (default 50, at most 500)")
     v = sub.add_parser("resolve", help="resolve a review: keep-both (two people), link (one person, two "
                        "documents) or reject")
     v.add_argument("review_id")

@@ -4,7 +4,7 @@ call ended, so new calls were admitted on top of abandoned ones and ran on the r
 
 One kiosk certificate gets at most ``--max-calls-per-kiosk`` of the slots (security review: one stolen or
 misbehaving kiosk sending many slow calls at once held every slot, and every other kiosk's traveller heard
-``RESOURCE_EXHAUSTED``); officers and the plaintext development caller are not held to it."""
+that the server was busy); officers and the plaintext development caller are not held to it."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_an_abandoned_call_keeps_its_slot_until_its_handler_is_done() -> None:
                 stub.GetStatistics(pb.GetStatisticsRequest(), timeout=5)
                 raise AssertionError("admitted on top of handlers holding every thread")
             except grpc.RpcError as error:
-                assert (error.code(), error.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                assert (error.code(), error.details()) == (grpc.StatusCode.UNAVAILABLE,
                                                            BUSY_MESSAGE.format(calls=THREADS))
         assert servicer.peak == THREADS
         servicer.release.set()  # the abandoned handlers finish: their slots come back
@@ -186,13 +186,13 @@ def test_one_kiosks_extra_call_is_refused_while_another_kiosks_is_admitted(held,
     first = [verify(stubs["kiosk-1"], f"k1-{i}") for i in range(PER_KIOSK)]
     wait_until(lambda: servicer.running == PER_KIOSK, message="kiosk-1's calls running")
     assert admission.running_for(kiosk_1) == PER_KIOSK
-    assert refusal(stubs["kiosk-1"]) == (grpc.StatusCode.RESOURCE_EXHAUSTED, KIOSK_MESSAGE.format(running=PER_KIOSK))
+    assert refusal(stubs["kiosk-1"]) == (grpc.StatusCode.UNAVAILABLE, KIOSK_MESSAGE.format(running=PER_KIOSK))
     assert servicer.running == PER_KIOSK and admission.running == PER_KIOSK  # the refused call took no slot
     other = verify(stubs["kiosk-2"], "k2")  # another kiosk's traveller is still served
     officer = verify(stubs["desk-1"], "desk")
     wait_until(lambda: servicer.running == PER_KIOSK + 2, message="kiosk-2's and the officer's calls running")
     # Every slot is taken now: the server, not the kiosk, is what is full.
-    assert refusal(stubs["kiosk-2"]) == (grpc.StatusCode.RESOURCE_EXHAUSTED, BUSY_MESSAGE.format(calls=4))
+    assert refusal(stubs["kiosk-2"]) == (grpc.StatusCode.UNAVAILABLE, BUSY_MESSAGE.format(calls=4))
     servicer.release.set()
     assert [call.result().decision_id for call in [*first, other, officer]] == ["k1-0", "k1-1", "k2", "desk"]
 
@@ -204,12 +204,12 @@ def test_a_kiosks_slot_comes_back_when_its_call_ends_cancelled_or_past_its_deadl
     cancelled = verify(kiosk, "cancelled")
     late = verify(kiosk, "late", timeout=1.0)
     wait_until(lambda: servicer.running == 2, message="both calls running")
-    assert refusal(kiosk)[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refusal(kiosk)[0] == grpc.StatusCode.UNAVAILABLE
     assert late.exception(timeout=10).code() == grpc.StatusCode.DEADLINE_EXCEEDED
     wait_until(lambda: admission.running_for(kiosk_1) == 1, message="the late call's slot given back")
     after_deadline = verify(kiosk, "after-deadline")
     wait_until(lambda: servicer.running == 2, message="a new call admitted in its place")
-    assert refusal(kiosk)[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refusal(kiosk)[0] == grpc.StatusCode.UNAVAILABLE
     cancelled.cancel()
     wait_until(lambda: admission.running_for(kiosk_1) == 1, message="the cancelled call's slot given back")
     after_cancel = verify(kiosk, "after-cancel")
@@ -281,12 +281,12 @@ def test_refusals_are_counted_by_reason_and_a_kiosk_at_its_limit_is_logged_once_
         first = verify(stubs["kiosk-1"], "k1")
         wait_until(lambda: servicer.running == 1, message="kiosk-1's call running")
         for _ in range(5):
-            assert refusal(stubs["kiosk-1"])[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert refusal(stubs["kiosk-1"])[0] == grpc.StatusCode.UNAVAILABLE
         now[0] += 61
-        assert refusal(stubs["kiosk-1"])[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refusal(stubs["kiosk-1"])[0] == grpc.StatusCode.UNAVAILABLE
         others = [verify(stubs["kiosk-2"], "k2"), verify(stubs["desk-1"], "desk")]
         wait_until(lambda: servicer.running == 3, message="every slot taken")
-        assert refusal(stubs["desk-1"])[0] == grpc.StatusCode.RESOURCE_EXHAUSTED  # the server is full
+        assert refusal(stubs["desk-1"])[0] == grpc.StatusCode.UNAVAILABLE  # the server is full
         assert reasons == ["kiosk_limit"] * 6 + ["busy"]
         said = [r.getMessage() for r in caplog.records if r.name == "verify.admission"]
         assert len(said) == 2, said

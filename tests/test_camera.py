@@ -343,3 +343,27 @@ def test_a_capture_does_not_wait_for_a_score_past_its_deadline_or_its_cancel():
     finally:
         released.set()
         camera.close()
+
+
+@pytest.mark.parametrize("held_s", [0.9, 1.2])
+def test_a_capture_that_got_the_camera_with_too_little_time_left_is_busy_not_a_timeout(held_s: float) -> None:
+    """Review: a capture that waited for another one to free the camera, then had (almost) none of its timeout
+    left, reported DeviceTimeout "saw no usable face within 1 s" (DEADLINE_EXCEEDED: as if the traveller had not
+    shown a face) instead of DeviceBusy (UNAVAILABLE), as the scanner's capture does."""
+    camera = Camera(str(VIDEO), frame_scorer=lambda frame: None, burst_size=2)
+    holding, release = threading.Event(), threading.Event()
+
+    def other_capture() -> None:  # another traveller's capture holds the camera
+        with camera.lock.hold(5.0):
+            holding.set()
+            release.wait(held_s)
+
+    other = threading.Thread(target=other_capture)
+    other.start()
+    holding.wait(5)
+    try:
+        with pytest.raises(DeviceBusy, match="was busy with another capture for"):
+            camera.capture(timeout_s=1.0 if held_s < 1 else 1.25)  # 0.1 s left, or hardly any
+    finally:
+        other.join()
+        camera.close()

@@ -313,3 +313,65 @@ def test_transport_failures_say_what_staff_can_do(server: ServerProcess, tmp_pat
     assert kiosk.main(["--target", server.target, "verify", "P1", str(huge)]) == 2
     out = capsys.readouterr().out
     assert out.startswith("failed: RESOURCE_EXHAUSTED: the request is larger than the server takes"), out
+
+
+class _Refusal(grpc.RpcError):
+    """An RpcError as a client sees it: a status and its details."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def test_the_one_resource_exhausted_to_retry_says_so(capsys) -> None:
+    """RESOURCE_EXHAUSTED is a request too large, never sent again as it is; the server's own busy refusals are
+    UNAVAILABLE. gRPC's own concurrent-call limit (a burst beyond the refusal threads) is the one
+    RESOURCE_EXHAUSTED to try again: the clients say so (it was printed as a refusal, in gRPC's words)."""
+    from verify.channel import fail
+
+    assert fail(_Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("failed: RESOURCE_EXHAUSTED: the server is overloaded"), out
+    assert "try again in a moment" in out
+
+
+@pytest.mark.parametrize(("tool", "argv", "message"), [
+    ("kiosk", ["identify", "x.jpg", "--max-candidates", "3000000000"],
+     "argument --max-candidates: must be a whole number from 0 to 2147483647, not 3000000000"),
+    ("kiosk", ["identify", "x.jpg", "--max-candidates", "-1"], "argument --max-candidates: must be a whole number"),
+    ("desk", ["alerts", "--limit", "3000000000"], "argument --limit: must be a whole number from 0 to 2147483647"),
+    ("desk", ["reviews", "--limit", "-5"], "argument --limit: must be a whole number from 0 to 2147483647, not -5"),
+    ("desk", ["reviews", "--limit", "ten"], "argument --limit: 'ten' is not a whole number"),
+    ("kiosk", ["verify", "P1", "--scan", "right-index", "--impressions", "300000000"],
+     "argument --impressions: must be a whole number from 1 to 10"),
+    ("kiosk", ["--timeout", "nan", "verify", "P1", "x.jpg"], "argument --timeout: must be a number of seconds above 0"),
+    ("desk", ["--timeout", "-1", "show", "P1"], "argument --timeout: must be a number of seconds above 0"),
+    ("desk", ["--timeout", "inf", "show", "P1"], "argument --timeout: must be a number of seconds above 0"),
+])
+def test_a_number_a_request_cannot_carry_is_a_usage_error(tool, argv, message, capsys) -> None:
+    """Review: ``identify --max-candidates 3000000000`` and ``alerts/reviews --limit 3000000000`` were a protobuf
+    ValueError traceback, exit status 1 (checkpoint-verify's SEE OFFICER), and ``--impressions 300000000`` built
+    the samples until memory ran out; now a usage error (exit status 2), before any connection."""
+    main = kiosk.main if tool == "kiosk" else desk.main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--target", "127.0.0.1:9", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.server
+def test_the_clients_own_deadline_says_to_look_before_trying_again(server: ServerProcess, capsys) -> None:
+    """Review: a call past the client's own deadline printed gRPC's "refused: DEADLINE_EXCEEDED: Deadline
+    Exceeded", as if the server had refused it; an enrolment or an erasure may still have been made."""
+    target = ["--target", server.target, "--timeout", "0.001"]
+    assert desk.main([*target, "enrol", "CLI0099", str(FACES / "Kofi_Annan_0001.jpg")]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("failed: DEADLINE_EXCEEDED: no answer within the call's time"), out
+    assert "look (show) whether it was made before you try again" in out
+    assert kiosk.main([*target, "verify", "CLI0099", str(FACES / "Kofi_Annan_0001.jpg")]) == 2
+    assert capsys.readouterr().out.startswith("failed: DEADLINE_EXCEEDED: no answer within the call's time")

@@ -101,3 +101,37 @@ def test_links_and_public_material_in_the_key_directory_are_left_as_they_are(tmp
     prepare_key_dir(keys)
     assert mode(shared) == 0o644 and mode(keys / "station.crt") == 0o644
     assert mode(keys / "stray.key") == 0o600  # any other file is still tightened
+
+
+@pytest.fixture
+def no_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user with no home directory: no $HOME and no passwd entry (a container under an arbitrary UID), and
+    neither key variable set."""
+    import pwd
+
+    for name in ("HOME", "XDG_CONFIG_HOME", "CHECKPOINT_KEY_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+
+
+def test_a_user_with_no_home_directory_still_gets_the_help_and_gives_key_dir(no_home, tmp_path: Path,
+                                                                             capsys) -> None:
+    """Review: the parsers' help text asked for the default key directory, and Path.home() raised RuntimeError
+    (a traceback) before --key-dir was even read. Now the help says there is none, --key-dir is read, and a command
+    that needs the default says to give --key-dir."""
+    from biometrics.keydir import default_key_dir
+    from verify import server
+
+    args = server.build_parser().parse_args(["--key-dir", str(tmp_path / "keys")])
+    assert args.key_dir == tmp_path / "keys"
+    with pytest.raises(SystemExit):
+        server.build_parser().parse_args(["--help"])
+    assert "none for this user" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(KeyLocationError, match="give --key-dir"):
+        default_key_dir()
+    with pytest.raises(SystemExit, match="checkpoint-keys: there is no default key directory"):
+        keys_cli.main(["status", "--data-dir", str(tmp_path / "data")])

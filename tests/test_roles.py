@@ -203,7 +203,7 @@ def test_a_watchlist_hit_at_a_kiosk_is_an_alert_for_officers(server: ServerProce
     verified = _verify(server, "kiosk", "B2000002", "Kofi_Annan_0002.jpg")
     with pytest.raises(grpc.RpcError) as refused:  # the kiosk asks again: its one attempt is used
         _verify(server, "kiosk", "B2000002", "Kofi_Annan_0002.jpg")
-    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "see an officer" in refused.value.details()
     identified = _identify(server, "kiosk", "Kofi_Annan_0004.jpg")
     alerts = server.stub("officer").ListAlerts(pb.ListAlertsRequest(limit=500), timeout=30).alerts

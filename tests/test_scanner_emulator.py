@@ -193,6 +193,18 @@ def test_unplugged_mid_session_then_missing_then_back(emulator, scanner):
     assert scanner.capture(timeout_s=5).shape == (288, 256)
 
 
+def test_a_scanner_plugged_back_in_while_idle_serves_the_next_capture(emulator, scanner):
+    """Review: unplugged and plugged back in with no call in between, the scanner kept the dead port, and the next
+    traveller's capture failed "disconnected" although the scanner was connected again. The capture's first
+    command failing on a connection of an earlier call drops it and connects once more."""
+    assert scanner.capture(timeout_s=5).shape == (288, 256)  # a traveller: the connection is open
+    emulator.inject(Fault.UNPLUGGED)
+    emulator.clear(Fault.UNPLUGGED)  # back in, while nobody used the scanner
+    served = len(emulator.served)
+    assert scanner.capture(timeout_s=5).shape == (288, 256)
+    assert len(emulator.served) == served + 1 and scanner.last_error is None
+
+
 def test_missing_port(tmp_path):
     scanner = FingerprintScanner(str(tmp_path / "ttyUSB9"), **FAST)
     with pytest.raises(DevicePortMissing, match="not found"):

@@ -150,3 +150,70 @@ def test_an_enrolment_request_that_cannot_pass_scans_nobody(station, request_fie
     assert refused.value.code() == code
     assert words in refused.value.details()
     assert emulator.commands.count(GEN_IMG) == polls  # the scanner was never asked for a finger
+
+
+def published(server: ServerProcess, query: str) -> list[tuple]:
+    """Rows of the station's event store (the published decisions and their restricted nationality rows)."""
+    from biometrics.event_store import open_event_store
+
+    events = open_event_store(server.data_dir)
+    try:
+        with events.backend._read() as view:
+            return view.execute(query).fetchall()
+    finally:
+        events.close()
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("call", "request_fields", "words"), [
+    ("Verify", {"subject_id": "bad id!"}, "subject id"),
+    ("Verify", {"document_nationality": "12"}, "document_nationality"),
+    ("Verify", {"document_nationality": "D<X"}, "document_nationality"),
+    ("Verify", {"attempts": 2, "attempt": 3}, "attempt 3"),
+    ("Identify", {"document_nationality": "INDO"}, "document_nationality"),
+    ("Identify", {"max_candidates": -1}, "max_candidates"),
+])
+def test_a_verify_or_identify_that_cannot_pass_captures_nobody(station, call, request_fields, words) -> None:
+    """Review: the finger (or the camera burst) was taken, then the request refused for its own fields; a Verify
+    also published an ``error`` decision for it. Now refused before any capture, and nothing is published."""
+    server, emulator = station
+    if call == "Verify":
+        request = pb.VerifyRequest(**{"subject_id": "GBR0000012", "samples": [SCAN], **request_fields})
+    else:
+        request = pb.IdentifyRequest(samples=[SCAN], **request_fields)
+    polls, served = emulator.commands.count(GEN_IMG), len(emulator.served)
+    events = published(server, "SELECT COUNT(*) FROM decision_events")
+    with pytest.raises(grpc.RpcError) as refused:
+        getattr(server.stub(), call)(request, timeout=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in refused.value.details()
+    assert emulator.commands.count(GEN_IMG) == polls and len(emulator.served) == served  # no finger asked for
+    assert published(server, "SELECT COUNT(*) FROM decision_events") == events
+
+
+def test_icao_mrz_nationality_codes_are_accepted() -> None:
+    """The MRZ's codes are ICAO 9303's: its own three-letter codes are counted as they are, Germany's one-letter
+    D (D<< with the filler) as DEU; anything else is refused (docs/transparency.md, "Nationality")."""
+    from biometrics.errors import InvalidSample
+    from biometrics.events import check_nationality
+
+    for sent, counted in [("D<<", "DEU"), ("D", "DEU"), ("d<", "DEU"), (" DEU ", "DEU"), ("GBD", "GBD"),
+                          ("UNO", "UNO"), ("XXA", "XXA"), ("idn", "IDN"), ("", "")]:
+        assert check_nationality(sent) == counted
+    for garbage in ["D<<<", "<<D", "D<X", "GB<", "12", "I1N", "GB", "INDO", "ÄGY", "X" * 5000]:
+        with pytest.raises(InvalidSample, match="three-letter"):
+            check_nationality(garbage)
+
+
+@pytest.mark.server
+def test_a_verify_with_germanys_mrz_code_is_decided_and_counted_as_deu(station) -> None:
+    """Review: a kiosk sending Germany's MRZ code D<< was refused INVALID_ARGUMENT after the finger was taken.
+    Now the call goes on (here to "not enrolled", after its one capture) and the arrival is counted as DEU."""
+    server, emulator = station
+    served = len(emulator.served)
+    with pytest.raises(grpc.RpcError) as refused:
+        server.stub().Verify(pb.VerifyRequest(subject_id="DEU0000013", document_nationality="D<<", samples=[SCAN]),
+                             timeout=60)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert len(emulator.served) == served + 1
+    assert ("DEU",) in published(server, "SELECT nationality FROM event_nationality")

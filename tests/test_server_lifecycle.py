@@ -45,3 +45,31 @@ def test_a_port_in_use_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert f"--listen 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+EMPTY_FOLDER = Path(__file__).resolve().parent / "data" / "camera"  # videos: no fingerprint image to serve
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (("--scanner", "emulator:/nonexistent/prints"), "--scanner emulator:/nonexistent/prints: fingerprint image "
+                                                    "folder not found"),
+    (("--scanner", f"emulator:{EMPTY_FOLDER}"), "no PNG or TIFF fingerprint images"),
+    (("--scanner", "/dev/ttyUSB0:9601"), "--scanner /dev/ttyUSB0:9601: baud rate must be a multiple of 9600"),
+    (("--camera", " "), "--camera ' ': empty camera source"),
+    (("--log-level", "verbose"), "argument --log-level: invalid choice: 'VERBOSE'"),
+])
+def test_a_device_flag_or_log_level_that_cannot_work_is_refused_at_start(tmp_path: Path, options, message) -> None:
+    """Review: these ended in a traceback (exit status 1) after the data directory, the keys and the gallery were
+    opened, and left open; every other bad flag is a "checkpoint-server: ..." line and exit status 2."""
+    from helpers import refused_at_start
+
+    done = refused_at_start(tmp_path, "--workers", "0", *options)  # exit 2, the data directory never touched
+    assert "Traceback" not in done.stderr
+    assert message in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("checkpoint-server: "), done.stderr
+
+
+def test_a_log_level_in_any_case_is_taken() -> None:
+    from verify.server import build_parser
+
+    assert build_parser().parse_args(["--log-level", "debug"]).log_level == "DEBUG"

@@ -1,5 +1,5 @@
 """A server with every thread taken answers at once instead of queueing: long-lived Health Watch streams are
-bounded and refused to kiosks, a call beyond ``--threads`` is refused ``RESOURCE_EXHAUSTED``, and callers
+bounded and refused to kiosks, a call beyond ``--threads`` is refused ``UNAVAILABLE`` (try again), and callers
 waiting for one device are bounded (review: 16 open Watch streams held every thread of the pool, and every other
 call queued until its caller's deadline). One kiosk certificate's calls beyond ``--max-calls-per-kiosk`` are
 refused while another kiosk is still answered (security review: one kiosk's slow calls held every slot)."""
@@ -69,7 +69,7 @@ def test_watch_streams_beyond_the_limit_are_refused_and_other_calls_still_answer
             except grpc.RpcError as error:
                 answers.append((error.code(), error.details()))
         assert answers[0] in (health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING)
-        assert answers[1:] == [(grpc.StatusCode.RESOURCE_EXHAUSTED, WATCH_MESSAGE.format(watches=1))] * 3
+        assert answers[1:] == [(grpc.StatusCode.UNAVAILABLE, WATCH_MESSAGE.format(watches=1))] * 3
         # The open Watch holds one of the two threads; the other still answers.
         stats = server.stub().GetStatistics(pb.GetStatisticsRequest(), timeout=20)
         assert stats.gallery_subjects == 0
@@ -92,7 +92,7 @@ def test_a_call_beyond_the_threads_is_refused_at_once_not_queued(station: tuple[
         # Both threads are taken (a Watch, a capture waiting for a finger): the next call hears so.
         with pytest.raises(grpc.RpcError) as refused:
             server.stub().GetStatistics(pb.GetStatisticsRequest(), timeout=20)
-        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert refused.value.details() == BUSY_MESSAGE.format(calls=2)
         with pytest.raises(grpc.RpcError) as no_finger:
             capture.result()
@@ -123,7 +123,7 @@ def test_a_kiosk_beyond_its_calls_is_refused_and_another_kiosk_answered(
             wait_until(lambda: emulator.commands.count(GEN_IMG) > before, message="the scanner asked for a finger")
             with pytest.raises(grpc.RpcError) as refused:
                 kiosk.ListDevices(pb.ListDevicesRequest(), timeout=20)
-            assert (refused.value.code(), refused.value.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
+            assert (refused.value.code(), refused.value.details()) == (grpc.StatusCode.UNAVAILABLE,
                                                                        KIOSK_MESSAGE.format(running=1))
             assert server.stub("kiosk-2").ListDevices(pb.ListDevicesRequest(), timeout=20).devices
             with pytest.raises(grpc.RpcError):
@@ -138,7 +138,7 @@ def _answers(server: ServerProcess) -> bool:
     try:
         server.stub().GetStatistics(pb.GetStatisticsRequest(), timeout=20)
     except grpc.RpcError as error:
-        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
         return False
     return True
 

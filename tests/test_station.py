@@ -123,7 +123,9 @@ def test_missing_camera_and_port_are_reported_not_raised_at_start(tmp_path):
 
 
 def test_emulator_folder_must_exist(tmp_path):
-    with pytest.raises(FileNotFoundError, match="fingerprint image folder not found"):
+    from devices.station import DeviceSettingError
+
+    with pytest.raises(DeviceSettingError, match=r"--scanner emulator:.*: fingerprint image folder not found"):
         Station.from_config(camera=None, scanner=f"emulator:{tmp_path / 'absent'}")
 
 

@@ -5,15 +5,18 @@ an unbounded queue and fails only at its caller's deadline (``DEADLINE_EXCEEDED`
 it all), and a few long-lived calls (``grpc.health.v1.Health/Watch`` streams, captures waiting for a traveller)
 can hold every thread. :class:`Admission` answers instead, at once:
 
-- at most ``calls`` calls run at the same time (``--threads``); one more is refused ``RESOURCE_EXHAUSTED``
+Every refusal here is ``UNAVAILABLE`` (:data:`REFUSAL_CODE`), gRPC's status for "try again in a moment", which a
+kiosk tells from the ``RESOURCE_EXHAUSTED`` of a request too large to be taken at all (:mod:`verify.status`):
+
+- at most ``calls`` calls run at the same time (``--threads``); one more is refused ``UNAVAILABLE``
   with :data:`BUSY_MESSAGE`. The server's thread pool holds :data:`REFUSAL_THREADS` more threads than that,
   only ever busy saying so, and gRPC itself refuses a call beyond both (``maximum_concurrent_rpcs``: its own
-  message, "Concurrent RPC limit exceeded!"), so a call never waits in a queue for a thread;
+  message, "Concurrent RPC limit exceeded!", ``RESOURCE_EXHAUSTED``), so a call never waits in a queue for a thread;
 - at most ``watches`` long-lived streams (Health Watch, server reflection: each holds a thread for as long as
-  its client likes) are open at once; one more is refused ``RESOURCE_EXHAUSTED`` with :data:`WATCH_MESSAGE`.
+  its client likes) are open at once; one more is refused ``UNAVAILABLE`` with :data:`WATCH_MESSAGE`.
   ``watches`` is below ``calls``, so such streams never take every thread from the unary calls;
 - at most ``calls_per_kiosk`` of them are one kiosk certificate's (``--max-calls-per-kiosk``, counted by the
-  certificate's SHA-256 fingerprint); one more of that kiosk's is refused ``RESOURCE_EXHAUSTED`` with
+  certificate's SHA-256 fingerprint); one more of that kiosk's is refused ``UNAVAILABLE`` with
   :data:`KIOSK_MESSAGE`, while other kiosks' calls are still admitted. One stolen or misbehaving kiosk sending
   many slow calls at once (a Verify of ten 800 x 800 fingerprints takes about 15 s) could otherwise hold every
   slot, and every other kiosk's traveller would hear that the server is busy. Only kiosks are held to it
@@ -64,6 +67,8 @@ BUSY_MESSAGE = ("The server is answering as many calls as it can at once ({calls
                 "moment.")
 KIOSK_MESSAGE = ("This kiosk already has as many checks running as one kiosk may have at once ({running}). Please "
                  "wait for them to finish, then try again.")
+#: The status of every refusal: retry in a moment (never ``RESOURCE_EXHAUSTED``: a request too large, never retried).
+REFUSAL_CODE = grpc.StatusCode.UNAVAILABLE
 #: Why a call is refused: every slot busy, its kiosk at ``calls_per_kiosk``, the long-lived streams at ``watches``.
 BUSY, KIOSK_LIMIT, WATCH_LIMIT = "busy", "kiosk_limit", "watch_limit"
 REASONS = (BUSY, KIOSK_LIMIT, WATCH_LIMIT)
@@ -120,8 +125,8 @@ class Admission:
         return self._by_kiosk.get(kiosk_key(kiosk), 0)
 
     def enter(self, full_method: str, context: grpc.ServicerContext, kiosk: Actor | None = None) -> Callable[[], None]:
-        """Admit the call now, or abort it ``RESOURCE_EXHAUSTED``; returns the release of its slot (idempotent),
-        which the handler calls when its thread is done with the call.
+        """Admit the call now, or abort it ``UNAVAILABLE`` (:data:`REFUSAL_CODE`); returns the release of its slot
+        (idempotent), which the handler calls when its thread is done with the call.
 
         ``kiosk``: the calling kiosk, whose calls running at once are held to ``calls_per_kiosk``; None for a
         caller not so limited (officers, auditors, the plaintext development caller).
@@ -147,7 +152,7 @@ class Admission:
                 self.on_refused(reason)
             if reason == KIOSK_LIMIT:
                 self._warn_kiosk(kiosk, key, mine)  # type: ignore[arg-type]
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+            context.abort(REFUSAL_CODE, refusal)
         released = threading.Event()
 
         def release() -> None:

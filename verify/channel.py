@@ -4,23 +4,62 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
 
+from biometrics.validation import MAX_SAMPLES
 from devices.timeouts import CAMERA_DEFAULT_TIMEOUT_S, SCANNER_DEFAULT_TIMEOUT_S
 from verify.tls import TLSConfigError, add_tls_arguments, channel_credentials, is_loopback, tls_files
 
 MIB = 1024 * 1024
+#: The largest value of a request's int32 field (``max_candidates``, ``limit``).
+INT32_MAX = 2**31 - 1
+
+
+def whole_number(low: int, high: int = INT32_MAX) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``, else a usage error naming the range (a number
+    a request's field cannot carry was a protobuf ValueError traceback, exit status 1: SEE OFFICER for
+    checkpoint-verify). The server's own rules (at most 500 alerts, say) are the server's to state."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, not {value}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+#: The longest --timeout a client takes, in seconds (a day: gRPC's own deadline arithmetic overflows far beyond).
+MAX_CALL_TIMEOUT_S = 86400.0
+
+
+def call_seconds(text: str) -> float:
+    """An argparse type for --timeout: seconds above 0 and at most :data:`MAX_CALL_TIMEOUT_S` (NaN, infinity, 0 or a
+    negative number gave a call that ended at once, reported as if the server had not answered in time)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= MAX_CALL_TIMEOUT_S:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 and at most {MAX_CALL_TIMEOUT_S:g}, "
+                                         f"not {text}")
+    return value
 
 
 def add_channel_arguments(parser: argparse.ArgumentParser) -> None:
     """--target, --timeout, and the mutual-TLS files (--tls-dir, or --cert --key --ca; plaintext without, to a
     loopback target only)."""
     parser.add_argument("--target", default="127.0.0.1:50051", help="server HOST:PORT")
-    parser.add_argument("--timeout", type=float, default=30.0,
+    parser.add_argument("--timeout", type=call_seconds, default=30.0,
                         help="seconds before a call gives up, on top of the time its captures may wait for the "
                         "traveller (each capture's timeout, or the device's default: camera "
                         f"{CAMERA_DEFAULT_TIMEOUT_S:g} s, scanner {SCANNER_DEFAULT_TIMEOUT_S:g} s)")
@@ -159,8 +198,9 @@ def add_sample_arguments(parser: argparse.ArgumentParser, *, impressions: int | 
     parser.add_argument("--scan", action="append", default=[], metavar="POSITION",
                         help="capture a finger from the station's scanner, e.g. right-index; repeat for more")
     if impressions is not None:
-        parser.add_argument("--impressions", type=int, default=impressions, metavar="N",
-                            help=f"captures of each --scan finger, the finger lifted and placed again between "
+        parser.add_argument("--impressions", type=whole_number(1, MAX_SAMPLES), default=impressions, metavar="N",
+                            help=f"captures of each --scan finger, 1 to {MAX_SAMPLES} (a request's samples at the "
+                            f"most), the finger lifted and placed again between "
                             f"them (default {impressions}; the desk takes 3; a kiosk asks for another placement "
                             f"only when a call is not accepted, --attempts: docs/benchmarks.md)")
 
@@ -216,6 +256,12 @@ TRANSPORT_FAILURES = (
     ("Sent message larger than max", "the request is larger than the server takes: send smaller or fewer images"),
     ("Received message larger than max", "the request is larger than the server takes: send smaller or fewer "
                                          "images"),
+    ("Concurrent RPC limit exceeded", "the server is overloaded (more calls at once than it refuses one by one): "
+                                      "try again in a moment"),
+    ("Deadline Exceeded", "no answer within the call's time (--timeout, plus the time its captures may wait): the "
+                          "server may still have acted on it; for a change (enrol, delete, resolve) look (show) "
+                          "whether it was made before you try again; otherwise try again, with a longer --timeout "
+                          "if it keeps happening"),
     ("Cancelling all calls", "the server stopped before it answered: look (show, or the audit log) whether the "
                              "change was made before you try again"),
     ("Socket closed", "the connection was closed without an answer: a server that wants TLS (give --tls-dir) or "

@@ -27,6 +27,7 @@ from verify.channel import (
     open_stub_or_usage_error,
     require_text,
     samples_or_usage_error,
+    whole_number,
 )
 
 DECISIONS = {pb.PROCEED: "PROCEED", pb.SEE_OFFICER: "SEE OFFICER"}
@@ -51,11 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "else 1; docs/benchmarks.md)")
     i = sub.add_parser("identify", help="1:N: who is this?")
     add_sample_arguments(i, impressions=1)
-    i.add_argument("--max-candidates", type=int, default=0)
+    i.add_argument("--max-candidates", type=whole_number(0), default=0, metavar="N",
+                   help="ranked candidates an officer's answer lists (0: the server's default)")
     for command in (v, i):
         command.add_argument("--nationality", default="", metavar="ALPHA3",
-                             help="the travel document's nationality (ISO 3166 alpha-3, e.g. IDN), for the "
-                                  "published statistics")
+                             help="the travel document's nationality code as in its MRZ (e.g. IDN; "
+                                  "Germany's D<< is counted as DEU), for the published statistics")
     r = sub.add_parser("rate", help="the traveller's rating of a decision (once per decision)")
     r.add_argument("feedback_id", help="the feedback id a verify or identify printed")
     r.add_argument("rating", type=int, choices=(1, 2, 3, 4), help="1 very unhappy .. 4 very happy")

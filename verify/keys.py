@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from biometrics.crypto import ENV_KEYRING, ENV_MASTER_KEY, KeyRing
-from biometrics.keydir import KEYRING_NAME, KeyLocationError, default_key_dir
+from biometrics.keydir import KEYRING_NAME, KeyLocationError, default_key_dir, default_key_dir_text
 from biometrics.storage import Storage
 
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("retire", "remove keys that seal no row")):
         s = sub.add_parser(name, help=text)
         s.add_argument("--data-dir", type=Path, default=Path("data"))
-        s.add_argument("--key-dir", type=Path, help=f"the server's key directory (default {default_key_dir()})")
+        s.add_argument("--key-dir", type=Path, help=f"the server's key directory (default {default_key_dir_text()})")
         s.add_argument("--key-file", type=Path, help="key ring file (default KEY_DIR/keyring.json)")
         if name == "rotate":
             s.add_argument("--batch", type=int, default=100, help="blobs re-sealed per transaction")
@@ -59,7 +59,10 @@ def _open(args: argparse.Namespace) -> tuple[Path, KeyRing, Storage]:
     if os.environ.get(ENV_KEYRING) or os.environ.get(ENV_MASTER_KEY):
         raise SystemExit(f"checkpoint-keys: the key ring comes from {ENV_KEYRING}/{ENV_MASTER_KEY}; "
                          "rotate by writing a key file (see docs/security.md)")
-    key_file = args.key_file or (args.key_dir or default_key_dir()) / KEYRING_NAME
+    try:
+        key_file = args.key_file or (args.key_dir or default_key_dir()) / KEYRING_NAME
+    except KeyLocationError as exc:
+        raise SystemExit(f"checkpoint-keys: {exc}") from None
     db = args.data_dir / "checkpoint.db"
     if not key_file.exists() or not db.exists():
         raise SystemExit(f"checkpoint-keys: no store at {db} with key file {key_file}")

@@ -444,7 +444,7 @@ class OperatorMetrics:
             "failed).", ["station", "outcome"], buckets=EXTRACTION_BUCKETS, registry=self.registry)
         self.admission_refused = Counter(
             "checkpoint_admission_refused",
-            "Calls refused RESOURCE_EXHAUSTED at admission, by reason: busy (every slot taken), kiosk_limit (the "
+            "Calls refused UNAVAILABLE at admission, by reason: busy (every slot taken), kiosk_limit (the "
             "calling kiosk at --max-calls-per-kiosk), watch_limit (long-lived streams at --max-watches).",
             ["station", "reason"], registry=self.registry)
         for reason in ADMISSION_REASONS:  # every series from the start, at 0

@@ -36,7 +36,7 @@ from biometrics.events import (
 from biometrics.face import frame_quality, load_models
 from biometrics.imaging import MAX_FINGERPRINT_PIXELS, MAX_FINGERPRINT_SAMPLE, ImageLimits
 from biometrics.island import OfflinePolicy
-from biometrics.keydir import KeyLocationError, default_key_dir
+from biometrics.keydir import KeyLocationError, default_key_dir_text
 from biometrics.recording import parse_lanes
 from biometrics.register import StoreRefused
 from biometrics.scores import ScoreCalibration
@@ -54,6 +54,8 @@ log = logging.getLogger("checkpoint.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Checkpoint"].full_name
 MIB = 1024 * 1024
+#: The --log-level choices (the logging module's levels).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "record; required with --store")
     p.add_argument("--key-dir", type=Path,
                    help="where the key ring and the audit signing key live, never inside DATA_DIR (default "
-                   f"$CHECKPOINT_KEY_DIR or $XDG_CONFIG_HOME/checkpoint/keys: here {default_key_dir()}); created "
+                   f"$CHECKPOINT_KEY_DIR or $XDG_CONFIG_HOME/checkpoint/keys: here {default_key_dir_text()}); created "
                    "0700 on a first start")
     p.add_argument("--key-file", type=Path, help="key ring file (default KEY_DIR/keyring.json, created)")
     p.add_argument("--audit-anchor", type=Path,
@@ -99,15 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "call of the same transaction, which scores at most the attempts its first call allowed; "
                    f"after them the document is refused at kiosks for this long (default {DEFAULT_WINDOW_S:g})")
     p.add_argument("--threads", type=int, default=16,
-                   help="calls answered at once (gRPC worker threads); one more is refused RESOURCE_EXHAUSTED at once, "
-                   "never queued")
+                   help="calls answered at once (gRPC worker threads); one more is refused UNAVAILABLE (busy: try "
+                   "again) at once, never queued")
     p.add_argument("--max-watches", type=int, default=DEFAULT_WATCHES,
                    help="grpc.health.v1 Watch streams open at once, each holding a thread (below --threads; default "
-                   f"{DEFAULT_WATCHES}); one more is refused RESOURCE_EXHAUSTED")
+                   f"{DEFAULT_WATCHES}); one more is refused UNAVAILABLE")
     p.add_argument("--max-calls-per-kiosk", type=int, metavar="N",
                    help="calls of one kiosk certificate answered at once (1 to --threads - 1; default "
                    f"{DEFAULT_CALLS_PER_KIOSK}, or --threads - 1 if fewer: a kiosk serves one traveller at a time); "
-                   "one more of that kiosk's is refused RESOURCE_EXHAUSTED at once, so that one kiosk never holds "
+                   "one more of that kiosk's is refused UNAVAILABLE at once, so that one kiosk never holds "
                    "every thread. Officers and auditors are not limited so")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="face extraction processes (default: one per core); 0: extract in the calling gRPC thread, "
@@ -125,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", help="camera: a device index, a stream URL or a video file")
     p.add_argument("--scanner", help="fingerprint scanner: a serial port[:BAUD], or emulator:DIR")
     p.add_argument("--grace", type=float, default=30.0, help="seconds in-flight calls get to finish on SIGTERM")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                   help=f"the log's threshold, one of {', '.join(LOG_LEVELS)} (any case; default INFO)")
     add_tls_arguments(p, side="server")
     p.add_argument("--plaintext", action="store_true",
                    help="no TLS, every caller an officer: development only, refused unless --listen is loopback")
@@ -203,16 +206,17 @@ def server_credentials_for(args: argparse.Namespace) -> grpc.ServerCredentials |
     return None
 
 
-def _open_station(args: argparse.Namespace, pool: FaceWorkerPool | None) -> Any:
-    """The station's devices, or None; the camera's frames are scored for a face in the face workers (dlib's
-    detection holds the GIL: in this process it would stall every other call), in this process only with
-    ``--workers 0``."""
+def _configure_station(args: argparse.Namespace, pool: FaceWorkerPool | None) -> Any:
+    """The station's devices as the flags name them, none opened or asked anything yet, or None; a flag that can
+    never work raises ``DeviceSettingError`` (a ValueError naming it). The camera's frames are scored for a face
+    in the face workers (dlib's detection holds the GIL: in this process it would stall every other call), in
+    this process only with ``--workers 0``."""
     if not args.camera and not args.scanner:
         return None
     from devices.station import Station
 
     scorer = pool.frame_quality if pool is not None else frame_quality
-    return Station.from_config(camera=args.camera, scanner=args.scanner, frame_scorer=scorer)
+    return Station.configured(camera=args.camera, scanner=args.scanner, frame_scorer=scorer)
 
 
 def _start_face_workers(workers: int, limits: ImageLimits, call_timeout: float = 30.0) -> FaceWorkerPool | None:
@@ -248,7 +252,7 @@ def build_server(
     With ``credentials`` the port is mutual TLS and each call's role comes from its client certificate;
     without, it is plaintext and every caller acts as an officer (see :mod:`verify.roles`). At most ``threads``
     calls run at once, ``max_watches`` of them Health Watch streams and ``max_calls_per_kiosk`` (None: the
-    default) of them one kiosk certificate's; a call beyond is refused ``RESOURCE_EXHAUSTED`` at once, never
+    default) of them one kiosk certificate's; a call beyond is refused ``UNAVAILABLE`` at once, never
     queued (:mod:`verify.admission`), and ``on_refused`` is told its reason (the operator metrics' count).
     """
     limit = int(max_message_mb * MIB)
@@ -284,7 +288,7 @@ def build_server(
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGTERM or SIGINT."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.umask(0o077)  # every file the server writes (databases, exported heads, keys) is its owner's alone
     limits = ImageLimits(max_bytes=int(args.max_image_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6),
                          max_fingerprint_sample=int(args.max_fingerprint_megapixels * 1e6))
@@ -340,6 +344,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoint-server: {exc}", file=sys.stderr)
         return 2
     pool = _start_face_workers(args.workers, limits, args.extract_timeout)
+    try:  # before the data directory: a device flag that can never work is refused with nothing opened
+        station = _configure_station(args, pool)
+    except ValueError as exc:
+        print(f"checkpoint-server: {exc}", file=sys.stderr)
+        if pool is not None:
+            pool.close(wait=False)
+        return 2
     if pool is None:
         load_models()  # extraction and the camera's frame scoring in this process
     location = StoreLocation(args.data_dir, key_dir=args.key_dir, key_file=args.key_file, anchor=args.audit_anchor,
@@ -360,10 +371,13 @@ def main(argv: list[str] | None = None) -> int:
         if service is not None:
             service.close()
         print(f"checkpoint-server: {exc}", file=sys.stderr)
+        if station is not None:
+            station.close()
         if pool is not None:
             pool.close(wait=False)
         return 2
-    station = _open_station(args, pool)
+    if station is not None:  # the devices are asked only now, with the data directory held: a second server
+        station.log_devices()  # started on it by mistake is refused before it touches the first one's devices
     stop = threading.Event()
     signals: list[int] = []
 

@@ -4,8 +4,10 @@ Each handler converts the request, calls the core, and converts the answer back;
 and device faults become one gRPC status each with the core's message (:mod:`verify.status`). No
 biometric logic and no validation of its own live here: the core validates every request
 (:mod:`biometrics.validation`); the servicer calls the same checks only where it must act first (a capture
-is taken only for a request whose samples, finger codes and timeouts pass, and for an enrolment whose subject
-id, personal fields and override reason pass and whose subject id is not enrolled here already).
+is taken only for a request whose samples, finger codes and timeouts pass; for a Verify whose document number,
+document nationality and attempts pass, an Identify whose document nationality and max_candidates pass, and an
+enrolment whose subject id, personal fields and override reason pass and whose subject id is not enrolled here
+already).
 """
 
 from __future__ import annotations
@@ -203,7 +205,9 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
         """See the contract. A call that has ended (its caller gave up) once its samples are taken is not scored:
         no decision is recorded and no attempt counted (``CANCELLED`` in the server's statistics)."""
         call = CallTime(context)
-        validation.check_attempts(request.attempts, request.attempt)
+        # the core's checks of the request's own fields, before any capture (the core makes them again)
+        validation.check_verify_request(request.subject_id, request.document_nationality, request.attempts,
+                                        request.attempt)
         modalities = {m.modality for m in request.samples}
         self.service.check_attempts_left(request.subject_id, actor=self.actor(context), modalities=modalities,
                                          nationality=request.document_nationality)  # before any capture
@@ -223,6 +227,8 @@ class CheckpointServicer(pb_grpc.CheckpointServicer):
     def Identify(self, request: pb.IdentifyRequest, context: grpc.ServicerContext) -> pb.IdentifyResponse:  # noqa: N802
         """See the contract. A call that has ended once its samples are taken is not scored (as Verify)."""
         call = CallTime(context)
+        # the core's checks of the request's own fields, before any capture (the core makes them again)
+        validation.check_identify_request(request.document_nationality, request.max_candidates)
         result = self.service.identify(
             self.samples(request.samples, context), request.max_candidates, actor=self.actor(context),
             document_nationality=request.document_nationality, still_wanted=call.active,

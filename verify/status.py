@@ -1,4 +1,13 @@
-"""One gRPC status per kind of refusal, with the core's displayable message."""
+"""One gRPC status per kind of refusal, with the core's displayable message.
+
+A kiosk may decide by the status alone (README, "Errors"), so each status keeps one meaning for what the
+kiosk does next: ``UNAVAILABLE`` try again in a moment (a device, a worker, the register, or the server or
+this kiosk busy: :mod:`verify.admission`); ``RESOURCE_EXHAUSTED`` the request is larger than the server takes,
+never retried as it is (an oversized image here; a message over the cap from gRPC itself); ``FAILED_PRECONDITION``
+not until someone acts (an officer: the document's kiosk attempts used, no reference for the modality...).
+gRPC's own "Concurrent RPC limit exceeded!" (a burst beyond the server's refusal threads) is the one
+``RESOURCE_EXHAUSTED`` to try again, told by its message (:data:`verify.channel.TRANSPORT_FAILURES`).
+"""
 
 from __future__ import annotations
 
@@ -32,7 +41,8 @@ from devices.errors import (
 
 _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (SampleTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (AttemptsExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),  # the document's kiosk attempts are used: an officer
+    # the document's kiosk attempts are used: not again until an officer has seen the traveller
+    (AttemptsExhausted, grpc.StatusCode.FAILED_PRECONDITION),
     (InvalidSample, grpc.StatusCode.INVALID_ARGUMENT),
     (SubjectNotFound, grpc.StatusCode.NOT_FOUND),
     (SubjectExists, grpc.StatusCode.ALREADY_EXISTS),
