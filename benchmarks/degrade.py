@@ -17,6 +17,10 @@ background, as in every FVC2002 set. Degradations (``DEGRADATIONS``):
   smooth random blotches covering ``DRY_BREAKS`` of the image lifted to the background grey;
 - ``wet``: ridges thickened (a 3x3 grey erosion) and, in smooth random patches covering ``WET_PATCHES``
   of the image, merged (a 5x5 erosion);
+- ``thin`` / ``thick`` (not in ``DEGRADATIONS``, the target's table: ``EXTRA_DEGRADATIONS``, added after
+  that table was measured): the issue's literal "dry and wet simulated by erosion and dilation", the 3x3 grey
+  dilation / erosion alone, without ``dry``'s breaks or ``wet``'s merged patches, to tell what the
+  morphology costs from what the breaks and merges cost;
 - ``texture``: the image padded by ``TEXTURE_PAD`` px of background, then everything outside the finger
   replaced by a skin-like texture: band-pass noise (blobs and creases of 3 to 20 px, no dominant
   orientation or period) of the finger's mean grey and ``TEXTURE_SPREAD`` of its spread (well above what variance-based
@@ -33,6 +37,7 @@ import cv2
 import numpy as np
 
 DEGRADATIONS = ("contrast", "blur", "scale90", "scale110", "rotate", "dry", "wet", "texture")
+EXTRA_DEGRADATIONS = ("thin", "thick")
 CONTRAST = 0.35
 BLUR_SIGMA = 2.0
 MAX_ROTATION = 30.0
@@ -89,15 +94,24 @@ def _rotate(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
                           borderValue=background_grey(grey))
 
 
+def _thin(grey: np.ndarray) -> np.ndarray:
+    """Dark ridges thinned: a 3x3 grey dilation (they lose a pixel a side)."""
+    return cv2.dilate(grey, np.ones((3, 3), np.uint8))
+
+
+def _thick(grey: np.ndarray) -> np.ndarray:
+    """Dark ridges thickened: a 3x3 grey erosion (they gain a pixel a side)."""
+    return cv2.erode(grey, np.ones((3, 3), np.uint8))
+
+
 def _dry(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    kernel = np.ones((3, 3), np.uint8)
-    thinned = cv2.dilate(grey, kernel)
+    thinned = _thin(grey)
     broken = _patches(grey.shape, "dry", rng)
     return np.where(broken, np.maximum(thinned, background_grey(grey)), thinned)
 
 
 def _wet(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    thick = cv2.erode(grey, np.ones((3, 3), np.uint8))
+    thick = _thick(grey)
     merged = cv2.erode(grey, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     return np.where(_patches(grey.shape, "wet", rng), merged, thick)
 
@@ -141,7 +155,8 @@ def _texture(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def degrade(grey: np.ndarray, kind: str, seed: int) -> np.ndarray:
-    """The ``kind`` degradation (one of ``DEGRADATIONS``, or ``clean``) of a uint8 grey image, as uint8."""
+    """The ``kind`` degradation (one of ``DEGRADATIONS`` or ``EXTRA_DEGRADATIONS``, or ``clean``) of a uint8 grey
+    image, as uint8."""
     if grey.ndim != 2 or grey.dtype != np.uint8:
         raise ValueError("degrade takes a 2-D uint8 grey image")
     rng = np.random.default_rng(seed)
@@ -163,6 +178,11 @@ def degrade(grey: np.ndarray, kind: str, seed: int) -> np.ndarray:
         out = _wet(grey, rng)
     elif kind == "texture":
         out = _texture(grey, rng)
+    elif kind == "thin":
+        out = _thin(grey)
+    elif kind == "thick":
+        out = _thick(grey)
     else:
-        raise ValueError(f"unknown degradation {kind!r}; expected one of {', '.join(DEGRADATIONS)}")
+        raise ValueError(f"unknown degradation {kind!r}; expected one of "
+                         f"{', '.join((*DEGRADATIONS, *EXTRA_DEGRADATIONS))}")
     return np.clip(np.round(out), 0, 255).astype(np.uint8)

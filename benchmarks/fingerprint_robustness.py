@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.degrade import DEGRADATIONS, degrade, seed_for
+from benchmarks.degrade import DEGRADATIONS, EXTRA_DEGRADATIONS, degrade, seed_for
 from benchmarks.fingerprint_eval import DEFAULT_DATA, SENSOR_DPI, error_rates, score_pairs
 from benchmarks.provenance import code_version as code_version_of
 from benchmarks.provenance import fingerprint_extractor_sources
@@ -54,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options."""
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the fvc2002 folder")
     parser.add_argument("--sets", nargs="+", default=list(SENSOR_DPI))
-    parser.add_argument("--degradations", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--degradations", nargs="+", default=list(KINDS), choices=(*KINDS, *EXTRA_DEGRADATIONS),
+                        help="default: clean and the target's degradations; thin / thick (the 3x3 morphology of "
+                             "dry / wet alone) on request")
     parser.add_argument("--extractors", nargs="+", default=list(EXTRACTORS), choices=EXTRACTORS)
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS,
                         help="pair lists to score (the target is judged on all; probe doubles the comparisons)")

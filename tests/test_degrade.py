@@ -12,9 +12,11 @@ from benchmarks.degrade import (
     BLUR_SIGMA,
     CONTRAST,
     DEGRADATIONS,
+    EXTRA_DEGRADATIONS,
     TEXTURE_PAD,
     background_grey,
     degrade,
+    patches,
     seed_for,
 )
 
@@ -27,7 +29,7 @@ def ridge_image(h: int = 300, w: int = 280, period: float = 9.0) -> np.ndarray:
     return np.where(inside, 255 - 200 * ridges, 250).astype(np.uint8)
 
 
-@pytest.mark.parametrize("kind", ["clean", *DEGRADATIONS])
+@pytest.mark.parametrize("kind", ["clean", *DEGRADATIONS, *EXTRA_DEGRADATIONS])
 def test_each_degradation_is_deterministic_and_uint8(kind):
     grey = ridge_image()
     seed = seed_for("DB1_B", "101_1.png", kind)
@@ -84,6 +86,20 @@ def test_dry_thins_and_breaks_ridges_wet_thickens_them():
     wet = degrade(grey, "wet", 3)
     assert (dry < 128).sum() < 0.8 * dark  # thinner and broken
     assert (wet < 128).sum() > 1.1 * dark  # thicker, merged in patches
+
+
+def test_thin_and_thick_are_dry_and_wet_without_their_breaks_and_merged_patches():
+    grey = ridge_image()
+    seed = seed_for("DB1_B", "101_1.png", "dry")
+    thin, thick = degrade(grey, "thin", seed), degrade(grey, "thick", seed)
+    assert (thin < 128).sum() < 0.9 * (grey < 128).sum() < (grey < 128).sum() < (thick < 128).sum()
+    outside = ~patches(grey.shape, "dry", seed)
+    assert np.array_equal(thin[outside], degrade(grey, "dry", seed)[outside])
+    assert not np.array_equal(thin, degrade(grey, "dry", seed))  # dry also breaks the ridges
+    outside = ~patches(grey.shape, "wet", seed)
+    assert np.array_equal(thick[outside], degrade(grey, "wet", seed)[outside])
+    assert not np.array_equal(thick, degrade(grey, "wet", seed))  # wet also merges them in patches
+    assert set(EXTRA_DEGRADATIONS).isdisjoint(DEGRADATIONS)  # not part of the target's table
 
 
 def test_texture_is_added_around_the_finger_not_a_flat_grey():
