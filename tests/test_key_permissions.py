@@ -135,3 +135,17 @@ def test_a_user_with_no_home_directory_still_gets_the_help_and_gives_key_dir(no_
         default_key_dir()
     with pytest.raises(SystemExit, match="checkpoint-keys: there is no default key directory"):
         keys_cli.main(["status", "--data-dir", str(tmp_path / "data")])
+
+
+def test_checkpoint_audit_with_no_home_directory_gets_its_help_and_says_to_give_key_dir(no_home, tmp_path: Path,
+                                                                                          capsys) -> None:
+    """The same for checkpoint-audit: its help text called the default key directory (a traceback), and verify
+    without --key-dir raised from outside its error handling. Now the help says there is none and the command
+    says to give --key-dir, exit status 2."""
+    from verify import audit_cli
+
+    with pytest.raises(SystemExit):
+        audit_cli.build_parser().parse_args(["verify", "--help"])
+    assert "none for this user" in " ".join(capsys.readouterr().out.split())
+    assert audit_cli.main(["verify", "--data-dir", str(tmp_path / "data")]) == 2
+    assert "give --key-dir" in " ".join(capsys.readouterr().err.split())

@@ -60,7 +60,7 @@ from biometrics.audit import (
     verify_entries,
 )
 from biometrics.crypto import KeyRing, SealError
-from biometrics.keydir import KEYRING_NAME, default_key_dir
+from biometrics.keydir import KEYRING_NAME, default_key_dir, default_key_dir_text
 from biometrics.replica import REPLICA_FILE
 from biometrics.storage import open_audit_text, read_audit, read_audit_texts, read_store_id
 from verify.audit_replica import island_station, misnamed, replica_store
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--station", default="",
                        help="with --store: the station whose chain to read; with --replica: the island's name "
                             "(default: the only station whose chain DIR/replica.db holds)")
-        s.add_argument("--key-dir", type=Path, help=f"the server's key directory (default {default_key_dir()})")
+        s.add_argument("--key-dir", type=Path, help=f"the server's key directory (default {default_key_dir_text()})")
         s.add_argument("--key-file", type=Path,
                        help=f"the key ring that opens the officers' texts (default KEY_DIR/{KEYRING_NAME}, or "
                             "CHECKPOINT_KEYRING / CHECKPOINT_MASTER_KEY as the server reads them)")
@@ -108,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve(args: argparse.Namespace) -> None:
-    """Check the sources named together; with ``--replica``, set ``args.station`` to the island's name."""
+    """Check the sources named together; with ``--replica``, set ``args.station`` to the island's name; set
+    ``args.key_dir`` to the default when not given (:class:`~biometrics.keydir.KeyLocationError`, which says to
+    give ``--key-dir``, when there is none)."""
+    args.key_dir = args.key_dir or default_key_dir()
     if args.replica and args.log:
         raise ValueError("--replica and --log name two chains: give one")
     if args.replica:
@@ -181,7 +184,7 @@ class Texts:
         ring = KeyRing.from_environment()
         if ring is not None:
             return ring
-        path = args.key_file or (args.key_dir or default_key_dir()) / KEYRING_NAME
+        path = args.key_file or args.key_dir / KEYRING_NAME
         return KeyRing.load(path) if path.exists() else None
 
     def shown(self, entry: dict[str, Any]) -> dict[str, Any]:
@@ -236,7 +239,7 @@ def _default_head(key_dir: Path, db: Path) -> tuple[Path | None, str | None]:
 
 
 def _verify(args: argparse.Namespace, entries: Entries, where: str, texts: Texts) -> int:
-    key_dir = args.key_dir or default_key_dir()
+    key_dir = args.key_dir
     key_path = args.public_key or key_dir / PUBLIC_KEY_NAME
     try:
         public_key = load_public_key(key_path)
