@@ -3,21 +3,26 @@
 Cell suppression hid a small count's *value* but not where its people were: a line (a station's day, an hour, a
 station's month of ratings) whose total was hidden showed its other entries as 0, so one traveller's hour and
 direction, and one rating's value, were published. Now a line whose total is hidden is hidden whole, zeros
-included (:func:`portal.suppression.suppress`, rule 0), and nothing hidden is determined.
+included (:func:`portal.suppression.suppress`, rule 0), and nothing hidden is determined. Also: a ``years`` of
+thousands of digits is a 400 page.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import Bounds, LinearConstraint, milp
+from starlette.testclient import TestClient
 
+from biometrics.event_store import open_event_store
 from biometrics.events import ARRIVAL, DIRECTIONS, HourlyRow, SatisfactionRow
 from portal import histogram
+from portal.app import create_app
 from portal.day_release import release_day
 from portal.disclosure import protect
 from portal.satisfaction_release import release_month
@@ -141,4 +146,17 @@ def _lines_hidden_whole(cells: list[list[int]]) -> list[str]:
 @example([[0, 1, 0, 0], [14, 22, 61, 80], [11, 19, 40, 52]])  # the review's lone rating (main: 0, [c], 0, 0)
 def test_a_line_whose_total_is_hidden_is_hidden_whole(cells: list[list[int]]) -> None:
     assert _lines_hidden_whole(cells) == []
+
+
+def test_a_huge_years_is_a_400_page(tmp_path: Path) -> None:
+    """The review's F3: ``years`` of 4,301 digits (leading zeros) passed the digit check and made int() raise:
+    a 500 page. Now a 400 page; ``0003`` is still read as 3."""
+    store = tmp_path / "store"
+    open_event_store(store, readonly=False).close()
+    c = TestClient(create_app(lambda: open_event_store(store)), raise_server_exceptions=False)
+    huge = "0" * 4300 + "3"
+    for path in ("/seasonal", "/data/seasonal"):
+        assert c.get(path, params={"years": huge}).status_code == 400
+        assert c.get(path, params={"years": "1" + "0" * 30}).status_code == 400
+        assert c.get(path, params={"years": "0003"}).status_code == 200
 
