@@ -4,12 +4,13 @@ Cell suppression hid a small count's *value* but not where its people were: a li
 station's month of ratings) whose total was hidden showed its other entries as 0, so one traveller's hour and
 direction, and one rating's value, were published. Now a line whose total is hidden is hidden whole, zeros
 included (:func:`portal.suppression.suppress`, rule 0), and nothing hidden is determined. Also: a ``years`` of
-thousands of digits is a 400 page.
+thousands of digits is a 400 page, and a period before the store's first decision is not published and not built.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import sqlite3
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,12 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from starlette.testclient import TestClient
 
 from biometrics.event_store import open_event_store
-from biometrics.events import ARRIVAL, DIRECTIONS, HourlyRow, SatisfactionRow
+from biometrics.events import ARRIVAL, DIRECTIONS, DecisionEvent, HourlyRow, SatisfactionRow
 from portal import histogram
 from portal.app import create_app
 from portal.day_release import release_day
 from portal.disclosure import protect
+from portal.figures import PortalConfig
 from portal.satisfaction_release import release_month
 
 DAY = date(2026, 11, 20)
@@ -160,3 +162,36 @@ def test_a_huge_years_is_a_400_page(tmp_path: Path) -> None:
         assert c.get(path, params={"years": "1" + "0" * 30}).status_code == 400
         assert c.get(path, params={"years": "0003"}).status_code == 200
 
+
+NOW = datetime(2026, 4, 1, 18, tzinfo=UTC)  # 01:00 WIB on 2 April: March released
+
+
+def test_a_period_before_the_stores_first_decision_is_not_built(tmp_path: Path) -> None:
+    """The review's F4: a period from 2000-01, or ten years of ``/seasonal``, built (and recorded in the store
+    and the state directory) a release of every day and month back to then, in one anonymous request. Now such
+    periods are shown as not published and nothing of them is built or recorded."""
+    store, state = tmp_path / "store", tmp_path / "state"
+    writer = open_event_store(store, readonly=False)
+    try:
+        for i in range(30):
+            writer.record_decision(DecisionEvent(datetime(2026, 3, 10, 3, tzinfo=UTC) + timedelta(minutes=i),
+                                                 "rokot-airport", "k1", "arrival", "foreign", "proceed", 600.0,
+                                                 "high", "m", "c", nationality="AUS"))
+    finally:
+        writer.close()
+    c = TestClient(create_app(lambda: open_event_store(store), PortalConfig(state_dir=state), clock=lambda: NOW),
+                   raise_server_exceptions=False)
+    for path, params in (("/arrivals", {"from": "2000-01", "to": "2002-12"}),
+                         ("/satisfaction", {"from": "2000-01", "to": "2002-12"}),
+                         ("/data/arrivals_port", {"from": "2000-01", "to": "2002-12"}),
+                         ("/seasonal", {"years": "10"}), ("/data/seasonal", {"years": "10"}),
+                         ("/today", {"station": "rokot-airport", "date": "2000-01-01"}),
+                         ("/data/hourly", {"station": "rokot-airport", "date": "2000-01-01"})):
+        assert c.get(path, params=params).status_code == 200, path
+    db = sqlite3.connect(store)  # the store's SQLite file, where the releases are recorded
+    names = [r[0] for r in db.execute("SELECT name FROM portal_releases")]
+    assert names and all(name.split("/")[1] >= "2026-03" for name in names), names
+    assert sorted(p.name for p in (state / "tables").iterdir()) <= ["2026-03.json", "2026-04.json"]
+    # the store's first month is published
+    assert "30" in c.get("/data/arrivals_port", params={"from": "2026-03", "to": "2026-03"}).text
+    assert ",2000-" not in c.get("/data/seasonal", params={"years": "10"}).text
