@@ -457,6 +457,11 @@ class SqlEventStore:
                           int(r[4]), int(r[5]), tuple(int(n) for n in r[6:]))
                 for r in self._query(sql + " ORDER BY hour, station, direction", params)]
 
+    def first_hour(self) -> datetime | None:
+        """The first hour (UTC) that holds a decision, or None (the primary key's first entry: no scan)."""
+        rows = self._query("SELECT MIN(hour) FROM agg_hourly")
+        return datetime.strptime(rows[0][0], "%Y-%m-%dT%H").replace(tzinfo=UTC) if rows and rows[0][0] else None
+
     def monthly_arrivals(self, start: date, end: date, station: str | None = None) -> list[MonthlyArrivalsRow]:
         """Monthly arrivals by nationality for the (local) months that hold ``start`` .. ``end``."""
         sql = ("SELECT month, station, port_code, nationality, arrivals FROM agg_monthly_arrivals "

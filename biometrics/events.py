@@ -262,6 +262,9 @@ class EventStore(Protocol):
     def hourly(self, start: date, end: date, station: str | None = None) -> list[HourlyRow]:
         """Hourly rows for the days ``start`` .. ``end`` inclusive."""
 
+    def first_hour(self) -> datetime | None:
+        """The first hour (UTC) that holds a decision, or None."""
+
     def monthly_arrivals(self, start: date, end: date, station: str | None = None) -> list[MonthlyArrivalsRow]:
         """Monthly arrivals by nationality for the (local) months that hold ``start`` .. ``end``."""
 

@@ -58,10 +58,26 @@ def day_arcs(day: date, stations: Sequence[str], month_node: Callable[[str], Nod
     return arcs
 
 
+def day_lines(day: date, stations: Sequence[str]) -> tuple[tuple[Key, tuple[Key, ...]], ...]:
+    """The lines of a day's master table, each a total and the entries it adds up: an hour and its two
+    directions, a station's direction and its 24 hours, a station's day and its hours and directions, the day
+    and every station's day. A line whose total is hidden is hidden whole (:func:`portal.suppression.suppress`)."""
+    lines: list[tuple[Key, tuple[Key, ...]]] = []
+    for s in stations:
+        for h in HOURS:
+            lines.append(((day, "hour", s, h), tuple((day, "cell", s, h, d) for d in DIRECTIONS)))
+        for d in DIRECTIONS:
+            lines.append(((day, "direction", s, d), tuple((day, "cell", s, h, d) for h in HOURS)))
+        lines.append(((day, "station", s), (*((day, "hour", s, h) for h in HOURS),
+                                            *((day, "direction", s, d) for d in DIRECTIONS))))
+    lines.append(((day, "total"), tuple((day, "station", s) for s in stations)))
+    return tuple(lines)
+
+
 def day_network(day: date, stations: Sequence[str]) -> Network:
-    """A day's master table on its own (see :func:`day_arcs`)."""
+    """A day's master table on its own (see :func:`day_arcs`), with its lines (:func:`day_lines`)."""
     arcs = day_arcs(day, stations)
-    return Network(arcs, frozenset(k for k in arcs if k[1] != "cell"))
+    return Network(arcs, frozenset(k for k in arcs if k[1] != "cell"), day_lines(day, stations))
 
 
 @dataclass

@@ -1,6 +1,9 @@
 """Statistical disclosure control for everything the public portal publishes (pure functions).
 
-* **Small counts.** A count from 1 to 9 is hidden (primary suppression). Zero is shown: nobody is behind it.
+* **Small counts.** A count from 1 to 9 is hidden (primary suppression). Zero is shown (nobody is behind it),
+  except in a line (a row, a column, the totals) whose total is hidden: that line is hidden whole, zeros
+  included, so that its zeros do not say where its few people are (one rating in a station's month published
+  as 0, ``[c]``, 0, 0 gave its value away; :mod:`portal.suppression`, rule 0).
 * **One symbol for every hidden count.** A count hidden because it is small and one hidden so that a total
   does not give a small one back (secondary suppression) are both shown as :data:`HIDDEN` (``[c]``), so
   that a reader cannot tell them apart: all a reader knows of a hidden count is that it is an integer >= 0
@@ -144,7 +147,11 @@ def _network(n_rows: int, n_cols: int) -> Network:
     for j in range(n_cols - 1):
         arcs[(n_rows - 1, j)] = ("cols", ("col", j))
     arcs[(n_rows - 1, n_cols - 1)] = ("rows", "cols")
-    return Network(arcs, frozenset(k for k in arcs if k[0] == n_rows - 1 or k[1] == n_cols - 1))
+    r, c = n_rows - 1, n_cols - 1  # the index of the totals
+    lines = [((i, c), tuple((i, j) for j in range(c))) for i in range(r)]  # a row total and its cells
+    lines += [((r, j), tuple((i, j) for i in range(r))) for j in range(c)]  # a column total and its cells
+    lines.append(((r, c), tuple([*((i, c) for i in range(r)), *((r, j) for j in range(c))])))  # the grand total
+    return Network(arcs, frozenset(k for k in arcs if k[0] == r or k[1] == c), tuple(lines))
 
 
 def protect(cells: Sequence[Sequence[int]], threshold: int = MIN_COUNT) -> ProtectedTable:

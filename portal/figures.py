@@ -222,6 +222,16 @@ class Figures:
         """The stations a site names: released (public) or the store's current list (auditors)."""
         return self.released_stations() if public else self.store.stations()
 
+    def first_published_month(self) -> date:
+        """The earliest month the public site publishes: the local month of the store's first decision, or the
+        last released month when that is earlier or the store holds none. A day or month before it is shown as
+        not published and no release of it is built: one anonymous request for ten years of ``/seasonal`` or a
+        period from 2000-01 used to build, record and keep a release of every day and month back to then
+        (tens of seconds under the releases' lock), all of them empty."""
+        last = self.last_released_month()
+        first = self.store.first_hour()
+        return last if first is None else min(month_start(self.local(first).date()), last)
+
     def today_local(self) -> date:
         """Today's local date by the wall clock."""
         return self.local(self.tables.clock()).date()
@@ -248,6 +258,8 @@ class Figures:
     def today(self, station: str, day: date, public: bool = True) -> TodayView | None:
         """Hour by hour at ``station`` on local day ``day`` (None: the day's release does not list the station,
         first seen after it, so its day is not published)."""
+        if public and month_start(day) < self.first_published_month():
+            return None  # before the store's first decision: not published, and no release built
         sd = self.day(day, public).station(station)
         if sd is None:
             return None
@@ -274,7 +286,10 @@ class Figures:
         out: dict[date, dict[str | None, Published]] = {}
         stations = self.store.stations()
         if public:
+            floor = self.first_published_month()
             for m in months:
+                if m < floor:  # before the store's first decision: not published, and no release built
+                    continue
                 release = self.tables.arrivals(self.store, m)
                 if release is not None:
                     out[m] = {s: p for s in [*stations, None] if (p := release.station(s)) is not None}
@@ -305,7 +320,11 @@ class Figures:
         done = [i for i, m in enumerate(months) if m in per_month]
         cols = [summed(cells[i][j] for i in done) for j in range(len(stations))]
         by_port = ProtectedTable(cells, rows, cols, either(summed(cols), summed(rows[i] for i in done)))
-        nat_months = [m for m in months if self.tables.month_released(m)] if public else months
+        if public:
+            floor = self.first_published_month()
+            nat_months = [m for m in months if m >= floor and self.tables.month_released(m)]
+        else:
+            nat_months = months
         nat_cells: dict[str, dict[date, int | None]] = defaultdict(dict)
         if nat_months:
             raw: dict[date, dict[tuple[str, str], int]] = defaultdict(dict)
@@ -353,7 +372,8 @@ class Figures:
         store's current figures (auditors)."""
         months = month_range(first, last)
         if public:
-            releases = [self.tables.satisfaction(self.store, m) for m in months]
+            floor = self.first_published_month()
+            releases = [self.tables.satisfaction(self.store, m) if m >= floor else None for m in months]
             return SatisfactionView(station, months, [r.row(station) if r else None for r in releases])
         by_month: dict[date, list] = defaultdict(list)
         for r in self.store.monthly_satisfaction(months[0], months[-1], station):

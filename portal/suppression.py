@@ -20,9 +20,20 @@ value: this is the integer reader exactly, not a relaxation (``tests/test_disclo
 an integer programme).
 
 **Suppression** (:func:`suppress`): every count from 1 to ``threshold - 1`` is hidden (primary), then until
-nothing changes: (1) a node with exactly one hidden arc gets a second one, and (2) every determined entry
-gets one more hidden neighbour (an arc at one of its nodes), always the cheapest still shown: cells before
-totals, non-zero before zero, smaller before larger.
+nothing changes: (0) every entry of a line (:attr:`Network.lines`: a total and the entries it adds up) whose
+total is hidden is hidden, zeros included (but for an entry of another line whose total is shown as 0: its 0
+is public anyway), (1) a node with exactly one hidden arc gets a second one, and (2)
+every determined entry gets one more hidden neighbour (an arc at one of its nodes), always the cheapest still
+shown: cells before totals, non-zero before zero, smaller before larger.
+
+**Why rule (0): attribute disclosure.** Rules (1) and (2) protect a hidden count's *value*; they say nothing
+about where the people behind it are. A line whose total is hidden and whose other entries are shown as 0 puts
+everyone of the line in its hidden entries: one traveller at a station on a day was published as ``[c]`` in one
+hour and one direction and 0 in the 47 other cells (his hour and direction), one rating in a station's month as
+0, ``[c]``, 0, 0 (its value). With the whole line hidden, and no hidden entry determined (so none is stuck at 0),
+every hidden entry of the line can be non-zero in some table consistent with what is published, and an entry left
+shown is a 0 that another line's shown 0 total makes public for everybody: no category (hour, direction, rating,
+station) can be shown to hold everyone of the line.
 """
 
 from __future__ import annotations
@@ -37,10 +48,13 @@ Node = Hashable
 @dataclass(frozen=True)
 class Network:
     """A table as a flow network: each entry is an arc (tail node, head node); ``totals`` are the entries
-    that add others up (complements are taken among the cells first)."""
+    that add others up (complements are taken among the cells first); ``lines`` are the table's lines, each a
+    total with the entries it adds up (a row total and its cells, a station's day and its hours...): a line
+    whose total is hidden is hidden whole (:func:`suppress`, rule 0)."""
 
     arcs: dict[Key, tuple[Node, Node]]
     totals: frozenset[Key] = field(default_factory=frozenset)
+    lines: tuple[tuple[Key, tuple[Key, ...]], ...] = ()
 
     def at(self) -> dict[Node, list[Key]]:
         """The arcs at each node."""
@@ -155,7 +169,7 @@ def suppress(values: Mapping[Key, int], network: Network, threshold: int) -> tup
     """Primary and secondary suppression: (the primary entries, every hidden entry).
 
     ``values`` gives every entry (arc) of the table its count. No hidden entry of the result is determined
-    by the shown ones (:func:`determined`).
+    by the shown ones (:func:`determined`), and every line of ``network`` whose total is hidden is hidden whole.
     """
     at = network.at()
 
@@ -170,6 +184,15 @@ def suppress(values: Mapping[Key, int], network: Network, threshold: int) -> tup
     hidden = set(primary)
     while hidden:
         changed = False
+        # rule (0): a line whose total is hidden is hidden whole, zeros too, but for an entry of a line whose
+        # total is shown as 0 (its 0 is public whatever this line shows: hidden, it would only be determined)
+        known_zero = {p for total, parts in network.lines if values[total] == 0 and total not in hidden for p in parts}
+        for total, parts in network.lines:
+            if total in hidden:
+                missing = [p for p in parts if p not in hidden and p not in known_zero]
+                if missing:
+                    hidden.update(missing)
+                    changed = True
         for keys in at.values():
             if sum(k in hidden for k in keys) == 1:
                 extra = cheapest(keys, hidden)

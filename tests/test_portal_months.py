@@ -41,6 +41,10 @@ def test_an_arrival_after_local_midnight_is_in_that_month_everywhere(tmp_path: P
     first = datetime(month.year, month.month, 1, 3)  # 03:00 WIB on the 1st: still the previous month in UTC
     arrivals(tmp_path, utc(first), 40, "JPN")
     arrivals(tmp_path, utc(first + timedelta(days=10)), 30, "AUS")
+    # an earlier month's arrivals, outside the period: a month before the store's first decision is not
+    # published at all, and the month before ``month`` must be one the store covers (its 0 is the check)
+    before = add_months(month, -2)
+    arrivals(tmp_path, utc(datetime(before.year, before.month, 15, 10)), 20, "AUS")
     c = TestClient(create_app(lambda: open_event_store(tmp_path)), raise_server_exceptions=False)
     period = {"from": f"{add_months(month, -1):%Y-%m}", "to": f"{month:%Y-%m}"}
     ports = c.get("/data/arrivals_port", params={"format": "json", **period}).json()["records"]
