@@ -147,5 +147,13 @@ def test_checkpoint_audit_with_no_home_directory_gets_its_help_and_says_to_give_
     with pytest.raises(SystemExit):
         audit_cli.build_parser().parse_args(["verify", "--help"])
     assert "none for this user" in " ".join(capsys.readouterr().out.split())
-    assert audit_cli.main(["verify", "--data-dir", str(tmp_path / "data")]) == 2
+    export = tmp_path / "export.jsonl"
+    export.write_text("")
+    assert audit_cli.main(["verify", "--log", str(export)]) == 2  # the public key is looked for in KEY_DIR
     assert "give --key-dir" in " ".join(capsys.readouterr().err.split())
+    # an export needs no key directory otherwise: shown as it is; verified with --public-key (here a missing
+    # one, which is what it then says), not refused for want of a key directory
+    assert audit_cli.main(["show", "--log", str(export)]) == 0
+    assert audit_cli.main(["verify", "--log", str(export), "--public-key", str(tmp_path / "audit.pub")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "cannot load the public key" in err and "give --key-dir" not in err

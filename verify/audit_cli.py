@@ -60,7 +60,7 @@ from biometrics.audit import (
     verify_entries,
 )
 from biometrics.crypto import KeyRing, SealError
-from biometrics.keydir import KEYRING_NAME, default_key_dir, default_key_dir_text
+from biometrics.keydir import KEYRING_NAME, KeyLocationError, default_key_dir, default_key_dir_text
 from biometrics.replica import REPLICA_FILE
 from biometrics.storage import open_audit_text, read_audit, read_audit_texts, read_store_id
 from verify.audit_replica import island_station, misnamed, replica_store
@@ -108,14 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve(args: argparse.Namespace) -> None:
-    """Check the sources named together; with ``--replica``, set ``args.station`` to the island's name; set
-    ``args.key_dir`` to the default when not given (:class:`~biometrics.keydir.KeyLocationError`, which says to
-    give ``--key-dir``, when there is none)."""
-    args.key_dir = args.key_dir or default_key_dir()
+    """Check the sources named together; with ``--replica``, set ``args.station`` to the island's name."""
     if args.replica and args.log:
         raise ValueError("--replica and --log name two chains: give one")
     if args.replica:
         args.station = island_station(replica_store(args.replica), args.station)
+
+
+def _key_dir(args: argparse.Namespace) -> Path:
+    """``--key-dir``, else the default, resolved only where a key or head is looked for there: a
+    :class:`~biometrics.keydir.KeyLocationError` (which says to give ``--key-dir``) when there is none."""
+    return args.key_dir or default_key_dir()
 
 
 def _entries(args: argparse.Namespace) -> Entries:
@@ -184,7 +187,7 @@ class Texts:
         ring = KeyRing.from_environment()
         if ring is not None:
             return ring
-        path = args.key_file or args.key_dir / KEYRING_NAME
+        path = args.key_file or _key_dir(args) / KEYRING_NAME
         return KeyRing.load(path) if path.exists() else None
 
     def shown(self, entry: dict[str, Any]) -> dict[str, Any]:
@@ -239,8 +242,14 @@ def _default_head(key_dir: Path, db: Path) -> tuple[Path | None, str | None]:
 
 
 def _verify(args: argparse.Namespace, entries: Entries, where: str, texts: Texts) -> int:
-    key_dir = args.key_dir
-    key_path = args.public_key or key_dir / PUBLIC_KEY_NAME
+    key_dir: Path | None = None  # without one (no --key-dir, no default), only --expected-head is checked
+    try:
+        key_dir = _key_dir(args)
+    except KeyLocationError as exc:
+        if args.public_key is None:
+            print(f"checkpoint-audit: {exc}", file=sys.stderr)
+            return 2
+    key_path = args.public_key if args.public_key is not None else key_dir / PUBLIC_KEY_NAME
     try:
         public_key = load_public_key(key_path)
     except (OSError, ValueError) as exc:
@@ -251,10 +260,10 @@ def _verify(args: argparse.Namespace, entries: Entries, where: str, texts: Texts
     if suspect is not None:
         print(f"SUSPECT {where}: {suspect}")
         return 1
-    if head_path is None and (args.store or args.replica):
+    if head_path is None and key_dir is not None and (args.store or args.replica):
         default = anchor_path(key_dir, f"station-{args.station}")
         head_path = default if default.exists() else None
-    elif head_path is None and not args.log:
+    elif head_path is None and key_dir is not None and not args.log:
         head_path, suspect = _default_head(key_dir, args.data_dir / "checkpoint.db")
         if suspect is not None:
             print(f"SUSPECT {where}: {suspect}")
