@@ -415,7 +415,8 @@ def exhaustive_comparisons(run: PipelineRun, images: list[str], to_score: Callab
     whether it is genuine (same identity), and the identity of each side (:func:`identity_of`)."""
     ids = np.array([identity_of(i) for i in images])
     ok = np.array([run.extracted[i].template is not None for i in images])
-    t = np.stack([np.asarray(run.extracted[i].template, np.float64) if good else np.zeros(128)
+    dim = next((len(run.extracted[i].template) for i, g in zip(images, ok, strict=True) if g), 0)  # any pipeline's
+    t = np.stack([np.asarray(run.extracted[i].template, np.float64) if good else np.zeros(dim)  # never scored
                   for i, good in zip(images, ok, strict=True)])
     sq = np.einsum("ij,ij->i", t, t)
     d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * (t @ t.T), 0.0))

@@ -566,3 +566,17 @@ def test_the_service_rule_is_scored_beside_a_dev_choice_that_differs_from_it():
     assert service_floors() == (CONTRADICTION_FLOORS["face"], CONTRADICTION_FLOORS["fingerprint"])
     assert service_rule(FusionChoice("likelihood ratio", "", lr, service_floors(), "", {}, {}, {})) is None
     assert service_rule(FusionChoice("likelihood ratio", "", lr, (2.0, None), "", {}, {}, {})) is not None
+
+
+def test_exhaustive_comparisons_take_the_pipelines_template_size_with_a_failed_image() -> None:
+    """A review: a failed image's stand-in was 128 zeros whatever the pipeline's size, so a pipeline of another
+    size with one failure could not be stacked."""
+    from benchmarks.accuracy import Extracted, PipelineRun, exhaustive_comparisons
+
+    images = ["a/a_0001.jpg", "a/a_0002.jpg", "b/b_0001.jpg"]
+    extracted = {i: Extracted(template=np.full(64, float(k))) for k, i in enumerate(images)}
+    extracted["b/b_0001.jpg"] = Extracted(error="no face")
+    sim, same, _, _ = exhaustive_comparisons(PipelineRun("p", extracted, np.array([]), "", 0.0, "", 0.0), images,
+                                             np.negative)
+    assert list(same) == [True, False, False]
+    assert sim[0] == pytest.approx(-8.0) and np.isnan(sim[1:]).all()
