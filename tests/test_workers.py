@@ -338,7 +338,7 @@ def test_the_servers_camera_scores_frames_in_its_face_workers(pool: FaceWorkerPo
     from verify import server
 
     args = server.build_parser().parse_args(["--camera", str(DATA / "camera" / "fake_camera_Tony_Blair.avi")])
-    station = server._open_station(args, pool)
+    station = server._configure_station(args, pool)
     try:
         assert station.camera.frame_scorer == pool.frame_quality
         assert station.camera.capture(timeout_s=10).shape == (480, 640, 3)  # a face found by the worker's scorer
