@@ -225,7 +225,12 @@ class FingerprintScanner:
         so a finger placed afterwards is left for the next capture.
         """
         timeout = bounded_timeout(timeout_s, self.default_timeout_s)
-        deadline = time.monotonic() + timeout
+        self._wait_for_finger(time.monotonic() + timeout, timeout, cancel)
+
+    def _wait_for_finger(self, deadline: float, timeout: float, cancel: threading.Event | None) -> None:
+        """:meth:`wait_for_finger` until the monotonic ``deadline``; ``timeout``: the caller's whole wait, as told
+        in the messages (a capture that first waited for the device reports what it was asked, not what was left).
+        """
         with self._io:
             earlier = self.connected  # a connection opened by an earlier call may be stale
             self.connect()
@@ -299,7 +304,7 @@ class FingerprintScanner:
             left = timeout - (time.monotonic() - started)
             if left <= 0:  # the wait for the device took the whole timeout (0 would mean the default)
                 raise DeviceBusy(f"{self.name} was busy with another capture for the whole {timeout:.3g} s; try again")
-            self.wait_for_finger(left, cancel)
+            self._wait_for_finger(started + timeout, timeout, cancel)
             image = self.download_image()
             self.last_error = None
             return image
