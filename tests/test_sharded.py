@@ -9,7 +9,9 @@ and stopped after, by its process groups only. Results are compared with the one
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import zlib
@@ -133,10 +135,13 @@ def test_gallery_option_names_memory_ray_client_or_gcs_and_needs_a_register():
 # -- on a local Ray cluster -----------------------------------------------------------------------------------
 
 @contextmanager
-def local_ray_cluster(root: Path, namespace: str) -> Iterator:
+def local_ray_cluster(namespace: str) -> Iterator:
     """A head and two worker nodes on 127.0.0.1 (1 CPU, 1 GiB, a 100 MB object store each), this process
-    connected as their driver; stopped by their process groups after."""
+    connected as their driver; stopped by their process groups after. Their files go in a short directory of
+    their own under /tmp, removed after: Ray's sockets there must stay under the 107-byte AF_UNIX limit, which a
+    pytest temporary directory (deeper still under pytest-xdist) can pass."""
     ray = pytest.importorskip("ray")
+    root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     local = LocalCluster(root, workers=2, cpus=1, memory=1 << 30, object_store=100_000_000)
     try:
         address = local.start()
@@ -147,11 +152,12 @@ def local_ray_cluster(root: Path, namespace: str) -> Iterator:
         if ray.is_initialized():
             ray.shutdown()
         local.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Iterator:
-    with local_ray_cluster(Path(tmp_path_factory.mktemp("ray")), NAMESPACE) as local:
+def cluster() -> Iterator:
+    with local_ray_cluster(NAMESPACE) as local:
         yield local
 
 
