@@ -26,4 +26,4 @@ lint: .venv/.dev-ready
 	.venv/bin/ruff check .
 
 test: .venv/.dev-ready lint
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n 2 --dist loadfile
