@@ -45,6 +45,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -630,15 +631,30 @@ class Report:
         return self.finding is None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of the range of a number")
+    return value
+
+
 def parse_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
-    """(line number, parsed entry or None, error) for each JSON line."""
+    """(line number, parsed entry or None, error) for each JSON line.
+
+    Only what the chain writes is read as an entry: a JSON object whose numbers are finite. ``NaN``,
+    ``Infinity`` (which Python's parser takes, and :func:`canonical` refuses), a number past a float's range, and
+    a line nested too deep to parse are errors of that line, found where the record was altered."""
     for number, raw in enumerate(lines, start=1):
         try:
-            entry = json.loads(raw)
+            entry = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
             if not isinstance(entry, dict):
                 raise ValueError("not an object")
             yield number, entry, ""
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             yield number, None, f"not a JSON entry ({exc})"
 
 
