@@ -18,6 +18,14 @@ copy of a later signed head kept elsewhere. After every checkpoint commits, the 
 head*) to an anchor file outside the data directory (by default beside the keys); ``checkpoint-audit verify``
 checks that the chain still holds that head (``--expected-head``) and at least ``--min-records`` records.
 
+**Two heads on a shared register.** A station's chain there has two copies: its local journal, which takes a
+decision that changes nothing at once, and the register's, which takes it when it is shipped. So the station
+exports two heads: ``station-<name>.journal.json`` (:func:`journal_anchor_path`) once a checkpoint is in the
+journal, and ``station-<name>.json`` (the anchor) only once the register holds it (shipped, or committed in the
+register's transaction). The register's copy is checked against the second, and is TAMPERED if it no longer holds
+it; a journal head ahead of the register's copy is records signed but not yet shipped (a link down at shutdown),
+not a truncation of the register; the journal is checked against both.
+
 **Older logs.** A station upgraded from the JSON-lines log (``DATA_DIR/audit/audit.jsonl``) has it imported on
 its first start (:func:`import_jsonl`): every readable entry is kept as written; a torn line (a crash mid-write)
 is moved aside to a file of its own and a ``recovery`` record says so, in the chain.
@@ -45,6 +53,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -69,6 +78,9 @@ LOG_NAME = "audit.jsonl"
 SIGNING_KEY_NAME = "audit-signing.key"
 PUBLIC_KEY_NAME = "audit-signing.pub"
 ANCHOR_DIR = "audit-heads"
+#: A station on a shared register keeps its local audit journal in ``DATA_DIR/journal.db`` (an island: in its
+#: replica directory's ``replica.db``).
+JOURNAL_FILE = "journal.db"
 
 
 #: A store id as :class:`biometrics.storage.SealedStore` creates it (uuid4 hex): all a default head's name may be.
@@ -78,6 +90,22 @@ STORE_ID = re.compile(r"[0-9a-f]{32}")
 def anchor_path(key_dir: Path, store_id: str) -> Path:
     """Where a store's signed heads are exported by default: ``KEY_DIR/audit-heads/<store id>.json``."""
     return key_dir / ANCHOR_DIR / f"{store_id}.json"
+
+
+def journal_anchor_path(anchor: Path) -> Path:
+    """Where a station on a shared register exports the signed head its local journal holds, beside the head the
+    register holds (``anchor``): ``station-<name>.json`` -> ``station-<name>.journal.json``."""
+    stem = anchor.name[:-len(".json")] if anchor.name.endswith(".json") else anchor.name
+    return anchor.with_name(f"{stem}.journal.json")
+
+
+def read_head_seq(path: Path) -> int | None:
+    """The seq of the head in ``path`` as written (its signature unchecked), or None when there is none to read."""
+    try:
+        head = json.loads(path.read_text())
+        return int(head["seq"]) if isinstance(head, dict) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def other_store_heads(anchor_dir: Path, store_id: str) -> list[Path]:
@@ -221,8 +249,11 @@ class AuditChain:
         self.signing_key = signing_key
         self.key_id = public_key_id(signing_key.public_key())
         self.checkpoint_every = checkpoint_every
-        self.anchor = anchor
+        self.anchor = anchor  # without a register, the store's head; with one, the head the register holds
+        #: With a register: the head the journal holds (exported when a checkpoint is in the journal).
+        self.journal_anchor = journal_anchor_path(anchor) if register is not None and anchor is not None else None
         self._lock = threading.RLock()
+        self._head_lock = threading.Lock()  # the register's head only moves forward (the shipper, a change)
         #: Entries the register committed but the journal failed to take (the chain is stale until they are in).
         self._unjournaled: list[dict[str, Any]] = []
         #: Entries whose register COMMIT went unanswered and which the journal failed to take (in doubt).
@@ -258,8 +289,11 @@ class AuditChain:
                 yield tx
                 body_done = True
             if tx.audit_entries:
-                self._journal_committed(tx.audit_entries)
-                self._after_commit(tx)
+                journaled = self._journal_committed(tx.audit_entries)
+                if tx.audit_checkpoints:  # the register holds them: committed in its transaction, or copied in it
+                    self._advance(self.anchor, tx.audit_checkpoints[-1])
+                    if journaled:  # (the last may be one copied from the journal, older than its head)
+                        self._advance(self.journal_anchor, tx.audit_checkpoints[-1])
         except RegisterUnavailable:
             if body_done and tx is not None and tx.audit_entries:  # the COMMIT went unanswered
                 self._journal_in_doubt(tx.audit_entries)
@@ -327,8 +361,31 @@ class AuditChain:
                     "committed" if committed else "did not commit")
 
     def _after_commit(self, tx: Transaction) -> None:
-        if tx.audit_checkpoints and self.anchor is not None:
-            self.export_head(tx.audit_checkpoints[-1])
+        """After a transaction of the station's own store committed: its last checkpoint is the store's head (the
+        journal's, on a register: the register's head waits until it is shipped)."""
+        if tx.audit_checkpoints:
+            self._export(self.journal_anchor if self.register is not None else self.anchor, tx.audit_checkpoints[-1])
+
+    def _export(self, path: Path | None, checkpoint: dict[str, Any]) -> None:
+        if path is not None:
+            self.export_head(checkpoint, path)
+
+    def _advance(self, path: Path | None, checkpoint: dict[str, Any]) -> None:
+        """Export ``checkpoint`` to ``path`` unless the head there is later already (the register's head: the
+        shipper and a change export it, and entries shipped again after a register restored from a backup are
+        older than it)."""
+        if path is None:
+            return
+        with self._head_lock:
+            held = read_head_seq(path)
+            if held is None or held < checkpoint["seq"]:
+                self.export_head(checkpoint, path)
+
+    def _register_holds(self, rows: list[tuple[int, str, str, str]]) -> None:
+        """The register holds these (seq, type, hash, entry) rows: the last checkpoint among them is its head."""
+        last = next((text for _, kind, _, text in reversed(rows) if kind == "checkpoint"), None)
+        if last is not None:
+            self._advance(self.anchor, json.loads(last))
 
     def _journal(self, entries: list[dict[str, Any]]) -> None:
         """Write entries the register committed into the local journal, marked shipped."""
@@ -337,10 +394,10 @@ class AuditChain:
                 self.storage.append_audit(jtx, e["seq"], e["type"], e["hash"], canonical(e).decode())
             self._mark_shipped(jtx, entries[-1]["seq"])
 
-    def _journal_committed(self, entries: list[dict[str, Any]]) -> None:
+    def _journal_committed(self, entries: list[dict[str, Any]]) -> bool:
         """:meth:`_journal` after the register committed: a failure (a full disk) cannot undo the change, so it is
         not raised; the entries are kept and the chain is marked stale until :meth:`_heal` brings the journal
-        level, before anything else is appended to the chain."""
+        level, before anything else is appended to the chain. Whether the journal took them."""
         try:
             self._journal(entries)
         except Exception:
@@ -348,6 +405,8 @@ class AuditChain:
             log.exception("audit: the register committed entries %d..%d but the local journal did not take them: "
                           "the change stands; the journal is stale and is brought level before the next record",
                           entries[0]["seq"], entries[-1]["seq"])
+            return False
+        return True
 
     def _heal(self) -> None:
         """Under the chain lock, before an append: bring a stale journal level with the register (its copy first,
@@ -399,11 +458,16 @@ class AuditChain:
             self._check_overlap(tail)
             missed = self.register.audit_since(self.register.station, tail)  # type: ignore[attr-defined]
             if missed:
+                last = None  # the last checkpoint copied: both copies hold it now
                 with self.storage.transaction() as jtx:
                     for seq, text in missed:
                         entry = json.loads(text)
                         self.storage.append_audit(jtx, seq, entry["type"], entry["hash"], text)
+                        last = entry if entry["type"] == "checkpoint" else last
                     self._mark_shipped(jtx, missed[-1][0])
+                if last is not None:
+                    self._advance(self.anchor, last)
+                    self._advance(self.journal_anchor, last)
                 log.warning("audit: %d entries the register held were missing from the journal; copied", len(missed))
             return len(missed)
 
@@ -444,6 +508,7 @@ class AuditChain:
         if not rows:
             return 0
         self.register.ship_audit(rows)  # type: ignore[attr-defined]
+        self._register_holds(rows)
         with self.storage.transaction() as jtx:  # not past a mark moved back meanwhile (reconcile: ship again)
             now_mark = jtx.execute("SELECT value FROM meta WHERE name = ?", (SHIPPED_MARK,)).fetchone()
             if int(now_mark[0] if now_mark else -1) == mark:
@@ -474,13 +539,15 @@ class AuditChain:
 
     # -- appending -------------------------------------------------------------------------------
 
-    def export_head(self, checkpoint: dict[str, Any]) -> None:
-        """Write a signed checkpoint to the anchor file (atomically; a failure is logged, never raised)."""
-        assert self.anchor is not None
+    def export_head(self, checkpoint: dict[str, Any], path: Path | None = None) -> None:
+        """Write a signed checkpoint to ``path`` (by default the anchor file; atomically; a failure is logged, never
+        raised)."""
+        path = path or self.anchor
+        assert path is not None
         try:
-            _write_private(self.anchor, canonical(checkpoint) + b"\n", replace=True)
+            _write_private(path, canonical(checkpoint) + b"\n", replace=True)
         except OSError as exc:
-            log.error("audit: the signed head could not be exported to %s: %s", self.anchor, exc)
+            log.error("audit: the signed head could not be exported to %s: %s", path, exc)
 
     def _tail(self, tx: Transaction) -> tuple[int, str, int]:
         """(seq, hash, last checkpoint seq) of the chain as ``tx`` would extend it."""
@@ -507,6 +574,8 @@ class AuditChain:
         pending = self.storage.audit_rows(mark, limit=1_000_000)
         if pending:
             self.register.copy_audit(tx, pending)  # type: ignore[union-attr]
+            # the register holds them once tx commits: its head may be the last of them (change() exports it)
+            tx.audit_checkpoints.extend(json.loads(text) for _, kind, _, text in pending if kind == "checkpoint")
 
     def _append(self, tx: Transaction, entry: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """Chain ``entry`` after the tail and store it in ``tx``; (the entry, the last checkpoint's seq before it)."""
@@ -630,15 +699,30 @@ class Report:
         return self.finding is None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of the range of a number")
+    return value
+
+
 def parse_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
-    """(line number, parsed entry or None, error) for each JSON line."""
+    """(line number, parsed entry or None, error) for each JSON line.
+
+    Only what the chain writes is read as an entry: a JSON object whose numbers are finite. ``NaN``,
+    ``Infinity`` (which Python's parser takes, and :func:`canonical` refuses), a number past a float's range, and
+    a line nested too deep to parse are errors of that line, found where the record was altered."""
     for number, raw in enumerate(lines, start=1):
         try:
-            entry = json.loads(raw)
+            entry = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
             if not isinstance(entry, dict):
                 raise ValueError("not an object")
             yield number, entry, ""
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             yield number, None, f"not a JSON entry ({exc})"
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from biometrics import validation
 from biometrics.attempts import DEFAULT_WINDOW_S, Attempt, AttemptLedger, AttemptsExhausted
 from biometrics.audit import (
+    JOURNAL_FILE,
     LOG_NAME,
     AuditChain,
     OfficerText,
@@ -363,7 +364,7 @@ class CheckpointService:
             if where.store_url and where.replica_dir is not None:
                 local_path = where.replica_dir / "replica.db"  # the copy, the outbox and the audit journal
             else:
-                local_path = where.data_dir / ("journal.db" if where.store_url else "checkpoint.db")
+                local_path = where.data_dir / (JOURNAL_FILE if where.store_url else "checkpoint.db")
             local = Storage(local_path, ring, station=where.station if where.store_url else "")
             stores.append(local)
             register = None

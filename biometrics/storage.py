@@ -244,7 +244,7 @@ class Transaction:
         self.db = db
         self.placeholder = placeholder
         self.erased = False
-        self.audit_checkpoints: list[dict[str, Any]] = []  # signed checkpoints appended in it (biometrics.audit)
+        self.audit_checkpoints: list[dict[str, Any]] = []  # checkpoints appended or copied in it (biometrics.audit)
         self.audit_entries: list[dict[str, Any]] = []  # every audit entry appended in it (biometrics.audit)
         self.owner: Any = None  # the store whose transaction this is
         self.chain_locked = False  # biometrics.audit holds its chain lock for this transaction

@@ -11,6 +11,15 @@ store id is read from the database, so it may have been changed to escape the co
 a JSON-lines export instead. ``checkpoint-audit show`` prints records (pseudonymous refs only); ``export --out
 FILE`` writes the chain as JSON lines.
 
+A station on a shared register (``checkpoint-server --store URL --station NAME``) has two copies of its chain and
+exports two heads (:mod:`biometrics.audit`): ``--store URL --station NAME`` reads the register's copy, checked
+against ``KEY_DIR/audit-heads/station-<name>.json`` (what the register was known to hold: TAMPERED, exit 1, if it no
+longer does); when it verifies but the station's journal head (``station-<name>.journal.json``) is later than its
+last record, the records after it are signed but not shipped yet (a link down at shutdown): NOT YET SHIPPED, exit
+3, verify the journal. ``--data-dir DIR`` holding the station's ``journal.db`` reads that journal, checked against
+both heads. Exit codes: 0 intact, 1 TAMPERED or SUSPECT, 2 a source, key or head that cannot be read, 3 NOT YET
+SHIPPED.
+
 Officers' texts (an override's or a review's reason) are not in the chain, only their commitments
 (:mod:`biometrics.audit`): with the key ring (``KEY_DIR/keyring.json``, ``--key-file``, or the environment, as the
 server finds it) ``verify`` checks every text the store still holds against its commitment (an altered, moved or
@@ -22,11 +31,11 @@ hashes), so ``verify --log`` checks them too; an export is a copy no later erasu
 An island (``checkpoint-server --store URL --station NAME --replica DIR``) keeps its chain and the texts of the
 records it made offline in ``DIR/replica.db``, not in a ``checkpoint.db``: ``--replica DIR`` reads them there
 (``--station`` names the island, by default the only station whose chain the file holds; a record naming another
-station is SUSPECT), checked against ``KEY_DIR/audit-heads/station-<name>.json``. A text of a record the island
-wrote online is kept by the register (counted so); one missing from an offline record counts as erased only if
-the island's chain records an erasure of a subject it concerns, or, with ``--store URL`` beside ``--replica``, any
-station's chain in the register does. Like every command here it opens the file read-only and takes no lock: it
-runs beside the station's server.
+station is SUSPECT), checked against ``KEY_DIR/audit-heads/station-<name>.json`` and ``station-<name>.journal.json``.
+A text of a record the island wrote online is kept by the register (counted so); one missing from an offline record
+counts as erased only if the island's chain records an erasure of a subject it concerns, or, with ``--store URL``
+beside ``--replica``, any station's chain in the register does. Like every command here it opens the file
+read-only and takes no lock: it runs beside the station's server.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from biometrics.audit import (
     ANCHOR_DIR,
     ERASED,
     EXPORTED_TEXTS,
+    JOURNAL_FILE,
     NOT_OPENED,
     PUBLIC_KEY_NAME,
     STORE_ID,
@@ -52,6 +62,7 @@ from biometrics.audit import (
     check_texts,
     commitments,
     held_elsewhere,
+    journal_anchor_path,
     load_head,
     load_public_key,
     other_store_heads,
@@ -67,6 +78,13 @@ from verify.audit_replica import island_station, misnamed, replica_store
 
 Entries = list[tuple[int, dict[str, Any] | None, str]]
 
+#: ``verify --store``: what the register's copy of a station's chain says when it verifies, but the station's
+#: journal holds a later signed head (records not shipped yet: a link down at the station's shutdown), and its exit
+#: code. Not TAMPERED: the register's copy holds every checkpoint the register was ever known to hold
+#: (``station-<name>.json``); the records after them are proven by the journal, verified at the station.
+NOT_SHIPPED = "NOT YET SHIPPED"
+EXIT_NOT_SHIPPED = 3
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
@@ -80,10 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--replica", type=Path, metavar="DIR",
                        help="an island's replica directory (the server's --replica DIR): read the chain and the "
                             "officers' texts in DIR/replica.db; with --store, the register's erasures count too")
-        s.add_argument("--store", metavar="URL", help="a shared register (postgresql://...): read --station's chain")
+        s.add_argument("--store", metavar="URL",
+                       help="a shared register (postgresql://...): read --station's chain (verify exits 3 when it "
+                            "verifies but the station's journal signed records not shipped to it yet)")
         s.add_argument("--station", default="",
-                       help="with --store: the station whose chain to read; with --replica: the island's name "
-                            "(default: the only station whose chain DIR/replica.db holds)")
+                       help="with --store: the station whose chain to read; with --replica (or a --data-dir "
+                            "holding a station's journal.db): the station's name (default: the only station whose "
+                            "chain the file holds)")
         s.add_argument("--key-dir", type=Path, help=f"the server's key directory (default {default_key_dir_text()})")
         s.add_argument("--key-file", type=Path,
                        help=f"the key ring that opens the officers' texts (default KEY_DIR/{KEYRING_NAME}, or "
@@ -108,11 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve(args: argparse.Namespace) -> None:
-    """Check the sources named together; with ``--replica``, set ``args.station`` to the island's name."""
+    """Check the sources named together; set ``args.journal`` to the file of a station's journal read (an island's
+    ``--replica DIR``, or a ``--data-dir`` holding a ``journal.db``), and ``args.station`` to its station's name."""
     if args.replica and args.log:
         raise ValueError("--replica and --log name two chains: give one")
+    args.journal = None  # the store file of a station's own journal on a register, when that is what is read
     if args.replica:
-        args.station = island_station(replica_store(args.replica), args.station)
+        args.journal = replica_store(args.replica)
+    elif not (args.log or args.store or (args.data_dir / "checkpoint.db").exists()) \
+            and (args.data_dir / JOURNAL_FILE).exists():
+        args.journal = args.data_dir / JOURNAL_FILE
+    if args.journal is not None:
+        args.station = island_station(args.journal, args.station)
 
 
 def _key_dir(args: argparse.Namespace) -> Path:
@@ -124,8 +152,8 @@ def _key_dir(args: argparse.Namespace) -> Path:
 def _entries(args: argparse.Namespace) -> Entries:
     if args.log:
         return list(read_entries(args.log))
-    if args.replica:
-        return list(parse_lines(read_audit(replica_store(args.replica), args.station)))
+    if args.journal is not None:
+        return list(parse_lines(read_audit(args.journal, args.station)))
     if args.store:
         from biometrics.register import read_register_audit
 
@@ -152,7 +180,7 @@ class Texts:
     when there is one; ``unopened`` counts those held but not opened for want of it."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.source = "log" if args.log else "replica" if args.replica else "register" if args.store else "store"
+        self.source = "log" if args.log else "replica" if args.journal else "register" if args.store else "store"
         self.held: dict[tuple[int, str], HeldText] | None = None
         self.unopened = 0
         self.others: list[dict[str, Any]] = []  # the other stations' erasures (a register)
@@ -163,15 +191,15 @@ class Texts:
             from biometrics.register import read_register_audit_texts, read_register_erasures
 
             self.others = read_register_erasures(args.store, args.station)
-        if args.replica:
-            rows = read_audit_texts(replica_store(args.replica), args.station)
+        if args.journal is not None:
+            rows = read_audit_texts(args.journal, args.station)
         elif args.store:
             rows = read_register_audit_texts(args.store, args.station)
         else:
             rows = read_audit_texts(args.data_dir / "checkpoint.db")
         ring = self._keyring(args)
         self.held = {}
-        station = args.station if args.store or args.replica else ""
+        station = args.station if args.store or args.journal else ""
         for seq, field, _, sealed in rows:
             if ring is None:
                 self.unopened += 1
@@ -255,36 +283,52 @@ def _verify(args: argparse.Namespace, entries: Entries, where: str, texts: Texts
     except (OSError, ValueError) as exc:
         print(f"checkpoint-audit: cannot load the public key {key_path}: {exc}", file=sys.stderr)
         return 2
-    head_path = args.expected_head
-    suspect = misnamed(entries, args.station) if args.replica else None
+    suspect = misnamed(entries, args.station) if args.journal else None
     if suspect is not None:
         print(f"SUSPECT {where}: {suspect}")
         return 1
-    if head_path is None and key_dir is not None and (args.store or args.replica):
-        default = anchor_path(key_dir, f"station-{args.station}")
-        head_path = default if default.exists() else None
-    elif head_path is None and key_dir is not None and not args.log:
+    head_paths: list[Path] = [args.expected_head] if args.expected_head is not None else []
+    ahead_path: Path | None = None  # the register's copy read: the head of the station's journal
+    if not head_paths and key_dir is not None and (args.store or args.journal):
+        register_head = anchor_path(key_dir, f"station-{args.station}")
+        journal_head = journal_anchor_path(register_head)
+        # the register's copy holds what was shipped (its head); the journal holds that and what is not shipped yet
+        held_by = [register_head] if args.journal is None else [register_head, journal_head]
+        head_paths = [p for p in held_by if p.exists()]
+        ahead_path = journal_head if args.journal is None and journal_head.exists() else None
+    elif not head_paths and key_dir is not None and not args.log:
         head_path, suspect = _default_head(key_dir, args.data_dir / "checkpoint.db")
         if suspect is not None:
             print(f"SUSPECT {where}: {suspect}")
             return 1
-    head = None
-    if head_path is not None:
+        head_paths = [head_path] if head_path is not None else []
+    heads: list[dict[str, Any]] = []
+    for path in head_paths + ([ahead_path] if ahead_path is not None else []):
         try:
-            head = load_head(head_path, public_key)
+            heads.append(load_head(path, public_key))
         except (OSError, ValueError, KeyError) as exc:
-            print(f"checkpoint-audit: cannot use the expected head {head_path}: {exc}", file=sys.stderr)
+            print(f"checkpoint-audit: cannot use the expected head {path}: {exc}", file=sys.stderr)
             return 2
+    ahead = heads.pop() if ahead_path is not None else None
     report = verify_entries(entries, public_key)
     if not report.ok:
         print(f"TAMPERED {where}: {report.finding}")
         print(f"  {report.records} record(s) verified before it; last valid signed checkpoint at seq "
               f"{report.signed_through}")
         return 1
-    cut = check_head(entries, report, head, args.min_records)
-    if cut is not None:
-        print(f"TAMPERED {where}: {cut}")
-        return 1
+    for head in heads or [None]:
+        cut = check_head(entries, report, head, args.min_records)
+        if cut is not None:
+            print(f"TAMPERED {where}: {cut}")
+            return 1
+    unshipped = 0  # records the station's journal head proves that the register's copy does not hold yet
+    if ahead is not None and int(ahead["seq"]) >= report.records:
+        unshipped = int(ahead["seq"]) - report.records + 1
+    elif ahead is not None:  # within the copy: the same record, or the copy was replaced from there or before
+        cut = check_head(entries, report, ahead)
+        if cut is not None:
+            print(f"TAMPERED {where}: {cut}")
+            return 1
     found = check_texts(entries, texts.held, source=texts.source, unopened=texts.unopened,
                         others=texts.others, not_opened=texts.not_opened)
     if not found.ok:
@@ -293,15 +337,25 @@ def _verify(args: argparse.Namespace, entries: Entries, where: str, texts: Texts
                 and "is missing" in found.finding.problem else "")
         print(f"TAMPERED {where}: {found.finding}{hint}")
         return 1
+    head = max(heads, key=lambda h: int(h["seq"]), default=None)
     unsigned = report.records - 1 - report.signed_through
     said = [f"{found.checked} match their commitments"] + ([f"{found.erased} erased"] if found.erased else []) + (
         [f"{found.elsewhere} {ELSEWHERE[texts.source][1]}"] if found.elsewhere else []) + (
         [f"{found.unchecked} held but not checked (no key ring: --key-file)"] if found.unchecked else [])
-    print(f"OK {where}: {report.records} records ({report.decisions} decisions, {report.checkpoints} signed "
-          f"checkpoints); chain intact; signed through seq {report.signed_through}"
-          + (f"; holds the signed head at seq {head['seq']}" if head else "; no signed head to compare")
-          + (f"; {unsigned} record(s) after the last checkpoint are chained but not yet signed" if unsigned else "")
-          + f"; officers' texts: {', '.join(said)}")
+    summary = (f"{report.records} records ({report.decisions} decisions, {report.checkpoints} signed "
+               f"checkpoints); chain intact; signed through seq {report.signed_through}"
+               + (f"; holds the signed head at seq {head['seq']}" if head else "; no signed head to compare")
+               + (f"; {unsigned} record(s) after the last checkpoint are chained but not yet signed" if unsigned
+                  else "")
+               + f"; officers' texts: {', '.join(said)}")
+    if unshipped:
+        print(f"{NOT_SHIPPED} {where}: {unshipped} record(s) signed but not yet in the register (the station's "
+              f"journal holds a signed head at seq {ahead['seq']}, exported at {ahead.get('time')}; the register's "
+              f"copy ends at seq {report.records - 1}): verify the station's journal (checkpoint-audit verify "
+              f"--data-dir DATA_DIR, or --replica DIR at an island, with its key directory); the register's copy: "
+              f"{summary}")
+        return EXIT_NOT_SHIPPED
+    print(f"OK {where}: {summary}")
     return 0
 
 
@@ -328,7 +382,8 @@ def _show(args: argparse.Namespace, entries: Entries, texts: Texts) -> Iterator[
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; ``verify`` exits 1 when the chain was tampered with or cut."""
+    """Run one command; ``verify`` exits 1 when the chain was tampered with or cut, 3 when the register's copy
+    verifies but the station's journal signed records not shipped to it yet."""
     args = build_parser().parse_args(argv)
     try:
         _resolve(args)
@@ -337,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a missing file, an unreachable or refused register: say which, exit 2
         print(f"checkpoint-audit: {exc}", file=sys.stderr)
         return 2
-    where = (f"{args.station}@{replica_store(args.replica)}" if args.replica
+    where = (f"{args.station}@{args.journal}" if args.journal
              else f"{args.station}@{args.store.split('@')[-1]}" if args.store
              else str(args.log or args.data_dir / "checkpoint.db"))
     if args.command == "verify":
