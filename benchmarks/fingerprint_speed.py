@@ -162,7 +162,7 @@ class RepackingGallery:
         raw = [packed.scores(t) for _, t in probes]
         owners = np.repeat(np.arange(len(subjects)), np.diff(np.append(starts, len(fingers))))
         best, count, matched = matched_per_probe(raw, fingers, owners, np.ones(len(fingers), dtype=bool),
-                                                 len(subjects), probes)
+                                                 len(subjects), probes, by_position=False)
         out: dict[str, list[tuple[int, float]]] = {}
         for finger, best_raw, compared in per_enrolled_finger(best, count, matched, [f for f, _ in probes]):
             calibrated = self.calibration.score(np.where(np.isfinite(best_raw), best_raw, 0.0))

@@ -55,17 +55,25 @@ def verification_outcome(result: VerificationResult) -> TravellerOutcome:
     return _PROCEED if proceed else _SEE_OFFICER
 
 
+def ambiguous_identity(result: IdentificationResult) -> bool:
+    """Two or more different subjects at or over the threshold (listed, or beyond the answer's
+    ``max_candidates``: ``result.ambiguous``): one person enrolled twice, or a false match; the search cannot
+    say who the traveller is."""
+    return result.ambiguous or len({c.subject_id for c in result.candidates}) > 1
+
+
 def identification_outcome(result: IdentificationResult) -> TravellerOutcome:
-    """PROCEED when there is a top candidate and no candidate is on a watchlist or contradicted; SEE_OFFICER
-    otherwise.
+    """PROCEED when there is exactly one candidate (one subject), on no watchlist and not contradicted;
+    SEE_OFFICER otherwise.
 
     Any watchlisted candidate at or over the threshold sends the traveller to an officer, not only the top
     one: the search says the traveller may be that person, and the officer decides. So does any contradicted
     candidate (found through one modality while another says "not this person": a matching finger with a face
-    that does not match is what a stolen finger looks like), and a search on fingerprints alone under a
-    calibration that cannot measure the operating FMR.
+    that does not match is what a stolen finger looks like), a second subject at or over the threshold (an
+    ambiguous identity: one person enrolled twice, or a false match; not "the best one wins"), and a search on
+    fingerprints alone under a calibration that cannot measure the operating FMR.
     """
-    if (result.candidates and not result.finger_alone_unmeasured
+    if (result.candidates and not result.finger_alone_unmeasured and not ambiguous_identity(result)
             and not any(c.watchlist or c.contradicted for c in result.candidates)):
         return _PROCEED
     return _SEE_OFFICER
@@ -84,12 +92,14 @@ def verification_referral(result: VerificationResult) -> str:
 
 
 def identification_referral(result: IdentificationResult) -> str:
-    """Why candidates send the traveller to an officer (for officers only): ``watchlist``, ``contradicted`` or
-    ``finger_alone_unmeasured``; "" when there is none or the traveller proceeds."""
+    """Why candidates send the traveller to an officer (for officers only): ``watchlist``, ``contradicted``,
+    ``ambiguous_identity`` (two or more subjects at or over the threshold) or ``finger_alone_unmeasured``, the
+    first that applies; "" when there is none or the traveller proceeds."""
     if not result.candidates:
         return ""
     for reason, applies in (("watchlist", any(c.watchlist for c in result.candidates)),
                             ("contradicted", any(c.contradicted for c in result.candidates)),
+                            ("ambiguous_identity", ambiguous_identity(result)),
                             ("finger_alone_unmeasured", result.finger_alone_unmeasured)):
         if applies:
             return reason

@@ -249,7 +249,8 @@ def decision_metric(kind: str, found: bool, unmeasured: bool, outcome: Traveller
     only for a match or candidates answered PROCEED, so that the dashboard's PROCEED share counts no referral; one
     referred to an officer is ``..._finger_alone_referred`` (fingerprints alone, unmeasured) or
     ``verify_match_referred`` / ``identify_hit_referred`` (any other reason: a watchlisted subject, a subject in
-    review, a contradicted candidate; the name does not say which, as the kiosk's answer does not);
+    review, a contradicted candidate, two subjects over the threshold; the name does not say which, as the kiosk's
+    answer does not);
     ``verify_no_match`` / ``identify_miss``."""
     proceed, referred, finger_alone, none = _METRIC_OUTCOMES[kind]
     if not found:
@@ -1338,17 +1339,20 @@ class CheckpointService:
         stop()
         self._ensure_current()
         threshold = self.search_threshold()
-        # ranked over the server's whole cap: the decision and the alerts see every watchlisted candidate, the
-        # answer the k best and those (decisions.shortlist)
-        candidates = shortlist(self._search(self._face_probes(faces), fingers, self.config.max_candidates,
-                                            threshold, len(faces)), k)
+        # ranked over the server's whole cap (two at least): the decision and the alerts see every watchlisted
+        # candidate and whether a second subject is over the threshold (an ambiguous identity, even beyond k), the
+        # answer the k best and the watchlisted (decisions.shortlist)
+        ranked = self._search(self._face_probes(faces), fingers, max(2, self.config.max_candidates), threshold,
+                              len(faces))
+        candidates = shortlist(ranked, k)
         decision_id = _new_decision_id()
         # a candidate scored without a face (none sent, or none enrolled) rests on its fingers alone, read at the
         # per-comparison FMR of the 1:N threshold
         unmeasured = any(all(m.modality is not Modality.FACE for m in c.modality_scores) for c in candidates) and (
             not self._finger_scores_measured(10.0 ** -threshold))
         result = IdentificationResult(candidates, threshold, decision_id, self.register_as_of(),
-                                      feedback_id=self._new_feedback_id(), finger_alone_unmeasured=unmeasured)
+                                      feedback_id=self._new_feedback_id(), finger_alone_unmeasured=unmeasured,
+                                      ambiguous=len({c.subject_id for c in ranked}) > 1)
         outcome = identification_outcome(result)
         with self._audit() as tx:
             self._record(tx, "identify", actor, decision_id, threshold=threshold,

@@ -144,6 +144,9 @@ class IdentificationResult:
     # calibration that cannot measure the 1:N threshold's FMR; the candidates stand (for officers), the traveller
     # sees an officer.
     finger_alone_unmeasured: bool = False
+    # More than one subject at or over the threshold, some perhaps beyond the candidates listed (an answer cut to
+    # max_candidates): one person enrolled twice, or a false match; the traveller sees an officer.
+    ambiguous: bool = False
 
 
 @dataclass(frozen=True)

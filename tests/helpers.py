@@ -10,10 +10,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from checkpoint.v1 import checkpoint_pb2 as pb
 from checkpoint.v1 import checkpoint_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from biometrics.fingerprint.template import FingerprintTemplate
 
 DATA = Path(__file__).resolve().parent / "data"
 FACES = DATA / "faces"
@@ -44,6 +48,22 @@ def side_by_side(first: tuple[str, int], second: tuple[str, int], size: tuple[in
 def face_sample(name: str) -> pb.Sample:
     """A FACE Sample message carrying an image from tests/data/faces."""
     return pb.Sample(modality=pb.FACE, image=face(name))
+
+
+def fingerprint_image(name: str) -> Path:
+    """A sample of tests/data/fingerprints, or of fingerprints-more (impressions the emulator does not serve)."""
+    path = DATA / "fingerprints" / f"{name}.png"
+    return path if path.exists() else DATA / "fingerprints-more" / f"{name}.png"
+
+
+def fingerprint_template(name: str) -> FingerprintTemplate:
+    """The template the service extracts from :func:`fingerprint_image` ``name``."""
+    import numpy as np
+    from PIL import Image
+
+    import biometrics.fingerprint as fp
+
+    return fp.extract_fingerprint(np.array(Image.open(fingerprint_image(name)).convert("L")))
 
 
 def measured_fingerprint_calibration(folder: Path) -> Path:

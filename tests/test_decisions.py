@@ -41,7 +41,7 @@ def test_a_watchlist_match_is_indistinguishable_from_a_no_match() -> None:
 @pytest.mark.parametrize(("watchlist", "decision"), [
     ((), SEE_OFFICER),  # nobody found
     ((False,), PROCEED),
-    ((False, False), PROCEED),
+    ((False, False), SEE_OFFICER),  # two different subjects: an ambiguous identity, not the best one
     ((True,), SEE_OFFICER),
     ((False, True), SEE_OFFICER),  # a watchlisted candidate over the threshold, even second
 ])
@@ -58,6 +58,27 @@ def test_a_candidate_whose_modalities_contradict_each_other_goes_to_an_officer()
         outcome = identification_outcome(IdentificationResult(candidates, 3.0, "d"))
         assert (outcome.decision, outcome.message) == (SEE_OFFICER, SEE_OFFICER_MESSAGE)
     assert identification_outcome(IdentificationResult((Candidate("P0", 12.0),), 3.0, "d")).decision is PROCEED
+
+
+def test_two_different_subjects_over_the_threshold_are_an_ambiguous_identity_for_an_officer() -> None:
+    """One person enrolled twice (or a false match): the search cannot say who the traveller is, so the traveller
+    sees an officer (the usual message) and the officer's answer says why, even when ``max_candidates`` cut the
+    second subject from the list."""
+    from biometrics.decisions import identification_referral
+
+    two = IdentificationResult((Candidate("P0", 12.0), Candidate("P1", 11.0)), 3.0, "d")
+    cut = IdentificationResult((Candidate("P0", 12.0),), 3.0, "d", ambiguous=True)
+    for result in (two, cut):
+        outcome = identification_outcome(result)
+        assert (outcome.decision, outcome.message) == (SEE_OFFICER, SEE_OFFICER_MESSAGE)
+        assert identification_referral(result) == "ambiguous_identity"
+    one = IdentificationResult((Candidate("P0", 12.0),), 3.0, "d")
+    assert identification_outcome(one).decision is PROCEED and identification_referral(one) == ""
+    # a watchlisted or contradicted candidate is named first
+    assert identification_referral(_identified(False, True)) == "watchlist"
+    contradicted = IdentificationResult((Candidate("P0", 12.0), Candidate("P1", 11.1, (), False, contradicted=True)),
+                                        3.0, "d")
+    assert identification_referral(contradicted) == "contradicted"
 
 
 def test_decisions_are_numbered_as_in_the_contract() -> None:

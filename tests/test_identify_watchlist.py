@@ -42,3 +42,24 @@ def test_a_watchlisted_candidate_ranked_below_max_candidates_is_never_cut(tmp_pa
             alerts += 1
     finally:
         service.close()
+
+
+def test_one_person_enrolled_twice_is_referred_even_when_max_candidates_lists_one(tmp_path: Path) -> None:
+    """Two different subjects at or over the threshold: never PROCEED for the best one, whatever the answer's
+    ``max_candidates``; the officer's answer says why (``ambiguous_identity``)."""
+    from biometrics.decisions import identification_referral
+
+    service = CheckpointService.open(StoreLocation(tmp_path / "data", key_dir=tmp_path / "keys"),
+                                     config=ServiceConfig())
+    try:
+        assert service.enrol("K1000001", SubjectInfo(name="Kofi Annan"), [sample("Kofi_Annan_0002.jpg")],
+                             actor=OFFICER).enrolled
+        assert service.enrol("K2000002", SubjectInfo(name="Kofi Annan"), [sample("Kofi_Annan_0004.jpg")],
+                             allow_duplicate=True, override_reason="second passport", actor=OFFICER).enrolled
+        for k in (1, 10):
+            result = service.identify([sample("Kofi_Annan_0002.jpg")], k, actor=KIOSK)
+            assert [c.subject_id for c in result.candidates] == ["K1000001", "K2000002"][:k]
+            assert identification_outcome(result).decision is SEE_OFFICER
+            assert identification_referral(result) == "ambiguous_identity"
+    finally:
+        service.close()

@@ -70,6 +70,7 @@ REFERRALS = {
     "watchlist": "a watchlist match (an alert is raised)",
     "in_review": "the subject's offline enrolment waits for a review as a possible duplicate",
     "contradicted": "a candidate found by one modality and contradicted by another",
+    "ambiguous_identity": "two or more different subjects match (one person enrolled twice, or a false match)",
     "finger_alone_unmeasured": "fingerprints alone, and this station's fingerprint calibration cannot measure the "
                                "operating FMR (fit the station's own: docs/operations.md)",
 }

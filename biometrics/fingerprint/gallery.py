@@ -17,15 +17,21 @@ the size of the change, never the size of the gallery:
 A search scores every row with the compiled kernel (dead rows too: at most a quarter of them) and reduces
 per subject, ignoring rows removed at or before its snapshot's version.
 
-Scores are false-match scores. A probe of finger position f is compared with the subject's templates of
-position f (or of unknown position 0; a probe of unknown position with all of them); the best raw
-similarity is calibrated, then corrected for the number k of templates it was the best of
-(``fusion.best_of_k``, -log10 k). Each ENROLLED finger gives a subject at most one score
-(:func:`per_enrolled_finger`): probes whose best templates are of the same enrolled finger, or that declare
-the same position (several placements of one finger), count as one finger (best of them, k the sum of their
-comparisons), so one finger sent twice, once with its position and once as 0, is not fused as two independent
-fingers; a template enrolled as 0 may be any of the subject's fingers, so a probe that matched one is one finger
-with the others. Each such finger gives one score, to be fused by the caller.
+Scores are false-match scores. In a search (1:N: Identify, and an enrolment's duplicate search) every probe is
+compared with ALL of a subject's templates, whatever the positions declared: the scanner cannot tell which finger
+is on it, so a person enrolling again with fingers under other positions, or a watchlisted traveller presenting
+another finger than asked, is still found. In ``compare`` (1:1, Verify: the subject named, the kiosk asking for a
+finger) a probe of finger position f is compared with the subject's templates of position f (or of unknown
+position 0; a probe of unknown position with all of them): another finger than asked is rejected, never
+accepted. Either way the best raw similarity is calibrated, then corrected for the number k of templates it was
+the best of (``fusion.best_of_k``, -log10 k; in a search k counts every template of the subject).
+
+Each ENROLLED finger gives a subject at most one score (:func:`per_enrolled_finger`): probes whose best
+templates are of the same enrolled finger, or that declare the same position (several placements of one
+finger), count as one finger (best of them, k the sum of their comparisons), so one finger sent twice, once
+with its position and once as 0, is not fused as two independent fingers; a template enrolled as 0 may be any
+of the subject's fingers, so a probe that matched one is one finger with the others. Each such finger gives one
+score, to be fused by the caller.
 """
 
 from __future__ import annotations
@@ -81,16 +87,20 @@ class _Subject:
 
 
 def matched_per_probe(raw: Sequence[np.ndarray], fingers: np.ndarray, owners: np.ndarray, alive: np.ndarray,
-                      n_subjects: int, probes: Sequence[Probe]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      n_subjects: int, probes: Sequence[Probe], *, by_position: bool
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(best raw score, templates compared, enrolled finger of the best template): three (probes, subject codes)
-    arrays. A probe of position f is compared with the rows of position f or 0, one of position 0 with every row;
-    a subject with no row compared has count 0 (best -inf, finger 0). Of rows whose raw scores tie, the best is one
-    of position 0, else of the lowest position (never the rows' order)."""
+    arrays. With ``by_position`` (1:1, the subject named) a probe of position f is compared with the rows of
+    position f or 0, one of position 0 with every row; without (1:N) every probe with every row, whatever the
+    positions (the scanner cannot tell which finger is on it: a finger declared under another position must still
+    find its owner), the count then holding every row so that ``best_of_k`` corrects for all of them. A subject
+    with no row compared has count 0 (best -inf, finger 0). Of rows whose raw scores tie, the best is one of
+    position 0, else of the lowest position (never the rows' order)."""
     best = np.full((len(probes), n_subjects), -np.inf)
     count = np.zeros((len(probes), n_subjects), dtype=np.int64)
     matched = np.zeros((len(probes), n_subjects), dtype=np.int64)
     for p, ((position, _), r) in enumerate(zip(probes, raw, strict=True)):
-        eligible = alive if position == 0 else alive & ((fingers == position) | (fingers == 0))
+        eligible = alive if position == 0 or not by_position else alive & ((fingers == position) | (fingers == 0))
         rows = np.flatnonzero(eligible)
         if not len(rows):
             continue
@@ -337,15 +347,17 @@ class FingerprintGallery:
             return list(subject.entries) if subject is not None else []
 
     def search(self, probes: Sequence[Probe]) -> dict[str, list[tuple[int, float]]]:
-        """False-match scores of every subject with a comparable template: subject -> [(finger, score)], one per
-        enrolled finger the probes reached (:func:`per_enrolled_finger`)."""
+        """False-match scores of every subject with a template: subject -> [(finger, score)], one per enrolled
+        finger the probes reached (:func:`per_enrolled_finger`). Every probe is compared with every template,
+        whatever its declared position (1:N; see the module's docstring)."""
         snap = self._snapshot
         if not probes or not snap.live:
             return {}
         raw = [template_scores(t, snap.x, snap.y, snap.angle, snap.bits, snap.valid, snap.offsets)
                for _, t in probes]
         alive = snap.removed_at > snap.version
-        best, count, matched = matched_per_probe(raw, snap.fingers, snap.owners, alive, snap.n_codes, probes)
+        best, count, matched = matched_per_probe(raw, snap.fingers, snap.owners, alive, snap.n_codes, probes,
+                                                 by_position=False)
         out: dict[str, list[tuple[int, float]]] = {}
         for finger, best_raw, compared in per_enrolled_finger(best, count, matched, [f for f, _ in probes]):
             codes = np.flatnonzero(compared > 0)
@@ -362,7 +374,7 @@ class FingerprintGallery:
 
     def compare(self, subject_id: str, probes: Sequence[Probe]) -> list[tuple[int, float]]:
         """False-match scores of one subject (1:1): [(finger, score)], one per enrolled finger the probes reached
-        (:func:`per_enrolled_finger`)."""
+        (:func:`per_enrolled_finger`); a probe reaches the templates of its declared position (and of 0)."""
         from biometrics.fingerprint.matching import compare
 
         with self._lock:
@@ -373,7 +385,7 @@ class FingerprintGallery:
         fingers = np.asarray([f for f, _ in entries], dtype=np.int64)
         raw = [np.array([compare(t, ref) for _, ref in entries]) for _, t in probes]
         best, count, matched = matched_per_probe(raw, fingers, np.zeros(len(entries), dtype=np.int64),
-                                                 np.ones(len(entries), dtype=bool), 1, probes)
+                                                 np.ones(len(entries), dtype=bool), 1, probes, by_position=True)
         return [(int(finger[0]), best_of_k(float(self.calibration.score(float(best_raw[0]))), int(compared[0])))
                 for finger, best_raw, compared in per_enrolled_finger(best, count, matched, [f for f, _ in probes])
                 if compared[0] > 0]
