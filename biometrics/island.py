@@ -264,7 +264,6 @@ class Island:
                             and c.seq not in kept}, changes[-1][0].seq if changes else 0)
         if self.replica is None:
             return
-        self.replica.follow(changes, self.service.sync_state.generation, kept)
         keyring = self.service.storage.keyring
         stored, rejected, withdrawn, ids = [], [], [], set(self.provisional.values())
         for change, loaded in changes:
@@ -274,11 +273,15 @@ class Island:
                 withdrawn.append(change.ref[len(UPLOAD_REF):])
             elif change.kind == CHANGE_WITHDRAWN:  # an older version's withdrawal, keyed by the pseudonym
                 rejected.append(change.ref)
+        # the withdrawals in the page's own local transaction, after its copy (a later enrolment of the page has
+        # replaced the copy): the copy never moves past a withdrawal and keeps the rejected copy (a crash between two
+        # commits did: it was verified at this station for good)
+        for ref, subject_id in self.replica.follow(changes, self.service.sync_state.generation, kept,
+                                                   withdraw=withdrawn):
+            self._forget_copy(ref, subject_id)
         erased = {c.ref for c, _ in changes if c.kind == CHANGE_ERASED and c.seq not in kept}
         if stored:
             self._settle_kept(stored)
-        for upload_id in withdrawn:  # after the page's copy: a later enrolment of the page has replaced the copy
-            self._withdraw(upload_id, changes[-1][0].seq)
         if rejected:
             self.replica.settle_refs(rejected, OUTBOX_REVIEW, OUTBOX_REJECTED, "rejected at review")
         if stored or rejected or withdrawn or erased & {keyring.pseudonym(sid) for sid in ids}:
@@ -297,20 +300,10 @@ class Island:
         if stored:
             self.replica.settle_refs([reviewed[u] for u in stored], OUTBOX_REVIEW, OUTBOX_STORED, "kept at review")
 
-    def _withdraw(self, upload_id: str, seq: int) -> None:
-        """An officer did not store this station's upload ``upload_id`` (rejected, or its document number is the
-        register's): its provisional copy leaves (unless the register's subject under that number replaced it)."""
-        assert self.replica is not None
-        entry = next((e for e in self.replica.entries((OUTBOX_REVIEW, OUTBOX_STORED)) if e.upload_id == upload_id),
-                     None)
-        if entry is None:
-            return  # another station's upload
-        own_copy = self.own_copy(entry)
-        if own_copy:
-            self.service.gallery.remove(entry.payload.get("subject_id", ""))
-            self.service.gallery.forget_ref(entry.ref)
-            self._erase_alerts({entry.ref}, seq)
-        self.replica.withdraw(upload_id, drop_copy=own_copy)
+    def _forget_copy(self, ref: str, subject_id: str) -> None:
+        """The gallery in memory after the copy dropped this station's provisional copy ``ref`` (withdrawn)."""
+        self.service.gallery.remove(subject_id)
+        self.service.gallery.forget_ref(ref)
 
     def _erase_alerts(self, refs: set[str], upto: int) -> None:
         """Delete this station's alerts naming subjects the register erased or withdrew (a station on a register
@@ -486,6 +479,7 @@ class Island:
                 if self.reviews.key_legacy_hashes(lambda digest: keyed_hash(keyring, digest)):
                     log.info("register: content hashes of this station's earlier uploads replaced by keyed ones")
                 self._register_hashes_keyed = True
+            self._settle_withdrawn()
             start, done = time.perf_counter(), 0
             outcomes = {"stored": 0, "review": 0, "erased": 0, "superseded": 0, "refused": 0, "again": 0,
                         "skipped": 0, "failed": 0, "held": 0}
@@ -509,10 +503,13 @@ class Island:
                         outcome = self._fail(entry, exc)
                         blocked.add(entry.ref)
                     else:
-                        self.replica.settle(entry.upload_id, state, outcome)
-                        if outcome == "again_withdrawn":  # resolved while this station missed the settlement
-                            self._withdraw(entry.upload_id, self.service.applied_seq)
+                        if outcome == "again_withdrawn":  # resolved while this station missed the settlement:
+                            dropped = self.replica.withdraw(entry.upload_id, (OUTBOX_PENDING,))  # one transaction
+                            if dropped is not None:
+                                self._forget_copy(*dropped)
                             self.provisional.pop(entry.upload_id, None)
+                        else:
+                            self.replica.settle(entry.upload_id, state, outcome)
                         if state == OUTBOX_SUPERSEDED:  # no change reaches this station: its own entries of the
                             with self.replica.local.transaction() as tx:  # subject under review are closed, and
                                 self.replica.scrub(tx, {entry.ref})  # keep nothing
@@ -527,6 +524,29 @@ class Island:
             return done
         finally:
             self._drain_lock.release()
+
+    def _settle_withdrawn(self) -> int:
+        """Withdraw this station's uploads under review, its own provisional copy still held, that the register's
+        review says an officer did not store (rejected, or linked to the register's subject of the number): their
+        ``withdrawn`` change passed without withdrawing them (an island of an older version that died between its
+        copy's commit and the withdrawal: it committed them apart). How many; at every drain, one read of the
+        register when such an entry is held."""
+        assert self.replica is not None
+        waiting = [e.upload_id for e in self.replica.entries((OUTBOX_REVIEW,)) if e.upload_id in self.provisional]
+        if not waiting:
+            return 0
+        states = self.reviews.review_states(waiting)
+        done = 0
+        with self.service.gallery.apply_lock:  # not beside a page that may replace the copy
+            for upload_id in [u for u in waiting if states.get(u) in ("reject", "link_held")]:
+                dropped = self.replica.withdraw(upload_id, (OUTBOX_REVIEW,))
+                if dropped is not None:
+                    self._forget_copy(*dropped)
+                self.provisional.pop(upload_id, None)
+                done += 1
+        if done:
+            log.warning("%d upload(s) rejected at review while this station missed the withdrawal: withdrawn now", done)
+        return done
 
     def _fail(self, entry: OutboxEntry, exc: Exception) -> str:
         """Set aside an entry whose upload raised: state ``failed``, its payload kept, an audit record; it is

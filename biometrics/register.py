@@ -863,6 +863,16 @@ class Reviews:
         row = tx.execute("SELECT state FROM reviews WHERE upload_id = ?", (upload_id,)).fetchone()
         return None if row is None else str(row[0])
 
+    def review_states(self, upload_ids: Collection[str]) -> dict[str, str]:
+        """upload id -> the state of its review (:meth:`review_state`), of those of ``upload_ids`` reviewed."""
+        ids = sorted(set(upload_ids))
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start:start + 1000]
+            found.update((str(u), str(state)) for u, state in self.register._query(
+                f"SELECT upload_id, state FROM reviews WHERE upload_id IN ({', '.join('?' * len(chunk))})", chunk))
+        return found
+
     def kept(self, upload_ids: Collection[str]) -> set[str]:
         """Which of ``upload_ids`` an officer resolved by storing the enrolment (keep both, or link)."""
         if not upload_ids:
