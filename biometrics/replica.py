@@ -198,10 +198,16 @@ class Replica:
         if generation:
             self.local.set_meta(tx, REGISTER_POSITION[0], generation)
 
-    def resync(self, register: SealedStore, keep: Collection[str], seq: int, generation: str) -> tuple[int, int]:
+    def resync(self, register: SealedStore, keep: Collection[str], seq: int, generation: str,
+               erasures: dict[str, tuple[str, dict[str, Any], str]] | None = None) -> tuple[int, int]:
         """Make the copy what ``register`` holds now (its log went back to change ``seq``: restored from a
         backup), the subjects with pseudonyms in ``keep`` (this station's, not in the register) aside: every
-        subject of the register is written again, every other one dropped. Returns (written, dropped)."""
+        subject of the register is written again, every other one dropped. Returns (written, dropped).
+
+        ``erasures``: upload id -> (pseudonym, payload, outcome) of this station's erasures the restored register
+        lost while it holds their subject again: each is queued again and its subject dropped from the copy in
+        the transaction that moves the copy to ``seq`` (a crash in between would have left the copy at the
+        restored register, its restore never noticed again, and the erasure settled for good)."""
         theirs = sorted(register.refs())
         gone = self.local.refs() - set(theirs) - set(keep)
         for start in range(0, len(theirs), 2000):
@@ -211,6 +217,9 @@ class Replica:
                     self.local.put_subject(tx, ref, record, stored)
         with self.local.transaction() as tx:
             for ref in gone:
+                self.local.drop_subject(tx, ref)
+            for upload_id, (ref, payload, outcome) in (erasures or {}).items():
+                self._requeue(tx, upload_id, payload, outcome)
                 self.local.drop_subject(tx, ref)
             self.local.set_meta(tx, REGISTER_SEQ, str(seq))
             self._set_position(tx, generation, "")
@@ -421,9 +430,12 @@ class Replica:
         """Put an uploaded entry back in the queue with ``payload`` (the register no longer holds the upload:
         restored from a backup); it keeps its place and id, and gets the new content's hash."""
         with self.local.transaction() as tx:
-            tx.execute("UPDATE outbox SET state = ?, outcome = ?, content_hash = ?, sealed = ? WHERE upload_id = ?",
-                       (OUTBOX_PENDING, outcome, content_hash(self.local.keyring, payload),
-                        self._seal(upload_id, payload), upload_id))
+            self._requeue(tx, upload_id, payload, outcome)
+
+    def _requeue(self, tx: Transaction, upload_id: str, payload: dict[str, Any], outcome: str) -> None:
+        tx.execute("UPDATE outbox SET state = ?, outcome = ?, content_hash = ?, sealed = ? WHERE upload_id = ?",
+                   (OUTBOX_PENDING, outcome, content_hash(self.local.keyring, payload),
+                    self._seal(upload_id, payload), upload_id))
 
     def _seal(self, upload_id: str, payload: dict[str, Any]) -> bytes:
         return self.local.keyring.seal(json.dumps(payload).encode(), _outbox_aad(upload_id))
