@@ -37,6 +37,13 @@ so: ``superseded`` (outbox state and the register's upload record; the audit rec
 erasure an older version queued names nothing: at the first start of this version it is given the change the
 station's copy reflects then (:meth:`biometrics.replica.Replica.version_legacy`).
 
+**An offline erasure of a document the station does not hold.** The register may have enrolled it after the link
+dropped, so the station never answers "not enrolled" offline: the request is queued all the same, naming its time
+(``not_held``, ``requested_at``), with its audit record, and the officer is told it is queued. Uploaded, it erases
+the enrolment of the document the register held when it was asked, never a later one
+(:meth:`biometrics.register.RegisterStorage.erase_requested`); holding none, the register records the erasure
+against the document, as an online erasure that finds nothing does.
+
 **Its own erasure, then the same document enrolled again.** Offline, an officer erases a subject, then the
 document is enrolled again at the same station: two outbox entries, the erasure first, and a provisional copy
 under the same pseudonym. The erasure's change in the register (uploaded first) must not take that copy away
@@ -436,12 +443,17 @@ class Island:
                                provisional=enrolled)
 
     def erase_offline(self, subject_id: str, reason: str, decision_id: str, actor: Actor) -> None:
-        """Erase at this station at once; queue the erasure for the register (or cancel a pending enrolment)."""
+        """Erase at this station at once; queue the erasure for the register (or cancel a pending enrolment).
+
+        A document this station does not hold is not answered "not enrolled": the register may have enrolled it
+        since the link dropped. The request is queued all the same (its time named: the register erases the
+        enrolment of the document it held then, :meth:`biometrics.register.RegisterStorage.erase_requested`) with
+        its audit record, in one local transaction, and the officer is told so (SubjectNotFound saying the
+        request is queued, as an online erasure recorded against the document is answered)."""
         service = self.service
         assert self.replica is not None
         with service.gallery.apply_lock:  # what the officer erases is what the gallery holds at this change
-            if subject_id not in service.gallery:
-                raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
+            held = subject_id in service.gallery
             ref = service.storage.keyring.pseudonym(subject_id)
             pending = [e for e in self.replica.entries((OUTBOX_PENDING, OUTBOX_FAILED))
                        if e.kind == "enrol" and e.ref == ref]
@@ -456,16 +468,27 @@ class Island:
                     version: dict[str, Any] = {"seen_seq": service.sync_state.applied_seq}
                     if own := failed or self.replica.last_upload(ref):
                         version["enrolment_upload"] = own
+                    if not held:  # the request names its time: the register erases what it held then
+                        version.update(not_held=True, requested_at=now())
                     self.replica.add(tx, "erase", ref, {"subject_id": subject_id, "reason": reason, **version})
                 self.replica.scrub(tx, {ref})
                 self.replica.local.erase_alerts(tx, {ref})
                 self.replica.local.erase_audit_texts(tx, {ref})  # this station's chain's texts about the subject
                 self.replica.local.drop_subject(tx, ref)
-                service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True)
-            service.gallery.remove(subject_id)
-            service.gallery.forget_ref(ref)
+                service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True,
+                               **({} if held else {"outcome": "queued_not_held"}))
+            if held:
+                service.gallery.remove(subject_id)
+                service.gallery.forget_ref(ref)
             for upload_id in [u for u, sid in list(self.provisional.items()) if sid == subject_id]:
                 self.provisional.pop(upload_id, None)
+        if not held:
+            raise SubjectNotFound(
+                f"This station is working offline and holds no subject under {subject_id!r}; the central register "
+                "may hold one enrolled since the link dropped. The erasure request is recorded here and queued for "
+                "the central register: when the link returns, the register erases the enrolment of this document "
+                "it held when the request was made (holding none, it records the erasure against the document "
+                "number). Nothing more needs to be done here.")
 
     # -- the drain -------------------------------------------------------------------------------
 
@@ -642,13 +665,26 @@ class Island:
         that did not would be taken to have seen none, so it could never erase a later enrolment."""
         service = self.service
         payload = entry.payload
-        seq, kept = service.storage.erase_seen(tx, payload["subject_id"], int(payload.get("seen_seq", 0)),
-                                               payload.get("enrolment_upload", ""))
-        outcome = "superseded" if kept is not None else "erased"
+        against = False
+        if payload.get("not_held"):  # asked offline of a document the station did not hold: what the register
+            seq, kept, against = service.storage.erase_requested(  # held when it was asked
+                tx, payload["subject_id"], str(payload.get("requested_at") or entry.created_at),
+                int(payload.get("seen_seq", 0)), payload.get("enrolment_upload", ""))
+            superseded = kept is not None or seq is None
+        else:
+            seq, kept = service.storage.erase_seen(tx, payload["subject_id"], int(payload.get("seen_seq", 0)),
+                                                   payload.get("enrolment_upload", ""))
+            superseded = kept is not None
+        outcome = "superseded" if superseded else "erased"
         named = {"register_seq": kept} if kept is not None else {}  # the later enrolment kept
+        audited = "recorded_against_document" if against else "absent" if outcome == "erased" and not seq else outcome
+        if superseded and payload.get("not_held"):
+            log.warning("upload %s: an erasure asked for offline at %s of a document this station did not hold: the "
+                        "register's enrolment of it (change %s) was made after the request and is kept",
+                        entry.upload_id, payload.get("requested_at"), kept if kept is not None else "under review")
         service.record(tx, "delete_upload", Actor(role="system", identity=f"station {service.station} drain"),
-                       entry.upload_id, subject_ref=entry.ref, outcome="absent" if outcome == "erased" and not seq
-                       else outcome, upload_id=entry.upload_id, reason=payload.get("reason", ""), **named)
+                       entry.upload_id, subject_ref=entry.ref, outcome=audited, upload_id=entry.upload_id,
+                       reason=payload.get("reason", ""), **named)
         return outcome, seq
 
     # -- the adjudication queue ------------------------------------------------------------------
