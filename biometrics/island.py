@@ -37,6 +37,13 @@ so: ``superseded`` (outbox state and the register's upload record; the audit rec
 erasure an older version queued names nothing: at the first start of this version it is given the change the
 station's copy reflects then (:meth:`biometrics.replica.Replica.version_legacy`).
 
+**An offline erasure of a document the station does not hold.** The register may have enrolled it after the link
+dropped, so the station never answers "not enrolled" offline: the request is queued all the same, naming its time
+(``not_held``, ``requested_at``), with its audit record, and the officer is told it is queued. Uploaded, it erases
+the enrolment of the document the register held when it was asked, never a later one
+(:meth:`biometrics.register.RegisterStorage.erase_requested`); holding none, the register records the erasure
+against the document, as an online erasure that finds nothing does.
+
 **Its own erasure, then the same document enrolled again.** Offline, an officer erases a subject, then the
 document is enrolled again at the same station: two outbox entries, the erasure first, and a provisional copy
 under the same pseudonym. The erasure's change in the register (uploaded first) must not take that copy away
@@ -264,7 +271,6 @@ class Island:
                             and c.seq not in kept}, changes[-1][0].seq if changes else 0)
         if self.replica is None:
             return
-        self.replica.follow(changes, self.service.sync_state.generation, kept)
         keyring = self.service.storage.keyring
         stored, rejected, withdrawn, ids = [], [], [], set(self.provisional.values())
         for change, loaded in changes:
@@ -274,11 +280,15 @@ class Island:
                 withdrawn.append(change.ref[len(UPLOAD_REF):])
             elif change.kind == CHANGE_WITHDRAWN:  # an older version's withdrawal, keyed by the pseudonym
                 rejected.append(change.ref)
+        # the withdrawals in the page's own local transaction, after its copy (a later enrolment of the page has
+        # replaced the copy): the copy never moves past a withdrawal and keeps the rejected copy (a crash between two
+        # commits did: it was verified at this station for good)
+        for ref, subject_id in self.replica.follow(changes, self.service.sync_state.generation, kept,
+                                                   withdraw=withdrawn):
+            self._forget_copy(ref, subject_id)
         erased = {c.ref for c, _ in changes if c.kind == CHANGE_ERASED and c.seq not in kept}
         if stored:
             self._settle_kept(stored)
-        for upload_id in withdrawn:  # after the page's copy: a later enrolment of the page has replaced the copy
-            self._withdraw(upload_id, changes[-1][0].seq)
         if rejected:
             self.replica.settle_refs(rejected, OUTBOX_REVIEW, OUTBOX_REJECTED, "rejected at review")
         if stored or rejected or withdrawn or erased & {keyring.pseudonym(sid) for sid in ids}:
@@ -297,20 +307,10 @@ class Island:
         if stored:
             self.replica.settle_refs([reviewed[u] for u in stored], OUTBOX_REVIEW, OUTBOX_STORED, "kept at review")
 
-    def _withdraw(self, upload_id: str, seq: int) -> None:
-        """An officer did not store this station's upload ``upload_id`` (rejected, or its document number is the
-        register's): its provisional copy leaves (unless the register's subject under that number replaced it)."""
-        assert self.replica is not None
-        entry = next((e for e in self.replica.entries((OUTBOX_REVIEW, OUTBOX_STORED)) if e.upload_id == upload_id),
-                     None)
-        if entry is None:
-            return  # another station's upload
-        own_copy = self.own_copy(entry)
-        if own_copy:
-            self.service.gallery.remove(entry.payload.get("subject_id", ""))
-            self.service.gallery.forget_ref(entry.ref)
-            self._erase_alerts({entry.ref}, seq)
-        self.replica.withdraw(upload_id, drop_copy=own_copy)
+    def _forget_copy(self, ref: str, subject_id: str) -> None:
+        """The gallery in memory after the copy dropped this station's provisional copy ``ref`` (withdrawn)."""
+        self.service.gallery.remove(subject_id)
+        self.service.gallery.forget_ref(ref)
 
     def _erase_alerts(self, refs: set[str], upto: int) -> None:
         """Delete this station's alerts naming subjects the register erased or withdrew (a station on a register
@@ -443,12 +443,17 @@ class Island:
                                provisional=enrolled)
 
     def erase_offline(self, subject_id: str, reason: str, decision_id: str, actor: Actor) -> None:
-        """Erase at this station at once; queue the erasure for the register (or cancel a pending enrolment)."""
+        """Erase at this station at once; queue the erasure for the register (or cancel a pending enrolment).
+
+        A document this station does not hold is not answered "not enrolled": the register may have enrolled it
+        since the link dropped. The request is queued all the same (its time named: the register erases the
+        enrolment of the document it held then, :meth:`biometrics.register.RegisterStorage.erase_requested`) with
+        its audit record, in one local transaction, and the officer is told so (SubjectNotFound saying the
+        request is queued, as an online erasure recorded against the document is answered)."""
         service = self.service
         assert self.replica is not None
         with service.gallery.apply_lock:  # what the officer erases is what the gallery holds at this change
-            if subject_id not in service.gallery:
-                raise SubjectNotFound(f"No subject is enrolled under {subject_id!r}.")
+            held = subject_id in service.gallery
             ref = service.storage.keyring.pseudonym(subject_id)
             pending = [e for e in self.replica.entries((OUTBOX_PENDING, OUTBOX_FAILED))
                        if e.kind == "enrol" and e.ref == ref]
@@ -463,16 +468,27 @@ class Island:
                     version: dict[str, Any] = {"seen_seq": service.sync_state.applied_seq}
                     if own := failed or self.replica.last_upload(ref):
                         version["enrolment_upload"] = own
+                    if not held:  # the request names its time: the register erases what it held then
+                        version.update(not_held=True, requested_at=now())
                     self.replica.add(tx, "erase", ref, {"subject_id": subject_id, "reason": reason, **version})
                 self.replica.scrub(tx, {ref})
                 self.replica.local.erase_alerts(tx, {ref})
                 self.replica.local.erase_audit_texts(tx, {ref})  # this station's chain's texts about the subject
                 self.replica.local.drop_subject(tx, ref)
-                service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True)
-            service.gallery.remove(subject_id)
-            service.gallery.forget_ref(ref)
+                service.record(tx, "delete", actor, decision_id, subject_ref=ref, reason=reason, provisional=True,
+                               **({} if held else {"outcome": "queued_not_held"}))
+            if held:
+                service.gallery.remove(subject_id)
+                service.gallery.forget_ref(ref)
             for upload_id in [u for u, sid in list(self.provisional.items()) if sid == subject_id]:
                 self.provisional.pop(upload_id, None)
+        if not held:
+            raise SubjectNotFound(
+                f"This station is working offline and holds no subject under {subject_id!r}; the central register "
+                "may hold one enrolled since the link dropped. The erasure request is recorded here and queued for "
+                "the central register: when the link returns, the register erases the enrolment of this document "
+                "it held when the request was made (holding none, it records the erasure against the document "
+                "number). Nothing more needs to be done here.")
 
     # -- the drain -------------------------------------------------------------------------------
 
@@ -486,6 +502,7 @@ class Island:
                 if self.reviews.key_legacy_hashes(lambda digest: keyed_hash(keyring, digest)):
                     log.info("register: content hashes of this station's earlier uploads replaced by keyed ones")
                 self._register_hashes_keyed = True
+            self._settle_withdrawn()
             start, done = time.perf_counter(), 0
             outcomes = {"stored": 0, "review": 0, "erased": 0, "superseded": 0, "refused": 0, "again": 0,
                         "skipped": 0, "failed": 0, "held": 0}
@@ -509,10 +526,13 @@ class Island:
                         outcome = self._fail(entry, exc)
                         blocked.add(entry.ref)
                     else:
-                        self.replica.settle(entry.upload_id, state, outcome)
-                        if outcome == "again_withdrawn":  # resolved while this station missed the settlement
-                            self._withdraw(entry.upload_id, self.service.applied_seq)
+                        if outcome == "again_withdrawn":  # resolved while this station missed the settlement:
+                            dropped = self.replica.withdraw(entry.upload_id, (OUTBOX_PENDING,))  # one transaction
+                            if dropped is not None:
+                                self._forget_copy(*dropped)
                             self.provisional.pop(entry.upload_id, None)
+                        else:
+                            self.replica.settle(entry.upload_id, state, outcome)
                         if state == OUTBOX_SUPERSEDED:  # no change reaches this station: its own entries of the
                             with self.replica.local.transaction() as tx:  # subject under review are closed, and
                                 self.replica.scrub(tx, {entry.ref})  # keep nothing
@@ -527,6 +547,29 @@ class Island:
             return done
         finally:
             self._drain_lock.release()
+
+    def _settle_withdrawn(self) -> int:
+        """Withdraw this station's uploads under review, its own provisional copy still held, that the register's
+        review says an officer did not store (rejected, or linked to the register's subject of the number): their
+        ``withdrawn`` change passed without withdrawing them (an island of an older version that died between its
+        copy's commit and the withdrawal: it committed them apart). How many; at every drain, one read of the
+        register when such an entry is held."""
+        assert self.replica is not None
+        waiting = [e.upload_id for e in self.replica.entries((OUTBOX_REVIEW,)) if e.upload_id in self.provisional]
+        if not waiting:
+            return 0
+        states = self.reviews.review_states(waiting)
+        done = 0
+        with self.service.gallery.apply_lock:  # not beside a page that may replace the copy
+            for upload_id in [u for u in waiting if states.get(u) in ("reject", "link_held")]:
+                dropped = self.replica.withdraw(upload_id, (OUTBOX_REVIEW,))
+                if dropped is not None:
+                    self._forget_copy(*dropped)
+                self.provisional.pop(upload_id, None)
+                done += 1
+        if done:
+            log.warning("%d upload(s) rejected at review while this station missed the withdrawal: withdrawn now", done)
+        return done
 
     def _fail(self, entry: OutboxEntry, exc: Exception) -> str:
         """Set aside an entry whose upload raised: state ``failed``, its payload kept, an audit record; it is
@@ -622,13 +665,26 @@ class Island:
         that did not would be taken to have seen none, so it could never erase a later enrolment."""
         service = self.service
         payload = entry.payload
-        seq, kept = service.storage.erase_seen(tx, payload["subject_id"], int(payload.get("seen_seq", 0)),
-                                               payload.get("enrolment_upload", ""))
-        outcome = "superseded" if kept is not None else "erased"
+        against = False
+        if payload.get("not_held"):  # asked offline of a document the station did not hold: what the register
+            seq, kept, against = service.storage.erase_requested(  # held when it was asked
+                tx, payload["subject_id"], str(payload.get("requested_at") or entry.created_at),
+                int(payload.get("seen_seq", 0)), payload.get("enrolment_upload", ""))
+            superseded = kept is not None or seq is None
+        else:
+            seq, kept = service.storage.erase_seen(tx, payload["subject_id"], int(payload.get("seen_seq", 0)),
+                                                   payload.get("enrolment_upload", ""))
+            superseded = kept is not None
+        outcome = "superseded" if superseded else "erased"
         named = {"register_seq": kept} if kept is not None else {}  # the later enrolment kept
+        audited = "recorded_against_document" if against else "absent" if outcome == "erased" and not seq else outcome
+        if superseded and payload.get("not_held"):
+            log.warning("upload %s: an erasure asked for offline at %s of a document this station did not hold: the "
+                        "register's enrolment of it (change %s) was made after the request and is kept",
+                        entry.upload_id, payload.get("requested_at"), kept if kept is not None else "under review")
         service.record(tx, "delete_upload", Actor(role="system", identity=f"station {service.station} drain"),
-                       entry.upload_id, subject_ref=entry.ref, outcome="absent" if outcome == "erased" and not seq
-                       else outcome, upload_id=entry.upload_id, reason=payload.get("reason", ""), **named)
+                       entry.upload_id, subject_ref=entry.ref, outcome=audited, upload_id=entry.upload_id,
+                       reason=payload.get("reason", ""), **named)
         return outcome, seq
 
     # -- the adjudication queue ------------------------------------------------------------------

@@ -580,6 +580,37 @@ class RegisterStorage(SealedStore):
             return self._erase_held(tx, subject_id), None
         return None, held
 
+    def erase_requested(self, tx: Transaction, subject_id: str, requested_at: str, seen_seq: int,
+                        upload_id: str = "") -> tuple[int | None, int | None, bool]:
+        """Erase what the register held of ``subject_id``'s document when an island station working offline was
+        asked to erase it at ``requested_at`` (the station's clock, RFC 3339 UTC) without holding it: the register
+        may have enrolled it after the station's link dropped (docs/island.md, "An erasure asked for offline of
+        a document the station does not hold").
+
+        The subject held now is erased (with everything :meth:`erase_subject` erases) if it was enrolled at or
+        before ``requested_at`` (its change's time), at or before ``seen_seq``, or by the station's own upload
+        ``upload_id``; otherwise it was enrolled after the request and is kept. The reviews of the document
+        waiting since before the request are closed; one uploaded after it is a later enrolment, for an officer.
+        When nothing of the document is held (or only reviews closed here), the erasure is recorded against the
+        document number, as an online erasure that finds nothing is (:meth:`erase_document`). Returns (the change
+        or None, the enrolling change of the subject kept or None, whether the erasure was recorded against the
+        document with nothing to erase)."""
+        ref = self.keyring.pseudonym(subject_id)
+        reviews = Reviews(self)
+        closed = reviews.erase_pending(tx, ref, before=requested_at)
+        held = self.enrolment_seq(tx, ref)
+        if held is not None:
+            row = tx.execute("SELECT at FROM changes WHERE seq = ?", (held,)).fetchone()
+            enrolled_at = str(row[0]) if row else ""
+            if (held <= seen_seq or enrolled_at <= requested_at
+                    or (upload_id and reviews.upload_seq(tx, upload_id) == held)):
+                return self._erase_held(tx, subject_id), None, False
+            return None, held, False
+        if reviews.pending_for(tx, ref):  # an enrolment of it uploaded after the request waits for an officer
+            return None, None, False
+        tx.erased = tx.erased or bool(closed)
+        return self.append_change(tx, CHANGE_ERASED, ref), None, not closed
+
     def erased_after(self, tx: Transaction, ref: str, seq: int) -> int | None:
         """The first change after ``seq`` that erased the document of pseudonym ``ref``, leaving out the erasures
         this station uploaded (an island uploads its writes in order: its own erasures came before the write it
@@ -806,14 +837,16 @@ class Reviews:
         tx.execute("UPDATE reviews SET state = ?, resolution = ?, resolved_at = ?, sealed = ? WHERE review_id = ?",
                    (state, resolution, now(), b"", review_id))
 
-    def erase_pending(self, tx: Transaction, ref: str, upload_id: str = "") -> int:
+    def erase_pending(self, tx: Transaction, ref: str, upload_id: str = "", before: str = "") -> int:
         """Close in ``tx`` the pending reviews of enrolments under pseudonym ``ref`` (their subject is erased; with
-        ``upload_id``, only that upload's): state ``erased``, no document; a closed review cannot be resolved, so
-        nothing brings the subject back. Returns how many were closed."""
-        only = " AND upload_id = ?" if upload_id else ""
+        ``upload_id``, only that upload's; with ``before``, only those queued at or before that time): state
+        ``erased``, no document; a closed review cannot be resolved, so nothing brings the subject back. Returns
+        how many were closed."""
+        only = (" AND upload_id = ?" if upload_id else "") + (" AND created_at <= ?" if before else "")
         return int(tx.execute("UPDATE reviews SET state = 'erased', resolution = 'erased before review', "
                               f"resolved_at = ?, sealed = ? WHERE ref = ? AND state = 'pending'{only}",
-                              (now(), b"", ref, *([upload_id] if upload_id else []))).rowcount)
+                              (now(), b"", ref, *([upload_id] if upload_id else []),
+                               *([before] if before else []))).rowcount)
 
     def forget(self, tx: Transaction, subject_id: str) -> None:
         """In ``tx`` (an erasure of ``subject_id`` in the register): drop its links, the reason an older version
@@ -862,6 +895,16 @@ class Reviews:
         or None: no review."""
         row = tx.execute("SELECT state FROM reviews WHERE upload_id = ?", (upload_id,)).fetchone()
         return None if row is None else str(row[0])
+
+    def review_states(self, upload_ids: Collection[str]) -> dict[str, str]:
+        """upload id -> the state of its review (:meth:`review_state`), of those of ``upload_ids`` reviewed."""
+        ids = sorted(set(upload_ids))
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start:start + 1000]
+            found.update((str(u), str(state)) for u, state in self.register._query(
+                f"SELECT upload_id, state FROM reviews WHERE upload_id IN ({', '.join('?' * len(chunk))})", chunk))
+        return found
 
     def kept(self, upload_ids: Collection[str]) -> set[str]:
         """Which of ``upload_ids`` an officer resolved by storing the enrolment (keep both, or link)."""

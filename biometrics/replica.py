@@ -159,14 +159,21 @@ class Replica:
         return float(value) if value else None
 
     def follow(self, changes: list[tuple[Change, tuple[SubjectRecord, list[StoredTemplate]] | None]],
-               generation: str = "", kept: Collection[int] = frozenset()) -> None:
+               generation: str = "", kept: Collection[int] = frozenset(),
+               withdraw: Collection[str] = ()) -> list[tuple[str, str]]:
         """Apply register changes to the copy in one local transaction (the gallery calls this for the changes it
         has applied, a catch-up page at a time), of the register's ``generation``. The erasures whose seqs are in
         ``kept`` leave the copy, its outbox entries and the officers' texts about it in place: this station's own
         erasure, which preceded its provisional enrolment held under that pseudonym
-        (:meth:`biometrics.island.Island.keeps`)."""
+        (:meth:`biometrics.island.Island.keeps`).
+
+        ``withdraw``: the uploads the page's withdrawals name (``upload:<id>``, an officer did not store them). Each
+        of this station's is withdrawn in the same transaction, after the page's copy (:meth:`_withdraw`), so that
+        the copy never reflects a change past a withdrawal whose provisional copy it still holds (a crash between
+        two commits left it there for good: a review). Returns (pseudonym, subject id) of each copy dropped, for
+        the gallery in memory."""
         if not changes:
-            return
+            return []
         with self.local.transaction() as tx:
             erased, withdrawn = set(), set()
             for change, loaded in changes:
@@ -180,19 +187,27 @@ class Replica:
             self.scrub(tx, erased)
             self.local.erase_audit_texts(tx, erased)  # officers' texts this station's chain wrote offline about them
             self.scrub(tx, withdrawn, review=(OUTBOX_REJECTED, "rejected at review"))
+            dropped = [d for d in (self._withdraw(tx, upload_id) for upload_id in withdraw) if d is not None]
             last = changes[-1][0]
             self.local.set_meta(tx, REGISTER_SEQ, str(last.seq))
             self._set_position(tx, generation, last.identity if last.at else "")
+        return dropped
 
     def _set_position(self, tx: Transaction, generation: str, mark: str) -> None:
         self.local.set_meta(tx, REGISTER_POSITION[1], mark)
         if generation:
             self.local.set_meta(tx, REGISTER_POSITION[0], generation)
 
-    def resync(self, register: SealedStore, keep: Collection[str], seq: int, generation: str) -> tuple[int, int]:
+    def resync(self, register: SealedStore, keep: Collection[str], seq: int, generation: str,
+               erasures: dict[str, tuple[str, dict[str, Any], str]] | None = None) -> tuple[int, int]:
         """Make the copy what ``register`` holds now (its log went back to change ``seq``: restored from a
         backup), the subjects with pseudonyms in ``keep`` (this station's, not in the register) aside: every
-        subject of the register is written again, every other one dropped. Returns (written, dropped)."""
+        subject of the register is written again, every other one dropped. Returns (written, dropped).
+
+        ``erasures``: upload id -> (pseudonym, payload, outcome) of this station's erasures the restored register
+        lost while it holds their subject again: each is queued again and its subject dropped from the copy in
+        the transaction that moves the copy to ``seq`` (a crash in between would have left the copy at the
+        restored register, its restore never noticed again, and the erasure settled for good)."""
         theirs = sorted(register.refs())
         gone = self.local.refs() - set(theirs) - set(keep)
         for start in range(0, len(theirs), 2000):
@@ -202,6 +217,9 @@ class Replica:
                     self.local.put_subject(tx, ref, record, stored)
         with self.local.transaction() as tx:
             for ref in gone:
+                self.local.drop_subject(tx, ref)
+            for upload_id, (ref, payload, outcome) in (erasures or {}).items():
+                self._requeue(tx, upload_id, payload, outcome)
                 self.local.drop_subject(tx, ref)
             self.local.set_meta(tx, REGISTER_SEQ, str(seq))
             self._set_position(tx, generation, "")
@@ -376,26 +394,48 @@ class Replica:
                        (state, outcome, self._seal(upload_id, kept), upload_id))
             tx.erased = True
 
-    def withdraw(self, upload_id: str, *, drop_copy: bool) -> None:
-        """An uploaded enrolment an officer did not store (:meth:`biometrics.island.Island.resolve`): its entry is
-        rejected and keeps no payload; with ``drop_copy`` the station's own copy of the subject leaves too."""
+    def withdraw(self, upload_id: str, states: tuple[str, ...] = (OUTBOX_REVIEW, OUTBOX_STORED)
+                 ) -> tuple[str, str] | None:
+        """An uploaded enrolment an officer did not store, in a transaction of its own (see :meth:`_withdraw`)."""
         with self.local.transaction() as tx:
-            row = tx.execute("SELECT ref FROM outbox WHERE upload_id = ?", (upload_id,)).fetchone()
-            if row is None:
-                return
-            if drop_copy:
-                self.local.drop_subject(tx, row[0])
-            tx.execute("UPDATE outbox SET state = ?, outcome = ?, sealed = ? WHERE upload_id = ?",
-                       (OUTBOX_REJECTED, "rejected at review", self._seal(upload_id, {}), upload_id))
-            tx.erased = True
+            return self._withdraw(tx, upload_id, states)
+
+    def _withdraw(self, tx: Transaction, upload_id: str,
+                  states: tuple[str, ...] = (OUTBOX_REVIEW, OUTBOX_STORED)) -> tuple[str, str] | None:
+        """In ``tx``: an uploaded enrolment an officer did not store (:meth:`biometrics.island.Island.resolve`), if
+        this station's entry of it is in one of ``states``: the entry is rejected and keeps no payload, and the
+        copy held under its pseudonym leaves too while it is still this station's own provisional one (its
+        templates' random ids are the entry's: not the register's subject of that number, which a later change may
+        have put there). Returns (pseudonym, subject id) of the copy dropped, or None."""
+        marks = ", ".join("?" * len(states))
+        row = tx.execute(f"SELECT ref, sealed FROM outbox WHERE upload_id = ? AND state IN ({marks})",
+                         (upload_id, *states)).fetchone()
+        if row is None:
+            return None  # another station's upload, or settled already
+        ref = str(row[0])
+        payload = json.loads(self.local.keyring.open(bytes(row[1]), _outbox_aad(upload_id))) if row[1] else {}
+        ids = set(template_ids(payload))
+        held = tx.execute("SELECT 1 FROM subjects WHERE ref = ?", (ref,)).fetchone() is not None
+        own = held and (not ids or {str(r[0]) for r in tx.execute("SELECT template_id FROM templates WHERE ref = ?",
+                                                                   (ref,)).fetchall()} <= ids)
+        if own:
+            self.local.drop_subject(tx, ref)
+            self.local.erase_alerts(tx, {ref})
+        tx.execute("UPDATE outbox SET state = ?, outcome = ?, sealed = ? WHERE upload_id = ?",
+                   (OUTBOX_REJECTED, "rejected at review", self._seal(upload_id, {}), upload_id))
+        tx.erased = True
+        return (ref, str(payload.get("subject_id", ""))) if own else None
 
     def requeue(self, upload_id: str, payload: dict[str, Any], outcome: str) -> None:
         """Put an uploaded entry back in the queue with ``payload`` (the register no longer holds the upload:
         restored from a backup); it keeps its place and id, and gets the new content's hash."""
         with self.local.transaction() as tx:
-            tx.execute("UPDATE outbox SET state = ?, outcome = ?, content_hash = ?, sealed = ? WHERE upload_id = ?",
-                       (OUTBOX_PENDING, outcome, content_hash(self.local.keyring, payload),
-                        self._seal(upload_id, payload), upload_id))
+            self._requeue(tx, upload_id, payload, outcome)
+
+    def _requeue(self, tx: Transaction, upload_id: str, payload: dict[str, Any], outcome: str) -> None:
+        tx.execute("UPDATE outbox SET state = ?, outcome = ?, content_hash = ?, sealed = ? WHERE upload_id = ?",
+                   (OUTBOX_PENDING, outcome, content_hash(self.local.keyring, payload),
+                    self._seal(upload_id, payload), upload_id))
 
     def _seal(self, upload_id: str, payload: dict[str, Any]) -> bytes:
         return self.local.keyring.seal(json.dumps(payload).encode(), _outbox_aad(upload_id))

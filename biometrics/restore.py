@@ -8,7 +8,9 @@ instead of following a log whose sequence numbers are handed out again. Then, in
    register no longer records go back to the outbox: an enrolment rebuilt from the station's copy (its subject
    provisional again, so nothing acknowledged is lost), an erasure of a subject the restore brought back;
 2. the gallery is reloaded from the register (this station's provisional subjects kept), and so is the copy;
-3. the erasures are applied here at once (the subject leaves this station before anything else is answered);
+3. the erasures are applied here at once (the subject leaves this station before anything else is answered),
+   queued again in the local transaction that moves the copy to the restored register (a crash cannot leave
+   the copy there with the erasure settled, which no later start would notice);
 4. the audit chain is reconciled with the register, whose copy of it may have gone back too (shipped again);
 5. a ``register_restored`` record goes into the chain; all of it is logged at ERROR level.
 """
@@ -43,9 +45,14 @@ def restored(island: Island, why: str, reload: Callable[..., Any]) -> None:
     reload(keep=frozenset(island.provisional.values()))
     if replica is not None:
         keyring = service.storage.keyring
+        # the erasures are queued again in the copy's own move to the restored register (one local transaction)
+        erasures = {e.upload_id: queued for e in lost if e.kind == "erase"
+                    and (queued := _erasure_again(island, e)) is not None}
         replica.resync(service.storage, {keyring.pseudonym(s) for s in island.provisional.values()},
-                       service.sync_state.applied_seq, service.sync_state.generation)
-        requeued += [e.upload_id for e in lost if e.kind == "erase" and _requeue_erasure(island, e)]
+                       service.sync_state.applied_seq, service.sync_state.generation, erasures)
+        for upload_id, (ref, payload, _) in erasures.items():
+            _erased_again(island, upload_id, ref, payload["subject_id"])
+        requeued += list(erasures)
     assert service.decision_log is not None
     service.decision_log.reconcile()
     with service.decision_log.transaction() as tx:
@@ -79,21 +86,22 @@ def _requeue_enrolment(island: Island, entry: OutboxEntry) -> bool:
     return True
 
 
-def _requeue_erasure(island: Island, entry: OutboxEntry) -> bool:
-    """An erasure uploaded from here that the register lost: when the register holds the subject again, it
-    leaves this station at once and the erasure is queued again."""
-    assert island.replica is not None
+def _erasure_again(island: Island, entry: OutboxEntry) -> tuple[str, dict[str, Any], str] | None:
+    """An erasure uploaded from here that the register lost: when the register holds the subject again, (its
+    pseudonym, the erasure's payload to queue again, the outcome), else None. It names the restored register's
+    head: the subject it holds now is the one erased, a later re-enrolment is not."""
     service = island.service
     subject_id = service.sync_state.refs.get(entry.ref)
     if subject_id is None:
-        return False
-    # names the restored register's head: the subject it holds now is the one erased, a later re-enrolment is not
-    island.replica.requeue(entry.upload_id, {"subject_id": subject_id, "reason": f"erased here; {LOST}",
-                                             "seen_seq": service.storage.head_seq()}, LOST)
-    with island.replica.local.transaction() as tx:
-        island.replica.local.drop_subject(tx, entry.ref)
+        return None
+    return entry.ref, {"subject_id": subject_id, "reason": f"erased here; {LOST}",
+                       "seen_seq": service.storage.head_seq()}, LOST
+
+
+def _erased_again(island: Island, upload_id: str, ref: str, subject_id: str) -> None:
+    """Once its erasure is queued again (and its copy dropped): the subject leaves this station's memory."""
+    service = island.service
     service.gallery.remove(subject_id)
-    service.gallery.forget_ref(entry.ref)
+    service.gallery.forget_ref(ref)
     log.error("upload %s: the register lost this erasure: the subject left this station, the erasure is queued "
-              "again", entry.upload_id)
-    return True
+              "again", upload_id)

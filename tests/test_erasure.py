@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from biometrics.errors import InvalidSample, ReviewConflict, SubjectNotFound
 from biometrics.register import MIGRATIONS, SCHEMA_VERSION, RegisterStorage, Reviews, read_register_audit
 from biometrics.replica import content_hash
 from biometrics.service import CheckpointService, StoreLocation
-from biometrics.storage import StoredTemplate
+from biometrics.storage import StoredTemplate, now
 from biometrics.types import Actor, Alert, Modality, SubjectInfo
 
 OFFICER = Actor(role="officer", identity="CN=Siti,OU=officer")
@@ -134,13 +136,20 @@ def test_the_register_store_erases_alerts_and_links(tmp_path: Path, register_url
         register.close()
 
 
-def test_the_register_erases_the_enrolment_a_station_saw_or_uploaded_never_a_later_one(register_url: str) -> None:
+@contextmanager
+def island_register(register_url: str) -> Iterator[tuple[RegisterStorage, Reviews, KeyRing, list[StoredTemplate]]]:
+    """(the register at ``register_url`` opened as station "siberut", its reviews, a new key ring, a template)."""
     ring = KeyRing.generate()
     register = RegisterStorage(register_url, ring, station="siberut")
     register.open()
-    reviews = Reviews(register)
-    template = [StoredTemplate(Modality.FACE, 0, 0.9, b"\x01" * 64)]
     try:
+        yield register, Reviews(register), ring, [StoredTemplate(Modality.FACE, 0, 0.9, b"\x01" * 64)]
+    finally:
+        register.close()
+
+
+def test_the_register_erases_the_enrolment_a_station_saw_or_uploaded_never_a_later_one(register_url: str) -> None:
+    with island_register(register_url) as (register, reviews, ring, template):
         with register.transaction() as tx:
             register.lock_register(tx)
             _, seen, _ = register.insert_subject(tx, "A1000001", SubjectInfo(name="seen by the station"), template)
@@ -161,8 +170,6 @@ def test_the_register_erases_the_enrolment_a_station_saw_or_uploaded_never_a_lat
         assert register.subject_info("A1000001") is None and register.subject_info("H3000003") is None
         assert register._query("SELECT upload_id, state FROM reviews") == [("u-review", "erased")], \
             "the review of the upload the station named is closed all the same"
-    finally:
-        register.close()
 
 
 def test_a_register_of_the_previous_schema_is_upgraded_and_keeps_its_upload_records(register_url: str) -> None:
@@ -538,3 +545,32 @@ def test_an_islands_own_erasure_never_refuses_its_later_enrolment_of_the_same_do
     info = central.storage.subject_info("A1000001")
     assert info is not None and info.name == "Megawati, enrolled again"
     assert [e["state"] for e in outbox(tmp_path, "siberut")] == ["erased", "stored"]
+
+
+def test_an_erasure_asked_offline_of_a_document_not_held_erases_what_the_register_held_then(
+        register_url: str) -> None:
+    """:meth:`RegisterStorage.erase_requested`: the subject enrolled before the request's time is erased, one
+    enrolled after it kept; a review waiting since before it is closed, one uploaded after it left to its officer
+    (nothing recorded); with nothing held the erasure is recorded against the document."""
+    with island_register(register_url) as (register, reviews, ring, template):
+        with register.transaction() as tx:
+            register.lock_register(tx)
+            register.insert_subject(tx, "A1000001", SubjectInfo(name="enrolled before the request"), template)
+            reviews.add(tx, "u-before", ring.pseudonym("R2000002"), {"subject_id": "R2000002"})
+            asked = now()
+            time.sleep(0.01)
+            _, later, _ = register.insert_subject(tx, "Q7654321", SubjectInfo(name="enrolled after it"), template)
+            reviews.add(tx, "u-after", ring.pseudonym("S3000003"), {"subject_id": "S3000003"})
+        with register.transaction() as tx:
+            register.lock_register(tx)
+            assert register.erase_requested(tx, "A1000001", asked, 0)[1:] == (None, False)
+            assert register.erase_requested(tx, "Q7654321", asked, 0) == (None, later, False), "later: kept"
+            assert register.erase_requested(tx, "R2000002", asked, 0)[1:] == (None, False), "its review closed"
+            assert register.erase_requested(tx, "S3000003", asked, 0) == (None, None, False), "review after it"
+            seq, kept, against = register.erase_requested(tx, "Z9999999", asked, 0)
+            assert seq is not None and kept is None and against, "nothing held: recorded against the document"
+        assert register.subject_info("A1000001") is None and register.subject_info("Q7654321") is not None
+        assert dict(register._query("SELECT upload_id, state FROM reviews")) == {"u-before": "erased",
+                                                                                  "u-after": "pending"}
+        assert [k for (k,) in register._query("SELECT kind FROM changes WHERE ref = ?",
+                                              (ring.pseudonym("Z9999999"),))] == ["erased"]

@@ -14,7 +14,7 @@ from waiting import wait_until
 
 from benchmarks.linkcut import LinkProxy
 from biometrics.decisions import PROCEED, SEE_OFFICER, SEE_OFFICER_MESSAGE, verification_outcome
-from biometrics.errors import ReviewConflict, ReviewReturned, SubjectExists
+from biometrics.errors import ReviewConflict, ReviewReturned, SubjectExists, SubjectNotFound
 from biometrics.replica import OUTBOX_REJECTED, OUTBOX_REVIEW, OUTBOX_STORED
 from biometrics.service import CheckpointService
 from biometrics.types import Actor, Review, SubjectInfo
@@ -309,3 +309,53 @@ def test_a_review_resolved_while_the_island_missed_its_upload_settlement_reaches
     else:
         assert island.holds("K4000004") and central.holds("K4000004")
         assert outbox(island, "K4000004")[0] == OUTBOX_STORED and not island.island.in_review("K4000004")
+
+
+
+def rejected_as_the_island_dies(tmp_path: Path, register: str, with_withdrawals: bool) -> None:
+    """Kofi's upload in review (:func:`kofi_in_review`) is rejected at the office; its ``withdrawn`` change reaches
+    the island, whose process dies (a power cut: simulated by failing the change hook for good) right after its
+    copy has followed the page (``with_withdrawals``: as this version follows it; else without the page's
+    withdrawals, as an older version committed them apart). Restarted, the island no longer holds the rejected
+    enrolment: its entry is rejected and Verify answers NOT_FOUND."""
+    with LinkProxy.to_url(register) as proxy:
+        central = open_station(tmp_path, "central-office", register, replica=False)
+        island = open_station(tmp_path, "siberut-port", proxy.url(register), replica=True)
+        try:
+            review = kofi_in_review(central, island, proxy)
+            replica, cuts = island.island.replica, []
+            real_follow = replica.follow
+
+            def power_cut_after_the_page(changes: object, generation: str = "", kept: object = frozenset(),
+                                         **withdrawals: object) -> object:
+                real_follow(changes, generation, kept, **(withdrawals if with_withdrawals else {}))  # type: ignore
+                cuts.append(1)
+                raise RuntimeError("power cut right after the copy followed the page")
+
+            replica.follow = power_cut_after_the_page  # type: ignore[method-assign]
+            central.resolve_review(review.review_id, "reject", "same traveller, second passport fraudulent")
+            wait_until(lambda: cuts, timeout=15, message="the island followed the withdrawal")
+        finally:
+            island.close()
+        island = open_station(tmp_path, "siberut-port", proxy.url(register), replica=True)  # restarted
+        try:
+            wait_until(lambda: not island.holds("K4000004"), timeout=15, message="the rejected copy left")
+            assert outbox(island, "K4000004")[0] == OUTBOX_REJECTED and island.sync_status()["provisional"] == 0
+            with pytest.raises(SubjectNotFound):
+                island.verify("K4000004", [KOFI_3])
+        finally:
+            island.close()
+            central.close()
+
+
+def test_a_withdrawal_survives_a_crash_right_after_the_island_follows_it(tmp_path: Path, register: str) -> None:
+    """The withdrawal commits with the copy's move past it (before, the copy committed first, and a crash in
+    between left the rejected enrolment at the island, verified, for good)."""
+    rejected_as_the_island_dies(tmp_path, register, with_withdrawals=True)
+
+
+def test_a_withdrawal_an_older_island_lost_in_a_crash_is_made_at_its_next_drain(tmp_path: Path,
+                                                                               register: str) -> None:
+    """An island of an older version that died between its copy's commit and the withdrawal: restarted, its first
+    drain reads the register's review of each upload it still holds under review, and withdraws the rejected one."""
+    rejected_as_the_island_dies(tmp_path, register, with_withdrawals=False)

@@ -82,21 +82,29 @@ def test_after_a_restore_every_station_reloads_and_follows_new_changes_erasures_
         assert kinds.count("enrol") == 2 and "delete" in kinds and "register_restored" in kinds
 
 
+def uploaded_after_a_dump(tmp_path: Path, url: str, central: CheckpointService, island: CheckpointService,
+                          proxy: LinkProxy, *, enrol: bool) -> None:
+    """The office enrols E4000004, which the island holds; the register is dumped; offline, the island erases
+    E4000004 (and, with ``enrol``, enrols X9000009); back online, its outbox drains."""
+    assert central.enrol("E4000004", SubjectInfo(name="Kofi"), [KOFI]).enrolled
+    wait_until(lambda: island.holds("E4000004"), timeout=10, message="the island has E4000004")
+    dump(url, str(tmp_path / "register.dump"))
+    go_offline(island, proxy)
+    if enrol:
+        assert island.enrol("X9000009", SubjectInfo(name="Megawati"), [MEGAWATI]).provisional
+    island.delete_subject("E4000004", "erasure request")
+    proxy.restore()
+    wait_until(lambda: island.island.replica.pending_count() == 0 and central.holds("X9000009") == enrol
+               and not central.holds("E4000004"), timeout=20, message="the outbox drained")
+
+
 def test_an_island_uploads_again_what_the_restored_register_lost(tmp_path: Path) -> None:
     with fresh_database() as url, LinkProxy.to_url(url) as proxy:
         central = open_station(tmp_path, "central-office", url, replica=False)
         island = open_station(tmp_path, "sikakap-port", proxy.url(url), replica=True)
         try:
-            assert central.enrol("E4000004", SubjectInfo(name="Kofi"), [KOFI]).enrolled
-            wait_until(lambda: island.holds("E4000004"), timeout=10, message="the island has E4000004")
-            dump(url, str(tmp_path / "register.dump"))
-            go_offline(island, proxy)
-            assert island.enrol("X9000009", SubjectInfo(name="Megawati"), [MEGAWATI]).provisional
-            island.delete_subject("E4000004", "erasure request")
-            proxy.restore()
+            uploaded_after_a_dump(tmp_path, url, central, island, proxy, enrol=True)
             replica = island.island.replica
-            wait_until(lambda: replica.pending_count() == 0 and central.holds("X9000009")
-                       and not central.holds("E4000004"), timeout=20, message="the outbox drained")
             restore(url, str(tmp_path / "register.dump"))  # the register loses both uploads
             wait_until(lambda: restores(island), timeout=20, message="the island noticed the restore")
             wait_until(lambda: replica.pending_count() == 0 and central.holds("X9000009")
@@ -151,6 +159,57 @@ def test_a_station_away_during_the_restore_notices_another_change_at_its_applied
             wait_until(lambda: island.holds("H3000003") and not island.holds("K5000005"), timeout=20,
                        message="the island reloaded")
             assert "is not the one this station applied" in restores(island)[0]["fields"]["reason"]
+        finally:
+            island.close()
+            central.close()
+
+
+def restored_as_the_island_dies(tmp_path: Path, url: str, proxy: LinkProxy) -> CheckpointService:
+    """The island's erasure of E4000004 uploaded after a dump (:func:`uploaded_after_a_dump`), the register restored
+    from the dump (it loses the erasure); the island notices, and its process dies (a power cut: simulated by
+    failing for good) right after its copy was moved to the restored register. Returns the office's station (the
+    island is closed)."""
+    central = open_station(tmp_path, "central-office", url, replica=False)
+    island = open_station(tmp_path, "sikakap-port", proxy.url(url), replica=True)
+    try:
+        uploaded_after_a_dump(tmp_path, url, central, island, proxy, enrol=False)
+        replica, cuts = island.island.replica, []
+        real_resync = replica.resync
+
+        def power_cut_after_the_resync(*args: object, **kwargs: object) -> object:
+            real_resync(*args, **kwargs)  # type: ignore[arg-type]
+            cuts.append(1)
+            raise RuntimeError("power cut right after the copy was moved to the restored register")
+
+        replica.resync = power_cut_after_the_resync  # type: ignore[method-assign]
+        wait_until(lambda: island.applied_seq == central.storage.head_seq(), timeout=10,
+                   message="the island applied its erasure's change")  # else it could not notice the restore
+        go_offline(island, proxy)  # the island sees the register restored whole, never half-way
+        restore(url, str(tmp_path / "register.dump"))  # the register loses the erasure
+        proxy.restore()
+        wait_until(lambda: cuts, timeout=20, message="the island noticed the restore")
+    except BaseException:
+        central.close()
+        raise
+    finally:
+        island.close()
+    return central
+
+
+def test_an_erasure_the_restored_register_lost_is_queued_again_even_if_the_island_dies_right_after(
+        tmp_path: Path) -> None:
+    """Restarted after dying right after its copy was moved to the restored register, the island no longer
+    notices a restore (its copy is at the restored register), so the erasure must have been queued again in that
+    same local transaction: it is uploaded, and the subject leaves the register and the island (before, the copy
+    committed first and the erasure was settled for good)."""
+    with fresh_database() as url, LinkProxy.to_url(url) as proxy:
+        central = restored_as_the_island_dies(tmp_path, url, proxy)
+        island = open_station(tmp_path, "sikakap-port", proxy.url(url), replica=True)  # restarted
+        try:
+            wait_until(lambda: island.island.replica.pending_count() == 0 and not central.holds("E4000004"),
+                       timeout=20, message="the island sent the erasure again")
+            assert central.storage.subject_info("E4000004") is None
+            wait_until(lambda: not island.holds("E4000004"), timeout=10, message="the erasure reached the island")
         finally:
             island.close()
             central.close()

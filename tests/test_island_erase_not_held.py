@@ -1,0 +1,88 @@
+"""An erasure asked for at an island working offline, of a document the island does not hold (the register may
+have enrolled it after the link dropped): queued with its audit record, the officer told it is queued (never "not
+enrolled"), and uploaded it erases the enrolment of that document the register held when it was asked, never one
+made after. Real faces, real PostgreSQL, the island's link cut by a real TCP proxy (:mod:`benchmarks.linkcut`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+from island_helpers import MEGAWATI, MEGAWATI_2, go_offline, office_and_island
+from pg import fresh_database
+from waiting import wait_until
+
+from benchmarks.linkcut import LinkProxy
+from biometrics.errors import SubjectNotFound
+from biometrics.replica import OUTBOX_ERASED, OUTBOX_SUPERSEDED
+from biometrics.service import CheckpointService
+from biometrics.types import Actor, SubjectInfo
+
+pytestmark = pytest.mark.slow
+
+A1 = "A1000001"
+OFFICER = Actor(role="officer", identity="CN=Siti,OU=officer")
+KIOSK = Actor(role="kiosk", identity="CN=kiosk-arr,OU=kiosk", extra={"common_name": "kiosk-arr"})
+
+
+def records(station: CheckpointService, kind: str) -> list[dict]:
+    """The station's own audit records of ``kind``."""
+    assert station.decision_log is not None
+    entries = (json.loads(e) for _, _, _, e in station.decision_log.storage.audit_rows(-1, 100_000))
+    return [e for e in entries if e.get("kind") == kind]
+
+
+def ask_offline(island: CheckpointService) -> None:
+    """The island's officer asks, offline, to erase A1, which the island does not hold: told it is queued."""
+    with pytest.raises(SubjectNotFound) as refused:
+        island.delete_subject(A1, "erasure request of the traveller at the port", actor=OFFICER)
+    said = str(refused.value)
+    assert "offline" in said and "queued" in said and "No subject is enrolled" not in said
+    assert island.sync_status()["outbox_pending"] == 1
+    assert records(island, "delete")[-1]["fields"]["outcome"] == "queued_not_held"
+
+
+def asked_and_uploaded(central: CheckpointService, island: CheckpointService, proxy: LinkProxy,
+                       enrolled: str) -> str:
+    """The island's officer asks, offline, to erase A1 (:func:`ask_offline`), which the office enrols (Megawati)
+    ``enrolled`` "before" or "after" the request, or "never"; the link returns and the outbox drains. Returns the
+    outcome of the island's audit record of the upload."""
+    go_offline(island, proxy)
+    for when in ("before", "after"):
+        if when == "after":
+            ask_offline(island)
+        if enrolled == when:
+            assert central.enrol(A1, SubjectInfo(name="Megawati"), [MEGAWATI], actor=OFFICER).enrolled
+    proxy.restore()
+    wait_until(lambda: island.sync_status()["register_connected"] and island.sync_status()["outbox_pending"] == 0,
+               timeout=30, message="the island drained its outbox")
+    return str(records(island, "delete_upload")[-1]["fields"]["outcome"])
+
+
+def test_an_offline_erasure_of_a_document_enrolled_at_the_register_meanwhile_erases_it(tmp_path: Path) -> None:
+    with fresh_database() as url, office_and_island(tmp_path, url) as (central, island, proxy):
+        assert asked_and_uploaded(central, island, proxy, "before") == "erased"
+        wait_until(lambda: not island.holds(A1), timeout=15, message="the erasure reached the island")
+        assert not central.holds(A1) and central.storage.subject_info(A1) is None
+        with pytest.raises(SubjectNotFound):
+            island.verify(A1, [MEGAWATI_2], actor=KIOSK)
+        assert [e.state for e in island.island.replica.entries((OUTBOX_ERASED,))] == [OUTBOX_ERASED]
+
+
+def test_an_offline_erasure_never_erases_an_enrolment_made_after_it(tmp_path: Path) -> None:
+    with fresh_database() as url, office_and_island(tmp_path, url) as (central, island, proxy):
+        assert asked_and_uploaded(central, island, proxy, "after") == "superseded"
+        wait_until(lambda: island.holds(A1), timeout=15, message="the island follows the register")
+        assert central.storage.subject_info(A1) is not None
+        assert island.verify(A1, [MEGAWATI_2], actor=KIOSK).match
+        assert [e.state for e in island.island.replica.entries((OUTBOX_SUPERSEDED,))] == [OUTBOX_SUPERSEDED]
+
+
+def test_an_offline_erasure_of_a_document_the_register_never_held_is_recorded_against_it(tmp_path: Path) -> None:
+    with fresh_database() as url, office_and_island(tmp_path, url) as (central, island, proxy):
+        assert asked_and_uploaded(central, island, proxy, "never") == "recorded_against_document"
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT kind FROM changes WHERE ref = %s", (island.storage.keyring.pseudonym(A1),)
+                                ).fetchall() == [("erased",)]
