@@ -32,15 +32,15 @@ def station(tmp_path: Path, store: Path) -> Path:
     return key_file
 
 
-@pytest.mark.parametrize("where", ["data-dir", "replica"])
+@pytest.mark.parametrize("where", ["data-dir", "journal", "replica"])
 def test_rotate_reseals_the_outbox_and_retire_keeps_it_readable(
         tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
-    store = data / ("checkpoint.db" if where == "data-dir" else "replica.db")
+    store = data / {"data-dir": "checkpoint.db", "journal": "journal.db", "replica": "replica.db"}[where]
     key_file = station(tmp_path, store)
     old = KeyRing.load(key_file).active
-    flags = ["--data-dir", str(data)] if where == "data-dir" else ["--replica", str(data), "--data-dir",
-                                                                     str(tmp_path / "none")]
+    flags = ["--replica", str(data), "--data-dir", str(tmp_path / "none")] if where == "replica" else \
+        ["--data-dir", str(data)]  # a register station's data directory holds its journal.db alone
     for command in ("rotate", "retire"):
         assert keys.main([command, *flags, "--key-file", str(key_file)]) == 0
     out = capsys.readouterr().out
