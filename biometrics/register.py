@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -216,16 +217,51 @@ def redact(url: str) -> str:
     return conninfo.make_conninfo("", **parts)
 
 
+#: The ``sslmode`` values under which libpq checks the server's certificate: an attacker on the path can neither
+#: force a plaintext connection nor answer in the register's place (``verify-full`` also checks its name).
+VERIFIED_SSLMODES = ("verify-full", "verify-ca")
+
+
+def _local_host(host: str) -> bool:
+    """Whether libpq's ``host`` (or ``hostaddr``) entry stays on this machine: a Unix socket directory (or none: the
+    default socket), ``localhost``, or a loopback address."""
+    host = host.strip()
+    if not host or host.startswith(("/", "@")) or host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def check_url(url: str) -> str:
     """``url`` if it is a PostgreSQL URL (``postgresql://`` or ``postgres://``) that parses; else StoreRefused,
-    whose message masks the password (the driver's own error quotes the URL whole)."""
+    whose message masks the password (the driver's own error quotes the URL whole).
+
+    A register on another machine is refused unless the connection verifies its certificate (``sslmode``
+    ``verify-full`` or ``verify-ca``, from the URL or else ``PGSSLMODE``): libpq's default, ``prefer``, falls back to
+    plaintext when the server (or an attacker in its place) declines TLS, and pseudonyms, the change log and the
+    audit entries travel in clear, their unsealed columns open to alteration. Loopback and Unix sockets stay
+    allowed without TLS."""
     if not url.startswith(("postgresql://", "postgres://")):
         raise StoreRefused(f"--store must be a postgresql:// URL, not {redact_url(url.split(':', 1)[0])!r}")
     try:
-        conninfo.conninfo_to_dict(url)
+        parts = conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         raise StoreRefused(f"--store {redact_url_and_secret(url, url)!r} is not a valid PostgreSQL URL: "
                            f"{redact_url_and_secret(str(exc), url)}") from None
+    # hostaddr, when given, is where libpq connects (host then only names the certificate); each a list
+    hosts = str(parts.get("hostaddr") or os.environ.get("PGHOSTADDR") or parts.get("host")
+                or os.environ.get("PGHOST") or "")
+    remote = [h for h in hosts.split(",") if not _local_host(h)]
+    sslmode = str(parts.get("sslmode") or os.environ.get("PGSSLMODE") or "prefer")
+    if remote and sslmode not in VERIFIED_SSLMODES:
+        raise StoreRefused(
+            f"--store {redact(url)}: the register host {remote[0]} is not this machine, and the connection does "
+            f"not verify it (sslmode={sslmode}): an attacker on the network could force it into plaintext or "
+            "answer in the register's place. Add sslmode=verify-full and sslrootcert=CA.pem (the CA that signed "
+            "the register's certificate) to the URL, e.g. ...?sslmode=verify-full&sslrootcert=/etc/checkpoint/"
+            "register-ca.pem (or sslmode=verify-ca); see docs/register.md")
     return url
 
 

@@ -214,6 +214,11 @@ def _alert_aad(alert_id: str) -> bytes:
     return f"alert|{alert_id}".encode()
 
 
+def outbox_aad(upload_id: str) -> bytes:
+    """What binds an island's outbox entry to its upload id (as :mod:`biometrics.replica` seals it)."""
+    return f"outbox|{upload_id}".encode()
+
+
 def audit_text_aad(station: str, seq: int, field: str) -> bytes:
     """What binds an officer's text to its audit record: a sealed text moved to another record does not open."""
     return f"audit-text|{station}|{seq}|{field}".encode()
@@ -330,6 +335,16 @@ class SealedStore:
     station: str = ""
     #: SQL that extracts the sealing key id of a ``sealed`` blob (differs between dialects).
     _KEY_ID_SQL = "substr(sealed, 3, unicode(substr(sealed, 2, 1)))"
+    #: The tables whose ``sealed`` blobs key rotation counts and re-seals: (table, the columns that name a row, the
+    #: associated data of a row's blob from those columns' values).
+    _SEALED_TABLES: tuple[tuple[str, tuple[str, ...], Callable[..., bytes]], ...] = (
+        ("subjects", ("ref",), _subject_aad),
+        ("templates", ("template_id", "ref", "modality", "finger"),
+         lambda tid, ref, modality, finger: _template_aad(ref, tid, modality, finger)),
+        ("alerts", ("alert_id",), _alert_aad),
+        ("audit_texts", ("station", "seq", "field"),
+         lambda station, seq, field: audit_text_aad(station, int(seq), field)),
+    )
 
     # -- provided by a back end ----------------------------------------------------------------
 
@@ -769,9 +784,10 @@ class SealedStore:
     # -- keys ------------------------------------------------------------------------------------
 
     def key_usage(self) -> dict[str, int]:
-        """How many sealed blobs each key id seals (key rotation's progress)."""
+        """How many sealed blobs each key id seals (key rotation's progress), over every table of
+        :attr:`_SEALED_TABLES`."""
         usage: dict[str, int] = {}
-        for table in ("subjects", "templates", "alerts", "audit_texts"):
+        for table, _, _ in self._SEALED_TABLES:
             for key_id, n in self._query(f"SELECT {self._KEY_ID_SQL}, COUNT(*) FROM {table} GROUP BY 1"):
                 name = bytes(key_id).decode(errors="replace")
                 usage[name] = usage.get(name, 0) + n
@@ -781,7 +797,7 @@ class SealedStore:
         """Re-seal up to ``batch`` blobs sealed under a key other than the active one, in one short transaction.
 
         Each row is updated only if its blob is still the one read (a concurrent delete or re-seal wins);
-        returns how many blobs were re-sealed (0: every row is under the active key).
+        returns how many blobs were re-sealed (0: every row of :attr:`_SEALED_TABLES` is under the active key).
         """
         self.keyring.refresh()
         active = self.keyring.active.encode()
@@ -789,33 +805,14 @@ class SealedStore:
         stale, params = self._stale_filter(), self._stale_params(header)
         done = 0
         with self.transaction() as tx:
-            for ref, sealed in tx.execute(f"SELECT ref, sealed FROM subjects WHERE {stale} LIMIT ?",
-                                          (*params, batch)).fetchall():
-                sealed = bytes(sealed)
-                fresh = self.keyring.seal(self.keyring.open(sealed, _subject_aad(ref)), _subject_aad(ref))
-                done += tx.execute("UPDATE subjects SET sealed = ? WHERE ref = ? AND sealed = ?",
-                                   (fresh, ref, sealed)).rowcount
-            for tid, ref, modality, finger, sealed in tx.execute(
-                    f"SELECT template_id, ref, modality, finger, sealed FROM templates WHERE {stale} LIMIT ?",
-                    (*params, max(0, batch - done))).fetchall():
-                sealed = bytes(sealed)
-                aad = _template_aad(ref, tid, modality, finger)
-                fresh = self.keyring.seal(self.keyring.open(sealed, aad), aad)
-                done += tx.execute("UPDATE templates SET sealed = ? WHERE template_id = ? AND sealed = ?",
-                                   (fresh, tid, sealed)).rowcount
-            for aid, sealed in tx.execute(f"SELECT alert_id, sealed FROM alerts WHERE {stale} LIMIT ?",
-                                          (*params, max(0, batch - done))).fetchall():
-                sealed = bytes(sealed)
-                fresh = self.keyring.seal(self.keyring.open(sealed, _alert_aad(aid)), _alert_aad(aid))
-                done += tx.execute("UPDATE alerts SET sealed = ? WHERE alert_id = ? AND sealed = ?",
-                                   (fresh, aid, sealed)).rowcount
-            for station, seq, field, sealed in tx.execute(
-                    f"SELECT station, seq, field, sealed FROM audit_texts WHERE {stale} LIMIT ?",
-                    (*params, max(0, batch - done))).fetchall():
-                sealed, aad = bytes(sealed), audit_text_aad(station, int(seq), field)
-                fresh = self.keyring.seal(self.keyring.open(sealed, aad), aad)
-                done += tx.execute("UPDATE audit_texts SET sealed = ? WHERE station = ? AND seq = ? AND field = ? AND "
-                                   "sealed = ?", (fresh, station, seq, field, sealed)).rowcount
+            for table, columns, aad_of in self._SEALED_TABLES:
+                match = " AND ".join(f"{c} = ?" for c in columns)
+                for *key, sealed in tx.execute(f"SELECT {', '.join(columns)}, sealed FROM {table} WHERE {stale} "
+                                               "LIMIT ?", (*params, max(0, batch - done))).fetchall():
+                    sealed, aad = bytes(sealed), aad_of(*key)
+                    fresh = self.keyring.seal(self.keyring.open(sealed, aad), aad)
+                    done += tx.execute(f"UPDATE {table} SET sealed = ? WHERE {match} AND sealed = ?",
+                                       (fresh, *key, sealed)).rowcount
         return done
 
     def count(self) -> tuple[int, int]:
@@ -859,6 +856,8 @@ class Storage(SealedStore):
     CLOSE_WAIT_MS = 5_000
     #: Between two retries of a pending truncation after ordinary transactions (s); a retry never waits.
     WAL_RETRY_S = 1.0
+    #: An island's outbox (its offline enrolments and erasures, ``--replica DIR``) is sealed too: rotated with the rest.
+    _SEALED_TABLES = (*SealedStore._SEALED_TABLES, ("outbox", ("upload_id",), outbox_aad))
 
     def __init__(self, path: Path, keyring: KeyRing, *, station: str = "") -> None:
         self.path = path

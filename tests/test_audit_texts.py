@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,15 @@ def enrol_override(service: CheckpointService) -> None:
     kept = service.enrol("Q7654321", SubjectInfo(name="Megawati's twin"), [MEGAWATI_2], actor=OFFICER,
                          allow_duplicate=True, override_reason=OVERRIDE)
     assert kept.enrolled and [c.subject_id for c in kept.possible_duplicates] == ["P1234567"]
+
+
+def stopped_after_override(tmp_path: Path) -> None:
+    """A station that enrolled with an override (:func:`enrol_override`), stopped."""
+    service = open_embedded(tmp_path)
+    try:
+        enrol_override(service)
+    finally:
+        service.close()
 
 
 def aad(seq: int, field: str) -> bytes:
@@ -126,6 +137,29 @@ def test_the_erasures_own_reason_stays_in_clear_as_the_record_of_why(
     assert OVERRIDE not in out and "override_reason=(erased)" in out, "what the officer wrote of the person is not"
 
 
+def test_export_holding_the_texts_in_clear_is_written_0600_and_refuses_a_symbolic_link(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The export holds the officers' texts in clear: mode 0600 under the usual umask 022, never through a link."""
+    stopped_after_override(tmp_path)
+    export, target = tmp_path / "export.jsonl", tmp_path / "elsewhere.jsonl"
+    old = os.umask(0o022)
+    try:
+        code, out = cli(capsys, tmp_path, "export", "--out", str(export))
+        assert code == 0 and "officers' texts" in out, out
+        assert OVERRIDE in export.read_text()
+        assert stat.S_IMODE(export.stat().st_mode) == 0o600, oct(export.stat().st_mode)
+
+        target.write_text("")
+        link = tmp_path / "link.jsonl"
+        link.symlink_to(target)
+        assert audit_cli.main(["export", "--data-dir", str(tmp_path / "data"), "--key-dir", str(tmp_path / "keys"),
+                               "--out", str(link)]) == 2
+        assert "symbolic link" in capsys.readouterr().err
+        assert target.read_text() == "" and link.is_symlink(), "nothing written through the link, nor over it"
+    finally:
+        os.umask(old)
+
+
 def test_show_and_export_print_the_text_while_it_is_held_and_erased_after(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     service = open_embedded(tmp_path)
@@ -163,11 +197,7 @@ def test_show_and_export_print_the_text_while_it_is_held_and_erased_after(
 
 def test_a_text_altered_moved_or_added_in_the_store_fails_verify(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    service = open_embedded(tmp_path)
-    try:
-        enrol_override(service)
-    finally:
-        service.close()
+    stopped_after_override(tmp_path)
     db_path = tmp_path / "data" / "checkpoint.db"
     ring = KeyRing.load(tmp_path / "keys" / "keyring.json")
     [(_, seq, field, _, sealed)] = texts_table(tmp_path / "data")
@@ -212,11 +242,7 @@ def test_a_text_altered_moved_or_added_in_the_store_fails_verify(
 
 def test_without_the_key_ring_verify_says_the_texts_were_not_checked(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    service = open_embedded(tmp_path)
-    try:
-        enrol_override(service)
-    finally:
-        service.close()
+    stopped_after_override(tmp_path)
     no_ring = ["--key-file", str(tmp_path / "no-such-ring.json")]
     code, out = cli(capsys, tmp_path, "verify", *no_ring)
     assert code == 0 and "1 held but not checked (no key ring" in out, out
@@ -240,11 +266,7 @@ def test_records_of_an_older_version_keep_their_texts_in_clear_beside_the_new_co
     old["hash"] = entry_hash(old)
     (tmp_path / "data" / "audit").mkdir(parents=True)
     (tmp_path / "data" / "audit" / "audit.jsonl").write_bytes(canonical(old) + b"\n")
-    service = open_embedded(tmp_path)
-    try:
-        enrol_override(service)
-    finally:
-        service.close()
+    stopped_after_override(tmp_path)
     assert chain(tmp_path / "data")[0] == old
     code, out = cli(capsys, tmp_path, "verify")
     assert code == 0 and "1 match their commitments" in out, out

@@ -9,7 +9,8 @@ the truncation, and exits 1. Without ``--expected-head``, a database whose store
 ``KEY_DIR/audit-heads`` holds heads of other stores (or whose store id is malformed) is SUSPECT and exits 1: the
 store id is read from the database, so it may have been changed to escape the comparison. ``--log FILE`` checks
 a JSON-lines export instead. ``checkpoint-audit show`` prints records (pseudonymous refs only); ``export --out
-FILE`` writes the chain as JSON lines.
+FILE`` writes the chain as JSON lines, with the officers' texts the key ring opens in clear (and their salts): the
+file is written whole, mode 0600 whatever the umask, and a symbolic link at FILE is refused.
 
 A station on a shared register (``checkpoint-server --store URL --station NAME``) has two copies of its chain and
 exports two heads (:mod:`biometrics.audit`): ``--store URL --station NAME`` reads the register's copy, checked
@@ -124,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--json", action="store_true",
                            help="one JSON entry per line, as stored (officers' texts beside it, officer_texts)")
         else:
-            s.add_argument("--out", type=Path, required=True, help="the JSON-lines file to write")
+            s.add_argument("--out", type=Path, required=True,
+                           help="the JSON-lines file to write (mode 0600; a symbolic link is refused): it holds the "
+                                "officers' texts in clear, with their salts; keep it as you keep the key ring")
     return p
 
 
@@ -381,6 +384,19 @@ def _show(args: argparse.Namespace, entries: Entries, texts: Texts) -> Iterator[
                    f"{actor.get('role')}:{actor.get('identity')} decision {entry.get('decision_id')} {fields}")
 
 
+def _export(out: Path, data: bytes) -> None:
+    """Write ``data`` to ``out`` whole, mode 0600 (the officers' texts are in it, in clear), refusing a symbolic
+    link at ``out`` (ValueError) rather than writing where it points or replacing it."""
+    from biometrics.datadir import atomic_write
+
+    if out.is_symlink():
+        raise ValueError(f"--out {out} is a symbolic link: refused (the export holds the officers' texts in clear); "
+                         "name a regular file")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory: name a file")
+    atomic_write(out, data)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; ``verify`` exits 1 when the chain was tampered with or cut, 3 when the register's copy
     verifies but the station's journal signed records not shipped to it yet."""
@@ -400,8 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         args.json = True
         args.kind = None
-        args.out.write_text("".join(row + "\n" for row in _show(args, entries, texts)))
-        print(f"{len(entries)} records written to {args.out}")
+        try:
+            _export(args.out, "".join(row + "\n" for row in _show(args, entries, texts)).encode())
+        except (OSError, ValueError) as exc:
+            print(f"checkpoint-audit: {exc}", file=sys.stderr)
+            return 2
+        print(f"{len(entries)} records written to {args.out} (mode 0600: it holds the officers' texts in clear)")
         return 0
     rows = list(_show(args, entries, texts))
     for row in rows[-args.last:] if args.last else rows:

@@ -9,6 +9,11 @@ in small transactions, while the server runs. The running server re-reads the ke
 once and still opens the old rows until they are re-sealed. ``status`` shows how many blobs each key seals;
 ``retire`` removes keys that seal nothing any more (after a rotation, and after old backups have expired).
 A ring given by ``CHECKPOINT_KEYRING``/``CHECKPOINT_MASTER_KEY`` is not a file: these commands refuse it.
+
+The store is one station's SQLite file: ``DATA_DIR/checkpoint.db`` (or, for a station on a shared register, its
+journal ``DATA_DIR/journal.db``), or with ``--replica DIR`` an island's ``DIR/replica.db`` (its copy of the register,
+its outbox, its journal). The shared PostgreSQL register is not reached: see docs/security.md before retiring a key
+that sealed rows there.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from biometrics.audit import JOURNAL_FILE
 from biometrics.crypto import ENV_KEYRING, ENV_MASTER_KEY, KeyRing
 from biometrics.keydir import KEYRING_NAME, KeyLocationError, default_key_dir, default_key_dir_text
+from biometrics.replica import REPLICA_FILE
 from biometrics.storage import Storage
 
 
@@ -35,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                        ("status", "key ids and how many blobs each seals"),
                        ("retire", "remove keys that seal no row")):
         s = sub.add_parser(name, help=text)
-        s.add_argument("--data-dir", type=Path, default=Path("data"))
+        s.add_argument("--data-dir", type=Path, default=Path("data"),
+                       help="the server's data directory: its checkpoint.db (or a register station's journal.db)")
+        s.add_argument("--replica", type=Path, metavar="DIR",
+                       help="an island's replica directory (the server's --replica DIR): rotate DIR/replica.db, its "
+                            "copy of the register, outbox and journal, instead of the data directory's store")
         s.add_argument("--key-dir", type=Path, help=f"the server's key directory (default {default_key_dir_text()})")
         s.add_argument("--key-file", type=Path, help="key ring file (default KEY_DIR/keyring.json)")
         if name == "rotate":
@@ -63,7 +74,9 @@ def _open(args: argparse.Namespace) -> tuple[Path, KeyRing, Storage]:
         key_file = args.key_file or (args.key_dir or default_key_dir()) / KEYRING_NAME
     except KeyLocationError as exc:
         raise SystemExit(f"checkpoint-keys: {exc}") from None
-    db = args.data_dir / "checkpoint.db"
+    db = args.replica / REPLICA_FILE if args.replica else args.data_dir / "checkpoint.db"
+    if not args.replica and not db.exists() and (args.data_dir / JOURNAL_FILE).exists():
+        db = args.data_dir / JOURNAL_FILE  # a station on a shared register: its journal is its local store
     if not key_file.exists() or not db.exists():
         raise SystemExit(f"checkpoint-keys: no store at {db} with key file {key_file}")
     try:

@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "cluster (ray://HEAD:PORT through Ray Client, ray:HEAD:PORT the head's GCS from a node of it); "
                    "the shards load from --store (see docs/scale.md)")
     p.add_argument("--shards", type=int, default=3, help="with --gallery ray...: shards (each on two nodes)")
+    p.add_argument("--ray-insecure-network", action="store_true",
+                   help="with --gallery ray... on a non-loopback head: accept a cluster without Ray's TLS "
+                   "(RAY_USE_TLS=1): only on a dedicated, firewalled network that nothing else reaches; every node "
+                   "holds the key ring (docs/security.md)")
     p.add_argument("--face-index", choices=("exact", "compact"), default="exact",
                    help="how faces are scanned: exact (float32) or compact (int8 codes, float32 re-rank; same "
                    "results, faster for one probe, more memory: docs/performance.md)")
@@ -160,6 +164,39 @@ def face_index_from(args: argparse.Namespace, location: StoreLocation) -> Any:
     key_file = location.key_file or location.resolved_key_dir() / KEYRING_NAME
     return face_index_for(args.gallery, kind=args.face_index, store_url=args.store, key_file=key_file,
                           shards=args.shards)
+
+
+#: What Ray's own TLS needs in the environment of every process of the cluster (and of this station, its client).
+RAY_TLS_FILES = ("RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_TLS_CA_CERT")
+
+
+def check_ray_gallery(gallery: str, *, insecure_network: bool = False,
+                      environ: Any = os.environ) -> None:
+    """Refuse (ValueError) a ``--gallery ray...`` whose head is not a loopback address while Ray's TLS is off.
+
+    Ray has no authentication of its own: whoever reaches its ports runs code on a node, and every node holds the
+    key ring. On another machine the cluster must use Ray's mutual TLS (``RAY_USE_TLS=1`` and the three
+    ``RAY_TLS_*`` files, in this process's environment as in every node's), unless ``insecure_network`` says it
+    runs on a dedicated, firewalled network."""
+    from biometrics.shard_loader import ray_address
+
+    address = ray_address(gallery)
+    if address is None:
+        return
+    hostport = address.removeprefix("ray://")
+    if is_loopback(hostport) or insecure_network:
+        return
+    if environ.get("RAY_USE_TLS", "0").strip().lower() not in ("1", "true"):
+        raise ValueError(
+            f"--gallery {gallery}: the Ray head is not on this machine and RAY_USE_TLS=1 is not set: Ray has no "
+            "authentication, so anyone who reaches its ports runs code on a node and reads the key ring every node "
+            "holds. Start every node and this server with RAY_USE_TLS=1 and RAY_TLS_SERVER_CERT, RAY_TLS_SERVER_KEY, "
+            "RAY_TLS_CA_CERT (certificates of the station's CA), or, on a dedicated firewalled network that nothing "
+            "else reaches, give --ray-insecure-network (docs/security.md, docs/scale.md)")
+    missing = [name for name in RAY_TLS_FILES if not environ.get(name)]
+    if missing:
+        raise ValueError(f"--gallery {gallery}: RAY_USE_TLS=1 needs {', '.join(missing)} set too (the node's "
+                         "certificate, its key and the CA that signed every node's: docs/scale.md)")
 
 
 def add_event_arguments(p: argparse.ArgumentParser) -> None:
@@ -337,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.workers < 0:
         print("checkpoint-server: --workers cannot be negative", file=sys.stderr)
+        return 2
+    try:  # before the data directory: a cluster anyone on the network could run code on is refused
+        check_ray_gallery(args.gallery, insecure_network=args.ray_insecure_network)
+    except ValueError as exc:
+        print(f"checkpoint-server: {exc}", file=sys.stderr)
         return 2
     try:
         check_limits(args.threads, args.max_watches, args.max_calls_per_kiosk)

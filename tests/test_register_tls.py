@@ -1,0 +1,62 @@
+"""A register on another machine is reached only over TLS that verifies its certificate: a URL to a non-loopback
+host without ``sslmode=verify-full`` (or ``verify-ca``) is refused before any connection, naming the fix; loopback
+and Unix sockets stay allowed (the URL check needs no server; the last test uses the machine's PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+from pg import fresh_database
+
+from biometrics.register import StoreRefused, check_url, connect_once
+
+
+@pytest.fixture(autouse=True)
+def _no_libpq_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PGHOST", "PGHOSTADDR", "PGSSLMODE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://checkpoint@db.example/register",
+    "postgresql://checkpoint:s3cretpw@10.0.0.5:5432/register",
+    "postgresql://checkpoint@db.example/register?sslmode=prefer",
+    "postgresql://checkpoint@db.example/register?sslmode=require",  # encrypted, but anyone may answer
+    "postgresql://checkpoint@[2001:db8::5]/register?sslmode=disable",
+    "postgresql://checkpoint@127.0.0.1,db.example/register",  # a fallback host counts too
+    "postgresql://checkpoint@localhost/register?hostaddr=10.0.0.5",  # hostaddr is where libpq connects
+    "postgresql:///register?host=db.example",
+])
+def test_a_remote_register_without_verified_tls_is_refused_naming_the_fix(url: str) -> None:
+    with pytest.raises(StoreRefused, match="sslmode=verify-full") as refused:
+        check_url(url)
+    assert "s3cretpw" not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://checkpoint@db.example/register?sslmode=verify-full&sslrootcert=/etc/checkpoint/ca.pem",
+    "postgresql://checkpoint@10.0.0.5/register?sslmode=verify-ca",
+    "postgresql://postgres@127.0.0.1:5432/postgres",
+    "postgresql://postgres@localhost/postgres",
+    "postgresql://postgres@[::1]:5432/postgres",
+    "postgresql://postgres@127.0.0.2/postgres",
+    "postgresql:///register",  # the default Unix socket
+    "postgresql:///register?host=/var/run/postgresql",
+])
+def test_loopback_sockets_and_verified_tls_are_accepted(url: str) -> None:
+    assert check_url(url) == url
+
+
+def test_the_environment_libpq_reads_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGHOST", "db.example")
+    with pytest.raises(StoreRefused, match=r"db\.example"):
+        check_url("postgresql:///register")
+    monkeypatch.setenv("PGSSLMODE", "verify-full")
+    assert check_url("postgresql:///register") == "postgresql:///register"
+    with pytest.raises(StoreRefused, match="sslmode=require"):
+        check_url("postgresql:///register?sslmode=require")  # the URL's own sslmode wins over the environment
+
+
+def test_a_loopback_register_still_connects() -> None:
+    with fresh_database() as url:
+        assert "127.0.0.1" in url or "localhost" in url
+        connect_once(url)
