@@ -1,14 +1,17 @@
 """Key rotation covers an island's sealed outbox (its offline enrolments and erasures): ``checkpoint-keys rotate``
 re-seals it, ``status`` counts it, ``retire`` never drops a key an entry still needs; ``--replica DIR`` rotates an
-island's ``DIR/replica.db`` (real SQLite files, no server)."""
+island's ``DIR/replica.db`` (real SQLite files; for a journal.db or a replica.db, ``retire`` counts a real PostgreSQL
+register's rows too: tests/pg.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from pg import fresh_database
 
 from biometrics.crypto import KeyRing
+from biometrics.register import RegisterStorage
 from biometrics.replica import Replica
 from biometrics.storage import Storage
 from verify import keys
@@ -41,8 +44,14 @@ def test_rotate_reseals_the_outbox_and_retire_keeps_it_readable(
     old = KeyRing.load(key_file).active
     flags = ["--replica", str(data), "--data-dir", str(tmp_path / "none")] if where == "replica" else \
         ["--data-dir", str(data)]  # a register station's data directory holds its journal.db alone
-    for command in ("rotate", "retire"):
-        assert keys.main([command, *flags, "--key-file", str(key_file)]) == 0
+    assert keys.main(["rotate", *flags, "--key-file", str(key_file)]) == 0
+    with fresh_database() as url:
+        if where != "data-dir":  # the register shares the ring: retire counts its rows (none here) too
+            register = RegisterStorage(url, KeyRing.load(key_file), station="s1")
+            register.open()
+            register.close()
+            flags += ["--store", url]
+        assert keys.main(["retire", *flags, "--key-file", str(key_file)]) == 0
     out = capsys.readouterr().out
     assert "1 blob(s) re-sealed" in out and f"retired {old}" in out, out
     ring = KeyRing.load(key_file)
