@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from biometrics.crypto import KeyRing
@@ -234,34 +234,64 @@ def _local_host(host: str) -> bool:
         return False
 
 
+def _libpq_options(url: str) -> dict[str, str]:
+    """The connection options libpq settles on for ``url``, as it reads them when it connects: the URL's own, then a
+    service's (``service=`` or ``PGSERVICE``, from ``PGSERVICEFILE`` or ``~/.pg_service.conf``, then the system's
+    ``pg_service.conf``), then the environment (``PGHOST``, ``PGHOSTADDR``, ``PGSSLMODE``...), then its defaults.
+
+    libpq resolves them only when it starts a connection: one is started (non-blocking: a host name is looked up and
+    a TCP connection attempted, but no byte is sent, neither TLS nor startup packet) and closed at once. Options
+    libpq cannot resolve (an unknown service) raise StoreRefused with its message."""
+    conn = pq.PGconn.connect_start(url.encode())
+    try:
+        options = {o.keyword.decode(): o.val.decode(errors="replace") for o in conn.info if o.val is not None}
+        error = conn.error_message.decode(errors="replace").strip()
+    finally:
+        conn.finish()
+    if not options:
+        raise StoreRefused(f"--store {redact(url)}: {redact_url_and_secret(error, url) or 'libpq refuses it'}")
+    return options
+
+
+def _verified(options: dict[str, str]) -> bool:
+    """Whether libpq checks the server's certificate under ``options``: ``verify-full`` or ``verify-ca``, or
+    ``require`` with an ``sslrootcert`` file, which libpq then verifies as ``verify-ca`` does."""
+    sslmode = options.get("sslmode", "prefer")
+    root = options.get("sslrootcert", "")
+    return sslmode in VERIFIED_SSLMODES or (sslmode == "require" and root != "system" and bool(root)
+                                             and os.path.isfile(root))  # as libpq: no ~
+
+
 def check_url(url: str) -> str:
     """``url`` if it is a PostgreSQL URL (``postgresql://`` or ``postgres://``) that parses; else StoreRefused,
     whose message masks the password (the driver's own error quotes the URL whole).
 
     A register on another machine is refused unless the connection verifies its certificate (``sslmode``
-    ``verify-full`` or ``verify-ca``, from the URL or else ``PGSSLMODE``): libpq's default, ``prefer``, falls back to
-    plaintext when the server (or an attacker in its place) declines TLS, and pseudonyms, the change log and the
-    audit entries travel in clear, their unsealed columns open to alteration. Loopback and Unix sockets stay
-    allowed without TLS."""
+    ``verify-full`` or ``verify-ca``, or ``require`` with an ``sslrootcert`` file): libpq's default, ``prefer``,
+    falls back to plaintext when the server (or an attacker in its place) declines TLS, and pseudonyms, the change
+    log and the audit entries travel in clear, their unsealed columns open to alteration. Loopback and Unix sockets
+    stay allowed without TLS. Host, address and sslmode are the ones libpq connects with (:func:`_libpq_options`:
+    the URL, a service file's entry, the environment), checked before any byte is sent."""
     if not url.startswith(("postgresql://", "postgres://")):
         raise StoreRefused(f"--store must be a postgresql:// URL, not {redact_url(url.split(':', 1)[0])!r}")
     try:
-        parts = conninfo.conninfo_to_dict(url)
+        conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         raise StoreRefused(f"--store {redact_url_and_secret(url, url)!r} is not a valid PostgreSQL URL: "
                            f"{redact_url_and_secret(str(exc), url)}") from None
+    options = _libpq_options(url)
     # hostaddr, when given, is where libpq connects (host then only names the certificate); each a list
-    hosts = str(parts.get("hostaddr") or os.environ.get("PGHOSTADDR") or parts.get("host")
-                or os.environ.get("PGHOST") or "")
+    hosts = options.get("hostaddr") or options.get("host") or ""
     remote = [h for h in hosts.split(",") if not _local_host(h)]
-    sslmode = str(parts.get("sslmode") or os.environ.get("PGSSLMODE") or "prefer")
-    if remote and sslmode not in VERIFIED_SSLMODES:
+    if remote and not _verified(options):
+        service = f" (service {options['service']})" if options.get("service") else ""
         raise StoreRefused(
-            f"--store {redact(url)}: the register host {remote[0]} is not this machine, and the connection does "
-            f"not verify it (sslmode={sslmode}): an attacker on the network could force it into plaintext or "
-            "answer in the register's place. Add sslmode=verify-full and sslrootcert=CA.pem (the CA that signed "
-            "the register's certificate) to the URL, e.g. ...?sslmode=verify-full&sslrootcert=/etc/checkpoint/"
-            "register-ca.pem (or sslmode=verify-ca); see docs/register.md")
+            f"--store {redact(url)}: the register host {remote[0]}{service} is not this machine, and the connection "
+            f"does not verify it (sslmode={options.get('sslmode', 'prefer')}): an attacker on the network could "
+            "force it into plaintext or answer in the register's place. Add sslmode=verify-full and "
+            "sslrootcert=CA.pem (the CA that signed the register's certificate) to the URL (or to its service's "
+            "entry), e.g. ...?sslmode=verify-full&sslrootcert=/etc/checkpoint/register-ca.pem (or sslmode=verify-ca); "
+            "see docs/register.md")
     return url
 
 

@@ -4,6 +4,8 @@ and Unix sockets stay allowed (the URL check needs no server; the last test uses
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pg import fresh_database
 
@@ -12,7 +14,7 @@ from biometrics.register import StoreRefused, check_url, connect_once
 
 @pytest.fixture(autouse=True)
 def _no_libpq_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("PGHOST", "PGHOSTADDR", "PGSSLMODE"):
+    for name in ("PGHOST", "PGHOSTADDR", "PGSSLMODE", "PGSSLROOTCERT", "PGSERVICE", "PGSERVICEFILE"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -60,3 +62,42 @@ def test_a_loopback_register_still_connects() -> None:
     with fresh_database() as url:
         assert "127.0.0.1" in url or "localhost" in url
         connect_once(url)
+
+
+SERVICES = """
+[remote]
+host=192.0.2.10
+sslmode=disable
+[remote-verified]
+host=192.0.2.10
+sslmode=verify-full
+[local]
+host=127.0.0.1
+"""
+
+
+def test_a_service_file_entry_counts_as_libpq_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    services = tmp_path / "pg_service.conf"
+    services.write_text(SERVICES)
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    with pytest.raises(StoreRefused, match=r"192\.0\.2\.10 \(service remote\).*sslmode=disable"):
+        check_url("postgresql:///checkpoint?service=remote")  # the service sends it to another machine, in clear
+    url = "postgresql://register.example/checkpoint?service=remote-verified"
+    assert check_url(url) == url  # the service's sslmode verifies the register
+    assert check_url("postgresql:///checkpoint?service=local") == "postgresql:///checkpoint?service=local"
+    monkeypatch.setenv("PGSERVICE", "remote")
+    with pytest.raises(StoreRefused, match=r"192\.0\.2\.10"):
+        check_url("postgresql:///checkpoint")
+    with pytest.raises(StoreRefused, match="definition of service"):
+        check_url("postgresql:///checkpoint?service=nowhere")
+
+
+def test_require_with_a_root_certificate_is_verify_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = tmp_path / "register-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    url = f"postgresql://checkpoint@db.example/register?sslmode=require&sslrootcert={ca}"
+    assert check_url(url) == url  # libpq verifies the chain when the root file exists
+    with pytest.raises(StoreRefused, match="sslmode=require"):  # without it, require accepts whoever answers
+        check_url(f"postgresql://checkpoint@db.example/register?sslmode=require&sslrootcert={tmp_path / 'none.pem'}")
+    monkeypatch.setenv("PGSSLROOTCERT", str(ca))
+    assert check_url("postgresql://checkpoint@db.example/register?sslmode=require")
