@@ -99,6 +99,7 @@ from biometrics.storage import (
     CHANGE_ENROLLED,
     CHANGE_ERASED,
     CHANGE_WITHDRAWN,
+    UPLOAD_REF,
     Change,
     SchemaTooNew,
     StoredTemplate,
@@ -123,9 +124,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESOLUTIONS = ("keep_both", "link", "reject")
-#: The ref of a withdrawal keyed by the upload it withdraws (``upload:<upload id>``), never by the subject's
-#: pseudonym: the register may hold another subject under that document number, which must stay everywhere.
-UPLOAD_REF = "upload:"
 #: In the station's local store (its alerts' store): the register change up to which the erasures of the change log
 #: have been applied to its alerts.
 ALERTS_SEQ = "alerts_register_seq"
@@ -561,7 +559,7 @@ class Island:
         states = self.reviews.review_states(waiting)
         done = 0
         with self.service.gallery.apply_lock:  # not beside a page that may replace the copy
-            for upload_id in [u for u in waiting if states.get(u) in ("reject", "link_held")]:
+            for upload_id in [u for u in waiting if states.get(u) in ("reject", "link_held", "erased")]:
                 dropped = self.replica.withdraw(upload_id, (OUTBOX_REVIEW,))
                 if dropped is not None:
                     self._forget_copy(*dropped)

@@ -53,6 +53,7 @@ from biometrics.storage import (
     CHANGE_ENROLLED,
     CHANGE_ERASED,
     CHANGE_WITHDRAWN,
+    UPLOAD_REF,
     KeyRingMismatch,
     SchemaTooNew,
     SealedStore,
@@ -626,14 +627,18 @@ class RegisterStorage(SealedStore):
         The subject held now is erased (with everything :meth:`erase_subject` erases) if it was enrolled at or
         before ``requested_at`` (its change's time), at or before ``seen_seq``, or by the station's own upload
         ``upload_id``; otherwise it was enrolled after the request and is kept. The reviews of the document
-        waiting since before the request are closed; one uploaded after it is a later enrolment, for an officer.
-        When nothing of the document is held (or only reviews closed here), the erasure is recorded against the
-        document number, as an online erasure that finds nothing is (:meth:`erase_document`). Returns (the change
+        waiting since before the request are closed, each with a ``withdrawn`` change keyed by its upload (only
+        the station that uploaded it drops its provisional copy); one uploaded after it is a later enrolment, for
+        an officer, and its station's copy stays. When nothing of the document is held (or only reviews closed
+        here) and no later review waits, the erasure is recorded against the document number, as an online
+        erasure that finds nothing is (:meth:`erase_document`). Returns (the change
         or None, the enrolling change of the subject kept or None, whether the erasure was recorded against the
         document with nothing to erase)."""
         ref = self.keyring.pseudonym(subject_id)
         reviews = Reviews(self)
         closed = reviews.erase_pending(tx, ref, before=requested_at)
+        for upload in closed:  # its station withdraws its copy, and no other (a later enrolment may be held)
+            self.append_change(tx, CHANGE_WITHDRAWN, UPLOAD_REF + upload)
         held = self.enrolment_seq(tx, ref)
         if held is not None:
             row = tx.execute("SELECT at FROM changes WHERE seq = ?", (held,)).fetchone()
@@ -873,16 +878,16 @@ class Reviews:
         tx.execute("UPDATE reviews SET state = ?, resolution = ?, resolved_at = ?, sealed = ? WHERE review_id = ?",
                    (state, resolution, now(), b"", review_id))
 
-    def erase_pending(self, tx: Transaction, ref: str, upload_id: str = "", before: str = "") -> int:
+    def erase_pending(self, tx: Transaction, ref: str, upload_id: str = "", before: str = "") -> list[str]:
         """Close in ``tx`` the pending reviews of enrolments under pseudonym ``ref`` (their subject is erased; with
         ``upload_id``, only that upload's; with ``before``, only those queued at or before that time): state
         ``erased``, no document; a closed review cannot be resolved, so nothing brings the subject back. Returns
-        how many were closed."""
+        the upload ids of the reviews closed."""
         only = (" AND upload_id = ?" if upload_id else "") + (" AND created_at <= ?" if before else "")
-        return int(tx.execute("UPDATE reviews SET state = 'erased', resolution = 'erased before review', "
-                              f"resolved_at = ?, sealed = ? WHERE ref = ? AND state = 'pending'{only}",
-                              (now(), b"", ref, *([upload_id] if upload_id else []),
-                               *([before] if before else []))).rowcount)
+        return [str(r[0]) for r in tx.execute(
+            "UPDATE reviews SET state = 'erased', resolution = 'erased before review', resolved_at = ?, sealed = ? "
+            f"WHERE ref = ? AND state = 'pending'{only} RETURNING upload_id",
+            (now(), b"", ref, *([upload_id] if upload_id else []), *([before] if before else []))).fetchall()]
 
     def forget(self, tx: Transaction, subject_id: str) -> None:
         """In ``tx`` (an erasure of ``subject_id`` in the register): drop its links, the reason an older version

@@ -574,3 +574,24 @@ def test_an_erasure_asked_offline_of_a_document_not_held_erases_what_the_registe
                                                                                   "u-after": "pending"}
         assert [k for (k,) in register._query("SELECT kind FROM changes WHERE ref = ?",
                                               (ring.pseudonym("Z9999999"),))] == ["erased"]
+
+
+def test_an_erasure_asked_offline_tells_the_island_whose_review_it_closed_and_no_other(register_url: str) -> None:
+    """Island B's upload of A1 waits for review; island A, offline, is asked to erase A1 (not held); island C's
+    upload of A1, made after the request, waits too. A's erasure closes B's review and appends a withdrawal keyed
+    by B's upload (B drops its copy), not an erasure of the pseudonym (C's copy and review stay)."""
+    with island_register(register_url) as (register, reviews, ring, _):
+        ref = ring.pseudonym("A1000001")
+        with register.transaction() as tx:
+            reviews.add(tx, "upload-b", ref, {"subject_id": "A1000001"})
+        asked = now()
+        time.sleep(0.01)
+        with register.transaction() as tx:
+            reviews.add(tx, "upload-c", ref, {"subject_id": "A1000001"})
+        head = register.head_seq()
+        with register.transaction() as tx:
+            register.lock_register(tx)
+            assert register.erase_requested(tx, "A1000001", asked, 0) == (None, None, False)
+        assert [(c.kind, c.ref) for c in register.changes_since(head)] == [("withdrawn", "upload:upload-b")]
+        assert dict(register._query("SELECT upload_id, state FROM reviews")) == {"upload-b": "erased",
+                                                                                  "upload-c": "pending"}
