@@ -151,3 +151,36 @@ def test_an_offline_erasure_that_closes_a_review_withdraws_that_islands_copy_and
         assert [r.station for r in central.list_reviews()] == ["mentawai"], "C's review waits for its officer"
         assert island_c.holds(A1) and island_c.sync_status()["provisional"] == 1
         assert not central.holds(A1)
+
+
+@pytest.mark.parametrize("enrolled", ["before", "after"])
+def test_an_offline_erasure_compares_when_the_other_island_enrolled_offline_not_when_it_uploaded(
+        tmp_path: Path, enrolled: str) -> None:
+    """Islands A and B offline: B enrols A1 offline ``enrolled`` A's officer is asked to erase it (A does not hold
+    it). Made before, B's enrolment is erased though B's link returns first (its upload is later than the
+    request); made after, it is kept though A's link returns first (the erasure recorded against the document
+    neither drops B's copy nor refuses its upload)."""
+    with fresh_database() as url, islands(tmp_path, url, "siberut", "sikakap") as (central, linked):
+        (island_a, proxy_a), (island_b, proxy_b) = linked
+        for island, proxy in linked:
+            go_offline(island, proxy)
+        if enrolled == "after":
+            ask_offline(island_a)
+        assert island_b.enrol(A1, SubjectInfo(name="Megawati at Sikakap"), [MEGAWATI]).provisional
+        if enrolled == "before":
+            ask_offline(island_a)
+        order = [(island_b, proxy_b), (island_a, proxy_a)] if enrolled == "before" else linked
+        for island, proxy in order:
+            proxy.restore()
+            drained(island)
+        if enrolled == "before":
+            assert str(records(island_a, "delete_upload")[-1]["fields"]["outcome"]) == "erased"
+            wait_until(lambda: not island_b.holds(A1), timeout=15, message="the erasure reached B")
+            assert not central.holds(A1) and central.storage.subject_info(A1) is None
+            with pytest.raises(SubjectNotFound):
+                island_b.verify(A1, [MEGAWATI_2], actor=KIOSK)
+        else:
+            assert [e["fields"]["outcome"] for e in records(island_b, "enrol_upload")] == ["stored"]
+            wait_until(lambda: central.holds(A1), timeout=15, message="the register holds B's enrolment")
+            assert island_b.verify(A1, [MEGAWATI_2], actor=KIOSK).match
+            wait_until(lambda: island_a.holds(A1), timeout=15, message="A follows the register")
