@@ -42,7 +42,11 @@ dropped, so the station never answers "not enrolled" offline: the request is que
 (``not_held``, ``requested_at``), with its audit record, and the officer is told it is queued. Uploaded, it erases
 the enrolment of the document the register held when it was asked, never a later one
 (:meth:`biometrics.register.RegisterStorage.erase_requested`); holding none, the register records the erasure
-against the document, as an online erasure that finds nothing does.
+against the document, as an online erasure that finds nothing does. The time of an enrolment is when it was made:
+an offline enrolment's upload carries its own time (``uploads.made_at``), so one made before the request is erased
+(its review closed, and its station told by a ``withdrawn`` change keyed by the upload; its upload refused if it
+comes after the erasure) whichever link returns first, and one made after it is kept (its copy, its review, its
+upload), whichever link returns first.
 
 **Its own erasure, then the same document enrolled again.** Offline, an officer erases a subject, then the
 document is enrolled again at the same station: two outbox entries, the erasure first, and a provisional copy
@@ -99,6 +103,7 @@ from biometrics.storage import (
     CHANGE_ENROLLED,
     CHANGE_ERASED,
     CHANGE_WITHDRAWN,
+    UPLOAD_REF,
     Change,
     SchemaTooNew,
     StoredTemplate,
@@ -123,9 +128,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESOLUTIONS = ("keep_both", "link", "reject")
-#: The ref of a withdrawal keyed by the upload it withdraws (``upload:<upload id>``), never by the subject's
-#: pseudonym: the register may hold another subject under that document number, which must stay everywhere.
-UPLOAD_REF = "upload:"
 #: In the station's local store (its alerts' store): the register change up to which the erasures of the change log
 #: have been applied to its alerts.
 ALERTS_SEQ = "alerts_register_seq"
@@ -242,7 +244,10 @@ class Island:
         or under review with its own copy held: the officer erased the subject, then enrolled the document again,
         and the station acknowledged that enrolment. Any other erasure (another station's, the office's, an
         online one of this station's) is applied as before, even one of the same document after the
-        re-enrolment was made: that one wins (the upload is refused)."""
+        re-enrolment was made: that one wins (the upload is refused). Except an erasure asked for offline, at any
+        station, of a document it did not hold (:meth:`biometrics.register.RegisterStorage.erase_requested`)
+        before this station's enrolment was made: it applies to what was enrolled when it was asked, so it leaves
+        this later enrolment too (and does not refuse its upload: :meth:`RegisterStorage.erased_after`)."""
         if self.replica is None:
             return frozenset()
         erasures = [c for c in changes if c.kind == CHANGE_ERASED]
@@ -257,6 +262,14 @@ class Island:
         own = self.reviews.own_erasures([c.seq for c in candidates])  # change -> this station's erasure upload
         place = self.replica.positions(own.values())
         kept = frozenset(c.seq for c in candidates if own.get(c.seq) in place and place[own[c.seq]] < held[c.ref].n)
+        # an erasure asked for offline of a document not held, before this station's enrolment of it was made:
+        # it applies to what was enrolled when it was asked, not to this later enrolment (its upload is not refused)
+        asked = self.reviews.requested_times([c.seq for c in candidates if c.seq not in kept])
+        later = frozenset(c.seq for c in candidates if c.seq in asked and asked[c.seq] < held[c.ref].created_at)
+        if later:
+            log.info("register change(s) %s: erasure(s) asked for before this station's provisional enrolment of the "
+                     "same document was made: that enrolment is kept", ", ".join(map(str, sorted(later))))
+        kept |= later
         if kept:
             log.info("register change(s) %s: this station's own erasure(s), made before its provisional enrolment "
                      "of the same document: that enrolment is kept", ", ".join(map(str, sorted(kept))))
@@ -561,7 +574,7 @@ class Island:
         states = self.reviews.review_states(waiting)
         done = 0
         with self.service.gallery.apply_lock:  # not beside a page that may replace the copy
-            for upload_id in [u for u in waiting if states.get(u) in ("reject", "link_held")]:
+            for upload_id in [u for u in waiting if states.get(u) in ("reject", "link_held", "erased")]:
                 dropped = self.replica.withdraw(upload_id, (OUTBOX_REVIEW,))
                 if dropped is not None:
                     self._forget_copy(*dropped)
@@ -603,7 +616,8 @@ class Island:
             service.catch_up()  # under the register's write lock: the search sees the whole register
             upload = self._upload_enrolment if entry.kind == "enrol" else self._upload_erasure
             outcome, seq = upload(tx, entry)
-            self.reviews.record_upload(tx, entry.upload_id, entry.kind, entry.content_hash, outcome, seq)
+            self.reviews.record_upload(tx, entry.upload_id, entry.kind, entry.content_hash, outcome, seq,
+                                       made_at=self._made_at(entry))
         return self._state_of(outcome), outcome
 
     def _settled_again(self, tx: Any, entry: OutboxEntry, outcome: str) -> tuple[str, str]:
@@ -621,6 +635,17 @@ class Island:
         return self._state_of(outcome), "again"
 
     @staticmethod
+    def _made_at(entry: OutboxEntry) -> str | None:
+        """When the write of ``entry`` was made here, as the register records it for the rule of an erasure asked
+        for offline (:meth:`biometrics.register.RegisterStorage.erase_requested`): an enrolment's own time (made
+        offline: not its upload's), an erasure of a document not held the request's; None for another erasure."""
+        if entry.kind == "enrol":
+            return entry.created_at
+        if entry.payload.get("not_held"):
+            return str(entry.payload.get("requested_at") or entry.created_at)
+        return None
+
+    @staticmethod
     def _state_of(outcome: str) -> str:
         return STATE_OF_OUTCOME.get(outcome, OUTBOX_ERASED)
 
@@ -629,7 +654,7 @@ class Island:
         payload = entry.payload
         actor = Actor(role="system", identity=f"station {service.station} drain")
         if "seen_seq" in payload:  # refused if the register erased the document since (see the module doc)
-            erased = service.storage.erased_after(tx, entry.ref, int(payload["seen_seq"]))
+            erased = service.storage.erased_after(tx, entry.ref, int(payload["seen_seq"]), entry.created_at)
             if erased is not None:
                 service.record(tx, "enrol_upload", actor, entry.upload_id, subject_ref=entry.ref,
                                outcome="refused_erased", upload_id=entry.upload_id, register_seq=erased)

@@ -53,6 +53,7 @@ from biometrics.storage import (
     CHANGE_ENROLLED,
     CHANGE_ERASED,
     CHANGE_WITHDRAWN,
+    UPLOAD_REF,
     KeyRingMismatch,
     SchemaTooNew,
     SealedStore,
@@ -178,9 +179,17 @@ CREATE TABLE IF NOT EXISTS audit_texts (
 #: :data:`biometrics.storage.MIGRATIONS`).
 _SCHEMA_V7 = counters_only("postgresql")
 
+#: Version 8: when an island made an upload's write at the station (``uploads.made_at``, RFC 3339 UTC: an offline
+#: enrolment's own time, the time an erasure of a document not held was asked for), which the rule of an erasure
+#: asked for offline compares (:meth:`RegisterStorage.erase_requested`); NULL for an upload of an older version,
+#: whose time is then its change's (or review's), as before.
+_SCHEMA_V8 = """
+ALTER TABLE uploads ADD COLUMN IF NOT EXISTS made_at TEXT
+"""
+
 #: (version, script): applied in order to a register whose ``meta.schema_version`` is lower.
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3), (4, _SCHEMA_V4),
-                                           (5, _SCHEMA_V5), (6, _SCHEMA_V6), (7, _SCHEMA_V7))
+                                           (5, _SCHEMA_V5), (6, _SCHEMA_V6), (7, _SCHEMA_V7), (8, _SCHEMA_V8))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _REFUSED_STATES = ("28", "3D")  # invalid authorisation (bad password, unknown role), unknown database
@@ -653,37 +662,51 @@ class RegisterStorage(SealedStore):
         may have enrolled it after the station's link dropped (docs/island.md, "An erasure asked for offline of
         a document the station does not hold").
 
-        The subject held now is erased (with everything :meth:`erase_subject` erases) if it was enrolled at or
-        before ``requested_at`` (its change's time), at or before ``seen_seq``, or by the station's own upload
-        ``upload_id``; otherwise it was enrolled after the request and is kept. The reviews of the document
-        waiting since before the request are closed; one uploaded after it is a later enrolment, for an officer.
-        When nothing of the document is held (or only reviews closed here), the erasure is recorded against the
-        document number, as an online erasure that finds nothing is (:meth:`erase_document`). Returns (the change
-        or None, the enrolling change of the subject kept or None, whether the erasure was recorded against the
-        document with nothing to erase)."""
+        The time of an enrolment is when it was made: an island's offline enrolment its own time, carried with
+        its upload (``uploads.made_at``), else its change's (or, waiting for review, its review's) time. The
+        subject held now is erased (with everything :meth:`erase_subject` erases) if it was enrolled at or
+        before ``requested_at``, at or before ``seen_seq``, or by the station's own upload ``upload_id``;
+        otherwise it was enrolled after the request and is kept. The reviews of the document of enrolments made
+        at or before the request are closed, each with a ``withdrawn`` change keyed by its upload (only the
+        station that uploaded it drops its provisional copy); one made after it is a later enrolment, for an
+        officer, and its station's copy stays. When nothing of the document is held (or only reviews closed
+        here) and no later review waits, the erasure is recorded against the document number, as an online
+        erasure that finds nothing is (:meth:`erase_document`). Returns (the change or None, the enrolling change
+        of the subject kept or None, whether the erasure was recorded against the document with nothing to
+        erase)."""
         ref = self.keyring.pseudonym(subject_id)
         reviews = Reviews(self)
         closed = reviews.erase_pending(tx, ref, before=requested_at)
+        for upload in closed:  # its station withdraws its copy, and no other (a later enrolment may be held)
+            self.append_change(tx, CHANGE_WITHDRAWN, UPLOAD_REF + upload)
         held = self.enrolment_seq(tx, ref)
         if held is not None:
-            row = tx.execute("SELECT at FROM changes WHERE seq = ?", (held,)).fetchone()
-            enrolled_at = str(row[0]) if row else ""
-            if (held <= seen_seq or enrolled_at <= requested_at
+            if (held <= seen_seq or self.enrolled_at(tx, held) <= requested_at
                     or (upload_id and reviews.upload_seq(tx, upload_id) == held)):
                 return self._erase_held(tx, subject_id), None, False
             return None, held, False
-        if reviews.pending_for(tx, ref):  # an enrolment of it uploaded after the request waits for an officer
+        if reviews.pending_for(tx, ref):  # an enrolment of it made after the request waits for an officer
             return None, None, False
         tx.erased = tx.erased or bool(closed)
         return self.append_change(tx, CHANGE_ERASED, ref), None, not closed
 
-    def erased_after(self, tx: Transaction, ref: str, seq: int) -> int | None:
+    def enrolled_at(self, tx: Transaction, seq: int) -> str:
+        """When the enrolment of change ``seq`` was made: the time an island made it offline (carried with its
+        upload), else the change's own time ("" if there is no such change)."""
+        row = tx.execute("SELECT COALESCE((SELECT MIN(u.made_at) FROM uploads u WHERE u.seq = c.seq AND "
+                         "u.kind = 'enrol'), c.at) FROM changes c WHERE c.seq = ?", (seq,)).fetchone()
+        return str(row[0]) if row and row[0] is not None else ""
+
+    def erased_after(self, tx: Transaction, ref: str, seq: int, enrolled_at: str = "") -> int | None:
         """The first change after ``seq`` that erased the document of pseudonym ``ref``, leaving out the erasures
         this station uploaded (an island uploads its writes in order: its own erasures came before the write it
-        is uploading); None if there is none."""
+        is uploading) and, given the time ``enrolled_at`` the enrolment being uploaded was made, the erasures
+        asked for offline before it (:meth:`erase_requested`: they apply to what was enrolled when they were
+        asked); None if there is none."""
         row = tx.execute("SELECT MIN(c.seq) FROM changes c WHERE c.ref = ? AND c.kind = ? AND c.seq > ? AND NOT "
-                         "EXISTS (SELECT 1 FROM uploads u WHERE u.seq = c.seq AND u.station = ? AND u.kind = 'erase')",
-                         (ref, CHANGE_ERASED, seq, self.station)).fetchone()
+                         "EXISTS (SELECT 1 FROM uploads u WHERE u.seq = c.seq AND u.kind = 'erase' AND "
+                         "(u.station = ? OR u.made_at < ?))",
+                         (ref, CHANGE_ERASED, seq, self.station, enrolled_at or "")).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     def erase_document(self, tx: Transaction, subject_id: str) -> tuple[int, bool]:
@@ -842,12 +865,14 @@ class Reviews:
         return len(rows)
 
     def record_upload(self, tx: Transaction, upload_id: str, kind: str, digest: str, outcome: str,
-                      seq: int | None = None) -> None:
-        """Remember an upload and what became of it (``seq``: the register change it made, if any), in the
-        transaction that did it."""
-        tx.execute("INSERT INTO uploads(upload_id, station, kind, content_hash, outcome, at, seq) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (upload_id, self.register.station, kind, digest, outcome, now(), seq))
+                      seq: int | None = None, made_at: str | None = None) -> None:
+        """Remember an upload and what became of it (``seq``: the register change it made, if any; ``made_at``:
+        when the station made the write, where the rule of an erasure asked for offline needs it: an offline
+        enrolment's own time, the time an erasure of a document not held was asked for), in the transaction that
+        did it."""
+        tx.execute("INSERT INTO uploads(upload_id, station, kind, content_hash, outcome, at, seq, made_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (upload_id, self.register.station, kind, digest, outcome, now(), seq, made_at or None))
 
     def record_stored(self, tx: Transaction, upload_id: str, seq: int) -> None:
         """Record in ``tx`` that the enrolment of ``upload_id`` (held for review) was stored by change ``seq``."""
@@ -856,13 +881,22 @@ class Reviews:
     def own_erasures(self, seqs: Collection[int]) -> dict[int, str]:
         """Of the changes ``seqs``, the erasures this station uploaded (an island's offline erasures): change ->
         upload id. The join :meth:`RegisterStorage.erased_after` leaves them out by."""
+        return self._erasures("upload_id", "station = ?", (self.register.station,), seqs)
+
+    def requested_times(self, seqs: Collection[int]) -> dict[int, str]:
+        """Of the changes ``seqs``, the erasures asked for offline of a document not held (any station's, see
+        :meth:`RegisterStorage.erase_requested`): change -> the time of the request."""
+        return self._erasures("made_at", "made_at IS NOT NULL", (), seqs)
+
+    def _erasures(self, column: str, where: str, params: tuple[Any, ...], seqs: Collection[int]) -> dict[int, str]:
+        """change -> ``column`` of the erasure uploads (``where``) that made the changes ``seqs``."""
         seqs = sorted(set(seqs))
         found: dict[int, str] = {}
         for start in range(0, len(seqs), 1000):
             chunk = seqs[start:start + 1000]
-            found.update((int(seq), str(upload_id)) for seq, upload_id in self.register._query(
-                f"SELECT seq, upload_id FROM uploads WHERE station = ? AND kind = 'erase' AND seq IN "
-                f"({', '.join('?' * len(chunk))})", (self.register.station, *chunk)))
+            found.update((int(seq), str(value)) for seq, value in self.register._query(
+                f"SELECT seq, {column} FROM uploads WHERE kind = 'erase' AND {where} AND seq IN "
+                f"({', '.join('?' * len(chunk))})", (*params, *chunk)))
         return found
 
     def upload_seq(self, tx: Transaction, upload_id: str) -> int | None:
@@ -903,16 +937,19 @@ class Reviews:
         tx.execute("UPDATE reviews SET state = ?, resolution = ?, resolved_at = ?, sealed = ? WHERE review_id = ?",
                    (state, resolution, now(), b"", review_id))
 
-    def erase_pending(self, tx: Transaction, ref: str, upload_id: str = "", before: str = "") -> int:
+    def erase_pending(self, tx: Transaction, ref: str, upload_id: str = "", before: str = "") -> list[str]:
         """Close in ``tx`` the pending reviews of enrolments under pseudonym ``ref`` (their subject is erased; with
-        ``upload_id``, only that upload's; with ``before``, only those queued at or before that time): state
-        ``erased``, no document; a closed review cannot be resolved, so nothing brings the subject back. Returns
-        how many were closed."""
-        only = (" AND upload_id = ?" if upload_id else "") + (" AND created_at <= ?" if before else "")
-        return int(tx.execute("UPDATE reviews SET state = 'erased', resolution = 'erased before review', "
-                              f"resolved_at = ?, sealed = ? WHERE ref = ? AND state = 'pending'{only}",
-                              (now(), b"", ref, *([upload_id] if upload_id else []),
-                               *([before] if before else []))).rowcount)
+        ``upload_id``, only that upload's; with ``before``, only those of enrolments made at or before that time:
+        the time an island made it offline, carried with its upload, else when it was queued): state ``erased``,
+        no document; a closed review cannot be resolved, so nothing brings the subject back. Returns the upload
+        ids of the reviews closed."""
+        made = ("COALESCE((SELECT u.made_at FROM uploads u WHERE u.upload_id = reviews.upload_id), "
+                "reviews.created_at)")
+        only = (" AND upload_id = ?" if upload_id else "") + (f" AND {made} <= ?" if before else "")
+        return [str(r[0]) for r in tx.execute(
+            "UPDATE reviews SET state = 'erased', resolution = 'erased before review', resolved_at = ?, sealed = ? "
+            f"WHERE ref = ? AND state = 'pending'{only} RETURNING upload_id",
+            (now(), b"", ref, *([upload_id] if upload_id else []), *([before] if before else []))).fetchall()]
 
     def forget(self, tx: Transaction, subject_id: str) -> None:
         """In ``tx`` (an erasure of ``subject_id`` in the register): drop its links, the reason an older version

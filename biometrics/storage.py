@@ -142,6 +142,9 @@ CHANGE_ENROLLED = "enrolled"
 CHANGE_ERASED = "erased"
 #: An enrolment uploaded by a station after working offline, rejected at review: stations drop their copy.
 CHANGE_WITHDRAWN = "withdrawn"
+#: The ref of a withdrawal keyed by the upload it withdraws (``upload:<upload id>``), never by the subject's
+#: pseudonym: the register may hold another subject under that document number, which must stay everywhere.
+UPLOAD_REF = "upload:"
 
 
 class SchemaTooNew(Exception):

@@ -185,7 +185,7 @@ def test_a_register_of_the_previous_schema_is_upgraded_and_keeps_its_upload_reco
         register = RegisterStorage(register_url, ring, station="central")
         register.open()
         try:
-            assert register.schema_version() == SCHEMA_VERSION == 7
+            assert register.schema_version() == SCHEMA_VERSION == 8
             with register.transaction() as tx:
                 assert Reviews(register).upload_outcome(tx, "u1") == ("k1:x", "stored")
                 assert Reviews(register).upload_seq(tx, "u1") is None, "an older upload names no change"
@@ -574,3 +574,94 @@ def test_an_erasure_asked_offline_of_a_document_not_held_erases_what_the_registe
                                                                                   "u-after": "pending"}
         assert [k for (k,) in register._query("SELECT kind FROM changes WHERE ref = ?",
                                               (ring.pseudonym("Z9999999"),))] == ["erased"]
+
+
+def test_an_erasure_asked_offline_tells_the_island_whose_review_it_closed_and_no_other(register_url: str) -> None:
+    """Island B's upload of A1 waits for review; island A, offline, is asked to erase A1 (not held); island C's
+    upload of A1, made after the request, waits too. A's erasure closes B's review and appends a withdrawal keyed
+    by B's upload (B drops its copy), not an erasure of the pseudonym (C's copy and review stay)."""
+    with island_register(register_url) as (register, reviews, ring, _):
+        ref = ring.pseudonym("A1000001")
+        with register.transaction() as tx:
+            reviews.add(tx, "upload-b", ref, {"subject_id": "A1000001"})
+        asked = now()
+        time.sleep(0.01)
+        with register.transaction() as tx:
+            reviews.add(tx, "upload-c", ref, {"subject_id": "A1000001"})
+        head = register.head_seq()
+        with register.transaction() as tx:
+            register.lock_register(tx)
+            assert register.erase_requested(tx, "A1000001", asked, 0) == (None, None, False)
+        assert [(c.kind, c.ref) for c in register.changes_since(head)] == [("withdrawn", "upload:upload-b")]
+        assert dict(register._query("SELECT upload_id, state FROM reviews")) == {"upload-b": "erased",
+                                                                                  "upload-c": "pending"}
+
+
+@pytest.mark.parametrize("enrolled", ["before", "after"])
+@pytest.mark.parametrize("first", ["enrolment", "erasure"])
+def test_an_erasure_asked_offline_compares_the_time_the_enrolment_was_made_offline(
+        register_url: str, enrolled: str, first: str) -> None:
+    """Islands A and B both offline: B enrols A1 offline ``enrolled`` A's officer is asked to erase A1 (which A
+    does not hold); ``first`` reaches the register first. Made before the request, B's enrolment is erased (stored
+    first) or refused (uploaded after the erasure); made after it, it is kept either way: the time compared is
+    when B made it (carried with its upload), never when its link returned."""
+    with island_register(register_url) as (island_a, reviews_a, ring, template):
+        island_b = RegisterStorage(register_url, ring, station="sikakap")
+        island_b.open()
+        try:
+            ref, seen = ring.pseudonym("A1000001"), island_a.head_seq()
+            times = {}
+            for event in (("b", "a") if enrolled == "before" else ("a", "b")):
+                times[event] = now()
+                time.sleep(0.01)
+            time.sleep(0.01)  # the links return later
+
+            def upload_b() -> str:
+                with island_b.transaction() as tx:
+                    island_b.lock_register(tx)
+                    if island_b.erased_after(tx, ref, seen, times["b"]) is not None:
+                        Reviews(island_b).record_upload(tx, "upload-b", "enrol", "k1:b", "refused", None, times["b"])
+                        return "refused"
+                    _, seq, _ = island_b.insert_subject(tx, "A1000001", SubjectInfo(name="Megawati"), template)
+                    Reviews(island_b).record_upload(tx, "upload-b", "enrol", "k1:b", "stored", seq, times["b"])
+                    return "stored"
+
+            def upload_a() -> str:
+                with island_a.transaction() as tx:
+                    island_a.lock_register(tx)
+                    seq, kept, _ = island_a.erase_requested(tx, "A1000001", times["a"], seen)
+                    reviews_a.record_upload(tx, "upload-a", "erase", "k1:a", "superseded" if kept else "erased",
+                                            seq, times["a"])
+                    return "superseded" if kept else "erased"
+
+            outcomes = [upload_b(), upload_a()] if first == "enrolment" else [upload_a(), upload_b()]
+            held = island_a.subject_info("A1000001") is not None
+            if enrolled == "before":
+                assert not held, f"the erasure slipped: {outcomes}"
+                assert outcomes == (["stored", "erased"] if first == "enrolment" else ["erased", "refused"])
+            else:
+                assert held, f"a later enrolment was erased: {outcomes}"
+                assert outcomes == (["stored", "superseded"] if first == "enrolment" else ["erased", "stored"])
+        finally:
+            island_b.close()
+
+
+def test_a_review_of_an_enrolment_made_offline_before_the_request_is_closed_however_late_it_was_uploaded(
+        register_url: str) -> None:
+    """B enrolled A1 offline before A's officer was asked to erase it; B's link returned first and its upload waits
+    for review (queued after the request): A's erasure closes it all the same, and B withdraws its copy."""
+    with island_register(register_url) as (register, reviews, ring, _):
+        ref = ring.pseudonym("A1000001")
+        made = now()
+        time.sleep(0.01)
+        asked = now()
+        time.sleep(0.01)
+        with register.transaction() as tx:
+            reviews.add(tx, "upload-b", ref, {"subject_id": "A1000001"})
+            reviews.record_upload(tx, "upload-b", "enrol", "k1:b", "review", None, made)
+        head = register.head_seq()
+        with register.transaction() as tx:
+            register.lock_register(tx)
+            register.erase_requested(tx, "A1000001", asked, 0)
+        assert register._query("SELECT state FROM reviews") == [("erased",)]
+        assert ("withdrawn", "upload:upload-b") in [(c.kind, c.ref) for c in register.changes_since(head)]
