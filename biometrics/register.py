@@ -248,9 +248,19 @@ def _libpq_options(url: str) -> dict[str, str]:
     service's (``service=`` or ``PGSERVICE``, from ``PGSERVICEFILE`` or ``~/.pg_service.conf``, then the system's
     ``pg_service.conf``), then the environment (``PGHOST``, ``PGHOSTADDR``, ``PGSSLMODE``...), then its defaults.
 
-    libpq resolves them only when it starts a connection: one is started (non-blocking: a host name is looked up and
-    a TCP connection attempted, but no byte is sent, neither TLS nor startup packet) and closed at once. Options
-    libpq cannot resolve (an unknown service) raise StoreRefused with its message."""
+    Without a service (none in the URL, no ``PGSERVICE``) they are read here from the URL and the environment, with
+    no lookup: an island starting offline must not wait on a resolver that does not answer (``PQconnectStart``
+    looks a host name up synchronously, beyond ``connect_timeout``: 10 s a silent nameserver). With a service, libpq
+    alone reads its file: a connection is started (non-blocking, but the host name is looked up and a TCP
+    connection attempted; no byte is sent, neither TLS nor startup packet) and closed at once. Options libpq cannot
+    resolve (an unknown service) raise StoreRefused with its message."""
+    parts = {k: str(v) for k, v in conninfo.conninfo_to_dict(url).items() if v is not None}
+    if "service" not in parts and not os.environ.get("PGSERVICE"):
+        for key, env in (("host", "PGHOST"), ("hostaddr", "PGHOSTADDR"), ("sslmode", "PGSSLMODE"),
+                         ("sslrootcert", "PGSSLROOTCERT")):
+            if key not in parts and os.environ.get(env):
+                parts[key] = os.environ[env]
+        return parts
     conn = pq.PGconn.connect_start(url.encode())
     try:
         options = {o.keyword.decode(): o.val.decode(errors="replace") for o in conn.info if o.val is not None}
