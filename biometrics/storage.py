@@ -786,12 +786,13 @@ class SealedStore:
 
     # -- keys ------------------------------------------------------------------------------------
 
-    def key_usage(self) -> dict[str, int]:
+    def key_usage(self, tables: Sequence[str] | None = None) -> dict[str, int]:
         """How many sealed blobs each key id seals (key rotation's progress), over every table of
-        :attr:`_SEALED_TABLES`."""
+        :attr:`_SEALED_TABLES` (or the named ``tables``; an empty blob, a resolved review's, seals nothing)."""
         usage: dict[str, int] = {}
-        for table, _, _ in self._SEALED_TABLES:
-            for key_id, n in self._query(f"SELECT {self._KEY_ID_SQL}, COUNT(*) FROM {table} GROUP BY 1"):
+        for table in tables if tables is not None else [t for t, _, _ in self._SEALED_TABLES]:
+            for key_id, n in self._query(f"SELECT {self._KEY_ID_SQL}, COUNT(*) FROM {table} "
+                                         "WHERE length(sealed) > 0 GROUP BY 1"):
                 name = bytes(key_id).decode(errors="replace")
                 usage[name] = usage.get(name, 0) + n
         return usage

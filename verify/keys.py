@@ -141,15 +141,9 @@ def register_key_usage(url: str, ring: KeyRing) -> dict[str, int]:
         register.open_read_only()
         if not register._query("SELECT value FROM meta WHERE name = 'keyring_id'"):
             raise Refused(f"the database at {register} records no key ring: it is not a register this ring sealed")
-        usage: dict[str, int] = {}
-        for table in REGISTER_SEALED_TABLES:
-            if register._query("SELECT to_regclass(?)", (table,))[0][0] is None:
-                continue  # a register of an older schema: none of these rows yet
-            for key_id, n in register._query(f"SELECT {register._KEY_ID_SQL}, COUNT(*) FROM {table} "
-                                             "WHERE length(sealed) > 0 GROUP BY 1"):
-                name = bytes(key_id).decode(errors="replace")
-                usage[name] = usage.get(name, 0) + int(n)
-        return usage
+        # a register of an older schema lacks some of these tables: none of their rows yet
+        return register.key_usage([table for table in REGISTER_SEALED_TABLES
+                                   if register._query("SELECT to_regclass(?)", (table,))[0][0] is not None])
     except (StoreRefused, RegisterUnavailable, KeyRingMismatch, psycopg.Error) as exc:
         raise Refused(f"cannot count the register's sealed rows at --store {redact(url)}: {exc}") from None
     finally:
