@@ -693,7 +693,7 @@ class Island:
         against = False
         if payload.get("not_held"):  # asked offline of a document the station did not hold: what the register
             seq, kept, against = service.storage.erase_requested(  # held when it was asked
-                tx, payload["subject_id"], str(payload.get("requested_at") or entry.created_at),
+                tx, payload["subject_id"], str(self._made_at(entry)),
                 int(payload.get("seen_seq", 0)), payload.get("enrolment_upload", ""))
             superseded = kept is not None or seq is None
         else:
@@ -706,7 +706,7 @@ class Island:
         if superseded and payload.get("not_held"):
             log.warning("upload %s: an erasure asked for offline at %s of a document this station did not hold: the "
                         "register's enrolment of it (change %s) was made after the request and is kept",
-                        entry.upload_id, payload.get("requested_at"), kept if kept is not None else "under review")
+                        entry.upload_id, self._made_at(entry), kept if kept is not None else "under review")
         service.record(tx, "delete_upload", Actor(role="system", identity=f"station {service.station} drain"),
                        entry.upload_id, subject_ref=entry.ref, outcome=audited, upload_id=entry.upload_id,
                        reason=payload.get("reason", ""), **named)
