@@ -94,9 +94,9 @@ from biometrics.replica import (
     Replica,
     content_hash,
     enrolment_payload,
+    is_own_copy,
     keyed_hash,
     payload_templates,
-    template_ids,
     without_texts,
 )
 from biometrics.storage import (
@@ -214,8 +214,7 @@ class Island:
         version, which kept no template ids, counts as its own."""
         assert self.replica is not None
         held = self.replica.local.load_subject(entry.ref)
-        ids = set(template_ids(entry.payload))
-        return held is not None and (not ids or {t.template_id for t in held[1]} <= ids)
+        return is_own_copy(None if held is None else [t.template_id for t in held[1]], entry.payload)
 
     def in_review(self, subject_id: str) -> bool:
         """Whether ``subject_id`` was enrolled here offline and its upload waits for an officer's review (a

@@ -110,6 +110,15 @@ def template_ids(payload: dict[str, Any]) -> list[str]:
     return list(payload.get("template_ids") or [t["template_id"] for t in payload.get("templates", [])])
 
 
+def is_own_copy(held_ids: Collection[str] | None, payload: dict[str, Any]) -> bool:
+    """Whether the copy held under an enrolment entry's pseudonym, whose templates have the ids ``held_ids`` (None:
+    no copy held), is the station's own provisional one of that entry's ``payload``, not a subject the register
+    holds under that number (another station's, the office's): its templates' random ids are the entry's. An entry
+    of an older version, which kept no template ids, counts as its own."""
+    ids = set(template_ids(payload))
+    return held_ids is not None and (not ids or set(held_ids) <= ids)
+
+
 #: The prefix of a keyed content hash; a hash without it was written by an older version (plain SHA-256).
 KEYED_HASH = "k1:"
 
@@ -414,10 +423,9 @@ class Replica:
             return None  # another station's upload, or settled already
         ref = str(row[0])
         payload = json.loads(self.local.keyring.open(bytes(row[1]), _outbox_aad(upload_id))) if row[1] else {}
-        ids = set(template_ids(payload))
         held = tx.execute("SELECT 1 FROM subjects WHERE ref = ?", (ref,)).fetchone() is not None
-        own = held and (not ids or {str(r[0]) for r in tx.execute("SELECT template_id FROM templates WHERE ref = ?",
-                                                                   (ref,)).fetchall()} <= ids)
+        own = is_own_copy([str(r[0]) for r in tx.execute("SELECT template_id FROM templates WHERE ref = ?", (ref,))]
+                          if held else None, payload)
         if own:
             self.local.drop_subject(tx, ref)
             self.local.erase_alerts(tx, {ref})
